@@ -1,0 +1,4 @@
+//! The coordinator: watch, plan, act, serve status.
+#![forbid(unsafe_code)]
+
+pub mod plan;

@@ -1,0 +1,2635 @@
+//! The coordinator's brain: one pure step of the control loop.
+//!
+//! For every cluster the coordinator runs `observe -> plan -> act -> status`. Observing
+//! (the runtime's members, etcd's member list, the sidecars' health reports, the grant in
+//! flight) and acting (creating and deleting members, calling sidecars, `MemberRemove`) talk
+//! to the world; this module sits between them and does not. [`plan`] takes an [`Observed`]
+//! snapshot and returns a [`Plan`]: at most one [`Action`], the [`Phase`] to show and the
+//! warnings. No clock (the time is [`Observed::now`]), no I/O, no async: every rule below is
+//! a table test.
+//!
+//! # Rules, in priority order (the first that applies decides)
+//!
+//! 1. Invalid spec: [`Action::RefuseSpec`], phase Invalid. Nothing is touched.
+//! 2. The version step from any member's running version to the spec's is refused
+//!    ([`check_version_step`]): [`Action::RefuseSpec`], phase Invalid.
+//! 3. No runtime member and no etcd cluster: [`Action::CreateSeed`].
+//! 4. A grant in flight: wait ([`WaitReason::ChangeInFlight`]).
+//! 5. etcd's member list unreadable while runtime members exist: wait. Never a second seed
+//!    and never a deletion: a cluster whose every member is down still holds the data.
+//! 6. Healthy voters below quorum: wait ([`WaitReason::QuorumLost`]), change nothing.
+//! 7. Dead members first: remove a dead member etcd lists (only if quorum is kept), delete a
+//!    dead runtime member etcd does not list; wait while a listed member is down, not yet dead.
+//! 8. Delete the runtime member of a member that left etcd's member list.
+//! 9. Wait while a member joins (a learner, or a runtime member etcd does not list yet).
+//! 10. Wait while a voter is unhealthy or its report is stale.
+//! 11. Scale up one learner at a time; 12. scale down the highest ordinal, the leader last.
+//! 13. Upgrade one member at a time, followers first, the leader last.
+//! 14. Otherwise steady.
+//!
+//! # Definitions
+//!
+//! - A runtime member is *in etcd* when etcd lists an entry with the member id its report
+//!   carries; failing that, an entry with its name (a member re-added under its name, whose
+//!   report still carries its old id, has not left).
+//! - *Voters* are etcd's non-learner entries. A voter is *healthy* when its runtime member
+//!   runs and its report is fresh and healthy.
+//! - A runtime member is *dead* when it has not been running for `dead_after_ms`. An etcd
+//!   entry no runtime member claims is an *orphan*, dead at once (its pod or process is gone),
+//!   except an unnamed entry (added, never started) while a live member still has to join:
+//!   that member's add may have gone through before it could report its id.
+//! - A stale report is never death: a sidecar cut off from the coordinator only blocks
+//!   further changes (DESIGN.md: a partition of the control path is not a dead member).
+//!
+//! # Phases
+//!
+//! The planner cannot see history, so the phase is read from the present:
+//! - Creating: no cluster yet, or growing while the cluster has at most one voter (the seed
+//!   alone). Growing from two or more voters reads as Scaling; a caller that remembers it was
+//!   Creating may keep showing Creating until Running.
+//! - Scaling: adding or removing members toward `size` (including deleting the runtime member
+//!   of one that left on request).
+//! - Recovering: removing dead members or cleaning up after them; a Replace grant in flight.
+//! - Degraded: waiting on a member that is down (not yet dead) or unhealthy.
+//! - Upgrading: upgrading members, or waiting on a member in the middle of its handoff.
+//! - Failed: quorum lost, or every member down. Invalid: the spec is refused. Running: steady.
+
+use std::{cmp::Reverse, fmt};
+
+use etcd_operator::{
+    ClusterKey, EtcdVersion,
+    grant::{MembershipGrant, UnixMillis, kind_name},
+    naming::{member_id_hex, member_name, member_ordinal},
+    proto::{self, ChangeKind},
+    validate::{SpecErrors, ValidSpec},
+    version::check_version_step,
+};
+
+/// What the coordinator knows about one cluster at one moment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Observed {
+    /// The cluster.
+    pub cluster: ClusterKey,
+    /// The spec after validation (validation already done by the caller with `validate_cluster`).
+    pub spec: Result<ValidSpec, SpecErrors>,
+    /// Members the runtime has (processes in local mode, Pods on Kubernetes), any order.
+    pub members: Vec<RuntimeMember>,
+    /// etcd's member list as last read from the cluster; `None` when no member answered
+    /// (no cluster yet, or every member unreachable).
+    pub etcd_members: Option<Vec<EtcdMember>>,
+    /// The membership-change grant in flight, if any (already expiry-checked by the caller).
+    pub grant: Option<MembershipGrant>,
+    /// The next unused ordinal (ordinals are never reused: the replacement of -0004 is -0005).
+    pub next_ordinal: u32,
+    /// Now, ms since the epoch.
+    pub now: UnixMillis,
+    /// Tunables.
+    pub policy: Policy,
+}
+
+/// Tunables of the planner.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Policy {
+    /// A member whose runtime process/pod has not been running for this long is dead
+    /// (default 15 000 ms).
+    pub dead_after_ms: i64,
+    /// A health report older than this is stale: its member's health is unknown
+    /// (default 10 000 ms).
+    pub report_stale_after_ms: i64,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Self {
+            dead_after_ms: 15_000,
+            report_stale_after_ms: 10_000,
+        }
+    }
+}
+
+/// One member as the runtime has it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuntimeMember {
+    /// `<cluster>-<NNNN>`.
+    pub name: String,
+    /// The `NNNN` of the name.
+    pub ordinal: u32,
+    /// The runtime says the member's process/pod is running.
+    pub running: bool,
+    /// Since when it has not been running (`None` while running). A runtime that cannot
+    /// tell leaves it `None` and the member is never judged dead: death needs evidence.
+    pub down_since: Option<UnixMillis>,
+    /// The etcd version the runtime runs (or will run) this member with.
+    pub version: EtcdVersion,
+    /// The latest health report from its sidecar, if any.
+    pub report: Option<MemberReport>,
+}
+
+/// The subset of a sidecar `HealthReport` the planner needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberReport {
+    /// The etcd member id, 0 until joined.
+    pub member_id: u64,
+    /// etcd answers, knows a leader and has no alarm.
+    pub healthy: bool,
+    /// The member is the leader.
+    pub leader: bool,
+    /// The member is a learner.
+    pub learner: bool,
+    /// What etcd reports, "3.6.15" (may be empty).
+    pub etcd_version: String,
+    /// Where the member is in its lifecycle.
+    pub phase: ReportedPhase,
+    /// When the sidecar made the observation.
+    pub observed_at: UnixMillis,
+}
+
+impl From<&proto::HealthReport> for MemberReport {
+    fn from(report: &proto::HealthReport) -> Self {
+        Self {
+            member_id: report.member_id,
+            healthy: report.healthy,
+            leader: report.leader,
+            learner: report.learner,
+            etcd_version: report.etcd_version.clone(),
+            phase: report.phase().into(),
+            observed_at: report.observed_at_unix_ms,
+        }
+    }
+}
+
+/// A member's lifecycle phase as its sidecar reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ReportedPhase {
+    /// Deciding what to do (reading data, asking the coordinator).
+    Starting,
+    /// Bootstrapping a new one-member cluster.
+    Bootstrapping,
+    /// Joining as a learner.
+    Joining,
+    /// A member of the cluster.
+    Running,
+    /// Leaving on the coordinator's request.
+    Leaving,
+    /// Removed; data wiped; will not rejoin.
+    Removed,
+    /// etcd stopped for an upgrade handoff, waiting for the runtime to restart it.
+    HandedOff,
+    /// etcd exited and the sidecar is restarting it.
+    Restarting,
+}
+
+impl ReportedPhase {
+    /// The member has not joined yet (so a member id it reports that etcd does not list
+    /// means "about to join", not "left").
+    fn is_before_join(self) -> bool {
+        matches!(self, Self::Starting | Self::Bootstrapping | Self::Joining)
+    }
+}
+
+impl From<proto::MemberPhase> for ReportedPhase {
+    fn from(phase: proto::MemberPhase) -> Self {
+        match phase {
+            // A sidecar that has not said anything yet is still deciding.
+            proto::MemberPhase::Unspecified | proto::MemberPhase::Starting => Self::Starting,
+            proto::MemberPhase::Bootstrapping => Self::Bootstrapping,
+            proto::MemberPhase::Joining => Self::Joining,
+            proto::MemberPhase::Running => Self::Running,
+            proto::MemberPhase::Leaving => Self::Leaving,
+            proto::MemberPhase::Removed => Self::Removed,
+            proto::MemberPhase::HandedOff => Self::HandedOff,
+            proto::MemberPhase::Restarting => Self::Restarting,
+        }
+    }
+}
+
+/// One entry of etcd's member list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EtcdMember {
+    /// The member id.
+    pub id: u64,
+    /// Empty for a member added but never started.
+    pub name: String,
+    /// Peer URLs.
+    pub peer_urls: Vec<String>,
+    /// Client URLs (empty for a member never started).
+    pub client_urls: Vec<String>,
+    /// A learner, not yet a voter.
+    pub is_learner: bool,
+}
+
+/// The one next step for a cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// The spec (or the version step it asks for) is refused; change nothing. `message` is
+    /// shown in status.
+    RefuseSpec {
+        /// Why, for people.
+        message: String,
+    },
+    /// No cluster exists: create member `name` as the seed that bootstraps a 1-member cluster.
+    CreateSeed {
+        /// The seed's name.
+        name: String,
+        /// The version to run.
+        version: EtcdVersion,
+    },
+    /// Create member `name`; its sidecar joins as a learner under its own grant and promotes
+    /// itself.
+    CreateMember {
+        /// The new member's name (always a never-used ordinal).
+        name: String,
+        /// The version to run.
+        version: EtcdVersion,
+    },
+    /// Remove a dead member from etcd's member list (the coordinator does `MemberRemove`
+    /// under a grant), then delete its runtime member if any.
+    RemoveDeadMember {
+        /// The member's name; for an entry etcd lists without a name (added, never
+        /// started), its id in hex, which names no runtime member.
+        name: String,
+        /// The etcd member id to remove.
+        member_id: u64,
+        /// Why it is judged dead, for events and logs.
+        reason: String,
+    },
+    /// Delete a runtime member that is not (or no longer) in etcd's member list and will not
+    /// join: it left, or it was removed.
+    DeleteRuntimeMember {
+        /// The runtime member's name.
+        name: String,
+        /// Why, for events and logs.
+        reason: String,
+    },
+    /// Scale down: ask `name` to leave (its sidecar moves leadership if leader, removes
+    /// itself, wipes).
+    AskToLeave {
+        /// The member that leaves.
+        name: String,
+    },
+    /// Upgrade `name` to `to` through the sidecar handoff, then restart it on the same data
+    /// with `to`.
+    UpgradeMember {
+        /// The member to upgrade.
+        name: String,
+        /// The version to restart it with.
+        to: EtcdVersion,
+    },
+    /// Do nothing now, for the reason given.
+    Wait {
+        /// Why.
+        reason: WaitReason,
+    },
+    /// Everything matches the spec.
+    Steady,
+}
+
+impl Action {
+    /// A stable word for the `action` log field, metric labels and events.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::RefuseSpec { .. } => "refuse_spec",
+            Self::CreateSeed { .. } => "create_seed",
+            Self::CreateMember { .. } => "create_member",
+            Self::RemoveDeadMember { .. } => "remove_dead_member",
+            Self::DeleteRuntimeMember { .. } => "delete_runtime_member",
+            Self::AskToLeave { .. } => "ask_to_leave",
+            Self::UpgradeMember { .. } => "upgrade_member",
+            Self::Wait { .. } => "wait",
+            Self::Steady => "steady",
+        }
+    }
+
+    /// True when acting on it changes the cluster or the runtime (false for refuse, wait
+    /// and steady, which only update status).
+    pub fn changes_something(&self) -> bool {
+        !matches!(
+            self,
+            Self::RefuseSpec { .. } | Self::Wait { .. } | Self::Steady
+        )
+    }
+
+    /// The member the action is about, for the `member` log field.
+    pub fn member(&self) -> Option<&str> {
+        match self {
+            Self::CreateSeed { name, .. }
+            | Self::CreateMember { name, .. }
+            | Self::RemoveDeadMember { name, .. }
+            | Self::DeleteRuntimeMember { name, .. }
+            | Self::AskToLeave { name }
+            | Self::UpgradeMember { name, .. } => Some(name),
+            Self::RefuseSpec { .. } | Self::Wait { .. } | Self::Steady => None,
+        }
+    }
+}
+
+/// Why the planner waits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WaitReason {
+    /// A membership change holds the cluster's grant (described for people).
+    ChangeInFlight(String),
+    /// The named member is joining (a learner, or created and about to join).
+    MemberJoining(String),
+    /// The named voter runs but is unhealthy or its report is stale.
+    Unhealthy(String),
+    /// Fewer healthy voters than quorum: nothing may change.
+    QuorumLost {
+        /// Healthy voters.
+        healthy: usize,
+        /// All voters.
+        voters: usize,
+    },
+    /// The named member is down but not yet dead.
+    MemberDown(String),
+    /// Anything else, said in full.
+    Other(String),
+}
+
+impl fmt::Display for WaitReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::ChangeInFlight(change) => {
+                write!(f, "a membership change is in flight: {change}")
+            }
+            Self::MemberJoining(name) => write!(f, "{name} is joining the cluster"),
+            Self::Unhealthy(name) => write!(
+                f,
+                "{name} is unhealthy or its health report is stale; no other change until it is healthy"
+            ),
+            Self::QuorumLost { healthy, voters } => write!(
+                f,
+                "quorum lost: {healthy} of {voters} voting members healthy, {} needed; changing nothing until quorum is back",
+                quorum(*voters)
+            ),
+            Self::MemberDown(name) => write!(
+                f,
+                "{name} is down; waiting for it to come back or to be judged dead"
+            ),
+            Self::Other(text) => f.write_str(text),
+        }
+    }
+}
+
+/// The phase shown in status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Phase {
+    /// No cluster yet, or the seed still alone while growing.
+    Creating,
+    /// Everything matches the spec.
+    Running,
+    /// Adding or removing members toward the spec's size.
+    Scaling,
+    /// Moving members to the spec's version.
+    Upgrading,
+    /// Removing dead members or cleaning up after them.
+    Recovering,
+    /// A member is down or unhealthy; no change until it is back or dead.
+    Degraded,
+    /// Quorum lost or every member down; nothing changes.
+    Failed,
+    /// The spec is refused.
+    Invalid,
+}
+
+impl Phase {
+    /// The word written to status.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Creating => "Creating",
+            Self::Running => "Running",
+            Self::Scaling => "Scaling",
+            Self::Upgrading => "Upgrading",
+            Self::Recovering => "Recovering",
+            Self::Degraded => "Degraded",
+            Self::Failed => "Failed",
+            Self::Invalid => "Invalid",
+        }
+    }
+}
+
+impl fmt::Display for Phase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The planner's answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    /// The one next step.
+    pub action: Action,
+    /// The phase to show.
+    pub phase: Phase,
+    /// Warnings to show (the even-size warning from [`ValidSpec`]).
+    pub warnings: Vec<String>,
+}
+
+/// Votes needed for a decision among `voters`.
+pub fn quorum(voters: usize) -> usize {
+    voters / 2 + 1
+}
+
+/// The lowest version any runtime member runs: what etcd's cluster version follows, and
+/// what the next version step is checked from.
+pub fn cluster_version(observed: &Observed) -> Option<EtcdVersion> {
+    observed.members.iter().map(running_version).min()
+}
+
+/// Decides the next step for one cluster. See the module doc for the rules.
+pub fn plan(observed: &Observed) -> Plan {
+    let spec = match &observed.spec {
+        Ok(spec) => spec,
+        Err(errors) => {
+            return Plan {
+                action: Action::RefuseSpec {
+                    message: errors.to_string(),
+                },
+                phase: Phase::Invalid,
+                warnings: Vec::new(),
+            };
+        }
+    };
+    let (action, phase) = match check_version_steps(observed, spec) {
+        Err(message) => (Action::RefuseSpec { message }, Phase::Invalid),
+        Ok(()) => View::new(observed, spec).decide(),
+    };
+    Plan {
+        action,
+        phase,
+        warnings: spec.warnings.clone(),
+    }
+}
+
+/// The version a member runs: what etcd says when it says something usable, else what the
+/// runtime runs it with.
+fn running_version(member: &RuntimeMember) -> EtcdVersion {
+    member
+        .report
+        .as_ref()
+        .and_then(|r| r.etcd_version.parse().ok())
+        .unwrap_or(member.version)
+}
+
+/// Checks the step from every running version, not only the lowest: in the middle of an
+/// upgrade, a spec set back to the old version would otherwise pass from the lowest member
+/// and downgrade the upgraded ones across a minor version.
+fn check_version_steps(observed: &Observed, spec: &ValidSpec) -> Result<(), String> {
+    let mut versions: Vec<EtcdVersion> = observed.members.iter().map(running_version).collect();
+    versions.sort();
+    versions.dedup();
+    for from in versions {
+        check_version_step(from, spec.version, spec.allow_downgrade).map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+fn is_fresh(report: &MemberReport, now: UnixMillis, policy: &Policy) -> bool {
+    now.saturating_sub(report.observed_at) <= policy.report_stale_after_ms
+}
+
+fn down_for(member: &RuntimeMember, now: UnixMillis) -> Option<i64> {
+    if member.running {
+        return None;
+    }
+    member.down_since.map(|since| now.saturating_sub(since))
+}
+
+fn is_dead(member: &RuntimeMember, now: UnixMillis, policy: &Policy) -> bool {
+    down_for(member, now).is_some_and(|ms| ms >= policy.dead_after_ms)
+}
+
+/// The etcd entry a runtime member is, if etcd lists it.
+fn entry_of<'a>(member: &RuntimeMember, etcd: &'a [EtcdMember]) -> Option<&'a EtcdMember> {
+    let id = member.report.as_ref().map_or(0, |r| r.member_id);
+    if id != 0
+        && let Some(entry) = etcd.iter().find(|e| e.id == id)
+    {
+        return Some(entry);
+    }
+    etcd.iter()
+        .find(|e| !e.name.is_empty() && e.name == member.name)
+}
+
+/// Whether a member etcd does not list has left for good: its sidecar says it was removed,
+/// or it ran under an id etcd no longer lists and is not on its way in.
+fn has_left(member: &RuntimeMember) -> bool {
+    member.report.as_ref().is_some_and(|r| {
+        r.phase == ReportedPhase::Removed || (r.member_id != 0 && !r.phase.is_before_join())
+    })
+}
+
+fn entry_name(entry: &EtcdMember) -> String {
+    if entry.name.is_empty() {
+        member_id_hex(entry.id)
+    } else {
+        entry.name.clone()
+    }
+}
+
+fn seconds(ms: i64) -> i64 {
+    ms / 1000
+}
+
+type Step = (Action, Phase);
+
+fn wait(reason: WaitReason, phase: Phase) -> Step {
+    (Action::Wait { reason }, phase)
+}
+
+/// A runtime member joined with what etcd and its report say about it.
+struct MemberView<'a> {
+    runtime: &'a RuntimeMember,
+    entry: Option<&'a EtcdMember>,
+    dead: bool,
+    /// Running with a fresh, healthy report.
+    healthy: bool,
+    /// Not in etcd and will not join (only judged when etcd's list is known).
+    left: bool,
+}
+
+impl MemberView<'_> {
+    fn name(&self) -> &str {
+        &self.runtime.name
+    }
+
+    fn is_voter(&self) -> bool {
+        self.entry.is_some_and(|e| !e.is_learner)
+    }
+
+    fn is_learner(&self) -> bool {
+        self.entry.is_some_and(|e| e.is_learner)
+    }
+
+    fn is_leader(&self) -> bool {
+        self.runtime.report.as_ref().is_some_and(|r| r.leader)
+    }
+
+    fn reported_phase(&self) -> Option<ReportedPhase> {
+        self.runtime.report.as_ref().map(|r| r.phase)
+    }
+
+    /// Down or unhealthy because of an upgrade: mid-handoff, or the runtime is moving it to
+    /// another version than the one it last reported running.
+    fn in_upgrade(&self) -> bool {
+        self.reported_phase() == Some(ReportedPhase::HandedOff)
+            || self
+                .runtime
+                .report
+                .as_ref()
+                .and_then(|r| r.etcd_version.parse::<EtcdVersion>().ok())
+                .is_some_and(|reported| reported != self.runtime.version)
+    }
+
+    fn trouble_phase(&self) -> Phase {
+        if self.in_upgrade() {
+            Phase::Upgrading
+        } else {
+            Phase::Degraded
+        }
+    }
+}
+
+/// A dead member etcd lists: an orphan entry or a dead runtime member's entry.
+struct DeadEntry<'a> {
+    name: String,
+    entry: &'a EtcdMember,
+    healthy: bool,
+    ordinal: u32,
+    reason: String,
+}
+
+/// Everything the rules look at, computed once.
+struct View<'a> {
+    observed: &'a Observed,
+    spec: &'a ValidSpec,
+    /// By ordinal.
+    members: Vec<MemberView<'a>>,
+    /// etcd entries no runtime member is.
+    orphans: Vec<&'a EtcdMember>,
+    voters: usize,
+    healthy_voters: usize,
+}
+
+impl<'a> View<'a> {
+    fn new(observed: &'a Observed, spec: &'a ValidSpec) -> Self {
+        let etcd: &[EtcdMember] = observed.etcd_members.as_deref().unwrap_or_default();
+        let (now, policy) = (observed.now, &observed.policy);
+        let mut members: Vec<MemberView<'a>> = observed
+            .members
+            .iter()
+            .map(|runtime| {
+                let entry = entry_of(runtime, etcd);
+                MemberView {
+                    runtime,
+                    entry,
+                    dead: is_dead(runtime, now, policy),
+                    healthy: runtime.running
+                        && runtime
+                            .report
+                            .as_ref()
+                            .is_some_and(|r| r.healthy && is_fresh(r, now, policy)),
+                    left: observed.etcd_members.is_some() && entry.is_none() && has_left(runtime),
+                }
+            })
+            .collect();
+        members.sort_by(|a, b| {
+            (a.runtime.ordinal, &a.runtime.name).cmp(&(b.runtime.ordinal, &b.runtime.name))
+        });
+
+        let claimed = |entry: &EtcdMember| {
+            members
+                .iter()
+                .any(|m| m.entry.is_some_and(|e| e.id == entry.id))
+        };
+        let someone_to_join = members
+            .iter()
+            .any(|m| m.entry.is_none() && !m.dead && !m.left);
+        let orphans = etcd
+            .iter()
+            .filter(|e| !claimed(e))
+            .filter(|e| !(e.name.is_empty() && someone_to_join))
+            .collect();
+        let voters = etcd.iter().filter(|e| !e.is_learner).count();
+        // Counted per entry, so that two runtime members claiming one entry count once.
+        let healthy_voters = etcd
+            .iter()
+            .filter(|e| !e.is_learner)
+            .filter(|e| {
+                members
+                    .iter()
+                    .any(|m| m.healthy && m.entry.is_some_and(|x| x.id == e.id))
+            })
+            .count();
+        Self {
+            observed,
+            spec,
+            members,
+            orphans,
+            voters,
+            healthy_voters,
+        }
+    }
+
+    fn decide(&self) -> Step {
+        let observed = self.observed;
+        if observed.members.is_empty() && observed.etcd_members.is_none() {
+            return (
+                Action::CreateSeed {
+                    name: self.new_member_name(),
+                    version: self.spec.version,
+                },
+                Phase::Creating,
+            );
+        }
+        if let Some(grant) = &observed.grant {
+            return wait(
+                WaitReason::ChangeInFlight(format!(
+                    "{} of {} (grant {})",
+                    kind_name(grant.kind),
+                    grant.member,
+                    grant.id
+                )),
+                self.grant_phase(grant),
+            );
+        }
+        if observed.etcd_members.is_none() {
+            return self.unformed();
+        }
+        if self.healthy_voters < quorum(self.voters) {
+            return self.quorum_lost();
+        }
+        self.handle_dead()
+            .or_else(|| self.delete_left())
+            .or_else(|| self.wait_for_joiner())
+            .or_else(|| self.wait_for_unhealthy())
+            .or_else(|| self.scale())
+            .or_else(|| self.upgrade())
+            .unwrap_or((Action::Steady, Phase::Running))
+    }
+
+    /// A never-used name: the caller's counter, but never below an ordinal already visible,
+    /// so that a counter lost or lagging cannot hand out a name twice.
+    fn new_member_name(&self) -> String {
+        let cluster = &self.observed.cluster.name;
+        let seen = self
+            .observed
+            .members
+            .iter()
+            .map(|m| m.ordinal)
+            .chain(
+                self.observed
+                    .etcd_members
+                    .iter()
+                    .flatten()
+                    .filter_map(|e| member_ordinal(cluster, &e.name)),
+            )
+            .max();
+        let ordinal = match seen {
+            Some(highest) => self.observed.next_ordinal.max(highest.saturating_add(1)),
+            None => self.observed.next_ordinal,
+        };
+        member_name(cluster, ordinal)
+    }
+
+    fn growth_phase(&self) -> Phase {
+        if self.voters <= 1 && self.spec.size > 1 {
+            Phase::Creating
+        } else {
+            Phase::Scaling
+        }
+    }
+
+    fn grant_phase(&self, grant: &MembershipGrant) -> Phase {
+        if self.observed.etcd_members.is_some() && self.healthy_voters < quorum(self.voters) {
+            return Phase::Failed;
+        }
+        let gone = !self
+            .members
+            .iter()
+            .any(|m| m.name() == grant.member && !m.dead);
+        match grant.kind {
+            ChangeKind::Bootstrap => Phase::Creating,
+            ChangeKind::Add => self.growth_phase(),
+            ChangeKind::Replace => Phase::Recovering,
+            ChangeKind::Remove if gone => Phase::Recovering,
+            ChangeKind::Remove | ChangeKind::Unspecified => Phase::Scaling,
+        }
+    }
+
+    fn quorum_lost(&self) -> Step {
+        wait(
+            WaitReason::QuorumLost {
+                healthy: self.healthy_voters,
+                voters: self.voters,
+            },
+            Phase::Failed,
+        )
+    }
+
+    /// Rule 5: runtime members exist but no member answered etcd's member-list read.
+    /// Runtime members stand in for voters, since etcd cannot say who votes.
+    fn unformed(&self) -> Step {
+        let formed = self
+            .members
+            .iter()
+            .any(|m| m.runtime.report.as_ref().is_some_and(|r| r.member_id != 0));
+        let mut running = self.members.iter().filter(|m| m.runtime.running).peekable();
+        if running.peek().is_none() {
+            if self.members.iter().any(|m| m.dead) {
+                return wait(
+                    WaitReason::QuorumLost {
+                        healthy: 0,
+                        voters: self.members.len(),
+                    },
+                    Phase::Failed,
+                );
+            }
+            // Every member is down, none long enough to be dead: a seed still being scheduled
+            // when no member ever reported an id, otherwise a cluster that went down.
+            let name = self.members.first().map(|m| m.name().to_string());
+            let phase = if formed {
+                Phase::Failed
+            } else {
+                Phase::Creating
+            };
+            return wait(WaitReason::MemberDown(name.unwrap_or_default()), phase);
+        }
+        let mut running: Vec<&MemberView<'_>> = running.collect();
+        if let Some(starting) = running
+            .iter()
+            .find(|m| m.reported_phase().is_none_or(ReportedPhase::is_before_join))
+        {
+            let phase = if formed {
+                Phase::Recovering
+            } else {
+                Phase::Creating
+            };
+            return wait(
+                WaitReason::MemberJoining(starting.name().to_string()),
+                phase,
+            );
+        }
+        running.retain(|m| m.healthy && !m.runtime.report.as_ref().is_some_and(|r| r.learner));
+        let (healthy, voters) = (running.len(), self.members.len());
+        if healthy >= quorum(voters) {
+            wait(
+                WaitReason::Other(format!(
+                    "no member answered the member-list read, though {healthy} of {voters} members report healthy"
+                )),
+                Phase::Degraded,
+            )
+        } else {
+            wait(WaitReason::QuorumLost { healthy, voters }, Phase::Failed)
+        }
+    }
+
+    /// Rule 7: the dead first, then the down.
+    fn handle_dead(&self) -> Option<Step> {
+        let now = self.observed.now;
+        let dead_after = self.observed.policy.dead_after_ms;
+        let mut candidates: Vec<DeadEntry<'_>> = self
+            .orphans
+            .iter()
+            .map(|entry| DeadEntry {
+                name: entry_name(entry),
+                entry,
+                healthy: false,
+                ordinal: member_ordinal(&self.observed.cluster.name, &entry.name)
+                    .unwrap_or(u32::MAX),
+                reason:
+                    "etcd lists it but the runtime has no such member (its pod or process is gone)"
+                        .to_string(),
+            })
+            .collect();
+        candidates.extend(self.members.iter().filter(|m| m.dead).filter_map(|m| {
+            Some(DeadEntry {
+                name: m.name().to_string(),
+                entry: m.entry?,
+                healthy: m.healthy,
+                ordinal: m.runtime.ordinal,
+                reason: format!(
+                    "not running for {}s (dead after {}s)",
+                    seconds(down_for(m.runtime, now).unwrap_or_default()),
+                    seconds(dead_after)
+                ),
+            })
+        }));
+        // Voters first: they are what quorum and fault tolerance depend on.
+        candidates.sort_by_key(|c| (c.entry.is_learner, c.ordinal, c.entry.id));
+        if !candidates.is_empty() {
+            let removable = candidates
+                .into_iter()
+                .find(|c| self.removal_keeps_quorum(c.entry, c.healthy));
+            return Some(match removable {
+                Some(c) => (
+                    Action::RemoveDeadMember {
+                        name: c.name,
+                        member_id: c.entry.id,
+                        reason: c.reason,
+                    },
+                    Phase::Recovering,
+                ),
+                None => self.quorum_lost(),
+            });
+        }
+        if let Some(m) = self.members.iter().find(|m| m.dead && m.entry.is_none()) {
+            return Some((
+                Action::DeleteRuntimeMember {
+                    name: m.name().to_string(),
+                    reason: format!(
+                        "not running for {}s and not in etcd's member list",
+                        seconds(down_for(m.runtime, now).unwrap_or_default())
+                    ),
+                },
+                Phase::Recovering,
+            ));
+        }
+        // A listed member that is down but not dead may come back on its data: changing
+        // anything else now would only shrink the margin if it does not.
+        self.members
+            .iter()
+            .find(|m| !m.runtime.running && !m.dead && m.entry.is_some())
+            .map(|m| {
+                wait(
+                    WaitReason::MemberDown(m.name().to_string()),
+                    m.trouble_phase(),
+                )
+            })
+    }
+
+    /// Whether removing `entry` leaves at least quorum of the remaining voters healthy.
+    /// A learner does not vote, so its removal never affects quorum.
+    fn removal_keeps_quorum(&self, entry: &EtcdMember, healthy: bool) -> bool {
+        if entry.is_learner {
+            return true;
+        }
+        let voters_after = self.voters.saturating_sub(1);
+        let healthy_after = self.healthy_voters.saturating_sub(usize::from(healthy));
+        healthy_after >= quorum(voters_after)
+    }
+
+    /// Rule 8: a member that left keeps nothing worth having (its data is wiped).
+    fn delete_left(&self) -> Option<Step> {
+        let m = self.members.iter().find(|m| m.left)?;
+        let report = m.runtime.report.as_ref()?;
+        Some(if report.phase == ReportedPhase::Removed {
+            (
+                Action::DeleteRuntimeMember {
+                    name: m.name().to_string(),
+                    reason: "it left the cluster (its sidecar reports it removed)".to_string(),
+                },
+                Phase::Scaling,
+            )
+        } else {
+            (
+                Action::DeleteRuntimeMember {
+                    name: m.name().to_string(),
+                    reason: format!(
+                        "its member id {} is no longer in etcd's member list",
+                        member_id_hex(report.member_id)
+                    ),
+                },
+                Phase::Recovering,
+            )
+        })
+    }
+
+    /// Rule 9: one member joins at a time (etcd holds one learner by default), so nothing
+    /// else starts while one does. A member the runtime has but etcd does not list yet
+    /// counts, even while its pod is still starting: it has never been a member, so it is
+    /// joining, not down.
+    fn wait_for_joiner(&self) -> Option<Step> {
+        let joiner = self.members.iter().find(|m| m.is_learner()).or_else(|| {
+            self.members
+                .iter()
+                .find(|m| m.entry.is_none() && !m.dead && !m.left)
+        })?;
+        Some(wait(
+            WaitReason::MemberJoining(joiner.name().to_string()),
+            self.growth_phase(),
+        ))
+    }
+
+    /// Rule 10: a running voter whose health is bad or unknown blocks every change; it is
+    /// never removed for it.
+    fn wait_for_unhealthy(&self) -> Option<Step> {
+        let m = self.members.iter().find(|m| m.is_voter() && !m.healthy)?;
+        Some(wait(
+            WaitReason::Unhealthy(m.name().to_string()),
+            m.trouble_phase(),
+        ))
+    }
+
+    /// Rules 11 and 12. By now every voter is a healthy runtime member.
+    fn scale(&self) -> Option<Step> {
+        let size = usize::try_from(self.spec.size).unwrap_or(usize::MAX);
+        if self.voters < size {
+            return Some((
+                Action::CreateMember {
+                    name: self.new_member_name(),
+                    version: self.spec.version,
+                },
+                self.growth_phase(),
+            ));
+        }
+        if self.voters == size {
+            return None;
+        }
+        // A member already leaving is asked again (the request is idempotent and its answer
+        // may have been lost); otherwise the newest non-leader, so that leadership moves only
+        // when nothing else can go.
+        let leaving = self
+            .members
+            .iter()
+            .filter(|m| m.is_voter())
+            .min_by_key(|m| {
+                (
+                    m.reported_phase() != Some(ReportedPhase::Leaving),
+                    m.is_leader(),
+                    Reverse(m.runtime.ordinal),
+                )
+            });
+        Some(match leaving {
+            Some(m)
+                if m.entry
+                    .is_some_and(|e| self.removal_keeps_quorum(e, m.healthy)) =>
+            {
+                (
+                    Action::AskToLeave {
+                        name: m.name().to_string(),
+                    },
+                    Phase::Scaling,
+                )
+            }
+            _ => wait(
+                WaitReason::Other(format!(
+                    "scaling down from {} to {size} voters would leave fewer than quorum healthy",
+                    self.voters
+                )),
+                Phase::Degraded,
+            ),
+        })
+    }
+
+    /// Rule 13: followers first, the leader last (its sidecar moves leadership to an
+    /// up-to-date voter during the handoff).
+    fn upgrade(&self) -> Option<Step> {
+        let to = self.spec.version;
+        let m = self
+            .members
+            .iter()
+            .filter(|m| m.is_voter() && running_version(m.runtime) != to)
+            .min_by_key(|m| (m.is_leader(), m.runtime.ordinal))?;
+        // A handoff stops one voter; the others must still make a quorum. A single member
+        // cannot avoid the pause, two members would stall writes, so two wait.
+        let healthy_during = self.healthy_voters.saturating_sub(1);
+        if self.healthy_voters < self.voters
+            || (self.voters >= 2 && healthy_during < quorum(self.voters))
+        {
+            return Some(wait(
+                WaitReason::Other(format!(
+                    "upgrading {} would leave {healthy_during} of {} voters running, below quorum ({}): scale to at least 3 members first",
+                    m.name(),
+                    self.voters,
+                    quorum(self.voters)
+                )),
+                Phase::Upgrading,
+            ));
+        }
+        Some((
+            Action::UpgradeMember {
+                name: m.name().to_string(),
+                to,
+            },
+            Phase::Upgrading,
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use etcd_operator::validate::SpecError;
+
+    use super::*;
+
+    const CLUSTER: &str = "demo";
+    const NOW: UnixMillis = 1_000_000;
+    const V34: EtcdVersion = EtcdVersion::new(3, 4, 45);
+    const V35: EtcdVersion = EtcdVersion::new(3, 5, 34);
+    const V36: EtcdVersion = EtcdVersion::new(3, 6, 15);
+
+    fn name(ordinal: u32) -> String {
+        member_name(CLUSTER, ordinal)
+    }
+
+    fn id(ordinal: u32) -> u64 {
+        0x1000 + u64::from(ordinal)
+    }
+
+    fn v(text: &str) -> EtcdVersion {
+        text.parse().unwrap()
+    }
+
+    fn waiting(reason: WaitReason) -> Action {
+        Action::Wait { reason }
+    }
+
+    /// Builds an [`Observed`] one fact at a time.
+    #[derive(Clone)]
+    struct Situation(Observed);
+
+    impl Situation {
+        /// No member, no cluster, spec `size` at 3.6.15.
+        fn empty(size: u32) -> Self {
+            Self(Observed {
+                cluster: ClusterKey::local(CLUSTER),
+                spec: Ok(ValidSpec {
+                    size,
+                    version: V36,
+                    allow_downgrade: false,
+                    warnings: Vec::new(),
+                }),
+                members: Vec::new(),
+                etcd_members: None,
+                grant: None,
+                next_ordinal: 0,
+                now: NOW,
+                policy: Policy::default(),
+            })
+        }
+
+        /// `n` healthy voters with ordinals `0..n`, member 0 leading, spec size `n`.
+        fn healthy(n: u32) -> Self {
+            let mut s = Self::empty(n);
+            s.0.etcd_members = Some(Vec::new());
+            for ordinal in 0..n {
+                s = s.voter(ordinal);
+            }
+            s.leader(0)
+        }
+
+        fn add(&mut self, ordinal: u32, report: Option<MemberReport>) {
+            self.0.members.push(RuntimeMember {
+                name: name(ordinal),
+                ordinal,
+                running: true,
+                down_since: None,
+                version: V36,
+                report,
+            });
+            self.0.next_ordinal = self.0.next_ordinal.max(ordinal + 1);
+        }
+
+        fn add_entry(&mut self, ordinal: u32, named: bool, is_learner: bool) {
+            self.0
+                .etcd_members
+                .get_or_insert_with(Vec::new)
+                .push(EtcdMember {
+                    id: id(ordinal),
+                    name: if named { name(ordinal) } else { String::new() },
+                    peer_urls: vec![format!("http://127.0.0.1:{}", 2380 + ordinal)],
+                    client_urls: Vec::new(),
+                    is_learner,
+                });
+        }
+
+        fn healthy_report(ordinal: u32, learner: bool) -> MemberReport {
+            MemberReport {
+                member_id: id(ordinal),
+                healthy: true,
+                leader: false,
+                learner,
+                etcd_version: V36.to_string(),
+                phase: if learner {
+                    ReportedPhase::Joining
+                } else {
+                    ReportedPhase::Running
+                },
+                observed_at: NOW - 500,
+            }
+        }
+
+        /// A healthy voter.
+        fn voter(mut self, ordinal: u32) -> Self {
+            self.add(ordinal, Some(Self::healthy_report(ordinal, false)));
+            self.add_entry(ordinal, true, false);
+            self
+        }
+
+        /// A member added as a learner and running.
+        fn learner(mut self, ordinal: u32) -> Self {
+            self.add(ordinal, Some(Self::healthy_report(ordinal, true)));
+            self.add_entry(ordinal, true, true);
+            self
+        }
+
+        /// A member the runtime created whose sidecar has not joined yet.
+        fn joiner(mut self, ordinal: u32) -> Self {
+            self.add(
+                ordinal,
+                Some(MemberReport {
+                    member_id: 0,
+                    healthy: false,
+                    leader: false,
+                    learner: false,
+                    etcd_version: String::new(),
+                    phase: ReportedPhase::Starting,
+                    observed_at: NOW - 500,
+                }),
+            );
+            self
+        }
+
+        /// An entry etcd lists without a name: added, never started.
+        fn unnamed_learner(mut self, ordinal: u32) -> Self {
+            self.add_entry(ordinal, false, true);
+            self
+        }
+
+        fn member(&mut self, ordinal: u32) -> &mut RuntimeMember {
+            self.0
+                .members
+                .iter_mut()
+                .find(|m| m.ordinal == ordinal)
+                .unwrap()
+        }
+
+        fn report(&mut self, ordinal: u32) -> &mut MemberReport {
+            self.member(ordinal).report.as_mut().unwrap()
+        }
+
+        fn leader(mut self, ordinal: u32) -> Self {
+            for m in &mut self.0.members {
+                if let Some(r) = m.report.as_mut() {
+                    r.leader = m.ordinal == ordinal;
+                }
+            }
+            self
+        }
+
+        fn size(mut self, size: u32) -> Self {
+            self.spec_mut().size = size;
+            self
+        }
+
+        fn spec_version(mut self, version: &str) -> Self {
+            self.spec_mut().version = v(version);
+            self
+        }
+
+        fn spec_mut(&mut self) -> &mut ValidSpec {
+            self.0.spec.as_mut().unwrap()
+        }
+
+        /// Every member runs `version`.
+        fn all_run(mut self, version: &str) -> Self {
+            let ordinals: Vec<u32> = self.0.members.iter().map(|m| m.ordinal).collect();
+            for ordinal in ordinals {
+                self = self.runs(ordinal, version);
+            }
+            self
+        }
+
+        fn runs(mut self, ordinal: u32, version: &str) -> Self {
+            let m = self.member(ordinal);
+            m.version = v(version);
+            if let Some(r) = m.report.as_mut() {
+                r.etcd_version = version.to_string();
+            }
+            self
+        }
+
+        /// Not running for a minute (dead), its last report as old.
+        fn dead(self, ordinal: u32) -> Self {
+            self.down_for(ordinal, 60_000)
+        }
+
+        /// Not running for two seconds (down, not dead).
+        fn down(self, ordinal: u32) -> Self {
+            self.down_for(ordinal, 2_000)
+        }
+
+        fn down_for(mut self, ordinal: u32, ms: i64) -> Self {
+            let m = self.member(ordinal);
+            m.running = false;
+            m.down_since = Some(NOW - ms);
+            if let Some(r) = m.report.as_mut() {
+                r.observed_at = NOW - ms;
+            }
+            self
+        }
+
+        /// Running, but its last report is a minute old (a control-path partition).
+        fn stale(mut self, ordinal: u32) -> Self {
+            self.report(ordinal).observed_at = NOW - 60_000;
+            self
+        }
+
+        fn unhealthy(mut self, ordinal: u32) -> Self {
+            self.report(ordinal).healthy = false;
+            self
+        }
+
+        fn reported_phase(mut self, ordinal: u32, phase: ReportedPhase) -> Self {
+            self.report(ordinal).phase = phase;
+            self
+        }
+
+        /// etcd lists it; the runtime has no such member.
+        fn orphan(mut self, ordinal: u32) -> Self {
+            self.0.members.retain(|m| m.ordinal != ordinal);
+            self
+        }
+
+        /// Gone from etcd's member list.
+        fn unlisted(mut self, ordinal: u32) -> Self {
+            if let Some(list) = self.0.etcd_members.as_mut() {
+                list.retain(|e| e.id != id(ordinal));
+            }
+            self
+        }
+
+        /// Left on request: unlisted, its sidecar reports Removed.
+        fn removed(self, ordinal: u32) -> Self {
+            self.unlisted(ordinal)
+                .reported_phase(ordinal, ReportedPhase::Removed)
+        }
+
+        /// Entirely gone (runtime and etcd), ordinal retired.
+        fn retired(self, ordinal: u32) -> Self {
+            self.unlisted(ordinal).orphan(ordinal)
+        }
+
+        fn grant(mut self, member: &str, kind: ChangeKind) -> Self {
+            self.0.grant = Some(MembershipGrant {
+                id: format!("{CLUSTER}-7"),
+                member: member.to_string(),
+                kind,
+                issued_at: NOW - 1_000,
+                expires_at: NOW + 100_000,
+            });
+            self
+        }
+
+        fn etcd_unreadable(mut self) -> Self {
+            self.0.etcd_members = None;
+            self
+        }
+
+        fn invalid(mut self) -> Self {
+            self.0.spec = Err(SpecErrors(vec![SpecError::SizeTooSmall(0)]));
+            self
+        }
+
+        fn next_ordinal(mut self, next: u32) -> Self {
+            self.0.next_ordinal = next;
+            self
+        }
+
+        fn plan(&self) -> Plan {
+            let plan = plan(&self.0);
+            check_invariants(&self.0, &plan);
+            plan
+        }
+
+        fn action(&self) -> Action {
+            self.plan().action
+        }
+    }
+
+    /// One case of a table: a situation, the exact action, the phase.
+    fn assert_cases(cases: Vec<(&str, Situation, Action, Phase)>) {
+        for (what, situation, action, phase) in cases {
+            let plan = situation.plan();
+            assert_eq!(plan.action, action, "{what}");
+            assert_eq!(plan.phase, phase, "{what}: {:?}", plan.action);
+        }
+    }
+
+    #[test]
+    fn creating_a_cluster_from_nothing() {
+        assert_cases(vec![
+            (
+                "no member, no cluster: the seed",
+                Situation::empty(3),
+                Action::CreateSeed {
+                    name: name(0),
+                    version: V36,
+                },
+                Phase::Creating,
+            ),
+            (
+                "the seed is up, size 3: the next member",
+                Situation::healthy(1).size(3),
+                Action::CreateMember {
+                    name: name(1),
+                    version: V36,
+                },
+                Phase::Creating,
+            ),
+            (
+                "the seed is bootstrapping: wait, never a second seed",
+                Situation::empty(3)
+                    .joiner(0)
+                    .reported_phase(0, ReportedPhase::Bootstrapping),
+                waiting(WaitReason::MemberJoining(name(0))),
+                Phase::Creating,
+            ),
+            (
+                "the seed's process started, no report yet",
+                {
+                    let mut s = Situation::empty(3);
+                    s.add(0, None);
+                    s
+                },
+                waiting(WaitReason::MemberJoining(name(0))),
+                Phase::Creating,
+            ),
+            (
+                "the seed's pod is not running yet",
+                Situation::empty(3).joiner(0).down(0),
+                waiting(WaitReason::MemberDown(name(0))),
+                Phase::Creating,
+            ),
+            (
+                "bootstrap grant in flight",
+                Situation::empty(3)
+                    .joiner(0)
+                    .grant(&name(0), ChangeKind::Bootstrap),
+                waiting(WaitReason::ChangeInFlight(format!(
+                    "bootstrap of {} (grant {CLUSTER}-7)",
+                    name(0)
+                ))),
+                Phase::Creating,
+            ),
+            (
+                "size 1 reached",
+                Situation::healthy(1),
+                Action::Steady,
+                Phase::Running,
+            ),
+        ]);
+    }
+
+    #[test]
+    fn one_member_joins_at_a_time() {
+        assert_cases(vec![
+            (
+                "a learner in etcd",
+                Situation::healthy(1).size(3).learner(1),
+                waiting(WaitReason::MemberJoining(name(1))),
+                Phase::Creating,
+            ),
+            (
+                "created, not yet in etcd",
+                Situation::healthy(3).size(5).joiner(3),
+                waiting(WaitReason::MemberJoining(name(3))),
+                Phase::Scaling,
+            ),
+            (
+                "created, pod not running yet: joining, not down",
+                Situation::healthy(3).size(5).joiner(3).down(3),
+                waiting(WaitReason::MemberJoining(name(3))),
+                Phase::Scaling,
+            ),
+            (
+                "added but not started: the unnamed entry belongs to the joiner",
+                Situation::healthy(3).size(5).joiner(3).unnamed_learner(3),
+                waiting(WaitReason::MemberJoining(name(3))),
+                Phase::Scaling,
+            ),
+            (
+                "the joiner reported the id of its unnamed entry",
+                {
+                    let mut s = Situation::healthy(3).size(5).joiner(3).unnamed_learner(3);
+                    s.report(3).member_id = id(3);
+                    s.report(3).phase = ReportedPhase::Joining;
+                    s
+                },
+                waiting(WaitReason::MemberJoining(name(3))),
+                Phase::Scaling,
+            ),
+            (
+                "add grant in flight",
+                Situation::healthy(3)
+                    .size(5)
+                    .joiner(3)
+                    .grant(&name(3), ChangeKind::Add),
+                waiting(WaitReason::ChangeInFlight(format!(
+                    "add of {} (grant {CLUSTER}-7)",
+                    name(3)
+                ))),
+                Phase::Scaling,
+            ),
+            (
+                "a grant in flight blocks even a dead member's removal",
+                Situation::healthy(3)
+                    .dead(2)
+                    .grant(&name(1), ChangeKind::Replace),
+                waiting(WaitReason::ChangeInFlight(format!(
+                    "replace of {} (grant {CLUSTER}-7)",
+                    name(1)
+                ))),
+                Phase::Recovering,
+            ),
+        ]);
+    }
+
+    #[test]
+    fn scales_3_to_5_one_member_at_a_time() {
+        let steps = [
+            Situation::healthy(3).size(5),
+            Situation::healthy(3).size(5).joiner(3),
+            Situation::healthy(3).size(5).learner(3),
+            Situation::healthy(4).size(5),
+            Situation::healthy(4).size(5).joiner(4),
+            Situation::healthy(4).size(5).learner(4),
+            Situation::healthy(5),
+        ];
+        let actions: Vec<Action> = steps.iter().map(Situation::action).collect();
+        assert_eq!(
+            actions,
+            vec![
+                Action::CreateMember {
+                    name: name(3),
+                    version: V36
+                },
+                waiting(WaitReason::MemberJoining(name(3))),
+                waiting(WaitReason::MemberJoining(name(3))),
+                Action::CreateMember {
+                    name: name(4),
+                    version: V36
+                },
+                waiting(WaitReason::MemberJoining(name(4))),
+                waiting(WaitReason::MemberJoining(name(4))),
+                Action::Steady,
+            ]
+        );
+        assert_eq!(steps[0].plan().phase, Phase::Scaling);
+    }
+
+    #[test]
+    fn scales_down_highest_ordinal_first_and_the_leader_last() {
+        assert_cases(vec![
+            (
+                "5 to 3: the highest ordinal",
+                Situation::healthy(5).size(3),
+                Action::AskToLeave { name: name(4) },
+                Phase::Scaling,
+            ),
+            (
+                "5 to 3 with the highest ordinal leading: the next one",
+                Situation::healthy(5).size(3).leader(4),
+                Action::AskToLeave { name: name(3) },
+                Phase::Scaling,
+            ),
+            (
+                "2 to 1: the non-leader, even with the lower ordinal",
+                Situation::healthy(2).size(1).leader(1),
+                Action::AskToLeave { name: name(0) },
+                Phase::Scaling,
+            ),
+            (
+                "two members claim leadership (an election just happened): the highest ordinal",
+                {
+                    let mut s = Situation::healthy(2).size(1);
+                    s.report(1).leader = true;
+                    s
+                },
+                Action::AskToLeave { name: name(1) },
+                Phase::Scaling,
+            ),
+            (
+                "a member already leaving is asked again, not another one",
+                Situation::healthy(5)
+                    .size(3)
+                    .reported_phase(2, ReportedPhase::Leaving),
+                Action::AskToLeave { name: name(2) },
+                Phase::Scaling,
+            ),
+            (
+                "it left: its runtime member goes",
+                Situation::healthy(4).size(3).removed(3),
+                Action::DeleteRuntimeMember {
+                    name: name(3),
+                    reason: "it left the cluster (its sidecar reports it removed)".into(),
+                },
+                Phase::Scaling,
+            ),
+            (
+                "reports removed, but etcd still lists it: wait for the list to catch up",
+                Situation::healthy(4)
+                    .size(3)
+                    .reported_phase(3, ReportedPhase::Removed)
+                    .unhealthy(3),
+                waiting(WaitReason::Unhealthy(name(3))),
+                Phase::Degraded,
+            ),
+            (
+                "its id is gone from etcd's list while it ran",
+                Situation::healthy(4).size(3).unlisted(3).unhealthy(3),
+                Action::DeleteRuntimeMember {
+                    name: name(3),
+                    reason: format!(
+                        "its member id {} is no longer in etcd's member list",
+                        member_id_hex(id(3))
+                    ),
+                },
+                Phase::Recovering,
+            ),
+            (
+                "remove grant in flight for a scale down",
+                Situation::healthy(4)
+                    .size(3)
+                    .grant(&name(3), ChangeKind::Remove),
+                waiting(WaitReason::ChangeInFlight(format!(
+                    "remove of {} (grant {CLUSTER}-7)",
+                    name(3)
+                ))),
+                Phase::Scaling,
+            ),
+        ]);
+    }
+
+    #[test]
+    fn dead_members_are_replaced_only_when_quorum_allows() {
+        let dead_reason = "not running for 60s (dead after 15s)".to_string();
+        let orphan_reason =
+            "etcd lists it but the runtime has no such member (its pod or process is gone)"
+                .to_string();
+        assert_cases(vec![
+            (
+                "one of three dead: removed",
+                Situation::healthy(3).dead(2),
+                Action::RemoveDeadMember {
+                    name: name(2),
+                    member_id: id(2),
+                    reason: dead_reason.clone(),
+                },
+                Phase::Recovering,
+            ),
+            (
+                "the dead leader too (its report is stale)",
+                Situation::healthy(3).dead(0),
+                Action::RemoveDeadMember {
+                    name: name(0),
+                    member_id: id(0),
+                    reason: dead_reason.clone(),
+                },
+                Phase::Recovering,
+            ),
+            (
+                "two of three dead: removal would break quorum",
+                Situation::healthy(3).dead(1).dead(2),
+                waiting(WaitReason::QuorumLost {
+                    healthy: 1,
+                    voters: 3,
+                }),
+                Phase::Failed,
+            ),
+            (
+                "one of two dead: no removal",
+                Situation::healthy(2).dead(1),
+                waiting(WaitReason::QuorumLost {
+                    healthy: 1,
+                    voters: 2,
+                }),
+                Phase::Failed,
+            ),
+            (
+                "the only member dead: never removed",
+                Situation::healthy(1).dead(0),
+                waiting(WaitReason::QuorumLost {
+                    healthy: 0,
+                    voters: 1,
+                }),
+                Phase::Failed,
+            ),
+            (
+                "an orphan etcd entry: dead at once",
+                Situation::healthy(3).orphan(2),
+                Action::RemoveDeadMember {
+                    name: name(2),
+                    member_id: id(2),
+                    reason: orphan_reason.clone(),
+                },
+                Phase::Recovering,
+            ),
+            (
+                "an unnamed entry nobody will start: removed by id",
+                Situation::healthy(3).unnamed_learner(3),
+                Action::RemoveDeadMember {
+                    name: member_id_hex(id(3)),
+                    member_id: id(3),
+                    reason: orphan_reason,
+                },
+                Phase::Recovering,
+            ),
+            (
+                "a dead learner: its removal never touches quorum",
+                Situation::healthy(3).size(4).learner(3).dead(3),
+                Action::RemoveDeadMember {
+                    name: name(3),
+                    member_id: id(3),
+                    reason: dead_reason.clone(),
+                },
+                Phase::Recovering,
+            ),
+            (
+                "voters before learners",
+                Situation::healthy(3).learner(3).dead(3).dead(1),
+                Action::RemoveDeadMember {
+                    name: name(1),
+                    member_id: id(1),
+                    reason: dead_reason,
+                },
+                Phase::Recovering,
+            ),
+            (
+                "a created member that died before joining: deleted",
+                Situation::healthy(3).size(4).joiner(3).dead(3),
+                Action::DeleteRuntimeMember {
+                    name: name(3),
+                    reason: "not running for 60s and not in etcd's member list".into(),
+                },
+                Phase::Recovering,
+            ),
+            (
+                "down, not yet dead: wait",
+                Situation::healthy(3).down(2),
+                waiting(WaitReason::MemberDown(name(2))),
+                Phase::Degraded,
+            ),
+            (
+                "down, not yet dead, while the size asks for more: still wait",
+                Situation::healthy(3).size(5).down(2),
+                waiting(WaitReason::MemberDown(name(2))),
+                Phase::Degraded,
+            ),
+            (
+                "dead past the threshold by one millisecond short: down",
+                Situation::healthy(3).down_for(2, 14_999),
+                waiting(WaitReason::MemberDown(name(2))),
+                Phase::Degraded,
+            ),
+            (
+                "dead at exactly the threshold",
+                Situation::healthy(3).down_for(2, 15_000),
+                Action::RemoveDeadMember {
+                    name: name(2),
+                    member_id: id(2),
+                    reason: "not running for 15s (dead after 15s)".into(),
+                },
+                Phase::Recovering,
+            ),
+            (
+                "down with no known start of the outage: never judged dead",
+                {
+                    let mut s = Situation::healthy(3).dead(2);
+                    s.member(2).down_since = None;
+                    s
+                },
+                waiting(WaitReason::MemberDown(name(2))),
+                Phase::Degraded,
+            ),
+            (
+                "remove grant in flight for a dead member",
+                Situation::healthy(3)
+                    .dead(2)
+                    .grant(&name(2), ChangeKind::Remove),
+                waiting(WaitReason::ChangeInFlight(format!(
+                    "remove of {} (grant {CLUSTER}-7)",
+                    name(2)
+                ))),
+                Phase::Recovering,
+            ),
+        ]);
+    }
+
+    #[test]
+    fn a_stale_report_is_never_death() {
+        assert_cases(vec![
+            (
+                "running, report a minute old",
+                Situation::healthy(3).stale(2),
+                waiting(WaitReason::Unhealthy(name(2))),
+                Phase::Degraded,
+            ),
+            (
+                "running, report a day old, size asks for more",
+                {
+                    let mut s = Situation::healthy(3).size(5);
+                    s.report(2).observed_at = NOW - 86_400_000;
+                    s
+                },
+                waiting(WaitReason::Unhealthy(name(2))),
+                Phase::Degraded,
+            ),
+            (
+                "running, never reported",
+                {
+                    let mut s = Situation::healthy(3);
+                    s.member(2).report = None;
+                    s
+                },
+                waiting(WaitReason::Unhealthy(name(2))),
+                Phase::Degraded,
+            ),
+            (
+                "reports unhealthy",
+                Situation::healthy(3).unhealthy(1),
+                waiting(WaitReason::Unhealthy(name(1))),
+                Phase::Degraded,
+            ),
+        ]);
+    }
+
+    #[test]
+    fn with_quorum_lost_nothing_changes() {
+        assert_cases(vec![
+            (
+                "two stale of three, size asks for more",
+                Situation::healthy(3).size(5).stale(1).stale(2),
+                waiting(WaitReason::QuorumLost {
+                    healthy: 1,
+                    voters: 3,
+                }),
+                Phase::Failed,
+            ),
+            (
+                "two of three unhealthy, size asks for fewer",
+                Situation::healthy(3).size(1).unhealthy(0).unhealthy(1),
+                waiting(WaitReason::QuorumLost {
+                    healthy: 1,
+                    voters: 3,
+                }),
+                Phase::Failed,
+            ),
+            (
+                "a dead and a down member of three",
+                Situation::healthy(3).dead(1).down(2),
+                waiting(WaitReason::QuorumLost {
+                    healthy: 1,
+                    voters: 3,
+                }),
+                Phase::Failed,
+            ),
+            (
+                "two orphans of five, one stale: 2 of 5",
+                Situation::healthy(5).orphan(3).orphan(4).stale(0),
+                waiting(WaitReason::QuorumLost {
+                    healthy: 2,
+                    voters: 5,
+                }),
+                Phase::Failed,
+            ),
+            (
+                "a grant in flight while quorum is lost",
+                Situation::healthy(3)
+                    .dead(1)
+                    .dead(2)
+                    .grant(&name(2), ChangeKind::Remove),
+                waiting(WaitReason::ChangeInFlight(format!(
+                    "remove of {} (grant {CLUSTER}-7)",
+                    name(2)
+                ))),
+                Phase::Failed,
+            ),
+        ]);
+    }
+
+    #[test]
+    fn when_etcd_cannot_be_read_nothing_is_created_or_deleted() {
+        assert_cases(vec![
+            (
+                "every member dead",
+                Situation::healthy(3)
+                    .dead(0)
+                    .dead(1)
+                    .dead(2)
+                    .etcd_unreadable(),
+                waiting(WaitReason::QuorumLost {
+                    healthy: 0,
+                    voters: 3,
+                }),
+                Phase::Failed,
+            ),
+            (
+                "every member down, not dead",
+                Situation::healthy(3)
+                    .down(0)
+                    .down(1)
+                    .down(2)
+                    .etcd_unreadable(),
+                waiting(WaitReason::MemberDown(name(0))),
+                Phase::Failed,
+            ),
+            (
+                "members restarting after a full outage",
+                Situation::healthy(3)
+                    .reported_phase(1, ReportedPhase::Starting)
+                    .etcd_unreadable(),
+                waiting(WaitReason::MemberJoining(name(1))),
+                Phase::Recovering,
+            ),
+            (
+                "members report healthy but none answered the coordinator",
+                Situation::healthy(3).etcd_unreadable(),
+                waiting(WaitReason::Other(
+                    "no member answered the member-list read, though 3 of 3 members report healthy"
+                        .into(),
+                )),
+                Phase::Degraded,
+            ),
+            (
+                "one member of three healthy",
+                Situation::healthy(3)
+                    .unhealthy(0)
+                    .unhealthy(1)
+                    .etcd_unreadable(),
+                waiting(WaitReason::QuorumLost {
+                    healthy: 1,
+                    voters: 3,
+                }),
+                Phase::Failed,
+            ),
+            (
+                "an etcd list read but no runtime member: no seed",
+                Situation::healthy(3).orphan(0).orphan(1).orphan(2),
+                waiting(WaitReason::QuorumLost {
+                    healthy: 0,
+                    voters: 3,
+                }),
+                Phase::Failed,
+            ),
+        ]);
+    }
+
+    #[test]
+    fn a_refused_spec_touches_nothing() {
+        let errors = SpecErrors(vec![SpecError::SizeTooSmall(0)]);
+        for situation in [
+            Situation::empty(3),
+            Situation::healthy(3),
+            Situation::healthy(3).dead(2),
+            Situation::healthy(3).orphan(1),
+            Situation::healthy(3).removed(2),
+            Situation::healthy(5).dead(1).dead(2).dead(3),
+        ] {
+            let plan = situation.invalid().plan();
+            assert_eq!(
+                plan.action,
+                Action::RefuseSpec {
+                    message: errors.to_string()
+                }
+            );
+            assert_eq!(plan.phase, Phase::Invalid);
+        }
+    }
+
+    #[test]
+    fn refused_version_steps_touch_nothing() {
+        let refusal = |from: EtcdVersion, to: &str, allow: bool| Action::RefuseSpec {
+            message: check_version_step(from, v(to), allow)
+                .unwrap_err()
+                .to_string(),
+        };
+        let mut downgrade_allowed = Situation::healthy(3).spec_version("3.6.1");
+        downgrade_allowed.spec_mut().allow_downgrade = true;
+        assert_cases(vec![
+            (
+                "patch downgrade without opt-in",
+                Situation::healthy(3).spec_version("3.6.1"),
+                refusal(V36, "3.6.1", false),
+                Phase::Invalid,
+            ),
+            (
+                "minor downgrade",
+                Situation::healthy(3).spec_version("3.5.34"),
+                refusal(V36, "3.5.34", false),
+                Phase::Invalid,
+            ),
+            (
+                "skipped minor, even with a member dead",
+                Situation::healthy(3).all_run("3.4.45").dead(2),
+                refusal(V34, "3.6.15", false),
+                Phase::Invalid,
+            ),
+            (
+                "3.5 too old for 3.6",
+                Situation::healthy(3).all_run("3.5.20"),
+                refusal(v("3.5.20"), "3.6.15", false),
+                Phase::Invalid,
+            ),
+            (
+                "set back to 3.5 in the middle of an upgrade to 3.6",
+                Situation::healthy(3)
+                    .all_run("3.5.34")
+                    .runs(1, "3.6.15")
+                    .spec_version("3.5.34"),
+                refusal(V36, "3.5.34", false),
+                Phase::Invalid,
+            ),
+            (
+                "patch downgrade with opt-in: followers first",
+                downgrade_allowed,
+                Action::UpgradeMember {
+                    name: name(1),
+                    to: v("3.6.1"),
+                },
+                Phase::Upgrading,
+            ),
+        ]);
+    }
+
+    #[test]
+    fn upgrades_followers_first_and_the_leader_last() {
+        let from_35 = || Situation::healthy(3).all_run("3.5.34").leader(1);
+        let steps = [
+            from_35(),
+            from_35().runs(0, "3.6.15"),
+            from_35().runs(0, "3.6.15").runs(2, "3.6.15"),
+            from_35()
+                .runs(0, "3.6.15")
+                .runs(2, "3.6.15")
+                .runs(1, "3.6.15"),
+        ];
+        let actions: Vec<Action> = steps.iter().map(Situation::action).collect();
+        assert_eq!(
+            actions,
+            vec![
+                Action::UpgradeMember {
+                    name: name(0),
+                    to: V36
+                },
+                Action::UpgradeMember {
+                    name: name(2),
+                    to: V36
+                },
+                Action::UpgradeMember {
+                    name: name(1),
+                    to: V36
+                },
+                Action::Steady,
+            ]
+        );
+        let mut handed_off = from_35()
+            .reported_phase(0, ReportedPhase::HandedOff)
+            .unhealthy(0);
+        handed_off.member(0).version = V36;
+        let mut restarting = from_35().down(0);
+        restarting.member(0).version = V36;
+        assert_cases(vec![
+            (
+                "the first follower mid-handoff: wait",
+                handed_off,
+                waiting(WaitReason::Unhealthy(name(0))),
+                Phase::Upgrading,
+            ),
+            (
+                "the first follower restarting on the new version: wait",
+                restarting,
+                waiting(WaitReason::MemberDown(name(0))),
+                Phase::Upgrading,
+            ),
+            (
+                "another member unhealthy: wait",
+                from_35().unhealthy(2),
+                waiting(WaitReason::Unhealthy(name(2))),
+                Phase::Degraded,
+            ),
+            (
+                "a single member upgrades (it cannot avoid the pause)",
+                Situation::healthy(1).all_run("3.5.34"),
+                Action::UpgradeMember {
+                    name: name(0),
+                    to: V36,
+                },
+                Phase::Upgrading,
+            ),
+            (
+                "two members would lose quorum during the handoff",
+                Situation::healthy(2).all_run("3.5.34"),
+                waiting(WaitReason::Other(format!(
+                    "upgrading {} would leave 1 of 2 voters running, below quorum (2): scale to at least 3 members first",
+                    name(1)
+                ))),
+                Phase::Upgrading,
+            ),
+            (
+                "scale first, then upgrade: the new member gets the spec's version",
+                Situation::healthy(3).all_run("3.5.34").size(4),
+                Action::CreateMember {
+                    name: name(3),
+                    version: V36,
+                },
+                Phase::Scaling,
+            ),
+            (
+                "etcd's own version wins over the runtime's",
+                {
+                    let mut s = Situation::healthy(3);
+                    s.report(2).etcd_version = "3.5.34".into();
+                    s.report(2).leader = false;
+                    s
+                },
+                Action::UpgradeMember {
+                    name: name(2),
+                    to: V36,
+                },
+                Phase::Upgrading,
+            ),
+        ]);
+    }
+
+    #[test]
+    fn ordinals_are_never_reused() {
+        assert_cases(vec![
+            (
+                "the replacement of a removed dead member",
+                Situation::healthy(3).retired(1),
+                Action::CreateMember {
+                    name: name(3),
+                    version: V36,
+                },
+                Phase::Scaling,
+            ),
+            (
+                "after a scale down to 3 and back up",
+                Situation::healthy(3).size(4).next_ordinal(5),
+                Action::CreateMember {
+                    name: name(5),
+                    version: V36,
+                },
+                Phase::Scaling,
+            ),
+            (
+                "a lagging counter never hands out a visible ordinal",
+                Situation::healthy(3).retired(1).next_ordinal(1),
+                Action::CreateMember {
+                    name: name(3),
+                    version: V36,
+                },
+                Phase::Scaling,
+            ),
+            (
+                "a new seed after the cluster was deleted",
+                Situation::empty(3).next_ordinal(9),
+                Action::CreateSeed {
+                    name: name(9),
+                    version: V36,
+                },
+                Phase::Creating,
+            ),
+        ]);
+    }
+
+    #[test]
+    fn warnings_carry_through_and_helpers_agree() {
+        let mut s = Situation::healthy(4);
+        s.spec_mut().warnings = vec!["spec.size 4 is even".into()];
+        let plan = s.plan();
+        assert_eq!(plan.action, Action::Steady);
+        assert_eq!(plan.warnings, vec!["spec.size 4 is even".to_string()]);
+
+        assert_eq!(
+            (1..=7).map(quorum).collect::<Vec<_>>(),
+            vec![1, 2, 2, 3, 3, 4, 4]
+        );
+        assert_eq!(cluster_version(&Situation::empty(3).0), None);
+        let mixed = Situation::healthy(3).all_run("3.5.34").runs(2, "3.6.15");
+        assert_eq!(cluster_version(&mixed.0), Some(V35));
+        let mut unparseable = Situation::healthy(1).all_run("3.5.34");
+        unparseable.report(0).etcd_version = String::new();
+        unparseable.member(0).version = V36;
+        assert_eq!(cluster_version(&unparseable.0), Some(V36));
+
+        assert_eq!(Phase::Recovering.as_str(), "Recovering");
+        assert_eq!(Phase::Failed.to_string(), "Failed");
+        assert_eq!(
+            WaitReason::QuorumLost {
+                healthy: 1,
+                voters: 3
+            }
+            .to_string(),
+            "quorum lost: 1 of 3 voting members healthy, 2 needed; changing nothing until quorum is back"
+        );
+        let create = Action::CreateMember {
+            name: name(3),
+            version: V36,
+        };
+        assert_eq!(
+            (create.kind(), create.member(), create.changes_something()),
+            ("create_member", Some(name(3).as_str()), true)
+        );
+        assert!(!Action::Steady.changes_something());
+        assert_eq!(Policy::default().dead_after_ms, 15_000);
+    }
+
+    #[test]
+    fn reads_a_sidecar_health_report() {
+        let report = proto::HealthReport {
+            member_id: 42,
+            healthy: true,
+            leader: true,
+            etcd_version: "3.6.15".into(),
+            phase: proto::MemberPhase::HandedOff as i32,
+            observed_at_unix_ms: 7,
+            ..Default::default()
+        };
+        assert_eq!(
+            MemberReport::from(&report),
+            MemberReport {
+                member_id: 42,
+                healthy: true,
+                leader: true,
+                learner: false,
+                etcd_version: "3.6.15".into(),
+                phase: ReportedPhase::HandedOff,
+                observed_at: 7,
+            }
+        );
+        let unset = proto::HealthReport::default();
+        assert_eq!(MemberReport::from(&unset).phase, ReportedPhase::Starting);
+    }
+
+    // ---- invariants, checked on every plan made in these tests ----
+
+    fn fresh_healthy(observed: &Observed, member: &RuntimeMember) -> bool {
+        member.running
+            && member.report.as_ref().is_some_and(|r| {
+                r.healthy && observed.now - r.observed_at <= observed.policy.report_stale_after_ms
+            })
+    }
+
+    fn runtime_of<'a>(observed: &'a Observed, entry: &EtcdMember) -> Option<&'a RuntimeMember> {
+        observed.members.iter().find(|m| {
+            m.report.as_ref().is_some_and(|r| r.member_id == entry.id)
+                || (!entry.name.is_empty() && m.name == entry.name)
+        })
+    }
+
+    /// Dead by the runtime's word alone, judged without the planner's own helpers.
+    fn oracle_dead(observed: &Observed, member: &RuntimeMember) -> bool {
+        !member.running
+            && member
+                .down_since
+                .is_some_and(|since| since <= observed.now - observed.policy.dead_after_ms)
+    }
+
+    /// Healthy voters, all voters, after taking away the entry `gone` (if any).
+    fn voter_counts(observed: &Observed, gone: Option<u64>) -> (usize, usize) {
+        let list = observed.etcd_members.as_deref().unwrap_or_default();
+        let voters: Vec<&EtcdMember> = list
+            .iter()
+            .filter(|e| !e.is_learner && Some(e.id) != gone)
+            .collect();
+        let healthy = voters
+            .iter()
+            .filter(|e| runtime_of(observed, e).is_some_and(|m| fresh_healthy(observed, m)))
+            .count();
+        (healthy, voters.len())
+    }
+
+    /// The safety invariants of DESIGN.md, judged from the observation alone.
+    fn check_invariants(observed: &Observed, plan: &Plan) {
+        let action = &plan.action;
+        let context = || format!("{action:?} for {observed:#?}");
+        if observed.spec.is_err() {
+            assert!(
+                matches!(action, Action::RefuseSpec { .. }),
+                "invalid spec: {}",
+                context()
+            );
+            return;
+        }
+        let list = observed.etcd_members.as_deref().unwrap_or_default();
+        let (healthy, voters) = voter_counts(observed, None);
+        if observed.etcd_members.is_some() && healthy < quorum(voters) {
+            assert!(!action.changes_something(), "quorum lost: {}", context());
+        }
+        if observed.etcd_members.is_none() && !observed.members.is_empty() {
+            assert!(
+                !action.changes_something(),
+                "etcd unreadable: {}",
+                context()
+            );
+        }
+        match action {
+            Action::CreateSeed { name: seed, .. } => {
+                assert!(
+                    observed.members.is_empty() && observed.etcd_members.is_none(),
+                    "seed beside a cluster: {}",
+                    context()
+                );
+                let ordinal = member_ordinal(CLUSTER, seed).unwrap();
+                assert!(ordinal >= observed.next_ordinal, "{}", context());
+            }
+            Action::CreateMember { name: new, .. } => {
+                assert!(
+                    observed.grant.is_none(),
+                    "create during a change: {}",
+                    context()
+                );
+                assert!(
+                    !list.iter().any(|e| e.is_learner),
+                    "create beside a learner: {}",
+                    context()
+                );
+                let ordinal = member_ordinal(CLUSTER, new).unwrap();
+                assert!(ordinal >= observed.next_ordinal, "{}", context());
+                assert!(
+                    !observed.members.iter().any(|m| m.ordinal >= ordinal)
+                        && !list.iter().any(|e| {
+                            member_ordinal(CLUSTER, &e.name).is_some_and(|o| o >= ordinal)
+                        }),
+                    "ordinal reused: {}",
+                    context()
+                );
+            }
+            Action::RemoveDeadMember { member_id, .. } => {
+                assert!(observed.grant.is_none(), "{}", context());
+                let entry = list.iter().find(|e| e.id == *member_id).unwrap();
+                if !entry.is_learner {
+                    let (healthy_after, voters_after) = voter_counts(observed, Some(entry.id));
+                    assert!(
+                        healthy_after >= quorum(voters_after),
+                        "removal below quorum: {}",
+                        context()
+                    );
+                }
+                if let Some(m) = runtime_of(observed, entry) {
+                    assert!(
+                        oracle_dead(observed, m),
+                        "removed a member that is not dead: {}",
+                        context()
+                    );
+                }
+            }
+            Action::AskToLeave { name: leaving } => {
+                assert!(observed.grant.is_none(), "{}", context());
+                let entry = list.iter().find(|e| &e.name == leaving).unwrap();
+                assert!(!entry.is_learner, "{}", context());
+                let (healthy_after, voters_after) = voter_counts(observed, Some(entry.id));
+                assert!(
+                    healthy_after >= quorum(voters_after),
+                    "leave below quorum: {}",
+                    context()
+                );
+                let size = observed.spec.as_ref().map_or(0, |s| s.size as usize);
+                assert!(voters > size, "{}", context());
+            }
+            Action::DeleteRuntimeMember { name: gone, .. } => {
+                assert!(observed.grant.is_none(), "{}", context());
+                let m = observed.members.iter().find(|m| &m.name == gone).unwrap();
+                assert!(
+                    !list.iter().any(|e| runtime_of(observed, e) == Some(m)),
+                    "deleted a member etcd lists: {}",
+                    context()
+                );
+                let left = m
+                    .report
+                    .as_ref()
+                    .is_some_and(|r| r.phase == ReportedPhase::Removed || r.member_id != 0);
+                assert!(
+                    left || oracle_dead(observed, m),
+                    "deleted a member that may still join: {}",
+                    context()
+                );
+            }
+            Action::UpgradeMember { .. } => {
+                assert!(
+                    healthy == voters,
+                    "upgrade with an unhealthy voter: {}",
+                    context()
+                );
+                assert!(
+                    voters == 1 || healthy > quorum(voters),
+                    "upgrade below quorum: {}",
+                    context()
+                );
+            }
+            Action::RefuseSpec { .. } | Action::Wait { .. } | Action::Steady => {}
+        }
+    }
+
+    /// How a generated voter is doing. (A stale report and an unhealthy one are the same
+    /// to the planner, both "running, not healthy"; one stands for both.)
+    #[derive(Clone, Copy, Debug)]
+    enum VoterState {
+        Healthy,
+        Stale,
+        Down,
+        Dead,
+        Orphan,
+    }
+
+    const STATES: [VoterState; 5] = [
+        VoterState::Healthy,
+        VoterState::Stale,
+        VoterState::Down,
+        VoterState::Dead,
+        VoterState::Orphan,
+    ];
+
+    /// Something else going on besides the voters' states.
+    #[derive(Clone, Copy, Debug)]
+    enum Extra {
+        Nothing,
+        GrantInFlight,
+        Learner,
+        Joiner,
+        DeadJoiner,
+        LeftOnRequest,
+        UpgradeAsked,
+    }
+
+    #[test]
+    fn invariants_hold_in_every_generated_situation() {
+        let mut plans = 0usize;
+        let mut kinds = std::collections::BTreeSet::new();
+        for voters in 1..=5u32 {
+            for combo in 0..STATES.len().pow(voters) {
+                let states: Vec<VoterState> = (0..voters)
+                    .map(|i| STATES[combo / STATES.len().pow(i) % STATES.len()])
+                    .collect();
+                for size in 1..=5u32 {
+                    let mut leaders = vec![0, voters - 1];
+                    leaders.dedup();
+                    for &leader in &leaders {
+                        for extra in [
+                            Extra::Nothing,
+                            Extra::GrantInFlight,
+                            Extra::Learner,
+                            Extra::Joiner,
+                            Extra::DeadJoiner,
+                            Extra::LeftOnRequest,
+                            Extra::UpgradeAsked,
+                        ] {
+                            let mut s = Situation::healthy(voters).size(size).leader(leader);
+                            for (ordinal, state) in (0..voters).zip(&states) {
+                                s = match state {
+                                    VoterState::Healthy => s,
+                                    VoterState::Stale => s.stale(ordinal),
+                                    VoterState::Down => s.down(ordinal),
+                                    VoterState::Dead => s.dead(ordinal),
+                                    VoterState::Orphan => s.orphan(ordinal),
+                                };
+                            }
+                            s = match extra {
+                                Extra::Nothing => s,
+                                Extra::GrantInFlight => s.grant(&name(voters), ChangeKind::Add),
+                                Extra::Learner => s.learner(voters),
+                                Extra::Joiner => s.joiner(voters),
+                                Extra::DeadJoiner => s.joiner(voters).dead(voters),
+                                Extra::LeftOnRequest => s.voter(voters).removed(voters),
+                                Extra::UpgradeAsked => s.all_run("3.5.34"),
+                            };
+                            let plan = s.plan();
+                            plans += 1;
+                            kinds.insert(plan.action.kind());
+                            if matches!(extra, Extra::Nothing) && leader == 0 {
+                                s.invalid().plan();
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        // The generator must reach the interesting part of the space, not only waits.
+        assert!(plans > 100_000, "{plans}");
+        let kinds: Vec<&str> = kinds.into_iter().collect();
+        assert_eq!(
+            kinds,
+            vec![
+                "ask_to_leave",
+                "create_member",
+                "delete_runtime_member",
+                "remove_dead_member",
+                "steady",
+                "upgrade_member",
+                "wait",
+            ]
+        );
+    }
+
+    /// A tiny model of the world: applies each action the way the runtime and sidecars
+    /// would, one step at a time, so that a sequence of plans can be checked end to end.
+    struct World {
+        s: Situation,
+        log: Vec<Action>,
+    }
+
+    impl World {
+        fn new(size: u32, version: &str) -> Self {
+            Self {
+                s: Situation::empty(size).spec_version(version),
+                log: Vec::new(),
+            }
+        }
+
+        fn ordinal(text: &str) -> u32 {
+            member_ordinal(CLUSTER, text).unwrap()
+        }
+
+        fn leader(&self) -> Option<u32> {
+            self.s
+                .0
+                .members
+                .iter()
+                .find(|m| m.report.as_ref().is_some_and(|r| r.leader))
+                .map(|m| m.ordinal)
+        }
+
+        /// Moves leadership off `ordinal` if it leads, as the sidecar does before it goes.
+        fn move_leader_off(&mut self, ordinal: u32) {
+            if self.leader() == Some(ordinal)
+                && let Some(other) = self
+                    .s
+                    .0
+                    .members
+                    .iter()
+                    .map(|m| m.ordinal)
+                    .find(|&o| o != ordinal)
+            {
+                self.s = self.s.clone().leader(other);
+            }
+        }
+
+        /// Plans and applies until steady; returns the actions taken.
+        fn settle(&mut self) -> Vec<Action> {
+            let mut taken = Vec::new();
+            for _ in 0..100 {
+                let plan = self.s.plan();
+                taken.push(plan.action.clone());
+                self.log.push(plan.action.clone());
+                match plan.action {
+                    Action::Steady => return taken,
+                    Action::CreateSeed { name, version } => {
+                        let ordinal = Self::ordinal(&name);
+                        self.s = self
+                            .s
+                            .clone()
+                            .voter(ordinal)
+                            .runs(ordinal, &version.to_string());
+                        self.s = self.s.clone().leader(ordinal);
+                    }
+                    Action::CreateMember { name, version } => {
+                        let ordinal = Self::ordinal(&name);
+                        self.s = self.s.clone().joiner(ordinal);
+                        self.s.member(ordinal).version = version;
+                    }
+                    Action::Wait {
+                        reason: WaitReason::MemberJoining(name),
+                    } => {
+                        let ordinal = Self::ordinal(&name);
+                        let list = self.s.0.etcd_members.get_or_insert_with(Vec::new);
+                        let promoted = match list.iter_mut().find(|e| e.id == id(ordinal)) {
+                            Some(entry) => {
+                                entry.is_learner = false;
+                                true
+                            }
+                            None => false,
+                        };
+                        if !promoted {
+                            self.s.add_entry(ordinal, true, true);
+                        }
+                        let version = self.s.member(ordinal).version.to_string();
+                        let report = self
+                            .s
+                            .member(ordinal)
+                            .report
+                            .insert(Situation::healthy_report(ordinal, !promoted));
+                        report.etcd_version = version;
+                    }
+                    Action::AskToLeave { name } => {
+                        let ordinal = Self::ordinal(&name);
+                        self.move_leader_off(ordinal);
+                        self.s = self.s.clone().removed(ordinal);
+                    }
+                    Action::DeleteRuntimeMember { name, .. } => {
+                        let ordinal = Self::ordinal(&name);
+                        self.s = self.s.clone().orphan(ordinal);
+                    }
+                    Action::RemoveDeadMember { member_id, .. } => {
+                        let ordinal = u32::try_from(member_id - 0x1000).unwrap();
+                        self.s = self.s.clone().retired(ordinal);
+                    }
+                    Action::UpgradeMember { name, to } => {
+                        let ordinal = Self::ordinal(&name);
+                        let others_behind = self
+                            .s
+                            .0
+                            .members
+                            .iter()
+                            .any(|m| m.ordinal != ordinal && running_version(m) != to);
+                        assert!(
+                            !(self.leader() == Some(ordinal) && others_behind),
+                            "the leader was upgraded before its followers: {:?}",
+                            self.log
+                        );
+                        self.move_leader_off(ordinal);
+                        self.s = self.s.clone().runs(ordinal, &to.to_string());
+                    }
+                    other => panic!("unexpected {other:?} after {:?}", self.log),
+                }
+            }
+            panic!("no steady state after 100 steps: {:?}", self.log);
+        }
+
+        fn voter_names(&self) -> Vec<String> {
+            let mut names: Vec<String> = self
+                .s
+                .0
+                .etcd_members
+                .iter()
+                .flatten()
+                .filter(|e| !e.is_learner)
+                .map(|e| e.name.clone())
+                .collect();
+            names.sort();
+            names
+        }
+    }
+
+    #[test]
+    fn a_cluster_lives_through_create_scale_upgrade_loss_and_shrink() {
+        let mut world = World::new(3, "3.5.34");
+        let created = world.settle();
+        assert_eq!(created.iter().filter(|a| a.changes_something()).count(), 3);
+        assert_eq!(world.voter_names(), vec![name(0), name(1), name(2)]);
+
+        world.s = world.s.clone().size(5);
+        world.settle();
+        assert_eq!(world.voter_names(), (0..5).map(name).collect::<Vec<_>>());
+
+        world.s = world.s.clone().spec_version("3.6.15");
+        let upgraded = world.settle();
+        let upgrades: Vec<&Action> = upgraded
+            .iter()
+            .filter(|a| matches!(a, Action::UpgradeMember { .. }))
+            .collect();
+        assert_eq!(upgrades.len(), 5, "{upgraded:?}");
+        assert_eq!(cluster_version(&world.s.0), Some(V36));
+
+        world.s = world.s.clone().dead(2);
+        let recovered = world.settle();
+        assert_eq!(
+            recovered.first(),
+            Some(&Action::RemoveDeadMember {
+                name: name(2),
+                member_id: id(2),
+                reason: "not running for 60s (dead after 15s)".into(),
+            })
+        );
+        assert_eq!(
+            world.voter_names(),
+            vec![name(0), name(1), name(3), name(4), name(5)]
+        );
+
+        world.s = world.s.clone().size(3);
+        world.settle();
+        assert_eq!(world.voter_names().len(), 3);
+        assert!(world.voter_names().contains(&name(world.leader().unwrap())));
+    }
+}

@@ -1,0 +1,286 @@
+//! The sidecar's configuration: flags with matching `ETCDOP_*` environment variables
+//! (the pod spec uses env), validated before anything starts.
+//!
+//! The prefix is `ETCDOP_`, not `ETCD_`: etcd reads every `ETCD_*` variable as a flag, and
+//! the sidecar's own settings must not leak into its child.
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use clap::Args;
+use etcd_operator::{
+    ClusterKey, EtcdVersion,
+    etcd_bin::{EtcdBinaries, MissingBinary},
+};
+use thiserror::Error;
+
+/// `etcd-sidecar run` flags.
+#[derive(Args, Debug, Clone)]
+pub struct RunArgs {
+    /// Name of the EtcdCluster this member belongs to.
+    #[arg(long, env = "ETCDOP_CLUSTER")]
+    pub cluster: String,
+    /// Namespace of the EtcdCluster (empty in local mode).
+    #[arg(long, env = "ETCDOP_NAMESPACE", default_value = "")]
+    pub namespace: String,
+    /// This member's name, `<cluster>-<NNNN>`.
+    #[arg(long, env = "ETCDOP_MEMBER_NAME")]
+    pub name: String,
+    /// The member's directory: etcd's data lives in `<dir>/etcd`, the sidecar's own
+    /// identity file beside it.
+    #[arg(long, env = "ETCDOP_DATA_DIR")]
+    pub data_dir: PathBuf,
+    /// Peer URL advertised to the other members, e.g. `http://127.0.0.1:2380`.
+    #[arg(long, env = "ETCDOP_PEER_URL")]
+    pub peer_url: String,
+    /// Client URL advertised to clients, e.g. `http://127.0.0.1:2379`.
+    #[arg(long, env = "ETCDOP_CLIENT_URL")]
+    pub client_url: String,
+    /// Peer URL etcd listens on (defaults to the advertised one).
+    #[arg(long, env = "ETCDOP_LISTEN_PEER_URL")]
+    pub listen_peer_url: Option<String>,
+    /// Client URLs etcd listens on, comma separated (defaults to the advertised one).
+    #[arg(long, env = "ETCDOP_LISTEN_CLIENT_URL")]
+    pub listen_client_url: Option<String>,
+    /// The coordinator's gRPC URL, e.g. `http://127.0.0.1:7400`.
+    #[arg(long, env = "ETCDOP_COORDINATOR_URL")]
+    pub coordinator_url: String,
+    /// Address the sidecar's own gRPC server listens on.
+    #[arg(long, env = "ETCDOP_GRPC_ADDR", default_value = "127.0.0.1:7401")]
+    pub grpc_addr: SocketAddr,
+    /// URL the coordinator uses to reach this sidecar (defaults to `http://<grpc-addr>`).
+    #[arg(long, env = "ETCDOP_GRPC_URL")]
+    pub grpc_url: Option<String>,
+    /// etcd version to run; selects the binary when `--etcd-binary` is not given.
+    #[arg(long, env = "ETCDOP_ETCD_VERSION", default_value_t = etcd_operator::version::DEFAULT_VERSION.to_string())]
+    pub etcd_version: String,
+    /// Path of the etcd binary (overrides the version's cached or bundled binary).
+    #[arg(long, env = "ETCDOP_ETCD_BINARY")]
+    pub etcd_binary: Option<PathBuf>,
+    /// Client URLs of the existing cluster, comma separated, used when the coordinator
+    /// cannot say (a restart while it is away).
+    #[arg(long, env = "ETCDOP_CLUSTER_ENDPOINTS", value_delimiter = ',')]
+    pub cluster_endpoints: Vec<String>,
+    /// How often the member's health is observed and reported, in milliseconds.
+    #[arg(long, env = "ETCDOP_REPORT_INTERVAL_MS", default_value_t = 1000)]
+    pub report_interval_ms: u64,
+    /// etcd's log level.
+    #[arg(long, env = "ETCDOP_ETCD_LOG_LEVEL", default_value = "warn")]
+    pub etcd_log_level: String,
+}
+
+/// A refused configuration.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    /// A required value is empty.
+    #[error("--{0} must not be empty")]
+    Empty(&'static str),
+    /// A URL is not `http(s)://host:port`.
+    #[error("--{flag} {value:?} is not a URL of the form http://HOST:PORT")]
+    BadUrl {
+        /// The flag.
+        flag: &'static str,
+        /// What was given.
+        value: String,
+    },
+    /// The version does not parse.
+    #[error("--etcd-version: {0}")]
+    Version(#[from] etcd_operator::version::VersionParseError),
+    /// No binary for the version.
+    #[error(transparent)]
+    Binary(#[from] MissingBinary),
+    /// The given binary does not exist.
+    #[error("--etcd-binary {0} does not exist")]
+    BinaryNotFound(PathBuf),
+    /// The interval is out of range.
+    #[error("--report-interval-ms must be between 100 and 60000, got {0}")]
+    Interval(u64),
+}
+
+/// A validated configuration.
+#[derive(Debug, Clone)]
+pub struct SidecarConfig {
+    /// The cluster.
+    pub cluster: ClusterKey,
+    /// This member's name.
+    pub name: String,
+    /// The member's directory.
+    pub member_dir: PathBuf,
+    /// Advertised peer URL.
+    pub peer_url: String,
+    /// Advertised client URL.
+    pub client_url: String,
+    /// Listened peer URL.
+    pub listen_peer_url: String,
+    /// Listened client URLs.
+    pub listen_client_url: String,
+    /// The coordinator.
+    pub coordinator_url: String,
+    /// Where the sidecar's gRPC server listens.
+    pub grpc_addr: SocketAddr,
+    /// The URL the coordinator calls back on.
+    pub grpc_url: String,
+    /// The etcd version run.
+    pub etcd_version: EtcdVersion,
+    /// The etcd binary.
+    pub etcd_binary: PathBuf,
+    /// Fallback client URLs of the cluster.
+    pub cluster_endpoints: Vec<String>,
+    /// Health observation interval.
+    pub report_interval: Duration,
+    /// etcd's log level.
+    pub etcd_log_level: String,
+}
+
+impl SidecarConfig {
+    /// etcd's data directory.
+    pub fn etcd_data_dir(&self) -> PathBuf {
+        self.member_dir.join("etcd")
+    }
+}
+
+fn check_url(flag: &'static str, value: &str) -> Result<(), ConfigError> {
+    let bad = || ConfigError::BadUrl {
+        flag,
+        value: value.to_string(),
+    };
+    let rest = value
+        .strip_prefix("http://")
+        .or_else(|| value.strip_prefix("https://"))
+        .ok_or_else(bad)?;
+    let (host, port) = rest.rsplit_once(':').ok_or_else(bad)?;
+    if host.is_empty() || port.parse::<u16>().is_err() {
+        return Err(bad());
+    }
+    Ok(())
+}
+
+impl RunArgs {
+    /// Validates the flags; nothing is started before this succeeds.
+    pub fn validate(self, binaries: &EtcdBinaries) -> Result<SidecarConfig, ConfigError> {
+        for (flag, value) in [
+            ("cluster", &self.cluster),
+            ("name", &self.name),
+            ("peer-url", &self.peer_url),
+            ("client-url", &self.client_url),
+            ("coordinator-url", &self.coordinator_url),
+        ] {
+            if value.trim().is_empty() {
+                return Err(ConfigError::Empty(flag));
+            }
+        }
+        if self.data_dir.as_os_str().is_empty() {
+            return Err(ConfigError::Empty("data-dir"));
+        }
+        check_url("peer-url", &self.peer_url)?;
+        check_url("client-url", &self.client_url)?;
+        check_url("coordinator-url", &self.coordinator_url)?;
+        for e in &self.cluster_endpoints {
+            check_url("cluster-endpoints", e)?;
+        }
+        let listen_peer_url = self
+            .listen_peer_url
+            .unwrap_or_else(|| self.peer_url.clone());
+        check_url("listen-peer-url", &listen_peer_url)?;
+        let listen_client_url = self
+            .listen_client_url
+            .unwrap_or_else(|| self.client_url.clone());
+        for u in listen_client_url.split(',') {
+            check_url("listen-client-url", u)?;
+        }
+        if !(100..=60_000).contains(&self.report_interval_ms) {
+            return Err(ConfigError::Interval(self.report_interval_ms));
+        }
+        let etcd_version: EtcdVersion = self.etcd_version.parse()?;
+        let etcd_binary = match self.etcd_binary {
+            Some(path) if path.is_file() => path,
+            Some(path) => return Err(ConfigError::BinaryNotFound(path)),
+            None => binaries.resolve(etcd_version)?,
+        };
+        let grpc_url = self
+            .grpc_url
+            .unwrap_or_else(|| format!("http://{}", self.grpc_addr));
+        Ok(SidecarConfig {
+            cluster: ClusterKey::new(self.namespace, self.cluster),
+            name: self.name,
+            member_dir: self.data_dir,
+            peer_url: self.peer_url,
+            client_url: self.client_url,
+            listen_peer_url,
+            listen_client_url,
+            coordinator_url: self.coordinator_url,
+            grpc_addr: self.grpc_addr,
+            grpc_url,
+            etcd_version,
+            etcd_binary,
+            cluster_endpoints: self.cluster_endpoints,
+            report_interval: Duration::from_millis(self.report_interval_ms),
+            etcd_log_level: self.etcd_log_level,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        run: RunArgs,
+    }
+
+    fn parse(extra: &[&str]) -> RunArgs {
+        let mut args = vec![
+            "x",
+            "--cluster=c",
+            "--name=c-0000",
+            "--data-dir=/tmp/x",
+            "--peer-url=http://127.0.0.1:2380",
+            "--client-url=http://127.0.0.1:2379",
+            "--coordinator-url=http://127.0.0.1:7400",
+        ];
+        args.extend_from_slice(extra);
+        Cli::try_parse_from(args).unwrap().run
+    }
+
+    #[test]
+    fn valid_flags_fill_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = parse(&[]).validate(&EtcdBinaries::new(dir.path())).unwrap();
+        assert_eq!(cfg.listen_peer_url, "http://127.0.0.1:2380");
+        assert_eq!(cfg.grpc_url, "http://127.0.0.1:7401");
+        assert_eq!(cfg.etcd_version.to_string(), "3.6.15");
+        assert!(cfg.etcd_binary.is_file());
+        assert_eq!(cfg.etcd_data_dir(), PathBuf::from("/tmp/x/etcd"));
+    }
+
+    #[test]
+    fn bad_values_are_refused_with_the_flag_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let bins = EtcdBinaries::new(dir.path());
+        let cases: &[(&[&str], &str)] = &[
+            (
+                &["--peer-url=127.0.0.1:2380"],
+                "--peer-url \"127.0.0.1:2380\"",
+            ),
+            (&["--client-url=http://h:port"], "--client-url"),
+            (
+                &["--cluster-endpoints=http://a:1,b"],
+                "--cluster-endpoints \"b\"",
+            ),
+            (&["--etcd-version=banana"], "--etcd-version"),
+            (&["--etcd-version=3.5.34"], "scripts/fetch-etcd.sh 3.5.34"),
+            (
+                &["--etcd-binary=/nonexistent/etcd"],
+                "/nonexistent/etcd does not exist",
+            ),
+            (&["--report-interval-ms=5"], "between 100 and 60000"),
+            (&["--name= "], "--name must not be empty"),
+        ];
+        for (extra, want) in cases {
+            let err = parse(extra).validate(&bins).unwrap_err().to_string();
+            assert!(err.contains(want), "{extra:?}: {err}");
+        }
+    }
+}

@@ -1,0 +1,79 @@
+//! The sidecar's error type.
+
+use thiserror::Error;
+
+/// What went wrong in a lifecycle step; `category()` is a stable word for logs and metrics.
+#[derive(Debug, Error)]
+pub enum SidecarError {
+    /// An etcd call failed.
+    #[error("etcd {op}: {source}")]
+    Etcd {
+        /// The call.
+        op: &'static str,
+        /// The error.
+        #[source]
+        source: etcd_client::Error,
+    },
+    /// A coordinator call failed.
+    #[error("coordinator {op}: {source}")]
+    Coordinator {
+        /// The call.
+        op: &'static str,
+        /// The status.
+        #[source]
+        source: tonic::Status,
+    },
+    /// The member directory could not be changed.
+    #[error("member directory: {0}")]
+    Io(#[from] std::io::Error),
+    /// A step was refused because doing it would be unsafe or impossible.
+    #[error("refused: {0}")]
+    Refused(String),
+    /// A step did not finish in time.
+    #[error("timed out: {0}")]
+    Timeout(String),
+}
+
+impl SidecarError {
+    /// A stable word for the kind of failure.
+    pub fn category(&self) -> &'static str {
+        match self {
+            Self::Etcd { .. } => "etcd",
+            Self::Coordinator { .. } => "coordinator",
+            Self::Io(_) => "io",
+            Self::Refused(_) => "refused",
+            Self::Timeout(_) => "timeout",
+        }
+    }
+
+    /// Wraps an etcd error with the call's name.
+    pub fn etcd(op: &'static str) -> impl FnOnce(etcd_client::Error) -> Self {
+        move |source| Self::Etcd { op, source }
+    }
+}
+
+/// True for etcd errors worth retrying: the cluster is briefly unable, not refusing.
+pub fn is_transient(e: &etcd_client::Error) -> bool {
+    use etcd_client::Error as E;
+    match e {
+        E::TransportError(_) | E::IoError(_) => true,
+        E::GRpcStatus(s) => {
+            matches!(
+                s.code(),
+                tonic::Code::Unavailable
+                    | tonic::Code::DeadlineExceeded
+                    | tonic::Code::Unknown
+                    | tonic::Code::Aborted
+            ) || {
+                let m = s.message();
+                m.contains("unhealthy cluster")
+                    || m.contains("too many learner")
+                    || m.contains("leader changed")
+                    || m.contains("timed out")
+                    || m.contains("not in sync")
+                    || m.contains("no leader")
+            }
+        }
+        _ => false,
+    }
+}

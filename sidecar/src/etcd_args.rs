@@ -1,0 +1,124 @@
+//! The etcd command line for each way a member starts. Pure, so every path is unit-tested.
+
+use crate::config::SidecarConfig;
+
+/// How etcd should find its cluster when it has no data yet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Bootstrap {
+    /// Start on existing data: etcd reads its membership from its WAL.
+    FromData,
+    /// Bootstrap a new one-member cluster with this token.
+    NewCluster {
+        /// `--initial-cluster-token`, unique per cluster creation.
+        token: String,
+    },
+    /// Join an existing cluster whose members (name, peer URLs) are these, this member included.
+    Existing {
+        /// `name=peerURL` pairs of every member in etcd's member list.
+        members: Vec<(String, String)>,
+    },
+}
+
+/// The arguments etcd runs with.
+pub fn etcd_args(cfg: &SidecarConfig, bootstrap: &Bootstrap) -> Vec<String> {
+    let mut args = vec![
+        format!("--name={}", cfg.name),
+        format!("--data-dir={}", cfg.etcd_data_dir().display()),
+        format!("--listen-peer-urls={}", cfg.listen_peer_url),
+        format!("--initial-advertise-peer-urls={}", cfg.peer_url),
+        format!("--listen-client-urls={}", cfg.listen_client_url),
+        format!("--advertise-client-urls={}", cfg.client_url),
+        "--logger=zap".to_string(),
+        format!("--log-level={}", cfg.etcd_log_level),
+    ];
+    let self_only = format!("{}={}", cfg.name, cfg.peer_url);
+    match bootstrap {
+        Bootstrap::FromData => {
+            args.push(format!("--initial-cluster={self_only}"));
+        }
+        Bootstrap::NewCluster { token } => {
+            args.push(format!("--initial-cluster={self_only}"));
+            args.push("--initial-cluster-state=new".to_string());
+            args.push(format!("--initial-cluster-token={token}"));
+        }
+        Bootstrap::Existing { members } => {
+            let list: Vec<String> = members.iter().map(|(n, u)| format!("{n}={u}")).collect();
+            args.push(format!("--initial-cluster={}", list.join(",")));
+            args.push("--initial-cluster-state=existing".to_string());
+        }
+    }
+    args
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::{path::PathBuf, time::Duration};
+
+    fn cfg() -> SidecarConfig {
+        SidecarConfig {
+            cluster: etcd_operator::ClusterKey::local("c"),
+            name: "c-0001".into(),
+            member_dir: PathBuf::from("/m"),
+            peer_url: "http://127.0.0.1:2380".into(),
+            client_url: "http://127.0.0.1:2379".into(),
+            listen_peer_url: "http://0.0.0.0:2380".into(),
+            listen_client_url: "http://0.0.0.0:2379".into(),
+            coordinator_url: "http://127.0.0.1:7400".into(),
+            grpc_addr: "127.0.0.1:7401".parse().unwrap(),
+            grpc_url: "http://127.0.0.1:7401".into(),
+            etcd_version: etcd_operator::version::DEFAULT_VERSION,
+            etcd_binary: PathBuf::from("/bin/etcd"),
+            cluster_endpoints: vec![],
+            report_interval: Duration::from_secs(1),
+            etcd_log_level: "warn".into(),
+        }
+    }
+
+    #[test]
+    fn new_cluster_is_self_only_with_token() {
+        let args = etcd_args(
+            &cfg(),
+            &Bootstrap::NewCluster {
+                token: "c-1".into(),
+            },
+        );
+        assert!(args.contains(&"--initial-cluster=c-0001=http://127.0.0.1:2380".to_string()));
+        assert!(args.contains(&"--initial-cluster-state=new".to_string()));
+        assert!(args.contains(&"--initial-cluster-token=c-1".to_string()));
+        assert!(args.contains(&"--data-dir=/m/etcd".to_string()));
+        assert!(args.contains(&"--listen-client-urls=http://0.0.0.0:2379".to_string()));
+        assert!(args.contains(&"--advertise-client-urls=http://127.0.0.1:2379".to_string()));
+    }
+
+    #[test]
+    fn join_lists_every_member_and_says_existing() {
+        let members = vec![
+            ("c-0000".to_string(), "http://127.0.0.1:3380".to_string()),
+            ("c-0001".to_string(), "http://127.0.0.1:2380".to_string()),
+        ];
+        let args = etcd_args(&cfg(), &Bootstrap::Existing { members });
+        assert!(
+            args.contains(
+                &"--initial-cluster=c-0000=http://127.0.0.1:3380,c-0001=http://127.0.0.1:2380"
+                    .to_string()
+            )
+        );
+        assert!(args.contains(&"--initial-cluster-state=existing".to_string()));
+        assert!(
+            !args
+                .iter()
+                .any(|a| a.starts_with("--initial-cluster-token"))
+        );
+    }
+
+    #[test]
+    fn restart_from_data_names_no_state() {
+        let args = etcd_args(&cfg(), &Bootstrap::FromData);
+        assert!(
+            !args
+                .iter()
+                .any(|a| a.starts_with("--initial-cluster-state"))
+        );
+    }
+}

@@ -1,0 +1,177 @@
+//! Health: observe the local etcd every interval, publish a `HealthReport`, and stream the
+//! reports to the coordinator (reconnecting when it is away: a coordinator that cannot be
+//! reached changes nothing about the member itself).
+
+use std::{sync::Arc, time::Duration};
+
+use etcd_client::{AlarmAction, AlarmOptions, AlarmType};
+use etcd_operator::proto::{Alarm, HealthReport, MemberPhase};
+use tokio::sync::watch;
+use tokio_stream::{StreamExt, wrappers::WatchStream};
+use tonic_health::server::HealthReporter;
+use tracing::{debug, warn};
+
+use crate::member::{Member, connect_etcd, now_unix_ms};
+
+/// The gRPC health service name reported SERVING when the member is healthy.
+pub const SERVICE_NAME: &str = "etcdop.v1.Sidecar";
+
+/// Observes the member forever, publishing each report on `reports`.
+pub async fn observe(
+    member: Arc<Member>,
+    reports: watch::Sender<HealthReport>,
+    grpc_health: HealthReporter,
+) {
+    let mut ticker = tokio::time::interval(member.cfg.report_interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut client: Option<etcd_client::Client> = None;
+    let mut was_healthy = None;
+    loop {
+        ticker.tick().await;
+        let report = observe_once(&member, &mut client).await;
+        if was_healthy != Some(report.healthy) {
+            if report.healthy {
+                grpc_health
+                    .set_service_status(SERVICE_NAME, tonic_health::ServingStatus::Serving)
+                    .await;
+                grpc_health
+                    .set_service_status("", tonic_health::ServingStatus::Serving)
+                    .await;
+            } else {
+                grpc_health
+                    .set_service_status(SERVICE_NAME, tonic_health::ServingStatus::NotServing)
+                    .await;
+                grpc_health
+                    .set_service_status("", tonic_health::ServingStatus::NotServing)
+                    .await;
+            }
+            was_healthy = Some(report.healthy);
+        }
+        if report.learner && report.phase == MemberPhase::Running as i32 {
+            let m = Arc::clone(&member);
+            tokio::spawn(async move {
+                if let Err(e) = m.finish_join_if_learner().await {
+                    warn!(error = %e, "could not finish the interrupted join");
+                    m.record_error(&e);
+                }
+            });
+        }
+        reports.send_replace(report);
+    }
+}
+
+async fn observe_once(member: &Member, client: &mut Option<etcd_client::Client>) -> HealthReport {
+    let state = member.current();
+    let process = member.supervisor.state().borrow().clone();
+    let mut report = HealthReport {
+        cluster: Some((&member.cfg.cluster).into()),
+        member_name: member.cfg.name.clone(),
+        member_id: state.member_id,
+        cluster_id: state.cluster_id,
+        phase: match (state.phase, process.pid) {
+            (MemberPhase::Running, None) if process.wanted => MemberPhase::Restarting,
+            (phase, _) => phase,
+        } as i32,
+        client_url: member.cfg.client_url.clone(),
+        peer_url: member.cfg.peer_url.clone(),
+        sidecar_url: member.cfg.grpc_url.clone(),
+        etcd_pid: process.pid.unwrap_or(0),
+        etcd_restarts: process.restarts,
+        observed_at_unix_ms: now_unix_ms(),
+        last_error: state.last_error.clone(),
+        etcd_version: member.cfg.etcd_version.to_string(),
+        ..Default::default()
+    };
+    if process.pid.is_none() {
+        *client = None;
+        return report;
+    }
+    if client.is_none() {
+        *client = connect_etcd(std::slice::from_ref(&member.cfg.client_url))
+            .await
+            .ok();
+    }
+    let Some(c) = client.as_mut() else {
+        report.last_error = "etcd does not accept connections".into();
+        return report;
+    };
+    let status = match tokio::time::timeout(Duration::from_secs(2), c.status()).await {
+        Ok(Ok(status)) => status,
+        Ok(Err(e)) => {
+            debug!(error = %e, "status failed");
+            report.last_error = format!("status: {e}");
+            return report;
+        }
+        Err(_) => {
+            report.last_error = "status timed out".into();
+            return report;
+        }
+    };
+    if let Some(h) = status.header() {
+        report.member_id = h.member_id();
+        report.cluster_id = h.cluster_id();
+        member.learn_ids(h.member_id(), h.cluster_id());
+    }
+    report.leader_id = status.leader();
+    report.leader = status.leader() != 0 && status.leader() == report.member_id;
+    report.learner = status.is_learner();
+    report.raft_index = status.raft_index();
+    report.raft_applied_index = status.raft_applied_index();
+    report.raft_term = status.raft_term();
+    report.db_size = status.db_size();
+    report.etcd_version = status.version().to_string();
+    let mut errors: Vec<String> = status.errors().to_vec();
+    match tokio::time::timeout(
+        Duration::from_secs(2),
+        c.alarm(AlarmAction::Get, AlarmType::None, None::<AlarmOptions>),
+    )
+    .await
+    {
+        Ok(Ok(resp)) => {
+            for a in resp.alarms() {
+                let alarm = match a.alarm() {
+                    AlarmType::Nospace => Alarm::Nospace,
+                    AlarmType::Corrupt => Alarm::Corrupt,
+                    AlarmType::None => continue,
+                };
+                if !report.alarms.contains(&(alarm as i32)) {
+                    report.alarms.push(alarm as i32);
+                }
+            }
+        }
+        Ok(Err(e)) => errors.push(format!("alarm list: {e}")),
+        Err(_) => errors.push("alarm list timed out".into()),
+    }
+    // The cluster's client URLs, for finding it again after a restart (serializable read:
+    // a learner answers it too).
+    if let Ok(Ok(list)) = tokio::time::timeout(Duration::from_secs(2), c.member_list()).await {
+        let urls: Vec<String> = list
+            .members()
+            .iter()
+            .flat_map(|m| m.client_urls().iter().cloned())
+            .collect();
+        member.learn_cluster_urls(urls);
+    }
+    report.healthy = report.leader_id != 0 && errors.is_empty() && report.alarms.is_empty();
+    if !errors.is_empty() {
+        report.last_error = errors.join("; ");
+    }
+    report
+}
+
+/// Streams every report to the coordinator, reconnecting with backoff.
+pub async fn stream_reports(member: Arc<Member>, reports: watch::Receiver<HealthReport>) {
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        let stream =
+            WatchStream::from_changes(reports.clone()).filter(|r| r.observed_at_unix_ms != 0);
+        match member.coordinator().report_health(stream).await {
+            Ok(_) => backoff = Duration::from_millis(200),
+            Err(status) => {
+                debug!(error = %status.message(), "health stream to the coordinator ended");
+            }
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}

@@ -1,0 +1,896 @@
+//! The member lifecycle (DESIGN.md, "Member lifecycle"): decide on start whether to run on
+//! existing data, rejoin, join or bootstrap; leave on request; hand off for an upgrade.
+//!
+//! Every membership change happens under a grant from the coordinator, and every step is
+//! written so that a retry after a lost answer never changes membership twice.
+
+use std::{sync::Arc, time::Duration};
+
+use etcd_client::{Client, ConnectOptions, MemberAddOptions};
+use etcd_operator::{
+    grant::UnixMillis,
+    proto::{
+        ChangeKind, GrantRequest, GrantResponse, MemberPhase, MemberRole, RegisterRequest,
+        ReleaseGrantRequest, coordinator_client::CoordinatorClient,
+    },
+};
+use tokio::{
+    sync::{Mutex, watch},
+    time::{Instant, sleep},
+};
+use tonic::transport::Channel;
+use tracing::{info, instrument, warn};
+
+use crate::{
+    config::SidecarConfig,
+    error::{SidecarError, is_transient},
+    etcd_args::{Bootstrap, etcd_args},
+    identity::{Identity, MemberDir},
+    supervisor::Supervisor,
+};
+
+/// How long a joiner waits for its learner to catch up and be promoted.
+const PROMOTE_DEADLINE: Duration = Duration::from_secs(90);
+/// How long a start waits for etcd to answer.
+const ETCD_READY_DEADLINE: Duration = Duration::from_secs(60);
+/// How long a leadership transfer may take.
+const MOVE_LEADER_DEADLINE: Duration = Duration::from_secs(15);
+/// How long the sidecar waits for a grant before giving up on a leave or handoff.
+const GRANT_WAIT: Duration = Duration::from_secs(120);
+/// Default time to wait for the runtime's restart after a handoff.
+pub const DEFAULT_HANDOFF_RESTART_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// What the sidecar knows of its member right now.
+#[derive(Clone, Debug, Default)]
+pub struct MemberState {
+    /// Lifecycle phase.
+    pub phase: MemberPhase,
+    /// etcd member id (0 until known).
+    pub member_id: u64,
+    /// etcd cluster id (0 until known).
+    pub cluster_id: u64,
+    /// The last lifecycle error.
+    pub last_error: String,
+    /// Client URLs of the cluster's members.
+    pub cluster_client_urls: Vec<String>,
+}
+
+/// The member's agent: configuration, etcd supervisor, coordinator client, state.
+pub struct Member {
+    /// Validated configuration.
+    pub cfg: SidecarConfig,
+    /// The member directory.
+    pub dir: MemberDir,
+    /// The etcd child.
+    pub supervisor: Supervisor,
+    coordinator: CoordinatorClient<Channel>,
+    state: watch::Sender<MemberState>,
+    /// One lifecycle operation at a time (start, leave, handoff, promote).
+    op: Mutex<()>,
+}
+
+/// The outcome of a leave.
+#[derive(Debug, Clone, Copy)]
+pub struct LeaveOutcome {
+    /// The id removed.
+    pub removed_member_id: u64,
+    /// Leadership moved away first.
+    pub moved_leadership: bool,
+}
+
+/// The outcome of a handoff.
+#[derive(Debug, Clone, Copy)]
+pub struct HandoffOutcome {
+    /// Leadership moved away first.
+    pub moved_leadership: bool,
+    /// Raft index when etcd stopped.
+    pub raft_index: u64,
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_unix_ms() -> UnixMillis {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Connects an etcd client to `endpoints` with short timeouts.
+pub async fn connect_etcd(endpoints: &[String]) -> Result<Client, SidecarError> {
+    Client::connect(
+        endpoints,
+        Some(
+            ConnectOptions::new()
+                .with_connect_timeout(Duration::from_secs(2))
+                .with_timeout(Duration::from_secs(5)),
+        ),
+    )
+    .await
+    .map_err(SidecarError::etcd("connect"))
+}
+
+impl Member {
+    /// A member agent for `cfg`. Starts nothing yet.
+    pub fn new(cfg: SidecarConfig) -> Result<Arc<Self>, SidecarError> {
+        let channel = Channel::from_shared(cfg.coordinator_url.clone())
+            .map_err(|e| SidecarError::Refused(format!("coordinator URL: {e}")))?
+            .connect_timeout(Duration::from_secs(2))
+            .timeout(Duration::from_secs(10))
+            .connect_lazy();
+        let dir = MemberDir::new(cfg.member_dir.clone());
+        let supervisor = Supervisor::spawn(cfg.etcd_binary.clone());
+        let identity = dir.load_identity().unwrap_or_default();
+        let (state, _) = watch::channel(MemberState {
+            phase: MemberPhase::Starting,
+            member_id: identity.member_id,
+            cluster_id: identity.cluster_id,
+            last_error: String::new(),
+            cluster_client_urls: identity.cluster_client_urls,
+        });
+        Ok(Arc::new(Self {
+            cfg,
+            dir,
+            supervisor,
+            coordinator: CoordinatorClient::new(channel),
+            state,
+            op: Mutex::new(()),
+        }))
+    }
+
+    /// The member's state, updated on every change.
+    pub fn state(&self) -> watch::Receiver<MemberState> {
+        self.state.subscribe()
+    }
+
+    /// A snapshot of the state.
+    pub fn current(&self) -> MemberState {
+        self.state.borrow().clone()
+    }
+
+    /// The coordinator client.
+    pub fn coordinator(&self) -> CoordinatorClient<Channel> {
+        self.coordinator.clone()
+    }
+
+    fn set_phase(&self, phase: MemberPhase) {
+        self.state.send_modify(|s| s.phase = phase);
+    }
+
+    /// Records an error for the health report.
+    pub fn record_error(&self, e: &SidecarError) {
+        self.state.send_modify(|s| s.last_error = e.to_string());
+    }
+
+    /// Records what the health loop learned about the member (id, cluster id).
+    pub fn learn_ids(&self, member_id: u64, cluster_id: u64) {
+        let changed = {
+            let s = self.state.borrow();
+            s.member_id != member_id || s.cluster_id != cluster_id
+        };
+        if changed && member_id != 0 {
+            self.state.send_modify(|s| {
+                s.member_id = member_id;
+                s.cluster_id = cluster_id;
+            });
+            self.persist_identity();
+        }
+    }
+
+    /// Records the cluster's client URLs as the health loop sees them.
+    pub fn learn_cluster_urls(&self, urls: Vec<String>) {
+        if urls.is_empty() || self.state.borrow().cluster_client_urls == urls {
+            return;
+        }
+        self.state.send_modify(|s| s.cluster_client_urls = urls);
+        self.persist_identity();
+    }
+
+    fn persist_identity(&self) {
+        if self.dir.is_removed() || !self.dir.has_etcd_data() {
+            return;
+        }
+        let s = self.current();
+        let identity = Identity {
+            name: self.cfg.name.clone(),
+            member_id: s.member_id,
+            cluster_id: s.cluster_id,
+            cluster_client_urls: s.cluster_client_urls,
+        };
+        if let Err(e) = self.dir.save_identity(&identity) {
+            warn!(error = %e, "could not save the member identity");
+        }
+    }
+
+    /// Client URLs of the cluster other than this member's, from every source known.
+    fn other_endpoints(&self, extra: &[String]) -> Vec<String> {
+        let mut urls: Vec<String> = Vec::new();
+        let known = self.current().cluster_client_urls;
+        for u in extra
+            .iter()
+            .chain(known.iter())
+            .chain(self.cfg.cluster_endpoints.iter())
+        {
+            if *u != self.cfg.client_url && !urls.contains(u) {
+                urls.push(u.clone());
+            }
+        }
+        urls
+    }
+
+    /// Brings the member up: the start decision of DESIGN.md's lifecycle, retried until it
+    /// succeeds. Returns once etcd runs as a member (or the member has left for good).
+    #[instrument(skip_all, fields(cluster = %self.cfg.cluster, member = %self.cfg.name))]
+    pub async fn start(self: &Arc<Self>) {
+        let mut backoff = Duration::from_millis(500);
+        loop {
+            let result = {
+                let _op = self.op.lock().await;
+                self.start_once().await
+            };
+            match result {
+                Ok(()) => return,
+                Err(e) => {
+                    warn!(error = %e, category = e.category(), "start failed; retrying");
+                    self.record_error(&e);
+                    sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                }
+            }
+        }
+    }
+
+    async fn start_once(self: &Arc<Self>) -> Result<(), SidecarError> {
+        if self.dir.is_removed() {
+            info!("this member left the cluster earlier; staying idle");
+            self.set_phase(MemberPhase::Removed);
+            return Ok(());
+        }
+        if self.dir.has_etcd_data() {
+            if self.still_a_member().await {
+                info!("restarting etcd on existing data");
+                self.run_etcd(&Bootstrap::FromData).await?;
+                self.set_phase(MemberPhase::Running);
+                return Ok(());
+            }
+            info!("this member was removed from the cluster while away; wiping its data to rejoin");
+            self.dir.wipe()?;
+            self.state.send_modify(|s| {
+                s.member_id = 0;
+                s.cluster_id = 0;
+            });
+        }
+        self.set_phase(MemberPhase::Starting);
+        let (role, endpoints) = self.register().await?;
+        match role {
+            MemberRole::Seed => self.bootstrap().await,
+            _ => self.join(&endpoints).await,
+        }
+    }
+
+    /// With data on disk: is this member still in the cluster? Only a member list read from
+    /// another member that lacks our id says no; anything unknown says yes (start on the
+    /// data: a whole cluster restarting needs every member back).
+    async fn still_a_member(&self) -> bool {
+        let Some(identity) = self.dir.load_identity() else {
+            return true;
+        };
+        if identity.member_id == 0 {
+            return true;
+        }
+        let extra = self.try_register_endpoints().await;
+        let others = self.other_endpoints(&extra);
+        if others.is_empty() {
+            return true;
+        }
+        let Ok(Ok(mut client)) =
+            tokio::time::timeout(Duration::from_secs(3), connect_etcd(&others)).await
+        else {
+            return true;
+        };
+        match tokio::time::timeout(Duration::from_secs(3), client.member_list()).await {
+            Ok(Ok(list)) if !list.members().is_empty() => {
+                list.members().iter().any(|m| m.id() == identity.member_id)
+            }
+            _ => true,
+        }
+    }
+
+    /// Asks the coordinator (briefly) where the cluster is, for the restart decision.
+    async fn try_register_endpoints(&self) -> Vec<String> {
+        match tokio::time::timeout(
+            Duration::from_secs(2),
+            self.coordinator.clone().register(self.register_request()),
+        )
+        .await
+        {
+            Ok(Ok(resp)) => resp.into_inner().cluster_client_urls,
+            _ => Vec::new(),
+        }
+    }
+
+    fn register_request(&self) -> RegisterRequest {
+        let s = self.current();
+        RegisterRequest {
+            cluster: Some((&self.cfg.cluster).into()),
+            member_name: self.cfg.name.clone(),
+            peer_url: self.cfg.peer_url.clone(),
+            client_url: self.cfg.client_url.clone(),
+            sidecar_url: self.cfg.grpc_url.clone(),
+            has_data: self.dir.has_etcd_data(),
+            member_id: s.member_id,
+            etcd_version: self.cfg.etcd_version.to_string(),
+        }
+    }
+
+    /// Registers until the coordinator gives a role (and, for a joiner, endpoints).
+    async fn register(&self) -> Result<(MemberRole, Vec<String>), SidecarError> {
+        let mut backoff = Duration::from_millis(200);
+        loop {
+            match self
+                .coordinator
+                .clone()
+                .register(self.register_request())
+                .await
+            {
+                Ok(resp) => {
+                    let resp = resp.into_inner();
+                    match resp.role() {
+                        MemberRole::Seed => return Ok((MemberRole::Seed, Vec::new())),
+                        MemberRole::Join if !resp.cluster_client_urls.is_empty() => {
+                            return Ok((MemberRole::Join, resp.cluster_client_urls));
+                        }
+                        _ => {}
+                    }
+                }
+                Err(status) => {
+                    warn!(error = %status.message(), code = ?status.code(), "coordinator not reachable; registering again");
+                }
+            }
+            sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
+    }
+
+    /// Asks for a grant until given, or until `wait` has passed.
+    async fn acquire_grant(
+        &self,
+        kind: ChangeKind,
+        wait: Option<Duration>,
+    ) -> Result<GrantResponse, SidecarError> {
+        let deadline = wait.map(|w| Instant::now() + w);
+        loop {
+            let request = GrantRequest {
+                cluster: Some((&self.cfg.cluster).into()),
+                member_name: self.cfg.name.clone(),
+                kind: kind as i32,
+                peer_url: self.cfg.peer_url.clone(),
+            };
+            let pause = match self.coordinator.clone().request_grant(request).await {
+                Ok(resp) => {
+                    let resp = resp.into_inner();
+                    if resp.granted {
+                        info!(grant = %resp.grant_id, kind = ?kind, "membership grant received");
+                        return Ok(resp);
+                    }
+                    Duration::from_millis(u64::from(resp.retry_after_ms).clamp(100, 5_000))
+                }
+                Err(status) => {
+                    warn!(error = %status.message(), "grant request failed");
+                    Duration::from_secs(1)
+                }
+            };
+            if deadline.is_some_and(|d| Instant::now() + pause > d) {
+                return Err(SidecarError::Timeout(format!(
+                    "no {kind:?} grant from the coordinator"
+                )));
+            }
+            sleep(pause).await;
+        }
+    }
+
+    async fn release_grant(&self, grant: &GrantResponse, outcome: Result<u64, &SidecarError>) {
+        let request = ReleaseGrantRequest {
+            cluster: Some((&self.cfg.cluster).into()),
+            grant_id: grant.grant_id.clone(),
+            succeeded: outcome.is_ok(),
+            member_id: *outcome.as_ref().unwrap_or(&0),
+            error: outcome.err().map(|e| e.to_string()).unwrap_or_default(),
+        };
+        for _ in 0..5 {
+            match self
+                .coordinator
+                .clone()
+                .release_grant(request.clone())
+                .await
+            {
+                Ok(_) => return,
+                Err(status) => {
+                    warn!(error = %status.message(), "grant release failed; retrying");
+                    sleep(Duration::from_millis(500)).await;
+                }
+            }
+        }
+        warn!(grant = %grant.grant_id, "grant not released; it lapses on its own");
+    }
+
+    async fn run_etcd(&self, bootstrap: &Bootstrap) -> Result<u32, SidecarError> {
+        let args = etcd_args(&self.cfg, bootstrap);
+        let pid = self.supervisor.start(args).await?;
+        info!(pid, ?bootstrap, "etcd started");
+        Ok(pid)
+    }
+
+    /// Waits until the local etcd answers Status; returns (member id, cluster id).
+    async fn wait_local_ready(&self) -> Result<(u64, u64), SidecarError> {
+        let deadline = Instant::now() + ETCD_READY_DEADLINE;
+        let local = [self.cfg.client_url.clone()];
+        loop {
+            if let Ok(mut client) = connect_etcd(&local).await
+                && let Ok(status) = client.status().await
+                && let Some(header) = status.header()
+            {
+                return Ok((header.member_id(), header.cluster_id()));
+            }
+            if Instant::now() > deadline {
+                return Err(SidecarError::Timeout(
+                    "etcd did not answer after starting".into(),
+                ));
+            }
+            sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Lifecycle 4: bootstrap a one-member cluster.
+    async fn bootstrap(&self) -> Result<(), SidecarError> {
+        let grant = self.acquire_grant(ChangeKind::Bootstrap, None).await?;
+        self.set_phase(MemberPhase::Bootstrapping);
+        let result = async {
+            self.dir.wipe()?;
+            let token = format!("{}-{}", self.cfg.cluster, now_unix_ms());
+            self.run_etcd(&Bootstrap::NewCluster { token }).await?;
+            let (member_id, cluster_id) = self.wait_local_ready().await?;
+            self.learn_ids(member_id, cluster_id);
+            self.learn_cluster_urls(vec![self.cfg.client_url.clone()]);
+            Ok(member_id)
+        }
+        .await;
+        self.release_grant(&grant, result.as_ref().copied()).await;
+        let member_id = result?;
+        info!(member_id = %format!("{member_id:x}"), "bootstrapped a one-member cluster");
+        self.set_phase(MemberPhase::Running);
+        Ok(())
+    }
+
+    /// Lifecycle 3: join an existing cluster as a learner, then promote.
+    async fn join(&self, endpoints: &[String]) -> Result<(), SidecarError> {
+        let others = self.other_endpoints(endpoints);
+        let mut client = connect_etcd(&others).await?;
+        let list = client
+            .member_list()
+            .await
+            .map_err(SidecarError::etcd("member list"))?;
+        let stale = list.members().iter().any(|m| self.is_stale_entry(m));
+        let kind = if stale {
+            ChangeKind::Replace
+        } else {
+            ChangeKind::Add
+        };
+        let grant = self.acquire_grant(kind, None).await?;
+        self.set_phase(MemberPhase::Joining);
+        let result = self.join_under_grant(&mut client).await;
+        self.release_grant(&grant, result.as_ref().copied()).await;
+        let member_id = result?;
+        info!(member_id = %format!("{member_id:x}"), "joined and promoted");
+        self.set_phase(MemberPhase::Running);
+        Ok(())
+    }
+
+    /// An entry of ours from an earlier life: our name, or our peer URL on a member that
+    /// started (we have no data, so that member's data is gone).
+    fn is_stale_entry(&self, m: &etcd_client::Member) -> bool {
+        m.name() == self.cfg.name
+            || (!m.name().is_empty() && m.peer_urls().contains(&self.cfg.peer_url))
+    }
+
+    async fn join_under_grant(&self, client: &mut Client) -> Result<u64, SidecarError> {
+        let list = client
+            .member_list()
+            .await
+            .map_err(SidecarError::etcd("member list"))?;
+        for m in list.members() {
+            if self.is_stale_entry(m) {
+                info!(stale_id = %format!("{:x}", m.id()), "removing this member's stale entry");
+                retry_transient("member remove", || {
+                    let mut c = client.clone();
+                    let id = m.id();
+                    async move { c.member_remove(id).await.map(|_| ()) }
+                })
+                .await
+                .or_else(|e| {
+                    if is_member_not_found(&e) {
+                        Ok(())
+                    } else {
+                        Err(e)
+                    }
+                })?;
+            }
+        }
+        let member_id = self.add_learner_once(client).await?;
+        // Build the initial cluster from the list as it is now, this member included.
+        let list = retry_transient("member list", || {
+            let mut c = client.clone();
+            async move { c.member_list().await }
+        })
+        .await?;
+        let mut members = Vec::new();
+        for m in list.members() {
+            let peer = m.peer_urls().first().cloned().unwrap_or_default();
+            let name = if m.id() == member_id {
+                self.cfg.name.clone()
+            } else if m.name().is_empty() {
+                format!("unstarted-{:x}", m.id())
+            } else {
+                m.name().to_string()
+            };
+            members.push((name, peer));
+        }
+        let cluster_id = list.header().map(|h| h.cluster_id()).unwrap_or(0);
+        let client_urls: Vec<String> = list
+            .members()
+            .iter()
+            .flat_map(|m| m.client_urls().iter().cloned())
+            .chain(std::iter::once(self.cfg.client_url.clone()))
+            .collect();
+        self.dir.wipe()?;
+        self.run_etcd(&Bootstrap::Existing { members }).await?;
+        self.learn_ids(member_id, cluster_id);
+        self.learn_cluster_urls(client_urls);
+        self.wait_local_ready().await?;
+        self.promote(client, member_id).await?;
+        Ok(member_id)
+    }
+
+    /// Adds this member as a learner exactly once: a MemberAdd whose answer was lost may
+    /// have succeeded, so the member list is read before every attempt.
+    async fn add_learner_once(&self, client: &mut Client) -> Result<u64, SidecarError> {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let mut backoff = Duration::from_millis(250);
+        loop {
+            if let Ok(list) = client.member_list().await {
+                if let Some(m) = list
+                    .members()
+                    .iter()
+                    .find(|m| m.peer_urls().contains(&self.cfg.peer_url))
+                {
+                    info!(member_id = %format!("{:x}", m.id()), "found this member already added; not adding again");
+                    return Ok(m.id());
+                }
+                match client
+                    .member_add(
+                        [self.cfg.peer_url.as_str()],
+                        Some(MemberAddOptions::new().with_is_learner()),
+                    )
+                    .await
+                {
+                    Ok(resp) => {
+                        if let Some(m) = resp.member() {
+                            info!(member_id = %format!("{:x}", m.id()), "added as learner");
+                            return Ok(m.id());
+                        }
+                    }
+                    Err(e) if is_transient(&e) => {
+                        info!(error = %e, "member add not possible yet; retrying");
+                    }
+                    Err(e) => return Err(SidecarError::etcd("member add")(e)),
+                }
+            }
+            if Instant::now() > deadline {
+                return Err(SidecarError::Timeout(
+                    "adding this member as a learner".into(),
+                ));
+            }
+            sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(3));
+        }
+    }
+
+    /// Promotes the learner once it has caught up with the leader.
+    async fn promote(&self, client: &mut Client, member_id: u64) -> Result<(), SidecarError> {
+        let deadline = Instant::now() + PROMOTE_DEADLINE;
+        loop {
+            match client.member_promote(member_id).await {
+                Ok(_) => return Ok(()),
+                Err(e) if is_not_learner(&e) => return Ok(()),
+                Err(e) if is_transient(&e) || is_not_in_sync(&e) => {
+                    if Instant::now() > deadline {
+                        return Err(SidecarError::etcd("member promote")(e));
+                    }
+                }
+                Err(e) => return Err(SidecarError::etcd("member promote")(e)),
+            }
+            sleep(Duration::from_millis(300)).await;
+        }
+    }
+
+    /// A member that came back on its data as a learner (the sidecar died between the add
+    /// and the promotion) finishes its join under a grant.
+    pub async fn finish_join_if_learner(&self) -> Result<(), SidecarError> {
+        let Ok(_op) = self.op.try_lock() else {
+            return Ok(());
+        };
+        let member_id = self.current().member_id;
+        if member_id == 0 || self.current().phase != MemberPhase::Running {
+            return Ok(());
+        }
+        let others = self.other_endpoints(&[]);
+        if others.is_empty() {
+            return Ok(());
+        }
+        let grant = self
+            .acquire_grant(ChangeKind::Add, Some(Duration::from_secs(30)))
+            .await?;
+        self.set_phase(MemberPhase::Joining);
+        let result = async {
+            let mut client = connect_etcd(&others).await?;
+            self.promote(&mut client, member_id).await?;
+            Ok(member_id)
+        }
+        .await;
+        self.release_grant(&grant, result.as_ref().copied()).await;
+        self.set_phase(MemberPhase::Running);
+        result.map(|_| ())
+    }
+
+    /// Lifecycle 5: leave the cluster for good.
+    #[instrument(skip_all, fields(cluster = %self.cfg.cluster, member = %self.cfg.name))]
+    pub async fn leave(&self) -> Result<LeaveOutcome, SidecarError> {
+        let _op = self.op.lock().await;
+        let member_id = self.current().member_id;
+        if member_id == 0 || self.current().phase != MemberPhase::Running {
+            return Err(SidecarError::Refused(format!(
+                "member is {:?}, not running: nothing to leave",
+                self.current().phase
+            )));
+        }
+        let grant = self
+            .acquire_grant(ChangeKind::Remove, Some(GRANT_WAIT))
+            .await?;
+        self.set_phase(MemberPhase::Leaving);
+        let result = self.leave_under_grant(member_id).await;
+        self.release_grant(&grant, result.as_ref().map(|o| o.removed_member_id))
+            .await;
+        match &result {
+            Ok(_) => self.set_phase(MemberPhase::Removed),
+            Err(e) => {
+                self.record_error(e);
+                self.set_phase(MemberPhase::Running);
+            }
+        }
+        result
+    }
+
+    async fn leave_under_grant(&self, member_id: u64) -> Result<LeaveOutcome, SidecarError> {
+        let mut local = connect_etcd(std::slice::from_ref(&self.cfg.client_url)).await?;
+        let list = local
+            .member_list()
+            .await
+            .map_err(SidecarError::etcd("member list"))?;
+        let me = list.members().iter().find(|m| m.id() == member_id);
+        let learner = me.is_some_and(|m| m.is_learner());
+        let other_voters: Vec<&etcd_client::Member> = list
+            .members()
+            .iter()
+            .filter(|m| m.id() != member_id && !m.is_learner())
+            .collect();
+        if !learner && other_voters.is_empty() {
+            return Err(SidecarError::Refused(
+                "the last voting member cannot leave its cluster".into(),
+            ));
+        }
+        // Defence in depth beside the coordinator's planner: the voters that stay must be
+        // enough, and healthy enough, to keep quorum without this member.
+        let mut healthy_others = Vec::new();
+        for m in &other_voters {
+            if member_answers(m.client_urls()).await {
+                healthy_others.push(*m);
+            }
+        }
+        let remaining = other_voters.len();
+        if !learner && healthy_others.len() < remaining / 2 + 1 {
+            return Err(SidecarError::Refused(format!(
+                "only {} of the {remaining} remaining voters answer: leaving would lose quorum",
+                healthy_others.len()
+            )));
+        }
+        let mut moved_leadership = false;
+        let status = local.status().await.map_err(SidecarError::etcd("status"))?;
+        if status.leader() == member_id {
+            let target = healthy_others[0];
+            self.move_leadership(&mut local, member_id, target.id())
+                .await?;
+            moved_leadership = true;
+        }
+        let other_urls: Vec<String> = healthy_others
+            .iter()
+            .flat_map(|m| m.client_urls().iter().cloned())
+            .collect();
+        let mut others = connect_etcd(&other_urls).await?;
+        retry_transient("member remove", || {
+            let mut c = others.clone();
+            async move { c.member_remove(member_id).await.map(|_| ()) }
+        })
+        .await
+        .or_else(|e| {
+            if is_member_not_found(&e) {
+                Ok(())
+            } else {
+                Err(e)
+            }
+        })?;
+        let _ = &mut others;
+        info!(member_id = %format!("{member_id:x}"), "removed from the cluster; stopping etcd and wiping data");
+        self.supervisor.stop().await;
+        self.dir.wipe()?;
+        self.dir.mark_removed()?;
+        Ok(LeaveOutcome {
+            removed_member_id: member_id,
+            moved_leadership,
+        })
+    }
+
+    /// Moves leadership from this member (the leader) to `target` and waits until another
+    /// member leads.
+    async fn move_leadership(
+        &self,
+        local: &mut Client,
+        member_id: u64,
+        target: u64,
+    ) -> Result<(), SidecarError> {
+        info!(target = %format!("{target:x}"), "moving leadership away");
+        let deadline = Instant::now() + MOVE_LEADER_DEADLINE;
+        loop {
+            match local.move_leader(target).await {
+                Ok(_) => {}
+                Err(e) if is_transient(&e) => {}
+                Err(e) => return Err(SidecarError::etcd("move leader")(e)),
+            }
+            if let Ok(status) = local.status().await
+                && status.leader() != member_id
+                && status.leader() != 0
+            {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(SidecarError::Timeout("moving leadership away".into()));
+            }
+            sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Lifecycle 6: prepare for a restart on another version and stop etcd.
+    #[instrument(skip_all, fields(cluster = %self.cfg.cluster, member = %self.cfg.name))]
+    pub async fn handoff(
+        self: &Arc<Self>,
+        target_version: &str,
+        restart_timeout: Duration,
+    ) -> Result<HandoffOutcome, SidecarError> {
+        let _op = self.op.lock().await;
+        let member_id = self.current().member_id;
+        if self.current().phase != MemberPhase::Running || member_id == 0 {
+            return Err(SidecarError::Refused(format!(
+                "member is {:?}, not running: nothing to hand off",
+                self.current().phase
+            )));
+        }
+        let target: etcd_operator::EtcdVersion = target_version
+            .parse()
+            .map_err(|e| SidecarError::Refused(format!("target version: {e}")))?;
+        let mut local = connect_etcd(std::slice::from_ref(&self.cfg.client_url)).await?;
+        let status = local.status().await.map_err(SidecarError::etcd("status"))?;
+        let mut moved_leadership = false;
+        if status.leader() == member_id {
+            let list = local
+                .member_list()
+                .await
+                .map_err(SidecarError::etcd("member list"))?;
+            let mut candidates = Vec::new();
+            for m in list
+                .members()
+                .iter()
+                .filter(|m| m.id() != member_id && !m.is_learner())
+            {
+                if let Some(version) = member_version(m.client_urls()).await {
+                    // Prefer a member already on the target version: leadership then moves
+                    // once per handoff, never back to a member that still has to upgrade.
+                    let up_to_date = version == target.to_string();
+                    candidates.push((up_to_date, m.id()));
+                }
+            }
+            candidates.sort_by_key(|(up_to_date, _)| !up_to_date);
+            if let Some((_, target_id)) = candidates.first() {
+                self.move_leadership(&mut local, member_id, *target_id)
+                    .await?;
+                moved_leadership = true;
+            } else if list.members().iter().filter(|m| !m.is_learner()).count() > 1 {
+                return Err(SidecarError::Refused(
+                    "no healthy voter to take leadership".into(),
+                ));
+            }
+        }
+        let raft_index = local
+            .status()
+            .await
+            .map(|s| s.raft_index())
+            .unwrap_or(status.raft_index());
+        info!(target = %target, raft_index, "handing off: stopping etcd for the restart on the new version");
+        self.supervisor.stop().await;
+        self.set_phase(MemberPhase::HandedOff);
+        let me = Arc::clone(self);
+        tokio::spawn(async move {
+            sleep(restart_timeout).await;
+            if me.current().phase == MemberPhase::HandedOff {
+                warn!("no restart came after the handoff; starting etcd again on this version");
+                if me.run_etcd(&Bootstrap::FromData).await.is_ok() {
+                    me.set_phase(MemberPhase::Running);
+                }
+            }
+        });
+        Ok(HandoffOutcome {
+            moved_leadership,
+            raft_index,
+        })
+    }
+}
+
+/// Retries an etcd call while its errors are transient, for up to 30 s.
+async fn retry_transient<T, F, Fut>(op: &'static str, mut call: F) -> Result<T, SidecarError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, etcd_client::Error>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        match call().await {
+            Ok(v) => return Ok(v),
+            Err(e) if is_transient(&e) && Instant::now() < deadline => {
+                sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+            }
+            Err(e) => return Err(SidecarError::etcd(op)(e)),
+        }
+    }
+}
+
+fn is_member_not_found(e: &SidecarError) -> bool {
+    matches!(e, SidecarError::Etcd { source: etcd_client::Error::GRpcStatus(s), .. } if s.message().contains("member not found"))
+}
+
+fn is_not_learner(e: &etcd_client::Error) -> bool {
+    matches!(e, etcd_client::Error::GRpcStatus(s) if s.message().contains("not a learner"))
+}
+
+fn is_not_in_sync(e: &etcd_client::Error) -> bool {
+    matches!(e, etcd_client::Error::GRpcStatus(s) if s.message().contains("in sync"))
+}
+
+/// True when a member answers Status on one of its client URLs within 2 s.
+async fn member_answers(client_urls: &[String]) -> bool {
+    member_version(client_urls).await.is_some()
+}
+
+/// The etcd version a member reports, if it answers within 2 s.
+async fn member_version(client_urls: &[String]) -> Option<String> {
+    if client_urls.is_empty() {
+        return None;
+    }
+    let attempt = async {
+        let mut c = connect_etcd(client_urls).await.ok()?;
+        let status = c.status().await.ok()?;
+        (status.leader() != 0).then(|| status.version().to_string())
+    };
+    tokio::time::timeout(Duration::from_secs(2), attempt)
+        .await
+        .ok()
+        .flatten()
+}

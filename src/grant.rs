@@ -1,0 +1,223 @@
+//! The membership-grant table: at most one membership change in flight per cluster.
+//!
+//! Pure: the caller passes the time. The coordinator keeps one table for all its
+//! clusters; tests that run sidecars without a coordinator use the same table.
+
+use std::{collections::HashMap, time::Duration};
+
+use crate::{naming::ClusterKey, proto::ChangeKind};
+
+/// Milliseconds since the Unix epoch, as the contract carries times.
+pub type UnixMillis = i64;
+
+/// A membership change that is allowed to happen.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MembershipGrant {
+    /// The grant's id.
+    pub id: String,
+    /// The member that may change its membership.
+    pub member: String,
+    /// What the member may do.
+    pub kind: ChangeKind,
+    /// When it was given.
+    pub issued_at: UnixMillis,
+    /// When it lapses if not released.
+    pub expires_at: UnixMillis,
+}
+
+/// Why a grant was not given.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GrantRefusal {
+    /// For the sidecar's log and the status.
+    pub reason: String,
+    /// When to ask again.
+    pub retry_after: Duration,
+}
+
+/// Grants by cluster.
+#[derive(Debug)]
+pub struct GrantTable {
+    ttl: Duration,
+    next_id: u64,
+    in_flight: HashMap<ClusterKey, MembershipGrant>,
+}
+
+/// How long a grant lasts by default: long enough for a learner to catch up on a busy
+/// cluster, short enough that a sidecar that died holding one does not block for long.
+pub const DEFAULT_GRANT_TTL: Duration = Duration::from_secs(120);
+
+impl GrantTable {
+    /// A table whose grants last `ttl`.
+    pub fn new(ttl: Duration) -> Self {
+        Self {
+            ttl,
+            next_id: 1,
+            in_flight: HashMap::new(),
+        }
+    }
+
+    /// Asks for a grant. A member that asks again for the same change while its grant is
+    /// in flight gets the same grant back (its earlier answer may have been lost).
+    pub fn request(
+        &mut self,
+        cluster: &ClusterKey,
+        member: &str,
+        kind: ChangeKind,
+        now: UnixMillis,
+    ) -> Result<MembershipGrant, GrantRefusal> {
+        if kind == ChangeKind::Unspecified {
+            return Err(GrantRefusal {
+                reason: "the change kind is not set".into(),
+                retry_after: Duration::from_secs(60),
+            });
+        }
+        if let Some(current) = self.in_flight(cluster, now) {
+            if current.member == member && current.kind == kind {
+                return Ok(current.clone());
+            }
+            return Err(GrantRefusal {
+                reason: format!(
+                    "membership change {} ({} of {}) is in flight",
+                    current.id,
+                    kind_name(current.kind),
+                    current.member
+                ),
+                retry_after: Duration::from_millis(500),
+            });
+        }
+        let grant = MembershipGrant {
+            id: format!("{}-{}", cluster.name, self.next_id),
+            member: member.to_string(),
+            kind,
+            issued_at: now,
+            expires_at: now + self.ttl.as_millis() as i64,
+        };
+        self.next_id += 1;
+        self.in_flight.insert(cluster.clone(), grant.clone());
+        Ok(grant)
+    }
+
+    /// Records that a grant is in flight, when the truth is recovered after a restart
+    /// (a pending learner means an add is under way). Replaces nothing already in flight.
+    pub fn adopt(
+        &mut self,
+        cluster: &ClusterKey,
+        member: &str,
+        kind: ChangeKind,
+        now: UnixMillis,
+    ) -> MembershipGrant {
+        if let Some(current) = self.in_flight(cluster, now) {
+            return current.clone();
+        }
+        self.request(cluster, member, kind, now)
+            .expect("no grant is in flight")
+    }
+
+    /// Gives a grant back. False when it is not the one in flight (expired or unknown).
+    pub fn release(&mut self, cluster: &ClusterKey, grant_id: &str) -> bool {
+        match self.in_flight.get(cluster) {
+            Some(g) if g.id == grant_id => {
+                self.in_flight.remove(cluster);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The grant in flight for `cluster`, dropping it if it lapsed.
+    pub fn in_flight(&mut self, cluster: &ClusterKey, now: UnixMillis) -> Option<&MembershipGrant> {
+        if self
+            .in_flight
+            .get(cluster)
+            .is_some_and(|g| g.expires_at <= now)
+        {
+            self.in_flight.remove(cluster);
+        }
+        self.in_flight.get(cluster)
+    }
+
+    /// Forgets a cluster (deleted).
+    pub fn forget(&mut self, cluster: &ClusterKey) {
+        self.in_flight.remove(cluster);
+    }
+}
+
+impl Default for GrantTable {
+    fn default() -> Self {
+        Self::new(DEFAULT_GRANT_TTL)
+    }
+}
+
+/// A word for people.
+pub fn kind_name(kind: ChangeKind) -> &'static str {
+    match kind {
+        ChangeKind::Unspecified => "unspecified",
+        ChangeKind::Bootstrap => "bootstrap",
+        ChangeKind::Add => "add",
+        ChangeKind::Remove => "remove",
+        ChangeKind::Replace => "replace",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key() -> ClusterKey {
+        ClusterKey::local("c")
+    }
+
+    #[test]
+    fn one_grant_at_a_time_per_cluster() {
+        let mut t = GrantTable::new(Duration::from_secs(10));
+        let g = t.request(&key(), "c-0001", ChangeKind::Add, 0).unwrap();
+        let refused = t.request(&key(), "c-0002", ChangeKind::Add, 1).unwrap_err();
+        assert!(refused.reason.contains(&g.id), "{}", refused.reason);
+        assert!(refused.reason.contains("c-0001"), "{}", refused.reason);
+        // Another cluster is independent.
+        t.request(&ClusterKey::local("d"), "d-0001", ChangeKind::Add, 1)
+            .unwrap();
+        assert!(t.release(&key(), &g.id));
+        let g2 = t.request(&key(), "c-0002", ChangeKind::Add, 2).unwrap();
+        assert_ne!(g.id, g2.id);
+    }
+
+    #[test]
+    fn same_member_same_change_gets_the_same_grant() {
+        let mut t = GrantTable::new(Duration::from_secs(10));
+        let g = t.request(&key(), "c-0001", ChangeKind::Add, 0).unwrap();
+        assert_eq!(t.request(&key(), "c-0001", ChangeKind::Add, 5).unwrap(), g);
+        assert!(t.request(&key(), "c-0001", ChangeKind::Remove, 5).is_err());
+    }
+
+    #[test]
+    fn grants_lapse_and_stale_releases_are_refused() {
+        let mut t = GrantTable::new(Duration::from_secs(10));
+        let g = t.request(&key(), "c-0001", ChangeKind::Add, 0).unwrap();
+        assert_eq!(g.expires_at, 10_000);
+        assert!(t.in_flight(&key(), 9_999).is_some());
+        assert!(t.in_flight(&key(), 10_000).is_none());
+        let g2 = t
+            .request(&key(), "c-0002", ChangeKind::Add, 10_001)
+            .unwrap();
+        assert!(
+            !t.release(&key(), &g.id),
+            "a lapsed grant must not release the next one"
+        );
+        assert!(t.in_flight(&key(), 10_002).is_some());
+        assert!(t.release(&key(), &g2.id));
+    }
+
+    #[test]
+    fn adopt_keeps_what_is_in_flight() {
+        let mut t = GrantTable::new(Duration::from_secs(10));
+        let g = t.adopt(&key(), "c-0003", ChangeKind::Add, 0);
+        assert_eq!(g.member, "c-0003");
+        let again = t.adopt(&key(), "c-0004", ChangeKind::Remove, 1);
+        assert_eq!(again, g);
+        assert!(
+            t.request(&key(), "c-0001", ChangeKind::Unspecified, 1)
+                .is_err()
+        );
+    }
+}

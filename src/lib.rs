@@ -1,0 +1,26 @@
+//! Shared crate of the etcd operator: the gRPC contract compiled from `proto/`, the
+//! `EtcdCluster` resource types, spec validation, etcd version rules, member naming,
+//! the membership-grant table, and where real etcd binaries come from.
+//!
+//! Everything here is pure (no network, no processes) so that the coordinator, the
+//! sidecar and the tests share one definition of each rule.
+#![forbid(unsafe_code)]
+
+pub mod etcd_bin;
+pub mod grant;
+pub mod naming;
+pub mod resource;
+pub mod validate;
+pub mod version;
+
+/// The gRPC contract, package `etcdop.v1`.
+#[allow(clippy::all, missing_docs)]
+pub mod proto {
+    tonic::include_proto!("etcdop.v1");
+
+    /// Encoded file descriptor set of the contract, registered for server reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("etcdop_descriptor");
+}
+
+pub use naming::ClusterKey;
+pub use version::EtcdVersion;

@@ -1,0 +1,134 @@
+//! The `EtcdCluster` custom resource (`etcd.operator.rs/v1alpha1`), the same document in
+//! Kubernetes and in local mode. The CRD in `deploy/` is generated from these types.
+
+// kube's printcolumn attributes repeat `type_` by design.
+#![allow(clippy::duplicated_attributes)]
+
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// API group of the resource.
+pub const API_GROUP: &str = "etcd.operator.rs";
+/// API version of the resource.
+pub const API_VERSION: &str = "v1alpha1";
+/// Kind of the resource.
+pub const KIND: &str = "EtcdCluster";
+
+/// The desired state of an etcd cluster.
+#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "etcd.operator.rs",
+    version = "v1alpha1",
+    kind = "EtcdCluster",
+    namespaced,
+    status = "EtcdClusterStatus",
+    shortname = "etcd",
+    category = "all",
+    doc = "An etcd cluster managed by the etcd operator",
+    derive = "PartialEq",
+    scale(
+        spec_replicas_path = ".spec.size",
+        status_replicas_path = ".status.size",
+        label_selector_path = ".status.selector"
+    ),
+    printcolumn(name = "Size", type_ = "integer", json_path = ".spec.size"),
+    printcolumn(name = "Ready", type_ = "integer", json_path = ".status.readyMembers"),
+    printcolumn(
+        name = "Version",
+        type_ = "string",
+        json_path = ".status.currentVersion"
+    ),
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+pub struct EtcdClusterSpec {
+    /// Number of members (1 to 9; odd sizes tolerate the most failures per member).
+    pub size: i32,
+    /// etcd version to run, for example "3.6.15".
+    pub version: String,
+    /// Allow a patch-release downgrade within the running minor version.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_downgrade: bool,
+}
+
+/// The observed state of an etcd cluster, written by the coordinator.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EtcdClusterStatus {
+    /// Creating, Running, Scaling, Upgrading, Recovering, Degraded, Failed or Invalid.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub phase: String,
+    /// Number of members that exist (the scale subresource's status replicas).
+    #[serde(default)]
+    pub size: i32,
+    /// Number of healthy voting members.
+    #[serde(default)]
+    pub ready_members: i32,
+    /// The members.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub members: Vec<MemberState>,
+    /// The lowest etcd version any member runs.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub current_version: String,
+    /// The version the spec asks for.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub target_version: String,
+    /// Available, Progressing, Degraded and SpecValid.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<ClusterCondition>,
+    /// The generation of the spec last acted on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Label selector of the member pods (for the scale subresource).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub selector: String,
+}
+
+/// One member in the status.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MemberState {
+    /// Member name, `<cluster>-<NNNN>`.
+    pub name: String,
+    /// etcd member id in hex (empty before the member joined).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub id: String,
+    /// etcd version the member runs.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub version: String,
+    /// True when the member is healthy.
+    #[serde(default)]
+    pub healthy: bool,
+    /// True when the member is the leader.
+    #[serde(default)]
+    pub leader: bool,
+    /// True when the member is a learner.
+    #[serde(default)]
+    pub learner: bool,
+}
+
+/// A condition, shaped like Kubernetes' `metav1.Condition`.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterCondition {
+    /// Available, Progressing, Degraded or SpecValid.
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// "True", "False" or "Unknown".
+    pub status: String,
+    /// One CamelCase word.
+    #[serde(default)]
+    pub reason: String,
+    /// For people.
+    #[serde(default)]
+    pub message: String,
+    /// RFC 3339 time of the last status change.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub last_transition_time: String,
+}

@@ -1,0 +1,299 @@
+//! A minimal stand-in for the coordinator's sidecar-facing RPCs (registration, health,
+//! grants), for tests that run sidecars without a coordinator. It uses the coordinator's
+//! own `GrantTable`, and records every grant so tests can assert that at most one
+//! membership change was ever in flight.
+
+use std::{
+    collections::BTreeMap,
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use etcd_operator::{
+    ClusterKey,
+    grant::GrantTable,
+    proto::{
+        ClusterStatus, GetClusterRequest, GrantRequest, GrantResponse, HealthReport,
+        ListClustersRequest, ListClustersResponse, MemberRole, RegisterRequest, RegisterResponse,
+        ReleaseGrantRequest, ReleaseGrantResponse, ReportHealthResponse,
+        coordinator_server::{Coordinator, CoordinatorServer},
+    },
+};
+use tokio::task::JoinHandle;
+use tokio_stream::StreamExt;
+use tonic::{Request, Response, Status, Streaming};
+
+/// One grant event.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum GrantEvent {
+    /// A grant was given.
+    Granted {
+        /// Grant id.
+        id: String,
+        /// Member.
+        member: String,
+        /// Kind name.
+        kind: String,
+    },
+    /// A grant was given back.
+    Released {
+        /// Grant id.
+        id: String,
+        /// Whether the change succeeded.
+        succeeded: bool,
+        /// The member id after the change.
+        member_id: u64,
+    },
+}
+
+#[derive(Default)]
+struct Inner {
+    grants: GrantTable,
+    seed: String,
+    events: Vec<GrantEvent>,
+    outstanding: usize,
+    max_outstanding: usize,
+    reports: BTreeMap<String, HealthReport>,
+    registrations: Vec<RegisterRequest>,
+}
+
+/// The stand-in coordinator's shared state.
+#[derive(Clone)]
+pub struct GrantRecorder {
+    inner: Arc<Mutex<Inner>>,
+}
+
+impl GrantRecorder {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Every grant event, in order.
+    pub fn events(&self) -> Vec<GrantEvent> {
+        self.lock().events.clone()
+    }
+
+    /// The most grants ever outstanding at once.
+    pub fn max_outstanding(&self) -> usize {
+        self.lock().max_outstanding
+    }
+
+    /// The latest report of every member.
+    pub fn reports(&self) -> BTreeMap<String, HealthReport> {
+        self.lock().reports.clone()
+    }
+
+    /// The latest report of `member`.
+    pub fn report(&self, member: &str) -> Option<HealthReport> {
+        self.lock().reports.get(member).cloned()
+    }
+
+    /// Every registration received.
+    pub fn registrations(&self) -> Vec<RegisterRequest> {
+        self.lock().registrations.clone()
+    }
+
+    /// Names the member that may bootstrap.
+    pub fn set_seed(&self, name: &str) {
+        self.lock().seed = name.to_string();
+    }
+}
+
+/// A running stand-in coordinator on 127.0.0.1.
+pub struct TestCoordinator {
+    /// Its URL.
+    pub url: String,
+    /// What it recorded.
+    pub recorder: GrantRecorder,
+    task: JoinHandle<()>,
+}
+
+impl TestCoordinator {
+    /// Starts one that lets `seed` bootstrap the cluster.
+    pub async fn start(seed: &str) -> anyhow::Result<Self> {
+        Self::start_on("127.0.0.1:0".parse()?, seed).await
+    }
+
+    /// Starts one on `addr` (to come back on the same address after a stop).
+    pub async fn start_on(addr: SocketAddr, seed: &str) -> anyhow::Result<Self> {
+        let recorder = GrantRecorder {
+            inner: Arc::new(Mutex::new(Inner {
+                grants: GrantTable::new(Duration::from_secs(120)),
+                seed: seed.to_string(),
+                ..Default::default()
+            })),
+        };
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let url = format!("http://{}", listener.local_addr()?);
+        let service = Service {
+            recorder: recorder.clone(),
+        };
+        let task = tokio::spawn(async move {
+            let _ = tonic::transport::Server::builder()
+                .add_service(CoordinatorServer::new(service))
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
+                .await;
+        });
+        Ok(Self {
+            url,
+            recorder,
+            task,
+        })
+    }
+
+    /// Stops serving (a coordinator outage).
+    pub fn stop(&self) {
+        self.task.abort();
+    }
+}
+
+impl Drop for TestCoordinator {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+struct Service {
+    recorder: GrantRecorder,
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+#[tonic::async_trait]
+impl Coordinator for Service {
+    async fn register(
+        &self,
+        request: Request<RegisterRequest>,
+    ) -> Result<Response<RegisterResponse>, Status> {
+        let request = request.into_inner();
+        let mut inner = self.recorder.lock();
+        inner.registrations.push(request.clone());
+        let healthy_urls: Vec<String> = inner
+            .reports
+            .values()
+            .filter(|r| r.healthy && !r.learner && r.member_name != request.member_name)
+            .map(|r| r.client_url.clone())
+            .collect();
+        let role = if request.member_name == inner.seed && healthy_urls.is_empty() {
+            MemberRole::Seed
+        } else if healthy_urls.is_empty() {
+            MemberRole::Unspecified
+        } else {
+            MemberRole::Join
+        };
+        Ok(Response::new(RegisterResponse {
+            role: role as i32,
+            cluster_client_urls: healthy_urls,
+            report_interval_ms: 250,
+        }))
+    }
+
+    async fn report_health(
+        &self,
+        request: Request<Streaming<HealthReport>>,
+    ) -> Result<Response<ReportHealthResponse>, Status> {
+        let mut stream = request.into_inner();
+        let mut received = 0;
+        while let Some(report) = stream.next().await {
+            let report = report?;
+            received += 1;
+            self.recorder
+                .lock()
+                .reports
+                .insert(report.member_name.clone(), report);
+        }
+        Ok(Response::new(ReportHealthResponse {
+            reports_received: received,
+        }))
+    }
+
+    async fn request_grant(
+        &self,
+        request: Request<GrantRequest>,
+    ) -> Result<Response<GrantResponse>, Status> {
+        let request = request.into_inner();
+        let key = request
+            .cluster
+            .as_ref()
+            .map(ClusterKey::from)
+            .ok_or_else(|| Status::invalid_argument("cluster is required"))?;
+        let mut inner = self.recorder.lock();
+        let now = now_ms();
+        let before = inner.grants.in_flight(&key, now).map(|g| g.id.clone());
+        match inner
+            .grants
+            .request(&key, &request.member_name, request.kind(), now)
+        {
+            Ok(grant) => {
+                if before.as_deref() != Some(grant.id.as_str()) {
+                    inner.outstanding += 1;
+                    inner.max_outstanding = inner.max_outstanding.max(inner.outstanding);
+                    inner.events.push(GrantEvent::Granted {
+                        id: grant.id.clone(),
+                        member: grant.member.clone(),
+                        kind: etcd_operator::grant::kind_name(grant.kind).to_string(),
+                    });
+                }
+                Ok(Response::new(GrantResponse {
+                    granted: true,
+                    grant_id: grant.id,
+                    expires_at_unix_ms: grant.expires_at,
+                    ..Default::default()
+                }))
+            }
+            Err(refusal) => Ok(Response::new(GrantResponse {
+                granted: false,
+                reason: refusal.reason,
+                retry_after_ms: refusal.retry_after.as_millis() as u32,
+                ..Default::default()
+            })),
+        }
+    }
+
+    async fn release_grant(
+        &self,
+        request: Request<ReleaseGrantRequest>,
+    ) -> Result<Response<ReleaseGrantResponse>, Status> {
+        let request = request.into_inner();
+        let key = request
+            .cluster
+            .as_ref()
+            .map(ClusterKey::from)
+            .ok_or_else(|| Status::invalid_argument("cluster is required"))?;
+        let mut inner = self.recorder.lock();
+        let released = inner.grants.release(&key, &request.grant_id);
+        if released {
+            inner.outstanding -= 1;
+            inner.events.push(GrantEvent::Released {
+                id: request.grant_id,
+                succeeded: request.succeeded,
+                member_id: request.member_id,
+            });
+        }
+        Ok(Response::new(ReleaseGrantResponse { released }))
+    }
+
+    async fn list_clusters(
+        &self,
+        _request: Request<ListClustersRequest>,
+    ) -> Result<Response<ListClustersResponse>, Status> {
+        Err(Status::unimplemented(
+            "the test coordinator serves no status",
+        ))
+    }
+
+    async fn get_cluster(
+        &self,
+        _request: Request<GetClusterRequest>,
+    ) -> Result<Response<ClusterStatus>, Status> {
+        Err(Status::unimplemented(
+            "the test coordinator serves no status",
+        ))
+    }
+}

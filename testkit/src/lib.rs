@@ -1,0 +1,12 @@
+//! What proves the operator safe: real etcd clusters on 127.0.0.1 for tests, a stand-in
+//! coordinator for sidecar tests, process guards that clean up, and condition waits with
+//! deadlines (never sleeps as synchronisation).
+#![forbid(unsafe_code)]
+
+pub mod grant_server;
+pub mod process;
+pub mod wait;
+pub mod watcher;
+
+pub use process::{SidecarProc, SidecarSpec, free_port, serial_guard};
+pub use wait::wait_for;

@@ -10,6 +10,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("cargo:rerun-if-changed={proto}");
     }
     tonic_prost_build::configure()
+        // Serialize for `etcd-coordinator status -o json`, in the JSON names grpcurl prints.
+        .type_attribute(".", "#[derive(serde::Serialize)]")
+        .type_attribute(".", "#[serde(rename_all = \"camelCase\")]")
         .file_descriptor_set_path(out_dir.join("etcdop_descriptor.bin"))
         .compile_protos(&protos, &["proto"])?;
     Ok(())

@@ -23,6 +23,9 @@ pub struct MembershipGrant {
     pub issued_at: UnixMillis,
     /// When it lapses if not released.
     pub expires_at: UnixMillis,
+    /// Recovered after a coordinator restart rather than given: its holder knows it under
+    /// another id, so the holder's member name releases it too.
+    pub adopted: bool,
 }
 
 /// Why a grant was not given.
@@ -85,16 +88,27 @@ impl GrantTable {
                 retry_after: Duration::from_millis(500),
             });
         }
+        Ok(self.issue(cluster, member, kind, now))
+    }
+
+    fn issue(
+        &mut self,
+        cluster: &ClusterKey,
+        member: &str,
+        kind: ChangeKind,
+        now: UnixMillis,
+    ) -> MembershipGrant {
         let grant = MembershipGrant {
             id: format!("{}-{}", cluster.name, self.next_id),
             member: member.to_string(),
             kind,
             issued_at: now,
             expires_at: now + self.ttl.as_millis() as i64,
+            adopted: false,
         };
         self.next_id += 1;
         self.in_flight.insert(cluster.clone(), grant.clone());
-        Ok(grant)
+        grant
     }
 
     /// Records that a grant is in flight, when the truth is recovered after a restart
@@ -109,8 +123,23 @@ impl GrantTable {
         if let Some(current) = self.in_flight(cluster, now) {
             return current.clone();
         }
-        self.request(cluster, member, kind, now)
-            .expect("no grant is in flight")
+        let mut grant = self.issue(cluster, member, kind, now);
+        grant.adopted = true;
+        self.in_flight.insert(cluster.clone(), grant.clone());
+        grant
+    }
+
+    /// Gives a grant back by id, or, for an adopted grant, by its holder's name.
+    pub fn release_by(&mut self, cluster: &ClusterKey, grant_id: &str, member: &str) -> bool {
+        match self.in_flight.get(cluster) {
+            Some(g)
+                if g.id == grant_id || (g.adopted && !member.is_empty() && g.member == member) =>
+            {
+                self.in_flight.remove(cluster);
+                true
+            }
+            _ => false,
+        }
     }
 
     /// Gives a grant back. False when it is not the one in flight (expired or unknown).
@@ -156,6 +185,7 @@ pub fn kind_name(kind: ChangeKind) -> &'static str {
         ChangeKind::Add => "add",
         ChangeKind::Remove => "remove",
         ChangeKind::Replace => "replace",
+        ChangeKind::Upgrade => "upgrade",
     }
 }
 
@@ -213,8 +243,19 @@ mod tests {
         let mut t = GrantTable::new(Duration::from_secs(10));
         let g = t.adopt(&key(), "c-0003", ChangeKind::Add, 0);
         assert_eq!(g.member, "c-0003");
+        assert!(g.adopted);
         let again = t.adopt(&key(), "c-0004", ChangeKind::Remove, 1);
         assert_eq!(again, g);
+        // The holder knows the grant under the id the previous coordinator gave it.
+        assert!(!t.release_by(&key(), "old-7", "c-0004"));
+        assert!(t.release_by(&key(), "old-7", "c-0003"));
+        assert!(t.in_flight(&key(), 2).is_none());
+        let given = t.request(&key(), "c-0005", ChangeKind::Add, 3).unwrap();
+        assert!(
+            !t.release_by(&key(), "other", "c-0005"),
+            "a given grant releases by id only"
+        );
+        assert!(t.release_by(&key(), &given.id, ""));
         assert!(
             t.request(&key(), "c-0001", ChangeKind::Unspecified, 1)
                 .is_err()

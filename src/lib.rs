@@ -8,6 +8,7 @@
 
 pub mod etcd_bin;
 pub mod grant;
+pub mod manifest;
 pub mod naming;
 pub mod resource;
 pub mod validate;

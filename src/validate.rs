@@ -195,7 +195,7 @@ mod tests {
             (
                 0,
                 "banana",
-                &["spec.size is 0", "\"banana\" is not a version"],
+                &["spec.size is 0", "spec.version \"banana\" is not a version"],
             ),
         ];
         for (size, version, wants) in table {

@@ -1,4 +1,18 @@
-//! The coordinator: watch, plan, act, serve status.
+//! The coordinator: watch `EtcdCluster` specs, plan one safe step at a time, act through a
+//! runtime (local processes or Kubernetes), serialize membership changes, serve status.
+//!
+//! `plan` is pure; `controller` runs observe -> plan -> act -> status for one cluster;
+//! `registry` and `service` are the sidecars' and people's side of the gRPC contract;
+//! `runtime` and `local` are where members live; `local_mode` ties them together for
+//! `etcd-coordinator local`; `status` prints what the coordinator serves.
 #![forbid(unsafe_code)]
 
+pub mod controller;
+pub mod local;
+pub mod local_mode;
 pub mod plan;
+pub mod registry;
+pub mod runtime;
+pub mod server;
+pub mod service;
+pub mod status;

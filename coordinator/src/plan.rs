@@ -751,6 +751,7 @@ impl<'a> View<'a> {
             ChangeKind::Bootstrap => Phase::Creating,
             ChangeKind::Add => self.growth_phase(),
             ChangeKind::Replace => Phase::Recovering,
+            ChangeKind::Upgrade => Phase::Upgrading,
             ChangeKind::Remove if gone => Phase::Recovering,
             ChangeKind::Remove | ChangeKind::Unspecified => Phase::Scaling,
         }
@@ -1307,6 +1308,7 @@ mod tests {
                 kind,
                 issued_at: NOW - 1_000,
                 expires_at: NOW + 100_000,
+                adopted: false,
             });
             self
         }

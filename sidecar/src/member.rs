@@ -395,6 +395,7 @@ impl Member {
             succeeded: outcome.is_ok(),
             member_id: *outcome.as_ref().unwrap_or(&0),
             error: outcome.err().map(|e| e.to_string()).unwrap_or_default(),
+            member_name: self.cfg.name.clone(),
         };
         for _ in 0..5 {
             match self

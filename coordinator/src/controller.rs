@@ -1,0 +1,708 @@
+//! One cluster's control loop: observe (client required) -> plan (pure) -> act (client
+//! required, one action) -> status (pure, from what was observed and planned).
+//!
+//! Acting is awaited inside the loop, so at most one action per cluster is ever under way;
+//! the grant table adds the same guarantee across the coordinator and the sidecars.
+
+use std::{sync::Arc, time::Duration};
+
+use etcd_client::{Client, ConnectOptions};
+use etcd_operator::{
+    ClusterKey, EtcdVersion,
+    grant::UnixMillis,
+    naming::member_id_hex,
+    proto::{
+        ChangeKind, ClusterStatus, Condition, HandoffRequest, LeaveRequest, MemberStatus,
+        sidecar_client::SidecarClient,
+    },
+    resource::EtcdCluster,
+    validate::validate_cluster,
+};
+use thiserror::Error;
+use tracing::{info, instrument, warn};
+
+use crate::{
+    plan::{self, Action, EtcdMember, MemberReport, Observed, Phase, Plan, Policy, RuntimeMember},
+    registry::{Registry, now_ms},
+    runtime::{MemberInfo, Runtime, RuntimeError},
+};
+
+/// How long an upgraded member has to come back healthy at its new version.
+const UPGRADE_HEALTHY_DEADLINE: Duration = Duration::from_secs(180);
+
+/// Errors of the act step, with a stable category for logs and metrics.
+#[derive(Debug, Error)]
+pub enum ActError {
+    /// The runtime failed.
+    #[error("runtime: {0}")]
+    Runtime(#[from] RuntimeError),
+    /// An etcd call failed.
+    #[error("etcd {op}: {source}")]
+    Etcd {
+        /// The call.
+        op: &'static str,
+        /// The error.
+        #[source]
+        source: etcd_client::Error,
+    },
+    /// A sidecar call failed.
+    #[error("sidecar {member}: {message}")]
+    Sidecar {
+        /// The member.
+        member: String,
+        /// What it said.
+        message: String,
+    },
+    /// A grant could not be taken.
+    #[error("grant refused: {0}")]
+    Grant(String),
+    /// Something did not happen in time.
+    #[error("timed out: {0}")]
+    Timeout(String),
+}
+
+impl ActError {
+    /// A stable word for the kind of failure.
+    pub fn category(&self) -> &'static str {
+        match self {
+            Self::Runtime(_) => "runtime",
+            Self::Etcd { .. } => "etcd",
+            Self::Sidecar { .. } => "sidecar",
+            Self::Grant(_) => "grant",
+            Self::Timeout(_) => "timeout",
+        }
+    }
+}
+
+/// What one reconcile saw and did.
+#[derive(Debug)]
+pub struct Outcome {
+    /// The plan.
+    pub plan: Plan,
+    /// The status written.
+    pub status: ClusterStatus,
+    /// The act step's error, if any.
+    pub error: Option<String>,
+}
+
+/// The controller of one cluster.
+pub struct ClusterController<R: Runtime> {
+    /// The cluster.
+    pub key: ClusterKey,
+    runtime: Arc<R>,
+    registry: Registry,
+    policy: Policy,
+}
+
+async fn connect(endpoints: &[String]) -> Result<Client, etcd_client::Error> {
+    Client::connect(
+        endpoints,
+        Some(
+            ConnectOptions::new()
+                .with_connect_timeout(Duration::from_secs(2))
+                .with_timeout(Duration::from_secs(5)),
+        ),
+    )
+    .await
+}
+
+/// Reads etcd's member list from any of `endpoints`; None when no member answers.
+async fn read_member_list(endpoints: &[String]) -> Option<Vec<EtcdMember>> {
+    for endpoint in endpoints {
+        let attempt = async {
+            let mut c = connect(std::slice::from_ref(endpoint)).await.ok()?;
+            let list = c.member_list().await.ok()?;
+            Some(
+                list.members()
+                    .iter()
+                    .map(|m| EtcdMember {
+                        id: m.id(),
+                        name: m.name().to_string(),
+                        peer_urls: m.peer_urls().to_vec(),
+                        client_urls: m.client_urls().to_vec(),
+                        is_learner: m.is_learner(),
+                    })
+                    .collect(),
+            )
+        };
+        if let Ok(Some(list)) = tokio::time::timeout(Duration::from_secs(3), attempt).await {
+            return Some(list);
+        }
+    }
+    None
+}
+
+impl<R: Runtime> ClusterController<R> {
+    /// A controller for `key`.
+    pub fn new(key: ClusterKey, runtime: Arc<R>, registry: Registry, policy: Policy) -> Self {
+        Self {
+            key,
+            runtime,
+            registry,
+            policy,
+        }
+    }
+
+    /// One observe -> plan -> act -> status pass for `resource`.
+    #[instrument(skip_all, fields(cluster = %self.key))]
+    pub async fn reconcile(&self, resource: &EtcdCluster) -> Outcome {
+        let (observed, infos) = match self.observe(resource).await {
+            Ok(o) => o,
+            Err(e) => {
+                warn!(error = %e, "could not observe the cluster");
+                let status = ClusterStatus {
+                    namespace: self.key.namespace.clone(),
+                    name: self.key.name.clone(),
+                    phase: "Unknown".into(),
+                    conditions: vec![condition(
+                        "Available",
+                        "Unknown",
+                        "ObserveFailed",
+                        &e.to_string(),
+                    )],
+                    ..Default::default()
+                };
+                self.registry
+                    .with(&self.key, |entry, _| entry.status = Some(status.clone()));
+                return Outcome {
+                    plan: Plan {
+                        action: Action::Steady,
+                        phase: Phase::Degraded,
+                        warnings: vec![],
+                    },
+                    status,
+                    error: Some(e.to_string()),
+                };
+            }
+        };
+        let mut plan = plan::plan(&observed);
+        // The runtime must be able to run the version asked for before anything acts on it.
+        if let Ok(spec) = &observed.spec
+            && plan.action.changes_something()
+            && let Err(e) = self.runtime.check_version(spec.version)
+        {
+            plan = Plan {
+                action: Action::RefuseSpec {
+                    message: e.to_string(),
+                },
+                phase: Phase::Invalid,
+                warnings: plan.warnings,
+            };
+        }
+        let error = if plan.action.changes_something() {
+            info!(
+                action = plan.action.kind(),
+                member = plan.action.member().unwrap_or(""),
+                phase = plan.phase.as_str(),
+                "acting"
+            );
+            match self.act(&plan.action, &infos).await {
+                Ok(()) => None,
+                Err(e) => {
+                    warn!(action = plan.action.kind(), error = %e, category = e.category(), "action failed");
+                    Some(e.to_string())
+                }
+            }
+        } else {
+            None
+        };
+        let status = self.status(resource, &observed, &infos, &plan, error.as_deref());
+        self.registry
+            .with(&self.key, |entry, _| entry.status = Some(status.clone()));
+        Outcome {
+            plan,
+            status,
+            error,
+        }
+    }
+
+    async fn observe(
+        &self,
+        resource: &EtcdCluster,
+    ) -> Result<(Observed, Vec<MemberInfo>), RuntimeError> {
+        let infos = self.runtime.members(&self.key).await?;
+        let next_ordinal = self.runtime.next_ordinal(&self.key).await?;
+        let reports = self.registry.with(&self.key, |entry, _| {
+            entry.runtime_members = infos.iter().map(|m| m.name.clone()).collect();
+            entry.seed = infos.iter().find(|m| m.seed).map(|m| m.name.clone());
+            entry
+                .reports
+                .retain(|name, _| infos.iter().any(|m| &m.name == name));
+            entry.reports.clone()
+        });
+        // Read the member list from members that run, voters reported healthy first.
+        let mut endpoints: Vec<String> = infos
+            .iter()
+            .filter(|m| m.running)
+            .map(|m| m.client_url.clone())
+            .collect();
+        endpoints.sort_by_key(|url| {
+            !reports
+                .values()
+                .any(|r| &r.report.client_url == url && r.report.healthy && !r.report.learner)
+        });
+        let etcd_members = if endpoints.is_empty() {
+            None
+        } else {
+            read_member_list(&endpoints).await
+        };
+        let now = now_ms();
+        let grant = self.registry.with(&self.key, |entry, grants| {
+            entry.cluster_exists = etcd_members.is_some();
+            if !entry.recovered {
+                // After a (re)start: a learner in etcd's list is an add in flight, whoever
+                // asked for it; hold its grant so nothing else is granted meanwhile.
+                if let Some(learner) = etcd_members
+                    .as_ref()
+                    .and_then(|list| list.iter().find(|m| m.is_learner))
+                {
+                    let holder = infos
+                        .iter()
+                        .find(|i| learner.peer_urls.contains(&i.peer_url))
+                        .map(|i| i.name.clone())
+                        .unwrap_or_else(|| learner.name.clone());
+                    info!(member = %holder, "recovered an add in flight (a learner is pending)");
+                    grants.adopt(&self.key, &holder, ChangeKind::Add, now);
+                }
+                entry.recovered = true;
+            }
+            // An adopted grant ends when its learner is promoted or gone.
+            if let Some(g) = grants.in_flight(&self.key, now).cloned()
+                && g.adopted
+                && !etcd_members
+                    .as_ref()
+                    .is_some_and(|list| list.iter().any(|m| m.is_learner))
+            {
+                grants.release_by(&self.key, &g.id, &g.member);
+            }
+            grants.in_flight(&self.key, now).cloned()
+        });
+        let members = infos
+            .iter()
+            .map(|info| RuntimeMember {
+                name: info.name.clone(),
+                ordinal: info.ordinal,
+                running: info.running,
+                down_since: info.down_since,
+                version: info.version,
+                report: reports.get(&info.name).map(|r| {
+                    let mut report = MemberReport::from(&r.report);
+                    // Freshness is judged on the coordinator's clock.
+                    report.observed_at = r.received_at;
+                    report
+                }),
+            })
+            .collect();
+        let observed = Observed {
+            cluster: self.key.clone(),
+            spec: validate_cluster(resource),
+            members,
+            etcd_members,
+            grant,
+            next_ordinal,
+            now,
+            policy: self.policy,
+        };
+        Ok((observed, infos))
+    }
+
+    async fn act(&self, action: &Action, infos: &[MemberInfo]) -> Result<(), ActError> {
+        match action {
+            Action::CreateSeed { name, version } => {
+                self.runtime
+                    .create_member(&self.key, name, *version, true)
+                    .await?;
+            }
+            Action::CreateMember { name, version } => {
+                self.runtime
+                    .create_member(&self.key, name, *version, false)
+                    .await?;
+            }
+            Action::DeleteRuntimeMember { name, reason } => {
+                info!(member = %name, %reason, "deleting runtime member");
+                self.runtime.delete_member(&self.key, name).await?;
+            }
+            Action::RemoveDeadMember {
+                name,
+                member_id,
+                reason,
+            } => {
+                info!(member = %name, member_id = %member_id_hex(*member_id), %reason, "removing dead member");
+                self.with_grant(name, ChangeKind::Remove, async {
+                    self.remove_from_etcd(*member_id, infos).await?;
+                    if infos.iter().any(|i| &i.name == name) {
+                        self.runtime.delete_member(&self.key, name).await?;
+                    }
+                    Ok(())
+                })
+                .await?;
+            }
+            Action::AskToLeave { name } => {
+                let info = find(infos, name)?;
+                let mut sidecar = sidecar_client(info).await?;
+                sidecar
+                    .leave(LeaveRequest {
+                        reason: "scale down".into(),
+                    })
+                    .await
+                    .map_err(|s| ActError::Sidecar {
+                        member: name.clone(),
+                        message: s.message().to_string(),
+                    })?;
+                info!(member = %name, "member left; deleting it");
+                self.runtime.delete_member(&self.key, name).await?;
+            }
+            Action::UpgradeMember { name, to } => {
+                self.with_grant(name, ChangeKind::Upgrade, self.upgrade(infos, name, *to))
+                    .await?;
+            }
+            Action::RefuseSpec { .. } | Action::Wait { .. } | Action::Steady => {}
+        }
+        Ok(())
+    }
+
+    /// Runs `work` holding a grant of `kind` for `member`, taken by the coordinator itself.
+    async fn with_grant(
+        &self,
+        member: &str,
+        kind: ChangeKind,
+        work: impl Future<Output = Result<(), ActError>>,
+    ) -> Result<(), ActError> {
+        let grant = self
+            .registry
+            .with(&self.key, |_, grants| {
+                grants.request(&self.key, member, kind, now_ms())
+            })
+            .map_err(|r| ActError::Grant(r.reason))?;
+        let result = work.await;
+        self.registry
+            .with(&self.key, |_, grants| grants.release(&self.key, &grant.id));
+        result
+    }
+
+    async fn remove_from_etcd(&self, member_id: u64, infos: &[MemberInfo]) -> Result<(), ActError> {
+        let endpoints: Vec<String> = infos
+            .iter()
+            .filter(|i| i.running)
+            .map(|i| i.client_url.clone())
+            .collect();
+        let mut client = connect(&endpoints).await.map_err(|source| ActError::Etcd {
+            op: "connect",
+            source,
+        })?;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            match client.member_remove(member_id).await {
+                Ok(_) => return Ok(()),
+                Err(etcd_client::Error::GRpcStatus(s))
+                    if s.message().contains("member not found") =>
+                {
+                    return Ok(());
+                }
+                Err(e) if tokio::time::Instant::now() < deadline => {
+                    warn!(error = %e, "member remove failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                Err(source) => {
+                    return Err(ActError::Etcd {
+                        op: "member remove",
+                        source,
+                    });
+                }
+            }
+        }
+    }
+
+    async fn upgrade(
+        &self,
+        infos: &[MemberInfo],
+        name: &str,
+        to: EtcdVersion,
+    ) -> Result<(), ActError> {
+        let info = find(infos, name)?;
+        self.runtime.check_version(to)?;
+        let mut sidecar = sidecar_client(info).await?;
+        let handoff = sidecar
+            .handoff(HandoffRequest {
+                target_version: to.to_string(),
+                restart_timeout_ms: 0,
+            })
+            .await
+            .map_err(|s| ActError::Sidecar {
+                member: name.to_string(),
+                message: s.message().to_string(),
+            })?
+            .into_inner();
+        info!(member = %name, %to, moved_leadership = handoff.moved_leadership, "handed off; restarting on the new version");
+        self.runtime.restart_member(&self.key, name, to).await?;
+        let started: UnixMillis = now_ms();
+        let deadline = tokio::time::Instant::now() + UPGRADE_HEALTHY_DEADLINE;
+        loop {
+            let back = self.registry.with(&self.key, |entry, _| {
+                entry.reports.get(name).is_some_and(|r| {
+                    r.received_at >= started
+                        && r.report.healthy
+                        && r.report.etcd_version == to.to_string()
+                })
+            });
+            if back {
+                info!(member = %name, %to, "member healthy on the new version");
+                return Ok(());
+            }
+            if tokio::time::Instant::now() > deadline {
+                return Err(ActError::Timeout(format!("{name} healthy on {to}")));
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    fn status(
+        &self,
+        resource: &EtcdCluster,
+        observed: &Observed,
+        infos: &[MemberInfo],
+        plan: &Plan,
+        error: Option<&str>,
+    ) -> ClusterStatus {
+        let previous = self
+            .registry
+            .with(&self.key, |entry, _| entry.status.clone())
+            .unwrap_or_default();
+        let etcd = observed.etcd_members.as_deref().unwrap_or(&[]);
+        let mut members = Vec::new();
+        let mut ready = 0;
+        for rm in &observed.members {
+            let info = infos.iter().find(|i| i.name == rm.name);
+            let report = rm.report.as_ref();
+            let entry = etcd.iter().find(|e| {
+                report.is_some_and(|r| r.member_id != 0 && r.member_id == e.id) || e.name == rm.name
+            });
+            let fresh = report.is_some_and(|r| {
+                observed.now - r.observed_at <= observed.policy.report_stale_after_ms
+            });
+            let healthy = rm.running && fresh && report.is_some_and(|r| r.healthy);
+            let learner = entry
+                .map(|e| e.is_learner)
+                .unwrap_or(report.is_some_and(|r| r.learner));
+            if healthy && !learner && entry.is_some() {
+                ready += 1;
+            }
+            let last_error = self.registry.with(&self.key, |e, _| {
+                e.reports
+                    .get(&rm.name)
+                    .map(|r| r.report.last_error.clone())
+                    .unwrap_or_default()
+            });
+            members.push(MemberStatus {
+                name: rm.name.clone(),
+                id: member_id_hex(
+                    entry
+                        .map(|e| e.id)
+                        .or(report.map(|r| r.member_id))
+                        .unwrap_or(0),
+                ),
+                client_urls: entry
+                    .map(|e| e.client_urls.clone())
+                    .filter(|u| !u.is_empty())
+                    .unwrap_or_else(|| {
+                        info.map(|i| vec![i.client_url.clone()]).unwrap_or_default()
+                    }),
+                peer_urls: entry
+                    .map(|e| e.peer_urls.clone())
+                    .unwrap_or_else(|| info.map(|i| vec![i.peer_url.clone()]).unwrap_or_default()),
+                version: report
+                    .map(|r| r.etcd_version.clone())
+                    .filter(|v| !v.is_empty())
+                    .unwrap_or_else(|| rm.version.to_string()),
+                healthy,
+                leader: healthy && report.is_some_and(|r| r.leader),
+                learner,
+                phase: if rm.running {
+                    report
+                        .map(|r| format!("{:?}", r.phase))
+                        .unwrap_or_else(|| "Starting".into())
+                } else {
+                    "Down".into()
+                },
+                last_error,
+            });
+        }
+        let spec_ok = observed.spec.is_ok() && !matches!(plan.action, Action::RefuseSpec { .. });
+        let voters = etcd.iter().filter(|e| !e.is_learner).count();
+        let available = voters > 0 && ready >= plan::quorum(voters);
+        let spec_message = match (&observed.spec, &plan.action) {
+            (Err(e), _) => e.to_string(),
+            (_, Action::RefuseSpec { message }) => message.clone(),
+            (Ok(spec), _) if !spec.warnings.is_empty() => spec.warnings.join("; "),
+            _ => "the spec is valid".into(),
+        };
+        let progressing =
+            plan.action.changes_something() || matches!(plan.action, Action::Wait { .. });
+        let progress_message = match (&plan.action, error) {
+            (_, Some(e)) => format!("{}: {e}", plan.action.kind()),
+            (Action::Wait { reason }, _) => reason.to_string(),
+            (Action::Steady, _) => "the cluster matches its spec".into(),
+            (a, _) => format!("{} {}", a.kind(), a.member().unwrap_or("")),
+        };
+        let degraded =
+            matches!(plan.phase, Phase::Degraded | Phase::Failed) || ready < members.len();
+        let mut conditions = vec![
+            condition(
+                "Available",
+                if available { "True" } else { "False" },
+                if available {
+                    "QuorumHealthy"
+                } else {
+                    "QuorumUnavailable"
+                },
+                &format!("{ready} of {voters} voting members healthy"),
+            ),
+            condition(
+                "Progressing",
+                if progressing { "True" } else { "False" },
+                if progressing {
+                    camel(plan.action.kind())
+                } else {
+                    "Steady".into()
+                }
+                .as_str(),
+                &progress_message,
+            ),
+            condition(
+                "Degraded",
+                if degraded { "True" } else { "False" },
+                if degraded {
+                    plan.phase.as_str()
+                } else {
+                    "AllMembersHealthy"
+                },
+                &format!("{ready} of {} members healthy", members.len()),
+            ),
+            condition(
+                "SpecValid",
+                if spec_ok { "True" } else { "False" },
+                if spec_ok { "Valid" } else { "Invalid" },
+                &spec_message,
+            ),
+        ];
+        let now = rfc3339_now();
+        for c in &mut conditions {
+            c.last_transition_time = previous
+                .conditions
+                .iter()
+                .find(|p| p.r#type == c.r#type && p.status == c.status)
+                .map(|p| p.last_transition_time.clone())
+                .unwrap_or_else(|| now.clone());
+        }
+        let endpoints: Vec<String> = members
+            .iter()
+            .filter(|m| !m.learner && m.healthy)
+            .flat_map(|m| m.client_urls.iter().cloned())
+            .collect();
+        let change_in_flight = observed
+            .grant
+            .as_ref()
+            .map(|g| {
+                format!(
+                    "{} of {} ({})",
+                    etcd_operator::grant::kind_name(g.kind),
+                    g.member,
+                    g.id
+                )
+            })
+            .unwrap_or_default();
+        ClusterStatus {
+            namespace: self.key.namespace.clone(),
+            name: self.key.name.clone(),
+            size: resource.spec.size.max(0) as u32,
+            ready: ready as u32,
+            phase: plan.phase.as_str().to_string(),
+            current_version: plan::cluster_version(observed)
+                .map(|v| v.to_string())
+                .unwrap_or_default(),
+            target_version: resource.spec.version.clone(),
+            conditions,
+            members,
+            change_in_flight,
+            observed_generation: resource.metadata.generation.unwrap_or(0),
+            endpoints: endpoints.join(","),
+        }
+    }
+}
+
+fn find<'a>(infos: &'a [MemberInfo], name: &str) -> Result<&'a MemberInfo, ActError> {
+    infos
+        .iter()
+        .find(|i| i.name == name)
+        .ok_or_else(|| ActError::Runtime(RuntimeError::NoSuchMember(name.to_string())))
+}
+
+async fn sidecar_client(
+    info: &MemberInfo,
+) -> Result<SidecarClient<tonic::transport::Channel>, ActError> {
+    let channel = tonic::transport::Endpoint::from_shared(info.sidecar_url.clone())
+        .map_err(|e| ActError::Sidecar {
+            member: info.name.clone(),
+            message: e.to_string(),
+        })?
+        .connect_timeout(Duration::from_secs(3))
+        .timeout(Duration::from_secs(180))
+        .connect()
+        .await
+        .map_err(|e| ActError::Sidecar {
+            member: info.name.clone(),
+            message: format!("unreachable: {e}"),
+        })?;
+    Ok(SidecarClient::new(channel))
+}
+
+fn condition(type_: &str, status: &str, reason: &str, message: &str) -> Condition {
+    Condition {
+        r#type: type_.into(),
+        status: status.into(),
+        reason: reason.into(),
+        message: message.into(),
+        last_transition_time: String::new(),
+    }
+}
+
+/// `remove_dead_member` -> `RemoveDeadMember`.
+fn camel(word: &str) -> String {
+    word.split(['_', '-'])
+        .map(|w| {
+            let mut c = w.chars();
+            c.next()
+                .map(|f| f.to_ascii_uppercase().to_string() + c.as_str())
+                .unwrap_or_default()
+        })
+        .collect()
+}
+
+/// Now as RFC 3339 (UTC, seconds), as Kubernetes condition times are written.
+pub fn rfc3339_now() -> String {
+    jiff::Timestamp::now()
+        .round(jiff::Unit::Second)
+        .map(|t| t.to_string())
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn camel_cases_action_kinds() {
+        assert_eq!(camel("remove_dead_member"), "RemoveDeadMember");
+        assert_eq!(camel("create-seed"), "CreateSeed");
+    }
+
+    #[test]
+    fn rfc3339_has_the_right_shape() {
+        let t = rfc3339_now();
+        assert_eq!(t.len(), 20, "{t}");
+        assert!(
+            t.starts_with("20") && t.ends_with('Z') && &t[10..11] == "T",
+            "{t}"
+        );
+    }
+}

@@ -1,0 +1,488 @@
+//! The local runtime: members are `etcd-sidecar` processes on 127.0.0.1 ports, with their
+//! data under a state directory.
+//!
+//! Layout: `<state>/<cluster>/cluster.json` records every member (ordinal, ports, version,
+//! pid) and the next ordinal; `<state>/<cluster>/<member>/` is the member directory and
+//! `<state>/<cluster>/<member>.log` the sidecar's output. The record is written before a
+//! process starts, so a coordinator that dies at any moment finds every member it made.
+//!
+//! A member whose process exits is not restarted here (like a Pod that is gone): the
+//! planner replaces it once it stays down. A coordinator that starts again adopts the
+//! sidecars still running and restarts the ones that were stopped with it.
+
+use std::{
+    collections::HashMap,
+    path::{Path, PathBuf},
+    process::Stdio,
+    time::Duration,
+};
+
+use etcd_operator::{
+    ClusterKey, EtcdVersion, etcd_bin::EtcdBinaries, grant::UnixMillis, naming::member_ordinal,
+};
+use nix::{
+    sys::signal::{Signal, kill},
+    unistd::Pid,
+};
+use serde::{Deserialize, Serialize};
+use tokio::{
+    process::{Child, Command},
+    sync::Mutex,
+};
+use tracing::{info, warn};
+
+use crate::{
+    registry::now_ms,
+    runtime::{MemberInfo, Runtime, RuntimeError},
+};
+
+/// How the sidecar is started: a program and the arguments before `run`'s flags.
+#[derive(Clone, Debug)]
+pub struct SidecarCommand {
+    /// The program.
+    pub program: PathBuf,
+    /// Leading arguments (`["sidecar", "run"]` for the coordinator's own binary).
+    pub args: Vec<String>,
+}
+
+impl SidecarCommand {
+    /// The coordinator's own binary, which embeds the sidecar as `sidecar run`.
+    pub fn current_exe() -> std::io::Result<Self> {
+        Ok(Self {
+            program: std::env::current_exe()?,
+            args: vec!["sidecar".into(), "run".into()],
+        })
+    }
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default)]
+struct ClusterRecord {
+    next_ordinal: u32,
+    members: Vec<MemberRecord>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug)]
+struct MemberRecord {
+    name: String,
+    ordinal: u32,
+    client_port: u16,
+    peer_port: u16,
+    grpc_port: u16,
+    version: String,
+    seed: bool,
+    pid: Option<u32>,
+}
+
+impl MemberRecord {
+    fn client_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.client_port)
+    }
+    fn peer_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.peer_port)
+    }
+    fn sidecar_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.grpc_port)
+    }
+}
+
+#[derive(Default)]
+struct LocalCluster {
+    record: ClusterRecord,
+    children: HashMap<String, Child>,
+    down_since: HashMap<String, UnixMillis>,
+}
+
+/// Members as local processes.
+pub struct LocalRuntime {
+    state_dir: PathBuf,
+    sidecar: SidecarCommand,
+    coordinator_url: String,
+    binaries: EtcdBinaries,
+    clusters: Mutex<HashMap<ClusterKey, LocalCluster>>,
+}
+
+fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> RuntimeError {
+    let context = context.into();
+    move |source| RuntimeError::Io { context, source }
+}
+
+/// A free TCP port on 127.0.0.1.
+fn free_port() -> Result<u16, RuntimeError> {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(io("finding a free port"))
+}
+
+/// True when `pid` is a live sidecar of member `name` (not a zombie, not a reused pid).
+fn pid_is_member(pid: u32, name: &str) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    if stat
+        .rsplit_once(')')
+        .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
+    {
+        return false;
+    }
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|c| {
+            c.split(|b| *b == 0)
+                .any(|arg| arg == format!("--name={name}").as_bytes())
+        })
+        .unwrap_or(false)
+}
+
+impl LocalRuntime {
+    /// A runtime keeping state under `state_dir`, starting sidecars with `sidecar`, which
+    /// report to the coordinator at `coordinator_url`.
+    pub fn new(
+        state_dir: impl Into<PathBuf>,
+        sidecar: SidecarCommand,
+        coordinator_url: impl Into<String>,
+        binaries: EtcdBinaries,
+    ) -> Self {
+        Self {
+            state_dir: state_dir.into(),
+            sidecar,
+            coordinator_url: coordinator_url.into(),
+            binaries,
+            clusters: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn cluster_dir(&self, cluster: &ClusterKey) -> PathBuf {
+        if cluster.namespace.is_empty() {
+            self.state_dir.join(&cluster.name)
+        } else {
+            self.state_dir.join(&cluster.namespace).join(&cluster.name)
+        }
+    }
+
+    fn save(&self, cluster: &ClusterKey, record: &ClusterRecord) -> Result<(), RuntimeError> {
+        let dir = self.cluster_dir(cluster);
+        std::fs::create_dir_all(&dir).map_err(io(format!("creating {}", dir.display())))?;
+        let tmp = dir.join("cluster.json.tmp");
+        let bytes = serde_json::to_vec_pretty(record)
+            .map_err(|e| RuntimeError::Other(format!("encoding the cluster record: {e}")))?;
+        std::fs::write(&tmp, bytes).map_err(io(format!("writing {}", tmp.display())))?;
+        std::fs::rename(&tmp, dir.join("cluster.json")).map_err(io(format!(
+            "writing {}",
+            dir.join("cluster.json").display()
+        )))
+    }
+
+    fn load(&self, cluster: &ClusterKey) -> ClusterRecord {
+        std::fs::read(self.cluster_dir(cluster).join("cluster.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default()
+    }
+
+    /// Loads (once) the cluster's record, adopting running sidecars and restarting the
+    /// members that were stopped together with the previous coordinator.
+    async fn cluster<'a>(
+        &self,
+        clusters: &'a mut HashMap<ClusterKey, LocalCluster>,
+        key: &ClusterKey,
+    ) -> Result<&'a mut LocalCluster, RuntimeError> {
+        if !clusters.contains_key(key) {
+            let mut local = LocalCluster {
+                record: self.load(key),
+                ..Default::default()
+            };
+            let names: Vec<String> = local
+                .record
+                .members
+                .iter()
+                .map(|m| m.name.clone())
+                .collect();
+            for name in names {
+                let adopted = local
+                    .record
+                    .members
+                    .iter()
+                    .find(|m| m.name == name)
+                    .and_then(|m| m.pid)
+                    .is_some_and(|pid| pid_is_member(pid, &name));
+                if adopted {
+                    info!(cluster = %key, member = %name, "adopting the running sidecar");
+                } else {
+                    info!(cluster = %key, member = %name, "starting the member again on its data");
+                    self.spawn(key, &mut local, &name)?;
+                }
+            }
+            self.save(key, &local.record)?;
+            clusters.insert(key.clone(), local);
+        }
+        clusters
+            .get_mut(key)
+            .ok_or_else(|| RuntimeError::Other("cluster vanished".into()))
+    }
+
+    fn spawn(
+        &self,
+        key: &ClusterKey,
+        local: &mut LocalCluster,
+        name: &str,
+    ) -> Result<(), RuntimeError> {
+        let dir = self.cluster_dir(key);
+        let member = local
+            .record
+            .members
+            .iter_mut()
+            .find(|m| m.name == name)
+            .ok_or_else(|| RuntimeError::NoSuchMember(name.to_string()))?;
+        std::fs::create_dir_all(&dir).map_err(io(format!("creating {}", dir.display())))?;
+        let log_path = dir.join(format!("{name}.log"));
+        let log = std::fs::File::options()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .map_err(io(format!("opening {}", log_path.display())))?;
+        let log_err = log
+            .try_clone()
+            .map_err(io(format!("opening {}", log_path.display())))?;
+        let mut cmd = Command::new(&self.sidecar.program);
+        cmd.args(&self.sidecar.args)
+            .arg(format!("--cluster={}", key.name))
+            .arg(format!("--namespace={}", key.namespace))
+            .arg(format!("--name={name}"))
+            .arg(format!("--data-dir={}", dir.join(name).display()))
+            .arg(format!("--peer-url={}", member.peer_url()))
+            .arg(format!("--client-url={}", member.client_url()))
+            .arg(format!("--coordinator-url={}", self.coordinator_url))
+            .arg(format!("--grpc-addr=127.0.0.1:{}", member.grpc_port))
+            .arg(format!("--etcd-version={}", member.version))
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log_err);
+        let child = cmd
+            .spawn()
+            .map_err(io(format!("starting the sidecar of {name}")))?;
+        member.pid = child.id();
+        local.children.insert(name.to_string(), child);
+        local.down_since.remove(name);
+        Ok(())
+    }
+
+    /// Stops every sidecar this runtime runs (SIGTERM, so each stops its etcd cleanly).
+    pub async fn stop_all(&self) {
+        let mut clusters = self.clusters.lock().await;
+        for (key, local) in clusters.iter_mut() {
+            for (name, child) in local.children.iter_mut() {
+                info!(cluster = %key, member = %name, "stopping");
+                terminate(child).await;
+            }
+            local.children.clear();
+        }
+    }
+
+    /// Stops a cluster's sidecars (it is no longer declared); its data stays.
+    pub async fn stop_cluster(&self, key: &ClusterKey) {
+        let mut clusters = self.clusters.lock().await;
+        if let Some(mut local) = clusters.remove(key) {
+            for child in local.children.values_mut() {
+                terminate(child).await;
+            }
+        }
+    }
+
+    /// Resumes every cluster found under the state directory (members stopped with the
+    /// previous coordinator are started again; running ones are adopted).
+    pub async fn resume(&self, keys: &[ClusterKey]) -> Result<(), RuntimeError> {
+        let mut clusters = self.clusters.lock().await;
+        for key in keys {
+            self.cluster(&mut clusters, key).await?;
+        }
+        Ok(())
+    }
+}
+
+async fn terminate(child: &mut Child) {
+    if let Some(pid) = child.id() {
+        let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
+    }
+    if tokio::time::timeout(Duration::from_secs(30), child.wait())
+        .await
+        .is_err()
+    {
+        let _ = child.kill().await;
+    }
+}
+
+async fn terminate_pid(pid: u32, name: &str) {
+    let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
+    for _ in 0..300 {
+        if !pid_is_member(pid, name) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+}
+
+impl Runtime for LocalRuntime {
+    async fn members(&self, cluster: &ClusterKey) -> Result<Vec<MemberInfo>, RuntimeError> {
+        let mut clusters = self.clusters.lock().await;
+        let local = self.cluster(&mut clusters, cluster).await?;
+        let now = now_ms();
+        let mut out = Vec::new();
+        for m in &local.record.members {
+            let running = match local.children.get_mut(&m.name) {
+                Some(child) => matches!(child.try_wait(), Ok(None)),
+                None => m.pid.is_some_and(|pid| pid_is_member(pid, &m.name)),
+            };
+            let down_since = if running {
+                local.down_since.remove(&m.name);
+                None
+            } else {
+                Some(*local.down_since.entry(m.name.clone()).or_insert(now))
+            };
+            let version = m
+                .version
+                .parse()
+                .map_err(|e| RuntimeError::Other(format!("member {}: {e}", m.name)))?;
+            out.push(MemberInfo {
+                name: m.name.clone(),
+                ordinal: m.ordinal,
+                running,
+                down_since,
+                version,
+                seed: m.seed,
+                client_url: m.client_url(),
+                peer_url: m.peer_url(),
+                sidecar_url: m.sidecar_url(),
+            });
+        }
+        Ok(out)
+    }
+
+    async fn next_ordinal(&self, cluster: &ClusterKey) -> Result<u32, RuntimeError> {
+        let mut clusters = self.clusters.lock().await;
+        Ok(self
+            .cluster(&mut clusters, cluster)
+            .await?
+            .record
+            .next_ordinal)
+    }
+
+    fn check_version(&self, version: EtcdVersion) -> Result<(), RuntimeError> {
+        self.binaries
+            .resolve(version)
+            .map(|_| ())
+            .map_err(|e| RuntimeError::VersionUnavailable(e.to_string()))
+    }
+
+    async fn create_member(
+        &self,
+        cluster: &ClusterKey,
+        name: &str,
+        version: EtcdVersion,
+        seed: bool,
+    ) -> Result<(), RuntimeError> {
+        let ordinal = member_ordinal(&cluster.name, name).ok_or_else(|| {
+            RuntimeError::Other(format!("{name} is not a member name of {cluster}"))
+        })?;
+        let mut clusters = self.clusters.lock().await;
+        let local = self.cluster(&mut clusters, cluster).await?;
+        if local.record.members.iter().any(|m| m.name == name) {
+            return Err(RuntimeError::Other(format!("member {name} exists already")));
+        }
+        local.record.members.push(MemberRecord {
+            name: name.to_string(),
+            ordinal,
+            client_port: free_port()?,
+            peer_port: free_port()?,
+            grpc_port: free_port()?,
+            version: version.to_string(),
+            seed,
+            pid: None,
+        });
+        local.record.next_ordinal = local.record.next_ordinal.max(ordinal + 1);
+        // Recorded before the process starts: a coordinator that dies now still knows it.
+        self.save(cluster, &local.record)?;
+        self.spawn(cluster, local, name)?;
+        self.save(cluster, &local.record)?;
+        info!(cluster = %cluster, member = %name, %version, seed, "member created");
+        Ok(())
+    }
+
+    async fn delete_member(&self, cluster: &ClusterKey, name: &str) -> Result<(), RuntimeError> {
+        let mut clusters = self.clusters.lock().await;
+        let dir = self.cluster_dir(cluster);
+        let local = self.cluster(&mut clusters, cluster).await?;
+        if let Some(mut child) = local.children.remove(name) {
+            terminate(&mut child).await;
+        } else if let Some(pid) = local
+            .record
+            .members
+            .iter()
+            .find(|m| m.name == name)
+            .and_then(|m| m.pid)
+            && pid_is_member(pid, name)
+        {
+            terminate_pid(pid, name).await;
+        }
+        local.record.members.retain(|m| m.name != name);
+        local.down_since.remove(name);
+        self.save(cluster, &local.record)?;
+        let member_dir = dir.join(name);
+        if member_dir.exists()
+            && let Err(e) = std::fs::remove_dir_all(&member_dir)
+        {
+            warn!(member = %name, error = %e, "could not remove the member directory");
+        }
+        info!(cluster = %cluster, member = %name, "member deleted");
+        Ok(())
+    }
+
+    async fn restart_member(
+        &self,
+        cluster: &ClusterKey,
+        name: &str,
+        version: EtcdVersion,
+    ) -> Result<(), RuntimeError> {
+        self.check_version(version)?;
+        let mut clusters = self.clusters.lock().await;
+        let local = self.cluster(&mut clusters, cluster).await?;
+        if let Some(mut child) = local.children.remove(name) {
+            terminate(&mut child).await;
+        } else if let Some(pid) = local
+            .record
+            .members
+            .iter()
+            .find(|m| m.name == name)
+            .and_then(|m| m.pid)
+            && pid_is_member(pid, name)
+        {
+            terminate_pid(pid, name).await;
+        }
+        let member = local
+            .record
+            .members
+            .iter_mut()
+            .find(|m| m.name == name)
+            .ok_or_else(|| RuntimeError::NoSuchMember(name.to_string()))?;
+        member.version = version.to_string();
+        self.save(cluster, &local.record)?;
+        self.spawn(cluster, local, name)?;
+        self.save(cluster, &local.record)?;
+        info!(cluster = %cluster, member = %name, %version, "member restarted on a new version");
+        Ok(())
+    }
+}
+
+/// The clusters that have state under `state_dir` (local mode, no namespace).
+pub fn clusters_in(state_dir: &Path) -> Vec<ClusterKey> {
+    let Ok(entries) = std::fs::read_dir(state_dir) else {
+        return Vec::new();
+    };
+    let mut keys: Vec<ClusterKey> = entries
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().join("cluster.json").is_file())
+        .filter_map(|e| e.file_name().to_str().map(ClusterKey::local))
+        .collect();
+    keys.sort();
+    keys
+}

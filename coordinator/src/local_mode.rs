@@ -1,0 +1,239 @@
+//! `etcd-coordinator local`: the coordinator with the local runtime, driven by manifest
+//! files re-read when they change.
+//!
+//! Pipeline per cluster, every interval or when something changes: read manifests (no
+//! client) -> reconcile (observe, plan, act, status) -> print progress for people.
+
+use std::{collections::BTreeMap, net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
+
+use etcd_operator::{
+    ClusterKey, etcd_bin::EtcdBinaries, manifest::read_manifests, resource::EtcdCluster,
+};
+use tokio::{sync::watch, task::JoinHandle};
+use tracing::{error, info, warn};
+
+use crate::{
+    controller::ClusterController,
+    local::{LocalRuntime, SidecarCommand},
+    plan::{Phase, Policy},
+    registry::Registry,
+    server,
+};
+
+/// Options of the local mode.
+#[derive(Clone, Debug)]
+pub struct LocalOptions {
+    /// A manifest file or a directory of them.
+    pub manifests: PathBuf,
+    /// Where clusters keep their state.
+    pub state_dir: PathBuf,
+    /// The coordinator's gRPC address.
+    pub grpc_addr: SocketAddr,
+    /// How sidecars are started.
+    pub sidecar: SidecarCommand,
+    /// Planner tunables.
+    pub policy: Policy,
+    /// How often each cluster is reconciled when nothing wakes it.
+    pub interval: Duration,
+    /// Print progress lines on standard output.
+    pub progress: bool,
+}
+
+struct ClusterTask {
+    spec: watch::Sender<EtcdCluster>,
+    task: JoinHandle<()>,
+}
+
+/// Runs until `shutdown` resolves; then stops every member cleanly.
+pub async fn run_local(
+    opts: LocalOptions,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&opts.state_dir)?;
+    // Validate the manifests before anything starts: a typo must not start a cluster.
+    let initial = read_manifests(&opts.manifests)?;
+    let registry = Registry::new();
+    let listener = tokio::net::TcpListener::bind(opts.grpc_addr).await?;
+    let addr = listener.local_addr()?;
+    let runtime = Arc::new(LocalRuntime::new(
+        opts.state_dir.clone(),
+        opts.sidecar.clone(),
+        format!("http://{addr}"),
+        EtcdBinaries::from_env(),
+    ));
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let server = tokio::spawn(server::serve(listener, registry.clone(), stop_rx));
+    info!(%addr, state_dir = %opts.state_dir.display(), "coordinator serving etcdop.v1.Coordinator");
+    if opts.progress {
+        println!(
+            "coordinator: gRPC on {addr} (grpcurl -plaintext {addr} list), state in {}",
+            opts.state_dir.display()
+        );
+    }
+
+    let mut tasks: BTreeMap<ClusterKey, ClusterTask> = BTreeMap::new();
+    let mut generations: BTreeMap<ClusterKey, (EtcdCluster, i64)> = BTreeMap::new();
+    let mut last_error = String::new();
+    let mut ticker = tokio::time::interval(Duration::from_secs(1));
+    let mut shutdown = std::pin::pin!(shutdown);
+    let mut pending = Some(initial);
+    loop {
+        let loaded = match pending.take() {
+            Some(list) => Ok(list),
+            None => read_manifests(&opts.manifests),
+        };
+        match loaded {
+            Ok(list) => {
+                last_error.clear();
+                let mut seen = Vec::new();
+                for mut cluster in list {
+                    let key = ClusterKey::local(cluster.metadata.name.clone().unwrap_or_default());
+                    // Local mode has no API server: the generation counts spec changes.
+                    let generation = match generations.get(&key) {
+                        Some((old, g)) if old.spec == cluster.spec => *g,
+                        Some((_, g)) => g + 1,
+                        None => 1,
+                    };
+                    generations.insert(key.clone(), (cluster.clone(), generation));
+                    cluster.metadata.generation = Some(generation);
+                    seen.push(key.clone());
+                    match tasks.get(&key) {
+                        Some(t) => {
+                            t.spec.send_if_modified(|old| {
+                                if *old != cluster {
+                                    *old = cluster.clone();
+                                    true
+                                } else {
+                                    false
+                                }
+                            });
+                        }
+                        None => {
+                            let (tx, rx) = watch::channel(cluster);
+                            let task = tokio::spawn(cluster_loop(
+                                key.clone(),
+                                Arc::clone(&runtime),
+                                registry.clone(),
+                                opts.clone(),
+                                rx,
+                            ));
+                            tasks.insert(key, ClusterTask { spec: tx, task });
+                        }
+                    }
+                }
+                let gone: Vec<ClusterKey> = tasks
+                    .keys()
+                    .filter(|k| !seen.contains(k))
+                    .cloned()
+                    .collect();
+                for key in gone {
+                    warn!(cluster = %key, "no longer declared: stopping its members (data kept)");
+                    if let Some(t) = tasks.remove(&key) {
+                        t.task.abort();
+                    }
+                    runtime.stop_cluster(&key).await;
+                    registry.remove(&key);
+                    generations.remove(&key);
+                }
+            }
+            Err(e) => {
+                let message = e.to_string();
+                if message != last_error {
+                    error!(error = %message, "manifests refused; running clusters are left as they are");
+                    if opts.progress {
+                        println!("error: {message} (nothing changed)");
+                    }
+                    last_error = message;
+                }
+            }
+        }
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = &mut shutdown => break,
+        }
+    }
+    info!("stopping every member");
+    if opts.progress {
+        println!(
+            "stopping: every member is stopped cleanly; data stays in {}",
+            opts.state_dir.display()
+        );
+    }
+    for t in tasks.values() {
+        t.task.abort();
+    }
+    runtime.stop_all().await;
+    let _ = stop_tx.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
+    Ok(())
+}
+
+async fn cluster_loop(
+    key: ClusterKey,
+    runtime: Arc<LocalRuntime>,
+    registry: Registry,
+    opts: LocalOptions,
+    mut spec: watch::Receiver<EtcdCluster>,
+) {
+    let controller =
+        ClusterController::new(key.clone(), runtime, registry.clone(), opts.policy);
+    let mut last_line = String::new();
+    let mut announced = false;
+    loop {
+        let resource = spec.borrow_and_update().clone();
+        let outcome = controller.reconcile(&resource).await;
+        if opts.progress {
+            let s = &outcome.status;
+            let mut line = format!(
+                "{key}: {} {}/{} ready, version {}",
+                s.phase,
+                s.ready,
+                s.size,
+                if s.current_version.is_empty() {
+                    "-"
+                } else {
+                    &s.current_version
+                }
+            );
+            match &outcome.plan.action {
+                crate::plan::Action::Steady => {}
+                crate::plan::Action::Wait { reason } => {
+                    line.push_str(&format!(" (waiting: {reason})"))
+                }
+                crate::plan::Action::RefuseSpec { message } => {
+                    line.push_str(&format!(" (spec refused: {message})"))
+                }
+                a => line.push_str(&format!(
+                    " ({} {})",
+                    a.kind().replace('_', " "),
+                    a.member().unwrap_or("")
+                )),
+            }
+            if let Some(e) = &outcome.error {
+                line.push_str(&format!(" [error: {e}]"));
+            }
+            if line != last_line {
+                println!("{line}");
+                last_line = line;
+            }
+            let ready = outcome.plan.phase == Phase::Running && s.ready == s.size;
+            if ready && !announced {
+                println!(
+                    "{key} is ready. Try:\n  ETCDCTL_API=3 etcdctl --endpoints={} put foo bar\n  ETCDCTL_API=3 etcdctl --endpoints={} get foo",
+                    s.endpoints, s.endpoints
+                );
+            }
+            announced = ready;
+        }
+        let wait = if outcome.plan.action.changes_something() {
+            Duration::from_millis(200)
+        } else {
+            opts.interval
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = spec.changed() => {}
+            _ = registry.changed() => {}
+        }
+    }
+}

@@ -1,0 +1,135 @@
+//! What the coordinator holds in memory for every cluster: the sidecars' registrations and
+//! latest health reports, the grant table, the seed designation, and the last status.
+//! Shared by the gRPC service (which writes reports and grants) and the reconcilers (which
+//! read them, plan, and write status).
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::{Arc, Mutex, MutexGuard},
+};
+
+use etcd_operator::{
+    ClusterKey,
+    grant::{GrantTable, UnixMillis},
+    proto::{ClusterStatus, HealthReport, RegisterRequest},
+};
+use tokio::sync::Notify;
+
+/// A health report and when the coordinator received it.
+#[derive(Clone, Debug)]
+pub struct ReceivedReport {
+    /// The report.
+    pub report: HealthReport,
+    /// When it arrived (coordinator clock).
+    pub received_at: UnixMillis,
+}
+
+/// Per-cluster state.
+#[derive(Default, Debug)]
+pub struct ClusterEntry {
+    /// Latest report per member name.
+    pub reports: BTreeMap<String, ReceivedReport>,
+    /// Latest registration per member name.
+    pub registrations: BTreeMap<String, RegisterRequest>,
+    /// The member allowed to bootstrap, while the cluster does not exist yet.
+    pub seed: Option<String>,
+    /// Member names the runtime has, as of the last reconcile.
+    pub runtime_members: Vec<String>,
+    /// True once the reconciler has read the cluster's truth after a (re)start: until then
+    /// no grant is given (a grant from the previous life may still be in use).
+    pub recovered: bool,
+    /// True while etcd's member list could be read (a cluster exists).
+    pub cluster_exists: bool,
+    /// The last status computed.
+    pub status: Option<ClusterStatus>,
+}
+
+#[derive(Default)]
+struct Inner {
+    clusters: HashMap<ClusterKey, ClusterEntry>,
+    grants: GrantTable,
+}
+
+/// The shared registry.
+#[derive(Clone, Default)]
+pub struct Registry {
+    inner: Arc<Mutex<Inner>>,
+    changed: Arc<Notify>,
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> UnixMillis {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+impl Registry {
+    /// An empty registry.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Runs `f` on the cluster's entry (created if missing) and the grant table.
+    pub fn with<T>(
+        &self,
+        key: &ClusterKey,
+        f: impl FnOnce(&mut ClusterEntry, &mut GrantTable) -> T,
+    ) -> T {
+        let mut inner = self.lock();
+        let Inner { clusters, grants } = &mut *inner;
+        f(clusters.entry(key.clone()).or_default(), grants)
+    }
+
+    /// Runs `f` on the cluster's entry if the cluster is known.
+    pub fn with_existing<T>(
+        &self,
+        key: &ClusterKey,
+        f: impl FnOnce(&mut ClusterEntry, &mut GrantTable) -> T,
+    ) -> Option<T> {
+        let mut inner = self.lock();
+        let Inner { clusters, grants } = &mut *inner;
+        clusters.get_mut(key).map(|entry| f(entry, grants))
+    }
+
+    /// Every known cluster.
+    pub fn keys(&self) -> Vec<ClusterKey> {
+        let mut keys: Vec<ClusterKey> = self.lock().clusters.keys().cloned().collect();
+        keys.sort();
+        keys
+    }
+
+    /// Forgets a cluster.
+    pub fn remove(&self, key: &ClusterKey) {
+        let mut inner = self.lock();
+        inner.clusters.remove(key);
+        inner.grants.forget(key);
+    }
+
+    /// Wakes reconcilers (a report or grant changed).
+    pub fn notify(&self) {
+        self.changed.notify_waiters();
+    }
+
+    /// Resolves at the next `notify`.
+    pub async fn changed(&self) {
+        self.changed.notified().await;
+    }
+
+    /// The status of every cluster that has one.
+    pub fn statuses(&self) -> Vec<ClusterStatus> {
+        let inner = self.lock();
+        let mut out: Vec<ClusterStatus> = inner
+            .clusters
+            .values()
+            .filter_map(|e| e.status.clone())
+            .collect();
+        out.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+        out
+    }
+}

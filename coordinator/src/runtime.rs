@@ -1,0 +1,95 @@
+//! Where members live. The planner is the same everywhere; a runtime creates, deletes and
+//! restarts members (local processes, or Pods on Kubernetes) and says which are running.
+
+use std::future::Future;
+
+use etcd_operator::{ClusterKey, EtcdVersion, grant::UnixMillis};
+use thiserror::Error;
+
+/// One member as the runtime has it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemberInfo {
+    /// `<cluster>-<NNNN>`.
+    pub name: String,
+    /// The ordinal.
+    pub ordinal: u32,
+    /// The member's process or Pod runs.
+    pub running: bool,
+    /// Since when it has not been running.
+    pub down_since: Option<UnixMillis>,
+    /// The etcd version it runs (or will run) with.
+    pub version: EtcdVersion,
+    /// Created as the seed that bootstraps the cluster.
+    pub seed: bool,
+    /// The member's etcd client URL.
+    pub client_url: String,
+    /// The member's etcd peer URL.
+    pub peer_url: String,
+    /// The sidecar's gRPC URL.
+    pub sidecar_url: String,
+}
+
+/// A runtime operation that failed.
+#[derive(Debug, Error)]
+pub enum RuntimeError {
+    /// A file or process operation failed.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The member is unknown.
+    #[error("no member {0}")]
+    NoSuchMember(String),
+    /// The runtime cannot run this version.
+    #[error("{0}")]
+    VersionUnavailable(String),
+    /// Anything else the runtime reports.
+    #[error("{0}")]
+    Other(String),
+}
+
+/// What the coordinator needs from a place members live in.
+pub trait Runtime: Send + Sync + 'static {
+    /// The cluster's members.
+    fn members(
+        &self,
+        cluster: &ClusterKey,
+    ) -> impl Future<Output = Result<Vec<MemberInfo>, RuntimeError>> + Send;
+
+    /// The next ordinal never used in this cluster.
+    fn next_ordinal(
+        &self,
+        cluster: &ClusterKey,
+    ) -> impl Future<Output = Result<u32, RuntimeError>> + Send;
+
+    /// Whether this runtime can run `version` (a binary or image exists).
+    fn check_version(&self, version: EtcdVersion) -> Result<(), RuntimeError>;
+
+    /// Creates member `name` running `version`; `seed` marks the bootstrapping member.
+    fn create_member(
+        &self,
+        cluster: &ClusterKey,
+        name: &str,
+        version: EtcdVersion,
+        seed: bool,
+    ) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+
+    /// Deletes member `name` and its data.
+    fn delete_member(
+        &self,
+        cluster: &ClusterKey,
+        name: &str,
+    ) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+
+    /// Restarts member `name` on its data with `version` (after its upgrade handoff).
+    fn restart_member(
+        &self,
+        cluster: &ClusterKey,
+        name: &str,
+        version: EtcdVersion,
+    ) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+}

@@ -1,0 +1,280 @@
+//! The `etcdop.v1.Coordinator` gRPC service: sidecars register, report health and take
+//! membership grants; people read status.
+
+use etcd_operator::{
+    ClusterKey,
+    grant::kind_name,
+    proto::{
+        ChangeKind, ClusterStatus, GetClusterRequest, GrantRequest, GrantResponse, HealthReport,
+        ListClustersRequest, ListClustersResponse, MemberRole, RegisterRequest, RegisterResponse,
+        ReleaseGrantRequest, ReleaseGrantResponse, ReportHealthResponse,
+        coordinator_server::Coordinator,
+    },
+};
+use tokio_stream::StreamExt;
+use tonic::{Request, Response, Status, Streaming};
+use tracing::{info, warn};
+
+use crate::registry::{ReceivedReport, Registry, now_ms};
+
+/// How often sidecars are asked to report, in milliseconds.
+pub const REPORT_INTERVAL_MS: u32 = 1000;
+
+/// The service over the shared registry.
+#[derive(Clone)]
+pub struct CoordinatorService {
+    registry: Registry,
+}
+
+impl CoordinatorService {
+    /// A service over `registry`.
+    pub fn new(registry: Registry) -> Self {
+        Self { registry }
+    }
+}
+
+fn cluster_key(cluster: Option<&etcd_operator::proto::ClusterRef>) -> Result<ClusterKey, Status> {
+    match cluster {
+        Some(c) if !c.name.is_empty() => Ok(ClusterKey::from(c)),
+        _ => Err(Status::invalid_argument("cluster.name is required")),
+    }
+}
+
+/// True when `report` is fresh enough to count.
+fn fresh(r: &ReceivedReport, now: i64) -> bool {
+    now - r.received_at <= 10_000
+}
+
+#[tonic::async_trait]
+impl Coordinator for CoordinatorService {
+    async fn register(
+        &self,
+        request: Request<RegisterRequest>,
+    ) -> Result<Response<RegisterResponse>, Status> {
+        let request = request.into_inner();
+        let key = cluster_key(request.cluster.as_ref())?;
+        let now = now_ms();
+        let (role, urls) = self
+            .registry
+            .with_existing(&key, |entry, _| {
+                if !entry.runtime_members.contains(&request.member_name) {
+                    return Err(Status::permission_denied(format!(
+                        "{} is not a member of cluster {key}",
+                        request.member_name
+                    )));
+                }
+                entry
+                    .registrations
+                    .insert(request.member_name.clone(), request.clone());
+                let urls: Vec<String> = entry
+                    .reports
+                    .values()
+                    .filter(|r| {
+                        fresh(r, now)
+                            && r.report.healthy
+                            && !r.report.learner
+                            && r.report.member_name != request.member_name
+                    })
+                    .map(|r| r.report.client_url.clone())
+                    .collect();
+                let role = if !urls.is_empty() {
+                    MemberRole::Join
+                } else if entry.seed.as_deref() == Some(request.member_name.as_str())
+                    && !entry.cluster_exists
+                {
+                    MemberRole::Seed
+                } else {
+                    MemberRole::Unspecified
+                };
+                Ok((role, urls))
+            })
+            .ok_or_else(|| Status::not_found(format!("cluster {key} is not managed here")))??;
+        info!(cluster = %key, member = %request.member_name, ?role, "sidecar registered");
+        Ok(Response::new(RegisterResponse {
+            role: role as i32,
+            cluster_client_urls: urls,
+            report_interval_ms: REPORT_INTERVAL_MS,
+        }))
+    }
+
+    async fn report_health(
+        &self,
+        request: Request<Streaming<HealthReport>>,
+    ) -> Result<Response<ReportHealthResponse>, Status> {
+        let mut stream = request.into_inner();
+        let mut received = 0u64;
+        while let Some(report) = stream.next().await {
+            let report = report?;
+            let key = cluster_key(report.cluster.as_ref())?;
+            received += 1;
+            let known = self
+                .registry
+                .with_existing(&key, |entry, _| {
+                    if !entry.runtime_members.contains(&report.member_name) {
+                        return false;
+                    }
+                    entry.reports.insert(
+                        report.member_name.clone(),
+                        ReceivedReport {
+                            report: report.clone(),
+                            received_at: now_ms(),
+                        },
+                    );
+                    true
+                })
+                .unwrap_or(false);
+            if !known {
+                return Err(Status::permission_denied(format!(
+                    "{} is not a member of cluster {key}",
+                    report.member_name
+                )));
+            }
+        }
+        Ok(Response::new(ReportHealthResponse {
+            reports_received: received,
+        }))
+    }
+
+    async fn request_grant(
+        &self,
+        request: Request<GrantRequest>,
+    ) -> Result<Response<GrantResponse>, Status> {
+        let request = request.into_inner();
+        let key = cluster_key(request.cluster.as_ref())?;
+        let kind = request.kind();
+        let now = now_ms();
+        let refused = |reason: String, retry_after_ms: u32| GrantResponse {
+            granted: false,
+            reason,
+            retry_after_ms,
+            ..Default::default()
+        };
+        let response = self
+            .registry
+            .with_existing(&key, |entry, grants| {
+                if !entry.runtime_members.contains(&request.member_name) {
+                    return Err(Status::permission_denied(format!(
+                        "{} is not a member of cluster {key}",
+                        request.member_name
+                    )));
+                }
+                if !entry.recovered {
+                    return Ok(refused(
+                        "the coordinator is still reading the cluster's state".into(),
+                        500,
+                    ));
+                }
+                match kind {
+                    ChangeKind::Bootstrap
+                        if entry.seed.as_deref() != Some(request.member_name.as_str())
+                            || entry.cluster_exists =>
+                    {
+                        return Ok(refused(
+                            "only the designated seed may bootstrap, and only before the cluster exists".into(),
+                            5_000,
+                        ));
+                    }
+                    ChangeKind::Upgrade => {
+                        return Err(Status::invalid_argument(
+                            "upgrades are started by the coordinator, not requested",
+                        ));
+                    }
+                    _ => {}
+                }
+                Ok(match grants.request(&key, &request.member_name, kind, now) {
+                    Ok(g) => GrantResponse {
+                        granted: true,
+                        grant_id: g.id,
+                        expires_at_unix_ms: g.expires_at,
+                        ..Default::default()
+                    },
+                    Err(r) => refused(r.reason, r.retry_after.as_millis() as u32),
+                })
+            })
+            .ok_or_else(|| Status::not_found(format!("cluster {key} is not managed here")))??;
+        if response.granted {
+            info!(cluster = %key, member = %request.member_name, kind = kind_name(kind), grant = %response.grant_id, "membership grant given");
+        }
+        Ok(Response::new(response))
+    }
+
+    async fn release_grant(
+        &self,
+        request: Request<ReleaseGrantRequest>,
+    ) -> Result<Response<ReleaseGrantResponse>, Status> {
+        let request = request.into_inner();
+        let key = cluster_key(request.cluster.as_ref())?;
+        let released = self
+            .registry
+            .with_existing(&key, |_, grants| {
+                grants.release_by(&key, &request.grant_id, &request.member_name)
+            })
+            .unwrap_or(false);
+        if released {
+            info!(cluster = %key, grant = %request.grant_id, succeeded = request.succeeded, "membership grant released");
+            self.registry.notify();
+        } else {
+            warn!(cluster = %key, grant = %request.grant_id, "release of a grant not in flight");
+        }
+        if !request.error.is_empty() {
+            warn!(cluster = %key, member = %request.member_name, error = %request.error, "membership change failed");
+        }
+        Ok(Response::new(ReleaseGrantResponse { released }))
+    }
+
+    async fn list_clusters(
+        &self,
+        request: Request<ListClustersRequest>,
+    ) -> Result<Response<ListClustersResponse>, Status> {
+        let namespace = request.into_inner().namespace;
+        let clusters = self
+            .registry
+            .statuses()
+            .into_iter()
+            .filter(|s| namespace.is_empty() || s.namespace == namespace)
+            .map(|mut s| {
+                s.members.clear();
+                s
+            })
+            .collect();
+        Ok(Response::new(ListClustersResponse { clusters }))
+    }
+
+    async fn get_cluster(
+        &self,
+        request: Request<GetClusterRequest>,
+    ) -> Result<Response<ClusterStatus>, Status> {
+        let request = request.into_inner();
+        if request.name.is_empty() {
+            return Err(Status::invalid_argument("name is required"));
+        }
+        let matches: Vec<ClusterStatus> = self
+            .registry
+            .statuses()
+            .into_iter()
+            .filter(|s| {
+                s.name == request.name
+                    && (request.namespace.is_empty() || s.namespace == request.namespace)
+            })
+            .collect();
+        match matches.len() {
+            0 => Err(Status::not_found(format!(
+                "no cluster named {:?}{}",
+                request.name,
+                if request.namespace.is_empty() {
+                    String::new()
+                } else {
+                    format!(" in namespace {:?}", request.namespace)
+                }
+            ))),
+            1 => Ok(Response::new(
+                matches.into_iter().next().unwrap_or_default(),
+            )),
+            _ => Err(Status::failed_precondition(format!(
+                "{} clusters are named {:?}: give the namespace",
+                matches.len(),
+                request.name
+            ))),
+        }
+    }
+}

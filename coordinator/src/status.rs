@@ -1,0 +1,229 @@
+//! `etcd-coordinator status`: what the coordinator serves over gRPC, as a table (like
+//! `kubectl get`) or as JSON (the same names grpcurl prints).
+
+use std::fmt::Write;
+
+use etcd_operator::proto::{
+    ClusterStatus, GetClusterRequest, ListClustersRequest, coordinator_client::CoordinatorClient,
+};
+
+/// Output format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Output {
+    /// Columns, like `kubectl get`.
+    Table,
+    /// JSON, as grpcurl prints the messages.
+    Json,
+}
+
+/// Fetches one cluster (`name` given) or all, and renders them.
+pub async fn fetch_and_render(
+    grpc_url: &str,
+    name: Option<&str>,
+    namespace: &str,
+    output: Output,
+) -> anyhow::Result<String> {
+    let mut client = CoordinatorClient::connect(grpc_url.to_string())
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot reach the coordinator at {grpc_url}: {e}"))?;
+    match name {
+        Some(name) => {
+            let status = client
+                .get_cluster(GetClusterRequest {
+                    name: name.to_string(),
+                    namespace: namespace.to_string(),
+                })
+                .await
+                .map_err(|s| anyhow::anyhow!("{}", s.message()))?
+                .into_inner();
+            Ok(match output {
+                Output::Json => serde_json::to_string_pretty(&status)?,
+                Output::Table => render_cluster(&status),
+            })
+        }
+        None => {
+            let list = client
+                .list_clusters(ListClustersRequest {
+                    namespace: namespace.to_string(),
+                })
+                .await
+                .map_err(|s| anyhow::anyhow!("{}", s.message()))?
+                .into_inner();
+            Ok(match output {
+                Output::Json => serde_json::to_string_pretty(&list)?,
+                Output::Table => render_table(&list.clusters),
+            })
+        }
+    }
+}
+
+/// The clusters as a `kubectl get`-like table.
+pub fn render_table(clusters: &[ClusterStatus]) -> String {
+    let rows: Vec<[String; 5]> = clusters
+        .iter()
+        .map(|c| {
+            [
+                if c.namespace.is_empty() {
+                    c.name.clone()
+                } else {
+                    format!("{}/{}", c.namespace, c.name)
+                },
+                c.size.to_string(),
+                c.ready.to_string(),
+                dash(&c.current_version),
+                c.phase.clone(),
+            ]
+        })
+        .collect();
+    columns(&["NAME", "SIZE", "READY", "VERSION", "PHASE"], &rows)
+}
+
+/// One cluster with its members and conditions.
+pub fn render_cluster(c: &ClusterStatus) -> String {
+    let mut out = render_table(std::slice::from_ref(c));
+    out.push('\n');
+    let members: Vec<[String; 7]> = c
+        .members
+        .iter()
+        .map(|m| {
+            [
+                m.name.clone(),
+                dash(&m.id),
+                dash(&m.version),
+                yes_no(m.healthy),
+                yes_no(m.leader),
+                yes_no(m.learner),
+                m.client_urls.join(","),
+            ]
+        })
+        .collect();
+    out.push_str(&columns(
+        &[
+            "MEMBER",
+            "ID",
+            "VERSION",
+            "HEALTHY",
+            "LEADER",
+            "LEARNER",
+            "CLIENT URL",
+        ],
+        &members,
+    ));
+    out.push('\n');
+    let conditions: Vec<[String; 4]> = c
+        .conditions
+        .iter()
+        .map(|k| {
+            [
+                k.r#type.clone(),
+                k.status.clone(),
+                k.reason.clone(),
+                k.message.clone(),
+            ]
+        })
+        .collect();
+    out.push_str(&columns(
+        &["CONDITION", "STATUS", "REASON", "MESSAGE"],
+        &conditions,
+    ));
+    if !c.change_in_flight.is_empty() {
+        let _ = writeln!(out, "\nchange in flight: {}", c.change_in_flight);
+    }
+    if !c.endpoints.is_empty() {
+        let _ = writeln!(out, "\nendpoints: {}", c.endpoints);
+    }
+    out
+}
+
+fn dash(s: &str) -> String {
+    if s.is_empty() {
+        "-".into()
+    } else {
+        s.to_string()
+    }
+}
+
+fn yes_no(b: bool) -> String {
+    if b { "yes".into() } else { "no".into() }
+}
+
+fn columns<const N: usize>(header: &[&str; N], rows: &[[String; N]]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.len());
+        }
+    }
+    let mut out = String::new();
+    let mut line = |cells: Vec<&str>| {
+        let text: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        let _ = writeln!(out, "{}", text.join("   ").trim_end());
+    };
+    line(header.to_vec());
+    for row in rows {
+        line(row.iter().map(String::as_str).collect());
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use etcd_operator::proto::{Condition, MemberStatus};
+
+    fn cluster() -> ClusterStatus {
+        ClusterStatus {
+            name: "etcd-cluster".into(),
+            size: 3,
+            ready: 2,
+            phase: "Degraded".into(),
+            current_version: "3.6.15".into(),
+            members: vec![MemberStatus {
+                name: "etcd-cluster-0000".into(),
+                id: "8e9e05c52164694d".into(),
+                client_urls: vec!["http://127.0.0.1:2379".into()],
+                version: "3.6.15".into(),
+                healthy: true,
+                leader: true,
+                ..Default::default()
+            }],
+            conditions: vec![Condition {
+                r#type: "Available".into(),
+                status: "True".into(),
+                reason: "QuorumHealthy".into(),
+                message: "2 of 3 voting members healthy".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn table_lines_up_like_kubectl() {
+        let table = render_table(&[cluster()]);
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines[0], "NAME           SIZE   READY   VERSION   PHASE");
+        assert_eq!(lines[1], "etcd-cluster   3      2       3.6.15    Degraded");
+    }
+
+    #[test]
+    fn cluster_view_has_members_and_conditions() {
+        let text = render_cluster(&cluster());
+        assert!(text.contains("etcd-cluster-0000   8e9e05c52164694d   3.6.15    yes       yes      no        http://127.0.0.1:2379"), "{text}");
+        assert!(
+            text.contains("Available   True     QuorumHealthy   2 of 3 voting members healthy"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn json_uses_grpcurl_names() {
+        let json = serde_json::to_value(cluster()).unwrap();
+        assert_eq!(json["members"][0]["clientUrls"][0], "http://127.0.0.1:2379");
+        assert_eq!(json["currentVersion"], "3.6.15");
+    }
+}

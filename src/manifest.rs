@@ -1,0 +1,201 @@
+//! Reading `EtcdCluster` manifests from YAML (local mode reads the same files `kubectl apply`
+//! takes). Documents of other kinds are skipped; anything malformed is a clear error.
+
+use std::path::{Path, PathBuf};
+
+use thiserror::Error;
+
+use crate::resource::{API_GROUP, API_VERSION, EtcdCluster, KIND};
+
+/// The largest manifest file read (a cluster spec is a few hundred bytes).
+pub const MAX_MANIFEST_BYTES: u64 = 1024 * 1024;
+
+/// Why a manifest could not be read.
+#[derive(Debug, Error)]
+pub enum ManifestError {
+    /// The file could not be read.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is too large.
+    #[error("{path}: {size} bytes is more than the {MAX_MANIFEST_BYTES} bytes a manifest may have")]
+    TooLarge {
+        /// The file.
+        path: PathBuf,
+        /// Its size.
+        size: u64,
+    },
+    /// The YAML does not parse.
+    #[error("{path}: malformed YAML: {message}")]
+    Yaml {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message.
+        message: String,
+    },
+    /// An EtcdCluster document does not match the resource's shape.
+    #[error("{path}: document {index} is not a valid EtcdCluster: {message}")]
+    Shape {
+        /// The file.
+        path: PathBuf,
+        /// Which document (from 1).
+        index: usize,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// Parses every `EtcdCluster` document in `text` (from `path`, for messages).
+pub fn parse_manifests(path: &Path, text: &str) -> Result<Vec<EtcdCluster>, ManifestError> {
+    if text.len() as u64 > MAX_MANIFEST_BYTES {
+        return Err(ManifestError::TooLarge {
+            path: path.to_path_buf(),
+            size: text.len() as u64,
+        });
+    }
+    let is_json = path.extension().is_some_and(|e| e == "json");
+    let documents: Vec<serde_json::Value> = if is_json {
+        vec![serde_json::from_str(text).map_err(|e| ManifestError::Yaml {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?]
+    } else {
+        serde_saphyr::from_multiple(text).map_err(|e| ManifestError::Yaml {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?
+    };
+    let want_api = format!("{API_GROUP}/{API_VERSION}");
+    let mut clusters = Vec::new();
+    for (i, doc) in documents.into_iter().enumerate() {
+        if doc.is_null() {
+            continue;
+        }
+        let shape = |message: String| ManifestError::Shape {
+            path: path.to_path_buf(),
+            index: i + 1,
+            message,
+        };
+        if doc.get("kind").and_then(|k| k.as_str()) != Some(KIND) {
+            continue;
+        }
+        let api = doc.get("apiVersion").and_then(|a| a.as_str()).unwrap_or("");
+        if api != want_api {
+            return Err(shape(format!(
+                "apiVersion is {api:?}; this operator serves {want_api:?}"
+            )));
+        }
+        check_known_fields(&doc).map_err(shape)?;
+        let cluster: EtcdCluster = serde_json::from_value(doc).map_err(|e| shape(e.to_string()))?;
+        clusters.push(cluster);
+    }
+    Ok(clusters)
+}
+
+/// Refuses unknown fields in `spec` (a typo such as `sise: 5` must not silently do nothing).
+fn check_known_fields(doc: &serde_json::Value) -> Result<(), String> {
+    const KNOWN: &[&str] = &["size", "version", "allowDowngrade"];
+    if let Some(spec) = doc.get("spec").and_then(|s| s.as_object()) {
+        for key in spec.keys() {
+            if !KNOWN.contains(&key.as_str()) {
+                return Err(format!(
+                    "unknown field spec.{key} (known fields: {})",
+                    KNOWN.join(", ")
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Reads the manifests in a file, or in every `.yaml`, `.yml` and `.json` file of a
+/// directory (in name order).
+pub fn read_manifests(path: &Path) -> Result<Vec<EtcdCluster>, ManifestError> {
+    let io = |source| ManifestError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let files: Vec<PathBuf> = if path.is_dir() {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(path)
+            .map_err(io)?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| {
+                p.is_file()
+                    && p.extension()
+                        .is_some_and(|e| e == "yaml" || e == "yml" || e == "json")
+            })
+            .collect();
+        files.sort();
+        files
+    } else {
+        vec![path.to_path_buf()]
+    };
+    let mut clusters = Vec::new();
+    for file in files {
+        let io = |source| ManifestError::Io {
+            path: file.clone(),
+            source,
+        };
+        let size = std::fs::metadata(&file).map_err(io)?.len();
+        if size > MAX_MANIFEST_BYTES {
+            return Err(ManifestError::TooLarge { path: file, size });
+        }
+        let text = std::fs::read_to_string(&file).map_err(io)?;
+        clusters.extend(parse_manifests(&file, &text)?);
+    }
+    Ok(clusters)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Vec<EtcdCluster>, ManifestError> {
+        parse_manifests(Path::new("x.yaml"), text)
+    }
+
+    #[test]
+    fn reads_the_seed_example_and_skips_other_kinds() {
+        let text = "apiVersion: etcd.operator.rs/v1alpha1\nkind: EtcdCluster\nmetadata:\n  name: etcd-cluster\nspec:\n  size: 3\n  version: \"3.6.15\"\n---\napiVersion: v1\nkind: Service\nmetadata:\n  name: svc\n";
+        let clusters = parse(text).unwrap();
+        assert_eq!(clusters.len(), 1);
+        assert_eq!(clusters[0].metadata.name.as_deref(), Some("etcd-cluster"));
+        assert_eq!(clusters[0].spec.size, 3);
+        assert_eq!(clusters[0].spec.version, "3.6.15");
+    }
+
+    #[test]
+    fn malformed_input_is_a_clear_error() {
+        let cases: &[(&str, &str)] = &[
+            ("kind: EtcdCluster\n  size: [3\n", "malformed YAML"),
+            (
+                "apiVersion: coreos.com/v1\nkind: EtcdCluster\nmetadata: {name: a}\nspec: {size: 3, version: 3.6.15}\n",
+                "this operator serves \"etcd.operator.rs/v1alpha1\"",
+            ),
+            (
+                "apiVersion: etcd.operator.rs/v1alpha1\nkind: EtcdCluster\nmetadata: {name: a}\nspec: {sise: 3, version: 3.6.15}\n",
+                "unknown field spec.sise",
+            ),
+            (
+                "apiVersion: etcd.operator.rs/v1alpha1\nkind: EtcdCluster\nmetadata: {name: a}\nspec: {size: three, version: 3.6.15}\n",
+                "document 1 is not a valid EtcdCluster",
+            ),
+        ];
+        for (text, want) in cases {
+            let err = parse(text).unwrap_err().to_string();
+            assert!(err.contains(want), "{text:?}: {err}");
+            assert!(err.starts_with("x.yaml"), "{err}");
+        }
+    }
+
+    #[test]
+    fn oversized_input_is_refused() {
+        let text = "#".repeat(MAX_MANIFEST_BYTES as usize + 1);
+        assert!(matches!(parse(&text), Err(ManifestError::TooLarge { .. })));
+    }
+}

@@ -49,8 +49,10 @@ pub const KIND: &str = "EtcdCluster";
 #[serde(rename_all = "camelCase")]
 pub struct EtcdClusterSpec {
     /// Number of members (1 to 9; odd sizes tolerate the most failures per member).
+    #[schemars(range(min = 1, max = 9))]
     pub size: i32,
     /// etcd version to run, for example "3.6.15".
+    #[schemars(pattern(r"^v?[0-9]+\.[0-9]+\.[0-9]+$"))]
     pub version: String,
     /// Allow a patch-release downgrade within the running minor version.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]

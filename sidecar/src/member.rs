@@ -8,6 +8,7 @@ use std::{sync::Arc, time::Duration};
 
 use etcd_client::{Client, ConnectOptions, MemberAddOptions};
 use etcd_operator::{
+    EtcdVersion,
     grant::UnixMillis,
     proto::{
         ChangeKind, GrantRequest, GrantResponse, MemberPhase, MemberRole, RegisterRequest,
@@ -783,7 +784,7 @@ impl Member {
                 self.current().phase
             )));
         }
-        let target: etcd_operator::EtcdVersion = target_version
+        let target: EtcdVersion = target_version
             .parse()
             .map_err(|e| SidecarError::Refused(format!("target version: {e}")))?;
         let mut local = connect_etcd(std::slice::from_ref(&self.cfg.client_url)).await?;
@@ -823,6 +824,9 @@ impl Member {
             .await
             .map(|s| s.raft_index())
             .unwrap_or(status.raft_index());
+        if needs_snapshot_for(self.cfg.etcd_version, target) {
+            self.snapshot_before_upgrade(raft_index).await?;
+        }
         info!(target = %target, raft_index, "handing off: stopping etcd for the restart on the new version");
         self.supervisor.stop().await;
         self.set_phase(MemberPhase::HandedOff);
@@ -840,6 +844,55 @@ impl Member {
             moved_leadership,
             raft_index,
         })
+    }
+}
+
+/// etcd 3.6 refuses to start on 3.5 data whose WAL holds v2 entries after the last snapshot
+/// (`detected disallowed v2 WAL for stage --v2-deprecation=write-only`); a small cluster
+/// with the default snapshot count may never have taken one.
+fn needs_snapshot_for(from: EtcdVersion, to: EtcdVersion) -> bool {
+    (from.major, from.minor) == (3, 5) && (to.major, to.minor) >= (3, 6)
+}
+
+/// The highest raft index covered by a snapshot file in `snap_dir` (`<term>-<index>.snap`).
+pub fn latest_snapshot_index(snap_dir: &std::path::Path) -> Option<u64> {
+    std::fs::read_dir(snap_dir)
+        .ok()?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            let stem = name.strip_suffix(".snap")?;
+            let (_, index) = stem.split_once('-')?;
+            u64::from_str_radix(index, 16).ok()
+        })
+        .max()
+}
+
+impl Member {
+    /// Makes 3.5 data readable by 3.6: restart etcd with a snapshot count of 1, so the
+    /// next applied entry (its own attribute publish, or any write) takes a snapshot that
+    /// covers the WAL, and wait for that snapshot.
+    async fn snapshot_before_upgrade(&self, raft_index: u64) -> Result<(), SidecarError> {
+        let snap_dir = self.cfg.etcd_data_dir().join("member").join("snap");
+        if latest_snapshot_index(&snap_dir).is_some_and(|i| i >= raft_index) {
+            return Ok(());
+        }
+        info!(raft_index, "taking a snapshot that covers the WAL before the upgrade");
+        let mut args = etcd_args(&self.cfg, &Bootstrap::FromData);
+        args.push("--snapshot-count=1".into());
+        self.supervisor.start(args).await?;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if latest_snapshot_index(&snap_dir).is_some_and(|i| i >= raft_index) {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(SidecarError::Timeout(
+                    "the snapshot before the upgrade".into(),
+                ));
+            }
+            sleep(Duration::from_millis(200)).await;
+        }
     }
 }
 
@@ -894,4 +947,28 @@ async fn member_version(client_urls: &[String]) -> Option<String> {
         .await
         .ok()
         .flatten()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_35_to_36_and_later_needs_the_snapshot() {
+        let v = |s: &str| s.parse::<EtcdVersion>().unwrap();
+        assert!(needs_snapshot_for(v("3.5.34"), v("3.6.15")));
+        assert!(!needs_snapshot_for(v("3.5.33"), v("3.5.34")));
+        assert!(!needs_snapshot_for(v("3.6.15"), v("3.7.2")));
+        assert!(!needs_snapshot_for(v("3.4.45"), v("3.5.34")));
+    }
+
+    #[test]
+    fn snapshot_index_is_read_from_file_names() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(latest_snapshot_index(dir.path()), None);
+        for name in ["0000000000000002-0000000000000010.snap", "0000000000000003-00000000000000ff.snap", "db", "x.snap.broken"] {
+            std::fs::write(dir.path().join(name), b"").unwrap();
+        }
+        assert_eq!(latest_snapshot_index(dir.path()), Some(0xff));
+    }
 }

@@ -696,6 +696,15 @@ impl<'a> View<'a> {
             return self.unformed();
         }
         if self.healthy_voters < quorum(self.voters) {
+            // Still no action either way; only what people are told differs. A voter that
+            // just joined or bootstrapped (its sidecar says so, or has not reported yet)
+            // is settling, not lost.
+            if let Some(settling) = self.settling_voter() {
+                return wait(
+                    WaitReason::MemberJoining(settling.to_string()),
+                    self.growth_phase(),
+                );
+            }
             return self.quorum_lost();
         }
         self.handle_dead()
@@ -755,6 +764,32 @@ impl<'a> View<'a> {
             ChangeKind::Remove if gone => Phase::Recovering,
             ChangeKind::Remove | ChangeKind::Unspecified => Phase::Scaling,
         }
+    }
+
+    /// When every voter short of healthy is running and has either not reported yet or
+    /// reports that it is still starting, bootstrapping or joining: one of them.
+    fn settling_voter(&self) -> Option<&str> {
+        let unhealthy: Vec<&MemberView> = self
+            .members
+            .iter()
+            .filter(|m| m.is_voter() && !m.healthy)
+            .collect();
+        let settling = |m: &&MemberView| {
+            m.runtime.running
+                && matches!(
+                    m.reported_phase(),
+                    None | Some(
+                        ReportedPhase::Starting
+                            | ReportedPhase::Bootstrapping
+                            | ReportedPhase::Joining
+                    )
+                )
+        };
+        let voters_seen = self.members.iter().filter(|m| m.is_voter()).count();
+        if unhealthy.is_empty() || voters_seen < self.voters || !unhealthy.iter().all(settling) {
+            return None;
+        }
+        unhealthy.first().map(|m| m.name())
     }
 
     fn quorum_lost(&self) -> Step {
@@ -1635,6 +1670,24 @@ mod tests {
                 waiting(WaitReason::QuorumLost {
                     healthy: 1,
                     voters: 2,
+                }),
+                Phase::Failed,
+            ),
+            (
+                "a seed that just bootstrapped and has not reported healthy yet is settling",
+                Situation::healthy(1)
+                    .size(3)
+                    .unhealthy(0)
+                    .reported_phase(0, ReportedPhase::Bootstrapping),
+                waiting(WaitReason::MemberJoining(name(0))),
+                Phase::Creating,
+            ),
+            (
+                "a running voter that reports unhealthy is not settling",
+                Situation::healthy(1).size(3).unhealthy(0),
+                waiting(WaitReason::QuorumLost {
+                    healthy: 0,
+                    voters: 1,
                 }),
                 Phase::Failed,
             ),

@@ -207,6 +207,7 @@ impl<R: Runtime> ClusterController<R> {
             None
         };
         let status = self.status(resource, &observed, &infos, &plan, error.as_deref());
+        self.record_metrics(&plan, &status, error.is_some());
         self.registry
             .with(&self.key, |entry, _| entry.status = Some(status.clone()));
         Outcome {
@@ -214,6 +215,35 @@ impl<R: Runtime> ClusterController<R> {
             status,
             error,
         }
+    }
+
+    fn record_metrics(&self, plan: &Plan, status: &ClusterStatus, failed: bool) {
+        use crate::metrics::{ActionLabels, ClusterLabels, ErrorLabels};
+        let metrics = self.registry.metrics();
+        let cluster = self.key.to_string();
+        metrics
+            .reconciles
+            .get_or_create(&ActionLabels {
+                cluster: cluster.clone(),
+                action: plan.action.kind().to_string(),
+            })
+            .inc();
+        if failed {
+            metrics
+                .action_errors
+                .get_or_create(&ErrorLabels {
+                    cluster: cluster.clone(),
+                    category: plan.action.kind().to_string(),
+                })
+                .inc();
+        }
+        let labels = ClusterLabels { cluster };
+        metrics.ready_members.get_or_create(&labels).set(i64::from(status.ready));
+        metrics.desired_members.get_or_create(&labels).set(i64::from(status.size));
+        metrics
+            .change_in_flight
+            .get_or_create(&labels)
+            .set(i64::from(!status.change_in_flight.is_empty()));
     }
 
     async fn observe(

@@ -10,6 +10,7 @@
 pub mod controller;
 pub mod local;
 pub mod local_mode;
+pub mod metrics;
 pub mod plan;
 pub mod registry;
 pub mod runtime;

@@ -37,6 +37,8 @@ pub struct LocalOptions {
     pub interval: Duration,
     /// Print progress lines on standard output.
     pub progress: bool,
+    /// Where `/healthz`, `/readyz` and `/metrics` are served (none when not set).
+    pub metrics_addr: Option<SocketAddr>,
 }
 
 struct ClusterTask {
@@ -64,6 +66,15 @@ pub async fn run_local(
     let (stop_tx, stop_rx) = watch::channel(false);
     let server = tokio::spawn(server::serve(listener, registry.clone(), stop_rx));
     info!(%addr, state_dir = %opts.state_dir.display(), "coordinator serving etcdop.v1.Coordinator");
+    let http = opts.metrics_addr.map(|metrics_addr| {
+        let metrics = std::sync::Arc::clone(registry.metrics());
+        tokio::spawn(async move {
+            if let Err(e) = crate::metrics::serve_http(metrics_addr, metrics).await {
+                error!(%metrics_addr, error = %e, "metrics endpoint failed");
+            }
+        })
+    });
+    registry.metrics().set_ready(true);
     if opts.progress {
         println!(
             "coordinator: gRPC on {addr} (grpcurl -plaintext {addr} list), state in {}",
@@ -163,6 +174,9 @@ pub async fn run_local(
         t.task.abort();
     }
     runtime.stop_all().await;
+    if let Some(http) = http {
+        http.abort();
+    }
     let _ = stop_tx.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
     Ok(())

@@ -44,6 +44,9 @@ enum Command {
         /// Print only logs, no progress lines.
         #[arg(long)]
         quiet: bool,
+        /// Where `/healthz`, `/readyz` and `/metrics` are served ("off" for nowhere).
+        #[arg(long, env = "ETCDOP_METRICS_ADDR", default_value = "127.0.0.1:7480")]
+        metrics_addr: String,
     },
     /// Print cluster status from a running coordinator.
     Status {
@@ -101,7 +104,14 @@ async fn main() -> anyhow::Result<()> {
             sidecar_binary,
             dead_after_secs,
             quiet,
+            metrics_addr,
         } => {
+            let metrics_addr = match metrics_addr.as_str() {
+                "off" | "" => None,
+                addr => Some(addr.parse::<SocketAddr>().map_err(|e| {
+                    anyhow::anyhow!("--metrics-addr {addr:?} is not an address: {e}")
+                })?),
+            };
             init_logs(if quiet { "info" } else { "warn" });
             let sidecar = match sidecar_binary {
                 Some(program) => SidecarCommand {
@@ -121,6 +131,7 @@ async fn main() -> anyhow::Result<()> {
                 },
                 interval: Duration::from_secs(1),
                 progress: !quiet,
+                metrics_addr,
             };
             if let Err(e) = run_local(opts, etcd_sidecar::shutdown_signal()).await {
                 eprintln!("etcd-coordinator: {e:#}");

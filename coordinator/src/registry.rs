@@ -15,6 +15,8 @@ use etcd_operator::{
 };
 use tokio::sync::Notify;
 
+use crate::metrics::Metrics;
+
 /// A health report and when the coordinator received it.
 #[derive(Clone, Debug)]
 pub struct ReceivedReport {
@@ -55,6 +57,7 @@ struct Inner {
 pub struct Registry {
     inner: Arc<Mutex<Inner>>,
     changed: Arc<Notify>,
+    metrics: Arc<Metrics>,
 }
 
 /// Milliseconds since the Unix epoch.
@@ -109,6 +112,11 @@ impl Registry {
         let mut inner = self.lock();
         inner.clusters.remove(key);
         inner.grants.forget(key);
+    }
+
+    /// The coordinator's metrics.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     /// Wakes reconcilers (a report or grant changed).

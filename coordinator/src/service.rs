@@ -193,6 +193,14 @@ impl Coordinator for CoordinatorService {
             })
             .ok_or_else(|| Status::not_found(format!("cluster {key} is not managed here")))??;
         if response.granted {
+            self.registry
+                .metrics()
+                .grants
+                .get_or_create(&crate::metrics::GrantLabels {
+                    cluster: key.to_string(),
+                    kind: kind_name(kind).to_string(),
+                })
+                .inc();
             info!(cluster = %key, member = %request.member_name, kind = kind_name(kind), grant = %response.grant_id, "membership grant given");
         }
         Ok(Response::new(response))

@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 pub mod etcd_bin;
+pub mod fuzzing;
 pub mod grant;
 pub mod manifest;
 pub mod naming;

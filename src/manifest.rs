@@ -99,7 +99,14 @@ pub fn parse_manifests(path: &Path, text: &str) -> Result<Vec<EtcdCluster>, Mani
 
 /// Refuses unknown fields in `spec` (a typo such as `sise: 5` must not silently do nothing).
 fn check_known_fields(doc: &serde_json::Value) -> Result<(), String> {
-    const KNOWN: &[&str] = &["size", "version", "allowDowngrade"];
+    const KNOWN: &[&str] = &[
+        "size",
+        "version",
+        "allowDowngrade",
+        "repository",
+        "storage",
+        "pod",
+    ];
     if let Some(spec) = doc.get("spec").and_then(|s| s.as_object()) {
         for key in spec.keys() {
             if !KNOWN.contains(&key.as_str()) {

@@ -16,7 +16,7 @@ pub const API_VERSION: &str = "v1alpha1";
 pub const KIND: &str = "EtcdCluster";
 
 /// The desired state of an etcd cluster.
-#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[kube(
     group = "etcd.operator.rs",
     version = "v1alpha1",
@@ -27,6 +27,7 @@ pub const KIND: &str = "EtcdCluster";
     category = "all",
     doc = "An etcd cluster managed by the etcd operator",
     derive = "PartialEq",
+    derive = "Default",
     scale(
         spec_replicas_path = ".spec.size",
         status_replicas_path = ".status.size",
@@ -57,6 +58,100 @@ pub struct EtcdClusterSpec {
     /// Allow a patch-release downgrade within the running minor version.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub allow_downgrade: bool,
+    /// Image repository of etcd on Kubernetes; the tag is `v<version>`
+    /// (default `gcr.io/etcd-development/etcd`). Ignored in local mode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 255))]
+    pub repository: Option<String>,
+    /// A PersistentVolumeClaim per member, so a member's data outlives its pod. Without it
+    /// data lives in an `emptyDir`. Applies to members created after a change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage: Option<StorageSpec>,
+    /// Scheduling and resources of the member pods. Applies to members created after a
+    /// change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<PodPolicy>,
+}
+
+/// Persistent storage of each member.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StorageSpec {
+    /// Requested size of each member's volume, a Kubernetes quantity such as "8Gi".
+    #[schemars(pattern(r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$"))]
+    pub size: String,
+    /// Storage class of the claims (the cluster's default class when left out).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_class_name: Option<String>,
+}
+
+/// Scheduling and resources of the member pods.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PodPolicy {
+    /// Compute resources of the etcd container (requests and limits, Kubernetes quantities).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<PodResources>,
+    /// Node labels a member's node must have.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub node_selector: std::collections::BTreeMap<String, String>,
+    /// Tolerations of the member pods.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tolerations: Vec<PodToleration>,
+    /// Spread members over nodes: `Preferred` (default), `Required` or `None`.
+    #[serde(default)]
+    pub anti_affinity: AntiAffinity,
+    /// Extra labels of the member pods.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// Extra annotations of the member pods.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub annotations: std::collections::BTreeMap<String, String>,
+}
+
+/// Requests and limits, as in a container's `resources`.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PodResources {
+    /// Resources reserved for the container, e.g. `{cpu: 500m, memory: 1Gi}`.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub requests: std::collections::BTreeMap<String, String>,
+    /// The most the container may use.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub limits: std::collections::BTreeMap<String, String>,
+}
+
+/// A toleration, as in a pod's `tolerations`.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PodToleration {
+    /// The taint key (all keys when empty, with operator `Exists`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// `Exists` or `Equal` (default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operator: Option<String>,
+    /// The taint value, with operator `Equal`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    /// `NoSchedule`, `PreferNoSchedule` or `NoExecute` (all effects when empty).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub effect: Option<String>,
+    /// How long a `NoExecute` taint is tolerated, in seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub toleration_seconds: Option<i64>,
+}
+
+/// How member pods are spread over nodes.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum AntiAffinity {
+    /// Prefer distinct nodes; share one when there is no other.
+    #[default]
+    Preferred,
+    /// Never two members on one node (members stay Pending without enough nodes).
+    Required,
+    /// No spreading rule.
+    None,
 }
 
 /// The observed state of an etcd cluster, written by the coordinator.

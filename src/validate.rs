@@ -159,6 +159,7 @@ mod tests {
             size,
             version: version.into(),
             allow_downgrade: false,
+            ..Default::default()
         }
     }
 

@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 pub mod controller;
+pub mod k8s;
 pub mod local;
 pub mod local_mode;
 pub mod metrics;

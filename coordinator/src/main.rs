@@ -64,6 +64,55 @@ enum Command {
     },
     /// Print the EtcdCluster CustomResourceDefinition as YAML.
     Crd,
+    /// Run as the operator in Kubernetes: EtcdCluster objects, members as Pods.
+    Kubernetes {
+        /// The namespace whose clusters are managed [default: the coordinator's own].
+        #[arg(long, env = "ETCDOP_WATCH_NAMESPACE")]
+        watch_namespace: Option<String>,
+        /// Manage clusters in every namespace (needs cluster-wide permissions).
+        #[arg(long, env = "ETCDOP_ALL_NAMESPACES")]
+        all_namespaces: bool,
+        /// The coordinator's own namespace (downward API).
+        #[arg(long, env = "MY_POD_NAMESPACE", default_value = "default")]
+        pod_namespace: String,
+        /// The coordinator's own Pod name (downward API): its identity in leader election.
+        #[arg(long, env = "MY_POD_NAME", default_value = "")]
+        pod_name: String,
+        /// The coordinator's gRPC address (status, sidecars).
+        #[arg(long, env = "ETCDOP_GRPC_ADDR", default_value = "0.0.0.0:7400")]
+        grpc_addr: SocketAddr,
+        /// The URL sidecars reach the coordinator on [default: its Service].
+        #[arg(long, env = "ETCDOP_COORDINATOR_URL")]
+        coordinator_url: Option<String>,
+        /// The operator image for member Pods' init containers [default: this Pod's image].
+        #[arg(long, env = "ETCDOP_OPERATOR_IMAGE")]
+        operator_image: Option<String>,
+        /// Pull policy of the operator image in member Pods [default: IfNotPresent].
+        #[arg(long, env = "ETCDOP_IMAGE_PULL_POLICY")]
+        image_pull_policy: Option<String>,
+        /// The leader-election Lease (in the coordinator's namespace).
+        #[arg(
+            long,
+            env = "ETCDOP_LEASE_NAME",
+            default_value = etcd_coordinator::k8s::leader::DEFAULT_LEASE_NAME
+        )]
+        lease_name: String,
+        /// Act without leader election (only ever one replica!).
+        #[arg(long)]
+        no_leader_election: bool,
+        /// How long a member's Pod may stay down before it is replaced, in seconds.
+        #[arg(long, env = "ETCDOP_DEAD_AFTER_SECS", default_value_t = 15)]
+        dead_after_secs: u64,
+    },
+    /// Copy the sidecar binary into DIR (the member Pods' init container).
+    #[command(hide = true)]
+    InstallSidecar {
+        /// The shared volume.
+        dir: PathBuf,
+        /// The sidecar binary [default: etcd-sidecar beside this binary].
+        #[arg(long)]
+        from: Option<PathBuf>,
+    },
     /// The sidecar, embedded (same as the etcd-sidecar binary).
     Sidecar {
         #[command(subcommand)]
@@ -163,6 +212,58 @@ async fn main() -> anyhow::Result<()> {
                     std::process::exit(1);
                 }
             }
+        }
+        Command::Kubernetes {
+            watch_namespace,
+            all_namespaces,
+            pod_namespace,
+            pod_name,
+            grpc_addr,
+            coordinator_url,
+            operator_image,
+            image_pull_policy,
+            lease_name,
+            no_leader_election,
+            dead_after_secs,
+        } => {
+            init_logs("info");
+            let opts = etcd_coordinator::k8s::operator::KubernetesOptions {
+                watch_namespace: if all_namespaces {
+                    None
+                } else {
+                    Some(watch_namespace.unwrap_or_else(|| pod_namespace.clone()))
+                },
+                pod_namespace,
+                pod_name,
+                grpc_addr,
+                coordinator_url,
+                operator_image,
+                image_pull_policy,
+                lease_name: (!no_leader_election).then_some(lease_name),
+                policy: Policy {
+                    dead_after_ms: (dead_after_secs * 1000) as i64,
+                    ..Policy::default()
+                },
+            };
+            if let Err(e) = etcd_coordinator::k8s::operator::run_kubernetes(
+                opts,
+                etcd_sidecar::shutdown_signal(),
+            )
+            .await
+            {
+                eprintln!("etcd-coordinator: {e:#}");
+                std::process::exit(1);
+            }
+            Ok(())
+        }
+        Command::InstallSidecar { dir, from } => {
+            let from = match from {
+                Some(f) => f,
+                None => etcd_coordinator::k8s::install::default_source()?,
+            };
+            let target = etcd_coordinator::k8s::install::install_sidecar(&from, &dir)?;
+            println!("installed {}", target.display());
+            Ok(())
         }
         Command::Crd => {
             print!("{}", etcd_operator::resource::crd_yaml()?);

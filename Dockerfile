@@ -1,0 +1,27 @@
+# syntax=docker/dockerfile:1
+# One small image with both binaries, statically linked (musl):
+#   /usr/local/bin/etcd-coordinator  the operator (`kubernetes`), and the member Pods' init
+#                                    container (`install-sidecar`)
+#   /usr/local/bin/etcd-sidecar      copied into every member Pod; runs etcd as its child
+#                                    inside the official (distroless) etcd image
+#
+#   docker build -t etcd-operator:dev .
+#   kind load docker-image etcd-operator:dev     # on kind
+FROM rust:1-alpine AS build
+# musl-dev and gcc for the C parts (ring); protoc from Alpine, since the vendored one is a
+# glibc binary.
+RUN apk add --no-cache musl-dev gcc protobuf-dev
+ENV PROTOC=/usr/bin/protoc
+WORKDIR /src
+COPY . .
+RUN --mount=type=cache,target=/usr/local/cargo/registry \
+    --mount=type=cache,target=/src/target \
+    cargo build --release --locked -p etcd-coordinator -p etcd-sidecar \
+    && mkdir -p /out \
+    && cp target/release/etcd-coordinator target/release/etcd-sidecar /out/
+
+FROM gcr.io/distroless/static-debian12:nonroot
+COPY --from=build /out/etcd-coordinator /out/etcd-sidecar /usr/local/bin/
+USER 65532:65532
+ENTRYPOINT ["/usr/local/bin/etcd-coordinator"]
+CMD ["kubernetes"]

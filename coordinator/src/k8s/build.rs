@@ -1,0 +1,806 @@
+//! Building the desired objects: pure functions of the `EtcdCluster` (no client, no clock).
+//!
+//! Every object the operator creates is built here and owned by its `EtcdCluster`
+//! (`ownerReferences` with `controller: true`), so deleting the cluster lets Kubernetes'
+//! garbage collector remove them.
+
+use std::collections::BTreeMap;
+
+use etcd_operator::{
+    EtcdVersion,
+    naming::{LABEL_CLUSTER, LABEL_MANAGED_BY, LABEL_MEMBER, MANAGER},
+    resource::{AntiAffinity, EtcdCluster, PodPolicy, StorageSpec},
+};
+use k8s_openapi::{
+    api::{
+        core::v1::{
+            Affinity, Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar,
+            EnvVarSource, GRPCAction, ObjectFieldSelector, PersistentVolumeClaim,
+            PersistentVolumeClaimSpec, PersistentVolumeClaimVolumeSource, Pod, PodAffinityTerm,
+            PodAntiAffinity, PodSecurityContext, PodSpec, Probe, ResourceRequirements,
+            SeccompProfile, SecurityContext, Service, ServicePort, ServiceSpec, Toleration, Volume,
+            VolumeMount, VolumeResourceRequirements, WeightedPodAffinityTerm,
+        },
+        policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec},
+    },
+    apimachinery::pkg::{
+        api::resource::Quantity,
+        apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference},
+        util::intstr::IntOrString,
+    },
+};
+use kube::Resource;
+use thiserror::Error;
+
+use super::{
+    ANNOTATION_ETCD_VERSION, ANNOTATION_SEED, CLIENT_PORT, COORDINATOR_BINARY, DATA_DIR,
+    DEFAULT_REPOSITORY, ETCD_BINARY, ETCD_CONTAINER, INSTALL_CONTAINER, MemberEndpoints,
+    NONROOT_ID, PEER_PORT, SIDECAR_BINARY, SIDECAR_DIR, SIDECAR_PORT, claim_name,
+    peer_service_name,
+};
+
+/// Label naming the application, as the Kubernetes recommended labels do.
+pub const LABEL_NAME: &str = "app.kubernetes.io/name";
+/// Label naming the instance (the cluster), as the Kubernetes recommended labels do.
+pub const LABEL_INSTANCE: &str = "app.kubernetes.io/instance";
+/// The sidecar's gRPC health service, SERVING while its member is healthy.
+pub const SIDECAR_HEALTH_SERVICE: &str = "etcdop.v1.Sidecar";
+/// Volume holding the sidecar binary, copied by the init container.
+pub const SIDECAR_VOLUME: &str = "sidecar";
+/// Volume holding the member directory.
+pub const DATA_VOLUME: &str = "data";
+
+/// An object cannot be built from this `EtcdCluster`.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum BuildError {
+    /// A field the API server always sets is missing (an object not read from the server).
+    #[error("the EtcdCluster has no {0}")]
+    Missing(&'static str),
+}
+
+/// What member Pods need beyond the `EtcdCluster`: where the operator is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PodSettings {
+    /// The operator image (holds `etcd-coordinator` and `etcd-sidecar`); the init container
+    /// runs it to install the sidecar.
+    pub operator_image: String,
+    /// Pull policy of the operator image (`IfNotPresent` when left out).
+    pub image_pull_policy: Option<String>,
+    /// The coordinator's gRPC URL the sidecars report to.
+    pub coordinator_url: String,
+}
+
+/// What every member Pod is built from.
+#[derive(Clone, Copy, Debug)]
+pub struct MemberPodInput<'a> {
+    /// The cluster.
+    pub cluster: &'a EtcdCluster,
+    /// The member's name, `<cluster>-<NNNN>` (also the Pod's name).
+    pub member: &'a str,
+    /// The etcd version it runs.
+    pub version: EtcdVersion,
+    /// True for the member that bootstraps the cluster.
+    pub seed: bool,
+    /// Its URLs and listen addresses.
+    pub endpoints: &'a MemberEndpoints,
+    /// A client URL of the whole cluster (the client Service), the sidecar's fallback when
+    /// the coordinator cannot say where the cluster is.
+    pub cluster_client_url: Option<&'a str>,
+    /// Where the operator is.
+    pub settings: &'a PodSettings,
+}
+
+fn name_of(cluster: &EtcdCluster) -> Result<&str, BuildError> {
+    cluster
+        .metadata
+        .name
+        .as_deref()
+        .ok_or(BuildError::Missing("metadata.name"))
+}
+
+fn namespace_of(cluster: &EtcdCluster) -> Result<&str, BuildError> {
+    cluster
+        .metadata
+        .namespace
+        .as_deref()
+        .ok_or(BuildError::Missing("metadata.namespace"))
+}
+
+/// The owner reference every object of the cluster carries (`controller: true`).
+pub fn owner_reference(cluster: &EtcdCluster) -> Result<OwnerReference, BuildError> {
+    Ok(OwnerReference {
+        api_version: EtcdCluster::api_version(&()).into_owned(),
+        kind: EtcdCluster::kind(&()).into_owned(),
+        name: name_of(cluster)?.to_string(),
+        uid: cluster
+            .metadata
+            .uid
+            .clone()
+            .ok_or(BuildError::Missing("metadata.uid"))?,
+        controller: Some(true),
+        block_owner_deletion: Some(true),
+    })
+}
+
+/// Labels of every object of cluster `name`.
+pub fn cluster_labels(name: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (LABEL_CLUSTER.to_string(), name.to_string()),
+        (LABEL_MANAGED_BY.to_string(), MANAGER.to_string()),
+        (LABEL_NAME.to_string(), "etcd".to_string()),
+        (LABEL_INSTANCE.to_string(), name.to_string()),
+    ])
+}
+
+/// The labels selecting the member Pods of cluster `name`.
+pub fn selector_labels(name: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([(LABEL_CLUSTER.to_string(), name.to_string())])
+}
+
+/// The member Pods' selector as a string (`status.selector`, for the scale subresource).
+pub fn selector_string(name: &str) -> String {
+    selector_labels(name)
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// The list selector of every member object (Pods and claims) of cluster `name`.
+pub fn list_selector(name: &str) -> String {
+    format!("{LABEL_CLUSTER}={name},{LABEL_MANAGED_BY}={MANAGER}")
+}
+
+fn object_meta(
+    cluster: &EtcdCluster,
+    name: String,
+    labels: BTreeMap<String, String>,
+) -> Result<ObjectMeta, BuildError> {
+    Ok(ObjectMeta {
+        name: Some(name),
+        namespace: Some(namespace_of(cluster)?.to_string()),
+        labels: Some(labels),
+        owner_references: Some(vec![owner_reference(cluster)?]),
+        ..Default::default()
+    })
+}
+
+/// The etcd image of `version`: `<repository>:v<version>`.
+pub fn etcd_image(cluster: &EtcdCluster, version: EtcdVersion) -> String {
+    let repository = cluster
+        .spec
+        .repository
+        .as_deref()
+        .filter(|r| !r.is_empty())
+        .unwrap_or(DEFAULT_REPOSITORY);
+    format!("{repository}:v{version}")
+}
+
+fn service_port(name: &str, port: u16) -> ServicePort {
+    ServicePort {
+        name: Some(name.to_string()),
+        port: i32::from(port),
+        target_port: Some(IntOrString::String(name.to_string())),
+        protocol: Some("TCP".into()),
+        ..Default::default()
+    }
+}
+
+/// The client Service `<cluster>` on 2379: ready members only.
+pub fn client_service(cluster: &EtcdCluster) -> Result<Service, BuildError> {
+    let name = name_of(cluster)?;
+    Ok(Service {
+        metadata: object_meta(cluster, name.to_string(), cluster_labels(name))?,
+        spec: Some(ServiceSpec {
+            type_: Some("ClusterIP".into()),
+            selector: Some(selector_labels(name)),
+            ports: Some(vec![service_port("client", CLIENT_PORT)]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
+}
+
+/// The headless peer Service `<cluster>-peer`: every member gets the DNS name
+/// `<pod>.<cluster>-peer.<ns>.svc` from the moment it exists (not-ready addresses are
+/// published, since a member must be reachable by its peers before it is healthy).
+pub fn peer_service(cluster: &EtcdCluster) -> Result<Service, BuildError> {
+    let name = name_of(cluster)?;
+    Ok(Service {
+        metadata: object_meta(cluster, peer_service_name(name), cluster_labels(name))?,
+        spec: Some(ServiceSpec {
+            cluster_ip: Some("None".into()),
+            publish_not_ready_addresses: Some(true),
+            selector: Some(selector_labels(name)),
+            ports: Some(vec![
+                service_port("client", CLIENT_PORT),
+                service_port("peer", PEER_PORT),
+                service_port("sidecar", SIDECAR_PORT),
+            ]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
+}
+
+/// The PodDisruptionBudget that keeps quorum of `size` voters through voluntary
+/// disruptions (drains): `minAvailable` = quorum; a single member may be drained.
+pub fn pod_disruption_budget(cluster: &EtcdCluster) -> Result<PodDisruptionBudget, BuildError> {
+    let name = name_of(cluster)?;
+    let size = cluster.spec.size.max(1);
+    let (min_available, max_unavailable) = if size == 1 {
+        (None, Some(IntOrString::Int(1)))
+    } else {
+        (Some(IntOrString::Int(size / 2 + 1)), None)
+    };
+    Ok(PodDisruptionBudget {
+        metadata: object_meta(cluster, name.to_string(), cluster_labels(name))?,
+        spec: Some(PodDisruptionBudgetSpec {
+            min_available,
+            max_unavailable,
+            selector: Some(LabelSelector {
+                match_labels: Some(selector_labels(name)),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
+}
+
+fn member_labels(
+    cluster_name: &str,
+    member: &str,
+    policy: Option<&PodPolicy>,
+) -> BTreeMap<String, String> {
+    let mut labels: BTreeMap<String, String> = policy.map(|p| p.labels.clone()).unwrap_or_default();
+    // The operator's own labels win: they select the members.
+    labels.extend(cluster_labels(cluster_name));
+    labels.insert(LABEL_MEMBER.to_string(), member.to_string());
+    labels
+}
+
+fn member_annotations(version: EtcdVersion, seed: bool) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (ANNOTATION_ETCD_VERSION.to_string(), version.to_string()),
+        (ANNOTATION_SEED.to_string(), seed.to_string()),
+    ])
+}
+
+/// The PersistentVolumeClaim of a member, when the spec asks for storage.
+pub fn member_claim(
+    cluster: &EtcdCluster,
+    member: &str,
+    version: EtcdVersion,
+    seed: bool,
+    storage: &StorageSpec,
+) -> Result<PersistentVolumeClaim, BuildError> {
+    let name = name_of(cluster)?;
+    let mut meta = object_meta(
+        cluster,
+        claim_name(member),
+        member_labels(name, member, None),
+    )?;
+    meta.annotations = Some(member_annotations(version, seed));
+    Ok(PersistentVolumeClaim {
+        metadata: meta,
+        spec: Some(PersistentVolumeClaimSpec {
+            access_modes: Some(vec!["ReadWriteOnce".into()]),
+            storage_class_name: storage.storage_class_name.clone(),
+            resources: Some(VolumeResourceRequirements {
+                requests: Some(BTreeMap::from([(
+                    "storage".to_string(),
+                    Quantity(storage.size.clone()),
+                )])),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
+}
+
+fn env(name: &str, value: impl Into<String>) -> EnvVar {
+    EnvVar {
+        name: name.to_string(),
+        value: Some(value.into()),
+        ..Default::default()
+    }
+}
+
+fn env_from_field(name: &str, field_path: &str) -> EnvVar {
+    EnvVar {
+        name: name.to_string(),
+        value_from: Some(EnvVarSource {
+            field_ref: Some(ObjectFieldSelector {
+                api_version: Some("v1".into()),
+                field_path: field_path.to_string(),
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// The restricted container security context (Pod Security Standards, `restricted`).
+pub fn restricted_container_security() -> SecurityContext {
+    SecurityContext {
+        allow_privilege_escalation: Some(false),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".into()]),
+            ..Default::default()
+        }),
+        read_only_root_filesystem: Some(true),
+        run_as_non_root: Some(true),
+        run_as_user: Some(NONROOT_ID),
+        run_as_group: Some(NONROOT_ID),
+        seccomp_profile: Some(SeccompProfile {
+            type_: "RuntimeDefault".into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn pod_security() -> PodSecurityContext {
+    PodSecurityContext {
+        run_as_non_root: Some(true),
+        run_as_user: Some(NONROOT_ID),
+        run_as_group: Some(NONROOT_ID),
+        // Volumes (a claim in particular) become writable by the non-root user.
+        fs_group: Some(NONROOT_ID),
+        seccomp_profile: Some(SeccompProfile {
+            type_: "RuntimeDefault".into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn affinity(cluster_name: &str, rule: AntiAffinity) -> Option<Affinity> {
+    let term = PodAffinityTerm {
+        label_selector: Some(LabelSelector {
+            match_labels: Some(selector_labels(cluster_name)),
+            ..Default::default()
+        }),
+        topology_key: "kubernetes.io/hostname".into(),
+        ..Default::default()
+    };
+    let anti = match rule {
+        AntiAffinity::None => return None,
+        AntiAffinity::Preferred => PodAntiAffinity {
+            preferred_during_scheduling_ignored_during_execution: Some(vec![
+                WeightedPodAffinityTerm {
+                    weight: 100,
+                    pod_affinity_term: term,
+                },
+            ]),
+            ..Default::default()
+        },
+        AntiAffinity::Required => PodAntiAffinity {
+            required_during_scheduling_ignored_during_execution: Some(vec![term]),
+            ..Default::default()
+        },
+    };
+    Some(Affinity {
+        pod_anti_affinity: Some(anti),
+        ..Default::default()
+    })
+}
+
+fn resources(policy: Option<&PodPolicy>) -> Option<ResourceRequirements> {
+    let r = policy?.resources.as_ref()?;
+    let quantities = |m: &BTreeMap<String, String>| {
+        (!m.is_empty()).then(|| {
+            m.iter()
+                .map(|(k, v)| (k.clone(), Quantity(v.clone())))
+                .collect()
+        })
+    };
+    Some(ResourceRequirements {
+        requests: quantities(&r.requests),
+        limits: quantities(&r.limits),
+        ..Default::default()
+    })
+}
+
+fn tolerations(policy: Option<&PodPolicy>) -> Option<Vec<Toleration>> {
+    let list = &policy?.tolerations;
+    (!list.is_empty()).then(|| {
+        list.iter()
+            .map(|t| Toleration {
+                key: t.key.clone(),
+                operator: t.operator.clone(),
+                value: t.value.clone(),
+                effect: t.effect.clone(),
+                toleration_seconds: t.toleration_seconds,
+            })
+            .collect()
+    })
+}
+
+/// The Pod of one member.
+///
+/// The etcd container runs an official etcd image with the sidecar as its entrypoint; the
+/// init container (the operator image) copies the sidecar binary into a shared `emptyDir`
+/// first, so nothing in the Pod needs a shell (etcd images are distroless). The etcd version
+/// reaches the sidecar through the downward API from an annotation, because a Pod's env
+/// cannot change while its image can: an upgrade patches both, and the restarted container
+/// reads the new version.
+pub fn member_pod(input: MemberPodInput<'_>) -> Result<Pod, BuildError> {
+    let MemberPodInput {
+        cluster,
+        member,
+        version,
+        seed,
+        endpoints,
+        cluster_client_url,
+        settings,
+    } = input;
+    let name = name_of(cluster)?;
+    let policy = cluster.spec.pod.as_ref();
+    let mut meta = object_meta(
+        cluster,
+        member.to_string(),
+        member_labels(name, member, policy),
+    )?;
+    let mut annotations = policy.map(|p| p.annotations.clone()).unwrap_or_default();
+    annotations.extend(member_annotations(version, seed));
+    meta.annotations = Some(annotations);
+
+    let mut env_vars = vec![
+        env("ETCDOP_CLUSTER", name),
+        env_from_field("ETCDOP_NAMESPACE", "metadata.namespace"),
+        env("ETCDOP_MEMBER_NAME", member),
+        env("ETCDOP_DATA_DIR", DATA_DIR),
+        env("ETCDOP_PEER_URL", &endpoints.peer_url),
+        env("ETCDOP_CLIENT_URL", &endpoints.client_url),
+        env("ETCDOP_LISTEN_PEER_URL", &endpoints.listen_peer_url),
+        env("ETCDOP_LISTEN_CLIENT_URL", &endpoints.listen_client_url),
+        env("ETCDOP_COORDINATOR_URL", &settings.coordinator_url),
+        env("ETCDOP_GRPC_ADDR", &endpoints.grpc_addr),
+        env("ETCDOP_GRPC_URL", &endpoints.sidecar_url),
+        env_from_field(
+            "ETCDOP_ETCD_VERSION",
+            &format!("metadata.annotations['{ANNOTATION_ETCD_VERSION}']"),
+        ),
+        env("ETCDOP_ETCD_BINARY", ETCD_BINARY),
+    ];
+    if let Some(url) = cluster_client_url {
+        env_vars.push(env("ETCDOP_CLUSTER_ENDPOINTS", url));
+    }
+    let port = |name: &str, port: u16| ContainerPort {
+        name: Some(name.to_string()),
+        container_port: i32::from(port),
+        protocol: Some("TCP".into()),
+        ..Default::default()
+    };
+    let data_volume = match &cluster.spec.storage {
+        Some(_) => Volume {
+            name: DATA_VOLUME.into(),
+            persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                claim_name: claim_name(member),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+        None => Volume {
+            name: DATA_VOLUME.into(),
+            empty_dir: Some(EmptyDirVolumeSource::default()),
+            ..Default::default()
+        },
+    };
+    let mount = |name: &str, path: &str, read_only: bool| VolumeMount {
+        name: name.to_string(),
+        mount_path: path.to_string(),
+        read_only: read_only.then_some(true),
+        ..Default::default()
+    };
+    let etcd = Container {
+        name: ETCD_CONTAINER.into(),
+        image: Some(etcd_image(cluster, version)),
+        command: Some(vec![SIDECAR_BINARY.into(), "run".into()]),
+        env: Some(env_vars),
+        ports: Some(vec![
+            port("client", CLIENT_PORT),
+            port("peer", PEER_PORT),
+            port("sidecar", SIDECAR_PORT),
+        ]),
+        readiness_probe: Some(Probe {
+            grpc: Some(GRPCAction {
+                port: i32::from(SIDECAR_PORT),
+                service: Some(SIDECAR_HEALTH_SERVICE.into()),
+            }),
+            period_seconds: Some(5),
+            failure_threshold: Some(3),
+            ..Default::default()
+        }),
+        resources: resources(policy),
+        security_context: Some(restricted_container_security()),
+        volume_mounts: Some(vec![
+            mount(DATA_VOLUME, DATA_DIR, false),
+            mount(SIDECAR_VOLUME, SIDECAR_DIR, true),
+        ]),
+        ..Default::default()
+    };
+    let install = Container {
+        name: INSTALL_CONTAINER.into(),
+        image: Some(settings.operator_image.clone()),
+        image_pull_policy: Some(
+            settings
+                .image_pull_policy
+                .clone()
+                .unwrap_or_else(|| "IfNotPresent".into()),
+        ),
+        command: Some(vec![
+            COORDINATOR_BINARY.into(),
+            "install-sidecar".into(),
+            SIDECAR_DIR.into(),
+        ]),
+        security_context: Some(restricted_container_security()),
+        volume_mounts: Some(vec![mount(SIDECAR_VOLUME, SIDECAR_DIR, false)]),
+        ..Default::default()
+    };
+    Ok(Pod {
+        metadata: meta,
+        spec: Some(PodSpec {
+            hostname: Some(member.to_string()),
+            subdomain: Some(peer_service_name(name)),
+            // Service links would put ETCD_*-looking variables (from a Service named
+            // `etcd-...`) into the environment, and etcd reads every ETCD_* as a flag.
+            enable_service_links: Some(false),
+            automount_service_account_token: Some(false),
+            restart_policy: Some("Always".into()),
+            termination_grace_period_seconds: Some(60),
+            security_context: Some(pod_security()),
+            init_containers: Some(vec![install]),
+            containers: vec![etcd],
+            volumes: Some(vec![
+                data_volume,
+                Volume {
+                    name: SIDECAR_VOLUME.into(),
+                    empty_dir: Some(EmptyDirVolumeSource::default()),
+                    ..Default::default()
+                },
+            ]),
+            affinity: affinity(name, policy.map(|p| p.anti_affinity).unwrap_or_default()),
+            node_selector: policy
+                .map(|p| p.node_selector.clone())
+                .filter(|m| !m.is_empty()),
+            tolerations: tolerations(policy),
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
+}
+
+/// The same Pod moved to `version`: the etcd container's image and the version annotation
+/// change together (only the etcd container restarts; its volumes, the sidecar binary
+/// included, stay).
+pub fn upgraded_pod(mut pod: Pod, image: &str, version: EtcdVersion) -> Pod {
+    pod.metadata
+        .annotations
+        .get_or_insert_with(BTreeMap::new)
+        .insert(ANNOTATION_ETCD_VERSION.to_string(), version.to_string());
+    if let Some(spec) = pod.spec.as_mut() {
+        for c in spec
+            .containers
+            .iter_mut()
+            .filter(|c| c.name == ETCD_CONTAINER)
+        {
+            c.image = Some(image.to_string());
+        }
+    }
+    pod
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::k8s::MemberAddressing;
+    use etcd_operator::resource::EtcdClusterSpec;
+
+    fn cluster(size: i32) -> EtcdCluster {
+        let mut c = EtcdCluster::new(
+            "etcd-cluster",
+            EtcdClusterSpec {
+                size,
+                version: "3.6.15".into(),
+                ..Default::default()
+            },
+        );
+        c.metadata.namespace = Some("default".into());
+        c.metadata.uid = Some("uid-1".into());
+        c
+    }
+
+    #[test]
+    fn quorum_budget_by_size() {
+        for (size, min, max) in [(1, None, Some(1)), (3, Some(2), None), (5, Some(3), None)] {
+            let pdb = pod_disruption_budget(&cluster(size)).unwrap();
+            let spec = pdb.spec.unwrap();
+            assert_eq!(spec.min_available, min.map(IntOrString::Int), "size {size}");
+            assert_eq!(
+                spec.max_unavailable,
+                max.map(IntOrString::Int),
+                "size {size}"
+            );
+        }
+    }
+
+    #[test]
+    fn objects_need_a_server_read_cluster() {
+        let mut c = cluster(3);
+        c.metadata.uid = None;
+        assert_eq!(
+            client_service(&c).unwrap_err(),
+            BuildError::Missing("metadata.uid")
+        );
+        c.metadata.namespace = None;
+        assert_eq!(
+            client_service(&c).unwrap_err(),
+            BuildError::Missing("metadata.namespace")
+        );
+    }
+
+    fn endpoints() -> MemberEndpoints {
+        crate::k8s::PodDns.endpoints(
+            &etcd_operator::ClusterKey::new("default", "etcd-cluster"),
+            "etcd-cluster-0003",
+        )
+    }
+
+    fn settings() -> PodSettings {
+        PodSettings {
+            operator_image: "op:1".into(),
+            image_pull_policy: Some("Always".into()),
+            coordinator_url: "http://etcd-coordinator.default.svc:7400".into(),
+        }
+    }
+
+    #[test]
+    fn pod_options_reach_the_pod_and_cannot_take_the_operators_labels() {
+        use etcd_operator::resource::{PodResources, PodToleration};
+        let mut c = cluster(3);
+        c.spec.storage = Some(StorageSpec {
+            size: "1Gi".into(),
+            storage_class_name: None,
+        });
+        c.spec.pod = Some(PodPolicy {
+            resources: Some(PodResources {
+                requests: BTreeMap::from([("cpu".into(), "250m".into())]),
+                limits: BTreeMap::from([("memory".into(), "1Gi".into())]),
+            }),
+            node_selector: BTreeMap::from([("disk".into(), "ssd".into())]),
+            tolerations: vec![PodToleration {
+                key: Some("dedicated".into()),
+                operator: Some("Equal".into()),
+                value: Some("etcd".into()),
+                effect: Some("NoSchedule".into()),
+                toleration_seconds: None,
+            }],
+            anti_affinity: AntiAffinity::Required,
+            labels: BTreeMap::from([
+                ("team".into(), "storage".into()),
+                (LABEL_CLUSTER.into(), "someone-else".into()),
+            ]),
+            annotations: BTreeMap::from([
+                ("note".into(), "hi".into()),
+                (ANNOTATION_SEED.into(), "true".into()),
+            ]),
+        });
+        let e = endpoints();
+        let s = settings();
+        let pod = member_pod(MemberPodInput {
+            cluster: &c,
+            member: "etcd-cluster-0003",
+            version: EtcdVersion::new(3, 6, 15),
+            seed: false,
+            endpoints: &e,
+            cluster_client_url: None,
+            settings: &s,
+        })
+        .unwrap();
+        let labels = pod.metadata.labels.as_ref().unwrap();
+        assert_eq!(labels["team"], "storage");
+        assert_eq!(labels[LABEL_CLUSTER], "etcd-cluster", "selector labels win");
+        let annotations = pod.metadata.annotations.as_ref().unwrap();
+        assert_eq!(annotations["note"], "hi");
+        assert_eq!(annotations[ANNOTATION_SEED], "false", "the seed flag wins");
+        let spec = pod.spec.unwrap();
+        assert_eq!(
+            spec.node_selector,
+            Some(BTreeMap::from([("disk".into(), "ssd".into())]))
+        );
+        let t = &spec.tolerations.unwrap()[0];
+        assert_eq!(
+            (t.key.as_deref(), t.value.as_deref(), t.effect.as_deref()),
+            (Some("dedicated"), Some("etcd"), Some("NoSchedule"))
+        );
+        let anti = spec.affinity.unwrap().pod_anti_affinity.unwrap();
+        assert!(
+            anti.preferred_during_scheduling_ignored_during_execution
+                .is_none()
+        );
+        assert_eq!(
+            anti.required_during_scheduling_ignored_during_execution
+                .unwrap()[0]
+                .topology_key,
+            "kubernetes.io/hostname"
+        );
+        let etcd = &spec.containers[0];
+        let r = etcd.resources.as_ref().unwrap();
+        assert_eq!(r.requests.as_ref().unwrap()["cpu"].0, "250m");
+        assert_eq!(r.limits.as_ref().unwrap()["memory"].0, "1Gi");
+        assert!(
+            !etcd
+                .env
+                .iter()
+                .flatten()
+                .any(|e| e.name == "ETCDOP_CLUSTER_ENDPOINTS")
+        );
+        let init = &spec.init_containers.unwrap()[0];
+        assert_eq!(init.image_pull_policy.as_deref(), Some("Always"));
+        let data = &spec.volumes.unwrap()[0];
+        assert_eq!(
+            data.persistent_volume_claim.as_ref().unwrap().claim_name,
+            "etcd-cluster-0003-data"
+        );
+
+        c.spec.pod.as_mut().unwrap().anti_affinity = AntiAffinity::None;
+        let none = member_pod(MemberPodInput {
+            cluster: &c,
+            member: "etcd-cluster-0003",
+            version: EtcdVersion::new(3, 6, 15),
+            seed: false,
+            endpoints: &e,
+            cluster_client_url: None,
+            settings: &s,
+        })
+        .unwrap();
+        assert!(none.spec.unwrap().affinity.is_none());
+    }
+
+    #[test]
+    fn an_upgrade_changes_only_the_image_and_the_version() {
+        let c = cluster(3);
+        let e = endpoints();
+        let s = settings();
+        let pod = member_pod(MemberPodInput {
+            cluster: &c,
+            member: "etcd-cluster-0003",
+            version: EtcdVersion::new(3, 6, 15),
+            seed: false,
+            endpoints: &e,
+            cluster_client_url: Some("http://etcd-cluster.default.svc:2379"),
+            settings: &s,
+        })
+        .unwrap();
+        let to = EtcdVersion::new(3, 7, 2);
+        let up = upgraded_pod(pod.clone(), &etcd_image(&c, to), to);
+        assert_eq!(
+            up.metadata.annotations.as_ref().unwrap()[ANNOTATION_ETCD_VERSION],
+            "3.7.2"
+        );
+        let mut spec = up.spec.unwrap();
+        assert_eq!(
+            spec.containers[0].image.as_deref(),
+            Some("gcr.io/etcd-development/etcd:v3.7.2")
+        );
+        spec.containers[0].image = pod.spec.as_ref().unwrap().containers[0].image.clone();
+        assert_eq!(Some(spec), pod.spec);
+    }
+
+    #[test]
+    fn images_follow_the_repository() {
+        let mut c = cluster(3);
+        let v = EtcdVersion::new(3, 6, 15);
+        assert_eq!(etcd_image(&c, v), "gcr.io/etcd-development/etcd:v3.6.15");
+        c.spec.repository = Some("quay.io/coreos/etcd".into());
+        assert_eq!(etcd_image(&c, v), "quay.io/coreos/etcd:v3.6.15");
+        assert_eq!(
+            selector_string("etcd-cluster"),
+            "etcd.operator.rs/cluster=etcd-cluster"
+        );
+    }
+}

@@ -1,0 +1,97 @@
+//! The Kubernetes runtime: `EtcdCluster` objects in the API server, members as Pods.
+//!
+//! The same brain as local mode ([`crate::controller::ClusterController`] over the pure
+//! planner); what changes is where members live and where status goes. One reconcile of an
+//! `EtcdCluster` is a pipeline (kube-runtime calls it on every change of the object or of
+//! the Pods, Services and PodDisruptionBudgets it owns, and on a short timer because etcd's
+//! health changes without any watch event):
+//!
+//! 1. dereference (no client): the raw object is parsed into an [`EtcdCluster`]; a
+//!    malformed one gets an `Invalid` status and an Event, and the watch goes on;
+//! 2. finalizer (client required): added before anything is created, so a deletion always
+//!    passes through [`reconcile`]'s cleanup;
+//! 3. validate (no client): an invalid spec touches nothing; the controller refuses it
+//!    with a condition and the reconciler publishes an Event;
+//! 4. build (no client, [`build`]): Services, PodDisruptionBudget, member Pods and claims
+//!    are pure functions of the spec;
+//! 5. apply (client required): peer Service first (members need their DNS names before
+//!    they start), then the client Service, then the PodDisruptionBudget; then one
+//!    observe -> plan -> act pass of the controller, whose act step creates, deletes or
+//!    patches Pods through [`runtime::KubeRuntime`];
+//! 6. status (client required): the controller's status is converted ([`status`]) and
+//!    written with server-side apply to the status subresource.
+//!
+//! Only the holder of a `coordination.k8s.io` Lease reconciles ([`leader`]); the
+//! operator's wiring is in [`operator`].
+//!
+//! [`EtcdCluster`]: etcd_operator::resource::EtcdCluster
+//! [`reconcile`]: reconcile::reconcile
+
+pub mod addressing;
+pub mod build;
+pub mod error;
+pub mod install;
+pub mod leader;
+pub mod operator;
+pub mod reconcile;
+pub mod runtime;
+pub mod status;
+
+pub use addressing::{MemberAddressing, MemberEndpoints, PodDns};
+pub use error::Error;
+pub use reconcile::{Context, reconcile};
+pub use runtime::KubeRuntime;
+
+/// Finalizer on every `EtcdCluster` the operator manages.
+pub const FINALIZER: &str = "etcd.operator.rs/cleanup";
+/// Annotation on the `EtcdCluster`: the next member ordinal never used, written before the
+/// Pod of a new member is created (ordinals are never reused).
+pub const ANNOTATION_NEXT_ORDINAL: &str = "etcd.operator.rs/next-ordinal";
+/// Annotation on a member Pod (and claim): `"true"` on the member that bootstraps the cluster.
+pub const ANNOTATION_SEED: &str = "etcd.operator.rs/seed";
+/// Annotation on a member Pod (and claim): the etcd version it runs. The sidecar reads it
+/// through the downward API, so an upgrade patches it together with the image.
+pub const ANNOTATION_ETCD_VERSION: &str = "etcd.operator.rs/etcd-version";
+/// Label on the coordinator Pod that holds the leader Lease; the coordinator Service
+/// selects it, so sidecars always talk to the coordinator that acts.
+pub const LABEL_COORDINATOR_LEADER: &str = "etcd.operator.rs/coordinator-leader";
+/// Field manager of every server-side apply.
+pub const FIELD_MANAGER: &str = "etcd-operator";
+
+/// etcd's client port.
+pub const CLIENT_PORT: u16 = 2379;
+/// etcd's peer port.
+pub const PEER_PORT: u16 = 2380;
+/// The sidecar's gRPC port.
+pub const SIDECAR_PORT: u16 = 7401;
+/// The coordinator's gRPC port.
+pub const COORDINATOR_PORT: u16 = 7400;
+
+/// Where official etcd images come from; the tag is `v<version>`.
+pub const DEFAULT_REPOSITORY: &str = "gcr.io/etcd-development/etcd";
+/// The etcd binary inside the official images (3.5 and later are distroless).
+pub const ETCD_BINARY: &str = "/usr/local/bin/etcd";
+/// The shared volume the init container copies the sidecar into.
+pub const SIDECAR_DIR: &str = "/opt/etcd-operator";
+/// The sidecar binary inside member Pods.
+pub const SIDECAR_BINARY: &str = "/opt/etcd-operator/etcd-sidecar";
+/// The member directory inside member Pods (etcd's data in `<dir>/etcd`).
+pub const DATA_DIR: &str = "/var/lib/etcd";
+/// Name of the etcd container of a member Pod.
+pub const ETCD_CONTAINER: &str = "etcd";
+/// Name of the init container that installs the sidecar.
+pub const INSTALL_CONTAINER: &str = "install-sidecar";
+/// The coordinator image's binary (runs `install-sidecar` as the init container).
+pub const COORDINATOR_BINARY: &str = "/usr/local/bin/etcd-coordinator";
+/// User and group id of every operator process in a Pod (distroless `nonroot`).
+pub const NONROOT_ID: i64 = 65532;
+
+/// Name of the headless Service that gives members their peer DNS names.
+pub fn peer_service_name(cluster: &str) -> String {
+    format!("{cluster}-peer")
+}
+
+/// Name of the PersistentVolumeClaim of a member.
+pub fn claim_name(member: &str) -> String {
+    format!("{member}-data")
+}

@@ -1,0 +1,229 @@
+//! `etcd-coordinator kubernetes`: the coordinator in a cluster. Serves gRPC (every replica,
+//! so probes pass), takes part in leader election, and while it leads runs the kube-runtime
+//! controller over `EtcdCluster` objects and the Pods, Services and PodDisruptionBudgets
+//! they own. Losing the Lease stops the controller (any reconcile under way is dropped) and
+//! forgets everything learned under it: the next leader starts from the cluster's truth.
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use etcd_operator::{
+    naming::{LABEL_MANAGED_BY, MANAGER},
+    resource::EtcdCluster,
+};
+use futures::StreamExt;
+use k8s_openapi::api::{
+    core::v1::{Pod, Service},
+    policy::v1::PodDisruptionBudget,
+};
+use kube::{
+    Client,
+    api::{Api, ApiResource, DynamicObject, Patch, PatchParams},
+    runtime::{Controller, events::Reporter, watcher},
+};
+use serde_json::json;
+use tokio::sync::watch;
+use tracing::{debug, info, warn};
+
+use super::{
+    COORDINATOR_PORT, KubeRuntime, LABEL_COORDINATOR_LEADER, PodDns,
+    build::PodSettings,
+    leader::{LeaderElector, LeaseSettings},
+    reconcile::{Context, error_policy, reconcile},
+};
+use crate::{plan::Policy, registry::Registry, server};
+
+/// The name of the coordinator container in its Deployment (its image is the operator image).
+pub const COORDINATOR_CONTAINER: &str = "coordinator";
+
+/// Options of `etcd-coordinator kubernetes`.
+#[derive(Clone, Debug)]
+pub struct KubernetesOptions {
+    /// The namespace whose clusters are managed; `None` for every namespace (needs
+    /// cluster-wide permissions).
+    pub watch_namespace: Option<String>,
+    /// The coordinator's own namespace (downward API).
+    pub pod_namespace: String,
+    /// The coordinator's own Pod name (downward API): its identity in the election.
+    pub pod_name: String,
+    /// Where gRPC is served.
+    pub grpc_addr: SocketAddr,
+    /// The URL sidecars reach the coordinator on (default: its Service in its namespace).
+    pub coordinator_url: Option<String>,
+    /// The operator image for the init containers (default: this Pod's own image).
+    pub operator_image: Option<String>,
+    /// Pull policy of the operator image in member Pods.
+    pub image_pull_policy: Option<String>,
+    /// Name of the leader Lease; `None` runs without election (one replica only).
+    pub lease_name: Option<String>,
+    /// Planner tunables.
+    pub policy: Policy,
+}
+
+/// The coordinator Service's URL in `namespace`.
+pub fn default_coordinator_url(namespace: &str) -> String {
+    format!("http://etcd-coordinator.{namespace}.svc:{COORDINATOR_PORT}")
+}
+
+async fn own_image(client: &Client, opts: &KubernetesOptions) -> anyhow::Result<String> {
+    if let Some(image) = &opts.operator_image {
+        return Ok(image.clone());
+    }
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &opts.pod_namespace);
+    let pod = pods.get(&opts.pod_name).await.map_err(|e| {
+        anyhow::anyhow!(
+            "reading this Pod ({}/{}) for the operator image: {e}; set ETCDOP_OPERATOR_IMAGE",
+            opts.pod_namespace,
+            opts.pod_name
+        )
+    })?;
+    pod.spec
+        .and_then(|s| {
+            s.containers
+                .into_iter()
+                .find(|c| c.name == COORDINATOR_CONTAINER)
+        })
+        .and_then(|c| c.image)
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "this Pod has no container {COORDINATOR_CONTAINER:?}; set ETCDOP_OPERATOR_IMAGE"
+            )
+        })
+}
+
+/// Marks (or unmarks) this coordinator's Pod as the leader the Service routes to.
+async fn label_leader(client: &Client, opts: &KubernetesOptions, leading: bool) {
+    if opts.pod_name.is_empty() {
+        return;
+    }
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &opts.pod_namespace);
+    let patch = json!({"metadata": {"labels": {LABEL_COORDINATOR_LEADER: leading.to_string()}}});
+    if let Err(e) = pods
+        .patch(
+            &opts.pod_name,
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await
+    {
+        warn!(error = %e, leading, "could not label this coordinator's Pod");
+    }
+}
+
+/// Runs the controller until the stream ends (it ends only on shutdown of its inputs).
+async fn run_controller(ctx: Arc<Context>, watch_namespace: Option<String>) {
+    let client = ctx.client.clone();
+    let resource = ApiResource::erase::<EtcdCluster>(&());
+    let (clusters, pods, services, budgets) = match &watch_namespace {
+        Some(ns) => (
+            Api::<DynamicObject>::namespaced_with(client.clone(), ns, &resource),
+            Api::<Pod>::namespaced(client.clone(), ns),
+            Api::<Service>::namespaced(client.clone(), ns),
+            Api::<PodDisruptionBudget>::namespaced(client.clone(), ns),
+        ),
+        None => (
+            Api::<DynamicObject>::all_with(client.clone(), &resource),
+            Api::<Pod>::all(client.clone()),
+            Api::<Service>::all(client.clone()),
+            Api::<PodDisruptionBudget>::all(client.clone()),
+        ),
+    };
+    let owned = watcher::Config::default().labels(&format!("{LABEL_MANAGED_BY}={MANAGER}"));
+    Controller::new_with(clusters, watcher::Config::default(), resource)
+        .owns(pods, owned.clone())
+        .owns(services, owned.clone())
+        .owns(budgets, owned)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            match result {
+                Ok((obj, _)) => debug!(cluster = %obj.name, "reconciled"),
+                Err(e) => warn!(error = %e, "controller"),
+            }
+        })
+        .await;
+}
+
+/// Runs until `shutdown` resolves.
+pub async fn run_kubernetes(
+    opts: KubernetesOptions,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let client = Client::try_default().await?;
+    let operator_image = own_image(&client, &opts).await?;
+    let coordinator_url = opts
+        .coordinator_url
+        .clone()
+        .unwrap_or_else(|| default_coordinator_url(&opts.pod_namespace));
+    let registry = Registry::new();
+    let listener = tokio::net::TcpListener::bind(opts.grpc_addr).await?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let server = tokio::spawn(server::serve(listener, registry.clone(), stop_rx.clone()));
+    info!(addr = %opts.grpc_addr, %operator_image, %coordinator_url, namespace = opts.watch_namespace.as_deref().unwrap_or("(all)"), "coordinator starting");
+
+    let runtime = Arc::new(KubeRuntime::new(
+        client.clone(),
+        PodSettings {
+            operator_image,
+            image_pull_policy: opts.image_pull_policy.clone(),
+            coordinator_url,
+        },
+        Arc::new(PodDns),
+    ));
+    let reporter = Reporter {
+        controller: "etcd-operator".into(),
+        instance: (!opts.pod_name.is_empty()).then(|| opts.pod_name.clone()),
+    };
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        registry.clone(),
+        Arc::clone(&runtime),
+        reporter,
+        opts.policy,
+    ));
+
+    let (leading_tx, mut leading) = watch::channel(opts.lease_name.is_none());
+    let elector = opts.lease_name.as_ref().map(|lease| {
+        let identity = if opts.pod_name.is_empty() {
+            format!("etcd-coordinator-{}", std::process::id())
+        } else {
+            opts.pod_name.clone()
+        };
+        let elector = LeaderElector::new(
+            client.clone(),
+            LeaseSettings::new(lease.clone(), opts.pod_namespace.clone(), identity),
+        );
+        tokio::spawn(elector.run(leading_tx, stop_rx.clone()))
+    });
+    label_leader(&client, &opts, false).await;
+
+    let mut shutdown = std::pin::pin!(shutdown);
+    'outer: loop {
+        tokio::select! {
+            r = leading.wait_for(|l| *l) => if r.is_err() { break 'outer },
+            _ = &mut shutdown => break 'outer,
+        }
+        label_leader(&client, &opts, true).await;
+        let stopped = tokio::select! {
+            _ = run_controller(Arc::clone(&ctx), opts.watch_namespace.clone()) => false,
+            _ = leading.wait_for(|l| !*l) => false,
+            _ = &mut shutdown => true,
+        };
+        // Whatever was learned under this term (reports, grants) is dropped: a later term
+        // reads the truth again before it grants anything.
+        for key in registry.keys() {
+            registry.remove(&key);
+        }
+        runtime.forget_all();
+        label_leader(&client, &opts, false).await;
+        if stopped {
+            break;
+        }
+        info!("not leading: waiting for the lease");
+    }
+    info!("shutting down");
+    let _ = stop_tx.send(true);
+    if let Some(elector) = elector {
+        let _ = tokio::time::timeout(Duration::from_secs(5), elector).await;
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
+    Ok(())
+}

@@ -1,0 +1,454 @@
+//! One reconcile of one `EtcdCluster` (the pipeline of the module doc of [`super`]).
+//!
+//! The watched type is the raw object ([`DynamicObject`]): a document that does not parse as
+//! an `EtcdCluster` reaches [`reconcile`] like any other, gets an `Invalid` status and an
+//! Event, and the watch of every other cluster goes on.
+
+use std::{sync::Arc, time::Duration};
+
+use etcd_operator::{
+    ClusterKey,
+    resource::{ClusterCondition, EtcdCluster, EtcdClusterStatus},
+    validate::validate_cluster,
+};
+use k8s_openapi::api::{core::v1::Service, policy::v1::PodDisruptionBudget};
+use kube::{
+    Client, Resource, ResourceExt,
+    api::{Api, ApiResource, DynamicObject, Patch, PatchParams},
+    runtime::{
+        controller::Action,
+        events::{Event, EventType, Recorder, Reporter},
+    },
+};
+use serde::Serialize;
+use serde_json::json;
+use tracing::{info, instrument, warn};
+
+use super::{
+    FIELD_MANAGER, FINALIZER, KubeRuntime,
+    build::{self, BuildError},
+    error::Error,
+    status::resource_status,
+};
+use crate::{
+    controller::{ClusterController, Outcome, rfc3339_now},
+    plan::{Action as PlanAction, Policy},
+    registry::Registry,
+};
+
+/// What every reconcile shares.
+pub struct Context {
+    /// The API client.
+    pub client: Client,
+    /// The coordinator's registry (sidecars' reports and grants), shared with the gRPC side.
+    pub registry: Registry,
+    /// Where members live.
+    pub runtime: Arc<KubeRuntime>,
+    /// Publishes Events.
+    pub recorder: Recorder,
+    /// Planner tunables.
+    pub policy: Policy,
+    /// When to look again at a cluster that matches its spec (etcd's health changes without
+    /// any watch event).
+    pub steady_requeue: Duration,
+    /// When to look again while a change is under way.
+    pub busy_requeue: Duration,
+    resource: ApiResource,
+}
+
+impl Context {
+    /// A context with the default timers (3 s steady, 1 s while changing).
+    pub fn new(
+        client: Client,
+        registry: Registry,
+        runtime: Arc<KubeRuntime>,
+        reporter: Reporter,
+        policy: Policy,
+    ) -> Self {
+        Self {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            registry,
+            runtime,
+            policy,
+            steady_requeue: Duration::from_secs(3),
+            busy_requeue: Duration::from_secs(1),
+            resource: ApiResource::erase::<EtcdCluster>(&()),
+        }
+    }
+
+    /// The `EtcdCluster` API of a namespace, untyped.
+    pub fn clusters(&self, namespace: &str) -> Api<DynamicObject> {
+        Api::namespaced_with(self.client.clone(), namespace, &self.resource)
+    }
+
+    async fn publish(&self, obj: &DynamicObject, type_: EventType, reason: &str, note: String) {
+        let event = Event {
+            type_,
+            reason: reason.to_string(),
+            note: Some(truncate(note, 1000)),
+            action: reason.to_string(),
+            secondary: None,
+        };
+        if let Err(e) = self
+            .recorder
+            .publish(&event, &obj.object_ref(&self.resource))
+            .await
+        {
+            warn!(error = %e, reason, "could not publish an event");
+        }
+    }
+}
+
+fn truncate(mut s: String, max: usize) -> String {
+    if s.len() > max {
+        let mut end = max;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+    }
+    s
+}
+
+/// Reconciles one `EtcdCluster`: the entry point kube-runtime calls.
+///
+/// The finalizer goes on before anything is created and comes off only after cleanup.
+/// Both writes are merge patches carrying the `resourceVersion` read, so a concurrent
+/// change of the finalizer list by anyone else makes them fail and retry instead of
+/// overwriting it.
+#[instrument(skip_all, fields(namespace = obj.namespace().unwrap_or_default(), cluster = %obj.name_any()))]
+pub async fn reconcile(obj: Arc<DynamicObject>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let namespace = obj
+        .namespace()
+        .ok_or(Error::MissingMetadata("metadata.namespace"))?;
+    let has_finalizer = obj.finalizers().iter().any(|f| f == FINALIZER);
+    let deleting = obj.metadata.deletion_timestamp.is_some();
+    match (has_finalizer, deleting) {
+        (false, false) => {
+            let mut finalizers = obj.finalizers().to_vec();
+            finalizers.push(FINALIZER.to_string());
+            set_finalizers(&ctx, &obj, &namespace, finalizers, "add finalizer").await?;
+            // The patch is a change: the next reconcile comes with it.
+            Ok(Action::await_change())
+        }
+        (true, false) => {
+            let result = apply(&obj, &ctx).await;
+            if let Err(e) = &result {
+                report_failure(&obj, &ctx, e).await;
+            }
+            result
+        }
+        (true, true) => {
+            let action = cleanup(&obj, &ctx).await?;
+            let finalizers = obj
+                .finalizers()
+                .iter()
+                .filter(|f| *f != FINALIZER)
+                .cloned()
+                .collect();
+            set_finalizers(&ctx, &obj, &namespace, finalizers, "remove finalizer").await?;
+            Ok(action)
+        }
+        (false, true) => Ok(Action::await_change()),
+    }
+}
+
+async fn set_finalizers(
+    ctx: &Context,
+    obj: &DynamicObject,
+    namespace: &str,
+    finalizers: Vec<String>,
+    op: &'static str,
+) -> Result<(), Error> {
+    let name = obj.name_any();
+    let patch = json!({"metadata": {
+        "resourceVersion": obj.resource_version(),
+        "finalizers": finalizers,
+    }});
+    ctx.clusters(namespace)
+        .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .map(|_| ())
+        .map_err(Error::kube(op, format!("{namespace}/{name}")))
+}
+
+/// What kube-runtime does after a failed reconcile: log it and look again soon.
+pub fn error_policy(obj: Arc<DynamicObject>, error: &Error, _ctx: Arc<Context>) -> Action {
+    warn!(cluster = %obj.name_any(), error = %error, category = error.category(), "reconcile failed");
+    Action::requeue(Duration::from_secs(5))
+}
+
+/// Parses the raw object; the message says what is wrong with it.
+pub fn parse_cluster(obj: &DynamicObject) -> Result<EtcdCluster, String> {
+    let value = serde_json::to_value(obj).map_err(|e| e.to_string())?;
+    serde_json::from_value(value).map_err(|e| e.to_string())
+}
+
+async fn apply(obj: &DynamicObject, ctx: &Context) -> Result<Action, Error> {
+    let name = obj.name_any();
+    let namespace = obj
+        .namespace()
+        .ok_or(Error::MissingMetadata("metadata.namespace"))?;
+    let key = ClusterKey::new(namespace.clone(), name.clone());
+    let cluster = match parse_cluster(obj) {
+        Ok(c) => c,
+        Err(message) => return refuse_malformed(obj, ctx, &key, message).await,
+    };
+    ctx.runtime.track(&key, &cluster);
+    // An invalid spec touches nothing: the controller refuses it and only status changes.
+    if validate_cluster(&cluster).is_ok() {
+        apply_owned(&cluster, ctx).await?;
+    }
+    let previous = cluster.status.clone().unwrap_or_default();
+    let controller = ClusterController::new(
+        key.clone(),
+        Arc::clone(&ctx.runtime),
+        ctx.registry.clone(),
+        ctx.policy,
+    );
+    let outcome = controller.reconcile(&cluster).await;
+    let status = resource_status(&name, &outcome.status);
+    write_status(ctx, &namespace, &name, &status).await?;
+    publish_outcome(obj, ctx, &previous, &status, &outcome).await;
+    let busy = outcome.plan.action.changes_something()
+        || matches!(outcome.plan.action, PlanAction::Wait { .. })
+        || outcome.error.is_some();
+    Ok(Action::requeue(if busy {
+        ctx.busy_requeue
+    } else {
+        ctx.steady_requeue
+    }))
+}
+
+/// Applies the Services and the PodDisruptionBudget, in this order: the peer Service
+/// first (members need their DNS names before they start), then the client Service, then
+/// the budget.
+async fn apply_owned(cluster: &EtcdCluster, ctx: &Context) -> Result<(), Error> {
+    let name = cluster.name_any();
+    let namespace = cluster.namespace().unwrap_or_default();
+    let built = |source: BuildError| Error::Build {
+        cluster: format!("{namespace}/{name}"),
+        source,
+    };
+    let services: Api<Service> = Api::namespaced(ctx.client.clone(), &namespace);
+    for service in [
+        build::peer_service(cluster).map_err(built)?,
+        build::client_service(cluster).map_err(built)?,
+    ] {
+        server_side_apply(&services, &service, "apply Service").await?;
+    }
+    let budgets: Api<PodDisruptionBudget> = Api::namespaced(ctx.client.clone(), &namespace);
+    server_side_apply(
+        &budgets,
+        &build::pod_disruption_budget(cluster).map_err(built)?,
+        "apply PodDisruptionBudget",
+    )
+    .await
+}
+
+async fn server_side_apply<K>(api: &Api<K>, object: &K, op: &'static str) -> Result<(), Error>
+where
+    K: Resource + Clone + Serialize + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let name = object.meta().name.clone().unwrap_or_default();
+    api.patch(
+        &name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(object),
+    )
+    .await
+    .map(|_| ())
+    .map_err(Error::kube(op, name))
+}
+
+async fn write_status(
+    ctx: &Context,
+    namespace: &str,
+    name: &str,
+    status: &EtcdClusterStatus,
+) -> Result<(), Error> {
+    let patch = json!({
+        "apiVersion": EtcdCluster::api_version(&()),
+        "kind": EtcdCluster::kind(&()),
+        "status": status,
+    });
+    ctx.clusters(namespace)
+        .patch_status(
+            name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await
+        .map(|_| ())
+        .map_err(Error::kube("write status", format!("{namespace}/{name}")))
+}
+
+/// A malformed object: an `Invalid` status and an Event; nothing else is touched, and the
+/// object is looked at again when it changes.
+async fn refuse_malformed(
+    obj: &DynamicObject,
+    ctx: &Context,
+    key: &ClusterKey,
+    message: String,
+) -> Result<Action, Error> {
+    warn!(cluster = %key, error = %message, "malformed EtcdCluster");
+    let status = EtcdClusterStatus {
+        phase: "Invalid".into(),
+        conditions: vec![ClusterCondition {
+            type_: "SpecValid".into(),
+            status: "False".into(),
+            reason: "Malformed".into(),
+            message: format!("the object is not a valid EtcdCluster: {message}"),
+            last_transition_time: rfc3339_now(),
+        }],
+        observed_generation: obj.metadata.generation,
+        selector: build::selector_string(&key.name),
+        ..Default::default()
+    };
+    write_status(ctx, &key.namespace, &key.name, &status).await?;
+    ctx.publish(
+        obj,
+        EventType::Warning,
+        "Malformed",
+        format!("the object is not a valid EtcdCluster: {message}"),
+    )
+    .await;
+    Ok(Action::await_change())
+}
+
+/// Events for people: what the controller did, what it refused, what failed, and phase
+/// changes.
+async fn publish_outcome(
+    obj: &DynamicObject,
+    ctx: &Context,
+    previous: &EtcdClusterStatus,
+    status: &EtcdClusterStatus,
+    outcome: &Outcome,
+) {
+    match &outcome.plan.action {
+        PlanAction::RefuseSpec { message } => {
+            ctx.publish(obj, EventType::Warning, "InvalidSpec", message.clone())
+                .await;
+        }
+        action if action.changes_something() => {
+            let reason = camel(action.kind());
+            let note = match (action.member(), &outcome.error) {
+                (Some(m), None) => format!("{} {m}", action.kind().replace('_', " ")),
+                (None, None) => action.kind().replace('_', " "),
+                (m, Some(e)) => format!(
+                    "{} {} failed: {e}",
+                    action.kind().replace('_', " "),
+                    m.unwrap_or("")
+                ),
+            };
+            let type_ = if outcome.error.is_some() {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            };
+            ctx.publish(obj, type_, &reason, note).await;
+        }
+        _ => {}
+    }
+    if previous.phase != status.phase && !status.phase.is_empty() {
+        info!(from = %previous.phase, to = %status.phase, "phase changed");
+        let from = if previous.phase.is_empty() {
+            "-"
+        } else {
+            &previous.phase
+        };
+        ctx.publish(
+            obj,
+            EventType::Normal,
+            "PhaseChanged",
+            format!(
+                "{from} -> {} ({}/{} ready)",
+                status.phase, status.ready_members, status.size
+            ),
+        )
+        .await;
+    }
+}
+
+/// A failed reconcile becomes an Event and a `ReconcileFailed` condition, the rest of the
+/// status kept as it was.
+async fn report_failure(obj: &DynamicObject, ctx: &Context, error: &Error) {
+    ctx.publish(obj, EventType::Warning, error.reason(), error.to_string())
+        .await;
+    let (Some(namespace), name) = (obj.namespace(), obj.name_any()) else {
+        return;
+    };
+    let mut status: EtcdClusterStatus = obj
+        .data
+        .get("status")
+        .cloned()
+        .and_then(|s| serde_json::from_value(s).ok())
+        .unwrap_or_default();
+    let condition = ClusterCondition {
+        type_: "ReconcileFailed".into(),
+        status: "True".into(),
+        reason: error.reason().into(),
+        message: truncate(error.to_string(), 1000),
+        last_transition_time: rfc3339_now(),
+    };
+    status.conditions.retain(|c| c.type_ != condition.type_);
+    status.conditions.push(condition);
+    if let Err(e) = write_status(ctx, &namespace, &name, &status).await {
+        warn!(error = %e, "could not record the failure in the status");
+    }
+}
+
+async fn cleanup(obj: &DynamicObject, ctx: &Context) -> Result<Action, Error> {
+    let key = ClusterKey::new(obj.namespace().unwrap_or_default(), obj.name_any());
+    // Pods, claims, Services and the budget are owned by the cluster: the garbage
+    // collector removes them. What is left is the coordinator's own memory of it.
+    ctx.registry.remove(&key);
+    ctx.runtime.forget(&key);
+    info!(cluster = %key, "cluster deleted; its objects go with it");
+    ctx.publish(
+        obj,
+        EventType::Normal,
+        "Deleted",
+        "the cluster's members and services are deleted with it".into(),
+    )
+    .await;
+    Ok(Action::await_change())
+}
+
+/// `create_member` -> `CreateMember`.
+fn camel(word: &str) -> String {
+    word.split(['_', '-'])
+        .map(|w| {
+            let mut c = w.chars();
+            c.next()
+                .map(|f| f.to_ascii_uppercase().to_string() + c.as_str())
+                .unwrap_or_default()
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn malformed_objects_are_told_apart() {
+        let good: DynamicObject = serde_json::from_value(json!({
+            "apiVersion": "etcd.operator.rs/v1alpha1", "kind": "EtcdCluster",
+            "metadata": {"name": "a", "namespace": "ns"},
+            "spec": {"size": 3, "version": "3.6.15"}
+        }))
+        .unwrap();
+        assert_eq!(parse_cluster(&good).unwrap().spec.size, 3);
+        let bad: DynamicObject = serde_json::from_value(json!({
+            "apiVersion": "etcd.operator.rs/v1alpha1", "kind": "EtcdCluster",
+            "metadata": {"name": "a", "namespace": "ns"},
+            "spec": {"size": "three", "version": "3.6.15"}
+        }))
+        .unwrap();
+        assert!(parse_cluster(&bad).unwrap_err().contains("invalid type"));
+        assert_eq!(camel("remove_dead_member"), "RemoveDeadMember");
+        assert_eq!(truncate("héllo".into(), 2), "h");
+    }
+}

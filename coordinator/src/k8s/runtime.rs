@@ -1,0 +1,476 @@
+//! Members as Pods: the [`Runtime`] the controller acts through on Kubernetes.
+//!
+//! A member is a Pod named after it, built by [`super::build::member_pod`] and owned by the
+//! `EtcdCluster`. The next ordinal is an annotation on the `EtcdCluster`, written before a
+//! Pod is created, so an ordinal is never used twice, whatever fails when. With
+//! `spec.storage`, each member also has a claim; a member whose Pod is gone but whose
+//! claim stays (a drained node) gets its Pod back on the same data, as a restarted process
+//! does in local mode.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::{Arc, Mutex},
+};
+
+use etcd_operator::{
+    ClusterKey, EtcdVersion, grant::UnixMillis, naming::member_ordinal, resource::EtcdCluster,
+};
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
+use kube::{
+    Client, ResourceExt,
+    api::{
+        Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams,
+    },
+};
+use serde_json::json;
+use tracing::{info, warn};
+
+use super::{
+    ANNOTATION_ETCD_VERSION, ANNOTATION_NEXT_ORDINAL, ANNOTATION_SEED, CLIENT_PORT,
+    MemberAddressing,
+    build::{self, MemberPodInput, PodSettings},
+    claim_name,
+    status::{PodLiveness, pod_liveness},
+};
+use crate::{
+    registry::now_ms,
+    runtime::{MemberInfo, Runtime, RuntimeError},
+};
+
+/// How often a Pod update is retried on a conflict (the kubelet writes its status).
+const CONFLICT_RETRIES: usize = 5;
+
+/// What a member's Pod (or claim) says about it.
+struct PodFacts {
+    ordinal: u32,
+    liveness: PodLiveness,
+    version: EtcdVersion,
+    seed: bool,
+}
+
+#[derive(Default)]
+struct Tracked {
+    cluster: Option<Arc<EtcdCluster>>,
+    /// The next ordinal as last written or read (at least the annotation's value).
+    next_ordinal: u32,
+    /// One past the highest ordinal of any Pod or claim seen.
+    past_seen: u32,
+    /// Since when each member has been down (coordinator clock).
+    down_since: HashMap<String, UnixMillis>,
+}
+
+/// The Kubernetes runtime.
+pub struct KubeRuntime {
+    client: Client,
+    settings: PodSettings,
+    addressing: Arc<dyn MemberAddressing>,
+    /// Whether member Pods get `ETCDOP_CLUSTER_ENDPOINTS` (the client Service's URL).
+    cluster_endpoints: bool,
+    tracked: Mutex<HashMap<ClusterKey, Tracked>>,
+}
+
+fn other(context: &str) -> impl FnOnce(kube::Error) -> RuntimeError + '_ {
+    move |e| RuntimeError::Other(format!("{context}: {e}"))
+}
+
+fn is_status(e: &kube::Error, code: u16) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == code)
+}
+
+/// The annotation's next ordinal, 0 when absent or unreadable.
+pub fn annotated_next_ordinal(cluster: &EtcdCluster) -> u32 {
+    cluster
+        .annotations()
+        .get(ANNOTATION_NEXT_ORDINAL)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The etcd version of a member's Pod (or claim): its annotation, else its image tag.
+pub fn object_version(
+    annotations: &BTreeMap<String, String>,
+    image: Option<&str>,
+) -> Option<EtcdVersion> {
+    annotations
+        .get(ANNOTATION_ETCD_VERSION)
+        .and_then(|v| v.parse().ok())
+        .or_else(|| image?.rsplit_once(':')?.1.parse().ok())
+}
+
+fn pod_image(pod: &Pod) -> Option<&str> {
+    pod.spec
+        .as_ref()?
+        .containers
+        .iter()
+        .find(|c| c.name == super::ETCD_CONTAINER)?
+        .image
+        .as_deref()
+}
+
+fn owned_by(
+    meta_owners: Option<&Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference>>,
+    uid: Option<&str>,
+) -> bool {
+    match uid {
+        // An object of an earlier cluster of the same name (awaiting garbage collection)
+        // is not a member of this one.
+        Some(uid) => meta_owners.is_some_and(|o| o.iter().any(|r| r.uid == uid)),
+        None => true,
+    }
+}
+
+impl KubeRuntime {
+    /// A runtime creating member Pods with `settings`, addressed by `addressing`.
+    pub fn new(
+        client: Client,
+        settings: PodSettings,
+        addressing: Arc<dyn MemberAddressing>,
+    ) -> Self {
+        Self {
+            client,
+            settings,
+            addressing,
+            cluster_endpoints: true,
+            tracked: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Leaves `ETCDOP_CLUSTER_ENDPOINTS` out of member Pods (when the client Service's DNS
+    /// name does not resolve, as in a test that plays kubelet).
+    pub fn without_cluster_endpoints(mut self) -> Self {
+        self.cluster_endpoints = false;
+        self
+    }
+
+    /// The settings member Pods are built with.
+    pub fn settings(&self) -> &PodSettings {
+        &self.settings
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ClusterKey, Tracked>> {
+        self.tracked.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Remembers the latest `EtcdCluster` object; every reconcile calls it first.
+    pub fn track(&self, key: &ClusterKey, cluster: &EtcdCluster) {
+        let mut tracked = self.lock();
+        let t = tracked.entry(key.clone()).or_default();
+        t.next_ordinal = t.next_ordinal.max(annotated_next_ordinal(cluster));
+        t.cluster = Some(Arc::new(cluster.clone()));
+    }
+
+    /// Forgets a cluster (it was deleted, or leadership moved).
+    pub fn forget(&self, key: &ClusterKey) {
+        self.lock().remove(key);
+    }
+
+    /// Forgets every cluster.
+    pub fn forget_all(&self) {
+        self.lock().clear();
+    }
+
+    fn cluster(&self, key: &ClusterKey) -> Result<Arc<EtcdCluster>, RuntimeError> {
+        self.lock()
+            .get(key)
+            .and_then(|t| t.cluster.clone())
+            .ok_or_else(|| RuntimeError::Other(format!("cluster {key} is not tracked")))
+    }
+
+    fn pods(&self, key: &ClusterKey) -> Api<Pod> {
+        Api::namespaced(self.client.clone(), &key.namespace)
+    }
+
+    fn claims(&self, key: &ClusterKey) -> Api<PersistentVolumeClaim> {
+        Api::namespaced(self.client.clone(), &key.namespace)
+    }
+
+    fn build_pod(
+        &self,
+        key: &ClusterKey,
+        cluster: &EtcdCluster,
+        name: &str,
+        version: EtcdVersion,
+        seed: bool,
+    ) -> Result<Pod, RuntimeError> {
+        let endpoints = self.addressing.endpoints(key, name);
+        let cluster_url = format!("http://{}.{}.svc:{CLIENT_PORT}", key.name, key.namespace);
+        build::member_pod(MemberPodInput {
+            cluster,
+            member: name,
+            version,
+            seed,
+            endpoints: &endpoints,
+            cluster_client_url: self.cluster_endpoints.then_some(cluster_url.as_str()),
+            settings: &self.settings,
+        })
+        .map_err(|e| RuntimeError::Other(e.to_string()))
+    }
+
+    async fn create_pod(&self, key: &ClusterKey, pod: &Pod) -> Result<(), RuntimeError> {
+        match self.pods(key).create(&PostParams::default(), pod).await {
+            Ok(_) => Ok(()),
+            // A create whose answer was lost, retried: the Pod is there.
+            Err(e) if is_status(&e, 409) => Ok(()),
+            Err(e) => Err(other("creating the Pod")(e)),
+        }
+    }
+
+    fn member_info(
+        &self,
+        key: &ClusterKey,
+        name: &str,
+        facts: PodFacts,
+        now: UnixMillis,
+    ) -> MemberInfo {
+        let PodFacts {
+            ordinal,
+            liveness,
+            version,
+            seed,
+        } = facts;
+        let down_since = {
+            let mut tracked = self.lock();
+            let t = tracked.entry(key.clone()).or_default();
+            t.past_seen = t.past_seen.max(ordinal + 1);
+            match liveness {
+                PodLiveness::Down => Some(*t.down_since.entry(name.to_string()).or_insert(now)),
+                PodLiveness::Running | PodLiveness::Starting => {
+                    t.down_since.remove(name);
+                    None
+                }
+            }
+        };
+        let endpoints = self.addressing.endpoints(key, name);
+        MemberInfo {
+            name: name.to_string(),
+            ordinal,
+            running: liveness == PodLiveness::Running,
+            down_since,
+            version,
+            seed,
+            client_url: endpoints.client_url,
+            peer_url: endpoints.peer_url,
+            sidecar_url: endpoints.sidecar_url,
+        }
+    }
+}
+
+impl Runtime for KubeRuntime {
+    async fn members(&self, key: &ClusterKey) -> Result<Vec<MemberInfo>, RuntimeError> {
+        let cluster = self.cluster(key)?;
+        let uid = cluster.metadata.uid.as_deref();
+        let lp = ListParams::default().labels(&build::list_selector(&key.name));
+        let pods = self
+            .pods(key)
+            .list(&lp)
+            .await
+            .map_err(other("listing member Pods"))?;
+        let now = now_ms();
+        let with_storage = cluster.spec.storage.is_some();
+        let mut out = Vec::new();
+        for pod in &pods.items {
+            let name = pod.name_any();
+            let Some(ordinal) = member_ordinal(&key.name, &name) else {
+                continue;
+            };
+            if !owned_by(pod.metadata.owner_references.as_ref(), uid) {
+                continue;
+            }
+            let liveness = pod_liveness(pod);
+            // Without a claim, a Pod being deleted takes the member's data with it: the
+            // member is gone now, and the planner replaces it at once.
+            if !with_storage && pod.metadata.deletion_timestamp.is_some() {
+                continue;
+            }
+            let version = object_version(pod.annotations(), pod_image(pod))
+                .ok_or_else(|| RuntimeError::Other(format!("Pod {name} has no etcd version")))?;
+            let seed = pod
+                .annotations()
+                .get(ANNOTATION_SEED)
+                .is_some_and(|s| s == "true");
+            let facts = PodFacts {
+                ordinal,
+                liveness,
+                version,
+                seed,
+            };
+            out.push(self.member_info(key, &name, facts, now));
+        }
+        if with_storage {
+            let claims = self
+                .claims(key)
+                .list(&lp)
+                .await
+                .map_err(other("listing member claims"))?;
+            for claim in &claims.items {
+                let Some(member) = claim.name_any().strip_suffix("-data").map(str::to_string)
+                else {
+                    continue;
+                };
+                let Some(ordinal) = member_ordinal(&key.name, &member) else {
+                    continue;
+                };
+                if claim.metadata.deletion_timestamp.is_some()
+                    || !owned_by(claim.metadata.owner_references.as_ref(), uid)
+                    || out.iter().any(|m| m.name == member)
+                {
+                    continue;
+                }
+                let Some(version) = object_version(claim.annotations(), None) else {
+                    continue;
+                };
+                let seed = claim
+                    .annotations()
+                    .get(ANNOTATION_SEED)
+                    .is_some_and(|s| s == "true");
+                info!(cluster = %key, member = %member, "the member's Pod is gone but its claim stays: creating the Pod again on its data");
+                let pod = self.build_pod(key, &cluster, &member, version, seed)?;
+                self.create_pod(key, &pod).await?;
+                let facts = PodFacts {
+                    ordinal,
+                    liveness: PodLiveness::Down,
+                    version,
+                    seed,
+                };
+                out.push(self.member_info(key, &member, facts, now));
+            }
+        }
+        out.sort_by_key(|m| m.ordinal);
+        Ok(out)
+    }
+
+    async fn next_ordinal(&self, key: &ClusterKey) -> Result<u32, RuntimeError> {
+        let tracked = self.lock();
+        Ok(tracked
+            .get(key)
+            .map(|t| t.next_ordinal.max(t.past_seen))
+            .unwrap_or(0))
+    }
+
+    fn check_version(&self, _version: EtcdVersion) -> Result<(), RuntimeError> {
+        // Every supported release has an official image; a wrong repository shows as a
+        // Pod that cannot pull, which the planner waits on and the Pod's events explain.
+        Ok(())
+    }
+
+    async fn create_member(
+        &self,
+        key: &ClusterKey,
+        name: &str,
+        version: EtcdVersion,
+        seed: bool,
+    ) -> Result<(), RuntimeError> {
+        let ordinal = member_ordinal(&key.name, name)
+            .ok_or_else(|| RuntimeError::Other(format!("{name} is not a member name of {key}")))?;
+        let cluster = self.cluster(key)?;
+        let recorded = self.lock().get(key).map(|t| t.next_ordinal).unwrap_or(0);
+        if recorded <= ordinal {
+            // Written before the Pod exists: a coordinator that dies right after still
+            // never hands this ordinal out again.
+            let api: Api<DynamicObject> = Api::namespaced_with(
+                self.client.clone(),
+                &key.namespace,
+                &ApiResource::erase::<EtcdCluster>(&()),
+            );
+            let patch = json!({"metadata": {"annotations": {ANNOTATION_NEXT_ORDINAL: (ordinal + 1).to_string()}}});
+            api.patch(&key.name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+                .map_err(other("recording the next ordinal"))?;
+            if let Some(t) = self.lock().get_mut(key) {
+                t.next_ordinal = t.next_ordinal.max(ordinal + 1);
+            }
+        }
+        if let Some(storage) = &cluster.spec.storage {
+            let claim = build::member_claim(&cluster, name, version, seed, storage)
+                .map_err(|e| RuntimeError::Other(e.to_string()))?;
+            match self
+                .claims(key)
+                .create(&PostParams::default(), &claim)
+                .await
+            {
+                Ok(_) => {}
+                Err(e) if is_status(&e, 409) => {}
+                Err(e) => return Err(other("creating the claim")(e)),
+            }
+        }
+        let pod = self.build_pod(key, &cluster, name, version, seed)?;
+        self.create_pod(key, &pod).await?;
+        info!(cluster = %key, member = %name, %version, seed, "member Pod created");
+        Ok(())
+    }
+
+    async fn delete_member(&self, key: &ClusterKey, name: &str) -> Result<(), RuntimeError> {
+        // The claim first: once it is deleting, a Pod that disappears is not brought back.
+        match self
+            .claims(key)
+            .delete(&claim_name(name), &DeleteParams::background())
+            .await
+        {
+            Ok(_) => {}
+            Err(e) if is_status(&e, 404) => {}
+            Err(e) => return Err(other("deleting the claim")(e)),
+        }
+        match self
+            .pods(key)
+            .delete(name, &DeleteParams::background())
+            .await
+        {
+            Ok(_) => {}
+            Err(e) if is_status(&e, 404) => {}
+            Err(e) => return Err(other("deleting the Pod")(e)),
+        }
+        if let Some(t) = self.lock().get_mut(key) {
+            t.down_since.remove(name);
+        }
+        info!(cluster = %key, member = %name, "member Pod deleted");
+        Ok(())
+    }
+
+    async fn restart_member(
+        &self,
+        key: &ClusterKey,
+        name: &str,
+        version: EtcdVersion,
+    ) -> Result<(), RuntimeError> {
+        let cluster = self.cluster(key)?;
+        let image = build::etcd_image(&cluster, version);
+        let pods = self.pods(key);
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let pod = match pods.get(name).await {
+                Ok(p) => p,
+                Err(e) if is_status(&e, 404) => {
+                    return Err(RuntimeError::NoSuchMember(name.into()));
+                }
+                Err(e) => return Err(other("reading the Pod")(e)),
+            };
+            let upgraded = build::upgraded_pod(pod, &image, version);
+            match pods.replace(name, &PostParams::default(), &upgraded).await {
+                Ok(_) => break,
+                Err(e) if is_status(&e, 409) && attempt < CONFLICT_RETRIES => {
+                    warn!(member = %name, "the Pod changed meanwhile; patching it again");
+                }
+                Err(e) => return Err(other("patching the Pod's image")(e)),
+            }
+        }
+        if cluster.spec.storage.is_some() {
+            let patch = json!({"metadata": {"annotations": {ANNOTATION_ETCD_VERSION: version.to_string()}}});
+            match self
+                .claims(key)
+                .patch(
+                    &claim_name(name),
+                    &PatchParams::default(),
+                    &Patch::Merge(&patch),
+                )
+                .await
+            {
+                Ok(_) => {}
+                Err(e) if is_status(&e, 404) => {}
+                Err(e) => return Err(other("recording the version on the claim")(e)),
+            }
+        }
+        info!(cluster = %key, member = %name, %version, %image, "member Pod moved to the new image");
+        Ok(())
+    }
+}

@@ -1,0 +1,649 @@
+//! End to end on the Kubernetes code path: the reconciler writes Pods into an in-memory API
+//! server (kube-fake-client), and this test plays kubelet. It runs each Pod's etcd container
+//! as a local process: the container's real command and env from the Pod spec, with only
+//! what a node would provide mapped to this machine (the sidecar binary installed by the init
+//! container is the built `etcd-coordinator sidecar`, the image's `/usr/local/bin/etcd` is the
+//! local etcd binary of the image's tag, volumes are directories, downward-API fields are
+//! read from the Pod, and the member addresses are 127.0.0.1 ports through an injected
+//! `MemberAddressing`). It writes the Pod's phase and container state back, restarts the
+//! container when its image changes (as the kubelet does), and stops it when the Pod is
+//! deleted.
+//!
+//! With it, the walk-through runs against real etcd: create 3, scale to 5, delete a Pod
+//! (a new ordinal replaces it), scale back to 3, change the version, and the first write is
+//! still there.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    path::PathBuf,
+    process::Stdio,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use etcd_coordinator::{
+    k8s::{
+        ANNOTATION_ETCD_VERSION, Context, ETCD_BINARY, ETCD_CONTAINER, KubeRuntime,
+        MemberAddressing, MemberEndpoints, SIDECAR_BINARY, build::PodSettings, reconcile,
+    },
+    plan::Policy,
+    registry::Registry,
+    server,
+};
+use etcd_operator::{
+    ClusterKey, EtcdVersion,
+    etcd_bin::EtcdBinaries,
+    resource::{EtcdCluster, EtcdClusterSpec},
+};
+use k8s_openapi::api::core::v1::Pod;
+use kube::{
+    Client, ResourceExt,
+    api::{Api, DeleteParams, ListParams, Patch, PatchParams},
+    runtime::events::Reporter,
+};
+use kube_fake_client::ClientBuilder;
+use nix::{
+    sys::signal::{Signal, kill},
+    unistd::Pid,
+};
+use serde_json::json;
+use testkit::{free_port, serial_guard, wait_for};
+use tokio::{process::Child, sync::watch, task::JoinHandle};
+
+const NS: &str = "default";
+const NAME: &str = "etcd-cluster";
+const FORM: Duration = Duration::from_secs(120);
+const CHANGE: Duration = Duration::from_secs(150);
+
+/// Each member on 127.0.0.1, with ports handed out on first use and kept.
+#[derive(Default)]
+struct Loopback {
+    ports: Mutex<HashMap<String, (u16, u16, u16)>>,
+}
+
+impl MemberAddressing for Loopback {
+    fn endpoints(&self, _cluster: &ClusterKey, member: &str) -> MemberEndpoints {
+        let (client, peer, grpc) = *self
+            .ports
+            .lock()
+            .unwrap()
+            .entry(member.to_string())
+            .or_insert_with(|| (free_port(), free_port(), free_port()));
+        MemberEndpoints {
+            client_url: format!("http://127.0.0.1:{client}"),
+            peer_url: format!("http://127.0.0.1:{peer}"),
+            sidecar_url: format!("http://127.0.0.1:{grpc}"),
+            listen_client_url: format!("http://127.0.0.1:{client}"),
+            listen_peer_url: format!("http://127.0.0.1:{peer}"),
+            grpc_addr: format!("127.0.0.1:{grpc}"),
+        }
+    }
+}
+
+/// One running container.
+struct Running {
+    child: Child,
+    image: String,
+    restarts: i32,
+}
+
+/// The node: runs the etcd container of every Pod it finds.
+struct Kubelet {
+    client: Client,
+    root: PathBuf,
+    binaries: EtcdBinaries,
+    running: Mutex<HashMap<String, Running>>,
+}
+
+impl Kubelet {
+    fn log_path(&self, pod: &str) -> PathBuf {
+        self.root.join(format!("{pod}.log"))
+    }
+
+    /// The host directory of a Pod's volume: per Pod for an emptyDir, per claim for a claim.
+    fn volume_dir(&self, pod: &Pod, volume: &str) -> PathBuf {
+        let v = pod
+            .spec
+            .as_ref()
+            .unwrap()
+            .volumes
+            .iter()
+            .flatten()
+            .find(|v| v.name == volume)
+            .expect("mounted volumes exist");
+        match &v.persistent_volume_claim {
+            Some(c) => self.root.join("claims").join(&c.claim_name),
+            None => self.root.join("pods").join(pod.uid().unwrap()).join(volume),
+        }
+    }
+
+    /// Starts the etcd container of `pod` as a process.
+    fn start(&self, pod: &Pod, restarts: i32) -> Running {
+        let spec = pod.spec.as_ref().unwrap();
+        let container = spec
+            .containers
+            .iter()
+            .find(|c| c.name == ETCD_CONTAINER)
+            .unwrap();
+        let image = container.image.clone().unwrap();
+        let version: EtcdVersion = image.rsplit_once(":v").unwrap().1.parse().unwrap();
+        let etcd = self
+            .binaries
+            .resolve(version)
+            .expect("the image's etcd version has a local binary");
+        let mounts: Vec<(String, PathBuf)> = container
+            .volume_mounts
+            .iter()
+            .flatten()
+            .map(|m| (m.mount_path.clone(), self.volume_dir(pod, &m.name)))
+            .collect();
+        let map_path = |value: &str| -> String {
+            if value == ETCD_BINARY {
+                return etcd.display().to_string();
+            }
+            for (mount, dir) in &mounts {
+                if let Some(rest) = value.strip_prefix(mount.as_str()) {
+                    return format!("{}{rest}", dir.display());
+                }
+            }
+            value.to_string()
+        };
+        let command = container.command.as_ref().unwrap();
+        // The init container installed the sidecar at SIDECAR_BINARY; here it is the built
+        // coordinator, which embeds it as `sidecar`.
+        assert_eq!(command[0], SIDECAR_BINARY);
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_etcd-coordinator"));
+        cmd.arg("sidecar").args(&command[1..]);
+        cmd.env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("RUST_LOG", "info");
+        for e in container.env.iter().flatten() {
+            let value = match (&e.value, &e.value_from) {
+                (Some(v), _) => map_path(v),
+                (None, Some(from)) => {
+                    let path = &from.field_ref.as_ref().unwrap().field_path;
+                    if path == "metadata.namespace" {
+                        pod.namespace().unwrap()
+                    } else if let Some(key) = path
+                        .strip_prefix("metadata.annotations['")
+                        .and_then(|k| k.strip_suffix("']"))
+                    {
+                        pod.annotations().get(key).cloned().unwrap_or_default()
+                    } else {
+                        panic!("unsupported downward API field {path}")
+                    }
+                }
+                _ => String::new(),
+            };
+            cmd.env(&e.name, value);
+        }
+        for (_, dir) in &mounts {
+            std::fs::create_dir_all(dir).unwrap();
+        }
+        let log = std::fs::File::options()
+            .create(true)
+            .append(true)
+            .open(self.log_path(&pod.name_any()))
+            .unwrap();
+        cmd.stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .kill_on_drop(true);
+        let child = cmd.spawn().expect("start the container");
+        Running {
+            child,
+            image,
+            restarts,
+        }
+    }
+
+    async fn report(&self, pod: &str, image: &str, restarts: i32) {
+        let status = json!({"status": {
+            "phase": "Running",
+            "podIP": "127.0.0.1",
+            "containerStatuses": [{
+                "name": ETCD_CONTAINER, "image": image, "imageID": "", "ready": false,
+                "restartCount": restarts, "state": {"running": {}}
+            }]
+        }});
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), NS);
+        let _ = pods
+            .patch(pod, &PatchParams::default(), &Patch::Merge(&status))
+            .await;
+    }
+
+    /// One sync of the node with the API server.
+    async fn sync(&self) {
+        enum Step {
+            Start(Box<Pod>, i32),
+            Restart(Box<Pod>, Running),
+            Stop(Running),
+        }
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), NS);
+        let Ok(list) = pods.list(&ListParams::default()).await else {
+            return;
+        };
+        let mut steps = Vec::new();
+        {
+            let mut running = self.running.lock().unwrap();
+            // Deleted Pods: their containers stop (SIGTERM, as within a grace period).
+            let live: Vec<String> = list.items.iter().map(|p| p.uid().unwrap()).collect();
+            let gone: Vec<String> = running
+                .keys()
+                .filter(|uid| !live.contains(uid))
+                .cloned()
+                .collect();
+            for uid in gone {
+                steps.push(Step::Stop(running.remove(&uid).unwrap()));
+            }
+            for pod in &list.items {
+                let uid = pod.uid().unwrap();
+                let image = pod.spec.as_ref().unwrap().containers[0].image.clone();
+                match running.get_mut(&uid) {
+                    None => steps.push(Step::Start(Box::new(pod.clone()), 0)),
+                    // An image change restarts the container, on the same volumes.
+                    Some(r) if Some(&r.image) != image.as_ref() => {
+                        steps.push(Step::Restart(
+                            Box::new(pod.clone()),
+                            running.remove(&uid).unwrap(),
+                        ));
+                    }
+                    Some(r) => {
+                        // restartPolicy: Always.
+                        if matches!(r.child.try_wait(), Ok(Some(_))) {
+                            let restarts = r.restarts + 1;
+                            running.remove(&uid);
+                            steps.push(Step::Start(Box::new(pod.clone()), restarts));
+                        }
+                    }
+                }
+            }
+        }
+        for step in steps {
+            let (pod, restarts) = match step {
+                Step::Stop(mut old) => {
+                    terminate(&mut old.child).await;
+                    continue;
+                }
+                Step::Restart(pod, mut old) => {
+                    terminate(&mut old.child).await;
+                    (pod, old.restarts + 1)
+                }
+                Step::Start(pod, restarts) => (pod, restarts),
+            };
+            let started = self.start(&pod, restarts);
+            let image = started.image.clone();
+            self.running
+                .lock()
+                .unwrap()
+                .insert(pod.uid().unwrap(), started);
+            self.report(&pod.name_any(), &image, restarts).await;
+        }
+    }
+
+    fn stop_all(&self) {
+        for (_, mut r) in self.running.lock().unwrap().drain() {
+            let _ = r.child.start_kill();
+        }
+    }
+
+    fn logs(&self, lines: usize) -> String {
+        let mut out = String::new();
+        let Ok(entries) = std::fs::read_dir(&self.root) else {
+            return out;
+        };
+        let mut paths: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|e| e == "log"))
+            .collect();
+        paths.sort();
+        for p in paths {
+            let text = std::fs::read_to_string(&p).unwrap_or_default();
+            let all: Vec<&str> = text.lines().collect();
+            out.push_str(&format!(
+                "--- {}\n{}\n",
+                p.display(),
+                all[all.len().saturating_sub(lines)..].join("\n")
+            ));
+        }
+        out
+    }
+}
+
+impl Drop for Kubelet {
+    fn drop(&mut self) {
+        self.stop_all();
+    }
+}
+
+async fn terminate(child: &mut Child) {
+    if let Some(pid) = child.id() {
+        let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
+    }
+    if tokio::time::timeout(Duration::from_secs(30), child.wait())
+        .await
+        .is_err()
+    {
+        let _ = child.kill().await;
+    }
+}
+
+/// Everything the test runs; stopped (processes killed) when dropped.
+struct Harness {
+    client: Client,
+    kubelet: Arc<Kubelet>,
+    tasks: Vec<JoinHandle<()>>,
+    stop: watch::Sender<bool>,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+        for t in &self.tasks {
+            t.abort();
+        }
+        self.kubelet.stop_all();
+    }
+}
+
+impl Harness {
+    async fn start(size: i32, version: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cluster = EtcdCluster::new(
+            NAME,
+            EtcdClusterSpec {
+                size,
+                version: version.into(),
+                ..Default::default()
+            },
+        );
+        cluster.metadata.namespace = Some(NS.into());
+        let client = ClientBuilder::new()
+            .with_resource::<EtcdCluster>()
+            .with_status_subresource::<EtcdCluster>()
+            .with_object(cluster)
+            .build()
+            .await
+            .unwrap();
+        let registry = Registry::new();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let coordinator = format!("http://{}", listener.local_addr().unwrap());
+        let (stop, stop_rx) = watch::channel(false);
+        let mut tasks = Vec::new();
+        let grpc = server::serve(listener, registry.clone(), stop_rx);
+        tasks.push(tokio::spawn(async move {
+            let _ = grpc.await;
+        }));
+        let runtime = KubeRuntime::new(
+            client.clone(),
+            PodSettings {
+                operator_image: "etcd-operator:test".into(),
+                image_pull_policy: None,
+                coordinator_url: coordinator,
+            },
+            Arc::new(Loopback::default()),
+        )
+        .without_cluster_endpoints();
+        let ctx = Arc::new(Context::new(
+            client.clone(),
+            registry,
+            Arc::new(runtime),
+            Reporter {
+                controller: "etcd-operator".into(),
+                instance: Some("test".into()),
+            },
+            Policy::default(),
+        ));
+        // kube-runtime's controller needs watches, which the in-memory API server lacks:
+        // this loop stands in for it, reconciling on the same short timer.
+        let c = ctx.clone();
+        tasks.push(tokio::spawn(async move {
+            loop {
+                if let Ok(obj) = c.clusters(NS).get(NAME).await
+                    && let Err(e) = reconcile(Arc::new(obj), c.clone()).await
+                {
+                    eprintln!("reconcile: {e}");
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }));
+        let kubelet = Arc::new(Kubelet {
+            client: client.clone(),
+            root: dir.path().to_path_buf(),
+            binaries: EtcdBinaries::from_env(),
+            running: Mutex::new(HashMap::new()),
+        });
+        let k = kubelet.clone();
+        tasks.push(tokio::spawn(async move {
+            loop {
+                k.sync().await;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }));
+        Self {
+            client,
+            kubelet,
+            tasks,
+            stop,
+            _dir: dir,
+        }
+    }
+
+    async fn cluster(&self) -> EtcdCluster {
+        Api::<EtcdCluster>::namespaced(self.client.clone(), NS)
+            .get(NAME)
+            .await
+            .unwrap()
+    }
+
+    async fn pods(&self) -> Vec<Pod> {
+        let mut pods = Api::<Pod>::namespaced(self.client.clone(), NS)
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items;
+        pods.sort_by_key(|p| p.name_any());
+        pods
+    }
+
+    async fn pod_names(&self) -> Vec<String> {
+        self.pods().await.iter().map(|p| p.name_any()).collect()
+    }
+
+    async fn patch_spec(&self, spec: serde_json::Value) {
+        Api::<EtcdCluster>::namespaced(self.client.clone(), NS)
+            .patch(
+                NAME,
+                &PatchParams::default(),
+                &Patch::Merge(&json!({ "spec": spec })),
+            )
+            .await
+            .unwrap();
+    }
+
+    /// Waits until the status shows `size` ready members at `version`, named `names`.
+    async fn settled(&self, what: &str, names: &[&str], version: &str, within: Duration) {
+        let want: Vec<String> = names.iter().map(|s| s.to_string()).collect();
+        let result = wait_for(what, within, || async {
+            let status = self.cluster().await.status?;
+            let members: Vec<String> = status.members.iter().map(|m| m.name.clone()).collect();
+            (status.phase == "Running"
+                && status.ready_members == names.len() as i32
+                && members == want
+                && status.current_version == version
+                && status
+                    .members
+                    .iter()
+                    .all(|m| m.healthy && m.version == version)
+                && self.pod_names().await == want)
+                .then_some(())
+        })
+        .await;
+        if let Err(e) = result {
+            panic!(
+                "{e:#}\nstatus: {:#?}\npods: {:?}\n{}",
+                self.cluster().await.status,
+                self.pod_names().await,
+                self.kubelet.logs(25)
+            );
+        }
+    }
+
+    /// Client URLs of the members, as the status reports them healthy.
+    async fn endpoints(&self) -> Vec<String> {
+        let ports = self.pods().await;
+        ports
+            .iter()
+            .filter_map(|p| {
+                p.spec.as_ref()?.containers[0]
+                    .env
+                    .iter()
+                    .flatten()
+                    .find(|e| e.name == "ETCDOP_CLIENT_URL")
+                    .and_then(|e| e.value.clone())
+            })
+            .collect()
+    }
+}
+
+async fn etcd(endpoints: &[String]) -> etcd_client::Client {
+    etcd_client::Client::connect(
+        endpoints,
+        Some(
+            etcd_client::ConnectOptions::new()
+                .with_connect_timeout(Duration::from_secs(3))
+                .with_timeout(Duration::from_secs(10)),
+        ),
+    )
+    .await
+    .expect("connect to etcd")
+}
+
+async fn etcd_member_names(endpoints: &[String]) -> Vec<String> {
+    let mut names: Vec<String> = etcd(endpoints)
+        .await
+        .member_list()
+        .await
+        .expect("member list")
+        .members()
+        .iter()
+        .map(|m| m.name().to_string())
+        .collect();
+    names.sort();
+    names
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_walkthrough_runs_on_pods() {
+    let _serial = serial_guard();
+    let from = "3.6.15";
+    let to = "3.7.2";
+    let h = Harness::start(3, from).await;
+
+    // Create: three Pods, one after another, a Running cluster.
+    let three = [
+        "etcd-cluster-0000",
+        "etcd-cluster-0001",
+        "etcd-cluster-0002",
+    ];
+    h.settled("3 members running", &three, from, FORM).await;
+    let pods = h.pods().await;
+    assert_eq!(
+        pods[0].annotations()["etcd.operator.rs/seed"],
+        "true",
+        "0000 bootstrapped the cluster"
+    );
+    assert!(
+        pods[1..]
+            .iter()
+            .all(|p| p.annotations()["etcd.operator.rs/seed"] == "false")
+    );
+    let endpoints = h.endpoints().await;
+    assert_eq!(etcd_member_names(&endpoints).await, three);
+    etcd(&endpoints)
+        .await
+        .put("foo", "bar", None)
+        .await
+        .unwrap();
+
+    // Scale to 5 (what `kubectl scale --replicas=5` writes).
+    h.patch_spec(json!({"size": 5})).await;
+    let five = [
+        "etcd-cluster-0000",
+        "etcd-cluster-0001",
+        "etcd-cluster-0002",
+        "etcd-cluster-0003",
+        "etcd-cluster-0004",
+    ];
+    h.settled("5 members running", &five, from, CHANGE).await;
+    let status = h.cluster().await.status.unwrap();
+    assert_eq!(status.size, 5);
+    assert_eq!(status.selector, "etcd.operator.rs/cluster=etcd-cluster");
+
+    // Self-healing: delete a Pod; a new ordinal replaces it.
+    Api::<Pod>::namespaced(h.client.clone(), NS)
+        .delete("etcd-cluster-0004", &DeleteParams::default())
+        .await
+        .unwrap();
+    let healed = [
+        "etcd-cluster-0000",
+        "etcd-cluster-0001",
+        "etcd-cluster-0002",
+        "etcd-cluster-0003",
+        "etcd-cluster-0005",
+    ];
+    h.settled("0004 replaced by 0005", &healed, from, CHANGE)
+        .await;
+    let endpoints = h.endpoints().await;
+    assert_eq!(etcd_member_names(&endpoints).await, healed);
+    assert_eq!(
+        h.cluster().await.annotations()["etcd.operator.rs/next-ordinal"],
+        "6"
+    );
+
+    // Scale back to 3: the highest ordinals leave (each asked to leave etcd first), and
+    // their Pods are deleted.
+    h.patch_spec(json!({"size": 3})).await;
+    h.settled("back to 3 members", &three, from, CHANGE).await;
+    let endpoints = h.endpoints().await;
+    assert_eq!(etcd_member_names(&endpoints).await, three);
+
+    // Upgrade: each Pod's image is patched in place, one at a time.
+    if EtcdBinaries::from_env()
+        .resolve(to.parse().unwrap())
+        .is_err()
+    {
+        eprintln!("skipping the upgrade: no etcd {to} binary (scripts/fetch-etcd.sh {to})");
+        return;
+    }
+    let uids: BTreeMap<String, String> = h
+        .pods()
+        .await
+        .iter()
+        .map(|p| (p.name_any(), p.uid().unwrap()))
+        .collect();
+    h.patch_spec(json!({"version": to})).await;
+    h.settled("every member on the new version", &three, to, CHANGE * 2)
+        .await;
+    for pod in h.pods().await {
+        assert_eq!(
+            pod.spec.as_ref().unwrap().containers[0].image.as_deref(),
+            Some(format!("gcr.io/etcd-development/etcd:v{to}").as_str())
+        );
+        assert_eq!(pod.annotations()[ANNOTATION_ETCD_VERSION], to);
+        assert_eq!(
+            uids.get(&pod.name_any()),
+            pod.uid().as_ref(),
+            "upgraded in place: the same Pod, its data kept"
+        );
+    }
+    let endpoints = h.endpoints().await;
+    assert_eq!(etcd_member_names(&endpoints).await, three);
+    let got = etcd(&endpoints).await.get("foo", None).await.unwrap();
+    assert_eq!(
+        got.kvs()[0].value(),
+        b"bar",
+        "the write survived everything"
+    );
+}

@@ -1,0 +1,897 @@
+//! The Kubernetes path against a stateful in-memory API server (kube-fake-client): what a
+//! reconcile creates, field by field; the status it writes; what an invalid or malformed
+//! spec does (a condition and an Event, no Pods); the Pod changes of create, scale down,
+//! replacement and upgrade, one step at a time; the finalizer; leader election.
+//!
+//! No etcd runs here: members never report, so the controller stops after its first step
+//! (a seed). `k8s_kubelet.rs` runs the Pods for real.
+
+use std::{
+    collections::BTreeMap,
+    sync::{Arc, Mutex},
+};
+
+use etcd_coordinator::{
+    k8s::{
+        ANNOTATION_ETCD_VERSION, ANNOTATION_NEXT_ORDINAL, Context, FINALIZER, KubeRuntime, PodDns,
+        build::PodSettings,
+        leader::{LeaderElector, LeaseSettings},
+        reconcile,
+    },
+    plan::Policy,
+    registry::Registry,
+    runtime::Runtime,
+};
+use etcd_operator::{
+    ClusterKey, EtcdVersion,
+    resource::{EtcdCluster, EtcdClusterSpec, StorageSpec},
+};
+use k8s_openapi::{
+    api::{
+        coordination::v1::{Lease, LeaseSpec},
+        core::v1::{PersistentVolumeClaim, Pod, Service},
+        events::v1::Event,
+        policy::v1::PodDisruptionBudget,
+    },
+    apimachinery::pkg::{
+        apis::meta::v1::{MicroTime, ObjectMeta, OwnerReference},
+        util::intstr::IntOrString,
+    },
+    jiff::{SignedDuration, Timestamp},
+};
+use kube::{
+    Client, ResourceExt,
+    api::{Api, DeleteParams, ListParams, Patch, PatchParams},
+    runtime::{controller::Action, events::Reporter},
+};
+use kube_fake_client::{ClientBuilder, interceptor};
+use serde_json::json;
+
+const NS: &str = "default";
+const NAME: &str = "etcd-cluster";
+const OPERATOR_IMAGE: &str = "registry.example/etcd-operator:test";
+
+fn cluster(size: i32, version: &str) -> EtcdCluster {
+    let mut c = EtcdCluster::new(
+        NAME,
+        EtcdClusterSpec {
+            size,
+            version: version.into(),
+            ..Default::default()
+        },
+    );
+    c.metadata.namespace = Some(NS.into());
+    c
+}
+
+fn settings() -> PodSettings {
+    PodSettings {
+        operator_image: OPERATOR_IMAGE.into(),
+        image_pull_policy: None,
+        coordinator_url: "http://etcd-coordinator.default.svc:7400".into(),
+    }
+}
+
+async fn fake(objects: Vec<EtcdCluster>, funcs: Option<interceptor::Funcs>) -> Client {
+    let mut builder = ClientBuilder::new()
+        .with_resource::<EtcdCluster>()
+        .with_status_subresource::<EtcdCluster>();
+    for o in objects {
+        builder = builder.with_object(o);
+    }
+    if let Some(f) = funcs {
+        builder = builder.with_interceptor_funcs(f);
+    }
+    builder.build().await.expect("fake client")
+}
+
+fn context(client: &Client) -> Arc<Context> {
+    let runtime = Arc::new(KubeRuntime::new(
+        client.clone(),
+        settings(),
+        Arc::new(PodDns),
+    ));
+    Arc::new(Context::new(
+        client.clone(),
+        Registry::new(),
+        runtime,
+        Reporter {
+            controller: "etcd-operator".into(),
+            instance: Some("test".into()),
+        },
+        Policy::default(),
+    ))
+}
+
+async fn reconcile_once(ctx: &Arc<Context>) -> Action {
+    let obj = ctx
+        .clusters(NS)
+        .get(NAME)
+        .await
+        .expect("the cluster exists");
+    reconcile(Arc::new(obj), Arc::clone(ctx))
+        .await
+        .expect("reconcile succeeds")
+}
+
+async fn get_cluster(client: &Client) -> EtcdCluster {
+    Api::<EtcdCluster>::namespaced(client.clone(), NS)
+        .get(NAME)
+        .await
+        .expect("the cluster exists")
+}
+
+async fn pod_names(client: &Client) -> Vec<String> {
+    let mut names: Vec<String> = Api::<Pod>::namespaced(client.clone(), NS)
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .map(|p| p.name_any())
+        .collect();
+    names.sort();
+    names
+}
+
+async fn events(client: &Client) -> Vec<(String, String, String)> {
+    Api::<Event>::namespaced(client.clone(), NS)
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .map(|e| {
+            (
+                e.type_.unwrap_or_default(),
+                e.reason.unwrap_or_default(),
+                e.note.unwrap_or_default(),
+            )
+        })
+        .collect()
+}
+
+fn env_map(pod: &Pod) -> BTreeMap<String, String> {
+    pod.spec.as_ref().unwrap().containers[0]
+        .env
+        .iter()
+        .flatten()
+        .map(|e| {
+            let value = match (&e.value, &e.value_from) {
+                (Some(v), _) => v.clone(),
+                (None, Some(from)) => {
+                    format!("fieldRef:{}", from.field_ref.as_ref().unwrap().field_path)
+                }
+                _ => String::new(),
+            };
+            (e.name.clone(), value)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn create_makes_the_seed_pod_services_budget_and_status() {
+    // Records, at the moment the Pod is created, the next-ordinal annotation the cluster
+    // carries: it must already be past the new member's ordinal.
+    type Seen = Arc<Mutex<Vec<(String, Option<String>)>>>;
+    let seen_at_create: Seen = Arc::default();
+    let seen = Arc::clone(&seen_at_create);
+    let funcs = interceptor::Funcs::new().create(move |ctx| {
+        if ctx.object.get("kind").and_then(|k| k.as_str()) == Some("Pod") {
+            let c: EtcdCluster = ctx.client.get(NS, NAME).expect("cluster");
+            let name = ctx.object["metadata"]["name"].as_str().unwrap().to_string();
+            seen.lock()
+                .unwrap()
+                .push((name, c.annotations().get(ANNOTATION_NEXT_ORDINAL).cloned()));
+        }
+        Ok(None)
+    });
+    let client = fake(vec![cluster(3, "3.6.15")], Some(funcs)).await;
+    let ctx = context(&client);
+
+    // First pass: only the finalizer.
+    assert_eq!(reconcile_once(&ctx).await, Action::await_change());
+    let c = get_cluster(&client).await;
+    assert_eq!(c.finalizers(), [FINALIZER.to_string()]);
+    assert!(pod_names(&client).await.is_empty());
+
+    // Second pass: Services, budget, the seed Pod, status.
+    let generation = c.metadata.generation;
+    let action = reconcile_once(&ctx).await;
+    assert_eq!(action, Action::requeue(ctx.busy_requeue));
+    assert_eq!(pod_names(&client).await, ["etcd-cluster-0000"]);
+    assert_eq!(
+        *seen_at_create.lock().unwrap(),
+        [("etcd-cluster-0000".to_string(), Some("1".to_string()))]
+    );
+    let c = get_cluster(&client).await;
+    let uid = c.uid().unwrap();
+    assert_eq!(c.annotations()[ANNOTATION_NEXT_ORDINAL], "1");
+    let owner = OwnerReference {
+        api_version: "etcd.operator.rs/v1alpha1".into(),
+        kind: "EtcdCluster".into(),
+        name: NAME.into(),
+        uid: uid.clone(),
+        controller: Some(true),
+        block_owner_deletion: Some(true),
+    };
+
+    // The Pod, field by field.
+    let pod = Api::<Pod>::namespaced(client.clone(), NS)
+        .get("etcd-cluster-0000")
+        .await
+        .unwrap();
+    assert_eq!(pod.owner_references(), std::slice::from_ref(&owner));
+    let labels: BTreeMap<String, String> = [
+        ("app.kubernetes.io/instance", NAME),
+        ("app.kubernetes.io/managed-by", "etcd-operator"),
+        ("app.kubernetes.io/name", "etcd"),
+        ("etcd.operator.rs/cluster", NAME),
+        ("etcd.operator.rs/member", "etcd-cluster-0000"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    assert_eq!(pod.labels(), &labels);
+    assert_eq!(pod.annotations()["etcd.operator.rs/seed"], "true");
+    assert_eq!(pod.annotations()[ANNOTATION_ETCD_VERSION], "3.6.15");
+    let spec = pod.spec.as_ref().unwrap();
+    assert_eq!(spec.hostname.as_deref(), Some("etcd-cluster-0000"));
+    assert_eq!(spec.subdomain.as_deref(), Some("etcd-cluster-peer"));
+    assert_eq!(spec.enable_service_links, Some(false));
+    assert_eq!(spec.automount_service_account_token, Some(false));
+    assert_eq!(spec.restart_policy.as_deref(), Some("Always"));
+    let psc = spec.security_context.as_ref().unwrap();
+    assert_eq!(psc.run_as_non_root, Some(true));
+    assert_eq!(psc.run_as_user, Some(65532));
+    assert_eq!(psc.fs_group, Some(65532));
+    assert_eq!(
+        psc.seccomp_profile.as_ref().unwrap().type_,
+        "RuntimeDefault"
+    );
+
+    let init = &spec.init_containers.as_ref().unwrap()[0];
+    assert_eq!(init.name, "install-sidecar");
+    assert_eq!(init.image.as_deref(), Some(OPERATOR_IMAGE));
+    assert_eq!(
+        init.command.as_deref().unwrap(),
+        [
+            "/usr/local/bin/etcd-coordinator",
+            "install-sidecar",
+            "/opt/etcd-operator"
+        ]
+    );
+    let init_mounts = init.volume_mounts.as_ref().unwrap();
+    assert_eq!(init_mounts[0].name, "sidecar");
+    assert_eq!(init_mounts[0].mount_path, "/opt/etcd-operator");
+    assert_eq!(init_mounts[0].read_only, None);
+
+    assert_eq!(spec.containers.len(), 1);
+    let etcd = &spec.containers[0];
+    assert_eq!(etcd.name, "etcd");
+    assert_eq!(
+        etcd.image.as_deref(),
+        Some("gcr.io/etcd-development/etcd:v3.6.15")
+    );
+    assert_eq!(
+        etcd.command.as_deref().unwrap(),
+        ["/opt/etcd-operator/etcd-sidecar", "run"]
+    );
+    assert_eq!(etcd.args, None);
+    let host = "etcd-cluster-0000.etcd-cluster-peer.default.svc";
+    let want_env: BTreeMap<String, String> = [
+        ("ETCDOP_CLUSTER", NAME.to_string()),
+        ("ETCDOP_NAMESPACE", "fieldRef:metadata.namespace".into()),
+        ("ETCDOP_MEMBER_NAME", "etcd-cluster-0000".into()),
+        ("ETCDOP_DATA_DIR", "/var/lib/etcd".into()),
+        ("ETCDOP_PEER_URL", format!("http://{host}:2380")),
+        ("ETCDOP_CLIENT_URL", format!("http://{host}:2379")),
+        ("ETCDOP_LISTEN_PEER_URL", "http://0.0.0.0:2380".into()),
+        ("ETCDOP_LISTEN_CLIENT_URL", "http://0.0.0.0:2379".into()),
+        (
+            "ETCDOP_COORDINATOR_URL",
+            "http://etcd-coordinator.default.svc:7400".into(),
+        ),
+        ("ETCDOP_GRPC_ADDR", "0.0.0.0:7401".into()),
+        ("ETCDOP_GRPC_URL", format!("http://{host}:7401")),
+        (
+            "ETCDOP_ETCD_VERSION",
+            "fieldRef:metadata.annotations['etcd.operator.rs/etcd-version']".into(),
+        ),
+        ("ETCDOP_ETCD_BINARY", "/usr/local/bin/etcd".into()),
+        (
+            "ETCDOP_CLUSTER_ENDPOINTS",
+            "http://etcd-cluster.default.svc:2379".into(),
+        ),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    assert_eq!(env_map(&pod), want_env);
+    assert!(
+        env_map(&pod).keys().all(|k| !k.starts_with("ETCD_")),
+        "etcd reads every ETCD_* variable as a flag"
+    );
+    let ports: Vec<(String, i32)> = etcd
+        .ports
+        .iter()
+        .flatten()
+        .map(|p| (p.name.clone().unwrap(), p.container_port))
+        .collect();
+    assert_eq!(
+        ports,
+        [
+            ("client".to_string(), 2379),
+            ("peer".to_string(), 2380),
+            ("sidecar".to_string(), 7401)
+        ]
+    );
+    let probe = etcd
+        .readiness_probe
+        .as_ref()
+        .unwrap()
+        .grpc
+        .as_ref()
+        .unwrap();
+    assert_eq!(probe.port, 7401);
+    assert_eq!(probe.service.as_deref(), Some("etcdop.v1.Sidecar"));
+    assert_eq!(etcd.liveness_probe, None);
+    let sc = etcd.security_context.as_ref().unwrap();
+    assert_eq!(sc.allow_privilege_escalation, Some(false));
+    assert_eq!(sc.read_only_root_filesystem, Some(true));
+    assert_eq!(sc.run_as_non_root, Some(true));
+    assert_eq!(
+        sc.capabilities.as_ref().unwrap().drop.as_deref(),
+        Some(&["ALL".to_string()][..])
+    );
+    assert_eq!(sc.seccomp_profile.as_ref().unwrap().type_, "RuntimeDefault");
+    let mounts: Vec<(&str, &str, Option<bool>)> = etcd
+        .volume_mounts
+        .iter()
+        .flatten()
+        .map(|m| (m.name.as_str(), m.mount_path.as_str(), m.read_only))
+        .collect();
+    assert_eq!(
+        mounts,
+        [
+            ("data", "/var/lib/etcd", None),
+            ("sidecar", "/opt/etcd-operator", Some(true))
+        ]
+    );
+    let volumes = spec.volumes.as_ref().unwrap();
+    assert_eq!(volumes.len(), 2);
+    assert_eq!(volumes[0].name, "data");
+    assert!(volumes[0].empty_dir.is_some() && volumes[0].persistent_volume_claim.is_none());
+    assert_eq!(volumes[1].name, "sidecar");
+    assert!(volumes[1].empty_dir.is_some());
+    let anti = spec
+        .affinity
+        .as_ref()
+        .unwrap()
+        .pod_anti_affinity
+        .as_ref()
+        .unwrap();
+    let preferred = &anti
+        .preferred_during_scheduling_ignored_during_execution
+        .as_ref()
+        .unwrap()[0];
+    assert_eq!(
+        preferred.pod_affinity_term.topology_key,
+        "kubernetes.io/hostname"
+    );
+    assert!(
+        anti.required_during_scheduling_ignored_during_execution
+            .is_none()
+    );
+
+    // Services.
+    let services = Api::<Service>::namespaced(client.clone(), NS);
+    let client_svc = services.get(NAME).await.unwrap();
+    assert_eq!(client_svc.owner_references(), std::slice::from_ref(&owner));
+    let s = client_svc.spec.unwrap();
+    assert_eq!(s.type_.as_deref(), Some("ClusterIP"));
+    assert_eq!(
+        s.selector.unwrap(),
+        BTreeMap::from([("etcd.operator.rs/cluster".to_string(), NAME.to_string())])
+    );
+    let ports = s.ports.unwrap();
+    assert_eq!(ports.len(), 1);
+    assert_eq!(
+        (ports[0].name.as_deref(), ports[0].port),
+        (Some("client"), 2379)
+    );
+    assert_eq!(
+        ports[0].target_port,
+        Some(IntOrString::String("client".into()))
+    );
+    assert_eq!(s.publish_not_ready_addresses, None);
+    let peer = services.get("etcd-cluster-peer").await.unwrap();
+    assert_eq!(peer.owner_references(), std::slice::from_ref(&owner));
+    let p = peer.spec.unwrap();
+    assert_eq!(p.cluster_ip.as_deref(), Some("None"));
+    assert_eq!(p.publish_not_ready_addresses, Some(true));
+    let peer_ports: Vec<(Option<String>, i32)> = p
+        .ports
+        .unwrap()
+        .into_iter()
+        .map(|p| (p.name, p.port))
+        .collect();
+    assert_eq!(
+        peer_ports,
+        [
+            (Some("client".into()), 2379),
+            (Some("peer".into()), 2380),
+            (Some("sidecar".into()), 7401)
+        ]
+    );
+
+    // The budget keeps quorum of 3.
+    let pdb = Api::<PodDisruptionBudget>::namespaced(client.clone(), NS)
+        .get(NAME)
+        .await
+        .unwrap();
+    assert_eq!(pdb.owner_references(), [owner]);
+    let pdb = pdb.spec.unwrap();
+    assert_eq!(pdb.min_available, Some(IntOrString::Int(2)));
+    assert_eq!(pdb.max_unavailable, None);
+
+    // Status, written through the status subresource.
+    let status = get_cluster(&client).await.status.expect("status written");
+    assert_eq!(status.phase, "Creating");
+    assert_eq!(
+        status.size, 0,
+        "the seed is created in this pass, after observing"
+    );
+    assert_eq!(status.ready_members, 0);
+    assert_eq!(status.target_version, "3.6.15");
+    assert_eq!(status.selector, "etcd.operator.rs/cluster=etcd-cluster");
+    // (The fake bumps the generation on metadata writes too; a real server does not.)
+    assert_eq!(status.observed_generation, generation);
+    let conditions: Vec<(&str, &str, &str)> = status
+        .conditions
+        .iter()
+        .map(|c| (c.type_.as_str(), c.status.as_str(), c.reason.as_str()))
+        .collect();
+    assert_eq!(
+        conditions,
+        [
+            ("Available", "False", "QuorumUnavailable"),
+            ("Progressing", "True", "CreateSeed"),
+            ("Degraded", "False", "AllMembersHealthy"),
+            ("SpecValid", "True", "Valid"),
+        ]
+    );
+    assert!(
+        status
+            .conditions
+            .iter()
+            .all(|c| c.last_transition_time.ends_with('Z'))
+    );
+    let events = events(&client).await;
+    assert!(
+        events.contains(&(
+            "Normal".into(),
+            "CreateSeed".into(),
+            "create seed etcd-cluster-0000".into()
+        )),
+        "{events:?}"
+    );
+
+    // Third pass: the seed has not started (no kubelet here): nothing else is created, and
+    // in particular no second seed.
+    reconcile_once(&ctx).await;
+    assert_eq!(pod_names(&client).await, ["etcd-cluster-0000"]);
+    let status = get_cluster(&client).await.status.unwrap();
+    assert_eq!(status.size, 1);
+    assert_eq!(status.members[0].name, "etcd-cluster-0000");
+    assert!(!status.members[0].healthy);
+}
+
+#[tokio::test]
+async fn an_invalid_spec_gets_a_condition_and_an_event_and_no_pods() {
+    let client = fake(vec![cluster(0, "3.6.15")], None).await;
+    let ctx = context(&client);
+    reconcile_once(&ctx).await; // finalizer
+    reconcile_once(&ctx).await;
+    assert!(pod_names(&client).await.is_empty());
+    assert!(
+        Api::<Service>::namespaced(client.clone(), NS)
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty(),
+        "nothing is touched for an invalid spec"
+    );
+    let status = get_cluster(&client).await.status.unwrap();
+    assert_eq!(status.phase, "Invalid");
+    let spec_valid = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "SpecValid")
+        .unwrap();
+    assert_eq!(spec_valid.status, "False");
+    assert_eq!(spec_valid.reason, "Invalid");
+    assert!(
+        spec_valid.message.contains("spec.size is 0"),
+        "{spec_valid:?}"
+    );
+    let events = events(&client).await;
+    assert!(
+        events
+            .iter()
+            .any(|(t, r, n)| t == "Warning" && r == "InvalidSpec" && n.contains("spec.size is 0")),
+        "{events:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_malformed_object_is_refused_without_breaking_anything() {
+    let client = ClientBuilder::new()
+        .with_resource::<EtcdCluster>()
+        .with_status_subresource::<EtcdCluster>()
+        .with_runtime_objects(vec![json!({
+            "apiVersion": "etcd.operator.rs/v1alpha1",
+            "kind": "EtcdCluster",
+            "metadata": {"name": NAME, "namespace": NS},
+            "spec": {"size": "three", "version": "3.6.15"}
+        })])
+        .build()
+        .await
+        .unwrap();
+    let ctx = context(&client);
+    reconcile_once(&ctx).await; // finalizer
+    let action = reconcile_once(&ctx).await;
+    assert_eq!(action, Action::await_change());
+    assert!(pod_names(&client).await.is_empty());
+    let raw = ctx.clusters(NS).get(NAME).await.unwrap();
+    let status = &raw.data["status"];
+    assert_eq!(status["phase"], "Invalid");
+    assert_eq!(status["conditions"][0]["type"], "SpecValid");
+    assert_eq!(status["conditions"][0]["reason"], "Malformed");
+    let events = events(&client).await;
+    assert!(
+        events
+            .iter()
+            .any(|(t, r, _)| t == "Warning" && r == "Malformed"),
+        "{events:?}"
+    );
+}
+
+#[tokio::test]
+async fn deletion_passes_through_cleanup_and_drops_the_finalizer() {
+    let mut c = cluster(3, "3.6.15");
+    c.metadata.finalizers = Some(vec![FINALIZER.into()]);
+    c.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+        Timestamp::now(),
+    ));
+    let client = fake(vec![c], None).await;
+    let ctx = context(&client);
+    let key = ClusterKey::new(NS, NAME);
+    ctx.registry.with(&key, |entry, _| entry.recovered = true);
+    reconcile_once(&ctx).await;
+    assert!(ctx.registry.keys().is_empty(), "the registry forgot it");
+    let left = Api::<EtcdCluster>::namespaced(client.clone(), NS)
+        .get_opt(NAME)
+        .await
+        .unwrap();
+    assert!(
+        left.is_none_or(|c| c.finalizers().is_empty()),
+        "the finalizer is removed"
+    );
+    assert!(pod_names(&client).await.is_empty());
+}
+
+/// The runtime's object changes, the way the controller's steps make them.
+#[tokio::test]
+async fn scale_replacement_and_upgrade_change_one_pod_at_a_time() {
+    let client = fake(vec![cluster(3, "3.6.15")], None).await;
+    let key = ClusterKey::new(NS, NAME);
+    let runtime = KubeRuntime::new(client.clone(), settings(), Arc::new(PodDns));
+    let c = get_cluster(&client).await;
+    runtime.track(&key, &c);
+    let v36 = EtcdVersion::new(3, 6, 15);
+    let v37 = EtcdVersion::new(3, 7, 2);
+
+    // Scale up: one Pod per step, each ordinal recorded first.
+    for (i, name) in [
+        "etcd-cluster-0000",
+        "etcd-cluster-0001",
+        "etcd-cluster-0002",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        assert_eq!(runtime.next_ordinal(&key).await.unwrap(), i as u32);
+        runtime
+            .create_member(&key, name, v36, i == 0)
+            .await
+            .unwrap();
+        assert_eq!(
+            get_cluster(&client).await.annotations()[ANNOTATION_NEXT_ORDINAL],
+            (i + 1).to_string()
+        );
+        assert_eq!(pod_names(&client).await.len(), i + 1);
+    }
+    let members = runtime.members(&key).await.unwrap();
+    assert_eq!(
+        members.iter().map(|m| m.name.as_str()).collect::<Vec<_>>(),
+        [
+            "etcd-cluster-0000",
+            "etcd-cluster-0001",
+            "etcd-cluster-0002"
+        ]
+    );
+    assert!(members[0].seed && !members[1].seed);
+    assert!(members.iter().all(|m| !m.running && m.down_since.is_none()));
+    assert_eq!(
+        members[2].peer_url,
+        "http://etcd-cluster-0002.etcd-cluster-peer.default.svc:2380"
+    );
+
+    // The kubelet reports 0000 running: the runtime says so.
+    let pods = Api::<Pod>::namespaced(client.clone(), NS);
+    let running = json!({"status": {"phase": "Running", "containerStatuses": [
+        {"name": "etcd", "ready": true, "restartCount": 0, "image": "x", "imageID": "",
+         "state": {"running": {}}}]}});
+    pods.patch(
+        "etcd-cluster-0000",
+        &PatchParams::default(),
+        &Patch::Merge(&running),
+    )
+    .await
+    .unwrap();
+    let members = runtime.members(&key).await.unwrap();
+    assert!(members[0].running, "{:?}", members[0]);
+
+    // Replacement: someone deletes 0002's Pod (no claim: its data goes with it), so the
+    // member is gone at once; the replacement gets a new ordinal.
+    runtime
+        .delete_member(&key, "etcd-cluster-0002")
+        .await
+        .unwrap();
+    assert_eq!(runtime.members(&key).await.unwrap().len(), 2);
+    assert_eq!(runtime.next_ordinal(&key).await.unwrap(), 3);
+    // A new coordinator (leader change) reads the same from the annotation.
+    let fresh = KubeRuntime::new(client.clone(), settings(), Arc::new(PodDns));
+    fresh.track(&key, &get_cluster(&client).await);
+    fresh.members(&key).await.unwrap();
+    assert_eq!(fresh.next_ordinal(&key).await.unwrap(), 3);
+    runtime
+        .create_member(&key, "etcd-cluster-0003", v36, false)
+        .await
+        .unwrap();
+    assert_eq!(
+        pod_names(&client).await,
+        [
+            "etcd-cluster-0000",
+            "etcd-cluster-0001",
+            "etcd-cluster-0003"
+        ]
+    );
+
+    // Upgrade: one Pod's image and version annotation, nothing else of it.
+    let before = pods.get("etcd-cluster-0001").await.unwrap();
+    runtime
+        .restart_member(&key, "etcd-cluster-0001", v37)
+        .await
+        .unwrap();
+    let after = pods.get("etcd-cluster-0001").await.unwrap();
+    assert_eq!(
+        after.spec.as_ref().unwrap().containers[0].image.as_deref(),
+        Some("gcr.io/etcd-development/etcd:v3.7.2")
+    );
+    assert_eq!(after.annotations()[ANNOTATION_ETCD_VERSION], "3.7.2");
+    let mut unchanged = after.spec.clone().unwrap();
+    unchanged.containers[0].image = before.spec.as_ref().unwrap().containers[0].image.clone();
+    assert_eq!(Some(unchanged), before.spec, "only the image changed");
+    assert_eq!(env_map(&after), env_map(&before));
+    assert_eq!(after.uid(), before.uid(), "the same Pod: its volumes stay");
+    let other = pods.get("etcd-cluster-0000").await.unwrap();
+    assert_eq!(other.annotations()[ANNOTATION_ETCD_VERSION], "3.6.15");
+    let members = runtime.members(&key).await.unwrap();
+    assert_eq!(members[1].version, v37);
+    assert_eq!(members[0].version, v36);
+
+    // Scale down: the Pod goes.
+    runtime
+        .delete_member(&key, "etcd-cluster-0003")
+        .await
+        .unwrap();
+    assert_eq!(
+        pod_names(&client).await,
+        ["etcd-cluster-0000", "etcd-cluster-0001"]
+    );
+}
+
+#[tokio::test]
+async fn with_storage_a_member_keeps_its_claim_and_gets_its_pod_back() {
+    let mut c = cluster(3, "3.6.15");
+    c.spec.storage = Some(StorageSpec {
+        size: "8Gi".into(),
+        storage_class_name: Some("fast".into()),
+    });
+    let client = fake(vec![c], None).await;
+    let key = ClusterKey::new(NS, NAME);
+    let runtime = KubeRuntime::new(client.clone(), settings(), Arc::new(PodDns));
+    runtime.track(&key, &get_cluster(&client).await);
+    let v = EtcdVersion::new(3, 6, 15);
+    runtime
+        .create_member(&key, "etcd-cluster-0000", v, true)
+        .await
+        .unwrap();
+    let claims = Api::<PersistentVolumeClaim>::namespaced(client.clone(), NS);
+    let claim = claims.get("etcd-cluster-0000-data").await.unwrap();
+    let spec = claim.spec.as_ref().unwrap();
+    assert_eq!(
+        spec.access_modes.as_deref(),
+        Some(&["ReadWriteOnce".to_string()][..])
+    );
+    assert_eq!(spec.storage_class_name.as_deref(), Some("fast"));
+    assert_eq!(
+        spec.resources.as_ref().unwrap().requests.as_ref().unwrap()["storage"].0,
+        "8Gi"
+    );
+    assert_eq!(claim.annotations()["etcd.operator.rs/seed"], "true");
+    let pods = Api::<Pod>::namespaced(client.clone(), NS);
+    let pod = pods.get("etcd-cluster-0000").await.unwrap();
+    let data = &pod.spec.as_ref().unwrap().volumes.as_ref().unwrap()[0];
+    assert_eq!(
+        data.persistent_volume_claim.as_ref().unwrap().claim_name,
+        "etcd-cluster-0000-data"
+    );
+    let uid = pod.uid();
+
+    // The Pod is deleted (a drain): the member comes back on its claim, same name.
+    pods.delete("etcd-cluster-0000", &DeleteParams::default())
+        .await
+        .unwrap();
+    let members = runtime.members(&key).await.unwrap();
+    assert_eq!(members.len(), 1);
+    assert!(!members[0].running && members[0].down_since.is_some());
+    assert!(members[0].seed);
+    let back = pods.get("etcd-cluster-0000").await.unwrap();
+    assert_ne!(back.uid(), uid);
+
+    // Deleting the member takes its claim too.
+    runtime
+        .delete_member(&key, "etcd-cluster-0000")
+        .await
+        .unwrap();
+    assert!(
+        claims
+            .get_opt("etcd-cluster-0000-data")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(pod_names(&client).await.is_empty());
+    assert!(runtime.members(&key).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn pods_of_another_cluster_of_the_same_name_are_not_members() {
+    let client = fake(vec![cluster(3, "3.6.15")], None).await;
+    let key = ClusterKey::new(NS, NAME);
+    let runtime = KubeRuntime::new(client.clone(), settings(), Arc::new(PodDns));
+    let c = get_cluster(&client).await;
+    runtime.track(&key, &c);
+    runtime
+        .create_member(&key, "etcd-cluster-0000", EtcdVersion::new(3, 6, 15), true)
+        .await
+        .unwrap();
+    // The same name, recreated: a new uid.
+    let mut recreated = c.clone();
+    recreated.metadata.uid = Some("another-uid".into());
+    runtime.track(&key, &recreated);
+    assert!(runtime.members(&key).await.unwrap().is_empty());
+}
+
+fn lease_settings(identity: &str) -> LeaseSettings {
+    LeaseSettings::new("etcd-coordinator-leader", NS, identity)
+}
+
+#[tokio::test]
+async fn one_coordinator_leads_at_a_time() {
+    let client = fake(vec![], None).await;
+    let a = LeaderElector::new(client.clone(), lease_settings("coordinator-a"));
+    let b = LeaderElector::new(client.clone(), lease_settings("coordinator-b"));
+    assert!(a.round().await.unwrap(), "a takes the free lease");
+    assert!(!b.round().await.unwrap(), "b follows");
+    assert!(a.round().await.unwrap(), "a renews");
+    assert!(!b.round().await.unwrap());
+    let leases = Api::<Lease>::namespaced(client.clone(), NS);
+    let lease = leases.get("etcd-coordinator-leader").await.unwrap();
+    assert_eq!(
+        lease.spec.as_ref().unwrap().holder_identity.as_deref(),
+        Some("coordinator-a")
+    );
+    a.release().await.unwrap();
+    assert!(b.round().await.unwrap(), "b takes the released lease");
+    assert!(!a.round().await.unwrap(), "a follows now");
+    let lease = leases.get("etcd-coordinator-leader").await.unwrap();
+    assert_eq!(
+        lease.spec.as_ref().unwrap().holder_identity.as_deref(),
+        Some("coordinator-b")
+    );
+}
+
+#[tokio::test]
+async fn an_expired_lease_is_taken_over() {
+    let client = fake(vec![], None).await;
+    let stale = Timestamp::now() - SignedDuration::from_secs(60);
+    let leases = Api::<Lease>::namespaced(client.clone(), NS);
+    leases
+        .create(
+            &Default::default(),
+            &Lease {
+                metadata: ObjectMeta {
+                    name: Some("etcd-coordinator-leader".into()),
+                    namespace: Some(NS.into()),
+                    ..Default::default()
+                },
+                spec: Some(LeaseSpec {
+                    holder_identity: Some("gone".into()),
+                    lease_duration_seconds: Some(15),
+                    renew_time: Some(MicroTime(stale)),
+                    lease_transitions: Some(3),
+                    ..Default::default()
+                }),
+            },
+        )
+        .await
+        .unwrap();
+    let a = LeaderElector::new(client.clone(), lease_settings("coordinator-a"));
+    assert!(a.round().await.unwrap());
+    let spec = leases
+        .get("etcd-coordinator-leader")
+        .await
+        .unwrap()
+        .spec
+        .unwrap();
+    assert_eq!(spec.holder_identity.as_deref(), Some("coordinator-a"));
+    assert_eq!(spec.lease_transitions, Some(4));
+}
+
+#[tokio::test]
+async fn a_failed_api_call_becomes_an_event_and_a_condition() {
+    let funcs = interceptor::Funcs::new().patch(|ctx| {
+        if ctx.name == "etcd-cluster-peer" {
+            return Err(kube_fake_client::Error::Internal(
+                "the API server is unwell".into(),
+            ));
+        }
+        Ok(None)
+    });
+    let client = fake(vec![cluster(3, "3.6.15")], Some(funcs)).await;
+    let ctx = context(&client);
+    reconcile_once(&ctx).await; // finalizer
+    let obj = ctx.clusters(NS).get(NAME).await.unwrap();
+    let err = reconcile(Arc::new(obj), Arc::clone(&ctx))
+        .await
+        .expect_err("the Service cannot be applied");
+    assert_eq!(err.category(), "kube");
+    assert!(err.to_string().contains("apply Service"), "{err}");
+    assert!(
+        pod_names(&client).await.is_empty(),
+        "nothing acts after a failed step"
+    );
+    let events = events(&client).await;
+    assert!(
+        events
+            .iter()
+            .any(|(t, r, n)| t == "Warning" && r == "ApiCallFailed" && n.contains("unwell")),
+        "{events:?}"
+    );
+    let status = get_cluster(&client).await.status.unwrap();
+    let failed = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "ReconcileFailed")
+        .expect("a ReconcileFailed condition");
+    assert_eq!(
+        (failed.status.as_str(), failed.reason.as_str()),
+        ("True", "ApiCallFailed")
+    );
+    assert!(failed.message.contains("unwell"), "{failed:?}");
+}

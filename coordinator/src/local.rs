@@ -275,6 +275,7 @@ impl LocalRuntime {
                 terminate(child).await;
             }
             local.children.clear();
+            stop_adopted(key, local).await;
         }
     }
 
@@ -285,6 +286,8 @@ impl LocalRuntime {
             for child in local.children.values_mut() {
                 terminate(child).await;
             }
+            local.children.clear();
+            stop_adopted(key, &local).await;
         }
     }
 
@@ -308,6 +311,22 @@ async fn terminate(child: &mut Child) {
         .is_err()
     {
         let _ = child.kill().await;
+    }
+}
+
+/// Stops the sidecars adopted from a previous coordinator: they are not our children, so
+/// `children` misses them and only their recorded pid reaches them.
+async fn stop_adopted(key: &ClusterKey, local: &LocalCluster) {
+    for m in &local.record.members {
+        if local.children.contains_key(&m.name) {
+            continue;
+        }
+        if let Some(pid) = m.pid
+            && pid_is_member(pid, &m.name)
+        {
+            info!(cluster = %key, member = %m.name, pid, "stopping (adopted)");
+            terminate_pid(pid, &m.name).await;
+        }
     }
 }
 

@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod grant_server;
+pub mod local_cluster;
 pub mod process;
 pub mod wait;
 pub mod watcher;

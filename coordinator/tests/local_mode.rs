@@ -1,0 +1,820 @@
+//! End to end: `etcd-coordinator local` over the example manifest, with real etcd members,
+//! driven the way a person drives it (editing the YAML file, killing processes) while client
+//! traffic runs. Each test takes the machine-wide cluster lock; every process a test starts
+//! is killed by the harness's guards, also when the test fails.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use etcd_client::GetOptions;
+use etcd_operator::{etcd_bin::EtcdBinaries, proto::ClusterStatus};
+use testkit::{
+    local_cluster::{
+        ClusterMonitor, CoordinatorOptions, LocalCoordinator, Writer, condition, describe,
+        etcd_client, etcdctl, http_version, is_running, pid_alive, verify_acked,
+    },
+    serial_guard, wait_for,
+};
+use tonic_health::pb::{
+    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+};
+
+/// Forming a 3-member cluster takes ~10 s on a quiet 2-core machine.
+const FORM: Duration = Duration::from_secs(90);
+/// One membership change or one member's upgrade, with room for a slow machine.
+const CHANGE: Duration = Duration::from_secs(120);
+
+const VERSION: &str = "3.6.15";
+const OLD_VERSION: &str = "3.5.34";
+
+fn coordinator_bin() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_etcd-coordinator"))
+}
+
+fn example() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/example-etcd-cluster.yaml")
+}
+
+async fn start(opts: CoordinatorOptions) -> LocalCoordinator {
+    LocalCoordinator::start(opts)
+        .await
+        .expect("start the local coordinator")
+}
+
+fn example_options() -> CoordinatorOptions {
+    CoordinatorOptions::new(coordinator_bin(), example())
+}
+
+/// Unwraps a harness result, adding the logs to the failure.
+fn ok<T>(c: &LocalCoordinator, r: anyhow::Result<T>) -> T {
+    match r {
+        Ok(v) => v,
+        Err(e) => panic!("{e:#}\n{}", c.logs(40)),
+    }
+}
+
+/// etcd's member list as `(name, id, learner)`, read from `endpoints`.
+async fn etcd_members(endpoints: &[String]) -> Vec<(String, u64, bool)> {
+    try_etcd_members(endpoints)
+        .await
+        .unwrap_or_else(|e| panic!("etcd member list from {endpoints:?}: {e}"))
+}
+
+/// etcd's member list from the first of `endpoints` that answers.
+async fn try_etcd_members(endpoints: &[String]) -> Result<Vec<(String, u64, bool)>, String> {
+    let mut last = String::from("no endpoint");
+    for endpoint in endpoints {
+        let read = async {
+            let mut client = etcd_client(std::slice::from_ref(endpoint)).await?;
+            anyhow::Ok(client.member_list().await?)
+        };
+        match tokio::time::timeout(Duration::from_secs(3), read).await {
+            Ok(Ok(list)) => {
+                let mut members: Vec<(String, u64, bool)> = list
+                    .members()
+                    .iter()
+                    .map(|m| (m.name().to_string(), m.id(), m.is_learner()))
+                    .collect();
+                members.sort();
+                return Ok(members);
+            }
+            Ok(Err(e)) => last = format!("{endpoint}: {e}"),
+            Err(_) => last = format!("{endpoint}: no answer"),
+        }
+    }
+    Err(last)
+}
+
+fn names(status: &ClusterStatus) -> BTreeSet<String> {
+    status.members.iter().map(|m| m.name.clone()).collect()
+}
+
+fn endpoints_of(status: &ClusterStatus) -> Vec<String> {
+    status
+        .endpoints
+        .split(',')
+        .filter(|e| !e.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// Sidecar pids by member name, from the runtime's record.
+fn pids(c: &LocalCoordinator) -> BTreeMap<String, u32> {
+    c.members()
+        .into_iter()
+        .filter_map(|m| m.pid.map(|p| (m.name, p)))
+        .collect()
+}
+
+/// Checks `check` repeatedly for `duration`: an observation window in which an invariant
+/// must hold at every sample (not a wait for anything).
+async fn hold_for<F, Fut>(what: &str, duration: Duration, mut check: F) -> anyhow::Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<(), String>>,
+{
+    let end = tokio::time::Instant::now() + duration;
+    while tokio::time::Instant::now() < end {
+        if let Err(e) = check().await {
+            anyhow::bail!("{what} stopped holding: {e}");
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    Ok(())
+}
+
+/// 1 and 7: the example becomes three healthy members that `etcdctl` and the etcd-client
+/// crate use through the endpoints the coordinator reports; the gRPC health service says
+/// SERVING. A clean stop (SIGTERM) stops every member, and a start on the same state brings
+/// the same members back on their data.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn example_becomes_three_healthy_members_that_etcdctl_uses() {
+    let _serial = serial_guard();
+    let mut c = start(example_options()).await;
+    let status = ok(&c, c.wait_running(3, VERSION, FORM).await);
+    assert_eq!(status.size, 3);
+    let expected_names: BTreeSet<String> = (0..3).map(|i| c.member_name(i)).collect();
+    assert_eq!(names(&status), expected_names, "{}", describe(&status));
+    assert_eq!(
+        condition(&status, "Available").map(|c| c.status.as_str()),
+        Some("True"),
+        "{}",
+        describe(&status)
+    );
+
+    // The endpoints reported are the members' client URLs, one per member.
+    let endpoints = endpoints_of(&status);
+    let recorded: BTreeSet<String> = c.members().iter().map(|m| m.client_url()).collect();
+    assert_eq!(endpoints.len(), 3, "{}", status.endpoints);
+    assert_eq!(
+        endpoints.iter().cloned().collect::<BTreeSet<_>>(),
+        recorded,
+        "reported endpoints vs the runtime's record"
+    );
+
+    // etcdctl (Debian's etcd-client package) against the reported endpoints.
+    let put = ok(&c, etcdctl(&status.endpoints, &["put", "foo", "bar"]));
+    assert_eq!(put.trim(), "OK", "{put}");
+    let got = ok(&c, etcdctl(&status.endpoints, &["get", "foo"]));
+    assert_eq!(got.lines().collect::<Vec<_>>(), ["foo", "bar"], "{got}");
+    // Every endpoint on its own answers a linearizable read with what was written.
+    for endpoint in &endpoints {
+        let got = ok(&c, etcdctl(endpoint, &["get", "foo", "--print-value-only"]));
+        assert_eq!(got.trim(), "bar", "{endpoint}: {got}");
+    }
+
+    // The etcd-client crate sees the same, and writes what etcdctl reads.
+    let mut client = ok(&c, etcd_client(&endpoints).await);
+    let resp = client.get("foo", None).await.expect("get foo");
+    assert_eq!(resp.kvs().len(), 1);
+    assert_eq!(resp.kvs()[0].value(), b"bar");
+    client.put("from-crate", "yes", None).await.expect("put");
+    let got = ok(
+        &c,
+        etcdctl(
+            &status.endpoints,
+            &["get", "from-crate", "--print-value-only"],
+        ),
+    );
+    assert_eq!(got.trim(), "yes");
+
+    // etcd's own member list agrees with the status: same names and ids, no learner.
+    let members = etcd_members(&endpoints).await;
+    assert_eq!(members.len(), 3, "{members:?}");
+    for (name, id, learner) in &members {
+        assert!(!learner, "{name} is a learner");
+        let in_status = status.members.iter().find(|m| &m.name == name);
+        assert_eq!(
+            in_status.map(|m| m.id.clone()),
+            Some(format!("{id:x}")),
+            "{name}: etcd id vs status id"
+        );
+    }
+    assert_eq!(
+        status.members.iter().filter(|m| m.leader).count(),
+        1,
+        "exactly one leader: {}",
+        describe(&status)
+    );
+
+    // grpc.health.v1: SERVING overall and for the coordinator's service.
+    let mut health = HealthClient::new(c.channel());
+    for service in ["", "etcdop.v1.Coordinator"] {
+        let resp = health
+            .check(HealthCheckRequest {
+                service: service.into(),
+            })
+            .await
+            .unwrap_or_else(|e| panic!("health check of {service:?}: {e}"))
+            .into_inner();
+        assert_eq!(resp.status(), ServingStatus::Serving, "service {service:?}");
+    }
+    let unknown = health
+        .check(HealthCheckRequest {
+            service: "no.such.Service".into(),
+        })
+        .await;
+    assert_eq!(
+        unknown
+            .map(|r| r.into_inner().status())
+            .map_err(|s| s.code()),
+        Err(tonic::Code::NotFound),
+        "an unknown service is not reported serving"
+    );
+
+    // SIGTERM: the coordinator stops every member cleanly and exits 0.
+    let sidecars = pids(&c);
+    let exit = c.terminate(Duration::from_secs(60)).await;
+    let exit = ok(&c, exit);
+    assert!(exit.success(), "the coordinator exited with {exit}");
+    for (name, pid) in &sidecars {
+        assert!(!pid_alive(*pid), "{name}'s sidecar (pid {pid}) still runs");
+    }
+    for endpoint in &endpoints {
+        let addr = endpoint.trim_start_matches("http://");
+        assert!(
+            tokio::net::TcpStream::connect(addr).await.is_err(),
+            "etcd still listens on {endpoint}"
+        );
+    }
+    // Started again: the same members (same etcd ids) on their data, new processes.
+    let restarted = c.restart().await;
+    ok(&c, restarted);
+    let again = ok(&c, c.wait_running(3, VERSION, FORM).await);
+    assert_eq!(etcd_members(&endpoints_of(&again)).await, members);
+    for (name, pid) in pids(&c) {
+        assert_ne!(sidecars.get(&name), Some(&pid), "{name} was not restarted");
+    }
+    let got = ok(
+        &c,
+        etcdctl(&again.endpoints, &["get", "foo", "--print-value-only"]),
+    );
+    assert_eq!(got.trim(), "bar", "the data survived the restart");
+}
+
+/// 2: 3 -> 5 -> 3 by editing the file while a writer runs: one membership change at a
+/// time, new ordinals -0003 and -0004, non-leaders removed, no acknowledged write lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scales_three_to_five_to_three_one_change_at_a_time() {
+    let _serial = serial_guard();
+    let c = start(example_options()).await;
+    ok(&c, c.wait_running(3, VERSION, FORM).await);
+    let monitor = ClusterMonitor::start(&c);
+    let writer = Writer::start(c.live_endpoints());
+    ok(&c, writer.wait_acked(25, Duration::from_secs(20)).await);
+
+    c.set_spec(5, VERSION).unwrap();
+    let five = ok(&c, c.wait_running(5, VERSION, CHANGE * 2).await);
+    let expected: BTreeSet<String> = (0..5).map(|i| c.member_name(i)).collect();
+    assert_eq!(names(&five), expected, "{}", describe(&five));
+    ok(&c, writer.wait_acked(25, Duration::from_secs(20)).await);
+    let grown = monitor.log();
+    // Each add holds the cluster's grant while it lasts (often well under a second, so a
+    // 100 ms sampler sees some of them, not necessarily all).
+    assert!(
+        !grown.changes_in_flight.is_empty() && grown.max_step >= 1,
+        "the monitor saw no membership change: {grown:?}"
+    );
+
+    c.set_spec(3, VERSION).unwrap();
+    let three = ok(&c, c.wait_running(3, VERSION, CHANGE * 2).await);
+    ok(&c, writer.wait_acked(25, Duration::from_secs(20)).await);
+    let log = writer.stop().await;
+
+    // Two members left, neither while it led; the ones that stayed are the status's three.
+    let monitored = ok(&c, monitor.assert_one_change_at_a_time());
+    let departed: Vec<&(String, bool)> = monitored.departures.iter().collect();
+    assert_eq!(departed.len(), 2, "departures: {departed:?}");
+    for (name, was_leader) in &departed {
+        assert!(!was_leader, "{name} was asked to leave while it led");
+        assert!(!names(&three).contains(name), "{name} still listed");
+    }
+    // The highest ordinals go first unless one leads.
+    let leader_stayed = three.members.iter().any(|m| m.leader);
+    if leader_stayed && names(&three) == (0..3).map(|i| c.member_name(i)).collect() {
+        let gone: BTreeSet<String> = departed.iter().map(|(n, _)| n.clone()).collect();
+        assert_eq!(gone, [c.member_name(3), c.member_name(4)].into());
+    }
+    for n in [c.member_name(3), c.member_name(4)] {
+        assert!(monitored.names_seen.contains(&n), "{n} never appeared");
+    }
+    assert_eq!(monitored.max_status_members, 5, "never more than 5 members");
+    assert_eq!(
+        monitor.membership().max_members,
+        5,
+        "etcd never listed more than 5 members"
+    );
+    assert!(
+        monitored.max_step >= 1,
+        "the monitor saw the membership change"
+    );
+
+    // etcd agrees: 3 voters, the status's names.
+    let endpoints = endpoints_of(&three);
+    let members = etcd_members(&endpoints).await;
+    assert_eq!(
+        members.iter().map(|m| m.0.clone()).collect::<BTreeSet<_>>(),
+        names(&three),
+        "{members:?}"
+    );
+    assert!(members.iter().all(|m| !m.2), "no learner left: {members:?}");
+    assert_eq!(c.members().len(), 3, "the runtime keeps 3 members");
+
+    // No acknowledged write is lost, on any member.
+    let held = ok(&c, verify_acked(&endpoints, &log.acked).await);
+    eprintln!(
+        "scale 3->5->3: {} writes acknowledged ({held} held), {} failed, longest gap {:?}; in flight: {:?}; phases: {:?}; departures {:?}; {} member lists (max step {}, max learners {}), {} statuses (max joining/leaving {})",
+        log.acked.len(),
+        log.failures.len(),
+        log.longest_gap,
+        monitored.changes_in_flight,
+        monitored.phases,
+        monitored.departures,
+        monitored.etcd_samples,
+        monitored.max_step,
+        monitored.max_learners,
+        monitored.status_samples,
+        monitored.max_in_transition
+    );
+    assert!(
+        log.failures.is_empty(),
+        "writes failed while scaling: {:?}",
+        log.failures
+    );
+}
+
+/// 3: kill -9 a follower's sidecar (its etcd dies with it): a new ordinal replaces it, the
+/// cluster stays available throughout and no acknowledged write is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_member_is_replaced_by_a_new_ordinal() {
+    let _serial = serial_guard();
+    let c = start(example_options().dead_after_secs(5)).await;
+    let before = ok(&c, c.wait_running(3, VERSION, FORM).await);
+    let monitor = ClusterMonitor::start(&c);
+    let writer = Writer::start(c.live_endpoints());
+    ok(&c, writer.wait_acked(25, Duration::from_secs(20)).await);
+
+    // A follower, not the seed: its loss costs no election.
+    let victim = before
+        .members
+        .iter()
+        .filter(|m| !m.leader)
+        .map(|m| m.name.clone())
+        .max()
+        .expect("a follower");
+    let victim_record = c.member(&victim).expect("victim recorded");
+    let old_ids = etcd_members(&endpoints_of(&before)).await;
+    let victim_id = old_ids
+        .iter()
+        .find(|m| m.0 == victim)
+        .map(|m| m.1)
+        .expect("victim in etcd");
+    let pid = ok(&c, c.kill_member(&victim));
+    ok(
+        &c,
+        wait_for(
+            "the victim's process to be gone",
+            Duration::from_secs(10),
+            || async { (!pid_alive(pid)).then_some(()) },
+        )
+        .await,
+    );
+    // Its etcd died with it: nothing listens on its client port any more.
+    let victim_client = victim_record.client_url();
+    ok(
+        &c,
+        wait_for(
+            "the victim's etcd to stop listening",
+            Duration::from_secs(10),
+            || {
+                let addr = victim_client.trim_start_matches("http://").to_string();
+                async move {
+                    tokio::net::TcpStream::connect(addr)
+                        .await
+                        .is_err()
+                        .then_some(())
+                }
+            },
+        )
+        .await,
+    );
+
+    let replacement = c.member_name(3);
+    let after = ok(
+        &c,
+        c.wait_until(
+            &format!("{victim} replaced by {replacement}, 3 healthy voters"),
+            CHANGE,
+            |s| {
+                is_running(s, 3, VERSION)
+                    && names(s).contains(&replacement)
+                    && !names(s).contains(&victim)
+            },
+        )
+        .await,
+    );
+    ok(&c, writer.wait_acked(25, Duration::from_secs(20)).await);
+    let log = writer.stop().await;
+
+    let mut expected = names(&before);
+    expected.remove(&victim);
+    expected.insert(replacement.clone());
+    assert_eq!(names(&after), expected, "{}", describe(&after));
+    let members = etcd_members(&endpoints_of(&after)).await;
+    assert_eq!(members.len(), 3, "{members:?}");
+    assert!(
+        members.iter().all(|m| m.1 != victim_id && !m.2),
+        "the victim's id is gone and no learner is left: {members:?}"
+    );
+    assert!(c.member(&victim).is_none(), "the runtime forgot {victim}");
+
+    let monitored = ok(&c, monitor.assert_one_change_at_a_time());
+    assert_eq!(
+        monitored.max_status_members, 3,
+        "the replacement was added only after the dead member was removed"
+    );
+    let held = ok(&c, verify_acked(&endpoints_of(&after), &log.acked).await);
+    eprintln!(
+        "kill {victim}: {} writes acknowledged ({held} held), {} failed, longest gap {:?}, by endpoint {:?}; phases {:?}",
+        log.acked.len(),
+        log.failures.len(),
+        log.longest_gap,
+        log.acked_by,
+        monitored.phases
+    );
+    // A follower's death costs no election: every write is acknowledged by a survivor.
+    assert!(
+        log.failures.is_empty(),
+        "writes failed although a quorum was up: {:?}",
+        log.failures
+    );
+    assert!(
+        log.longest_gap < Duration::from_secs(3),
+        "the cluster stalled for {:?}",
+        log.longest_gap
+    );
+}
+
+/// 4: an online upgrade 3.5.34 -> 3.6.15 under steady writes: every member ends on 3.6.15,
+/// the cluster version is 3.6, the leader changes at most once per member, and no
+/// acknowledged write is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upgrades_from_3_5_to_3_6_under_writes() {
+    let _serial = serial_guard();
+    if let Err(e) = EtcdBinaries::from_env().resolve(OLD_VERSION.parse().unwrap()) {
+        panic!("the upgrade test needs etcd {OLD_VERSION}: {e}");
+    }
+    let c = start(example_options().version(OLD_VERSION)).await;
+    let before = ok(&c, c.wait_running(3, OLD_VERSION, FORM).await);
+    assert_eq!(before.current_version, OLD_VERSION);
+    let monitor = ClusterMonitor::start(&c);
+    let writer = Writer::start(c.live_endpoints());
+    ok(&c, writer.wait_acked(25, Duration::from_secs(20)).await);
+
+    c.set_spec(3, VERSION).unwrap();
+    ok(
+        &c,
+        c.wait_until("the upgrade to start", Duration::from_secs(30), |s| {
+            s.phase == "Upgrading" || s.members.iter().any(|m| m.version == VERSION)
+        })
+        .await,
+    );
+    let after = ok(&c, c.wait_running(3, VERSION, CHANGE * 3).await);
+    assert_eq!(after.current_version, VERSION);
+    assert_eq!(names(&after), names(&before), "the same members, upgraded");
+    ok(&c, writer.wait_acked(25, Duration::from_secs(20)).await);
+    let log = writer.stop().await;
+
+    // Every member's etcd says 3.6.15, and the cluster version moved to 3.6.
+    let endpoints = endpoints_of(&after);
+    for endpoint in &endpoints {
+        let mut client = ok(&c, etcd_client(std::slice::from_ref(endpoint)).await);
+        let status = client.status().await.expect("etcd status");
+        assert_eq!(status.version(), VERSION, "{endpoint}");
+    }
+    let cluster_version = ok(
+        &c,
+        wait_for(
+            "the cluster version 3.6",
+            Duration::from_secs(60),
+            || async {
+                let (server, cluster) = http_version(&endpoints[0]).await.ok()?;
+                (server == VERSION && cluster.starts_with("3.6")).then_some(cluster)
+            },
+        )
+        .await,
+    );
+    let etcdctl_status = ok(
+        &c,
+        etcdctl(&after.endpoints, &["endpoint", "status", "-w", "json"]),
+    );
+    assert_eq!(
+        etcdctl_status
+            .matches(&format!("\"version\":\"{VERSION}\""))
+            .count(),
+        3,
+        "{etcdctl_status}"
+    );
+
+    let monitored = ok(&c, monitor.assert_one_change_at_a_time());
+    eprintln!(
+        "upgrade: {} writes acknowledged, {} failed, longest gap {:?}; leaders (status) {:?}, leaders (etcd) {:x?}, cluster version {cluster_version}; phases {:?}",
+        log.acked.len(),
+        log.failures.len(),
+        log.longest_gap,
+        monitored.status_leaders,
+        monitored.etcd_leaders,
+        monitored.phases
+    );
+    assert!(
+        monitored.etcd_leader_changes() <= 3 && monitored.status_leader_changes() <= 3,
+        "the leader changed more than once per member: etcd {:x?}, status {:?}",
+        monitored.etcd_leaders,
+        monitored.status_leaders
+    );
+    assert!(
+        monitored.phases.iter().any(|p| p == "Upgrading"),
+        "{:?}",
+        monitored.phases
+    );
+    let held = ok(&c, verify_acked(&endpoints, &log.acked).await);
+    assert!(held >= log.acked.len());
+}
+
+/// Waits until the status refuses the spec with a SpecValid=False condition naming
+/// `problem`, at `generation`; checks the `status` CLI shows the same.
+async fn expect_refused(c: &LocalCoordinator, problem: &str, generation: i64) -> ClusterStatus {
+    let status = ok(
+        c,
+        c.wait_until(
+            &format!("phase Invalid, SpecValid=False naming {problem:?}"),
+            Duration::from_secs(30),
+            |s| {
+                s.phase == "Invalid"
+                    && s.observed_generation == generation
+                    && condition(s, "SpecValid")
+                        .is_some_and(|k| k.status == "False" && k.message.contains(problem))
+            },
+        )
+        .await,
+    );
+    let out = std::process::Command::new(coordinator_bin())
+        .args(["status", c.cluster(), "--grpc-addr"])
+        .arg(c.addr().to_string())
+        .output()
+        .expect("run etcd-coordinator status");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "status CLI failed: {out:?}");
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with(c.cluster()) && l.trim_end().ends_with("Invalid")),
+        "the table shows phase Invalid:\n{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("SpecValid") && l.contains("False") && l.contains(problem)),
+        "the conditions show SpecValid False naming {problem:?}:\n{text}"
+    );
+    status
+}
+
+/// What must not change while specs are refused: etcd's member ids and the sidecar
+/// processes.
+async fn untouched(
+    c: &LocalCoordinator,
+    ids: &[(String, u64, bool)],
+    before: &BTreeMap<String, u32>,
+    endpoints: &[String],
+) -> Result<(), String> {
+    let now = pids(c);
+    if &now != before {
+        return Err(format!("sidecars changed: {before:?} -> {now:?}"));
+    }
+    if let Some((name, pid)) = now.iter().find(|(_, p)| !pid_alive(**p)) {
+        return Err(format!("{name}'s sidecar (pid {pid}) is gone"));
+    }
+    let list = etcd_members(endpoints).await;
+    if list != ids {
+        return Err(format!("etcd members changed: {ids:?} -> {list:?}"));
+    }
+    Ok(())
+}
+
+/// 5: size 0, an unparseable version, a downgrade and malformed YAML are refused with a
+/// clear message, and nothing running is touched; a valid spec then converges.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_specs_leave_the_running_cluster_untouched() {
+    let _serial = serial_guard();
+    let c = start(example_options()).await;
+    let running = ok(&c, c.wait_running(3, VERSION, FORM).await);
+    let endpoints = endpoints_of(&running);
+    let ids = etcd_members(&endpoints).await;
+    let pids = pids(&c);
+    assert_eq!(pids.len(), 3, "{pids:?}");
+    let mut generation = running.observed_generation;
+
+    let cases: [(i32, &str, &str); 3] = [
+        (0, VERSION, "spec.size is 0"),
+        (3, "banana", "\"banana\" is not a version"),
+        (3, OLD_VERSION, "downgrade from 3.6.15 to 3.5.34"),
+    ];
+    let mut last = running.clone();
+    for (size, version, problem) in cases {
+        c.set_spec(size, version).unwrap();
+        generation += 1;
+        last = expect_refused(&c, problem, generation).await;
+        assert_eq!(last.members.len(), 3, "{}", describe(&last));
+        ok(
+            &c,
+            hold_for(
+                &format!("the cluster untouched under {problem:?}"),
+                Duration::from_secs(3),
+                || untouched(&c, &ids, &pids, &endpoints),
+            )
+            .await,
+        );
+        // Still serving clients.
+        let mut client = ok(&c, etcd_client(&endpoints).await);
+        client
+            .put(format!("during/{size}/{version}"), "ok", None)
+            .await
+            .expect("the cluster serves writes while the spec is refused");
+    }
+
+    // Malformed YAML: the previous spec stays, an error is printed, nothing changes.
+    c.write_manifest("apiVersion: \"etcd.operator.rs/v1alpha1\"\nkind: EtcdCluster\nmetadata: {name: \"etcd-cluster\"\nspec:\n  size: [3\n")
+        .unwrap();
+    // The error is printed with the parser's excerpt of the file (several lines).
+    let printed = ok(
+        &c,
+        wait_for(
+            "the coordinator to print that the manifest is malformed",
+            Duration::from_secs(20),
+            || async {
+                let out = c.stdout();
+                let at = out.find("error: ")?;
+                let printed = &out[at..];
+                (printed.contains("malformed YAML") && printed.contains("(nothing changed)"))
+                    .then(|| printed.to_string())
+            },
+        )
+        .await,
+    );
+    assert!(
+        printed.contains(&c.manifest_path().display().to_string()),
+        "the error names the file: {printed}"
+    );
+    ok(
+        &c,
+        hold_for(
+            "the cluster untouched under malformed YAML",
+            Duration::from_secs(3),
+            || untouched(&c, &ids, &pids, &endpoints),
+        )
+        .await,
+    );
+    let kept = c.status().await.expect("status");
+    assert_eq!(
+        kept.observed_generation,
+        generation,
+        "the previous spec is kept: {}",
+        describe(&kept)
+    );
+    assert_eq!(kept.target_version, OLD_VERSION, "{}", describe(&kept));
+    assert_eq!(kept.phase, last.phase);
+
+    // A valid spec again: the refusal clears and the cluster is Running as before.
+    c.set_spec(3, VERSION).unwrap();
+    let back = ok(
+        &c,
+        c.wait_until("a valid spec to converge", FORM, |s| {
+            is_running(s, 3, VERSION)
+                && s.observed_generation == generation + 1
+                && condition(s, "SpecValid").is_some_and(|k| k.status == "True")
+        })
+        .await,
+    );
+    assert_eq!(names(&back), names(&running));
+    ok(
+        &c,
+        untouched(&c, &ids, &pids, &endpoints)
+            .await
+            .map_err(anyhow::Error::msg),
+    );
+    let mut client = ok(&c, etcd_client(&endpoints).await);
+    let during = client
+        .get("during/", Some(GetOptions::new().with_prefix()))
+        .await
+        .expect("get");
+    assert_eq!(during.kvs().len(), 3, "the writes made while refused");
+}
+
+/// 6: the coordinator killed in the middle of a scale-up (once as soon as the 4th member is
+/// recorded, once while the 5th holds its grant) and started again on the same state
+/// converges to 5 healthy members, with no duplicate member and no learner left; the
+/// running sidecars are adopted, and a clean stop afterwards stops them all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn coordinator_restart_in_the_middle_of_a_scale_up() {
+    let _serial = serial_guard();
+    let mut c = start(example_options()).await;
+    ok(&c, c.wait_running(3, VERSION, FORM).await);
+    let pids_before = pids(&c);
+    let monitor = ClusterMonitor::start(&c);
+    let writer = Writer::start(c.live_endpoints());
+    ok(&c, writer.wait_acked(25, Duration::from_secs(20)).await);
+
+    c.set_spec(5, VERSION).unwrap();
+    let at_crash = ok(
+        &c,
+        wait_for(
+            "a 4th member or a change in flight",
+            Duration::from_secs(60),
+            || async {
+                let recorded = c.members().len();
+                let status = c.status().await;
+                let in_flight = status.as_ref().is_some_and(|s| {
+                    !s.change_in_flight.is_empty() || s.members.iter().any(|m| m.learner)
+                });
+                (recorded >= 4 || in_flight).then(|| {
+                    format!(
+                        "{recorded} recorded; {}",
+                        status.as_ref().map(describe).unwrap_or_default()
+                    )
+                })
+            },
+        )
+        .await,
+    );
+    c.crash();
+    eprintln!("coordinator killed with: {at_crash}");
+    let restarted = c.restart().await;
+    ok(&c, restarted);
+
+    // Once more while the last member holds its grant: its sidecar adds itself as a learner
+    // with no coordinator to answer, and the next coordinator must find that add in flight.
+    let last = c.member_name(4);
+    let log_path = c.state_dir().join(c.cluster()).join(format!("{last}.log"));
+    let at_second_crash = ok(
+        &c,
+        wait_for(&format!("{last} to receive its grant"), CHANGE, || async {
+            let text = std::fs::read_to_string(&log_path).ok()?;
+            text.contains("membership grant received").then_some(())?;
+            let list = try_etcd_members(&(c.live_endpoints())()).await;
+            Some(format!("etcd members (name, id, learner): {list:x?}"))
+        })
+        .await,
+    );
+    c.crash();
+    eprintln!("coordinator killed again once {last} held its grant; {at_second_crash}");
+    let restarted = c.restart().await;
+    ok(&c, restarted);
+
+    let five = ok(&c, c.wait_running(5, VERSION, CHANGE * 2).await);
+    ok(&c, writer.wait_acked(25, Duration::from_secs(20)).await);
+    let log = writer.stop().await;
+
+    // No duplicate: five entries in etcd, unique names, the status's names, no learner.
+    let endpoints = endpoints_of(&five);
+    let members = etcd_members(&endpoints).await;
+    assert_eq!(members.len(), 5, "{members:?}");
+    let etcd_names: BTreeSet<String> = members.iter().map(|m| m.0.clone()).collect();
+    assert_eq!(etcd_names.len(), 5, "names unique: {members:?}");
+    assert_eq!(etcd_names, names(&five));
+    assert!(members.iter().all(|m| !m.2), "no learner left: {members:?}");
+    let records = c.members();
+    let ordinals: BTreeSet<u32> = records.iter().map(|m| m.ordinal).collect();
+    assert_eq!(records.len(), 5, "{records:?}");
+    assert_eq!(ordinals.len(), 5, "ordinals unique: {records:?}");
+    // The members that ran before the crash were adopted, not restarted.
+    for (name, pid) in &pids_before {
+        assert_eq!(pids(&c).get(name), Some(pid), "{name} was restarted");
+    }
+
+    let monitored = ok(&c, monitor.assert_one_change_at_a_time());
+    let held = ok(&c, verify_acked(&endpoints, &log.acked).await);
+    eprintln!(
+        "restart mid-scale-up: {} writes acknowledged ({held} held), {} failed; in flight {:?}",
+        log.acked.len(),
+        log.failures.len(),
+        monitored.changes_in_flight
+    );
+    assert!(log.failures.is_empty(), "{:?}", log.failures);
+
+    // A clean stop now stops every member, the adopted ones included.
+    let sidecars = pids(&c);
+    let exit = c.terminate(Duration::from_secs(90)).await;
+    let exit = ok(&c, exit);
+    assert!(exit.success(), "the coordinator exited with {exit}");
+    let still: Vec<&String> = sidecars
+        .iter()
+        .filter(|(_, pid)| pid_alive(**pid))
+        .map(|(name, _)| name)
+        .collect();
+    assert!(
+        still.is_empty(),
+        "sidecars still running after a clean stop: {still:?}"
+    );
+}

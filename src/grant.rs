@@ -41,6 +41,8 @@ pub struct GrantRefusal {
 #[derive(Debug)]
 pub struct GrantTable {
     ttl: Duration,
+    /// Distinguishes this table's ids from those of an earlier coordinator's table.
+    epoch: u64,
     next_id: u64,
     in_flight: HashMap<ClusterKey, MembershipGrant>,
 }
@@ -52,8 +54,15 @@ pub const DEFAULT_GRANT_TTL: Duration = Duration::from_secs(120);
 impl GrantTable {
     /// A table whose grants last `ttl`.
     pub fn new(ttl: Duration) -> Self {
+        Self::with_epoch(ttl, 0)
+    }
+
+    /// A table whose grant ids carry `epoch` (for example the coordinator's start time), so
+    /// that a grant id from an earlier coordinator never names a grant of this one.
+    pub fn with_epoch(ttl: Duration, epoch: u64) -> Self {
         Self {
             ttl,
+            epoch,
             next_id: 1,
             in_flight: HashMap::new(),
         }
@@ -99,7 +108,11 @@ impl GrantTable {
         now: UnixMillis,
     ) -> MembershipGrant {
         let grant = MembershipGrant {
-            id: format!("{}-{}", cluster.name, self.next_id),
+            id: if self.epoch == 0 {
+                format!("{}-{}", cluster.name, self.next_id)
+            } else {
+                format!("{}-{}-{}", cluster.name, self.epoch, self.next_id)
+            },
             member: member.to_string(),
             kind,
             issued_at: now,
@@ -236,6 +249,16 @@ mod tests {
         );
         assert!(t.in_flight(&key(), 10_002).is_some());
         assert!(t.release(&key(), &g2.id));
+    }
+
+    #[test]
+    fn ids_of_another_epoch_never_collide() {
+        let mut old = GrantTable::with_epoch(Duration::from_secs(10), 1700);
+        let mut new = GrantTable::with_epoch(Duration::from_secs(10), 1800);
+        let a = old.request(&key(), "c-0001", ChangeKind::Add, 0).unwrap();
+        let b = new.request(&key(), "c-0002", ChangeKind::Add, 0).unwrap();
+        assert_ne!(a.id, b.id);
+        assert!(!new.release(&key(), &a.id));
     }
 
     #[test]

@@ -238,8 +238,14 @@ impl<R: Runtime> ClusterController<R> {
                 .inc();
         }
         let labels = ClusterLabels { cluster };
-        metrics.ready_members.get_or_create(&labels).set(i64::from(status.ready));
-        metrics.desired_members.get_or_create(&labels).set(i64::from(status.size));
+        metrics
+            .ready_members
+            .get_or_create(&labels)
+            .set(i64::from(status.ready));
+        metrics
+            .desired_members
+            .get_or_create(&labels)
+            .set(i64::from(status.size));
         metrics
             .change_in_flight
             .get_or_create(&labels)
@@ -297,11 +303,16 @@ impl<R: Runtime> ClusterController<R> {
                 entry.recovered = true;
             }
             // An adopted grant ends when its learner is promoted or gone.
+            // An adopted grant ends once no learner is pending and its holder no longer
+            // reports holding a grant (or cannot report: its learner is what counted).
             if let Some(g) = grants.in_flight(&self.key, now).cloned()
                 && g.adopted
                 && !etcd_members
                     .as_ref()
                     .is_some_and(|list| list.iter().any(|m| m.is_learner))
+                && entry.reports.get(&g.member).is_none_or(|r| {
+                    r.report.held_grant_id.is_empty() && r.received_at > g.issued_at
+                })
             {
                 grants.release_by(&self.key, &g.id, &g.member);
             }

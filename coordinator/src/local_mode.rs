@@ -189,8 +189,7 @@ async fn cluster_loop(
     opts: LocalOptions,
     mut spec: watch::Receiver<EtcdCluster>,
 ) {
-    let controller =
-        ClusterController::new(key.clone(), runtime, registry.clone(), opts.policy);
+    let controller = ClusterController::new(key.clone(), runtime, registry.clone(), opts.policy);
     let mut last_line = String::new();
     let mut announced = false;
     loop {

@@ -80,12 +80,32 @@ impl Default for Metrics {
         let ready_members = Family::<ClusterLabels, Gauge>::default();
         let desired_members = Family::<ClusterLabels, Gauge>::default();
         let change_in_flight = Family::<ClusterLabels, Gauge>::default();
-        registry.register("reconciles", "Reconciles by planned action", reconciles.clone());
-        registry.register("action_errors", "Actions that failed, by category", action_errors.clone());
+        registry.register(
+            "reconciles",
+            "Reconciles by planned action",
+            reconciles.clone(),
+        );
+        registry.register(
+            "action_errors",
+            "Actions that failed, by category",
+            action_errors.clone(),
+        );
         registry.register("grants", "Membership grants given, by kind", grants.clone());
-        registry.register("ready_members", "Healthy voting members", ready_members.clone());
-        registry.register("desired_members", "Members the spec asks for", desired_members.clone());
-        registry.register("change_in_flight", "1 while a membership change is in flight", change_in_flight.clone());
+        registry.register(
+            "ready_members",
+            "Healthy voting members",
+            ready_members.clone(),
+        );
+        registry.register(
+            "desired_members",
+            "Members the spec asks for",
+            desired_members.clone(),
+        );
+        registry.register(
+            "change_in_flight",
+            "1 while a membership change is in flight",
+            change_in_flight.clone(),
+        );
         Self {
             registry: Mutex::new(registry),
             reconciles,
@@ -182,7 +202,10 @@ mod tests {
             ),
             "{text}"
         );
-        assert!(text.contains("etcd_operator_ready_members{cluster=\"etcd-cluster\"} 3"), "{text}");
+        assert!(
+            text.contains("etcd_operator_ready_members{cluster=\"etcd-cluster\"} 3"),
+            "{text}"
+        );
         assert!(text.ends_with("# EOF\n"), "{text}");
     }
 
@@ -195,9 +218,11 @@ mod tests {
         let get = |path: &'static str| async move {
             use tokio::io::{AsyncReadExt, AsyncWriteExt};
             let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-            s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
-                .await
-                .unwrap();
+            s.write_all(
+                format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+            )
+            .await
+            .unwrap();
             let mut out = String::new();
             s.read_to_string(&mut out).await.unwrap();
             out

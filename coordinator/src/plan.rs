@@ -700,10 +700,20 @@ impl<'a> View<'a> {
             // just joined or bootstrapped (its sidecar says so, or has not reported yet)
             // is settling, not lost.
             if let Some(settling) = self.settling_voter() {
-                return wait(
-                    WaitReason::MemberJoining(settling.to_string()),
-                    self.growth_phase(),
-                );
+                return match settling.reported_phase() {
+                    // The coordinator itself just started: it knows nothing yet.
+                    None => wait(
+                        WaitReason::Other(format!(
+                            "waiting for the first health report of {}",
+                            settling.name()
+                        )),
+                        Phase::Degraded,
+                    ),
+                    Some(_) => wait(
+                        WaitReason::MemberJoining(settling.name().to_string()),
+                        self.growth_phase(),
+                    ),
+                };
             }
             return self.quorum_lost();
         }
@@ -768,8 +778,8 @@ impl<'a> View<'a> {
 
     /// When every voter short of healthy is running and has either not reported yet or
     /// reports that it is still starting, bootstrapping or joining: one of them.
-    fn settling_voter(&self) -> Option<&str> {
-        let unhealthy: Vec<&MemberView> = self
+    fn settling_voter(&self) -> Option<&MemberView<'a>> {
+        let unhealthy: Vec<&MemberView<'a>> = self
             .members
             .iter()
             .filter(|m| m.is_voter() && !m.healthy)
@@ -789,7 +799,7 @@ impl<'a> View<'a> {
         if unhealthy.is_empty() || voters_seen < self.voters || !unhealthy.iter().all(settling) {
             return None;
         }
-        unhealthy.first().map(|m| m.name())
+        unhealthy.first().copied()
     }
 
     fn quorum_lost(&self) -> Step {
@@ -1301,6 +1311,17 @@ mod tests {
             self
         }
 
+        fn unreported(mut self, ordinal: u32) -> Self {
+            let m = self
+                .0
+                .members
+                .iter_mut()
+                .find(|m| m.ordinal == ordinal)
+                .expect("member exists");
+            m.report = None;
+            self
+        }
+
         fn unhealthy(mut self, ordinal: u32) -> Self {
             self.report(ordinal).healthy = false;
             self
@@ -1681,6 +1702,18 @@ mod tests {
                     .reported_phase(0, ReportedPhase::Bootstrapping),
                 waiting(WaitReason::MemberJoining(name(0))),
                 Phase::Creating,
+            ),
+            (
+                "a coordinator that just started has no reports yet: it waits, and says so",
+                Situation::healthy(3)
+                    .unreported(0)
+                    .unreported(1)
+                    .unreported(2),
+                waiting(WaitReason::Other(format!(
+                    "waiting for the first health report of {}",
+                    name(0)
+                ))),
+                Phase::Degraded,
             ),
             (
                 "a running voter that reports unhealthy is not settling",

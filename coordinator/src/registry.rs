@@ -10,7 +10,7 @@ use std::{
 
 use etcd_operator::{
     ClusterKey,
-    grant::{GrantTable, UnixMillis},
+    grant::{DEFAULT_GRANT_TTL, GrantTable, UnixMillis},
     proto::{ClusterStatus, HealthReport, RegisterRequest},
 };
 use tokio::sync::Notify;
@@ -46,10 +46,22 @@ pub struct ClusterEntry {
     pub status: Option<ClusterStatus>,
 }
 
-#[derive(Default)]
 struct Inner {
     clusters: HashMap<ClusterKey, ClusterEntry>,
     grants: GrantTable,
+    started_at: UnixMillis,
+}
+
+impl Default for Inner {
+    fn default() -> Self {
+        Self {
+            clusters: HashMap::new(),
+            // Grant ids carry this coordinator's start time: a sidecar still holding a grant
+            // of an earlier coordinator can never release one of this coordinator's.
+            grants: GrantTable::with_epoch(DEFAULT_GRANT_TTL, (now_ms() / 1000) as u64),
+            started_at: now_ms(),
+        }
+    }
 }
 
 /// The shared registry.
@@ -85,7 +97,9 @@ impl Registry {
         f: impl FnOnce(&mut ClusterEntry, &mut GrantTable) -> T,
     ) -> T {
         let mut inner = self.lock();
-        let Inner { clusters, grants } = &mut *inner;
+        let Inner {
+            clusters, grants, ..
+        } = &mut *inner;
         f(clusters.entry(key.clone()).or_default(), grants)
     }
 
@@ -96,7 +110,9 @@ impl Registry {
         f: impl FnOnce(&mut ClusterEntry, &mut GrantTable) -> T,
     ) -> Option<T> {
         let mut inner = self.lock();
-        let Inner { clusters, grants } = &mut *inner;
+        let Inner {
+            clusters, grants, ..
+        } = &mut *inner;
         clusters.get_mut(key).map(|entry| f(entry, grants))
     }
 
@@ -112,6 +128,11 @@ impl Registry {
         let mut inner = self.lock();
         inner.clusters.remove(key);
         inner.grants.forget(key);
+    }
+
+    /// Milliseconds since this registry (the coordinator) started.
+    pub fn age_ms(&self, now: UnixMillis) -> i64 {
+        now - self.lock().started_at
     }
 
     /// The coordinator's metrics.

@@ -20,6 +20,10 @@ use crate::registry::{ReceivedReport, Registry, now_ms};
 /// How often sidecars are asked to report, in milliseconds.
 pub const REPORT_INTERVAL_MS: u32 = 1000;
 
+/// How long after its start the coordinator gives no grant: long enough for every live
+/// sidecar to report the grant it may hold from before the restart.
+pub const RECOVERY_SETTLE_MS: i64 = 3 * REPORT_INTERVAL_MS as i64;
+
 /// The service over the shared registry.
 #[derive(Clone)]
 pub struct CoordinatorService {
@@ -109,15 +113,31 @@ impl Coordinator for CoordinatorService {
             received += 1;
             let known = self
                 .registry
-                .with_existing(&key, |entry, _| {
+                .with_existing(&key, |entry, grants| {
                     if !entry.runtime_members.contains(&report.member_name) {
                         return false;
+                    }
+                    let now = now_ms();
+                    // A grant the sidecar holds that this coordinator did not give (it was
+                    // given before a restart) is in flight all the same: adopt it.
+                    if !report.held_grant_id.is_empty() {
+                        match grants.in_flight(&key, now) {
+                            None => {
+                                let kind = report.held_grant_kind();
+                                let adopted = grants.adopt(&key, &report.member_name, kind, now);
+                                info!(cluster = %key, member = %report.member_name, held = %report.held_grant_id, grant = %adopted.id, "adopted a grant given before a restart");
+                            }
+                            Some(g) if g.member != report.member_name => {
+                                warn!(cluster = %key, member = %report.member_name, held = %report.held_grant_id, in_flight = %g.id, "a sidecar holds a grant while another is in flight");
+                            }
+                            Some(_) => {}
+                        }
                     }
                     entry.reports.insert(
                         report.member_name.clone(),
                         ReceivedReport {
                             report: report.clone(),
-                            received_at: now_ms(),
+                            received_at: now,
                         },
                     );
                     true
@@ -149,6 +169,9 @@ impl Coordinator for CoordinatorService {
             retry_after_ms,
             ..Default::default()
         };
+        // After a start, every live sidecar reports (and names the grant it holds) within
+        // a couple of report intervals; no grant is given before that.
+        let settling = self.registry.age_ms(now) < RECOVERY_SETTLE_MS;
         let response = self
             .registry
             .with_existing(&key, |entry, grants| {
@@ -158,7 +181,7 @@ impl Coordinator for CoordinatorService {
                         request.member_name
                     )));
                 }
-                if !entry.recovered {
+                if !entry.recovered || settling {
                     return Ok(refused(
                         "the coordinator is still reading the cluster's state".into(),
                         500,

@@ -79,6 +79,16 @@ async fn observe_once(member: &Member, client: &mut Option<etcd_client::Client>)
         etcd_restarts: process.restarts,
         observed_at_unix_ms: now_unix_ms(),
         last_error: state.last_error.clone(),
+        held_grant_id: state
+            .held_grant
+            .as_ref()
+            .map(|(id, _)| id.clone())
+            .unwrap_or_default(),
+        held_grant_kind: state
+            .held_grant
+            .as_ref()
+            .map(|(_, k)| *k as i32)
+            .unwrap_or(0),
         etcd_version: member.cfg.etcd_version.to_string(),
         ..Default::default()
     };

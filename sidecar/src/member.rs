@@ -54,6 +54,8 @@ pub struct MemberState {
     pub last_error: String,
     /// Client URLs of the cluster's members.
     pub cluster_client_urls: Vec<String>,
+    /// The grant held right now: its id and kind.
+    pub held_grant: Option<(String, ChangeKind)>,
 }
 
 /// The member's agent: configuration, etcd supervisor, coordinator client, state.
@@ -127,6 +129,7 @@ impl Member {
             cluster_id: identity.cluster_id,
             last_error: String::new(),
             cluster_client_urls: identity.cluster_client_urls,
+            held_grant: None,
         });
         Ok(Arc::new(Self {
             cfg,
@@ -371,6 +374,8 @@ impl Member {
                     let resp = resp.into_inner();
                     if resp.granted {
                         info!(grant = %resp.grant_id, kind = ?kind, "membership grant received");
+                        self.state
+                            .send_modify(|s| s.held_grant = Some((resp.grant_id.clone(), kind)));
                         return Ok(resp);
                     }
                     Duration::from_millis(u64::from(resp.retry_after_ms).clamp(100, 5_000))
@@ -390,6 +395,7 @@ impl Member {
     }
 
     async fn release_grant(&self, grant: &GrantResponse, outcome: Result<u64, &SidecarError>) {
+        self.state.send_modify(|s| s.held_grant = None);
         let request = ReleaseGrantRequest {
             cluster: Some((&self.cfg.cluster).into()),
             grant_id: grant.grant_id.clone(),
@@ -517,15 +523,11 @@ impl Member {
                 })?;
             }
         }
-        let member_id = self.add_learner_once(client).await?;
-        // Build the initial cluster from the list as it is now, this member included.
-        let list = retry_transient("member list", || {
-            let mut c = client.clone();
-            async move { c.member_list().await }
-        })
-        .await?;
+        // The list that comes with the add (or the one that showed the add done) holds this
+        // member: a list read afterwards from another member may predate the add.
+        let (member_id, list, cluster_id) = self.add_learner_once(client).await?;
         let mut members = Vec::new();
-        for m in list.members() {
+        for m in &list {
             let peer = m.peer_urls().first().cloned().unwrap_or_default();
             let name = if m.id() == member_id {
                 self.cfg.name.clone()
@@ -536,9 +538,7 @@ impl Member {
             };
             members.push((name, peer));
         }
-        let cluster_id = list.header().map(|h| h.cluster_id()).unwrap_or(0);
         let client_urls: Vec<String> = list
-            .members()
             .iter()
             .flat_map(|m| m.client_urls().iter().cloned())
             .chain(std::iter::once(self.cfg.client_url.clone()))
@@ -554,7 +554,10 @@ impl Member {
 
     /// Adds this member as a learner exactly once: a MemberAdd whose answer was lost may
     /// have succeeded, so the member list is read before every attempt.
-    async fn add_learner_once(&self, client: &mut Client) -> Result<u64, SidecarError> {
+    async fn add_learner_once(
+        &self,
+        client: &mut Client,
+    ) -> Result<(u64, Vec<etcd_client::Member>, u64), SidecarError> {
         let deadline = Instant::now() + Duration::from_secs(120);
         let mut backoff = Duration::from_millis(250);
         loop {
@@ -565,7 +568,8 @@ impl Member {
                     .find(|m| m.peer_urls().contains(&self.cfg.peer_url))
                 {
                     info!(member_id = %format!("{:x}", m.id()), "found this member already added; not adding again");
-                    return Ok(m.id());
+                    let cluster_id = list.header().map(|h| h.cluster_id()).unwrap_or(0);
+                    return Ok((m.id(), list.members().to_vec(), cluster_id));
                 }
                 match client
                     .member_add(
@@ -577,7 +581,8 @@ impl Member {
                     Ok(resp) => {
                         if let Some(m) = resp.member() {
                             info!(member_id = %format!("{:x}", m.id()), "added as learner");
-                            return Ok(m.id());
+                            let cluster_id = resp.header().map(|h| h.cluster_id()).unwrap_or(0);
+                            return Ok((m.id(), resp.member_list().to_vec(), cluster_id));
                         }
                     }
                     Err(e) if is_transient(&e) => {
@@ -877,7 +882,10 @@ impl Member {
         if latest_snapshot_index(&snap_dir).is_some_and(|i| i >= raft_index) {
             return Ok(());
         }
-        info!(raft_index, "taking a snapshot that covers the WAL before the upgrade");
+        info!(
+            raft_index,
+            "taking a snapshot that covers the WAL before the upgrade"
+        );
         let mut args = etcd_args(&self.cfg, &Bootstrap::FromData);
         args.push("--snapshot-count=1".into());
         self.supervisor.start(args).await?;
@@ -966,7 +974,12 @@ mod tests {
     fn snapshot_index_is_read_from_file_names() {
         let dir = tempfile::tempdir().unwrap();
         assert_eq!(latest_snapshot_index(dir.path()), None);
-        for name in ["0000000000000002-0000000000000010.snap", "0000000000000003-00000000000000ff.snap", "db", "x.snap.broken"] {
+        for name in [
+            "0000000000000002-0000000000000010.snap",
+            "0000000000000003-00000000000000ff.snap",
+            "db",
+            "x.snap.broken",
+        ] {
             std::fs::write(dir.path().join(name), b"").unwrap();
         }
         assert_eq!(latest_snapshot_index(dir.path()), Some(0xff));

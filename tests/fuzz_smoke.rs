@@ -75,7 +75,9 @@ fn mutate(input: &[u8], seeds: &[Vec<u8>], s: &mut Stream) -> Vec<u8> {
 }
 
 fn run(name: &str, target: fn(&[u8]), seeds: Vec<Vec<u8>>, seed: u64) -> usize {
-    let regressions = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/regressions").join(name);
+    let regressions = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fuzz/regressions")
+        .join(name);
     if let Ok(entries) = std::fs::read_dir(&regressions) {
         for entry in entries.flatten() {
             target(&std::fs::read(entry.path()).unwrap());
@@ -160,6 +162,11 @@ fn manifest_target_never_panics() {
 
 #[test]
 fn proto_target_never_panics() {
-    let runs = run("proto_messages", fuzzing::proto_messages, proto_seeds(), 0x5eed_0002);
+    let runs = run(
+        "proto_messages",
+        fuzzing::proto_messages,
+        proto_seeds(),
+        0x5eed_0002,
+    );
     assert!(runs > 1000, "only {runs} inputs in {BUDGET:?}");
 }

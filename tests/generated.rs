@@ -4,8 +4,9 @@
 #[test]
 fn committed_crd_matches_the_types() {
     let generated = etcd_operator::resource::crd_yaml().unwrap();
-    let committed = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/crd.yaml"))
-        .expect("deploy/crd.yaml exists");
+    let committed =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/crd.yaml"))
+            .expect("deploy/crd.yaml exists");
     assert!(
         generated == committed,
         "deploy/crd.yaml is stale: run `cargo run --bin etcd-coordinator -- crd > deploy/crd.yaml`"
@@ -18,5 +19,8 @@ fn crd_validates_size_and_version() {
     assert!(crd.contains("minimum: 1"), "{crd}");
     assert!(crd.contains("maximum: 9"), "{crd}");
     assert!(crd.contains("pattern:"), "{crd}");
-    assert!(crd.contains("scale:") && crd.contains("specReplicasPath: .spec.size"), "{crd}");
+    assert!(
+        crd.contains("scale:") && crd.contains("specReplicasPath: .spec.size"),
+        "{crd}"
+    );
 }

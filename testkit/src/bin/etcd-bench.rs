@@ -1,0 +1,477 @@
+//! `etcd-bench`: what the operator costs, next to what etcd itself needs.
+//!
+//! Every figure is measured in one run on this machine, beside its floor (a bare etcd's own
+//! start-to-healthy and join time), so it reads as a ratio. Prints a Markdown table.
+//!
+//! ```sh
+//! cargo build --release --bins && target/release/etcd-bench
+//! ```
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, bail};
+use clap::Parser;
+use etcd_client::{Client, ConnectOptions, MemberAddOptions};
+use etcd_operator::{
+    etcd_bin::EtcdBinaries,
+    proto::{ListClustersRequest, coordinator_client::CoordinatorClient},
+    version::DEFAULT_VERSION,
+};
+use testkit::{
+    free_port,
+    local_cluster::{CoordinatorOptions, LocalCoordinator, Writer, manifest, write_atomically},
+};
+
+#[derive(Parser)]
+#[command(name = "etcd-bench", about = "Benchmarks of the etcd operator against etcd's own floor")]
+struct Cli {
+    /// The `etcd-coordinator` binary (default: next to this one).
+    #[arg(long)]
+    coordinator: Option<PathBuf>,
+    /// Repetitions of each timed measure (the median is shown).
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    /// Cluster counts for the coordinator memory measure.
+    #[arg(long, value_delimiter = ',', default_value = "1,10,50")]
+    clusters: Vec<usize>,
+    /// Skip the rolling upgrade (needs etcd 3.5.34: scripts/fetch-etcd.sh 3.5.34).
+    #[arg(long)]
+    skip_upgrade: bool,
+}
+
+/// One row of the table.
+struct Row {
+    measure: String,
+    value: String,
+    floor: String,
+    ratio: String,
+}
+
+fn secs(d: Duration) -> String {
+    format!("{:.2} s", d.as_secs_f64())
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn row(measure: &str, value: Duration, floor: Option<Duration>) -> Row {
+    Row {
+        measure: measure.into(),
+        value: secs(value),
+        floor: floor.map(secs).unwrap_or_else(|| "-".into()),
+        ratio: floor
+            .map(|f| format!("{:.1}x", value.as_secs_f64() / f.as_secs_f64()))
+            .unwrap_or_else(|| "-".into()),
+    }
+}
+
+/// A bare etcd process, killed on drop.
+struct BareEtcd {
+    child: Child,
+    client_url: String,
+    peer_url: String,
+}
+
+impl Drop for BareEtcd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn bare_etcd(dir: &Path, name: &str, initial_cluster: &str, state: &str) -> anyhow::Result<BareEtcd> {
+    let bin = EtcdBinaries::from_env().resolve(DEFAULT_VERSION)?;
+    let client_url = format!("http://127.0.0.1:{}", free_port());
+    let peer_url = format!("http://127.0.0.1:{}", free_port());
+    let initial = if initial_cluster.is_empty() {
+        format!("{name}={peer_url}")
+    } else {
+        format!("{initial_cluster},{name}={peer_url}")
+    };
+    let child = Command::new(bin)
+        .args([
+            format!("--name={name}"),
+            format!("--data-dir={}", dir.join(name).display()),
+            format!("--listen-client-urls={client_url}"),
+            format!("--advertise-client-urls={client_url}"),
+            format!("--listen-peer-urls={peer_url}"),
+            format!("--initial-advertise-peer-urls={peer_url}"),
+            format!("--initial-cluster={initial}"),
+            format!("--initial-cluster-state={state}"),
+            "--log-level=error".into(),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting etcd")?;
+    Ok(BareEtcd {
+        child,
+        client_url,
+        peer_url,
+    })
+}
+
+async fn connect(url: &str) -> anyhow::Result<Client> {
+    Ok(Client::connect(
+        [url],
+        Some(
+            ConnectOptions::new()
+                .with_connect_timeout(Duration::from_millis(500))
+                .with_timeout(Duration::from_secs(2)),
+        ),
+    )
+    .await?)
+}
+
+/// Polls until `url` answers Status with a leader.
+async fn wait_healthy(url: &str, within: Duration) -> anyhow::Result<()> {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Ok(mut c) = connect(url).await
+            && let Ok(s) = c.status().await
+            && s.leader() != 0
+        {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("etcd at {url} did not become healthy within {within:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Floor 1: a bare etcd from process start to a healthy one-member cluster.
+async fn floor_start() -> anyhow::Result<Duration> {
+    let dir = tempfile::tempdir()?;
+    let started = Instant::now();
+    let etcd = bare_etcd(dir.path(), "floor", "", "new")?;
+    wait_healthy(&etcd.client_url, Duration::from_secs(30)).await?;
+    Ok(started.elapsed())
+}
+
+/// Floor 2: adding a member to a bare one-member etcd by hand: learner add (retried while
+/// etcd refuses), start, promote once in sync.
+async fn floor_join() -> anyhow::Result<Duration> {
+    let dir = tempfile::tempdir()?;
+    let seed = bare_etcd(dir.path(), "seed", "", "new")?;
+    wait_healthy(&seed.client_url, Duration::from_secs(30)).await?;
+    let mut c = connect(&seed.client_url).await?;
+    let peer_port = free_port();
+    let peer_url = format!("http://127.0.0.1:{peer_port}");
+    let started = Instant::now();
+    let id = loop {
+        match c
+            .member_add([peer_url.as_str()], Some(MemberAddOptions::new().with_is_learner()))
+            .await
+        {
+            Ok(r) => break r.member().map(|m| m.id()).unwrap_or(0),
+            Err(_) if started.elapsed() < Duration::from_secs(30) => {
+                tokio::time::sleep(Duration::from_millis(50)).await
+            }
+            Err(e) => return Err(e.into()),
+        }
+    };
+    let bin = EtcdBinaries::from_env().resolve(DEFAULT_VERSION)?;
+    let client_url = format!("http://127.0.0.1:{}", free_port());
+    let mut joiner = BareEtcd {
+        child: Command::new(bin)
+            .args([
+                "--name=joiner".to_string(),
+                format!("--data-dir={}", dir.path().join("joiner").display()),
+                format!("--listen-client-urls={client_url}"),
+                format!("--advertise-client-urls={client_url}"),
+                format!("--listen-peer-urls={peer_url}"),
+                format!("--initial-advertise-peer-urls={peer_url}"),
+                format!("--initial-cluster=seed={},joiner={peer_url}", seed.peer_url),
+                "--initial-cluster-state=existing".into(),
+                "--log-level=error".into(),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?,
+        client_url: client_url.clone(),
+        peer_url,
+    };
+    loop {
+        match c.member_promote(id).await {
+            Ok(_) => break,
+            Err(_) if started.elapsed() < Duration::from_secs(60) => {
+                tokio::time::sleep(Duration::from_millis(50)).await
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    wait_healthy(&joiner.client_url, Duration::from_secs(30)).await?;
+    let elapsed = started.elapsed();
+    let _ = joiner.child.kill();
+    Ok(elapsed)
+}
+
+fn example_manifest() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/example-etcd-cluster.yaml")
+}
+
+/// Time from the coordinator's start to `size` healthy members.
+async fn create(coordinator: &Path, size: i32) -> anyhow::Result<Duration> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("c.yaml");
+    write_atomically(&path, &manifest("bench", size, &DEFAULT_VERSION.to_string()))?;
+    let started = Instant::now();
+    let c = LocalCoordinator::start(CoordinatorOptions::new(coordinator, &path)).await?;
+    c.wait_running(size as usize, &DEFAULT_VERSION.to_string(), Duration::from_secs(180))
+        .await?;
+    Ok(started.elapsed())
+}
+
+/// Per added member when scaling 3 to 5.
+async fn scale_up(coordinator: &Path) -> anyhow::Result<Duration> {
+    let v = DEFAULT_VERSION.to_string();
+    let c = LocalCoordinator::start(CoordinatorOptions::new(coordinator, example_manifest())).await?;
+    c.wait_running(3, &v, Duration::from_secs(120)).await?;
+    let started = Instant::now();
+    c.set_spec(5, &v)?;
+    c.wait_running(5, &v, Duration::from_secs(180)).await?;
+    Ok(started.elapsed() / 2)
+}
+
+/// Kill -9 of a follower's sidecar to a healthy replacement; also returns the dead-after wait.
+async fn replacement(coordinator: &Path) -> anyhow::Result<(Duration, Duration)> {
+    let dead_after = Duration::from_secs(5);
+    let v = DEFAULT_VERSION.to_string();
+    let c = LocalCoordinator::start(
+        CoordinatorOptions::new(coordinator, example_manifest()).dead_after_secs(dead_after.as_secs()),
+    )
+    .await?;
+    let status = c.wait_running(3, &v, Duration::from_secs(120)).await?;
+    let victim = status
+        .members
+        .iter()
+        .find(|m| !m.leader)
+        .map(|m| m.name.clone())
+        .context("a follower")?;
+    let started = Instant::now();
+    c.kill_member(&victim)?;
+    let v2 = v.clone();
+    c.wait_until("a replacement", Duration::from_secs(120), |s| {
+        testkit::local_cluster::is_running(s, 3, &v2) && s.members.iter().all(|m| m.name != victim)
+    })
+    .await?;
+    Ok((started.elapsed(), dead_after))
+}
+
+/// Rolling upgrade 3.5.34 -> 3.6.15 of 3 members under a writer: duration, longest stall,
+/// failed writes.
+async fn upgrade(coordinator: &Path) -> anyhow::Result<(Duration, Duration, usize, usize)> {
+    let c = LocalCoordinator::start(
+        CoordinatorOptions::new(coordinator, example_manifest()).version("3.5.34"),
+    )
+    .await?;
+    c.wait_running(3, "3.5.34", Duration::from_secs(120)).await?;
+    let writer = Writer::start(c.live_endpoints());
+    writer.wait_acked(50, Duration::from_secs(30)).await?;
+    let started = Instant::now();
+    c.set_spec(3, "3.6.15")?;
+    c.wait_running(3, "3.6.15", Duration::from_secs(300)).await?;
+    let elapsed = started.elapsed();
+    let log = writer.stop().await;
+    Ok((elapsed, log.longest_gap, log.failures.len(), log.acked.len()))
+}
+
+fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+fn mib(kib: u64) -> String {
+    format!("{:.1} MiB", kib as f64 / 1024.0)
+}
+
+/// Resident memory of the coordinator managing `n` one-member clusters, and of one sidecar
+/// and one etcd there.
+async fn memory(coordinator: &Path, n: usize) -> anyhow::Result<(u64, u64, u64)> {
+    let dir = tempfile::tempdir()?;
+    let manifests = dir.path().join("clusters");
+    std::fs::create_dir_all(&manifests)?;
+    let v = DEFAULT_VERSION.to_string();
+    for i in 0..n {
+        write_atomically(
+            &manifests.join(format!("c{i:02}.yaml")),
+            &manifest(&format!("c{i:02}"), 1, &v),
+        )?;
+    }
+    let addr = format!("127.0.0.1:{}", free_port());
+    let state = dir.path().join("state");
+    let mut child = Command::new(coordinator)
+        .args([
+            "local".to_string(),
+            manifests.display().to_string(),
+            format!("--state-dir={}", state.display()),
+            format!("--grpc-addr={addr}"),
+            "--metrics-addr=off".into(),
+            "--quiet".into(),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let pid = child.id();
+    let result = async {
+        let deadline = Instant::now() + Duration::from_secs(60 + 6 * n as u64);
+        loop {
+            if let Ok(mut client) = CoordinatorClient::connect(format!("http://{addr}")).await
+                && let Ok(list) = client.list_clusters(ListClustersRequest::default()).await
+            {
+                let list = list.into_inner().clusters;
+                if list.len() == n && list.iter().all(|c| c.phase == "Running" && c.ready == 1) {
+                    break;
+                }
+            }
+            if Instant::now() > deadline {
+                bail!("{n} clusters did not all become Running");
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        // Let the steady state settle (reports flowing, one reconcile per second each).
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let coordinator_rss = rss_kib(pid).context("coordinator RSS")?;
+        let members = testkit::local_cluster::read_members(&state.join("c00").join("cluster.json"));
+        let sidecar = members.first().and_then(|m| m.pid).context("a sidecar pid")?;
+        let sidecar_rss = rss_kib(sidecar).context("sidecar RSS")?;
+        let etcd_pid = std::fs::read_to_string(format!("/proc/{sidecar}/task/{sidecar}/children"))
+            .ok()
+            .and_then(|s| s.split_whitespace().next().and_then(|p| p.parse::<u32>().ok()))
+            .context("the sidecar's etcd")?;
+        let etcd_rss = rss_kib(etcd_pid).context("etcd RSS")?;
+        Ok((coordinator_rss, sidecar_rss, etcd_rss))
+    }
+    .await;
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    let _ = tokio::task::spawn_blocking(move || child.wait()).await;
+    result
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let coordinator = match cli.coordinator {
+        Some(p) => p,
+        None => std::env::current_exe()?
+            .parent()
+            .context("this binary's directory")?
+            .join("etcd-coordinator"),
+    };
+    if !coordinator.is_file() {
+        bail!(
+            "{} not found: build it first (cargo build --release --bins)",
+            coordinator.display()
+        );
+    }
+    let runs = cli.runs.max(1);
+    let _serial = testkit::serial_guard();
+    let mut rows = Vec::new();
+
+    let mut starts = Vec::new();
+    let mut joins = Vec::new();
+    for _ in 0..runs {
+        starts.push(floor_start().await?);
+        joins.push(floor_join().await?);
+    }
+    let floor_start = median(starts);
+    let floor_join = median(joins);
+    rows.push(row("floor: bare etcd start to healthy (1 member)", floor_start, None));
+    rows.push(row("floor: bare etcd learner join + promote", floor_join, None));
+    eprintln!("floors done");
+
+    for size in [1, 3, 5] {
+        let mut v = Vec::new();
+        for _ in 0..runs {
+            v.push(create(&coordinator, size).await?);
+        }
+        let floor = floor_start + floor_join * (size as u32 - 1);
+        rows.push(row(
+            &format!("create {size} member(s): coordinator start to Running"),
+            median(v),
+            Some(floor),
+        ));
+        eprintln!("create {size} done");
+    }
+
+    let mut v = Vec::new();
+    for _ in 0..runs {
+        v.push(scale_up(&coordinator).await?);
+    }
+    rows.push(row("per added member (3 to 5)", median(v), Some(floor_join)));
+    eprintln!("scale done");
+
+    let mut v = Vec::new();
+    let mut dead_after = Duration::ZERO;
+    for _ in 0..runs {
+        let (d, wait) = replacement(&coordinator).await?;
+        v.push(d);
+        dead_after = wait;
+    }
+    let total = median(v);
+    rows.push(row(
+        &format!("kill -9 to healthy replacement (dead-after {}s)", dead_after.as_secs()),
+        total,
+        Some(dead_after + floor_join),
+    ));
+    rows.push(row(
+        "  of which after the dead-after wait",
+        total.saturating_sub(dead_after),
+        Some(floor_join),
+    ));
+    eprintln!("replacement done");
+
+    if !cli.skip_upgrade {
+        let (d, stall, failed, acked) = upgrade(&coordinator).await?;
+        rows.push(row("rolling upgrade 3.5.34 to 3.6.15, 3 members", d, Some(floor_start * 3)));
+        rows.push(row("  longest write stall during it", stall, None));
+        rows.push(Row {
+            measure: "  writes failed / acknowledged during it".into(),
+            value: format!("{failed} / {acked}"),
+            floor: "-".into(),
+            ratio: "-".into(),
+        });
+        eprintln!("upgrade done");
+    }
+
+    let mut sidecar = 0;
+    let mut etcd = 0;
+    for n in &cli.clusters {
+        let (c, s, e) = memory(&coordinator, *n).await?;
+        rows.push(Row {
+            measure: format!("coordinator RSS, {n} local cluster(s) of 1 member"),
+            value: mib(c),
+            floor: "-".into(),
+            ratio: "-".into(),
+        });
+        sidecar = s;
+        etcd = e;
+        eprintln!("memory {n} done");
+    }
+    rows.push(Row {
+        measure: "sidecar RSS (one member)".into(),
+        value: mib(sidecar),
+        floor: format!("etcd {}", mib(etcd)),
+        ratio: format!("{:.2}x", sidecar as f64 / etcd.max(1) as f64),
+    });
+
+    println!("| measure | value | floor | ratio |");
+    println!("|---|---|---|---|");
+    for r in rows {
+        println!("| {} | {} | {} | {} |", r.measure, r.value, r.floor, r.ratio);
+    }
+    Ok(())
+}

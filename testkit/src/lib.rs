@@ -3,9 +3,13 @@
 //! deadlines (never sleeps as synchronisation).
 #![forbid(unsafe_code)]
 
+pub mod chaos;
+pub mod checker;
 pub mod grant_server;
+pub mod history;
 pub mod local_cluster;
 pub mod process;
+pub mod traffic;
 pub mod wait;
 pub mod watcher;
 

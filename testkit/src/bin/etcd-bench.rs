@@ -27,7 +27,10 @@ use testkit::{
 };
 
 #[derive(Parser)]
-#[command(name = "etcd-bench", about = "Benchmarks of the etcd operator against etcd's own floor")]
+#[command(
+    name = "etcd-bench",
+    about = "Benchmarks of the etcd operator against etcd's own floor"
+)]
 struct Cli {
     /// The `etcd-coordinator` binary (default: next to this one).
     #[arg(long)]
@@ -85,7 +88,12 @@ impl Drop for BareEtcd {
     }
 }
 
-fn bare_etcd(dir: &Path, name: &str, initial_cluster: &str, state: &str) -> anyhow::Result<BareEtcd> {
+fn bare_etcd(
+    dir: &Path,
+    name: &str,
+    initial_cluster: &str,
+    state: &str,
+) -> anyhow::Result<BareEtcd> {
     let bin = EtcdBinaries::from_env().resolve(DEFAULT_VERSION)?;
     let client_url = format!("http://127.0.0.1:{}", free_port());
     let peer_url = format!("http://127.0.0.1:{}", free_port());
@@ -167,7 +175,10 @@ async fn floor_join() -> anyhow::Result<Duration> {
     let started = Instant::now();
     let id = loop {
         match c
-            .member_add([peer_url.as_str()], Some(MemberAddOptions::new().with_is_learner()))
+            .member_add(
+                [peer_url.as_str()],
+                Some(MemberAddOptions::new().with_is_learner()),
+            )
             .await
         {
             Ok(r) => break r.member().map(|m| m.id()).unwrap_or(0),
@@ -221,18 +232,26 @@ fn example_manifest() -> PathBuf {
 async fn create(coordinator: &Path, size: i32) -> anyhow::Result<Duration> {
     let dir = tempfile::tempdir()?;
     let path = dir.path().join("c.yaml");
-    write_atomically(&path, &manifest("bench", size, &DEFAULT_VERSION.to_string()))?;
+    write_atomically(
+        &path,
+        &manifest("bench", size, &DEFAULT_VERSION.to_string()),
+    )?;
     let started = Instant::now();
     let c = LocalCoordinator::start(CoordinatorOptions::new(coordinator, &path)).await?;
-    c.wait_running(size as usize, &DEFAULT_VERSION.to_string(), Duration::from_secs(180))
-        .await?;
+    c.wait_running(
+        size as usize,
+        &DEFAULT_VERSION.to_string(),
+        Duration::from_secs(180),
+    )
+    .await?;
     Ok(started.elapsed())
 }
 
 /// Per added member when scaling 3 to 5.
 async fn scale_up(coordinator: &Path) -> anyhow::Result<Duration> {
     let v = DEFAULT_VERSION.to_string();
-    let c = LocalCoordinator::start(CoordinatorOptions::new(coordinator, example_manifest())).await?;
+    let c =
+        LocalCoordinator::start(CoordinatorOptions::new(coordinator, example_manifest())).await?;
     c.wait_running(3, &v, Duration::from_secs(120)).await?;
     let started = Instant::now();
     c.set_spec(5, &v)?;
@@ -245,7 +264,8 @@ async fn replacement(coordinator: &Path) -> anyhow::Result<(Duration, Duration)>
     let dead_after = Duration::from_secs(5);
     let v = DEFAULT_VERSION.to_string();
     let c = LocalCoordinator::start(
-        CoordinatorOptions::new(coordinator, example_manifest()).dead_after_secs(dead_after.as_secs()),
+        CoordinatorOptions::new(coordinator, example_manifest())
+            .dead_after_secs(dead_after.as_secs()),
     )
     .await?;
     let status = c.wait_running(3, &v, Duration::from_secs(120)).await?;
@@ -272,15 +292,22 @@ async fn upgrade(coordinator: &Path) -> anyhow::Result<(Duration, Duration, usiz
         CoordinatorOptions::new(coordinator, example_manifest()).version("3.5.34"),
     )
     .await?;
-    c.wait_running(3, "3.5.34", Duration::from_secs(120)).await?;
+    c.wait_running(3, "3.5.34", Duration::from_secs(120))
+        .await?;
     let writer = Writer::start(c.live_endpoints());
     writer.wait_acked(50, Duration::from_secs(30)).await?;
     let started = Instant::now();
     c.set_spec(3, "3.6.15")?;
-    c.wait_running(3, "3.6.15", Duration::from_secs(300)).await?;
+    c.wait_running(3, "3.6.15", Duration::from_secs(300))
+        .await?;
     let elapsed = started.elapsed();
     let log = writer.stop().await;
-    Ok((elapsed, log.longest_gap, log.failures.len(), log.acked.len()))
+    Ok((
+        elapsed,
+        log.longest_gap,
+        log.failures.len(),
+        log.acked.len(),
+    ))
 }
 
 fn rss_kib(pid: u32) -> Option<u64> {
@@ -343,12 +370,12 @@ async fn memory(coordinator: &Path, n: usize) -> anyhow::Result<(u64, u64, u64)>
         tokio::time::sleep(Duration::from_secs(5)).await;
         let coordinator_rss = rss_kib(pid).context("coordinator RSS")?;
         let members = testkit::local_cluster::read_members(&state.join("c00").join("cluster.json"));
-        let sidecar = members.first().and_then(|m| m.pid).context("a sidecar pid")?;
+        let sidecar = members
+            .first()
+            .and_then(|m| m.pid)
+            .context("a sidecar pid")?;
         let sidecar_rss = rss_kib(sidecar).context("sidecar RSS")?;
-        let etcd_pid = std::fs::read_to_string(format!("/proc/{sidecar}/task/{sidecar}/children"))
-            .ok()
-            .and_then(|s| s.split_whitespace().next().and_then(|p| p.parse::<u32>().ok()))
-            .context("the sidecar's etcd")?;
+        let etcd_pid = testkit::chaos::etcd_pid(sidecar)?;
         let etcd_rss = rss_kib(etcd_pid).context("etcd RSS")?;
         Ok((coordinator_rss, sidecar_rss, etcd_rss))
     }
@@ -389,8 +416,16 @@ async fn main() -> anyhow::Result<()> {
     }
     let floor_start = median(starts);
     let floor_join = median(joins);
-    rows.push(row("floor: bare etcd start to healthy (1 member)", floor_start, None));
-    rows.push(row("floor: bare etcd learner join + promote", floor_join, None));
+    rows.push(row(
+        "floor: bare etcd start to healthy (1 member)",
+        floor_start,
+        None,
+    ));
+    rows.push(row(
+        "floor: bare etcd learner join + promote",
+        floor_join,
+        None,
+    ));
     eprintln!("floors done");
 
     for size in [1, 3, 5] {
@@ -411,7 +446,11 @@ async fn main() -> anyhow::Result<()> {
     for _ in 0..runs {
         v.push(scale_up(&coordinator).await?);
     }
-    rows.push(row("per added member (3 to 5)", median(v), Some(floor_join)));
+    rows.push(row(
+        "per added member (3 to 5)",
+        median(v),
+        Some(floor_join),
+    ));
     eprintln!("scale done");
 
     let mut v = Vec::new();
@@ -423,7 +462,10 @@ async fn main() -> anyhow::Result<()> {
     }
     let total = median(v);
     rows.push(row(
-        &format!("kill -9 to healthy replacement (dead-after {}s)", dead_after.as_secs()),
+        &format!(
+            "kill -9 to healthy replacement (dead-after {}s)",
+            dead_after.as_secs()
+        ),
         total,
         Some(dead_after + floor_join),
     ));
@@ -436,7 +478,11 @@ async fn main() -> anyhow::Result<()> {
 
     if !cli.skip_upgrade {
         let (d, stall, failed, acked) = upgrade(&coordinator).await?;
-        rows.push(row("rolling upgrade 3.5.34 to 3.6.15, 3 members", d, Some(floor_start * 3)));
+        rows.push(row(
+            "rolling upgrade 3.5.34 to 3.6.15, 3 members",
+            d,
+            Some(floor_start * 3),
+        ));
         rows.push(row("  longest write stall during it", stall, None));
         rows.push(Row {
             measure: "  writes failed / acknowledged during it".into(),
@@ -471,7 +517,10 @@ async fn main() -> anyhow::Result<()> {
     println!("| measure | value | floor | ratio |");
     println!("|---|---|---|---|");
     for r in rows {
-        println!("| {} | {} | {} | {} |", r.measure, r.value, r.floor, r.ratio);
+        println!(
+            "| {} | {} | {} | {} |",
+            r.measure, r.value, r.floor, r.ratio
+        );
     }
     Ok(())
 }

@@ -1,0 +1,554 @@
+//! Fault injection under traffic over the local runtime, with every history checked
+//! afterwards (`etcd-chaos`, and a short seeded run in the test suite).
+//!
+//! Each scenario starts a fresh local cluster through the real `etcd-coordinator` binary,
+//! runs recorded client traffic ([`crate::traffic`]), injects one fault during one
+//! operation, waits for the cluster to converge, and checks: linearizability and lost
+//! writes ([`crate::checker`]), HashKV equal on every member, at most one membership change
+//! in flight ([`crate::local_cluster::ClusterMonitor`]), and no removal that left fewer
+//! healthy voters than quorum. A seed picks the scenario order and the victims, so a failing
+//! seed replays the same faults in the same order.
+
+use std::{
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, bail};
+use etcd_operator::proto::ClusterStatus;
+use nix::{
+    sys::signal::{Signal, kill},
+    unistd::Pid,
+};
+
+use crate::{
+    checker::{CheckOptions, check},
+    local_cluster::{ClusterMonitor, CoordinatorOptions, LocalCoordinator, is_running},
+    traffic::{SeededRng, Traffic, TrafficConfig, final_read, hash_kv_all},
+};
+
+/// The faults, each paired with the operation it strikes during.
+pub const SCENARIOS: &[&str] = &[
+    "kill-etcd",
+    "kill-sidecar",
+    "pause-leader-etcd",
+    "partition-sidecar",
+    "kill-coordinator-during-scale-up",
+    "kill-sidecar-during-scale-down",
+    "wipe-data-while-down",
+    "kill-etcd-during-upgrade",
+    "kill-etcd-during-replacement",
+];
+
+/// How a run goes.
+#[derive(Clone, Debug)]
+pub struct ChaosOptions {
+    /// The `etcd-coordinator` binary.
+    pub coordinator: PathBuf,
+    /// Picks the order and the victims.
+    pub seed: u64,
+    /// Stop starting scenarios after this long (at least one runs, and every one named in
+    /// `only`).
+    pub duration: Duration,
+    /// Only these scenarios (all when empty).
+    pub only: Vec<String>,
+    /// The version clusters start on; the upgrade scenario goes to `upgrade_to`.
+    pub version: String,
+    /// Target of the upgrade scenario.
+    pub upgrade_to: String,
+}
+
+/// One scenario's line.
+#[derive(Clone, Debug)]
+pub struct ScenarioResult {
+    /// The fault.
+    pub fault: String,
+    /// The operation it struck during.
+    pub operation: String,
+    /// Operations recorded.
+    pub operations: usize,
+    /// Acknowledged writes lost.
+    pub lost: usize,
+    /// The checker's verdict (pass, fail, undecided).
+    pub verdict: String,
+    /// Most membership changes in flight at once.
+    pub max_in_flight: usize,
+    /// Removals that left fewer healthy voters than quorum.
+    pub quorum_broken: usize,
+    /// From the fault to the cluster converged.
+    pub converge: Duration,
+    /// Members whose HashKV disagreed.
+    pub hash_mismatches: usize,
+    /// What failed, when something did.
+    pub error: Option<String>,
+}
+
+impl ScenarioResult {
+    /// True when every invariant held.
+    pub fn passed(&self) -> bool {
+        self.error.is_none()
+            && self.lost == 0
+            && self.verdict == "pass"
+            && self.max_in_flight <= 1
+            && self.quorum_broken == 0
+            && self.hash_mismatches == 0
+    }
+}
+
+/// Every scenario's line, and the summary.
+#[derive(Clone, Debug, Default)]
+pub struct ChaosReport {
+    /// One per scenario run.
+    pub results: Vec<ScenarioResult>,
+}
+
+impl ChaosReport {
+    /// Scenarios that failed.
+    pub fn failed(&self) -> usize {
+        self.results.iter().filter(|r| !r.passed()).count()
+    }
+
+    /// Acknowledged writes lost, over all scenarios.
+    pub fn lost(&self) -> usize {
+        self.results.iter().map(|r| r.lost).sum()
+    }
+
+    /// Scenarios whose histories were not linearizable.
+    pub fn violations(&self) -> usize {
+        self.results.iter().filter(|r| r.verdict == "fail").count()
+    }
+
+    /// The table and the summary line.
+    pub fn render(&self) -> String {
+        let mut out = String::from(
+            "| fault | operation | ops | lost | linearizable | in flight max | quorum broken | converge | result |\n|---|---|---|---|---|---|---|---|---|\n",
+        );
+        for r in &self.results {
+            out.push_str(&format!(
+                "| {} | {} | {} | {} | {} | {} | {} | {:.1} s | {} |\n",
+                r.fault,
+                r.operation,
+                r.operations,
+                r.lost,
+                r.verdict,
+                r.max_in_flight,
+                r.quorum_broken,
+                r.converge.as_secs_f64(),
+                match &r.error {
+                    None if r.passed() => "ok".to_string(),
+                    None => "FAILED".to_string(),
+                    Some(e) => format!("FAILED: {e}"),
+                }
+            ));
+        }
+        out.push_str(&format!(
+            "summary: scenarios {}, failed {}, acknowledged writes lost {}, linearizability violations {}\n",
+            self.results.len(),
+            self.failed(),
+            self.lost(),
+            self.violations()
+        ));
+        out
+    }
+}
+
+/// Runs scenarios until `duration` has passed.
+pub async fn run(options: &ChaosOptions) -> ChaosReport {
+    let mut rng = SeededRng::new(options.seed);
+    let mut pool: Vec<&str> = SCENARIOS
+        .iter()
+        .copied()
+        .filter(|s| options.only.is_empty() || options.only.iter().any(|o| o == s))
+        .collect();
+    // A seeded shuffle: the same seed runs the same scenarios in the same order.
+    for i in (1..pool.len()).rev() {
+        let j = rng.below(i as u64 + 1) as usize;
+        pool.swap(i, j);
+    }
+    let started = Instant::now();
+    let mut report = ChaosReport::default();
+    let mut i = 0;
+    // Scenarios named with `only` run at least once each; otherwise at least one runs.
+    let at_least = if options.only.is_empty() {
+        1
+    } else {
+        pool.len()
+    };
+    while !pool.is_empty() && (i < at_least || started.elapsed() < options.duration) {
+        let name = pool[i % pool.len()];
+        let scenario_seed = rng.next_u64();
+        let result = run_one(options, name, scenario_seed).await;
+        eprintln!(
+            "{} {} during {}: {}",
+            if result.passed() { "ok    " } else { "FAILED" },
+            result.fault,
+            result.operation,
+            result.error.clone().unwrap_or_default()
+        );
+        report.results.push(result);
+        i += 1;
+    }
+    report
+}
+
+/// Samples the coordinator's status to catch a removal that left fewer healthy voters than
+/// quorum (faults make members unhealthy on their own; only a removal is the operator's).
+struct QuorumWatch {
+    broken: Arc<Mutex<usize>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl QuorumWatch {
+    fn start(c: &LocalCoordinator) -> Self {
+        let channel = c.channel();
+        let cluster = c.cluster().to_string();
+        let broken = Arc::new(Mutex::new(0));
+        let b = Arc::clone(&broken);
+        let task = tokio::spawn(async move {
+            let mut previous: Option<ClusterStatus> = None;
+            loop {
+                if let Some(s) = crate::local_cluster::fetch_status(channel.clone(), &cluster).await
+                {
+                    if let Some(p) = &previous {
+                        let removed = p.members.iter().any(|m| {
+                            !m.learner
+                                && !m.id.is_empty()
+                                && !s.members.iter().any(|n| n.name == m.name)
+                        });
+                        let voters = s
+                            .members
+                            .iter()
+                            .filter(|m| !m.learner && !m.id.is_empty())
+                            .count();
+                        let healthy = s.members.iter().filter(|m| !m.learner && m.healthy).count();
+                        let healthy_before =
+                            p.members.iter().filter(|m| !m.learner && m.healthy).count();
+                        let voters_before = p
+                            .members
+                            .iter()
+                            .filter(|m| !m.learner && !m.id.is_empty())
+                            .count();
+                        if removed
+                            && voters > 0
+                            && healthy < quorum(voters)
+                            && healthy_before >= quorum(voters_before)
+                        {
+                            *b.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+                        }
+                    }
+                    previous = Some(s);
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        });
+        Self { broken, task }
+    }
+
+    fn broken(&self) -> usize {
+        *self.broken.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Drop for QuorumWatch {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn quorum(voters: usize) -> usize {
+    voters / 2 + 1
+}
+
+fn signal(pid: u32, sig: Signal) -> anyhow::Result<()> {
+    kill(Pid::from_raw(pid as i32), sig).with_context(|| format!("{sig} to {pid}"))
+}
+
+/// The etcd child of a sidecar (spawned from any of its threads, so every thread's
+/// children are read).
+pub fn etcd_pid(sidecar: u32) -> anyhow::Result<u32> {
+    let tasks = std::fs::read_dir(format!("/proc/{sidecar}/task"))
+        .with_context(|| format!("sidecar {sidecar} is not running"))?;
+    for task in tasks.flatten() {
+        let children = std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
+        if let Some(pid) = children
+            .split_whitespace()
+            .next()
+            .and_then(|p| p.parse().ok())
+        {
+            return Ok(pid);
+        }
+    }
+    bail!("sidecar {sidecar} has no etcd child")
+}
+
+fn sidecar_pid(c: &LocalCoordinator, name: &str) -> anyhow::Result<u32> {
+    c.member(name)
+        .and_then(|m| m.pid)
+        .with_context(|| format!("no pid for {name}"))
+}
+
+fn pick<'a>(
+    rng: &mut SeededRng,
+    s: &'a ClusterStatus,
+    leader: Option<bool>,
+) -> anyhow::Result<&'a str> {
+    let candidates: Vec<&str> = s
+        .members
+        .iter()
+        .filter(|m| leader.is_none_or(|l| m.leader == l))
+        .map(|m| m.name.as_str())
+        .collect();
+    if candidates.is_empty() {
+        bail!("no member to pick");
+    }
+    Ok(candidates[rng.below(candidates.len() as u64) as usize])
+}
+
+const CONVERGE: Duration = Duration::from_secs(180);
+
+async fn run_one(options: &ChaosOptions, name: &str, seed: u64) -> ScenarioResult {
+    let mut result = ScenarioResult {
+        fault: name.to_string(),
+        operation: String::new(),
+        operations: 0,
+        lost: 0,
+        verdict: "-".into(),
+        max_in_flight: 0,
+        quorum_broken: 0,
+        converge: Duration::ZERO,
+        hash_mismatches: 0,
+        error: None,
+    };
+    if let Err(e) = scenario(options, name, seed, &mut result).await {
+        result.error = Some(format!("{e:#}"));
+    }
+    result
+}
+
+fn manifest_file(dir: &Path, size: i32, version: &str) -> anyhow::Result<PathBuf> {
+    let path = dir.join("chaos.yaml");
+    crate::local_cluster::write_atomically(
+        &path,
+        &crate::local_cluster::manifest("chaos", size, version),
+    )?;
+    Ok(path)
+}
+
+async fn scenario(
+    options: &ChaosOptions,
+    name: &str,
+    seed: u64,
+    result: &mut ScenarioResult,
+) -> anyhow::Result<()> {
+    let mut rng = SeededRng::new(seed);
+    let v = options.version.clone();
+    let start_size = if name == "kill-sidecar-during-scale-down" {
+        5
+    } else {
+        3
+    };
+    let dir = tempfile::tempdir()?;
+    let manifest = manifest_file(dir.path(), start_size, &v)?;
+    let mut c = LocalCoordinator::start(
+        CoordinatorOptions::new(&options.coordinator, manifest).dead_after_secs(5),
+    )
+    .await?;
+    let initial = c.wait_running(start_size as usize, &v, CONVERGE).await?;
+    let endpoints: Vec<String> = (c.live_endpoints())();
+    let monitor = ClusterMonitor::start(&c);
+    let quorum = QuorumWatch::start(&c);
+    let config = TrafficConfig {
+        seed,
+        op_interval: Duration::from_millis(20),
+        ..TrafficConfig::default()
+    };
+    let keys = config.key_names();
+    let traffic = Traffic::start(config, &endpoints).await?;
+    // Some traffic before the fault.
+    let warmup = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < warmup {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let fault_at = Instant::now();
+    let (operation, expect_size, expect_version) =
+        inject(&mut c, name, &initial, &mut rng, options).await?;
+    result.operation = operation;
+    c.wait_running(expect_size, &expect_version, CONVERGE)
+        .await?;
+    result.converge = fault_at.elapsed();
+    // Some traffic after convergence.
+    let cooldown = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < cooldown {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let history = traffic.stop().await;
+    let members: Vec<String> = (c.live_endpoints())();
+    let final_state = final_read(&members, &keys, Duration::from_secs(30)).await?;
+    let report = tokio::task::spawn_blocking(move || {
+        check(&history, Some(&final_state), &CheckOptions::default())
+    })
+    .await?;
+    result.operations = report.counts.total;
+    result.lost = report.lost_writes.len();
+    result.verdict = format!("{:?}", report.verdict()).to_lowercase();
+    let hashes = hash_kv_all(&members, None).await?;
+    result.hash_mismatches = crate::checker::compare_hashes(&hashes)
+        .iter()
+        .map(|m| m.disagreeing.len())
+        .sum();
+    let log = monitor.log();
+    // In flight: learners at once, and members joining or leaving at once. (Consecutive
+    // member lists may differ by two when a replacement removes its stale entry and adds
+    // itself under one grant between two samples; that is one change, serialized.)
+    result.max_in_flight = log.max_learners.max(log.max_in_transition);
+    result.quorum_broken = quorum.broken();
+    if !report.is_pass() {
+        bail!("checker: {report}");
+    }
+    Ok(())
+}
+
+/// Injects `name`'s fault during its operation; returns the operation and what the cluster
+/// must converge to.
+async fn inject(
+    c: &mut LocalCoordinator,
+    name: &str,
+    initial: &ClusterStatus,
+    rng: &mut SeededRng,
+    options: &ChaosOptions,
+) -> anyhow::Result<(String, usize, String)> {
+    let v = options.version.clone();
+    Ok(match name {
+        "kill-etcd" => {
+            let victim = pick(rng, initial, None)?;
+            signal(etcd_pid(sidecar_pid(c, victim)?)?, Signal::SIGKILL)?;
+            ("steady writes".into(), 3, v)
+        }
+        "kill-sidecar" => {
+            let victim = pick(rng, initial, None)?.to_string();
+            c.kill_member(&victim)?;
+            c.wait_until("the victim replaced", CONVERGE, |s| {
+                s.members.iter().all(|m| m.name != victim)
+            })
+            .await?;
+            ("replacement".into(), 3, v)
+        }
+        "pause-leader-etcd" => {
+            let victim = pick(rng, initial, Some(true))?;
+            let pid = etcd_pid(sidecar_pid(c, victim)?)?;
+            signal(pid, Signal::SIGSTOP)?;
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            signal(pid, Signal::SIGCONT)?;
+            ("leader paused 3 s (election timeout 1 s)".into(), 3, v)
+        }
+        "partition-sidecar" => {
+            // The sidecar stops talking to the coordinator (it is frozen) while its etcd
+            // serves: longer than the dead-after time, and it must not be removed.
+            let victim = pick(rng, initial, None)?.to_string();
+            let id = initial
+                .members
+                .iter()
+                .find(|m| m.name == victim)
+                .map(|m| m.id.clone());
+            let pid = sidecar_pid(c, &victim)?;
+            signal(pid, Signal::SIGSTOP)?;
+            tokio::time::sleep(Duration::from_secs(12)).await;
+            let during = c.status().await;
+            signal(pid, Signal::SIGCONT)?;
+            if let Some(s) = during
+                && s.members
+                    .iter()
+                    .find(|m| m.name == victim)
+                    .map(|m| m.id.clone())
+                    != id
+            {
+                bail!("{victim} was removed while only its control path was cut");
+            }
+            (
+                "sidecar cut off from the coordinator 12 s (dead-after 5 s)".into(),
+                3,
+                v,
+            )
+        }
+        "kill-coordinator-during-scale-up" => {
+            c.set_spec(5, &v)?;
+            let deadline = Instant::now() + CONVERGE;
+            while c.members().len() < 4 {
+                if Instant::now() > deadline {
+                    bail!("no fourth member was created");
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            c.crash();
+            c.restart().await?;
+            ("scale up 3 to 5".into(), 5, v)
+        }
+        "kill-sidecar-during-scale-down" => {
+            c.set_spec(3, &v)?;
+            c.wait_until("a first member gone", CONVERGE, |s| s.members.len() < 5)
+                .await?;
+            let status = c.status().await.context("status")?;
+            let victim = pick(rng, &status, Some(false))?.to_string();
+            c.kill_member(&victim)?;
+            ("scale down 5 to 3".into(), 3, v)
+        }
+        "wipe-data-while-down" => {
+            let victim = pick(rng, initial, Some(false))?.to_string();
+            c.crash();
+            c.kill_member(&victim)?;
+            let dir = c.state_dir().join(c.cluster()).join(&victim).join("etcd");
+            std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
+            c.restart().await?;
+            ("member restarted on an empty data dir".into(), 3, v)
+        }
+        "kill-etcd-during-upgrade" => {
+            let to = options.upgrade_to.clone();
+            c.set_spec(3, &to)?;
+            let to2 = to.clone();
+            c.wait_until("a first member upgraded", CONVERGE, |s| {
+                s.members.iter().any(|m| m.version == to2)
+            })
+            .await?;
+            let status = c.status().await.context("status")?;
+            let old: Vec<String> = status
+                .members
+                .iter()
+                .filter(|m| m.version != to)
+                .map(|m| m.name.clone())
+                .collect();
+            if let Some(victim) = old.first() {
+                signal(etcd_pid(sidecar_pid(c, victim)?)?, Signal::SIGKILL)?;
+            }
+            (
+                format!("rolling upgrade {} to {to}", options.version),
+                3,
+                to,
+            )
+        }
+        "kill-etcd-during-replacement" => {
+            let victim = pick(rng, initial, Some(false))?.to_string();
+            c.kill_member(&victim)?;
+            c.wait_until("the replacement created", CONVERGE, |s| {
+                s.members.len() == 3 && s.members.iter().all(|m| m.name != victim)
+            })
+            .await?;
+            let status = c.status().await.context("status")?;
+            let other = status
+                .members
+                .iter()
+                .find(|m| m.healthy && !m.leader && m.name != victim)
+                .map(|m| m.name.clone());
+            if let Some(other) = other {
+                signal(etcd_pid(sidecar_pid(c, &other)?)?, Signal::SIGKILL)?;
+            }
+            ("replacement".into(), 3, v)
+        }
+        other => bail!("unknown scenario {other}"),
+    })
+}
+
+/// Whether `status` is converged to `size` on `version`.
+pub fn converged(status: &ClusterStatus, size: usize, version: &str) -> bool {
+    is_running(status, size, version)
+}

@@ -422,7 +422,17 @@ async fn inject(
     Ok(match name {
         "kill-etcd" => {
             let victim = pick(rng, initial, None)?;
-            signal(etcd_pid(sidecar_pid(c, victim)?)?, Signal::SIGKILL)?;
+            let sidecar = sidecar_pid(c, victim)?;
+            let old = etcd_pid(sidecar)?;
+            signal(old, Signal::SIGKILL)?;
+            // Converged means: the sidecar restarted etcd, and the cluster is whole again.
+            let deadline = Instant::now() + CONVERGE;
+            while etcd_pid(sidecar).is_ok_and(|p| p == old) || etcd_pid(sidecar).is_err() {
+                if Instant::now() > deadline {
+                    bail!("the sidecar did not restart its etcd");
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
             ("steady writes".into(), 3, v)
         }
         "kill-sidecar" => {

@@ -1,5 +1,6 @@
 //! Entry points for fuzzing what the operator accepts from outside: manifests (YAML/JSON
-//! from files or the API server) and the protobuf messages its two gRPC servers decode.
+//! from files or the API server), the protobuf messages its two gRPC servers decode, and
+//! the certificates peers present on the control path (and the PEM files it reads back).
 //! `fuzz/` drives them with cargo-fuzz for long runs; a test drives them for seconds over
 //! seeded mutations and replays every input that ever crashed (`fuzz/regressions/`).
 //! Each function must return (never panic, never hang) whatever the input.
@@ -55,5 +56,18 @@ pub fn proto_messages(data: &[u8]) {
         && let Ok(to) = m.target_version.parse::<EtcdVersion>()
     {
         let _ = check_version_step(crate::version::DEFAULT_VERSION, to, false);
+    }
+}
+
+/// Reads `data` as a peer's certificate (DER) and as PEM, as the control path's servers and
+/// the certificate renewal do, and as an identity URI.
+pub fn identity(data: &[u8]) {
+    let _ = crate::identity::PeerIdentity::from_der(data);
+    if let Ok(text) = std::str::from_utf8(data) {
+        let _ = crate::identity::PeerIdentity::parse_uri(text);
+        if let Ok(validity) = crate::pki::validity(text) {
+            let _ = validity.renewal_due(0);
+        }
+        let _ = crate::pki::url_host(text);
     }
 }

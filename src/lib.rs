@@ -1,6 +1,7 @@
 //! Shared crate of the etcd operator: the gRPC contract compiled from `proto/`, the
 //! `EtcdCluster` resource types, spec validation, etcd version rules, member naming,
-//! the membership-grant table, and where real etcd binaries come from.
+//! the membership-grant table, where real etcd binaries come from, and the certificates of
+//! the control path and of etcd (issuing, and reading identities back).
 //!
 //! Everything here is pure (no network, no processes) so that the coordinator, the
 //! sidecar and the tests share one definition of each rule.
@@ -9,8 +10,10 @@
 pub mod etcd_bin;
 pub mod fuzzing;
 pub mod grant;
+pub mod identity;
 pub mod manifest;
 pub mod naming;
+pub mod pki;
 pub mod resource;
 pub mod validate;
 pub mod version;

@@ -97,7 +97,8 @@ pub fn parse_manifests(path: &Path, text: &str) -> Result<Vec<EtcdCluster>, Mani
     Ok(clusters)
 }
 
-/// Refuses unknown fields in `spec` (a typo such as `sise: 5` must not silently do nothing).
+/// Refuses unknown fields in `spec` and in its `tls` object (a typo such as `sise: 5` or
+/// `tls: {enable: true}` must not silently do nothing).
 fn check_known_fields(doc: &serde_json::Value) -> Result<(), String> {
     const KNOWN: &[&str] = &[
         "size",
@@ -106,13 +107,26 @@ fn check_known_fields(doc: &serde_json::Value) -> Result<(), String> {
         "repository",
         "storage",
         "pod",
+        "tls",
     ];
-    if let Some(spec) = doc.get("spec").and_then(|s| s.as_object()) {
-        for key in spec.keys() {
-            if !KNOWN.contains(&key.as_str()) {
+    const KNOWN_TLS: &[&str] = &["enabled"];
+    let Some(spec) = doc.get("spec").and_then(|s| s.as_object()) else {
+        return Ok(());
+    };
+    for key in spec.keys() {
+        if !KNOWN.contains(&key.as_str()) {
+            return Err(format!(
+                "unknown field spec.{key} (known fields: {})",
+                KNOWN.join(", ")
+            ));
+        }
+    }
+    if let Some(tls) = spec.get("tls").and_then(|t| t.as_object()) {
+        for key in tls.keys() {
+            if !KNOWN_TLS.contains(&key.as_str()) {
                 return Err(format!(
-                    "unknown field spec.{key} (known fields: {})",
-                    KNOWN.join(", ")
+                    "unknown field spec.tls.{key} (known fields: {})",
+                    KNOWN_TLS.join(", ")
                 ));
             }
         }
@@ -174,6 +188,9 @@ mod tests {
         assert_eq!(clusters[0].metadata.name.as_deref(), Some("etcd-cluster"));
         assert_eq!(clusters[0].spec.size, 3);
         assert_eq!(clusters[0].spec.version, "3.6.15");
+        assert!(!clusters[0].spec.etcd_tls());
+        let tls = parse("apiVersion: etcd.operator.rs/v1alpha1\nkind: EtcdCluster\nmetadata: {name: a}\nspec: {size: 3, version: 3.6.15, tls: {enabled: true}}\n").unwrap();
+        assert!(tls[0].spec.etcd_tls());
     }
 
     #[test]
@@ -187,6 +204,14 @@ mod tests {
             (
                 "apiVersion: etcd.operator.rs/v1alpha1\nkind: EtcdCluster\nmetadata: {name: a}\nspec: {sise: 3, version: 3.6.15}\n",
                 "unknown field spec.sise",
+            ),
+            (
+                "apiVersion: etcd.operator.rs/v1alpha1\nkind: EtcdCluster\nmetadata: {name: a}\nspec: {size: 3, version: 3.6.15, tls: {enable: true}}\n",
+                "unknown field spec.tls.enable",
+            ),
+            (
+                "apiVersion: etcd.operator.rs/v1alpha1\nkind: EtcdCluster\nmetadata: {name: a}\nspec: {size: 3, version: 3.6.15, tls: {enabled: yes please}}\n",
+                "document 1 is not a valid EtcdCluster",
             ),
             (
                 "apiVersion: etcd.operator.rs/v1alpha1\nkind: EtcdCluster\nmetadata: {name: a}\nspec: {size: three, version: 3.6.15}\n",

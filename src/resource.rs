@@ -71,6 +71,29 @@ pub struct EtcdClusterSpec {
     /// change.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod: Option<PodPolicy>,
+    /// TLS for etcd's client and peer traffic. Fixed when the cluster is created: a change
+    /// on a running cluster is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsSpec>,
+}
+
+impl EtcdClusterSpec {
+    /// True when etcd's client and peer traffic uses TLS.
+    pub fn etcd_tls(&self) -> bool {
+        self.tls.as_ref().is_some_and(|t| t.enabled)
+    }
+}
+
+/// TLS for etcd's client and peer traffic.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TlsSpec {
+    /// Serve clients and peers over TLS with certificates from a CA of this cluster, and
+    /// require client certificates (`--client-cert-auth`, `--peer-client-cert-auth`). The
+    /// applications' client certificate is in the Secret `<cluster>-client-tls` (in local
+    /// mode, under `<state>/<cluster>/client/`).
+    #[serde(default)]
+    pub enabled: bool,
 }
 
 /// Persistent storage of each member.

@@ -110,6 +110,7 @@ fn manifest_seeds() -> Vec<Vec<u8>> {
         b"apiVersion: etcd.operator.rs/v1alpha1\nkind: EtcdCluster\nmetadata: {name: a, generation: 3}\nspec: {size: 5, version: v3.5.34, allowDowngrade: true}\n---\nkind: Service\n".to_vec(),
         br#"{"apiVersion":"etcd.operator.rs/v1alpha1","kind":"EtcdCluster","metadata":{"name":"a"},"spec":{"size":3,"version":"3.6.15"},"status":{"phase":"Running","members":[{"name":"a-0000"}]}}"#.to_vec(),
         b"a: &x [*x, *x]\nb: *x\n".to_vec(),
+        b"apiVersion: etcd.operator.rs/v1alpha1\nkind: EtcdCluster\nmetadata: {name: a}\nspec: {size: 3, version: 3.6.15, tls: {enabled: true}}\n".to_vec(),
     ];
     seeds.retain(|s| !s.is_empty());
     seeds
@@ -152,6 +153,43 @@ fn proto_seeds() -> Vec<Vec<u8>> {
         }
         .encode_to_vec(),
     ]
+}
+
+fn identity_seeds() -> Vec<Vec<u8>> {
+    use etcd_operator::{
+        ClusterKey,
+        identity::PeerIdentity,
+        pki::{Authority, LeafRequest, Usage, first_der},
+    };
+    let ca = Authority::generate("fuzz CA", 1_750_000_000).unwrap();
+    let member = PeerIdentity::member(&ClusterKey::new("ns", "etcd-cluster"), "etcd-cluster-0001");
+    let leaf = ca
+        .issue(
+            &LeafRequest {
+                common_name: "etcd-cluster-0001".into(),
+                uris: vec![member.uri()],
+                hosts: vec!["127.0.0.1".into(), "a.b.svc".into()],
+                usage: Usage::BOTH,
+                validity: std::time::Duration::from_secs(3600),
+            },
+            None,
+            1_750_000_000,
+        )
+        .unwrap();
+    vec![
+        first_der(&leaf.cert_pem).unwrap(),
+        leaf.cert_pem.clone().into_bytes(),
+        first_der(ca.cert_pem()).unwrap(),
+        member.uri().into_bytes(),
+        b"spiffe://etcd-operator/coordinator".to_vec(),
+        b"https://[::1]:7401/x".to_vec(),
+    ]
+}
+
+#[test]
+fn identity_target_never_panics() {
+    let runs = run("identity", fuzzing::identity, identity_seeds(), 0x5eed_0003);
+    assert!(runs > 100, "only {runs} inputs in {BUDGET:?}");
 }
 
 #[test]

@@ -94,23 +94,27 @@ pub struct ClusterController<R: Runtime> {
     policy: Policy,
 }
 
-async fn connect(endpoints: &[String]) -> Result<Client, etcd_client::Error> {
-    Client::connect(
-        endpoints,
-        Some(
-            ConnectOptions::new()
-                .with_connect_timeout(Duration::from_secs(2))
-                .with_timeout(Duration::from_secs(5)),
-        ),
-    )
-    .await
+async fn connect(
+    tls: Option<&etcd_client::TlsOptions>,
+    endpoints: &[String],
+) -> Result<Client, etcd_client::Error> {
+    let mut options = ConnectOptions::new()
+        .with_connect_timeout(Duration::from_secs(2))
+        .with_timeout(Duration::from_secs(5));
+    if let Some(tls) = tls {
+        options = options.with_tls(tls.clone());
+    }
+    Client::connect(endpoints, Some(options)).await
 }
 
 /// Reads etcd's member list from any of `endpoints`; None when no member answers.
-async fn read_member_list(endpoints: &[String]) -> Option<Vec<EtcdMember>> {
+async fn read_member_list(
+    tls: Option<&etcd_client::TlsOptions>,
+    endpoints: &[String],
+) -> Option<Vec<EtcdMember>> {
     for endpoint in endpoints {
         let attempt = async {
-            let mut c = connect(std::slice::from_ref(endpoint)).await.ok()?;
+            let mut c = connect(tls, std::slice::from_ref(endpoint)).await.ok()?;
             let list = c.member_list().await.ok()?;
             Some(
                 list.members()
@@ -176,6 +180,17 @@ impl<R: Runtime> ClusterController<R> {
             }
         };
         let mut plan = plan::plan(&observed);
+        // TLS is chosen when the cluster is created: switching a running cluster between
+        // http and https would change every member's URLs at once.
+        if let Some(message) = tls_mismatch(resource.spec.etcd_tls(), &infos)
+            && !matches!(plan.action, Action::RefuseSpec { .. })
+        {
+            plan = Plan {
+                action: Action::RefuseSpec { message },
+                phase: Phase::Invalid,
+                warnings: plan.warnings,
+            };
+        }
         // The runtime must be able to run the version asked for before anything acts on it.
         if let Ok(spec) = &observed.spec
             && plan.action.changes_something()
@@ -196,7 +211,10 @@ impl<R: Runtime> ClusterController<R> {
                 phase = plan.phase.as_str(),
                 "acting"
             );
-            match self.act(&plan.action, &infos).await {
+            match self
+                .act(&plan.action, &infos, resource.spec.etcd_tls())
+                .await
+            {
                 Ok(()) => None,
                 Err(e) => {
                     warn!(action = plan.action.kind(), error = %e, category = e.category(), "action failed");
@@ -277,10 +295,11 @@ impl<R: Runtime> ClusterController<R> {
                 .values()
                 .any(|r| &r.report.client_url == url && r.report.healthy && !r.report.learner)
         });
+        let tls = self.etcd_tls(&endpoints).await;
         let etcd_members = if endpoints.is_empty() {
             None
         } else {
-            read_member_list(&endpoints).await
+            read_member_list(tls.as_ref(), &endpoints).await
         };
         let now = now_ms();
         let grant = self.registry.with(&self.key, |entry, grants| {
@@ -347,16 +366,35 @@ impl<R: Runtime> ClusterController<R> {
         Ok((observed, infos))
     }
 
-    async fn act(&self, action: &Action, infos: &[MemberInfo]) -> Result<(), ActError> {
+    /// The coordinator's etcd client TLS when `endpoints` are https.
+    async fn etcd_tls(&self, endpoints: &[String]) -> Option<etcd_client::TlsOptions> {
+        if !endpoints.iter().any(|e| e.starts_with("https://")) {
+            return None;
+        }
+        match self.runtime.etcd_client_tls(&self.key).await {
+            Ok(tls) => tls,
+            Err(e) => {
+                warn!(error = %e, "no etcd client certificate for the coordinator");
+                None
+            }
+        }
+    }
+
+    async fn act(
+        &self,
+        action: &Action,
+        infos: &[MemberInfo],
+        etcd_tls: bool,
+    ) -> Result<(), ActError> {
         match action {
             Action::CreateSeed { name, version } => {
                 self.runtime
-                    .create_member(&self.key, name, *version, true)
+                    .create_member(&self.key, name, *version, true, etcd_tls)
                     .await?;
             }
             Action::CreateMember { name, version } => {
                 self.runtime
-                    .create_member(&self.key, name, *version, false)
+                    .create_member(&self.key, name, *version, false, etcd_tls)
                     .await?;
             }
             Action::DeleteRuntimeMember { name, reason } => {
@@ -380,7 +418,7 @@ impl<R: Runtime> ClusterController<R> {
             }
             Action::AskToLeave { name } => {
                 let info = find(infos, name)?;
-                let mut sidecar = sidecar_client(info).await?;
+                let mut sidecar = self.sidecar_client(info).await?;
                 sidecar
                     .leave(LeaveRequest {
                         reason: "scale down".into(),
@@ -427,10 +465,14 @@ impl<R: Runtime> ClusterController<R> {
             .filter(|i| i.running)
             .map(|i| i.client_url.clone())
             .collect();
-        let mut client = connect(&endpoints).await.map_err(|source| ActError::Etcd {
-            op: "connect",
-            source,
-        })?;
+        let tls = self.etcd_tls(&endpoints).await;
+        let mut client =
+            connect(tls.as_ref(), &endpoints)
+                .await
+                .map_err(|source| ActError::Etcd {
+                    op: "connect",
+                    source,
+                })?;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         loop {
             match client.member_remove(member_id).await {
@@ -462,7 +504,7 @@ impl<R: Runtime> ClusterController<R> {
     ) -> Result<(), ActError> {
         let info = find(infos, name)?;
         self.runtime.check_version(to)?;
-        let mut sidecar = sidecar_client(info).await?;
+        let mut sidecar = self.sidecar_client(info).await?;
         let handoff = sidecar
             .handoff(HandoffRequest {
                 target_version: to.to_string(),
@@ -678,23 +720,54 @@ fn find<'a>(infos: &'a [MemberInfo], name: &str) -> Result<&'a MemberInfo, ActEr
         .ok_or_else(|| ActError::Runtime(RuntimeError::NoSuchMember(name.to_string())))
 }
 
-async fn sidecar_client(
-    info: &MemberInfo,
-) -> Result<SidecarClient<tonic::transport::Channel>, ActError> {
-    let channel = tonic::transport::Endpoint::from_shared(info.sidecar_url.clone())
-        .map_err(|e| ActError::Sidecar {
+impl<R: Runtime> ClusterController<R> {
+    /// A client of `info`'s sidecar over mutual TLS: the sidecar must present its member's
+    /// identity, and sees the coordinator's.
+    async fn sidecar_client(
+        &self,
+        info: &MemberInfo,
+    ) -> Result<SidecarClient<tonic::transport::Channel>, ActError> {
+        let unreachable = |message: String| ActError::Sidecar {
             member: info.name.clone(),
-            message: e.to_string(),
-        })?
-        .connect_timeout(Duration::from_secs(3))
-        .timeout(Duration::from_secs(180))
-        .connect()
-        .await
-        .map_err(|e| ActError::Sidecar {
-            member: info.name.clone(),
-            message: format!("unreachable: {e}"),
-        })?;
-    Ok(SidecarClient::new(channel))
+            message,
+        };
+        let channel = etcd_sidecar::tls::channel(
+            &info.sidecar_url,
+            self.runtime.sidecar_tls(&self.key, &info.name),
+            Duration::from_secs(3),
+            Some(Duration::from_secs(180)),
+        )
+        .map_err(|e| unreachable(e.to_string()))?;
+        let mut client = SidecarClient::new(channel);
+        // Connect now, so an unreachable sidecar is told apart from a refused request.
+        client
+            .get_member_health(etcd_operator::proto::GetMemberHealthRequest {})
+            .await
+            .map_err(|s| unreachable(format!("unreachable: {}", s.message())))?;
+        Ok(client)
+    }
+}
+
+/// Why the spec's TLS setting cannot apply to the members that run, if it cannot.
+pub fn tls_mismatch(spec_tls: bool, infos: &[MemberInfo]) -> Option<String> {
+    let other: Vec<&str> = infos
+        .iter()
+        .filter(|i| i.etcd_tls != spec_tls)
+        .map(|i| i.name.as_str())
+        .collect();
+    if other.is_empty() {
+        return None;
+    }
+    let (asked, running) = if spec_tls {
+        ("true", "without TLS")
+    } else {
+        ("false", "with TLS")
+    };
+    Some(format!(
+        "spec.tls.enabled is {asked} but {} run{} {running}: TLS is chosen when a cluster is created (create a new cluster to change it)",
+        other.join(", "),
+        if other.len() == 1 { "s" } else { "" }
+    ))
 }
 
 fn condition(type_: &str, status: &str, reason: &str, message: &str) -> Condition {
@@ -730,6 +803,41 @@ pub fn rfc3339_now() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn info(name: &str, etcd_tls: bool) -> MemberInfo {
+        MemberInfo {
+            name: name.into(),
+            ordinal: 0,
+            running: true,
+            down_since: None,
+            version: etcd_operator::version::DEFAULT_VERSION,
+            seed: false,
+            client_url: String::new(),
+            peer_url: String::new(),
+            sidecar_url: String::new(),
+            etcd_tls,
+        }
+    }
+
+    #[test]
+    fn tls_cannot_change_under_running_members() {
+        assert_eq!(tls_mismatch(true, &[]), None);
+        assert_eq!(tls_mismatch(true, &[info("a-0000", true)]), None);
+        let message = tls_mismatch(true, &[info("a-0000", false), info("a-0001", false)]);
+        assert!(
+            message.as_deref().is_some_and(
+                |m| m.contains("spec.tls.enabled is true but a-0000, a-0001 run without TLS")
+            ),
+            "{message:?}"
+        );
+        let message = tls_mismatch(false, &[info("a-0000", true)]);
+        assert!(
+            message
+                .as_deref()
+                .is_some_and(|m| m.contains("a-0000 runs with TLS")),
+            "{message:?}"
+        );
+    }
 
     #[test]
     fn camel_cases_action_kinds() {

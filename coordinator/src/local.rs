@@ -9,17 +9,27 @@
 //! A member whose process exits is not restarted here (like a Pod that is gone): the
 //! planner replaces it once it stays down. A coordinator that starts again adopts the
 //! sidecars still running and restarts the ones that were stopped with it.
+//!
+//! Every member's certificates (control path, and etcd's with `spec.tls`) are issued under
+//! `<state>/pki/` before its sidecar starts ([`LocalPki`]), passed to it by path, and renewed
+//! in place when due ([`Runtime::renew_certificates`]).
 
 use std::{
     collections::HashMap,
     path::{Path, PathBuf},
     process::Stdio,
+    sync::Arc,
     time::Duration,
 };
 
 use etcd_operator::{
-    ClusterKey, EtcdVersion, etcd_bin::EtcdBinaries, grant::UnixMillis, naming::member_ordinal,
+    ClusterKey, EtcdVersion,
+    etcd_bin::EtcdBinaries,
+    grant::UnixMillis,
+    naming::member_ordinal,
+    pki::{MemberCertSpec, MemberFile, member_hosts},
 };
+use etcd_sidecar::tls::ClientTls;
 use nix::{
     sys::signal::{Signal, kill},
     unistd::Pid,
@@ -32,8 +42,10 @@ use tokio::{
 use tracing::{info, warn};
 
 use crate::{
+    local_pki::{LocalPki, LocalPkiError},
     registry::now_ms,
     runtime::{MemberInfo, Runtime, RuntimeError},
+    security::ControlPlane,
 };
 
 /// How the sidecar is started: a program and the arguments before `run`'s flags.
@@ -71,17 +83,23 @@ struct MemberRecord {
     version: String,
     seed: bool,
     pid: Option<u32>,
+    /// etcd serves clients and peers over TLS.
+    #[serde(default)]
+    tls: bool,
 }
 
 impl MemberRecord {
+    fn etcd_scheme(&self) -> &'static str {
+        if self.tls { "https" } else { "http" }
+    }
     fn client_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.client_port)
+        format!("{}://127.0.0.1:{}", self.etcd_scheme(), self.client_port)
     }
     fn peer_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.peer_port)
+        format!("{}://127.0.0.1:{}", self.etcd_scheme(), self.peer_port)
     }
     fn sidecar_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.grpc_port)
+        format!("https://127.0.0.1:{}", self.grpc_port)
     }
 }
 
@@ -99,6 +117,13 @@ pub struct LocalRuntime {
     coordinator_url: String,
     binaries: EtcdBinaries,
     clusters: Mutex<HashMap<ClusterKey, LocalCluster>>,
+    pki: Arc<LocalPki>,
+    control: Arc<ControlPlane>,
+    client_validity: Duration,
+}
+
+fn pki_error(e: LocalPkiError) -> RuntimeError {
+    RuntimeError::Other(format!("certificates: {e}"))
 }
 
 fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> RuntimeError {
@@ -135,12 +160,17 @@ fn pid_is_member(pid: u32, name: &str) -> bool {
 
 impl LocalRuntime {
     /// A runtime keeping state under `state_dir`, starting sidecars with `sidecar`, which
-    /// report to the coordinator at `coordinator_url`.
+    /// report to the coordinator's control port at `coordinator_url` (https) with the
+    /// certificates `pki` issues from `control`'s CA. The applications' client bundles are
+    /// valid for `client_validity`.
     pub fn new(
         state_dir: impl Into<PathBuf>,
         sidecar: SidecarCommand,
         coordinator_url: impl Into<String>,
         binaries: EtcdBinaries,
+        pki: Arc<LocalPki>,
+        control: Arc<ControlPlane>,
+        client_validity: Duration,
     ) -> Self {
         Self {
             state_dir: state_dir.into(),
@@ -148,6 +178,30 @@ impl LocalRuntime {
             coordinator_url: coordinator_url.into(),
             binaries,
             clusters: Mutex::new(HashMap::new()),
+            pki,
+            control,
+            client_validity,
+        }
+    }
+
+    /// The applications' client bundle of `cluster` (`ca.crt`, `tls.crt`, `tls.key`), once
+    /// the cluster has one (it uses TLS).
+    pub fn client_bundle(&self, cluster: &ClusterKey) -> Option<PathBuf> {
+        let dir = self.pki.client_dir(cluster);
+        dir.join(etcd_operator::pki::ClientFile::CERT)
+            .is_file()
+            .then_some(dir)
+    }
+
+    fn cert_spec(&self, cluster: &ClusterKey, member: &MemberRecord) -> MemberCertSpec {
+        let urls = [member.client_url(), member.peer_url(), member.sidecar_url()];
+        let urls: Vec<&str> = urls.iter().map(String::as_str).collect();
+        MemberCertSpec {
+            cluster: cluster.clone(),
+            member: member.name.clone(),
+            hosts: member_hosts(&urls, None),
+            etcd_tls: member.tls,
+            validity: self.control.member_validity(),
         }
     }
 
@@ -243,6 +297,20 @@ impl LocalRuntime {
         let log_err = log
             .try_clone()
             .map_err(io(format!("opening {}", log_path.display())))?;
+        let spec = self.cert_spec(key, member);
+        if self
+            .pki
+            .ensure_member(self.control.ca(), &spec)
+            .map_err(pki_error)?
+        {
+            info!(cluster = %key, member = %name, "certificates issued");
+        }
+        if member.tls {
+            self.pki
+                .ensure_client(key, self.client_validity)
+                .map_err(pki_error)?;
+        }
+        let tls_dir = self.pki.member_dir(key, name);
         let mut cmd = Command::new(&self.sidecar.program);
         cmd.args(&self.sidecar.args)
             .arg(format!("--cluster={}", key.name))
@@ -254,9 +322,24 @@ impl LocalRuntime {
             .arg(format!("--coordinator-url={}", self.coordinator_url))
             .arg(format!("--grpc-addr=127.0.0.1:{}", member.grpc_port))
             .arg(format!("--etcd-version={}", member.version))
+            .arg(format!(
+                "--tls-cert={}",
+                tls_dir.join(MemberFile::CERT).display()
+            ))
+            .arg(format!(
+                "--tls-key={}",
+                tls_dir.join(MemberFile::KEY).display()
+            ))
+            .arg(format!(
+                "--tls-ca={}",
+                tls_dir.join(MemberFile::CA).display()
+            ))
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log_err);
+        if member.tls {
+            cmd.arg(format!("--etcd-tls-dir={}", tls_dir.display()));
+        }
         let child = cmd
             .spawn()
             .map_err(io(format!("starting the sidecar of {name}")))?;
@@ -372,6 +455,7 @@ impl Runtime for LocalRuntime {
                 client_url: m.client_url(),
                 peer_url: m.peer_url(),
                 sidecar_url: m.sidecar_url(),
+                etcd_tls: m.tls,
             });
         }
         Ok(out)
@@ -399,6 +483,7 @@ impl Runtime for LocalRuntime {
         name: &str,
         version: EtcdVersion,
         seed: bool,
+        etcd_tls: bool,
     ) -> Result<(), RuntimeError> {
         let ordinal = member_ordinal(&cluster.name, name).ok_or_else(|| {
             RuntimeError::Other(format!("{name} is not a member name of {cluster}"))
@@ -417,6 +502,7 @@ impl Runtime for LocalRuntime {
             version: version.to_string(),
             seed,
             pid: None,
+            tls: etcd_tls,
         });
         local.record.next_ordinal = local.record.next_ordinal.max(ordinal + 1);
         // Recorded before the process starts: a coordinator that dies now still knows it.
@@ -446,6 +532,7 @@ impl Runtime for LocalRuntime {
         local.record.members.retain(|m| m.name != name);
         local.down_since.remove(name);
         self.save(cluster, &local.record)?;
+        self.pki.remove_member(cluster, name);
         let member_dir = dir.join(name);
         if member_dir.exists()
             && let Err(e) = std::fs::remove_dir_all(&member_dir)
@@ -454,6 +541,50 @@ impl Runtime for LocalRuntime {
         }
         info!(cluster = %cluster, member = %name, "member deleted");
         Ok(())
+    }
+
+    fn sidecar_tls(&self, cluster: &ClusterKey, member: &str) -> Arc<ClientTls> {
+        self.control.sidecar_client(cluster, member)
+    }
+
+    async fn etcd_client_tls(
+        &self,
+        cluster: &ClusterKey,
+    ) -> Result<Option<etcd_client::TlsOptions>, RuntimeError> {
+        let Some(ca) = self.pki.etcd_ca(cluster, false).map_err(pki_error)? else {
+            return Ok(None);
+        };
+        self.control
+            .etcd_client(cluster, &ca)
+            .map(Some)
+            .map_err(|e| RuntimeError::Other(format!("certificates: {e}")))
+    }
+
+    async fn renew_certificates(&self, cluster: &ClusterKey) -> Result<usize, RuntimeError> {
+        // From the record on disk, not under the runtime's lock: a renewal never waits for a
+        // member being stopped.
+        let record = self.load(cluster);
+        let mut changed = 0;
+        for member in &record.members {
+            if self
+                .pki
+                .renew_member(self.control.ca(), &self.cert_spec(cluster, member))
+                .map_err(pki_error)?
+            {
+                info!(cluster = %cluster, member = %member.name, "certificates renewed");
+                changed += 1;
+            }
+        }
+        if record.members.iter().any(|m| m.tls)
+            && self
+                .pki
+                .ensure_client(cluster, self.client_validity)
+                .map_err(pki_error)?
+        {
+            info!(cluster = %cluster, "client certificate renewed");
+            changed += 1;
+        }
+        Ok(changed)
     }
 
     async fn restart_member(

@@ -15,8 +15,11 @@ use tracing::{error, info, warn};
 use crate::{
     controller::ClusterController,
     local::{LocalRuntime, SidecarCommand},
+    local_pki::LocalPki,
     plan::{Phase, Policy},
     registry::Registry,
+    runtime::Runtime,
+    security::ControlPlane,
     server,
 };
 
@@ -27,8 +30,16 @@ pub struct LocalOptions {
     pub manifests: PathBuf,
     /// Where clusters keep their state.
     pub state_dir: PathBuf,
-    /// The coordinator's gRPC address.
+    /// The coordinator's status address (plaintext, read-only).
     pub grpc_addr: SocketAddr,
+    /// The coordinator's control address (mutual TLS, for the sidecars). Keep it the same
+    /// across restarts: running sidecars that are adopted keep calling it.
+    pub control_addr: SocketAddr,
+    /// How long the members' certificates (and the coordinator's) are valid; renewed with a
+    /// third of it left.
+    pub cert_validity: Duration,
+    /// How long the applications' client certificate is valid.
+    pub client_cert_validity: Duration,
     /// How sidecars are started.
     pub sidecar: SidecarCommand,
     /// Planner tunables.
@@ -55,17 +66,48 @@ pub async fn run_local(
     // Validate the manifests before anything starts: a typo must not start a cluster.
     let initial = read_manifests(&opts.manifests)?;
     let registry = Registry::new();
+    // The control path's CA is made on first start and kept under <state>/pki/.
+    let (pki, ca) = LocalPki::open(&opts.state_dir)?;
     let listener = tokio::net::TcpListener::bind(opts.grpc_addr).await?;
     let addr = listener.local_addr()?;
+    let control_listener = tokio::net::TcpListener::bind(opts.control_addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("--control-addr {}: {e}", opts.control_addr))?;
+    let control_addr = control_listener.local_addr()?;
+    let mut hosts = vec!["127.0.0.1".to_string(), "localhost".to_string()];
+    if !control_addr.ip().is_unspecified() {
+        hosts.push(control_addr.ip().to_string());
+    }
+    let control = ControlPlane::new(ca, hosts, opts.cert_validity);
+    let control_host = if control_addr.ip().is_unspecified() {
+        "127.0.0.1".to_string()
+    } else {
+        control_addr.ip().to_string()
+    };
     let runtime = Arc::new(LocalRuntime::new(
         opts.state_dir.clone(),
         opts.sidecar.clone(),
-        format!("http://{addr}"),
+        format!("https://{control_host}:{}", control_addr.port()),
         EtcdBinaries::from_env(),
+        Arc::new(pki),
+        Arc::clone(&control),
+        opts.client_cert_validity,
     ));
     let (stop_tx, stop_rx) = watch::channel(false);
-    let server = tokio::spawn(server::serve(listener, registry.clone(), stop_rx));
-    info!(%addr, state_dir = %opts.state_dir.display(), "coordinator serving etcdop.v1.Coordinator");
+    let server = tokio::spawn(server::serve_status(
+        listener,
+        registry.clone(),
+        None,
+        stop_rx.clone(),
+    ));
+    let control_server = tokio::spawn(server::serve_control(
+        control_listener,
+        registry.clone(),
+        control.control_server(),
+        stop_rx,
+    ));
+    let renewer = tokio::spawn(renew_certificates(Arc::clone(&runtime), registry.clone()));
+    info!(%addr, %control_addr, state_dir = %opts.state_dir.display(), "coordinator serving etcdop.v1.Coordinator");
     let http = opts.metrics_addr.map(|metrics_addr| {
         let metrics = std::sync::Arc::clone(registry.metrics());
         tokio::spawn(async move {
@@ -77,7 +119,7 @@ pub async fn run_local(
     registry.metrics().set_ready(true);
     if opts.progress {
         println!(
-            "coordinator: gRPC on {addr} (grpcurl -plaintext {addr} list), state in {}",
+            "coordinator: status on {addr} (grpcurl -plaintext {addr} list), control (mutual TLS) on {control_addr}, state in {}",
             opts.state_dir.display()
         );
     }
@@ -174,12 +216,39 @@ pub async fn run_local(
         t.task.abort();
     }
     runtime.stop_all().await;
+    renewer.abort();
     if let Some(http) = http {
         http.abort();
     }
     let _ = stop_tx.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
+    let _ = tokio::time::timeout(Duration::from_secs(5), control_server).await;
     Ok(())
+}
+
+/// Renews the certificates of every cluster when due, on a timer of its own (an action
+/// under way, such as an upgrade, never delays a renewal).
+async fn renew_certificates(runtime: Arc<LocalRuntime>, registry: Registry) {
+    let mut ticker = tokio::time::interval(Duration::from_secs(1));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        for key in registry.keys() {
+            match runtime.renew_certificates(&key).await {
+                Ok(0) => {}
+                Ok(n) => {
+                    registry
+                        .metrics()
+                        .certificates_issued
+                        .get_or_create(&crate::metrics::ClusterLabels {
+                            cluster: key.to_string(),
+                        })
+                        .inc_by(n as u64);
+                }
+                Err(e) => warn!(cluster = %key, error = %e, "could not renew certificates"),
+            }
+        }
+    }
 }
 
 async fn cluster_loop(
@@ -189,7 +258,12 @@ async fn cluster_loop(
     opts: LocalOptions,
     mut spec: watch::Receiver<EtcdCluster>,
 ) {
-    let controller = ClusterController::new(key.clone(), runtime, registry.clone(), opts.policy);
+    let controller = ClusterController::new(
+        key.clone(),
+        Arc::clone(&runtime),
+        registry.clone(),
+        opts.policy,
+    );
     let mut last_line = String::new();
     let mut announced = false;
     loop {
@@ -231,8 +305,19 @@ async fn cluster_loop(
             }
             let ready = outcome.plan.phase == Phase::Running && s.ready == s.size;
             if ready && !announced {
+                let certs = runtime
+                    .client_bundle(&key)
+                    .map(|dir| {
+                        format!(
+                            " --cacert={} --cert={} --key={}",
+                            dir.join("ca.crt").display(),
+                            dir.join("tls.crt").display(),
+                            dir.join("tls.key").display()
+                        )
+                    })
+                    .unwrap_or_default();
                 println!(
-                    "{key} is ready. Try:\n  ETCDCTL_API=3 etcdctl --endpoints={} put foo bar\n  ETCDCTL_API=3 etcdctl --endpoints={} get foo",
+                    "{key} is ready. Try:\n  ETCDCTL_API=3 etcdctl --endpoints={}{certs} put foo bar\n  ETCDCTL_API=3 etcdctl --endpoints={}{certs} get foo",
                     s.endpoints, s.endpoints
                 );
             }

@@ -8,7 +8,7 @@ use etcd_coordinator::{
     local::SidecarCommand,
     local_mode::{LocalOptions, run_local},
     plan::Policy,
-    status::{Output, fetch_and_render},
+    status::{Output, StatusTls, fetch_and_render},
 };
 use etcd_operator::etcd_bin::EtcdBinaries;
 
@@ -32,9 +32,22 @@ enum Command {
         /// Where the clusters keep their data [default: ~/.local/state/etcd-operator].
         #[arg(long, env = "ETCDOP_STATE_DIR")]
         state_dir: Option<PathBuf>,
-        /// The coordinator's gRPC address (status, sidecars).
+        /// The status address: plaintext, read-only methods, health and reflection (for
+        /// grpcurl and `status`); methods that change something answer UNAUTHENTICATED here.
         #[arg(long, env = "ETCDOP_GRPC_ADDR", default_value = "127.0.0.1:7400")]
         grpc_addr: SocketAddr,
+        /// The control address: mutual TLS, for the sidecars. Keep it across restarts (the
+        /// sidecars of a running cluster are adopted and keep calling it).
+        #[arg(long, env = "ETCDOP_CONTROL_ADDR", default_value = "127.0.0.1:7443")]
+        control_addr: SocketAddr,
+        /// How long the members' and the coordinator's certificates are valid, in seconds
+        /// (renewed when a third is left) [default: 90 days].
+        #[arg(long, env = "ETCDOP_CERT_VALIDITY_SECS", default_value_t = etcd_operator::pki::DEFAULT_CERT_VALIDITY.as_secs())]
+        cert_validity_secs: u64,
+        /// How long the applications' client certificate is valid, in seconds [default:
+        /// 365 days].
+        #[arg(long, env = "ETCDOP_CLIENT_CERT_VALIDITY_SECS", default_value_t = etcd_operator::pki::DEFAULT_CLIENT_CERT_VALIDITY.as_secs())]
+        client_cert_validity_secs: u64,
         /// The sidecar binary (default: this binary's embedded sidecar).
         #[arg(long, env = "ETCDOP_SIDECAR_BINARY")]
         sidecar_binary: Option<PathBuf>,
@@ -55,9 +68,17 @@ enum Command {
         /// Namespace (Kubernetes only).
         #[arg(long, short = 'n', default_value = "")]
         namespace: String,
-        /// The coordinator's gRPC address.
+        /// The coordinator's status address (`https://...` for TLS, with `--cacert`).
         #[arg(long, env = "ETCDOP_GRPC_ADDR", default_value = "127.0.0.1:7400")]
         grpc_addr: String,
+        /// The CA certificate to verify a TLS status address with (on Kubernetes, `ca.crt`
+        /// of the ConfigMap `etcd-operator-ca`).
+        #[arg(long)]
+        cacert: Option<PathBuf>,
+        /// The name to verify the coordinator's certificate against (with `--cacert`, when
+        /// the address is not a name it holds, e.g. `etcd-coordinator.default.svc`).
+        #[arg(long)]
+        servername: Option<String>,
         /// Output format.
         #[arg(long, short = 'o', value_enum, default_value_t = Output::Table)]
         output: Output,
@@ -78,12 +99,26 @@ enum Command {
         /// The coordinator's own Pod name (downward API): its identity in leader election.
         #[arg(long, env = "MY_POD_NAME", default_value = "")]
         pod_name: String,
-        /// The coordinator's gRPC address (status, sidecars).
+        /// The status address: TLS with the published CA, read-only methods.
         #[arg(long, env = "ETCDOP_GRPC_ADDR", default_value = "0.0.0.0:7400")]
         grpc_addr: SocketAddr,
-        /// The URL sidecars reach the coordinator on [default: its Service].
+        /// The control address: mutual TLS, for the sidecars.
+        #[arg(long, env = "ETCDOP_CONTROL_ADDR", default_value = "0.0.0.0:7443")]
+        control_addr: SocketAddr,
+        /// Plaintext gRPC health only, for the kubelet's probes.
+        #[arg(long, env = "ETCDOP_HEALTH_ADDR", default_value = "0.0.0.0:7402")]
+        health_addr: SocketAddr,
+        /// The control URL sidecars reach the coordinator on [default: its Service, 7443].
         #[arg(long, env = "ETCDOP_COORDINATOR_URL")]
         coordinator_url: Option<String>,
+        /// How long the members' certificates are valid, in seconds (renewed when a third is
+        /// left) [default: 90 days].
+        #[arg(long, env = "ETCDOP_CERT_VALIDITY_SECS", default_value_t = etcd_operator::pki::DEFAULT_CERT_VALIDITY.as_secs())]
+        cert_validity_secs: u64,
+        /// The DNS domain of the Kubernetes cluster (the members' certificates name their
+        /// fully qualified host names).
+        #[arg(long, env = "ETCDOP_CLUSTER_DOMAIN", default_value = etcd_coordinator::k8s::DEFAULT_CLUSTER_DOMAIN)]
+        cluster_domain: String,
         /// The operator image for member Pods' init containers [default: this Pod's image].
         #[arg(long, env = "ETCDOP_OPERATOR_IMAGE")]
         operator_image: Option<String>,
@@ -150,6 +185,9 @@ async fn main() -> anyhow::Result<()> {
             path,
             state_dir,
             grpc_addr,
+            control_addr,
+            cert_validity_secs,
+            client_cert_validity_secs,
             sidecar_binary,
             dead_after_secs,
             quiet,
@@ -173,6 +211,9 @@ async fn main() -> anyhow::Result<()> {
                 manifests: path,
                 state_dir: state_dir.unwrap_or_else(default_state_dir),
                 grpc_addr,
+                control_addr,
+                cert_validity: Duration::from_secs(cert_validity_secs.max(1)),
+                client_cert_validity: Duration::from_secs(client_cert_validity_secs.max(1)),
                 sidecar,
                 policy: Policy {
                     dead_after_ms: (dead_after_secs * 1000) as i64,
@@ -192,14 +233,26 @@ async fn main() -> anyhow::Result<()> {
             name,
             namespace,
             grpc_addr,
+            cacert,
+            servername,
             output,
         } => {
             let url = if grpc_addr.contains("://") {
                 grpc_addr
+            } else if cacert.is_some() {
+                format!("https://{grpc_addr}")
             } else {
                 format!("http://{grpc_addr}")
             };
-            match fetch_and_render(&url, name.as_deref(), &namespace, output).await {
+            let tls = match &cacert {
+                Some(path) => Some(StatusTls {
+                    ca_pem: std::fs::read(path)
+                        .map_err(|e| anyhow::anyhow!("--cacert {}: {e}", path.display()))?,
+                    server_name: servername,
+                }),
+                None => None,
+            };
+            match fetch_and_render(&url, tls, name.as_deref(), &namespace, output).await {
                 Ok(text) => {
                     print!("{text}");
                     if !text.ends_with('\n') {
@@ -219,7 +272,11 @@ async fn main() -> anyhow::Result<()> {
             pod_namespace,
             pod_name,
             grpc_addr,
+            control_addr,
+            health_addr,
             coordinator_url,
+            cert_validity_secs,
+            cluster_domain,
             operator_image,
             image_pull_policy,
             lease_name,
@@ -236,7 +293,11 @@ async fn main() -> anyhow::Result<()> {
                 pod_namespace,
                 pod_name,
                 grpc_addr,
+                control_addr,
+                health_addr,
                 coordinator_url,
+                cert_validity: Duration::from_secs(cert_validity_secs.max(1)),
+                cluster_domain,
                 operator_image,
                 image_pull_policy,
                 lease_name: (!no_leader_election).then_some(lease_name),

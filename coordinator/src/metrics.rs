@@ -53,6 +53,13 @@ pub struct GrantLabels {
     pub kind: String,
 }
 
+/// Labels of a refused call.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RefusedLabels {
+    /// The gRPC method (a fixed name from the code, never from the caller).
+    pub method: String,
+}
+
 /// The coordinator's metrics.
 pub struct Metrics {
     registry: Mutex<PromRegistry>,
@@ -68,6 +75,10 @@ pub struct Metrics {
     pub desired_members: Family<ClusterLabels, Gauge>,
     /// 1 while a membership change is in flight.
     pub change_in_flight: Family<ClusterLabels, Gauge>,
+    /// Calls refused for want of a certificate, or from the wrong identity, by method.
+    pub refused_calls: Family<RefusedLabels, Counter>,
+    /// Member certificate bundles issued or renewed, by cluster.
+    pub certificates_issued: Family<ClusterLabels, Counter>,
     ready: AtomicBool,
 }
 
@@ -80,6 +91,18 @@ impl Default for Metrics {
         let ready_members = Family::<ClusterLabels, Gauge>::default();
         let desired_members = Family::<ClusterLabels, Gauge>::default();
         let change_in_flight = Family::<ClusterLabels, Gauge>::default();
+        let refused_calls = Family::<RefusedLabels, Counter>::default();
+        let certificates_issued = Family::<ClusterLabels, Counter>::default();
+        registry.register(
+            "refused_calls",
+            "Calls refused: no client certificate, or one of another identity",
+            refused_calls.clone(),
+        );
+        registry.register(
+            "certificates_issued",
+            "Member certificate bundles issued or renewed",
+            certificates_issued.clone(),
+        );
         registry.register(
             "reconciles",
             "Reconciles by planned action",
@@ -114,6 +137,8 @@ impl Default for Metrics {
             ready_members,
             desired_members,
             change_in_flight,
+            refused_calls,
+            certificates_issued,
             ready: AtomicBool::new(false),
         }
     }

@@ -1,9 +1,10 @@
 //! Where members live. The planner is the same everywhere; a runtime creates, deletes and
 //! restarts members (local processes, or Pods on Kubernetes) and says which are running.
 
-use std::future::Future;
+use std::{future::Future, sync::Arc};
 
 use etcd_operator::{ClusterKey, EtcdVersion, grant::UnixMillis};
+use etcd_sidecar::tls::ClientTls;
 use thiserror::Error;
 
 /// One member as the runtime has it.
@@ -25,8 +26,10 @@ pub struct MemberInfo {
     pub client_url: String,
     /// The member's etcd peer URL.
     pub peer_url: String,
-    /// The sidecar's gRPC URL.
+    /// The sidecar's gRPC URL (mutual TLS).
     pub sidecar_url: String,
+    /// etcd serves clients and peers over TLS (its URLs are https).
+    pub etcd_tls: bool,
 }
 
 /// A runtime operation that failed.
@@ -69,13 +72,16 @@ pub trait Runtime: Send + Sync + 'static {
     /// Whether this runtime can run `version` (a binary or image exists).
     fn check_version(&self, version: EtcdVersion) -> Result<(), RuntimeError>;
 
-    /// Creates member `name` running `version`; `seed` marks the bootstrapping member.
+    /// Creates member `name` running `version`; `seed` marks the bootstrapping member;
+    /// `etcd_tls` gives it etcd certificates and https URLs. The member's certificates are
+    /// issued before it starts.
     fn create_member(
         &self,
         cluster: &ClusterKey,
         name: &str,
         version: EtcdVersion,
         seed: bool,
+        etcd_tls: bool,
     ) -> impl Future<Output = Result<(), RuntimeError>> + Send;
 
     /// Deletes member `name` and its data.
@@ -84,6 +90,26 @@ pub trait Runtime: Send + Sync + 'static {
         cluster: &ClusterKey,
         name: &str,
     ) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+
+    /// TLS for calling the sidecar of `member`: the coordinator's certificate, and the
+    /// member's identity expected of the sidecar.
+    fn sidecar_tls(&self, cluster: &ClusterKey, member: &str) -> Arc<ClientTls>;
+
+    /// The coordinator's own etcd client TLS for `cluster`; None when the cluster has no
+    /// etcd CA (it does not use TLS).
+    fn etcd_client_tls(
+        &self,
+        cluster: &ClusterKey,
+    ) -> impl Future<Output = Result<Option<etcd_client::TlsOptions>, RuntimeError>> + Send;
+
+    /// Issues the certificates of every member that lacks them and renews those with less
+    /// than a third of their lifetime left (the applications' client bundle too); returns
+    /// how many bundles changed. Called on a timer of its own, so that a long action (an
+    /// upgrade) never delays a renewal.
+    fn renew_certificates(
+        &self,
+        cluster: &ClusterKey,
+    ) -> impl Future<Output = Result<usize, RuntimeError>> + Send;
 
     /// Restarts member `name` on its data with `version` (after its upgrade handoff).
     fn restart_member(

@@ -1,47 +1,116 @@
-//! The coordinator's gRPC server: `etcdop.v1.Coordinator`, `grpc.health.v1`, and server
-//! reflection (v1 and v1alpha, for grpcurl of every age).
+//! The coordinator's gRPC servers: `etcdop.v1.Coordinator`, `grpc.health.v1`, and server
+//! reflection (v1 and v1alpha, for grpcurl of every age), on up to three listeners:
+//!
+//! - status (`--grpc-addr`): for people. Read-only methods, health and reflection; every
+//!   method that changes something answers UNAUTHENTICATED. Plaintext on loopback in local
+//!   mode; TLS with the published CA on Kubernetes.
+//! - control (`--control-addr`): for the sidecars. Mutual TLS; every method, each checked
+//!   against the caller's certificate.
+//! - health (`--health-addr`, Kubernetes): plaintext gRPC health only, for the kubelet's
+//!   probes (which speak no TLS).
+
+use std::sync::Arc;
 
 use etcd_operator::proto::coordinator_server::CoordinatorServer;
+use etcd_sidecar::tls::ServerTls;
 use tokio::{net::TcpListener, sync::watch};
+use tonic_health::server::HealthReporter;
 
-use crate::{registry::Registry, service::CoordinatorService};
+use crate::{
+    registry::Registry,
+    service::{Access, CoordinatorService},
+};
 
 /// The gRPC health service name.
 pub const SERVICE_NAME: &str = "etcdop.v1.Coordinator";
 
-/// Serves on `listener` until `stop` turns true.
-pub async fn serve(
-    listener: TcpListener,
-    registry: Registry,
-    mut stop: watch::Receiver<bool>,
-) -> Result<(), tonic::transport::Error> {
-    let (health_reporter, health_service) = tonic_health::server::health_reporter();
-    health_reporter
+async fn stopped(mut stop: watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+/// A health service reporting SERVING for the coordinator.
+async fn health() -> (
+    HealthReporter,
+    tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health>,
+) {
+    let (reporter, service) = tonic_health::server::health_reporter();
+    reporter
         .set_service_status(SERVICE_NAME, tonic_health::ServingStatus::Serving)
         .await;
-    health_reporter
+    reporter
         .set_service_status("", tonic_health::ServingStatus::Serving)
         .await;
-    let reflection_v1 = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(etcd_operator::proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .expect("the embedded descriptor sets are valid");
-    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(etcd_operator::proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1alpha()
-        .expect("the embedded descriptor sets are valid");
-    tonic::transport::Server::builder()
-        .add_service(health_service)
+    (reporter, service)
+}
+
+/// Serves the status endpoint on `listener` (over TLS when `tls` is given) until `stop`.
+pub async fn serve_status(
+    listener: TcpListener,
+    registry: Registry,
+    tls: Option<Arc<ServerTls>>,
+    stop: watch::Receiver<bool>,
+) -> Result<(), tonic::transport::Error> {
+    let (_reporter, health) = health().await;
+    let (reflection_v1, reflection_v1alpha) =
+        etcd_sidecar::reflection().expect("the embedded descriptor sets are valid");
+    let router = tonic::transport::Server::builder()
+        .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(CoordinatorServer::new(CoordinatorService::new(registry)))
+        .add_service(CoordinatorServer::new(CoordinatorService::new(
+            registry,
+            Access::ReadOnly,
+        )));
+    match tls {
+        Some(tls) => {
+            router
+                .serve_with_incoming_shutdown(tls.incoming(listener), stopped(stop))
+                .await
+        }
+        None => {
+            router
+                .serve_with_incoming_shutdown(
+                    tokio_stream::wrappers::TcpListenerStream::new(listener),
+                    stopped(stop),
+                )
+                .await
+        }
+    }
+}
+
+/// Serves the control endpoint (mutual TLS, identity-checked) on `listener` until `stop`.
+pub async fn serve_control(
+    listener: TcpListener,
+    registry: Registry,
+    tls: Arc<ServerTls>,
+    stop: watch::Receiver<bool>,
+) -> Result<(), tonic::transport::Error> {
+    let (_reporter, health) = health().await;
+    let (reflection_v1, reflection_v1alpha) =
+        etcd_sidecar::reflection().expect("the embedded descriptor sets are valid");
+    tonic::transport::Server::builder()
+        .add_service(health)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(CoordinatorServer::new(CoordinatorService::new(
+            registry,
+            Access::Authenticated,
+        )))
+        .serve_with_incoming_shutdown(tls.incoming(listener), stopped(stop))
+        .await
+}
+
+/// Serves plaintext gRPC health only (the kubelet's probes) on `listener` until `stop`.
+pub async fn serve_health(
+    listener: TcpListener,
+    stop: watch::Receiver<bool>,
+) -> Result<(), tonic::transport::Error> {
+    let (_reporter, health) = health().await;
+    tonic::transport::Server::builder()
+        .add_service(health)
         .serve_with_incoming_shutdown(
             tokio_stream::wrappers::TcpListenerStream::new(listener),
-            async move {
-                let _ = stop.wait_for(|s| *s).await;
-            },
+            stopped(stop),
         )
         .await
 }

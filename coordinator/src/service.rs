@@ -1,5 +1,11 @@
 //! The `etcdop.v1.Coordinator` gRPC service: sidecars register, report health and take
 //! membership grants; people read status.
+//!
+//! Who may do what: the read-only methods (ListClusters, GetCluster) answer anyone who
+//! reaches a port serving them. The methods a sidecar calls change the coordinator's view
+//! (registration, health, grants), so they answer only over mutual TLS, and only a caller
+//! whose certificate names the very member (and cluster) the request speaks for; a sidecar
+//! can never register, report or take a grant for another member.
 
 use etcd_operator::{
     ClusterKey,
@@ -15,6 +21,9 @@ use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{info, warn};
 
+use etcd_operator::identity::PeerIdentity;
+use etcd_sidecar::tls;
+
 use crate::registry::{ReceivedReport, Registry, now_ms};
 
 /// How often sidecars are asked to report, in milliseconds.
@@ -24,16 +33,70 @@ pub const REPORT_INTERVAL_MS: u32 = 1000;
 /// sidecar to report the grant it may hold from before the restart.
 pub const RECOVERY_SETTLE_MS: i64 = 3 * REPORT_INTERVAL_MS as i64;
 
+/// What a listener lets its callers do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// The status port: read-only methods; the others answer UNAUTHENTICATED.
+    ReadOnly,
+    /// The control port (mutual TLS): every method, each checked against the caller.
+    Authenticated,
+}
+
 /// The service over the shared registry.
 #[derive(Clone)]
 pub struct CoordinatorService {
     registry: Registry,
+    access: Access,
 }
 
 impl CoordinatorService {
-    /// A service over `registry`.
-    pub fn new(registry: Registry) -> Self {
-        Self { registry }
+    /// A service over `registry`, as `access` allows.
+    pub fn new(registry: Registry, access: Access) -> Self {
+        Self { registry, access }
+    }
+
+    /// The identity of the caller of a method that changes something.
+    fn caller<T>(&self, request: &Request<T>, method: &str) -> Result<PeerIdentity, Status> {
+        let refused = match self.access {
+            Access::ReadOnly => Status::unauthenticated(format!(
+                "{method} is served only on the coordinator's control port (mutual TLS), to sidecars"
+            )),
+            Access::Authenticated => match tls::caller(request) {
+                Ok(id) => return Ok(id),
+                Err(status) => status,
+            },
+        };
+        self.refused(method, &refused);
+        Err(refused)
+    }
+
+    fn refused(&self, method: &str, status: &Status) {
+        warn!(method, code = ?status.code(), reason = %status.message(), "refused a call");
+        self.registry
+            .metrics()
+            .refused_calls
+            .get_or_create(&crate::metrics::RefusedLabels {
+                method: method.to_string(),
+            })
+            .inc();
+    }
+
+    /// Refuses a caller that is not `member` of `key`.
+    fn speaks_for(
+        &self,
+        caller: &PeerIdentity,
+        key: &ClusterKey,
+        member: &str,
+        method: &str,
+    ) -> Result<(), Status> {
+        if caller.is_member(key, member) {
+            return Ok(());
+        }
+        let refused = Status::permission_denied(format!(
+            "{caller} may not call {method} for member {member:?} of cluster {key}"
+        ));
+        self.refused(method, &refused);
+        Err(refused)
     }
 }
 
@@ -55,8 +118,10 @@ impl Coordinator for CoordinatorService {
         &self,
         request: Request<RegisterRequest>,
     ) -> Result<Response<RegisterResponse>, Status> {
+        let caller = self.caller(&request, "Register")?;
         let request = request.into_inner();
         let key = cluster_key(request.cluster.as_ref())?;
+        self.speaks_for(&caller, &key, &request.member_name, "Register")?;
         let now = now_ms();
         let (role, urls) = self
             .registry
@@ -105,11 +170,13 @@ impl Coordinator for CoordinatorService {
         &self,
         request: Request<Streaming<HealthReport>>,
     ) -> Result<Response<ReportHealthResponse>, Status> {
+        let caller = self.caller(&request, "ReportHealth")?;
         let mut stream = request.into_inner();
         let mut received = 0u64;
         while let Some(report) = stream.next().await {
             let report = report?;
             let key = cluster_key(report.cluster.as_ref())?;
+            self.speaks_for(&caller, &key, &report.member_name, "ReportHealth")?;
             received += 1;
             let known = self
                 .registry
@@ -159,8 +226,10 @@ impl Coordinator for CoordinatorService {
         &self,
         request: Request<GrantRequest>,
     ) -> Result<Response<GrantResponse>, Status> {
+        let caller = self.caller(&request, "RequestGrant")?;
         let request = request.into_inner();
         let key = cluster_key(request.cluster.as_ref())?;
+        self.speaks_for(&caller, &key, &request.member_name, "RequestGrant")?;
         let kind = request.kind();
         let now = now_ms();
         let refused = |reason: String, retry_after_ms: u32| GrantResponse {
@@ -233,8 +302,10 @@ impl Coordinator for CoordinatorService {
         &self,
         request: Request<ReleaseGrantRequest>,
     ) -> Result<Response<ReleaseGrantResponse>, Status> {
+        let caller = self.caller(&request, "ReleaseGrant")?;
         let request = request.into_inner();
         let key = cluster_key(request.cluster.as_ref())?;
+        self.speaks_for(&caller, &key, &request.member_name, "ReleaseGrant")?;
         let released = self
             .registry
             .with_existing(&key, |_, grants| {
@@ -307,5 +378,94 @@ impl Coordinator for CoordinatorService {
                 request.name
             ))),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use etcd_operator::proto::ClusterRef;
+
+    fn grant_request() -> GrantRequest {
+        GrantRequest {
+            cluster: Some(ClusterRef {
+                namespace: String::new(),
+                name: "c".into(),
+            }),
+            member_name: "c-0001".into(),
+            kind: ChangeKind::Remove as i32,
+            peer_url: String::new(),
+        }
+    }
+
+    #[tokio::test]
+    async fn changing_methods_need_a_certificate_and_reading_ones_do_not() {
+        let registry = Registry::new();
+        registry.with(&ClusterKey::local("c"), |entry, _| {
+            entry.runtime_members = vec!["c-0001".into()];
+        });
+        for access in [Access::ReadOnly, Access::Authenticated] {
+            let service = CoordinatorService::new(registry.clone(), access);
+            // No TLS connection info at all: nobody is identified.
+            let status = service
+                .request_grant(Request::new(grant_request()))
+                .await
+                .unwrap_err();
+            assert_eq!(status.code(), tonic::Code::Unauthenticated, "{access:?}");
+            let status = service
+                .register(Request::new(RegisterRequest {
+                    cluster: grant_request().cluster,
+                    member_name: "c-0001".into(),
+                    ..Default::default()
+                }))
+                .await
+                .unwrap_err();
+            assert_eq!(status.code(), tonic::Code::Unauthenticated, "{access:?}");
+            assert!(
+                service
+                    .list_clusters(Request::new(ListClustersRequest::default()))
+                    .await
+                    .is_ok()
+            );
+        }
+        assert!(
+            registry.with(&ClusterKey::local("c"), |entry, grants| {
+                entry.registrations.is_empty()
+                    && grants
+                        .in_flight(&ClusterKey::local("c"), now_ms())
+                        .is_none()
+            }),
+            "nothing was recorded"
+        );
+        assert_eq!(
+            registry
+                .metrics()
+                .refused_calls
+                .get_or_create(&crate::metrics::RefusedLabels {
+                    method: "RequestGrant".into()
+                })
+                .get(),
+            2
+        );
+    }
+
+    #[test]
+    fn a_member_speaks_only_for_itself() {
+        let service = CoordinatorService::new(Registry::new(), Access::Authenticated);
+        let key = ClusterKey::new("ns", "c");
+        let member = PeerIdentity::member(&key, "c-0001");
+        assert!(service.speaks_for(&member, &key, "c-0001", "m").is_ok());
+        for (k, m) in [
+            (key.clone(), "c-0002"),
+            (ClusterKey::new("other", "c"), "c-0001"),
+            (ClusterKey::local("c"), "c-0001"),
+        ] {
+            let status = service.speaks_for(&member, &k, m, "m").unwrap_err();
+            assert_eq!(status.code(), tonic::Code::PermissionDenied, "{k} {m}");
+        }
+        let status = service
+            .speaks_for(&PeerIdentity::Coordinator, &key, "c-0001", "m")
+            .unwrap_err();
+        assert_eq!(status.code(), tonic::Code::PermissionDenied);
     }
 }

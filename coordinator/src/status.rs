@@ -16,16 +16,38 @@ pub enum Output {
     Json,
 }
 
+/// TLS to a coordinator's status port (Kubernetes): the CA it is verified with.
+#[derive(Clone, Debug)]
+pub struct StatusTls {
+    /// The CA certificate (PEM).
+    pub ca_pem: Vec<u8>,
+    /// The name to verify the certificate against, when not the address's host.
+    pub server_name: Option<String>,
+}
+
 /// Fetches one cluster (`name` given) or all, and renders them.
 pub async fn fetch_and_render(
     grpc_url: &str,
+    tls: Option<StatusTls>,
     name: Option<&str>,
     namespace: &str,
     output: Output,
 ) -> anyhow::Result<String> {
-    let mut client = CoordinatorClient::connect(grpc_url.to_string())
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot reach the coordinator at {grpc_url}: {e}"))?;
+    let unreachable = |e: &dyn std::fmt::Display| {
+        anyhow::anyhow!("cannot reach the coordinator at {grpc_url}: {e}")
+    };
+    let mut endpoint = tonic::transport::Endpoint::from_shared(grpc_url.to_string())
+        .map_err(|e| unreachable(&e))?;
+    if let Some(tls) = tls {
+        let mut config = tonic::transport::ClientTlsConfig::new()
+            .ca_certificate(tonic::transport::Certificate::from_pem(tls.ca_pem));
+        if let Some(name) = tls.server_name {
+            config = config.domain_name(name);
+        }
+        endpoint = endpoint.tls_config(config).map_err(|e| unreachable(&e))?;
+    }
+    let channel = endpoint.connect().await.map_err(|e| unreachable(&e))?;
+    let mut client = CoordinatorClient::new(channel);
     match name {
         Some(name) => {
             let status = client

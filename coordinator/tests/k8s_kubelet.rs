@@ -28,14 +28,16 @@ use etcd_coordinator::{
     },
     plan::Policy,
     registry::Registry,
+    security::{ControlPlane, now_secs},
     server,
 };
 use etcd_operator::{
     ClusterKey, EtcdVersion,
     etcd_bin::EtcdBinaries,
+    pki::Authority,
     resource::{EtcdCluster, EtcdClusterSpec},
 };
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::{
     Client, ResourceExt,
     api::{Api, DeleteParams, ListParams, Patch, PatchParams},
@@ -58,24 +60,25 @@ const CHANGE: Duration = Duration::from_secs(150);
 /// Each member on 127.0.0.1, with ports handed out on first use and kept.
 #[derive(Default)]
 struct Loopback {
-    ports: Mutex<HashMap<String, (u16, u16, u16)>>,
+    ports: Mutex<HashMap<String, (u16, u16, u16, u16)>>,
 }
 
 impl MemberAddressing for Loopback {
     fn endpoints(&self, _cluster: &ClusterKey, member: &str) -> MemberEndpoints {
-        let (client, peer, grpc) = *self
+        let (client, peer, grpc, health) = *self
             .ports
             .lock()
             .unwrap()
             .entry(member.to_string())
-            .or_insert_with(|| (free_port(), free_port(), free_port()));
+            .or_insert_with(|| (free_port(), free_port(), free_port(), free_port()));
         MemberEndpoints {
             client_url: format!("http://127.0.0.1:{client}"),
             peer_url: format!("http://127.0.0.1:{peer}"),
-            sidecar_url: format!("http://127.0.0.1:{grpc}"),
+            sidecar_url: format!("https://127.0.0.1:{grpc}"),
             listen_client_url: format!("http://127.0.0.1:{client}"),
             listen_peer_url: format!("http://127.0.0.1:{peer}"),
             grpc_addr: format!("127.0.0.1:{grpc}"),
+            health_addr: format!("127.0.0.1:{health}"),
         }
     }
 }
@@ -100,7 +103,35 @@ impl Kubelet {
         self.root.join(format!("{pod}.log"))
     }
 
-    /// The host directory of a Pod's volume: per Pod for an emptyDir, per claim for a claim.
+    /// Writes the files of every Secret volume of `pod` into its host directory, as the
+    /// kubelet projects them (again on every sync, so a renewed Secret reaches the files);
+    /// false while a Secret does not exist yet (the kubelet waits for it).
+    async fn project_secrets(&self, pod: &Pod) -> bool {
+        let secrets: Api<Secret> = Api::namespaced(self.client.clone(), NS);
+        for volume in pod.spec.as_ref().unwrap().volumes.iter().flatten() {
+            let Some(source) = &volume.secret else {
+                continue;
+            };
+            let name = source.secret_name.clone().unwrap();
+            let Ok(secret) = secrets.get(&name).await else {
+                return false;
+            };
+            let dir = self.volume_dir(pod, &volume.name);
+            std::fs::create_dir_all(&dir).unwrap();
+            for (file, data) in secret.data.iter().flatten() {
+                let path = dir.join(file);
+                if std::fs::read(&path).ok().as_deref() != Some(&data.0[..]) {
+                    let tmp = dir.join(format!(".{file}.tmp"));
+                    std::fs::write(&tmp, &data.0).unwrap();
+                    std::fs::rename(&tmp, &path).unwrap();
+                }
+            }
+        }
+        true
+    }
+
+    /// The host directory of a Pod's volume: per Pod for an emptyDir or a Secret, per claim
+    /// for a claim.
     fn volume_dir(&self, pod: &Pod, volume: &str) -> PathBuf {
         let v = pod
             .spec
@@ -223,6 +254,12 @@ impl Kubelet {
         let Ok(list) = pods.list(&ListParams::default()).await else {
             return;
         };
+        let mut projected = Vec::new();
+        for pod in &list.items {
+            if self.project_secrets(pod).await {
+                projected.push(pod.uid().unwrap());
+            }
+        }
         let mut steps = Vec::new();
         {
             let mut running = self.running.lock().unwrap();
@@ -236,7 +273,11 @@ impl Kubelet {
             for uid in gone {
                 steps.push(Step::Stop(running.remove(&uid).unwrap()));
             }
-            for pod in &list.items {
+            for pod in list
+                .items
+                .iter()
+                .filter(|p| projected.contains(&p.uid().unwrap()))
+            {
                 let uid = pod.uid().unwrap();
                 let image = pod.spec.as_ref().unwrap().containers[0].image.clone();
                 match running.get_mut(&uid) {
@@ -367,11 +408,22 @@ impl Harness {
             .await
             .unwrap();
         let registry = Registry::new();
+        let ca = Authority::generate("test control CA", now_secs()).unwrap();
+        let control = ControlPlane::new(
+            ca,
+            vec!["127.0.0.1".into()],
+            etcd_operator::pki::DEFAULT_CERT_VALIDITY,
+        );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let coordinator = format!("http://{}", listener.local_addr().unwrap());
+        let coordinator = format!("https://{}", listener.local_addr().unwrap());
         let (stop, stop_rx) = watch::channel(false);
         let mut tasks = Vec::new();
-        let grpc = server::serve(listener, registry.clone(), stop_rx);
+        let grpc = server::serve_control(
+            listener,
+            registry.clone(),
+            control.control_server(),
+            stop_rx,
+        );
         tasks.push(tokio::spawn(async move {
             let _ = grpc.await;
         }));
@@ -381,8 +433,10 @@ impl Harness {
                 operator_image: "etcd-operator:test".into(),
                 image_pull_policy: None,
                 coordinator_url: coordinator,
+                cluster_domain: "cluster.local".into(),
             },
             Arc::new(Loopback::default()),
+            control,
         )
         .without_cluster_endpoints();
         let ctx = Arc::new(Context::new(

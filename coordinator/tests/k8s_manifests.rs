@@ -10,7 +10,7 @@ use std::{
 };
 
 use etcd_coordinator::k8s::{
-    COORDINATOR_PORT, LABEL_COORDINATOR_LEADER,
+    COORDINATOR_CONTROL_PORT, COORDINATOR_HEALTH_PORT, COORDINATOR_PORT, LABEL_COORDINATOR_LEADER,
     leader::DEFAULT_LEASE_NAME,
     operator::{COORDINATOR_CONTAINER, default_coordinator_url},
 };
@@ -177,6 +177,9 @@ fn example_clusters_pass_the_schema_and_validation() {
     let five = by_file("example-etcd-cluster-size-5.yaml");
     assert_eq!(five.metadata.name.as_deref(), Some("etcd-cluster"));
     assert_eq!((five.spec.size, five.spec.version.as_str()), (5, "3.6.15"));
+    let tls = by_file("example-etcd-cluster-tls.yaml");
+    assert!(tls.spec.etcd_tls(), "the TLS example asks for TLS");
+    assert!(!seed.spec.etcd_tls());
 
     // The schema really refuses what it should (so passing it means something).
     let bad = |spec: Value| {
@@ -190,6 +193,7 @@ fn example_clusters_pass_the_schema_and_validation() {
         json!({"size": 3}),
         json!({"size": 3, "version": "3.6.15", "storage": {"size": "lots"}}),
         json!({"size": 3, "version": "3.6.15", "pod": {"antiAffinity": "Sometimes"}}),
+        json!({"size": 3, "version": "3.6.15", "tls": {"enabled": "yes"}}),
     ] {
         assert!(!schema_errors(&bad(spec.clone())).is_empty(), "{spec}");
     }
@@ -216,12 +220,35 @@ fn rbac_is_namespaced_and_least_privilege() {
         }
         for r in &resources {
             assert!(
-                !["secrets", "pods/exec", "pods/attach", "nodes"].contains(&r.as_str()),
+                !["pods/exec", "pods/attach", "nodes", "secrets/*"].contains(&r.as_str()),
                 "{r} is not needed"
             );
             for verb in &rule.verbs {
                 granted.insert((r.clone(), verb.clone()));
             }
+        }
+        // Secrets, reviewed rule by rule: only in the coordinator's namespace (a Role),
+        // only the verbs the certificate code uses, never delete (owned Secrets are
+        // garbage-collected with their Pod or cluster), never escalate.
+        if resources.iter().any(|r| r == "secrets") {
+            assert_eq!(resources, ["secrets"], "a rule of its own: {rule:?}");
+            assert_eq!(groups, [""], "{rule:?}");
+            let verbs: BTreeSet<&str> = rule.verbs.iter().map(String::as_str).collect();
+            assert_eq!(
+                verbs,
+                BTreeSet::from(["create", "get", "update", "patch", "list", "watch"]),
+                "{rule:?}"
+            );
+        }
+        // The CA's ConfigMap: created, then read and patched by name only.
+        if resources.iter().any(|r| r == "configmaps") {
+            assert_eq!(resources, ["configmaps"], "{rule:?}");
+            let named = rule.resource_names.as_deref()
+                == Some(&[etcd_coordinator::k8s::CA_CONFIGMAP.to_string()][..]);
+            assert!(
+                named || rule.verbs == ["create"],
+                "configmaps beyond create are limited to the CA's: {rule:?}"
+            );
         }
         if resources == ["leases"] && rule.verbs.iter().any(|v| v == "update") {
             assert_eq!(
@@ -248,6 +275,11 @@ fn rbac_is_namespaced_and_least_privilege() {
         ("leases", "create"),
         ("leases", "update"),
         ("events", "create"),
+        ("secrets", "create"),
+        ("secrets", "get"),
+        ("secrets", "patch"),
+        ("configmaps", "create"),
+        ("configmaps", "patch"),
     ] {
         assert!(
             granted.contains(&(resource.to_string(), verb.to_string())),
@@ -291,11 +323,24 @@ fn the_coordinator_deployment_and_service_fit_together() {
         .collect();
     assert!(env.contains(&("MY_POD_NAMESPACE".into(), Some("metadata.namespace".into()))));
     assert!(env.contains(&("MY_POD_NAME".into(), Some("metadata.name".into()))));
-    let port = &container.ports.as_ref().unwrap()[0];
-    assert_eq!(port.container_port, i32::from(COORDINATOR_PORT));
+    let ports: Vec<(String, i32)> = container
+        .ports
+        .iter()
+        .flatten()
+        .map(|p| (p.name.clone().unwrap(), p.container_port))
+        .collect();
+    assert_eq!(
+        ports,
+        [
+            ("grpc".to_string(), i32::from(COORDINATOR_PORT)),
+            ("control".to_string(), i32::from(COORDINATOR_CONTROL_PORT)),
+            ("health".to_string(), i32::from(COORDINATOR_HEALTH_PORT)),
+        ]
+    );
+    // Probes speak no TLS: they use the plaintext health port.
     for probe in [&container.readiness_probe, &container.liveness_probe] {
         let grpc = probe.as_ref().unwrap().grpc.as_ref().unwrap();
-        assert_eq!(grpc.port, i32::from(COORDINATOR_PORT));
+        assert_eq!(grpc.port, i32::from(COORDINATOR_HEALTH_PORT));
     }
     let sc = container.security_context.as_ref().unwrap();
     assert_eq!(sc.allow_privilege_escalation, Some(false));
@@ -313,7 +358,7 @@ fn the_coordinator_deployment_and_service_fit_together() {
     let namespace = coordinator.metadata.namespace.clone().unwrap();
     assert_eq!(
         default_coordinator_url(&namespace),
-        format!("http://etcd-coordinator.{namespace}.svc:7400")
+        format!("https://etcd-coordinator.{namespace}.svc:7443")
     );
     let s = coordinator.spec.as_ref().unwrap();
     let selector = s.selector.as_ref().unwrap();
@@ -344,8 +389,19 @@ fn the_coordinator_deployment_and_service_fit_together() {
             .contains_key(LABEL_COORDINATOR_LEADER),
         "the Deployment must not select on the leader label it does not set"
     );
-    let sp = &s.ports.as_ref().unwrap()[0];
-    assert_eq!(sp.port, i32::from(COORDINATOR_PORT));
+    let service_ports: Vec<(String, i32)> = s
+        .ports
+        .iter()
+        .flatten()
+        .map(|p| (p.name.clone().unwrap(), p.port))
+        .collect();
+    assert_eq!(
+        service_ports,
+        [
+            ("grpc".to_string(), i32::from(COORDINATOR_PORT)),
+            ("control".to_string(), i32::from(COORDINATOR_CONTROL_PORT)),
+        ]
+    );
 
     // The walk-through's NodePort service reaches the members of etcd-cluster.
     let nodeport = seen

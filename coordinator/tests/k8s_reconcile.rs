@@ -9,6 +9,7 @@
 use std::{
     collections::BTreeMap,
     sync::{Arc, Mutex},
+    time::Duration,
 };
 
 use etcd_coordinator::{
@@ -21,15 +22,17 @@ use etcd_coordinator::{
     plan::Policy,
     registry::Registry,
     runtime::Runtime,
+    security::{ControlPlane, now_secs},
 };
 use etcd_operator::{
     ClusterKey, EtcdVersion,
+    pki::Authority,
     resource::{EtcdCluster, EtcdClusterSpec, StorageSpec},
 };
 use k8s_openapi::{
     api::{
         coordination::v1::{Lease, LeaseSpec},
-        core::v1::{PersistentVolumeClaim, Pod, Service},
+        core::v1::{PersistentVolumeClaim, Pod, Secret, Service},
         events::v1::Event,
         policy::v1::PodDisruptionBudget,
     },
@@ -68,8 +71,19 @@ fn settings() -> PodSettings {
     PodSettings {
         operator_image: OPERATOR_IMAGE.into(),
         image_pull_policy: None,
-        coordinator_url: "http://etcd-coordinator.default.svc:7400".into(),
+        coordinator_url: "https://etcd-coordinator.default.svc:7443".into(),
+        cluster_domain: "cluster.local".into(),
     }
+}
+
+/// The control plane of a fresh CA (certificates valid for 90 days).
+fn control() -> Arc<ControlPlane> {
+    let ca = Authority::generate("test control CA", now_secs()).unwrap();
+    ControlPlane::new(
+        ca,
+        vec!["127.0.0.1".into()],
+        etcd_operator::pki::DEFAULT_CERT_VALIDITY,
+    )
 }
 
 async fn fake(objects: Vec<EtcdCluster>, funcs: Option<interceptor::Funcs>) -> Client {
@@ -90,6 +104,7 @@ fn context(client: &Client) -> Arc<Context> {
         client.clone(),
         settings(),
         Arc::new(PodDns),
+        control(),
     ));
     Arc::new(Context::new(
         client.clone(),
@@ -235,6 +250,7 @@ async fn create_makes_the_seed_pod_services_budget_and_status() {
     assert_eq!(pod.labels(), &labels);
     assert_eq!(pod.annotations()["etcd.operator.rs/seed"], "true");
     assert_eq!(pod.annotations()[ANNOTATION_ETCD_VERSION], "3.6.15");
+    assert_eq!(pod.annotations()["etcd.operator.rs/tls"], "false");
     let spec = pod.spec.as_ref().unwrap();
     assert_eq!(spec.hostname.as_deref(), Some("etcd-cluster-0000"));
     assert_eq!(spec.subdomain.as_deref(), Some("etcd-cluster-peer"));
@@ -290,10 +306,14 @@ async fn create_makes_the_seed_pod_services_budget_and_status() {
         ("ETCDOP_LISTEN_CLIENT_URL", "http://0.0.0.0:2379".into()),
         (
             "ETCDOP_COORDINATOR_URL",
-            "http://etcd-coordinator.default.svc:7400".into(),
+            "https://etcd-coordinator.default.svc:7443".into(),
         ),
         ("ETCDOP_GRPC_ADDR", "0.0.0.0:7401".into()),
-        ("ETCDOP_GRPC_URL", format!("http://{host}:7401")),
+        ("ETCDOP_GRPC_URL", format!("https://{host}:7401")),
+        ("ETCDOP_HEALTH_ADDR", "0.0.0.0:7402".into()),
+        ("ETCDOP_TLS_CERT", "/etc/etcd-operator/tls/tls.crt".into()),
+        ("ETCDOP_TLS_KEY", "/etc/etcd-operator/tls/tls.key".into()),
+        ("ETCDOP_TLS_CA", "/etc/etcd-operator/tls/ca.crt".into()),
         (
             "ETCDOP_ETCD_VERSION",
             "fieldRef:metadata.annotations['etcd.operator.rs/etcd-version']".into(),
@@ -323,7 +343,8 @@ async fn create_makes_the_seed_pod_services_budget_and_status() {
         [
             ("client".to_string(), 2379),
             ("peer".to_string(), 2380),
-            ("sidecar".to_string(), 7401)
+            ("sidecar".to_string(), 7401),
+            ("health".to_string(), 7402)
         ]
     );
     let probe = etcd
@@ -333,7 +354,10 @@ async fn create_makes_the_seed_pod_services_budget_and_status() {
         .grpc
         .as_ref()
         .unwrap();
-    assert_eq!(probe.port, 7401);
+    assert_eq!(
+        probe.port, 7402,
+        "the plaintext health port: probes speak no TLS"
+    );
     assert_eq!(probe.service.as_deref(), Some("etcdop.v1.Sidecar"));
     assert_eq!(etcd.liveness_probe, None);
     let sc = etcd.security_context.as_ref().unwrap();
@@ -355,11 +379,34 @@ async fn create_makes_the_seed_pod_services_budget_and_status() {
         mounts,
         [
             ("data", "/var/lib/etcd", None),
-            ("sidecar", "/opt/etcd-operator", Some(true))
+            ("sidecar", "/opt/etcd-operator", Some(true)),
+            ("tls", "/etc/etcd-operator/tls", Some(true))
         ]
     );
     let volumes = spec.volumes.as_ref().unwrap();
-    assert_eq!(volumes.len(), 2);
+    assert_eq!(volumes.len(), 3);
+    let tls = volumes[2].secret.as_ref().unwrap();
+    assert_eq!(tls.secret_name.as_deref(), Some("etcd-cluster-0000-tls"));
+    assert_eq!(tls.default_mode, Some(0o440));
+    // The member's Secret: owned by its Pod, the control path's files only (no spec.tls).
+    let secret = Api::<Secret>::namespaced(client.clone(), NS)
+        .get("etcd-cluster-0000-tls")
+        .await
+        .unwrap();
+    let owners = secret.owner_references();
+    assert_eq!(
+        (owners[0].kind.as_str(), owners[0].name.as_str()),
+        ("Pod", "etcd-cluster-0000")
+    );
+    assert_eq!(Some(owners[0].uid.clone()), pod.uid());
+    let keys: Vec<&str> = secret
+        .data
+        .as_ref()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(keys, ["ca.crt", "tls.crt", "tls.key"]);
     assert_eq!(volumes[0].name, "data");
     assert!(volumes[0].empty_dir.is_some() && volumes[0].persistent_volume_claim.is_none());
     assert_eq!(volumes[1].name, "sidecar");
@@ -587,7 +634,7 @@ async fn deletion_passes_through_cleanup_and_drops_the_finalizer() {
 async fn scale_replacement_and_upgrade_change_one_pod_at_a_time() {
     let client = fake(vec![cluster(3, "3.6.15")], None).await;
     let key = ClusterKey::new(NS, NAME);
-    let runtime = KubeRuntime::new(client.clone(), settings(), Arc::new(PodDns));
+    let runtime = KubeRuntime::new(client.clone(), settings(), Arc::new(PodDns), control());
     let c = get_cluster(&client).await;
     runtime.track(&key, &c);
     let v36 = EtcdVersion::new(3, 6, 15);
@@ -604,7 +651,7 @@ async fn scale_replacement_and_upgrade_change_one_pod_at_a_time() {
     {
         assert_eq!(runtime.next_ordinal(&key).await.unwrap(), i as u32);
         runtime
-            .create_member(&key, name, v36, i == 0)
+            .create_member(&key, name, v36, i == 0, false)
             .await
             .unwrap();
         assert_eq!(
@@ -653,12 +700,12 @@ async fn scale_replacement_and_upgrade_change_one_pod_at_a_time() {
     assert_eq!(runtime.members(&key).await.unwrap().len(), 2);
     assert_eq!(runtime.next_ordinal(&key).await.unwrap(), 3);
     // A new coordinator (leader change) reads the same from the annotation.
-    let fresh = KubeRuntime::new(client.clone(), settings(), Arc::new(PodDns));
+    let fresh = KubeRuntime::new(client.clone(), settings(), Arc::new(PodDns), control());
     fresh.track(&key, &get_cluster(&client).await);
     fresh.members(&key).await.unwrap();
     assert_eq!(fresh.next_ordinal(&key).await.unwrap(), 3);
     runtime
-        .create_member(&key, "etcd-cluster-0003", v36, false)
+        .create_member(&key, "etcd-cluster-0003", v36, false, false)
         .await
         .unwrap();
     assert_eq!(
@@ -713,11 +760,11 @@ async fn with_storage_a_member_keeps_its_claim_and_gets_its_pod_back() {
     });
     let client = fake(vec![c], None).await;
     let key = ClusterKey::new(NS, NAME);
-    let runtime = KubeRuntime::new(client.clone(), settings(), Arc::new(PodDns));
+    let runtime = KubeRuntime::new(client.clone(), settings(), Arc::new(PodDns), control());
     runtime.track(&key, &get_cluster(&client).await);
     let v = EtcdVersion::new(3, 6, 15);
     runtime
-        .create_member(&key, "etcd-cluster-0000", v, true)
+        .create_member(&key, "etcd-cluster-0000", v, true, false)
         .await
         .unwrap();
     let claims = Api::<PersistentVolumeClaim>::namespaced(client.clone(), NS);
@@ -773,11 +820,17 @@ async fn with_storage_a_member_keeps_its_claim_and_gets_its_pod_back() {
 async fn pods_of_another_cluster_of_the_same_name_are_not_members() {
     let client = fake(vec![cluster(3, "3.6.15")], None).await;
     let key = ClusterKey::new(NS, NAME);
-    let runtime = KubeRuntime::new(client.clone(), settings(), Arc::new(PodDns));
+    let runtime = KubeRuntime::new(client.clone(), settings(), Arc::new(PodDns), control());
     let c = get_cluster(&client).await;
     runtime.track(&key, &c);
     runtime
-        .create_member(&key, "etcd-cluster-0000", EtcdVersion::new(3, 6, 15), true)
+        .create_member(
+            &key,
+            "etcd-cluster-0000",
+            EtcdVersion::new(3, 6, 15),
+            true,
+            false,
+        )
         .await
         .unwrap();
     // The same name, recreated: a new uid.
@@ -894,4 +947,102 @@ async fn a_failed_api_call_becomes_an_event_and_a_condition() {
         ("True", "ApiCallFailed")
     );
     assert!(failed.message.contains("unwell"), "{failed:?}");
+}
+
+/// With `spec.tls`, a member gets etcd's certificates (serving, peer, its own client) beside
+/// the control path's, https URLs and `ETCDOP_ETCD_TLS_DIR`; the cluster gets its etcd CA and
+/// the applications' client Secret; a renewal updates the member's Secret in place, keeping
+/// its keys.
+#[tokio::test]
+async fn tls_members_get_etcd_certificates_and_renewals_update_their_secret() {
+    let mut c = cluster(3, "3.6.15");
+    c.spec.tls = Some(etcd_operator::resource::TlsSpec { enabled: true });
+    let client = fake(vec![c], None).await;
+    let key = ClusterKey::new(NS, NAME);
+    let ca = Authority::generate("test control CA", now_secs()).unwrap();
+    // Short-lived certificates: due for renewal a few seconds after they are issued.
+    let control = ControlPlane::new(ca, vec!["127.0.0.1".into()], Duration::from_secs(6));
+    let runtime = KubeRuntime::new(client.clone(), settings(), Arc::new(PodDns), control);
+    runtime.track(&key, &get_cluster(&client).await);
+    runtime
+        .create_member(
+            &key,
+            "etcd-cluster-0000",
+            EtcdVersion::new(3, 6, 15),
+            true,
+            true,
+        )
+        .await
+        .unwrap();
+
+    let pod = Api::<Pod>::namespaced(client.clone(), NS)
+        .get("etcd-cluster-0000")
+        .await
+        .unwrap();
+    assert_eq!(pod.annotations()["etcd.operator.rs/tls"], "true");
+    let env = env_map(&pod);
+    assert_eq!(env["ETCDOP_ETCD_TLS_DIR"], "/etc/etcd-operator/tls");
+    let host = "etcd-cluster-0000.etcd-cluster-peer.default.svc";
+    assert_eq!(env["ETCDOP_PEER_URL"], format!("https://{host}:2380"));
+    assert_eq!(env["ETCDOP_CLIENT_URL"], format!("https://{host}:2379"));
+    assert_eq!(env["ETCDOP_LISTEN_CLIENT_URL"], "https://0.0.0.0:2379");
+    assert_eq!(
+        env["ETCDOP_CLUSTER_ENDPOINTS"],
+        "https://etcd-cluster.default.svc:2379"
+    );
+
+    let secrets = Api::<Secret>::namespaced(client.clone(), NS);
+    let files = |s: &Secret| -> BTreeMap<String, String> {
+        s.data
+            .iter()
+            .flatten()
+            .map(|(k, v)| (k.clone(), String::from_utf8(v.0.clone()).unwrap()))
+            .collect()
+    };
+    let member = secrets.get("etcd-cluster-0000-tls").await.unwrap();
+    let first = files(&member);
+    let keys: Vec<&str> = first.keys().map(String::as_str).collect();
+    assert_eq!(
+        keys,
+        [
+            "ca.crt",
+            "etcd-ca.crt",
+            "etcd-client.crt",
+            "etcd-client.key",
+            "etcd-peer.crt",
+            "etcd-peer.key",
+            "etcd-server.crt",
+            "etcd-server.key",
+            "tls.crt",
+            "tls.key"
+        ]
+    );
+    let etcd_ca = secrets.get("etcd-cluster-etcd-ca").await.unwrap();
+    assert_eq!(etcd_ca.owner_references()[0].kind, "EtcdCluster");
+    assert_eq!(files(&etcd_ca)["ca.crt"], first["etcd-ca.crt"]);
+    let app = secrets.get("etcd-cluster-client-tls").await.unwrap();
+    assert_eq!(app.type_.as_deref(), Some("kubernetes.io/tls"));
+    let app_keys: Vec<String> = files(&app).into_keys().collect();
+    assert_eq!(app_keys, ["ca.crt", "tls.crt", "tls.key"]);
+    assert!(runtime.etcd_client_tls(&key).await.unwrap().is_some());
+
+    // Nothing is due yet; then every certificate is, and the Secret is updated in place.
+    assert_eq!(runtime.renew_certificates(&key).await.unwrap(), 0);
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while runtime.renew_certificates(&key).await.unwrap() == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no renewal within 15 s of 6 s certificates"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let renewed = files(&secrets.get("etcd-cluster-0000-tls").await.unwrap());
+    for (cert, key) in [
+        ("tls.crt", "tls.key"),
+        ("etcd-server.crt", "etcd-server.key"),
+        ("etcd-peer.crt", "etcd-peer.key"),
+    ] {
+        assert_ne!(renewed[cert], first[cert], "{cert} renewed");
+        assert_eq!(renewed[key], first[key], "{key} kept");
+    }
 }

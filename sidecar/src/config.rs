@@ -66,6 +66,26 @@ pub struct RunArgs {
     /// etcd's log level.
     #[arg(long, env = "ETCDOP_ETCD_LOG_LEVEL", default_value = "warn")]
     pub etcd_log_level: String,
+    /// This sidecar's control-path certificate (PEM), issued by the operator's CA for this
+    /// member: presented to the coordinator and to callers of the sidecar's own server.
+    /// Read again for every new connection (rotation needs no restart).
+    #[arg(long, env = "ETCDOP_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// The key of `--tls-cert` (PEM).
+    #[arg(long, env = "ETCDOP_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// The operator's CA (PEM): the coordinator's certificate must lead to it.
+    #[arg(long, env = "ETCDOP_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
+    /// A plaintext address serving only gRPC health and the read-only GetMemberHealth (for
+    /// probes; off when not given).
+    #[arg(long, env = "ETCDOP_HEALTH_ADDR")]
+    pub health_addr: Option<SocketAddr>,
+    /// The directory of etcd's TLS files (`etcd-ca.crt`, `etcd-server.crt`, ...): etcd
+    /// serves clients and peers over TLS and requires client certificates. The URLs must be
+    /// https then.
+    #[arg(long, env = "ETCDOP_ETCD_TLS_DIR")]
+    pub etcd_tls_dir: Option<PathBuf>,
 }
 
 /// A refused configuration.
@@ -94,6 +114,26 @@ pub enum ConfigError {
     /// The interval is out of range.
     #[error("--report-interval-ms must be between 100 and 60000, got {0}")]
     Interval(u64),
+    /// The control path's TLS files are missing.
+    #[error(
+        "--{0} is required: the control path between the coordinator and the sidecars is mutual TLS (the coordinator issues the files)"
+    )]
+    MissingTls(&'static str),
+    /// A TLS file or directory is unusable.
+    #[error("{0}")]
+    Tls(#[from] crate::tls::TlsError),
+    /// A URL's scheme does not match the TLS settings.
+    #[error("--{flag} {value:?} must be {scheme}:// {why}")]
+    Scheme {
+        /// The flag.
+        flag: &'static str,
+        /// What was given.
+        value: String,
+        /// The scheme wanted.
+        scheme: &'static str,
+        /// Why.
+        why: &'static str,
+    },
 }
 
 /// A validated configuration.
@@ -129,6 +169,12 @@ pub struct SidecarConfig {
     pub report_interval: Duration,
     /// etcd's log level.
     pub etcd_log_level: String,
+    /// The control path's certificate, key and CA.
+    pub tls: crate::tls::TlsFiles,
+    /// The plaintext health address, if any.
+    pub health_addr: Option<SocketAddr>,
+    /// etcd's TLS files, when etcd uses TLS.
+    pub etcd_tls: Option<crate::tls::EtcdTlsDir>,
 }
 
 impl SidecarConfig {
@@ -152,6 +198,38 @@ fn check_url(flag: &'static str, value: &str) -> Result<(), ConfigError> {
         return Err(bad());
     }
     Ok(())
+}
+
+fn check_scheme(
+    flag: &'static str,
+    value: &str,
+    tls: bool,
+    why: &'static str,
+) -> Result<(), ConfigError> {
+    let scheme = if tls { "https" } else { "http" };
+    if value.starts_with(&format!("{scheme}://")) {
+        Ok(())
+    } else {
+        Err(ConfigError::Scheme {
+            flag,
+            value: value.to_string(),
+            scheme,
+            why,
+        })
+    }
+}
+
+fn required_file(flag: &'static str, path: Option<PathBuf>) -> Result<PathBuf, ConfigError> {
+    let path = path
+        .filter(|p| !p.as_os_str().is_empty())
+        .ok_or(ConfigError::MissingTls(flag))?;
+    std::fs::metadata(&path).map_err(|source| {
+        ConfigError::Tls(crate::tls::TlsError::Io {
+            path: path.clone(),
+            source,
+        })
+    })?;
+    Ok(path)
 }
 
 impl RunArgs {
@@ -198,7 +276,38 @@ impl RunArgs {
         };
         let grpc_url = self
             .grpc_url
-            .unwrap_or_else(|| format!("http://{}", self.grpc_addr));
+            .unwrap_or_else(|| format!("https://{}", self.grpc_addr));
+        let control = "(the control path is mutual TLS)";
+        check_url("grpc-url", &grpc_url)?;
+        check_scheme("coordinator-url", &self.coordinator_url, true, control)?;
+        check_scheme("grpc-url", &grpc_url, true, control)?;
+        let tls = crate::tls::TlsFiles {
+            cert: required_file("tls-cert", self.tls_cert)?,
+            key: required_file("tls-key", self.tls_key)?,
+            ca: required_file("tls-ca", self.tls_ca)?,
+        };
+        let etcd_tls = self
+            .etcd_tls_dir
+            .filter(|d| !d.as_os_str().is_empty())
+            .map(|dir| crate::tls::EtcdTlsDir { dir });
+        if let Some(dir) = &etcd_tls {
+            dir.check()?;
+        }
+        let why = if etcd_tls.is_some() {
+            "(--etcd-tls-dir is given: etcd speaks TLS)"
+        } else {
+            "(without --etcd-tls-dir etcd speaks plain HTTP)"
+        };
+        let with_tls = etcd_tls.is_some();
+        check_scheme("peer-url", &self.peer_url, with_tls, why)?;
+        check_scheme("client-url", &self.client_url, with_tls, why)?;
+        check_scheme("listen-peer-url", &listen_peer_url, with_tls, why)?;
+        for u in listen_client_url.split(',') {
+            check_scheme("listen-client-url", u, with_tls, why)?;
+        }
+        for e in &self.cluster_endpoints {
+            check_scheme("cluster-endpoints", e, with_tls, why)?;
+        }
         Ok(SidecarConfig {
             cluster: ClusterKey::new(self.namespace, self.cluster),
             name: self.name,
@@ -215,6 +324,9 @@ impl RunArgs {
             cluster_endpoints: self.cluster_endpoints,
             report_interval: Duration::from_millis(self.report_interval_ms),
             etcd_log_level: self.etcd_log_level,
+            tls,
+            health_addr: self.health_addr,
+            etcd_tls,
         })
     }
 }
@@ -230,7 +342,25 @@ mod tests {
         run: RunArgs,
     }
 
+    /// A directory with the control path's files (any content: only existence is checked).
+    fn tls_dir() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        for f in ["tls.crt", "tls.key", "ca.crt"] {
+            std::fs::write(dir.path().join(f), "x").unwrap();
+        }
+        dir
+    }
+
     fn parse(extra: &[&str]) -> RunArgs {
+        static TLS: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
+        let tls = TLS.get_or_init(tls_dir);
+        let tls_args: Vec<String> = ["tls-cert=tls.crt", "tls-key=tls.key", "tls-ca=ca.crt"]
+            .iter()
+            .map(|a| {
+                let (flag, file) = a.split_once('=').unwrap();
+                format!("--{flag}={}", tls.path().join(file).display())
+            })
+            .collect();
         let mut args = vec![
             "x",
             "--cluster=c",
@@ -238,14 +368,15 @@ mod tests {
             "--data-dir=/tmp/x",
             "--peer-url=http://127.0.0.1:2380",
             "--client-url=http://127.0.0.1:2379",
-            "--coordinator-url=http://127.0.0.1:7400",
+            "--coordinator-url=https://127.0.0.1:7443",
         ];
-        // A flag given in `extra` replaces its default above.
+        args.extend(tls_args.iter().map(String::as_str));
+        // A flag given in `extra` replaces its default above; `--flag=` leaves it out.
         args.retain(|a| {
             let flag = a.split('=').next().unwrap_or(a);
             !extra.iter().any(|e| e.split('=').next() == Some(flag))
         });
-        args.extend_from_slice(extra);
+        args.extend(extra.iter().filter(|e| !e.ends_with('=')));
         Cli::try_parse_from(args).unwrap().run
     }
 
@@ -254,10 +385,42 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let cfg = parse(&[]).validate(&EtcdBinaries::new(dir.path())).unwrap();
         assert_eq!(cfg.listen_peer_url, "http://127.0.0.1:2380");
-        assert_eq!(cfg.grpc_url, "http://127.0.0.1:7401");
+        assert_eq!(cfg.grpc_url, "https://127.0.0.1:7401");
+        assert!(cfg.etcd_tls.is_none());
         assert_eq!(cfg.etcd_version.to_string(), "3.6.15");
         assert!(cfg.etcd_binary.is_file());
         assert_eq!(cfg.etcd_data_dir(), PathBuf::from("/tmp/x/etcd"));
+    }
+
+    #[test]
+    fn etcd_tls_takes_https_urls_and_its_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let etcd = tempfile::tempdir().unwrap();
+        for f in [
+            "etcd-ca.crt",
+            "etcd-server.crt",
+            "etcd-server.key",
+            "etcd-peer.crt",
+            "etcd-peer.key",
+            "etcd-client.crt",
+            "etcd-client.key",
+        ] {
+            std::fs::write(etcd.path().join(f), "x").unwrap();
+        }
+        let flag = format!("--etcd-tls-dir={}", etcd.path().display());
+        let cfg = parse(&[
+            &flag,
+            "--peer-url=https://127.0.0.1:2380",
+            "--client-url=https://127.0.0.1:2379",
+        ])
+        .validate(&EtcdBinaries::new(dir.path()))
+        .unwrap();
+        assert_eq!(cfg.etcd_tls.unwrap().dir, etcd.path());
+        let err = parse(&[&flag])
+            .validate(&EtcdBinaries::new(dir.path()))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("must be https://"), "{err}");
     }
 
     #[test]
@@ -282,6 +445,17 @@ mod tests {
             ),
             (&["--report-interval-ms=5"], "between 100 and 60000"),
             (&["--name= "], "--name must not be empty"),
+            (
+                &["--coordinator-url=http://127.0.0.1:7400"],
+                "--coordinator-url \"http://127.0.0.1:7400\" must be https://",
+            ),
+            (&["--tls-cert="], "--tls-cert is required"),
+            (&["--tls-ca=/nonexistent/ca.crt"], "/nonexistent/ca.crt"),
+            (
+                &["--client-url=https://127.0.0.1:2379"],
+                "without --etcd-tls-dir etcd speaks plain HTTP",
+            ),
+            (&["--etcd-tls-dir=/nonexistent"], "/nonexistent/etcd-ca.crt"),
         ];
         for (extra, want) in cases {
             let err = parse(extra).validate(&bins).unwrap_err().to_string();

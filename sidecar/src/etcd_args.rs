@@ -31,6 +31,22 @@ pub fn etcd_args(cfg: &SidecarConfig, bootstrap: &Bootstrap) -> Vec<String> {
         "--logger=zap".to_string(),
         format!("--log-level={}", cfg.etcd_log_level),
     ];
+    if let Some(tls) = &cfg.etcd_tls {
+        use etcd_operator::pki::MemberFile as F;
+        let file = |name: &str| tls.file(name).display().to_string();
+        // etcd reads the certificate files again for every handshake: rotated files are
+        // used without a restart.
+        args.extend([
+            format!("--cert-file={}", file(F::ETCD_SERVER_CERT)),
+            format!("--key-file={}", file(F::ETCD_SERVER_KEY)),
+            format!("--trusted-ca-file={}", file(F::ETCD_CA)),
+            "--client-cert-auth".to_string(),
+            format!("--peer-cert-file={}", file(F::ETCD_PEER_CERT)),
+            format!("--peer-key-file={}", file(F::ETCD_PEER_KEY)),
+            format!("--peer-trusted-ca-file={}", file(F::ETCD_CA)),
+            "--peer-client-cert-auth".to_string(),
+        ]);
+    }
     let self_only = format!("{}={}", cfg.name, cfg.peer_url);
     match bootstrap {
         Bootstrap::FromData => {
@@ -72,6 +88,34 @@ mod tests {
             cluster_endpoints: vec![],
             report_interval: Duration::from_secs(1),
             etcd_log_level: "warn".into(),
+            tls: crate::tls::TlsFiles {
+                cert: "/t/tls.crt".into(),
+                key: "/t/tls.key".into(),
+                ca: "/t/ca.crt".into(),
+            },
+            health_addr: None,
+            etcd_tls: None,
+        }
+    }
+
+    #[test]
+    fn etcd_tls_adds_every_certificate_flag() {
+        let plain = etcd_args(&cfg(), &Bootstrap::FromData);
+        assert!(!plain.iter().any(|a| a.contains("cert")), "{plain:?}");
+        let mut c = cfg();
+        c.etcd_tls = Some(crate::tls::EtcdTlsDir { dir: "/t".into() });
+        let args = etcd_args(&c, &Bootstrap::FromData);
+        for want in [
+            "--cert-file=/t/etcd-server.crt",
+            "--key-file=/t/etcd-server.key",
+            "--trusted-ca-file=/t/etcd-ca.crt",
+            "--client-cert-auth",
+            "--peer-cert-file=/t/etcd-peer.crt",
+            "--peer-key-file=/t/etcd-peer.key",
+            "--peer-trusted-ca-file=/t/etcd-ca.crt",
+            "--peer-client-cert-auth",
+        ] {
+            assert!(args.contains(&want.to_string()), "{want}: {args:?}");
         }
     }
 

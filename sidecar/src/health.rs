@@ -11,7 +11,7 @@ use tokio_stream::{StreamExt, wrappers::WatchStream};
 use tonic_health::server::HealthReporter;
 use tracing::{debug, warn};
 
-use crate::member::{Member, connect_etcd, now_unix_ms};
+use crate::member::{Member, now_unix_ms};
 
 /// The gRPC health service name reported SERVING when the member is healthy.
 pub const SERVICE_NAME: &str = "etcdop.v1.Sidecar";
@@ -97,7 +97,8 @@ async fn observe_once(member: &Member, client: &mut Option<etcd_client::Client>)
         return report;
     }
     if client.is_none() {
-        *client = connect_etcd(std::slice::from_ref(&member.cfg.client_url))
+        *client = member
+            .etcd(std::slice::from_ref(&member.cfg.client_url))
             .await
             .ok();
     }
@@ -110,10 +111,14 @@ async fn observe_once(member: &Member, client: &mut Option<etcd_client::Client>)
         Ok(Err(e)) => {
             debug!(error = %e, "status failed");
             report.last_error = format!("status: {e}");
+            // Connect afresh next time (etcd may have restarted, or the client certificate
+            // been rotated).
+            *client = None;
             return report;
         }
         Err(_) => {
             report.last_error = "status timed out".into();
+            *client = None;
             return report;
         }
     };

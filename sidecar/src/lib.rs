@@ -2,7 +2,8 @@
 //!
 //! Pipeline: validate configuration (`config`) -> decide how to start and start etcd
 //! (`member`, `supervisor`, `etcd_args`, `identity`) -> observe and report health
-//! (`health`) -> serve the coordinator's requests to leave or hand off (`service`).
+//! (`health`) -> serve the coordinator's requests to leave or hand off (`service`), over
+//! mutual TLS (`tls`), with gRPC health for probes on a plaintext port of its own.
 #![deny(unsafe_code)] // one audited exception: `supervisor::die_with_parent`
 
 pub mod config;
@@ -13,6 +14,7 @@ pub mod identity;
 pub mod member;
 pub mod service;
 pub mod supervisor;
+pub mod tls;
 
 use std::{future::Future, sync::Arc};
 
@@ -28,7 +30,14 @@ pub async fn run(
     cfg: SidecarConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    let server_tls = tls::ServerTls::new(Arc::new(cfg.tls.clone()), tls::ClientAuth::Optional);
+    // Fail now, not at the first handshake, when the files are unusable.
+    server_tls.config()?;
     let listener = tokio::net::TcpListener::bind(cfg.grpc_addr).await?;
+    let health_listener = match cfg.health_addr {
+        Some(addr) => Some(tokio::net::TcpListener::bind(addr).await?),
+        None => None,
+    };
     let member = Member::new(cfg)?;
     let (reports_tx, reports_rx) = watch::channel(HealthReport::default());
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
@@ -41,30 +50,51 @@ pub async fn run(
     health_reporter
         .set_service_status("", tonic_health::ServingStatus::NotServing)
         .await;
-    let reflection_v1 = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(etcd_operator::proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
-    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(etcd_operator::proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1alpha()?;
-    let service = service::SidecarService::new(Arc::clone(&member), reports_rx.clone());
     let (stop_tx, stop_rx) = watch::channel(false);
-    let mut server_stop = stop_rx.clone();
+    let stopped = |mut stop: watch::Receiver<bool>| async move {
+        let _ = stop.wait_for(|s| *s).await;
+    };
+    let (reflection_v1, reflection_v1alpha) = reflection()?;
+    let service = service::SidecarService::new(
+        Arc::clone(&member),
+        reports_rx.clone(),
+        service::Access::Authenticated,
+    );
     let server = tokio::spawn(
         tonic::transport::Server::builder()
-            .add_service(health_service)
+            .add_service(health_service.clone())
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
             .add_service(SidecarServer::new(service))
             .serve_with_incoming_shutdown(
-                tokio_stream::wrappers::TcpListenerStream::new(listener),
-                async move {
-                    let _ = server_stop.wait_for(|s| *s).await;
-                },
+                Arc::clone(&server_tls).incoming(listener),
+                stopped(stop_rx.clone()),
             ),
     );
+    // Probes (the kubelet's gRPC probe speaks no TLS) and people: health and the read-only
+    // method; Leave and Handoff answer UNAUTHENTICATED here.
+    let plain = match health_listener {
+        Some(listener) => {
+            let (reflection_v1, reflection_v1alpha) = reflection()?;
+            let service = service::SidecarService::new(
+                Arc::clone(&member),
+                reports_rx.clone(),
+                service::Access::ReadOnly,
+            );
+            Some(tokio::spawn(
+                tonic::transport::Server::builder()
+                    .add_service(health_service)
+                    .add_service(reflection_v1)
+                    .add_service(reflection_v1alpha)
+                    .add_service(SidecarServer::new(service))
+                    .serve_with_incoming_shutdown(
+                        tokio_stream::wrappers::TcpListenerStream::new(listener),
+                        stopped(stop_rx.clone()),
+                    ),
+            ))
+        }
+        None => None,
+    };
     let observer = tokio::spawn(health::observe(
         Arc::clone(&member),
         reports_tx,
@@ -83,7 +113,31 @@ pub async fn run(
     member.supervisor.stop().await;
     let _ = stop_tx.send(true);
     let _ = tokio::time::timeout(std::time::Duration::from_secs(5), server).await;
+    if let Some(plain) = plain {
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), plain).await;
+    }
     Ok(())
+}
+
+/// Server reflection, v1 and v1alpha (grpcurl of every age).
+#[allow(clippy::type_complexity)]
+pub fn reflection() -> anyhow::Result<(
+    tonic_reflection::server::v1::ServerReflectionServer<
+        impl tonic_reflection::server::v1::ServerReflection,
+    >,
+    tonic_reflection::server::v1alpha::ServerReflectionServer<
+        impl tonic_reflection::server::v1alpha::ServerReflection,
+    >,
+)> {
+    let v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(etcd_operator::proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(etcd_operator::proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()?;
+    Ok((v1, v1alpha))
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -7,6 +7,7 @@
 use std::{sync::Arc, time::Duration};
 
 use etcd_client::{Client, ConnectOptions, MemberAddOptions};
+use etcd_operator::identity::PeerIdentity;
 use etcd_operator::{
     EtcdVersion,
     grant::UnixMillis,
@@ -28,6 +29,7 @@ use crate::{
     etcd_args::{Bootstrap, etcd_args},
     identity::{Identity, MemberDir},
     supervisor::Supervisor,
+    tls::{ClientTls, EtcdTlsDir},
 };
 
 /// How long a joiner waits for its learner to catch up and be promoted.
@@ -98,28 +100,40 @@ pub fn now_unix_ms() -> UnixMillis {
         .unwrap_or(0)
 }
 
-/// Connects an etcd client to `endpoints` with short timeouts.
-pub async fn connect_etcd(endpoints: &[String]) -> Result<Client, SidecarError> {
-    Client::connect(
-        endpoints,
-        Some(
-            ConnectOptions::new()
-                .with_connect_timeout(Duration::from_secs(2))
-                .with_timeout(Duration::from_secs(5)),
-        ),
-    )
-    .await
-    .map_err(SidecarError::etcd("connect"))
+/// Connects an etcd client to `endpoints` with short timeouts, over TLS with the member's
+/// etcd client certificate when `tls` is given (read now: a rotated certificate is used by
+/// every client made after the rotation).
+pub async fn connect_etcd(
+    tls: Option<&EtcdTlsDir>,
+    endpoints: &[String],
+) -> Result<Client, SidecarError> {
+    let mut options = ConnectOptions::new()
+        .with_connect_timeout(Duration::from_secs(2))
+        .with_timeout(Duration::from_secs(5));
+    if let Some(tls) = tls {
+        let tls = tls
+            .client_options()
+            .map_err(|e| SidecarError::Refused(format!("etcd client TLS: {e}")))?;
+        options = options.with_tls(tls);
+    }
+    Client::connect(endpoints, Some(options))
+        .await
+        .map_err(SidecarError::etcd("connect"))
 }
 
 impl Member {
     /// A member agent for `cfg`. Starts nothing yet.
     pub fn new(cfg: SidecarConfig) -> Result<Arc<Self>, SidecarError> {
-        let channel = Channel::from_shared(cfg.coordinator_url.clone())
-            .map_err(|e| SidecarError::Refused(format!("coordinator URL: {e}")))?
-            .connect_timeout(Duration::from_secs(2))
-            .timeout(Duration::from_secs(10))
-            .connect_lazy();
+        // Mutual TLS to the coordinator, whose certificate must name it; the files are read
+        // again for every new connection.
+        let tls = ClientTls::new(Arc::new(cfg.tls.clone()), PeerIdentity::Coordinator);
+        let channel = crate::tls::channel(
+            &cfg.coordinator_url,
+            tls,
+            Duration::from_secs(2),
+            Some(Duration::from_secs(10)),
+        )
+        .map_err(|e| SidecarError::Refused(format!("coordinator URL: {e}")))?;
         let dir = MemberDir::new(cfg.member_dir.clone());
         let supervisor = Supervisor::spawn(cfg.etcd_binary.clone());
         let identity = dir.load_identity().unwrap_or_default();
@@ -154,6 +168,11 @@ impl Member {
     /// The coordinator client.
     pub fn coordinator(&self) -> CoordinatorClient<Channel> {
         self.coordinator.clone()
+    }
+
+    /// An etcd client to `endpoints`, over TLS when the cluster uses it.
+    pub async fn etcd(&self, endpoints: &[String]) -> Result<Client, SidecarError> {
+        connect_etcd(self.cfg.etcd_tls.as_ref(), endpoints).await
     }
 
     fn set_phase(&self, phase: MemberPhase) {
@@ -287,7 +306,7 @@ impl Member {
             return true;
         }
         let Ok(Ok(mut client)) =
-            tokio::time::timeout(Duration::from_secs(3), connect_etcd(&others)).await
+            tokio::time::timeout(Duration::from_secs(3), self.etcd(&others)).await
         else {
             return true;
         };
@@ -433,7 +452,7 @@ impl Member {
         let deadline = Instant::now() + ETCD_READY_DEADLINE;
         let local = [self.cfg.client_url.clone()];
         loop {
-            if let Ok(mut client) = connect_etcd(&local).await
+            if let Ok(mut client) = self.etcd(&local).await
                 && let Ok(status) = client.status().await
                 && let Some(header) = status.header()
             {
@@ -472,7 +491,7 @@ impl Member {
     /// Lifecycle 3: join an existing cluster as a learner, then promote.
     async fn join(&self, endpoints: &[String]) -> Result<(), SidecarError> {
         let others = self.other_endpoints(endpoints);
-        let mut client = connect_etcd(&others).await?;
+        let mut client = self.etcd(&others).await?;
         let list = client
             .member_list()
             .await
@@ -638,7 +657,7 @@ impl Member {
             .await?;
         self.set_phase(MemberPhase::Joining);
         let result = async {
-            let mut client = connect_etcd(&others).await?;
+            let mut client = self.etcd(&others).await?;
             self.promote(&mut client, member_id).await?;
             Ok(member_id)
         }
@@ -677,7 +696,9 @@ impl Member {
     }
 
     async fn leave_under_grant(&self, member_id: u64) -> Result<LeaveOutcome, SidecarError> {
-        let mut local = connect_etcd(std::slice::from_ref(&self.cfg.client_url)).await?;
+        let mut local = self
+            .etcd(std::slice::from_ref(&self.cfg.client_url))
+            .await?;
         let list = local
             .member_list()
             .await
@@ -698,7 +719,7 @@ impl Member {
         // enough, and healthy enough, to keep quorum without this member.
         let mut healthy_others = Vec::new();
         for m in &other_voters {
-            if member_answers(m.client_urls()).await {
+            if member_answers(self.cfg.etcd_tls.as_ref(), m.client_urls()).await {
                 healthy_others.push(*m);
             }
         }
@@ -721,7 +742,7 @@ impl Member {
             .iter()
             .flat_map(|m| m.client_urls().iter().cloned())
             .collect();
-        let mut others = connect_etcd(&other_urls).await?;
+        let mut others = self.etcd(&other_urls).await?;
         retry_transient("member remove", || {
             let mut c = others.clone();
             async move { c.member_remove(member_id).await.map(|_| ()) }
@@ -792,7 +813,9 @@ impl Member {
         let target: EtcdVersion = target_version
             .parse()
             .map_err(|e| SidecarError::Refused(format!("target version: {e}")))?;
-        let mut local = connect_etcd(std::slice::from_ref(&self.cfg.client_url)).await?;
+        let mut local = self
+            .etcd(std::slice::from_ref(&self.cfg.client_url))
+            .await?;
         let status = local.status().await.map_err(SidecarError::etcd("status"))?;
         let mut moved_leadership = false;
         if status.leader() == member_id {
@@ -806,7 +829,9 @@ impl Member {
                 .iter()
                 .filter(|m| m.id() != member_id && !m.is_learner())
             {
-                if let Some(version) = member_version(m.client_urls()).await {
+                if let Some(version) =
+                    member_version(self.cfg.etcd_tls.as_ref(), m.client_urls()).await
+                {
                     // Prefer a member already on the target version: leadership then moves
                     // once per handoff, never back to a member that still has to upgrade.
                     let up_to_date = version == target.to_string();
@@ -937,17 +962,17 @@ fn is_not_in_sync(e: &etcd_client::Error) -> bool {
 }
 
 /// True when a member answers Status on one of its client URLs within 2 s.
-async fn member_answers(client_urls: &[String]) -> bool {
-    member_version(client_urls).await.is_some()
+async fn member_answers(tls: Option<&EtcdTlsDir>, client_urls: &[String]) -> bool {
+    member_version(tls, client_urls).await.is_some()
 }
 
 /// The etcd version a member reports, if it answers within 2 s.
-async fn member_version(client_urls: &[String]) -> Option<String> {
+async fn member_version(tls: Option<&EtcdTlsDir>, client_urls: &[String]) -> Option<String> {
     if client_urls.is_empty() {
         return None;
     }
     let attempt = async {
-        let mut c = connect_etcd(client_urls).await.ok()?;
+        let mut c = connect_etcd(tls, client_urls).await.ok()?;
         let status = c.status().await.ok()?;
         (status.leader() != 0).then(|| status.version().to_string())
     };

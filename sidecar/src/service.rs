@@ -1,4 +1,8 @@
 //! The `etcdop.v1.Sidecar` gRPC service: the coordinator's handle on this member.
+//!
+//! Leave and Handoff remove or stop the member: they answer only the coordinator, over
+//! mutual TLS (its certificate names it). GetMemberHealth is readable by anyone who reaches a
+//! port serving it (the plaintext health port, when there is one, serves only that).
 
 use std::{sync::Arc, time::Duration};
 
@@ -8,23 +12,61 @@ use etcd_operator::proto::{
 };
 use tokio::sync::watch;
 use tonic::{Request, Response, Status};
-use tracing::info;
+use tracing::{info, warn};
+
+use etcd_operator::identity::PeerIdentity;
 
 use crate::{
     error::SidecarError,
     member::{DEFAULT_HANDOFF_RESTART_TIMEOUT, Member},
+    tls,
 };
+
+/// What a listener lets its callers do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// A plaintext listener: read-only methods; the others answer UNAUTHENTICATED.
+    ReadOnly,
+    /// A mutual-TLS listener: every method, each checked against the caller's identity.
+    Authenticated,
+}
 
 /// The service, over the member agent and its latest report.
 pub struct SidecarService {
     member: Arc<Member>,
     reports: watch::Receiver<HealthReport>,
+    access: Access,
 }
 
 impl SidecarService {
-    /// A service for `member`.
-    pub fn new(member: Arc<Member>, reports: watch::Receiver<HealthReport>) -> Self {
-        Self { member, reports }
+    /// A service for `member`, as `access` allows.
+    pub fn new(
+        member: Arc<Member>,
+        reports: watch::Receiver<HealthReport>,
+        access: Access,
+    ) -> Self {
+        Self {
+            member,
+            reports,
+            access,
+        }
+    }
+
+    /// Lets only the coordinator through, and only over mutual TLS.
+    fn only_the_coordinator<T>(&self, request: &Request<T>, method: &str) -> Result<(), Status> {
+        let refused = match self.access {
+            Access::ReadOnly => Status::unauthenticated(format!(
+                "{method} changes the member: it is served only on the sidecar's mutual-TLS port, to the coordinator"
+            )),
+            Access::Authenticated => match tls::caller(request)? {
+                PeerIdentity::Coordinator => return Ok(()),
+                other => Status::permission_denied(format!(
+                    "{other} may not call {method}: only the coordinator may"
+                )),
+            },
+        };
+        warn!(method, reason = %refused.message(), "refused a call");
+        Err(refused)
     }
 }
 
@@ -49,6 +91,7 @@ impl Sidecar for SidecarService {
         &self,
         request: Request<LeaveRequest>,
     ) -> Result<Response<LeaveResponse>, Status> {
+        self.only_the_coordinator(&request, "Leave")?;
         info!(reason = %request.get_ref().reason, "asked to leave the cluster");
         let outcome = self.member.leave().await.map_err(to_status)?;
         Ok(Response::new(LeaveResponse {
@@ -61,6 +104,7 @@ impl Sidecar for SidecarService {
         &self,
         request: Request<HandoffRequest>,
     ) -> Result<Response<HandoffResponse>, Status> {
+        self.only_the_coordinator(&request, "Handoff")?;
         let request = request.into_inner();
         let timeout = match request.restart_timeout_ms {
             0 => DEFAULT_HANDOFF_RESTART_TIMEOUT,

@@ -49,6 +49,7 @@ impl Fixture {
     }
 
     fn start(&mut self, spec: SidecarSpec) {
+        self.coordinator.issue(&spec).unwrap();
         let proc = SidecarProc::start(spec).unwrap();
         self.members.insert(proc.spec.name.clone(), proc);
     }
@@ -365,9 +366,25 @@ async fn the_leader_leaves_after_moving_leadership() {
         .into_values()
         .find(|r| r.leader)
         .expect("a leader reported");
-    let mut sidecar = SidecarClient::connect(leader.sidecar_url.clone())
-        .await
+    // Leave answers only the coordinator, over mutual TLS.
+    let creds = f.dir.path().join("coordinator.tls");
+    f.coordinator
+        .issue_client(etcd_operator::identity::COORDINATOR_URI, &creds)
         .unwrap();
+    let tls = etcd_sidecar::tls::ClientTls::new(
+        std::sync::Arc::new(etcd_sidecar::tls::TlsFiles {
+            cert: creds.join("tls.crt"),
+            key: creds.join("tls.key"),
+            ca: creds.join("ca.crt"),
+        }),
+        etcd_operator::identity::PeerIdentity::member(
+            &etcd_operator::ClusterKey::local(CLUSTER),
+            &leader.member_name,
+        ),
+    );
+    let channel =
+        etcd_sidecar::tls::channel(&leader.sidecar_url, tls, Duration::from_secs(3), None).unwrap();
+    let mut sidecar = SidecarClient::new(channel);
     let resp = sidecar
         .leave(LeaveRequest {
             reason: "test".into(),

@@ -2,6 +2,9 @@
 //! grants), for tests that run sidecars without a coordinator. It uses the coordinator's
 //! own `GrantTable`, and records every grant so tests can assert that at most one
 //! membership change was ever in flight.
+//!
+//! Like the real coordinator it speaks mutual TLS: it holds a CA, presents the coordinator's
+//! identity, and issues each sidecar its member certificate ([`TestCoordinator::issue`]).
 
 use std::{
     collections::BTreeMap,
@@ -13,6 +16,8 @@ use std::{
 use etcd_operator::{
     ClusterKey,
     grant::GrantTable,
+    identity::COORDINATOR_URI,
+    pki::{Authority, LeafRequest, MemberCertSpec, Usage, member_files, member_hosts},
     proto::{
         ClusterStatus, GetClusterRequest, GrantRequest, GrantResponse, HealthReport,
         ListClustersRequest, ListClustersResponse, MemberRole, RegisterRequest, RegisterResponse,
@@ -102,11 +107,37 @@ impl GrantRecorder {
 
 /// A running stand-in coordinator on 127.0.0.1.
 pub struct TestCoordinator {
-    /// Its URL.
+    /// Its URL (https: mutual TLS).
     pub url: String,
     /// What it recorded.
     pub recorder: GrantRecorder,
+    /// The CA of the control path it trusts and issues from.
+    pub ca: Arc<Authority>,
     task: JoinHandle<()>,
+}
+
+/// Seconds since the Unix epoch.
+pub fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// Writes `files` (name -> PEM) into `dir`, 0600.
+pub fn write_files(dir: &std::path::Path, files: &BTreeMap<String, String>) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::create_dir_all(dir)?;
+    for (name, text) in files {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(dir.join(name))?;
+        std::io::Write::write_all(&mut f, text.as_bytes())?;
+    }
+    Ok(())
 }
 
 impl TestCoordinator {
@@ -117,6 +148,25 @@ impl TestCoordinator {
 
     /// Starts one on `addr` (to come back on the same address after a stop).
     pub async fn start_on(addr: SocketAddr, seed: &str) -> anyhow::Result<Self> {
+        let ca = Arc::new(Authority::generate("test control CA", now_secs())?);
+        let identity = ca.issue(
+            &LeafRequest {
+                common_name: "test-coordinator".into(),
+                uris: vec![COORDINATOR_URI.into()],
+                hosts: vec!["127.0.0.1".into(), "localhost".into()],
+                usage: Usage::BOTH,
+                validity: Duration::from_secs(24 * 3600),
+            },
+            None,
+            now_secs(),
+        )?;
+        let tls = tonic::transport::ServerTlsConfig::new()
+            .identity(tonic::transport::Identity::from_pem(
+                identity.cert_pem,
+                identity.key_pem,
+            ))
+            .client_ca_root(tonic::transport::Certificate::from_pem(ca.cert_pem()))
+            .client_auth_optional(true);
         let recorder = GrantRecorder {
             inner: Arc::new(Mutex::new(Inner {
                 grants: GrantTable::new(Duration::from_secs(120)),
@@ -125,12 +175,13 @@ impl TestCoordinator {
             })),
         };
         let listener = tokio::net::TcpListener::bind(addr).await?;
-        let url = format!("http://{}", listener.local_addr()?);
+        let url = format!("https://{}", listener.local_addr()?);
         let service = Service {
             recorder: recorder.clone(),
         };
+        let mut server = tonic::transport::Server::builder().tls_config(tls)?;
         let task = tokio::spawn(async move {
-            let _ = tonic::transport::Server::builder()
+            let _ = server
                 .add_service(CoordinatorServer::new(service))
                 .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
                 .await;
@@ -138,8 +189,56 @@ impl TestCoordinator {
         Ok(Self {
             url,
             recorder,
+            ca,
             task,
         })
+    }
+
+    /// Issues a certificate naming `uri` (the coordinator's identity, say) into `dir`
+    /// (`ca.crt`, `tls.crt`, `tls.key`), as a client of the sidecars would hold it.
+    pub fn issue_client(&self, uri: &str, dir: &std::path::Path) -> anyhow::Result<()> {
+        let issued = self.ca.issue(
+            &LeafRequest {
+                common_name: "test-client".into(),
+                uris: vec![uri.to_string()],
+                hosts: vec!["127.0.0.1".into()],
+                usage: Usage::BOTH,
+                validity: Duration::from_secs(24 * 3600),
+            },
+            None,
+            now_secs(),
+        )?;
+        write_files(
+            dir,
+            &BTreeMap::from([
+                ("ca.crt".to_string(), self.ca.cert_pem().to_string()),
+                ("tls.crt".to_string(), issued.cert_pem),
+                ("tls.key".to_string(), issued.key_pem),
+            ]),
+        )?;
+        Ok(())
+    }
+
+    /// Issues the control-path certificate of the sidecar `spec` describes into its
+    /// `tls_dir` (`ca.crt`, `tls.crt`, `tls.key`).
+    pub fn issue(&self, spec: &crate::SidecarSpec) -> anyhow::Result<()> {
+        let urls = [spec.client_url(), spec.peer_url(), spec.grpc_url()];
+        let urls: Vec<&str> = urls.iter().map(String::as_str).collect();
+        let (files, _) = member_files(
+            &self.ca,
+            None,
+            &MemberCertSpec {
+                cluster: ClusterKey::local(spec.cluster.clone()),
+                member: spec.name.clone(),
+                hosts: member_hosts(&urls, None),
+                etcd_tls: false,
+                validity: Duration::from_secs(24 * 3600),
+            },
+            &BTreeMap::new(),
+            now_secs(),
+        )?;
+        write_files(&spec.tls_dir, &files)?;
+        Ok(())
     }
 
     /// Stops serving (a coordinator outage).

@@ -68,17 +68,29 @@ pub struct MemberRecord {
     pub seed: bool,
     /// The sidecar's process id, once started.
     pub pid: Option<u32>,
+    /// etcd serves clients and peers over TLS.
+    #[serde(default)]
+    pub tls: bool,
 }
 
 impl MemberRecord {
+    fn scheme(&self) -> &'static str {
+        if self.tls { "https" } else { "http" }
+    }
+
     /// The member's etcd client URL.
     pub fn client_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.client_port)
+        format!("{}://127.0.0.1:{}", self.scheme(), self.client_port)
     }
 
     /// The member's etcd peer URL.
     pub fn peer_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.peer_port)
+        format!("{}://127.0.0.1:{}", self.scheme(), self.peer_port)
+    }
+
+    /// The sidecar's URL (mutual TLS).
+    pub fn sidecar_url(&self) -> String {
+        format!("https://127.0.0.1:{}", self.grpc_port)
     }
 
     /// True when the recorded sidecar process runs (exists and is not a zombie).
@@ -134,9 +146,18 @@ pub fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
 
 /// An `EtcdCluster` manifest for local mode.
 pub fn manifest(name: &str, size: i32, version: &str) -> String {
-    format!(
+    manifest_with_tls(name, size, version, false)
+}
+
+/// An `EtcdCluster` manifest for local mode, with `spec.tls.enabled` when `tls`.
+pub fn manifest_with_tls(name: &str, size: i32, version: &str, tls: bool) -> String {
+    let mut text = format!(
         "apiVersion: \"etcd.operator.rs/v1alpha1\"\nkind: \"EtcdCluster\"\nmetadata:\n  name: \"{name}\"\nspec:\n  size: {size}\n  version: \"{version}\"\n"
-    )
+    );
+    if tls {
+        text.push_str("  tls:\n    enabled: true\n");
+    }
+    text
 }
 
 /// How to start a local coordinator.
@@ -150,6 +171,10 @@ pub struct CoordinatorOptions {
     pub dead_after_secs: Option<u64>,
     /// The etcd version to start with instead of the manifest's.
     pub version: Option<String>,
+    /// Turn `spec.tls.enabled` on.
+    pub tls: bool,
+    /// More flags of `etcd-coordinator local`.
+    pub extra_args: Vec<String>,
 }
 
 impl CoordinatorOptions {
@@ -160,7 +185,21 @@ impl CoordinatorOptions {
             manifest: manifest.into(),
             dead_after_secs: None,
             version: None,
+            tls: false,
+            extra_args: Vec::new(),
         }
+    }
+
+    /// Turns `spec.tls.enabled` on.
+    pub fn tls(mut self) -> Self {
+        self.tls = true;
+        self
+    }
+
+    /// Adds a flag of `etcd-coordinator local`.
+    pub fn arg(mut self, arg: impl Into<String>) -> Self {
+        self.extra_args.push(arg.into());
+        self
     }
 
     /// Starts the cluster on `version` instead of the manifest's.
@@ -185,7 +224,9 @@ pub struct LocalCoordinator {
     manifest: PathBuf,
     state_dir: PathBuf,
     addr: SocketAddr,
+    control_addr: SocketAddr,
     cluster: String,
+    tls: bool,
     args: Vec<String>,
     child: Option<Child>,
     groups: Vec<i32>,
@@ -214,23 +255,33 @@ impl LocalCoordinator {
             );
         };
         let name = cluster.metadata.name.clone().unwrap_or_default();
-        match &opts.version {
-            Some(version) => {
-                write_atomically(&manifest_path, &manifest(&name, cluster.spec.size, version))?
-            }
-            None => write_atomically(&manifest_path, &text)?,
+        let tls = opts.tls || cluster.spec.etcd_tls();
+        let version = opts
+            .version
+            .clone()
+            .unwrap_or_else(|| cluster.spec.version.clone());
+        if opts.version.is_some() || tls != cluster.spec.etcd_tls() {
+            write_atomically(
+                &manifest_path,
+                &manifest_with_tls(&name, cluster.spec.size, &version, tls),
+            )?
+        } else {
+            write_atomically(&manifest_path, &text)?
         }
         let cluster = name;
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse()?;
+        let control_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse()?;
         let mut args = vec![
             "local".to_string(),
             manifest_path.display().to_string(),
             format!("--state-dir={}", root.join("state").display()),
             format!("--grpc-addr={addr}"),
+            format!("--control-addr={control_addr}"),
         ];
         if let Some(secs) = opts.dead_after_secs {
             args.push(format!("--dead-after-secs={secs}"));
         }
+        args.extend(opts.extra_args.iter().cloned());
         let channel = Endpoint::from_shared(format!("http://{addr}"))?
             .connect_timeout(Duration::from_secs(1))
             .timeout(STATUS_TIMEOUT)
@@ -242,7 +293,9 @@ impl LocalCoordinator {
             root,
             manifest: manifest_path,
             addr,
+            control_addr,
             cluster,
+            tls,
             args,
             child: None,
             groups: Vec::new(),
@@ -341,9 +394,43 @@ impl LocalCoordinator {
         etcd_operator::naming::member_name(&self.cluster, ordinal)
     }
 
-    /// The gRPC address.
+    /// The status address (plaintext, read-only).
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The control address (mutual TLS).
+    pub fn control_addr(&self) -> SocketAddr {
+        self.control_addr
+    }
+
+    /// `<state>/pki`: the control path's CA and every member's certificates.
+    pub fn pki_dir(&self) -> PathBuf {
+        self.state_dir.join("pki")
+    }
+
+    /// The applications' client bundle (`ca.crt`, `tls.crt`, `tls.key`) of a TLS cluster.
+    pub fn client_bundle(&self) -> PathBuf {
+        self.state_dir.join(&self.cluster).join("client")
+    }
+
+    /// etcd client TLS with the applications' bundle, when the cluster uses TLS and the
+    /// bundle is there.
+    pub fn etcd_tls(&self) -> Option<etcd_client::TlsOptions> {
+        if !self.tls {
+            return None;
+        }
+        tls_options(&self.client_bundle()).ok()
+    }
+
+    /// `--cacert --cert --key` for etcdctl, with the applications' bundle.
+    pub fn etcdctl_tls_args(&self) -> Vec<String> {
+        let dir = self.client_bundle();
+        vec![
+            format!("--cacert={}", dir.join("ca.crt").display()),
+            format!("--cert={}", dir.join("tls.crt").display()),
+            format!("--key={}", dir.join("tls.key").display()),
+        ]
     }
 
     /// The manifest file the coordinator reads.
@@ -361,9 +448,13 @@ impl LocalCoordinator {
         self.channel.clone()
     }
 
-    /// Rewrites the manifest with `size` and `version` (atomically, as an editor would).
+    /// Rewrites the manifest with `size` and `version` (atomically, as an editor would);
+    /// `spec.tls` stays as it was.
     pub fn set_spec(&self, size: i32, version: &str) -> std::io::Result<()> {
-        write_atomically(&self.manifest, &manifest(&self.cluster, size, version))
+        write_atomically(
+            &self.manifest,
+            &manifest_with_tls(&self.cluster, size, version, self.tls),
+        )
     }
 
     /// Replaces the manifest with `text` (atomically), malformed or not.
@@ -596,15 +687,38 @@ pub fn condition<'a>(
 
 /// Connects an etcd client to `endpoints` with short timeouts.
 pub async fn etcd_client(endpoints: &[String]) -> anyhow::Result<Client> {
-    Ok(Client::connect(
-        endpoints,
-        Some(
-            etcd_client::ConnectOptions::new()
-                .with_connect_timeout(Duration::from_secs(1))
-                .with_timeout(Duration::from_secs(3)),
-        ),
-    )
-    .await?)
+    etcd_client_tls(endpoints, None).await
+}
+
+/// Connects an etcd client to `endpoints` with short timeouts, over TLS when given.
+pub async fn etcd_client_tls(
+    endpoints: &[String],
+    tls: Option<&etcd_client::TlsOptions>,
+) -> anyhow::Result<Client> {
+    Ok(Client::connect(endpoints, Some(connect_options(tls))).await?)
+}
+
+fn connect_options(tls: Option<&etcd_client::TlsOptions>) -> etcd_client::ConnectOptions {
+    let options = etcd_client::ConnectOptions::new()
+        .with_connect_timeout(Duration::from_secs(1))
+        .with_timeout(Duration::from_secs(3));
+    match tls {
+        Some(tls) => options.with_tls(tls.clone()),
+        None => options,
+    }
+}
+
+/// etcd client TLS from a bundle directory (`ca.crt`, `tls.crt`, `tls.key`).
+pub fn tls_options(dir: &Path) -> anyhow::Result<etcd_client::TlsOptions> {
+    let read = |name: &str| {
+        std::fs::read(dir.join(name)).with_context(|| format!("{}/{name}", dir.display()))
+    };
+    Ok(etcd_client::TlsOptions::new()
+        .ca_certificate(etcd_client::Certificate::from_pem(read("ca.crt")?))
+        .identity(etcd_client::Identity::from_pem(
+            read("tls.crt")?,
+            read("tls.key")?,
+        )))
 }
 
 type Endpoints = Arc<dyn Fn() -> Vec<String> + Send + Sync>;
@@ -633,9 +747,17 @@ pub struct Writer {
 impl Writer {
     /// Starts writing to the endpoints `endpoints()` returns at each write.
     pub fn start(endpoints: impl Fn() -> Vec<String> + Send + Sync + 'static) -> Self {
+        Self::start_tls(endpoints, None)
+    }
+
+    /// As [`Writer::start`], over TLS when `tls` is given.
+    pub fn start_tls(
+        endpoints: impl Fn() -> Vec<String> + Send + Sync + 'static,
+        tls: Option<etcd_client::TlsOptions>,
+    ) -> Self {
         let endpoints: Endpoints = Arc::new(endpoints);
         let log = Arc::new(Mutex::new(WriterLog::default()));
-        let task = tokio::spawn(write_loop(endpoints, Arc::clone(&log)));
+        let task = tokio::spawn(write_loop(endpoints, tls, Arc::clone(&log)));
         Self { log, task }
     }
 
@@ -678,7 +800,11 @@ impl Drop for Writer {
     }
 }
 
-async fn write_loop(endpoints: Endpoints, log: Arc<Mutex<WriterLog>>) {
+async fn write_loop(
+    endpoints: Endpoints,
+    tls: Option<etcd_client::TlsOptions>,
+    log: Arc<Mutex<WriterLog>>,
+) {
     let started = Instant::now();
     let mut clients: HashMap<String, Client> = HashMap::new();
     // Endpoints whose last write succeeded are tried first; the others are probed now and
@@ -727,7 +853,7 @@ async fn write_loop(endpoints: Endpoints, log: Arc<Mutex<WriterLog>>) {
             };
             let client = match clients.get(endpoint) {
                 Some(c) => c.clone(),
-                None => match Client::connect([endpoint.as_str()], None).await {
+                None => match Client::connect([endpoint.as_str()], tls_only(&tls)).await {
                     Ok(c) => {
                         clients.insert(endpoint.clone(), c.clone());
                         c
@@ -764,6 +890,12 @@ async fn write_loop(endpoints: Endpoints, log: Arc<Mutex<WriterLog>>) {
     }
 }
 
+/// Connect options carrying only `tls` (none without it), as the plain clients here use.
+fn tls_only(tls: &Option<etcd_client::TlsOptions>) -> Option<etcd_client::ConnectOptions> {
+    tls.as_ref()
+        .map(|t| etcd_client::ConnectOptions::new().with_tls(t.clone()))
+}
+
 fn rotate(list: &mut [String], by: usize) {
     if !list.is_empty() {
         let by = by % list.len();
@@ -774,6 +906,15 @@ fn rotate(list: &mut [String], by: usize) {
 /// Checks that every acknowledged key is readable, with a linearizable prefix read, from
 /// each of `endpoints` (so every member has them); returns how many keys each holds.
 pub async fn verify_acked(endpoints: &[String], acked: &[String]) -> anyhow::Result<usize> {
+    verify_acked_tls(endpoints, acked, None).await
+}
+
+/// As [`verify_acked`], over TLS when given.
+pub async fn verify_acked_tls(
+    endpoints: &[String],
+    acked: &[String],
+    tls: Option<&etcd_client::TlsOptions>,
+) -> anyhow::Result<usize> {
     if endpoints.is_empty() {
         bail!("no endpoint to verify the writes on");
     }
@@ -783,7 +924,9 @@ pub async fn verify_acked(endpoints: &[String], acked: &[String]) -> anyhow::Res
             &format!("a linearizable read of {WRITE_PREFIX}* on {endpoint}"),
             Duration::from_secs(20),
             || async {
-                let mut c = etcd_client(std::slice::from_ref(endpoint)).await.ok()?;
+                let mut c = etcd_client_tls(std::slice::from_ref(endpoint), tls)
+                    .await
+                    .ok()?;
                 let resp = tokio::time::timeout(
                     Duration::from_secs(5),
                     c.get(
@@ -877,12 +1020,14 @@ impl ClusterMonitor {
     /// Starts monitoring `coordinator`'s cluster.
     pub fn start(coordinator: &LocalCoordinator) -> Self {
         let endpoints = coordinator.live_endpoints();
-        let watcher = MembershipWatcher::start(endpoints.clone());
+        let tls = coordinator.etcd_tls();
+        let watcher = MembershipWatcher::start_tls(endpoints.clone(), tls.clone());
         let log = Arc::new(Mutex::new(MonitorLog::default()));
         let task = tokio::spawn(monitor_loop(
             coordinator.channel(),
             coordinator.cluster().to_string(),
             Arc::new(endpoints),
+            tls,
             Arc::clone(&log),
         ));
         Self { log, watcher, task }
@@ -947,6 +1092,7 @@ async fn monitor_loop(
     channel: Channel,
     cluster: String,
     endpoints: Arc<dyn Fn() -> Vec<String> + Send + Sync>,
+    tls: Option<etcd_client::TlsOptions>,
     log: Arc<Mutex<MonitorLog>>,
 ) {
     let mut clients: HashMap<String, Client> = HashMap::new();
@@ -970,7 +1116,7 @@ async fn monitor_loop(
         for endpoint in order {
             let client = match clients.get(&endpoint) {
                 Some(c) => c.clone(),
-                None => match Client::connect([endpoint.as_str()], None).await {
+                None => match Client::connect([endpoint.as_str()], tls_only(&tls)).await {
                     Ok(c) => {
                         clients.insert(endpoint.clone(), c.clone());
                         c

@@ -73,6 +73,8 @@ pub struct SidecarSpec {
     pub etcd_version: Option<String>,
     /// Extra environment.
     pub env: Vec<(String, String)>,
+    /// The control path's files (`ca.crt`, `tls.crt`, `tls.key`), issued by the coordinator.
+    pub tls_dir: PathBuf,
 }
 
 impl SidecarSpec {
@@ -89,6 +91,7 @@ impl SidecarSpec {
             cluster: cluster.into(),
             name: name.into(),
             member_dir: base.join(name),
+            tls_dir: base.join(format!("{name}.tls")),
             coordinator_url: coordinator_url.into(),
             client_port: free_port(),
             peer_port: free_port(),
@@ -108,9 +111,9 @@ impl SidecarSpec {
         format!("http://127.0.0.1:{}", self.peer_port)
     }
 
-    /// The sidecar's gRPC URL.
+    /// The sidecar's gRPC URL (mutual TLS).
     pub fn grpc_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.grpc_port)
+        format!("https://127.0.0.1:{}", self.grpc_port)
     }
 }
 
@@ -139,6 +142,18 @@ impl SidecarProc {
             .arg(format!("--coordinator-url={}", spec.coordinator_url))
             .arg(format!("--grpc-addr=127.0.0.1:{}", spec.grpc_port))
             .arg("--report-interval-ms=250")
+            .arg(format!(
+                "--tls-cert={}",
+                spec.tls_dir.join("tls.crt").display()
+            ))
+            .arg(format!(
+                "--tls-key={}",
+                spec.tls_dir.join("tls.key").display()
+            ))
+            .arg(format!(
+                "--tls-ca={}",
+                spec.tls_dir.join("ca.crt").display()
+            ))
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)

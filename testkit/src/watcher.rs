@@ -30,6 +30,14 @@ pub struct MembershipWatcher {
 impl MembershipWatcher {
     /// Starts polling every 50 ms.
     pub fn start(endpoints: impl Fn() -> Vec<String> + Send + 'static) -> Self {
+        Self::start_tls(endpoints, None)
+    }
+
+    /// As [`MembershipWatcher::start`], over TLS when given.
+    pub fn start_tls(
+        endpoints: impl Fn() -> Vec<String> + Send + 'static,
+        tls: Option<etcd_client::TlsOptions>,
+    ) -> Self {
         let history = Arc::new(Mutex::new(MembershipHistory::default()));
         let h = Arc::clone(&history);
         let task = tokio::spawn(async move {
@@ -37,7 +45,11 @@ impl MembershipWatcher {
                 for ep in endpoints() {
                     let Ok(Ok(mut c)) = tokio::time::timeout(
                         Duration::from_millis(500),
-                        etcd_client::Client::connect([ep.as_str()], None),
+                        etcd_client::Client::connect(
+                            [ep.as_str()],
+                            tls.as_ref()
+                                .map(|t| etcd_client::ConnectOptions::new().with_tls(t.clone())),
+                        ),
                     )
                     .await
                     else {

@@ -7,7 +7,7 @@
 
 use etcd_operator::ClusterKey;
 
-use super::{CLIENT_PORT, PEER_PORT, SIDECAR_PORT, peer_service_name};
+use super::{CLIENT_PORT, PEER_PORT, SIDECAR_HEALTH_PORT, SIDECAR_PORT, peer_service_name};
 
 /// The URLs and addresses of one member.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -24,6 +24,38 @@ pub struct MemberEndpoints {
     pub listen_peer_url: String,
     /// The address the sidecar's gRPC server listens on.
     pub grpc_addr: String,
+    /// The address of the sidecar's plaintext health port (probes).
+    pub health_addr: String,
+}
+
+impl MemberEndpoints {
+    /// The same endpoints with etcd's URLs https when `etcd_tls`, and the sidecar's always
+    /// https (the control path is mutual TLS).
+    pub fn with_schemes(mut self, etcd_tls: bool) -> Self {
+        let set = |url: &mut String, tls: bool| {
+            let rest = url
+                .strip_prefix("http://")
+                .or_else(|| url.strip_prefix("https://"))
+                .unwrap_or(url)
+                .to_string();
+            *url = format!("{}://{rest}", if tls { "https" } else { "http" });
+        };
+        set(&mut self.client_url, etcd_tls);
+        set(&mut self.peer_url, etcd_tls);
+        for url in [&mut self.listen_client_url, &mut self.listen_peer_url] {
+            let each: Vec<String> = url
+                .split(',')
+                .map(|u| {
+                    let mut u = u.to_string();
+                    set(&mut u, etcd_tls);
+                    u
+                })
+                .collect();
+            *url = each.join(",");
+        }
+        set(&mut self.sidecar_url, true);
+        self
+    }
 }
 
 /// Maps a member to its endpoints.
@@ -46,10 +78,11 @@ impl MemberAddressing for PodDns {
         MemberEndpoints {
             client_url: format!("http://{host}:{CLIENT_PORT}"),
             peer_url: format!("http://{host}:{PEER_PORT}"),
-            sidecar_url: format!("http://{host}:{SIDECAR_PORT}"),
+            sidecar_url: format!("https://{host}:{SIDECAR_PORT}"),
             listen_client_url: format!("http://0.0.0.0:{CLIENT_PORT}"),
             listen_peer_url: format!("http://0.0.0.0:{PEER_PORT}"),
             grpc_addr: format!("0.0.0.0:{SIDECAR_PORT}"),
+            health_addr: format!("0.0.0.0:{SIDECAR_HEALTH_PORT}"),
         }
     }
 }
@@ -74,10 +107,21 @@ mod tests {
         );
         assert_eq!(
             e.sidecar_url,
-            "http://etcd-cluster-0004.etcd-cluster-peer.prod.svc:7401"
+            "https://etcd-cluster-0004.etcd-cluster-peer.prod.svc:7401"
         );
         assert_eq!(e.listen_peer_url, "http://0.0.0.0:2380");
         assert_eq!(e.listen_client_url, "http://0.0.0.0:2379");
         assert_eq!(e.grpc_addr, "0.0.0.0:7401");
+        assert_eq!(e.health_addr, "0.0.0.0:7402");
+        let tls = e.with_schemes(true);
+        assert_eq!(
+            tls.peer_url,
+            "https://etcd-cluster-0004.etcd-cluster-peer.prod.svc:2380"
+        );
+        assert_eq!(tls.listen_client_url, "https://0.0.0.0:2379");
+        assert_eq!(
+            tls.with_schemes(false).client_url,
+            "http://etcd-cluster-0004.etcd-cluster-peer.prod.svc:2379"
+        );
     }
 }

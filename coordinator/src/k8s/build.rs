@@ -12,14 +12,16 @@ use etcd_operator::{
     resource::{AntiAffinity, EtcdCluster, PodPolicy, StorageSpec},
 };
 use k8s_openapi::{
+    ByteString,
     api::{
         core::v1::{
-            Affinity, Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar,
-            EnvVarSource, GRPCAction, ObjectFieldSelector, PersistentVolumeClaim,
+            Affinity, Capabilities, ConfigMap, Container, ContainerPort, EmptyDirVolumeSource,
+            EnvVar, EnvVarSource, GRPCAction, ObjectFieldSelector, PersistentVolumeClaim,
             PersistentVolumeClaimSpec, PersistentVolumeClaimVolumeSource, Pod, PodAffinityTerm,
             PodAntiAffinity, PodSecurityContext, PodSpec, Probe, ResourceRequirements,
-            SeccompProfile, SecurityContext, Service, ServicePort, ServiceSpec, Toleration, Volume,
-            VolumeMount, VolumeResourceRequirements, WeightedPodAffinityTerm,
+            SeccompProfile, Secret, SecretVolumeSource, SecurityContext, Service, ServicePort,
+            ServiceSpec, Toleration, Volume, VolumeMount, VolumeResourceRequirements,
+            WeightedPodAffinityTerm,
         },
         policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec},
     },
@@ -32,11 +34,14 @@ use k8s_openapi::{
 use kube::Resource;
 use thiserror::Error;
 
+use etcd_operator::pki::{ClientFile, MemberFile};
+
 use super::{
-    ANNOTATION_ETCD_VERSION, ANNOTATION_SEED, CLIENT_PORT, COORDINATOR_BINARY, DATA_DIR,
-    DEFAULT_REPOSITORY, ETCD_BINARY, ETCD_CONTAINER, INSTALL_CONTAINER, MemberEndpoints,
-    NONROOT_ID, PEER_PORT, SIDECAR_BINARY, SIDECAR_DIR, SIDECAR_PORT, claim_name,
-    peer_service_name,
+    ANNOTATION_ETCD_VERSION, ANNOTATION_SEED, ANNOTATION_TLS, CA_CONFIGMAP, CLIENT_PORT,
+    COORDINATOR_BINARY, DATA_DIR, DEFAULT_REPOSITORY, ETCD_BINARY, ETCD_CONTAINER,
+    INSTALL_CONTAINER, MemberEndpoints, NONROOT_ID, PEER_PORT, SIDECAR_BINARY, SIDECAR_DIR,
+    SIDECAR_HEALTH_PORT, SIDECAR_PORT, TLS_DIR, claim_name, client_secret_name,
+    etcd_ca_secret_name, member_secret_name, peer_service_name,
 };
 
 /// Label naming the application, as the Kubernetes recommended labels do.
@@ -49,6 +54,11 @@ pub const SIDECAR_HEALTH_SERVICE: &str = "etcdop.v1.Sidecar";
 pub const SIDECAR_VOLUME: &str = "sidecar";
 /// Volume holding the member directory.
 pub const DATA_VOLUME: &str = "data";
+/// Volume holding the member's certificates (its Secret).
+pub const TLS_VOLUME: &str = "tls";
+/// Mode of the certificate files in a member Pod: readable by the owner and the group (the
+/// Pod's `fsGroup`, the non-root user), nobody else.
+pub const TLS_FILE_MODE: i32 = 0o440;
 
 /// An object cannot be built from this `EtcdCluster`.
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -66,8 +76,11 @@ pub struct PodSettings {
     pub operator_image: String,
     /// Pull policy of the operator image (`IfNotPresent` when left out).
     pub image_pull_policy: Option<String>,
-    /// The coordinator's gRPC URL the sidecars report to.
+    /// The coordinator's control URL (https) the sidecars report to.
     pub coordinator_url: String,
+    /// The DNS domain of the Kubernetes cluster (`cluster.local`): the members' certificates
+    /// name their fully qualified host names too.
+    pub cluster_domain: String,
 }
 
 /// What every member Pod is built from.
@@ -88,6 +101,8 @@ pub struct MemberPodInput<'a> {
     pub cluster_client_url: Option<&'a str>,
     /// Where the operator is.
     pub settings: &'a PodSettings,
+    /// etcd serves clients and peers over TLS (the endpoints are https).
+    pub etcd_tls: bool,
 }
 
 fn name_of(cluster: &EtcdCluster) -> Result<&str, BuildError> {
@@ -260,10 +275,11 @@ fn member_labels(
     labels
 }
 
-fn member_annotations(version: EtcdVersion, seed: bool) -> BTreeMap<String, String> {
+fn member_annotations(version: EtcdVersion, seed: bool, tls: bool) -> BTreeMap<String, String> {
     BTreeMap::from([
         (ANNOTATION_ETCD_VERSION.to_string(), version.to_string()),
         (ANNOTATION_SEED.to_string(), seed.to_string()),
+        (ANNOTATION_TLS.to_string(), tls.to_string()),
     ])
 }
 
@@ -273,6 +289,7 @@ pub fn member_claim(
     member: &str,
     version: EtcdVersion,
     seed: bool,
+    tls: bool,
     storage: &StorageSpec,
 ) -> Result<PersistentVolumeClaim, BuildError> {
     let name = name_of(cluster)?;
@@ -281,7 +298,7 @@ pub fn member_claim(
         claim_name(member),
         member_labels(name, member, None),
     )?;
-    meta.annotations = Some(member_annotations(version, seed));
+    meta.annotations = Some(member_annotations(version, seed, tls));
     Ok(PersistentVolumeClaim {
         metadata: meta,
         spec: Some(PersistentVolumeClaimSpec {
@@ -436,6 +453,7 @@ pub fn member_pod(input: MemberPodInput<'_>) -> Result<Pod, BuildError> {
         endpoints,
         cluster_client_url,
         settings,
+        etcd_tls,
     } = input;
     let name = name_of(cluster)?;
     let policy = cluster.spec.pod.as_ref();
@@ -445,8 +463,9 @@ pub fn member_pod(input: MemberPodInput<'_>) -> Result<Pod, BuildError> {
         member_labels(name, member, policy),
     )?;
     let mut annotations = policy.map(|p| p.annotations.clone()).unwrap_or_default();
-    annotations.extend(member_annotations(version, seed));
+    annotations.extend(member_annotations(version, seed, etcd_tls));
     meta.annotations = Some(annotations);
+    let tls_file = |name: &str| format!("{TLS_DIR}/{name}");
 
     let mut env_vars = vec![
         env("ETCDOP_CLUSTER", name),
@@ -465,7 +484,14 @@ pub fn member_pod(input: MemberPodInput<'_>) -> Result<Pod, BuildError> {
             &format!("metadata.annotations['{ANNOTATION_ETCD_VERSION}']"),
         ),
         env("ETCDOP_ETCD_BINARY", ETCD_BINARY),
+        env("ETCDOP_HEALTH_ADDR", &endpoints.health_addr),
+        env("ETCDOP_TLS_CERT", tls_file(MemberFile::CERT)),
+        env("ETCDOP_TLS_KEY", tls_file(MemberFile::KEY)),
+        env("ETCDOP_TLS_CA", tls_file(MemberFile::CA)),
     ];
+    if etcd_tls {
+        env_vars.push(env("ETCDOP_ETCD_TLS_DIR", TLS_DIR));
+    }
     if let Some(url) = cluster_client_url {
         env_vars.push(env("ETCDOP_CLUSTER_ENDPOINTS", url));
     }
@@ -505,10 +531,13 @@ pub fn member_pod(input: MemberPodInput<'_>) -> Result<Pod, BuildError> {
             port("client", CLIENT_PORT),
             port("peer", PEER_PORT),
             port("sidecar", SIDECAR_PORT),
+            port("health", SIDECAR_HEALTH_PORT),
         ]),
+        // The kubelet's gRPC probe speaks no TLS: it uses the sidecar's plaintext health
+        // port, which serves nothing that changes the member.
         readiness_probe: Some(Probe {
             grpc: Some(GRPCAction {
-                port: i32::from(SIDECAR_PORT),
+                port: i32::from(SIDECAR_HEALTH_PORT),
                 service: Some(SIDECAR_HEALTH_SERVICE.into()),
             }),
             period_seconds: Some(5),
@@ -520,6 +549,7 @@ pub fn member_pod(input: MemberPodInput<'_>) -> Result<Pod, BuildError> {
         volume_mounts: Some(vec![
             mount(DATA_VOLUME, DATA_DIR, false),
             mount(SIDECAR_VOLUME, SIDECAR_DIR, true),
+            mount(TLS_VOLUME, TLS_DIR, true),
         ]),
         ..Default::default()
     };
@@ -562,6 +592,18 @@ pub fn member_pod(input: MemberPodInput<'_>) -> Result<Pod, BuildError> {
                     empty_dir: Some(EmptyDirVolumeSource::default()),
                     ..Default::default()
                 },
+                // The member's Secret: created right after the Pod, owned by it (the kubelet
+                // waits for it), updated in place on renewal (the kubelet swaps the files
+                // atomically; the sidecar and etcd read them for every new connection).
+                Volume {
+                    name: TLS_VOLUME.into(),
+                    secret: Some(SecretVolumeSource {
+                        secret_name: Some(member_secret_name(member)),
+                        default_mode: Some(TLS_FILE_MODE),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                },
             ]),
             affinity: affinity(name, policy.map(|p| p.anti_affinity).unwrap_or_default()),
             node_selector: policy
@@ -572,6 +614,109 @@ pub fn member_pod(input: MemberPodInput<'_>) -> Result<Pod, BuildError> {
         }),
         ..Default::default()
     })
+}
+
+/// PEM files as Secret data.
+pub fn secret_data(files: &BTreeMap<String, String>) -> BTreeMap<String, ByteString> {
+    files
+        .iter()
+        .map(|(k, v)| (k.clone(), ByteString(v.clone().into_bytes())))
+        .collect()
+}
+
+/// Secret data as PEM files (entries that are not UTF-8 are left out: they are not ours).
+pub fn secret_files(secret: &Secret) -> BTreeMap<String, String> {
+    secret
+        .data
+        .iter()
+        .flatten()
+        .filter_map(|(k, v)| Some((k.clone(), String::from_utf8(v.0.clone()).ok()?)))
+        .collect()
+}
+
+/// A member's Secret (see [`MemberFile`]), owned by its Pod: deleting the Pod (scale down,
+/// replacement) deletes the Secret, and the operator needs no right to delete Secrets.
+pub fn member_secret(
+    cluster: &EtcdCluster,
+    member: &str,
+    pod_uid: &str,
+    files: &BTreeMap<String, String>,
+) -> Result<Secret, BuildError> {
+    let name = name_of(cluster)?;
+    let mut meta = object_meta(
+        cluster,
+        member_secret_name(member),
+        member_labels(name, member, None),
+    )?;
+    meta.owner_references = Some(vec![OwnerReference {
+        api_version: "v1".into(),
+        kind: "Pod".into(),
+        name: member.to_string(),
+        uid: pod_uid.to_string(),
+        controller: Some(true),
+        // Blocking the Pod's deletion would need rights on pods/finalizers: not needed.
+        block_owner_deletion: None,
+    }]);
+    Ok(Secret {
+        metadata: meta,
+        type_: Some("Opaque".into()),
+        data: Some(secret_data(files)),
+        ..Default::default()
+    })
+}
+
+/// The cluster's etcd CA Secret (`ca.crt`, `ca.key`), owned by the cluster.
+pub fn etcd_ca_secret(
+    cluster: &EtcdCluster,
+    cert_pem: &str,
+    key_pem: &str,
+) -> Result<Secret, BuildError> {
+    let name = name_of(cluster)?;
+    Ok(Secret {
+        metadata: object_meta(cluster, etcd_ca_secret_name(name), cluster_labels(name))?,
+        type_: Some("Opaque".into()),
+        data: Some(secret_data(&BTreeMap::from([
+            ("ca.crt".to_string(), cert_pem.to_string()),
+            ("ca.key".to_string(), key_pem.to_string()),
+        ]))),
+        ..Default::default()
+    })
+}
+
+/// The applications' client certificate (`ca.crt`, `tls.crt`, `tls.key`; see
+/// [`ClientFile`]), a `kubernetes.io/tls` Secret owned by the cluster.
+pub fn client_secret(
+    cluster: &EtcdCluster,
+    files: &BTreeMap<String, String>,
+) -> Result<Secret, BuildError> {
+    let name = name_of(cluster)?;
+    debug_assert!(files.contains_key(ClientFile::CERT));
+    Ok(Secret {
+        metadata: object_meta(cluster, client_secret_name(name), cluster_labels(name))?,
+        type_: Some("kubernetes.io/tls".into()),
+        data: Some(secret_data(files)),
+        ..Default::default()
+    })
+}
+
+/// The ConfigMap publishing the control path's CA certificate in `namespace`.
+pub fn ca_configmap(namespace: &str, cert_pem: &str) -> ConfigMap {
+    ConfigMap {
+        metadata: ObjectMeta {
+            name: Some(CA_CONFIGMAP.into()),
+            namespace: Some(namespace.into()),
+            labels: Some(BTreeMap::from([
+                (LABEL_NAME.to_string(), "etcd-coordinator".to_string()),
+                (LABEL_MANAGED_BY.to_string(), MANAGER.to_string()),
+            ])),
+            ..Default::default()
+        },
+        data: Some(BTreeMap::from([(
+            "ca.crt".to_string(),
+            cert_pem.to_string(),
+        )])),
+        ..Default::default()
+    }
 }
 
 /// The same Pod moved to `version`: the etcd container's image and the version annotation
@@ -654,7 +799,8 @@ mod tests {
         PodSettings {
             operator_image: "op:1".into(),
             image_pull_policy: Some("Always".into()),
-            coordinator_url: "http://etcd-coordinator.default.svc:7400".into(),
+            coordinator_url: "https://etcd-coordinator.default.svc:7443".into(),
+            cluster_domain: "cluster.local".into(),
         }
     }
 
@@ -699,6 +845,7 @@ mod tests {
             endpoints: &e,
             cluster_client_url: None,
             settings: &s,
+            etcd_tls: false,
         })
         .unwrap();
         let labels = pod.metadata.labels.as_ref().unwrap();
@@ -756,6 +903,7 @@ mod tests {
             endpoints: &e,
             cluster_client_url: None,
             settings: &s,
+            etcd_tls: false,
         })
         .unwrap();
         assert!(none.spec.unwrap().affinity.is_none());
@@ -774,6 +922,7 @@ mod tests {
             endpoints: &e,
             cluster_client_url: Some("http://etcd-cluster.default.svc:2379"),
             settings: &s,
+            etcd_tls: false,
         })
         .unwrap();
         let to = EtcdVersion::new(3, 7, 2);

@@ -62,10 +62,27 @@ pub const FIELD_MANAGER: &str = "etcd-operator";
 pub const CLIENT_PORT: u16 = 2379;
 /// etcd's peer port.
 pub const PEER_PORT: u16 = 2380;
-/// The sidecar's gRPC port.
+/// The sidecar's gRPC port (mutual TLS).
 pub const SIDECAR_PORT: u16 = 7401;
-/// The coordinator's gRPC port.
+/// The sidecar's plaintext port for probes (gRPC health and GetMemberHealth only).
+pub const SIDECAR_HEALTH_PORT: u16 = 7402;
+/// The coordinator's status port (TLS with the published CA; read-only methods).
 pub const COORDINATOR_PORT: u16 = 7400;
+/// The coordinator's control port (mutual TLS; the sidecars call it).
+pub const COORDINATOR_CONTROL_PORT: u16 = 7443;
+/// The coordinator's plaintext port for probes (gRPC health only).
+pub const COORDINATOR_HEALTH_PORT: u16 = 7402;
+/// The Secret holding the control path's CA (`ca.crt`, `ca.key`), created once.
+pub const CA_SECRET: &str = "etcd-operator-ca";
+/// The ConfigMap publishing the control path's CA certificate (`ca.crt`) for clients of the
+/// status port (`grpcurl -cacert`).
+pub const CA_CONFIGMAP: &str = "etcd-operator-ca";
+/// Where a member's Secret is mounted in its Pod.
+pub const TLS_DIR: &str = "/etc/etcd-operator/tls";
+/// Annotation on a member Pod (and claim): `"true"` when its etcd uses TLS.
+pub const ANNOTATION_TLS: &str = "etcd.operator.rs/tls";
+/// The default DNS domain of the Kubernetes cluster (for the members' certificates).
+pub const DEFAULT_CLUSTER_DOMAIN: &str = "cluster.local";
 
 /// Where official etcd images come from; the tag is `v<version>`.
 pub const DEFAULT_REPOSITORY: &str = "gcr.io/etcd-development/etcd";
@@ -94,4 +111,19 @@ pub fn peer_service_name(cluster: &str) -> String {
 /// Name of the PersistentVolumeClaim of a member.
 pub fn claim_name(member: &str) -> String {
     format!("{member}-data")
+}
+
+/// Name of a member's Secret (its certificates; owned by its Pod).
+pub fn member_secret_name(member: &str) -> String {
+    format!("{member}-tls")
+}
+
+/// Name of a cluster's etcd CA Secret (with `spec.tls`).
+pub fn etcd_ca_secret_name(cluster: &str) -> String {
+    format!("{cluster}-etcd-ca")
+}
+
+/// Name of a cluster's client certificate Secret for applications (with `spec.tls`).
+pub fn client_secret_name(cluster: &str) -> String {
+    format!("{cluster}-client-tls")
 }

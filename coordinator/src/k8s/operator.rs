@@ -12,12 +12,12 @@ use etcd_operator::{
 };
 use futures::StreamExt;
 use k8s_openapi::api::{
-    core::v1::{Pod, Service},
+    core::v1::{ConfigMap, Pod, Secret, Service},
     policy::v1::PodDisruptionBudget,
 };
 use kube::{
     Client,
-    api::{Api, ApiResource, DynamicObject, Patch, PatchParams},
+    api::{Api, ApiResource, DynamicObject, Patch, PatchParams, PostParams},
     runtime::{Controller, events::Reporter, watcher},
 };
 use serde_json::json;
@@ -25,12 +25,20 @@ use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
 use super::{
-    COORDINATOR_PORT, KubeRuntime, LABEL_COORDINATOR_LEADER, PodDns,
-    build::PodSettings,
+    CA_CONFIGMAP, CA_SECRET, COORDINATOR_CONTROL_PORT, FIELD_MANAGER, KubeRuntime,
+    LABEL_COORDINATOR_LEADER, PodDns,
+    build::{self, PodSettings},
     leader::{LeaderElector, LeaseSettings},
     reconcile::{Context, error_policy, reconcile},
 };
-use crate::{plan::Policy, registry::Registry, server};
+use crate::{
+    plan::Policy,
+    registry::Registry,
+    runtime::Runtime,
+    security::{ControlPlane, now_secs},
+    server,
+};
+use etcd_operator::pki::Authority;
 
 /// The name of the coordinator container in its Deployment (its image is the operator image).
 pub const COORDINATOR_CONTAINER: &str = "coordinator";
@@ -45,10 +53,19 @@ pub struct KubernetesOptions {
     pub pod_namespace: String,
     /// The coordinator's own Pod name (downward API): its identity in the election.
     pub pod_name: String,
-    /// Where gRPC is served.
+    /// Where the status port is served (TLS, read-only methods).
     pub grpc_addr: SocketAddr,
-    /// The URL sidecars reach the coordinator on (default: its Service in its namespace).
+    /// Where the control port is served (mutual TLS, for the sidecars).
+    pub control_addr: SocketAddr,
+    /// Where plaintext gRPC health is served (the kubelet's probes).
+    pub health_addr: SocketAddr,
+    /// The control URL sidecars reach the coordinator on (default: its Service in its
+    /// namespace, port 7443).
     pub coordinator_url: Option<String>,
+    /// How long the members' certificates are valid (renewed with a third left).
+    pub cert_validity: Duration,
+    /// The DNS domain of the Kubernetes cluster.
+    pub cluster_domain: String,
     /// The operator image for the init containers (default: this Pod's own image).
     pub operator_image: Option<String>,
     /// Pull policy of the operator image in member Pods.
@@ -59,9 +76,80 @@ pub struct KubernetesOptions {
     pub policy: Policy,
 }
 
-/// The coordinator Service's URL in `namespace`.
+/// The coordinator Service's control URL in `namespace`.
 pub fn default_coordinator_url(namespace: &str) -> String {
-    format!("http://etcd-coordinator.{namespace}.svc:{COORDINATOR_PORT}")
+    format!("https://etcd-coordinator.{namespace}.svc:{COORDINATOR_CONTROL_PORT}")
+}
+
+/// The names the coordinator's certificate is valid for: its Service, in every form a
+/// client may dial it by, and loopback (port-forwarding).
+pub fn coordinator_hosts(namespace: &str, cluster_domain: &str) -> Vec<String> {
+    vec![
+        format!("etcd-coordinator.{namespace}.svc.{cluster_domain}"),
+        format!("etcd-coordinator.{namespace}.svc"),
+        format!("etcd-coordinator.{namespace}"),
+        "etcd-coordinator".into(),
+        "localhost".into(),
+        "127.0.0.1".into(),
+    ]
+}
+
+/// Reads the control path's CA from its Secret, creating it when it does not exist (the
+/// first replica to start wins; the others read the winner's), and publishes its
+/// certificate in the ConfigMap.
+pub async fn load_control_ca(client: &Client, namespace: &str) -> anyhow::Result<Authority> {
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    let secret = match secrets.get_opt(CA_SECRET).await? {
+        Some(s) => s,
+        None => {
+            let ca = Authority::generate("etcd-operator control CA", now_secs())?;
+            let secret = Secret {
+                metadata: kube::api::ObjectMeta {
+                    name: Some(CA_SECRET.into()),
+                    namespace: Some(namespace.into()),
+                    labels: Some(
+                        [(
+                            etcd_operator::naming::LABEL_MANAGED_BY.to_string(),
+                            MANAGER.to_string(),
+                        )]
+                        .into(),
+                    ),
+                    ..Default::default()
+                },
+                type_: Some("Opaque".into()),
+                data: Some(build::secret_data(
+                    &[
+                        ("ca.crt".to_string(), ca.cert_pem().to_string()),
+                        ("ca.key".to_string(), ca.key_pem().to_string()),
+                    ]
+                    .into(),
+                )),
+                ..Default::default()
+            };
+            match secrets.create(&PostParams::default(), &secret).await {
+                Ok(s) => {
+                    info!(secret = CA_SECRET, "created the control path's CA");
+                    s
+                }
+                Err(kube::Error::Api(e)) if e.code == 409 => secrets.get(CA_SECRET).await?,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    };
+    let files = build::secret_files(&secret);
+    let (Some(cert), Some(key)) = (files.get("ca.crt"), files.get("ca.key")) else {
+        anyhow::bail!("Secret {namespace}/{CA_SECRET} lacks ca.crt or ca.key");
+    };
+    let ca = Authority::from_pem(cert, key)?;
+    let configmaps: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
+    configmaps
+        .patch(
+            CA_CONFIGMAP,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&build::ca_configmap(namespace, ca.cert_pem())),
+        )
+        .await?;
+    Ok(ca)
 }
 
 async fn own_image(client: &Client, opts: &KubernetesOptions) -> anyhow::Result<String> {
@@ -154,10 +242,32 @@ pub async fn run_kubernetes(
         .clone()
         .unwrap_or_else(|| default_coordinator_url(&opts.pod_namespace));
     let registry = Registry::new();
+    let ca = load_control_ca(&client, &opts.pod_namespace).await?;
+    let control = ControlPlane::new(
+        ca,
+        coordinator_hosts(&opts.pod_namespace, &opts.cluster_domain),
+        opts.cert_validity,
+    );
     let listener = tokio::net::TcpListener::bind(opts.grpc_addr).await?;
+    let control_listener = tokio::net::TcpListener::bind(opts.control_addr).await?;
+    let health_listener = tokio::net::TcpListener::bind(opts.health_addr).await?;
     let (stop_tx, stop_rx) = watch::channel(false);
-    let server = tokio::spawn(server::serve(listener, registry.clone(), stop_rx.clone()));
-    info!(addr = %opts.grpc_addr, %operator_image, %coordinator_url, namespace = opts.watch_namespace.as_deref().unwrap_or("(all)"), "coordinator starting");
+    let servers = [
+        tokio::spawn(server::serve_status(
+            listener,
+            registry.clone(),
+            Some(control.status_server()),
+            stop_rx.clone(),
+        )),
+        tokio::spawn(server::serve_control(
+            control_listener,
+            registry.clone(),
+            control.control_server(),
+            stop_rx.clone(),
+        )),
+        tokio::spawn(server::serve_health(health_listener, stop_rx.clone())),
+    ];
+    info!(addr = %opts.grpc_addr, control_addr = %opts.control_addr, health_addr = %opts.health_addr, %operator_image, %coordinator_url, namespace = opts.watch_namespace.as_deref().unwrap_or("(all)"), "coordinator starting");
 
     let runtime = Arc::new(KubeRuntime::new(
         client.clone(),
@@ -165,8 +275,10 @@ pub async fn run_kubernetes(
             operator_image,
             image_pull_policy: opts.image_pull_policy.clone(),
             coordinator_url,
+            cluster_domain: opts.cluster_domain.clone(),
         },
         Arc::new(PodDns),
+        Arc::clone(&control),
     ));
     let reporter = Reporter {
         controller: "etcd-operator".into(),
@@ -204,6 +316,7 @@ pub async fn run_kubernetes(
         label_leader(&client, &opts, true).await;
         let stopped = tokio::select! {
             _ = run_controller(Arc::clone(&ctx), opts.watch_namespace.clone()) => false,
+            _ = renew_certificates(Arc::clone(&runtime), registry.clone()) => false,
             _ = leading.wait_for(|l| !*l) => false,
             _ = &mut shutdown => true,
         };
@@ -224,6 +337,33 @@ pub async fn run_kubernetes(
     if let Some(elector) = elector {
         let _ = tokio::time::timeout(Duration::from_secs(5), elector).await;
     }
-    let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
+    for server in servers {
+        let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
+    }
     Ok(())
+}
+
+/// Renews the certificates of every cluster when due, on a timer of its own (an action
+/// under way, such as an upgrade, never delays a renewal). Runs while this replica leads.
+async fn renew_certificates(runtime: Arc<KubeRuntime>, registry: Registry) {
+    let mut ticker = tokio::time::interval(Duration::from_secs(30));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        for key in registry.keys() {
+            match runtime.renew_certificates(&key).await {
+                Ok(0) => {}
+                Ok(n) => {
+                    registry
+                        .metrics()
+                        .certificates_issued
+                        .get_or_create(&crate::metrics::ClusterLabels {
+                            cluster: key.to_string(),
+                        })
+                        .inc_by(n as u64);
+                }
+                Err(e) => warn!(cluster = %key, error = %e, "could not renew certificates"),
+            }
+        }
+    }
 }

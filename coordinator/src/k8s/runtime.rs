@@ -6,6 +6,11 @@
 //! `spec.storage`, each member also has a claim; a member whose Pod is gone but whose
 //! claim stays (a drained node) gets its Pod back on the same data, as a restarted process
 //! does in local mode.
+//!
+//! Certificates: each member Pod has a Secret `<member>-tls` (owned by the Pod) with its
+//! control-path certificate and, with `spec.tls`, etcd's; the cluster's etcd CA and the
+//! applications' client certificate are Secrets owned by the `EtcdCluster`. Renewal updates
+//! the Secrets in place ([`Runtime::renew_certificates`]).
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -13,9 +18,14 @@ use std::{
 };
 
 use etcd_operator::{
-    ClusterKey, EtcdVersion, grant::UnixMillis, naming::member_ordinal, resource::EtcdCluster,
+    ClusterKey, EtcdVersion,
+    grant::UnixMillis,
+    naming::member_ordinal,
+    pki::{Authority, MemberCertSpec, client_files, member_files, member_hosts},
+    resource::EtcdCluster,
 };
-use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
+use etcd_sidecar::tls::ClientTls;
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Secret};
 use kube::{
     Client, ResourceExt,
     api::{
@@ -26,15 +36,16 @@ use serde_json::json;
 use tracing::{info, warn};
 
 use super::{
-    ANNOTATION_ETCD_VERSION, ANNOTATION_NEXT_ORDINAL, ANNOTATION_SEED, CLIENT_PORT,
-    MemberAddressing,
+    ANNOTATION_ETCD_VERSION, ANNOTATION_NEXT_ORDINAL, ANNOTATION_SEED, ANNOTATION_TLS, CLIENT_PORT,
+    MemberAddressing, MemberEndpoints,
     build::{self, MemberPodInput, PodSettings},
-    claim_name,
+    claim_name, client_secret_name, etcd_ca_secret_name, member_secret_name,
     status::{PodLiveness, pod_liveness},
 };
 use crate::{
     registry::now_ms,
     runtime::{MemberInfo, Runtime, RuntimeError},
+    security::{ControlPlane, now_secs},
 };
 
 /// How often a Pod update is retried on a conflict (the kubelet writes its status).
@@ -46,6 +57,7 @@ struct PodFacts {
     liveness: PodLiveness,
     version: EtcdVersion,
     seed: bool,
+    tls: bool,
 }
 
 #[derive(Default)]
@@ -57,6 +69,8 @@ struct Tracked {
     past_seen: u32,
     /// Since when each member has been down (coordinator clock).
     down_since: HashMap<String, UnixMillis>,
+    /// The cluster's etcd CA, once read or created.
+    etcd_ca: Option<Arc<Authority>>,
 }
 
 /// The Kubernetes runtime.
@@ -67,6 +81,7 @@ pub struct KubeRuntime {
     /// Whether member Pods get `ETCDOP_CLUSTER_ENDPOINTS` (the client Service's URL).
     cluster_endpoints: bool,
     tracked: Mutex<HashMap<ClusterKey, Tracked>>,
+    control: Arc<ControlPlane>,
 }
 
 fn other(context: &str) -> impl FnOnce(kube::Error) -> RuntimeError + '_ {
@@ -75,6 +90,10 @@ fn other(context: &str) -> impl FnOnce(kube::Error) -> RuntimeError + '_ {
 
 fn is_status(e: &kube::Error, code: u16) -> bool {
     matches!(e, kube::Error::Api(s) if s.code == code)
+}
+
+fn annotation_true(annotations: &BTreeMap<String, String>, key: &str) -> bool {
+    annotations.get(key).is_some_and(|v| v == "true")
 }
 
 /// The annotation's next ordinal, 0 when absent or unreadable.
@@ -125,6 +144,7 @@ impl KubeRuntime {
         client: Client,
         settings: PodSettings,
         addressing: Arc<dyn MemberAddressing>,
+        control: Arc<ControlPlane>,
     ) -> Self {
         Self {
             client,
@@ -132,7 +152,198 @@ impl KubeRuntime {
             addressing,
             cluster_endpoints: true,
             tracked: Mutex::new(HashMap::new()),
+            control,
         }
+    }
+
+    fn endpoints(&self, key: &ClusterKey, name: &str, etcd_tls: bool) -> MemberEndpoints {
+        self.addressing.endpoints(key, name).with_schemes(etcd_tls)
+    }
+
+    fn secrets(&self, key: &ClusterKey) -> Api<Secret> {
+        Api::namespaced(self.client.clone(), &key.namespace)
+    }
+
+    /// The cluster's etcd CA: from memory, its Secret, or (with `create`) a new one.
+    async fn etcd_ca(
+        &self,
+        key: &ClusterKey,
+        create: bool,
+    ) -> Result<Option<Arc<Authority>>, RuntimeError> {
+        if let Some(ca) = self.lock().get(key).and_then(|t| t.etcd_ca.clone()) {
+            return Ok(Some(ca));
+        }
+        let name = etcd_ca_secret_name(&key.name);
+        let secrets = self.secrets(key);
+        let existing = match secrets.get(&name).await {
+            Ok(s) => Some(s),
+            Err(e) if is_status(&e, 404) => None,
+            Err(e) => return Err(other("reading the etcd CA")(e)),
+        };
+        let secret = match existing {
+            Some(s) => s,
+            None if !create => return Ok(None),
+            None => {
+                let cluster = self.cluster(key)?;
+                let ca =
+                    Authority::generate(&format!("etcd-operator etcd CA of {key}"), now_secs())
+                        .map_err(|e| RuntimeError::Other(e.to_string()))?;
+                let secret = build::etcd_ca_secret(&cluster, ca.cert_pem(), ca.key_pem())
+                    .map_err(|e| RuntimeError::Other(e.to_string()))?;
+                match secrets.create(&PostParams::default(), &secret).await {
+                    Ok(s) => s,
+                    // Another coordinator (or an earlier try) made it: use that one.
+                    Err(e) if is_status(&e, 409) => secrets
+                        .get(&name)
+                        .await
+                        .map_err(other("reading the etcd CA"))?,
+                    Err(e) => return Err(other("creating the etcd CA")(e)),
+                }
+            }
+        };
+        let files = build::secret_files(&secret);
+        let (Some(cert), Some(key_pem)) = (files.get("ca.crt"), files.get("ca.key")) else {
+            return Err(RuntimeError::Other(format!(
+                "Secret {name} lacks ca.crt or ca.key"
+            )));
+        };
+        let ca = Arc::new(
+            Authority::from_pem(cert, key_pem).map_err(|e| RuntimeError::Other(e.to_string()))?,
+        );
+        if let Some(t) = self.lock().get_mut(key) {
+            t.etcd_ca = Some(Arc::clone(&ca));
+        }
+        Ok(Some(ca))
+    }
+
+    /// Issues or renews the Secret of the member whose Pod is `pod`; returns true when it
+    /// changed.
+    async fn ensure_member_secret(
+        &self,
+        key: &ClusterKey,
+        cluster: &EtcdCluster,
+        pod: &Pod,
+    ) -> Result<bool, RuntimeError> {
+        let name = pod.name_any();
+        let Some(uid) = pod.uid() else {
+            return Ok(false);
+        };
+        let tls = annotation_true(pod.annotations(), ANNOTATION_TLS);
+        let etcd = self.etcd_ca(key, tls).await?;
+        let endpoints = self.endpoints(key, &name, tls);
+        let urls = [
+            endpoints.client_url.as_str(),
+            endpoints.peer_url.as_str(),
+            endpoints.sidecar_url.as_str(),
+        ];
+        let spec = MemberCertSpec {
+            cluster: key.clone(),
+            member: name.clone(),
+            hosts: member_hosts(&urls, Some(&self.settings.cluster_domain)),
+            etcd_tls: tls,
+            validity: self.control.member_validity(),
+        };
+        let secret_name = member_secret_name(&name);
+        let secrets = self.secrets(key);
+        let existing = match secrets.get(&secret_name).await {
+            Ok(s) => Some(s),
+            Err(e) if is_status(&e, 404) => None,
+            Err(e) => return Err(other("reading the member's Secret")(e)),
+        };
+        // A Secret of an earlier Pod of the same name is not this Pod's.
+        let existing =
+            existing.filter(|s| owned_by(s.metadata.owner_references.as_ref(), Some(&uid)));
+        let old = existing
+            .as_ref()
+            .map(build::secret_files)
+            .unwrap_or_default();
+        let (files, changed) =
+            member_files(self.control.ca(), etcd.as_deref(), &spec, &old, now_secs())
+                .map_err(|e| RuntimeError::Other(format!("certificates of {name}: {e}")))?;
+        if !changed && existing.is_some() {
+            return Ok(false);
+        }
+        let secret = build::member_secret(cluster, &name, &uid, &files)
+            .map_err(|e| RuntimeError::Other(e.to_string()))?;
+        match existing {
+            Some(_) => {
+                let patch = json!({"data": build::secret_data(&files)});
+                secrets
+                    .patch(&secret_name, &PatchParams::default(), &Patch::Merge(&patch))
+                    .await
+                    .map_err(other("renewing the member's Secret"))?;
+            }
+            None => match secrets.create(&PostParams::default(), &secret).await {
+                Ok(_) => {}
+                // The Secret of an earlier Pod of this name, not yet collected: replace it.
+                Err(e) if is_status(&e, 409) => {
+                    let mut current = secrets
+                        .get(&secret_name)
+                        .await
+                        .map_err(other("reading the member's Secret"))?;
+                    current.metadata.owner_references = secret.metadata.owner_references.clone();
+                    current.data = secret.data.clone();
+                    secrets
+                        .replace(&secret_name, &PostParams::default(), &current)
+                        .await
+                        .map_err(other("replacing the member's Secret"))?;
+                }
+                Err(e) => return Err(other("creating the member's Secret")(e)),
+            },
+        }
+        Ok(true)
+    }
+
+    /// Issues or renews the applications' client Secret; returns true when it changed.
+    async fn ensure_client_secret(
+        &self,
+        key: &ClusterKey,
+        cluster: &EtcdCluster,
+    ) -> Result<bool, RuntimeError> {
+        let Some(etcd) = self.etcd_ca(key, true).await? else {
+            return Ok(false);
+        };
+        let name = client_secret_name(&key.name);
+        let secrets = self.secrets(key);
+        let existing = match secrets.get(&name).await {
+            Ok(s) => Some(s),
+            Err(e) if is_status(&e, 404) => None,
+            Err(e) => return Err(other("reading the client Secret")(e)),
+        };
+        let old = existing
+            .as_ref()
+            .map(build::secret_files)
+            .unwrap_or_default();
+        let (files, changed) = client_files(
+            &etcd,
+            key,
+            etcd_operator::pki::DEFAULT_CLIENT_CERT_VALIDITY,
+            &old,
+            now_secs(),
+        )
+        .map_err(|e| RuntimeError::Other(e.to_string()))?;
+        if !changed {
+            return Ok(false);
+        }
+        match existing {
+            Some(_) => {
+                let patch = json!({"data": build::secret_data(&files)});
+                secrets
+                    .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                    .await
+                    .map_err(other("renewing the client Secret"))?;
+            }
+            None => {
+                let secret = build::client_secret(cluster, &files)
+                    .map_err(|e| RuntimeError::Other(e.to_string()))?;
+                match secrets.create(&PostParams::default(), &secret).await {
+                    Ok(_) => {}
+                    Err(e) if is_status(&e, 409) => {}
+                    Err(e) => return Err(other("creating the client Secret")(e)),
+                }
+            }
+        }
+        Ok(true)
     }
 
     /// Leaves `ETCDOP_CLUSTER_ENDPOINTS` out of member Pods (when the client Service's DNS
@@ -162,6 +373,7 @@ impl KubeRuntime {
     /// Forgets a cluster (it was deleted, or leadership moved).
     pub fn forget(&self, key: &ClusterKey) {
         self.lock().remove(key);
+        self.control.forget(key);
     }
 
     /// Forgets every cluster.
@@ -191,9 +403,14 @@ impl KubeRuntime {
         name: &str,
         version: EtcdVersion,
         seed: bool,
+        etcd_tls: bool,
     ) -> Result<Pod, RuntimeError> {
-        let endpoints = self.addressing.endpoints(key, name);
-        let cluster_url = format!("http://{}.{}.svc:{CLIENT_PORT}", key.name, key.namespace);
+        let endpoints = self.endpoints(key, name, etcd_tls);
+        let scheme = if etcd_tls { "https" } else { "http" };
+        let cluster_url = format!(
+            "{scheme}://{}.{}.svc:{CLIENT_PORT}",
+            key.name, key.namespace
+        );
         build::member_pod(MemberPodInput {
             cluster,
             member: name,
@@ -202,17 +419,31 @@ impl KubeRuntime {
             endpoints: &endpoints,
             cluster_client_url: self.cluster_endpoints.then_some(cluster_url.as_str()),
             settings: &self.settings,
+            etcd_tls,
         })
         .map_err(|e| RuntimeError::Other(e.to_string()))
     }
 
-    async fn create_pod(&self, key: &ClusterKey, pod: &Pod) -> Result<(), RuntimeError> {
-        match self.pods(key).create(&PostParams::default(), pod).await {
-            Ok(_) => Ok(()),
+    /// Creates the Pod, then its Secret (owned by it: the kubelet waits for the Secret
+    /// before starting the containers).
+    async fn create_pod(
+        &self,
+        key: &ClusterKey,
+        cluster: &EtcdCluster,
+        pod: &Pod,
+    ) -> Result<(), RuntimeError> {
+        let pods = self.pods(key);
+        let created = match pods.create(&PostParams::default(), pod).await {
+            Ok(p) => p,
             // A create whose answer was lost, retried: the Pod is there.
-            Err(e) if is_status(&e, 409) => Ok(()),
-            Err(e) => Err(other("creating the Pod")(e)),
-        }
+            Err(e) if is_status(&e, 409) => pods
+                .get(&pod.name_any())
+                .await
+                .map_err(other("reading the Pod"))?,
+            Err(e) => return Err(other("creating the Pod")(e)),
+        };
+        self.ensure_member_secret(key, cluster, &created).await?;
+        Ok(())
     }
 
     fn member_info(
@@ -227,6 +458,7 @@ impl KubeRuntime {
             liveness,
             version,
             seed,
+            tls,
         } = facts;
         let down_since = {
             let mut tracked = self.lock();
@@ -240,7 +472,7 @@ impl KubeRuntime {
                 }
             }
         };
-        let endpoints = self.addressing.endpoints(key, name);
+        let endpoints = self.endpoints(key, name, tls);
         MemberInfo {
             name: name.to_string(),
             ordinal,
@@ -251,6 +483,7 @@ impl KubeRuntime {
             client_url: endpoints.client_url,
             peer_url: endpoints.peer_url,
             sidecar_url: endpoints.sidecar_url,
+            etcd_tls: tls,
         }
     }
 }
@@ -284,15 +517,14 @@ impl Runtime for KubeRuntime {
             }
             let version = object_version(pod.annotations(), pod_image(pod))
                 .ok_or_else(|| RuntimeError::Other(format!("Pod {name} has no etcd version")))?;
-            let seed = pod
-                .annotations()
-                .get(ANNOTATION_SEED)
-                .is_some_and(|s| s == "true");
+            let seed = annotation_true(pod.annotations(), ANNOTATION_SEED);
+            let tls = annotation_true(pod.annotations(), ANNOTATION_TLS);
             let facts = PodFacts {
                 ordinal,
                 liveness,
                 version,
                 seed,
+                tls,
             };
             out.push(self.member_info(key, &name, facts, now));
         }
@@ -319,18 +551,17 @@ impl Runtime for KubeRuntime {
                 let Some(version) = object_version(claim.annotations(), None) else {
                     continue;
                 };
-                let seed = claim
-                    .annotations()
-                    .get(ANNOTATION_SEED)
-                    .is_some_and(|s| s == "true");
+                let seed = annotation_true(claim.annotations(), ANNOTATION_SEED);
+                let tls = annotation_true(claim.annotations(), ANNOTATION_TLS);
                 info!(cluster = %key, member = %member, "the member's Pod is gone but its claim stays: creating the Pod again on its data");
-                let pod = self.build_pod(key, &cluster, &member, version, seed)?;
-                self.create_pod(key, &pod).await?;
+                let pod = self.build_pod(key, &cluster, &member, version, seed, tls)?;
+                self.create_pod(key, &cluster, &pod).await?;
                 let facts = PodFacts {
                     ordinal,
                     liveness: PodLiveness::Down,
                     version,
                     seed,
+                    tls,
                 };
                 out.push(self.member_info(key, &member, facts, now));
             }
@@ -359,6 +590,7 @@ impl Runtime for KubeRuntime {
         name: &str,
         version: EtcdVersion,
         seed: bool,
+        etcd_tls: bool,
     ) -> Result<(), RuntimeError> {
         let ordinal = member_ordinal(&key.name, name)
             .ok_or_else(|| RuntimeError::Other(format!("{name} is not a member name of {key}")))?;
@@ -381,7 +613,7 @@ impl Runtime for KubeRuntime {
             }
         }
         if let Some(storage) = &cluster.spec.storage {
-            let claim = build::member_claim(&cluster, name, version, seed, storage)
+            let claim = build::member_claim(&cluster, name, version, seed, etcd_tls, storage)
                 .map_err(|e| RuntimeError::Other(e.to_string()))?;
             match self
                 .claims(key)
@@ -393,9 +625,14 @@ impl Runtime for KubeRuntime {
                 Err(e) => return Err(other("creating the claim")(e)),
             }
         }
-        let pod = self.build_pod(key, &cluster, name, version, seed)?;
-        self.create_pod(key, &pod).await?;
-        info!(cluster = %key, member = %name, %version, seed, "member Pod created");
+        if etcd_tls {
+            // The etcd CA and the applications' client certificate exist before any member.
+            self.etcd_ca(key, true).await?;
+            self.ensure_client_secret(key, &cluster).await?;
+        }
+        let pod = self.build_pod(key, &cluster, name, version, seed, etcd_tls)?;
+        self.create_pod(key, &cluster, &pod).await?;
+        info!(cluster = %key, member = %name, %version, seed, etcd_tls, "member Pod created");
         Ok(())
     }
 
@@ -424,6 +661,54 @@ impl Runtime for KubeRuntime {
         }
         info!(cluster = %key, member = %name, "member Pod deleted");
         Ok(())
+    }
+
+    fn sidecar_tls(&self, cluster: &ClusterKey, member: &str) -> Arc<ClientTls> {
+        self.control.sidecar_client(cluster, member)
+    }
+
+    async fn etcd_client_tls(
+        &self,
+        key: &ClusterKey,
+    ) -> Result<Option<etcd_client::TlsOptions>, RuntimeError> {
+        let Some(ca) = self.etcd_ca(key, false).await? else {
+            return Ok(None);
+        };
+        self.control
+            .etcd_client(key, &ca)
+            .map(Some)
+            .map_err(|e| RuntimeError::Other(format!("certificates: {e}")))
+    }
+
+    async fn renew_certificates(&self, key: &ClusterKey) -> Result<usize, RuntimeError> {
+        let cluster = self.cluster(key)?;
+        let uid = cluster.metadata.uid.as_deref();
+        let lp = ListParams::default().labels(&build::list_selector(&key.name));
+        let pods = self
+            .pods(key)
+            .list(&lp)
+            .await
+            .map_err(other("listing member Pods"))?;
+        let mut changed = 0;
+        let mut tls = false;
+        for pod in &pods.items {
+            if pod.metadata.deletion_timestamp.is_some()
+                || member_ordinal(&key.name, &pod.name_any()).is_none()
+                || !owned_by(pod.metadata.owner_references.as_ref(), uid)
+            {
+                continue;
+            }
+            tls |= annotation_true(pod.annotations(), ANNOTATION_TLS);
+            if self.ensure_member_secret(key, &cluster, pod).await? {
+                info!(cluster = %key, member = %pod.name_any(), "member certificates issued or renewed");
+                changed += 1;
+            }
+        }
+        if tls && self.ensure_client_secret(key, &cluster).await? {
+            info!(cluster = %key, "client certificate issued or renewed");
+            changed += 1;
+        }
+        Ok(changed)
     }
 
     async fn restart_member(

@@ -142,6 +142,18 @@ impl GrantTable {
         grant
     }
 
+    /// True when `grant_id` was given by this table (rather than an earlier one).
+    pub fn is_own_id(&self, cluster: &ClusterKey, grant_id: &str) -> bool {
+        let prefix = if self.epoch == 0 {
+            format!("{}-", cluster.name)
+        } else {
+            format!("{}-{}-", cluster.name, self.epoch)
+        };
+        grant_id
+            .strip_prefix(&prefix)
+            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+    }
+
     /// Gives a grant back by id, or, for an adopted grant, by its holder's name.
     pub fn release_by(&mut self, cluster: &ClusterKey, grant_id: &str, member: &str) -> bool {
         match self.in_flight.get(cluster) {
@@ -259,6 +271,9 @@ mod tests {
         let b = new.request(&key(), "c-0002", ChangeKind::Add, 0).unwrap();
         assert_ne!(a.id, b.id);
         assert!(!new.release(&key(), &a.id));
+        assert!(new.is_own_id(&key(), &b.id));
+        assert!(!new.is_own_id(&key(), &a.id), "{}", a.id);
+        assert!(!new.is_own_id(&key(), "c-1800-"));
     }
 
     #[test]

@@ -387,14 +387,20 @@ impl<R: Runtime> ClusterController<R> {
         etcd_tls: bool,
     ) -> Result<(), ActError> {
         match action {
-            Action::CreateSeed { name, version } => {
+            Action::CreateSeed { name, version } | Action::CreateMember { name, version } => {
+                let seed = matches!(action, Action::CreateSeed { .. });
+                // Known before its process starts, so that its first registration is
+                // answered rather than refused until the next observation.
+                self.registry.with(&self.key, |entry, _| {
+                    if !entry.runtime_members.contains(name) {
+                        entry.runtime_members.push(name.clone());
+                    }
+                    if seed {
+                        entry.seed = Some(name.clone());
+                    }
+                });
                 self.runtime
-                    .create_member(&self.key, name, *version, true, etcd_tls)
-                    .await?;
-            }
-            Action::CreateMember { name, version } => {
-                self.runtime
-                    .create_member(&self.key, name, *version, false, etcd_tls)
+                    .create_member(&self.key, name, *version, seed, etcd_tls)
                     .await?;
             }
             Action::DeleteRuntimeMember { name, reason } => {

@@ -759,7 +759,10 @@ impl<'a> View<'a> {
     }
 
     fn grant_phase(&self, grant: &MembershipGrant) -> Phase {
-        if self.observed.etcd_members.is_some() && self.healthy_voters < quorum(self.voters) {
+        if self.observed.etcd_members.is_some()
+            && self.healthy_voters < quorum(self.voters)
+            && self.settling_voter().is_none()
+        {
             return Phase::Failed;
         }
         let gone = !self

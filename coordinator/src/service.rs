@@ -187,7 +187,11 @@ impl Coordinator for CoordinatorService {
                     let now = now_ms();
                     // A grant the sidecar holds that this coordinator did not give (it was
                     // given before a restart) is in flight all the same: adopt it.
-                    if !report.held_grant_id.is_empty() {
+                    // (A grant this coordinator gave and no longer has in flight was released
+                    // or lapsed: a report sent before the release must not revive it.)
+                    if !report.held_grant_id.is_empty()
+                        && !grants.is_own_id(&key, &report.held_grant_id)
+                    {
                         match grants.in_flight(&key, now) {
                             None => {
                                 let kind = report.held_grant_kind();

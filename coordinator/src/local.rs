@@ -413,6 +413,22 @@ async fn stop_adopted(key: &ClusterKey, local: &LocalCluster) {
     }
 }
 
+/// Stops member `name`'s sidecar: our child, or one adopted from an earlier coordinator.
+async fn stop_member_process(local: &mut LocalCluster, name: &str) {
+    if let Some(mut child) = local.children.remove(name) {
+        terminate(&mut child).await;
+    } else if let Some(pid) = local
+        .record
+        .members
+        .iter()
+        .find(|m| m.name == name)
+        .and_then(|m| m.pid)
+        && pid_is_member(pid, name)
+    {
+        terminate_pid(pid, name).await;
+    }
+}
+
 async fn terminate_pid(pid: u32, name: &str) {
     let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
     for _ in 0..300 {
@@ -517,18 +533,7 @@ impl Runtime for LocalRuntime {
         let mut clusters = self.clusters.lock().await;
         let dir = self.cluster_dir(cluster);
         let local = self.cluster(&mut clusters, cluster).await?;
-        if let Some(mut child) = local.children.remove(name) {
-            terminate(&mut child).await;
-        } else if let Some(pid) = local
-            .record
-            .members
-            .iter()
-            .find(|m| m.name == name)
-            .and_then(|m| m.pid)
-            && pid_is_member(pid, name)
-        {
-            terminate_pid(pid, name).await;
-        }
+        stop_member_process(local, name).await;
         local.record.members.retain(|m| m.name != name);
         local.down_since.remove(name);
         self.save(cluster, &local.record)?;
@@ -596,18 +601,7 @@ impl Runtime for LocalRuntime {
         self.check_version(version)?;
         let mut clusters = self.clusters.lock().await;
         let local = self.cluster(&mut clusters, cluster).await?;
-        if let Some(mut child) = local.children.remove(name) {
-            terminate(&mut child).await;
-        } else if let Some(pid) = local
-            .record
-            .members
-            .iter()
-            .find(|m| m.name == name)
-            .and_then(|m| m.pid)
-            && pid_is_member(pid, name)
-        {
-            terminate_pid(pid, name).await;
-        }
+        stop_member_process(local, name).await;
         let member = local
             .record
             .members

@@ -18,7 +18,6 @@ use crate::{
     local_pki::LocalPki,
     plan::{Phase, Policy},
     registry::Registry,
-    runtime::Runtime,
     security::ControlPlane,
     server,
 };
@@ -106,7 +105,11 @@ pub async fn run_local(
         control.control_server(),
         stop_rx,
     ));
-    let renewer = tokio::spawn(renew_certificates(Arc::clone(&runtime), registry.clone()));
+    let renewer = tokio::spawn(crate::runtime::renew_certificates_forever(
+        Arc::clone(&runtime),
+        registry.clone(),
+        Duration::from_secs(1),
+    ));
     info!(%addr, %control_addr, state_dir = %opts.state_dir.display(), "coordinator serving etcdop.v1.Coordinator");
     let http = opts.metrics_addr.map(|metrics_addr| {
         let metrics = std::sync::Arc::clone(registry.metrics());
@@ -224,31 +227,6 @@ pub async fn run_local(
     let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
     let _ = tokio::time::timeout(Duration::from_secs(5), control_server).await;
     Ok(())
-}
-
-/// Renews the certificates of every cluster when due, on a timer of its own (an action
-/// under way, such as an upgrade, never delays a renewal).
-async fn renew_certificates(runtime: Arc<LocalRuntime>, registry: Registry) {
-    let mut ticker = tokio::time::interval(Duration::from_secs(1));
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        ticker.tick().await;
-        for key in registry.keys() {
-            match runtime.renew_certificates(&key).await {
-                Ok(0) => {}
-                Ok(n) => {
-                    registry
-                        .metrics()
-                        .certificates_issued
-                        .get_or_create(&crate::metrics::ClusterLabels {
-                            cluster: key.to_string(),
-                        })
-                        .inc_by(n as u64);
-                }
-                Err(e) => warn!(cluster = %key, error = %e, "could not renew certificates"),
-            }
-        }
-    }
 }
 
 async fn cluster_loop(

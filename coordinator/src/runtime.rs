@@ -119,3 +119,34 @@ pub trait Runtime: Send + Sync + 'static {
         version: EtcdVersion,
     ) -> impl Future<Output = Result<(), RuntimeError>> + Send;
 }
+
+/// Renews the certificates of every cluster in `registry` when due, every `every`, on a
+/// timer of its own (an action under way, such as an upgrade, never delays a renewal).
+pub async fn renew_certificates_forever<R: Runtime>(
+    runtime: std::sync::Arc<R>,
+    registry: crate::registry::Registry,
+    every: std::time::Duration,
+) {
+    let mut ticker = tokio::time::interval(every);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        for key in registry.keys() {
+            match runtime.renew_certificates(&key).await {
+                Ok(0) => {}
+                Ok(n) => {
+                    registry
+                        .metrics()
+                        .certificates_issued
+                        .get_or_create(&crate::metrics::ClusterLabels {
+                            cluster: key.to_string(),
+                        })
+                        .inc_by(n as u64);
+                }
+                Err(e) => {
+                    tracing::warn!(cluster = %key, error = %e, "could not renew certificates")
+                }
+            }
+        }
+    }
+}

@@ -34,7 +34,6 @@ use super::{
 use crate::{
     plan::Policy,
     registry::Registry,
-    runtime::Runtime,
     security::{ControlPlane, now_secs},
     server,
 };
@@ -316,7 +315,7 @@ pub async fn run_kubernetes(
         label_leader(&client, &opts, true).await;
         let stopped = tokio::select! {
             _ = run_controller(Arc::clone(&ctx), opts.watch_namespace.clone()) => false,
-            _ = renew_certificates(Arc::clone(&runtime), registry.clone()) => false,
+            _ = crate::runtime::renew_certificates_forever(Arc::clone(&runtime), registry.clone(), Duration::from_secs(30)) => false,
             _ = leading.wait_for(|l| !*l) => false,
             _ = &mut shutdown => true,
         };
@@ -341,29 +340,4 @@ pub async fn run_kubernetes(
         let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
     }
     Ok(())
-}
-
-/// Renews the certificates of every cluster when due, on a timer of its own (an action
-/// under way, such as an upgrade, never delays a renewal). Runs while this replica leads.
-async fn renew_certificates(runtime: Arc<KubeRuntime>, registry: Registry) {
-    let mut ticker = tokio::time::interval(Duration::from_secs(30));
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        ticker.tick().await;
-        for key in registry.keys() {
-            match runtime.renew_certificates(&key).await {
-                Ok(0) => {}
-                Ok(n) => {
-                    registry
-                        .metrics()
-                        .certificates_issued
-                        .get_or_create(&crate::metrics::ClusterLabels {
-                            cluster: key.to_string(),
-                        })
-                        .inc_by(n as u64);
-                }
-                Err(e) => warn!(cluster = %key, error = %e, "could not renew certificates"),
-            }
-        }
-    }
 }

@@ -351,7 +351,7 @@ async fn memory(coordinator: &Path, n: usize) -> anyhow::Result<(u64, u64, u64)>
         .spawn()?;
     let pid = child.id();
     let result = async {
-        let deadline = Instant::now() + Duration::from_secs(60 + 6 * n as u64);
+        let deadline = Instant::now() + Duration::from_secs(60 + 12 * n as u64);
         loop {
             if let Ok(mut client) = CoordinatorClient::connect(format!("http://{addr}")).await
                 && let Ok(list) = client.list_clusters(ListClustersRequest::default()).await
@@ -406,7 +406,10 @@ async fn main() -> anyhow::Result<()> {
     }
     let runs = cli.runs.max(1);
     let _serial = testkit::serial_guard();
-    let mut rows = Vec::new();
+    // Rows are printed as they are measured, so a measure that fails costs only its row.
+    println!("| measure | value | floor | ratio |");
+    println!("|---|---|---|---|");
+    let mut rows = Rows;
 
     let mut starts = Vec::new();
     let mut joins = Vec::new();
@@ -496,15 +499,20 @@ async fn main() -> anyhow::Result<()> {
     let mut sidecar = 0;
     let mut etcd = 0;
     for n in &cli.clusters {
-        let (c, s, e) = memory(&coordinator, *n).await?;
+        let (value, floor) = match memory(&coordinator, *n).await {
+            Ok((c, s, e)) => {
+                sidecar = s;
+                etcd = e;
+                (mib(c), "-".to_string())
+            }
+            Err(e) => ("-".to_string(), format!("failed: {e}")),
+        };
         rows.push(Row {
             measure: format!("coordinator RSS, {n} local cluster(s) of 1 member"),
-            value: mib(c),
-            floor: "-".into(),
+            value,
+            floor,
             ratio: "-".into(),
         });
-        sidecar = s;
-        etcd = e;
         eprintln!("memory {n} done");
     }
     rows.push(Row {
@@ -514,13 +522,17 @@ async fn main() -> anyhow::Result<()> {
         ratio: format!("{:.2}x", sidecar as f64 / etcd.max(1) as f64),
     });
 
-    println!("| measure | value | floor | ratio |");
-    println!("|---|---|---|---|");
-    for r in rows {
+    Ok(())
+}
+
+/// Prints each row as it is pushed.
+struct Rows;
+
+impl Rows {
+    fn push(&mut self, r: Row) {
         println!(
             "| {} | {} | {} | {} |",
             r.measure, r.value, r.floor, r.ratio
         );
     }
-    Ok(())
 }

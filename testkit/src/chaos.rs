@@ -498,7 +498,13 @@ async fn inject(
             c.set_spec(3, &v)?;
             c.wait_until("a first member gone", CONVERGE, |s| s.members.len() < 5)
                 .await?;
-            let status = c.status().await.context("status")?;
+            let mut status = c.status().await.context("status")?;
+            // Only a member that is not itself leaving (still recorded, healthy, running).
+            status.members.retain(|m| {
+                m.healthy
+                    && m.phase == "Running"
+                    && c.member(&m.name).is_some_and(|r| r.is_running())
+            });
             let victim = pick(rng, &status, Some(false))?.to_string();
             c.kill_member(&victim)?;
             ("scale down 5 to 3".into(), 3, v)

@@ -302,6 +302,7 @@ impl<R: Runtime> ClusterController<R> {
             read_member_list(tls.as_ref(), &endpoints).await
         };
         let now = now_ms();
+        let settle_until = now - self.registry.age_ms(now) + crate::service::RECOVERY_SETTLE_MS;
         let grant = self.registry.with(&self.key, |entry, grants| {
             entry.cluster_exists = etcd_members.is_some();
             if !entry.recovered {
@@ -320,6 +321,9 @@ impl<R: Runtime> ClusterController<R> {
                     grants.adopt(&self.key, &holder, ChangeKind::Add, now);
                 }
                 entry.recovered = true;
+                // Members from before this coordinator's start may hold grants it did not
+                // give: wait for their reports before granting. A new cluster has none.
+                entry.settle_until = if infos.is_empty() { 0 } else { settle_until };
             }
             // An adopted grant ends when its learner is promoted or gone.
             // An adopted grant ends once no learner is pending and its holder no longer

@@ -180,6 +180,7 @@ fn init_logs(default: &str) {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    etcd_sidecar::tls::install_default_provider();
     match cli.command {
         Command::Local {
             path,

@@ -40,6 +40,8 @@ pub struct ClusterEntry {
     /// True once the reconciler has read the cluster's truth after a (re)start: until then
     /// no grant is given (a grant from the previous life may still be in use).
     pub recovered: bool,
+    /// No grant is given before this time (see `service::RECOVERY_SETTLE_MS`).
+    pub settle_until: UnixMillis,
     /// True while etcd's member list could be read (a cluster exists).
     pub cluster_exists: bool,
     /// The last status computed.

@@ -243,8 +243,7 @@ impl Coordinator for CoordinatorService {
             ..Default::default()
         };
         // After a start, every live sidecar reports (and names the grant it holds) within
-        // a couple of report intervals; no grant is given before that.
-        let settling = self.registry.age_ms(now) < RECOVERY_SETTLE_MS;
+        // a couple of report intervals; no grant is given before that (`settle_until`).
         let response = self
             .registry
             .with_existing(&key, |entry, grants| {
@@ -254,7 +253,7 @@ impl Coordinator for CoordinatorService {
                         request.member_name
                     )));
                 }
-                if !entry.recovered || settling {
+                if !entry.recovered || now < entry.settle_until {
                     return Ok(refused(
                         "the coordinator is still reading the cluster's state".into(),
                         500,

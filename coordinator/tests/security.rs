@@ -123,6 +123,7 @@ impl Caller {
     fn channel(&self, ca: &Authority, url: &str, server: PeerIdentity) -> Channel {
         let source = match self {
             Self::NoCertificate => {
+                etcd_sidecar::tls::install_default_provider();
                 let tls = tonic::transport::ClientTlsConfig::new()
                     .ca_certificate(tonic::transport::Certificate::from_pem(ca.cert_pem()));
                 return tonic::transport::Endpoint::from_shared(url.to_string())

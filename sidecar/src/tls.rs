@@ -113,6 +113,14 @@ impl CredentialSource for TlsFiles {
 }
 
 /// The crypto used everywhere (ring), named explicitly: more than one provider is compiled in.
+/// Installs ring as the process's default rustls provider, for code that builds rustls
+/// configurations without naming one (tonic's own TLS). Needed because the workspace's
+/// feature unification can enable both ring and aws-lc-rs, and then rustls cannot choose.
+/// Idempotent.
+pub fn install_default_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 pub fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }

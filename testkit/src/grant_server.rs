@@ -160,6 +160,9 @@ impl TestCoordinator {
             None,
             now_secs(),
         )?;
+        // tonic's TLS asks rustls for the process default provider; the workspace's feature
+        // unification may enable two, so name one.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let tls = tonic::transport::ServerTlsConfig::new()
             .identity(tonic::transport::Identity::from_pem(
                 identity.cert_pem,

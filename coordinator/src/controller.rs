@@ -790,8 +790,8 @@ fn condition(type_: &str, status: &str, reason: &str, message: &str) -> Conditio
     }
 }
 
-/// `remove_dead_member` -> `RemoveDeadMember`.
-fn camel(word: &str) -> String {
+/// `remove_dead_member` -> `RemoveDeadMember`: an action kind as a condition or Event reason.
+pub(crate) fn camel(word: &str) -> String {
     word.split(['_', '-'])
         .map(|w| {
             let mut c = w.chars();

@@ -31,7 +31,7 @@ use super::{
     status::resource_status,
 };
 use crate::{
-    controller::{ClusterController, Outcome, rfc3339_now},
+    controller::{ClusterController, Outcome, camel, rfc3339_now},
     plan::{Action as PlanAction, Policy},
     registry::Registry,
 };
@@ -414,18 +414,6 @@ async fn cleanup(obj: &DynamicObject, ctx: &Context) -> Result<Action, Error> {
     )
     .await;
     Ok(Action::await_change())
-}
-
-/// `create_member` -> `CreateMember`.
-fn camel(word: &str) -> String {
-    word.split(['_', '-'])
-        .map(|w| {
-            let mut c = w.chars();
-            c.next()
-                .map(|f| f.to_ascii_uppercase().to_string() + c.as_str())
-                .unwrap_or_default()
-        })
-        .collect()
 }
 
 #[cfg(test)]

@@ -381,6 +381,21 @@ impl KubeRuntime {
         self.lock().clear();
     }
 
+    /// The cluster and the Pods carrying its member labels (owner not yet checked).
+    async fn member_pods(
+        &self,
+        key: &ClusterKey,
+    ) -> Result<(Arc<EtcdCluster>, kube::api::ObjectList<Pod>), RuntimeError> {
+        let cluster = self.cluster(key)?;
+        let lp = ListParams::default().labels(&build::list_selector(&key.name));
+        let pods = self
+            .pods(key)
+            .list(&lp)
+            .await
+            .map_err(other("listing member Pods"))?;
+        Ok((cluster, pods))
+    }
+
     fn cluster(&self, key: &ClusterKey) -> Result<Arc<EtcdCluster>, RuntimeError> {
         self.lock()
             .get(key)
@@ -490,14 +505,8 @@ impl KubeRuntime {
 
 impl Runtime for KubeRuntime {
     async fn members(&self, key: &ClusterKey) -> Result<Vec<MemberInfo>, RuntimeError> {
-        let cluster = self.cluster(key)?;
+        let (cluster, pods) = self.member_pods(key).await?;
         let uid = cluster.metadata.uid.as_deref();
-        let lp = ListParams::default().labels(&build::list_selector(&key.name));
-        let pods = self
-            .pods(key)
-            .list(&lp)
-            .await
-            .map_err(other("listing member Pods"))?;
         let now = now_ms();
         let with_storage = cluster.spec.storage.is_some();
         let mut out = Vec::new();
@@ -529,6 +538,7 @@ impl Runtime for KubeRuntime {
             out.push(self.member_info(key, &name, facts, now));
         }
         if with_storage {
+            let lp = ListParams::default().labels(&build::list_selector(&key.name));
             let claims = self
                 .claims(key)
                 .list(&lp)
@@ -681,14 +691,8 @@ impl Runtime for KubeRuntime {
     }
 
     async fn renew_certificates(&self, key: &ClusterKey) -> Result<usize, RuntimeError> {
-        let cluster = self.cluster(key)?;
+        let (cluster, pods) = self.member_pods(key).await?;
         let uid = cluster.metadata.uid.as_deref();
-        let lp = ListParams::default().labels(&build::list_selector(&key.name));
-        let pods = self
-            .pods(key)
-            .list(&lp)
-            .await
-            .map_err(other("listing member Pods"))?;
         let mut changed = 0;
         let mut tls = false;
         for pod in &pods.items {

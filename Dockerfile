@@ -8,9 +8,10 @@
 #   docker build -t etcd-operator:dev .
 #   kind load docker-image etcd-operator:dev     # on kind
 FROM rust:1-alpine AS build
-# musl-dev and gcc for the C parts (ring); protoc from Alpine, since the vendored one is a
-# glibc binary.
-RUN apk add --no-cache musl-dev gcc protobuf-dev
+# musl-dev and gcc for the C parts (ring); protoc from Alpine (the vendored one is a glibc
+# binary, and etcd-client's build script needs one too), protobuf-dev for the well-known
+# .proto includes.
+RUN apk add --no-cache musl-dev gcc protoc protobuf-dev
 ENV PROTOC=/usr/bin/protoc
 WORKDIR /src
 COPY . .

@@ -652,16 +652,28 @@ impl Member {
         if others.is_empty() {
             return Ok(());
         }
+        // The cluster, not the local etcd (which may lag behind its own promotion), says
+        // whether this member is still a learner; no grant is asked for otherwise.
+        let mut client = self.etcd(&others).await?;
+        let list = client
+            .member_list()
+            .await
+            .map_err(SidecarError::etcd("member list"))?;
+        if !list
+            .members()
+            .iter()
+            .any(|m| m.id() == member_id && m.is_learner())
+        {
+            return Ok(());
+        }
         let grant = self
             .acquire_grant(ChangeKind::Add, Some(Duration::from_secs(30)))
             .await?;
         self.set_phase(MemberPhase::Joining);
-        let result = async {
-            let mut client = self.etcd(&others).await?;
-            self.promote(&mut client, member_id).await?;
-            Ok(member_id)
-        }
-        .await;
+        let result = self
+            .promote(&mut client, member_id)
+            .await
+            .map(|()| member_id);
         self.release_grant(&grant, result.as_ref().copied()).await;
         self.set_phase(MemberPhase::Running);
         result.map(|_| ())

@@ -211,6 +211,7 @@ pub fn kind_name(kind: ChangeKind) -> &'static str {
         ChangeKind::Remove => "remove",
         ChangeKind::Replace => "replace",
         ChangeKind::Upgrade => "upgrade",
+        ChangeKind::ForceNewCluster => "force-new-cluster",
     }
 }
 

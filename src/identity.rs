@@ -2,6 +2,9 @@
 //! the control path carries one SPIFFE-style URI in its subject alternative names:
 //!
 //! - the coordinator: `spiffe://etcd-operator/coordinator`;
+//! - a person's command in local mode (`etcd-coordinator delete-member`), holding a
+//!   short-lived certificate issued from the state directory's CA:
+//!   `spiffe://etcd-operator/operator`;
 //! - a member's sidecar:
 //!   `spiffe://etcd-operator/ns/<namespace, or "local">/cluster/<name>/member/<member>`.
 //!
@@ -18,6 +21,8 @@ use crate::ClusterKey;
 pub const TRUST_DOMAIN: &str = "etcd-operator";
 /// The coordinator's identity URI.
 pub const COORDINATOR_URI: &str = "spiffe://etcd-operator/coordinator";
+/// The identity URI of an operator's command (local mode).
+pub const OPERATOR_URI: &str = "spiffe://etcd-operator/operator";
 /// The namespace segment of local-mode clusters (which have no namespace).
 pub const LOCAL_NAMESPACE: &str = "local";
 /// The longest URI accepted (a DNS name is at most 253 bytes; three of them and the rest).
@@ -28,6 +33,8 @@ const MAX_URI_LEN: usize = 1024;
 pub enum PeerIdentity {
     /// The coordinator.
     Coordinator,
+    /// A person's command, holding a certificate of the state directory's CA.
+    Operator,
     /// The sidecar of one member.
     Member {
         /// The namespace segment (`local` in local mode).
@@ -94,6 +101,7 @@ impl PeerIdentity {
     pub fn uri(&self) -> String {
         match self {
             Self::Coordinator => COORDINATOR_URI.to_string(),
+            Self::Operator => OPERATOR_URI.to_string(),
             Self::Member {
                 namespace,
                 cluster,
@@ -121,6 +129,9 @@ impl PeerIdentity {
         }
         if uri == COORDINATOR_URI {
             return Ok(Self::Coordinator);
+        }
+        if uri == OPERATOR_URI {
+            return Ok(Self::Operator);
         }
         let path = uri
             .strip_prefix("spiffe://")
@@ -192,7 +203,12 @@ mod tests {
             "spiffe://etcd-operator/ns/local/cluster/etcd-cluster/member/etcd-cluster-0001"
         );
         let k8s = PeerIdentity::member(&ClusterKey::new("prod", "a"), "a-0000");
-        for id in [PeerIdentity::Coordinator, local.clone(), k8s.clone()] {
+        for id in [
+            PeerIdentity::Coordinator,
+            PeerIdentity::Operator,
+            local.clone(),
+            k8s.clone(),
+        ] {
             assert_eq!(PeerIdentity::parse_uri(&id.uri()), Ok(id));
         }
         assert!(local.is_member(&ClusterKey::local("etcd-cluster"), "etcd-cluster-0001"));
@@ -207,6 +223,7 @@ mod tests {
         for uri in [
             "spiffe://other/coordinator",
             "spiffe://etcd-operator/coordinator/",
+            "spiffe://etcd-operator/operator/x",
             "spiffe://etcd-operator/ns/a/cluster/b",
             "spiffe://etcd-operator/ns/a/cluster/b/member/c/d",
             "spiffe://etcd-operator/ns/a/cluster/b/member/../x",

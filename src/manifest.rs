@@ -97,8 +97,8 @@ pub fn parse_manifests(path: &Path, text: &str) -> Result<Vec<EtcdCluster>, Mani
     Ok(clusters)
 }
 
-/// Refuses unknown fields in `spec` and in its `tls` object (a typo such as `sise: 5` or
-/// `tls: {enable: true}` must not silently do nothing).
+/// Refuses unknown fields in `spec` and in its `tls` and `recovery` objects (a typo such as
+/// `sise: 5` or `tls: {enable: true}` must not silently do nothing).
 fn check_known_fields(doc: &serde_json::Value) -> Result<(), String> {
     const KNOWN: &[&str] = &[
         "size",
@@ -108,27 +108,26 @@ fn check_known_fields(doc: &serde_json::Value) -> Result<(), String> {
         "storage",
         "pod",
         "tls",
+        "recovery",
     ];
-    const KNOWN_TLS: &[&str] = &["enabled"];
+    const NESTED: &[(&str, &[&str])] = &[("tls", &["enabled"]), ("recovery", &["quorumLoss"])];
     let Some(spec) = doc.get("spec").and_then(|s| s.as_object()) else {
         return Ok(());
     };
-    for key in spec.keys() {
-        if !KNOWN.contains(&key.as_str()) {
-            return Err(format!(
-                "unknown field spec.{key} (known fields: {})",
-                KNOWN.join(", ")
-            ));
-        }
-    }
-    if let Some(tls) = spec.get("tls").and_then(|t| t.as_object()) {
-        for key in tls.keys() {
-            if !KNOWN_TLS.contains(&key.as_str()) {
-                return Err(format!(
-                    "unknown field spec.tls.{key} (known fields: {})",
-                    KNOWN_TLS.join(", ")
-                ));
+    let check =
+        |path: &str, object: &serde_json::Map<String, serde_json::Value>, known: &[&str]| {
+            match object.keys().find(|key| !known.contains(&key.as_str())) {
+                Some(key) => Err(format!(
+                    "unknown field {path}.{key} (known fields: {})",
+                    known.join(", ")
+                )),
+                None => Ok(()),
             }
+        };
+    check("spec", spec, KNOWN)?;
+    for (field, known) in NESTED {
+        if let Some(object) = spec.get(*field).and_then(|t| t.as_object()) {
+            check(&format!("spec.{field}"), object, known)?;
         }
     }
     Ok(())
@@ -191,6 +190,15 @@ mod tests {
         assert!(!clusters[0].spec.etcd_tls());
         let tls = parse("apiVersion: etcd.operator.rs/v1alpha1\nkind: EtcdCluster\nmetadata: {name: a}\nspec: {size: 3, version: 3.6.15, tls: {enabled: true}}\n").unwrap();
         assert!(tls[0].spec.etcd_tls());
+        let recovery = parse("apiVersion: etcd.operator.rs/v1alpha1\nkind: EtcdCluster\nmetadata: {name: a}\nspec: {size: 3, version: 3.6.15, recovery: {quorumLoss: ForceNewCluster}}\n").unwrap();
+        assert_eq!(
+            recovery[0].spec.quorum_loss(),
+            crate::resource::QuorumLossPolicy::ForceNewCluster
+        );
+        assert_eq!(
+            tls[0].spec.quorum_loss(),
+            crate::resource::QuorumLossPolicy::Manual
+        );
     }
 
     #[test]
@@ -215,6 +223,14 @@ mod tests {
             ),
             (
                 "apiVersion: etcd.operator.rs/v1alpha1\nkind: EtcdCluster\nmetadata: {name: a}\nspec: {size: three, version: 3.6.15}\n",
+                "document 1 is not a valid EtcdCluster",
+            ),
+            (
+                "apiVersion: etcd.operator.rs/v1alpha1\nkind: EtcdCluster\nmetadata: {name: a}\nspec: {size: 3, version: 3.6.15, recovery: {quorumloss: ForceNewCluster}}\n",
+                "unknown field spec.recovery.quorumloss",
+            ),
+            (
+                "apiVersion: etcd.operator.rs/v1alpha1\nkind: EtcdCluster\nmetadata: {name: a}\nspec: {size: 3, version: 3.6.15, recovery: {quorumLoss: Force}}\n",
                 "document 1 is not a valid EtcdCluster",
             ),
         ];

@@ -75,12 +75,60 @@ pub struct EtcdClusterSpec {
     /// on a running cluster is refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsSpec>,
+    /// What the operator may do on its own when quorum is lost and cannot come back (the
+    /// data of a majority of members is gone).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovery: Option<RecoverySpec>,
 }
 
 impl EtcdClusterSpec {
     /// True when etcd's client and peer traffic uses TLS.
     pub fn etcd_tls(&self) -> bool {
         self.tls.as_ref().is_some_and(|t| t.enabled)
+    }
+}
+
+/// Recovery from what cannot heal by itself.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RecoverySpec {
+    /// When quorum is lost and a majority of the members' data is gone (members whose data
+    /// survives are always brought back on it first, with no membership change):
+    /// `Manual` (default) changes nothing and says how to recover; `ForceNewCluster`
+    /// restarts the surviving member with the highest raft index as a one-member cluster
+    /// (`--force-new-cluster`) and grows it back to `size`. Writes acknowledged only by the
+    /// lost members may be gone then: the status names the revision recovered at.
+    #[serde(default)]
+    pub quorum_loss: QuorumLossPolicy,
+}
+
+/// What to do when quorum is lost for good.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum QuorumLossPolicy {
+    /// Change nothing; phase Failed and a `QuorumLost` condition with what to do.
+    #[default]
+    Manual,
+    /// Force a new cluster from the survivor with the highest raft index.
+    ForceNewCluster,
+}
+
+impl QuorumLossPolicy {
+    /// The word in the spec.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Manual => "Manual",
+            Self::ForceNewCluster => "ForceNewCluster",
+        }
+    }
+}
+
+impl EtcdClusterSpec {
+    /// The quorum-loss policy (Manual when not set).
+    pub fn quorum_loss(&self) -> QuorumLossPolicy {
+        self.recovery
+            .as_ref()
+            .map(|r| r.quorum_loss)
+            .unwrap_or_default()
     }
 }
 

@@ -52,6 +52,8 @@ pub struct ValidSpec {
     pub version: EtcdVersion,
     /// Downgrades of a patch release allowed.
     pub allow_downgrade: bool,
+    /// What may be done when quorum is lost for good.
+    pub quorum_loss: crate::resource::QuorumLossPolicy,
     /// Things that are allowed but worth saying (an even size).
     pub warnings: Vec<String>,
 }
@@ -108,6 +110,7 @@ pub fn validate_spec(spec: &EtcdClusterSpec) -> Result<ValidSpec, SpecErrors> {
             size: spec.size as u32,
             version,
             allow_downgrade: spec.allow_downgrade,
+            quorum_loss: spec.quorum_loss(),
             warnings,
         }),
         _ => Err(SpecErrors(errors)),

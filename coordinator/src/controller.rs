@@ -12,8 +12,8 @@ use etcd_operator::{
     grant::UnixMillis,
     naming::member_id_hex,
     proto::{
-        ChangeKind, ClusterStatus, Condition, HandoffRequest, LeaveRequest, MemberStatus,
-        sidecar_client::SidecarClient,
+        ChangeKind, ClusterStatus, Condition, ForceNewClusterRequest, HandoffRequest, LeaveRequest,
+        MemberStatus, sidecar_client::SidecarClient,
     },
     resource::EtcdCluster,
     validate::validate_cluster,
@@ -23,7 +23,7 @@ use tracing::{info, instrument, warn};
 
 use crate::{
     plan::{self, Action, EtcdMember, MemberReport, Observed, Phase, Plan, Policy, RuntimeMember},
-    registry::{Registry, now_ms},
+    registry::{ForcedRecovery, Registry, now_ms},
     runtime::{MemberInfo, Runtime, RuntimeError},
 };
 
@@ -276,13 +276,19 @@ impl<R: Runtime> ClusterController<R> {
     ) -> Result<(Observed, Vec<MemberInfo>), RuntimeError> {
         let infos = self.runtime.members(&self.key).await?;
         let next_ordinal = self.runtime.next_ordinal(&self.key).await?;
-        let reports = self.registry.with(&self.key, |entry, _| {
+        let (reports, delete_requested) = self.registry.with(&self.key, |entry, _| {
             entry.runtime_members = infos.iter().map(|m| m.name.clone()).collect();
             entry.seed = infos.iter().find(|m| m.seed).map(|m| m.name.clone());
             entry
                 .reports
                 .retain(|name, _| infos.iter().any(|m| &m.name == name));
-            entry.reports.clone()
+            entry
+                .delete_requested
+                .retain(|name| infos.iter().any(|m| &m.name == name));
+            (
+                entry.reports.clone(),
+                entry.delete_requested.iter().cloned().collect(),
+            )
         });
         // Read the member list from members that run, voters reported healthy first.
         let mut endpoints: Vec<String> = infos
@@ -355,6 +361,10 @@ impl<R: Runtime> ClusterController<R> {
                     report.observed_at = r.received_at;
                     report
                 }),
+                data: info.data,
+                restart_on_request: info.restart_on_request,
+                restarts: info.restarts.count,
+                failing_since: info.restarts.failing_since,
             })
             .collect();
         let observed = Observed {
@@ -364,6 +374,7 @@ impl<R: Runtime> ClusterController<R> {
             etcd_members,
             grant,
             next_ordinal,
+            delete_requested,
             now,
             policy: self.policy,
         };
@@ -444,6 +455,52 @@ impl<R: Runtime> ClusterController<R> {
             Action::UpgradeMember { name, to } => {
                 self.with_grant(name, ChangeKind::Upgrade, self.upgrade(infos, name, *to))
                     .await?;
+            }
+            Action::RestartMember { name, reason } => {
+                info!(member = %name, %reason, "starting the member again on its data");
+                self.runtime.start_member(&self.key, name).await?;
+                self.registry
+                    .metrics()
+                    .member_restarts
+                    .get_or_create(&crate::metrics::MemberLabels {
+                        cluster: self.key.to_string(),
+                        member: name.clone(),
+                    })
+                    .inc();
+            }
+            Action::ForceNewCluster {
+                name,
+                raft_index,
+                revision,
+                lost,
+            } => {
+                warn!(member = %name, raft_index, revision, lost = ?lost, "quorum lost for good: forcing a new cluster from the most up-to-date survivor");
+                self.with_grant(name, ChangeKind::ForceNewCluster, async {
+                    let info = find(infos, name)?;
+                    let mut sidecar = self.sidecar_client(info).await?;
+                    let forced = sidecar
+                        .force_new_cluster(ForceNewClusterRequest {
+                            min_raft_index: *raft_index,
+                        })
+                        .await
+                        .map_err(|s| ActError::Sidecar {
+                            member: name.clone(),
+                            message: s.message().to_string(),
+                        })?
+                        .into_inner();
+                    warn!(member = %name, revision = forced.revision, "new cluster forced; growing back by learners");
+                    self.registry.with(&self.key, |entry, _| {
+                        entry.forced_recovery = Some(ForcedRecovery {
+                            from: name.clone(),
+                            revision: forced.revision,
+                            raft_index: forced.raft_index,
+                            lost: lost.clone(),
+                            at: rfc3339_now(),
+                        });
+                    });
+                    Ok(())
+                })
+                .await?;
             }
             Action::RefuseSpec { .. } | Action::Wait { .. } | Action::Steady => {}
         }
@@ -614,10 +671,18 @@ impl<R: Runtime> ClusterController<R> {
                     report
                         .map(|r| format!("{:?}", r.phase))
                         .unwrap_or_else(|| "Starting".into())
+                } else if rm.data == plan::MemberData::Intact
+                    && (rm.restart_on_request || rm.restarts > 0)
+                {
+                    "Restarting".into()
                 } else {
                     "Down".into()
                 },
                 last_error,
+                restarts: info.map_or(0, |i| i.restarts.count),
+                last_exit: info
+                    .map(|i| i.restarts.last_exit.clone())
+                    .unwrap_or_default(),
             });
         }
         let spec_ok = observed.spec.is_ok() && !matches!(plan.action, Action::RefuseSpec { .. });
@@ -678,6 +743,12 @@ impl<R: Runtime> ClusterController<R> {
                 &spec_message,
             ),
         ];
+        let forced = self
+            .registry
+            .with(&self.key, |entry, _| entry.forced_recovery.clone());
+        if let Some(c) = quorum_condition(&plan.action, forced.as_ref()) {
+            conditions.push(c);
+        }
         let now = rfc3339_now();
         for c in &mut conditions {
             c.last_transition_time = previous
@@ -780,6 +851,51 @@ pub fn tls_mismatch(spec_tls: bool, infos: &[MemberInfo]) -> Option<String> {
     ))
 }
 
+/// The `QuorumLost` condition: while quorum is lost (what was lost, and what the operator
+/// will and will not do), and after a forced new cluster (from where, at which revision,
+/// and that writes acknowledged only by the lost members may be gone).
+fn quorum_condition(action: &Action, forced: Option<&ForcedRecovery>) -> Option<Condition> {
+    use plan::WaitReason;
+    let now_lost = match action {
+        Action::Wait {
+            reason: reason @ WaitReason::QuorumLost { .. },
+        } => Some(("MembersDown", reason.to_string())),
+        Action::Wait {
+            reason: reason @ WaitReason::QuorumLostForGood { .. },
+        } => Some(("DataLost", reason.to_string())),
+        Action::ForceNewCluster {
+            name,
+            revision,
+            lost,
+            ..
+        } => Some((
+            "ForcingNewCluster",
+            format!(
+                "quorum lost for good (the data of {} is gone): forcing a new cluster from {name} at revision {revision}; writes acknowledged only by the lost members may be gone",
+                lost.join(", ")
+            ),
+        )),
+        _ => None,
+    };
+    match (now_lost, forced) {
+        (Some((reason, message)), _) => Some(condition("QuorumLost", "True", reason, &message)),
+        (None, Some(f)) => Some(condition(
+            "QuorumLost",
+            "False",
+            "ForcedNewCluster",
+            &format!(
+                "quorum was lost for good (the data of {} was gone); a new cluster was forced from {} at revision {} (raft index {}) at {}: writes acknowledged only by the lost members may be gone",
+                f.lost.join(", "),
+                f.from,
+                f.revision,
+                f.raft_index,
+                f.at
+            ),
+        )),
+        (None, None) => None,
+    }
+}
+
 fn condition(type_: &str, status: &str, reason: &str, message: &str) -> Condition {
     Condition {
         r#type: type_.into(),
@@ -826,6 +942,9 @@ mod tests {
             peer_url: String::new(),
             sidecar_url: String::new(),
             etcd_tls,
+            data: crate::runtime::MemberData::Intact,
+            restart_on_request: false,
+            restarts: Default::default(),
         }
     }
 

@@ -5,9 +5,11 @@
 //! `registry` and `service` are the sidecars' and people's side of the gRPC contract;
 //! `runtime` and `local` are where members live; `local_mode` ties them together for
 //! `etcd-coordinator local`; `status` prints what the coordinator serves. `security` and
-//! `local_pki` hold the control path's TLS and the certificates the runtimes issue.
+//! `local_pki` hold the control path's TLS and the certificates the runtimes issue; `admin`
+//! is an operator's commands against a running local coordinator.
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod controller;
 pub mod k8s;
 pub mod local;

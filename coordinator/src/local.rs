@@ -6,9 +6,13 @@
 //! `<state>/<cluster>/<member>.log` the sidecar's output. The record is written before a
 //! process starts, so a coordinator that dies at any moment finds every member it made.
 //!
-//! A member whose process exits is not restarted here (like a Pod that is gone): the
-//! planner replaces it once it stays down. A coordinator that starts again adopts the
-//! sidecars still running and restarts the ones that were stopped with it.
+//! A member whose process exits is not restarted here on its own: the runtime reports it
+//! down, whether its data survives (a usable etcd data directory under its member
+//! directory) and how it ended, and the planner decides: start it again on its data
+//! ([`Runtime::start_member`], with a backoff while it keeps exiting), or replace it when
+//! its data is gone or it never comes back healthy. A coordinator that starts again adopts
+//! the sidecars still running; the ones stopped with it are down with their data, and the
+//! planner starts them again.
 //!
 //! Every member's certificates (control path, and etcd's with `spec.tls`) are issued under
 //! `<state>/pki/` before its sidecar starts ([`LocalPki`]), passed to it by path, and renewed
@@ -44,7 +48,7 @@ use tracing::{info, warn};
 use crate::{
     local_pki::{LocalPki, LocalPkiError},
     registry::now_ms,
-    runtime::{MemberInfo, Runtime, RuntimeError},
+    runtime::{MemberData, MemberInfo, RestartHistory, Runtime, RuntimeError},
     security::ControlPlane,
 };
 
@@ -108,6 +112,23 @@ struct LocalCluster {
     record: ClusterRecord,
     children: HashMap<String, Child>,
     down_since: HashMap<String, UnixMillis>,
+    /// Restarts since each member last ran steadily.
+    restarts: HashMap<String, RestartHistory>,
+    /// When each member's process was last started (or adopted).
+    started_at: HashMap<String, UnixMillis>,
+}
+
+/// How a child process ended, for people.
+fn exit_reason(status: std::process::ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exit status {code}"),
+        (None, Some(signal)) => match Signal::try_from(signal) {
+            Ok(signal) => format!("killed by {}", signal.as_str()),
+            Err(_) => format!("killed by signal {signal}"),
+        },
+        (None, None) => "ended".to_string(),
+    }
 }
 
 /// Members as local processes.
@@ -233,8 +254,9 @@ impl LocalRuntime {
             .unwrap_or_default()
     }
 
-    /// Loads (once) the cluster's record, adopting running sidecars and restarting the
-    /// members that were stopped together with the previous coordinator.
+    /// Loads (once) the cluster's record, adopting running sidecars. Members stopped
+    /// together with the previous coordinator are left down with their data, for the
+    /// planner to start again.
     async fn cluster<'a>(
         &self,
         clusters: &'a mut HashMap<ClusterKey, LocalCluster>,
@@ -245,28 +267,22 @@ impl LocalRuntime {
                 record: self.load(key),
                 ..Default::default()
             };
-            let names: Vec<String> = local
-                .record
-                .members
-                .iter()
-                .map(|m| m.name.clone())
-                .collect();
-            for name in names {
-                let adopted = local
-                    .record
-                    .members
-                    .iter()
-                    .find(|m| m.name == name)
-                    .and_then(|m| m.pid)
-                    .is_some_and(|pid| pid_is_member(pid, &name));
-                if adopted {
-                    info!(cluster = %key, member = %name, "adopting the running sidecar");
+            let now = now_ms();
+            for m in &local.record.members {
+                if m.pid.is_some_and(|pid| pid_is_member(pid, &m.name)) {
+                    info!(cluster = %key, member = %m.name, "adopting the running sidecar");
+                    local.started_at.insert(m.name.clone(), now);
                 } else {
-                    info!(cluster = %key, member = %name, "starting the member again on its data");
-                    self.spawn(key, &mut local, &name)?;
+                    info!(cluster = %key, member = %m.name, "found stopped");
+                    local.restarts.insert(
+                        m.name.clone(),
+                        RestartHistory {
+                            last_exit: "stopped with the previous coordinator".into(),
+                            ..Default::default()
+                        },
+                    );
                 }
             }
-            self.save(key, &local.record)?;
             clusters.insert(key.clone(), local);
         }
         clusters
@@ -346,7 +362,18 @@ impl LocalRuntime {
         member.pid = child.id();
         local.children.insert(name.to_string(), child);
         local.down_since.remove(name);
+        local.started_at.insert(name.to_string(), now_ms());
         Ok(())
+    }
+
+    /// Whether member `name` has a usable etcd data directory (and has not left).
+    fn data_of(&self, key: &ClusterKey, name: &str) -> MemberData {
+        let dir = etcd_sidecar::identity::MemberDir::new(self.cluster_dir(key).join(name));
+        if dir.has_etcd_data() && !dir.is_removed() {
+            MemberData::Intact
+        } else {
+            MemberData::Gone
+        }
     }
 
     /// Stops every sidecar this runtime runs (SIGTERM, so each stops its etcd cleanly).
@@ -374,8 +401,9 @@ impl LocalRuntime {
         }
     }
 
-    /// Resumes every cluster found under the state directory (members stopped with the
-    /// previous coordinator are started again; running ones are adopted).
+    /// Resumes every cluster found under the state directory: running members are
+    /// adopted; those stopped with the previous coordinator are reported down with their
+    /// data, and the planner starts them again.
     pub async fn resume(&self, keys: &[ClusterKey]) -> Result<(), RuntimeError> {
         let mut clusters = self.clusters.lock().await;
         for key in keys {
@@ -447,16 +475,43 @@ impl Runtime for LocalRuntime {
         let now = now_ms();
         let mut out = Vec::new();
         for m in &local.record.members {
-            let running = match local.children.get_mut(&m.name) {
-                Some(child) => matches!(child.try_wait(), Ok(None)),
-                None => m.pid.is_some_and(|pid| pid_is_member(pid, &m.name)),
+            let (running, exit) = match local.children.get_mut(&m.name) {
+                Some(child) => match child.try_wait() {
+                    Ok(None) => (true, None),
+                    Ok(Some(status)) => (false, Some(exit_reason(status))),
+                    Err(e) => (false, Some(format!("unknown ({e})"))),
+                },
+                None if m.pid.is_some_and(|pid| pid_is_member(pid, &m.name)) => (true, None),
+                None => (false, None),
             };
+            let history = local.restarts.entry(m.name.clone()).or_default();
             let down_since = if running {
                 local.down_since.remove(&m.name);
+                let steady = local
+                    .started_at
+                    .get(&m.name)
+                    .is_some_and(|at| now - at >= crate::runtime::STEADY_AFTER_MS);
+                if steady {
+                    history.count = 0;
+                    history.failing_since = None;
+                }
                 None
             } else {
-                Some(*local.down_since.entry(m.name.clone()).or_insert(now))
+                let since = *local.down_since.entry(m.name.clone()).or_insert(now);
+                if history.failing_since.is_none() {
+                    history.failing_since = Some(since);
+                }
+                if let Some(exit) = exit
+                    && local.children.remove(&m.name).is_some()
+                {
+                    warn!(cluster = %cluster, member = %m.name, %exit, "the member's sidecar ended");
+                    history.last_exit = exit;
+                } else if history.last_exit.is_empty() {
+                    history.last_exit = "process gone".into();
+                }
+                Some(since)
             };
+            let restarts = history.clone();
             let version = m
                 .version
                 .parse()
@@ -472,6 +527,13 @@ impl Runtime for LocalRuntime {
                 peer_url: m.peer_url(),
                 sidecar_url: m.sidecar_url(),
                 etcd_tls: m.tls,
+                data: if running {
+                    MemberData::Intact
+                } else {
+                    self.data_of(cluster, &m.name)
+                },
+                restart_on_request: true,
+                restarts,
             });
         }
         Ok(out)
@@ -536,6 +598,8 @@ impl Runtime for LocalRuntime {
         stop_member_process(local, name).await;
         local.record.members.retain(|m| m.name != name);
         local.down_since.remove(name);
+        local.restarts.remove(name);
+        local.started_at.remove(name);
         self.save(cluster, &local.record)?;
         self.pki.remove_member(cluster, name);
         let member_dir = dir.join(name);
@@ -590,6 +654,31 @@ impl Runtime for LocalRuntime {
             changed += 1;
         }
         Ok(changed)
+    }
+
+    async fn start_member(&self, cluster: &ClusterKey, name: &str) -> Result<(), RuntimeError> {
+        let mut clusters = self.clusters.lock().await;
+        let local = self.cluster(&mut clusters, cluster).await?;
+        let runs = match local.children.get_mut(name) {
+            Some(child) => matches!(child.try_wait(), Ok(None)),
+            None => local
+                .record
+                .members
+                .iter()
+                .find(|m| m.name == name)
+                .and_then(|m| m.pid)
+                .is_some_and(|pid| pid_is_member(pid, name)),
+        };
+        if runs {
+            return Ok(());
+        }
+        local.children.remove(name);
+        self.spawn(cluster, local, name)?;
+        self.save(cluster, &local.record)?;
+        let history = local.restarts.entry(name.to_string()).or_default();
+        history.count = history.count.saturating_add(1);
+        info!(cluster = %cluster, member = %name, restarts = history.count, "member started again on its data");
+        Ok(())
     }
 
     async fn restart_member(

@@ -83,6 +83,21 @@ enum Command {
         #[arg(long, short = 'o', value_enum, default_value_t = Output::Table)]
         output: Output,
     },
+    /// Delete one member of a local cluster with its data, as `kubectl delete pod` does to a
+    /// member Pod without a claim: the running coordinator replaces it under a new ordinal.
+    DeleteMember {
+        /// The cluster's name.
+        cluster: String,
+        /// The member's name, `<cluster>-<NNNN>`.
+        member: String,
+        /// The state directory of the running coordinator (its CA authenticates this
+        /// command) [default: ~/.local/state/etcd-operator].
+        #[arg(long, env = "ETCDOP_STATE_DIR")]
+        state_dir: Option<PathBuf>,
+        /// The coordinator's control address.
+        #[arg(long, env = "ETCDOP_CONTROL_ADDR", default_value = "127.0.0.1:7443")]
+        control_addr: SocketAddr,
+    },
     /// Print the EtcdCluster CustomResourceDefinition as YAML.
     Crd,
     /// Run as the operator in Kubernetes: EtcdCluster objects, members as Pods.
@@ -326,6 +341,31 @@ async fn main() -> anyhow::Result<()> {
             let target = etcd_coordinator::k8s::install::install_sidecar(&from, &dir)?;
             println!("installed {}", target.display());
             Ok(())
+        }
+        Command::DeleteMember {
+            cluster,
+            member,
+            state_dir,
+            control_addr,
+        } => {
+            let state_dir = state_dir.unwrap_or_else(default_state_dir);
+            match etcd_coordinator::admin::delete_member(
+                &state_dir,
+                control_addr,
+                &cluster,
+                &member,
+            )
+            .await
+            {
+                Ok(name) => {
+                    println!("deleted {name} with its data; the coordinator replaces it");
+                    Ok(())
+                }
+                Err(e) => {
+                    eprintln!("etcd-coordinator delete-member: {e}");
+                    std::process::exit(1);
+                }
+            }
         }
         Command::Crd => {
             print!("{}", etcd_operator::resource::crd_yaml()?);

@@ -53,6 +53,15 @@ pub struct GrantLabels {
     pub kind: String,
 }
 
+/// Labels naming a member.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MemberLabels {
+    /// The cluster.
+    pub cluster: String,
+    /// The member's name.
+    pub member: String,
+}
+
 /// Labels of a refused call.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RefusedLabels {
@@ -79,6 +88,8 @@ pub struct Metrics {
     pub refused_calls: Family<RefusedLabels, Counter>,
     /// Member certificate bundles issued or renewed, by cluster.
     pub certificates_issued: Family<ClusterLabels, Counter>,
+    /// Members started again on their data after their process or Pod went away.
+    pub member_restarts: Family<MemberLabels, Counter>,
     ready: AtomicBool,
 }
 
@@ -93,6 +104,12 @@ impl Default for Metrics {
         let change_in_flight = Family::<ClusterLabels, Gauge>::default();
         let refused_calls = Family::<RefusedLabels, Counter>::default();
         let certificates_issued = Family::<ClusterLabels, Counter>::default();
+        let member_restarts = Family::<MemberLabels, Counter>::default();
+        registry.register(
+            "member_restarts",
+            "Members started again on their data after their process or Pod went away",
+            member_restarts.clone(),
+        );
         registry.register(
             "refused_calls",
             "Calls refused: no client certificate, or one of another identity",
@@ -139,6 +156,7 @@ impl Default for Metrics {
             change_in_flight,
             refused_calls,
             certificates_issued,
+            member_restarts,
             ready: AtomicBool::new(false),
         }
     }

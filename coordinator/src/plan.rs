@@ -14,18 +14,29 @@
 //! 2. The version step from any member's running version to the spec's is refused
 //!    ([`check_version_step`]): [`Action::RefuseSpec`], phase Invalid.
 //! 3. No runtime member and no etcd cluster: [`Action::CreateSeed`].
-//! 4. A grant in flight: wait ([`WaitReason::ChangeInFlight`]).
-//! 5. etcd's member list unreadable while runtime members exist: wait. Never a second seed
+//! 4. A member down with its data is started again on it ([`Action::RestartMember`]: same
+//!    member id, no membership change), at once after its first exit, then with a backoff
+//!    (1 s, 2 s, 4 s, ... 30 s) while it keeps exiting. Not a membership change, so neither
+//!    a grant in flight nor a lost quorum holds it back (a lost quorum whose members kept
+//!    their data comes back this way). Only a member past `dead_after_ms` of failures that
+//!    is about to be replaced (rule 8) is not restarted.
+//! 5. A grant in flight: wait ([`WaitReason::ChangeInFlight`]).
+//! 6. etcd's member list unreadable while runtime members exist: wait. Never a second seed
 //!    and never a deletion: a cluster whose every member is down still holds the data.
-//! 6. Healthy voters below quorum: wait ([`WaitReason::QuorumLost`]), change nothing.
-//! 7. Dead members first: remove a dead member etcd lists (only if quorum is kept), delete a
+//! 7. Healthy voters below quorum: change no membership. While enough voters keep their
+//!    data to make a quorum again, wait ([`WaitReason::QuorumLost`]; rule 4 brings them
+//!    back). When the data of too many is gone, quorum cannot come back by itself
+//!    ([`WaitReason::QuorumLostForGood`]): with `spec.recovery.quorumLoss: ForceNewCluster`,
+//!    and once every survivor reports its raft index, [`Action::ForceNewCluster`] from the
+//!    survivor with the highest raft index (then revision); otherwise nothing is touched.
+//! 8. Dead members first: remove a dead member etcd lists (only if quorum is kept), delete a
 //!    dead runtime member etcd does not list; wait while a listed member is down, not yet dead.
-//! 8. Delete the runtime member of a member that left etcd's member list.
-//! 9. Wait while a member joins (a learner, or a runtime member etcd does not list yet).
-//! 10. Wait while a voter is unhealthy or its report is stale.
-//! 11. Scale up one learner at a time; 12. scale down the highest ordinal, the leader last.
-//! 13. Upgrade one member at a time, followers first, the leader last.
-//! 14. Otherwise steady.
+//! 9. Delete the runtime member of a member that left etcd's member list.
+//! 10. Wait while a member joins (a learner, or a runtime member etcd does not list yet).
+//! 11. Wait while a voter is unhealthy or its report is stale.
+//! 12. Scale up one learner at a time; 13. scale down the highest ordinal, the leader last.
+//! 14. Upgrade one member at a time, followers first, the leader last.
+//! 15. Otherwise steady.
 //!
 //! # Definitions
 //!
@@ -34,7 +45,9 @@
 //!   report still carries its old id, has not left).
 //! - *Voters* are etcd's non-learner entries. A voter is *healthy* when its runtime member
 //!   runs and its report is fresh and healthy.
-//! - A runtime member is *dead* when it has not been running for `dead_after_ms`. An etcd
+//! - A runtime member is *dead* when it is not running and either its data is gone (known
+//!   gone for good: replaced at once) or it has been failing for `dead_after_ms` (down since
+//!   its first exit, restarts included). An etcd
 //!   entry no runtime member claims is an *orphan*, dead at once (its pod or process is gone),
 //!   except an unnamed entry (added, never started) while a live member still has to join:
 //!   that member's add may have gone through before it could report its id.
@@ -61,6 +74,7 @@ use etcd_operator::{
     grant::{MembershipGrant, UnixMillis, kind_name},
     naming::{member_id_hex, member_name, member_ordinal},
     proto::{self, ChangeKind},
+    resource::QuorumLossPolicy,
     validate::{SpecErrors, ValidSpec},
     version::check_version_step,
 };
@@ -81,6 +95,9 @@ pub struct Observed {
     pub grant: Option<MembershipGrant>,
     /// The next unused ordinal (ordinals are never reused: the replacement of -0004 is -0005).
     pub next_ordinal: u32,
+    /// Members an operator asked to delete with their data (`etcd-coordinator
+    /// delete-member`, as `kubectl delete pod` does to a member without a claim).
+    pub delete_requested: Vec<String>,
     /// Now, ms since the epoch.
     pub now: UnixMillis,
     /// Tunables.
@@ -123,6 +140,38 @@ pub struct RuntimeMember {
     pub version: EtcdVersion,
     /// The latest health report from its sidecar, if any.
     pub report: Option<MemberReport>,
+    /// Whether its data survives (judged by the runtime).
+    pub data: MemberData,
+    /// The runtime starts this member again only when the planner says so
+    /// ([`Action::RestartMember`]): a local process that exited, a Pod gone whose claim
+    /// stays. False where something restarts it by itself (kubelet restarts the containers
+    /// of a Pod that exists).
+    pub restart_on_request: bool,
+    /// Restarts since the member last ran steadily (the backoff grows with them).
+    pub restarts: u32,
+    /// When the current run of failures began: its first exit since it last ran steadily
+    /// (`None` when the runtime cannot tell; `down_since` stands in then).
+    pub failing_since: Option<UnixMillis>,
+}
+
+/// Whether a member's data survives while the member is down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
+pub enum MemberData {
+    /// Its data is there: a usable etcd data directory, or a claim that outlives its Pod.
+    #[default]
+    Intact,
+    /// Its data is gone or unusable (wiped, never written, its Pod's emptyDir deleted): it
+    /// can only be replaced.
+    Gone,
+}
+
+/// How long after its last exit a member with `restarts` restarts behind it is started
+/// again: at once the first time, then 1 s, 2 s, 4 s, ... up to 30 s, as kubelet backs off.
+pub fn restart_backoff_ms(restarts: u32) -> i64 {
+    match restarts {
+        0 => 0,
+        n => (1000_i64 << (n - 1).min(5)).min(30_000),
+    }
 }
 
 /// The subset of a sidecar `HealthReport` the planner needs.
@@ -142,11 +191,17 @@ pub struct MemberReport {
     pub phase: ReportedPhase,
     /// When the sidecar made the observation.
     pub observed_at: UnixMillis,
+    /// The member's raft index (0 when unknown).
+    pub raft_index: u64,
+    /// The revision of its key-value store (0 when unknown).
+    pub revision: i64,
 }
 
 impl From<&proto::HealthReport> for MemberReport {
     fn from(report: &proto::HealthReport) -> Self {
         Self {
+            raft_index: report.raft_index,
+            revision: report.revision,
             member_id: report.member_id,
             healthy: report.healthy,
             leader: report.leader,
@@ -267,6 +322,28 @@ pub enum Action {
         /// The member that leaves.
         name: String,
     },
+    /// Start member `name` again on its data (same member id, no membership change): its
+    /// process or Pod is gone, its data is not.
+    RestartMember {
+        /// The member.
+        name: String,
+        /// Why, for events and logs.
+        reason: String,
+    },
+    /// Quorum is lost for good and the spec allows it: restart the survivor `name` once with
+    /// `--force-new-cluster` on its data, a one-member cluster with every other member
+    /// removed; the cluster then grows back by learners. Writes acknowledged only by the
+    /// lost members may be gone.
+    ForceNewCluster {
+        /// The survivor with the highest raft index (then revision).
+        name: String,
+        /// Its raft index when chosen.
+        raft_index: u64,
+        /// Its revision when chosen: what the cluster resumes at.
+        revision: i64,
+        /// The voters whose data is gone.
+        lost: Vec<String>,
+    },
     /// Upgrade `name` to `to` through the sidecar handoff, then restart it on the same data
     /// with `to`.
     UpgradeMember {
@@ -295,6 +372,8 @@ impl Action {
             Self::DeleteRuntimeMember { .. } => "delete_runtime_member",
             Self::AskToLeave { .. } => "ask_to_leave",
             Self::UpgradeMember { .. } => "upgrade_member",
+            Self::RestartMember { .. } => "restart_member",
+            Self::ForceNewCluster { .. } => "force_new_cluster",
             Self::Wait { .. } => "wait",
             Self::Steady => "steady",
         }
@@ -309,6 +388,12 @@ impl Action {
         )
     }
 
+    /// True when acting on it changes etcd's membership (or may: a created member joins),
+    /// which a lost quorum forbids; a restart on the same data does not.
+    pub fn changes_membership(&self) -> bool {
+        self.changes_something() && !matches!(self, Self::RestartMember { .. })
+    }
+
     /// The member the action is about, for the `member` log field.
     pub fn member(&self) -> Option<&str> {
         match self {
@@ -317,6 +402,8 @@ impl Action {
             | Self::RemoveDeadMember { name, .. }
             | Self::DeleteRuntimeMember { name, .. }
             | Self::AskToLeave { name }
+            | Self::RestartMember { name, .. }
+            | Self::ForceNewCluster { name, .. }
             | Self::UpgradeMember { name, .. } => Some(name),
             Self::RefuseSpec { .. } | Self::Wait { .. } | Self::Steady => None,
         }
@@ -341,6 +428,15 @@ pub enum WaitReason {
     },
     /// The named member is down but not yet dead.
     MemberDown(String),
+    /// Quorum is lost and cannot come back by itself: the data of too many voters is gone.
+    QuorumLostForGood {
+        /// The voters whose data is gone.
+        lost: Vec<String>,
+        /// The voters whose data survives, with what they last reported.
+        survivors: Vec<Survivor>,
+        /// What the spec allows.
+        policy: QuorumLossPolicy,
+    },
     /// Anything else, said in full.
     Other(String),
 }
@@ -365,7 +461,57 @@ impl fmt::Display for WaitReason {
                 f,
                 "{name} is down; waiting for it to come back or to be judged dead"
             ),
+            Self::QuorumLostForGood {
+                lost,
+                survivors,
+                policy,
+            } => {
+                write!(
+                    f,
+                    "quorum lost for good: the data of {} is gone ({} of {} voting members); ",
+                    lost.join(", "),
+                    lost.len(),
+                    lost.len() + survivors.len()
+                )?;
+                if survivors.is_empty() {
+                    return f.write_str(
+                        "no member survives to recover from: create a new cluster from a backup",
+                    );
+                }
+                let listed: Vec<String> = survivors.iter().map(Survivor::to_string).collect();
+                write!(f, "surviving: {}. ", listed.join(", "))?;
+                match policy {
+                    QuorumLossPolicy::Manual => f.write_str(
+                        "Nothing is changed on its own. To recover from the survivor with the highest raft index, set spec.recovery.quorumLoss: ForceNewCluster (writes acknowledged only by the lost members may be lost), or create a new cluster from a backup",
+                    ),
+                    QuorumLossPolicy::ForceNewCluster => f.write_str(
+                        "spec.recovery.quorumLoss is ForceNewCluster: forcing a new cluster once every survivor runs and reports its raft index",
+                    ),
+                }
+            }
             Self::Other(text) => f.write_str(text),
+        }
+    }
+}
+
+/// A voter whose data survived a lost quorum, as it last reported.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Survivor {
+    /// The member.
+    pub name: String,
+    /// Its raft index, when it reported one.
+    pub raft_index: Option<u64>,
+    /// Its revision, when it reported one.
+    pub revision: Option<i64>,
+}
+
+impl fmt::Display for Survivor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.raft_index, self.revision) {
+            (Some(index), Some(revision)) => {
+                write!(f, "{} (raft index {index}, revision {revision})", self.name)
+            }
+            _ => write!(f, "{} (not reporting)", self.name),
         }
     }
 }
@@ -487,15 +633,17 @@ fn is_fresh(report: &MemberReport, now: UnixMillis, policy: &Policy) -> bool {
     now.saturating_sub(report.observed_at) <= policy.report_stale_after_ms
 }
 
-fn down_for(member: &RuntimeMember, now: UnixMillis) -> Option<i64> {
-    if member.running {
-        return None;
-    }
-    member.down_since.map(|since| now.saturating_sub(since))
-}
-
 fn is_dead(member: &RuntimeMember, now: UnixMillis, policy: &Policy) -> bool {
-    down_for(member, now).is_some_and(|ms| ms >= policy.dead_after_ms)
+    if member.running {
+        return false;
+    }
+    if member.data == MemberData::Gone {
+        return true;
+    }
+    member
+        .failing_since
+        .or(member.down_since)
+        .is_some_and(|since| now.saturating_sub(since) >= policy.dead_after_ms)
 }
 
 /// The etcd entry a runtime member is, if etcd lists it.
@@ -516,6 +664,30 @@ fn has_left(member: &RuntimeMember) -> bool {
     member.report.as_ref().is_some_and(|r| {
         r.phase == ReportedPhase::Removed || (r.member_id != 0 && !r.phase.is_before_join())
     })
+}
+
+/// Why a dead member is dead, for people.
+fn dead_reason(member: &RuntimeMember, now: UnixMillis, dead_after: i64) -> String {
+    if member.data == MemberData::Gone {
+        return "its process is gone and so is its data".to_string();
+    }
+    let failing = member
+        .failing_since
+        .or(member.down_since)
+        .map_or(0, |since| now.saturating_sub(since));
+    match member.restarts {
+        0 => format!(
+            "not running for {}s (dead after {}s)",
+            seconds(failing),
+            seconds(dead_after)
+        ),
+        n => format!(
+            "not back healthy {}s after its first exit, {n} restart{} (dead after {}s)",
+            seconds(failing),
+            if n == 1 { "" } else { "s" },
+            seconds(dead_after)
+        ),
+    }
 }
 
 fn entry_name(entry: &EtcdMember) -> String {
@@ -578,6 +750,14 @@ impl MemberView<'_> {
                 .as_ref()
                 .and_then(|r| r.etcd_version.parse::<EtcdVersion>().ok())
                 .is_some_and(|reported| reported != self.runtime.version)
+    }
+
+    /// Down with its data, waiting for the planner to start it again.
+    fn restartable(&self) -> bool {
+        !self.runtime.running
+            && self.runtime.data == MemberData::Intact
+            && self.runtime.restart_on_request
+            && !self.left
     }
 
     fn trouble_phase(&self) -> Phase {
@@ -681,6 +861,9 @@ impl<'a> View<'a> {
                 Phase::Creating,
             );
         }
+        if let Some(step) = self.restart_down() {
+            return step;
+        }
         if let Some(grant) = &observed.grant {
             return wait(
                 WaitReason::ChangeInFlight(format!(
@@ -717,7 +900,8 @@ impl<'a> View<'a> {
             }
             return self.quorum_lost();
         }
-        self.handle_dead()
+        self.delete_on_request()
+            .or_else(|| self.handle_dead())
             .or_else(|| self.delete_left())
             .or_else(|| self.wait_for_joiner())
             .or_else(|| self.wait_for_unhealthy())
@@ -772,7 +956,7 @@ impl<'a> View<'a> {
         match grant.kind {
             ChangeKind::Bootstrap => Phase::Creating,
             ChangeKind::Add => self.growth_phase(),
-            ChangeKind::Replace => Phase::Recovering,
+            ChangeKind::Replace | ChangeKind::ForceNewCluster => Phase::Recovering,
             ChangeKind::Upgrade => Phase::Upgrading,
             ChangeKind::Remove if gone => Phase::Recovering,
             ChangeKind::Remove | ChangeKind::Unspecified => Phase::Scaling,
@@ -805,14 +989,125 @@ impl<'a> View<'a> {
         unhealthy.first().copied()
     }
 
-    fn quorum_lost(&self) -> Step {
-        wait(
-            WaitReason::QuorumLost {
-                healthy: self.healthy_voters,
-                voters: self.voters,
+    /// Rule 4: the first member down with its data whose backoff has passed.
+    fn restart_down(&self) -> Option<Step> {
+        let now = self.observed.now;
+        let due = |m: &&MemberView<'_>| {
+            let since = m.runtime.down_since.unwrap_or(now);
+            now.saturating_sub(since) >= restart_backoff_ms(m.runtime.restarts)
+        };
+        let m = self
+            .members
+            .iter()
+            .filter(|m| m.restartable() && !self.replaced_instead(m))
+            .find(due)?;
+        let reason = match m.runtime.restarts {
+            0 => "its process is gone and its data is intact".to_string(),
+            n => format!(
+                "it exited again after {n} restart{}; its data is intact",
+                if n == 1 { "" } else { "s" }
+            ),
+        };
+        let phase =
+            if self.observed.etcd_members.is_none() || self.healthy_voters < quorum(self.voters) {
+                Phase::Recovering
+            } else {
+                m.trouble_phase()
+            };
+        Some((
+            Action::RestartMember {
+                name: m.name().to_string(),
+                reason,
             },
-            Phase::Failed,
-        )
+            phase,
+        ))
+    }
+
+    /// A dead member that rule 8 replaces now, so it is not restarted again.
+    fn replaced_instead(&self, m: &MemberView<'_>) -> bool {
+        m.dead
+            && self.observed.grant.is_none()
+            && self.observed.etcd_members.is_some()
+            && self.healthy_voters >= quorum(self.voters)
+            && m.entry
+                .is_none_or(|e| self.removal_keeps_quorum(e, m.healthy))
+    }
+
+    fn quorum_lost(&self) -> Step {
+        self.quorum_lost_for_good().unwrap_or_else(|| {
+            wait(
+                WaitReason::QuorumLost {
+                    healthy: self.healthy_voters,
+                    voters: self.voters,
+                },
+                Phase::Failed,
+            )
+        })
+    }
+
+    /// Rule 7, when too few voters keep their data to make a quorum again: wait, or force a
+    /// new cluster from the most up-to-date survivor when the spec allows it.
+    fn quorum_lost_for_good(&self) -> Option<Step> {
+        let etcd = self.observed.etcd_members.as_deref()?;
+        let (now, policy) = (self.observed.now, &self.observed.policy);
+        let mut lost = Vec::new();
+        let mut survivors: Vec<&MemberView<'a>> = Vec::new();
+        for entry in etcd.iter().filter(|e| !e.is_learner) {
+            let keeper = self.members.iter().find(|m| {
+                m.entry.is_some_and(|x| x.id == entry.id)
+                    && !m.left
+                    && (m.runtime.running || m.runtime.data == MemberData::Intact)
+            });
+            match keeper {
+                Some(m) => survivors.push(m),
+                None => lost.push(entry_name(entry)),
+            }
+        }
+        if survivors.len() >= quorum(lost.len() + survivors.len()) {
+            return None;
+        }
+        let described: Vec<Survivor> = survivors
+            .iter()
+            .map(|m| {
+                let report =
+                    m.runtime.report.as_ref().filter(|r| {
+                        m.runtime.running && is_fresh(r, now, policy) && r.raft_index > 0
+                    });
+                Survivor {
+                    name: m.name().to_string(),
+                    raft_index: report.map(|r| r.raft_index),
+                    revision: report.map(|r| r.revision),
+                }
+            })
+            .collect();
+        let quorum_loss = self.spec.quorum_loss;
+        let ready = quorum_loss == QuorumLossPolicy::ForceNewCluster
+            && !described.is_empty()
+            && described.iter().all(|s| s.raft_index.is_some());
+        let best = described
+            .iter()
+            .zip(&survivors)
+            .max_by_key(|(s, m)| (s.raft_index, s.revision, Reverse(m.runtime.ordinal)))
+            .map(|(s, _)| s);
+        match best {
+            Some(best) if ready => Some((
+                Action::ForceNewCluster {
+                    name: best.name.clone(),
+                    raft_index: best.raft_index.unwrap_or_default(),
+                    revision: best.revision.unwrap_or_default(),
+                    lost,
+                },
+                Phase::Recovering,
+            )),
+            _ => Some(wait(
+                WaitReason::QuorumLostForGood {
+                    lost,
+                    survivors: described,
+                    policy: quorum_loss,
+                },
+                Phase::Failed,
+            )),
+        }
     }
 
     /// Rule 5: runtime members exist but no member answered etcd's member-list read.
@@ -872,7 +1167,39 @@ impl<'a> View<'a> {
         }
     }
 
-    /// Rule 7: the dead first, then the down.
+    /// Rule 8, first part: a member an operator deleted goes with its data, as a Pod
+    /// deleted by `kubectl delete pod` does; it is then replaced like any member whose data
+    /// is gone. Never below quorum: the deletion waits until the others are healthy.
+    fn delete_on_request(&self) -> Option<Step> {
+        let m = self.members.iter().find(|m| {
+            self.observed
+                .delete_requested
+                .iter()
+                .any(|name| name == m.name())
+        })?;
+        let keeps_quorum = m
+            .entry
+            .is_none_or(|e| self.removal_keeps_quorum(e, m.healthy));
+        Some(if keeps_quorum {
+            (
+                Action::DeleteRuntimeMember {
+                    name: m.name().to_string(),
+                    reason: "deleted with its data on an operator's request".to_string(),
+                },
+                Phase::Recovering,
+            )
+        } else {
+            wait(
+                WaitReason::Other(format!(
+                    "deleting {} as asked would leave fewer than quorum healthy voters: waiting until the others are healthy",
+                    m.name()
+                )),
+                Phase::Degraded,
+            )
+        })
+    }
+
+    /// Rule 8: the dead first, then the down.
     fn handle_dead(&self) -> Option<Step> {
         let now = self.observed.now;
         let dead_after = self.observed.policy.dead_after_ms;
@@ -896,11 +1223,7 @@ impl<'a> View<'a> {
                 entry: m.entry?,
                 healthy: m.healthy,
                 ordinal: m.runtime.ordinal,
-                reason: format!(
-                    "not running for {}s (dead after {}s)",
-                    seconds(down_for(m.runtime, now).unwrap_or_default()),
-                    seconds(dead_after)
-                ),
+                reason: dead_reason(m.runtime, now, dead_after),
             })
         }));
         // Voters first: they are what quorum and fault tolerance depend on.
@@ -926,8 +1249,8 @@ impl<'a> View<'a> {
                 Action::DeleteRuntimeMember {
                     name: m.name().to_string(),
                     reason: format!(
-                        "not running for {}s and not in etcd's member list",
-                        seconds(down_for(m.runtime, now).unwrap_or_default())
+                        "{} and not in etcd's member list",
+                        dead_reason(m.runtime, now, dead_after)
                     ),
                 },
                 Phase::Recovering,
@@ -1136,12 +1459,14 @@ mod tests {
                     size,
                     version: V36,
                     allow_downgrade: false,
+                    quorum_loss: QuorumLossPolicy::Manual,
                     warnings: Vec::new(),
                 }),
                 members: Vec::new(),
                 etcd_members: None,
                 grant: None,
                 next_ordinal: 0,
+                delete_requested: Vec::new(),
                 now: NOW,
                 policy: Policy::default(),
             })
@@ -1165,6 +1490,10 @@ mod tests {
                 down_since: None,
                 version: V36,
                 report,
+                data: MemberData::Intact,
+                restart_on_request: false,
+                restarts: 0,
+                failing_since: None,
             });
             self.0.next_ordinal = self.0.next_ordinal.max(ordinal + 1);
         }
@@ -1195,6 +1524,8 @@ mod tests {
                     ReportedPhase::Running
                 },
                 observed_at: NOW - 500,
+                raft_index: 100 + u64::from(ordinal),
+                revision: 50,
             }
         }
 
@@ -1224,6 +1555,8 @@ mod tests {
                     etcd_version: String::new(),
                     phase: ReportedPhase::Starting,
                     observed_at: NOW - 500,
+                    raft_index: 0,
+                    revision: 0,
                 }),
             );
             self
@@ -1305,6 +1638,69 @@ mod tests {
             if let Some(r) = m.report.as_mut() {
                 r.observed_at = NOW - ms;
             }
+            self
+        }
+
+        /// Its process exited `ms` ago with its data intact; the runtime waits for the planner
+        /// to start it again (local mode, or a Pod gone whose claim stays).
+        fn crashed_for(mut self, ordinal: u32, ms: i64) -> Self {
+            self = self.down_for(ordinal, ms);
+            let m = self.member(ordinal);
+            m.restart_on_request = true;
+            m.failing_since = m.down_since;
+            self
+        }
+
+        /// Exited just now with its data intact.
+        fn crashed(self, ordinal: u32) -> Self {
+            self.crashed_for(ordinal, 0)
+        }
+
+        /// Crashed, and its data is gone too (wiped, or never written).
+        fn wiped(mut self, ordinal: u32) -> Self {
+            self = self.crashed(ordinal);
+            self.member(ordinal).data = MemberData::Gone;
+            self
+        }
+
+        /// Restarted `restarts` times since it first failed `failing_ms` ago; down again
+        /// for `down_ms`.
+        fn crash_looping(
+            mut self,
+            ordinal: u32,
+            restarts: u32,
+            failing_ms: i64,
+            down_ms: i64,
+        ) -> Self {
+            self = self.crashed_for(ordinal, down_ms);
+            let m = self.member(ordinal);
+            m.restarts = restarts;
+            m.failing_since = Some(NOW - failing_ms);
+            self
+        }
+
+        fn raft(mut self, ordinal: u32, raft_index: u64, revision: i64) -> Self {
+            let r = self.report(ordinal);
+            r.raft_index = raft_index;
+            r.revision = revision;
+            self
+        }
+
+        /// Running, no leader (quorum is gone), still reporting its raft index.
+        fn leaderless(mut self, ordinal: u32) -> Self {
+            let r = self.report(ordinal);
+            r.healthy = false;
+            r.leader = false;
+            self
+        }
+
+        fn delete_asked(mut self, ordinal: u32) -> Self {
+            self.0.delete_requested.push(name(ordinal));
+            self
+        }
+
+        fn quorum_loss(mut self, policy: QuorumLossPolicy) -> Self {
+            self.spec_mut().quorum_loss = policy;
             self
         }
 
@@ -1781,7 +2177,8 @@ mod tests {
                 Situation::healthy(3).size(4).joiner(3).dead(3),
                 Action::DeleteRuntimeMember {
                     name: name(3),
-                    reason: "not running for 60s and not in etcd's member list".into(),
+                    reason: "not running for 60s (dead after 15s) and not in etcd's member list"
+                        .into(),
                 },
                 Phase::Recovering,
             ),
@@ -1987,9 +2384,10 @@ mod tests {
             (
                 "an etcd list read but no runtime member: no seed",
                 Situation::healthy(3).orphan(0).orphan(1).orphan(2),
-                waiting(WaitReason::QuorumLost {
-                    healthy: 0,
-                    voters: 3,
+                waiting(WaitReason::QuorumLostForGood {
+                    lost: vec![name(0), name(1), name(2)],
+                    survivors: Vec::new(),
+                    policy: QuorumLossPolicy::Manual,
                 }),
                 Phase::Failed,
             ),
@@ -2266,6 +2664,8 @@ mod tests {
             etcd_version: "3.6.15".into(),
             phase: proto::MemberPhase::HandedOff as i32,
             observed_at_unix_ms: 7,
+            raft_index: 91,
+            revision: 33,
             ..Default::default()
         };
         assert_eq!(
@@ -2278,6 +2678,8 @@ mod tests {
                 etcd_version: "3.6.15".into(),
                 phase: ReportedPhase::HandedOff,
                 observed_at: 7,
+                raft_index: 91,
+                revision: 33,
             }
         );
         let unset = proto::HealthReport::default();
@@ -2293,6 +2695,366 @@ mod tests {
             })
     }
 
+    fn restart(ordinal: u32, reason: &str) -> Action {
+        Action::RestartMember {
+            name: name(ordinal),
+            reason: reason.into(),
+        }
+    }
+
+    const FIRST_EXIT: &str = "its process is gone and its data is intact";
+
+    #[test]
+    fn restart_backoff_doubles_up_to_thirty_seconds() {
+        let backoffs: Vec<i64> = (0..8).map(restart_backoff_ms).collect();
+        assert_eq!(
+            backoffs,
+            [0, 1_000, 2_000, 4_000, 8_000, 16_000, 30_000, 30_000]
+        );
+        assert_eq!(restart_backoff_ms(u32::MAX), 30_000);
+    }
+
+    #[test]
+    fn a_crash_is_not_a_deletion() {
+        assert_cases(vec![
+            (
+                "a follower's process exited, its data intact: started again at once",
+                Situation::healthy(3).crashed(1),
+                restart(1, FIRST_EXIT),
+                Phase::Degraded,
+            ),
+            (
+                "the leader's process exited: the same",
+                Situation::healthy(3).crashed(0),
+                restart(0, FIRST_EXIT),
+                Phase::Degraded,
+            ),
+            (
+                "a restart is no membership change: a grant in flight does not hold it back",
+                Situation::healthy(3)
+                    .crashed(2)
+                    .grant(&name(3), ChangeKind::Add),
+                restart(2, FIRST_EXIT),
+                Phase::Degraded,
+            ),
+            (
+                "it keeps exiting: 3 restarts behind it, down 2 s of its 4 s backoff",
+                Situation::healthy(3).crash_looping(1, 3, 8_000, 2_000),
+                waiting(WaitReason::MemberDown(name(1))),
+                Phase::Degraded,
+            ),
+            (
+                "its backoff has passed",
+                Situation::healthy(3).crash_looping(1, 3, 9_000, 4_000),
+                restart(1, "it exited again after 3 restarts; its data is intact"),
+                Phase::Degraded,
+            ),
+            (
+                "a Pod kubelet restarts by itself is not restarted by the planner",
+                Situation::healthy(3).down(1),
+                waiting(WaitReason::MemberDown(name(1))),
+                Phase::Degraded,
+            ),
+            (
+                "a member mid-upgrade that went down is started again on its data",
+                {
+                    let mut s = Situation::healthy(3).crashed(1);
+                    s.report(1).etcd_version = "3.5.34".into();
+                    s
+                },
+                restart(1, FIRST_EXIT),
+                Phase::Upgrading,
+            ),
+        ]);
+    }
+
+    #[test]
+    fn a_member_that_cannot_come_back_is_replaced() {
+        assert_cases(vec![
+            (
+                "its data is gone: replaced at once, no dead-after wait",
+                Situation::healthy(3).wiped(1),
+                Action::RemoveDeadMember {
+                    name: name(1),
+                    member_id: id(1),
+                    reason: "its process is gone and so is its data".into(),
+                },
+                Phase::Recovering,
+            ),
+            (
+                "failing past dead-after through its restarts: replaced",
+                Situation::healthy(3).crash_looping(1, 4, 20_000, 9_000),
+                Action::RemoveDeadMember {
+                    name: name(1),
+                    member_id: id(1),
+                    reason:
+                        "not back healthy 20s after its first exit, 4 restarts (dead after 15s)"
+                            .into(),
+                },
+                Phase::Recovering,
+            ),
+            (
+                "its id left etcd's list while it was away: deleted, not restarted",
+                Situation::healthy(3).crashed(1).unlisted(1),
+                Action::DeleteRuntimeMember {
+                    name: name(1),
+                    reason: format!(
+                        "its member id {} is no longer in etcd's member list",
+                        member_id_hex(id(1))
+                    ),
+                },
+                Phase::Recovering,
+            ),
+            (
+                "a joiner that died before it wrote any data: deleted at once",
+                Situation::healthy(3).joiner(3).wiped(3),
+                Action::DeleteRuntimeMember {
+                    name: name(3),
+                    reason: "its process is gone and so is its data and not in etcd's member list"
+                        .into(),
+                },
+                Phase::Recovering,
+            ),
+            (
+                "failing past dead-after but its removal would break quorum: restarted instead",
+                Situation::healthy(3)
+                    .crash_looping(1, 4, 20_000, 9_000)
+                    .crashed(2),
+                restart(1, "it exited again after 4 restarts; its data is intact"),
+                Phase::Recovering,
+            ),
+        ]);
+    }
+
+    #[test]
+    fn a_lost_quorum_whose_data_survives_comes_back_without_a_membership_change() {
+        let two_down = Situation::healthy(3).crashed(1).crashed(2).leaderless(0);
+        assert_cases(vec![
+            (
+                "two of three crashed: both started again, one per step",
+                two_down.clone(),
+                restart(1, FIRST_EXIT),
+                Phase::Recovering,
+            ),
+            (
+                "the first is back, the second still down",
+                two_down.clone().crash_looping(1, 1, 500, 0).unreported(1),
+                restart(2, FIRST_EXIT),
+                Phase::Recovering,
+            ),
+            (
+                "all three down, etcd unreadable: the first started",
+                Situation::healthy(3)
+                    .crashed(0)
+                    .crashed(1)
+                    .crashed(2)
+                    .etcd_unreadable(),
+                restart(0, FIRST_EXIT),
+                Phase::Recovering,
+            ),
+            (
+                "nothing left to restart: wait, change no membership",
+                Situation::healthy(3)
+                    .leaderless(0)
+                    .leaderless(1)
+                    .leaderless(2),
+                waiting(WaitReason::QuorumLost {
+                    healthy: 0,
+                    voters: 3,
+                }),
+                Phase::Failed,
+            ),
+            (
+                "with ForceNewCluster allowed, a quorum that can come back is not forced",
+                two_down
+                    .clone()
+                    .quorum_loss(QuorumLossPolicy::ForceNewCluster)
+                    .crash_looping(1, 1, 3_000, 500)
+                    .crash_looping(2, 1, 3_000, 500),
+                waiting(WaitReason::QuorumLost {
+                    healthy: 0,
+                    voters: 3,
+                }),
+                Phase::Failed,
+            ),
+        ]);
+    }
+
+    #[test]
+    fn a_member_deleted_on_request_goes_with_its_data_and_is_replaced() {
+        assert_cases(vec![
+            (
+                "deleted on request: the runtime member goes",
+                Situation::healthy(3).delete_asked(1),
+                Action::DeleteRuntimeMember {
+                    name: name(1),
+                    reason: "deleted with its data on an operator's request".into(),
+                },
+                Phase::Recovering,
+            ),
+            (
+                "then etcd's entry is an orphan: removed at once",
+                Situation::healthy(3).orphan(1),
+                Action::RemoveDeadMember {
+                    name: name(1),
+                    member_id: id(1),
+                    reason:
+                        "etcd lists it but the runtime has no such member (its pod or process is gone)"
+                            .into(),
+                },
+                Phase::Recovering,
+            ),
+            (
+                "never below quorum: another voter is down",
+                Situation::healthy(3).delete_asked(1).down(2),
+                waiting(WaitReason::Other(format!(
+                    "deleting {} as asked would leave fewer than quorum healthy voters: waiting until the others are healthy",
+                    name(1)
+                ))),
+                Phase::Degraded,
+            ),
+            (
+                "not during a membership change",
+                Situation::healthy(3)
+                    .delete_asked(1)
+                    .grant(&name(3), ChangeKind::Add),
+                waiting(WaitReason::ChangeInFlight(format!(
+                    "add of {} (grant {CLUSTER}-7)",
+                    name(3)
+                ))),
+                Phase::Scaling,
+            ),
+        ]);
+    }
+
+    fn survivor(ordinal: u32, raft_index: u64, revision: i64) -> Survivor {
+        Survivor {
+            name: name(ordinal),
+            raft_index: Some(raft_index),
+            revision: Some(revision),
+        }
+    }
+
+    #[test]
+    fn a_lost_quorum_whose_data_is_gone_is_forced_only_when_the_spec_says_so() {
+        let two_wiped = Situation::healthy(3)
+            .wiped(1)
+            .wiped(2)
+            .leaderless(0)
+            .raft(0, 900, 400);
+        assert_cases(vec![
+            (
+                "Manual: nothing touched, the status says what was lost and what to do",
+                two_wiped.clone(),
+                waiting(WaitReason::QuorumLostForGood {
+                    lost: vec![name(1), name(2)],
+                    survivors: vec![survivor(0, 900, 400)],
+                    policy: QuorumLossPolicy::Manual,
+                }),
+                Phase::Failed,
+            ),
+            (
+                "ForceNewCluster: from the survivor",
+                two_wiped
+                    .clone()
+                    .quorum_loss(QuorumLossPolicy::ForceNewCluster),
+                Action::ForceNewCluster {
+                    name: name(0),
+                    raft_index: 900,
+                    revision: 400,
+                    lost: vec![name(1), name(2)],
+                },
+                Phase::Recovering,
+            ),
+            (
+                "ForceNewCluster, but a grant is in flight: it lapses first",
+                two_wiped
+                    .clone()
+                    .quorum_loss(QuorumLossPolicy::ForceNewCluster)
+                    .grant(&name(3), ChangeKind::Add),
+                waiting(WaitReason::ChangeInFlight(format!(
+                    "add of {} (grant {CLUSTER}-7)",
+                    name(3)
+                ))),
+                Phase::Failed,
+            ),
+            (
+                "ForceNewCluster with an orphaned entry and a wiped member",
+                Situation::healthy(3)
+                    .orphan(1)
+                    .wiped(2)
+                    .leaderless(0)
+                    .raft(0, 900, 400)
+                    .quorum_loss(QuorumLossPolicy::ForceNewCluster),
+                Action::ForceNewCluster {
+                    name: name(0),
+                    raft_index: 900,
+                    revision: 400,
+                    lost: vec![name(1), name(2)],
+                },
+                Phase::Recovering,
+            ),
+        ]);
+        let five = Situation::healthy(5)
+            .wiped(0)
+            .wiped(3)
+            .wiped(4)
+            .leaderless(1)
+            .leaderless(2)
+            .raft(1, 700, 300)
+            .raft(2, 710, 300)
+            .quorum_loss(QuorumLossPolicy::ForceNewCluster);
+        assert_cases(vec![
+            (
+                "two survivors of five: the one with the higher raft index",
+                five.clone(),
+                Action::ForceNewCluster {
+                    name: name(2),
+                    raft_index: 710,
+                    revision: 300,
+                    lost: vec![name(0), name(3), name(4)],
+                },
+                Phase::Recovering,
+            ),
+            (
+                "a survivor not reporting: wait for it, never force from the other blindly",
+                five.clone().stale(2),
+                waiting(WaitReason::QuorumLostForGood {
+                    lost: vec![name(0), name(3), name(4)],
+                    survivors: vec![
+                        survivor(1, 700, 300),
+                        Survivor {
+                            name: name(2),
+                            raft_index: None,
+                            revision: None,
+                        },
+                    ],
+                    policy: QuorumLossPolicy::ForceNewCluster,
+                }),
+                Phase::Failed,
+            ),
+            (
+                "a survivor down with its data: started again first",
+                five.clone().crashed(2),
+                restart(2, FIRST_EXIT),
+                Phase::Recovering,
+            ),
+        ]);
+        let message = WaitReason::QuorumLostForGood {
+            lost: vec![name(1), name(2)],
+            survivors: vec![survivor(0, 900, 400)],
+            policy: QuorumLossPolicy::Manual,
+        }
+        .to_string();
+        for part in [
+            "the data of demo-0001, demo-0002 is gone (2 of 3 voting members)",
+            "demo-0000 (raft index 900, revision 400)",
+            "set spec.recovery.quorumLoss: ForceNewCluster",
+        ] {
+            assert!(message.contains(part), "{message}");
+        }
+    }
+
     fn runtime_of<'a>(observed: &'a Observed, entry: &EtcdMember) -> Option<&'a RuntimeMember> {
         observed.members.iter().find(|m| {
             m.report.as_ref().is_some_and(|r| r.member_id == entry.id)
@@ -2303,9 +3065,11 @@ mod tests {
     /// Dead by the runtime's word alone, judged without the planner's own helpers.
     fn oracle_dead(observed: &Observed, member: &RuntimeMember) -> bool {
         !member.running
-            && member
-                .down_since
-                .is_some_and(|since| since <= observed.now - observed.policy.dead_after_ms)
+            && (member.data == MemberData::Gone
+                || member
+                    .failing_since
+                    .or(member.down_since)
+                    .is_some_and(|since| since <= observed.now - observed.policy.dead_after_ms))
     }
 
     /// Healthy voters, all voters, after taking away the entry `gone` (if any).
@@ -2336,17 +3100,93 @@ mod tests {
         }
         let list = observed.etcd_members.as_deref().unwrap_or_default();
         let (healthy, voters) = voter_counts(observed, None);
+        // A lost quorum changes no membership; the one way out of it is a forced new
+        // cluster, and only when the spec asks for it.
         if observed.etcd_members.is_some() && healthy < quorum(voters) {
-            assert!(!action.changes_something(), "quorum lost: {}", context());
+            assert!(
+                !action.changes_membership() || matches!(action, Action::ForceNewCluster { .. }),
+                "quorum lost: {}",
+                context()
+            );
         }
         if observed.etcd_members.is_none() && !observed.members.is_empty() {
             assert!(
-                !action.changes_something(),
+                !action.changes_membership(),
                 "etcd unreadable: {}",
                 context()
             );
         }
         match action {
+            Action::RestartMember {
+                name: restarted, ..
+            } => {
+                let m = observed
+                    .members
+                    .iter()
+                    .find(|m| &m.name == restarted)
+                    .unwrap();
+                assert!(
+                    !m.running && m.data == MemberData::Intact && m.restart_on_request,
+                    "restarted a member that runs, lost its data or restarts by itself: {}",
+                    context()
+                );
+                let since = m.down_since.unwrap_or(observed.now);
+                assert!(
+                    observed.now - since >= restart_backoff_ms(m.restarts),
+                    "restarted before its backoff: {}",
+                    context()
+                );
+            }
+            Action::ForceNewCluster {
+                name: survivor,
+                raft_index,
+                ..
+            } => {
+                let spec = observed.spec.as_ref().unwrap();
+                assert_eq!(
+                    spec.quorum_loss,
+                    QuorumLossPolicy::ForceNewCluster,
+                    "forced a new cluster the spec did not ask for: {}",
+                    context()
+                );
+                assert!(healthy < quorum(voters), "{}", context());
+                assert!(observed.grant.is_none(), "{}", context());
+                let chosen = observed
+                    .members
+                    .iter()
+                    .find(|m| &m.name == survivor)
+                    .unwrap();
+                assert!(chosen.running, "{}", context());
+                assert_eq!(
+                    chosen.report.as_ref().map(|r| r.raft_index),
+                    Some(*raft_index)
+                );
+                // Never a survivor behind another survivor.
+                for e in list.iter().filter(|e| !e.is_learner) {
+                    if let Some(other) = runtime_of(observed, e)
+                        && let Some(r) = other.report.as_ref()
+                        && (other.running || other.data == MemberData::Intact)
+                    {
+                        assert!(
+                            r.raft_index <= *raft_index,
+                            "forced from {survivor} at raft index {raft_index} while {} has {}: {}",
+                            other.name,
+                            r.raft_index,
+                            context()
+                        );
+                    }
+                }
+                // Only when the voters whose data survives cannot make a quorum again.
+                let keepers = list
+                    .iter()
+                    .filter(|e| !e.is_learner)
+                    .filter(|e| {
+                        runtime_of(observed, e)
+                            .is_some_and(|m| m.running || m.data == MemberData::Intact)
+                    })
+                    .count();
+                assert!(keepers < quorum(voters), "{}", context());
+            }
             Action::CreateSeed { name: seed, .. } => {
                 assert!(
                     observed.members.is_empty() && observed.etcd_members.is_none(),
@@ -2410,6 +3250,22 @@ mod tests {
                 let size = observed.spec.as_ref().map_or(0, |s| s.size as usize);
                 assert!(voters > size, "{}", context());
             }
+            Action::DeleteRuntimeMember { name: gone, .. }
+                if observed.delete_requested.contains(gone) =>
+            {
+                assert!(observed.grant.is_none(), "{}", context());
+                let m = observed.members.iter().find(|m| &m.name == gone).unwrap();
+                if let Some(entry) = list.iter().find(|e| runtime_of(observed, e) == Some(m))
+                    && !entry.is_learner
+                {
+                    let (healthy_after, voters_after) = voter_counts(observed, Some(entry.id));
+                    assert!(
+                        healthy_after >= quorum(voters_after),
+                        "deletion on request below quorum: {}",
+                        context()
+                    );
+                }
+            }
             Action::DeleteRuntimeMember { name: gone, .. } => {
                 assert!(observed.grant.is_none(), "{}", context());
                 let m = observed.members.iter().find(|m| &m.name == gone).unwrap();
@@ -2450,17 +3306,32 @@ mod tests {
     enum VoterState {
         Healthy,
         Stale,
+        /// Down, restarted by the runtime itself (a Pod's container), not yet dead.
         Down,
+        /// Down past dead-after, restarted by the runtime itself.
         Dead,
+        /// Etcd lists it; the runtime has no such member.
         Orphan,
+        /// Its process exited a moment ago, its data intact.
+        Crashed,
+        /// Keeps exiting, failing past dead-after, its data intact.
+        CrashLooping,
+        /// Its process and its data are gone.
+        Wiped,
+        /// Running without a leader, reporting a raft index of its own.
+        Leaderless,
     }
 
-    const STATES: [VoterState; 5] = [
+    const STATES: [VoterState; 9] = [
         VoterState::Healthy,
         VoterState::Stale,
+        VoterState::Orphan,
+        VoterState::Crashed,
+        VoterState::Wiped,
+        VoterState::Leaderless,
         VoterState::Down,
         VoterState::Dead,
-        VoterState::Orphan,
+        VoterState::CrashLooping,
     ];
 
     /// Something else going on besides the voters' states.
@@ -2473,6 +3344,8 @@ mod tests {
         DeadJoiner,
         LeftOnRequest,
         UpgradeAsked,
+        /// An operator asked to delete member 0.
+        DeleteAsked,
     }
 
     #[test]
@@ -2480,11 +3353,23 @@ mod tests {
         let mut plans = 0usize;
         let mut kinds = std::collections::BTreeSet::new();
         for voters in 1..=5u32 {
-            for combo in 0..STATES.len().pow(voters) {
+            // Five voters in every state would be 59,049 combinations: there, the last three
+            // states (a Pod kubelet restarts, down or dead; a crash loop) stay out.
+            let states_here: &[VoterState] = if voters < 5 { &STATES } else { &STATES[..6] };
+            let n = states_here.len();
+            for combo in 0..n.pow(voters) {
                 let states: Vec<VoterState> = (0..voters)
-                    .map(|i| STATES[combo / STATES.len().pow(i) % STATES.len()])
+                    .map(|i| states_here[combo / n.pow(i) % n])
                     .collect();
-                for size in 1..=5u32 {
+                // Half the situations let the planner force a new cluster.
+                let quorum_loss = if combo % 2 == 0 {
+                    QuorumLossPolicy::Manual
+                } else {
+                    QuorumLossPolicy::ForceNewCluster
+                };
+                let mut sizes = vec![voters.saturating_sub(1).max(1), voters, voters + 1];
+                sizes.dedup();
+                for size in sizes {
                     let mut leaders = vec![0, voters - 1];
                     leaders.dedup();
                     for &leader in &leaders {
@@ -2496,8 +3381,12 @@ mod tests {
                             Extra::DeadJoiner,
                             Extra::LeftOnRequest,
                             Extra::UpgradeAsked,
+                            Extra::DeleteAsked,
                         ] {
-                            let mut s = Situation::healthy(voters).size(size).leader(leader);
+                            let mut s = Situation::healthy(voters)
+                                .size(size)
+                                .leader(leader)
+                                .quorum_loss(quorum_loss);
                             for (ordinal, state) in (0..voters).zip(&states) {
                                 s = match state {
                                     VoterState::Healthy => s,
@@ -2505,6 +3394,16 @@ mod tests {
                                     VoterState::Down => s.down(ordinal),
                                     VoterState::Dead => s.dead(ordinal),
                                     VoterState::Orphan => s.orphan(ordinal),
+                                    VoterState::Crashed => s.crashed(ordinal),
+                                    VoterState::CrashLooping => {
+                                        s.crash_looping(ordinal, 4, 60_000, 10_000)
+                                    }
+                                    VoterState::Wiped => s.wiped(ordinal),
+                                    VoterState::Leaderless => s.leaderless(ordinal).raft(
+                                        ordinal,
+                                        200 + u64::from(combo as u32 % 7),
+                                        70,
+                                    ),
                                 };
                             }
                             s = match extra {
@@ -2515,6 +3414,7 @@ mod tests {
                                 Extra::DeadJoiner => s.joiner(voters).dead(voters),
                                 Extra::LeftOnRequest => s.voter(voters).removed(voters),
                                 Extra::UpgradeAsked => s.all_run("3.5.34"),
+                                Extra::DeleteAsked => s.delete_asked(0),
                             };
                             let plan = s.plan();
                             plans += 1;
@@ -2536,7 +3436,9 @@ mod tests {
                 "ask_to_leave",
                 "create_member",
                 "delete_runtime_member",
+                "force_new_cluster",
                 "remove_dead_member",
+                "restart_member",
                 "steady",
                 "upgrade_member",
                 "wait",

@@ -46,6 +46,25 @@ pub struct ClusterEntry {
     pub cluster_exists: bool,
     /// The last status computed.
     pub status: Option<ClusterStatus>,
+    /// The last new cluster forced after quorum was lost for good, for the status.
+    pub forced_recovery: Option<ForcedRecovery>,
+    /// Members an operator asked to delete (with their data), not deleted yet.
+    pub delete_requested: std::collections::BTreeSet<String>,
+}
+
+/// A new cluster forced from a survivor after quorum was lost for good.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ForcedRecovery {
+    /// The survivor it was forced from.
+    pub from: String,
+    /// The revision the cluster resumed at.
+    pub revision: i64,
+    /// The raft index the survivor had.
+    pub raft_index: u64,
+    /// The voters whose data was gone.
+    pub lost: Vec<String>,
+    /// When, RFC 3339.
+    pub at: String,
 }
 
 struct Inner {

@@ -4,6 +4,8 @@
 use std::{future::Future, sync::Arc};
 
 use etcd_operator::{ClusterKey, EtcdVersion, grant::UnixMillis};
+
+pub use crate::plan::MemberData;
 use etcd_sidecar::tls::ClientTls;
 use thiserror::Error;
 
@@ -30,7 +32,30 @@ pub struct MemberInfo {
     pub sidecar_url: String,
     /// etcd serves clients and peers over TLS (its URLs are https).
     pub etcd_tls: bool,
+    /// Whether its data survives while it is down.
+    pub data: MemberData,
+    /// The runtime starts it again only when the planner asks ([`Runtime::start_member`]);
+    /// false where something else restarts it (kubelet, in a Pod that exists).
+    pub restart_on_request: bool,
+    /// Its restarts since it last ran steadily.
+    pub restarts: RestartHistory,
 }
+
+/// A member's restarts since it last ran steadily.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RestartHistory {
+    /// Restarts since it last ran steadily.
+    pub count: u32,
+    /// Its first exit since it last ran steadily (`None` while it runs steadily).
+    pub failing_since: Option<UnixMillis>,
+    /// How it last ended ("exit status 1", "killed by SIGKILL", "Pod deleted"); empty when
+    /// it never ended or the runtime cannot tell.
+    pub last_exit: String,
+}
+
+/// How long a member must run before its restarts are forgotten (kubelet forgets after ten
+/// minutes; a member that runs this long without exiting is steady again).
+pub const STEADY_AFTER_MS: UnixMillis = 10_000;
 
 /// A runtime operation that failed.
 #[derive(Debug, Error)]
@@ -110,6 +135,14 @@ pub trait Runtime: Send + Sync + 'static {
         &self,
         cluster: &ClusterKey,
     ) -> impl Future<Output = Result<usize, RuntimeError>> + Send;
+
+    /// Starts member `name` again on its data, with the version it last ran, after its
+    /// process or Pod went away ([`crate::plan::Action::RestartMember`]).
+    fn start_member(
+        &self,
+        cluster: &ClusterKey,
+        name: &str,
+    ) -> impl Future<Output = Result<(), RuntimeError>> + Send;
 
     /// Restarts member `name` on its data with `version` (after its upgrade handoff).
     fn restart_member(

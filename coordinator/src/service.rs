@@ -11,10 +11,10 @@ use etcd_operator::{
     ClusterKey,
     grant::kind_name,
     proto::{
-        ChangeKind, ClusterStatus, GetClusterRequest, GrantRequest, GrantResponse, HealthReport,
-        ListClustersRequest, ListClustersResponse, MemberRole, RegisterRequest, RegisterResponse,
-        ReleaseGrantRequest, ReleaseGrantResponse, ReportHealthResponse,
-        coordinator_server::Coordinator,
+        ChangeKind, ClusterStatus, DeleteMemberRequest, DeleteMemberResponse, GetClusterRequest,
+        GrantRequest, GrantResponse, HealthReport, ListClustersRequest, ListClustersResponse,
+        MemberRole, RegisterRequest, RegisterResponse, ReleaseGrantRequest, ReleaseGrantResponse,
+        ReportHealthResponse, coordinator_server::Coordinator,
     },
 };
 use tokio_stream::StreamExt;
@@ -269,10 +269,11 @@ impl Coordinator for CoordinatorService {
                             5_000,
                         ));
                     }
-                    ChangeKind::Upgrade => {
-                        return Err(Status::invalid_argument(
-                            "upgrades are started by the coordinator, not requested",
-                        ));
+                    ChangeKind::Upgrade | ChangeKind::ForceNewCluster => {
+                        return Err(Status::invalid_argument(format!(
+                            "{} is started by the coordinator, not requested",
+                            kind_name(kind)
+                        )));
                     }
                     _ => {}
                 }
@@ -382,7 +383,71 @@ impl Coordinator for CoordinatorService {
             ))),
         }
     }
+
+    async fn delete_member(
+        &self,
+        request: Request<DeleteMemberRequest>,
+    ) -> Result<Response<DeleteMemberResponse>, Status> {
+        let caller = self.caller(&request, "DeleteMember")?;
+        if caller != PeerIdentity::Operator {
+            let refused = Status::permission_denied(format!(
+                "{caller} may not call DeleteMember: only an operator's command may (a certificate of the state directory's CA)"
+            ));
+            self.refused("DeleteMember", &refused);
+            return Err(refused);
+        }
+        let request = request.into_inner();
+        let key = cluster_key(request.cluster.as_ref())?;
+        let name = request.member_name;
+        self.registry
+            .with_existing(&key, |entry, _| {
+                if !entry.runtime_members.contains(&name) {
+                    return Err(Status::not_found(format!(
+                        "cluster {key} has no member {name:?} (members: {})",
+                        entry.runtime_members.join(", ")
+                    )));
+                }
+                entry.delete_requested.insert(name.clone());
+                Ok(())
+            })
+            .ok_or_else(|| Status::not_found(format!("cluster {key} is not managed here")))??;
+        info!(cluster = %key, member = %name, "asked to delete a member with its data");
+        self.registry.notify();
+        // The planner deletes it at its next step, unless that would break quorum; the
+        // request is withdrawn if it is still waiting at the deadline.
+        let deadline = tokio::time::Instant::now() + DELETE_MEMBER_DEADLINE;
+        loop {
+            let (present, progress) = self
+                .registry
+                .with_existing(&key, |entry, _| {
+                    let progress = entry
+                        .status
+                        .as_ref()
+                        .and_then(|s| s.conditions.iter().find(|c| c.r#type == "Progressing"))
+                        .map(|c| c.message.clone())
+                        .unwrap_or_default();
+                    (entry.runtime_members.contains(&name), progress)
+                })
+                .unwrap_or((false, String::new()));
+            if !present {
+                return Ok(Response::new(DeleteMemberResponse { member_name: name }));
+            }
+            if tokio::time::Instant::now() >= deadline {
+                self.registry.with_existing(&key, |entry, _| {
+                    entry.delete_requested.remove(&name);
+                });
+                return Err(Status::deadline_exceeded(format!(
+                    "{name} was not deleted within {}s, and the request is withdrawn: {progress}",
+                    DELETE_MEMBER_DEADLINE.as_secs()
+                )));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    }
 }
+
+/// How long DeleteMember waits for the planner to delete the member.
+const DELETE_MEMBER_DEADLINE: std::time::Duration = std::time::Duration::from_secs(60);
 
 #[cfg(test)]
 mod tests {

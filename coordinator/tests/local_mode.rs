@@ -346,10 +346,12 @@ async fn scales_three_to_five_to_three_one_change_at_a_time() {
     );
 }
 
-/// 3: kill -9 a follower's sidecar (its etcd dies with it): a new ordinal replaces it, the
-/// cluster stays available throughout and no acknowledged write is lost.
+/// 3: kill -9 a follower's sidecar (its etcd dies with it), data intact: it comes back on
+/// its data under the same name and member id, with no membership change at all (no add,
+/// no remove: the member-list watcher sees no new id), the cluster stays available
+/// throughout and no acknowledged write is lost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_killed_member_is_replaced_by_a_new_ordinal() {
+async fn a_killed_member_comes_back_on_its_data() {
     let _serial = serial_guard();
     let c = start(example_options().dead_after_secs(5)).await;
     let before = ok(&c, c.wait_running(3, VERSION, FORM).await);
@@ -357,40 +359,112 @@ async fn a_killed_member_is_replaced_by_a_new_ordinal() {
     let writer = Writer::start(c.live_endpoints());
     ok(&c, writer.wait_acked(25, Duration::from_secs(20)).await);
 
-    // A follower, not the seed: its loss costs no election.
-    let victim = before
+    let victim = follower(&before);
+    let old_ids = etcd_members(&endpoints_of(&before)).await;
+    let victim_id = id_of(&old_ids, &victim);
+    let pid = kill_and_wait(&c, &victim).await;
+
+    let after = ok(
+        &c,
+        c.wait_until(
+            &format!("{victim} back on its data, 3 healthy voters"),
+            CHANGE,
+            |s| {
+                is_running(s, 3, VERSION)
+                    && s.members
+                        .iter()
+                        .any(|m| m.name == victim && m.healthy && m.restarts >= 1)
+            },
+        )
+        .await,
+    );
+    ok(&c, writer.wait_acked(25, Duration::from_secs(20)).await);
+    let log = writer.stop().await;
+
+    assert_eq!(names(&after), names(&before), "{}", describe(&after));
+    let member = after.members.iter().find(|m| m.name == victim).unwrap();
+    assert!(
+        member.last_exit.contains("SIGKILL"),
+        "the status says how it ended: {member:?}"
+    );
+    let record = c.member(&victim).expect("still recorded");
+    assert_ne!(record.pid, Some(pid), "a new process runs");
+    let members = etcd_members(&endpoints_of(&after)).await;
+    assert_eq!(
+        members.iter().map(|m| m.1).collect::<BTreeSet<u64>>(),
+        old_ids.iter().map(|m| m.1).collect::<BTreeSet<u64>>(),
+        "the same member ids, {victim}'s ({victim_id:x}) included"
+    );
+    let watched = monitor.membership();
+    assert_eq!(
+        watched.ids_seen.iter().copied().collect::<BTreeSet<u64>>(),
+        old_ids.iter().map(|m| m.1).collect::<BTreeSet<u64>>(),
+        "no member was added or removed meanwhile"
+    );
+    assert_eq!(watched.max_members, 3);
+    let monitored = ok(&c, monitor.assert_one_change_at_a_time());
+    let held = ok(&c, verify_acked(&endpoints_of(&after), &log.acked).await);
+    eprintln!(
+        "kill {victim}: {} writes acknowledged ({held} held), {} failed, longest gap {:?}; phases {:?}",
+        log.acked.len(),
+        log.failures.len(),
+        log.longest_gap,
+        monitored.phases
+    );
+    assert!(
+        log.failures.is_empty(),
+        "writes failed although a quorum was up: {:?}",
+        log.failures
+    );
+    assert!(
+        log.longest_gap < Duration::from_secs(3),
+        "the cluster stalled for {:?}",
+        log.longest_gap
+    );
+}
+
+fn follower(status: &ClusterStatus) -> String {
+    status
         .members
         .iter()
         .filter(|m| !m.leader)
         .map(|m| m.name.clone())
         .max()
-        .expect("a follower");
-    let victim_record = c.member(&victim).expect("victim recorded");
-    let old_ids = etcd_members(&endpoints_of(&before)).await;
-    let victim_id = old_ids
+        .expect("a follower")
+}
+
+fn id_of(members: &[(String, u64, bool)], name: &str) -> u64 {
+    members
         .iter()
-        .find(|m| m.0 == victim)
+        .find(|m| m.0 == name)
         .map(|m| m.1)
-        .expect("victim in etcd");
-    let pid = ok(&c, c.kill_member(&victim));
+        .unwrap_or_else(|| panic!("{name} not in etcd's list {members:?}"))
+}
+
+/// SIGKILLs `name`'s sidecar and waits until it and its etcd are gone; returns the pid.
+async fn kill_and_wait(c: &LocalCoordinator, name: &str) -> u32 {
+    let record = c.member(name).expect("member recorded");
+    let pid = ok(c, c.kill_member(name));
     ok(
-        &c,
+        c,
         wait_for(
-            "the victim's process to be gone",
+            &format!("{name}'s sidecar to be gone"),
             Duration::from_secs(10),
             || async { (!pid_alive(pid)).then_some(()) },
         )
         .await,
     );
-    // Its etcd died with it: nothing listens on its client port any more.
-    let victim_client = victim_record.client_url();
+    let addr = record
+        .client_url()
+        .trim_start_matches("http://")
+        .to_string();
     ok(
-        &c,
+        c,
         wait_for(
-            "the victim's etcd to stop listening",
+            &format!("{name}'s etcd to stop listening"),
             Duration::from_secs(10),
             || {
-                let addr = victim_client.trim_start_matches("http://").to_string();
+                let addr = addr.clone();
                 async move {
                     tokio::net::TcpStream::connect(addr)
                         .await
@@ -401,7 +475,39 @@ async fn a_killed_member_is_replaced_by_a_new_ordinal() {
         )
         .await,
     );
+    pid
+}
 
+/// `name`'s etcd data directory in local mode.
+fn data_dir(c: &LocalCoordinator, name: &str) -> PathBuf {
+    c.state_dir().join(c.cluster()).join(name).join("etcd")
+}
+
+/// 3b: a killed member whose data is wiped cannot come back: it is removed and replaced by
+/// a new ordinal at once (no dead-after wait: its data is known gone), quorum kept, no
+/// acknowledged write lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_whose_data_is_gone_is_replaced_by_a_new_ordinal() {
+    let _serial = serial_guard();
+    // A long dead-after: only the data's loss may make it replaceable.
+    let c = start(example_options().dead_after_secs(600)).await;
+    let before = ok(&c, c.wait_running(3, VERSION, FORM).await);
+    let monitor = ClusterMonitor::start(&c);
+    let writer = Writer::start(c.live_endpoints());
+    ok(&c, writer.wait_acked(25, Duration::from_secs(20)).await);
+
+    let victim = follower(&before);
+    let victim_id = id_of(&etcd_members(&endpoints_of(&before)).await, &victim);
+    // Stop the coordinator first, so the wipe lands before anything restarts the member.
+    let c = {
+        let mut c = c;
+        c.crash();
+        kill_and_wait(&c, &victim).await;
+        std::fs::remove_dir_all(data_dir(&c, &victim)).expect("wipe the victim's data");
+        let restarted = c.restart().await;
+        ok(&c, restarted);
+        c
+    };
     let replacement = c.member_name(3);
     let after = ok(
         &c,
@@ -418,11 +524,6 @@ async fn a_killed_member_is_replaced_by_a_new_ordinal() {
     );
     ok(&c, writer.wait_acked(25, Duration::from_secs(20)).await);
     let log = writer.stop().await;
-
-    let mut expected = names(&before);
-    expected.remove(&victim);
-    expected.insert(replacement.clone());
-    assert_eq!(names(&after), expected, "{}", describe(&after));
     let members = etcd_members(&endpoints_of(&after)).await;
     assert_eq!(members.len(), 3, "{members:?}");
     assert!(
@@ -430,32 +531,248 @@ async fn a_killed_member_is_replaced_by_a_new_ordinal() {
         "the victim's id is gone and no learner is left: {members:?}"
     );
     assert!(c.member(&victim).is_none(), "the runtime forgot {victim}");
-
     let monitored = ok(&c, monitor.assert_one_change_at_a_time());
     assert_eq!(
         monitored.max_status_members, 3,
         "the replacement was added only after the dead member was removed"
     );
-    let held = ok(&c, verify_acked(&endpoints_of(&after), &log.acked).await);
-    eprintln!(
-        "kill {victim}: {} writes acknowledged ({held} held), {} failed, longest gap {:?}, by endpoint {:?}; phases {:?}",
-        log.acked.len(),
-        log.failures.len(),
-        log.longest_gap,
-        log.acked_by,
-        monitored.phases
-    );
-    // A follower's death costs no election: every write is acknowledged by a survivor.
+    ok(&c, verify_acked(&endpoints_of(&after), &log.acked).await);
     assert!(
         log.failures.is_empty(),
         "writes failed although a quorum was up: {:?}",
         log.failures
     );
+}
+
+/// 3c: the walk-through's step 5 in local mode: `etcd-coordinator delete-member` deletes
+/// `-0002` with its data and `-0003` replaces it. Asking for a member that does not exist,
+/// or from a state directory that is not the coordinator's, is refused and changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_member_replaces_the_member_with_a_new_ordinal() {
+    let _serial = serial_guard();
+    let c = start(example_options()).await;
+    let before = ok(&c, c.wait_running(3, VERSION, FORM).await);
+    let writer = Writer::start(c.live_endpoints());
+    ok(&c, writer.wait_acked(25, Duration::from_secs(20)).await);
+    let delete = |member: &str, state_dir: &Path| {
+        std::process::Command::new(coordinator_bin())
+            .arg("delete-member")
+            .arg(c.cluster())
+            .arg(member)
+            .arg(format!("--state-dir={}", state_dir.display()))
+            .arg(format!("--control-addr={}", c.control_addr()))
+            .output()
+            .expect("run delete-member")
+    };
+
+    let unknown = delete(&c.member_name(7), c.state_dir());
+    assert!(!unknown.status.success());
+    let said = String::from_utf8_lossy(&unknown.stderr);
+    assert!(said.contains("has no member"), "{said}");
+    let stranger = tempfile::tempdir().unwrap();
+    let refused = delete(&c.member_name(2), stranger.path());
+    assert!(!refused.status.success());
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(said.contains("no coordinator state"), "{said}");
+    assert_eq!(
+        names(&c.status().await.expect("status")),
+        names(&before),
+        "nothing changed"
+    );
+
+    let victim = c.member_name(2);
+    let out = delete(&victim, c.state_dir());
     assert!(
-        log.longest_gap < Duration::from_secs(3),
-        "the cluster stalled for {:?}",
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!data_dir(&c, &victim).exists(), "its data went with it");
+    let replacement = c.member_name(3);
+    let after = ok(
+        &c,
+        c.wait_until(
+            &format!("{victim} replaced by {replacement}"),
+            CHANGE,
+            |s| {
+                is_running(s, 3, VERSION)
+                    && names(s).contains(&replacement)
+                    && !names(s).contains(&victim)
+            },
+        )
+        .await,
+    );
+    let log = writer.stop().await;
+    ok(&c, verify_acked(&endpoints_of(&after), &log.acked).await);
+}
+
+/// 3d: a host crash: two of three members killed at once, then all three; their data is
+/// intact. Quorum comes back by restarting them on their data: the same member ids, no
+/// membership change, no acknowledged write lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_quorum_whose_data_survives_comes_back_with_the_same_ids() {
+    let _serial = serial_guard();
+    let c = start(example_options().dead_after_secs(5)).await;
+    let before = ok(&c, c.wait_running(3, VERSION, FORM).await);
+    let ids: BTreeSet<u64> = etcd_members(&endpoints_of(&before))
+        .await
+        .iter()
+        .map(|m| m.1)
+        .collect();
+    let monitor = ClusterMonitor::start(&c);
+    let writer = Writer::start(c.live_endpoints());
+    ok(&c, writer.wait_acked(25, Duration::from_secs(20)).await);
+
+    for victims in [2, 3] {
+        let names_now: Vec<String> = c.members().iter().map(|m| m.name.clone()).collect();
+        for victim in names_now.iter().take(victims) {
+            ok(&c, c.kill_member(victim).map(|_| ()));
+        }
+        let after = ok(
+            &c,
+            c.wait_until(
+                &format!("3 healthy voters again after {victims} were killed"),
+                CHANGE,
+                |s| {
+                    is_running(s, 3, VERSION)
+                        && names_now.iter().take(victims).all(|n| {
+                            s.members
+                                .iter()
+                                .any(|m| &m.name == n && m.healthy && m.restarts >= 1)
+                        })
+                },
+            )
+            .await,
+        );
+        assert_eq!(names(&after), names(&before), "{}", describe(&after));
+        let now: BTreeSet<u64> = etcd_members(&endpoints_of(&after))
+            .await
+            .iter()
+            .map(|m| m.1)
+            .collect();
+        assert_eq!(now, ids, "the same member ids after {victims} were killed");
+        ok(&c, writer.wait_acked(25, Duration::from_secs(30)).await);
+    }
+    let log = writer.stop().await;
+    let status = c.status().await.expect("status");
+    ok(&c, verify_acked(&endpoints_of(&status), &log.acked).await);
+    let watched = monitor.membership();
+    assert_eq!(
+        watched.ids_seen.iter().copied().collect::<BTreeSet<u64>>(),
+        ids,
+        "no member was added or removed"
+    );
+    eprintln!(
+        "kill 2 then 3: {} writes acknowledged, {} failed while quorum was lost, longest gap {:?}",
+        log.acked.len(),
+        log.failures.len(),
         log.longest_gap
     );
+}
+
+/// 3e: two of three killed and their data wiped: quorum cannot come back by itself. Under
+/// `Manual` (the default) nothing is touched and the `QuorumLost` condition says what was
+/// lost and what to do; after `spec.recovery.quorumLoss: ForceNewCluster` the survivor
+/// becomes a one-member cluster, grows back to 3 by learners, and the condition names the
+/// revision it recovered at. The writes lost are counted, not assumed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wiped_majority_is_forced_only_when_the_spec_says_so() {
+    let _serial = serial_guard();
+    let c = start(example_options().dead_after_secs(5)).await;
+    let before = ok(&c, c.wait_running(3, VERSION, FORM).await);
+    let writer = Writer::start(c.live_endpoints());
+    ok(&c, writer.wait_acked(50, Duration::from_secs(20)).await);
+    let survivor = before
+        .members
+        .iter()
+        .find(|m| m.leader)
+        .map(|m| m.name.clone())
+        .expect("a leader");
+    let wiped: Vec<String> = before
+        .members
+        .iter()
+        .filter(|m| m.name != survivor)
+        .map(|m| m.name.clone())
+        .collect();
+    let mut c = c;
+    c.crash();
+    for victim in &wiped {
+        kill_and_wait(&c, victim).await;
+        std::fs::remove_dir_all(data_dir(&c, victim)).expect("wipe");
+    }
+    let restarted = c.restart().await;
+    ok(&c, restarted);
+    let stuck = ok(
+        &c,
+        c.wait_until("the QuorumLost condition", CHANGE, |s| {
+            condition(s, "QuorumLost").is_some_and(|q| q.status == "True" && q.reason == "DataLost")
+        })
+        .await,
+    );
+    let lost = condition(&stuck, "QuorumLost").unwrap().message.clone();
+    for part in [
+        wiped.join(", ").as_str(),
+        survivor.as_str(),
+        "raft index",
+        "set spec.recovery.quorumLoss: ForceNewCluster",
+    ] {
+        assert!(lost.contains(part), "{part:?} in {lost}");
+    }
+    assert_eq!(stuck.phase, "Failed");
+    // Nothing is touched under Manual.
+    ok(
+        &c,
+        hold_for("no change under Manual", Duration::from_secs(8), || async {
+            let s = c.status().await.ok_or("no status")?;
+            if names(&s) != names(&before) {
+                return Err(format!("members changed: {}", describe(&s)));
+            }
+            Ok(())
+        })
+        .await,
+    );
+
+    ok(
+        &c,
+        c.write_manifest(&format!(
+            "apiVersion: etcd.operator.rs/v1alpha1\nkind: EtcdCluster\nmetadata:\n  name: {}\nspec:\n  size: 3\n  version: \"{VERSION}\"\n  recovery:\n    quorumLoss: ForceNewCluster\n",
+            c.cluster()
+        ))
+        .map_err(anyhow::Error::from),
+    );
+    let after = ok(
+        &c,
+        c.wait_until("3 healthy voters from the survivor", CHANGE, |s| {
+            is_running(s, 3, VERSION) && names(s).contains(&survivor)
+        })
+        .await,
+    );
+    let recovered = condition(&after, "QuorumLost").expect("the condition stays");
+    assert_eq!(recovered.status, "False");
+    assert_eq!(recovered.reason, "ForcedNewCluster");
+    assert!(
+        recovered
+            .message
+            .contains(&format!("forced from {survivor} at revision")),
+        "{}",
+        recovered.message
+    );
+    for gone in &wiped {
+        assert!(!names(&after).contains(gone), "{gone} was replaced");
+    }
+    let log = writer.stop().await;
+    let missing = ok(
+        &c,
+        testkit::local_cluster::count_missing_acked(&endpoints_of(&after), &log.acked).await,
+    );
+    eprintln!(
+        "forced new cluster from {survivor}: {} of {} acknowledged writes lost; {}",
+        missing,
+        log.acked.len(),
+        recovered.message
+    );
+    assert!(missing <= log.acked.len());
 }
 
 /// 4: an online upgrade 3.5.34 -> 3.6.15 under steady writes: every member ends on 3.6.15,

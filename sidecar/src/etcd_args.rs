@@ -7,6 +7,9 @@ use crate::config::SidecarConfig;
 pub enum Bootstrap {
     /// Start on existing data: etcd reads its membership from its WAL.
     FromData,
+    /// Start once on existing data as a one-member cluster, every other member removed
+    /// (`--force-new-cluster`): the survivor of a quorum lost for good.
+    ForceNewCluster,
     /// Bootstrap a new one-member cluster with this token.
     NewCluster {
         /// `--initial-cluster-token`, unique per cluster creation.
@@ -51,6 +54,10 @@ pub fn etcd_args(cfg: &SidecarConfig, bootstrap: &Bootstrap) -> Vec<String> {
     match bootstrap {
         Bootstrap::FromData => {
             args.push(format!("--initial-cluster={self_only}"));
+        }
+        Bootstrap::ForceNewCluster => {
+            args.push(format!("--initial-cluster={self_only}"));
+            args.push("--force-new-cluster".to_string());
         }
         Bootstrap::NewCluster { token } => {
             args.push(format!("--initial-cluster={self_only}"));
@@ -159,6 +166,19 @@ mod tests {
     #[test]
     fn restart_from_data_names_no_state() {
         let args = etcd_args(&cfg(), &Bootstrap::FromData);
+        assert!(
+            !args
+                .iter()
+                .any(|a| a.starts_with("--initial-cluster-state"))
+        );
+        assert!(!args.contains(&"--force-new-cluster".to_string()));
+    }
+
+    #[test]
+    fn only_a_forced_start_forces_a_new_cluster() {
+        let args = etcd_args(&cfg(), &Bootstrap::ForceNewCluster);
+        assert!(args.contains(&"--force-new-cluster".to_string()));
+        assert!(args.contains(&"--data-dir=/m/etcd".to_string()));
         assert!(
             !args
                 .iter()

@@ -142,6 +142,7 @@ async fn observe_once(member: &Member, client: &mut Option<etcd_client::Client>)
     if let Some(h) = status.header() {
         report.member_id = h.member_id();
         report.cluster_id = h.cluster_id();
+        report.revision = h.revision();
         member.learn_ids(h.member_id(), h.cluster_id());
     }
     report.leader_id = status.leader();

@@ -524,6 +524,7 @@ impl Member {
             .member_list()
             .await
             .map_err(SidecarError::etcd("member list"))?;
+        let mut removed = Vec::new();
         for m in list.members() {
             if self.is_stale_entry(m) {
                 info!(stale_id = %format!("{:x}", m.id()), "removing this member's stale entry");
@@ -540,11 +541,12 @@ impl Member {
                         Err(e)
                     }
                 })?;
+                removed.push(m.id());
             }
         }
         // The list that comes with the add (or the one that showed the add done) holds this
         // member: a list read afterwards from another member may predate the add.
-        let (member_id, list, cluster_id) = self.add_learner_once(client).await?;
+        let (member_id, list, cluster_id) = self.add_learner_once(client, &removed).await?;
         let mut members = Vec::new();
         for m in &list {
             let peer = m.peer_urls().first().cloned().unwrap_or_default();
@@ -572,42 +574,57 @@ impl Member {
     }
 
     /// Adds this member as a learner exactly once: a MemberAdd whose answer was lost may
-    /// have succeeded, so the member list is read before every attempt.
+    /// have succeeded, so the member list is read before every attempt. `removed` are the
+    /// ids of this member's stale entries just removed: a member list that still shows one
+    /// (read from a member that has not applied the removal yet) is read again, never
+    /// taken for this member's new entry.
     async fn add_learner_once(
         &self,
         client: &mut Client,
+        removed: &[u64],
     ) -> Result<(u64, Vec<etcd_client::Member>, u64), SidecarError> {
         let deadline = Instant::now() + Duration::from_secs(120);
         let mut backoff = Duration::from_millis(250);
         loop {
             if let Ok(list) = client.member_list().await {
-                if let Some(m) = list
+                let ours = list
                     .members()
                     .iter()
-                    .find(|m| m.peer_urls().contains(&self.cfg.peer_url))
+                    .find(|m| m.peer_urls().contains(&self.cfg.peer_url));
+                if let Some(m) = ours
+                    && removed.contains(&m.id())
                 {
+                    info!(stale_id = %format!("{:x}", m.id()), "the stale entry's removal has not reached this member yet; reading again");
+                } else if let Some(m) = ours {
                     info!(member_id = %format!("{:x}", m.id()), "found this member already added; not adding again");
                     let cluster_id = list.header().map(|h| h.cluster_id()).unwrap_or(0);
                     return Ok((m.id(), list.members().to_vec(), cluster_id));
-                }
-                match client
-                    .member_add(
-                        [self.cfg.peer_url.as_str()],
-                        Some(MemberAddOptions::new().with_is_learner()),
-                    )
-                    .await
-                {
-                    Ok(resp) => {
-                        if let Some(m) = resp.member() {
-                            info!(member_id = %format!("{:x}", m.id()), "added as learner");
-                            let cluster_id = resp.header().map(|h| h.cluster_id()).unwrap_or(0);
-                            return Ok((m.id(), resp.member_list().to_vec(), cluster_id));
+                } else {
+                    match client
+                        .member_add(
+                            [self.cfg.peer_url.as_str()],
+                            Some(MemberAddOptions::new().with_is_learner()),
+                        )
+                        .await
+                    {
+                        Ok(resp) => {
+                            if let Some(m) = resp.member() {
+                                info!(member_id = %format!("{:x}", m.id()), "added as learner");
+                                let cluster_id = resp.header().map(|h| h.cluster_id()).unwrap_or(0);
+                                return Ok((m.id(), resp.member_list().to_vec(), cluster_id));
+                            }
                         }
+                        // Right after the stale entry's removal etcd may answer as if it were
+                        // still there for a moment: retried here, under the same grant, so that
+                        // one rejoin stays one membership change.
+                        Err(e)
+                            if is_transient(&e)
+                                || (!removed.is_empty() && is_stale_removal_settling(&e)) =>
+                        {
+                            info!(error = %e, "member add not possible yet; retrying");
+                        }
+                        Err(e) => return Err(SidecarError::etcd("member add")(e)),
                     }
-                    Err(e) if is_transient(&e) => {
-                        info!(error = %e, "member add not possible yet; retrying");
-                    }
-                    Err(e) => return Err(SidecarError::etcd("member add")(e)),
                 }
             }
             if Instant::now() > deadline {
@@ -889,6 +906,86 @@ impl Member {
     }
 }
 
+/// What a forced new cluster resumed at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ForcedOutcome {
+    /// The member id (unchanged).
+    pub member_id: u64,
+    /// The revision the cluster resumes at.
+    pub revision: i64,
+    /// The raft index etcd had before it was forced.
+    pub raft_index: u64,
+}
+
+impl Member {
+    /// The survivor of a quorum lost for good: restart etcd once with
+    /// `--force-new-cluster` on this member's data (a one-member cluster, every other member
+    /// removed), wait until it leads itself, then restart it normally so that no later
+    /// restart forces again. Refused when this member's raft index is below `min_raft_index`
+    /// (it is not the survivor the coordinator chose it as).
+    #[instrument(skip_all, fields(cluster = %self.cfg.cluster, member = %self.cfg.name))]
+    pub async fn force_new_cluster(
+        &self,
+        min_raft_index: u64,
+    ) -> Result<ForcedOutcome, SidecarError> {
+        let _op = self.op.lock().await;
+        let member_id = self.current().member_id;
+        if member_id == 0 || !self.dir.has_etcd_data() {
+            return Err(SidecarError::Refused(
+                "this member has no data to force a new cluster from".into(),
+            ));
+        }
+        let local = [self.cfg.client_url.clone()];
+        let raft_index = {
+            let mut client = self.etcd(&local).await?;
+            client
+                .status()
+                .await
+                .map_err(SidecarError::etcd("status"))?
+                .raft_index()
+        };
+        if raft_index < min_raft_index {
+            return Err(SidecarError::Refused(format!(
+                "this member's raft index {raft_index} is below {min_raft_index}: it is not the most up-to-date survivor"
+            )));
+        }
+        warn!(raft_index, "forcing a new cluster from this member's data");
+        self.supervisor.stop().await;
+        self.run_etcd(&Bootstrap::ForceNewCluster).await?;
+        self.wait_local_ready().await?;
+        let deadline = Instant::now() + ETCD_READY_DEADLINE;
+        let revision = loop {
+            if let Ok(mut client) = self.etcd(&local).await
+                && let Ok(status) = client.status().await
+                && status.leader() == member_id
+            {
+                break status.header().map_or(0, |h| h.revision());
+            }
+            if Instant::now() > deadline {
+                return Err(SidecarError::Timeout(
+                    "etcd did not lead itself after --force-new-cluster".into(),
+                ));
+            }
+            sleep(Duration::from_millis(200)).await;
+        };
+        // Normally again: the flag must never apply to a later restart (it would drop every
+        // member added since).
+        self.run_etcd(&Bootstrap::FromData).await?;
+        self.wait_local_ready().await?;
+        self.learn_cluster_urls(vec![self.cfg.client_url.clone()]);
+        self.set_phase(MemberPhase::Running);
+        info!(
+            revision,
+            "running as a one-member cluster; the coordinator grows it back"
+        );
+        Ok(ForcedOutcome {
+            member_id,
+            revision,
+            raft_index,
+        })
+    }
+}
+
 /// etcd 3.6 refuses to start on 3.5 data whose WAL holds v2 entries after the last snapshot
 /// (`detected disallowed v2 WAL for stage --v2-deprecation=write-only`); a small cluster
 /// with the default snapshot count may never have taken one.
@@ -963,6 +1060,13 @@ where
 
 fn is_member_not_found(e: &SidecarError) -> bool {
     matches!(e, SidecarError::Etcd { source: etcd_client::Error::GRpcStatus(s), .. } if s.message().contains("member not found"))
+}
+
+/// What etcd may answer a MemberAdd served by a member that has not applied the removal
+/// of this member's stale entry yet.
+fn is_stale_removal_settling(e: &etcd_client::Error) -> bool {
+    matches!(e, etcd_client::Error::GRpcStatus(s)
+        if s.message().contains("member not found") || s.message().contains("Peer URLs already exists"))
 }
 
 fn is_not_learner(e: &etcd_client::Error) -> bool {

@@ -7,8 +7,8 @@
 use std::{sync::Arc, time::Duration};
 
 use etcd_operator::proto::{
-    GetMemberHealthRequest, HandoffRequest, HandoffResponse, HealthReport, LeaveRequest,
-    LeaveResponse, sidecar_server::Sidecar,
+    ForceNewClusterRequest, ForceNewClusterResponse, GetMemberHealthRequest, HandoffRequest,
+    HandoffResponse, HealthReport, LeaveRequest, LeaveResponse, sidecar_server::Sidecar,
 };
 use tokio::sync::watch;
 use tonic::{Request, Response, Status};
@@ -117,6 +117,23 @@ impl Sidecar for SidecarService {
             .map_err(to_status)?;
         Ok(Response::new(HandoffResponse {
             moved_leadership: outcome.moved_leadership,
+            raft_index: outcome.raft_index,
+        }))
+    }
+
+    async fn force_new_cluster(
+        &self,
+        request: Request<ForceNewClusterRequest>,
+    ) -> Result<Response<ForceNewClusterResponse>, Status> {
+        self.only_the_coordinator(&request, "ForceNewCluster")?;
+        let outcome = self
+            .member
+            .force_new_cluster(request.get_ref().min_raft_index)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(ForceNewClusterResponse {
+            member_id: outcome.member_id,
+            revision: outcome.revision,
             raft_index: outcome.raft_index,
         }))
     }

@@ -316,7 +316,12 @@ async fn lost_data_rejoins_as_a_new_member_without_losing_quorum() {
             _ => None,
         })
         .collect();
-    assert_eq!(kinds, ["replace"], "grants taken by the rejoining member");
+    assert_eq!(
+        kinds,
+        ["replace"],
+        "grants taken by the rejoining member\n{}",
+        f.members[&victim].log_tail(200)
+    );
     assert_eq!(f.coordinator.recorder.max_outstanding(), 1);
 }
 

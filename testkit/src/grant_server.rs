@@ -19,9 +19,10 @@ use etcd_operator::{
     identity::COORDINATOR_URI,
     pki::{Authority, LeafRequest, MemberCertSpec, Usage, member_files, member_hosts},
     proto::{
-        ClusterStatus, GetClusterRequest, GrantRequest, GrantResponse, HealthReport,
-        ListClustersRequest, ListClustersResponse, MemberRole, RegisterRequest, RegisterResponse,
-        ReleaseGrantRequest, ReleaseGrantResponse, ReportHealthResponse,
+        ClusterStatus, DeleteMemberRequest, DeleteMemberResponse, GetClusterRequest, GrantRequest,
+        GrantResponse, HealthReport, ListClustersRequest, ListClustersResponse, MemberRole,
+        RegisterRequest, RegisterResponse, ReleaseGrantRequest, ReleaseGrantResponse,
+        ReportHealthResponse,
         coordinator_server::{Coordinator, CoordinatorServer},
     },
 };
@@ -396,6 +397,15 @@ impl Coordinator for Service {
     ) -> Result<Response<ClusterStatus>, Status> {
         Err(Status::unimplemented(
             "the test coordinator serves no status",
+        ))
+    }
+
+    async fn delete_member(
+        &self,
+        _request: Request<DeleteMemberRequest>,
+    ) -> Result<Response<DeleteMemberResponse>, Status> {
+        Err(Status::unimplemented(
+            "the test coordinator deletes no member",
         ))
     }
 }

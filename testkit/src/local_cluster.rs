@@ -915,6 +915,27 @@ pub async fn verify_acked_tls(
     acked: &[String],
     tls: Option<&etcd_client::TlsOptions>,
 ) -> anyhow::Result<usize> {
+    read_acked(endpoints, acked, tls, false)
+        .await
+        .map(|(held, _)| held)
+}
+
+/// How many of the `acked` writes are missing on the cluster at `endpoints` (read from
+/// each, the most any of them misses): for a recovery that may lose writes and must say
+/// how many.
+pub async fn count_missing_acked(endpoints: &[String], acked: &[String]) -> anyhow::Result<usize> {
+    read_acked(endpoints, acked, None, true)
+        .await
+        .map(|(_, missing)| missing)
+}
+
+async fn read_acked(
+    endpoints: &[String],
+    acked: &[String],
+    tls: Option<&etcd_client::TlsOptions>,
+    tolerate_missing: bool,
+) -> anyhow::Result<(usize, usize)> {
+    let mut most_missing = 0;
     if endpoints.is_empty() {
         bail!("no endpoint to verify the writes on");
     }
@@ -947,7 +968,7 @@ pub async fn verify_acked_tls(
         )
         .await?;
         let missing: Vec<&String> = acked.iter().filter(|k| !keys.contains(*k)).collect();
-        if !missing.is_empty() {
+        if !missing.is_empty() && !tolerate_missing {
             bail!(
                 "{} of {} acknowledged writes are missing on {endpoint}: {:?}{}",
                 missing.len(),
@@ -956,9 +977,10 @@ pub async fn verify_acked_tls(
                 if missing.len() > 10 { " ..." } else { "" }
             );
         }
+        most_missing = most_missing.max(missing.len());
         held = keys.len();
     }
-    Ok(held)
+    Ok((held, most_missing))
 }
 
 /// What the monitor saw while a test ran.

@@ -40,11 +40,11 @@ use super::{
     MemberAddressing, MemberEndpoints,
     build::{self, MemberPodInput, PodSettings},
     claim_name, client_secret_name, etcd_ca_secret_name, member_secret_name,
-    status::{PodLiveness, pod_liveness},
+    status::{PodLiveness, pod_liveness, pod_restarts},
 };
 use crate::{
     registry::now_ms,
-    runtime::{MemberInfo, Runtime, RuntimeError},
+    runtime::{MemberData, MemberInfo, RestartHistory, Runtime, RuntimeError},
     security::{ControlPlane, now_secs},
 };
 
@@ -58,6 +58,9 @@ struct PodFacts {
     version: EtcdVersion,
     seed: bool,
     tls: bool,
+    /// The Pod is gone and its claim stays: the planner asks for the Pod again.
+    claim_only: bool,
+    restarts: RestartHistory,
 }
 
 #[derive(Default)]
@@ -474,6 +477,8 @@ impl KubeRuntime {
             version,
             seed,
             tls,
+            claim_only,
+            restarts,
         } = facts;
         let down_since = {
             let mut tracked = self.lock();
@@ -499,6 +504,11 @@ impl KubeRuntime {
             peer_url: endpoints.peer_url,
             sidecar_url: endpoints.sidecar_url,
             etcd_tls: tls,
+            // A Pod that exists keeps its data (its emptyDir or claim) while kubelet
+            // restarts its containers; a Pod deleted without a claim is not listed at all.
+            data: MemberData::Intact,
+            restart_on_request: claim_only,
+            restarts,
         }
     }
 }
@@ -534,6 +544,8 @@ impl Runtime for KubeRuntime {
                 version,
                 seed,
                 tls,
+                claim_only: false,
+                restarts: pod_restarts(pod),
             };
             out.push(self.member_info(key, &name, facts, now));
         }
@@ -563,15 +575,18 @@ impl Runtime for KubeRuntime {
                 };
                 let seed = annotation_true(claim.annotations(), ANNOTATION_SEED);
                 let tls = annotation_true(claim.annotations(), ANNOTATION_TLS);
-                info!(cluster = %key, member = %member, "the member's Pod is gone but its claim stays: creating the Pod again on its data");
-                let pod = self.build_pod(key, &cluster, &member, version, seed, tls)?;
-                self.create_pod(key, &cluster, &pod).await?;
+                // The planner decides when the Pod comes back (start_member).
                 let facts = PodFacts {
                     ordinal,
                     liveness: PodLiveness::Down,
                     version,
                     seed,
                     tls,
+                    claim_only: true,
+                    restarts: RestartHistory {
+                        last_exit: "Pod deleted; its claim stays".into(),
+                        ..Default::default()
+                    },
                 };
                 out.push(self.member_info(key, &member, facts, now));
             }
@@ -713,6 +728,32 @@ impl Runtime for KubeRuntime {
             changed += 1;
         }
         Ok(changed)
+    }
+
+    async fn start_member(&self, key: &ClusterKey, name: &str) -> Result<(), RuntimeError> {
+        let cluster = self.cluster(key)?;
+        if cluster.spec.storage.is_none() {
+            // Without a claim a Pod that is gone took its data along: nothing to start on.
+            return Err(RuntimeError::NoSuchMember(name.into()));
+        }
+        match self.pods(key).get(name).await {
+            Ok(_) => return Ok(()),
+            Err(e) if is_status(&e, 404) => {}
+            Err(e) => return Err(other("reading the Pod")(e)),
+        }
+        let claim = match self.claims(key).get(&claim_name(name)).await {
+            Ok(claim) => claim,
+            Err(e) if is_status(&e, 404) => return Err(RuntimeError::NoSuchMember(name.into())),
+            Err(e) => return Err(other("reading the member's claim")(e)),
+        };
+        let version = object_version(claim.annotations(), None).ok_or_else(|| {
+            RuntimeError::Other(format!("the claim of {name} has no etcd version"))
+        })?;
+        let seed = annotation_true(claim.annotations(), ANNOTATION_SEED);
+        let tls = annotation_true(claim.annotations(), ANNOTATION_TLS);
+        info!(cluster = %key, member = %name, %version, "creating the member's Pod again on its claim");
+        let pod = self.build_pod(key, &cluster, name, version, seed, tls)?;
+        self.create_pod(key, &cluster, &pod).await
     }
 
     async fn restart_member(

@@ -61,6 +61,28 @@ pub enum PodLiveness {
     Down,
 }
 
+/// The etcd container's restarts, as kubelet counts them, and how it last ended.
+pub fn pod_restarts(pod: &Pod) -> crate::runtime::RestartHistory {
+    let etcd = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_ref())
+        .and_then(|c| c.iter().find(|c| c.name == ETCD_CONTAINER));
+    let last_exit = etcd
+        .and_then(|c| c.last_state.as_ref())
+        .and_then(|s| s.terminated.as_ref())
+        .map(|t| match t.reason.as_deref() {
+            Some(reason) => format!("{reason} (exit code {})", t.exit_code),
+            None => format!("exit code {}", t.exit_code),
+        })
+        .unwrap_or_default();
+    crate::runtime::RestartHistory {
+        count: etcd.map_or(0, |c| u32::try_from(c.restart_count).unwrap_or(0)),
+        failing_since: None,
+        last_exit,
+    }
+}
+
 /// Container waiting reasons that mean the container crashed (not that it is on its way).
 const CRASH_REASONS: &[&str] = &["CrashLoopBackOff", "RunContainerError", "Error"];
 

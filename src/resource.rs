@@ -279,6 +279,19 @@ pub struct MemberState {
     /// True when the member is a learner.
     #[serde(default)]
     pub learner: bool,
+    /// Where the member is in its lifecycle (Running, Joining, Restarting, Down, ...).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub phase: String,
+    /// Restarts on its data since it last ran steadily.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub restarts: u32,
+    /// How its process or Pod last ended.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub last_exit: String,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// A condition, shaped like Kubernetes' `metav1.Condition`.

@@ -1066,6 +1066,12 @@ impl<'a> View<'a> {
         if survivors.len() >= quorum(lost.len() + survivors.len()) {
             return None;
         }
+        lost.sort_by_key(|name| {
+            (
+                member_ordinal(&self.observed.cluster.name, name).unwrap_or(u32::MAX),
+                name.clone(),
+            )
+        });
         let described: Vec<Survivor> = survivors
             .iter()
             .map(|m| {

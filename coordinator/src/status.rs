@@ -105,7 +105,7 @@ pub fn render_table(clusters: &[ClusterStatus]) -> String {
 pub fn render_cluster(c: &ClusterStatus) -> String {
     let mut out = render_table(std::slice::from_ref(c));
     out.push('\n');
-    let members: Vec<[String; 7]> = c
+    let members: Vec<[String; 9]> = c
         .members
         .iter()
         .map(|m| {
@@ -113,9 +113,15 @@ pub fn render_cluster(c: &ClusterStatus) -> String {
                 m.name.clone(),
                 dash(&m.id),
                 dash(&m.version),
+                dash(&m.phase),
                 yes_no(m.healthy),
                 yes_no(m.leader),
                 yes_no(m.learner),
+                match (m.restarts, m.last_exit.as_str()) {
+                    (0, _) => "0".to_string(),
+                    (n, "") => n.to_string(),
+                    (n, exit) => format!("{n} ({exit})"),
+                },
                 m.client_urls.join(","),
             ]
         })
@@ -125,9 +131,11 @@ pub fn render_cluster(c: &ClusterStatus) -> String {
             "MEMBER",
             "ID",
             "VERSION",
+            "PHASE",
             "HEALTHY",
             "LEADER",
             "LEARNER",
+            "RESTARTS",
             "CLIENT URL",
         ],
         &members,
@@ -212,6 +220,9 @@ mod tests {
                 version: "3.6.15".into(),
                 healthy: true,
                 leader: true,
+                phase: "Running".into(),
+                restarts: 2,
+                last_exit: "killed by SIGKILL".into(),
                 ..Default::default()
             }],
             conditions: vec![Condition {
@@ -236,7 +247,7 @@ mod tests {
     #[test]
     fn cluster_view_has_members_and_conditions() {
         let text = render_cluster(&cluster());
-        assert!(text.contains("etcd-cluster-0000   8e9e05c52164694d   3.6.15    yes       yes      no        http://127.0.0.1:2379"), "{text}");
+        assert!(text.contains("etcd-cluster-0000   8e9e05c52164694d   3.6.15    Running   yes       yes      no        2 (killed by SIGKILL)   http://127.0.0.1:2379"), "{text}");
         assert!(
             text.contains("Available   True     QuorumHealthy   2 of 3 voting members healthy"),
             "{text}"

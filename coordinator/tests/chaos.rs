@@ -11,11 +11,13 @@ async fn seeded_faults_lose_no_acknowledged_write() {
     let report = run(&ChaosOptions {
         coordinator: env!("CARGO_BIN_EXE_etcd-coordinator").into(),
         seed: 42,
-        // One pass over these two: a fault during an operation, and a control-path cut.
+        // One pass over these three: a fault during an operation, a control-path cut, and
+        // a host crash that takes quorum with it (the data survives).
         duration: Duration::from_secs(1),
         only: vec![
             "kill-etcd-during-replacement".into(),
             "partition-sidecar".into(),
+            "kill-majority".into(),
         ],
         version: "3.6.15".into(),
         upgrade_to: "3.7.2".into(),

@@ -21,7 +21,7 @@ use etcd_coordinator::{
     },
     plan::Policy,
     registry::Registry,
-    runtime::Runtime,
+    runtime::{MemberData, Runtime},
     security::{ControlPlane, now_secs},
 };
 use etcd_operator::{
@@ -789,7 +789,8 @@ async fn with_storage_a_member_keeps_its_claim_and_gets_its_pod_back() {
     );
     let uid = pod.uid();
 
-    // The Pod is deleted (a drain): the member comes back on its claim, same name.
+    // The Pod is deleted (a drain): the runtime reports the member down with its data, for
+    // the planner to bring back; observing creates nothing.
     pods.delete("etcd-cluster-0000", &DeleteParams::default())
         .await
         .unwrap();
@@ -797,8 +798,21 @@ async fn with_storage_a_member_keeps_its_claim_and_gets_its_pod_back() {
     assert_eq!(members.len(), 1);
     assert!(!members[0].running && members[0].down_since.is_some());
     assert!(members[0].seed);
+    assert_eq!(members[0].data, MemberData::Intact);
+    assert!(members[0].restart_on_request);
+    assert!(pods.get_opt("etcd-cluster-0000").await.unwrap().is_none());
+    // The planner's RestartMember: the member comes back on its claim, same name.
+    runtime
+        .start_member(&key, "etcd-cluster-0000")
+        .await
+        .unwrap();
     let back = pods.get("etcd-cluster-0000").await.unwrap();
     assert_ne!(back.uid(), uid);
+    let members = runtime.members(&key).await.unwrap();
+    assert!(
+        !members[0].restart_on_request,
+        "a Pod that exists is kubelet's to restart"
+    );
 
     // Deleting the member takes its claim too.
     runtime

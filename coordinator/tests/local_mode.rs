@@ -705,9 +705,15 @@ async fn a_wiped_majority_is_forced_only_when_the_spec_says_so() {
     ok(&c, restarted);
     let stuck = ok(
         &c,
-        c.wait_until("the QuorumLost condition", CHANGE, |s| {
-            condition(s, "QuorumLost").is_some_and(|q| q.status == "True" && q.reason == "DataLost")
-        })
+        c.wait_until(
+            "the QuorumLost condition, with the survivor's raft index",
+            CHANGE,
+            |s| {
+                condition(s, "QuorumLost").is_some_and(|q| {
+                    q.status == "True" && q.reason == "DataLost" && q.message.contains("raft index")
+                })
+            },
+        )
         .await,
     );
     let lost = condition(&stuck, "QuorumLost").unwrap().message.clone();

@@ -39,7 +39,14 @@ pub const SCENARIOS: &[&str] = &[
     "wipe-data-while-down",
     "kill-etcd-during-upgrade",
     "kill-etcd-during-replacement",
+    "kill-majority",
+    "kill-all",
+    "wipe-majority",
 ];
+
+/// Scenarios that lose data on purpose (a majority's data wiped, then a new cluster forced
+/// from the survivor): their lost writes and checker verdict are reported, not failed.
+const LOSSY: &[&str] = &["wipe-majority"];
 
 /// How a run goes.
 #[derive(Clone, Debug)]
@@ -82,14 +89,15 @@ pub struct ScenarioResult {
     pub hash_mismatches: usize,
     /// What failed, when something did.
     pub error: Option<String>,
+    /// The fault destroys data on purpose: lost writes are counted, not failed.
+    pub loss_expected: bool,
 }
 
 impl ScenarioResult {
     /// True when every invariant held.
     pub fn passed(&self) -> bool {
         self.error.is_none()
-            && self.lost == 0
-            && self.verdict == "pass"
+            && (self.loss_expected || (self.lost == 0 && self.verdict == "pass"))
             && self.max_in_flight <= 1
             && self.quorum_broken == 0
             && self.hash_mismatches == 0
@@ -109,14 +117,21 @@ impl ChaosReport {
         self.results.iter().filter(|r| !r.passed()).count()
     }
 
-    /// Acknowledged writes lost, over all scenarios.
+    /// Acknowledged writes lost, over all scenarios that must lose none.
     pub fn lost(&self) -> usize {
-        self.results.iter().map(|r| r.lost).sum()
+        self.results
+            .iter()
+            .filter(|r| !r.loss_expected)
+            .map(|r| r.lost)
+            .sum()
     }
 
-    /// Scenarios whose histories were not linearizable.
+    /// Scenarios that must lose nothing whose histories were not linearizable.
     pub fn violations(&self) -> usize {
-        self.results.iter().filter(|r| r.verdict == "fail").count()
+        self.results
+            .iter()
+            .filter(|r| !r.loss_expected && r.verdict == "fail")
+            .count()
     }
 
     /// The table and the summary line.
@@ -136,6 +151,9 @@ impl ChaosReport {
                 r.quorum_broken,
                 r.converge.as_secs_f64(),
                 match &r.error {
+                    None if r.passed() && r.loss_expected => {
+                        format!("ok (data destroyed on purpose: {} writes lost)", r.lost)
+                    }
                     None if r.passed() => "ok".to_string(),
                     None => "FAILED".to_string(),
                     Some(e) => format!("FAILED: {e}"),
@@ -288,6 +306,29 @@ fn sidecar_pid(c: &LocalCoordinator, name: &str) -> anyhow::Result<u32> {
         .with_context(|| format!("no pid for {name}"))
 }
 
+fn member_id(s: &ClusterStatus, name: &str) -> anyhow::Result<String> {
+    s.members
+        .iter()
+        .find(|m| m.name == name)
+        .map(|m| m.id.clone())
+        .with_context(|| format!("{name} is not in the status"))
+}
+
+fn sidecar_pid_recorded(c: &LocalCoordinator, name: &str) -> Option<u32> {
+    c.member(name).and_then(|m| m.pid)
+}
+
+/// Waits until process `pid` is gone (a killed sidecar, so its data may be touched).
+async fn wait_gone(pid: Option<u32>) -> anyhow::Result<()> {
+    let Some(pid) = pid else { return Ok(()) };
+    crate::wait_for(
+        "a killed sidecar to be gone",
+        Duration::from_secs(10),
+        || async { (!crate::local_cluster::pid_alive(pid)).then_some(()) },
+    )
+    .await
+}
+
 fn pick<'a>(
     rng: &mut SeededRng,
     s: &'a ClusterStatus,
@@ -319,6 +360,7 @@ async fn run_one(options: &ChaosOptions, name: &str, seed: u64) -> ScenarioResul
         converge: Duration::ZERO,
         hash_mismatches: 0,
         error: None,
+        loss_expected: LOSSY.contains(&name),
     };
     if let Err(e) = scenario(options, name, seed, &mut result).await {
         result.error = Some(format!("{e:#}"));
@@ -403,7 +445,7 @@ async fn scenario(
     // itself under one grant between two samples; that is one change, serialized.)
     result.max_in_flight = log.max_learners.max(log.max_in_transition);
     result.quorum_broken = quorum.broken();
-    if !report.is_pass() {
+    if !report.is_pass() && !result.loss_expected {
         bail!("checker: {report}");
     }
     Ok(())
@@ -436,13 +478,77 @@ async fn inject(
             ("steady writes".into(), 3, v)
         }
         "kill-sidecar" => {
+            // Data intact: the member comes back on it, under the same id.
             let victim = pick(rng, initial, None)?.to_string();
+            let id = member_id(initial, &victim)?;
             c.kill_member(&victim)?;
-            c.wait_until("the victim replaced", CONVERGE, |s| {
-                s.members.iter().all(|m| m.name != victim)
+            c.wait_until("the victim back on its data", CONVERGE, |s| {
+                s.members
+                    .iter()
+                    .any(|m| m.name == victim && m.id == id && m.healthy && m.restarts >= 1)
             })
             .await?;
-            ("replacement".into(), 3, v)
+            ("restart on data".into(), 3, v)
+        }
+        "kill-majority" | "kill-all" => {
+            // A host crash: quorum lost, every byte of data still there.
+            let count = if name == "kill-all" { 3 } else { 2 };
+            let mut victims: Vec<String> = initial.members.iter().map(|m| m.name.clone()).collect();
+            while victims.len() > count {
+                victims.remove(rng.below(victims.len() as u64) as usize);
+            }
+            for victim in &victims {
+                c.kill_member(victim)?;
+            }
+            let ids: Vec<(String, String)> = initial
+                .members
+                .iter()
+                .map(|m| (m.name.clone(), m.id.clone()))
+                .collect();
+            c.wait_until("every member back on its data, same ids", CONVERGE, |s| {
+                is_running(s, 3, &v)
+                    && ids
+                        .iter()
+                        .all(|(n, id)| s.members.iter().any(|m| &m.name == n && &m.id == id))
+            })
+            .await?;
+            (format!("{count} of 3 killed at once, data intact"), 3, v)
+        }
+        "wipe-majority" => {
+            // Two of three killed with their data wiped: under Manual nothing is touched;
+            // then ForceNewCluster brings the survivor back as a one-member cluster that
+            // grows to 3. Writes acknowledged only by the wiped members may be lost.
+            let survivor = pick(rng, initial, None)?.to_string();
+            c.crash();
+            for m in initial.members.iter().filter(|m| m.name != survivor) {
+                c.kill_member(&m.name)?;
+                let dir = c.state_dir().join(c.cluster()).join(&m.name).join("etcd");
+                wait_gone(sidecar_pid_recorded(c, &m.name)).await?;
+                std::fs::remove_dir_all(&dir)
+                    .with_context(|| format!("removing {}", dir.display()))?;
+            }
+            c.restart().await?;
+            c.wait_until("QuorumLost: data lost", CONVERGE, |s| {
+                s.conditions.iter().any(|k| {
+                    k.r#type == "QuorumLost" && k.status == "True" && k.reason == "DataLost"
+                })
+            })
+            .await?;
+            let names: Vec<String> = initial.members.iter().map(|m| m.name.clone()).collect();
+            let window = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < window {
+                if let Some(s) = c.status().await
+                    && s.members.iter().map(|m| &m.name).ne(names.iter())
+                {
+                    bail!("members changed under Manual: {:?}", s.members);
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            c.write_manifest(&format!(
+                "{}  recovery:\n    quorumLoss: ForceNewCluster\n",
+                crate::local_cluster::manifest(c.cluster(), 3, &v)
+            ))?;
+            ("2 of 3 wiped: Manual, then ForceNewCluster".into(), 3, v)
         }
         "pause-leader-etcd" => {
             let victim = pick(rng, initial, Some(true))?;
@@ -543,8 +649,15 @@ async fn inject(
             )
         }
         "kill-etcd-during-replacement" => {
+            // A member whose data is gone is replaced; the coordinator is stopped while the
+            // data goes, so that nothing restarts the member first.
             let victim = pick(rng, initial, Some(false))?.to_string();
+            c.crash();
             c.kill_member(&victim)?;
+            wait_gone(sidecar_pid_recorded(c, &victim)).await?;
+            let dir = c.state_dir().join(c.cluster()).join(&victim).join("etcd");
+            std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
+            c.restart().await?;
             c.wait_until("the replacement created", CONVERGE, |s| {
                 s.members.len() == 3 && s.members.iter().all(|m| m.name != victim)
             })

@@ -342,7 +342,18 @@ async fn publish_outcome(
                     m.unwrap_or("")
                 ),
             };
-            let type_ = if outcome.error.is_some() {
+            let note = match action {
+                PlanAction::ForceNewCluster { revision, lost, .. } if outcome.error.is_none() => {
+                    format!(
+                        "{note} at revision {revision}: the data of {} was gone; writes acknowledged only by those members may be lost",
+                        lost.join(", ")
+                    )
+                }
+                _ => note,
+            };
+            let type_ = if outcome.error.is_some()
+                || matches!(action, PlanAction::ForceNewCluster { .. })
+            {
                 EventType::Warning
             } else {
                 EventType::Normal
@@ -350,6 +361,19 @@ async fn publish_outcome(
             ctx.publish(obj, type_, &reason, note).await;
         }
         _ => {}
+    }
+    // Quorum lost: said once when it starts (the condition keeps saying it).
+    let lost = |s: &EtcdClusterStatus| {
+        s.conditions
+            .iter()
+            .find(|c| c.type_ == "QuorumLost" && c.status == "True")
+            .map(|c| (c.reason.clone(), c.message.clone()))
+    };
+    if let Some((reason, message)) = lost(status)
+        && lost(previous).is_none_or(|(was, _)| was != reason)
+    {
+        ctx.publish(obj, EventType::Warning, "QuorumLost", message)
+            .await;
     }
     if previous.phase != status.phase && !status.phase.is_empty() {
         info!(from = %previous.phase, to = %status.phase, "phase changed");

@@ -28,6 +28,9 @@ pub fn resource_status(name: &str, status: &ClusterStatus) -> EtcdClusterStatus 
                 healthy: m.healthy,
                 leader: m.leader,
                 learner: m.learner,
+                phase: m.phase.clone(),
+                restarts: m.restarts,
+                last_exit: m.last_exit.clone(),
             })
             .collect(),
         current_version: status.current_version.clone(),
@@ -258,6 +261,7 @@ mod tests {
                 healthy: true,
                 leader: true,
                 learner: false,
+                ..Default::default()
             }
         );
         assert!(s.members[1].learner && !s.members[1].healthy);

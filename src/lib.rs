@@ -1,12 +1,14 @@
 //! Shared crate of the etcd operator: the gRPC contract compiled from `proto/`, the
 //! `EtcdCluster` resource types, spec validation, etcd version rules, member naming,
 //! the membership-grant table, where real etcd binaries come from, and the certificates of
-//! the control path and of etcd (issuing, and reading identities back).
+//! the control path and of etcd (issuing, and reading identities back), and backups'
+//! metadata, names and retention.
 //!
 //! Everything here is pure (no network, no processes) so that the coordinator, the
 //! sidecar and the tests share one definition of each rule.
 #![forbid(unsafe_code)]
 
+pub mod backup;
 pub mod etcd_bin;
 pub mod fuzzing;
 pub mod grant;

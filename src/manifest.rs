@@ -109,8 +109,15 @@ fn check_known_fields(doc: &serde_json::Value) -> Result<(), String> {
         "pod",
         "tls",
         "recovery",
+        "backup",
+        "restore",
     ];
-    const NESTED: &[(&str, &[&str])] = &[("tls", &["enabled"]), ("recovery", &["quorumLoss"])];
+    const NESTED: &[(&str, &[&str])] = &[
+        ("tls", &["enabled"]),
+        ("recovery", &["quorumLoss"]),
+        ("backup", &["schedule", "keep", "storage"]),
+        ("restore", &["backup", "cluster", "storage", "bumpRevision"]),
+    ];
     let Some(spec) = doc.get("spec").and_then(|s| s.as_object()) else {
         return Ok(());
     };

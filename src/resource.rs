@@ -42,6 +42,11 @@ pub const KIND: &str = "EtcdCluster";
     ),
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
     printcolumn(
+        name = "Last Backup",
+        type_ = "date",
+        json_path = ".status.backup.lastSuccessfulTime"
+    ),
+    printcolumn(
         name = "Age",
         type_ = "date",
         json_path = ".metadata.creationTimestamp"
@@ -79,9 +84,120 @@ pub struct EtcdClusterSpec {
     /// data of a majority of members is gone).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recovery: Option<RecoverySpec>,
+    /// Backups: taken by a member's sidecar from etcd's snapshot stream, checked against the
+    /// SHA-256 etcd appends, stored with their metadata, then restored once into a scratch
+    /// directory to prove them restorable. Without it, backups are taken on demand only
+    /// (`etcd-coordinator backup NAME`), to the default storage.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<BackupSpec>,
+    /// Create this cluster from a backup (only a cluster with no member yet; an existing
+    /// cluster is never overwritten).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore: Option<RestoreSpec>,
 }
 
+/// When backups are taken and how many are kept.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupSpec {
+    /// A cron schedule in UTC, five fields (`*/30 * * * *`: every half hour). Without it,
+    /// backups are taken on demand only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 100))]
+    pub schedule: Option<String>,
+    /// How many backups to keep (at least 1; default 10). Older ones are deleted only after
+    /// a new backup succeeded, and never the newest verified one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 10000))]
+    pub keep: Option<i32>,
+    /// Where backups go (default: local mode's `<state>/backups/<cluster>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage: Option<BackupStorageSpec>,
+}
+
+/// Backups kept when `keep` is not given.
+pub const DEFAULT_BACKUP_KEEP: i32 = 10;
+
+/// Where backups are stored: exactly one kind.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupStorageSpec {
+    /// A directory (local mode; on Kubernetes a directory inside the member's container).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local: Option<LocalStorageSpec>,
+    /// An S3 or S3-compatible bucket.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3: Option<S3StorageSpec>,
+}
+
+/// A directory for backups.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LocalStorageSpec {
+    /// An absolute path.
+    #[schemars(length(min = 1, max = 4096))]
+    pub path: String,
+}
+
+/// An S3 (or S3-compatible) bucket for backups.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct S3StorageSpec {
+    /// The bucket.
+    #[schemars(length(min = 3, max = 63))]
+    pub bucket: String,
+    /// A prefix inside the bucket, e.g. `etcd/` (the cluster's name is appended).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub prefix: String,
+    /// The endpoint URL of an S3-compatible service (default: AWS's for the region).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// The region (default `us-east-1`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// Address the bucket in the path (`https://endpoint/bucket/...`), as most
+    /// S3-compatible services need.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub force_path_style: bool,
+    /// A Secret with `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY` (Kubernetes; its keys
+    /// are given to the member's container as environment, never logged or put in status).
+    /// In local mode the coordinator's own environment provides them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials_secret: Option<String>,
+}
+
+/// A backup to create a new cluster from.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RestoreSpec {
+    /// `latest` (the newest verified backup) or a backup's name.
+    #[schemars(length(min = 1, max = 253))]
+    pub backup: String,
+    /// The cluster the backup was taken of (default: this cluster's name); its backups are
+    /// under its name in the storage.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63))]
+    pub cluster: Option<String>,
+    /// Where the backup is (default: the cluster's backup storage).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage: Option<BackupStorageSpec>,
+    /// How far revisions jump past the backup's, so that watchers never see a revision go
+    /// backwards (etcd's `--bump-revision`; default 1,000,000,000). The restored cluster is
+    /// marked compacted at that revision.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub bump_revision: Option<i64>,
+}
+
+/// Revisions a restore bumps by when the spec does not say.
+pub const DEFAULT_BUMP_REVISION: i64 = 1_000_000_000;
+
 impl EtcdClusterSpec {
+    /// The backup storage: the spec's, when it names one.
+    pub fn backup_storage(&self) -> Option<&BackupStorageSpec> {
+        self.backup.as_ref().and_then(|b| b.storage.as_ref())
+    }
+
     /// True when etcd's client and peer traffic uses TLS.
     pub fn etcd_tls(&self) -> bool {
         self.tls.as_ref().is_some_and(|t| t.enabled)
@@ -256,6 +372,33 @@ pub struct EtcdClusterStatus {
     /// Label selector of the member pods (for the scale subresource).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub selector: String,
+    /// Backups: the newest taken and verified, the last failure, the next one due.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<BackupStatus>,
+}
+
+/// Where backups stand.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupStatus {
+    /// The newest backup taken.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub last_successful: String,
+    /// When it was taken, RFC 3339.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub last_successful_time: String,
+    /// The newest backup proven restorable.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub last_verified: String,
+    /// The last failure, for people (empty after a success).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub last_failure: String,
+    /// When it failed, RFC 3339.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub last_failure_time: String,
+    /// When the next scheduled backup is due, RFC 3339.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub next: String,
 }
 
 /// One member in the status.

@@ -33,6 +33,36 @@ pub enum SpecError {
         /// The supported minor lines, for the message.
         supported: String,
     },
+    /// `spec.backup.schedule` is not a cron schedule.
+    #[error(
+        "spec.backup.schedule {schedule:?} is not a cron schedule ({reason}): use five fields in UTC, for example \"*/30 * * * *\""
+    )]
+    BadSchedule {
+        /// The schedule given.
+        schedule: String,
+        /// What the parser said.
+        reason: String,
+    },
+    /// `spec.backup.keep` below 1.
+    #[error("spec.backup.keep is {0}: keep at least 1 backup")]
+    KeepTooSmall(i32),
+    /// A storage names no kind, or more than one.
+    #[error("{0} must name exactly one storage kind (local or s3), not {1}")]
+    StorageKinds(&'static str, usize),
+    /// A storage field is empty or malformed.
+    #[error("{field}: {reason}")]
+    BadStorage {
+        /// The field.
+        field: &'static str,
+        /// What is wrong.
+        reason: &'static str,
+    },
+    /// `spec.restore.backup` is empty.
+    #[error("spec.restore.backup is empty: name a backup, or \"latest\"")]
+    RestoreNamesNothing,
+    /// `spec.restore.bumpRevision` is negative.
+    #[error("spec.restore.bumpRevision is {0}: it must be 0 or more")]
+    NegativeBump(i64),
     /// The object has no name.
     #[error("metadata.name is missing")]
     MissingName,
@@ -105,6 +135,22 @@ pub fn validate_spec(spec: &EtcdClusterSpec) -> Result<ValidSpec, SpecErrors> {
             None
         }
     };
+    if let Some(backup) = &spec.backup {
+        check_backup(backup, &mut errors);
+    }
+    if let Some(restore) = &spec.restore {
+        if restore.backup.trim().is_empty() {
+            errors.push(SpecError::RestoreNamesNothing);
+        }
+        if let Some(bump) = restore.bump_revision
+            && bump < 0
+        {
+            errors.push(SpecError::NegativeBump(bump));
+        }
+        if let Some(storage) = &restore.storage {
+            check_storage("spec.restore.storage", storage, &mut errors);
+        }
+    }
     match version {
         Some(version) if errors.is_empty() => Ok(ValidSpec {
             size: spec.size as u32,
@@ -114,6 +160,69 @@ pub fn validate_spec(spec: &EtcdClusterSpec) -> Result<ValidSpec, SpecErrors> {
             warnings,
         }),
         _ => Err(SpecErrors(errors)),
+    }
+}
+
+/// Parses a backup schedule: five cron fields, UTC.
+pub fn parse_schedule(schedule: &str) -> Result<croner::Cron, String> {
+    let fields = schedule.split_whitespace().count();
+    if fields != 5 {
+        return Err(format!("{fields} fields, not 5"));
+    }
+    schedule.parse::<croner::Cron>().map_err(|e| e.to_string())
+}
+
+fn check_backup(backup: &crate::resource::BackupSpec, errors: &mut Vec<SpecError>) {
+    if let Some(schedule) = &backup.schedule
+        && let Err(reason) = parse_schedule(schedule)
+    {
+        errors.push(SpecError::BadSchedule {
+            schedule: schedule.clone(),
+            reason,
+        });
+    }
+    if let Some(keep) = backup.keep
+        && keep < 1
+    {
+        errors.push(SpecError::KeepTooSmall(keep));
+    }
+    if let Some(storage) = &backup.storage {
+        check_storage("spec.backup.storage", storage, errors);
+    }
+}
+
+fn check_storage(
+    field: &'static str,
+    storage: &crate::resource::BackupStorageSpec,
+    errors: &mut Vec<SpecError>,
+) {
+    let kinds = usize::from(storage.local.is_some()) + usize::from(storage.s3.is_some());
+    if kinds != 1 {
+        errors.push(SpecError::StorageKinds(field, kinds));
+    }
+    if let Some(local) = &storage.local
+        && !local.path.starts_with('/')
+    {
+        errors.push(SpecError::BadStorage {
+            field: "local.path",
+            reason: "must be an absolute path",
+        });
+    }
+    if let Some(s3) = &storage.s3 {
+        if s3.bucket.trim().is_empty() {
+            errors.push(SpecError::BadStorage {
+                field: "s3.bucket",
+                reason: "is empty",
+            });
+        }
+        if let Some(endpoint) = &s3.endpoint
+            && !(endpoint.starts_with("https://") || endpoint.starts_with("http://"))
+        {
+            errors.push(SpecError::BadStorage {
+                field: "s3.endpoint",
+                reason: "must be an http:// or https:// URL",
+            });
+        }
     }
 }
 

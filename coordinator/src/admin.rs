@@ -1,5 +1,5 @@
 //! An operator's commands against a running local coordinator, over its control port:
-//! `etcd-coordinator delete-member`.
+//! `etcd-coordinator delete-member` and `etcd-coordinator backup`.
 //!
 //! The control port answers only callers with a certificate of the state directory's CA.
 //! A command holds one only if it can read the CA's key under `<state>/pki/` (0600, the
@@ -13,7 +13,9 @@ use etcd_operator::{
     ClusterKey,
     identity::{OPERATOR_URI, PeerIdentity},
     pki::{LeafRequest, Usage},
-    proto::{DeleteMemberRequest, coordinator_client::CoordinatorClient},
+    proto::{
+        Backup, DeleteMemberRequest, TakeBackupRequest, coordinator_client::CoordinatorClient,
+    },
 };
 use etcd_sidecar::tls::{ClientTls, channel};
 use thiserror::Error;
@@ -72,7 +74,7 @@ async fn control_client(
         &format!("https://{control_addr}"),
         tls,
         Duration::from_secs(3),
-        Some(Duration::from_secs(90)),
+        Some(Duration::from_secs(1900)),
     )
     .map_err(|e| AdminError::Unreachable {
         addr: control_addr,
@@ -105,4 +107,21 @@ pub async fn delete_member(
             _ => AdminError::Refused(status.message().to_string()),
         })?;
     Ok(response.into_inner().member_name)
+}
+
+/// Takes a backup of the local cluster `cluster` now, through the coordinator at
+/// `control_addr`; returns it once it is stored and proven restorable.
+pub async fn take_backup(
+    state_dir: &Path,
+    control_addr: SocketAddr,
+    cluster: &str,
+) -> Result<Backup, AdminError> {
+    let mut client = control_client(state_dir, control_addr).await?;
+    let response = client
+        .take_backup(TakeBackupRequest {
+            cluster: Some((&ClusterKey::local(cluster)).into()),
+        })
+        .await
+        .map_err(|status| AdminError::Refused(status.message().to_string()))?;
+    Ok(response.into_inner())
 }

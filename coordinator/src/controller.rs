@@ -27,6 +27,20 @@ use crate::{
     runtime::{MemberInfo, Runtime, RuntimeError},
 };
 
+/// How long one backup (stream, store, fetch back, restore into scratch) may take.
+const BACKUP_DEADLINE: Duration = Duration::from_secs(1800);
+
+/// How many backups the spec keeps.
+fn resource_keep(resource: &EtcdCluster) -> usize {
+    resource
+        .spec
+        .backup
+        .as_ref()
+        .and_then(|b| b.keep)
+        .unwrap_or(etcd_operator::resource::DEFAULT_BACKUP_KEEP)
+        .max(1) as usize
+}
+
 /// How long an upgraded member has to come back healthy at its new version.
 const UPGRADE_HEALTHY_DEADLINE: Duration = Duration::from_secs(180);
 
@@ -59,6 +73,9 @@ pub enum ActError {
     /// Something did not happen in time.
     #[error("timed out: {0}")]
     Timeout(String),
+    /// A backup failed (the cluster is untouched).
+    #[error("backup: {0}")]
+    Backup(String),
 }
 
 impl ActError {
@@ -70,6 +87,7 @@ impl ActError {
             Self::Sidecar { .. } => "sidecar",
             Self::Grant(_) => "grant",
             Self::Timeout(_) => "timeout",
+            Self::Backup(_) => "backup",
         }
     }
 }
@@ -212,7 +230,7 @@ impl<R: Runtime> ClusterController<R> {
                 "acting"
             );
             match self
-                .act(&plan.action, &infos, resource.spec.etcd_tls())
+                .act(&plan.action, &infos, resource)
                 .await
             {
                 Ok(()) => None,
@@ -367,6 +385,24 @@ impl<R: Runtime> ClusterController<R> {
                 failing_since: info.restarts.failing_since,
             })
             .collect();
+        let storage = crate::backups::resolve_storage(
+            resource.spec.backup_storage(),
+            self.runtime.default_backup_storage(),
+        );
+        let started = now - self.registry.age_ms(now);
+        let backup_due = self.registry.with(&self.key, |entry, _| {
+            let track = &mut entry.backups;
+            track.storage = storage.as_ref().ok().cloned();
+            let since = track.last_success.as_ref().map_or(started, |(_, at)| *at);
+            track.next_due = crate::backups::next_scheduled(&resource.spec, since);
+            storage.is_ok() && crate::backups::due(track, &resource.spec, started, now)
+        });
+        let restore = match &resource.spec.restore {
+            Some(restore) if infos.is_empty() && etcd_members.is_none() => {
+                Some(self.resolve_restore(resource, restore).await)
+            }
+            _ => None,
+        };
         let observed = Observed {
             cluster: self.key.clone(),
             spec: validate_cluster(resource),
@@ -375,10 +411,85 @@ impl<R: Runtime> ClusterController<R> {
             grant,
             next_ordinal,
             delete_requested,
+            backup_due,
+            restore,
             now,
             policy: self.policy,
         };
         Ok((observed, infos))
+    }
+
+    /// The backup a cluster to be created is restored from: found, checked against the
+    /// version rules, and handed to the seed when it registers; or why it cannot be.
+    async fn resolve_restore(
+        &self,
+        resource: &EtcdCluster,
+        restore: &etcd_operator::resource::RestoreSpec,
+    ) -> Result<String, String> {
+        let storage = match &restore.storage {
+            Some(s) => Ok(crate::backups::to_proto(s)),
+            None => crate::backups::resolve_storage(
+                resource.spec.backup_storage(),
+                self.runtime.default_backup_storage(),
+            ),
+        }
+        .map_err(|e| format!("spec.restore: {e}"))?;
+        let source_cluster = restore
+            .cluster
+            .clone()
+            .unwrap_or_else(|| self.key.name.clone());
+        let store = etcd_sidecar::backup::Storage::open(&storage, &source_cluster)
+            .map_err(|e| format!("spec.restore: {e}"))?;
+        let backups = store
+            .list()
+            .await
+            .map_err(|e| format!("spec.restore: the backups in {store:?} cannot be listed: {e}"))?;
+        let metas: Vec<etcd_operator::backup::BackupMeta> = backups;
+        let chosen = etcd_operator::backup::choose(&metas, &restore.backup).ok_or_else(|| {
+            if restore.backup == "latest" {
+                format!("spec.restore: no verified backup of {source_cluster} in {store:?}: nothing is started")
+            } else {
+                format!(
+                    "spec.restore: no backup {:?} in {store:?}: nothing is started",
+                    restore.backup
+                )
+            }
+        })?;
+        let spec_version: EtcdVersion = resource
+            .spec
+            .version
+            .parse()
+            .map_err(|e| format!("spec.version: {e}"))?;
+        let taken_on: EtcdVersion = chosen.etcd_version.parse().map_err(|e| {
+            format!(
+                "backup {} names no usable etcd version ({:?}: {e}): nothing is started",
+                chosen.name, chosen.etcd_version
+            )
+        })?;
+        etcd_operator::version::check_version_step(
+            taken_on,
+            spec_version,
+            resource.spec.allow_downgrade,
+        )
+        .map_err(|e| {
+            format!(
+                "backup {} was taken on etcd {taken_on} and cannot be restored on {spec_version}: {e}",
+                chosen.name
+            )
+        })?;
+        let source = etcd_operator::proto::RestoreSource {
+            storage: Some(storage),
+            backup: chosen.name.clone(),
+            sha256: chosen.sha256.clone(),
+            bump_revision: restore
+                .bump_revision
+                .unwrap_or(etcd_operator::resource::DEFAULT_BUMP_REVISION),
+            source_cluster,
+        };
+        let name = chosen.name.clone();
+        self.registry
+            .with(&self.key, |entry, _| entry.restore = Some(source));
+        Ok(name)
     }
 
     /// The coordinator's etcd client TLS when `endpoints` are https.
@@ -399,8 +510,9 @@ impl<R: Runtime> ClusterController<R> {
         &self,
         action: &Action,
         infos: &[MemberInfo],
-        etcd_tls: bool,
+        resource: &EtcdCluster,
     ) -> Result<(), ActError> {
+        let etcd_tls = resource.spec.etcd_tls();
         match action {
             Action::CreateSeed { name, version } | Action::CreateMember { name, version } => {
                 let seed = matches!(action, Action::CreateSeed { .. });
@@ -454,6 +566,10 @@ impl<R: Runtime> ClusterController<R> {
             }
             Action::UpgradeMember { name, to } => {
                 self.with_grant(name, ChangeKind::Upgrade, self.upgrade(infos, name, *to))
+                    .await?;
+            }
+            Action::TakeBackup { name } => {
+                self.take_backup(infos, name, resource_keep(resource))
                     .await?;
             }
             Action::RestartMember { name, reason } => {
@@ -524,6 +640,116 @@ impl<R: Runtime> ClusterController<R> {
         self.registry
             .with(&self.key, |_, grants| grants.release(&self.key, &grant.id));
         result
+    }
+
+    /// Asks `name`'s sidecar for a backup, records the outcome, and, once a new backup is
+    /// proven restorable, applies the retention of `keep`.
+    async fn take_backup(
+        &self,
+        infos: &[MemberInfo],
+        name: &str,
+        keep: usize,
+    ) -> Result<(), ActError> {
+        let began = now_ms();
+        let storage = self
+            .registry
+            .with(&self.key, |entry, _| entry.backups.storage.clone())
+            .ok_or_else(|| ActError::Timeout("no backup storage".into()))?;
+        info!(member = %name, "taking a backup");
+        let result = async {
+            let info = find(infos, name)?;
+            let mut sidecar = self.sidecar_client_for(info, BACKUP_DEADLINE).await?;
+            let backup = sidecar
+                .take_backup(etcd_operator::proto::BackupRequest {
+                    storage: Some(storage.clone()),
+                })
+                .await
+                .map_err(|s| ActError::Sidecar {
+                    member: name.to_string(),
+                    message: s.message().to_string(),
+                })?
+                .into_inner();
+            Ok::<_, ActError>(backup)
+        }
+        .await;
+        let now = now_ms();
+        let metrics = self.registry.metrics();
+        let labels = crate::metrics::ClusterLabels {
+            cluster: self.key.to_string(),
+        };
+        let outcome = match result {
+            Ok(backup) if backup.verified => Ok(backup),
+            Ok(backup) => Err((
+                Some(backup.clone()),
+                format!(
+                    "backup {} is stored but could not be proven restorable: {}",
+                    backup.name, backup.verify_error
+                ),
+            )),
+            Err(e) => Err((None, e.to_string())),
+        };
+        self.registry.with(&self.key, |entry, _| {
+            let track = &mut entry.backups;
+            track.finished += 1;
+            if track.requested_at.is_some_and(|at| at <= began) {
+                track.requested_at = None;
+            }
+            match &outcome {
+                Ok(backup) => {
+                    track.last_success = Some((backup.clone(), now));
+                    track.last_verified = Some(backup.clone());
+                    track.last_failure = None;
+                    track.failures = 0;
+                }
+                Err((stored, message)) => {
+                    if let Some(b) = stored {
+                        track.last_success = Some((b.clone(), now));
+                    }
+                    track.last_failure = Some((now, message.clone()));
+                    track.failures += 1;
+                }
+            }
+        });
+        let backup = match outcome {
+            Ok(backup) => backup,
+            Err((_, message)) => {
+                metrics.backup_failures.get_or_create(&labels).inc();
+                warn!(member = %name, error = %message, "backup failed");
+                return Err(ActError::Backup(message));
+            }
+        };
+        metrics
+            .backup_last_success
+            .get_or_create(&labels)
+            .set(now / 1000);
+        metrics
+            .backup_duration
+            .get_or_create(&labels)
+            .set((now - began) as f64 / 1000.0);
+        metrics
+            .backup_bytes
+            .get_or_create(&labels)
+            .set(i64::try_from(backup.size_bytes).unwrap_or(i64::MAX));
+        info!(member = %name, backup = %backup.name, revision = backup.revision, bytes = backup.size_bytes, "backup taken and proven restorable");
+        // Retention, only now that a new backup is proven good.
+        let retained = async {
+            let store = etcd_sidecar::backup::Storage::open(&storage, &self.key.name)?;
+            let all = store.list().await?;
+            let doomed = etcd_operator::backup::to_delete(&all, keep);
+            for old in &doomed {
+                store.delete(old).await?;
+            }
+            Ok::<_, etcd_sidecar::backup::BackupError>(doomed)
+        }
+        .await;
+        match retained {
+            Ok(deleted) if !deleted.is_empty() => {
+                info!(deleted = ?deleted, keep, "old backups deleted");
+            }
+            Ok(_) => {}
+            Err(e) => warn!(error = %e, "retention failed; old backups are kept"),
+        }
+        Ok(())
     }
 
     async fn remove_from_etcd(&self, member_id: u64, infos: &[MemberInfo]) -> Result<(), ActError> {
@@ -743,12 +969,27 @@ impl<R: Runtime> ClusterController<R> {
                 &spec_message,
             ),
         ];
-        let forced = self
-            .registry
-            .with(&self.key, |entry, _| entry.forced_recovery.clone());
+        let (forced, track, reports) = self.registry.with(&self.key, |entry, _| {
+            (
+                entry.forced_recovery.clone(),
+                entry.backups.clone(),
+                entry
+                    .reports
+                    .values()
+                    .map(|r| r.report.clone())
+                    .collect::<Vec<_>>(),
+            )
+        });
         if let Some(c) = quorum_condition(&plan.action, forced.as_ref()) {
             conditions.push(c);
         }
+        if let Some(c) = backup_condition(resource, &track) {
+            conditions.push(c);
+        }
+        if let Some(c) = restored_condition(resource, observed, plan, &reports) {
+            conditions.push(c);
+        }
+        let backup = backup_state(&track);
         let now = rfc3339_now();
         for c in &mut conditions {
             c.last_transition_time = previous
@@ -790,8 +1031,140 @@ impl<R: Runtime> ClusterController<R> {
             change_in_flight,
             observed_generation: resource.metadata.generation.unwrap_or(0),
             endpoints: endpoints.join(","),
+            backup,
         }
     }
+}
+
+fn rfc3339_ms(ms: UnixMillis) -> String {
+    jiff::Timestamp::from_millisecond(ms)
+        .map(|t| t.to_string())
+        .unwrap_or_default()
+}
+
+/// Where backups stand, for the status (`None` before any backup and without a schedule).
+fn backup_state(track: &crate::backups::BackupTrack) -> Option<etcd_operator::proto::BackupState> {
+    if track.last_success.is_none() && track.last_failure.is_none() && track.next_due.is_none() {
+        return None;
+    }
+    Some(etcd_operator::proto::BackupState {
+        last_successful: track
+            .last_success
+            .as_ref()
+            .map(|(b, _)| b.name.clone())
+            .unwrap_or_default(),
+        last_successful_time: track
+            .last_success
+            .as_ref()
+            .map(|(b, _)| b.created_at.clone())
+            .unwrap_or_default(),
+        last_verified: track
+            .last_verified
+            .as_ref()
+            .map(|b| b.name.clone())
+            .unwrap_or_default(),
+        last_failure: track
+            .last_failure
+            .as_ref()
+            .map(|(_, m)| m.clone())
+            .unwrap_or_default(),
+        last_failure_time: track
+            .last_failure
+            .as_ref()
+            .map(|(at, _)| rfc3339_ms(*at))
+            .unwrap_or_default(),
+        next: track.next_due.map(rfc3339_ms).unwrap_or_default(),
+    })
+}
+
+/// `BackupHealthy`: whether the newest backup is proven restorable; absent while the spec
+/// asks for no backups and none was taken.
+fn backup_condition(
+    resource: &EtcdCluster,
+    track: &crate::backups::BackupTrack,
+) -> Option<Condition> {
+    let failed_last = match (&track.last_failure, &track.last_success) {
+        (Some((failed, _)), Some((_, ok))) => failed >= ok,
+        (Some(_), None) => true,
+        _ => false,
+    };
+    if failed_last {
+        let (_, message) = track.last_failure.as_ref()?;
+        return Some(condition(
+            "BackupHealthy",
+            "False",
+            "BackupFailed",
+            &format!(
+                "{message} ({} failure{} in a row; retried with a backoff; the cluster is untouched)",
+                track.failures,
+                if track.failures == 1 { "" } else { "s" }
+            ),
+        ));
+    }
+    match &track.last_verified {
+        Some(b) => Some(condition(
+            "BackupHealthy",
+            "True",
+            "BackupVerified",
+            &format!(
+                "newest backup {} (revision {}, {} bytes) taken at {} and proven restorable",
+                b.name, b.revision, b.size_bytes, b.created_at
+            ),
+        )),
+        None if resource.spec.backup.is_some() => Some(condition(
+            "BackupHealthy",
+            "Unknown",
+            "NoBackupYet",
+            &match track.next_due {
+                Some(next) => format!("no backup yet; the first is due at {}", rfc3339_ms(next)),
+                None => {
+                    "no backup yet (no schedule: etcd-coordinator backup NAME takes one)".into()
+                }
+            },
+        )),
+        None => None,
+    }
+}
+
+/// `Restored`, for a cluster created from a backup: from which backup, at which revision,
+/// and whether revisions were bumped; or why it is not restored.
+fn restored_condition(
+    resource: &EtcdCluster,
+    observed: &Observed,
+    plan: &Plan,
+    reports: &[etcd_operator::proto::HealthReport],
+) -> Option<Condition> {
+    resource.spec.restore.as_ref()?;
+    if let Some(r) = reports.iter().find(|r| !r.restored_from.is_empty()) {
+        let message = if r.restored_bump > 0 {
+            format!(
+                "restored from backup {} at revision {}; revisions bumped by {} and marked compacted (watchers from before get a compaction error, never a revision going backwards)",
+                r.restored_from, r.restored_revision, r.restored_bump
+            )
+        } else {
+            format!(
+                "restored from backup {} at revision {}; this etcdutl has no --bump-revision, so revisions resume at the backup's: watchers and informers must start over",
+                r.restored_from, r.restored_revision
+            )
+        };
+        return Some(condition("Restored", "True", "Restored", &message));
+    }
+    if let Some(Err(message)) = &observed.restore {
+        return Some(condition("Restored", "False", "RestoreRefused", message));
+    }
+    if matches!(plan.action, Action::RefuseSpec { .. }) {
+        return None;
+    }
+    let failing = reports.iter().find(|r| r.last_error.contains("restore"));
+    Some(match failing {
+        Some(r) => condition("Restored", "False", "RestoreFailed", &r.last_error),
+        None => condition(
+            "Restored",
+            "Unknown",
+            "Restoring",
+            "the seed restores the backup; nothing else starts until it runs",
+        ),
+    })
 }
 
 fn find<'a>(infos: &'a [MemberInfo], name: &str) -> Result<&'a MemberInfo, ActError> {
@@ -808,6 +1181,16 @@ impl<R: Runtime> ClusterController<R> {
         &self,
         info: &MemberInfo,
     ) -> Result<SidecarClient<tonic::transport::Channel>, ActError> {
+        self.sidecar_client_for(info, Duration::from_secs(180))
+            .await
+    }
+
+    /// As [`Self::sidecar_client`], with calls allowed up to `timeout`.
+    async fn sidecar_client_for(
+        &self,
+        info: &MemberInfo,
+        timeout: Duration,
+    ) -> Result<SidecarClient<tonic::transport::Channel>, ActError> {
         let unreachable = |message: String| ActError::Sidecar {
             member: info.name.clone(),
             message,
@@ -816,7 +1199,7 @@ impl<R: Runtime> ClusterController<R> {
             &info.sidecar_url,
             self.runtime.sidecar_tls(&self.key, &info.name),
             Duration::from_secs(3),
-            Some(Duration::from_secs(180)),
+            Some(timeout),
         )
         .map_err(|e| unreachable(e.to_string()))?;
         let mut client = SidecarClient::new(channel);

@@ -10,6 +10,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod backups;
 pub mod controller;
 pub mod k8s;
 pub mod local;

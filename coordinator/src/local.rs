@@ -548,6 +548,13 @@ impl Runtime for LocalRuntime {
             .next_ordinal)
     }
 
+    fn default_backup_storage(&self) -> Option<etcd_operator::proto::BackupStorage> {
+        Some(etcd_operator::proto::BackupStorage {
+            local_path: self.state_dir.join("backups").display().to_string(),
+            ..Default::default()
+        })
+    }
+
     fn check_version(&self, version: EtcdVersion) -> Result<(), RuntimeError> {
         self.binaries
             .resolve(version)

@@ -98,6 +98,33 @@ enum Command {
         #[arg(long, env = "ETCDOP_CONTROL_ADDR", default_value = "127.0.0.1:7443")]
         control_addr: SocketAddr,
     },
+    /// Take a backup of a local cluster now; prints its name once it is stored and proven
+    /// restorable.
+    Backup {
+        /// The cluster's name.
+        cluster: String,
+        /// The state directory of the running coordinator (its CA authenticates this
+        /// command) [default: ~/.local/state/etcd-operator].
+        #[arg(long, env = "ETCDOP_STATE_DIR")]
+        state_dir: Option<PathBuf>,
+        /// The coordinator's control address.
+        #[arg(long, env = "ETCDOP_CONTROL_ADDR", default_value = "127.0.0.1:7443")]
+        control_addr: SocketAddr,
+    },
+    /// List a cluster's backups, newest first.
+    Backups {
+        /// The cluster's name.
+        cluster: String,
+        /// Namespace (Kubernetes only).
+        #[arg(long, short = 'n', default_value = "")]
+        namespace: String,
+        /// The coordinator's status address.
+        #[arg(long, env = "ETCDOP_GRPC_ADDR", default_value = "127.0.0.1:7400")]
+        grpc_addr: String,
+        /// Output format.
+        #[arg(long, short = 'o', value_enum, default_value_t = Output::Table)]
+        output: Output,
+    },
     /// Print the EtcdCluster CustomResourceDefinition as YAML.
     Crd,
     /// Run as the operator in Kubernetes: EtcdCluster objects, members as Pods.
@@ -363,6 +390,50 @@ async fn main() -> anyhow::Result<()> {
                 }
                 Err(e) => {
                     eprintln!("etcd-coordinator delete-member: {e}");
+                    std::process::exit(1);
+                }
+            }
+        }
+        Command::Backup {
+            cluster,
+            state_dir,
+            control_addr,
+        } => {
+            let state_dir = state_dir.unwrap_or_else(default_state_dir);
+            match etcd_coordinator::admin::take_backup(&state_dir, control_addr, &cluster).await {
+                Ok(backup) => {
+                    println!(
+                        "{} (revision {}, {} bytes, sha256 {}, verified)",
+                        backup.name, backup.revision, backup.size_bytes, backup.sha256
+                    );
+                    Ok(())
+                }
+                Err(e) => {
+                    eprintln!("etcd-coordinator backup: {e}");
+                    std::process::exit(1);
+                }
+            }
+        }
+        Command::Backups {
+            cluster,
+            namespace,
+            grpc_addr,
+            output,
+        } => {
+            let url = if grpc_addr.contains("://") {
+                grpc_addr
+            } else {
+                format!("http://{grpc_addr}")
+            };
+            match etcd_coordinator::status::fetch_backups(&url, None, &cluster, &namespace, output)
+                .await
+            {
+                Ok(text) => {
+                    print!("{text}");
+                    Ok(())
+                }
+                Err(e) => {
+                    eprintln!("etcd-coordinator backups: {e}");
                     std::process::exit(1);
                 }
             }

@@ -90,6 +90,14 @@ pub struct Metrics {
     pub certificates_issued: Family<ClusterLabels, Counter>,
     /// Members started again on their data after their process or Pod went away.
     pub member_restarts: Family<MemberLabels, Counter>,
+    /// When the newest proven backup was taken, Unix seconds.
+    pub backup_last_success: Family<ClusterLabels, Gauge>,
+    /// How long the newest backup took (stream, store, proof), seconds.
+    pub backup_duration: Family<ClusterLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    /// Size of the newest backup, bytes.
+    pub backup_bytes: Family<ClusterLabels, Gauge>,
+    /// Backups that failed.
+    pub backup_failures: Family<ClusterLabels, Counter>,
     ready: AtomicBool,
 }
 
@@ -105,6 +113,31 @@ impl Default for Metrics {
         let refused_calls = Family::<RefusedLabels, Counter>::default();
         let certificates_issued = Family::<ClusterLabels, Counter>::default();
         let member_restarts = Family::<MemberLabels, Counter>::default();
+        let backup_last_success = Family::<ClusterLabels, Gauge>::default();
+        let backup_duration =
+            Family::<ClusterLabels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
+        let backup_bytes = Family::<ClusterLabels, Gauge>::default();
+        let backup_failures = Family::<ClusterLabels, Counter>::default();
+        registry.register(
+            "backup_last_success_timestamp_seconds",
+            "When the newest backup proven restorable was taken",
+            backup_last_success.clone(),
+        );
+        registry.register(
+            "backup_duration_seconds",
+            "How long the newest backup took: stream, store and proof",
+            backup_duration.clone(),
+        );
+        registry.register(
+            "backup_bytes",
+            "Size of the newest backup",
+            backup_bytes.clone(),
+        );
+        registry.register(
+            "backup_failures",
+            "Backups that failed",
+            backup_failures.clone(),
+        );
         registry.register(
             "member_restarts",
             "Members started again on their data after their process or Pod went away",
@@ -157,6 +190,10 @@ impl Default for Metrics {
             refused_calls,
             certificates_issued,
             member_restarts,
+            backup_last_success,
+            backup_duration,
+            backup_bytes,
+            backup_failures,
             ready: AtomicBool::new(false),
         }
     }

@@ -98,6 +98,11 @@ pub struct Observed {
     /// Members an operator asked to delete with their data (`etcd-coordinator
     /// delete-member`, as `kubectl delete pod` does to a member without a claim).
     pub delete_requested: Vec<String>,
+    /// A backup is due (its schedule came, or one was asked for) and none is under way.
+    pub backup_due: bool,
+    /// For a cluster to be created from a backup: the backup found and checked, or why it
+    /// cannot be restored (`None` when the spec asks for no restore, or the cluster exists).
+    pub restore: Option<Result<String, String>>,
     /// Now, ms since the epoch.
     pub now: UnixMillis,
     /// Tunables.
@@ -344,6 +349,12 @@ pub enum Action {
         /// The voters whose data is gone.
         lost: Vec<String>,
     },
+    /// Ask `name`'s sidecar for a backup (a healthy follower when there is one, sparing the
+    /// leader). Not a membership change; one per cluster at a time.
+    TakeBackup {
+        /// The member streaming the snapshot.
+        name: String,
+    },
     /// Upgrade `name` to `to` through the sidecar handoff, then restart it on the same data
     /// with `to`.
     UpgradeMember {
@@ -373,6 +384,7 @@ impl Action {
             Self::AskToLeave { .. } => "ask_to_leave",
             Self::UpgradeMember { .. } => "upgrade_member",
             Self::RestartMember { .. } => "restart_member",
+            Self::TakeBackup { .. } => "take_backup",
             Self::ForceNewCluster { .. } => "force_new_cluster",
             Self::Wait { .. } => "wait",
             Self::Steady => "steady",
@@ -391,7 +403,8 @@ impl Action {
     /// True when acting on it changes etcd's membership (or may: a created member joins),
     /// which a lost quorum forbids; a restart on the same data does not.
     pub fn changes_membership(&self) -> bool {
-        self.changes_something() && !matches!(self, Self::RestartMember { .. })
+        self.changes_something()
+            && !matches!(self, Self::RestartMember { .. } | Self::TakeBackup { .. })
     }
 
     /// The member the action is about, for the `member` log field.
@@ -403,6 +416,7 @@ impl Action {
             | Self::DeleteRuntimeMember { name, .. }
             | Self::AskToLeave { name }
             | Self::RestartMember { name, .. }
+            | Self::TakeBackup { name }
             | Self::ForceNewCluster { name, .. }
             | Self::UpgradeMember { name, .. } => Some(name),
             Self::RefuseSpec { .. } | Self::Wait { .. } | Self::Steady => None,
@@ -853,6 +867,14 @@ impl<'a> View<'a> {
     fn decide(&self) -> Step {
         let observed = self.observed;
         if observed.members.is_empty() && observed.etcd_members.is_none() {
+            if let Some(Err(message)) = &observed.restore {
+                return (
+                    Action::RefuseSpec {
+                        message: message.clone(),
+                    },
+                    Phase::Invalid,
+                );
+            }
             return (
                 Action::CreateSeed {
                     name: self.new_member_name(),
@@ -900,14 +922,35 @@ impl<'a> View<'a> {
             }
             return self.quorum_lost();
         }
-        self.delete_on_request()
+        let step = self
+            .delete_on_request()
             .or_else(|| self.handle_dead())
             .or_else(|| self.delete_left())
             .or_else(|| self.wait_for_joiner())
             .or_else(|| self.wait_for_unhealthy())
             .or_else(|| self.scale())
             .or_else(|| self.upgrade())
-            .unwrap_or((Action::Steady, Phase::Running))
+            .unwrap_or((Action::Steady, Phase::Running));
+        // A backup that is due goes first (backups matter most when something is wrong),
+        // with the phase the rest of the rules show.
+        match self.backup_member() {
+            Some(name) => (Action::TakeBackup { name }, step.1),
+            None => step,
+        }
+    }
+
+    /// Rule 7b: the member to take a due backup from: a healthy voter, a follower when
+    /// there is one (sparing the leader), lowest ordinal first. Only with quorum: a snapshot
+    /// of a member that cannot reach a quorum may be behind.
+    fn backup_member(&self) -> Option<String> {
+        if !self.observed.backup_due {
+            return None;
+        }
+        self.members
+            .iter()
+            .filter(|m| m.is_voter() && m.healthy)
+            .min_by_key(|m| (m.is_leader(), m.runtime.ordinal))
+            .map(|m| m.name().to_string())
     }
 
     /// A never-used name: the caller's counter, but never below an ordinal already visible,
@@ -1473,6 +1516,8 @@ mod tests {
                 grant: None,
                 next_ordinal: 0,
                 delete_requested: Vec::new(),
+                backup_due: false,
+                restore: None,
                 now: NOW,
                 policy: Policy::default(),
             })
@@ -1697,6 +1742,16 @@ mod tests {
             let r = self.report(ordinal);
             r.healthy = false;
             r.leader = false;
+            self
+        }
+
+        fn backup_due(mut self) -> Self {
+            self.0.backup_due = true;
+            self
+        }
+
+        fn restore(mut self, found: Result<&str, &str>) -> Self {
+            self.0.restore = Some(found.map(str::to_string).map_err(str::to_string));
             self
         }
 
@@ -2933,6 +2988,86 @@ mod tests {
         ]);
     }
 
+    #[test]
+    fn backups_come_from_a_healthy_follower_and_never_without_quorum() {
+        let take = |ordinal| Action::TakeBackup {
+            name: name(ordinal),
+        };
+        assert_cases(vec![
+            (
+                "due: the lowest healthy follower",
+                Situation::healthy(3).backup_due(),
+                take(1),
+                Phase::Running,
+            ),
+            (
+                "the follower down: the other follower",
+                Situation::healthy(3).backup_due().down(1),
+                take(2),
+                Phase::Degraded,
+            ),
+            (
+                "a single member: the leader itself",
+                Situation::healthy(1).backup_due(),
+                take(0),
+                Phase::Running,
+            ),
+            (
+                "during a membership change: it waits",
+                Situation::healthy(3)
+                    .backup_due()
+                    .grant(&name(3), ChangeKind::Add),
+                waiting(WaitReason::ChangeInFlight(format!(
+                    "add of {} (grant {CLUSTER}-7)",
+                    name(3)
+                ))),
+                Phase::Scaling,
+            ),
+            (
+                "quorum lost: no backup of a member that may be behind",
+                Situation::healthy(3)
+                    .backup_due()
+                    .leaderless(0)
+                    .leaderless(1)
+                    .leaderless(2),
+                waiting(WaitReason::QuorumLost {
+                    healthy: 0,
+                    voters: 3,
+                }),
+                Phase::Failed,
+            ),
+            (
+                "not due: nothing",
+                Situation::healthy(3),
+                Action::Steady,
+                Phase::Running,
+            ),
+        ]);
+    }
+
+    #[test]
+    fn a_restore_starts_only_from_a_backup_that_checks_out() {
+        assert_cases(vec![
+            (
+                "found and checked: the seed is created (and restores it)",
+                Situation::empty(3).restore(Ok("c-20261201T100000Z-r9")),
+                Action::CreateSeed {
+                    name: name(0),
+                    version: V36,
+                },
+                Phase::Creating,
+            ),
+            (
+                "missing or refused: nothing starts",
+                Situation::empty(3).restore(Err("no verified backup in the storage")),
+                Action::RefuseSpec {
+                    message: "no verified backup in the storage".into(),
+                },
+                Phase::Invalid,
+            ),
+        ]);
+    }
+
     fn survivor(ordinal: u32, raft_index: u64, revision: i64) -> Survivor {
         Survivor {
             name: name(ordinal),
@@ -3123,6 +3258,16 @@ mod tests {
             );
         }
         match action {
+            Action::TakeBackup { name: from } => {
+                assert!(observed.backup_due, "{}", context());
+                assert!(
+                    observed.etcd_members.is_some() && healthy >= quorum(voters),
+                    "backup without quorum: {}",
+                    context()
+                );
+                let m = observed.members.iter().find(|m| &m.name == from).unwrap();
+                assert!(fresh_healthy(observed, m), "{}", context());
+            }
             Action::RestartMember {
                 name: restarted, ..
             } => {
@@ -3422,6 +3567,10 @@ mod tests {
                                 Extra::UpgradeAsked => s.all_run("3.5.34"),
                                 Extra::DeleteAsked => s.delete_asked(0),
                             };
+                            // With the second leader, a backup is due too.
+                            if leader != 0 {
+                                s = s.backup_due();
+                            }
                             let plan = s.plan();
                             plans += 1;
                             kinds.insert(plan.action.kind());
@@ -3446,6 +3595,7 @@ mod tests {
                 "remove_dead_member",
                 "restart_member",
                 "steady",
+                "take_backup",
                 "upgrade_member",
                 "wait",
             ]

@@ -50,6 +50,11 @@ pub struct ClusterEntry {
     pub forced_recovery: Option<ForcedRecovery>,
     /// Members an operator asked to delete (with their data), not deleted yet.
     pub delete_requested: std::collections::BTreeSet<String>,
+    /// Where backups stand.
+    pub backups: crate::backups::BackupTrack,
+    /// The backup the seed of a cluster created from one restores (given to it when it
+    /// registers).
+    pub restore: Option<etcd_operator::proto::RestoreSource>,
 }
 
 /// A new cluster forced from a survivor after quorum was lost for good.

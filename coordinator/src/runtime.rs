@@ -97,6 +97,13 @@ pub trait Runtime: Send + Sync + 'static {
     /// Whether this runtime can run `version` (a binary or image exists).
     fn check_version(&self, version: EtcdVersion) -> Result<(), RuntimeError>;
 
+    /// Where backups go when the spec names no storage (local mode: `<state>/backups`);
+    /// `None` where there is no sensible default (Kubernetes: a Pod's disk is no place for
+    /// its own backups).
+    fn default_backup_storage(&self) -> Option<etcd_operator::proto::BackupStorage> {
+        None
+    }
+
     /// Creates member `name` running `version`; `seed` marks the bootstrapping member;
     /// `etcd_tls` gives it etcd certificates and https URLs. The member's certificates are
     /// issued before it starts.

@@ -11,10 +11,11 @@ use etcd_operator::{
     ClusterKey,
     grant::kind_name,
     proto::{
-        ChangeKind, ClusterStatus, DeleteMemberRequest, DeleteMemberResponse, GetClusterRequest,
-        GrantRequest, GrantResponse, HealthReport, ListClustersRequest, ListClustersResponse,
-        MemberRole, RegisterRequest, RegisterResponse, ReleaseGrantRequest, ReleaseGrantResponse,
-        ReportHealthResponse, coordinator_server::Coordinator,
+        Backup, ChangeKind, ClusterStatus, DeleteMemberRequest, DeleteMemberResponse,
+        GetClusterRequest, GrantRequest, GrantResponse, HealthReport, ListBackupsRequest,
+        ListBackupsResponse, ListClustersRequest, ListClustersResponse, MemberRole,
+        RegisterRequest, RegisterResponse, ReleaseGrantRequest, ReleaseGrantResponse,
+        ReportHealthResponse, TakeBackupRequest, coordinator_server::Coordinator,
     },
 };
 use tokio_stream::StreamExt;
@@ -158,11 +159,19 @@ impl Coordinator for CoordinatorService {
                 Ok((role, urls))
             })
             .ok_or_else(|| Status::not_found(format!("cluster {key} is not managed here")))??;
-        info!(cluster = %key, member = %request.member_name, ?role, "sidecar registered");
+        let restore = match role {
+            MemberRole::Seed => self
+                .registry
+                .with_existing(&key, |entry, _| entry.restore.clone())
+                .flatten(),
+            _ => None,
+        };
+        info!(cluster = %key, member = %request.member_name, ?role, restore = restore.is_some(), "sidecar registered");
         Ok(Response::new(RegisterResponse {
             role: role as i32,
             cluster_client_urls: urls,
             report_interval_ms: REPORT_INTERVAL_MS,
+            restore,
         }))
     }
 
@@ -384,18 +393,87 @@ impl Coordinator for CoordinatorService {
         }
     }
 
+    async fn take_backup(
+        &self,
+        request: Request<TakeBackupRequest>,
+    ) -> Result<Response<Backup>, Status> {
+        self.only_an_operator(&request, "TakeBackup")?;
+        let key = cluster_key(request.get_ref().cluster.as_ref())?;
+        let now = now_ms();
+        let finished_before = self
+            .registry
+            .with_existing(&key, |entry, _| {
+                if entry.backups.storage.is_none() {
+                    return Err(Status::failed_precondition(format!(
+                        "cluster {key} has no backup storage: set spec.backup.storage"
+                    )));
+                }
+                entry.backups.requested_at.get_or_insert(now);
+                Ok(entry.backups.finished)
+            })
+            .ok_or_else(|| Status::not_found(format!("cluster {key} is not managed here")))??;
+        info!(cluster = %key, "asked for a backup now");
+        self.registry.notify();
+        let deadline = tokio::time::Instant::now() + TAKE_BACKUP_DEADLINE;
+        loop {
+            let done = self
+                .registry
+                .with_existing(&key, |entry, _| {
+                    let t = &entry.backups;
+                    (t.finished > finished_before).then(|| {
+                        match (&t.last_success, &t.last_failure) {
+                            (_, Some((at, message))) if *at >= now => Err(message.clone()),
+                            (Some((backup, at)), _) if *at >= now => Ok(backup.clone()),
+                            _ => Err("the backup did not finish".to_string()),
+                        }
+                    })
+                })
+                .flatten();
+            match done {
+                Some(Ok(backup)) => return Ok(Response::new(backup)),
+                Some(Err(message)) => return Err(Status::unavailable(message)),
+                None if tokio::time::Instant::now() >= deadline => {
+                    return Err(Status::deadline_exceeded(format!(
+                        "no backup of {key} finished within {}s",
+                        TAKE_BACKUP_DEADLINE.as_secs()
+                    )));
+                }
+                None => tokio::time::sleep(std::time::Duration::from_millis(200)).await,
+            }
+        }
+    }
+
+    async fn list_backups(
+        &self,
+        request: Request<ListBackupsRequest>,
+    ) -> Result<Response<ListBackupsResponse>, Status> {
+        let request = request.into_inner();
+        let key = self.find_cluster(&request.name, &request.namespace)?;
+        let storage = self
+            .registry
+            .with_existing(&key, |entry, _| entry.backups.storage.clone())
+            .flatten()
+            .ok_or_else(|| {
+                Status::failed_precondition(format!(
+                    "cluster {key} has no backup storage: set spec.backup.storage"
+                ))
+            })?;
+        let store = etcd_sidecar::backup::Storage::open(&storage, &key.name)
+            .map_err(|e| Status::failed_precondition(e.to_string()))?;
+        let backups = store
+            .list()
+            .await
+            .map_err(|e| Status::unavailable(format!("listing the backups in {store:?}: {e}")))?;
+        Ok(Response::new(ListBackupsResponse {
+            backups: backups.iter().map(etcd_sidecar::backup::to_proto).collect(),
+        }))
+    }
+
     async fn delete_member(
         &self,
         request: Request<DeleteMemberRequest>,
     ) -> Result<Response<DeleteMemberResponse>, Status> {
-        let caller = self.caller(&request, "DeleteMember")?;
-        if caller != PeerIdentity::Operator {
-            let refused = Status::permission_denied(format!(
-                "{caller} may not call DeleteMember: only an operator's command may (a certificate of the state directory's CA)"
-            ));
-            self.refused("DeleteMember", &refused);
-            return Err(refused);
-        }
+        self.only_an_operator(&request, "DeleteMember")?;
         let request = request.into_inner();
         let key = cluster_key(request.cluster.as_ref())?;
         let name = request.member_name;
@@ -445,6 +523,46 @@ impl Coordinator for CoordinatorService {
         }
     }
 }
+
+impl CoordinatorService {
+    /// Lets only an operator's command through (a certificate of the CA naming
+    /// `spiffe://etcd-operator/operator`), on the control port.
+    fn only_an_operator<T>(&self, request: &Request<T>, method: &str) -> Result<(), Status> {
+        let caller = self.caller(request, method)?;
+        if caller == PeerIdentity::Operator {
+            return Ok(());
+        }
+        let refused = Status::permission_denied(format!(
+            "{caller} may not call {method}: only an operator's command may (a certificate of the state directory's CA)"
+        ));
+        self.refused(method, &refused);
+        Err(refused)
+    }
+
+    /// The cluster named `name` (in `namespace`, when given) that the registry knows.
+    fn find_cluster(&self, name: &str, namespace: &str) -> Result<ClusterKey, Status> {
+        if name.is_empty() {
+            return Err(Status::invalid_argument("name is required"));
+        }
+        let keys: Vec<ClusterKey> = self
+            .registry
+            .keys()
+            .into_iter()
+            .filter(|k| k.name == name && (namespace.is_empty() || k.namespace == namespace))
+            .collect();
+        match keys.as_slice() {
+            [key] => Ok(key.clone()),
+            [] => Err(Status::not_found(format!("no cluster named {name:?}"))),
+            _ => Err(Status::failed_precondition(format!(
+                "{} clusters are named {name:?}: give the namespace",
+                keys.len()
+            ))),
+        }
+    }
+}
+
+/// How long TakeBackup waits for the backup to be taken and proven.
+const TAKE_BACKUP_DEADLINE: std::time::Duration = std::time::Duration::from_secs(1800);
 
 /// How long DeleteMember waits for the planner to delete the member.
 const DELETE_MEMBER_DEADLINE: std::time::Duration = std::time::Duration::from_secs(60);

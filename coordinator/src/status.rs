@@ -4,7 +4,8 @@
 use std::fmt::Write;
 
 use etcd_operator::proto::{
-    ClusterStatus, GetClusterRequest, ListClustersRequest, coordinator_client::CoordinatorClient,
+    ClusterStatus, GetClusterRequest, ListBackupsRequest, ListClustersRequest,
+    coordinator_client::CoordinatorClient,
 };
 
 /// Output format.
@@ -25,14 +26,11 @@ pub struct StatusTls {
     pub server_name: Option<String>,
 }
 
-/// Fetches one cluster (`name` given) or all, and renders them.
-pub async fn fetch_and_render(
+/// A client of the coordinator's status port.
+async fn status_client(
     grpc_url: &str,
     tls: Option<StatusTls>,
-    name: Option<&str>,
-    namespace: &str,
-    output: Output,
-) -> anyhow::Result<String> {
+) -> anyhow::Result<CoordinatorClient<tonic::transport::Channel>> {
     let unreachable = |e: &dyn std::fmt::Display| {
         anyhow::anyhow!("cannot reach the coordinator at {grpc_url}: {e}")
     };
@@ -48,7 +46,68 @@ pub async fn fetch_and_render(
         endpoint = endpoint.tls_config(config).map_err(|e| unreachable(&e))?;
     }
     let channel = endpoint.connect().await.map_err(|e| unreachable(&e))?;
-    let mut client = CoordinatorClient::new(channel);
+    Ok(CoordinatorClient::new(channel))
+}
+
+/// Fetches a cluster's backups and renders them (`etcd-coordinator backups NAME`).
+pub async fn fetch_backups(
+    grpc_url: &str,
+    tls: Option<StatusTls>,
+    name: &str,
+    namespace: &str,
+    output: Output,
+) -> anyhow::Result<String> {
+    let mut client = status_client(grpc_url, tls).await?;
+    let list = client
+        .list_backups(ListBackupsRequest {
+            name: name.to_string(),
+            namespace: namespace.to_string(),
+        })
+        .await
+        .map_err(|s| anyhow::anyhow!("{}", s.message()))?
+        .into_inner();
+    Ok(match output {
+        Output::Json => serde_json::to_string_pretty(&list)?,
+        Output::Table => render_backups(&list.backups),
+    })
+}
+
+/// Backups as a table, newest first.
+pub fn render_backups(backups: &[etcd_operator::proto::Backup]) -> String {
+    let rows: Vec<[String; 6]> = backups
+        .iter()
+        .map(|b| {
+            [
+                b.name.clone(),
+                b.created_at.clone(),
+                b.revision.to_string(),
+                b.size_bytes.to_string(),
+                dash(&b.etcd_version),
+                if b.verified {
+                    "yes".to_string()
+                } else if b.verify_error.is_empty() {
+                    "not yet".to_string()
+                } else {
+                    format!("no: {}", b.verify_error)
+                },
+            ]
+        })
+        .collect();
+    columns(
+        &["NAME", "CREATED", "REVISION", "BYTES", "ETCD", "VERIFIED"],
+        &rows,
+    )
+}
+
+/// Fetches one cluster (`name` given) or all, and renders them.
+pub async fn fetch_and_render(
+    grpc_url: &str,
+    tls: Option<StatusTls>,
+    name: Option<&str>,
+    namespace: &str,
+    output: Output,
+) -> anyhow::Result<String> {
+    let mut client = status_client(grpc_url, tls).await?;
     match name {
         Some(name) => {
             let status = client
@@ -162,6 +221,21 @@ pub fn render_cluster(c: &ClusterStatus) -> String {
     }
     if !c.endpoints.is_empty() {
         let _ = writeln!(out, "\nendpoints: {}", c.endpoints);
+    }
+    if let Some(b) = &c.backup {
+        let _ = writeln!(
+            out,
+            "\nbackups: last {} ({}), verified {}, next {}{}",
+            dash(&b.last_successful),
+            dash(&b.last_successful_time),
+            dash(&b.last_verified),
+            dash(&b.next),
+            if b.last_failure.is_empty() {
+                String::new()
+            } else {
+                format!("; last failure: {}", b.last_failure)
+            }
+        );
     }
     out
 }

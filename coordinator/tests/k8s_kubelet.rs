@@ -390,15 +390,17 @@ impl Drop for Harness {
 
 impl Harness {
     async fn start(size: i32, version: &str) -> Self {
+        Self::start_spec(EtcdClusterSpec {
+            size,
+            version: version.into(),
+            ..Default::default()
+        })
+        .await
+    }
+
+    async fn start_spec(spec: EtcdClusterSpec) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let mut cluster = EtcdCluster::new(
-            NAME,
-            EtcdClusterSpec {
-                size,
-                version: version.into(),
-                ..Default::default()
-            },
-        );
+        let mut cluster = EtcdCluster::new(NAME, spec);
         cluster.metadata.namespace = Some(NS.into());
         let client = ClientBuilder::new()
             .with_resource::<EtcdCluster>()
@@ -699,5 +701,149 @@ async fn the_walkthrough_runs_on_pods() {
         got.kvs()[0].value(),
         b"bar",
         "the write survived everything"
+    );
+}
+
+async fn etcd_member_ids(endpoints: &[String]) -> BTreeMap<String, u64> {
+    etcd(endpoints)
+        .await
+        .member_list()
+        .await
+        .expect("member list")
+        .members()
+        .iter()
+        .map(|m| (m.name().to_string(), m.id()))
+        .collect()
+}
+
+/// A member whose Pod is deleted while its claim stays is a crash, not a deletion: its Pod
+/// comes back under the same name on its claim, and etcd keeps the same member id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_deleted_with_its_claim_comes_back_with_the_same_member_id() {
+    let _serial = serial_guard();
+    let version = "3.6.15";
+    let h = Harness::start_spec(EtcdClusterSpec {
+        size: 3,
+        version: version.into(),
+        storage: Some(etcd_operator::resource::StorageSpec {
+            size: "1Gi".into(),
+            storage_class_name: None,
+        }),
+        ..Default::default()
+    })
+    .await;
+    let three = [
+        "etcd-cluster-0000",
+        "etcd-cluster-0001",
+        "etcd-cluster-0002",
+    ];
+    h.settled("3 members running on claims", &three, version, FORM)
+        .await;
+    let endpoints = h.endpoints().await;
+    let ids = etcd_member_ids(&endpoints).await;
+    etcd(&endpoints)
+        .await
+        .put("kept", "yes", None)
+        .await
+        .unwrap();
+    let old_uid = h.pods().await[1].uid();
+    Api::<Pod>::namespaced(h.client.clone(), NS)
+        .delete("etcd-cluster-0001", &DeleteParams::default())
+        .await
+        .unwrap();
+    let result = wait_for("0001 back in a new Pod", CHANGE, || async {
+        let pods = h.pods().await;
+        pods.iter()
+            .any(|p| p.name_any() == "etcd-cluster-0001" && p.uid() != old_uid)
+            .then_some(())
+    })
+    .await;
+    if let Err(e) = result {
+        panic!("{e:#}\n{}", h.kubelet.logs(25));
+    }
+    h.settled("0001 back on its claim", &three, version, CHANGE)
+        .await;
+    assert_eq!(
+        etcd_member_ids(&endpoints).await,
+        ids,
+        "the same members under the same ids: no membership change"
+    );
+    let got = etcd(&endpoints).await.get("kept", None).await.unwrap();
+    assert_eq!(got.kvs()[0].value(), b"yes");
+}
+
+/// Two of three Pods deleted without claims: a majority's data is gone and quorum cannot
+/// come back by itself. Under Manual nothing is created or removed and the `QuorumLost`
+/// condition says what to do; ForceNewCluster then rebuilds from the survivor.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_pods_of_three_deleted_without_claims_wait_for_the_spec() {
+    let _serial = serial_guard();
+    let version = "3.6.15";
+    let h = Harness::start(3, version).await;
+    let three = [
+        "etcd-cluster-0000",
+        "etcd-cluster-0001",
+        "etcd-cluster-0002",
+    ];
+    h.settled("3 members running", &three, version, FORM).await;
+    let pods = Api::<Pod>::namespaced(h.client.clone(), NS);
+    for gone in ["etcd-cluster-0001", "etcd-cluster-0002"] {
+        pods.delete(gone, &DeleteParams::default()).await.unwrap();
+    }
+    let result = wait_for("the QuorumLost condition", CHANGE, || async {
+        let status = h.cluster().await.status?;
+        let c = status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "QuorumLost" && c.status == "True" && c.reason == "DataLost")?;
+        c.message
+            .contains("raft index")
+            .then(|| (status.phase.clone(), c.message.clone()))
+    })
+    .await;
+    let (phase, message) = match result {
+        Ok(m) => m,
+        Err(e) => panic!("{e:#}\n{:#?}", h.cluster().await.status),
+    };
+    assert_eq!(phase, "Failed");
+    assert!(
+        message.contains("etcd-cluster-0001, etcd-cluster-0002")
+            && message.contains("set spec.recovery.quorumLoss: ForceNewCluster"),
+        "{message}"
+    );
+    // Nothing is created while it waits.
+    let window = tokio::time::Instant::now() + Duration::from_secs(5);
+    while tokio::time::Instant::now() < window {
+        assert_eq!(h.pod_names().await, ["etcd-cluster-0000"]);
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    h.patch_spec(json!({"recovery": {"quorumLoss": "ForceNewCluster"}}))
+        .await;
+    h.settled(
+        "rebuilt from the survivor",
+        &[
+            "etcd-cluster-0000",
+            "etcd-cluster-0003",
+            "etcd-cluster-0004",
+        ],
+        version,
+        CHANGE * 2,
+    )
+    .await;
+    let status = h.cluster().await.status.unwrap();
+    let c = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "QuorumLost")
+        .expect("the condition stays");
+    assert_eq!(
+        (c.status.as_str(), c.reason.as_str()),
+        ("False", "ForcedNewCluster")
+    );
+    assert!(
+        c.message
+            .contains("forced from etcd-cluster-0000 at revision"),
+        "{}",
+        c.message
     );
 }

@@ -6,7 +6,8 @@
 //!    is refused to a client without a certificate, with a certificate of another CA, and
 //!    with a valid certificate of another member; the plaintext status port refuses them
 //!    all and still answers the read-only ones; nothing changes in the cluster;
-//! 2. a `spec.tls` cluster is created, scaled 3 -> 5 -> 3, has a killed member replaced and
+//! 2. a `spec.tls` cluster is created, scaled 3 -> 5 -> 3, has a killed member restarted on
+//!    its data and a deleted one replaced, and
 //!    is upgraded 3.6.15 -> 3.7.2 under client traffic; etcdctl works with the issued client
 //!    certificate, while plain HTTP and HTTPS without a client certificate are refused;
 //! 3. certificates rotate (etcd's serving and peer certificates, the control path's) while a
@@ -458,7 +459,8 @@ async fn a_tls_cluster_creates_scales_replaces_and_upgrades() {
     let back = ok(&c, c.wait_running(3, VERSION, CHANGE * 2).await);
     ok(&c, writer.wait_acked(25, Duration::from_secs(20)).await);
 
-    // Replace: kill a follower's sidecar; a new ordinal takes its place.
+    // Restart: kill a follower's sidecar; it comes back on its data, under the same id,
+    // with its TLS.
     let victim = back
         .members
         .iter()
@@ -466,7 +468,38 @@ async fn a_tls_cluster_creates_scales_replaces_and_upgrades() {
         .map(|m| m.name.clone())
         .max()
         .unwrap();
+    let victim_id = back
+        .members
+        .iter()
+        .find(|m| m.name == victim)
+        .map(|m| m.id.clone())
+        .unwrap();
     ok(&c, c.kill_member(&victim));
+    ok(
+        &c,
+        c.wait_until(&format!("{victim} back on its data"), CHANGE, |s| {
+            testkit::local_cluster::is_running(s, 3, VERSION)
+                && s.members
+                    .iter()
+                    .any(|m| m.name == victim && m.id == victim_id && m.restarts >= 1)
+        })
+        .await,
+    );
+
+    // Replace: delete a follower with its data; a new ordinal takes its place.
+    let out = std::process::Command::new(coordinator_bin())
+        .arg("delete-member")
+        .arg(c.cluster())
+        .arg(&victim)
+        .arg(format!("--state-dir={}", c.state_dir().display()))
+        .arg(format!("--control-addr={}", c.control_addr()))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let replaced = ok(
         &c,
         c.wait_until(&format!("{victim} replaced by a new member"), CHANGE, |s| {

@@ -56,6 +56,10 @@ pub struct RunArgs {
     /// Path of the etcd binary (overrides the version's cached or bundled binary).
     #[arg(long, env = "ETCDOP_ETCD_BINARY")]
     pub etcd_binary: Option<PathBuf>,
+    /// Path of an official `etcdutl`, for backups and restores [default: the cached one
+    /// (`scripts/setup.sh`), else one beside the etcd binary, else one on PATH].
+    #[arg(long, env = "ETCDOP_ETCDUTL")]
+    pub etcdutl: Option<PathBuf>,
     /// Client URLs of the existing cluster, comma separated, used when the coordinator
     /// cannot say (a restart while it is away).
     #[arg(long, env = "ETCDOP_CLUSTER_ENDPOINTS", value_delimiter = ',')]
@@ -163,6 +167,8 @@ pub struct SidecarConfig {
     pub etcd_version: EtcdVersion,
     /// The etcd binary.
     pub etcd_binary: PathBuf,
+    /// An official `etcdutl`, when one was found.
+    pub etcdutl: Option<PathBuf>,
     /// Fallback client URLs of the cluster.
     pub cluster_endpoints: Vec<String>,
     /// Health observation interval.
@@ -319,6 +325,10 @@ impl RunArgs {
             coordinator_url: self.coordinator_url,
             grpc_addr: self.grpc_addr,
             grpc_url,
+            etcdutl: self
+                .etcdutl
+                .filter(|p| p.is_file())
+                .or_else(|| binaries.etcdutl(&etcd_binary)),
             etcd_version,
             etcd_binary,
             cluster_endpoints: self.cluster_endpoints,

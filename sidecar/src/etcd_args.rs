@@ -92,6 +92,7 @@ mod tests {
             grpc_url: "http://127.0.0.1:7401".into(),
             etcd_version: etcd_operator::version::DEFAULT_VERSION,
             etcd_binary: PathBuf::from("/bin/etcd"),
+            etcdutl: None,
             cluster_endpoints: vec![],
             report_interval: Duration::from_secs(1),
             etcd_log_level: "warn".into(),

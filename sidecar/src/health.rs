@@ -107,6 +107,13 @@ async fn observe_once(member: &Member, client: &mut Option<etcd_client::Client>)
             .map(|(_, k)| *k as i32)
             .unwrap_or(0),
         etcd_version: member.cfg.etcd_version.to_string(),
+        restored_from: state
+            .restored
+            .as_ref()
+            .map(|r| r.backup.clone())
+            .unwrap_or_default(),
+        restored_revision: state.restored.as_ref().map_or(0, |r| r.revision),
+        restored_bump: state.restored.as_ref().map_or(0, |r| r.bumped_by),
         ..Default::default()
     };
     if process.pid.is_none() {

@@ -6,6 +6,7 @@
 //! mutual TLS (`tls`), with gRPC health for probes on a plaintext port of its own.
 #![deny(unsafe_code)] // one audited exception: `supervisor::die_with_parent`
 
+pub mod backup;
 pub mod config;
 pub mod error;
 pub mod etcd_args;

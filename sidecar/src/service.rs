@@ -7,8 +7,9 @@
 use std::{sync::Arc, time::Duration};
 
 use etcd_operator::proto::{
-    ForceNewClusterRequest, ForceNewClusterResponse, GetMemberHealthRequest, HandoffRequest,
-    HandoffResponse, HealthReport, LeaveRequest, LeaveResponse, sidecar_server::Sidecar,
+    Backup, BackupRequest, ForceNewClusterRequest, ForceNewClusterResponse, GetMemberHealthRequest,
+    HandoffRequest, HandoffResponse, HealthReport, LeaveRequest, LeaveResponse,
+    sidecar_server::Sidecar,
 };
 use tokio::sync::watch;
 use tonic::{Request, Response, Status};
@@ -119,6 +120,25 @@ impl Sidecar for SidecarService {
             moved_leadership: outcome.moved_leadership,
             raft_index: outcome.raft_index,
         }))
+    }
+
+    async fn take_backup(&self, request: Request<BackupRequest>) -> Result<Response<Backup>, Status> {
+        self.only_the_coordinator(&request, "TakeBackup")?;
+        let storage = request
+            .into_inner()
+            .storage
+            .ok_or_else(|| Status::invalid_argument("storage is required"))?;
+        match self.member.backup(&storage).await {
+            Ok(meta) => Ok(Response::new(crate::backup::to_proto(&meta))),
+            Err(e) => {
+                warn!(error = %e, category = e.category(), "backup failed");
+                Err(match e {
+                    crate::backup::BackupError::Storage { .. }
+                    | crate::backup::BackupError::Config(_) => Status::unavailable(e.to_string()),
+                    _ => Status::internal(e.to_string()),
+                })
+            }
+        }
     }
 
     async fn force_new_cluster(

@@ -294,6 +294,7 @@ impl Coordinator for Service {
             role: role as i32,
             cluster_client_urls: healthy_urls,
             report_interval_ms: 250,
+            restore: None,
         }))
     }
 
@@ -406,6 +407,24 @@ impl Coordinator for Service {
     ) -> Result<Response<DeleteMemberResponse>, Status> {
         Err(Status::unimplemented(
             "the test coordinator deletes no member",
+        ))
+    }
+
+    async fn take_backup(
+        &self,
+        _request: Request<etcd_operator::proto::TakeBackupRequest>,
+    ) -> Result<Response<etcd_operator::proto::Backup>, Status> {
+        Err(Status::unimplemented(
+            "the test coordinator takes no backup",
+        ))
+    }
+
+    async fn list_backups(
+        &self,
+        _request: Request<etcd_operator::proto::ListBackupsRequest>,
+    ) -> Result<Response<etcd_operator::proto::ListBackupsResponse>, Status> {
+        Err(Status::unimplemented(
+            "the test coordinator lists no backup",
         ))
     }
 }

@@ -48,6 +48,17 @@ pub fn resource_status(name: &str, status: &ClusterStatus) -> EtcdClusterStatus 
             .collect(),
         observed_generation: (status.observed_generation > 0).then_some(status.observed_generation),
         selector: selector_string(name),
+        backup: status
+            .backup
+            .as_ref()
+            .map(|b| etcd_operator::resource::BackupStatus {
+                last_successful: b.last_successful.clone(),
+                last_successful_time: b.last_successful_time.clone(),
+                last_verified: b.last_verified.clone(),
+                last_failure: b.last_failure.clone(),
+                last_failure_time: b.last_failure_time.clone(),
+                next: b.next.clone(),
+            }),
     }
 }
 

@@ -224,6 +224,103 @@ async fn floor_join() -> anyhow::Result<Duration> {
     Ok(elapsed)
 }
 
+/// A bare static cluster of `n` members (all in `--initial-cluster`), each restartable on
+/// its data dir.
+struct BareCluster {
+    dir: tempfile::TempDir,
+    names: Vec<String>,
+    initial: String,
+    urls: Vec<(String, String)>,
+    members: Vec<Option<Child>>,
+}
+
+impl BareCluster {
+    async fn start(n: usize) -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let names: Vec<String> = (0..n).map(|i| format!("m{i}")).collect();
+        let urls: Vec<(String, String)> = (0..n)
+            .map(|_| {
+                (
+                    format!("http://127.0.0.1:{}", free_port()),
+                    format!("http://127.0.0.1:{}", free_port()),
+                )
+            })
+            .collect();
+        let initial = names
+            .iter()
+            .zip(&urls)
+            .map(|(name, (_, peer))| format!("{name}={peer}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut c = Self {
+            dir,
+            names,
+            initial,
+            urls,
+            members: Vec::new(),
+        };
+        for i in 0..n {
+            let child = c.spawn(i)?;
+            c.members.push(Some(child));
+        }
+        for (client, _) in &c.urls {
+            wait_healthy(client, Duration::from_secs(60)).await?;
+        }
+        Ok(c)
+    }
+
+    fn spawn(&self, i: usize) -> anyhow::Result<Child> {
+        let bin = EtcdBinaries::from_env().resolve(DEFAULT_VERSION)?;
+        let (client, peer) = &self.urls[i];
+        Ok(Command::new(bin)
+            .args([
+                format!("--name={}", self.names[i]),
+                format!(
+                    "--data-dir={}",
+                    self.dir.path().join(&self.names[i]).display()
+                ),
+                format!("--listen-client-urls={client}"),
+                format!("--advertise-client-urls={client}"),
+                format!("--listen-peer-urls={peer}"),
+                format!("--initial-advertise-peer-urls={peer}"),
+                format!("--initial-cluster={}", self.initial),
+                "--initial-cluster-state=new".into(),
+                "--log-level=error".into(),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?)
+    }
+
+    /// Floor of a restart on data: SIGKILL members `victims`, start them again on their
+    /// data dirs, until every member is healthy.
+    async fn kill_and_restart(&mut self, victims: &[usize]) -> anyhow::Result<Duration> {
+        let started = Instant::now();
+        for &i in victims {
+            if let Some(mut child) = self.members[i].take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+        for &i in victims {
+            self.members[i] = Some(self.spawn(i)?);
+        }
+        for (client, _) in &self.urls {
+            wait_healthy(client, Duration::from_secs(60)).await?;
+        }
+        Ok(started.elapsed())
+    }
+}
+
+impl Drop for BareCluster {
+    fn drop(&mut self) {
+        for child in self.members.iter_mut().flatten() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
 fn example_manifest() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/example-etcd-cluster.yaml")
 }
@@ -259,15 +356,42 @@ async fn scale_up(coordinator: &Path) -> anyhow::Result<Duration> {
     Ok(started.elapsed() / 2)
 }
 
-/// Kill -9 of a follower's sidecar to a healthy replacement; also returns the dead-after wait.
-async fn replacement(coordinator: &Path) -> anyhow::Result<(Duration, Duration)> {
-    let dead_after = Duration::from_secs(5);
+/// Kill -9 of `count` members' sidecars (followers first), data intact, to every member
+/// healthy again on its data (same names).
+async fn restart_on_data(coordinator: &Path, count: usize) -> anyhow::Result<Duration> {
     let v = DEFAULT_VERSION.to_string();
-    let c = LocalCoordinator::start(
-        CoordinatorOptions::new(coordinator, example_manifest())
-            .dead_after_secs(dead_after.as_secs()),
-    )
+    let c =
+        LocalCoordinator::start(CoordinatorOptions::new(coordinator, example_manifest())).await?;
+    let status = c.wait_running(3, &v, Duration::from_secs(120)).await?;
+    let mut members: Vec<(bool, String)> = status
+        .members
+        .iter()
+        .map(|m| (m.leader, m.name.clone()))
+        .collect();
+    members.sort();
+    let victims: Vec<String> = members.into_iter().take(count).map(|(_, n)| n).collect();
+    let started = Instant::now();
+    for victim in &victims {
+        c.kill_member(victim)?;
+    }
+    c.wait_until("the killed members back", Duration::from_secs(120), |s| {
+        testkit::local_cluster::is_running(s, 3, &v)
+            && victims.iter().all(|n| {
+                s.members
+                    .iter()
+                    .any(|m| &m.name == n && m.healthy && m.restarts >= 1)
+            })
+    })
     .await?;
+    Ok(started.elapsed())
+}
+
+/// `etcd-coordinator delete-member` of a follower (its data goes with it) to a healthy
+/// replacement under a new ordinal.
+async fn replacement(coordinator: &Path) -> anyhow::Result<Duration> {
+    let v = DEFAULT_VERSION.to_string();
+    let c =
+        LocalCoordinator::start(CoordinatorOptions::new(coordinator, example_manifest())).await?;
     let status = c.wait_running(3, &v, Duration::from_secs(120)).await?;
     let victim = status
         .members
@@ -276,13 +400,24 @@ async fn replacement(coordinator: &Path) -> anyhow::Result<(Duration, Duration)>
         .map(|m| m.name.clone())
         .context("a follower")?;
     let started = Instant::now();
-    c.kill_member(&victim)?;
-    let v2 = v.clone();
+    let out = Command::new(coordinator)
+        .arg("delete-member")
+        .arg(c.cluster())
+        .arg(&victim)
+        .arg(format!("--state-dir={}", c.state_dir().display()))
+        .arg(format!("--control-addr={}", c.control_addr()))
+        .output()?;
+    if !out.status.success() {
+        bail!(
+            "delete-member failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
     c.wait_until("a replacement", Duration::from_secs(120), |s| {
-        testkit::local_cluster::is_running(s, 3, &v2) && s.members.iter().all(|m| m.name != victim)
+        testkit::local_cluster::is_running(s, 3, &v) && s.members.iter().all(|m| m.name != victim)
     })
     .await?;
-    Ok((started.elapsed(), dead_after))
+    Ok(started.elapsed())
 }
 
 /// Rolling upgrade 3.5.34 -> 3.6.15 of 3 members under a writer: duration, longest stall,
@@ -456,25 +591,33 @@ async fn main() -> anyhow::Result<()> {
     ));
     eprintln!("scale done");
 
-    let mut v = Vec::new();
-    let mut dead_after = Duration::ZERO;
-    for _ in 0..runs {
-        let (d, wait) = replacement(&coordinator).await?;
-        v.push(d);
-        dead_after = wait;
-    }
-    let total = median(v);
-    rows.push(row(
-        &format!(
-            "kill -9 to healthy replacement (dead-after {}s)",
-            dead_after.as_secs()
+    for (count, what) in [
+        (1, "kill -9 of one member, healthy again on its data"),
+        (
+            2,
+            "kill -9 of two of three (quorum lost), 3 ready again on their data",
         ),
-        total,
-        Some(dead_after + floor_join),
-    ));
+    ] {
+        let mut ours = Vec::new();
+        let mut floors = Vec::new();
+        for _ in 0..runs {
+            let mut bare = BareCluster::start(3).await?;
+            let victims: Vec<usize> = (1..=count).collect();
+            floors.push(bare.kill_and_restart(&victims).await?);
+            drop(bare);
+            ours.push(restart_on_data(&coordinator, count).await?);
+        }
+        rows.push(row(what, median(ours), Some(median(floors))));
+        eprintln!("restart {count} done");
+    }
+
+    let mut v = Vec::new();
+    for _ in 0..runs {
+        v.push(replacement(&coordinator).await?);
+    }
     rows.push(row(
-        "  of which after the dead-after wait",
-        total.saturating_sub(dead_after),
+        "member deleted with its data (delete-member), replacement healthy",
+        median(v),
         Some(floor_join),
     ));
     eprintln!("replacement done");

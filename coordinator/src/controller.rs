@@ -229,10 +229,7 @@ impl<R: Runtime> ClusterController<R> {
                 phase = plan.phase.as_str(),
                 "acting"
             );
-            match self
-                .act(&plan.action, &infos, resource)
-                .await
-            {
+            match self.act(&plan.action, &infos, resource).await {
                 Ok(()) => None,
                 Err(e) => {
                     warn!(action = plan.action.kind(), error = %e, category = e.category(), "action failed");

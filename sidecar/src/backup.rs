@@ -5,8 +5,8 @@
 //! snapshot status`, store it (a multipart upload, which no store shows before it completes),
 //! then its metadata (only a backup with metadata is listed). Proving it restorable: fetch
 //! it back from the storage, check its SHA-256, `etcdutl snapshot restore` it into a scratch
-//! directory and read the restored database back: the same revision, the same keys. Only then
-//! is it marked verified.
+//! directory (etcdutl checks etcd's own digest and rewrites the database) and read the
+//! restored database back at the backup's revision. Only then is it marked verified.
 //!
 //! Restoring one (the seed of a new cluster): fetch, check the SHA-256, `etcdutl snapshot
 //! restore` into the member's data directory with `--bump-revision` and `--mark-compacted`
@@ -563,7 +563,7 @@ async fn stream_snapshot(
 }
 
 /// Fetches backup `meta` back from `storage`, checks its SHA-256, restores it into a
-/// scratch directory and reads the restored database back: the same revision and keys.
+/// scratch directory and reads the restored database back at the same revision.
 pub async fn verify(
     storage: &Storage,
     etcdutl: &Etcdutl,
@@ -573,6 +573,9 @@ pub async fn verify(
     let fetched = scratch.join("verify.db");
     let restored = scratch.join("verify-restore");
     let _ = tokio::fs::remove_dir_all(&restored).await;
+    tokio::fs::create_dir_all(scratch)
+        .await
+        .map_err(io(format!("creating {}", scratch.display())))?;
     fetch_checked(storage, meta, &fetched).await?;
     etcdutl
         .restore(
@@ -594,13 +597,14 @@ pub async fn verify(
             back.revision, meta.revision
         )));
     }
-    // A restore writes the new cluster's membership into the database: it holds at least
-    // the snapshot's keys.
-    if back.total_key < meta.total_keys {
-        return Err(BackupError::Integrity(format!(
-            "restored {} keys where the backup holds {}",
-            back.total_key, meta.total_keys
-        )));
+    // The key counts are not compared: `totalKey` counts every bucket, and a restore
+    // rewrites the membership buckets for the one-member scratch cluster. The bytes were
+    // checked against their SHA-256 (and etcdutl checked etcd's own digest), the database
+    // opened and was rewritten, and it is at the backup's revision.
+    if back.total_key == 0 {
+        return Err(BackupError::Integrity(
+            "the restored database holds no keys".into(),
+        ));
     }
     Ok(())
 }

@@ -122,7 +122,10 @@ impl Sidecar for SidecarService {
         }))
     }
 
-    async fn take_backup(&self, request: Request<BackupRequest>) -> Result<Response<Backup>, Status> {
+    async fn take_backup(
+        &self,
+        request: Request<BackupRequest>,
+    ) -> Result<Response<Backup>, Status> {
         self.only_the_coordinator(&request, "TakeBackup")?;
         let storage = request
             .into_inner()

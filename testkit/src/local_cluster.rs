@@ -175,6 +175,8 @@ pub struct CoordinatorOptions {
     pub tls: bool,
     /// More flags of `etcd-coordinator local`.
     pub extra_args: Vec<String>,
+    /// Environment of the coordinator (and so of its sidecars).
+    pub env: Vec<(String, String)>,
 }
 
 impl CoordinatorOptions {
@@ -187,7 +189,14 @@ impl CoordinatorOptions {
             version: None,
             tls: false,
             extra_args: Vec::new(),
+            env: Vec::new(),
         }
+    }
+
+    /// Sets an environment variable of the coordinator and its sidecars.
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.to_string(), value.to_string()));
+        self
     }
 
     /// Turns `spec.tls.enabled` on.
@@ -228,6 +237,7 @@ pub struct LocalCoordinator {
     cluster: String,
     tls: bool,
     args: Vec<String>,
+    env: Vec<(String, String)>,
     child: Option<Child>,
     groups: Vec<i32>,
     starts: u32,
@@ -297,6 +307,7 @@ impl LocalCoordinator {
             cluster,
             tls,
             args,
+            env: opts.env,
             child: None,
             groups: Vec::new(),
             starts: 0,
@@ -324,6 +335,7 @@ impl LocalCoordinator {
         let stdout = streams.pop().expect("two streams");
         let child = Command::new(&self.binary)
             .args(&self.args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(stdout)

@@ -522,6 +522,37 @@ pub fn member_pod(input: MemberPodInput<'_>) -> Result<Pod, BuildError> {
         read_only: read_only.then_some(true),
         ..Default::default()
     };
+    // S3 credentials of the backup (and restore) storage, from the Secret the spec names:
+    // environment of the etcd container's sidecar only, never in status or logs.
+    let mut env_vars = env_vars;
+    let secrets = [
+        cluster.spec.backup_storage(),
+        cluster
+            .spec
+            .restore
+            .as_ref()
+            .and_then(|r| r.storage.as_ref()),
+    ];
+    if let Some(secret) = secrets
+        .into_iter()
+        .flatten()
+        .find_map(|s| s.s3.as_ref()?.credentials_secret.clone())
+    {
+        for key in ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"] {
+            env_vars.push(EnvVar {
+                name: key.into(),
+                value_from: Some(EnvVarSource {
+                    secret_key_ref: Some(k8s_openapi::api::core::v1::SecretKeySelector {
+                        name: secret.clone(),
+                        key: key.into(),
+                        optional: Some(false),
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            });
+        }
+    }
     let etcd = Container {
         name: ETCD_CONTAINER.into(),
         image: Some(etcd_image(cluster, version)),
@@ -938,6 +969,60 @@ mod tests {
         );
         spec.containers[0].image = pod.spec.as_ref().unwrap().containers[0].image.clone();
         assert_eq!(Some(spec), pod.spec);
+    }
+
+    #[test]
+    fn backup_credentials_come_from_the_named_secret_only() {
+        use etcd_operator::resource::{BackupSpec, BackupStorageSpec, S3StorageSpec};
+        let e = endpoints();
+        let s = settings();
+        let pod_of = |c: &EtcdCluster| {
+            member_pod(MemberPodInput {
+                cluster: c,
+                member: "etcd-cluster-0001",
+                version: EtcdVersion::new(3, 6, 15),
+                seed: false,
+                endpoints: &e,
+                cluster_client_url: None,
+                settings: &s,
+                etcd_tls: false,
+            })
+            .unwrap()
+        };
+        let env_of = |pod: &Pod| {
+            pod.spec.as_ref().unwrap().containers[0]
+                .env
+                .clone()
+                .unwrap()
+        };
+        let plain = env_of(&pod_of(&cluster(3)));
+        assert!(!plain.iter().any(|v| v.name.starts_with("AWS_")));
+        let mut c = cluster(3);
+        c.spec.backup = Some(BackupSpec {
+            schedule: None,
+            keep: None,
+            storage: Some(BackupStorageSpec {
+                local: None,
+                s3: Some(S3StorageSpec {
+                    bucket: "b".into(),
+                    credentials_secret: Some("s3-creds".into()),
+                    ..Default::default()
+                }),
+            }),
+        });
+        let env = env_of(&pod_of(&c));
+        for key in ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"] {
+            let var = env.iter().find(|v| v.name == key).expect(key);
+            assert!(var.value.is_none(), "never a literal value");
+            let from = var
+                .value_from
+                .as_ref()
+                .unwrap()
+                .secret_key_ref
+                .as_ref()
+                .unwrap();
+            assert_eq!((from.name.as_str(), from.key.as_str()), ("s3-creds", key));
+        }
     }
 
     #[test]

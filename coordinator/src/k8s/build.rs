@@ -524,7 +524,6 @@ pub fn member_pod(input: MemberPodInput<'_>) -> Result<Pod, BuildError> {
     };
     // S3 credentials of the backup (and restore) storage, from the Secret the spec names:
     // environment of the etcd container's sidecar only, never in status or logs.
-    let mut env_vars = env_vars;
     let secrets = [
         cluster.spec.backup_storage(),
         cluster

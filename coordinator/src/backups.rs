@@ -35,6 +35,27 @@ pub struct BackupTrack {
     pub storage: Option<proto::BackupStorage>,
     /// When the next scheduled backup is due.
     pub next_due: Option<UnixMillis>,
+    /// The last value of the backup-now annotation acted on (Kubernetes).
+    pub annotation_seen: Option<String>,
+}
+
+impl BackupTrack {
+    /// The backup-now annotation's value (`None` without one) at a reconcile: asks for a
+    /// backup once per new value; what is there when the coordinator first looks (after a
+    /// start) is taken as already handled, so a restart does not take one again.
+    pub fn request_by_token(&mut self, token: Option<&str>, now: UnixMillis) -> bool {
+        let token = token.unwrap_or("");
+        let first = self.annotation_seen.is_none();
+        if self.annotation_seen.as_deref() == Some(token) {
+            return false;
+        }
+        self.annotation_seen = Some(token.to_string());
+        if first {
+            return false;
+        }
+        self.requested_at.get_or_insert(now);
+        true
+    }
 }
 
 /// The storage of a cluster's backups: the spec's, else the runtime's default (local mode:
@@ -168,6 +189,24 @@ mod tests {
         assert!(!due(&t, &spec(None), T0, T0 + 1000 * MIN));
         t.requested_at = Some(T0);
         assert!(due(&t, &spec(None), T0, T0));
+    }
+
+    #[test]
+    fn an_annotation_asks_once_per_new_value() {
+        let mut t = BackupTrack::default();
+        assert!(
+            !t.request_by_token(Some("1"), T0),
+            "the value found at start"
+        );
+        assert!(!t.request_by_token(Some("1"), T0 + 1));
+        assert!(t.requested_at.is_none());
+        assert!(t.request_by_token(Some("2"), T0 + 2));
+        assert_eq!(t.requested_at, Some(T0 + 2));
+        assert!(!t.request_by_token(Some("2"), T0 + 3));
+        // No annotation at start: the first one set asks.
+        let mut t = BackupTrack::default();
+        assert!(!t.request_by_token(None, T0));
+        assert!(t.request_by_token(Some("x"), T0 + 1));
     }
 
     #[test]

@@ -47,6 +47,9 @@ pub const FINALIZER: &str = "etcd.operator.rs/cleanup";
 /// Annotation on the `EtcdCluster`: the next member ordinal never used, written before the
 /// Pod of a new member is created (ordinals are never reused).
 pub const ANNOTATION_NEXT_ORDINAL: &str = "etcd.operator.rs/next-ordinal";
+/// On an `EtcdCluster`: set (to any new value, e.g. the time) to take a backup now:
+/// `kubectl annotate etcdcluster NAME etcd.operator.rs/backup-now="$(date +%s)" --overwrite`.
+pub const ANNOTATION_BACKUP_NOW: &str = "etcd.operator.rs/backup-now";
 /// Annotation on a member Pod (and claim): `"true"` on the member that bootstraps the cluster.
 pub const ANNOTATION_SEED: &str = "etcd.operator.rs/seed";
 /// Annotation on a member Pod (and claim): the etcd version it runs. The sidecar reads it

@@ -196,6 +196,20 @@ async fn apply(obj: &DynamicObject, ctx: &Context) -> Result<Action, Error> {
         Err(message) => return refuse_malformed(obj, ctx, &key, message).await,
     };
     ctx.runtime.track(&key, &cluster);
+    let token = cluster
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(super::ANNOTATION_BACKUP_NOW))
+        .map(String::as_str);
+    let asked = ctx.registry.with(&key, |entry, _| {
+        entry
+            .backups
+            .request_by_token(token, crate::registry::now_ms())
+    });
+    if asked {
+        info!(cluster = %key, "a backup was asked for by annotation");
+    }
     // An invalid spec touches nothing: the controller refuses it and only status changes.
     if validate_cluster(&cluster).is_ok() {
         apply_owned(&cluster, ctx).await?;

@@ -554,10 +554,7 @@ impl<R: Runtime> ClusterController<R> {
                         reason: "scale down".into(),
                     })
                     .await
-                    .map_err(|s| ActError::Sidecar {
-                        member: name.clone(),
-                        message: s.message().to_string(),
-                    })?;
+                    .map_err(refused_by(name))?;
                 info!(member = %name, "member left; deleting it");
                 self.runtime.delete_member(&self.key, name).await?;
             }
@@ -596,10 +593,7 @@ impl<R: Runtime> ClusterController<R> {
                             min_raft_index: *raft_index,
                         })
                         .await
-                        .map_err(|s| ActError::Sidecar {
-                            member: name.clone(),
-                            message: s.message().to_string(),
-                        })?
+                        .map_err(refused_by(name))?
                         .into_inner();
                     warn!(member = %name, revision = forced.revision, "new cluster forced; growing back by learners");
                     self.registry.with(&self.key, |entry, _| {
@@ -661,10 +655,7 @@ impl<R: Runtime> ClusterController<R> {
                     storage: Some(storage.clone()),
                 })
                 .await
-                .map_err(|s| ActError::Sidecar {
-                    member: name.to_string(),
-                    message: s.message().to_string(),
-                })?
+                .map_err(refused_by(name))?
                 .into_inner();
             Ok::<_, ActError>(backup)
         }
@@ -801,10 +792,7 @@ impl<R: Runtime> ClusterController<R> {
                 restart_timeout_ms: 0,
             })
             .await
-            .map_err(|s| ActError::Sidecar {
-                member: name.to_string(),
-                message: s.message().to_string(),
-            })?
+            .map_err(refused_by(name))?
             .into_inner();
         info!(member = %name, %to, moved_leadership = handoff.moved_leadership, "handed off; restarting on the new version");
         self.runtime.restart_member(&self.key, name, to).await?;
@@ -1162,6 +1150,14 @@ fn restored_condition(
             "the seed restores the backup; nothing else starts until it runs",
         ),
     })
+}
+
+/// A sidecar's refusal or failure of a call, as an act error naming the member.
+fn refused_by(member: &str) -> impl FnOnce(tonic::Status) -> ActError + '_ {
+    move |s| ActError::Sidecar {
+        member: member.to_string(),
+        message: s.message().to_string(),
+    }
 }
 
 fn find<'a>(infos: &'a [MemberInfo], name: &str) -> Result<&'a MemberInfo, ActError> {

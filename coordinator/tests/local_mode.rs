@@ -478,6 +478,23 @@ async fn kill_and_wait(c: &LocalCoordinator, name: &str) -> u32 {
     pid
 }
 
+/// Waits until `victim` is gone and `replacement` runs among 3 healthy voters.
+async fn wait_replaced(c: &LocalCoordinator, victim: &str, replacement: &str) -> ClusterStatus {
+    ok(
+        c,
+        c.wait_until(
+            &format!("{victim} replaced by {replacement}, 3 healthy voters"),
+            CHANGE,
+            |s| {
+                is_running(s, 3, VERSION)
+                    && names(s).contains(replacement)
+                    && !names(s).contains(victim)
+            },
+        )
+        .await,
+    )
+}
+
 /// `name`'s etcd data directory in local mode.
 fn data_dir(c: &LocalCoordinator, name: &str) -> PathBuf {
     c.state_dir().join(c.cluster()).join(name).join("etcd")
@@ -509,19 +526,7 @@ async fn a_member_whose_data_is_gone_is_replaced_by_a_new_ordinal() {
         c
     };
     let replacement = c.member_name(3);
-    let after = ok(
-        &c,
-        c.wait_until(
-            &format!("{victim} replaced by {replacement}, 3 healthy voters"),
-            CHANGE,
-            |s| {
-                is_running(s, 3, VERSION)
-                    && names(s).contains(&replacement)
-                    && !names(s).contains(&victim)
-            },
-        )
-        .await,
-    );
+    let after = wait_replaced(&c, &victim, &replacement).await;
     ok(&c, writer.wait_acked(25, Duration::from_secs(20)).await);
     let log = writer.stop().await;
     let members = etcd_members(&endpoints_of(&after)).await;
@@ -590,19 +595,7 @@ async fn delete_member_replaces_the_member_with_a_new_ordinal() {
     );
     assert!(!data_dir(&c, &victim).exists(), "its data went with it");
     let replacement = c.member_name(3);
-    let after = ok(
-        &c,
-        c.wait_until(
-            &format!("{victim} replaced by {replacement}"),
-            CHANGE,
-            |s| {
-                is_running(s, 3, VERSION)
-                    && names(s).contains(&replacement)
-                    && !names(s).contains(&victim)
-            },
-        )
-        .await,
-    );
+    let after = wait_replaced(&c, &victim, &replacement).await;
     let log = writer.stop().await;
     ok(&c, verify_acked(&endpoints_of(&after), &log.acked).await);
 }

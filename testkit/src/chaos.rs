@@ -505,11 +505,18 @@ async fn inject(
                 .iter()
                 .map(|m| (m.name.clone(), m.id.clone()))
                 .collect();
+            // Back means restarted (a restart counted for every victim), not a status from
+            // before the kill.
             c.wait_until("every member back on its data, same ids", CONVERGE, |s| {
                 is_running(s, 3, &v)
                     && ids
                         .iter()
                         .all(|(n, id)| s.members.iter().any(|m| &m.name == n && &m.id == id))
+                    && victims.iter().all(|n| {
+                        s.members
+                            .iter()
+                            .any(|m| &m.name == n && m.healthy && m.restarts >= 1)
+                    })
             })
             .await?;
             (format!("{count} of 3 killed at once, data intact"), 3, v)

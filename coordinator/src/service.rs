@@ -598,6 +598,22 @@ mod tests {
                 .await
                 .unwrap_err();
             assert_eq!(status.code(), tonic::Code::Unauthenticated, "{access:?}");
+            // The operator's methods too: nothing is deleted, no backup is asked for.
+            let status = service
+                .delete_member(Request::new(DeleteMemberRequest {
+                    cluster: grant_request().cluster,
+                    member_name: "c-0001".into(),
+                }))
+                .await
+                .unwrap_err();
+            assert_eq!(status.code(), tonic::Code::Unauthenticated, "{access:?}");
+            let status = service
+                .take_backup(Request::new(TakeBackupRequest {
+                    cluster: grant_request().cluster,
+                }))
+                .await
+                .unwrap_err();
+            assert_eq!(status.code(), tonic::Code::Unauthenticated, "{access:?}");
             let status = service
                 .register(Request::new(RegisterRequest {
                     cluster: grant_request().cluster,
@@ -622,6 +638,12 @@ mod tests {
                         .is_none()
             }),
             "nothing was recorded"
+        );
+        assert!(
+            registry.with(&ClusterKey::local("c"), |entry, _| {
+                entry.delete_requested.is_empty() && entry.backups.requested_at.is_none()
+            }),
+            "no deletion and no backup was asked for"
         );
         assert_eq!(
             registry

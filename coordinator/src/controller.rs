@@ -441,8 +441,7 @@ impl<R: Runtime> ClusterController<R> {
             .list()
             .await
             .map_err(|e| format!("spec.restore: the backups in {store:?} cannot be listed: {e}"))?;
-        let metas: Vec<etcd_operator::backup::BackupMeta> = backups;
-        let chosen = etcd_operator::backup::choose(&metas, &restore.backup).ok_or_else(|| {
+        let chosen = etcd_operator::backup::choose(&backups, &restore.backup).ok_or_else(|| {
             if restore.backup == "latest" {
                 format!("spec.restore: no verified backup of {source_cluster} in {store:?}: nothing is started")
             } else {
@@ -645,7 +644,7 @@ impl<R: Runtime> ClusterController<R> {
         let storage = self
             .registry
             .with(&self.key, |entry, _| entry.backups.storage.clone())
-            .ok_or_else(|| ActError::Timeout("no backup storage".into()))?;
+            .ok_or_else(|| ActError::Backup("no backup storage".into()))?;
         info!(member = %name, "taking a backup");
         let result = async {
             let info = find(infos, name)?;

@@ -80,6 +80,9 @@ pub enum BackupError {
     /// No such backup.
     #[error("no backup {0:?} in the storage")]
     NotFound(String),
+    /// The member cannot take one (no etcdutl, its etcd unreachable).
+    #[error("{0}")]
+    Member(String),
 }
 
 impl BackupError {
@@ -92,6 +95,7 @@ impl BackupError {
             Self::Etcdutl(_) => "etcdutl",
             Self::Integrity(_) => "integrity",
             Self::NotFound(_) => "not_found",
+            Self::Member(_) => "member",
         }
     }
 }

@@ -953,12 +953,12 @@ impl Member {
         let _one = self.backup.lock().await;
         let etcdutl = self
             .etcdutl()
-            .map_err(|e| crate::backup::BackupError::Etcdutl(e.to_string()))?;
+            .map_err(|e| crate::backup::BackupError::Member(e.to_string()))?;
         let store = crate::backup::Storage::open(storage, &self.cfg.cluster.name)?;
         let client = self
             .etcd(std::slice::from_ref(&self.cfg.client_url))
             .await
-            .map_err(|e| crate::backup::BackupError::Etcdutl(format!("connecting to etcd: {e}")))?;
+            .map_err(|e| crate::backup::BackupError::Member(format!("connecting to etcd: {e}")))?;
         crate::backup::take(
             crate::backup::Source {
                 cluster: &self.cfg.cluster,

@@ -19,13 +19,13 @@ pub fn meta_object(name: &str) -> String {
     format!("{name}.json")
 }
 
-/// The backup name for `cluster` at `unix_seconds`: `<cluster>-<YYYYMMDD>T<HHMMSS>Z`, so
-/// that names sort by time. Two backups within one second get distinct names from the
-/// revision, appended as `-r<revision>`.
-pub fn backup_name(cluster: &str, unix_seconds: i64, revision: i64) -> String {
-    let time = jiff::Timestamp::from_second(unix_seconds)
-        .map(|t| t.strftime("%Y%m%dT%H%M%SZ").to_string())
-        .unwrap_or_else(|_| unix_seconds.to_string());
+/// The backup name for `cluster` at `unix_ms`:
+/// `<cluster>-<YYYYMMDD>T<HHMMSS>.<mmm>Z-r<revision>`, so that names sort by time and two
+/// backups within one second (one revision, when nothing was written between) differ.
+pub fn backup_name(cluster: &str, unix_ms: i64, revision: i64) -> String {
+    let time = jiff::Timestamp::from_millisecond(unix_ms)
+        .map(|t| t.strftime("%Y%m%dT%H%M%S%.3fZ").to_string())
+        .unwrap_or_else(|_| unix_ms.to_string());
     format!("{cluster}-{time}-r{revision}")
 }
 
@@ -119,12 +119,14 @@ mod tests {
 
     #[test]
     fn names_sort_by_time() {
-        let a = backup_name("c", 1_764_583_200, 7);
-        let b = backup_name("c", 1_764_583_201, 3);
-        assert_eq!(a, "c-20251201T100000Z-r7");
-        assert!(a < b);
-        assert_eq!(snapshot_object(&a), "c-20251201T100000Z-r7.db");
-        assert_eq!(meta_object(&a), "c-20251201T100000Z-r7.json");
+        let a = backup_name("c", 1_764_583_200_000, 7);
+        let b = backup_name("c", 1_764_583_200_001, 7);
+        let c = backup_name("c", 1_764_583_201_000, 3);
+        assert_eq!(a, "c-20251201T100000.000Z-r7");
+        // Two backups within a second at one revision (no write between) are two names.
+        assert!(a < b && b < c, "{a} {b} {c}");
+        assert_eq!(snapshot_object(&a), "c-20251201T100000.000Z-r7.db");
+        assert_eq!(meta_object(&a), "c-20251201T100000.000Z-r7.json");
     }
 
     #[test]

@@ -214,6 +214,9 @@ pub struct RecoverySpec {
     /// restarts the surviving member with the highest raft index as a one-member cluster
     /// (`--force-new-cluster`) and grows it back to `size`. Writes acknowledged only by the
     /// lost members may be gone then: the status names the revision recovered at.
+    /// `Restore` deletes every member and creates the cluster again from the latest
+    /// verified backup in the cluster's backup storage (`spec.backup.storage`, or the
+    /// default), growing it back to `size`: writes after that backup are gone.
     #[serde(default)]
     pub quorum_loss: QuorumLossPolicy,
 }
@@ -226,6 +229,9 @@ pub enum QuorumLossPolicy {
     Manual,
     /// Force a new cluster from the survivor with the highest raft index.
     ForceNewCluster,
+    /// Replace the cluster with one restored from the latest verified backup in the
+    /// cluster's backup storage (writes after that backup are lost).
+    Restore,
 }
 
 impl QuorumLossPolicy {
@@ -234,6 +240,7 @@ impl QuorumLossPolicy {
         match self {
             Self::Manual => "Manual",
             Self::ForceNewCluster => "ForceNewCluster",
+            Self::Restore => "Restore",
         }
     }
 }

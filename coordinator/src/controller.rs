@@ -400,6 +400,19 @@ impl<R: Runtime> ClusterController<R> {
             }
             _ => None,
         };
+        // Looked up only when it may be needed: a member's data is gone.
+        let recovery_backup = if resource.spec.quorum_loss()
+            == etcd_operator::resource::QuorumLossPolicy::Restore
+            && infos.iter().any(|i| i.data == plan::MemberData::Gone)
+        {
+            Some(
+                self.recovery_source(resource, "latest")
+                    .await
+                    .map(|s| s.backup),
+            )
+        } else {
+            None
+        };
         let observed = Observed {
             cluster: self.key.clone(),
             spec: validate_cluster(resource),
@@ -410,6 +423,7 @@ impl<R: Runtime> ClusterController<R> {
             delete_requested,
             backup_due,
             restore,
+            recovery_backup,
             now,
             policy: self.policy,
         };
@@ -435,20 +449,77 @@ impl<R: Runtime> ClusterController<R> {
             .cluster
             .clone()
             .unwrap_or_else(|| self.key.name.clone());
+        let bump = restore
+            .bump_revision
+            .unwrap_or(etcd_operator::resource::DEFAULT_BUMP_REVISION);
+        let source = self
+            .backup_source(
+                resource,
+                storage,
+                source_cluster,
+                &restore.backup,
+                bump,
+                "spec.restore",
+            )
+            .await?;
+        let name = source.backup.clone();
+        self.registry
+            .with(&self.key, |entry, _| entry.restore = Some(source));
+        Ok(name)
+    }
+
+    /// With `spec.recovery.quorumLoss: Restore`: backup `which` of this cluster in its own
+    /// backup storage, checked against the version rules.
+    async fn recovery_source(
+        &self,
+        resource: &EtcdCluster,
+        which: &str,
+    ) -> Result<etcd_operator::proto::RestoreSource, String> {
+        let context = "spec.recovery.quorumLoss: Restore";
+        let storage = crate::backups::resolve_storage(
+            resource.spec.backup_storage(),
+            self.runtime.default_backup_storage(),
+        )
+        .map_err(|e| format!("{context}: {e}"))?;
+        let bump = resource
+            .spec
+            .restore
+            .as_ref()
+            .and_then(|r| r.bump_revision)
+            .unwrap_or(etcd_operator::resource::DEFAULT_BUMP_REVISION);
+        self.backup_source(
+            resource,
+            storage,
+            self.key.name.clone(),
+            which,
+            bump,
+            context,
+        )
+        .await
+    }
+
+    /// Backup `which` (`latest` for the newest verified one) of `source_cluster` in
+    /// `storage`, checked against the version rules; or why it cannot be restored.
+    async fn backup_source(
+        &self,
+        resource: &EtcdCluster,
+        storage: etcd_operator::proto::BackupStorage,
+        source_cluster: String,
+        which: &str,
+        bump_revision: i64,
+        context: &str,
+    ) -> Result<etcd_operator::proto::RestoreSource, String> {
         let store = etcd_sidecar::backup::Storage::open(&storage, &source_cluster)
-            .map_err(|e| format!("spec.restore: {e}"))?;
+            .map_err(|e| format!("{context}: {e}"))?;
         let backups = store
             .list()
             .await
-            .map_err(|e| format!("spec.restore: the backups in {store:?} cannot be listed: {e}"))?;
-        let chosen = etcd_operator::backup::choose(&backups, &restore.backup).ok_or_else(|| {
-            if restore.backup == "latest" {
-                format!("spec.restore: no verified backup of {source_cluster} in {store:?}: nothing is started")
+            .map_err(|e| format!("{context}: the backups in {store:?} cannot be listed: {e}"))?;
+        let chosen = etcd_operator::backup::choose(&backups, which).ok_or_else(|| {
+            if which == "latest" {
+                format!("{context}: no verified backup of {source_cluster} in {store:?}: nothing is started")
             } else {
-                format!(
-                    "spec.restore: no backup {:?} in {store:?}: nothing is started",
-                    restore.backup
-                )
+                format!("{context}: no backup {which:?} in {store:?}: nothing is started")
             }
         })?;
         let spec_version: EtcdVersion = resource
@@ -473,19 +544,13 @@ impl<R: Runtime> ClusterController<R> {
                 chosen.name
             )
         })?;
-        let source = etcd_operator::proto::RestoreSource {
+        Ok(etcd_operator::proto::RestoreSource {
             storage: Some(storage),
             backup: chosen.name.clone(),
             sha256: chosen.sha256.clone(),
-            bump_revision: restore
-                .bump_revision
-                .unwrap_or(etcd_operator::resource::DEFAULT_BUMP_REVISION),
+            bump_revision,
             source_cluster,
-        };
-        let name = chosen.name.clone();
-        self.registry
-            .with(&self.key, |entry, _| entry.restore = Some(source));
-        Ok(name)
+        })
     }
 
     /// The coordinator's etcd client TLS when `endpoints` are https.
@@ -602,8 +667,52 @@ impl<R: Runtime> ClusterController<R> {
                             raft_index: forced.raft_index,
                             lost: lost.clone(),
                             at: rfc3339_now(),
+                            backup: None,
                         });
                     });
+                    Ok(())
+                })
+                .await?;
+            }
+            Action::RestoreCluster {
+                backup,
+                seed,
+                version,
+                discard,
+                lost,
+            } => {
+                warn!(%backup, %seed, lost = ?lost, discard = ?discard, "quorum lost for good: creating the cluster again from the latest verified backup");
+                // Looked up again: the storage must still hold the backup, checked.
+                let source = self
+                    .recovery_source(resource, backup)
+                    .await
+                    .map_err(ActError::Backup)?;
+                self.with_grant(seed, ChangeKind::ForceNewCluster, async {
+                    for name in discard {
+                        self.runtime.delete_member(&self.key, name).await?;
+                    }
+                    self.registry.with(&self.key, |entry, _| {
+                        for name in discard {
+                            entry.reports.remove(name);
+                            entry.registrations.remove(name);
+                        }
+                        entry.runtime_members.retain(|n| !discard.contains(n));
+                        entry.runtime_members.push(seed.clone());
+                        entry.seed = Some(seed.clone());
+                        entry.cluster_exists = false;
+                        entry.restore = Some(source.clone());
+                        entry.forced_recovery = Some(ForcedRecovery {
+                            from: seed.clone(),
+                            revision: 0,
+                            raft_index: 0,
+                            lost: lost.clone(),
+                            at: rfc3339_now(),
+                            backup: Some(backup.clone()),
+                        });
+                    });
+                    self.runtime
+                        .create_member(&self.key, seed, *version, true, etcd_tls)
+                        .await?;
                     Ok(())
                 })
                 .await?;
@@ -970,7 +1079,8 @@ impl<R: Runtime> ClusterController<R> {
         if let Some(c) = backup_condition(resource, &track) {
             conditions.push(c);
         }
-        if let Some(c) = restored_condition(resource, observed, plan, &reports) {
+        let from_backup = forced.as_ref().is_some_and(|f| f.backup.is_some());
+        if let Some(c) = restored_condition(resource, observed, plan, &reports, from_backup) {
             conditions.push(c);
         }
         let backup = backup_state(&track);
@@ -1117,8 +1227,11 @@ fn restored_condition(
     observed: &Observed,
     plan: &Plan,
     reports: &[etcd_operator::proto::HealthReport],
+    recovered_from_backup: bool,
 ) -> Option<Condition> {
-    resource.spec.restore.as_ref()?;
+    if resource.spec.restore.is_none() && !recovered_from_backup {
+        return None;
+    }
     if let Some(r) = reports.iter().find(|r| !r.restored_from.is_empty()) {
         let message = if r.restored_bump > 0 {
             format!(
@@ -1238,6 +1351,13 @@ fn quorum_condition(action: &Action, forced: Option<&ForcedRecovery>) -> Option<
         Action::Wait {
             reason: reason @ WaitReason::QuorumLostForGood { .. },
         } => Some(("DataLost", reason.to_string())),
+        Action::RestoreCluster { backup, lost, .. } => Some((
+            "RestoringFromBackup",
+            format!(
+                "quorum lost for good (the data of {} is gone): creating the cluster again from backup {backup}; writes after it are gone",
+                lost.join(", ")
+            ),
+        )),
         Action::ForceNewCluster {
             name,
             revision,
@@ -1254,6 +1374,17 @@ fn quorum_condition(action: &Action, forced: Option<&ForcedRecovery>) -> Option<
     };
     match (now_lost, forced) {
         (Some((reason, message)), _) => Some(condition("QuorumLost", "True", reason, &message)),
+        (None, Some(f)) if f.backup.is_some() => Some(condition(
+            "QuorumLost",
+            "False",
+            "RestoredFromBackup",
+            &format!(
+                "quorum was lost for good (the data of {} was gone); the cluster was created again from backup {} at {}: writes after that backup are gone (the Restored condition names its revision)",
+                f.lost.join(", "),
+                f.backup.as_deref().unwrap_or_default(),
+                f.at
+            ),
+        )),
         (None, Some(f)) => Some(condition(
             "QuorumLost",
             "False",

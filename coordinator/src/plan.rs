@@ -103,6 +103,9 @@ pub struct Observed {
     /// For a cluster to be created from a backup: the backup found and checked, or why it
     /// cannot be restored (`None` when the spec asks for no restore, or the cluster exists).
     pub restore: Option<Result<String, String>>,
+    /// With `spec.recovery.quorumLoss: Restore`, once a member's data is gone: the latest
+    /// verified backup of the cluster, or why there is none to use (`None`: not looked up).
+    pub recovery_backup: Option<Result<String, String>>,
     /// Now, ms since the epoch.
     pub now: UnixMillis,
     /// Tunables.
@@ -349,6 +352,21 @@ pub enum Action {
         /// The voters whose data is gone.
         lost: Vec<String>,
     },
+    /// Quorum is lost for good and the spec says `Restore`: delete every member (`discard`)
+    /// and create the cluster again from `backup` with the seed `seed`; it then grows back
+    /// by learners. Writes after the backup are gone.
+    RestoreCluster {
+        /// The backup restored (the latest verified one).
+        backup: String,
+        /// The new seed, which restores it.
+        seed: String,
+        /// Its version.
+        version: EtcdVersion,
+        /// Every runtime member, deleted first.
+        discard: Vec<String>,
+        /// The voters whose data is gone.
+        lost: Vec<String>,
+    },
     /// Ask `name`'s sidecar for a backup (a healthy follower when there is one, sparing the
     /// leader). Not a membership change; one per cluster at a time.
     TakeBackup {
@@ -386,6 +404,7 @@ impl Action {
             Self::RestartMember { .. } => "restart_member",
             Self::TakeBackup { .. } => "take_backup",
             Self::ForceNewCluster { .. } => "force_new_cluster",
+            Self::RestoreCluster { .. } => "restore_cluster",
             Self::Wait { .. } => "wait",
             Self::Steady => "steady",
         }
@@ -418,6 +437,7 @@ impl Action {
             | Self::RestartMember { name, .. }
             | Self::TakeBackup { name }
             | Self::ForceNewCluster { name, .. }
+            | Self::RestoreCluster { seed: name, .. }
             | Self::UpgradeMember { name, .. } => Some(name),
             Self::RefuseSpec { .. } | Self::Wait { .. } | Self::Steady => None,
         }
@@ -450,6 +470,8 @@ pub enum WaitReason {
         survivors: Vec<Survivor>,
         /// What the spec allows.
         policy: QuorumLossPolicy,
+        /// With `Restore`: why no backup can be restored.
+        no_backup: Option<String>,
     },
     /// Anything else, said in full.
     Other(String),
@@ -479,6 +501,7 @@ impl fmt::Display for WaitReason {
                 lost,
                 survivors,
                 policy,
+                no_backup,
             } => {
                 write!(
                     f,
@@ -487,20 +510,32 @@ impl fmt::Display for WaitReason {
                     lost.len(),
                     lost.len() + survivors.len()
                 )?;
+                if *policy == QuorumLossPolicy::Restore {
+                    return match no_backup {
+                        Some(why) => write!(
+                            f,
+                            "spec.recovery.quorumLoss is Restore, but no backup can be restored: {why}. Nothing is changed"
+                        ),
+                        None => f.write_str(
+                            "spec.recovery.quorumLoss is Restore: restoring the latest verified backup",
+                        ),
+                    };
+                }
                 if survivors.is_empty() {
                     return f.write_str(
-                        "no member survives to recover from: create a new cluster from a backup",
+                        "no member survives to recover from: create a new cluster from a backup (or set spec.recovery.quorumLoss: Restore)",
                     );
                 }
                 let listed: Vec<String> = survivors.iter().map(Survivor::to_string).collect();
                 write!(f, "surviving: {}. ", listed.join(", "))?;
                 match policy {
                     QuorumLossPolicy::Manual => f.write_str(
-                        "Nothing is changed on its own. To recover from the survivor with the highest raft index, set spec.recovery.quorumLoss: ForceNewCluster (writes acknowledged only by the lost members may be lost), or create a new cluster from a backup",
+                        "Nothing is changed on its own. To recover from the survivor with the highest raft index, set spec.recovery.quorumLoss: ForceNewCluster (writes acknowledged only by the lost members may be lost); to recover from the latest verified backup, set it to Restore (writes after the backup are lost)",
                     ),
                     QuorumLossPolicy::ForceNewCluster => f.write_str(
                         "spec.recovery.quorumLoss is ForceNewCluster: forcing a new cluster once every survivor runs and reports its raft index",
                     ),
+                    QuorumLossPolicy::Restore => Ok(()),
                 }
             }
             Self::Other(text) => f.write_str(text),
@@ -1130,6 +1165,9 @@ impl<'a> View<'a> {
             })
             .collect();
         let quorum_loss = self.spec.quorum_loss;
+        if let Some(step) = self.restore_from_backup(lost.clone(), described.clone()) {
+            return Some(step);
+        }
         let ready = quorum_loss == QuorumLossPolicy::ForceNewCluster
             && !described.is_empty()
             && described.iter().all(|s| s.raft_index.is_some());
@@ -1153,10 +1191,48 @@ impl<'a> View<'a> {
                     lost,
                     survivors: described,
                     policy: quorum_loss,
+                    no_backup: None,
                 },
                 Phase::Failed,
             )),
         }
+    }
+
+    /// With `spec.recovery.quorumLoss: Restore`, the way back once quorum is lost for good:
+    /// the cluster created again from the latest verified backup, or a wait saying why not.
+    fn restore_from_backup(&self, lost: Vec<String>, survivors: Vec<Survivor>) -> Option<Step> {
+        if self.spec.quorum_loss != QuorumLossPolicy::Restore {
+            return None;
+        }
+        Some(match &self.observed.recovery_backup {
+            Some(Ok(backup)) => (
+                Action::RestoreCluster {
+                    backup: backup.clone(),
+                    seed: self.new_member_name(),
+                    version: self.spec.version,
+                    discard: self
+                        .observed
+                        .members
+                        .iter()
+                        .map(|m| m.name.clone())
+                        .collect(),
+                    lost,
+                },
+                Phase::Recovering,
+            ),
+            other => wait(
+                WaitReason::QuorumLostForGood {
+                    lost,
+                    survivors,
+                    policy: QuorumLossPolicy::Restore,
+                    no_backup: Some(match other {
+                        Some(Err(why)) => why.clone(),
+                        _ => "the backup storage has not been read yet".into(),
+                    }),
+                },
+                Phase::Failed,
+            ),
+        })
     }
 
     /// Rule 5: runtime members exist but no member answered etcd's member-list read.
@@ -1168,6 +1244,18 @@ impl<'a> View<'a> {
             .any(|m| m.runtime.report.as_ref().is_some_and(|r| r.member_id != 0));
         let mut running = self.members.iter().filter(|m| m.runtime.running).peekable();
         if running.peek().is_none() {
+            // Every member down and every one's data gone: nothing to come back on.
+            if self.spec.quorum_loss == QuorumLossPolicy::Restore
+                && self
+                    .members
+                    .iter()
+                    .all(|m| m.runtime.data == MemberData::Gone)
+            {
+                let lost = self.members.iter().map(|m| m.name().to_string()).collect();
+                if let Some(step) = self.restore_from_backup(lost, Vec::new()) {
+                    return step;
+                }
+            }
             if self.members.iter().any(|m| m.dead) {
                 return wait(
                     WaitReason::QuorumLost {
@@ -1518,6 +1606,7 @@ mod tests {
                 delete_requested: Vec::new(),
                 backup_due: false,
                 restore: None,
+                recovery_backup: None,
                 now: NOW,
                 policy: Policy::default(),
             })
@@ -1752,6 +1841,11 @@ mod tests {
 
         fn restore(mut self, found: Result<&str, &str>) -> Self {
             self.0.restore = Some(found.map(str::to_string).map_err(str::to_string));
+            self
+        }
+
+        fn recovery_backup(mut self, found: Result<&str, &str>) -> Self {
+            self.0.recovery_backup = Some(found.map(str::to_string).map_err(str::to_string));
             self
         }
 
@@ -2449,6 +2543,7 @@ mod tests {
                     lost: vec![name(0), name(1), name(2)],
                     survivors: Vec::new(),
                     policy: QuorumLossPolicy::Manual,
+                    no_backup: None,
                 }),
                 Phase::Failed,
             ),
@@ -3091,6 +3186,7 @@ mod tests {
                     lost: vec![name(1), name(2)],
                     survivors: vec![survivor(0, 900, 400)],
                     policy: QuorumLossPolicy::Manual,
+                    no_backup: None,
                 }),
                 Phase::Failed,
             ),
@@ -3171,6 +3267,7 @@ mod tests {
                         },
                     ],
                     policy: QuorumLossPolicy::ForceNewCluster,
+                    no_backup: None,
                 }),
                 Phase::Failed,
             ),
@@ -3185,6 +3282,7 @@ mod tests {
             lost: vec![name(1), name(2)],
             survivors: vec![survivor(0, 900, 400)],
             policy: QuorumLossPolicy::Manual,
+            no_backup: None,
         }
         .to_string();
         for part in [
@@ -3194,6 +3292,123 @@ mod tests {
         ] {
             assert!(message.contains(part), "{message}");
         }
+    }
+
+    #[test]
+    fn a_lost_quorum_whose_data_is_gone_is_restored_from_the_latest_backup_when_the_spec_says_so() {
+        let backup = "demo-20261201T100000Z-r400";
+        let two_wiped = Situation::healthy(3)
+            .wiped(1)
+            .wiped(2)
+            .leaderless(0)
+            .raft(0, 900, 400)
+            .quorum_loss(QuorumLossPolicy::Restore);
+        let restore = |lost: Vec<String>, seed: u32| Action::RestoreCluster {
+            backup: backup.into(),
+            seed: name(seed),
+            version: V36,
+            discard: (0..3).map(name).collect(),
+            lost,
+        };
+        assert_cases(vec![
+            (
+                "Restore with a verified backup: every member goes, a new seed restores it",
+                two_wiped.clone().recovery_backup(Ok(backup)),
+                restore(vec![name(1), name(2)], 3),
+                Phase::Recovering,
+            ),
+            (
+                "Restore without a usable backup: nothing touched, the reason shown",
+                two_wiped
+                    .clone()
+                    .recovery_backup(Err("no verified backup of demo in local /b")),
+                waiting(WaitReason::QuorumLostForGood {
+                    lost: vec![name(1), name(2)],
+                    survivors: vec![survivor(0, 900, 400)],
+                    policy: QuorumLossPolicy::Restore,
+                    no_backup: Some("no verified backup of demo in local /b".into()),
+                }),
+                Phase::Failed,
+            ),
+            (
+                "Restore, storage not read yet: wait",
+                two_wiped.clone(),
+                waiting(WaitReason::QuorumLostForGood {
+                    lost: vec![name(1), name(2)],
+                    survivors: vec![survivor(0, 900, 400)],
+                    policy: QuorumLossPolicy::Restore,
+                    no_backup: Some("the backup storage has not been read yet".into()),
+                }),
+                Phase::Failed,
+            ),
+            (
+                "Restore, but a grant is in flight: it lapses first",
+                two_wiped
+                    .clone()
+                    .recovery_backup(Ok(backup))
+                    .grant(&name(3), ChangeKind::Add),
+                waiting(WaitReason::ChangeInFlight(format!(
+                    "add of {} (grant {CLUSTER}-7)",
+                    name(3)
+                ))),
+                Phase::Failed,
+            ),
+            (
+                "Restore, one member wiped of three: the quorum heals, nothing is restored",
+                Situation::healthy(3)
+                    .wiped(2)
+                    .quorum_loss(QuorumLossPolicy::Restore)
+                    .recovery_backup(Ok(backup)),
+                Action::RemoveDeadMember {
+                    name: name(2),
+                    member_id: 4098,
+                    reason: "its process is gone and so is its data".into(),
+                },
+                Phase::Recovering,
+            ),
+            (
+                "Restore, a survivor down with its data: started again first",
+                two_wiped.clone().recovery_backup(Ok(backup)).crashed(0),
+                restart(0, FIRST_EXIT),
+                Phase::Recovering,
+            ),
+            (
+                "Restore, every member wiped: restored all the same",
+                Situation::healthy(3)
+                    .wiped(0)
+                    .wiped(1)
+                    .wiped(2)
+                    .etcd_unreadable()
+                    .quorum_loss(QuorumLossPolicy::Restore)
+                    .recovery_backup(Ok(backup)),
+                restore(vec![name(0), name(1), name(2)], 3),
+                Phase::Recovering,
+            ),
+            (
+                "Manual, every member wiped: nothing touched",
+                Situation::healthy(3)
+                    .wiped(0)
+                    .wiped(1)
+                    .wiped(2)
+                    .etcd_unreadable(),
+                waiting(WaitReason::QuorumLost {
+                    healthy: 0,
+                    voters: 3,
+                }),
+                Phase::Failed,
+            ),
+        ]);
+        let message = WaitReason::QuorumLostForGood {
+            lost: vec![name(1), name(2)],
+            survivors: vec![survivor(0, 900, 400)],
+            policy: QuorumLossPolicy::Restore,
+            no_backup: Some("no verified backup of demo".into()),
+        }
+        .to_string();
+        assert!(
+            message.contains("no backup can be restored: no verified backup of demo"),
+            "{message}"
+        );
     }
 
     fn runtime_of<'a>(observed: &'a Observed, entry: &EtcdMember) -> Option<&'a RuntimeMember> {
@@ -3241,18 +3456,22 @@ mod tests {
         }
         let list = observed.etcd_members.as_deref().unwrap_or_default();
         let (healthy, voters) = voter_counts(observed, None);
-        // A lost quorum changes no membership; the one way out of it is a forced new
-        // cluster, and only when the spec asks for it.
+        // A lost quorum changes no membership; the ways out of it are a forced new cluster
+        // and a restore from a backup, only when the spec asks for one (checked below).
+        let recovery = matches!(
+            action,
+            Action::ForceNewCluster { .. } | Action::RestoreCluster { .. }
+        );
         if observed.etcd_members.is_some() && healthy < quorum(voters) {
             assert!(
-                !action.changes_membership() || matches!(action, Action::ForceNewCluster { .. }),
+                !action.changes_membership() || recovery,
                 "quorum lost: {}",
                 context()
             );
         }
         if observed.etcd_members.is_none() && !observed.members.is_empty() {
             assert!(
-                !action.changes_membership(),
+                !action.changes_membership() || matches!(action, Action::RestoreCluster { .. }),
                 "etcd unreadable: {}",
                 context()
             );
@@ -3337,6 +3556,58 @@ mod tests {
                     })
                     .count();
                 assert!(keepers < quorum(voters), "{}", context());
+            }
+            Action::RestoreCluster {
+                backup,
+                seed,
+                discard,
+                ..
+            } => {
+                let spec = observed.spec.as_ref().unwrap();
+                assert_eq!(
+                    spec.quorum_loss,
+                    QuorumLossPolicy::Restore,
+                    "restored a cluster the spec did not ask for: {}",
+                    context()
+                );
+                assert_eq!(
+                    observed.recovery_backup.as_ref(),
+                    Some(&Ok(backup.clone())),
+                    "{}",
+                    context()
+                );
+                assert!(observed.grant.is_none(), "{}", context());
+                assert!(healthy < quorum(voters), "{}", context());
+                // Only when the voters whose data survives cannot make a quorum again.
+                let keepers = list
+                    .iter()
+                    .filter(|e| !e.is_learner)
+                    .filter(|e| {
+                        runtime_of(observed, e)
+                            .is_some_and(|m| m.running || m.data == MemberData::Intact)
+                    })
+                    .count();
+                assert!(keepers < quorum(voters), "{}", context());
+                let mut all: Vec<&String> = observed.members.iter().map(|m| &m.name).collect();
+                let mut discarded: Vec<&String> = discard.iter().collect();
+                all.sort();
+                discarded.sort();
+                assert_eq!(
+                    all,
+                    discarded,
+                    "a member kept beside the restored cluster: {}",
+                    context()
+                );
+                let ordinal = member_ordinal(CLUSTER, seed).unwrap();
+                assert!(
+                    ordinal >= observed.next_ordinal
+                        && !observed.members.iter().any(|m| m.ordinal >= ordinal)
+                        && !list.iter().any(|e| {
+                            member_ordinal(CLUSTER, &e.name).is_some_and(|o| o >= ordinal)
+                        }),
+                    "ordinal reused: {}",
+                    context()
+                );
             }
             Action::CreateSeed { name: seed, .. } => {
                 assert!(
@@ -3512,15 +3783,16 @@ mod tests {
                 let states: Vec<VoterState> = (0..voters)
                     .map(|i| states_here[combo / n.pow(i) % n])
                     .collect();
-                // Half the situations let the planner force a new cluster.
-                let quorum_loss = if combo % 2 == 0 {
-                    QuorumLossPolicy::Manual
-                } else {
-                    QuorumLossPolicy::ForceNewCluster
-                };
                 let mut sizes = vec![voters.saturating_sub(1).max(1), voters, voters + 1];
                 sizes.dedup();
                 for size in sizes {
+                    // A third of the situations let the planner force a new cluster, a
+                    // third let it restore the latest backup (found, or not).
+                    let quorum_loss = match (combo + size as usize) % 3 {
+                        0 => QuorumLossPolicy::Manual,
+                        1 => QuorumLossPolicy::ForceNewCluster,
+                        _ => QuorumLossPolicy::Restore,
+                    };
                     let mut leaders = vec![0, voters - 1];
                     leaders.dedup();
                     for &leader in &leaders {
@@ -3571,6 +3843,13 @@ mod tests {
                             if leader != 0 {
                                 s = s.backup_due();
                             }
+                            if quorum_loss == QuorumLossPolicy::Restore {
+                                s = s.recovery_backup(if combo % 5 == 0 {
+                                    Err("no verified backup")
+                                } else {
+                                    Ok("demo-20261201T100000Z-r70")
+                                });
+                            }
                             let plan = s.plan();
                             plans += 1;
                             kinds.insert(plan.action.kind());
@@ -3594,6 +3873,7 @@ mod tests {
                 "force_new_cluster",
                 "remove_dead_member",
                 "restart_member",
+                "restore_cluster",
                 "steady",
                 "take_backup",
                 "upgrade_member",

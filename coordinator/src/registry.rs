@@ -70,6 +70,9 @@ pub struct ForcedRecovery {
     pub lost: Vec<String>,
     /// When, RFC 3339.
     pub at: String,
+    /// Set when the cluster was created again from this backup instead (`from` is then
+    /// the new seed; the revision is the restored seed's to tell).
+    pub backup: Option<String>,
 }
 
 struct Inner {

@@ -352,3 +352,218 @@ async fn backups_to_s3_keep_the_newest_and_survive_the_storage_going_away() {
     );
     drop(moto);
 }
+
+/// `spec.recovery.quorumLoss: Restore`: two of three members killed and wiped, the
+/// cluster is created again from the latest verified backup: every write acknowledged
+/// before the backup is there, none written after it (the survivor had those: it is
+/// discarded, not recovered from), HashKV equal, and the conditions name the backup and
+/// its revision.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wiped_majority_comes_back_from_the_latest_verified_backup() {
+    let _serial = serial_guard();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cluster.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            "{}  recovery:\n    quorumLoss: Restore\n",
+            manifest("etcd-cluster", 3, VERSION)
+        ),
+    )
+    .unwrap();
+    let mut c = LocalCoordinator::start(
+        CoordinatorOptions::new(coordinator_bin(), &path).dead_after_secs(5),
+    )
+    .await
+    .expect("start");
+    let before = ok(&c, c.wait_running(3, VERSION, FORM).await);
+    let writer = Writer::start(c.live_endpoints());
+    ok(&c, writer.wait_acked(50, Duration::from_secs(20)).await);
+    let acked_before = writer.stop().await.acked;
+    let name = backup_now(&c);
+    let mut client = ok(&c, etcd_client(&endpoints(&before)).await);
+    for i in 0..20 {
+        client
+            .put(format!("after/{i:03}"), "late", None)
+            .await
+            .expect("a write after the backup");
+    }
+    drop(client);
+
+    let old: Vec<String> = before.members.iter().map(|m| m.name.clone()).collect();
+    c.crash();
+    for victim in &old[1..] {
+        ok(&c, c.kill_member_and_wait(victim).await);
+        std::fs::remove_dir_all(c.data_dir(victim)).expect("wipe");
+    }
+    let restarted = c.restart().await;
+    ok(&c, restarted);
+    let up = wait_cluster(
+        &c,
+        c.cluster(),
+        "3 healthy voters restored from the backup",
+        CHANGE * 2,
+        |s| is_running(s, 3, VERSION) && s.members.iter().all(|m| !old.contains(&m.name)),
+    )
+    .await;
+    let restored = condition(&up, "Restored").expect("a Restored condition");
+    assert_eq!(restored.status, "True", "{}", describe(&up));
+    assert!(restored.message.contains(&name), "{}", restored.message);
+    assert!(
+        restored.message.contains("at revision"),
+        "{}",
+        restored.message
+    );
+    let quorum = condition(&up, "QuorumLost").expect("the QuorumLost condition stays");
+    assert_eq!(
+        (quorum.status.as_str(), quorum.reason.as_str()),
+        ("False", "RestoredFromBackup"),
+        "{}",
+        quorum.message
+    );
+    assert!(quorum.message.contains(&name), "{}", quorum.message);
+
+    let restored_endpoints = endpoints(&up);
+    ok(&c, verify_acked(&restored_endpoints, &acked_before).await);
+    let mut restored_client = ok(&c, etcd_client(&restored_endpoints).await);
+    let late = restored_client
+        .get(
+            "after/",
+            Some(GetOptions::new().with_prefix().with_count_only()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(late.count(), 0, "no write from after the backup");
+    let hashes = testkit::traffic::hash_kv_all(&restored_endpoints, None)
+        .await
+        .expect("HashKV of every restored member");
+    assert_eq!(hashes.len(), 3);
+    assert!(
+        testkit::checker::compare_hashes(&hashes).is_empty(),
+        "HashKV differs: {hashes:?}"
+    );
+}
+
+/// A tmpfs of its own for a backup storage that can fill up; unmounted on drop.
+struct SmallDisk {
+    dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    fn mount(mib: u32) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={mib}m"), "tmpfs"])
+            .arg(dir.path())
+            .output()
+            .expect("mount");
+        assert!(
+            out.status.success(),
+            "mounting a tmpfs (the test runs as root): {}",
+            text(&out)
+        );
+        Self { dir }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Fills it up but for `spare` bytes.
+    fn fill(&self, spare: u64) {
+        let stat = nix::sys::statvfs::statvfs(self.path()).unwrap();
+        let free = stat.blocks_available() as u64 * stat.fragment_size() as u64;
+        let filler = std::fs::File::create(self.path().join("filler")).unwrap();
+        filler.set_len(0).unwrap();
+        use std::io::Write;
+        let mut w = std::io::BufWriter::new(filler);
+        let chunk = vec![7u8; 64 * 1024];
+        let mut left = free.saturating_sub(spare);
+        while left > 0 {
+            let n = left.min(chunk.len() as u64) as usize;
+            if w.write_all(&chunk[..n]).is_err() {
+                break;
+            }
+            left -= n as u64;
+        }
+        let _ = w.flush();
+    }
+
+    fn unfill(&self) {
+        std::fs::remove_file(self.path().join("filler")).unwrap();
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+/// Retention and a full disk, on local storage: `keep: 3`, five backups leave the three
+/// newest; with the disk full a sixth fails with the reason in status and deletes nothing;
+/// with room again the next one succeeds and retention applies again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_backup_deletes_nothing() {
+    let _serial = serial_guard();
+    let disk = SmallDisk::mount(64);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cluster.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            "{}  backup:\n    keep: 3\n    storage:\n      local:\n        path: {}\n",
+            manifest("etcd-cluster", 1, VERSION),
+            disk.path().display()
+        ),
+    )
+    .unwrap();
+    let c = LocalCoordinator::start(CoordinatorOptions::new(coordinator_bin(), &path))
+        .await
+        .expect("start");
+    ok(&c, c.wait_running(1, VERSION, FORM).await);
+    let listed = |c: &LocalCoordinator| -> Vec<String> {
+        let out = cli(c, &["backups", c.cluster()]);
+        assert!(out.status.success(), "{}", text(&out));
+        let mut names: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .skip(1)
+            .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+            .collect();
+        names.sort();
+        names
+    };
+    let mut names = Vec::new();
+    for _ in 0..5 {
+        names.push(backup_now(&c));
+    }
+    let mut newest: Vec<String> = names[2..].to_vec();
+    newest.sort();
+    assert_eq!(listed(&c), newest, "keep 3 of 5");
+
+    disk.fill(4096);
+    let failed = cli(&c, &["backup", c.cluster()]);
+    assert!(!failed.status.success(), "{}", text(&failed));
+    let status = wait_cluster(&c, c.cluster(), "BackupHealthy False", CHANGE, |s| {
+        condition(s, "BackupHealthy").is_some_and(|b| b.status == "False")
+    })
+    .await;
+    let reason = condition(&status, "BackupHealthy").unwrap().message.clone();
+    assert!(
+        reason.to_lowercase().contains("space"),
+        "the reason names the full disk: {reason}"
+    );
+    assert_eq!(listed(&c), newest, "a failed sixth deletes nothing");
+    assert!(is_running(&status, 1, VERSION), "{}", describe(&status));
+
+    disk.unfill();
+    let next = backup_now(&c);
+    let mut kept: Vec<String> = names[3..].to_vec();
+    kept.push(next);
+    kept.sort();
+    assert_eq!(listed(&c), kept, "retention again once a backup succeeded");
+    drop(c);
+}

@@ -443,39 +443,7 @@ fn id_of(members: &[(String, u64, bool)], name: &str) -> u64 {
 
 /// SIGKILLs `name`'s sidecar and waits until it and its etcd are gone; returns the pid.
 async fn kill_and_wait(c: &LocalCoordinator, name: &str) -> u32 {
-    let record = c.member(name).expect("member recorded");
-    let pid = ok(c, c.kill_member(name));
-    ok(
-        c,
-        wait_for(
-            &format!("{name}'s sidecar to be gone"),
-            Duration::from_secs(10),
-            || async { (!pid_alive(pid)).then_some(()) },
-        )
-        .await,
-    );
-    let addr = record
-        .client_url()
-        .trim_start_matches("http://")
-        .to_string();
-    ok(
-        c,
-        wait_for(
-            &format!("{name}'s etcd to stop listening"),
-            Duration::from_secs(10),
-            || {
-                let addr = addr.clone();
-                async move {
-                    tokio::net::TcpStream::connect(addr)
-                        .await
-                        .is_err()
-                        .then_some(())
-                }
-            },
-        )
-        .await,
-    );
-    pid
+    ok(c, c.kill_member_and_wait(name).await)
 }
 
 /// Waits until `victim` is gone and `replacement` runs among 3 healthy voters.
@@ -497,7 +465,7 @@ async fn wait_replaced(c: &LocalCoordinator, victim: &str, replacement: &str) ->
 
 /// `name`'s etcd data directory in local mode.
 fn data_dir(c: &LocalCoordinator, name: &str) -> PathBuf {
-    c.state_dir().join(c.cluster()).join(name).join("etcd")
+    c.data_dir(name)
 }
 
 /// 3b: a killed member whose data is wiped cannot come back: it is removed and replaced by

@@ -471,8 +471,9 @@ pub async fn take(
     let file = scratch.join("snapshot.db");
     let (size, sha256) = stream_snapshot(&mut client, &file).await?;
     let read = etcdutl.status(&file).await?;
-    let now = crate::member::now_unix_ms() / 1000;
-    let name = backup_name(&cluster.name, now, read.revision);
+    let now_ms = crate::member::now_unix_ms();
+    let now = now_ms / 1000;
+    let name = backup_name(&cluster.name, now_ms, read.revision);
     storage.put_file(&snapshot_object(&name), &file).await?;
     let mut meta = BackupMeta {
         name: name.clone(),

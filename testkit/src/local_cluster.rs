@@ -563,6 +563,49 @@ impl LocalCoordinator {
         Ok(pid)
     }
 
+    /// As [`Self::kill_member`], then waits until its sidecar is gone and its etcd no
+    /// longer listens.
+    pub async fn kill_member_and_wait(&self, name: &str) -> anyhow::Result<u32> {
+        let record = self
+            .member(name)
+            .with_context(|| format!("no member {name} recorded"))?;
+        let pid = self.kill_member(name)?;
+        crate::wait_for(
+            &format!("{name}'s sidecar to be gone"),
+            Duration::from_secs(10),
+            || async { (!pid_alive(pid)).then_some(()) },
+        )
+        .await?;
+        let addr = record
+            .client_url()
+            .trim_start_matches("http://")
+            .trim_start_matches("https://")
+            .to_string();
+        crate::wait_for(
+            &format!("{name}'s etcd to stop listening"),
+            Duration::from_secs(10),
+            || {
+                let addr = addr.clone();
+                async move {
+                    tokio::net::TcpStream::connect(addr)
+                        .await
+                        .is_err()
+                        .then_some(())
+                }
+            },
+        )
+        .await?;
+        Ok(pid)
+    }
+
+    /// Member `name`'s etcd data directory.
+    pub fn data_dir(&self, name: &str) -> PathBuf {
+        self.state_dir()
+            .join(self.cluster())
+            .join(name)
+            .join("etcd")
+    }
+
     /// The coordinator's standard output so far.
     pub fn stdout(&self) -> String {
         std::fs::read_to_string(self.stdout_path()).unwrap_or_default()

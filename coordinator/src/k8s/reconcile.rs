@@ -363,11 +363,19 @@ async fn publish_outcome(
                         lost.join(", ")
                     )
                 }
+                PlanAction::RestoreCluster { backup, lost, .. } if outcome.error.is_none() => {
+                    format!(
+                        "{note} from backup {backup}: the data of {} was gone; writes after the backup are lost",
+                        lost.join(", ")
+                    )
+                }
                 _ => note,
             };
             let type_ = if outcome.error.is_some()
-                || matches!(action, PlanAction::ForceNewCluster { .. })
-            {
+                || matches!(
+                    action,
+                    PlanAction::ForceNewCluster { .. } | PlanAction::RestoreCluster { .. }
+                ) {
                 EventType::Warning
             } else {
                 EventType::Normal

@@ -3,7 +3,7 @@
 //! as a local process: the container's real command and env from the Pod spec, with only
 //! what a node would provide mapped to this machine (the sidecar binary installed by the init
 //! container is the built `etcd-coordinator sidecar`, the image's `/usr/local/bin/etcd` is the
-//! local etcd binary of the image's tag, volumes are directories, downward-API fields are
+//! local etcd binary of the image's tag (its `etcdutl` the official one setup.sh caches), volumes are directories, downward-API fields are
 //! read from the Pod, and the member addresses are 127.0.0.1 ports through an injected
 //! `MemberAddressing`). It writes the Pod's phase and container state back, restarts the
 //! container when its image changes (as the kubelet does), and stops it when the Pod is
@@ -23,7 +23,7 @@ use std::{
 
 use etcd_coordinator::{
     k8s::{
-        ANNOTATION_ETCD_VERSION, Context, ETCD_BINARY, ETCD_CONTAINER, KubeRuntime,
+        ANNOTATION_ETCD_VERSION, Context, ETCD_BINARY, ETCD_CONTAINER, ETCDUTL_BINARY, KubeRuntime,
         MemberAddressing, MemberEndpoints, SIDECAR_BINARY, build::PodSettings, reconcile,
     },
     plan::Policy,
@@ -171,6 +171,14 @@ impl Kubelet {
         let map_path = |value: &str| -> String {
             if value == ETCD_BINARY {
                 return etcd.display().to_string();
+            }
+            // The image's own etcdutl: here the official one setup.sh caches.
+            if value == ETCDUTL_BINARY {
+                return self
+                    .binaries
+                    .etcdutl(&etcd)
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default();
             }
             for (mount, dir) in &mounts {
                 if let Some(rest) = value.strip_prefix(mount.as_str()) {

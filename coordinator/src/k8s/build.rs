@@ -38,7 +38,7 @@ use etcd_operator::pki::{ClientFile, MemberFile};
 
 use super::{
     ANNOTATION_ETCD_VERSION, ANNOTATION_SEED, ANNOTATION_TLS, CA_CONFIGMAP, CLIENT_PORT,
-    COORDINATOR_BINARY, DATA_DIR, DEFAULT_REPOSITORY, ETCD_BINARY, ETCD_CONTAINER,
+    COORDINATOR_BINARY, DATA_DIR, DEFAULT_REPOSITORY, ETCD_BINARY, ETCD_CONTAINER, ETCDUTL_BINARY,
     INSTALL_CONTAINER, MemberEndpoints, NONROOT_ID, PEER_PORT, SIDECAR_BINARY, SIDECAR_DIR,
     SIDECAR_HEALTH_PORT, SIDECAR_PORT, TLS_DIR, claim_name, client_secret_name,
     etcd_ca_secret_name, member_secret_name, peer_service_name,
@@ -484,6 +484,7 @@ pub fn member_pod(input: MemberPodInput<'_>) -> Result<Pod, BuildError> {
             &format!("metadata.annotations['{ANNOTATION_ETCD_VERSION}']"),
         ),
         env("ETCDOP_ETCD_BINARY", ETCD_BINARY),
+        env("ETCDOP_ETCDUTL", ETCDUTL_BINARY),
         env("ETCDOP_HEALTH_ADDR", &endpoints.health_addr),
         env("ETCDOP_TLS_CERT", tls_file(MemberFile::CERT)),
         env("ETCDOP_TLS_KEY", tls_file(MemberFile::KEY)),
@@ -1010,6 +1011,9 @@ mod tests {
             }),
         });
         let env = env_of(&pod_of(&c));
+        // Backups are proven and restored with the etcdutl of the member's own image.
+        let etcdutl = env.iter().find(|v| v.name == "ETCDOP_ETCDUTL").unwrap();
+        assert_eq!(etcdutl.value.as_deref(), Some("/usr/local/bin/etcdutl"));
         for key in ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"] {
             let var = env.iter().find(|v| v.name == key).expect(key);
             assert!(var.value.is_none(), "never a literal value");

@@ -91,6 +91,9 @@ pub const DEFAULT_CLUSTER_DOMAIN: &str = "cluster.local";
 pub const DEFAULT_REPOSITORY: &str = "gcr.io/etcd-development/etcd";
 /// The etcd binary inside the official images (3.5 and later are distroless).
 pub const ETCD_BINARY: &str = "/usr/local/bin/etcd";
+/// The `etcdutl` the official images ship beside it, of the image's own version: backups
+/// are proven and restored with it.
+pub const ETCDUTL_BINARY: &str = "/usr/local/bin/etcdutl";
 /// The shared volume the init container copies the sidecar into.
 pub const SIDECAR_DIR: &str = "/opt/etcd-operator";
 /// The sidecar binary inside member Pods.

@@ -42,6 +42,8 @@ pub const SCENARIOS: &[&str] = &[
     "kill-majority",
     "kill-all",
     "wipe-majority",
+    "kill-sidecar-during-backup",
+    "kill-etcd-during-backup",
 ];
 
 /// Scenarios that lose data on purpose (a majority's data wiped, then a new cluster forced
@@ -276,6 +278,137 @@ impl Drop for QuorumWatch {
 
 fn quorum(voters: usize) -> usize {
     voters / 2 + 1
+}
+
+/// Fills the cluster with about 32 MiB (so that a snapshot takes a while to stream), asks
+/// for a backup, and kills the streaming member's sidecar (`sidecar`) or its etcd the moment
+/// its snapshot starts arriving. Returns the member and whether the call succeeded anyway.
+async fn kill_during_backup(c: &LocalCoordinator, sidecar: bool) -> anyhow::Result<(String, bool)> {
+    let endpoints = (c.live_endpoints())();
+    let value = vec![b'b'; 64 * 1024];
+    let mut client = etcd_client::Client::connect(&endpoints, None).await?;
+    for k in 0..512 {
+        client
+            .put(format!("backup-fill/{k:04}"), value.clone(), None)
+            .await?;
+    }
+    let members: Vec<String> = c.members().into_iter().map(|m| m.name).collect();
+    let scratch = |m: &str| {
+        c.state_dir()
+            .join(c.cluster())
+            .join(m)
+            .join("backup-scratch")
+            .join("snapshot.db")
+    };
+    for m in &members {
+        let _ = std::fs::remove_file(scratch(m));
+    }
+    let call = tokio::spawn(backup_cli_owned(
+        c.coordinator_bin().to_path_buf(),
+        c.cluster().to_string(),
+        c.state_dir().to_path_buf(),
+        c.control_addr().to_string(),
+    ));
+    let victim = crate::wait_for(
+        "a snapshot to start streaming",
+        Duration::from_secs(60),
+        || {
+            let found = members.iter().find(|m| scratch(m).exists()).cloned();
+            async move { found }
+        },
+    )
+    .await?;
+    if sidecar {
+        c.kill_member(&victim)?;
+    } else {
+        let pid = sidecar_pid(c, &victim)?;
+        signal(etcd_pid(pid)?, Signal::SIGKILL)?;
+    }
+    let (ok, _) = call.await??;
+    Ok((victim, ok))
+}
+
+/// `etcd-coordinator backup` of `c`'s cluster: success, and what it printed.
+async fn backup_cli(c: &LocalCoordinator) -> anyhow::Result<(bool, String)> {
+    backup_cli_owned(
+        c.coordinator_bin().to_path_buf(),
+        c.cluster().to_string(),
+        c.state_dir().to_path_buf(),
+        c.control_addr().to_string(),
+    )
+    .await
+}
+
+async fn backup_cli_owned(
+    bin: PathBuf,
+    cluster: String,
+    state_dir: PathBuf,
+    control_addr: String,
+) -> anyhow::Result<(bool, String)> {
+    let out = tokio::process::Command::new(bin)
+        .arg("backup")
+        .arg(cluster)
+        .arg(format!("--state-dir={}", state_dir.display()))
+        .arg(format!("--control-addr={control_addr}"))
+        .output()
+        .await?;
+    Ok((
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    ))
+}
+
+/// The backups listed, as `etcd-coordinator backups -o json` gives them.
+async fn list_backups(c: &LocalCoordinator) -> anyhow::Result<Vec<serde_json::Value>> {
+    let out = tokio::process::Command::new(c.coordinator_bin())
+        .arg("backups")
+        .arg(c.cluster())
+        .arg(format!("--grpc-addr={}", c.addr()))
+        .args(["-o", "json"])
+        .output()
+        .await?;
+    if !out.status.success() {
+        bail!("backups: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let parsed: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    Ok(parsed["backups"].as_array().cloned().unwrap_or_default())
+}
+
+/// Every listed backup is whole: its snapshot is in the (local, default) storage with the
+/// size and SHA-256 its metadata gives.
+async fn check_backups_whole(c: &LocalCoordinator) -> anyhow::Result<()> {
+    let dir = c.state_dir().join("backups").join(c.cluster());
+    for b in list_backups(c).await? {
+        let name = b["name"].as_str().context("a backup name")?;
+        let path = dir.join(format!("{name}.db"));
+        let bytes = std::fs::read(&path).with_context(|| {
+            format!(
+                "backup {name} is listed but {} is not there",
+                path.display()
+            )
+        })?;
+        let size: u64 = match &b["sizeBytes"] {
+            serde_json::Value::String(s) => s.parse()?,
+            v => v.as_u64().context("sizeBytes")?,
+        };
+        let sha: String = ring::digest::digest(&ring::digest::SHA256, &bytes)
+            .as_ref()
+            .iter()
+            .map(|x| format!("{x:02x}"))
+            .collect();
+        if bytes.len() as u64 != size || b["sha256"].as_str() != Some(sha.as_str()) {
+            bail!(
+                "backup {name} is listed half-written: {} bytes, sha256 {sha}; its metadata says {size} bytes, {}",
+                bytes.len(),
+                b["sha256"]
+            );
+        }
+    }
+    Ok(())
 }
 
 fn signal(pid: u32, sig: Signal) -> anyhow::Result<()> {
@@ -556,6 +689,39 @@ async fn inject(
                 crate::local_cluster::manifest(c.cluster(), 3, &v)
             ))?;
             ("2 of 3 wiped: Manual, then ForceNewCluster".into(), 3, v)
+        }
+        "kill-sidecar-during-backup" | "kill-etcd-during-backup" => {
+            let (victim, cli_ok) =
+                kill_during_backup(c, name == "kill-sidecar-during-backup").await?;
+            // Whatever the kill interrupted is never listed half-written.
+            check_backups_whole(c).await?;
+            c.wait_running(3, &v, CONVERGE).await?;
+            // And the next backup succeeds, proven restorable.
+            let (ok, out) = backup_cli(c).await?;
+            if !ok {
+                bail!("the next backup failed: {out}");
+            }
+            check_backups_whole(c).await?;
+            let listed = list_backups(c).await?;
+            let name_taken = out
+                .split_whitespace()
+                .next()
+                .unwrap_or_default()
+                .to_string();
+            if !listed
+                .iter()
+                .any(|b| b["name"] == name_taken.as_str() && b["verified"] == true)
+            {
+                bail!("the next backup {name_taken} is not listed verified: {listed:?}");
+            }
+            (
+                format!(
+                    "backup streaming from {victim} (the interrupted call {})",
+                    if cli_ok { "had finished" } else { "failed" }
+                ),
+                3,
+                v,
+            )
         }
         "pause-leader-etcd" => {
             let victim = pick(rng, initial, Some(true))?;

@@ -598,6 +598,11 @@ impl LocalCoordinator {
         Ok(pid)
     }
 
+    /// The `etcd-coordinator` binary it runs.
+    pub fn coordinator_bin(&self) -> &Path {
+        &self.binary
+    }
+
     /// Member `name`'s etcd data directory.
     pub fn data_dir(&self, name: &str) -> PathBuf {
         self.state_dir()

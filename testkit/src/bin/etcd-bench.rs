@@ -44,6 +44,19 @@ struct Cli {
     /// Skip the rolling upgrade (needs etcd 3.5.34: scripts/fetch-etcd.sh 3.5.34).
     #[arg(long)]
     skip_upgrade: bool,
+    /// Only these sections: floors, create, scale, restart, replace, upgrade, backup,
+    /// memory (default: all). The floors are always measured.
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+    /// The database size for the backup and restore rows, MiB.
+    #[arg(long, default_value_t = 100)]
+    backup_mib: usize,
+}
+
+impl Cli {
+    fn wants(&self, section: &str) -> bool {
+        self.only.is_empty() || self.only.iter().any(|s| s == section)
+    }
 }
 
 /// One row of the table.
@@ -445,6 +458,141 @@ async fn upgrade(coordinator: &Path) -> anyhow::Result<(Duration, Duration, usiz
     ))
 }
 
+/// What the backup and restore rows measure, beside their floors.
+struct BackupFigures {
+    db_bytes: u64,
+    ours_backup: Duration,
+    floor_save: Duration,
+    ours_restore: Duration,
+    floor_restore: Duration,
+}
+
+/// Fills a 3-member cluster with about `mib` MiB, then: `etcd-coordinator backup` (stream,
+/// check, store, prove restorable) beside `etcdctl snapshot save` of the same database; a
+/// new 3-member cluster restored from it to Running beside `etcdutl snapshot restore` plus
+/// a bare etcd start on the restored data.
+async fn backup_restore(coordinator: &Path, mib: usize) -> anyhow::Result<BackupFigures> {
+    let v = DEFAULT_VERSION.to_string();
+    let c =
+        LocalCoordinator::start(CoordinatorOptions::new(coordinator, example_manifest())).await?;
+    let status = c.wait_running(3, &v, Duration::from_secs(120)).await?;
+    let endpoints: Vec<String> = status.endpoints.split(',').map(str::to_string).collect();
+    // 64 KiB values, four writers.
+    let value = vec![b'x'; 64 * 1024];
+    let keys = mib * 16;
+    let mut writers = Vec::new();
+    for w in 0..4 {
+        let endpoints = endpoints.clone();
+        let value = value.clone();
+        writers.push(tokio::spawn(async move {
+            let mut client = Client::connect(&endpoints, None).await?;
+            for k in (w..keys).step_by(4) {
+                client
+                    .put(format!("bench/{k:06}"), value.clone(), None)
+                    .await?;
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for w in writers {
+        w.await??;
+    }
+    let dir = tempfile::tempdir()?;
+    let snap = dir.path().join("floor.db");
+    let started = Instant::now();
+    let out = Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .arg(format!("--endpoints={}", endpoints[0]))
+        .args(["snapshot", "save"])
+        .arg(&snap)
+        .output()
+        .context("etcdctl (scripts/setup.sh installs Debian's etcd-client)")?;
+    let floor_save = started.elapsed();
+    if !out.status.success() {
+        bail!(
+            "etcdctl snapshot save: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let db_bytes = std::fs::metadata(&snap)?.len();
+
+    let started = Instant::now();
+    let out = Command::new(coordinator)
+        .arg("backup")
+        .arg(c.cluster())
+        .arg(format!("--state-dir={}", c.state_dir().display()))
+        .arg(format!("--control-addr={}", c.control_addr()))
+        .output()?;
+    let ours_backup = started.elapsed();
+    if !out.status.success() {
+        bail!(
+            "etcd-coordinator backup: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let name = String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .context("the backup's name")?
+        .to_string();
+
+    // Floor: etcdutl restore, then a bare start on the restored data.
+    let etcd = EtcdBinaries::from_env().resolve(DEFAULT_VERSION)?;
+    let etcdutl = EtcdBinaries::from_env()
+        .etcdutl(&etcd)
+        .context("an official etcdutl (scripts/setup.sh caches it)")?;
+    let peer = format!("http://127.0.0.1:{}", free_port());
+    let started = Instant::now();
+    let out = Command::new(&etcdutl)
+        .args(["snapshot", "restore"])
+        .arg(&snap)
+        .arg(format!("--data-dir={}", dir.path().join("floor").display()))
+        .args(["--name=floor", &format!("--initial-cluster=floor={peer}")])
+        .arg(format!("--initial-advertise-peer-urls={peer}"))
+        .output()?;
+    if !out.status.success() {
+        bail!(
+            "etcdutl snapshot restore: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let bare = bare_etcd(dir.path(), "floor", "", "new")?;
+    wait_healthy(&bare.client_url, Duration::from_secs(60)).await?;
+    let floor_restore = started.elapsed();
+    drop(bare);
+
+    let started = Instant::now();
+    c.write_manifest(&format!(
+        "{}---\n{}  restore:\n    backup: \"{name}\"\n    cluster: {}\n",
+        manifest(c.cluster(), 3, &v),
+        manifest("restored", 3, &v),
+        c.cluster()
+    ))?;
+    let channel = c.channel();
+    testkit::wait_for(
+        "the restored cluster running",
+        Duration::from_secs(300),
+        || {
+            let channel = channel.clone();
+            let v = v.clone();
+            async move {
+                testkit::local_cluster::fetch_status(channel, "restored")
+                    .await
+                    .filter(|s| testkit::local_cluster::is_running(s, 3, &v))
+            }
+        },
+    )
+    .await?;
+    let ours_restore = started.elapsed();
+    Ok(BackupFigures {
+        db_bytes,
+        ours_backup,
+        floor_save,
+        ours_restore,
+        floor_restore,
+    })
+}
+
 fn rss_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status
@@ -526,7 +674,7 @@ async fn memory(coordinator: &Path, n: usize) -> anyhow::Result<(u64, u64, u64)>
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let coordinator = match cli.coordinator {
+    let coordinator = match cli.coordinator.clone() {
         Some(p) => p,
         None => std::env::current_exe()?
             .parent()
@@ -566,7 +714,7 @@ async fn main() -> anyhow::Result<()> {
     ));
     eprintln!("floors done");
 
-    for size in [1, 3, 5] {
+    for size in [1, 3, 5].into_iter().filter(|_| cli.wants("create")) {
         let mut v = Vec::new();
         for _ in 0..runs {
             v.push(create(&coordinator, size).await?);
@@ -580,16 +728,18 @@ async fn main() -> anyhow::Result<()> {
         eprintln!("create {size} done");
     }
 
-    let mut v = Vec::new();
-    for _ in 0..runs {
-        v.push(scale_up(&coordinator).await?);
+    if cli.wants("scale") {
+        let mut v = Vec::new();
+        for _ in 0..runs {
+            v.push(scale_up(&coordinator).await?);
+        }
+        rows.push(row(
+            "per added member (3 to 5)",
+            median(v),
+            Some(floor_join),
+        ));
+        eprintln!("scale done");
     }
-    rows.push(row(
-        "per added member (3 to 5)",
-        median(v),
-        Some(floor_join),
-    ));
-    eprintln!("scale done");
 
     for (count, what) in [
         (1, "kill -9 of one member, healthy again on its data"),
@@ -597,7 +747,10 @@ async fn main() -> anyhow::Result<()> {
             2,
             "kill -9 of two of three (quorum lost), 3 ready again on their data",
         ),
-    ] {
+    ]
+    .into_iter()
+    .filter(|_| cli.wants("restart"))
+    {
         let mut ours = Vec::new();
         let mut floors = Vec::new();
         for _ in 0..runs {
@@ -611,18 +764,54 @@ async fn main() -> anyhow::Result<()> {
         eprintln!("restart {count} done");
     }
 
-    let mut v = Vec::new();
-    for _ in 0..runs {
-        v.push(replacement(&coordinator).await?);
+    if cli.wants("replace") {
+        let mut v = Vec::new();
+        for _ in 0..runs {
+            v.push(replacement(&coordinator).await?);
+        }
+        rows.push(row(
+            "member deleted with its data (delete-member), replacement healthy",
+            median(v),
+            Some(floor_join),
+        ));
+        eprintln!("replacement done");
     }
-    rows.push(row(
-        "member deleted with its data (delete-member), replacement healthy",
-        median(v),
-        Some(floor_join),
-    ));
-    eprintln!("replacement done");
 
-    if !cli.skip_upgrade {
+    if cli.wants("backup") {
+        let f = backup_restore(&coordinator, cli.backup_mib).await?;
+        let mb = f.db_bytes as f64 / 1e6;
+        let rate = |d: Duration| format!("{:.1} MB/s", mb / d.as_secs_f64());
+        rows.push(Row {
+            measure: format!(
+                "backup of a {mb:.0} MB database (stream, SHA-256 check, store, restore-verify)"
+            ),
+            value: format!("{} ({})", secs(f.ours_backup), rate(f.ours_backup)),
+            floor: format!(
+                "etcdctl snapshot save {} ({})",
+                secs(f.floor_save),
+                rate(f.floor_save)
+            ),
+            ratio: format!(
+                "{:.1}x",
+                f.ours_backup.as_secs_f64() / f.floor_save.as_secs_f64()
+            ),
+        });
+        rows.push(Row {
+            measure: format!("restore of it into a new cluster, 3 members Running"),
+            value: secs(f.ours_restore),
+            floor: format!(
+                "etcdutl snapshot restore + bare start {}",
+                secs(f.floor_restore)
+            ),
+            ratio: format!(
+                "{:.1}x",
+                f.ours_restore.as_secs_f64() / f.floor_restore.as_secs_f64()
+            ),
+        });
+        eprintln!("backup done");
+    }
+
+    if !cli.skip_upgrade && cli.wants("upgrade") {
         let (d, stall, failed, acked) = upgrade(&coordinator).await?;
         rows.push(row(
             "rolling upgrade 3.5.34 to 3.6.15, 3 members",
@@ -641,7 +830,7 @@ async fn main() -> anyhow::Result<()> {
 
     let mut sidecar = 0;
     let mut etcd = 0;
-    for n in &cli.clusters {
+    for n in cli.clusters.iter().filter(|_| cli.wants("memory")) {
         let (value, floor) = match memory(&coordinator, *n).await {
             Ok((c, s, e)) => {
                 sidecar = s;
@@ -657,6 +846,9 @@ async fn main() -> anyhow::Result<()> {
             ratio: "-".into(),
         });
         eprintln!("memory {n} done");
+    }
+    if !cli.wants("memory") {
+        return Ok(());
     }
     rows.push(Row {
         measure: "sidecar RSS (one member)".into(),

@@ -797,7 +797,7 @@ async fn main() -> anyhow::Result<()> {
             ),
         });
         rows.push(Row {
-            measure: format!("restore of it into a new cluster, 3 members Running"),
+            measure: "restore of it into a new cluster, 3 members Running".to_string(),
             value: secs(f.ours_restore),
             floor: format!(
                 "etcdutl snapshot restore + bare start {}",

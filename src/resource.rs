@@ -24,7 +24,6 @@ pub const KIND: &str = "EtcdCluster";
     namespaced,
     status = "EtcdClusterStatus",
     shortname = "etcd",
-    category = "all",
     doc = "An etcd cluster managed by the etcd operator",
     derive = "PartialEq",
     derive = "Default",

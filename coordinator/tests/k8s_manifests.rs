@@ -120,6 +120,16 @@ fn read_all() -> Seen {
                 "CustomResourceDefinition" => {
                     let crd: CustomResourceDefinition = typed(path, &doc);
                     assert_eq!(crd, EtcdCluster::crd(), "{}", path.display());
+                    // `kubectl delete all --all` must never delete etcd clusters.
+                    assert!(
+                        !crd.spec
+                            .names
+                            .categories
+                            .iter()
+                            .flatten()
+                            .any(|c| c == "all"),
+                        "EtcdCluster in the category all"
+                    );
                 }
                 "ServiceAccount" => seen.accounts.push(typed(path, &doc)),
                 "Role" => seen.roles.push(typed(path, &doc)),

@@ -319,6 +319,7 @@ async fn create_makes_the_seed_pod_services_budget_and_status() {
             "fieldRef:metadata.annotations['etcd.operator.rs/etcd-version']".into(),
         ),
         ("ETCDOP_ETCD_BINARY", "/usr/local/bin/etcd".into()),
+        ("ETCDOP_ETCDUTL", "/usr/local/bin/etcdutl".into()),
         (
             "ETCDOP_CLUSTER_ENDPOINTS",
             "http://etcd-cluster.default.svc:2379".into(),

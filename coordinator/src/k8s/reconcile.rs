@@ -420,8 +420,6 @@ async fn publish_outcome(
 /// A failed reconcile becomes an Event and a `ReconcileFailed` condition, the rest of the
 /// status kept as it was.
 async fn report_failure(obj: &DynamicObject, ctx: &Context, error: &Error) {
-    ctx.publish(obj, EventType::Warning, error.reason(), error.to_string())
-        .await;
     let (Some(namespace), name) = (obj.namespace(), obj.name_any()) else {
         return;
     };
@@ -438,11 +436,32 @@ async fn report_failure(obj: &DynamicObject, ctx: &Context, error: &Error) {
         message: truncate(error.to_string(), 1000),
         last_transition_time: rfc3339_now(),
     };
-    status.conditions.retain(|c| c.type_ != condition.type_);
-    status.conditions.push(condition);
+    // The same failure again writes nothing and says nothing: a status write is a watch
+    // event and an immediate reconcile, which would bypass the error policy's backoff.
+    if !set_condition(&mut status.conditions, condition) {
+        return;
+    }
+    ctx.publish(obj, EventType::Warning, error.reason(), error.to_string())
+        .await;
     if let Err(e) = write_status(ctx, &namespace, &name, &status).await {
         warn!(error = %e, "could not record the failure in the status");
     }
+}
+
+/// Puts `condition` into `conditions`, keeping the transition time of one of its type
+/// whose status and reason are unchanged. False when nothing changed at all.
+fn set_condition(conditions: &mut Vec<ClusterCondition>, mut condition: ClusterCondition) -> bool {
+    if let Some(old) = conditions.iter().find(|c| c.type_ == condition.type_) {
+        if old.status == condition.status && old.reason == condition.reason {
+            if old.message == condition.message {
+                return false;
+            }
+            condition.last_transition_time = old.last_transition_time.clone();
+        }
+    }
+    conditions.retain(|c| c.type_ != condition.type_);
+    conditions.push(condition);
+    true
 }
 
 async fn cleanup(obj: &DynamicObject, ctx: &Context) -> Result<Action, Error> {
@@ -484,5 +503,37 @@ mod tests {
         assert!(parse_cluster(&bad).unwrap_err().contains("invalid type"));
         assert_eq!(camel("remove_dead_member"), "RemoveDeadMember");
         assert_eq!(truncate("héllo".into(), 2), "h");
+    }
+
+    #[test]
+    fn the_same_failure_again_changes_nothing() {
+        let failed = |reason: &str, message: &str, at: &str| ClusterCondition {
+            type_: "ReconcileFailed".into(),
+            status: "True".into(),
+            reason: reason.into(),
+            message: message.into(),
+            last_transition_time: at.into(),
+        };
+        let mut conditions = vec![failed("Kube", "forbidden", "2026-01-01T00:00:00Z")];
+        // Again, a second later: no write at all.
+        assert!(!set_condition(
+            &mut conditions,
+            failed("Kube", "forbidden", "2026-01-01T00:00:01Z")
+        ));
+        assert_eq!(conditions[0].last_transition_time, "2026-01-01T00:00:00Z");
+        // Same reason, new message: written, the transition time kept.
+        assert!(set_condition(
+            &mut conditions,
+            failed("Kube", "forbidden: pods", "2026-01-01T00:00:02Z")
+        ));
+        assert_eq!(conditions.len(), 1);
+        assert_eq!(conditions[0].message, "forbidden: pods");
+        assert_eq!(conditions[0].last_transition_time, "2026-01-01T00:00:00Z");
+        // Another reason: a transition.
+        assert!(set_condition(
+            &mut conditions,
+            failed("Build", "bad", "2026-01-01T00:00:03Z")
+        ));
+        assert_eq!(conditions[0].last_transition_time, "2026-01-01T00:00:03Z");
     }
 }

@@ -204,14 +204,9 @@ async fn create_makes_the_seed_pod_services_budget_and_status() {
     let client = fake(vec![cluster(3, "3.6.15")], Some(funcs)).await;
     let ctx = context(&client);
 
-    // First pass: only the finalizer.
-    assert_eq!(reconcile_once(&ctx).await, Action::await_change());
-    let c = get_cluster(&client).await;
-    assert_eq!(c.finalizers(), [FINALIZER.to_string()]);
-    assert!(pod_names(&client).await.is_empty());
-
-    // Second pass: Services, budget, the seed Pod, status.
-    let generation = c.metadata.generation;
+    // One pass: Services, budget, the seed Pod, status; no finalizer (deletion never
+    // waits on the coordinator).
+    let generation = get_cluster(&client).await.metadata.generation;
     let action = reconcile_once(&ctx).await;
     assert_eq!(action, Action::requeue(ctx.busy_requeue));
     assert_eq!(pod_names(&client).await, ["etcd-cluster-0000"]);
@@ -220,6 +215,7 @@ async fn create_makes_the_seed_pod_services_budget_and_status() {
         [("etcd-cluster-0000".to_string(), Some("1".to_string()))]
     );
     let c = get_cluster(&client).await;
+    assert!(c.finalizers().is_empty(), "{:?}", c.finalizers());
     let uid = c.uid().unwrap();
     assert_eq!(c.annotations()[ANNOTATION_NEXT_ORDINAL], "1");
     let owner = OwnerReference {
@@ -539,7 +535,6 @@ async fn create_makes_the_seed_pod_services_budget_and_status() {
 async fn an_invalid_spec_gets_a_condition_and_an_event_and_no_pods() {
     let client = fake(vec![cluster(0, "3.6.15")], None).await;
     let ctx = context(&client);
-    reconcile_once(&ctx).await; // finalizer
     reconcile_once(&ctx).await;
     assert!(pod_names(&client).await.is_empty());
     assert!(
@@ -588,7 +583,6 @@ async fn a_malformed_object_is_refused_without_breaking_anything() {
         .await
         .unwrap();
     let ctx = context(&client);
-    reconcile_once(&ctx).await; // finalizer
     let action = reconcile_once(&ctx).await;
     assert_eq!(action, Action::await_change());
     assert!(pod_names(&client).await.is_empty());
@@ -604,6 +598,57 @@ async fn a_malformed_object_is_refused_without_breaking_anything() {
             .any(|(t, r, _)| t == "Warning" && r == "Malformed"),
         "{events:?}"
     );
+}
+
+#[tokio::test]
+async fn an_earlier_versions_finalizer_is_removed_and_nothing_else_is_done_with_it() {
+    let mut c = cluster(3, "3.6.15");
+    c.metadata.finalizers = Some(vec![FINALIZER.into(), "someone.else/keep".into()]);
+    let client = fake(vec![c], None).await;
+    let ctx = context(&client);
+    assert_eq!(reconcile_once(&ctx).await, Action::await_change());
+    assert_eq!(
+        get_cluster(&client).await.finalizers(),
+        ["someone.else/keep".to_string()],
+        "ours removed, the other kept"
+    );
+    assert!(pod_names(&client).await.is_empty());
+    // The next pass creates the cluster.
+    reconcile_once(&ctx).await;
+    assert_eq!(pod_names(&client).await, ["etcd-cluster-0000"]);
+}
+
+#[tokio::test]
+async fn a_cluster_gone_from_the_api_is_forgotten() {
+    let client = fake(vec![cluster(3, "3.6.15")], None).await;
+    let ctx = context(&client);
+    reconcile_once(&ctx).await;
+    let key = ClusterKey::new(NS, NAME);
+    assert!(ctx.registry.keys().contains(&key));
+    // Still there: kept.
+    assert!(
+        etcd_coordinator::k8s::reconcile::forget_deleted(&ctx, std::slice::from_ref(&key))
+            .is_empty()
+    );
+    assert!(ctx.registry.keys().contains(&key));
+    // Deleted (no finalizer held it): forgotten.
+    Api::<EtcdCluster>::namespaced(client.clone(), NS)
+        .delete(NAME, &Default::default())
+        .await
+        .unwrap();
+    assert!(
+        Api::<EtcdCluster>::namespaced(client.clone(), NS)
+            .get_opt(NAME)
+            .await
+            .unwrap()
+            .is_none(),
+        "a deletion completes without the coordinator"
+    );
+    assert_eq!(
+        etcd_coordinator::k8s::reconcile::forget_deleted(&ctx, &[]),
+        vec![key.clone()]
+    );
+    assert!(!ctx.registry.keys().contains(&key));
 }
 
 #[tokio::test]
@@ -933,7 +978,6 @@ async fn a_failed_api_call_becomes_an_event_and_a_condition() {
     });
     let client = fake(vec![cluster(3, "3.6.15")], Some(funcs)).await;
     let ctx = context(&client);
-    reconcile_once(&ctx).await; // finalizer
     let obj = ctx.clusters(NS).get(NAME).await.unwrap();
     let err = reconcile(Arc::new(obj), Arc::clone(&ctx))
         .await
@@ -962,6 +1006,17 @@ async fn a_failed_api_call_becomes_an_event_and_a_condition() {
         ("True", "ApiCallFailed")
     );
     assert!(failed.message.contains("unwell"), "{failed:?}");
+
+    // The same failure again writes no status and sends no Event: a write would be a watch
+    // event and an immediate reconcile, a hot loop past the error policy's backoff.
+    let version = get_cluster(&client).await.resource_version();
+    let sent = events.len();
+    let obj = ctx.clusters(NS).get(NAME).await.unwrap();
+    reconcile(Arc::new(obj), Arc::clone(&ctx))
+        .await
+        .expect_err("still failing");
+    assert_eq!(get_cluster(&client).await.resource_version(), version);
+    assert_eq!(self::events(&client).await.len(), sent);
 }
 
 /// With `spec.tls`, a member gets etcd's certificates (serving, peer, its own client) beside

@@ -8,8 +8,8 @@
 //!
 //! 1. dereference (no client): the raw object is parsed into an [`EtcdCluster`]; a
 //!    malformed one gets an `Invalid` status and an Event, and the watch goes on;
-//! 2. finalizer (client required): added before anything is created, so a deletion always
-//!    passes through [`reconcile`]'s cleanup;
+//! 2. no finalizer: owner references collect what a cluster owns, so a deletion never
+//!    waits on the coordinator; the finalizer of earlier versions is removed where found;
 //! 3. validate (no client): an invalid spec touches nothing; the controller refuses it
 //!    with a condition and the reconciler publishes an Event;
 //! 4. build (no client, [`build`]): Services, PodDisruptionBudget, member Pods and claims
@@ -42,7 +42,7 @@ pub use error::Error;
 pub use reconcile::{Context, reconcile};
 pub use runtime::KubeRuntime;
 
-/// Finalizer on every `EtcdCluster` the operator manages.
+/// The finalizer earlier versions put on every `EtcdCluster`; removed where found.
 pub const FINALIZER: &str = "etcd.operator.rs/cleanup";
 /// Annotation on the `EtcdCluster`: the next member ordinal never used, written before the
 /// Pod of a new member is created (ordinals are never reused).

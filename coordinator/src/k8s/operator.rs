@@ -215,10 +215,37 @@ async fn run_controller(ctx: Arc<Context>, watch_namespace: Option<String>) {
         ),
     };
     let owned = watcher::Config::default().labels(&format!("{LABEL_MANAGED_BY}={MANAGER}"));
-    Controller::new_with(clusters, watcher::Config::default(), resource)
+    let controller = Controller::new_with(clusters, watcher::Config::default(), resource)
         .owns(pods, owned.clone())
         .owns(services, owned.clone())
-        .owns(budgets, owned)
+        .owns(budgets, owned);
+    // A cluster deleted is gone from the watch (there is no finalizer to see it through a
+    // reconcile): what the coordinator remembers of it is dropped here.
+    let store = controller.store();
+    let pruning = {
+        let ctx = Arc::clone(&ctx);
+        tokio::spawn(async move {
+            if store.wait_until_ready().await.is_err() {
+                return;
+            }
+            loop {
+                tokio::time::sleep(Duration::from_secs(30)).await;
+                use kube::ResourceExt;
+                let present: Vec<etcd_operator::ClusterKey> = store
+                    .state()
+                    .iter()
+                    .map(|o| {
+                        etcd_operator::ClusterKey::new(
+                            o.namespace().unwrap_or_default(),
+                            o.name_any(),
+                        )
+                    })
+                    .collect();
+                crate::k8s::reconcile::forget_deleted(&ctx, &present);
+            }
+        })
+    };
+    controller
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {
             match result {
@@ -227,6 +254,7 @@ async fn run_controller(ctx: Arc<Context>, watch_namespace: Option<String>) {
             }
         })
         .await;
+    pruning.abort();
 }
 
 /// Runs until `shutdown` resolves.

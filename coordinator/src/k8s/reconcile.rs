@@ -113,10 +113,14 @@ fn truncate(mut s: String, max: usize) -> String {
 
 /// Reconciles one `EtcdCluster`: the entry point kube-runtime calls.
 ///
-/// The finalizer goes on before anything is created and comes off only after cleanup.
-/// Both writes are merge patches carrying the `resourceVersion` read, so a concurrent
-/// change of the finalizer list by anyone else makes them fail and retry instead of
-/// overwriting it.
+/// No finalizer: owner references collect a cluster's Pods, claims, Services and budget,
+/// so a deletion never waits on this coordinator (deleting a cluster while it is down, or
+/// `kubectl delete -k deploy/` with clusters left, completes). The finalizer of earlier
+/// versions is removed where it is found, with a merge patch carrying the
+/// `resourceVersion` read, so a concurrent change of the finalizer list by anyone else
+/// makes it fail and retry instead of overwriting it. What the coordinator remembers of a
+/// deleted cluster is dropped when the deletion is seen here, or by
+/// [`forget_deleted`] once the object is gone.
 #[instrument(skip_all, fields(namespace = obj.namespace().unwrap_or_default(), cluster = %obj.name_any()))]
 pub async fn reconcile(obj: Arc<DynamicObject>, ctx: Arc<Context>) -> Result<Action, Error> {
     let namespace = obj
@@ -124,34 +128,55 @@ pub async fn reconcile(obj: Arc<DynamicObject>, ctx: Arc<Context>) -> Result<Act
         .ok_or(Error::MissingMetadata("metadata.namespace"))?;
     let has_finalizer = obj.finalizers().iter().any(|f| f == FINALIZER);
     let deleting = obj.metadata.deletion_timestamp.is_some();
-    match (has_finalizer, deleting) {
-        (false, false) => {
-            let mut finalizers = obj.finalizers().to_vec();
-            finalizers.push(FINALIZER.to_string());
-            set_finalizers(&ctx, &obj, &namespace, finalizers, "add finalizer").await?;
-            // The patch is a change: the next reconcile comes with it.
-            Ok(Action::await_change())
+    if deleting {
+        let action = cleanup(&obj, &ctx).await?;
+        if has_finalizer {
+            remove_finalizer(&ctx, &obj, &namespace).await?;
         }
-        (true, false) => {
-            let result = apply(&obj, &ctx).await;
-            if let Err(e) = &result {
-                report_failure(&obj, &ctx, e).await;
-            }
-            result
-        }
-        (true, true) => {
-            let action = cleanup(&obj, &ctx).await?;
-            let finalizers = obj
-                .finalizers()
-                .iter()
-                .filter(|f| *f != FINALIZER)
-                .cloned()
-                .collect();
-            set_finalizers(&ctx, &obj, &namespace, finalizers, "remove finalizer").await?;
-            Ok(action)
-        }
-        (false, true) => Ok(Action::await_change()),
+        return Ok(action);
     }
+    if has_finalizer {
+        remove_finalizer(&ctx, &obj, &namespace).await?;
+        // The patch is a change: the next reconcile comes with it.
+        return Ok(Action::await_change());
+    }
+    let result = apply(&obj, &ctx).await;
+    if let Err(e) = &result {
+        report_failure(&obj, &ctx, e).await;
+    }
+    result
+}
+
+/// Drops what the coordinator remembers of clusters that are no longer in the API (`present`
+/// is every cluster the watch holds); returns those dropped.
+pub fn forget_deleted(ctx: &Context, present: &[ClusterKey]) -> Vec<ClusterKey> {
+    let gone: Vec<ClusterKey> = ctx
+        .registry
+        .keys()
+        .into_iter()
+        .filter(|k| !present.contains(k))
+        .collect();
+    for key in &gone {
+        ctx.registry.remove(key);
+        ctx.runtime.forget(key);
+        info!(cluster = %key, "cluster deleted; forgotten");
+    }
+    gone
+}
+
+/// Removes the finalizer earlier versions put on clusters.
+async fn remove_finalizer(
+    ctx: &Context,
+    obj: &DynamicObject,
+    namespace: &str,
+) -> Result<(), Error> {
+    let finalizers = obj
+        .finalizers()
+        .iter()
+        .filter(|f| *f != FINALIZER)
+        .cloned()
+        .collect();
+    set_finalizers(ctx, obj, namespace, finalizers, "remove finalizer").await
 }
 
 async fn set_finalizers(
@@ -451,13 +476,14 @@ async fn report_failure(obj: &DynamicObject, ctx: &Context, error: &Error) {
 /// Puts `condition` into `conditions`, keeping the transition time of one of its type
 /// whose status and reason are unchanged. False when nothing changed at all.
 fn set_condition(conditions: &mut Vec<ClusterCondition>, mut condition: ClusterCondition) -> bool {
-    if let Some(old) = conditions.iter().find(|c| c.type_ == condition.type_) {
-        if old.status == condition.status && old.reason == condition.reason {
-            if old.message == condition.message {
-                return false;
-            }
-            condition.last_transition_time = old.last_transition_time.clone();
+    if let Some(old) = conditions.iter().find(|c| c.type_ == condition.type_)
+        && old.status == condition.status
+        && old.reason == condition.reason
+    {
+        if old.message == condition.message {
+            return false;
         }
+        condition.last_transition_time = old.last_transition_time.clone();
     }
     conditions.retain(|c| c.type_ != condition.type_);
     conditions.push(condition);

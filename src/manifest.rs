@@ -50,6 +50,18 @@ pub enum ManifestError {
     },
 }
 
+impl ManifestError {
+    /// The file the error is about.
+    pub fn path(&self) -> &Path {
+        match self {
+            Self::Io { path, .. }
+            | Self::TooLarge { path, .. }
+            | Self::Yaml { path, .. }
+            | Self::Shape { path, .. } => path,
+        }
+    }
+}
+
 /// Parses every `EtcdCluster` document in `text` (from `path`, for messages).
 pub fn parse_manifests(path: &Path, text: &str) -> Result<Vec<EtcdCluster>, ManifestError> {
     if text.len() as u64 > MAX_MANIFEST_BYTES {
@@ -143,6 +155,14 @@ fn check_known_fields(doc: &serde_json::Value) -> Result<(), String> {
 /// Reads the manifests in a file, or in every `.yaml`, `.yml` and `.json` file of a
 /// directory (in name order).
 pub fn read_manifests(path: &Path) -> Result<Vec<EtcdCluster>, ManifestError> {
+    Ok(read_manifests_by_file(path)?
+        .into_iter()
+        .map(|(_, c)| c)
+        .collect())
+}
+
+/// As [`read_manifests`], each cluster with the file it was read from.
+pub fn read_manifests_by_file(path: &Path) -> Result<Vec<(PathBuf, EtcdCluster)>, ManifestError> {
     let io = |source| ManifestError::Io {
         path: path.to_path_buf(),
         source,
@@ -173,7 +193,11 @@ pub fn read_manifests(path: &Path) -> Result<Vec<EtcdCluster>, ManifestError> {
             return Err(ManifestError::TooLarge { path: file, size });
         }
         let text = std::fs::read_to_string(&file).map_err(io)?;
-        clusters.extend(parse_manifests(&file, &text)?);
+        clusters.extend(
+            parse_manifests(&file, &text)?
+                .into_iter()
+                .map(|c| (file.clone(), c)),
+        );
     }
     Ok(clusters)
 }

@@ -1004,10 +1004,19 @@ impl<R: Runtime> ClusterController<R> {
                     .unwrap_or_default(),
             });
         }
-        let spec_ok = observed.spec.is_ok() && !matches!(plan.action, Action::RefuseSpec { .. });
+        let manifest_error = self
+            .registry
+            .with(&self.key, |entry, _| entry.manifest_error.clone());
+        let spec_ok = observed.spec.is_ok()
+            && !matches!(plan.action, Action::RefuseSpec { .. })
+            && manifest_error.is_none();
         let voters = etcd.iter().filter(|e| !e.is_learner).count();
         let available = voters > 0 && ready >= plan::quorum(voters);
         let spec_message = match (&observed.spec, &plan.action) {
+            _ if manifest_error.is_some() => format!(
+                "{}; the cluster runs on as last read",
+                manifest_error.as_deref().unwrap_or_default()
+            ),
             (Err(e), _) => e.to_string(),
             (_, Action::RefuseSpec { message }) => message.clone(),
             (Ok(spec), _) if !spec.warnings.is_empty() => spec.warnings.join("; "),
@@ -1019,6 +1028,7 @@ impl<R: Runtime> ClusterController<R> {
             (_, Some(e)) => format!("{}: {e}", plan.action.kind()),
             (Action::Wait { reason }, _) => reason.to_string(),
             (Action::Steady, _) => "the cluster matches its spec".into(),
+            (Action::RefuseSpec { .. }, _) => "nothing changes while the spec is refused".into(),
             (a, _) => format!("{} {}", a.kind(), a.member().unwrap_or("")),
         };
         let degraded =
@@ -1058,7 +1068,11 @@ impl<R: Runtime> ClusterController<R> {
             condition(
                 "SpecValid",
                 if spec_ok { "True" } else { "False" },
-                if spec_ok { "Valid" } else { "Invalid" },
+                match (spec_ok, manifest_error.is_some()) {
+                    (true, _) => "Valid",
+                    (false, true) => "ManifestRefused",
+                    (false, false) => "Invalid",
+                },
                 &spec_message,
             ),
         ];

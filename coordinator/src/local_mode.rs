@@ -7,7 +7,7 @@
 use std::{collections::BTreeMap, net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
 use etcd_operator::{
-    ClusterKey, etcd_bin::EtcdBinaries, manifest::read_manifests, resource::EtcdCluster,
+    ClusterKey, etcd_bin::EtcdBinaries, manifest::read_manifests_by_file, resource::EtcdCluster,
 };
 use tokio::{sync::watch, task::JoinHandle};
 use tracing::{error, info, warn};
@@ -63,7 +63,7 @@ pub async fn run_local(
 ) -> anyhow::Result<()> {
     std::fs::create_dir_all(&opts.state_dir)?;
     // Validate the manifests before anything starts: a typo must not start a cluster.
-    let initial = read_manifests(&opts.manifests)?;
+    let initial = read_manifests_by_file(&opts.manifests)?;
     let registry = Registry::new();
     // The control path's CA is made on first start and kept under <state>/pki/.
     let (pki, ca) = LocalPki::open(&opts.state_dir)?;
@@ -130,20 +130,24 @@ pub async fn run_local(
     let mut tasks: BTreeMap<ClusterKey, ClusterTask> = BTreeMap::new();
     let mut generations: BTreeMap<ClusterKey, (EtcdCluster, i64)> = BTreeMap::new();
     let mut last_error = String::new();
+    // The file each cluster was last read from, to show a refusal on its clusters.
+    let mut sources: BTreeMap<ClusterKey, std::path::PathBuf> = BTreeMap::new();
     let mut ticker = tokio::time::interval(Duration::from_secs(1));
     let mut shutdown = std::pin::pin!(shutdown);
     let mut pending = Some(initial);
     loop {
         let loaded = match pending.take() {
             Some(list) => Ok(list),
-            None => read_manifests(&opts.manifests),
+            None => read_manifests_by_file(&opts.manifests),
         };
         match loaded {
             Ok(list) => {
                 last_error.clear();
                 let mut seen = Vec::new();
-                for mut cluster in list {
+                for (file, mut cluster) in list {
                     let key = ClusterKey::local(cluster.metadata.name.clone().unwrap_or_default());
+                    sources.insert(key.clone(), file);
+                    registry.with(&key, |entry, _| entry.manifest_error = None);
                     // Local mode has no API server: the generation counts spec changes.
                     let generation = match generations.get(&key) {
                         Some((old, g)) if old.spec == cluster.spec => *g,
@@ -190,10 +194,19 @@ pub async fn run_local(
                     runtime.stop_cluster(&key).await;
                     registry.remove(&key);
                     generations.remove(&key);
+                    sources.remove(&key);
                 }
             }
             Err(e) => {
                 let message = e.to_string();
+                // Shown where users look: SpecValid False on the clusters the file declares.
+                for (key, file) in &sources {
+                    if file == e.path() {
+                        registry.with_existing(key, |entry, _| {
+                            entry.manifest_error = Some(message.clone());
+                        });
+                    }
+                }
                 if message != last_error {
                     error!(error = %message, "manifests refused; running clusters are left as they are");
                     if opts.progress {

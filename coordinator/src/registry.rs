@@ -55,6 +55,9 @@ pub struct ClusterEntry {
     /// The backup the seed of a cluster created from one restores (given to it when it
     /// registers).
     pub restore: Option<etcd_operator::proto::RestoreSource>,
+    /// Local mode: why the manifest file this cluster was read from is refused now (the
+    /// cluster runs on as last read). Shown as `SpecValid False`.
+    pub manifest_error: Option<String>,
 }
 
 /// A new cluster forced from a survivor after quorum was lost for good.

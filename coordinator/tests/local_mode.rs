@@ -1106,3 +1106,55 @@ async fn coordinator_restart_in_the_middle_of_a_scale_up() {
         "sidecars still running after a clean stop: {still:?}"
     );
 }
+
+/// A manifest edited into something that does not parse (malformed YAML, then an unknown
+/// field) changes nothing, and says so where users look: `SpecValid False` with the parse
+/// error on the cluster the file declares; fixed, the cluster's spec is valid again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_manifest_that_does_not_parse_is_shown_as_spec_valid_false() {
+    let _serial = serial_guard();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("one.yaml");
+    let good = testkit::local_cluster::manifest("etcd-cluster", 1, VERSION);
+    std::fs::write(&path, &good).unwrap();
+    let c = start(CoordinatorOptions::new(coordinator_bin(), &path)).await;
+    let before = ok(&c, c.wait_running(1, VERSION, FORM).await);
+    for (broken, says) in [
+        (
+            good.replace("size: 1", "size: [1"),
+            &["malformed YAML", "line 7 column 10"][..],
+        ),
+        (
+            good.replace("size: 1", "sise: 1"),
+            &["unknown field spec.sise"][..],
+        ),
+    ] {
+        ok(&c, c.write_manifest(&broken).map_err(anyhow::Error::from));
+        let refused = ok(
+            &c,
+            c.wait_until("SpecValid False for the refused manifest", CHANGE, |s| {
+                condition(s, "SpecValid")
+                    .is_some_and(|v| v.status == "False" && v.reason == "ManifestRefused")
+            })
+            .await,
+        );
+        let valid = condition(&refused, "SpecValid").unwrap();
+        for part in says.iter().chain(&["cluster.yaml"]) {
+            assert!(
+                valid.message.contains(part),
+                "{part:?} in {}",
+                valid.message
+            );
+        }
+        assert_eq!(names(&refused), names(&before), "nothing changed");
+        ok(&c, c.write_manifest(&good).map_err(anyhow::Error::from));
+        ok(
+            &c,
+            c.wait_until("SpecValid True again", CHANGE, |s| {
+                condition(s, "SpecValid").is_some_and(|v| v.status == "True")
+                    && is_running(s, 1, VERSION)
+            })
+            .await,
+        );
+    }
+}

@@ -64,6 +64,15 @@ fn text(out: &Output) -> String {
     )
 }
 
+/// A listed backup's revision (JSON carries 64-bit integers as strings).
+fn backup_revision(listed: &serde_json::Value) -> i64 {
+    listed["revision"]
+        .as_str()
+        .map(|r| r.parse().unwrap())
+        .or_else(|| listed["revision"].as_i64())
+        .expect("a revision")
+}
+
 /// Takes a backup through the CLI; returns its name.
 fn backup_now(c: &LocalCoordinator) -> String {
     let out = cli(c, &["backup", c.cluster()]);
@@ -106,6 +115,62 @@ fn endpoints(s: &ClusterStatus) -> Vec<String> {
     s.endpoints.split(',').map(str::to_string).collect()
 }
 
+/// Writes under a recorder until 50 are acknowledged, takes a backup, then writes `late`
+/// keys under `after/` that no cluster restored from it may hold. Returns the writes
+/// acknowledged before the backup, and its name.
+async fn backup_between_writes(
+    c: &LocalCoordinator,
+    running: &ClusterStatus,
+    late: usize,
+) -> (Vec<String>, String) {
+    let writer = Writer::start(c.live_endpoints());
+    ok(c, writer.wait_acked(50, Duration::from_secs(20)).await);
+    let acked = writer.stop().await.acked;
+    let name = backup_now(c);
+    let mut client = ok(c, etcd_client(&endpoints(running)).await);
+    for i in 0..late {
+        client
+            .put(format!("after/{i:03}"), "late", None)
+            .await
+            .expect("a write after the backup");
+    }
+    (acked, name)
+}
+
+/// A cluster restored from a backup holds every write acknowledged before it and none
+/// written after it, at a revision not below `revision`, HashKV equal on its 3 members.
+async fn check_restored(
+    c: &LocalCoordinator,
+    restored: &ClusterStatus,
+    acked: &[String],
+    revision: i64,
+) {
+    let restored_endpoints = endpoints(restored);
+    ok(c, verify_acked(&restored_endpoints, acked).await);
+    let mut client = ok(c, etcd_client(&restored_endpoints).await);
+    let late = client
+        .get(
+            "after/",
+            Some(GetOptions::new().with_prefix().with_count_only()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(late.count(), 0, "no write from after the backup");
+    let header_revision = late.header().map(|h| h.revision()).unwrap_or(0);
+    assert!(
+        header_revision >= revision,
+        "revisions never go backwards: {header_revision} < {revision}"
+    );
+    let hashes = testkit::traffic::hash_kv_all(&restored_endpoints, None)
+        .await
+        .expect("HashKV of every restored member");
+    assert_eq!(hashes.len(), 3);
+    assert!(
+        testkit::checker::compare_hashes(&hashes).is_empty(),
+        "HashKV differs: {hashes:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backup_under_writes_restores_into_a_new_cluster() {
     let _serial = serial_guard();
@@ -116,19 +181,7 @@ async fn a_backup_under_writes_restores_into_a_new_cluster() {
     .await
     .expect("start");
     let before = ok(&c, c.wait_running(3, VERSION, FORM).await);
-    let writer = Writer::start(c.live_endpoints());
-    ok(&c, writer.wait_acked(50, Duration::from_secs(20)).await);
-    let acked_before = writer.stop().await.acked;
-
-    let name = backup_now(&c);
-    // Written after the backup: none of these may be in a cluster restored from it.
-    let mut client = ok(&c, etcd_client(&endpoints(&before)).await);
-    for i in 0..30 {
-        client
-            .put(format!("after/{i:03}"), "late", None)
-            .await
-            .expect("a write after the backup");
-    }
+    let (acked_before, name) = backup_between_writes(&c, &before, 30).await;
 
     let listed = cli(&c, &["backups", c.cluster()]);
     let listing = text(&listed);
@@ -150,11 +203,7 @@ async fn a_backup_under_writes_restores_into_a_new_cluster() {
     let first = &parsed["backups"][0];
     assert_eq!(first["name"], name.as_str());
     assert_eq!(first["verified"], true);
-    let revision: i64 = first["revision"]
-        .as_str()
-        .map(|r| r.parse().unwrap())
-        .or_else(|| first["revision"].as_i64())
-        .expect("a revision");
+    let revision = backup_revision(first);
     for field in ["sizeBytes", "sha256", "createdAt", "etcdVersion"] {
         assert!(!first[field].is_null(), "{field} in {first}");
     }
@@ -182,33 +231,11 @@ async fn a_backup_under_writes_restores_into_a_new_cluster() {
     let said = condition(&up, "Restored").expect("a Restored condition");
     assert_eq!(said.status, "True", "{}", describe(&up));
     assert!(said.message.contains(&name), "{}", said.message);
-    let restored_endpoints = endpoints(&up);
-    ok(&c, verify_acked(&restored_endpoints, &acked_before).await);
-    let mut restored_client = ok(&c, etcd_client(&restored_endpoints).await);
-    let late = restored_client
-        .get(
-            "after/",
-            Some(GetOptions::new().with_prefix().with_count_only()),
-        )
-        .await
-        .unwrap();
-    assert_eq!(late.count(), 0, "no write from after the backup");
-    let header_revision = late.header().map(|h| h.revision()).unwrap_or(0);
-    assert!(
-        header_revision >= revision,
-        "revisions never go backwards: {header_revision} < {revision}"
-    );
-    let hashes = testkit::traffic::hash_kv_all(&restored_endpoints, None)
-        .await
-        .expect("HashKV of every restored member");
-    assert_eq!(hashes.len(), 3);
-    assert!(
-        testkit::checker::compare_hashes(&hashes).is_empty(),
-        "HashKV differs: {hashes:?}"
-    );
+    check_restored(&c, &up, &acked_before, revision).await;
     // The first cluster is untouched, its late writes still there.
     let first = fetch_status(c.channel(), c.cluster()).await.unwrap();
     assert!(is_running(&first, 3, VERSION), "{}", describe(&first));
+    let mut client = ok(&c, etcd_client(&endpoints(&before)).await);
     let still = client
         .get(
             "after/",
@@ -377,18 +404,11 @@ async fn a_wiped_majority_comes_back_from_the_latest_verified_backup() {
     .await
     .expect("start");
     let before = ok(&c, c.wait_running(3, VERSION, FORM).await);
-    let writer = Writer::start(c.live_endpoints());
-    ok(&c, writer.wait_acked(50, Duration::from_secs(20)).await);
-    let acked_before = writer.stop().await.acked;
-    let name = backup_now(&c);
-    let mut client = ok(&c, etcd_client(&endpoints(&before)).await);
-    for i in 0..20 {
-        client
-            .put(format!("after/{i:03}"), "late", None)
-            .await
-            .expect("a write after the backup");
-    }
-    drop(client);
+    let (acked_before, name) = backup_between_writes(&c, &before, 20).await;
+    let listed = cli(&c, &["backups", c.cluster(), "-o", "json"]);
+    let parsed: serde_json::Value =
+        serde_json::from_slice(&listed.stdout).expect("backups -o json is JSON");
+    let revision = backup_revision(&parsed["backups"][0]);
 
     let old: Vec<String> = before.members.iter().map(|m| m.name.clone()).collect();
     c.crash();
@@ -422,26 +442,7 @@ async fn a_wiped_majority_comes_back_from_the_latest_verified_backup() {
         quorum.message
     );
     assert!(quorum.message.contains(&name), "{}", quorum.message);
-
-    let restored_endpoints = endpoints(&up);
-    ok(&c, verify_acked(&restored_endpoints, &acked_before).await);
-    let mut restored_client = ok(&c, etcd_client(&restored_endpoints).await);
-    let late = restored_client
-        .get(
-            "after/",
-            Some(GetOptions::new().with_prefix().with_count_only()),
-        )
-        .await
-        .unwrap();
-    assert_eq!(late.count(), 0, "no write from after the backup");
-    let hashes = testkit::traffic::hash_kv_all(&restored_endpoints, None)
-        .await
-        .expect("HashKV of every restored member");
-    assert_eq!(hashes.len(), 3);
-    assert!(
-        testkit::checker::compare_hashes(&hashes).is_empty(),
-        "HashKV differs: {hashes:?}"
-    );
+    check_restored(&c, &up, &acked_before, revision).await;
 }
 
 /// A tmpfs of its own for a backup storage that can fill up; unmounted on drop.

@@ -64,6 +64,45 @@ fn text(out: &Output) -> String {
     )
 }
 
+/// A manifest of `etcd-cluster` with `size` members and `extra` appended to its spec, in a
+/// directory of its own (kept while the returned guard lives).
+fn manifest_with(size: i32, extra: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cluster.yaml");
+    std::fs::write(
+        &path,
+        format!("{}{extra}", manifest("etcd-cluster", size, VERSION)),
+    )
+    .unwrap();
+    (dir, path)
+}
+
+/// Asks for a backup that must fail; returns the status once `BackupHealthy` is False, and
+/// its message.
+async fn backup_fails(c: &LocalCoordinator) -> (ClusterStatus, String) {
+    let failed = cli(c, &["backup", c.cluster()]);
+    assert!(!failed.status.success(), "{}", text(&failed));
+    let status = wait_cluster(c, c.cluster(), "BackupHealthy False", CHANGE, |s| {
+        condition(s, "BackupHealthy").is_some_and(|b| b.status == "False")
+    })
+    .await;
+    let reason = condition(&status, "BackupHealthy").unwrap().message.clone();
+    (status, reason)
+}
+
+/// The names of the backups listed, sorted.
+fn listed_names(c: &LocalCoordinator) -> Vec<String> {
+    let out = cli(c, &["backups", c.cluster()]);
+    assert!(out.status.success(), "{}", text(&out));
+    let mut names: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+        .collect();
+    names.sort();
+    names
+}
+
 /// A listed backup's revision (JSON carries 64-bit integers as strings).
 fn backup_revision(listed: &serde_json::Value) -> i64 {
     listed["revision"]
@@ -137,6 +176,19 @@ async fn backup_between_writes(
     (acked, name)
 }
 
+/// How many `after/` keys `endpoints` hold, and the revision the count was read at.
+async fn count_late(c: &LocalCoordinator, endpoints: &[String]) -> (i64, i64) {
+    let mut client = ok(c, etcd_client(endpoints).await);
+    let late = client
+        .get(
+            "after/",
+            Some(GetOptions::new().with_prefix().with_count_only()),
+        )
+        .await
+        .unwrap();
+    (late.count(), late.header().map_or(0, |h| h.revision()))
+}
+
 /// A cluster restored from a backup holds every write acknowledged before it and none
 /// written after it, at a revision not below `revision`, HashKV equal on its 3 members.
 async fn check_restored(
@@ -147,16 +199,8 @@ async fn check_restored(
 ) {
     let restored_endpoints = endpoints(restored);
     ok(c, verify_acked(&restored_endpoints, acked).await);
-    let mut client = ok(c, etcd_client(&restored_endpoints).await);
-    let late = client
-        .get(
-            "after/",
-            Some(GetOptions::new().with_prefix().with_count_only()),
-        )
-        .await
-        .unwrap();
-    assert_eq!(late.count(), 0, "no write from after the backup");
-    let header_revision = late.header().map(|h| h.revision()).unwrap_or(0);
+    let (late, header_revision) = count_late(c, &restored_endpoints).await;
+    assert_eq!(late, 0, "no write from after the backup");
     assert!(
         header_revision >= revision,
         "revisions never go backwards: {header_revision} < {revision}"
@@ -235,15 +279,7 @@ async fn a_backup_under_writes_restores_into_a_new_cluster() {
     // The first cluster is untouched, its late writes still there.
     let first = fetch_status(c.channel(), c.cluster()).await.unwrap();
     assert!(is_running(&first, 3, VERSION), "{}", describe(&first));
-    let mut client = ok(&c, etcd_client(&endpoints(&before)).await);
-    let still = client
-        .get(
-            "after/",
-            Some(GetOptions::new().with_prefix().with_count_only()),
-        )
-        .await
-        .unwrap();
-    assert_eq!(still.count(), 30);
+    assert_eq!(count_late(&c, &endpoints(&before)).await.0, 30);
 }
 
 /// moto's S3 server on a loopback port, killed on drop.
@@ -308,17 +344,13 @@ async fn backups_to_s3_keep_the_newest_and_survive_the_storage_going_away() {
     let moto = Moto::start(port).await;
     let bucket = "etcd-backups";
     moto.create_bucket(bucket);
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("cluster.yaml");
-    std::fs::write(
-        &path,
-        format!(
-            "{}  backup:\n    keep: 3\n    storage:\n      s3:\n        bucket: {bucket}\n        prefix: etcd/\n        endpoint: \"{}\"\n        region: us-east-1\n        forcePathStyle: true\n",
-            manifest("etcd-cluster", 3, VERSION),
+    let (_dir, path) = manifest_with(
+        3,
+        &format!(
+            "  backup:\n    keep: 3\n    storage:\n      s3:\n        bucket: {bucket}\n        prefix: etcd/\n        endpoint: \"{}\"\n        region: us-east-1\n        forcePathStyle: true\n",
             moto.endpoint
         ),
-    )
-    .unwrap();
+    );
     let c = LocalCoordinator::start(
         CoordinatorOptions::new(coordinator_bin(), &path)
             .env("AWS_ACCESS_KEY_ID", "testing")
@@ -335,27 +367,13 @@ async fn backups_to_s3_keep_the_newest_and_survive_the_storage_going_away() {
         names.push(backup_now(&c));
         ok(&c, writer.wait_acked(5, Duration::from_secs(20)).await);
     }
-    let listing = text(&cli(&c, &["backups", c.cluster()]));
-    let listed: Vec<&str> = listing
-        .lines()
-        .skip(1)
-        .filter_map(|l| l.split_whitespace().next())
-        .collect();
-    let mut newest: Vec<&str> = names.iter().rev().take(3).map(String::as_str).collect();
+    let mut newest: Vec<String> = names[2..].to_vec();
     newest.sort();
-    let mut got = listed.clone();
-    got.sort();
-    assert_eq!(got, newest, "keep 3 of 5:\n{listing}");
+    assert_eq!(listed_names(&c), newest, "keep 3 of 5");
 
     // The storage goes away: the backup fails with a reason, nothing else changes.
     drop(moto);
-    let failed = cli(&c, &["backup", c.cluster()]);
-    assert!(!failed.status.success(), "{}", text(&failed));
-    let status = wait_cluster(&c, c.cluster(), "BackupHealthy False", CHANGE, |s| {
-        condition(s, "BackupHealthy").is_some_and(|b| b.status == "False")
-    })
-    .await;
-    let reason = condition(&status, "BackupHealthy").unwrap().message.clone();
+    let (status, reason) = backup_fails(&c).await;
     assert!(reason.contains("storage"), "{reason}");
     assert!(is_running(&status, 3, VERSION), "{}", describe(&status));
     let names_now: Vec<&str> = status.members.iter().map(|m| m.name.as_str()).collect();
@@ -388,16 +406,7 @@ async fn backups_to_s3_keep_the_newest_and_survive_the_storage_going_away() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wiped_majority_comes_back_from_the_latest_verified_backup() {
     let _serial = serial_guard();
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("cluster.yaml");
-    std::fs::write(
-        &path,
-        format!(
-            "{}  recovery:\n    quorumLoss: Restore\n",
-            manifest("etcd-cluster", 3, VERSION)
-        ),
-    )
-    .unwrap();
+    let (_dir, path) = manifest_with(3, "  recovery:\n    quorumLoss: Restore\n");
     let mut c = LocalCoordinator::start(
         CoordinatorOptions::new(coordinator_bin(), &path).dead_after_secs(5),
     )
@@ -511,53 +520,32 @@ impl Drop for SmallDisk {
 async fn a_failed_backup_deletes_nothing() {
     let _serial = serial_guard();
     let disk = SmallDisk::mount(64);
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("cluster.yaml");
-    std::fs::write(
-        &path,
-        format!(
-            "{}  backup:\n    keep: 3\n    storage:\n      local:\n        path: {}\n",
-            manifest("etcd-cluster", 1, VERSION),
+    let (_dir, path) = manifest_with(
+        1,
+        &format!(
+            "  backup:\n    keep: 3\n    storage:\n      local:\n        path: {}\n",
             disk.path().display()
         ),
-    )
-    .unwrap();
+    );
     let c = LocalCoordinator::start(CoordinatorOptions::new(coordinator_bin(), &path))
         .await
         .expect("start");
     ok(&c, c.wait_running(1, VERSION, FORM).await);
-    let listed = |c: &LocalCoordinator| -> Vec<String> {
-        let out = cli(c, &["backups", c.cluster()]);
-        assert!(out.status.success(), "{}", text(&out));
-        let mut names: Vec<String> = String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .skip(1)
-            .filter_map(|l| l.split_whitespace().next().map(str::to_string))
-            .collect();
-        names.sort();
-        names
-    };
     let mut names = Vec::new();
     for _ in 0..5 {
         names.push(backup_now(&c));
     }
     let mut newest: Vec<String> = names[2..].to_vec();
     newest.sort();
-    assert_eq!(listed(&c), newest, "keep 3 of 5");
+    assert_eq!(listed_names(&c), newest, "keep 3 of 5");
 
     disk.fill(4096);
-    let failed = cli(&c, &["backup", c.cluster()]);
-    assert!(!failed.status.success(), "{}", text(&failed));
-    let status = wait_cluster(&c, c.cluster(), "BackupHealthy False", CHANGE, |s| {
-        condition(s, "BackupHealthy").is_some_and(|b| b.status == "False")
-    })
-    .await;
-    let reason = condition(&status, "BackupHealthy").unwrap().message.clone();
+    let (status, reason) = backup_fails(&c).await;
     assert!(
         reason.to_lowercase().contains("space"),
         "the reason names the full disk: {reason}"
     );
-    assert_eq!(listed(&c), newest, "a failed sixth deletes nothing");
+    assert_eq!(listed_names(&c), newest, "a failed sixth deletes nothing");
     assert!(is_running(&status, 1, VERSION), "{}", describe(&status));
 
     disk.unfill();
@@ -565,6 +553,10 @@ async fn a_failed_backup_deletes_nothing() {
     let mut kept: Vec<String> = names[3..].to_vec();
     kept.push(next);
     kept.sort();
-    assert_eq!(listed(&c), kept, "retention again once a backup succeeded");
+    assert_eq!(
+        listed_names(&c),
+        kept,
+        "retention again once a backup succeeded"
+    );
     drop(c);
 }

@@ -31,3 +31,27 @@ pub mod proto {
 
 pub use naming::ClusterKey;
 pub use version::EtcdVersion;
+
+/// Votes needed for a decision among `voters` (a majority): the one definition the
+/// planner, the disruption budget, the sidecar and the tests use.
+pub fn quorum(voters: usize) -> usize {
+    voters / 2 + 1
+}
+
+/// Milliseconds since the Unix epoch, now (0 on a clock before it).
+pub fn now_ms() -> grant::UnixMillis {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn quorum_is_a_majority() {
+        let q: Vec<usize> = (1..=7).map(super::quorum).collect();
+        assert_eq!(q, [1, 2, 2, 3, 3, 4, 4]);
+        assert!(super::now_ms() > 1_700_000_000_000);
+    }
+}

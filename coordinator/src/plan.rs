@@ -619,10 +619,7 @@ pub struct Plan {
     pub warnings: Vec<String>,
 }
 
-/// Votes needed for a decision among `voters`.
-pub fn quorum(voters: usize) -> usize {
-    voters / 2 + 1
-}
+pub use etcd_operator::quorum;
 
 /// The lowest version any runtime member runs: what etcd's cluster version follows, and
 /// what the next version step is checked from.

@@ -105,12 +105,7 @@ pub struct Registry {
 }
 
 /// Milliseconds since the Unix epoch.
-pub fn now_ms() -> UnixMillis {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
+pub use etcd_operator::now_ms;
 
 impl Registry {
     /// An empty registry.

@@ -108,9 +108,9 @@ fn cluster_key(cluster: Option<&etcd_operator::proto::ClusterRef>) -> Result<Clu
     }
 }
 
-/// True when `report` is fresh enough to count.
+/// True when `report` is fresh enough to count (the planner's default staleness).
 fn fresh(r: &ReceivedReport, now: i64) -> bool {
-    now - r.received_at <= 10_000
+    now - r.received_at <= crate::plan::Policy::default().report_stale_after_ms
 }
 
 #[tonic::async_trait]

@@ -10,7 +10,6 @@ use etcd_client::{Client, ConnectOptions, MemberAddOptions};
 use etcd_operator::identity::PeerIdentity;
 use etcd_operator::{
     EtcdVersion,
-    grant::UnixMillis,
     proto::{
         ChangeKind, GrantRequest, GrantResponse, MemberPhase, MemberRole, RegisterRequest,
         ReleaseGrantRequest, RestoreSource, coordinator_client::CoordinatorClient,
@@ -97,12 +96,7 @@ pub struct HandoffOutcome {
 }
 
 /// Milliseconds since the Unix epoch.
-pub fn now_unix_ms() -> UnixMillis {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
+pub use etcd_operator::now_ms as now_unix_ms;
 
 /// Connects an etcd client to `endpoints` with short timeouts, over TLS with the member's
 /// etcd client certificate when `tls` is given (read now: a rotated certificate is used by
@@ -774,7 +768,7 @@ impl Member {
             }
         }
         let remaining = other_voters.len();
-        if !learner && healthy_others.len() < remaining / 2 + 1 {
+        if !learner && healthy_others.len() < etcd_operator::quorum(remaining) {
             return Err(SidecarError::Refused(format!(
                 "only {} of the {remaining} remaining voters answer: leaving would lose quorum",
                 healthy_others.len()

@@ -276,9 +276,7 @@ impl Drop for QuorumWatch {
     }
 }
 
-fn quorum(voters: usize) -> usize {
-    voters / 2 + 1
-}
+use etcd_operator::quorum;
 
 /// Fills the cluster with about 32 MiB (so that a snapshot takes a while to stream), asks
 /// for a backup, and kills the streaming member's sidecar (`sidecar`) or its etcd the moment

@@ -246,7 +246,10 @@ pub fn pod_disruption_budget(cluster: &EtcdCluster) -> Result<PodDisruptionBudge
     let (min_available, max_unavailable) = if size == 1 {
         (None, Some(IntOrString::Int(1)))
     } else {
-        (Some(IntOrString::Int(size / 2 + 1)), None)
+        (
+            Some(IntOrString::Int(etcd_operator::quorum(size as usize) as i32)),
+            None,
+        )
     };
     Ok(PodDisruptionBudget {
         metadata: object_meta(cluster, name.to_string(), cluster_labels(name))?,

@@ -400,10 +400,12 @@ impl<R: Runtime> ClusterController<R> {
             }
             _ => None,
         };
-        // Looked up only when it may be needed: a member's data is gone.
+        // Looked up only when it may be needed: a member's data is gone, or a cluster that
+        // had members has none left (a restore interrupted between its two steps).
         let recovery_backup = if resource.spec.quorum_loss()
             == etcd_operator::resource::QuorumLossPolicy::Restore
-            && infos.iter().any(|i| i.data == plan::MemberData::Gone)
+            && (infos.iter().any(|i| i.data == plan::MemberData::Gone)
+                || (infos.is_empty() && etcd_members.is_none() && next_ordinal > 0))
         {
             Some(
                 self.recovery_source(resource, "latest")

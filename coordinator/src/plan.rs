@@ -907,6 +907,15 @@ impl<'a> View<'a> {
                     Phase::Invalid,
                 );
             }
+            // A cluster that had members (ordinals were handed out) and has none left, under
+            // `Restore`: never an empty seed; it comes back from its latest verified backup
+            // (a restore interrupted between deleting the members and creating the seed).
+            if observed.next_ordinal > 0
+                && observed.restore.is_none()
+                && let Some(step) = self.restore_from_backup(Vec::new(), Vec::new())
+            {
+                return step;
+            }
             return (
                 Action::CreateSeed {
                     name: self.new_member_name(),
@@ -3380,6 +3389,44 @@ mod tests {
                     .recovery_backup(Ok(backup)),
                 restore(vec![name(0), name(1), name(2)], 3),
                 Phase::Recovering,
+            ),
+            (
+                "Restore, a restore interrupted after every member was deleted: restored, never an empty seed",
+                Situation::empty(3)
+                    .next_ordinal(3)
+                    .quorum_loss(QuorumLossPolicy::Restore)
+                    .recovery_backup(Ok(backup)),
+                Action::RestoreCluster {
+                    backup: backup.into(),
+                    seed: name(3),
+                    version: V36,
+                    discard: Vec::new(),
+                    lost: Vec::new(),
+                },
+                Phase::Recovering,
+            ),
+            (
+                "Restore, interrupted, and no backup to be found: wait, never an empty seed",
+                Situation::empty(3)
+                    .next_ordinal(3)
+                    .quorum_loss(QuorumLossPolicy::Restore)
+                    .recovery_backup(Err("storage unreachable")),
+                waiting(WaitReason::QuorumLostForGood {
+                    lost: Vec::new(),
+                    survivors: Vec::new(),
+                    policy: QuorumLossPolicy::Restore,
+                    no_backup: Some("storage unreachable".into()),
+                }),
+                Phase::Failed,
+            ),
+            (
+                "Restore, a new cluster (no ordinal handed out yet): an ordinary seed",
+                Situation::empty(3).quorum_loss(QuorumLossPolicy::Restore),
+                Action::CreateSeed {
+                    name: name(0),
+                    version: V36,
+                },
+                Phase::Creating,
             ),
             (
                 "Manual, every member wiped: nothing touched",

@@ -150,6 +150,7 @@ fn proto_seeds() -> Vec<Vec<u8>> {
         proto::HandoffRequest {
             target_version: "3.7.2".into(),
             restart_timeout_ms: 1,
+            coordinator_epoch: 1,
         }
         .encode_to_vec(),
     ]

@@ -76,6 +76,9 @@ pub enum ActError {
     /// A backup failed (the cluster is untouched).
     #[error("backup: {0}")]
     Backup(String),
+    /// This coordinator cannot show that it still leads: it does nothing.
+    #[error("this coordinator does not lead now: nothing done")]
+    NotLeading,
 }
 
 impl ActError {
@@ -88,6 +91,7 @@ impl ActError {
             Self::Grant(_) => "grant",
             Self::Timeout(_) => "timeout",
             Self::Backup(_) => "backup",
+            Self::NotLeading => "not_leading",
         }
     }
 }
@@ -229,7 +233,11 @@ impl<R: Runtime> ClusterController<R> {
                 phase = plan.phase.as_str(),
                 "acting"
             );
-            match self.act(&plan.action, &infos, resource).await {
+            let acted = match self.epoch() {
+                Ok(_) => self.act(&plan.action, &infos, resource).await,
+                Err(e) => Err(e),
+            };
+            match acted {
                 Ok(()) => None,
                 Err(e) => {
                     warn!(action = plan.action.kind(), error = %e, category = e.category(), "action failed");
@@ -589,12 +597,14 @@ impl<R: Runtime> ClusterController<R> {
                         entry.seed = Some(name.clone());
                     }
                 });
+                self.epoch()?;
                 self.runtime
                     .create_member(&self.key, name, *version, seed, etcd_tls)
                     .await?;
             }
             Action::DeleteRuntimeMember { name, reason } => {
                 info!(member = %name, %reason, "deleting runtime member");
+                self.epoch()?;
                 self.runtime.delete_member(&self.key, name).await?;
             }
             Action::RemoveDeadMember {
@@ -606,6 +616,7 @@ impl<R: Runtime> ClusterController<R> {
                 self.with_grant(name, ChangeKind::Remove, async {
                     self.remove_from_etcd(*member_id, infos).await?;
                     if infos.iter().any(|i| &i.name == name) {
+                        self.epoch()?;
                         self.runtime.delete_member(&self.key, name).await?;
                     }
                     Ok(())
@@ -618,10 +629,12 @@ impl<R: Runtime> ClusterController<R> {
                 sidecar
                     .leave(LeaveRequest {
                         reason: "scale down".into(),
+                        coordinator_epoch: self.epoch()?,
                     })
                     .await
                     .map_err(refused_by(name))?;
                 info!(member = %name, "member left; deleting it");
+                self.epoch()?;
                 self.runtime.delete_member(&self.key, name).await?;
             }
             Action::UpgradeMember { name, to } => {
@@ -634,6 +647,7 @@ impl<R: Runtime> ClusterController<R> {
             }
             Action::RestartMember { name, reason } => {
                 info!(member = %name, %reason, "starting the member again on its data");
+                self.epoch()?;
                 self.runtime.start_member(&self.key, name).await?;
                 self.registry
                     .metrics()
@@ -657,6 +671,7 @@ impl<R: Runtime> ClusterController<R> {
                     let forced = sidecar
                         .force_new_cluster(ForceNewClusterRequest {
                             min_raft_index: *raft_index,
+                            coordinator_epoch: self.epoch()?,
                         })
                         .await
                         .map_err(refused_by(name))?
@@ -691,6 +706,7 @@ impl<R: Runtime> ClusterController<R> {
                     .map_err(ActError::Backup)?;
                 self.with_grant(seed, ChangeKind::ForceNewCluster, async {
                     for name in discard {
+                        self.epoch()?;
                         self.runtime.delete_member(&self.key, name).await?;
                     }
                     self.registry.with(&self.key, |entry, _| {
@@ -722,6 +738,15 @@ impl<R: Runtime> ClusterController<R> {
             Action::RefuseSpec { .. } | Action::Wait { .. } | Action::Steady => {}
         }
         Ok(())
+    }
+
+    /// The epoch of the term this coordinator acts under, asked again before every call
+    /// that changes something: a coordinator that cannot show it leads does nothing.
+    fn epoch(&self) -> Result<u64, ActError> {
+        self.registry
+            .leadership()
+            .current()
+            .ok_or(ActError::NotLeading)
     }
 
     /// Runs `work` holding a grant of `kind` for `member`, taken by the coordinator itself.
@@ -763,6 +788,7 @@ impl<R: Runtime> ClusterController<R> {
             let backup = sidecar
                 .take_backup(etcd_operator::proto::BackupRequest {
                     storage: Some(storage.clone()),
+                    coordinator_epoch: self.epoch()?,
                 })
                 .await
                 .map_err(refused_by(name))?
@@ -900,11 +926,13 @@ impl<R: Runtime> ClusterController<R> {
             .handoff(HandoffRequest {
                 target_version: to.to_string(),
                 restart_timeout_ms: 0,
+                coordinator_epoch: self.epoch()?,
             })
             .await
             .map_err(refused_by(name))?
             .into_inner();
         info!(member = %name, %to, moved_leadership = handoff.moved_leadership, "handed off; restarting on the new version");
+        self.epoch()?;
         self.runtime.restart_member(&self.key, name, to).await?;
         let started: UnixMillis = now_ms();
         let deadline = tokio::time::Instant::now() + UPGRADE_HEALTHY_DEADLINE;
@@ -923,6 +951,8 @@ impl<R: Runtime> ClusterController<R> {
             if tokio::time::Instant::now() > deadline {
                 return Err(ActError::Timeout(format!("{name} healthy on {to}")));
             }
+            // A term that ends meanwhile ends the wait: the next leader reads the truth.
+            self.epoch()?;
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
     }

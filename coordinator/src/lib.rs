@@ -13,6 +13,7 @@ pub mod admin;
 pub mod backups;
 pub mod controller;
 pub mod k8s;
+pub mod leadership;
 pub mod local;
 pub mod local_mode;
 pub mod local_pki;

@@ -15,7 +15,7 @@ use etcd_operator::{
 };
 use tokio::sync::Notify;
 
-use crate::metrics::Metrics;
+use crate::{leadership::Leadership, metrics::Metrics};
 
 /// A health report and when the coordinator received it.
 #[derive(Clone, Debug)]
@@ -84,33 +84,70 @@ struct Inner {
     started_at: UnixMillis,
 }
 
-impl Default for Inner {
-    fn default() -> Self {
+impl Inner {
+    fn new(epoch: u64) -> Self {
         Self {
             clusters: HashMap::new(),
-            // Grant ids carry this coordinator's start time: a sidecar still holding a grant
-            // of an earlier coordinator can never release one of this coordinator's.
-            grants: GrantTable::with_epoch(DEFAULT_GRANT_TTL, (now_ms() / 1000) as u64),
+            // Grant ids carry the term's epoch: a sidecar still holding a grant of an
+            // earlier coordinator (or term) can never release one of this one's.
+            grants: GrantTable::with_epoch(DEFAULT_GRANT_TTL, epoch),
             started_at: now_ms(),
         }
     }
 }
 
 /// The shared registry.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Registry {
     inner: Arc<Mutex<Inner>>,
     changed: Arc<Notify>,
     metrics: Arc<Metrics>,
+    leadership: Leadership,
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The epoch of a coordinator that holds its term for as long as it runs (local mode):
+/// its start time in microseconds, so that a restarted coordinator's term is newer.
+pub fn start_epoch() -> u64 {
+    (now_ms().max(0) as u64) * 1000
 }
 
 /// Milliseconds since the Unix epoch.
 pub use etcd_operator::now_ms;
 
 impl Registry {
-    /// An empty registry.
+    /// An empty registry of a coordinator whose term never ends (local mode).
     pub fn new() -> Self {
-        Self::default()
+        let epoch = start_epoch();
+        Self::with_leadership(Leadership::always(epoch), epoch)
+    }
+
+    /// An empty registry acting under `leadership` (Kubernetes: the leader election's),
+    /// its grant ids carrying `epoch` until the first [`Self::begin_term`].
+    pub fn with_leadership(leadership: Leadership, epoch: u64) -> Self {
+        Self {
+            inner: Arc::new(Mutex::new(Inner::new(epoch))),
+            changed: Arc::default(),
+            metrics: Arc::default(),
+            leadership,
+        }
+    }
+
+    /// Whether, and under which term, this coordinator may act now.
+    pub fn leadership(&self) -> &Leadership {
+        &self.leadership
+    }
+
+    /// Forgets every cluster and grant: a new term (or its end) starts from the truth,
+    /// with grant ids of `epoch`.
+    pub fn begin_term(&self, epoch: u64) {
+        let mut inner = self.lock();
+        *inner = Inner::new(epoch);
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {

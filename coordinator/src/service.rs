@@ -56,6 +56,18 @@ impl CoordinatorService {
         Self { registry, access }
     }
 
+    /// The epoch of this coordinator's term, if it holds one now; sidecars that reach a
+    /// coordinator that does not lead are told to go to the one that does.
+    fn leading(&self, method: &str) -> Result<u64, Status> {
+        self.registry.leadership().current().ok_or_else(|| {
+            let status = Status::unavailable(
+                "this coordinator does not lead now: connect again (the coordinator's Service routes only to the leader)",
+            );
+            self.refused(method, &status);
+            status
+        })
+    }
+
     /// The identity of the caller of a method that changes something.
     fn caller<T>(&self, request: &Request<T>, method: &str) -> Result<PeerIdentity, Status> {
         let refused = match self.access {
@@ -120,6 +132,7 @@ impl Coordinator for CoordinatorService {
         request: Request<RegisterRequest>,
     ) -> Result<Response<RegisterResponse>, Status> {
         let caller = self.caller(&request, "Register")?;
+        let epoch = self.leading("Register")?;
         let request = request.into_inner();
         let key = cluster_key(request.cluster.as_ref())?;
         self.speaks_for(&caller, &key, &request.member_name, "Register")?;
@@ -172,6 +185,7 @@ impl Coordinator for CoordinatorService {
             cluster_client_urls: urls,
             report_interval_ms: REPORT_INTERVAL_MS,
             restore,
+            coordinator_epoch: epoch,
         }))
     }
 
@@ -186,6 +200,7 @@ impl Coordinator for CoordinatorService {
             let report = report?;
             let key = cluster_key(report.cluster.as_ref())?;
             self.speaks_for(&caller, &key, &report.member_name, "ReportHealth")?;
+            self.leading("ReportHealth")?;
             received += 1;
             let known = self
                 .registry
@@ -240,6 +255,7 @@ impl Coordinator for CoordinatorService {
         request: Request<GrantRequest>,
     ) -> Result<Response<GrantResponse>, Status> {
         let caller = self.caller(&request, "RequestGrant")?;
+        let epoch = self.leading("RequestGrant")?;
         let request = request.into_inner();
         let key = cluster_key(request.cluster.as_ref())?;
         self.speaks_for(&caller, &key, &request.member_name, "RequestGrant")?;
@@ -291,6 +307,7 @@ impl Coordinator for CoordinatorService {
                         granted: true,
                         grant_id: g.id,
                         expires_at_unix_ms: g.expires_at,
+                        coordinator_epoch: epoch,
                         ..Default::default()
                     },
                     Err(r) => refused(r.reason, r.retry_after.as_millis() as u32),

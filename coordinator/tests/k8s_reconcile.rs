@@ -909,10 +909,16 @@ async fn one_coordinator_leads_at_a_time() {
     let client = fake(vec![], None).await;
     let a = LeaderElector::new(client.clone(), lease_settings("coordinator-a"));
     let b = LeaderElector::new(client.clone(), lease_settings("coordinator-b"));
-    assert!(a.round().await.unwrap(), "a takes the free lease");
-    assert!(!b.round().await.unwrap(), "b follows");
-    assert!(a.round().await.unwrap(), "a renews");
-    assert!(!b.round().await.unwrap());
+    let (mut seen_a, mut seen_b) = (None, None);
+    let term = a.round(None, &mut seen_a).await.unwrap();
+    assert!(term.is_some(), "a takes the free lease");
+    assert_eq!(b.round(None, &mut seen_b).await.unwrap(), None, "b follows");
+    assert_eq!(
+        a.round(term, &mut seen_a).await.unwrap(),
+        term,
+        "a renews its term"
+    );
+    assert_eq!(b.round(None, &mut seen_b).await.unwrap(), None);
     let leases = Api::<Lease>::namespaced(client.clone(), NS);
     let lease = leases.get("etcd-coordinator-leader").await.unwrap();
     assert_eq!(
@@ -920,8 +926,16 @@ async fn one_coordinator_leads_at_a_time() {
         Some("coordinator-a")
     );
     a.release().await.unwrap();
-    assert!(b.round().await.unwrap(), "b takes the released lease");
-    assert!(!a.round().await.unwrap(), "a follows now");
+    let b_term = b.round(None, &mut seen_b).await.unwrap();
+    assert!(
+        b_term > term,
+        "b takes the released lease, under a newer term"
+    );
+    assert_eq!(
+        a.round(None, &mut seen_a).await.unwrap(),
+        None,
+        "a follows now"
+    );
     let lease = leases.get("etcd-coordinator-leader").await.unwrap();
     assert_eq!(
         lease.spec.as_ref().unwrap().holder_identity.as_deref(),
@@ -929,8 +943,8 @@ async fn one_coordinator_leads_at_a_time() {
     );
 }
 
-#[tokio::test]
-async fn an_expired_lease_is_taken_over() {
+#[tokio::test(start_paused = true)]
+async fn a_lease_unchanged_for_its_duration_is_taken_over() {
     let client = fake(vec![], None).await;
     let stale = Timestamp::now() - SignedDuration::from_secs(60);
     let leases = Api::<Lease>::namespaced(client.clone(), NS);
@@ -955,7 +969,15 @@ async fn an_expired_lease_is_taken_over() {
         .await
         .unwrap();
     let a = LeaderElector::new(client.clone(), lease_settings("coordinator-a"));
-    assert!(a.round().await.unwrap());
+    let mut seen = None;
+    // Its renewTime says a minute ago, by the holder's clock: that decides nothing. It is
+    // followed until this replica has seen it unchanged for the Lease's duration.
+    assert_eq!(a.round(None, &mut seen).await.unwrap(), None);
+    tokio::time::advance(Duration::from_secs(14)).await;
+    assert_eq!(a.round(None, &mut seen).await.unwrap(), None);
+    tokio::time::advance(Duration::from_secs(1)).await;
+    let epoch = a.round(None, &mut seen).await.unwrap();
+    assert!(epoch.is_some(), "taken over once unchanged for 15 s");
     let spec = leases
         .get("etcd-coordinator-leader")
         .await

@@ -29,8 +29,9 @@ use etcd_operator::{
     identity::{COORDINATOR_URI, PeerIdentity},
     pki::{Authority, LeafRequest, Usage},
     proto::{
-        ChangeKind, ClusterRef, GetClusterRequest, GrantRequest, HandoffRequest, HealthReport,
-        LeaveRequest, ListClustersRequest, RegisterRequest, ReleaseGrantRequest,
+        BackupRequest, BackupStorage, ChangeKind, ClusterRef, ForceNewClusterRequest,
+        GetClusterRequest, GrantRequest, HandoffRequest, HealthReport, LeaveRequest,
+        ListClustersRequest, RegisterRequest, ReleaseGrantRequest,
         coordinator_client::CoordinatorClient, sidecar_client::SidecarClient,
     },
 };
@@ -223,22 +224,46 @@ async fn call_coordinator(
     out
 }
 
-async fn call_sidecar(channel: Channel) -> Vec<(&'static str, Result<(), tonic::Status>)> {
+/// Leave, Handoff, ForceNewCluster and TakeBackup of a sidecar, as a coordinator of term
+/// `epoch` would send them.
+async fn call_sidecar(
+    channel: Channel,
+    epoch: u64,
+) -> Vec<(&'static str, Result<(), tonic::Status>)> {
     let mut client = SidecarClient::new(channel);
     let leave = client
         .leave(LeaveRequest {
             reason: "intruder".into(),
+            coordinator_epoch: epoch,
         })
         .await;
     let handoff = client
         .handoff(HandoffRequest {
             target_version: NEXT_VERSION.into(),
             restart_timeout_ms: 1,
+            coordinator_epoch: epoch,
+        })
+        .await;
+    let force = client
+        .force_new_cluster(ForceNewClusterRequest {
+            min_raft_index: 0,
+            coordinator_epoch: epoch,
+        })
+        .await;
+    let backup = client
+        .take_backup(BackupRequest {
+            storage: Some(BackupStorage {
+                local_path: "/tmp/etcdop-intruder-backups".into(),
+                ..Default::default()
+            }),
+            coordinator_epoch: epoch,
         })
         .await;
     vec![
         ("Leave", leave.map(|_| ())),
         ("Handoff", handoff.map(|_| ())),
+        ("ForceNewCluster", force.map(|_| ())),
+        ("TakeBackup", backup.map(|_| ())),
     ]
 }
 
@@ -317,7 +342,7 @@ async fn strangers_are_refused_and_change_nothing() {
         check_refused(
             &format!("{who} (sidecar)"),
             caller.refusals(),
-            call_sidecar(channel).await,
+            call_sidecar(channel, u64::MAX).await,
         );
     }
     // A member asking another member (or itself) to leave: only the coordinator may.
@@ -327,8 +352,28 @@ async fn strangers_are_refused_and_change_nothing() {
         check_refused(
             &format!("{} (sidecar of {target})", caller.describe()),
             &[Code::PermissionDenied],
-            call_sidecar(channel).await,
+            call_sidecar(channel, u64::MAX).await,
         );
+    }
+    // A deposed coordinator: the real CA and the coordinator's identity, but a term older
+    // than the one the sidecar has seen (the running coordinator's, from its registration):
+    // every call is refused and nothing changes in etcd (checked below).
+    let deposed = Caller::Valid(COORDINATOR_URI.into());
+    for epoch in [0u64, 1, (now_secs() as u64) * 1_000_000 - 3_600_000_000] {
+        let channel = deposed.channel(&ca, &sidecar_url, PeerIdentity::member(&key, &target));
+        let results = call_sidecar(channel, epoch).await;
+        for (method, result) in &results {
+            match result {
+                Ok(()) => panic!("{method} of coordinator term {epoch} was obeyed"),
+                Err(status) => assert!(
+                    status.code() == Code::FailedPrecondition
+                        && status.message().contains("older than term"),
+                    "{method} of term {epoch}: {:?} {}",
+                    status.code(),
+                    status.message()
+                ),
+            }
+        }
     }
     // The plaintext status port: every changing method is UNAUTHENTICATED there...
     check_refused(

@@ -208,7 +208,8 @@ pub async fn stream_reports(member: Arc<Member>, reports: watch::Receiver<Health
         match member.coordinator().report_health(stream).await {
             Ok(_) => backoff = Duration::from_millis(200),
             Err(status) => {
-                debug!(error = %status.message(), "health stream to the coordinator ended");
+                debug!(error = %status.message(), code = ?status.code(), "health stream to the coordinator ended");
+                member.coordinator_failed(&status);
             }
         }
         tokio::time::sleep(backoff).await;

@@ -20,7 +20,7 @@ use tokio::{
     time::{Instant, sleep},
 };
 use tonic::transport::Channel;
-use tracing::{info, instrument, warn};
+use tracing::{debug, info, instrument, warn};
 
 use crate::{
     config::SidecarConfig,
@@ -69,7 +69,12 @@ pub struct Member {
     pub dir: MemberDir,
     /// The etcd child.
     pub supervisor: Supervisor,
-    coordinator: CoordinatorClient<Channel>,
+    /// The client of the coordinator, replaced by a fresh connection when the one it has
+    /// reaches a coordinator that does not lead ([`Member::coordinator_failed`]).
+    coordinator: std::sync::Mutex<CoordinatorClient<Channel>>,
+    coordinator_tls: Arc<ClientTls>,
+    /// The newest coordinator term seen; calls and grants of older terms are refused.
+    epoch: std::sync::atomic::AtomicU64,
     state: watch::Sender<MemberState>,
     /// One lifecycle operation at a time (start, leave, handoff, promote).
     op: Mutex<()>,
@@ -98,6 +103,17 @@ pub struct HandoffOutcome {
 /// Milliseconds since the Unix epoch.
 pub use etcd_operator::now_ms as now_unix_ms;
 
+/// A new (lazily connecting) channel to the coordinator.
+fn coordinator_channel(url: &str, tls: &Arc<ClientTls>) -> Result<Channel, SidecarError> {
+    crate::tls::channel(
+        url,
+        Arc::clone(tls),
+        Duration::from_secs(2),
+        Some(Duration::from_secs(10)),
+    )
+    .map_err(|e| SidecarError::Refused(format!("coordinator URL: {e}")))
+}
+
 /// Connects an etcd client to `endpoints` with short timeouts, over TLS with the member's
 /// etcd client certificate when `tls` is given (read now: a rotated certificate is used by
 /// every client made after the rotation).
@@ -125,13 +141,7 @@ impl Member {
         // Mutual TLS to the coordinator, whose certificate must name it; the files are read
         // again for every new connection.
         let tls = ClientTls::new(Arc::new(cfg.tls.clone()), PeerIdentity::Coordinator);
-        let channel = crate::tls::channel(
-            &cfg.coordinator_url,
-            tls,
-            Duration::from_secs(2),
-            Some(Duration::from_secs(10)),
-        )
-        .map_err(|e| SidecarError::Refused(format!("coordinator URL: {e}")))?;
+        let channel = coordinator_channel(&cfg.coordinator_url, &tls)?;
         let dir = MemberDir::new(cfg.member_dir.clone());
         let supervisor = Supervisor::spawn(cfg.etcd_binary.clone());
         let identity = dir.load_identity().unwrap_or_default();
@@ -148,7 +158,9 @@ impl Member {
             cfg,
             dir,
             supervisor,
-            coordinator: CoordinatorClient::new(channel),
+            coordinator: std::sync::Mutex::new(CoordinatorClient::new(channel)),
+            coordinator_tls: tls,
+            epoch: std::sync::atomic::AtomicU64::new(0),
             state,
             op: Mutex::new(()),
             backup: Mutex::new(()),
@@ -167,7 +179,55 @@ impl Member {
 
     /// The coordinator client.
     pub fn coordinator(&self) -> CoordinatorClient<Channel> {
-        self.coordinator.clone()
+        self.coordinator
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// After a failed call to the coordinator: when the answer says this connection
+    /// reaches a coordinator that does not lead (or no longer knows this member), the next
+    /// call goes over a new connection, which the coordinator's Service routes to the
+    /// leader (an established connection stays with the Pod it was opened to).
+    pub fn coordinator_failed(&self, status: &tonic::Status) {
+        use tonic::Code;
+        if !matches!(
+            status.code(),
+            Code::PermissionDenied | Code::NotFound | Code::Unavailable
+        ) {
+            return;
+        }
+        match coordinator_channel(&self.cfg.coordinator_url, &self.coordinator_tls) {
+            Ok(channel) => {
+                debug!(code = ?status.code(), "connecting to the coordinator again");
+                *self.coordinator.lock().unwrap_or_else(|e| e.into_inner()) =
+                    CoordinatorClient::new(channel);
+            }
+            Err(e) => warn!(error = %e, "cannot connect to the coordinator again"),
+        }
+    }
+
+    /// The newest coordinator term this member has seen.
+    pub fn newest_epoch(&self) -> u64 {
+        self.epoch.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Admits a call or grant of the coordinator term `epoch`: refused when a newer term
+    /// has been seen (a deposed coordinator's late call), else remembered as the newest.
+    pub fn admit_epoch(&self, epoch: u64, what: &str) -> Result<(), SidecarError> {
+        let newest = self
+            .epoch
+            .fetch_max(epoch, std::sync::atomic::Ordering::SeqCst);
+        if epoch < newest {
+            warn!(
+                epoch,
+                newest, what, "refused: from an older coordinator term"
+            );
+            return Err(SidecarError::Refused(format!(
+                "{what} comes from coordinator term {epoch}, older than term {newest} already seen: a coordinator that no longer leads is not obeyed"
+            )));
+        }
+        Ok(())
     }
 
     /// An etcd client to `endpoints`, over TLS when the cluster uses it.
@@ -322,12 +382,20 @@ impl Member {
     async fn try_register_endpoints(&self) -> Vec<String> {
         match tokio::time::timeout(
             Duration::from_secs(2),
-            self.coordinator.clone().register(self.register_request()),
+            self.coordinator().register(self.register_request()),
         )
         .await
         {
-            Ok(Ok(resp)) => resp.into_inner().cluster_client_urls,
-            _ => Vec::new(),
+            Ok(Ok(resp)) => {
+                let resp = resp.into_inner();
+                let _ = self.admit_epoch(resp.coordinator_epoch, "a registration answer");
+                resp.cluster_client_urls
+            }
+            Ok(Err(status)) => {
+                self.coordinator_failed(&status);
+                Vec::new()
+            }
+            Err(_) => Vec::new(),
         }
     }
 
@@ -352,26 +420,29 @@ impl Member {
     ) -> Result<(MemberRole, Vec<String>, Option<RestoreSource>), SidecarError> {
         let mut backoff = Duration::from_millis(200);
         loop {
-            match self
-                .coordinator
-                .clone()
-                .register(self.register_request())
-                .await
-            {
+            match self.coordinator().register(self.register_request()).await {
                 Ok(resp) => {
                     let resp = resp.into_inner();
-                    match resp.role() {
-                        MemberRole::Seed => {
-                            return Ok((MemberRole::Seed, Vec::new(), resp.restore));
+                    if let Err(e) =
+                        self.admit_epoch(resp.coordinator_epoch, "a registration answer")
+                    {
+                        warn!(error = %e, "registration answer ignored");
+                        self.coordinator_failed(&tonic::Status::unavailable(""));
+                    } else {
+                        match resp.role() {
+                            MemberRole::Seed => {
+                                return Ok((MemberRole::Seed, Vec::new(), resp.restore));
+                            }
+                            MemberRole::Join if !resp.cluster_client_urls.is_empty() => {
+                                return Ok((MemberRole::Join, resp.cluster_client_urls, None));
+                            }
+                            _ => {}
                         }
-                        MemberRole::Join if !resp.cluster_client_urls.is_empty() => {
-                            return Ok((MemberRole::Join, resp.cluster_client_urls, None));
-                        }
-                        _ => {}
                     }
                 }
                 Err(status) => {
                     warn!(error = %status.message(), code = ?status.code(), "coordinator not reachable; registering again");
+                    self.coordinator_failed(&status);
                 }
             }
             sleep(backoff).await;
@@ -393,19 +464,29 @@ impl Member {
                 kind: kind as i32,
                 peer_url: self.cfg.peer_url.clone(),
             };
-            let pause = match self.coordinator.clone().request_grant(request).await {
+            let pause = match self.coordinator().request_grant(request).await {
                 Ok(resp) => {
                     let resp = resp.into_inner();
-                    if resp.granted {
+                    if resp.granted
+                        && let Err(e) = self.admit_epoch(resp.coordinator_epoch, "a grant")
+                    {
+                        // A deposed coordinator's late answer: not acted on, and asked
+                        // again of the leader over a new connection.
+                        warn!(grant = %resp.grant_id, error = %e, "grant not used");
+                        self.coordinator_failed(&tonic::Status::unavailable(""));
+                        Duration::from_secs(1)
+                    } else if resp.granted {
                         info!(grant = %resp.grant_id, kind = ?kind, "membership grant received");
                         self.state
                             .send_modify(|s| s.held_grant = Some((resp.grant_id.clone(), kind)));
                         return Ok(resp);
+                    } else {
+                        Duration::from_millis(u64::from(resp.retry_after_ms).clamp(100, 5_000))
                     }
-                    Duration::from_millis(u64::from(resp.retry_after_ms).clamp(100, 5_000))
                 }
                 Err(status) => {
                     warn!(error = %status.message(), "grant request failed");
+                    self.coordinator_failed(&status);
                     Duration::from_secs(1)
                 }
             };
@@ -429,15 +510,11 @@ impl Member {
             member_name: self.cfg.name.clone(),
         };
         for _ in 0..5 {
-            match self
-                .coordinator
-                .clone()
-                .release_grant(request.clone())
-                .await
-            {
+            match self.coordinator().release_grant(request.clone()).await {
                 Ok(_) => return,
                 Err(status) => {
                     warn!(error = %status.message(), "grant release failed; retrying");
+                    self.coordinator_failed(&status);
                     sleep(Duration::from_millis(500)).await;
                 }
             }

@@ -93,6 +93,9 @@ impl Sidecar for SidecarService {
         request: Request<LeaveRequest>,
     ) -> Result<Response<LeaveResponse>, Status> {
         self.only_the_coordinator(&request, "Leave")?;
+        self.member
+            .admit_epoch(request.get_ref().coordinator_epoch, "Leave")
+            .map_err(to_status)?;
         info!(reason = %request.get_ref().reason, "asked to leave the cluster");
         let outcome = self.member.leave().await.map_err(to_status)?;
         Ok(Response::new(LeaveResponse {
@@ -107,6 +110,9 @@ impl Sidecar for SidecarService {
     ) -> Result<Response<HandoffResponse>, Status> {
         self.only_the_coordinator(&request, "Handoff")?;
         let request = request.into_inner();
+        self.member
+            .admit_epoch(request.coordinator_epoch, "Handoff")
+            .map_err(to_status)?;
         let timeout = match request.restart_timeout_ms {
             0 => DEFAULT_HANDOFF_RESTART_TIMEOUT,
             ms => Duration::from_millis(u64::from(ms)),
@@ -127,8 +133,11 @@ impl Sidecar for SidecarService {
         request: Request<BackupRequest>,
     ) -> Result<Response<Backup>, Status> {
         self.only_the_coordinator(&request, "TakeBackup")?;
+        let request = request.into_inner();
+        self.member
+            .admit_epoch(request.coordinator_epoch, "TakeBackup")
+            .map_err(to_status)?;
         let storage = request
-            .into_inner()
             .storage
             .ok_or_else(|| Status::invalid_argument("storage is required"))?;
         match self.member.backup(&storage).await {
@@ -149,6 +158,9 @@ impl Sidecar for SidecarService {
         request: Request<ForceNewClusterRequest>,
     ) -> Result<Response<ForceNewClusterResponse>, Status> {
         self.only_the_coordinator(&request, "ForceNewCluster")?;
+        self.member
+            .admit_epoch(request.get_ref().coordinator_epoch, "ForceNewCluster")
+            .map_err(to_status)?;
         let outcome = self
             .member
             .force_new_cluster(request.get_ref().min_raft_index)

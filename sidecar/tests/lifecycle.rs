@@ -393,6 +393,8 @@ async fn the_leader_leaves_after_moving_leadership() {
     let resp = sidecar
         .leave(LeaveRequest {
             reason: "test".into(),
+            // The stand-in coordinator's term.
+            coordinator_epoch: 1,
         })
         .await
         .unwrap_or_else(|e| panic!("{e}\n{}", f.logs()))

@@ -295,6 +295,7 @@ impl Coordinator for Service {
             cluster_client_urls: healthy_urls,
             report_interval_ms: 250,
             restore: None,
+            coordinator_epoch: 1,
         }))
     }
 
@@ -348,6 +349,7 @@ impl Coordinator for Service {
                     granted: true,
                     grant_id: grant.id,
                     expires_at_unix_ms: grant.expires_at,
+                    coordinator_epoch: 1,
                     ..Default::default()
                 }))
             }

@@ -1,25 +1,39 @@
 //! Leader election over a `coordination.k8s.io` Lease, so two coordinator replicas never
-//! both act: only the holder reconciles.
+//! both act: only the holder of a term that still holds reconciles, grants or calls a
+//! sidecar ([`Leadership`]).
 //!
 //! The decision of one round is pure ([`decide`]); a round writes the Lease with the
 //! `resourceVersion` it read, so of two replicas racing for an expired Lease exactly one
-//! write succeeds (the other gets a conflict and stays a follower). A holder that cannot
-//! renew in time stops acting before the Lease can expire for the others
-//! ([`LeaderElector::run`]).
+//! write succeeds (the other gets a conflict and stays a follower).
+//!
+//! Fencing, as client-go's leader election does it:
+//! - a follower judges expiry by when it last saw the Lease's record change, on its own
+//!   clock, never by comparing the holder's `renewTime` with its clock (clock skew between
+//!   nodes decides nothing);
+//! - every round is bounded by a timeout (a request that hangs is a failed round);
+//! - the holder's term holds only until `renew_deadline` after the start of its last
+//!   successful round, checked on every use ([`Leadership::current`]) rather than after an
+//!   error: a holder whose renewals hang stops acting `lease_duration - renew_deadline`
+//!   before any follower may take over;
+//! - each term has an epoch, larger than every earlier holder's (the Lease's
+//!   `acquireTime`, in microseconds, made larger than the previous one), carried by every
+//!   grant and sidecar call; sidecars refuse calls of older terms.
 
 use std::time::Duration;
 
 use k8s_openapi::{
     api::coordination::v1::{Lease, LeaseSpec},
     apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta},
-    jiff::{SignedDuration, Timestamp},
+    jiff::Timestamp,
 };
 use kube::{
     Client,
     api::{Api, PostParams},
 };
-use tokio::sync::watch;
+use tokio::{sync::watch, time::Instant};
 use tracing::{info, warn};
+
+use crate::leadership::Leadership;
 
 /// The Lease's name unless told otherwise (the Role in `deploy/` names it).
 pub const DEFAULT_LEASE_NAME: &str = "etcd-coordinator-leader";
@@ -33,14 +47,19 @@ pub struct LeaseSettings {
     pub namespace: String,
     /// This replica's identity (its Pod name).
     pub identity: String,
-    /// How long a Lease holds without renewal.
+    /// How long a Lease holds without renewal (followers wait this long after they last saw
+    /// it change).
     pub lease_duration: Duration,
-    /// How often the holder renews (and a follower retries).
+    /// How long the holder's term holds after the start of its last successful round; less
+    /// than `lease_duration`.
+    pub renew_deadline: Duration,
+    /// How often the holder renews (and a follower retries); also each round's timeout.
     pub renew_every: Duration,
 }
 
 impl LeaseSettings {
-    /// Defaults: a 15 s Lease renewed every 4 s.
+    /// Defaults: a 15 s Lease renewed every 2 s; a holder that could not renew for 10 s
+    /// stops acting (client-go's defaults).
     pub fn new(
         name: impl Into<String>,
         namespace: impl Into<String>,
@@ -51,7 +70,8 @@ impl LeaseSettings {
             namespace: namespace.into(),
             identity: identity.into(),
             lease_duration: Duration::from_secs(15),
-            renew_every: Duration::from_secs(4),
+            renew_deadline: Duration::from_secs(10),
+            renew_every: Duration::from_secs(2),
         }
     }
 }
@@ -59,41 +79,84 @@ impl LeaseSettings {
 /// What one round does.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Decision {
-    /// Take the Lease (free, expired, or released); counts a transition.
+    /// Begin a term: take the Lease (free, expired, released, or this replica's from a
+    /// term that ended).
     Acquire,
-    /// This replica holds it: renew.
+    /// This replica holds the Lease under the term it still holds: renew.
     Renew,
-    /// Another replica holds it, until it expires.
+    /// Another replica holds it, until it has not changed for a Lease duration.
     Follow {
         /// The holder.
         holder: String,
     },
 }
 
-/// Decides one round from the Lease as read (`None` when it does not exist yet).
-pub fn decide(spec: Option<&LeaseSpec>, identity: &str, now: Timestamp) -> Decision {
+/// What of a Lease a follower watches for change.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Record {
+    holder: Option<String>,
+    renew: Option<Timestamp>,
+    acquire: Option<Timestamp>,
+    transitions: Option<i32>,
+}
+
+impl Record {
+    fn of(spec: &LeaseSpec) -> Self {
+        Self {
+            holder: spec.holder_identity.clone(),
+            renew: spec.renew_time.as_ref().map(|t| t.0),
+            acquire: spec.acquire_time.as_ref().map(|t| t.0),
+            transitions: spec.lease_transitions,
+        }
+    }
+}
+
+/// The epoch of the term a Lease records (its acquire time in microseconds), 0 if none.
+pub fn epoch_of(spec: &LeaseSpec) -> u64 {
+    spec.acquire_time
+        .as_ref()
+        .map(|t| t.0.as_microsecond().max(0) as u64)
+        .unwrap_or(0)
+}
+
+/// Decides one round from the Lease as read (`None` when it does not exist yet), the epoch
+/// of the term this replica holds now (if any), and when this replica first saw the
+/// Lease's current record (its own clock).
+pub fn decide(
+    spec: Option<&LeaseSpec>,
+    identity: &str,
+    held: Option<u64>,
+    unchanged_since: Instant,
+    now: Instant,
+) -> Decision {
     let Some(spec) = spec else {
         return Decision::Acquire;
     };
     let holder = spec.holder_identity.as_deref().unwrap_or("");
     if holder == identity {
-        return Decision::Renew;
+        return if held == Some(epoch_of(spec)) {
+            Decision::Renew
+        } else {
+            // This replica's Lease from a term that ended: a new term, with a new epoch.
+            Decision::Acquire
+        };
     }
     if holder.is_empty() {
         return Decision::Acquire;
     }
-    let duration = SignedDuration::from_secs(i64::from(spec.lease_duration_seconds.unwrap_or(15)));
-    let renewed = spec
-        .renew_time
-        .as_ref()
-        .or(spec.acquire_time.as_ref())
-        .map(|t| t.0);
-    match renewed {
-        Some(at) if at + duration > now => Decision::Follow {
+    let duration = Duration::from_secs(spec.lease_duration_seconds.unwrap_or(15).max(1) as u64);
+    if now.saturating_duration_since(unchanged_since) >= duration {
+        Decision::Acquire
+    } else {
+        Decision::Follow {
             holder: holder.to_string(),
-        },
-        _ => Decision::Acquire,
+        }
     }
+}
+
+/// The epoch of a new term: the time now, and always larger than the previous term's.
+pub fn next_epoch(previous: u64, now: Timestamp) -> u64 {
+    (now.as_microsecond().max(0) as u64).max(previous + 1)
 }
 
 /// Runs rounds of the election.
@@ -112,20 +175,35 @@ impl LeaderElector {
         }
     }
 
-    /// One round: read the Lease, decide, write. True when this replica holds the Lease
-    /// afterwards. A lost race (conflict, already exists) is a follower's round, not an error.
-    pub async fn round(&self) -> Result<bool, kube::Error> {
-        let now = Timestamp::now();
+    /// One round: read the Lease, decide, write. The epoch of the term this replica holds
+    /// afterwards, if it holds one. A lost race (conflict, already exists) is a follower's
+    /// round, not an error. `seen` is when this replica first saw the record it reads.
+    pub async fn round(
+        &self,
+        held: Option<u64>,
+        seen: &mut Option<(Record, Instant)>,
+    ) -> Result<Option<u64>, kube::Error> {
         let current = self.api.get_opt(&self.settings.name).await?;
-        let decision = decide(
-            current.as_ref().and_then(|l| l.spec.as_ref()),
-            &self.settings.identity,
-            now,
-        );
+        let now = Instant::now();
+        let spec = current.as_ref().and_then(|l| l.spec.as_ref());
+        let unchanged_since = match (spec.map(Record::of), seen.as_ref()) {
+            (Some(record), Some((last, at))) if &record == last => *at,
+            (Some(record), _) => {
+                *seen = Some((record, now));
+                now
+            }
+            (None, _) => {
+                *seen = None;
+                now
+            }
+        };
+        let decision = decide(spec, &self.settings.identity, held, unchanged_since, now);
         let seconds = self.settings.lease_duration.as_secs().clamp(1, 3600) as i32;
+        let wall = Timestamp::now();
         let result = match (decision, current) {
-            (Decision::Follow { .. }, _) => return Ok(false),
+            (Decision::Follow { .. }, _) => return Ok(None),
             (Decision::Acquire, None) => {
+                let epoch = next_epoch(0, wall);
                 let lease = Lease {
                     metadata: ObjectMeta {
                         name: Some(self.settings.name.clone()),
@@ -135,33 +213,39 @@ impl LeaderElector {
                     spec: Some(LeaseSpec {
                         holder_identity: Some(self.settings.identity.clone()),
                         lease_duration_seconds: Some(seconds),
-                        acquire_time: Some(MicroTime(now)),
-                        renew_time: Some(MicroTime(now)),
+                        acquire_time: Some(MicroTime(micros(epoch))),
+                        renew_time: Some(MicroTime(wall)),
                         lease_transitions: Some(0),
                         ..Default::default()
                     }),
                 };
-                self.api.create(&PostParams::default(), &lease).await
+                self.api
+                    .create(&PostParams::default(), &lease)
+                    .await
+                    .map(|_| epoch)
             }
             (decision, Some(mut lease)) => {
                 let spec = lease.spec.get_or_insert_with(LeaseSpec::default);
+                let mut epoch = epoch_of(spec);
                 if decision == Decision::Acquire {
+                    epoch = next_epoch(epoch, wall);
                     spec.holder_identity = Some(self.settings.identity.clone());
-                    spec.acquire_time = Some(MicroTime(now));
+                    spec.acquire_time = Some(MicroTime(micros(epoch)));
                     spec.lease_transitions = Some(spec.lease_transitions.unwrap_or(0) + 1);
                 }
                 spec.lease_duration_seconds = Some(seconds);
-                spec.renew_time = Some(MicroTime(now));
+                spec.renew_time = Some(MicroTime(wall));
                 // The resourceVersion read above makes this write fail if anyone wrote since.
                 self.api
                     .replace(&self.settings.name, &PostParams::default(), &lease)
                     .await
+                    .map(|_| epoch)
             }
-            (Decision::Renew, None) => return Ok(false),
+            (Decision::Renew, None) => return Ok(None),
         };
         match result {
-            Ok(_) => Ok(true),
-            Err(kube::Error::Api(s)) if s.code == 409 => Ok(false),
+            Ok(epoch) => Ok(Some(epoch)),
+            Err(kube::Error::Api(s)) if s.code == 409 => Ok(None),
             Err(e) => Err(e),
         }
     }
@@ -188,82 +272,146 @@ impl LeaderElector {
         }
     }
 
-    /// Runs rounds until `stop` turns true, publishing on `leading` whether this replica
-    /// leads. A holder whose renewals fail for most of a Lease's duration steps down
-    /// before the others may take over. Releases the Lease when stopped while leading.
-    pub async fn run(self, leading: watch::Sender<bool>, mut stop: watch::Receiver<bool>) {
-        let mut last_renewal = tokio::time::Instant::now();
-        // Step down well before the others may take over (they wait the full duration).
-        let step_down_after = self.settings.lease_duration.mul_f32(0.66);
+    /// Runs rounds until `stop` turns true, holding terms in `leadership`: a term begins
+    /// when a round takes the Lease, is extended by each successful renewal up to
+    /// `renew_deadline` after that round began, and ends when a round finds the Lease
+    /// taken, or at its deadline, whichever comes first (a hung round is cut off at
+    /// `renew_every`). Releases the Lease when stopped while leading.
+    pub async fn run(self, leadership: Leadership, mut stop: watch::Receiver<bool>) {
+        let mut seen = None;
         loop {
-            match self.round().await {
-                Ok(true) => {
-                    last_renewal = tokio::time::Instant::now();
-                    if !*leading.borrow() {
-                        info!(identity = %self.settings.identity, lease = %self.settings.name, "leading: this coordinator acts");
+            let started = Instant::now();
+            let held = leadership.current();
+            let round =
+                tokio::time::timeout(self.settings.renew_every, self.round(held, &mut seen)).await;
+            match round {
+                Ok(Ok(Some(epoch))) => {
+                    if held != Some(epoch) {
+                        info!(identity = %self.settings.identity, lease = %self.settings.name, epoch, "leading: this coordinator acts");
                     }
-                    leading.send_if_modified(|l| !std::mem::replace(l, true));
+                    leadership.hold(epoch, started + self.settings.renew_deadline);
                 }
-                Ok(false) => {
-                    if *leading.borrow() {
-                        warn!(identity = %self.settings.identity, "lost the lease: no longer acting");
+                Ok(Ok(None)) => {
+                    if leadership.term().is_some() {
+                        warn!(identity = %self.settings.identity, "the lease is taken: no longer acting");
                     }
-                    leading.send_if_modified(|l| std::mem::replace(l, false));
+                    leadership.end();
                 }
-                Err(e) => {
-                    warn!(error = %e, "leader election round failed");
-                    if *leading.borrow() && last_renewal.elapsed() > step_down_after {
+                Ok(Err(e)) => warn!(error = %e, "leader election round failed"),
+                Err(_) => warn!(
+                    timeout_ms = self.settings.renew_every.as_millis() as u64,
+                    "leader election round timed out"
+                ),
+            }
+            // Until the next round: end the term at its deadline if it comes first.
+            let next = started + self.settings.renew_every;
+            let mut stopping = false;
+            loop {
+                let until = leadership
+                    .term()
+                    .and_then(|t| t.until)
+                    .filter(|u| *u < next);
+                tokio::select! {
+                    _ = tokio::time::sleep_until(next) => break,
+                    _ = tokio::time::sleep_until(until.unwrap_or(next)), if until.is_some() => {
                         warn!("could not renew the lease in time: no longer acting");
-                        leading.send_if_modified(|l| std::mem::replace(l, false));
+                        leadership.end();
+                    }
+                    r = stop.wait_for(|s| *s) => {
+                        drop(r);
+                        stopping = true;
+                        break;
                     }
                 }
             }
-            tokio::select! {
-                _ = tokio::time::sleep(self.settings.renew_every) => {}
-                _ = stop.wait_for(|s| *s) => break,
+            if stopping {
+                if leadership.term().is_some() {
+                    leadership.end();
+                    if let Err(e) = self.release().await {
+                        warn!(error = %e, "could not release the lease");
+                    }
+                }
+                return;
             }
-        }
-        if *leading.borrow() {
-            leading.send_replace(false);
-            if let Err(e) = self.release().await {
-                warn!(error = %e, "could not release the lease");
+            // A term that ran out during a hung round is ended before the next round.
+            if leadership.term().is_some() && leadership.current().is_none() {
+                warn!("could not renew the lease in time: no longer acting");
+                leadership.end();
             }
         }
     }
+}
+
+fn micros(epoch: u64) -> Timestamp {
+    Timestamp::from_microsecond(epoch.min(i64::MAX as u64) as i64).unwrap_or(Timestamp::MAX)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn spec(holder: &str, renewed_secs_ago: i64) -> LeaseSpec {
-        let now = Timestamp::from_second(1_000_000).unwrap();
+    fn spec(holder: &str, acquired: u64) -> LeaseSpec {
         LeaseSpec {
             holder_identity: (!holder.is_empty()).then(|| holder.to_string()),
             lease_duration_seconds: Some(15),
-            renew_time: Some(MicroTime(now - SignedDuration::from_secs(renewed_secs_ago))),
+            acquire_time: Some(MicroTime(micros(acquired))),
+            renew_time: Some(MicroTime(micros(acquired))),
             ..Default::default()
         }
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn the_lease_goes_to_one_holder_until_it_has_not_changed_for_its_duration() {
+        let seen = Instant::now();
+        let after = |secs| seen + Duration::from_secs(secs);
+        assert_eq!(decide(None, "a", None, seen, seen), Decision::Acquire);
+        // Held by this replica under the term it holds: renew; its own Lease from a term
+        // that ended: a new term.
+        assert_eq!(
+            decide(Some(&spec("a", 5)), "a", Some(5), seen, after(60)),
+            Decision::Renew
+        );
+        assert_eq!(
+            decide(Some(&spec("a", 5)), "a", None, seen, after(1)),
+            Decision::Acquire
+        );
+        assert_eq!(
+            decide(Some(&spec("a", 5)), "a", Some(4), seen, after(1)),
+            Decision::Acquire
+        );
+        // Held by another: followed until unchanged for the Lease's duration, as seen on
+        // this replica's clock; the renewTime written by the holder's clock plays no part.
+        for secs in [0, 3, 14] {
+            assert_eq!(
+                decide(Some(&spec("b", 5)), "a", None, seen, after(secs)),
+                Decision::Follow { holder: "b".into() }
+            );
+        }
+        assert_eq!(
+            decide(Some(&spec("b", 5)), "a", None, seen, after(15)),
+            Decision::Acquire
+        );
+        let mut far_future = spec("b", 5);
+        far_future.renew_time = Some(MicroTime(Timestamp::MAX));
+        assert_eq!(
+            decide(Some(&far_future), "a", None, seen, after(16)),
+            Decision::Acquire,
+            "a holder's clock ahead does not keep the Lease"
+        );
+        assert_eq!(
+            decide(Some(&spec("", 5)), "a", None, seen, seen),
+            Decision::Acquire
+        );
+    }
+
     #[test]
-    fn the_lease_goes_to_one_holder_until_it_expires() {
+    fn epochs_only_grow() {
         let now = Timestamp::from_second(1_000_000).unwrap();
-        assert_eq!(decide(None, "a", now), Decision::Acquire);
-        assert_eq!(decide(Some(&spec("a", 3)), "a", now), Decision::Renew);
-        assert_eq!(decide(Some(&spec("a", 60)), "a", now), Decision::Renew);
-        assert_eq!(
-            decide(Some(&spec("b", 3)), "a", now),
-            Decision::Follow { holder: "b".into() }
-        );
-        assert_eq!(
-            decide(Some(&spec("b", 14)), "a", now),
-            Decision::Follow { holder: "b".into() }
-        );
-        assert_eq!(decide(Some(&spec("b", 16)), "a", now), Decision::Acquire);
-        assert_eq!(decide(Some(&spec("", 1)), "a", now), Decision::Acquire);
-        let mut never_renewed = spec("b", 0);
-        never_renewed.renew_time = None;
-        assert_eq!(decide(Some(&never_renewed), "a", now), Decision::Acquire);
+        let at_now = now.as_microsecond() as u64;
+        assert_eq!(next_epoch(0, now), at_now);
+        // A previous holder whose clock ran ahead: still larger.
+        assert_eq!(next_epoch(at_now + 500, now), at_now + 501);
+        assert_eq!(epoch_of(&spec("a", 42)), 42);
+        assert_eq!(epoch_of(&LeaseSpec::default()), 0);
     }
 }

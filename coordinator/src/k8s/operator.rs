@@ -32,6 +32,7 @@ use super::{
     reconcile::{Context, error_policy, reconcile},
 };
 use crate::{
+    leadership::Leadership,
     plan::Policy,
     registry::Registry,
     security::{ControlPlane, now_secs},
@@ -262,13 +263,23 @@ pub async fn run_kubernetes(
     opts: KubernetesOptions,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let client = Client::try_default().await?;
+    // A connection that stops answering is cut after a bounded wait (watches end on the
+    // server's side within 290 s, so any live connection reads something before this).
+    let mut config = kube::Config::infer().await?;
+    config.read_timeout = Some(Duration::from_secs(310));
+    let client = Client::try_from(config)?;
     let operator_image = own_image(&client, &opts).await?;
     let coordinator_url = opts
         .coordinator_url
         .clone()
         .unwrap_or_else(|| default_coordinator_url(&opts.pod_namespace));
-    let registry = Registry::new();
+    // With an election nothing acts before a term begins; without one (a single replica),
+    // this coordinator's term lasts as long as it runs.
+    let registry = if opts.lease_name.is_some() {
+        Registry::with_leadership(Leadership::none(), crate::registry::start_epoch())
+    } else {
+        Registry::new()
+    };
     let ca = load_control_ca(&client, &opts.pod_namespace).await?;
     let control = ControlPlane::new(
         ca,
@@ -319,7 +330,6 @@ pub async fn run_kubernetes(
         opts.policy,
     ));
 
-    let (leading_tx, mut leading) = watch::channel(opts.lease_name.is_none());
     let elector = opts.lease_name.as_ref().map(|lease| {
         let identity = if opts.pod_name.is_empty() {
             format!("etcd-coordinator-{}", std::process::id())
@@ -330,28 +340,29 @@ pub async fn run_kubernetes(
             client.clone(),
             LeaseSettings::new(lease.clone(), opts.pod_namespace.clone(), identity),
         );
-        tokio::spawn(elector.run(leading_tx, stop_rx.clone()))
+        tokio::spawn(elector.run(registry.leadership().clone(), stop_rx.clone()))
     });
     label_leader(&client, &opts, false).await;
 
+    let leadership = registry.leadership().clone();
     let mut shutdown = std::pin::pin!(shutdown);
-    'outer: loop {
-        tokio::select! {
-            r = leading.wait_for(|l| *l) => if r.is_err() { break 'outer },
-            _ = &mut shutdown => break 'outer,
-        }
+    loop {
+        let epoch = tokio::select! {
+            epoch = leadership.acquired() => epoch,
+            _ = &mut shutdown => break,
+        };
+        // A term starts from the cluster's truth: nothing learned under an earlier one
+        // (reports, grants) carries over, and grant ids carry this term's epoch.
+        registry.begin_term(epoch);
+        runtime.forget_all();
         label_leader(&client, &opts, true).await;
         let stopped = tokio::select! {
             _ = run_controller(Arc::clone(&ctx), opts.watch_namespace.clone()) => false,
             _ = crate::runtime::renew_certificates_forever(Arc::clone(&runtime), registry.clone(), Duration::from_secs(30)) => false,
-            _ = leading.wait_for(|l| !*l) => false,
+            _ = leadership.lost() => false,
             _ = &mut shutdown => true,
         };
-        // Whatever was learned under this term (reports, grants) is dropped: a later term
-        // reads the truth again before it grants anything.
-        for key in registry.keys() {
-            registry.remove(&key);
-        }
+        registry.begin_term(epoch);
         runtime.forget_all();
         label_leader(&client, &opts, false).await;
         if stopped {

@@ -26,6 +26,7 @@ use etcd_coordinator::{
         ANNOTATION_ETCD_VERSION, Context, ETCD_BINARY, ETCD_CONTAINER, ETCDUTL_BINARY, KubeRuntime,
         MemberAddressing, MemberEndpoints, SIDECAR_BINARY, build::PodSettings, reconcile,
     },
+    leadership::Leadership,
     plan::Policy,
     registry::Registry,
     security::{ControlPlane, now_secs},
@@ -50,7 +51,7 @@ use nix::{
 };
 use serde_json::json;
 use testkit::{free_port, serial_guard, wait_for};
-use tokio::{process::Child, sync::watch, task::JoinHandle};
+use tokio::{net::TcpListener, process::Child, sync::watch, task::JoinHandle};
 
 const NS: &str = "default";
 const NAME: &str = "etcd-cluster";
@@ -377,10 +378,42 @@ async fn terminate(child: &mut Child) {
     }
 }
 
+/// One coordinator of the test: its registry and where it serves the control port.
+struct Coordinator {
+    registry: Registry,
+    control_addr: std::net::SocketAddr,
+}
+
+/// Stands in for the coordinator's Service as kube-proxy runs it: each new connection goes
+/// to the coordinator that leads at that moment (the Service selects only the leader's
+/// Pod); a connection, once open, stays with the coordinator it was opened to.
+async fn route_to_the_leader(service: TcpListener, coordinators: Arc<Vec<Coordinator>>) {
+    loop {
+        let Ok((mut inbound, _)) = service.accept().await else {
+            return;
+        };
+        let leader = coordinators
+            .iter()
+            .find(|c| c.registry.leadership().current().is_some())
+            .map(|c| c.control_addr);
+        let Some(addr) = leader else {
+            // No endpoint: the connection is refused.
+            drop(inbound);
+            continue;
+        };
+        tokio::spawn(async move {
+            if let Ok(mut outbound) = tokio::net::TcpStream::connect(addr).await {
+                let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+            }
+        });
+    }
+}
+
 /// Everything the test runs; stopped (processes killed) when dropped.
 struct Harness {
     client: Client,
     kubelet: Arc<Kubelet>,
+    coordinators: Arc<Vec<Coordinator>>,
     tasks: Vec<JoinHandle<()>>,
     stop: watch::Sender<bool>,
     _dir: tempfile::TempDir,
@@ -407,6 +440,11 @@ impl Harness {
     }
 
     async fn start_spec(spec: EtcdClusterSpec) -> Self {
+        Self::start_with(spec, 1).await
+    }
+
+    /// With `coordinators_n` coordinators against the same API server.
+    async fn start_with(spec: EtcdClusterSpec, coordinators_n: usize) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let mut cluster = EtcdCluster::new(NAME, spec);
         cluster.metadata.namespace = Some(NS.into());
@@ -417,61 +455,101 @@ impl Harness {
             .build()
             .await
             .unwrap();
-        let registry = Registry::new();
         let ca = Authority::generate("test control CA", now_secs()).unwrap();
-        let control = ControlPlane::new(
-            ca,
-            vec!["127.0.0.1".into()],
-            etcd_operator::pki::DEFAULT_CERT_VALIDITY,
-        );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let coordinator = format!("https://{}", listener.local_addr().unwrap());
+        // The sidecars reach the coordinators through a stand-in for their Service: one
+        // coordinator, or several of which only the one that leads is routed to.
+        let service = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let coordinator_url = format!("https://{}", service.local_addr().unwrap());
         let (stop, stop_rx) = watch::channel(false);
         let mut tasks = Vec::new();
-        let grpc = server::serve_control(
-            listener,
-            registry.clone(),
-            control.control_server(),
-            stop_rx,
-        );
-        tasks.push(tokio::spawn(async move {
-            let _ = grpc.await;
-        }));
-        let runtime = KubeRuntime::new(
-            client.clone(),
-            PodSettings {
-                operator_image: "etcd-operator:test".into(),
-                image_pull_policy: None,
-                coordinator_url: coordinator,
-                cluster_domain: "cluster.local".into(),
-            },
-            Arc::new(Loopback::default()),
-            control,
-        )
-        .without_cluster_endpoints();
-        let ctx = Arc::new(Context::new(
-            client.clone(),
-            registry,
-            Arc::new(runtime),
-            Reporter {
-                controller: "etcd-operator".into(),
-                instance: Some("test".into()),
-            },
-            Policy::default(),
-        ));
-        // kube-runtime's controller needs watches, which the in-memory API server lacks:
-        // this loop stands in for it, reconciling on the same short timer.
-        let c = ctx.clone();
-        tasks.push(tokio::spawn(async move {
-            loop {
-                if let Ok(obj) = c.clusters(NS).get(NAME).await
-                    && let Err(e) = reconcile(Arc::new(obj), c.clone()).await
-                {
-                    eprintln!("reconcile: {e}");
+        let mut coordinators = Vec::new();
+        // Member addresses are the same whoever computes them (on a cluster: DNS names).
+        let addressing = Arc::new(Loopback::default());
+        for i in 0..coordinators_n {
+            // One coordinator leads for as long as it runs; of several, none leads until
+            // the test gives one a term.
+            let registry = if coordinators_n == 1 {
+                Registry::new()
+            } else {
+                Registry::with_leadership(Leadership::none(), 0)
+            };
+            let ca = Authority::from_pem(ca.cert_pem(), ca.key_pem()).unwrap();
+            let control = ControlPlane::new(
+                ca,
+                vec!["127.0.0.1".into()],
+                etcd_operator::pki::DEFAULT_CERT_VALIDITY,
+            );
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let control_addr = listener.local_addr().unwrap();
+            let grpc = server::serve_control(
+                listener,
+                registry.clone(),
+                control.control_server(),
+                stop_rx.clone(),
+            );
+            tasks.push(tokio::spawn(async move {
+                let _ = grpc.await;
+            }));
+            let runtime = Arc::new(
+                KubeRuntime::new(
+                    client.clone(),
+                    PodSettings {
+                        operator_image: "etcd-operator:test".into(),
+                        image_pull_policy: None,
+                        coordinator_url: coordinator_url.clone(),
+                        cluster_domain: "cluster.local".into(),
+                    },
+                    Arc::clone(&addressing) as Arc<dyn MemberAddressing>,
+                    control,
+                )
+                .without_cluster_endpoints(),
+            );
+            let ctx = Arc::new(Context::new(
+                client.clone(),
+                registry.clone(),
+                Arc::clone(&runtime),
+                Reporter {
+                    controller: "etcd-operator".into(),
+                    instance: Some(format!("test-{i}")),
+                },
+                Policy::default(),
+            ));
+            // kube-runtime's controller needs watches, which the in-memory API server
+            // lacks: this loop stands in for it, reconciling on the same short timer, only
+            // while this coordinator leads, and starting each term from the truth, as the
+            // coordinator's leader loop does.
+            let c = ctx.clone();
+            let leadership = registry.leadership().clone();
+            let reg = registry.clone();
+            let rt = Arc::clone(&runtime);
+            tasks.push(tokio::spawn(async move {
+                let mut term = None;
+                loop {
+                    let now = leadership.current();
+                    if now != term {
+                        reg.begin_term(now.unwrap_or(0));
+                        rt.forget_all();
+                        term = now;
+                    }
+                    if term.is_some()
+                        && let Ok(obj) = c.clusters(NS).get(NAME).await
+                        && let Err(e) = reconcile(Arc::new(obj), c.clone()).await
+                    {
+                        eprintln!("reconcile: {e}");
+                    }
+                    tokio::time::sleep(Duration::from_millis(500)).await;
                 }
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            }
-        }));
+            }));
+            coordinators.push(Coordinator {
+                registry,
+                control_addr,
+            });
+        }
+        let coordinators = Arc::new(coordinators);
+        tasks.push(tokio::spawn(route_to_the_leader(
+            service,
+            Arc::clone(&coordinators),
+        )));
         let kubelet = Arc::new(Kubelet {
             client: client.clone(),
             root: dir.path().to_path_buf(),
@@ -488,10 +566,33 @@ impl Harness {
         Self {
             client,
             kubelet,
+            coordinators,
             tasks,
             stop,
             _dir: dir,
         }
+    }
+
+    /// Gives coordinator `i` a new term (newer than any before) and ends every other's,
+    /// as a change of the Lease's holder does.
+    fn lead(&self, i: usize) -> u64 {
+        let epoch = self
+            .coordinators
+            .iter()
+            .filter_map(|c| c.registry.leadership().term().map(|t| t.epoch))
+            .max()
+            .unwrap_or(0)
+            + 1;
+        for (j, c) in self.coordinators.iter().enumerate() {
+            if j != i {
+                c.registry.leadership().end();
+            }
+        }
+        self.coordinators[i].registry.leadership().hold(
+            epoch,
+            tokio::time::Instant::now() + Duration::from_secs(3600),
+        );
+        epoch
     }
 
     async fn cluster(&self) -> EtcdCluster {
@@ -854,4 +955,100 @@ async fn two_pods_of_three_deleted_without_claims_wait_for_the_spec() {
         "{}",
         c.message
     );
+}
+
+/// Two coordinators against one API server, the sidecars reaching them through a Service
+/// that routes new connections to the leader. After the Lease changes hands, every
+/// sidecar's reports reach the new leader (the sidecars connect again when the old one
+/// refuses them), the old one hears nothing more, and the new one changes the cluster.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_leader_change_every_sidecar_reports_to_the_new_leader() {
+    let _serial = serial_guard();
+    let version = "3.6.15";
+    let h = Harness::start_with(
+        EtcdClusterSpec {
+            size: 3,
+            version: version.into(),
+            ..Default::default()
+        },
+        2,
+    )
+    .await;
+    let key = ClusterKey::new(NS, NAME);
+    let three = [
+        "etcd-cluster-0000",
+        "etcd-cluster-0001",
+        "etcd-cluster-0002",
+    ];
+    let first = h.lead(0);
+    h.settled("3 members under the first leader", &three, version, FORM)
+        .await;
+    let endpoints = h.endpoints().await;
+    etcd(&endpoints)
+        .await
+        .put("before", "the change", None)
+        .await
+        .unwrap();
+    assert!(
+        h.coordinators[1].registry.keys().is_empty(),
+        "the follower took reports"
+    );
+
+    let changed_at = etcd_coordinator::registry::now_ms();
+    let second = h.lead(1);
+    assert!(second > first);
+    let reports_at = |i: usize| {
+        h.coordinators[i]
+            .registry
+            .with_existing(&key, |entry, _| {
+                three
+                    .iter()
+                    .filter(|m| {
+                        entry
+                            .reports
+                            .get(**m)
+                            .is_some_and(|r| r.received_at > changed_at)
+                    })
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+    let result = wait_for(
+        "every sidecar reporting to the new leader",
+        Duration::from_secs(30),
+        || async { (reports_at(1) == three.len()).then_some(()) },
+    )
+    .await;
+    if let Err(e) = result {
+        panic!(
+            "{e:#}: {} of {} report to the new leader\n{}",
+            reports_at(1),
+            three.len(),
+            h.kubelet.logs(25)
+        );
+    }
+    eprintln!(
+        "every sidecar reports to the new leader {} ms after the change",
+        etcd_coordinator::registry::now_ms() - changed_at
+    );
+    assert_eq!(
+        reports_at(0),
+        0,
+        "the deposed coordinator still takes reports"
+    );
+
+    // The new leader acts: a fourth member joins under its grant.
+    let four = [
+        "etcd-cluster-0000",
+        "etcd-cluster-0001",
+        "etcd-cluster-0002",
+        "etcd-cluster-0003",
+    ];
+    h.patch_spec(json!({ "size": 4 })).await;
+    h.settled("4 members under the new leader", &four, version, CHANGE)
+        .await;
+    assert_eq!(reports_at(0), 0);
+    assert!(h.coordinators[0].registry.keys().is_empty());
+    let got = etcd(&endpoints).await.get("before", None).await.unwrap();
+    assert_eq!(got.kvs()[0].value(), b"the change");
 }

@@ -60,23 +60,32 @@ const CHANGE: Duration = Duration::from_secs(150);
 /// Each member on 127.0.0.1, with ports handed out on first use and kept.
 #[derive(Default)]
 struct Loopback {
-    ports: Mutex<HashMap<String, (u16, u16, u16, u16)>>,
+    ports: Mutex<HashMap<String, (u16, u16, u16, u16, u16)>>,
 }
 
 impl MemberAddressing for Loopback {
     fn endpoints(&self, _cluster: &ClusterKey, member: &str) -> MemberEndpoints {
-        let (client, peer, grpc, health) = *self
+        let (client, peer, grpc, health, metrics) = *self
             .ports
             .lock()
             .unwrap()
             .entry(member.to_string())
-            .or_insert_with(|| (free_port(), free_port(), free_port(), free_port()));
+            .or_insert_with(|| {
+                (
+                    free_port(),
+                    free_port(),
+                    free_port(),
+                    free_port(),
+                    free_port(),
+                )
+            });
         MemberEndpoints {
             client_url: format!("http://127.0.0.1:{client}"),
             peer_url: format!("http://127.0.0.1:{peer}"),
             sidecar_url: format!("https://127.0.0.1:{grpc}"),
             listen_client_url: format!("http://127.0.0.1:{client}"),
             listen_peer_url: format!("http://127.0.0.1:{peer}"),
+            listen_metrics_url: format!("http://127.0.0.1:{metrics}"),
             grpc_addr: format!("127.0.0.1:{grpc}"),
             health_addr: format!("127.0.0.1:{health}"),
         }

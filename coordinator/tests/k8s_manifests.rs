@@ -204,9 +204,20 @@ fn example_clusters_pass_the_schema_and_validation() {
         json!({"size": 3, "version": "3.6.15", "storage": {"size": "lots"}}),
         json!({"size": 3, "version": "3.6.15", "pod": {"antiAffinity": "Sometimes"}}),
         json!({"size": 3, "version": "3.6.15", "tls": {"enabled": "yes"}}),
+        json!({"size": 3, "version": "3.6.15", "pod": {"imagePullSecrets": [{"name": ""}]}}),
+        json!({"size": 3, "version": "3.6.15", "pod": {"imagePullSecrets": [{}]}}),
+        json!({"size": 3, "version": "3.6.15", "pod": {"imagePullSecrets": ["regcred"]}}),
+        json!({"size": 3, "version": "3.6.15", "pod": {"imagePullSecrets": [{"name": "Reg_Cred"}]}}),
+        json!({"size": 3, "version": "3.6.15", "pod": {"sidecarImage": ""}}),
+        json!({"size": 3, "version": "3.6.15", "pod": {"sidecarImage": "op :1"}}),
     ] {
         assert!(!schema_errors(&bad(spec.clone())).is_empty(), "{spec}");
     }
+    // ... and takes what it should.
+    let good = json!({"size": 3, "version": "3.6.15", "pod": {
+        "imagePullSecrets": [{"name": "regcred"}, {"name": "mirror.example-cred"}],
+        "sidecarImage": "registry.example:5000/etcd-operator:v0.1.0"}});
+    assert_eq!(schema_errors(&bad(good)), Vec::<String>::new());
 }
 
 #[test]

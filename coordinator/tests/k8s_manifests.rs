@@ -189,6 +189,27 @@ fn example_clusters_pass_the_schema_and_validation() {
     let five = by_file("example-etcd-cluster-size-5.yaml");
     assert_eq!(five.metadata.name.as_deref(), Some("etcd-cluster"));
     assert_eq!((five.spec.size, five.spec.version.as_str()), (5, "3.6.15"));
+    // Every example finishes on a one-node cluster (kind): none needs a node per member.
+    for (path, cluster) in &seen.clusters {
+        let rule = cluster
+            .spec
+            .pod
+            .as_ref()
+            .map(|p| p.anti_affinity)
+            .unwrap_or_default();
+        assert_ne!(
+            rule,
+            etcd_operator::resource::AntiAffinity::Required,
+            "{}: Required anti-affinity leaves members Pending on one node",
+            path.display()
+        );
+    }
+    let persistent = by_file("example-etcd-cluster-persistent.yaml");
+    assert!(persistent.spec.storage.is_some());
+    assert_eq!(
+        persistent.spec.pod.as_ref().unwrap().anti_affinity,
+        etcd_operator::resource::AntiAffinity::Preferred
+    );
     let tls = by_file("example-etcd-cluster-tls.yaml");
     assert!(tls.spec.etcd_tls(), "the TLS example asks for TLS");
     assert!(!seed.spec.etcd_tls());
@@ -445,6 +466,13 @@ fn the_coordinator_deployment_and_service_fit_together() {
         sc.capabilities.as_ref().unwrap().drop.as_deref(),
         Some(&["ALL".to_string()][..])
     );
+    // A namespace with a compute ResourceQuota takes the Pod: cpu and memory, requested and
+    // limited.
+    let r = container.resources.as_ref().unwrap();
+    for m in [&r.requests, &r.limits] {
+        let keys: Vec<&str> = m.iter().flatten().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(keys, ["cpu", "memory"]);
+    }
 
     let coordinator = seen
         .services
@@ -899,4 +927,75 @@ fn the_metrics_overlay_scrapes_every_members_metrics_port() {
             .unwrap_or_else(|| panic!("{d:?} is not N s"))
     };
     assert!(seconds(&e.scrape_timeout) < seconds(&e.interval));
+}
+
+#[test]
+fn the_image_installs_protoc_and_ships_both_binaries_where_the_pods_expect_them() {
+    let text = std::fs::read_to_string(root().join("Dockerfile")).unwrap();
+    // Instructions with their continuation lines joined, comments left out.
+    let mut instructions: Vec<String> = Vec::new();
+    let mut open = false;
+    for line in text.lines().map(str::trim) {
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let (body, continues) = match line.strip_suffix('\\') {
+            Some(b) => (b.trim(), true),
+            None => (line, false),
+        };
+        match instructions.last_mut() {
+            Some(last) if open => {
+                last.push(' ');
+                last.push_str(body);
+            }
+            _ => instructions.push(body.to_string()),
+        }
+        open = continues;
+    }
+    let stages: Vec<usize> = instructions
+        .iter()
+        .enumerate()
+        .filter(|(_, i)| i.starts_with("FROM "))
+        .map(|(n, _)| n)
+        .collect();
+    assert_eq!(
+        stages.len(),
+        2,
+        "a build stage and the image: {instructions:?}"
+    );
+    let build = &instructions[stages[0]..stages[1]];
+    let image = &instructions[stages[1]..];
+    // protoc installed explicitly in the build stage, and used.
+    let install = build
+        .iter()
+        .find(|i| i.starts_with("RUN apk add"))
+        .expect("the build stage installs packages");
+    let packages: Vec<&str> = install.split_whitespace().collect();
+    for p in ["protoc", "protobuf-dev", "musl-dev", "gcc"] {
+        assert!(packages.contains(&p), "{p} in {install}");
+    }
+    assert!(build.iter().any(|i| i == "ENV PROTOC=/usr/bin/protoc"));
+    let cargo = build
+        .iter()
+        .find(|i| i.contains("cargo build"))
+        .expect("cargo build");
+    assert!(cargo.contains("-p etcd-coordinator") && cargo.contains("-p etcd-sidecar"));
+    // The image: the coordinator where the init container runs it, the sidecar beside it
+    // (where `install-sidecar` copies it from by default).
+    let copy = image
+        .iter()
+        .find(|i| i.starts_with("COPY --from="))
+        .expect("the binaries are copied in");
+    assert!(
+        copy.ends_with(" /usr/local/bin/")
+            && copy.contains("/etcd-coordinator ")
+            && copy.contains("/etcd-sidecar "),
+        "{copy}"
+    );
+    assert_eq!(
+        etcd_coordinator::k8s::COORDINATOR_BINARY,
+        "/usr/local/bin/etcd-coordinator"
+    );
+    assert_eq!(etcd_coordinator::k8s::install::SIDECAR_FILE, "etcd-sidecar");
+    assert!(image.iter().any(|i| i == "USER 65532:65532"));
 }

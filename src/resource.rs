@@ -300,6 +300,30 @@ pub struct PodPolicy {
     /// Extra annotations of the member pods.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub annotations: std::collections::BTreeMap<String, String>,
+    /// Secrets (of type `kubernetes.io/dockerconfigjson`, in the cluster's namespace) the
+    /// kubelet pulls the member pods' images with: the etcd image (`repository`) and the
+    /// init container's (`sidecarImage`), for private registries.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub image_pull_secrets: Vec<ImagePullSecret>,
+    /// The image of the init container that copies the sidecar into each member pod
+    /// (default: the operator's own image). It must hold the operator's
+    /// `/usr/local/bin/etcd-coordinator` and `etcd-sidecar`: a copy of the operator image in
+    /// a private registry or a mirror, e.g. `registry.example/etcd-operator:v0.1.0`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 512), pattern(r"^\S+$"))]
+    pub sidecar_image: Option<String>,
+}
+
+/// A Secret the kubelet pulls images with, as in a pod's `imagePullSecrets`.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ImagePullSecret {
+    /// The Secret's name (a DNS subdomain: lowercase letters, digits, '-' and '.').
+    #[schemars(
+        length(min = 1, max = 253),
+        pattern(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+    )]
+    pub name: String,
 }
 
 /// Requests and limits, as in a container's `resources`.

@@ -63,6 +63,21 @@ pub enum SpecError {
     /// `spec.restore.bumpRevision` is negative.
     #[error("spec.restore.bumpRevision is {0}: it must be 0 or more")]
     NegativeBump(i64),
+    /// An image pull Secret's name is empty or not a Secret name.
+    #[error(
+        "spec.pod.imagePullSecrets[{index}].name {name:?} is not a Secret name: use the name of a Secret of this namespace (lowercase letters, digits, '-' and '.', at most 253 characters)"
+    )]
+    BadPullSecret {
+        /// Its place in the list.
+        index: usize,
+        /// The name given.
+        name: String,
+    },
+    /// `spec.pod.sidecarImage` is empty or not an image reference.
+    #[error(
+        "spec.pod.sidecarImage {0:?} is not an image reference: use REGISTRY/REPOSITORY:TAG (or @sha256:DIGEST) of a copy of the operator image, without a scheme or spaces"
+    )]
+    BadSidecarImage(String),
     /// The object has no name.
     #[error("metadata.name is missing")]
     MissingName,
@@ -151,6 +166,9 @@ pub fn validate_spec(spec: &EtcdClusterSpec) -> Result<ValidSpec, SpecErrors> {
             check_storage("spec.restore.storage", storage, &mut errors);
         }
     }
+    if let Some(pod) = &spec.pod {
+        check_pod(pod, &mut errors);
+    }
     match version {
         Some(version) if errors.is_empty() => Ok(ValidSpec {
             size: spec.size as u32,
@@ -224,6 +242,46 @@ fn check_storage(
             });
         }
     }
+}
+
+fn check_pod(pod: &crate::resource::PodPolicy, errors: &mut Vec<SpecError>) {
+    for (index, secret) in pod.image_pull_secrets.iter().enumerate() {
+        if !is_dns_subdomain(&secret.name) {
+            errors.push(SpecError::BadPullSecret {
+                index,
+                name: secret.name.clone(),
+            });
+        }
+    }
+    if let Some(image) = &pod.sidecar_image
+        && !is_image_reference(image)
+    {
+        errors.push(SpecError::BadSidecarImage(image.clone()));
+    }
+}
+
+/// A Kubernetes object name (RFC 1123 subdomain).
+fn is_dns_subdomain(name: &str) -> bool {
+    name.len() <= 253
+        && !name.is_empty()
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        })
+}
+
+/// Something the kubelet can pull: no scheme, no spaces, no empty part.
+fn is_image_reference(image: &str) -> bool {
+    !image.is_empty()
+        && image.len() <= 512
+        && !image.contains("://")
+        && !image.chars().any(char::is_whitespace)
+        && !image.starts_with(['/', ':', '@'])
+        && !image.ends_with(['/', ':', '@'])
 }
 
 /// Validates a whole object: its name and its spec.
@@ -343,5 +401,67 @@ mod tests {
             err.0,
             vec![SpecError::MissingName, SpecError::SizeTooSmall(0)]
         );
+    }
+
+    #[test]
+    fn pull_secrets_and_the_sidecar_image_must_be_usable() {
+        use crate::resource::{ImagePullSecret, PodPolicy};
+        let with_pod = |secrets: &[&str], image: Option<&str>| {
+            let mut s = spec(3, "3.6.15");
+            s.pod = Some(PodPolicy {
+                image_pull_secrets: secrets
+                    .iter()
+                    .map(|n| ImagePullSecret {
+                        name: n.to_string(),
+                    })
+                    .collect(),
+                sidecar_image: image.map(str::to_string),
+                ..Default::default()
+            });
+            validate_spec(&s)
+        };
+        assert!(with_pod(&["regcred", "mirror.example-2"], None).is_ok());
+        assert!(with_pod(&[], Some("registry.example:5000/etcd-operator:v0.1.0")).is_ok());
+        assert!(with_pod(&[], Some("registry.example/etcd-operator@sha256:0123abcd")).is_ok());
+        for bad in [
+            "",
+            " ",
+            "RegCred",
+            "reg_cred",
+            "-regcred",
+            "regcred.",
+            &"a".repeat(254),
+        ] {
+            let err = with_pod(&["ok", bad], None).unwrap_err();
+            assert_eq!(
+                err.0,
+                vec![SpecError::BadPullSecret {
+                    index: 1,
+                    name: bad.to_string()
+                }],
+                "{bad:?}"
+            );
+            assert!(
+                err.to_string()
+                    .starts_with("spec.pod.imagePullSecrets[1].name "),
+                "{err}"
+            );
+        }
+        for bad in [
+            "",
+            "  ",
+            "https://registry.example/op:1",
+            "op :1",
+            "op:",
+            "/op",
+        ] {
+            let err = with_pod(&[], Some(bad)).unwrap_err();
+            assert_eq!(
+                err.0,
+                vec![SpecError::BadSidecarImage(bad.to_string())],
+                "{bad:?}"
+            );
+            assert!(err.to_string().contains("spec.pod.sidecarImage"), "{err}");
+        }
     }
 }

@@ -9,7 +9,8 @@
 //! container when its image changes (as the kubelet does), and stops it when the Pod is
 //! deleted.
 //!
-//! With it, the walk-through runs against real etcd: create 3, scale to 5, delete a Pod
+//! With it, the walk-through runs against real etcd: create 3 (each member answers its
+//! liveness probe and serves etcd's metrics on its metrics URL), scale to 5, delete a Pod
 //! (a new ordinal replaces it), scale back to 3, change the version, and the first write is
 //! still there.
 
@@ -52,32 +53,47 @@ use nix::{
 use serde_json::json;
 use testkit::{free_port, serial_guard, wait_for};
 use tokio::{net::TcpListener, process::Child, sync::watch, task::JoinHandle};
+use tonic_health::pb::{
+    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+};
 
 const NS: &str = "default";
 const NAME: &str = "etcd-cluster";
 const FORM: Duration = Duration::from_secs(120);
 const CHANGE: Duration = Duration::from_secs(150);
 
+/// A member's ports: client, peer, sidecar gRPC, sidecar health, etcd metrics.
+type MemberPorts = (u16, u16, u16, u16, u16);
+
 /// Each member on 127.0.0.1, with ports handed out on first use and kept.
 #[derive(Default)]
 struct Loopback {
-    ports: Mutex<HashMap<String, (u16, u16, u16, u16)>>,
+    ports: Mutex<HashMap<String, MemberPorts>>,
 }
 
 impl MemberAddressing for Loopback {
     fn endpoints(&self, _cluster: &ClusterKey, member: &str) -> MemberEndpoints {
-        let (client, peer, grpc, health) = *self
+        let (client, peer, grpc, health, metrics) = *self
             .ports
             .lock()
             .unwrap()
             .entry(member.to_string())
-            .or_insert_with(|| (free_port(), free_port(), free_port(), free_port()));
+            .or_insert_with(|| {
+                (
+                    free_port(),
+                    free_port(),
+                    free_port(),
+                    free_port(),
+                    free_port(),
+                )
+            });
         MemberEndpoints {
             client_url: format!("http://127.0.0.1:{client}"),
             peer_url: format!("http://127.0.0.1:{peer}"),
             sidecar_url: format!("https://127.0.0.1:{grpc}"),
             listen_client_url: format!("http://127.0.0.1:{client}"),
             listen_peer_url: format!("http://127.0.0.1:{peer}"),
+            listen_metrics_url: format!("http://127.0.0.1:{metrics}"),
             grpc_addr: format!("127.0.0.1:{grpc}"),
             health_addr: format!("127.0.0.1:{health}"),
         }
@@ -672,6 +688,68 @@ impl Harness {
     }
 }
 
+/// A container env value of `pod`'s etcd container.
+fn env_value(pod: &Pod, name: &str) -> String {
+    pod.spec.as_ref().unwrap().containers[0]
+        .env
+        .iter()
+        .flatten()
+        .find(|e| e.name == name)
+        .and_then(|e| e.value.clone())
+        .unwrap_or_else(|| panic!("{} has no {name}", pod.name_any()))
+}
+
+/// Runs `pod`'s liveness probe as the kubelet would: a gRPC health check of the probe's
+/// service on the probe's port (here the health address the Pod's env names for it).
+async fn liveness(pod: &Pod) -> Result<ServingStatus, String> {
+    let container = &pod.spec.as_ref().unwrap().containers[0];
+    let grpc = container
+        .liveness_probe
+        .as_ref()
+        .and_then(|p| p.grpc.as_ref())
+        .expect("a gRPC liveness probe");
+    let health_port = container
+        .ports
+        .iter()
+        .flatten()
+        .find(|p| p.name.as_deref() == Some("health"))
+        .unwrap();
+    assert_eq!(
+        grpc.port, health_port.container_port,
+        "the probe asks the health port"
+    );
+    let addr = env_value(pod, "ETCDOP_HEALTH_ADDR");
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .timeout(Duration::from_secs(5))
+        .connect()
+        .await
+        .map_err(|e| e.to_string())?;
+    HealthClient::new(channel)
+        .check(HealthCheckRequest {
+            service: grpc.service.clone().unwrap_or_default(),
+        })
+        .await
+        .map(|r| r.into_inner().status())
+        .map_err(|s| s.to_string())
+}
+
+/// `GET /metrics` on the URL etcd was told to serve its metrics on.
+async fn metrics(pod: &Pod) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let url = env_value(pod, "ETCDOP_LISTEN_METRICS_URL");
+    let addr = url.strip_prefix("http://").expect("plain http");
+    let mut conn = tokio::net::TcpStream::connect(addr)
+        .await
+        .unwrap_or_else(|e| panic!("{} metrics at {url}: {e}", pod.name_any()));
+    conn.write_all(b"GET /metrics HTTP/1.0\r\nHost: etcd\r\n\r\n")
+        .await
+        .unwrap();
+    let mut body = String::new();
+    conn.read_to_string(&mut body).await.unwrap();
+    body
+}
+
 async fn etcd(endpoints: &[String]) -> etcd_client::Client {
     etcd_client::Client::connect(
         endpoints,
@@ -731,6 +809,28 @@ async fn the_walkthrough_runs_on_pods() {
         .put("foo", "bar", None)
         .await
         .unwrap();
+    // Every member answers its liveness probe, and its etcd serves metrics on the port
+    // the Pod names.
+    for pod in &pods {
+        assert_eq!(
+            liveness(pod).await,
+            Ok(ServingStatus::Serving),
+            "{}",
+            pod.name_any()
+        );
+        let text = metrics(pod).await;
+        assert!(
+            text.starts_with("HTTP/1.0 200") || text.starts_with("HTTP/1.1 200"),
+            "{}: {}",
+            pod.name_any(),
+            text.lines().next().unwrap_or_default()
+        );
+        assert!(
+            text.lines().any(|l| l == "etcd_server_has_leader 1"),
+            "{}: no etcd_server_has_leader 1",
+            pod.name_any()
+        );
+    }
 
     // Scale to 5 (what `kubectl scale --replicas=5` writes).
     h.patch_spec(json!({"size": 5})).await;

@@ -27,7 +27,7 @@ use etcd_coordinator::{
 use etcd_operator::{
     ClusterKey, EtcdVersion,
     pki::Authority,
-    resource::{EtcdCluster, EtcdClusterSpec, StorageSpec},
+    resource::{EtcdCluster, EtcdClusterSpec, ImagePullSecret, PodPolicy, StorageSpec},
 };
 use k8s_openapi::{
     api::{
@@ -37,6 +37,7 @@ use k8s_openapi::{
         policy::v1::PodDisruptionBudget,
     },
     apimachinery::pkg::{
+        api::resource::Quantity,
         apis::meta::v1::{MicroTime, ObjectMeta, OwnerReference},
         util::intstr::IntOrString,
     },
@@ -273,6 +274,33 @@ async fn create_makes_the_seed_pod_services_budget_and_status() {
             "/opt/etcd-operator"
         ]
     );
+    // Requests and limits (a namespace with a compute ResourceQuota refuses a Pod with a
+    // container that has none).
+    let init_resources = init.resources.as_ref().expect("init container resources");
+    let quantities = |m: &Option<BTreeMap<String, Quantity>>| -> Vec<(String, String)> {
+        m.iter()
+            .flatten()
+            .map(|(k, v)| (k.clone(), v.0.clone()))
+            .collect()
+    };
+    assert_eq!(
+        quantities(&init_resources.requests),
+        [
+            ("cpu".into(), "10m".into()),
+            ("memory".into(), "32Mi".into())
+        ]
+    );
+    assert_eq!(
+        quantities(&init_resources.limits),
+        [
+            ("cpu".into(), "200m".into()),
+            ("memory".into(), "64Mi".into())
+        ]
+    );
+    assert_eq!(
+        spec.image_pull_secrets, None,
+        "none unless the spec names some"
+    );
     let init_mounts = init.volume_mounts.as_ref().unwrap();
     assert_eq!(init_mounts[0].name, "sidecar");
     assert_eq!(init_mounts[0].mount_path, "/opt/etcd-operator");
@@ -300,6 +328,7 @@ async fn create_makes_the_seed_pod_services_budget_and_status() {
         ("ETCDOP_CLIENT_URL", format!("http://{host}:2379")),
         ("ETCDOP_LISTEN_PEER_URL", "http://0.0.0.0:2380".into()),
         ("ETCDOP_LISTEN_CLIENT_URL", "http://0.0.0.0:2379".into()),
+        ("ETCDOP_LISTEN_METRICS_URL", "http://0.0.0.0:2381".into()),
         (
             "ETCDOP_COORDINATOR_URL",
             "https://etcd-coordinator.default.svc:7443".into(),
@@ -341,7 +370,8 @@ async fn create_makes_the_seed_pod_services_budget_and_status() {
             ("client".to_string(), 2379),
             ("peer".to_string(), 2380),
             ("sidecar".to_string(), 7401),
-            ("health".to_string(), 7402)
+            ("health".to_string(), 7402),
+            ("etcd-metrics".to_string(), 2381)
         ]
     );
     let probe = etcd
@@ -356,7 +386,26 @@ async fn create_makes_the_seed_pod_services_budget_and_status() {
         "the plaintext health port: probes speak no TLS"
     );
     assert_eq!(probe.service.as_deref(), Some("etcdop.v1.Sidecar"));
-    assert_eq!(etcd.liveness_probe, None);
+    // Liveness: the sidecar process's own gRPC health (always SERVING while it answers), on
+    // the same plaintext port; never etcd's health, so a member catching up or in an
+    // election is not killed.
+    let live = etcd.liveness_probe.as_ref().expect("a liveness probe");
+    let live_grpc = live.grpc.as_ref().unwrap();
+    assert_eq!(live_grpc.port, 7402);
+    assert_eq!(
+        live_grpc.service.as_deref(),
+        Some("etcdop.v1.Sidecar.Liveness")
+    );
+    assert!(live.http_get.is_none() && live.tcp_socket.is_none() && live.exec.is_none());
+    assert_eq!(
+        (
+            live.initial_delay_seconds,
+            live.period_seconds,
+            live.timeout_seconds,
+            live.failure_threshold
+        ),
+        (Some(10), Some(15), Some(5), Some(6))
+    );
     let sc = etcd.security_context.as_ref().unwrap();
     assert_eq!(sc.allow_privilege_escalation, Some(false));
     assert_eq!(sc.read_only_root_filesystem, Some(true));
@@ -465,8 +514,13 @@ async fn create_makes_the_seed_pod_services_budget_and_status() {
         [
             (Some("client".into()), 2379),
             (Some("peer".into()), 2380),
-            (Some("sidecar".into()), 7401)
+            (Some("sidecar".into()), 7401),
+            (Some("etcd-metrics".into()), 2381)
         ]
+    );
+    assert_eq!(
+        peer.metadata.labels.as_ref().unwrap()["app.kubernetes.io/component"],
+        "peer"
     );
 
     // The budget keeps quorum of 3.
@@ -565,6 +619,75 @@ async fn an_invalid_spec_gets_a_condition_and_an_event_and_no_pods() {
             .iter()
             .any(|(t, r, n)| t == "Warning" && r == "InvalidSpec" && n.contains("spec.size is 0")),
         "{events:?}"
+    );
+}
+
+#[tokio::test]
+async fn private_registries_get_pull_secrets_and_the_init_image_they_name() {
+    let mut c = cluster(3, "3.6.15");
+    c.spec.pod = Some(PodPolicy {
+        image_pull_secrets: vec![ImagePullSecret {
+            name: "regcred".into(),
+        }],
+        sidecar_image: Some("registry.internal/mirror/etcd-operator:v0.1.0".into()),
+        ..Default::default()
+    });
+    c.spec.repository = Some("registry.internal/mirror/etcd".into());
+    let client = fake(vec![c], None).await;
+    let ctx = context(&client);
+    reconcile_once(&ctx).await;
+    let pod = Api::<Pod>::namespaced(client.clone(), NS)
+        .get("etcd-cluster-0000")
+        .await
+        .unwrap();
+    let spec = pod.spec.unwrap();
+    let pull: Vec<&str> = spec
+        .image_pull_secrets
+        .iter()
+        .flatten()
+        .map(|r| r.name.as_str())
+        .collect();
+    assert_eq!(pull, ["regcred"]);
+    let init = &spec.init_containers.as_ref().unwrap()[0];
+    assert_eq!(
+        init.image.as_deref(),
+        Some("registry.internal/mirror/etcd-operator:v0.1.0")
+    );
+    assert_eq!(
+        spec.containers[0].image.as_deref(),
+        Some("registry.internal/mirror/etcd:v3.6.15")
+    );
+}
+
+#[tokio::test]
+async fn an_empty_pull_secret_name_is_refused_with_its_place_named() {
+    let mut c = cluster(3, "3.6.15");
+    c.spec.pod = Some(PodPolicy {
+        image_pull_secrets: vec![
+            ImagePullSecret {
+                name: "regcred".into(),
+            },
+            ImagePullSecret { name: "".into() },
+        ],
+        ..Default::default()
+    });
+    let client = fake(vec![c], None).await;
+    let ctx = context(&client);
+    reconcile_once(&ctx).await;
+    assert!(pod_names(&client).await.is_empty());
+    let status = get_cluster(&client).await.status.unwrap();
+    assert_eq!(status.phase, "Invalid");
+    let spec_valid = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "SpecValid")
+        .unwrap();
+    assert_eq!(spec_valid.status, "False");
+    assert!(
+        spec_valid
+            .message
+            .contains("spec.pod.imagePullSecrets[1].name \"\" is not a Secret name"),
+        "{spec_valid:?}"
     );
 }
 

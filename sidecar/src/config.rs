@@ -41,6 +41,11 @@ pub struct RunArgs {
     /// Client URLs etcd listens on, comma separated (defaults to the advertised one).
     #[arg(long, env = "ETCDOP_LISTEN_CLIENT_URL")]
     pub listen_client_url: Option<String>,
+    /// URL etcd serves its Prometheus metrics (and `/health`) on, e.g.
+    /// `http://0.0.0.0:2381` (`--listen-metrics-urls`; off when not given). Always plain
+    /// http, with or without etcd TLS.
+    #[arg(long, env = "ETCDOP_LISTEN_METRICS_URL")]
+    pub listen_metrics_url: Option<String>,
     /// The coordinator's gRPC URL, e.g. `http://127.0.0.1:7400`.
     #[arg(long, env = "ETCDOP_COORDINATOR_URL")]
     pub coordinator_url: String,
@@ -157,6 +162,8 @@ pub struct SidecarConfig {
     pub listen_peer_url: String,
     /// Listened client URLs.
     pub listen_client_url: String,
+    /// The URL etcd serves metrics on, if any (http).
+    pub listen_metrics_url: Option<String>,
     /// The coordinator.
     pub coordinator_url: String,
     /// Where the sidecar's gRPC server listens.
@@ -271,6 +278,16 @@ impl RunArgs {
         for u in listen_client_url.split(',') {
             check_url("listen-client-url", u)?;
         }
+        let listen_metrics_url = self.listen_metrics_url.filter(|u| !u.is_empty());
+        if let Some(url) = &listen_metrics_url {
+            check_url("listen-metrics-url", url)?;
+            check_scheme(
+                "listen-metrics-url",
+                url,
+                false,
+                "(metrics are served in plain HTTP for the scraper)",
+            )?;
+        }
         if !(100..=60_000).contains(&self.report_interval_ms) {
             return Err(ConfigError::Interval(self.report_interval_ms));
         }
@@ -322,6 +339,7 @@ impl RunArgs {
             client_url: self.client_url,
             listen_peer_url,
             listen_client_url,
+            listen_metrics_url,
             coordinator_url: self.coordinator_url,
             grpc_addr: self.grpc_addr,
             grpc_url,
@@ -400,6 +418,14 @@ mod tests {
         assert_eq!(cfg.etcd_version.to_string(), "3.6.15");
         assert!(cfg.etcd_binary.is_file());
         assert_eq!(cfg.etcd_data_dir(), PathBuf::from("/tmp/x/etcd"));
+        assert_eq!(cfg.listen_metrics_url, None);
+        let cfg = parse(&["--listen-metrics-url=http://0.0.0.0:2381"])
+            .validate(&EtcdBinaries::new(dir.path()))
+            .unwrap();
+        assert_eq!(
+            cfg.listen_metrics_url.as_deref(),
+            Some("http://0.0.0.0:2381")
+        );
     }
 
     #[test]
@@ -466,6 +492,14 @@ mod tests {
                 "without --etcd-tls-dir etcd speaks plain HTTP",
             ),
             (&["--etcd-tls-dir=/nonexistent"], "/nonexistent/etcd-ca.crt"),
+            (
+                &["--listen-metrics-url=0.0.0.0:2381"],
+                "--listen-metrics-url \"0.0.0.0:2381\" is not a URL",
+            ),
+            (
+                &["--listen-metrics-url=https://0.0.0.0:2381"],
+                "--listen-metrics-url \"https://0.0.0.0:2381\" must be http://",
+            ),
         ];
         for (extra, want) in cases {
             let err = parse(extra).validate(&bins).unwrap_err().to_string();

@@ -34,6 +34,11 @@ pub fn etcd_args(cfg: &SidecarConfig, bootstrap: &Bootstrap) -> Vec<String> {
         "--logger=zap".to_string(),
         format!("--log-level={}", cfg.etcd_log_level),
     ];
+    if let Some(url) = &cfg.listen_metrics_url {
+        // /metrics and /health on a port of their own, plain http even with etcd TLS: a
+        // scraper needs no client certificate.
+        args.push(format!("--listen-metrics-urls={url}"));
+    }
     if let Some(tls) = &cfg.etcd_tls {
         use etcd_operator::pki::MemberFile as F;
         let file = |name: &str| tls.file(name).display().to_string();
@@ -87,6 +92,7 @@ mod tests {
             client_url: "http://127.0.0.1:2379".into(),
             listen_peer_url: "http://0.0.0.0:2380".into(),
             listen_client_url: "http://0.0.0.0:2379".into(),
+            listen_metrics_url: None,
             coordinator_url: "http://127.0.0.1:7400".into(),
             grpc_addr: "127.0.0.1:7401".parse().unwrap(),
             grpc_url: "http://127.0.0.1:7401".into(),
@@ -124,6 +130,30 @@ mod tests {
             "--peer-client-cert-auth",
         ] {
             assert!(args.contains(&want.to_string()), "{want}: {args:?}");
+        }
+    }
+
+    #[test]
+    fn metrics_listen_on_their_own_url_when_asked() {
+        for bootstrap in [
+            Bootstrap::FromData,
+            Bootstrap::ForceNewCluster,
+            Bootstrap::NewCluster { token: "t".into() },
+        ] {
+            let off = etcd_args(&cfg(), &bootstrap);
+            assert!(
+                !off.iter().any(|a| a.starts_with("--listen-metrics-urls")),
+                "{off:?}"
+            );
+            let mut c = cfg();
+            c.listen_metrics_url = Some("http://0.0.0.0:2381".into());
+            c.etcd_tls = Some(crate::tls::EtcdTlsDir { dir: "/t".into() });
+            let on = etcd_args(&c, &bootstrap);
+            let metrics: Vec<&String> = on
+                .iter()
+                .filter(|a| a.starts_with("--listen-metrics-urls"))
+                .collect();
+            assert_eq!(metrics, ["--listen-metrics-urls=http://0.0.0.0:2381"]);
         }
     }
 

@@ -26,6 +26,11 @@ use tracing::info;
 pub use config::{RunArgs, SidecarConfig};
 pub use member::Member;
 
+/// The gRPC health service name reported SERVING for as long as the sidecar process
+/// answers, whatever its member's state (a member that is starting, catching up or in an
+/// election is alive): the liveness probe's. Readiness uses [`health::SERVICE_NAME`].
+pub const LIVENESS_SERVICE: &str = "etcdop.v1.Sidecar.Liveness";
+
 /// Runs the sidecar until `shutdown` resolves, then stops etcd gracefully.
 pub async fn run(
     cfg: SidecarConfig,
@@ -50,6 +55,10 @@ pub async fn run(
         .await;
     health_reporter
         .set_service_status("", tonic_health::ServingStatus::NotServing)
+        .await;
+    // Set once, never changed: the health observer only moves the two above.
+    health_reporter
+        .set_service_status(LIVENESS_SERVICE, tonic_health::ServingStatus::Serving)
         .await;
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = |mut stop: watch::Receiver<bool>| async move {

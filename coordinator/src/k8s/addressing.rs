@@ -7,7 +7,9 @@
 
 use etcd_operator::ClusterKey;
 
-use super::{CLIENT_PORT, PEER_PORT, SIDECAR_HEALTH_PORT, SIDECAR_PORT, peer_service_name};
+use super::{
+    CLIENT_PORT, METRICS_PORT, PEER_PORT, SIDECAR_HEALTH_PORT, SIDECAR_PORT, peer_service_name,
+};
 
 /// The URLs and addresses of one member.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -22,6 +24,8 @@ pub struct MemberEndpoints {
     pub listen_client_url: String,
     /// The peer URL etcd listens on.
     pub listen_peer_url: String,
+    /// The URL etcd serves its metrics on (always http: a scraper needs no certificate).
+    pub listen_metrics_url: String,
     /// The address the sidecar's gRPC server listens on.
     pub grpc_addr: String,
     /// The address of the sidecar's plaintext health port (probes).
@@ -30,7 +34,7 @@ pub struct MemberEndpoints {
 
 impl MemberEndpoints {
     /// The same endpoints with etcd's URLs https when `etcd_tls`, and the sidecar's always
-    /// https (the control path is mutual TLS).
+    /// https (the control path is mutual TLS); the metrics URL stays http.
     pub fn with_schemes(mut self, etcd_tls: bool) -> Self {
         let set = |url: &mut String, tls: bool| {
             let rest = url
@@ -81,6 +85,7 @@ impl MemberAddressing for PodDns {
             sidecar_url: format!("https://{host}:{SIDECAR_PORT}"),
             listen_client_url: format!("http://0.0.0.0:{CLIENT_PORT}"),
             listen_peer_url: format!("http://0.0.0.0:{PEER_PORT}"),
+            listen_metrics_url: format!("http://0.0.0.0:{METRICS_PORT}"),
             grpc_addr: format!("0.0.0.0:{SIDECAR_PORT}"),
             health_addr: format!("0.0.0.0:{SIDECAR_HEALTH_PORT}"),
         }
@@ -111,6 +116,7 @@ mod tests {
         );
         assert_eq!(e.listen_peer_url, "http://0.0.0.0:2380");
         assert_eq!(e.listen_client_url, "http://0.0.0.0:2379");
+        assert_eq!(e.listen_metrics_url, "http://0.0.0.0:2381");
         assert_eq!(e.grpc_addr, "0.0.0.0:7401");
         assert_eq!(e.health_addr, "0.0.0.0:7402");
         let tls = e.with_schemes(true);
@@ -119,6 +125,7 @@ mod tests {
             "https://etcd-cluster-0004.etcd-cluster-peer.prod.svc:2380"
         );
         assert_eq!(tls.listen_client_url, "https://0.0.0.0:2379");
+        assert_eq!(tls.listen_metrics_url, "http://0.0.0.0:2381");
         assert_eq!(
             tls.with_schemes(false).client_url,
             "http://etcd-cluster-0004.etcd-cluster-peer.prod.svc:2379"

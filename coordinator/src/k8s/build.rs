@@ -16,12 +16,12 @@ use k8s_openapi::{
     api::{
         core::v1::{
             Affinity, Capabilities, ConfigMap, Container, ContainerPort, EmptyDirVolumeSource,
-            EnvVar, EnvVarSource, GRPCAction, ObjectFieldSelector, PersistentVolumeClaim,
-            PersistentVolumeClaimSpec, PersistentVolumeClaimVolumeSource, Pod, PodAffinityTerm,
-            PodAntiAffinity, PodSecurityContext, PodSpec, Probe, ResourceRequirements,
-            SeccompProfile, Secret, SecretVolumeSource, SecurityContext, Service, ServicePort,
-            ServiceSpec, Toleration, Volume, VolumeMount, VolumeResourceRequirements,
-            WeightedPodAffinityTerm,
+            EnvVar, EnvVarSource, GRPCAction, LocalObjectReference, ObjectFieldSelector,
+            PersistentVolumeClaim, PersistentVolumeClaimSpec, PersistentVolumeClaimVolumeSource,
+            Pod, PodAffinityTerm, PodAntiAffinity, PodSecurityContext, PodSpec, Probe,
+            ResourceRequirements, SeccompProfile, Secret, SecretVolumeSource, SecurityContext,
+            Service, ServicePort, ServiceSpec, Toleration, Volume, VolumeMount,
+            VolumeResourceRequirements, WeightedPodAffinityTerm,
         },
         policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec},
     },
@@ -39,17 +39,30 @@ use etcd_operator::pki::{ClientFile, MemberFile};
 use super::{
     ANNOTATION_ETCD_VERSION, ANNOTATION_SEED, ANNOTATION_TLS, CA_CONFIGMAP, CLIENT_PORT,
     COORDINATOR_BINARY, DATA_DIR, DEFAULT_REPOSITORY, ETCD_BINARY, ETCD_CONTAINER, ETCDUTL_BINARY,
-    INSTALL_CONTAINER, MemberEndpoints, NONROOT_ID, PEER_PORT, SIDECAR_BINARY, SIDECAR_DIR,
-    SIDECAR_HEALTH_PORT, SIDECAR_PORT, TLS_DIR, claim_name, client_secret_name,
-    etcd_ca_secret_name, member_secret_name, peer_service_name,
+    INSTALL_CONTAINER, METRICS_PORT, METRICS_PORT_NAME, MemberEndpoints, NONROOT_ID, PEER_PORT,
+    SIDECAR_BINARY, SIDECAR_DIR, SIDECAR_HEALTH_PORT, SIDECAR_PORT, TLS_DIR, claim_name,
+    client_secret_name, etcd_ca_secret_name, member_secret_name, peer_service_name,
 };
 
 /// Label naming the application, as the Kubernetes recommended labels do.
 pub const LABEL_NAME: &str = "app.kubernetes.io/name";
 /// Label naming the instance (the cluster), as the Kubernetes recommended labels do.
 pub const LABEL_INSTANCE: &str = "app.kubernetes.io/instance";
-/// The sidecar's gRPC health service, SERVING while its member is healthy.
-pub const SIDECAR_HEALTH_SERVICE: &str = "etcdop.v1.Sidecar";
+/// Label naming the part an object plays, as the Kubernetes recommended labels do: `peer`
+/// on the headless peer Service (which also carries the metrics port), `client` on the
+/// client Service.
+pub const LABEL_COMPONENT: &str = "app.kubernetes.io/component";
+/// The sidecar's gRPC health service, SERVING while its member is healthy (readiness).
+pub const SIDECAR_HEALTH_SERVICE: &str = etcd_sidecar::health::SERVICE_NAME;
+/// The sidecar's gRPC health service SERVING for as long as the sidecar answers (liveness):
+/// a member that is starting, catching up or in an election is not killed.
+pub const SIDECAR_LIVENESS_SERVICE: &str = etcd_sidecar::LIVENESS_SERVICE;
+/// Requests and limits of the init container that copies the sidecar (a namespace with a
+/// ResourceQuota on compute refuses a Pod with a container that has none). Copying one
+/// static binary needs little; the limits leave room for the page cache of the copy.
+pub const INSTALL_REQUESTS: [(&str, &str); 2] = [("cpu", "10m"), ("memory", "32Mi")];
+/// See [`INSTALL_REQUESTS`].
+pub const INSTALL_LIMITS: [(&str, &str); 2] = [("cpu", "200m"), ("memory", "64Mi")];
 /// Volume holding the sidecar binary, copied by the init container.
 pub const SIDECAR_VOLUME: &str = "sidecar";
 /// Volume holding the member directory.
@@ -205,7 +218,7 @@ fn service_port(name: &str, port: u16) -> ServicePort {
 pub fn client_service(cluster: &EtcdCluster) -> Result<Service, BuildError> {
     let name = name_of(cluster)?;
     Ok(Service {
-        metadata: object_meta(cluster, name.to_string(), cluster_labels(name))?,
+        metadata: object_meta(cluster, name.to_string(), component_labels(name, "client"))?,
         spec: Some(ServiceSpec {
             type_: Some("ClusterIP".into()),
             selector: Some(selector_labels(name)),
@@ -218,11 +231,17 @@ pub fn client_service(cluster: &EtcdCluster) -> Result<Service, BuildError> {
 
 /// The headless peer Service `<cluster>-peer`: every member gets the DNS name
 /// `<pod>.<cluster>-peer.<ns>.svc` from the moment it exists (not-ready addresses are
-/// published, since a member must be reachable by its peers before it is healthy).
+/// published, since a member must be reachable by its peers before it is healthy). It also
+/// lists etcd's metrics port, so a Prometheus `ServiceMonitor` selecting it
+/// (`deploy/overlays/metrics/`) scrapes every member, ready or not.
 pub fn peer_service(cluster: &EtcdCluster) -> Result<Service, BuildError> {
     let name = name_of(cluster)?;
     Ok(Service {
-        metadata: object_meta(cluster, peer_service_name(name), cluster_labels(name))?,
+        metadata: object_meta(
+            cluster,
+            peer_service_name(name),
+            component_labels(name, "peer"),
+        )?,
         spec: Some(ServiceSpec {
             cluster_ip: Some("None".into()),
             publish_not_ready_addresses: Some(true),
@@ -231,11 +250,18 @@ pub fn peer_service(cluster: &EtcdCluster) -> Result<Service, BuildError> {
                 service_port("client", CLIENT_PORT),
                 service_port("peer", PEER_PORT),
                 service_port("sidecar", SIDECAR_PORT),
+                service_port(METRICS_PORT_NAME, METRICS_PORT),
             ]),
             ..Default::default()
         }),
         ..Default::default()
     })
+}
+
+fn component_labels(name: &str, component: &str) -> BTreeMap<String, String> {
+    let mut labels = cluster_labels(name);
+    labels.insert(LABEL_COMPONENT.to_string(), component.to_string());
+    labels
 }
 
 /// The PodDisruptionBudget that keeps quorum of `size` voters through voluntary
@@ -479,6 +505,7 @@ pub fn member_pod(input: MemberPodInput<'_>) -> Result<Pod, BuildError> {
         env("ETCDOP_CLIENT_URL", &endpoints.client_url),
         env("ETCDOP_LISTEN_PEER_URL", &endpoints.listen_peer_url),
         env("ETCDOP_LISTEN_CLIENT_URL", &endpoints.listen_client_url),
+        env("ETCDOP_LISTEN_METRICS_URL", &endpoints.listen_metrics_url),
         env("ETCDOP_COORDINATOR_URL", &settings.coordinator_url),
         env("ETCDOP_GRPC_ADDR", &endpoints.grpc_addr),
         env("ETCDOP_GRPC_URL", &endpoints.sidecar_url),
@@ -566,6 +593,7 @@ pub fn member_pod(input: MemberPodInput<'_>) -> Result<Pod, BuildError> {
             port("peer", PEER_PORT),
             port("sidecar", SIDECAR_PORT),
             port("health", SIDECAR_HEALTH_PORT),
+            port(METRICS_PORT_NAME, METRICS_PORT),
         ]),
         // The kubelet's gRPC probe speaks no TLS: it uses the sidecar's plaintext health
         // port, which serves nothing that changes the member.
@@ -578,6 +606,21 @@ pub fn member_pod(input: MemberPodInput<'_>) -> Result<Pod, BuildError> {
             failure_threshold: Some(3),
             ..Default::default()
         }),
+        // Liveness asks the sidecar process, never etcd: a member that is catching up,
+        // replaying its WAL or in an election is unready, not dead (the sidecar restarts
+        // etcd itself when it exits). Only a sidecar that has not answered for a minute and
+        // a half is restarted.
+        liveness_probe: Some(Probe {
+            grpc: Some(GRPCAction {
+                port: i32::from(SIDECAR_HEALTH_PORT),
+                service: Some(SIDECAR_LIVENESS_SERVICE.into()),
+            }),
+            initial_delay_seconds: Some(10),
+            period_seconds: Some(15),
+            timeout_seconds: Some(5),
+            failure_threshold: Some(6),
+            ..Default::default()
+        }),
         resources: resources(policy),
         security_context: Some(restricted_container_security()),
         volume_mounts: Some(vec![
@@ -587,9 +630,18 @@ pub fn member_pod(input: MemberPodInput<'_>) -> Result<Pod, BuildError> {
         ]),
         ..Default::default()
     };
+    let install_image = policy
+        .and_then(|p| p.sidecar_image.clone())
+        .filter(|i| !i.is_empty())
+        .unwrap_or_else(|| settings.operator_image.clone());
+    let quantities = |list: &[(&str, &str)]| {
+        list.iter()
+            .map(|(k, v)| (k.to_string(), Quantity(v.to_string())))
+            .collect()
+    };
     let install = Container {
         name: INSTALL_CONTAINER.into(),
-        image: Some(settings.operator_image.clone()),
+        image: Some(install_image),
         image_pull_policy: Some(
             settings
                 .image_pull_policy
@@ -601,6 +653,11 @@ pub fn member_pod(input: MemberPodInput<'_>) -> Result<Pod, BuildError> {
             "install-sidecar".into(),
             SIDECAR_DIR.into(),
         ]),
+        resources: Some(ResourceRequirements {
+            requests: Some(quantities(&INSTALL_REQUESTS)),
+            limits: Some(quantities(&INSTALL_LIMITS)),
+            ..Default::default()
+        }),
         security_context: Some(restricted_container_security()),
         volume_mounts: Some(vec![mount(SIDECAR_VOLUME, SIDECAR_DIR, false)]),
         ..Default::default()
@@ -644,9 +701,21 @@ pub fn member_pod(input: MemberPodInput<'_>) -> Result<Pod, BuildError> {
                 .map(|p| p.node_selector.clone())
                 .filter(|m| !m.is_empty()),
             tolerations: tolerations(policy),
+            image_pull_secrets: image_pull_secrets(policy),
             ..Default::default()
         }),
         ..Default::default()
+    })
+}
+
+fn image_pull_secrets(policy: Option<&PodPolicy>) -> Option<Vec<LocalObjectReference>> {
+    let list = &policy?.image_pull_secrets;
+    (!list.is_empty()).then(|| {
+        list.iter()
+            .map(|s| LocalObjectReference {
+                name: s.name.clone(),
+            })
+            .collect()
     })
 }
 
@@ -868,6 +937,15 @@ mod tests {
                 ("note".into(), "hi".into()),
                 (ANNOTATION_SEED.into(), "true".into()),
             ]),
+            image_pull_secrets: vec![
+                etcd_operator::resource::ImagePullSecret {
+                    name: "regcred".into(),
+                },
+                etcd_operator::resource::ImagePullSecret {
+                    name: "mirror-cred".into(),
+                },
+            ],
+            sidecar_image: Some("mirror.example/etcd-operator:v1".into()),
         });
         let e = endpoints();
         let s = settings();
@@ -922,6 +1000,23 @@ mod tests {
         );
         let init = &spec.init_containers.unwrap()[0];
         assert_eq!(init.image_pull_policy.as_deref(), Some("Always"));
+        assert_eq!(
+            init.image.as_deref(),
+            Some("mirror.example/etcd-operator:v1"),
+            "the init image follows spec.pod.sidecarImage"
+        );
+        assert_eq!(
+            etcd.image.as_deref(),
+            Some("gcr.io/etcd-development/etcd:v3.6.15"),
+            "the etcd image does not"
+        );
+        let pull: Vec<&str> = spec
+            .image_pull_secrets
+            .iter()
+            .flatten()
+            .map(|r| r.name.as_str())
+            .collect();
+        assert_eq!(pull, ["regcred", "mirror-cred"]);
         let data = &spec.volumes.unwrap()[0];
         assert_eq!(
             data.persistent_volume_claim.as_ref().unwrap().claim_name,
@@ -941,6 +1036,108 @@ mod tests {
         })
         .unwrap();
         assert!(none.spec.unwrap().affinity.is_none());
+    }
+
+    #[test]
+    fn probes_init_resources_and_metrics_of_a_default_pod() {
+        let c = cluster(3);
+        let e = endpoints();
+        let s = settings();
+        let pod = member_pod(MemberPodInput {
+            cluster: &c,
+            member: "etcd-cluster-0003",
+            version: EtcdVersion::new(3, 6, 15),
+            seed: false,
+            endpoints: &e,
+            cluster_client_url: None,
+            settings: &s,
+            etcd_tls: true,
+        })
+        .unwrap();
+        let spec = pod.spec.unwrap();
+        assert_eq!(spec.image_pull_secrets, None, "none unless asked for");
+        let etcd = &spec.containers[0];
+
+        // Liveness: the sidecar's own gRPC health on its plaintext port, the service that is
+        // SERVING whatever etcd does; nothing that asks etcd (no HTTP /health, no client or
+        // metrics port, not the readiness service).
+        let live = etcd.liveness_probe.as_ref().expect("a liveness probe");
+        let grpc = live.grpc.as_ref().unwrap();
+        assert_eq!(grpc.port, i32::from(SIDECAR_HEALTH_PORT));
+        assert_eq!(grpc.service.as_deref(), Some(SIDECAR_LIVENESS_SERVICE));
+        assert_ne!(SIDECAR_LIVENESS_SERVICE, SIDECAR_HEALTH_SERVICE);
+        assert!(live.http_get.is_none() && live.tcp_socket.is_none() && live.exec.is_none());
+        for etcd_port in [CLIENT_PORT, PEER_PORT, METRICS_PORT] {
+            assert_ne!(grpc.port, i32::from(etcd_port));
+        }
+        // Generous: over a minute of silence before a restart.
+        let patience = live.period_seconds.unwrap() * live.failure_threshold.unwrap();
+        assert!(patience >= 60, "{patience} s");
+        assert!(live.failure_threshold.unwrap() >= 3);
+        assert!(live.timeout_seconds.unwrap() >= 2);
+        let ready = etcd
+            .readiness_probe
+            .as_ref()
+            .unwrap()
+            .grpc
+            .as_ref()
+            .unwrap();
+        assert_eq!(ready.service.as_deref(), Some(SIDECAR_HEALTH_SERVICE));
+
+        // The init container: the operator image, requests and limits for cpu and memory.
+        let init = &spec.init_containers.as_ref().unwrap()[0];
+        assert_eq!(init.image.as_deref(), Some("op:1"));
+        let r = init.resources.as_ref().expect("init container resources");
+        for (kind, list) in [(&r.requests, INSTALL_REQUESTS), (&r.limits, INSTALL_LIMITS)] {
+            let kind = kind.as_ref().unwrap();
+            assert_eq!(kind.len(), 2);
+            for (k, v) in list {
+                assert_eq!(kind[k].0, v);
+            }
+        }
+
+        // etcd's metrics: a named port and the URL the sidecar passes to etcd, plain http
+        // even with etcd TLS.
+        assert!(
+            etcd.ports
+                .iter()
+                .flatten()
+                .any(|p| p.name.as_deref() == Some(METRICS_PORT_NAME)
+                    && p.container_port == i32::from(METRICS_PORT))
+        );
+        let url = etcd
+            .env
+            .iter()
+            .flatten()
+            .find(|v| v.name == "ETCDOP_LISTEN_METRICS_URL")
+            .and_then(|v| v.value.clone());
+        assert_eq!(url.as_deref(), Some("http://0.0.0.0:2381"));
+        // The peer Service carries the port (the ServiceMonitor's target), the client
+        // Service does not; the component label tells them apart.
+        let peer = peer_service(&c).unwrap();
+        assert_eq!(
+            peer.metadata.labels.as_ref().unwrap()[LABEL_COMPONENT],
+            "peer"
+        );
+        let metrics = peer
+            .spec
+            .unwrap()
+            .ports
+            .unwrap()
+            .into_iter()
+            .find(|p| p.name.as_deref() == Some(METRICS_PORT_NAME))
+            .expect("the metrics port on the peer Service");
+        assert_eq!(metrics.port, i32::from(METRICS_PORT));
+        assert_eq!(
+            metrics.target_port,
+            Some(IntOrString::String(METRICS_PORT_NAME.into()))
+        );
+        let client = client_service(&c).unwrap();
+        assert_eq!(
+            client.metadata.labels.as_ref().unwrap()[LABEL_COMPONENT],
+            "client"
+        );
+        assert_eq!(client.spec.unwrap().ports.unwrap().len(), 1);
     }
 
     #[test]

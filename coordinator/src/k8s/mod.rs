@@ -65,6 +65,10 @@ pub const FIELD_MANAGER: &str = "etcd-operator";
 pub const CLIENT_PORT: u16 = 2379;
 /// etcd's peer port.
 pub const PEER_PORT: u16 = 2380;
+/// etcd's metrics port (`--listen-metrics-urls`: `/metrics` and `/health`, plain http).
+pub const METRICS_PORT: u16 = 2381;
+/// Name of the member Pods' (and the peer Service's) metrics port.
+pub const METRICS_PORT_NAME: &str = "etcd-metrics";
 /// The sidecar's gRPC port (mutual TLS).
 pub const SIDECAR_PORT: u16 = 7401;
 /// The sidecar's plaintext port for probes (gRPC health and GetMemberHealth only).

@@ -1,11 +1,13 @@
 //! Shared crate of the etcd operator: the gRPC contract compiled from `proto/`, the
 //! `EtcdCluster` resource types, spec validation, etcd version rules, member naming,
 //! the membership-grant table, where real etcd binaries come from, and the certificates of
-//! the control path and of etcd (issuing, and reading identities back), and backups'
-//! metadata, names and retention.
+//! the control path and of etcd (issuing, and reading identities back), the control path's
+//! TLS (`tls`: mutual TLS between the coordinator and the sidecars), and backups' metadata,
+//! names and retention.
 //!
-//! Everything here is pure (no network, no processes) so that the coordinator, the
-//! sidecar and the tests share one definition of each rule.
+//! Everything here but `tls` is pure (no network, no processes) so that the coordinator, the
+//! sidecar and the tests share one definition of each rule; `tls` is here because both
+//! binaries speak it.
 #![forbid(unsafe_code)]
 
 pub mod backup;
@@ -17,6 +19,7 @@ pub mod manifest;
 pub mod naming;
 pub mod pki;
 pub mod resource;
+pub mod tls;
 pub mod validate;
 pub mod version;
 

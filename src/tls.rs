@@ -15,7 +15,7 @@ use std::{
     time::Duration,
 };
 
-use etcd_operator::identity::PeerIdentity;
+use crate::identity::PeerIdentity;
 use rustls::{
     ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig, SignatureScheme,
     client::{
@@ -95,7 +95,8 @@ pub struct TlsFiles {
     pub ca: PathBuf,
 }
 
-fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
+/// Reads a file of credentials; the error names the file.
+pub fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
     std::fs::read(path).map_err(|source| TlsError::Io {
         path: path.to_path_buf(),
         source,
@@ -462,55 +463,10 @@ pub fn caller<T>(request: &Request<T>) -> Result<PeerIdentity, Status> {
     PeerIdentity::from_der(leaf).map_err(|e| Status::unauthenticated(e.to_string()))
 }
 
-/// The directory of etcd's TLS files (`--etcd-tls-dir`), named as the coordinator issues
-/// them ([`MemberFile`](etcd_operator::pki::MemberFile)).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct EtcdTlsDir {
-    /// The directory.
-    pub dir: PathBuf,
-}
-
-impl EtcdTlsDir {
-    /// A file of the directory.
-    pub fn file(&self, name: &str) -> PathBuf {
-        self.dir.join(name)
-    }
-
-    /// The files etcd and the sidecar need, each checked to exist.
-    pub fn check(&self) -> Result<(), TlsError> {
-        use etcd_operator::pki::MemberFile as F;
-        for name in [
-            F::ETCD_CA,
-            F::ETCD_SERVER_CERT,
-            F::ETCD_SERVER_KEY,
-            F::ETCD_PEER_CERT,
-            F::ETCD_PEER_KEY,
-            F::ETCD_CLIENT_CERT,
-            F::ETCD_CLIENT_KEY,
-        ] {
-            let path = self.file(name);
-            std::fs::metadata(&path).map_err(|source| TlsError::Io { path, source })?;
-        }
-        Ok(())
-    }
-
-    /// The sidecar's own etcd client TLS, read now (so a rotated certificate is used by the
-    /// next client made).
-    pub fn client_options(&self) -> Result<etcd_client::TlsOptions, TlsError> {
-        use etcd_operator::pki::MemberFile as F;
-        let ca = read(&self.file(F::ETCD_CA))?;
-        let cert = read(&self.file(F::ETCD_CLIENT_CERT))?;
-        let key = read(&self.file(F::ETCD_CLIENT_KEY))?;
-        Ok(etcd_client::TlsOptions::new()
-            .ca_certificate(etcd_client::Certificate::from_pem(ca))
-            .identity(etcd_client::Identity::from_pem(cert, key)))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use etcd_operator::{
+    use crate::{
         ClusterKey,
         pki::{Authority, LeafRequest, Usage},
     };

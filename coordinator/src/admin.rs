@@ -9,6 +9,7 @@
 
 use std::{net::SocketAddr, path::Path, sync::Arc, time::Duration};
 
+use etcd_operator::tls::{ClientTls, channel};
 use etcd_operator::{
     ClusterKey,
     identity::{OPERATOR_URI, PeerIdentity},
@@ -17,10 +18,9 @@ use etcd_operator::{
         Backup, DeleteMemberRequest, TakeBackupRequest, coordinator_client::CoordinatorClient,
     },
 };
-use etcd_sidecar::tls::{ClientTls, channel};
 use thiserror::Error;
 
-use crate::{local_pki::LocalPki, security::Issuing};
+use crate::{local::LocalPki, security::Issuing};
 
 /// How long the command's certificate is valid: enough for one command.
 const COMMAND_CERT_VALIDITY: Duration = Duration::from_secs(600);

@@ -1346,7 +1346,7 @@ impl<R: Runtime> ClusterController<R> {
             member: info.name.clone(),
             message,
         };
-        let channel = etcd_sidecar::tls::channel(
+        let channel = etcd_operator::tls::channel(
             &info.sidecar_url,
             self.runtime.sidecar_tls(&self.key, &info.name),
             Duration::from_secs(3),

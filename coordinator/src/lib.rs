@@ -3,10 +3,13 @@
 //!
 //! `plan` is pure; `controller` runs observe -> plan -> act -> status for one cluster;
 //! `registry` and `service` are the sidecars' and people's side of the gRPC contract;
-//! `runtime` and `local` are where members live; `local_mode` ties them together for
-//! `etcd-coordinator local`; `status` prints what the coordinator serves. `security` and
-//! `local_pki` hold the control path's TLS and the certificates the runtimes issue; `admin`
-//! is an operator's commands against a running local coordinator.
+//! `runtime` says what a place members live in must do, and the two runtimes have the same
+//! shape: `local` (processes; `local::mode` is `etcd-coordinator local`) and `k8s` (Pods;
+//! `k8s::operator` is `etcd-coordinator kubernetes`); `status` prints what the coordinator
+//! serves. `security` holds the coordinator's side of the control path's TLS (the TLS itself
+//! is the shared crate's `etcd_operator::tls`), `local::pki` and `k8s::runtime` the
+//! certificates the runtimes issue; `admin` is an operator's commands against a running local
+//! coordinator.
 #![forbid(unsafe_code)]
 
 pub mod admin;
@@ -15,8 +18,6 @@ pub mod controller;
 pub mod k8s;
 pub mod leadership;
 pub mod local;
-pub mod local_mode;
-pub mod local_pki;
 pub mod metrics;
 pub mod plan;
 pub mod registry;

@@ -5,8 +5,7 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::{Parser, Subcommand};
 use etcd_coordinator::{
-    local::SidecarCommand,
-    local_mode::{LocalOptions, run_local},
+    local::{LocalOptions, SidecarCommand, run_local},
     plan::Policy,
     status::{Output, StatusTls, fetch_and_render},
 };
@@ -222,7 +221,7 @@ fn init_logs(default: &str) {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    etcd_sidecar::tls::install_default_provider();
+    etcd_operator::tls::install_default_provider();
     match cli.command {
         Command::Local {
             path,

@@ -6,7 +6,7 @@ use std::{future::Future, sync::Arc};
 use etcd_operator::{ClusterKey, EtcdVersion, grant::UnixMillis};
 
 pub use crate::plan::MemberData;
-use etcd_sidecar::tls::ClientTls;
+use etcd_operator::tls::ClientTls;
 use thiserror::Error;
 
 /// One member as the runtime has it.

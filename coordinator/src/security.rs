@@ -12,13 +12,13 @@ use std::{
     time::Duration,
 };
 
+use etcd_operator::tls::{
+    ClientAuth, ClientTls, CredentialSource, Credentials, ServerTls, TlsError,
+};
 use etcd_operator::{
     ClusterKey,
     identity::{COORDINATOR_URI, PeerIdentity},
     pki::{Authority, IssuedCert, LeafRequest, UnixSeconds, Usage, validity},
-};
-use etcd_sidecar::tls::{
-    ClientAuth, ClientTls, CredentialSource, Credentials, ServerTls, TlsError,
 };
 
 /// Seconds since the Unix epoch, now.

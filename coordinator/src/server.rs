@@ -12,7 +12,7 @@
 use std::sync::Arc;
 
 use etcd_operator::proto::coordinator_server::CoordinatorServer;
-use etcd_sidecar::tls::ServerTls;
+use etcd_operator::tls::ServerTls;
 use tokio::{net::TcpListener, sync::watch};
 use tonic_health::server::HealthReporter;
 

@@ -23,7 +23,7 @@ use tonic::{Request, Response, Status, Streaming};
 use tracing::{info, warn};
 
 use etcd_operator::identity::PeerIdentity;
-use etcd_sidecar::tls;
+use etcd_operator::tls;
 
 use crate::registry::{ReceivedReport, Registry, now_ms};
 

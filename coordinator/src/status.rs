@@ -37,7 +37,7 @@ async fn status_client(
     let mut endpoint = tonic::transport::Endpoint::from_shared(grpc_url.to_string())
         .map_err(|e| unreachable(&e))?;
     if let Some(tls) = tls {
-        etcd_sidecar::tls::install_default_provider();
+        etcd_operator::tls::install_default_provider();
         let mut config = tonic::transport::ClientTlsConfig::new()
             .ca_certificate(tonic::transport::Certificate::from_pem(tls.ca_pem));
         if let Some(name) = tls.server_name {

@@ -23,6 +23,7 @@ use std::{
 };
 
 use etcd_coordinator::security::now_secs;
+use etcd_operator::tls::{ClientTls, CredentialSource, Credentials, TlsError};
 use etcd_operator::{
     ClusterKey,
     etcd_bin::EtcdBinaries,
@@ -35,7 +36,6 @@ use etcd_operator::{
         coordinator_client::CoordinatorClient, sidecar_client::SidecarClient,
     },
 };
-use etcd_sidecar::tls::{ClientTls, CredentialSource, Credentials, TlsError};
 use testkit::{
     local_cluster::{
         ClusterMonitor, CoordinatorOptions, LocalCoordinator, Writer, describe, etcd_client_tls,
@@ -125,7 +125,7 @@ impl Caller {
     fn channel(&self, ca: &Authority, url: &str, server: PeerIdentity) -> Channel {
         let source = match self {
             Self::NoCertificate => {
-                etcd_sidecar::tls::install_default_provider();
+                etcd_operator::tls::install_default_provider();
                 let tls = tonic::transport::ClientTlsConfig::new()
                     .ca_certificate(tonic::transport::Certificate::from_pem(ca.cert_pem()));
                 return tonic::transport::Endpoint::from_shared(url.to_string())
@@ -142,7 +142,7 @@ impl Caller {
             }
             Self::Valid(uri) => credentials(ca, uri, ca.cert_pem()),
         };
-        etcd_sidecar::tls::channel(
+        etcd_operator::tls::channel(
             url,
             ClientTls::new(source, server),
             Duration::from_secs(3),
@@ -609,7 +609,7 @@ async fn served_certificate(client_url: &str, bundle: &Path) -> anyhow::Result<V
     let certs: Vec<CertificateDer<'static>> =
         CertificateDer::pem_slice_iter(&read("tls.crt")?).collect::<Result<_, _>>()?;
     let key = PrivateKeyDer::from_pem_slice(&read("tls.key")?)?;
-    let config = rustls::ClientConfig::builder_with_provider(etcd_sidecar::tls::provider())
+    let config = rustls::ClientConfig::builder_with_provider(etcd_operator::tls::provider())
         .with_safe_default_protocol_versions()?
         .with_root_certificates(roots)
         .with_client_auth_cert(certs, key)?;

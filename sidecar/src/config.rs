@@ -130,7 +130,7 @@ pub enum ConfigError {
     MissingTls(&'static str),
     /// A TLS file or directory is unusable.
     #[error("{0}")]
-    Tls(#[from] crate::tls::TlsError),
+    Tls(#[from] etcd_operator::tls::TlsError),
     /// A URL's scheme does not match the TLS settings.
     #[error("--{flag} {value:?} must be {scheme}:// {why}")]
     Scheme {
@@ -183,11 +183,11 @@ pub struct SidecarConfig {
     /// etcd's log level.
     pub etcd_log_level: String,
     /// The control path's certificate, key and CA.
-    pub tls: crate::tls::TlsFiles,
+    pub tls: etcd_operator::tls::TlsFiles,
     /// The plaintext health address, if any.
     pub health_addr: Option<SocketAddr>,
     /// etcd's TLS files, when etcd uses TLS.
-    pub etcd_tls: Option<crate::tls::EtcdTlsDir>,
+    pub etcd_tls: Option<crate::etcd_tls::EtcdTlsDir>,
 }
 
 impl SidecarConfig {
@@ -237,7 +237,7 @@ fn required_file(flag: &'static str, path: Option<PathBuf>) -> Result<PathBuf, C
         .filter(|p| !p.as_os_str().is_empty())
         .ok_or(ConfigError::MissingTls(flag))?;
     std::fs::metadata(&path).map_err(|source| {
-        ConfigError::Tls(crate::tls::TlsError::Io {
+        ConfigError::Tls(etcd_operator::tls::TlsError::Io {
             path: path.clone(),
             source,
         })
@@ -304,7 +304,7 @@ impl RunArgs {
         check_url("grpc-url", &grpc_url)?;
         check_scheme("coordinator-url", &self.coordinator_url, true, control)?;
         check_scheme("grpc-url", &grpc_url, true, control)?;
-        let tls = crate::tls::TlsFiles {
+        let tls = etcd_operator::tls::TlsFiles {
             cert: required_file("tls-cert", self.tls_cert)?,
             key: required_file("tls-key", self.tls_key)?,
             ca: required_file("tls-ca", self.tls_ca)?,
@@ -312,7 +312,7 @@ impl RunArgs {
         let etcd_tls = self
             .etcd_tls_dir
             .filter(|d| !d.as_os_str().is_empty())
-            .map(|dir| crate::tls::EtcdTlsDir { dir });
+            .map(|dir| crate::etcd_tls::EtcdTlsDir { dir });
         if let Some(dir) = &etcd_tls {
             dir.check()?;
         }

@@ -102,7 +102,7 @@ mod tests {
             cluster_endpoints: vec![],
             report_interval: Duration::from_secs(1),
             etcd_log_level: "warn".into(),
-            tls: crate::tls::TlsFiles {
+            tls: etcd_operator::tls::TlsFiles {
                 cert: "/t/tls.crt".into(),
                 key: "/t/tls.key".into(),
                 ca: "/t/ca.crt".into(),
@@ -117,7 +117,7 @@ mod tests {
         let plain = etcd_args(&cfg(), &Bootstrap::FromData);
         assert!(!plain.iter().any(|a| a.contains("cert")), "{plain:?}");
         let mut c = cfg();
-        c.etcd_tls = Some(crate::tls::EtcdTlsDir { dir: "/t".into() });
+        c.etcd_tls = Some(crate::etcd_tls::EtcdTlsDir { dir: "/t".into() });
         let args = etcd_args(&c, &Bootstrap::FromData);
         for want in [
             "--cert-file=/t/etcd-server.crt",
@@ -147,7 +147,7 @@ mod tests {
             );
             let mut c = cfg();
             c.listen_metrics_url = Some("http://0.0.0.0:2381".into());
-            c.etcd_tls = Some(crate::tls::EtcdTlsDir { dir: "/t".into() });
+            c.etcd_tls = Some(crate::etcd_tls::EtcdTlsDir { dir: "/t".into() });
             let on = etcd_args(&c, &bootstrap);
             let metrics: Vec<&String> = on
                 .iter()

@@ -3,19 +3,24 @@
 //! Pipeline: validate configuration (`config`) -> decide how to start and start etcd
 //! (`member`, `supervisor`, `etcd_args`, `identity`) -> observe and report health
 //! (`health`) -> serve the coordinator's requests to leave or hand off (`service`), over
-//! mutual TLS (`tls`), with gRPC health for probes on a plaintext port of its own.
+//! mutual TLS (the shared crate's `etcd_operator::tls`), with gRPC health for probes on a
+//! plaintext port of its own. etcd's own TLS files are `etcd_tls`'s.
 #![deny(unsafe_code)] // one audited exception: `supervisor::die_with_parent`
 
 pub mod backup;
 pub mod config;
 pub mod error;
 pub mod etcd_args;
+pub mod etcd_tls;
 pub mod health;
 pub mod identity;
 pub mod member;
 pub mod service;
 pub mod supervisor;
-pub mod tls;
+
+/// The control path's TLS, which lives in the shared crate (the coordinator uses it too);
+/// named here as well for the tests and tools that drive a sidecar.
+pub use etcd_operator::tls;
 
 use std::{future::Future, sync::Arc};
 

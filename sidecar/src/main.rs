@@ -27,7 +27,7 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    etcd_sidecar::tls::install_default_provider();
+    etcd_operator::tls::install_default_provider();
     let cli = Cli::parse();
     match cli.command {
         Command::Run(args) => {

@@ -15,12 +15,11 @@ use tokio::sync::watch;
 use tonic::{Request, Response, Status};
 use tracing::{info, warn};
 
-use etcd_operator::identity::PeerIdentity;
+use etcd_operator::{identity::PeerIdentity, tls};
 
 use crate::{
     error::SidecarError,
     member::{DEFAULT_HANDOFF_RESTART_TIMEOUT, Member},
-    tls,
 };
 
 /// What a listener lets its callers do.

@@ -17,6 +17,7 @@ use std::{
     sync::{Arc, Mutex},
 };
 
+use etcd_operator::tls::ClientTls;
 use etcd_operator::{
     ClusterKey, EtcdVersion,
     grant::UnixMillis,
@@ -24,7 +25,6 @@ use etcd_operator::{
     pki::{Authority, MemberCertSpec, client_files, member_files, member_hosts},
     resource::EtcdCluster,
 };
-use etcd_sidecar::tls::ClientTls;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Secret};
 use kube::{
     Client, ResourceExt,

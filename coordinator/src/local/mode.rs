@@ -12,10 +12,9 @@ use etcd_operator::{
 use tokio::{sync::watch, task::JoinHandle};
 use tracing::{error, info, warn};
 
+use super::{LocalPki, LocalRuntime, SidecarCommand};
 use crate::{
     controller::ClusterController,
-    local::{LocalRuntime, SidecarCommand},
-    local_pki::LocalPki,
     plan::{Phase, Policy},
     registry::Registry,
     security::ControlPlane,

@@ -26,6 +26,7 @@ use std::{
     time::Duration,
 };
 
+use etcd_operator::tls::ClientTls;
 use etcd_operator::{
     ClusterKey, EtcdVersion,
     etcd_bin::EtcdBinaries,
@@ -33,7 +34,6 @@ use etcd_operator::{
     naming::member_ordinal,
     pki::{MemberCertSpec, MemberFile, member_hosts},
 };
-use etcd_sidecar::tls::ClientTls;
 use nix::{
     sys::signal::{Signal, kill},
     unistd::Pid,
@@ -45,8 +45,8 @@ use tokio::{
 };
 use tracing::{info, warn};
 
+use super::pki::{LocalPki, LocalPkiError};
 use crate::{
-    local_pki::{LocalPki, LocalPkiError},
     registry::now_ms,
     runtime::{MemberData, MemberInfo, RestartHistory, Runtime, RuntimeError},
     security::ControlPlane,

@@ -8,6 +8,7 @@ use std::{sync::Arc, time::Duration};
 
 use etcd_client::{Client, ConnectOptions, MemberAddOptions};
 use etcd_operator::identity::PeerIdentity;
+use etcd_operator::tls::ClientTls;
 use etcd_operator::{
     EtcdVersion,
     proto::{
@@ -26,9 +27,9 @@ use crate::{
     config::SidecarConfig,
     error::{SidecarError, is_transient},
     etcd_args::{Bootstrap, etcd_args},
+    etcd_tls::EtcdTlsDir,
     identity::{Identity, MemberDir},
     supervisor::Supervisor,
-    tls::{ClientTls, EtcdTlsDir},
 };
 
 /// How long a joiner waits for its learner to catch up and be promoted.
@@ -105,7 +106,7 @@ pub use etcd_operator::now_ms as now_unix_ms;
 
 /// A new (lazily connecting) channel to the coordinator.
 fn coordinator_channel(url: &str, tls: &Arc<ClientTls>) -> Result<Channel, SidecarError> {
-    crate::tls::channel(
+    etcd_operator::tls::channel(
         url,
         Arc::clone(tls),
         Duration::from_secs(2),

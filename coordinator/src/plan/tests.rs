@@ -1,0 +1,1886 @@
+use etcd_operator::validate::SpecError;
+
+use super::*;
+
+mod oracle;
+use oracle::check_invariants;
+mod world;
+
+const CLUSTER: &str = "demo";
+const NOW: UnixMillis = 1_000_000;
+const V34: EtcdVersion = EtcdVersion::new(3, 4, 45);
+const V35: EtcdVersion = EtcdVersion::new(3, 5, 34);
+const V36: EtcdVersion = EtcdVersion::new(3, 6, 15);
+
+fn name(ordinal: u32) -> String {
+    member_name(CLUSTER, ordinal)
+}
+
+fn id(ordinal: u32) -> u64 {
+    0x1000 + u64::from(ordinal)
+}
+
+fn v(text: &str) -> EtcdVersion {
+    text.parse().unwrap()
+}
+
+fn waiting(reason: WaitReason) -> Action {
+    Action::Wait { reason }
+}
+
+/// Builds an [`Observed`] one fact at a time.
+#[derive(Clone)]
+struct Situation(Observed);
+
+impl Situation {
+    /// No member, no cluster, spec `size` at 3.6.15.
+    fn empty(size: u32) -> Self {
+        Self(Observed {
+            cluster: ClusterKey::local(CLUSTER),
+            spec: Ok(ValidSpec {
+                size,
+                version: V36,
+                allow_downgrade: false,
+                quorum_loss: QuorumLossPolicy::Manual,
+                warnings: Vec::new(),
+            }),
+            members: Vec::new(),
+            etcd_members: None,
+            grant: None,
+            next_ordinal: 0,
+            delete_requested: Vec::new(),
+            backup_due: false,
+            restore: None,
+            recovery_backup: None,
+            now: NOW,
+            policy: Policy::default(),
+        })
+    }
+
+    /// `n` healthy voters with ordinals `0..n`, member 0 leading, spec size `n`.
+    fn healthy(n: u32) -> Self {
+        let mut s = Self::empty(n);
+        s.0.etcd_members = Some(Vec::new());
+        for ordinal in 0..n {
+            s = s.voter(ordinal);
+        }
+        s.leader(0)
+    }
+
+    fn add(&mut self, ordinal: u32, report: Option<MemberReport>) {
+        self.0.members.push(RuntimeMember {
+            name: name(ordinal),
+            ordinal,
+            running: true,
+            down_since: None,
+            version: V36,
+            report,
+            data: MemberData::Intact,
+            restart_on_request: false,
+            restarts: 0,
+            failing_since: None,
+        });
+        self.0.next_ordinal = self.0.next_ordinal.max(ordinal + 1);
+    }
+
+    fn add_entry(&mut self, ordinal: u32, named: bool, is_learner: bool) {
+        self.0
+            .etcd_members
+            .get_or_insert_with(Vec::new)
+            .push(EtcdMember {
+                id: id(ordinal),
+                name: if named { name(ordinal) } else { String::new() },
+                peer_urls: vec![format!("http://127.0.0.1:{}", 2380 + ordinal)],
+                client_urls: Vec::new(),
+                is_learner,
+            });
+    }
+
+    fn healthy_report(ordinal: u32, learner: bool) -> MemberReport {
+        MemberReport {
+            member_id: id(ordinal),
+            healthy: true,
+            leader: false,
+            learner,
+            etcd_version: V36.to_string(),
+            phase: if learner {
+                ReportedPhase::Joining
+            } else {
+                ReportedPhase::Running
+            },
+            observed_at: NOW - 500,
+            raft_index: 100 + u64::from(ordinal),
+            revision: 50,
+        }
+    }
+
+    /// A healthy voter.
+    fn voter(mut self, ordinal: u32) -> Self {
+        self.add(ordinal, Some(Self::healthy_report(ordinal, false)));
+        self.add_entry(ordinal, true, false);
+        self
+    }
+
+    /// A member added as a learner and running.
+    fn learner(mut self, ordinal: u32) -> Self {
+        self.add(ordinal, Some(Self::healthy_report(ordinal, true)));
+        self.add_entry(ordinal, true, true);
+        self
+    }
+
+    /// A member the runtime created whose sidecar has not joined yet.
+    fn joiner(mut self, ordinal: u32) -> Self {
+        self.add(
+            ordinal,
+            Some(MemberReport {
+                member_id: 0,
+                healthy: false,
+                leader: false,
+                learner: false,
+                etcd_version: String::new(),
+                phase: ReportedPhase::Starting,
+                observed_at: NOW - 500,
+                raft_index: 0,
+                revision: 0,
+            }),
+        );
+        self
+    }
+
+    /// An entry etcd lists without a name: added, never started.
+    fn unnamed_learner(mut self, ordinal: u32) -> Self {
+        self.add_entry(ordinal, false, true);
+        self
+    }
+
+    fn member(&mut self, ordinal: u32) -> &mut RuntimeMember {
+        self.0
+            .members
+            .iter_mut()
+            .find(|m| m.ordinal == ordinal)
+            .unwrap()
+    }
+
+    fn report(&mut self, ordinal: u32) -> &mut MemberReport {
+        self.member(ordinal).report.as_mut().unwrap()
+    }
+
+    fn leader(mut self, ordinal: u32) -> Self {
+        for m in &mut self.0.members {
+            if let Some(r) = m.report.as_mut() {
+                r.leader = m.ordinal == ordinal;
+            }
+        }
+        self
+    }
+
+    fn size(mut self, size: u32) -> Self {
+        self.spec_mut().size = size;
+        self
+    }
+
+    fn spec_version(mut self, version: &str) -> Self {
+        self.spec_mut().version = v(version);
+        self
+    }
+
+    fn spec_mut(&mut self) -> &mut ValidSpec {
+        self.0.spec.as_mut().unwrap()
+    }
+
+    /// Every member runs `version`.
+    fn all_run(mut self, version: &str) -> Self {
+        let ordinals: Vec<u32> = self.0.members.iter().map(|m| m.ordinal).collect();
+        for ordinal in ordinals {
+            self = self.runs(ordinal, version);
+        }
+        self
+    }
+
+    fn runs(mut self, ordinal: u32, version: &str) -> Self {
+        let m = self.member(ordinal);
+        m.version = v(version);
+        if let Some(r) = m.report.as_mut() {
+            r.etcd_version = version.to_string();
+        }
+        self
+    }
+
+    /// Not running for a minute (dead), its last report as old.
+    fn dead(self, ordinal: u32) -> Self {
+        self.down_for(ordinal, 60_000)
+    }
+
+    /// Not running for two seconds (down, not dead).
+    fn down(self, ordinal: u32) -> Self {
+        self.down_for(ordinal, 2_000)
+    }
+
+    fn down_for(mut self, ordinal: u32, ms: i64) -> Self {
+        let m = self.member(ordinal);
+        m.running = false;
+        m.down_since = Some(NOW - ms);
+        if let Some(r) = m.report.as_mut() {
+            r.observed_at = NOW - ms;
+        }
+        self
+    }
+
+    /// Its process exited `ms` ago with its data intact; the runtime waits for the planner
+    /// to start it again (local mode, or a Pod gone whose claim stays).
+    fn crashed_for(mut self, ordinal: u32, ms: i64) -> Self {
+        self = self.down_for(ordinal, ms);
+        let m = self.member(ordinal);
+        m.restart_on_request = true;
+        m.failing_since = m.down_since;
+        self
+    }
+
+    /// Exited just now with its data intact.
+    fn crashed(self, ordinal: u32) -> Self {
+        self.crashed_for(ordinal, 0)
+    }
+
+    /// Crashed, and its data is gone too (wiped, or never written).
+    fn wiped(mut self, ordinal: u32) -> Self {
+        self = self.crashed(ordinal);
+        self.member(ordinal).data = MemberData::Gone;
+        self
+    }
+
+    /// Restarted `restarts` times since it first failed `failing_ms` ago; down again
+    /// for `down_ms`.
+    fn crash_looping(mut self, ordinal: u32, restarts: u32, failing_ms: i64, down_ms: i64) -> Self {
+        self = self.crashed_for(ordinal, down_ms);
+        let m = self.member(ordinal);
+        m.restarts = restarts;
+        m.failing_since = Some(NOW - failing_ms);
+        self
+    }
+
+    fn raft(mut self, ordinal: u32, raft_index: u64, revision: i64) -> Self {
+        let r = self.report(ordinal);
+        r.raft_index = raft_index;
+        r.revision = revision;
+        self
+    }
+
+    /// Running, no leader (quorum is gone), still reporting its raft index.
+    fn leaderless(mut self, ordinal: u32) -> Self {
+        let r = self.report(ordinal);
+        r.healthy = false;
+        r.leader = false;
+        self
+    }
+
+    fn backup_due(mut self) -> Self {
+        self.0.backup_due = true;
+        self
+    }
+
+    fn restore(mut self, found: Result<&str, &str>) -> Self {
+        self.0.restore = Some(found.map(str::to_string).map_err(str::to_string));
+        self
+    }
+
+    fn recovery_backup(mut self, found: Result<&str, &str>) -> Self {
+        self.0.recovery_backup = Some(found.map(str::to_string).map_err(str::to_string));
+        self
+    }
+
+    fn delete_asked(mut self, ordinal: u32) -> Self {
+        self.0.delete_requested.push(name(ordinal));
+        self
+    }
+
+    fn quorum_loss(mut self, policy: QuorumLossPolicy) -> Self {
+        self.spec_mut().quorum_loss = policy;
+        self
+    }
+
+    /// Running, but its last report is a minute old (a control-path partition).
+    fn stale(mut self, ordinal: u32) -> Self {
+        self.report(ordinal).observed_at = NOW - 60_000;
+        self
+    }
+
+    fn unreported(mut self, ordinal: u32) -> Self {
+        let m = self
+            .0
+            .members
+            .iter_mut()
+            .find(|m| m.ordinal == ordinal)
+            .expect("member exists");
+        m.report = None;
+        self
+    }
+
+    fn unhealthy(mut self, ordinal: u32) -> Self {
+        self.report(ordinal).healthy = false;
+        self
+    }
+
+    fn reported_phase(mut self, ordinal: u32, phase: ReportedPhase) -> Self {
+        self.report(ordinal).phase = phase;
+        self
+    }
+
+    /// etcd lists it; the runtime has no such member.
+    fn orphan(mut self, ordinal: u32) -> Self {
+        self.0.members.retain(|m| m.ordinal != ordinal);
+        self
+    }
+
+    /// Gone from etcd's member list.
+    fn unlisted(mut self, ordinal: u32) -> Self {
+        if let Some(list) = self.0.etcd_members.as_mut() {
+            list.retain(|e| e.id != id(ordinal));
+        }
+        self
+    }
+
+    /// Left on request: unlisted, its sidecar reports Removed.
+    fn removed(self, ordinal: u32) -> Self {
+        self.unlisted(ordinal)
+            .reported_phase(ordinal, ReportedPhase::Removed)
+    }
+
+    /// Entirely gone (runtime and etcd), ordinal retired.
+    fn retired(self, ordinal: u32) -> Self {
+        self.unlisted(ordinal).orphan(ordinal)
+    }
+
+    fn grant(mut self, member: &str, kind: ChangeKind) -> Self {
+        self.0.grant = Some(MembershipGrant {
+            id: format!("{CLUSTER}-7"),
+            member: member.to_string(),
+            kind,
+            issued_at: NOW - 1_000,
+            expires_at: NOW + 100_000,
+            adopted: false,
+        });
+        self
+    }
+
+    fn etcd_unreadable(mut self) -> Self {
+        self.0.etcd_members = None;
+        self
+    }
+
+    fn invalid(mut self) -> Self {
+        self.0.spec = Err(SpecErrors(vec![SpecError::SizeTooSmall(0)]));
+        self
+    }
+
+    fn next_ordinal(mut self, next: u32) -> Self {
+        self.0.next_ordinal = next;
+        self
+    }
+
+    fn plan(&self) -> Plan {
+        let plan = plan(&self.0);
+        check_invariants(&self.0, &plan);
+        plan
+    }
+
+    fn action(&self) -> Action {
+        self.plan().action
+    }
+}
+
+/// One case of a table: a situation, the exact action, the phase.
+fn assert_cases(cases: Vec<(&str, Situation, Action, Phase)>) {
+    for (what, situation, action, phase) in cases {
+        let plan = situation.plan();
+        assert_eq!(plan.action, action, "{what}");
+        assert_eq!(plan.phase, phase, "{what}: {:?}", plan.action);
+    }
+}
+
+#[test]
+fn creating_a_cluster_from_nothing() {
+    assert_cases(vec![
+        (
+            "no member, no cluster: the seed",
+            Situation::empty(3),
+            Action::CreateSeed {
+                name: name(0),
+                version: V36,
+            },
+            Phase::Creating,
+        ),
+        (
+            "the seed is up, size 3: the next member",
+            Situation::healthy(1).size(3),
+            Action::CreateMember {
+                name: name(1),
+                version: V36,
+            },
+            Phase::Creating,
+        ),
+        (
+            "the seed is bootstrapping: wait, never a second seed",
+            Situation::empty(3)
+                .joiner(0)
+                .reported_phase(0, ReportedPhase::Bootstrapping),
+            waiting(WaitReason::MemberJoining(name(0))),
+            Phase::Creating,
+        ),
+        (
+            "the seed's process started, no report yet",
+            {
+                let mut s = Situation::empty(3);
+                s.add(0, None);
+                s
+            },
+            waiting(WaitReason::MemberJoining(name(0))),
+            Phase::Creating,
+        ),
+        (
+            "the seed's pod is not running yet",
+            Situation::empty(3).joiner(0).down(0),
+            waiting(WaitReason::MemberDown(name(0))),
+            Phase::Creating,
+        ),
+        (
+            "bootstrap grant in flight",
+            Situation::empty(3)
+                .joiner(0)
+                .grant(&name(0), ChangeKind::Bootstrap),
+            waiting(WaitReason::ChangeInFlight(format!(
+                "bootstrap of {} (grant {CLUSTER}-7)",
+                name(0)
+            ))),
+            Phase::Creating,
+        ),
+        (
+            "size 1 reached",
+            Situation::healthy(1),
+            Action::Steady,
+            Phase::Running,
+        ),
+    ]);
+}
+
+#[test]
+fn one_member_joins_at_a_time() {
+    assert_cases(vec![
+        (
+            "a learner in etcd",
+            Situation::healthy(1).size(3).learner(1),
+            waiting(WaitReason::MemberJoining(name(1))),
+            Phase::Creating,
+        ),
+        (
+            "created, not yet in etcd",
+            Situation::healthy(3).size(5).joiner(3),
+            waiting(WaitReason::MemberJoining(name(3))),
+            Phase::Scaling,
+        ),
+        (
+            "created, pod not running yet: joining, not down",
+            Situation::healthy(3).size(5).joiner(3).down(3),
+            waiting(WaitReason::MemberJoining(name(3))),
+            Phase::Scaling,
+        ),
+        (
+            "added but not started: the unnamed entry belongs to the joiner",
+            Situation::healthy(3).size(5).joiner(3).unnamed_learner(3),
+            waiting(WaitReason::MemberJoining(name(3))),
+            Phase::Scaling,
+        ),
+        (
+            "the joiner reported the id of its unnamed entry",
+            {
+                let mut s = Situation::healthy(3).size(5).joiner(3).unnamed_learner(3);
+                s.report(3).member_id = id(3);
+                s.report(3).phase = ReportedPhase::Joining;
+                s
+            },
+            waiting(WaitReason::MemberJoining(name(3))),
+            Phase::Scaling,
+        ),
+        (
+            "add grant in flight",
+            Situation::healthy(3)
+                .size(5)
+                .joiner(3)
+                .grant(&name(3), ChangeKind::Add),
+            waiting(WaitReason::ChangeInFlight(format!(
+                "add of {} (grant {CLUSTER}-7)",
+                name(3)
+            ))),
+            Phase::Scaling,
+        ),
+        (
+            "a grant in flight blocks even a dead member's removal",
+            Situation::healthy(3)
+                .dead(2)
+                .grant(&name(1), ChangeKind::Replace),
+            waiting(WaitReason::ChangeInFlight(format!(
+                "replace of {} (grant {CLUSTER}-7)",
+                name(1)
+            ))),
+            Phase::Recovering,
+        ),
+    ]);
+}
+
+#[test]
+fn scales_3_to_5_one_member_at_a_time() {
+    let steps = [
+        Situation::healthy(3).size(5),
+        Situation::healthy(3).size(5).joiner(3),
+        Situation::healthy(3).size(5).learner(3),
+        Situation::healthy(4).size(5),
+        Situation::healthy(4).size(5).joiner(4),
+        Situation::healthy(4).size(5).learner(4),
+        Situation::healthy(5),
+    ];
+    let actions: Vec<Action> = steps.iter().map(Situation::action).collect();
+    assert_eq!(
+        actions,
+        vec![
+            Action::CreateMember {
+                name: name(3),
+                version: V36
+            },
+            waiting(WaitReason::MemberJoining(name(3))),
+            waiting(WaitReason::MemberJoining(name(3))),
+            Action::CreateMember {
+                name: name(4),
+                version: V36
+            },
+            waiting(WaitReason::MemberJoining(name(4))),
+            waiting(WaitReason::MemberJoining(name(4))),
+            Action::Steady,
+        ]
+    );
+    assert_eq!(steps[0].plan().phase, Phase::Scaling);
+}
+
+#[test]
+fn scales_down_highest_ordinal_first_and_the_leader_last() {
+    assert_cases(vec![
+        (
+            "5 to 3: the highest ordinal",
+            Situation::healthy(5).size(3),
+            Action::AskToLeave { name: name(4) },
+            Phase::Scaling,
+        ),
+        (
+            "5 to 3 with the highest ordinal leading: the next one",
+            Situation::healthy(5).size(3).leader(4),
+            Action::AskToLeave { name: name(3) },
+            Phase::Scaling,
+        ),
+        (
+            "2 to 1: the non-leader, even with the lower ordinal",
+            Situation::healthy(2).size(1).leader(1),
+            Action::AskToLeave { name: name(0) },
+            Phase::Scaling,
+        ),
+        (
+            "two members claim leadership (an election just happened): the highest ordinal",
+            {
+                let mut s = Situation::healthy(2).size(1);
+                s.report(1).leader = true;
+                s
+            },
+            Action::AskToLeave { name: name(1) },
+            Phase::Scaling,
+        ),
+        (
+            "a member already leaving is asked again, not another one",
+            Situation::healthy(5)
+                .size(3)
+                .reported_phase(2, ReportedPhase::Leaving),
+            Action::AskToLeave { name: name(2) },
+            Phase::Scaling,
+        ),
+        (
+            "it left: its runtime member goes",
+            Situation::healthy(4).size(3).removed(3),
+            Action::DeleteRuntimeMember {
+                name: name(3),
+                reason: "it left the cluster (its sidecar reports it removed)".into(),
+            },
+            Phase::Scaling,
+        ),
+        (
+            "reports removed, but etcd still lists it: wait for the list to catch up",
+            Situation::healthy(4)
+                .size(3)
+                .reported_phase(3, ReportedPhase::Removed)
+                .unhealthy(3),
+            waiting(WaitReason::Unhealthy(name(3))),
+            Phase::Degraded,
+        ),
+        (
+            "its id is gone from etcd's list while it ran",
+            Situation::healthy(4).size(3).unlisted(3).unhealthy(3),
+            Action::DeleteRuntimeMember {
+                name: name(3),
+                reason: format!(
+                    "its member id {} is no longer in etcd's member list",
+                    member_id_hex(id(3))
+                ),
+            },
+            Phase::Recovering,
+        ),
+        (
+            "remove grant in flight for a scale down",
+            Situation::healthy(4)
+                .size(3)
+                .grant(&name(3), ChangeKind::Remove),
+            waiting(WaitReason::ChangeInFlight(format!(
+                "remove of {} (grant {CLUSTER}-7)",
+                name(3)
+            ))),
+            Phase::Scaling,
+        ),
+    ]);
+}
+
+#[test]
+fn dead_members_are_replaced_only_when_quorum_allows() {
+    let dead_reason = "not running for 60s (dead after 15s)".to_string();
+    let orphan_reason =
+        "etcd lists it but the runtime has no such member (its pod or process is gone)".to_string();
+    assert_cases(vec![
+        (
+            "one of three dead: removed",
+            Situation::healthy(3).dead(2),
+            Action::RemoveDeadMember {
+                name: name(2),
+                member_id: id(2),
+                reason: dead_reason.clone(),
+            },
+            Phase::Recovering,
+        ),
+        (
+            "the dead leader too (its report is stale)",
+            Situation::healthy(3).dead(0),
+            Action::RemoveDeadMember {
+                name: name(0),
+                member_id: id(0),
+                reason: dead_reason.clone(),
+            },
+            Phase::Recovering,
+        ),
+        (
+            "two of three dead: removal would break quorum",
+            Situation::healthy(3).dead(1).dead(2),
+            waiting(WaitReason::QuorumLost {
+                healthy: 1,
+                voters: 3,
+            }),
+            Phase::Failed,
+        ),
+        (
+            "one of two dead: no removal",
+            Situation::healthy(2).dead(1),
+            waiting(WaitReason::QuorumLost {
+                healthy: 1,
+                voters: 2,
+            }),
+            Phase::Failed,
+        ),
+        (
+            "a seed that just bootstrapped and has not reported healthy yet is settling",
+            Situation::healthy(1)
+                .size(3)
+                .unhealthy(0)
+                .reported_phase(0, ReportedPhase::Bootstrapping),
+            waiting(WaitReason::MemberJoining(name(0))),
+            Phase::Creating,
+        ),
+        (
+            "a coordinator that just started has no reports yet: it waits, and says so",
+            Situation::healthy(3)
+                .unreported(0)
+                .unreported(1)
+                .unreported(2),
+            waiting(WaitReason::Other(format!(
+                "waiting for the first health report of {}",
+                name(0)
+            ))),
+            Phase::Degraded,
+        ),
+        (
+            "a running voter that reports unhealthy is not settling",
+            Situation::healthy(1).size(3).unhealthy(0),
+            waiting(WaitReason::QuorumLost {
+                healthy: 0,
+                voters: 1,
+            }),
+            Phase::Failed,
+        ),
+        (
+            "the only member dead: never removed",
+            Situation::healthy(1).dead(0),
+            waiting(WaitReason::QuorumLost {
+                healthy: 0,
+                voters: 1,
+            }),
+            Phase::Failed,
+        ),
+        (
+            "an orphan etcd entry: dead at once",
+            Situation::healthy(3).orphan(2),
+            Action::RemoveDeadMember {
+                name: name(2),
+                member_id: id(2),
+                reason: orphan_reason.clone(),
+            },
+            Phase::Recovering,
+        ),
+        (
+            "an unnamed entry nobody will start: removed by id",
+            Situation::healthy(3).unnamed_learner(3),
+            Action::RemoveDeadMember {
+                name: member_id_hex(id(3)),
+                member_id: id(3),
+                reason: orphan_reason,
+            },
+            Phase::Recovering,
+        ),
+        (
+            "a dead learner: its removal never touches quorum",
+            Situation::healthy(3).size(4).learner(3).dead(3),
+            Action::RemoveDeadMember {
+                name: name(3),
+                member_id: id(3),
+                reason: dead_reason.clone(),
+            },
+            Phase::Recovering,
+        ),
+        (
+            "voters before learners",
+            Situation::healthy(3).learner(3).dead(3).dead(1),
+            Action::RemoveDeadMember {
+                name: name(1),
+                member_id: id(1),
+                reason: dead_reason,
+            },
+            Phase::Recovering,
+        ),
+        (
+            "a created member that died before joining: deleted",
+            Situation::healthy(3).size(4).joiner(3).dead(3),
+            Action::DeleteRuntimeMember {
+                name: name(3),
+                reason: "not running for 60s (dead after 15s) and not in etcd's member list".into(),
+            },
+            Phase::Recovering,
+        ),
+        (
+            "down, not yet dead: wait",
+            Situation::healthy(3).down(2),
+            waiting(WaitReason::MemberDown(name(2))),
+            Phase::Degraded,
+        ),
+        (
+            "down, not yet dead, while the size asks for more: still wait",
+            Situation::healthy(3).size(5).down(2),
+            waiting(WaitReason::MemberDown(name(2))),
+            Phase::Degraded,
+        ),
+        (
+            "dead past the threshold by one millisecond short: down",
+            Situation::healthy(3).down_for(2, 14_999),
+            waiting(WaitReason::MemberDown(name(2))),
+            Phase::Degraded,
+        ),
+        (
+            "dead at exactly the threshold",
+            Situation::healthy(3).down_for(2, 15_000),
+            Action::RemoveDeadMember {
+                name: name(2),
+                member_id: id(2),
+                reason: "not running for 15s (dead after 15s)".into(),
+            },
+            Phase::Recovering,
+        ),
+        (
+            "down with no known start of the outage: never judged dead",
+            {
+                let mut s = Situation::healthy(3).dead(2);
+                s.member(2).down_since = None;
+                s
+            },
+            waiting(WaitReason::MemberDown(name(2))),
+            Phase::Degraded,
+        ),
+        (
+            "remove grant in flight for a dead member",
+            Situation::healthy(3)
+                .dead(2)
+                .grant(&name(2), ChangeKind::Remove),
+            waiting(WaitReason::ChangeInFlight(format!(
+                "remove of {} (grant {CLUSTER}-7)",
+                name(2)
+            ))),
+            Phase::Recovering,
+        ),
+    ]);
+}
+
+#[test]
+fn a_stale_report_is_never_death() {
+    assert_cases(vec![
+        (
+            "running, report a minute old",
+            Situation::healthy(3).stale(2),
+            waiting(WaitReason::Unhealthy(name(2))),
+            Phase::Degraded,
+        ),
+        (
+            "running, report a day old, size asks for more",
+            {
+                let mut s = Situation::healthy(3).size(5);
+                s.report(2).observed_at = NOW - 86_400_000;
+                s
+            },
+            waiting(WaitReason::Unhealthy(name(2))),
+            Phase::Degraded,
+        ),
+        (
+            "running, never reported",
+            {
+                let mut s = Situation::healthy(3);
+                s.member(2).report = None;
+                s
+            },
+            waiting(WaitReason::Unhealthy(name(2))),
+            Phase::Degraded,
+        ),
+        (
+            "reports unhealthy",
+            Situation::healthy(3).unhealthy(1),
+            waiting(WaitReason::Unhealthy(name(1))),
+            Phase::Degraded,
+        ),
+    ]);
+}
+
+#[test]
+fn with_quorum_lost_nothing_changes() {
+    assert_cases(vec![
+        (
+            "two stale of three, size asks for more",
+            Situation::healthy(3).size(5).stale(1).stale(2),
+            waiting(WaitReason::QuorumLost {
+                healthy: 1,
+                voters: 3,
+            }),
+            Phase::Failed,
+        ),
+        (
+            "two of three unhealthy, size asks for fewer",
+            Situation::healthy(3).size(1).unhealthy(0).unhealthy(1),
+            waiting(WaitReason::QuorumLost {
+                healthy: 1,
+                voters: 3,
+            }),
+            Phase::Failed,
+        ),
+        (
+            "a dead and a down member of three",
+            Situation::healthy(3).dead(1).down(2),
+            waiting(WaitReason::QuorumLost {
+                healthy: 1,
+                voters: 3,
+            }),
+            Phase::Failed,
+        ),
+        (
+            "two orphans of five, one stale: 2 of 5",
+            Situation::healthy(5).orphan(3).orphan(4).stale(0),
+            waiting(WaitReason::QuorumLost {
+                healthy: 2,
+                voters: 5,
+            }),
+            Phase::Failed,
+        ),
+        (
+            "a grant in flight while quorum is lost",
+            Situation::healthy(3)
+                .dead(1)
+                .dead(2)
+                .grant(&name(2), ChangeKind::Remove),
+            waiting(WaitReason::ChangeInFlight(format!(
+                "remove of {} (grant {CLUSTER}-7)",
+                name(2)
+            ))),
+            Phase::Failed,
+        ),
+    ]);
+}
+
+#[test]
+fn when_etcd_cannot_be_read_nothing_is_created_or_deleted() {
+    assert_cases(vec![
+        (
+            "every member dead",
+            Situation::healthy(3)
+                .dead(0)
+                .dead(1)
+                .dead(2)
+                .etcd_unreadable(),
+            waiting(WaitReason::QuorumLost {
+                healthy: 0,
+                voters: 3,
+            }),
+            Phase::Failed,
+        ),
+        (
+            "every member down, not dead",
+            Situation::healthy(3)
+                .down(0)
+                .down(1)
+                .down(2)
+                .etcd_unreadable(),
+            waiting(WaitReason::MemberDown(name(0))),
+            Phase::Failed,
+        ),
+        (
+            "members restarting after a full outage",
+            Situation::healthy(3)
+                .reported_phase(1, ReportedPhase::Starting)
+                .etcd_unreadable(),
+            waiting(WaitReason::MemberJoining(name(1))),
+            Phase::Recovering,
+        ),
+        (
+            "members report healthy but none answered the coordinator",
+            Situation::healthy(3).etcd_unreadable(),
+            waiting(WaitReason::Other(
+                "no member answered the member-list read, though 3 of 3 members report healthy"
+                    .into(),
+            )),
+            Phase::Degraded,
+        ),
+        (
+            "one member of three healthy",
+            Situation::healthy(3)
+                .unhealthy(0)
+                .unhealthy(1)
+                .etcd_unreadable(),
+            waiting(WaitReason::QuorumLost {
+                healthy: 1,
+                voters: 3,
+            }),
+            Phase::Failed,
+        ),
+        (
+            "an etcd list read but no runtime member: no seed",
+            Situation::healthy(3).orphan(0).orphan(1).orphan(2),
+            waiting(WaitReason::QuorumLostForGood {
+                lost: vec![name(0), name(1), name(2)],
+                survivors: Vec::new(),
+                policy: QuorumLossPolicy::Manual,
+                no_backup: None,
+            }),
+            Phase::Failed,
+        ),
+    ]);
+}
+
+#[test]
+fn a_refused_spec_touches_nothing() {
+    let errors = SpecErrors(vec![SpecError::SizeTooSmall(0)]);
+    for situation in [
+        Situation::empty(3),
+        Situation::healthy(3),
+        Situation::healthy(3).dead(2),
+        Situation::healthy(3).orphan(1),
+        Situation::healthy(3).removed(2),
+        Situation::healthy(5).dead(1).dead(2).dead(3),
+    ] {
+        let plan = situation.invalid().plan();
+        assert_eq!(
+            plan.action,
+            Action::RefuseSpec {
+                message: errors.to_string()
+            }
+        );
+        assert_eq!(plan.phase, Phase::Invalid);
+    }
+}
+
+#[test]
+fn refused_version_steps_touch_nothing() {
+    let refusal = |from: EtcdVersion, to: &str, allow: bool| Action::RefuseSpec {
+        message: check_version_step(from, v(to), allow)
+            .unwrap_err()
+            .to_string(),
+    };
+    let mut downgrade_allowed = Situation::healthy(3).spec_version("3.6.1");
+    downgrade_allowed.spec_mut().allow_downgrade = true;
+    assert_cases(vec![
+        (
+            "patch downgrade without opt-in",
+            Situation::healthy(3).spec_version("3.6.1"),
+            refusal(V36, "3.6.1", false),
+            Phase::Invalid,
+        ),
+        (
+            "minor downgrade",
+            Situation::healthy(3).spec_version("3.5.34"),
+            refusal(V36, "3.5.34", false),
+            Phase::Invalid,
+        ),
+        (
+            "skipped minor, even with a member dead",
+            Situation::healthy(3).all_run("3.4.45").dead(2),
+            refusal(V34, "3.6.15", false),
+            Phase::Invalid,
+        ),
+        (
+            "3.5 too old for 3.6",
+            Situation::healthy(3).all_run("3.5.20"),
+            refusal(v("3.5.20"), "3.6.15", false),
+            Phase::Invalid,
+        ),
+        (
+            "set back to 3.5 in the middle of an upgrade to 3.6",
+            Situation::healthy(3)
+                .all_run("3.5.34")
+                .runs(1, "3.6.15")
+                .spec_version("3.5.34"),
+            refusal(V36, "3.5.34", false),
+            Phase::Invalid,
+        ),
+        (
+            "patch downgrade with opt-in: followers first",
+            downgrade_allowed,
+            Action::UpgradeMember {
+                name: name(1),
+                to: v("3.6.1"),
+            },
+            Phase::Upgrading,
+        ),
+    ]);
+}
+
+#[test]
+fn upgrades_followers_first_and_the_leader_last() {
+    let from_35 = || Situation::healthy(3).all_run("3.5.34").leader(1);
+    let steps = [
+        from_35(),
+        from_35().runs(0, "3.6.15"),
+        from_35().runs(0, "3.6.15").runs(2, "3.6.15"),
+        from_35()
+            .runs(0, "3.6.15")
+            .runs(2, "3.6.15")
+            .runs(1, "3.6.15"),
+    ];
+    let actions: Vec<Action> = steps.iter().map(Situation::action).collect();
+    assert_eq!(
+        actions,
+        vec![
+            Action::UpgradeMember {
+                name: name(0),
+                to: V36
+            },
+            Action::UpgradeMember {
+                name: name(2),
+                to: V36
+            },
+            Action::UpgradeMember {
+                name: name(1),
+                to: V36
+            },
+            Action::Steady,
+        ]
+    );
+    let mut handed_off = from_35()
+        .reported_phase(0, ReportedPhase::HandedOff)
+        .unhealthy(0);
+    handed_off.member(0).version = V36;
+    let mut restarting = from_35().down(0);
+    restarting.member(0).version = V36;
+    assert_cases(vec![
+        (
+            "the first follower mid-handoff: wait",
+            handed_off,
+            waiting(WaitReason::Unhealthy(name(0))),
+            Phase::Upgrading,
+        ),
+        (
+            "the first follower restarting on the new version: wait",
+            restarting,
+            waiting(WaitReason::MemberDown(name(0))),
+            Phase::Upgrading,
+        ),
+        (
+            "another member unhealthy: wait",
+            from_35().unhealthy(2),
+            waiting(WaitReason::Unhealthy(name(2))),
+            Phase::Degraded,
+        ),
+        (
+            "a single member upgrades (it cannot avoid the pause)",
+            Situation::healthy(1).all_run("3.5.34"),
+            Action::UpgradeMember {
+                name: name(0),
+                to: V36,
+            },
+            Phase::Upgrading,
+        ),
+        (
+            "two members would lose quorum during the handoff",
+            Situation::healthy(2).all_run("3.5.34"),
+            waiting(WaitReason::Other(format!(
+                "upgrading {} would leave 1 of 2 voters running, below quorum (2): scale to at least 3 members first",
+                name(1)
+            ))),
+            Phase::Upgrading,
+        ),
+        (
+            "scale first, then upgrade: the new member gets the spec's version",
+            Situation::healthy(3).all_run("3.5.34").size(4),
+            Action::CreateMember {
+                name: name(3),
+                version: V36,
+            },
+            Phase::Scaling,
+        ),
+        (
+            "etcd's own version wins over the runtime's",
+            {
+                let mut s = Situation::healthy(3);
+                s.report(2).etcd_version = "3.5.34".into();
+                s.report(2).leader = false;
+                s
+            },
+            Action::UpgradeMember {
+                name: name(2),
+                to: V36,
+            },
+            Phase::Upgrading,
+        ),
+    ]);
+}
+
+#[test]
+fn ordinals_are_never_reused() {
+    assert_cases(vec![
+        (
+            "the replacement of a removed dead member",
+            Situation::healthy(3).retired(1),
+            Action::CreateMember {
+                name: name(3),
+                version: V36,
+            },
+            Phase::Scaling,
+        ),
+        (
+            "after a scale down to 3 and back up",
+            Situation::healthy(3).size(4).next_ordinal(5),
+            Action::CreateMember {
+                name: name(5),
+                version: V36,
+            },
+            Phase::Scaling,
+        ),
+        (
+            "a lagging counter never hands out a visible ordinal",
+            Situation::healthy(3).retired(1).next_ordinal(1),
+            Action::CreateMember {
+                name: name(3),
+                version: V36,
+            },
+            Phase::Scaling,
+        ),
+        (
+            "a new seed after the cluster was deleted",
+            Situation::empty(3).next_ordinal(9),
+            Action::CreateSeed {
+                name: name(9),
+                version: V36,
+            },
+            Phase::Creating,
+        ),
+    ]);
+}
+
+#[test]
+fn warnings_carry_through_and_helpers_agree() {
+    let mut s = Situation::healthy(4);
+    s.spec_mut().warnings = vec!["spec.size 4 is even".into()];
+    let plan = s.plan();
+    assert_eq!(plan.action, Action::Steady);
+    assert_eq!(plan.warnings, vec!["spec.size 4 is even".to_string()]);
+
+    assert_eq!(
+        (1..=7).map(quorum).collect::<Vec<_>>(),
+        vec![1, 2, 2, 3, 3, 4, 4]
+    );
+    assert_eq!(cluster_version(&Situation::empty(3).0), None);
+    let mixed = Situation::healthy(3).all_run("3.5.34").runs(2, "3.6.15");
+    assert_eq!(cluster_version(&mixed.0), Some(V35));
+    let mut unparseable = Situation::healthy(1).all_run("3.5.34");
+    unparseable.report(0).etcd_version = String::new();
+    unparseable.member(0).version = V36;
+    assert_eq!(cluster_version(&unparseable.0), Some(V36));
+
+    assert_eq!(Phase::Recovering.as_str(), "Recovering");
+    assert_eq!(Phase::Failed.to_string(), "Failed");
+    assert_eq!(
+        WaitReason::QuorumLost {
+            healthy: 1,
+            voters: 3
+        }
+        .to_string(),
+        "quorum lost: 1 of 3 voting members healthy, 2 needed; changing nothing until quorum is back"
+    );
+    let create = Action::CreateMember {
+        name: name(3),
+        version: V36,
+    };
+    assert_eq!(
+        (create.kind(), create.member(), create.changes_something()),
+        ("create_member", Some(name(3).as_str()), true)
+    );
+    assert!(!Action::Steady.changes_something());
+    assert_eq!(Policy::default().dead_after_ms, 15_000);
+}
+
+#[test]
+fn reads_a_sidecar_health_report() {
+    let report = proto::HealthReport {
+        member_id: 42,
+        healthy: true,
+        leader: true,
+        etcd_version: "3.6.15".into(),
+        phase: proto::MemberPhase::HandedOff as i32,
+        observed_at_unix_ms: 7,
+        raft_index: 91,
+        revision: 33,
+        ..Default::default()
+    };
+    assert_eq!(
+        MemberReport::from(&report),
+        MemberReport {
+            member_id: 42,
+            healthy: true,
+            leader: true,
+            learner: false,
+            etcd_version: "3.6.15".into(),
+            phase: ReportedPhase::HandedOff,
+            observed_at: 7,
+            raft_index: 91,
+            revision: 33,
+        }
+    );
+    let unset = proto::HealthReport::default();
+    assert_eq!(MemberReport::from(&unset).phase, ReportedPhase::Starting);
+}
+
+// ---- invariants, checked on every plan made in these tests ----
+
+fn fresh_healthy(observed: &Observed, member: &RuntimeMember) -> bool {
+    member.running
+        && member.report.as_ref().is_some_and(|r| {
+            r.healthy && observed.now - r.observed_at <= observed.policy.report_stale_after_ms
+        })
+}
+
+fn restart(ordinal: u32, reason: &str) -> Action {
+    Action::RestartMember {
+        name: name(ordinal),
+        reason: reason.into(),
+    }
+}
+
+const FIRST_EXIT: &str = "its process is gone and its data is intact";
+
+#[test]
+fn restart_backoff_doubles_up_to_thirty_seconds() {
+    let backoffs: Vec<i64> = (0..8).map(restart_backoff_ms).collect();
+    assert_eq!(
+        backoffs,
+        [0, 1_000, 2_000, 4_000, 8_000, 16_000, 30_000, 30_000]
+    );
+    assert_eq!(restart_backoff_ms(u32::MAX), 30_000);
+}
+
+#[test]
+fn a_crash_is_not_a_deletion() {
+    assert_cases(vec![
+        (
+            "a follower's process exited, its data intact: started again at once",
+            Situation::healthy(3).crashed(1),
+            restart(1, FIRST_EXIT),
+            Phase::Degraded,
+        ),
+        (
+            "the leader's process exited: the same",
+            Situation::healthy(3).crashed(0),
+            restart(0, FIRST_EXIT),
+            Phase::Degraded,
+        ),
+        (
+            "a restart is no membership change: a grant in flight does not hold it back",
+            Situation::healthy(3)
+                .crashed(2)
+                .grant(&name(3), ChangeKind::Add),
+            restart(2, FIRST_EXIT),
+            Phase::Degraded,
+        ),
+        (
+            "it keeps exiting: 3 restarts behind it, down 2 s of its 4 s backoff",
+            Situation::healthy(3).crash_looping(1, 3, 8_000, 2_000),
+            waiting(WaitReason::MemberDown(name(1))),
+            Phase::Degraded,
+        ),
+        (
+            "its backoff has passed",
+            Situation::healthy(3).crash_looping(1, 3, 9_000, 4_000),
+            restart(1, "it exited again after 3 restarts; its data is intact"),
+            Phase::Degraded,
+        ),
+        (
+            "a Pod kubelet restarts by itself is not restarted by the planner",
+            Situation::healthy(3).down(1),
+            waiting(WaitReason::MemberDown(name(1))),
+            Phase::Degraded,
+        ),
+        (
+            "a member mid-upgrade that went down is started again on its data",
+            {
+                let mut s = Situation::healthy(3).crashed(1);
+                s.report(1).etcd_version = "3.5.34".into();
+                s
+            },
+            restart(1, FIRST_EXIT),
+            Phase::Upgrading,
+        ),
+    ]);
+}
+
+#[test]
+fn a_member_that_cannot_come_back_is_replaced() {
+    assert_cases(vec![
+        (
+            "its data is gone: replaced at once, no dead-after wait",
+            Situation::healthy(3).wiped(1),
+            Action::RemoveDeadMember {
+                name: name(1),
+                member_id: id(1),
+                reason: "its process is gone and so is its data".into(),
+            },
+            Phase::Recovering,
+        ),
+        (
+            "failing past dead-after through its restarts: replaced",
+            Situation::healthy(3).crash_looping(1, 4, 20_000, 9_000),
+            Action::RemoveDeadMember {
+                name: name(1),
+                member_id: id(1),
+                reason: "not back healthy 20s after its first exit, 4 restarts (dead after 15s)"
+                    .into(),
+            },
+            Phase::Recovering,
+        ),
+        (
+            "its id left etcd's list while it was away: deleted, not restarted",
+            Situation::healthy(3).crashed(1).unlisted(1),
+            Action::DeleteRuntimeMember {
+                name: name(1),
+                reason: format!(
+                    "its member id {} is no longer in etcd's member list",
+                    member_id_hex(id(1))
+                ),
+            },
+            Phase::Recovering,
+        ),
+        (
+            "a joiner that died before it wrote any data: deleted at once",
+            Situation::healthy(3).joiner(3).wiped(3),
+            Action::DeleteRuntimeMember {
+                name: name(3),
+                reason: "its process is gone and so is its data and not in etcd's member list"
+                    .into(),
+            },
+            Phase::Recovering,
+        ),
+        (
+            "failing past dead-after but its removal would break quorum: restarted instead",
+            Situation::healthy(3)
+                .crash_looping(1, 4, 20_000, 9_000)
+                .crashed(2),
+            restart(1, "it exited again after 4 restarts; its data is intact"),
+            Phase::Recovering,
+        ),
+    ]);
+}
+
+#[test]
+fn a_lost_quorum_whose_data_survives_comes_back_without_a_membership_change() {
+    let two_down = Situation::healthy(3).crashed(1).crashed(2).leaderless(0);
+    assert_cases(vec![
+        (
+            "two of three crashed: both started again, one per step",
+            two_down.clone(),
+            restart(1, FIRST_EXIT),
+            Phase::Recovering,
+        ),
+        (
+            "the first is back, the second still down",
+            two_down.clone().crash_looping(1, 1, 500, 0).unreported(1),
+            restart(2, FIRST_EXIT),
+            Phase::Recovering,
+        ),
+        (
+            "all three down, etcd unreadable: the first started",
+            Situation::healthy(3)
+                .crashed(0)
+                .crashed(1)
+                .crashed(2)
+                .etcd_unreadable(),
+            restart(0, FIRST_EXIT),
+            Phase::Recovering,
+        ),
+        (
+            "nothing left to restart: wait, change no membership",
+            Situation::healthy(3)
+                .leaderless(0)
+                .leaderless(1)
+                .leaderless(2),
+            waiting(WaitReason::QuorumLost {
+                healthy: 0,
+                voters: 3,
+            }),
+            Phase::Failed,
+        ),
+        (
+            "with ForceNewCluster allowed, a quorum that can come back is not forced",
+            two_down
+                .clone()
+                .quorum_loss(QuorumLossPolicy::ForceNewCluster)
+                .crash_looping(1, 1, 3_000, 500)
+                .crash_looping(2, 1, 3_000, 500),
+            waiting(WaitReason::QuorumLost {
+                healthy: 0,
+                voters: 3,
+            }),
+            Phase::Failed,
+        ),
+    ]);
+}
+
+#[test]
+fn a_member_deleted_on_request_goes_with_its_data_and_is_replaced() {
+    assert_cases(vec![
+        (
+            "deleted on request: the runtime member goes",
+            Situation::healthy(3).delete_asked(1),
+            Action::DeleteRuntimeMember {
+                name: name(1),
+                reason: "deleted with its data on an operator's request".into(),
+            },
+            Phase::Recovering,
+        ),
+        (
+            "then etcd's entry is an orphan: removed at once",
+            Situation::healthy(3).orphan(1),
+            Action::RemoveDeadMember {
+                name: name(1),
+                member_id: id(1),
+                reason:
+                    "etcd lists it but the runtime has no such member (its pod or process is gone)"
+                        .into(),
+            },
+            Phase::Recovering,
+        ),
+        (
+            "never below quorum: another voter is down",
+            Situation::healthy(3).delete_asked(1).down(2),
+            waiting(WaitReason::Other(format!(
+                "deleting {} as asked would leave fewer than quorum healthy voters: waiting until the others are healthy",
+                name(1)
+            ))),
+            Phase::Degraded,
+        ),
+        (
+            "not during a membership change",
+            Situation::healthy(3)
+                .delete_asked(1)
+                .grant(&name(3), ChangeKind::Add),
+            waiting(WaitReason::ChangeInFlight(format!(
+                "add of {} (grant {CLUSTER}-7)",
+                name(3)
+            ))),
+            Phase::Scaling,
+        ),
+    ]);
+}
+
+#[test]
+fn backups_come_from_a_healthy_follower_and_never_without_quorum() {
+    let take = |ordinal| Action::TakeBackup {
+        name: name(ordinal),
+    };
+    assert_cases(vec![
+        (
+            "due: the lowest healthy follower",
+            Situation::healthy(3).backup_due(),
+            take(1),
+            Phase::Running,
+        ),
+        (
+            "the follower down: the other follower",
+            Situation::healthy(3).backup_due().down(1),
+            take(2),
+            Phase::Degraded,
+        ),
+        (
+            "a single member: the leader itself",
+            Situation::healthy(1).backup_due(),
+            take(0),
+            Phase::Running,
+        ),
+        (
+            "during a membership change: it waits",
+            Situation::healthy(3)
+                .backup_due()
+                .grant(&name(3), ChangeKind::Add),
+            waiting(WaitReason::ChangeInFlight(format!(
+                "add of {} (grant {CLUSTER}-7)",
+                name(3)
+            ))),
+            Phase::Scaling,
+        ),
+        (
+            "quorum lost: no backup of a member that may be behind",
+            Situation::healthy(3)
+                .backup_due()
+                .leaderless(0)
+                .leaderless(1)
+                .leaderless(2),
+            waiting(WaitReason::QuorumLost {
+                healthy: 0,
+                voters: 3,
+            }),
+            Phase::Failed,
+        ),
+        (
+            "not due: nothing",
+            Situation::healthy(3),
+            Action::Steady,
+            Phase::Running,
+        ),
+    ]);
+}
+
+#[test]
+fn a_restore_starts_only_from_a_backup_that_checks_out() {
+    assert_cases(vec![
+        (
+            "found and checked: the seed is created (and restores it)",
+            Situation::empty(3).restore(Ok("c-20261201T100000Z-r9")),
+            Action::CreateSeed {
+                name: name(0),
+                version: V36,
+            },
+            Phase::Creating,
+        ),
+        (
+            "missing or refused: nothing starts",
+            Situation::empty(3).restore(Err("no verified backup in the storage")),
+            Action::RefuseSpec {
+                message: "no verified backup in the storage".into(),
+            },
+            Phase::Invalid,
+        ),
+    ]);
+}
+
+fn survivor(ordinal: u32, raft_index: u64, revision: i64) -> Survivor {
+    Survivor {
+        name: name(ordinal),
+        raft_index: Some(raft_index),
+        revision: Some(revision),
+    }
+}
+
+#[test]
+fn a_lost_quorum_whose_data_is_gone_is_forced_only_when_the_spec_says_so() {
+    let two_wiped = Situation::healthy(3)
+        .wiped(1)
+        .wiped(2)
+        .leaderless(0)
+        .raft(0, 900, 400);
+    assert_cases(vec![
+        (
+            "Manual: nothing touched, the status says what was lost and what to do",
+            two_wiped.clone(),
+            waiting(WaitReason::QuorumLostForGood {
+                lost: vec![name(1), name(2)],
+                survivors: vec![survivor(0, 900, 400)],
+                policy: QuorumLossPolicy::Manual,
+                no_backup: None,
+            }),
+            Phase::Failed,
+        ),
+        (
+            "ForceNewCluster: from the survivor",
+            two_wiped
+                .clone()
+                .quorum_loss(QuorumLossPolicy::ForceNewCluster),
+            Action::ForceNewCluster {
+                name: name(0),
+                raft_index: 900,
+                revision: 400,
+                lost: vec![name(1), name(2)],
+            },
+            Phase::Recovering,
+        ),
+        (
+            "ForceNewCluster, but a grant is in flight: it lapses first",
+            two_wiped
+                .clone()
+                .quorum_loss(QuorumLossPolicy::ForceNewCluster)
+                .grant(&name(3), ChangeKind::Add),
+            waiting(WaitReason::ChangeInFlight(format!(
+                "add of {} (grant {CLUSTER}-7)",
+                name(3)
+            ))),
+            Phase::Failed,
+        ),
+        (
+            "ForceNewCluster with an orphaned entry and a wiped member",
+            Situation::healthy(3)
+                .orphan(1)
+                .wiped(2)
+                .leaderless(0)
+                .raft(0, 900, 400)
+                .quorum_loss(QuorumLossPolicy::ForceNewCluster),
+            Action::ForceNewCluster {
+                name: name(0),
+                raft_index: 900,
+                revision: 400,
+                lost: vec![name(1), name(2)],
+            },
+            Phase::Recovering,
+        ),
+    ]);
+    let five = Situation::healthy(5)
+        .wiped(0)
+        .wiped(3)
+        .wiped(4)
+        .leaderless(1)
+        .leaderless(2)
+        .raft(1, 700, 300)
+        .raft(2, 710, 300)
+        .quorum_loss(QuorumLossPolicy::ForceNewCluster);
+    assert_cases(vec![
+        (
+            "two survivors of five: the one with the higher raft index",
+            five.clone(),
+            Action::ForceNewCluster {
+                name: name(2),
+                raft_index: 710,
+                revision: 300,
+                lost: vec![name(0), name(3), name(4)],
+            },
+            Phase::Recovering,
+        ),
+        (
+            "a survivor not reporting: wait for it, never force from the other blindly",
+            five.clone().stale(2),
+            waiting(WaitReason::QuorumLostForGood {
+                lost: vec![name(0), name(3), name(4)],
+                survivors: vec![
+                    survivor(1, 700, 300),
+                    Survivor {
+                        name: name(2),
+                        raft_index: None,
+                        revision: None,
+                    },
+                ],
+                policy: QuorumLossPolicy::ForceNewCluster,
+                no_backup: None,
+            }),
+            Phase::Failed,
+        ),
+        (
+            "a survivor down with its data: started again first",
+            five.clone().crashed(2),
+            restart(2, FIRST_EXIT),
+            Phase::Recovering,
+        ),
+    ]);
+    let message = WaitReason::QuorumLostForGood {
+        lost: vec![name(1), name(2)],
+        survivors: vec![survivor(0, 900, 400)],
+        policy: QuorumLossPolicy::Manual,
+        no_backup: None,
+    }
+    .to_string();
+    for part in [
+        "the data of demo-0001, demo-0002 is gone (2 of 3 voting members)",
+        "demo-0000 (raft index 900, revision 400)",
+        "set spec.recovery.quorumLoss: ForceNewCluster",
+    ] {
+        assert!(message.contains(part), "{message}");
+    }
+}
+
+#[test]
+fn a_lost_quorum_whose_data_is_gone_is_restored_from_the_latest_backup_when_the_spec_says_so() {
+    let backup = "demo-20261201T100000Z-r400";
+    let two_wiped = Situation::healthy(3)
+        .wiped(1)
+        .wiped(2)
+        .leaderless(0)
+        .raft(0, 900, 400)
+        .quorum_loss(QuorumLossPolicy::Restore);
+    let restore = |lost: Vec<String>, seed: u32| Action::RestoreCluster {
+        backup: backup.into(),
+        seed: name(seed),
+        version: V36,
+        discard: (0..3).map(name).collect(),
+        lost,
+    };
+    assert_cases(vec![
+        (
+            "Restore with a verified backup: every member goes, a new seed restores it",
+            two_wiped.clone().recovery_backup(Ok(backup)),
+            restore(vec![name(1), name(2)], 3),
+            Phase::Recovering,
+        ),
+        (
+            "Restore without a usable backup: nothing touched, the reason shown",
+            two_wiped
+                .clone()
+                .recovery_backup(Err("no verified backup of demo in local /b")),
+            waiting(WaitReason::QuorumLostForGood {
+                lost: vec![name(1), name(2)],
+                survivors: vec![survivor(0, 900, 400)],
+                policy: QuorumLossPolicy::Restore,
+                no_backup: Some("no verified backup of demo in local /b".into()),
+            }),
+            Phase::Failed,
+        ),
+        (
+            "Restore, storage not read yet: wait",
+            two_wiped.clone(),
+            waiting(WaitReason::QuorumLostForGood {
+                lost: vec![name(1), name(2)],
+                survivors: vec![survivor(0, 900, 400)],
+                policy: QuorumLossPolicy::Restore,
+                no_backup: Some("the backup storage has not been read yet".into()),
+            }),
+            Phase::Failed,
+        ),
+        (
+            "Restore, but a grant is in flight: it lapses first",
+            two_wiped
+                .clone()
+                .recovery_backup(Ok(backup))
+                .grant(&name(3), ChangeKind::Add),
+            waiting(WaitReason::ChangeInFlight(format!(
+                "add of {} (grant {CLUSTER}-7)",
+                name(3)
+            ))),
+            Phase::Failed,
+        ),
+        (
+            "Restore, one member wiped of three: the quorum heals, nothing is restored",
+            Situation::healthy(3)
+                .wiped(2)
+                .quorum_loss(QuorumLossPolicy::Restore)
+                .recovery_backup(Ok(backup)),
+            Action::RemoveDeadMember {
+                name: name(2),
+                member_id: 4098,
+                reason: "its process is gone and so is its data".into(),
+            },
+            Phase::Recovering,
+        ),
+        (
+            "Restore, a survivor down with its data: started again first",
+            two_wiped.clone().recovery_backup(Ok(backup)).crashed(0),
+            restart(0, FIRST_EXIT),
+            Phase::Recovering,
+        ),
+        (
+            "Restore, every member wiped: restored all the same",
+            Situation::healthy(3)
+                .wiped(0)
+                .wiped(1)
+                .wiped(2)
+                .etcd_unreadable()
+                .quorum_loss(QuorumLossPolicy::Restore)
+                .recovery_backup(Ok(backup)),
+            restore(vec![name(0), name(1), name(2)], 3),
+            Phase::Recovering,
+        ),
+        (
+            "Restore, a restore interrupted after every member was deleted: restored, never an empty seed",
+            Situation::empty(3)
+                .next_ordinal(3)
+                .quorum_loss(QuorumLossPolicy::Restore)
+                .recovery_backup(Ok(backup)),
+            Action::RestoreCluster {
+                backup: backup.into(),
+                seed: name(3),
+                version: V36,
+                discard: Vec::new(),
+                lost: Vec::new(),
+            },
+            Phase::Recovering,
+        ),
+        (
+            "Restore, interrupted, and no backup to be found: wait, never an empty seed",
+            Situation::empty(3)
+                .next_ordinal(3)
+                .quorum_loss(QuorumLossPolicy::Restore)
+                .recovery_backup(Err("storage unreachable")),
+            waiting(WaitReason::QuorumLostForGood {
+                lost: Vec::new(),
+                survivors: Vec::new(),
+                policy: QuorumLossPolicy::Restore,
+                no_backup: Some("storage unreachable".into()),
+            }),
+            Phase::Failed,
+        ),
+        (
+            "Restore, a new cluster (no ordinal handed out yet): an ordinary seed",
+            Situation::empty(3).quorum_loss(QuorumLossPolicy::Restore),
+            Action::CreateSeed {
+                name: name(0),
+                version: V36,
+            },
+            Phase::Creating,
+        ),
+        (
+            "Manual, every member wiped: nothing touched",
+            Situation::healthy(3)
+                .wiped(0)
+                .wiped(1)
+                .wiped(2)
+                .etcd_unreadable(),
+            waiting(WaitReason::QuorumLost {
+                healthy: 0,
+                voters: 3,
+            }),
+            Phase::Failed,
+        ),
+    ]);
+    let message = WaitReason::QuorumLostForGood {
+        lost: vec![name(1), name(2)],
+        survivors: vec![survivor(0, 900, 400)],
+        policy: QuorumLossPolicy::Restore,
+        no_backup: Some("no verified backup of demo".into()),
+    }
+    .to_string();
+    assert!(
+        message.contains("no backup can be restored: no verified backup of demo"),
+        "{message}"
+    );
+}

@@ -1,0 +1,472 @@
+use super::*;
+
+fn runtime_of<'a>(observed: &'a Observed, entry: &EtcdMember) -> Option<&'a RuntimeMember> {
+    observed.members.iter().find(|m| {
+        m.report.as_ref().is_some_and(|r| r.member_id == entry.id)
+            || (!entry.name.is_empty() && m.name == entry.name)
+    })
+}
+
+/// Dead by the runtime's word alone, judged without the planner's own helpers.
+fn oracle_dead(observed: &Observed, member: &RuntimeMember) -> bool {
+    !member.running
+        && (member.data == MemberData::Gone
+            || member
+                .failing_since
+                .or(member.down_since)
+                .is_some_and(|since| since <= observed.now - observed.policy.dead_after_ms))
+}
+
+/// Healthy voters, all voters, after taking away the entry `gone` (if any).
+fn voter_counts(observed: &Observed, gone: Option<u64>) -> (usize, usize) {
+    let list = observed.etcd_members.as_deref().unwrap_or_default();
+    let voters: Vec<&EtcdMember> = list
+        .iter()
+        .filter(|e| !e.is_learner && Some(e.id) != gone)
+        .collect();
+    let healthy = voters
+        .iter()
+        .filter(|e| runtime_of(observed, e).is_some_and(|m| fresh_healthy(observed, m)))
+        .count();
+    (healthy, voters.len())
+}
+
+/// The safety invariants of DESIGN.md, judged from the observation alone.
+pub(super) fn check_invariants(observed: &Observed, plan: &Plan) {
+    let action = &plan.action;
+    let context = || format!("{action:?} for {observed:#?}");
+    if observed.spec.is_err() {
+        assert!(
+            matches!(action, Action::RefuseSpec { .. }),
+            "invalid spec: {}",
+            context()
+        );
+        return;
+    }
+    let list = observed.etcd_members.as_deref().unwrap_or_default();
+    let (healthy, voters) = voter_counts(observed, None);
+    // A lost quorum changes no membership; the ways out of it are a forced new cluster
+    // and a restore from a backup, only when the spec asks for one (checked below).
+    let recovery = matches!(
+        action,
+        Action::ForceNewCluster { .. } | Action::RestoreCluster { .. }
+    );
+    if observed.etcd_members.is_some() && healthy < quorum(voters) {
+        assert!(
+            !action.changes_membership() || recovery,
+            "quorum lost: {}",
+            context()
+        );
+    }
+    if observed.etcd_members.is_none() && !observed.members.is_empty() {
+        assert!(
+            !action.changes_membership() || matches!(action, Action::RestoreCluster { .. }),
+            "etcd unreadable: {}",
+            context()
+        );
+    }
+    match action {
+        Action::TakeBackup { name: from } => {
+            assert!(observed.backup_due, "{}", context());
+            assert!(
+                observed.etcd_members.is_some() && healthy >= quorum(voters),
+                "backup without quorum: {}",
+                context()
+            );
+            let m = observed.members.iter().find(|m| &m.name == from).unwrap();
+            assert!(fresh_healthy(observed, m), "{}", context());
+        }
+        Action::RestartMember {
+            name: restarted, ..
+        } => {
+            let m = observed
+                .members
+                .iter()
+                .find(|m| &m.name == restarted)
+                .unwrap();
+            assert!(
+                !m.running && m.data == MemberData::Intact && m.restart_on_request,
+                "restarted a member that runs, lost its data or restarts by itself: {}",
+                context()
+            );
+            let since = m.down_since.unwrap_or(observed.now);
+            assert!(
+                observed.now - since >= restart_backoff_ms(m.restarts),
+                "restarted before its backoff: {}",
+                context()
+            );
+        }
+        Action::ForceNewCluster {
+            name: survivor,
+            raft_index,
+            ..
+        } => {
+            let spec = observed.spec.as_ref().unwrap();
+            assert_eq!(
+                spec.quorum_loss,
+                QuorumLossPolicy::ForceNewCluster,
+                "forced a new cluster the spec did not ask for: {}",
+                context()
+            );
+            assert!(healthy < quorum(voters), "{}", context());
+            assert!(observed.grant.is_none(), "{}", context());
+            let chosen = observed
+                .members
+                .iter()
+                .find(|m| &m.name == survivor)
+                .unwrap();
+            assert!(chosen.running, "{}", context());
+            assert_eq!(
+                chosen.report.as_ref().map(|r| r.raft_index),
+                Some(*raft_index)
+            );
+            // Never a survivor behind another survivor.
+            for e in list.iter().filter(|e| !e.is_learner) {
+                if let Some(other) = runtime_of(observed, e)
+                    && let Some(r) = other.report.as_ref()
+                    && (other.running || other.data == MemberData::Intact)
+                {
+                    assert!(
+                        r.raft_index <= *raft_index,
+                        "forced from {survivor} at raft index {raft_index} while {} has {}: {}",
+                        other.name,
+                        r.raft_index,
+                        context()
+                    );
+                }
+            }
+            // Only when the voters whose data survives cannot make a quorum again.
+            let keepers = list
+                .iter()
+                .filter(|e| !e.is_learner)
+                .filter(|e| {
+                    runtime_of(observed, e)
+                        .is_some_and(|m| m.running || m.data == MemberData::Intact)
+                })
+                .count();
+            assert!(keepers < quorum(voters), "{}", context());
+        }
+        Action::RestoreCluster {
+            backup,
+            seed,
+            discard,
+            ..
+        } => {
+            let spec = observed.spec.as_ref().unwrap();
+            assert_eq!(
+                spec.quorum_loss,
+                QuorumLossPolicy::Restore,
+                "restored a cluster the spec did not ask for: {}",
+                context()
+            );
+            assert_eq!(
+                observed.recovery_backup.as_ref(),
+                Some(&Ok(backup.clone())),
+                "{}",
+                context()
+            );
+            assert!(observed.grant.is_none(), "{}", context());
+            assert!(healthy < quorum(voters), "{}", context());
+            // Only when the voters whose data survives cannot make a quorum again.
+            let keepers = list
+                .iter()
+                .filter(|e| !e.is_learner)
+                .filter(|e| {
+                    runtime_of(observed, e)
+                        .is_some_and(|m| m.running || m.data == MemberData::Intact)
+                })
+                .count();
+            assert!(keepers < quorum(voters), "{}", context());
+            let mut all: Vec<&String> = observed.members.iter().map(|m| &m.name).collect();
+            let mut discarded: Vec<&String> = discard.iter().collect();
+            all.sort();
+            discarded.sort();
+            assert_eq!(
+                all,
+                discarded,
+                "a member kept beside the restored cluster: {}",
+                context()
+            );
+            let ordinal = member_ordinal(CLUSTER, seed).unwrap();
+            assert!(
+                ordinal >= observed.next_ordinal
+                    && !observed.members.iter().any(|m| m.ordinal >= ordinal)
+                    && !list.iter().any(|e| {
+                        member_ordinal(CLUSTER, &e.name).is_some_and(|o| o >= ordinal)
+                    }),
+                "ordinal reused: {}",
+                context()
+            );
+        }
+        Action::CreateSeed { name: seed, .. } => {
+            assert!(
+                observed.members.is_empty() && observed.etcd_members.is_none(),
+                "seed beside a cluster: {}",
+                context()
+            );
+            let ordinal = member_ordinal(CLUSTER, seed).unwrap();
+            assert!(ordinal >= observed.next_ordinal, "{}", context());
+        }
+        Action::CreateMember { name: new, .. } => {
+            assert!(
+                observed.grant.is_none(),
+                "create during a change: {}",
+                context()
+            );
+            assert!(
+                !list.iter().any(|e| e.is_learner),
+                "create beside a learner: {}",
+                context()
+            );
+            let ordinal = member_ordinal(CLUSTER, new).unwrap();
+            assert!(ordinal >= observed.next_ordinal, "{}", context());
+            assert!(
+                !observed.members.iter().any(|m| m.ordinal >= ordinal)
+                    && !list.iter().any(|e| {
+                        member_ordinal(CLUSTER, &e.name).is_some_and(|o| o >= ordinal)
+                    }),
+                "ordinal reused: {}",
+                context()
+            );
+        }
+        Action::RemoveDeadMember { member_id, .. } => {
+            assert!(observed.grant.is_none(), "{}", context());
+            let entry = list.iter().find(|e| e.id == *member_id).unwrap();
+            if !entry.is_learner {
+                let (healthy_after, voters_after) = voter_counts(observed, Some(entry.id));
+                assert!(
+                    healthy_after >= quorum(voters_after),
+                    "removal below quorum: {}",
+                    context()
+                );
+            }
+            if let Some(m) = runtime_of(observed, entry) {
+                assert!(
+                    oracle_dead(observed, m),
+                    "removed a member that is not dead: {}",
+                    context()
+                );
+            }
+        }
+        Action::AskToLeave { name: leaving } => {
+            assert!(observed.grant.is_none(), "{}", context());
+            let entry = list.iter().find(|e| &e.name == leaving).unwrap();
+            assert!(!entry.is_learner, "{}", context());
+            let (healthy_after, voters_after) = voter_counts(observed, Some(entry.id));
+            assert!(
+                healthy_after >= quorum(voters_after),
+                "leave below quorum: {}",
+                context()
+            );
+            let size = observed.spec.as_ref().map_or(0, |s| s.size as usize);
+            assert!(voters > size, "{}", context());
+        }
+        Action::DeleteRuntimeMember { name: gone, .. }
+            if observed.delete_requested.contains(gone) =>
+        {
+            assert!(observed.grant.is_none(), "{}", context());
+            let m = observed.members.iter().find(|m| &m.name == gone).unwrap();
+            if let Some(entry) = list.iter().find(|e| runtime_of(observed, e) == Some(m))
+                && !entry.is_learner
+            {
+                let (healthy_after, voters_after) = voter_counts(observed, Some(entry.id));
+                assert!(
+                    healthy_after >= quorum(voters_after),
+                    "deletion on request below quorum: {}",
+                    context()
+                );
+            }
+        }
+        Action::DeleteRuntimeMember { name: gone, .. } => {
+            assert!(observed.grant.is_none(), "{}", context());
+            let m = observed.members.iter().find(|m| &m.name == gone).unwrap();
+            assert!(
+                !list.iter().any(|e| runtime_of(observed, e) == Some(m)),
+                "deleted a member etcd lists: {}",
+                context()
+            );
+            let left = m
+                .report
+                .as_ref()
+                .is_some_and(|r| r.phase == ReportedPhase::Removed || r.member_id != 0);
+            assert!(
+                left || oracle_dead(observed, m),
+                "deleted a member that may still join: {}",
+                context()
+            );
+        }
+        Action::UpgradeMember { .. } => {
+            assert!(
+                healthy == voters,
+                "upgrade with an unhealthy voter: {}",
+                context()
+            );
+            assert!(
+                voters == 1 || healthy > quorum(voters),
+                "upgrade below quorum: {}",
+                context()
+            );
+        }
+        Action::RefuseSpec { .. } | Action::Wait { .. } | Action::Steady => {}
+    }
+}
+
+/// How a generated voter is doing. (A stale report and an unhealthy one are the same
+/// to the planner, both "running, not healthy"; one stands for both.)
+#[derive(Clone, Copy, Debug)]
+enum VoterState {
+    Healthy,
+    Stale,
+    /// Down, restarted by the runtime itself (a Pod's container), not yet dead.
+    Down,
+    /// Down past dead-after, restarted by the runtime itself.
+    Dead,
+    /// Etcd lists it; the runtime has no such member.
+    Orphan,
+    /// Its process exited a moment ago, its data intact.
+    Crashed,
+    /// Keeps exiting, failing past dead-after, its data intact.
+    CrashLooping,
+    /// Its process and its data are gone.
+    Wiped,
+    /// Running without a leader, reporting a raft index of its own.
+    Leaderless,
+}
+
+const STATES: [VoterState; 9] = [
+    VoterState::Healthy,
+    VoterState::Stale,
+    VoterState::Orphan,
+    VoterState::Crashed,
+    VoterState::Wiped,
+    VoterState::Leaderless,
+    VoterState::Down,
+    VoterState::Dead,
+    VoterState::CrashLooping,
+];
+
+/// Something else going on besides the voters' states.
+#[derive(Clone, Copy, Debug)]
+enum Extra {
+    Nothing,
+    GrantInFlight,
+    Learner,
+    Joiner,
+    DeadJoiner,
+    LeftOnRequest,
+    UpgradeAsked,
+    /// An operator asked to delete member 0.
+    DeleteAsked,
+}
+
+#[test]
+fn invariants_hold_in_every_generated_situation() {
+    let mut plans = 0usize;
+    let mut kinds = std::collections::BTreeSet::new();
+    for voters in 1..=5u32 {
+        // Five voters in every state would be 59,049 combinations: there, the last three
+        // states (a Pod kubelet restarts, down or dead; a crash loop) stay out.
+        let states_here: &[VoterState] = if voters < 5 { &STATES } else { &STATES[..6] };
+        let n = states_here.len();
+        for combo in 0..n.pow(voters) {
+            let states: Vec<VoterState> = (0..voters)
+                .map(|i| states_here[combo / n.pow(i) % n])
+                .collect();
+            let mut sizes = vec![voters.saturating_sub(1).max(1), voters, voters + 1];
+            sizes.dedup();
+            for size in sizes {
+                // A third of the situations let the planner force a new cluster, a
+                // third let it restore the latest backup (found, or not).
+                let quorum_loss = match (combo + size as usize) % 3 {
+                    0 => QuorumLossPolicy::Manual,
+                    1 => QuorumLossPolicy::ForceNewCluster,
+                    _ => QuorumLossPolicy::Restore,
+                };
+                let mut leaders = vec![0, voters - 1];
+                leaders.dedup();
+                for &leader in &leaders {
+                    for extra in [
+                        Extra::Nothing,
+                        Extra::GrantInFlight,
+                        Extra::Learner,
+                        Extra::Joiner,
+                        Extra::DeadJoiner,
+                        Extra::LeftOnRequest,
+                        Extra::UpgradeAsked,
+                        Extra::DeleteAsked,
+                    ] {
+                        let mut s = Situation::healthy(voters)
+                            .size(size)
+                            .leader(leader)
+                            .quorum_loss(quorum_loss);
+                        for (ordinal, state) in (0..voters).zip(&states) {
+                            s = match state {
+                                VoterState::Healthy => s,
+                                VoterState::Stale => s.stale(ordinal),
+                                VoterState::Down => s.down(ordinal),
+                                VoterState::Dead => s.dead(ordinal),
+                                VoterState::Orphan => s.orphan(ordinal),
+                                VoterState::Crashed => s.crashed(ordinal),
+                                VoterState::CrashLooping => {
+                                    s.crash_looping(ordinal, 4, 60_000, 10_000)
+                                }
+                                VoterState::Wiped => s.wiped(ordinal),
+                                VoterState::Leaderless => s.leaderless(ordinal).raft(
+                                    ordinal,
+                                    200 + u64::from(combo as u32 % 7),
+                                    70,
+                                ),
+                            };
+                        }
+                        s = match extra {
+                            Extra::Nothing => s,
+                            Extra::GrantInFlight => s.grant(&name(voters), ChangeKind::Add),
+                            Extra::Learner => s.learner(voters),
+                            Extra::Joiner => s.joiner(voters),
+                            Extra::DeadJoiner => s.joiner(voters).dead(voters),
+                            Extra::LeftOnRequest => s.voter(voters).removed(voters),
+                            Extra::UpgradeAsked => s.all_run("3.5.34"),
+                            Extra::DeleteAsked => s.delete_asked(0),
+                        };
+                        // With the second leader, a backup is due too.
+                        if leader != 0 {
+                            s = s.backup_due();
+                        }
+                        if quorum_loss == QuorumLossPolicy::Restore {
+                            s = s.recovery_backup(if combo % 5 == 0 {
+                                Err("no verified backup")
+                            } else {
+                                Ok("demo-20261201T100000Z-r70")
+                            });
+                        }
+                        let plan = s.plan();
+                        plans += 1;
+                        kinds.insert(plan.action.kind());
+                        if matches!(extra, Extra::Nothing) && leader == 0 {
+                            s.invalid().plan();
+                        }
+                    }
+                }
+            }
+        }
+    }
+    // The generator must reach the interesting part of the space, not only waits.
+    assert!(plans > 100_000, "{plans}");
+    let kinds: Vec<&str> = kinds.into_iter().collect();
+    assert_eq!(
+        kinds,
+        vec![
+            "ask_to_leave",
+            "create_member",
+            "delete_runtime_member",
+            "force_new_cluster",
+            "remove_dead_member",
+            "restart_member",
+            "restore_cluster",
+            "steady",
+            "take_backup",
+            "upgrade_member",
+            "wait",
+        ]
+    );
+}

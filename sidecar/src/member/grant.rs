@@ -1,0 +1,237 @@
+//! The member's side of the coordinator: registering for a role (seed or joiner), asking
+//! for a membership grant and releasing it with the outcome, and refusing the calls and
+//! grants of an older coordinator term. A connection that reaches a coordinator that does
+//! not lead is replaced by a new one, which the coordinator's Service routes to the leader.
+
+use std::{sync::Arc, time::Duration};
+
+use etcd_operator::{
+    proto::{
+        ChangeKind, GrantRequest, GrantResponse, MemberRole, RegisterRequest, ReleaseGrantRequest,
+        RestoreSource, coordinator_client::CoordinatorClient,
+    },
+    tls::ClientTls,
+};
+use tokio::time::{Instant, sleep};
+use tonic::transport::Channel;
+use tracing::{debug, info, warn};
+
+use super::Member;
+use crate::error::SidecarError;
+
+/// A new (lazily connecting) channel to the coordinator.
+pub(super) fn coordinator_channel(
+    url: &str,
+    tls: &Arc<ClientTls>,
+) -> Result<Channel, SidecarError> {
+    etcd_operator::tls::channel(
+        url,
+        Arc::clone(tls),
+        Duration::from_secs(2),
+        Some(Duration::from_secs(10)),
+    )
+    .map_err(|e| SidecarError::Refused(format!("coordinator URL: {e}")))
+}
+
+impl Member {
+    /// The coordinator client.
+    pub fn coordinator(&self) -> CoordinatorClient<Channel> {
+        self.coordinator
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// After a failed call to the coordinator: when the answer says this connection
+    /// reaches a coordinator that does not lead (or no longer knows this member), the next
+    /// call goes over a new connection, which the coordinator's Service routes to the
+    /// leader (an established connection stays with the Pod it was opened to).
+    pub fn coordinator_failed(&self, status: &tonic::Status) {
+        use tonic::Code;
+        if !matches!(
+            status.code(),
+            Code::PermissionDenied | Code::NotFound | Code::Unavailable
+        ) {
+            return;
+        }
+        match coordinator_channel(&self.cfg.coordinator_url, &self.coordinator_tls) {
+            Ok(channel) => {
+                debug!(code = ?status.code(), "connecting to the coordinator again");
+                *self.coordinator.lock().unwrap_or_else(|e| e.into_inner()) =
+                    CoordinatorClient::new(channel);
+            }
+            Err(e) => warn!(error = %e, "cannot connect to the coordinator again"),
+        }
+    }
+
+    /// The newest coordinator term this member has seen.
+    pub fn newest_epoch(&self) -> u64 {
+        self.epoch.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Admits a call or grant of the coordinator term `epoch`: refused when a newer term
+    /// has been seen (a deposed coordinator's late call), else remembered as the newest.
+    pub fn admit_epoch(&self, epoch: u64, what: &str) -> Result<(), SidecarError> {
+        let newest = self
+            .epoch
+            .fetch_max(epoch, std::sync::atomic::Ordering::SeqCst);
+        if epoch < newest {
+            warn!(
+                epoch,
+                newest, what, "refused: from an older coordinator term"
+            );
+            return Err(SidecarError::Refused(format!(
+                "{what} comes from coordinator term {epoch}, older than term {newest} already seen: a coordinator that no longer leads is not obeyed"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Asks the coordinator (briefly) where the cluster is, for the restart decision.
+    pub(super) async fn try_register_endpoints(&self) -> Vec<String> {
+        match tokio::time::timeout(
+            Duration::from_secs(2),
+            self.coordinator().register(self.register_request()),
+        )
+        .await
+        {
+            Ok(Ok(resp)) => {
+                let resp = resp.into_inner();
+                let _ = self.admit_epoch(resp.coordinator_epoch, "a registration answer");
+                resp.cluster_client_urls
+            }
+            Ok(Err(status)) => {
+                self.coordinator_failed(&status);
+                Vec::new()
+            }
+            Err(_) => Vec::new(),
+        }
+    }
+
+    fn register_request(&self) -> RegisterRequest {
+        let s = self.current();
+        RegisterRequest {
+            cluster: Some((&self.cfg.cluster).into()),
+            member_name: self.cfg.name.clone(),
+            peer_url: self.cfg.peer_url.clone(),
+            client_url: self.cfg.client_url.clone(),
+            sidecar_url: self.cfg.grpc_url.clone(),
+            has_data: self.dir.has_etcd_data(),
+            member_id: s.member_id,
+            etcd_version: self.cfg.etcd_version.to_string(),
+        }
+    }
+
+    /// Registers until the coordinator gives a role (and, for a joiner, endpoints; for a
+    /// seed that restores, the backup).
+    pub(super) async fn register(
+        &self,
+    ) -> Result<(MemberRole, Vec<String>, Option<RestoreSource>), SidecarError> {
+        let mut backoff = Duration::from_millis(200);
+        loop {
+            match self.coordinator().register(self.register_request()).await {
+                Ok(resp) => {
+                    let resp = resp.into_inner();
+                    if let Err(e) =
+                        self.admit_epoch(resp.coordinator_epoch, "a registration answer")
+                    {
+                        warn!(error = %e, "registration answer ignored");
+                        self.coordinator_failed(&tonic::Status::unavailable(""));
+                    } else {
+                        match resp.role() {
+                            MemberRole::Seed => {
+                                return Ok((MemberRole::Seed, Vec::new(), resp.restore));
+                            }
+                            MemberRole::Join if !resp.cluster_client_urls.is_empty() => {
+                                return Ok((MemberRole::Join, resp.cluster_client_urls, None));
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+                Err(status) => {
+                    warn!(error = %status.message(), code = ?status.code(), "coordinator not reachable; registering again");
+                    self.coordinator_failed(&status);
+                }
+            }
+            sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
+    }
+
+    /// Asks for a grant until given, or until `wait` has passed.
+    pub(super) async fn acquire_grant(
+        &self,
+        kind: ChangeKind,
+        wait: Option<Duration>,
+    ) -> Result<GrantResponse, SidecarError> {
+        let deadline = wait.map(|w| Instant::now() + w);
+        loop {
+            let request = GrantRequest {
+                cluster: Some((&self.cfg.cluster).into()),
+                member_name: self.cfg.name.clone(),
+                kind: kind as i32,
+                peer_url: self.cfg.peer_url.clone(),
+            };
+            let pause = match self.coordinator().request_grant(request).await {
+                Ok(resp) => {
+                    let resp = resp.into_inner();
+                    if resp.granted
+                        && let Err(e) = self.admit_epoch(resp.coordinator_epoch, "a grant")
+                    {
+                        // A deposed coordinator's late answer: not acted on, and asked
+                        // again of the leader over a new connection.
+                        warn!(grant = %resp.grant_id, error = %e, "grant not used");
+                        self.coordinator_failed(&tonic::Status::unavailable(""));
+                        Duration::from_secs(1)
+                    } else if resp.granted {
+                        info!(grant = %resp.grant_id, kind = ?kind, "membership grant received");
+                        self.state
+                            .send_modify(|s| s.held_grant = Some((resp.grant_id.clone(), kind)));
+                        return Ok(resp);
+                    } else {
+                        Duration::from_millis(u64::from(resp.retry_after_ms).clamp(100, 5_000))
+                    }
+                }
+                Err(status) => {
+                    warn!(error = %status.message(), "grant request failed");
+                    self.coordinator_failed(&status);
+                    Duration::from_secs(1)
+                }
+            };
+            if deadline.is_some_and(|d| Instant::now() + pause > d) {
+                return Err(SidecarError::Timeout(format!(
+                    "no {kind:?} grant from the coordinator"
+                )));
+            }
+            sleep(pause).await;
+        }
+    }
+
+    pub(super) async fn release_grant(
+        &self,
+        grant: &GrantResponse,
+        outcome: Result<u64, &SidecarError>,
+    ) {
+        self.state.send_modify(|s| s.held_grant = None);
+        let request = ReleaseGrantRequest {
+            cluster: Some((&self.cfg.cluster).into()),
+            grant_id: grant.grant_id.clone(),
+            succeeded: outcome.is_ok(),
+            member_id: *outcome.as_ref().unwrap_or(&0),
+            error: outcome.err().map(|e| e.to_string()).unwrap_or_default(),
+            member_name: self.cfg.name.clone(),
+        };
+        for _ in 0..5 {
+            match self.coordinator().release_grant(request.clone()).await {
+                Ok(_) => return,
+                Err(status) => {
+                    warn!(error = %status.message(), "grant release failed; retrying");
+                    self.coordinator_failed(&status);
+                    sleep(Duration::from_millis(500)).await;
+                }
+            }
+        }
+        warn!(grant = %grant.grant_id, "grant not released; it lapses on its own");
+    }
+}

@@ -1,0 +1,124 @@
+//! Lifecycle 1 to 4 (DESIGN.md): on start, run on the data left on disk when this member is
+//! still in the cluster (1: a restart is not a membership change), wipe it when the member
+//! was removed while away (2); else register, and bootstrap as the seed (4) or join as a
+//! learner (3, in `join`).
+
+use std::{sync::Arc, time::Duration};
+
+use etcd_operator::proto::{ChangeKind, MemberPhase, MemberRole, RestoreSource};
+use tokio::time::sleep;
+use tracing::{info, instrument, warn};
+
+use super::{Member, now_unix_ms};
+use crate::{error::SidecarError, etcd_args::Bootstrap};
+
+impl Member {
+    /// Brings the member up: the start decision of DESIGN.md's lifecycle, retried until it
+    /// succeeds. Returns once etcd runs as a member (or the member has left for good).
+    #[instrument(skip_all, fields(cluster = %self.cfg.cluster, member = %self.cfg.name))]
+    pub async fn start(self: &Arc<Self>) {
+        let mut backoff = Duration::from_millis(500);
+        loop {
+            let result = {
+                let _op = self.op.lock().await;
+                self.start_once().await
+            };
+            match result {
+                Ok(()) => return,
+                Err(e) => {
+                    warn!(error = %e, category = e.category(), "start failed; retrying");
+                    self.record_error(&e);
+                    sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                }
+            }
+        }
+    }
+
+    async fn start_once(self: &Arc<Self>) -> Result<(), SidecarError> {
+        if self.dir.is_removed() {
+            info!("this member left the cluster earlier; staying idle");
+            self.set_phase(MemberPhase::Removed);
+            return Ok(());
+        }
+        if self.dir.has_etcd_data() {
+            if self.still_a_member().await {
+                info!("restarting etcd on existing data");
+                self.run_etcd(&Bootstrap::FromData).await?;
+                self.set_phase(MemberPhase::Running);
+                return Ok(());
+            }
+            info!("this member was removed from the cluster while away; wiping its data to rejoin");
+            self.dir.wipe()?;
+            self.state.send_modify(|s| {
+                s.member_id = 0;
+                s.cluster_id = 0;
+            });
+        }
+        self.set_phase(MemberPhase::Starting);
+        let (role, endpoints, restore) = self.register().await?;
+        match role {
+            MemberRole::Seed => self.bootstrap(restore.as_ref()).await,
+            _ => self.join(&endpoints).await,
+        }
+    }
+
+    /// With data on disk: is this member still in the cluster? Only a member list read from
+    /// another member that lacks our id says no; anything unknown says yes (start on the
+    /// data: a whole cluster restarting needs every member back).
+    async fn still_a_member(&self) -> bool {
+        let Some(identity) = self.dir.load_identity() else {
+            return true;
+        };
+        if identity.member_id == 0 {
+            return true;
+        }
+        let extra = self.try_register_endpoints().await;
+        let others = self.other_endpoints(&extra);
+        if others.is_empty() {
+            return true;
+        }
+        let Ok(Ok(mut client)) =
+            tokio::time::timeout(Duration::from_secs(3), self.etcd(&others)).await
+        else {
+            return true;
+        };
+        match tokio::time::timeout(Duration::from_secs(3), client.member_list()).await {
+            Ok(Ok(list)) if !list.members().is_empty() => {
+                list.members().iter().any(|m| m.id() == identity.member_id)
+            }
+            _ => true,
+        }
+    }
+
+    /// Lifecycle 4: bootstrap a one-member cluster (lifecycle 9: from a backup when the
+    /// coordinator says so; nothing starts unless the backup checks out).
+    async fn bootstrap(&self, restore: Option<&RestoreSource>) -> Result<(), SidecarError> {
+        let grant = self.acquire_grant(ChangeKind::Bootstrap, None).await?;
+        self.set_phase(MemberPhase::Bootstrapping);
+        let result = async {
+            self.dir.wipe()?;
+            match restore {
+                Some(source) => {
+                    let restored = self.restore(source).await?;
+                    self.state.send_modify(|s| s.restored = Some(restored));
+                    self.run_etcd(&Bootstrap::FromData).await?;
+                }
+                None => {
+                    let token = format!("{}-{}", self.cfg.cluster, now_unix_ms());
+                    self.run_etcd(&Bootstrap::NewCluster { token }).await?;
+                }
+            }
+            let (member_id, cluster_id) = self.wait_local_ready().await?;
+            self.learn_ids(member_id, cluster_id);
+            self.learn_cluster_urls(vec![self.cfg.client_url.clone()]);
+            Ok(member_id)
+        }
+        .await;
+        self.release_grant(&grant, result.as_ref().copied()).await;
+        let member_id = result?;
+        info!(member_id = %format!("{member_id:x}"), "bootstrapped a one-member cluster");
+        self.set_phase(MemberPhase::Running);
+        Ok(())
+    }
+}

@@ -9,7 +9,7 @@ use etcd_operator::proto::{ChangeKind, MemberPhase};
 use tokio::time::{Instant, sleep};
 use tracing::info;
 
-use super::{Member, is_member_not_found, retry_transient};
+use super::{Member, remove_member};
 use crate::{
     error::{SidecarError, is_transient},
     etcd_args::Bootstrap,
@@ -59,19 +59,7 @@ impl Member {
         for m in list.members() {
             if self.is_stale_entry(m) {
                 info!(stale_id = %format!("{:x}", m.id()), "removing this member's stale entry");
-                retry_transient("member remove", || {
-                    let mut c = client.clone();
-                    let id = m.id();
-                    async move { c.member_remove(id).await.map(|_| ()) }
-                })
-                .await
-                .or_else(|e| {
-                    if is_member_not_found(&e) {
-                        Ok(())
-                    } else {
-                        Err(e)
-                    }
-                })?;
+                remove_member(client, m.id()).await?;
                 removed.push(m.id());
             }
         }

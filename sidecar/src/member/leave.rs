@@ -7,7 +7,7 @@ use std::time::Duration;
 use etcd_operator::proto::{ChangeKind, MemberPhase};
 use tracing::{info, instrument};
 
-use super::{Member, is_member_not_found, member_answers, retry_transient};
+use super::{Member, member_answers, remove_member};
 use crate::error::SidecarError;
 
 /// How long the sidecar waits for a grant before giving up on a leave or handoff.
@@ -98,20 +98,8 @@ impl Member {
             .iter()
             .flat_map(|m| m.client_urls().iter().cloned())
             .collect();
-        let mut others = self.etcd(&other_urls).await?;
-        retry_transient("member remove", || {
-            let mut c = others.clone();
-            async move { c.member_remove(member_id).await.map(|_| ()) }
-        })
-        .await
-        .or_else(|e| {
-            if is_member_not_found(&e) {
-                Ok(())
-            } else {
-                Err(e)
-            }
-        })?;
-        let _ = &mut others;
+        let others = self.etcd(&other_urls).await?;
+        remove_member(&others, member_id).await?;
         info!(member_id = %format!("{member_id:x}"), "removed from the cluster; stopping etcd and wiping data");
         self.supervisor.stop().await;
         self.dir.wipe()?;

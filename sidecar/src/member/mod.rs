@@ -303,6 +303,24 @@ where
     }
 }
 
+/// Removes etcd's entry `member_id` through `client` (this member's own on a leave, a stale
+/// one of an earlier life on a rejoin), retrying while etcd's errors are transient. An entry
+/// already gone counts as removed: a removal whose answer was lost may have gone through.
+async fn remove_member(client: &Client, member_id: u64) -> Result<(), SidecarError> {
+    retry_transient("member remove", || {
+        let mut c = client.clone();
+        async move { c.member_remove(member_id).await.map(|_| ()) }
+    })
+    .await
+    .or_else(|e| {
+        if is_member_not_found(&e) {
+            Ok(())
+        } else {
+            Err(e)
+        }
+    })
+}
+
 fn is_member_not_found(e: &SidecarError) -> bool {
     matches!(e, SidecarError::Etcd { source: etcd_client::Error::GRpcStatus(s), .. } if s.message().contains("member not found"))
 }

@@ -3,11 +3,11 @@
 
 use std::{future::Future, sync::Arc};
 
-use etcd_operator::{ClusterKey, EtcdVersion, grant::UnixMillis};
+use etcd_operator::{ClusterKey, EtcdVersion, grant::UnixMillis, pki::Authority, tls::ClientTls};
+use thiserror::Error;
 
 pub use crate::plan::MemberData;
-use etcd_operator::tls::ClientTls;
-use thiserror::Error;
+use crate::security::ControlPlane;
 
 /// One member as the runtime has it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -123,16 +123,40 @@ pub trait Runtime: Send + Sync + 'static {
         name: &str,
     ) -> impl Future<Output = Result<(), RuntimeError>> + Send;
 
+    /// The coordinator's side of the control path: its certificate, the CA members'
+    /// certificates are issued under, and the clients it keeps.
+    fn control(&self) -> &ControlPlane;
+
+    /// The cluster's etcd CA as it is kept (local files, or a Secret); None when the cluster
+    /// has none (it does not use TLS). Never creates one.
+    fn existing_etcd_ca(
+        &self,
+        cluster: &ClusterKey,
+    ) -> impl Future<Output = Result<Option<Arc<Authority>>, RuntimeError>> + Send;
+
     /// TLS for calling the sidecar of `member`: the coordinator's certificate, and the
     /// member's identity expected of the sidecar.
-    fn sidecar_tls(&self, cluster: &ClusterKey, member: &str) -> Arc<ClientTls>;
+    fn sidecar_tls(&self, cluster: &ClusterKey, member: &str) -> Arc<ClientTls> {
+        self.control().sidecar_client(cluster, member)
+    }
 
-    /// The coordinator's own etcd client TLS for `cluster`; None when the cluster has no
-    /// etcd CA (it does not use TLS).
+    /// The coordinator's own etcd client TLS for `cluster` (a client certificate of its etcd
+    /// CA, kept in memory by [`ControlPlane::etcd_client`]); None when the cluster has no etcd
+    /// CA (it does not use TLS).
     fn etcd_client_tls(
         &self,
         cluster: &ClusterKey,
-    ) -> impl Future<Output = Result<Option<etcd_client::TlsOptions>, RuntimeError>> + Send;
+    ) -> impl Future<Output = Result<Option<etcd_client::TlsOptions>, RuntimeError>> + Send {
+        async move {
+            let Some(ca) = self.existing_etcd_ca(cluster).await? else {
+                return Ok(None);
+            };
+            self.control()
+                .etcd_client(cluster, &ca)
+                .map(Some)
+                .map_err(|e| RuntimeError::Other(format!("certificates: {e}")))
+        }
+    }
 
     /// Issues the certificates of every member that lacks them and renews those with less
     /// than a third of their lifetime left (the applications' client bundle too); returns

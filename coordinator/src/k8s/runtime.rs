@@ -17,7 +17,6 @@ use std::{
     sync::{Arc, Mutex},
 };
 
-use etcd_operator::tls::ClientTls;
 use etcd_operator::{
     ClusterKey, EtcdVersion,
     grant::UnixMillis,
@@ -688,21 +687,15 @@ impl Runtime for KubeRuntime {
         Ok(())
     }
 
-    fn sidecar_tls(&self, cluster: &ClusterKey, member: &str) -> Arc<ClientTls> {
-        self.control.sidecar_client(cluster, member)
+    fn control(&self) -> &ControlPlane {
+        &self.control
     }
 
-    async fn etcd_client_tls(
+    async fn existing_etcd_ca(
         &self,
         key: &ClusterKey,
-    ) -> Result<Option<etcd_client::TlsOptions>, RuntimeError> {
-        let Some(ca) = self.etcd_ca(key, false).await? else {
-            return Ok(None);
-        };
-        self.control
-            .etcd_client(key, &ca)
-            .map(Some)
-            .map_err(|e| RuntimeError::Other(format!("certificates: {e}")))
+    ) -> Result<Option<Arc<Authority>>, RuntimeError> {
+        self.etcd_ca(key, false).await
     }
 
     async fn renew_certificates(&self, key: &ClusterKey) -> Result<usize, RuntimeError> {

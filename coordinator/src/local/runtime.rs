@@ -26,13 +26,12 @@ use std::{
     time::Duration,
 };
 
-use etcd_operator::tls::ClientTls;
 use etcd_operator::{
     ClusterKey, EtcdVersion,
     etcd_bin::EtcdBinaries,
     grant::UnixMillis,
     naming::member_ordinal,
-    pki::{MemberCertSpec, MemberFile, member_hosts},
+    pki::{Authority, MemberCertSpec, MemberFile, member_hosts},
 };
 use nix::{
     sys::signal::{Signal, kill},
@@ -619,21 +618,15 @@ impl Runtime for LocalRuntime {
         Ok(())
     }
 
-    fn sidecar_tls(&self, cluster: &ClusterKey, member: &str) -> Arc<ClientTls> {
-        self.control.sidecar_client(cluster, member)
+    fn control(&self) -> &ControlPlane {
+        &self.control
     }
 
-    async fn etcd_client_tls(
+    async fn existing_etcd_ca(
         &self,
         cluster: &ClusterKey,
-    ) -> Result<Option<etcd_client::TlsOptions>, RuntimeError> {
-        let Some(ca) = self.pki.etcd_ca(cluster, false).map_err(pki_error)? else {
-            return Ok(None);
-        };
-        self.control
-            .etcd_client(cluster, &ca)
-            .map(Some)
-            .map_err(|e| RuntimeError::Other(format!("certificates: {e}")))
+    ) -> Result<Option<Arc<Authority>>, RuntimeError> {
+        self.pki.etcd_ca(cluster, false).map_err(pki_error)
     }
 
     async fn renew_certificates(&self, cluster: &ClusterKey) -> Result<usize, RuntimeError> {

@@ -44,7 +44,8 @@ enum Command {
         #[arg(long, env = "ETCDOP_CERT_VALIDITY_SECS", default_value_t = etcd_operator::pki::DEFAULT_CERT_VALIDITY.as_secs())]
         cert_validity_secs: u64,
         /// How long the applications' client certificate is valid, in seconds [default:
-        /// 365 days].
+        /// 365 days]. Local mode only: on Kubernetes the `<cluster>-client-tls` Secret's
+        /// certificate is always valid for 365 days.
         #[arg(long, env = "ETCDOP_CLIENT_CERT_VALIDITY_SECS", default_value_t = etcd_operator::pki::DEFAULT_CLIENT_CERT_VALIDITY.as_secs())]
         client_cert_validity_secs: u64,
         /// The sidecar binary (default: this binary's embedded sidecar).
@@ -202,6 +203,14 @@ enum SidecarCommandLine {
     Run(Box<etcd_sidecar::RunArgs>),
 }
 
+/// The planner's tunables from the command line (`--dead-after-secs`, on both runtimes).
+fn policy(dead_after_secs: u64) -> Policy {
+    Policy {
+        dead_after_ms: (dead_after_secs * 1000) as i64,
+        ..Policy::default()
+    }
+}
+
 fn default_state_dir() -> PathBuf {
     let home = std::env::var_os("HOME").unwrap_or_else(|| "/tmp".into());
     PathBuf::from(home).join(".local/state/etcd-operator")
@@ -257,10 +266,7 @@ async fn main() -> anyhow::Result<()> {
                 cert_validity: Duration::from_secs(cert_validity_secs.max(1)),
                 client_cert_validity: Duration::from_secs(client_cert_validity_secs.max(1)),
                 sidecar,
-                policy: Policy {
-                    dead_after_ms: (dead_after_secs * 1000) as i64,
-                    ..Policy::default()
-                },
+                policy: policy(dead_after_secs),
                 interval: Duration::from_secs(1),
                 progress: !quiet,
                 metrics_addr,
@@ -343,10 +349,7 @@ async fn main() -> anyhow::Result<()> {
                 operator_image,
                 image_pull_policy,
                 lease_name: (!no_leader_election).then_some(lease_name),
-                policy: Policy {
-                    dead_after_ms: (dead_after_secs * 1000) as i64,
-                    ..Policy::default()
-                },
+                policy: policy(dead_after_secs),
             };
             if let Err(e) = etcd_coordinator::k8s::operator::run_kubernetes(
                 opts,

@@ -14,19 +14,15 @@ use std::{
 
 use etcd_coordinator::{
     k8s::{
-        ANNOTATION_ETCD_VERSION, ANNOTATION_NEXT_ORDINAL, Context, FINALIZER, KubeRuntime, PodDns,
+        ANNOTATION_ETCD_VERSION, ANNOTATION_NEXT_ORDINAL, Context, FINALIZER, KubeRuntime,
         build::PodSettings,
         leader::{LeaderElector, LeaseSettings},
         reconcile,
     },
-    plan::Policy,
-    registry::Registry,
     runtime::{MemberData, Runtime},
-    security::{ControlPlane, now_secs},
 };
 use etcd_operator::{
     ClusterKey, EtcdVersion,
-    pki::Authority,
     resource::{EtcdCluster, EtcdClusterSpec, ImagePullSecret, PodPolicy, StorageSpec},
 };
 use k8s_openapi::{
@@ -46,7 +42,7 @@ use k8s_openapi::{
 use kube::{
     Client, ResourceExt,
     api::{Api, DeleteParams, ListParams, Patch, PatchParams},
-    runtime::{controller::Action, events::Reporter},
+    runtime::controller::Action,
 };
 use kube_fake_client::{ClientBuilder, interceptor};
 use serde_json::json;
@@ -77,16 +73,6 @@ fn settings() -> PodSettings {
     }
 }
 
-/// The control plane of a fresh CA (certificates valid for 90 days).
-fn control() -> Arc<ControlPlane> {
-    let ca = Authority::generate("test control CA", now_secs()).unwrap();
-    ControlPlane::new(
-        ca,
-        vec!["127.0.0.1".into()],
-        etcd_operator::pki::DEFAULT_CERT_VALIDITY,
-    )
-}
-
 async fn fake(objects: Vec<EtcdCluster>, funcs: Option<interceptor::Funcs>) -> Client {
     let mut builder = ClientBuilder::new()
         .with_resource::<EtcdCluster>()
@@ -100,23 +86,17 @@ async fn fake(objects: Vec<EtcdCluster>, funcs: Option<interceptor::Funcs>) -> C
     builder.build().await.expect("fake client")
 }
 
-fn context(client: &Client) -> Arc<Context> {
-    let runtime = Arc::new(KubeRuntime::new(
+/// The runtime of the tests: Pod DNS, a fresh control CA, certificates valid for 90 days.
+fn kube_runtime(client: &Client) -> KubeRuntime {
+    KubeRuntime::for_tests(
         client.clone(),
         settings(),
-        Arc::new(PodDns),
-        control(),
-    ));
-    Arc::new(Context::new(
-        client.clone(),
-        Registry::new(),
-        runtime,
-        Reporter {
-            controller: "etcd-operator".into(),
-            instance: Some("test".into()),
-        },
-        Policy::default(),
-    ))
+        etcd_operator::pki::DEFAULT_CERT_VALIDITY,
+    )
+}
+
+fn context(client: &Client) -> Arc<Context> {
+    Context::for_tests(client.clone(), Arc::new(kube_runtime(client)))
 }
 
 async fn reconcile_once(ctx: &Arc<Context>) -> Action {
@@ -803,7 +783,7 @@ async fn deletion_passes_through_cleanup_and_drops_the_finalizer() {
 async fn scale_replacement_and_upgrade_change_one_pod_at_a_time() {
     let client = fake(vec![cluster(3, "3.6.15")], None).await;
     let key = ClusterKey::new(NS, NAME);
-    let runtime = KubeRuntime::new(client.clone(), settings(), Arc::new(PodDns), control());
+    let runtime = kube_runtime(&client);
     let c = get_cluster(&client).await;
     runtime.track(&key, &c);
     let v36 = EtcdVersion::new(3, 6, 15);
@@ -869,7 +849,7 @@ async fn scale_replacement_and_upgrade_change_one_pod_at_a_time() {
     assert_eq!(runtime.members(&key).await.unwrap().len(), 2);
     assert_eq!(runtime.next_ordinal(&key).await.unwrap(), 3);
     // A new coordinator (leader change) reads the same from the annotation.
-    let fresh = KubeRuntime::new(client.clone(), settings(), Arc::new(PodDns), control());
+    let fresh = kube_runtime(&client);
     fresh.track(&key, &get_cluster(&client).await);
     fresh.members(&key).await.unwrap();
     assert_eq!(fresh.next_ordinal(&key).await.unwrap(), 3);
@@ -929,7 +909,7 @@ async fn with_storage_a_member_keeps_its_claim_and_gets_its_pod_back() {
     });
     let client = fake(vec![c], None).await;
     let key = ClusterKey::new(NS, NAME);
-    let runtime = KubeRuntime::new(client.clone(), settings(), Arc::new(PodDns), control());
+    let runtime = kube_runtime(&client);
     runtime.track(&key, &get_cluster(&client).await);
     let v = EtcdVersion::new(3, 6, 15);
     runtime
@@ -1003,7 +983,7 @@ async fn with_storage_a_member_keeps_its_claim_and_gets_its_pod_back() {
 async fn pods_of_another_cluster_of_the_same_name_are_not_members() {
     let client = fake(vec![cluster(3, "3.6.15")], None).await;
     let key = ClusterKey::new(NS, NAME);
-    let runtime = KubeRuntime::new(client.clone(), settings(), Arc::new(PodDns), control());
+    let runtime = kube_runtime(&client);
     let c = get_cluster(&client).await;
     runtime.track(&key, &c);
     runtime
@@ -1174,10 +1154,8 @@ async fn tls_members_get_etcd_certificates_and_renewals_update_their_secret() {
     c.spec.tls = Some(etcd_operator::resource::TlsSpec { enabled: true });
     let client = fake(vec![c], None).await;
     let key = ClusterKey::new(NS, NAME);
-    let ca = Authority::generate("test control CA", now_secs()).unwrap();
     // Short-lived certificates: due for renewal a few seconds after they are issued.
-    let control = ControlPlane::new(ca, vec!["127.0.0.1".into()], Duration::from_secs(6));
-    let runtime = KubeRuntime::new(client.clone(), settings(), Arc::new(PodDns), control);
+    let runtime = KubeRuntime::for_tests(client.clone(), settings(), Duration::from_secs(6));
     runtime.track(&key, &get_cluster(&client).await);
     runtime
         .create_member(

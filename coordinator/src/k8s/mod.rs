@@ -36,6 +36,8 @@ pub mod operator;
 pub mod reconcile;
 pub mod runtime;
 pub mod status;
+#[doc(hidden)]
+pub mod testing;
 
 pub use addressing::{MemberAddressing, MemberEndpoints, PodDns};
 pub use error::Error;

@@ -345,7 +345,9 @@ impl ServerCertVerifier for IdentityVerifier {
     }
 }
 
-/// The client side: dials a server of the control path that must be `expected`.
+/// The client side: dials a server of the control path that must be `expected`. Shaped as
+/// [`ServerTls`] is (credentials asked for at every handshake, the configuration rebuilt only
+/// when they change); what differs is the verification, which runs the other way.
 pub struct ClientTls {
     source: Arc<dyn CredentialSource>,
     expected: PeerIdentity,

@@ -115,6 +115,24 @@ fn read_files(dir: &Path, names: &[&str]) -> Result<BTreeMap<String, String>, Lo
     Ok(out)
 }
 
+/// The files `names` of `dir` as `build` makes them from those there now (it says whether
+/// they changed), written when they changed; returns whether they did.
+fn rewrite_files(
+    dir: &Path,
+    names: &[&str],
+    build: impl FnOnce(&BTreeMap<String, String>) -> Result<(BTreeMap<String, String>, bool), PkiError>,
+) -> Result<bool, LocalPkiError> {
+    let old = read_files(dir, names)?;
+    let (new, changed) = build(&old).map_err(|source| LocalPkiError::Pki {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    if changed {
+        write_changed(dir, &old, &new)?;
+    }
+    Ok(changed)
+}
+
 /// Writes the files of `new` that differ from `old`; removes those of `old` no longer in `new`.
 fn write_changed(
     dir: &Path,
@@ -287,16 +305,9 @@ impl LocalPki {
         if only_existing && !dir.join(MemberFile::CERT).is_file() {
             return Ok(false);
         }
-        let old = read_files(&dir, MEMBER_FILES)?;
-        let (new, changed) = member_files(control, etcd.as_deref(), spec, &old, now_secs())
-            .map_err(|source| LocalPkiError::Pki {
-                path: dir.clone(),
-                source,
-            })?;
-        if changed {
-            write_changed(&dir, &old, &new)?;
-        }
-        Ok(changed)
+        rewrite_files(&dir, MEMBER_FILES, |old| {
+            member_files(control, etcd.as_deref(), spec, old, now_secs())
+        })
     }
 
     /// Renews the member's files when they exist (a member deleted meanwhile is not
@@ -320,18 +331,9 @@ impl LocalPki {
         };
         let dir = self.client_dir(cluster);
         let _guard = self.lock();
-        let old = read_files(&dir, CLIENT_FILES)?;
-        let (new, changed) =
-            client_files(&etcd, cluster, validity, &old, now_secs()).map_err(|source| {
-                LocalPkiError::Pki {
-                    path: dir.clone(),
-                    source,
-                }
-            })?;
-        if changed {
-            write_changed(&dir, &old, &new)?;
-        }
-        Ok(changed)
+        rewrite_files(&dir, CLIENT_FILES, |old| {
+            client_files(&etcd, cluster, validity, old, now_secs())
+        })
     }
 
     /// Removes a deleted member's files.

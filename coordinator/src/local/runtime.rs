@@ -76,6 +76,15 @@ struct ClusterRecord {
     members: Vec<MemberRecord>,
 }
 
+impl ClusterRecord {
+    fn member_mut(&mut self, name: &str) -> Result<&mut MemberRecord, RuntimeError> {
+        self.members
+            .iter_mut()
+            .find(|m| m.name == name)
+            .ok_or_else(|| RuntimeError::NoSuchMember(name.to_string()))
+    }
+}
+
 #[derive(Serialize, Deserialize, Clone, Debug)]
 struct MemberRecord {
     name: String,
@@ -296,12 +305,7 @@ impl LocalRuntime {
         name: &str,
     ) -> Result<(), RuntimeError> {
         let dir = self.cluster_dir(key);
-        let member = local
-            .record
-            .members
-            .iter_mut()
-            .find(|m| m.name == name)
-            .ok_or_else(|| RuntimeError::NoSuchMember(name.to_string()))?;
+        let member = local.record.member_mut(name)?;
         std::fs::create_dir_all(&dir).map_err(io(format!("creating {}", dir.display())))?;
         let log_path = dir.join(format!("{name}.log"));
         let log = std::fs::File::options()
@@ -691,12 +695,7 @@ impl Runtime for LocalRuntime {
         let mut clusters = self.clusters.lock().await;
         let local = self.cluster(&mut clusters, cluster).await?;
         stop_member_process(local, name).await;
-        let member = local
-            .record
-            .members
-            .iter_mut()
-            .find(|m| m.name == name)
-            .ok_or_else(|| RuntimeError::NoSuchMember(name.to_string()))?;
+        let member = local.record.member_mut(name)?;
         member.version = version.to_string();
         self.save(cluster, &local.record)?;
         self.spawn(cluster, local, name)?;

@@ -1,5 +1,8 @@
 //! One cluster's control loop: observe (client required) -> plan (pure) -> act (client
-//! required, one action) -> status (pure, from what was observed and planned).
+//! required, one action) -> status (no client, but not pure: built from what was observed
+//! and planned, with what the registry holds of the cluster (the previous status, the
+//! sidecars' last errors, a forced recovery, the backups) and the clock for the conditions'
+//! transition times).
 //!
 //! Acting is awaited inside the loop, so at most one action per cluster is ever under way;
 //! the grant table adds the same guarantee across the coordinator and the sidecars.

@@ -1,3 +1,7 @@
+//! The planner's table tests: each builds a [`Situation`] one fact at a time and checks the
+//! one action and the phase planned. Every plan made here is also held to the safety
+//! invariants ([`oracle`]); [`world`] plays a cluster's whole life step by step.
+
 use etcd_operator::validate::SpecError;
 
 use super::*;

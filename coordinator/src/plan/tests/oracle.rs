@@ -1,3 +1,7 @@
+//! The safety invariants of DESIGN.md, judged from the observation alone (without the
+//! planner's own helpers), and every generated situation (one to five voters in every state,
+//! with or without something else going on) held to them.
+
 use super::*;
 
 fn runtime_of<'a>(observed: &'a Observed, entry: &EtcdMember) -> Option<&'a RuntimeMember> {

@@ -1,3 +1,6 @@
+//! A tiny model of the world that applies each action as the runtime and the sidecars would,
+//! so that a sequence of plans is checked end to end.
+
 use super::*;
 
 /// A tiny model of the world: applies each action the way the runtime and sidecars

@@ -2,7 +2,10 @@
 //! parses into its Kubernetes type without losing a field (a typo would be dropped
 //! silently by `kubectl`), the example clusters pass the CRD's own schema and the
 //! operator's validation, and the pieces agree with each other and with the code (names,
-//! ports, labels, the Lease, least-privilege RBAC).
+//! ports, labels, the Lease, least-privilege RBAC). The kustomizations are built with
+//! `kubectl kustomize` (needs kubectl on PATH): the default install is the base's files,
+//! and the cluster-wide overlay is checked the same way, its ClusterRole's rules exactly
+//! the Role's.
 
 use std::{
     collections::BTreeSet,
@@ -19,7 +22,7 @@ use k8s_openapi::{
     api::{
         apps::v1::Deployment,
         core::v1::{Service, ServiceAccount},
-        rbac::v1::{Role, RoleBinding},
+        rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding},
     },
     apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
 };
@@ -103,58 +106,179 @@ struct Seen {
     services: Vec<Service>,
     roles: Vec<Role>,
     bindings: Vec<RoleBinding>,
+    cluster_roles: Vec<ClusterRole>,
+    cluster_bindings: Vec<ClusterRoleBinding>,
+    crds: Vec<CustomResourceDefinition>,
     accounts: Vec<ServiceAccount>,
     clusters: Vec<(PathBuf, EtcdCluster)>,
     kustomization: Option<Value>,
 }
 
+fn classify(seen: &mut Seen, path: &Path, doc: Value) {
+    let kind = doc["kind"].as_str().unwrap_or_default().to_string();
+    match kind.as_str() {
+        "CustomResourceDefinition" => {
+            let crd: CustomResourceDefinition = typed(path, &doc);
+            assert_eq!(crd, EtcdCluster::crd(), "{}", path.display());
+            // `kubectl delete all --all` must never delete etcd clusters.
+            assert!(
+                !crd.spec
+                    .names
+                    .categories
+                    .iter()
+                    .flatten()
+                    .any(|c| c == "all"),
+                "EtcdCluster in the category all"
+            );
+            seen.crds.push(crd);
+        }
+        "ServiceAccount" => seen.accounts.push(typed(path, &doc)),
+        "Role" => seen.roles.push(typed(path, &doc)),
+        "RoleBinding" => seen.bindings.push(typed(path, &doc)),
+        "ClusterRole" => seen.cluster_roles.push(typed(path, &doc)),
+        "ClusterRoleBinding" => seen.cluster_bindings.push(typed(path, &doc)),
+        "Deployment" => seen.deployments.push(typed(path, &doc)),
+        "Service" => seen.services.push(typed(path, &doc)),
+        "EtcdCluster" => {
+            let errors = schema_errors(&doc);
+            assert!(errors.is_empty(), "{}: {errors:?}", path.display());
+            seen.clusters.push((path.to_path_buf(), typed(path, &doc)));
+        }
+        "Kustomization" => {
+            assert_eq!(doc["apiVersion"], "kustomize.config.k8s.io/v1beta1");
+            seen.kustomization = Some(doc);
+        }
+        other => panic!("{}: unexpected kind {other:?}", path.display()),
+    }
+}
+
+/// The base's files and the examples.
 fn read_all() -> Seen {
     let mut seen = Seen::default();
-    let mut paths = files("deploy");
+    let mut paths = files("deploy/base");
     paths.extend(files("examples"));
     assert!(paths.len() >= 8, "{paths:?}");
     for path in &paths {
         for doc in documents(path) {
-            let kind = doc["kind"].as_str().unwrap_or_default().to_string();
-            match kind.as_str() {
-                "CustomResourceDefinition" => {
-                    let crd: CustomResourceDefinition = typed(path, &doc);
-                    assert_eq!(crd, EtcdCluster::crd(), "{}", path.display());
-                    // `kubectl delete all --all` must never delete etcd clusters.
-                    assert!(
-                        !crd.spec
-                            .names
-                            .categories
-                            .iter()
-                            .flatten()
-                            .any(|c| c == "all"),
-                        "EtcdCluster in the category all"
-                    );
-                }
-                "ServiceAccount" => seen.accounts.push(typed(path, &doc)),
-                "Role" => seen.roles.push(typed(path, &doc)),
-                "RoleBinding" => seen.bindings.push(typed(path, &doc)),
-                "Deployment" => seen.deployments.push(typed(path, &doc)),
-                "Service" => seen.services.push(typed(path, &doc)),
-                "EtcdCluster" => {
-                    let errors = schema_errors(&doc);
-                    assert!(errors.is_empty(), "{}: {errors:?}", path.display());
-                    seen.clusters.push((path.clone(), typed(path, &doc)));
-                }
-                "Kustomization" => {
-                    assert_eq!(doc["apiVersion"], "kustomize.config.k8s.io/v1beta1");
-                    seen.kustomization = Some(doc);
-                }
-                other => panic!("{}: unexpected kind {other:?}", path.display()),
-            }
+            classify(&mut seen, path, doc);
         }
     }
     seen
 }
 
+/// What `kubectl kustomize` builds from `dir` (relative to the repository).
+fn kustomize(dir: &str) -> Seen {
+    let out = std::process::Command::new("kubectl")
+        .arg("kustomize")
+        .arg(root().join(dir))
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("kubectl kustomize {dir}: {e} (these tests need kubectl, with its built-in kustomize, on PATH)")
+        });
+    assert!(
+        out.status.success(),
+        "kubectl kustomize {dir}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let docs: Vec<Value> =
+        serde_saphyr::from_multiple(&text).unwrap_or_else(|e| panic!("{dir}: {e}"));
+    let path = PathBuf::from(format!("kubectl kustomize {dir}"));
+    let mut seen = Seen::default();
+    for doc in docs.into_iter().filter(|d| !d.is_null()) {
+        classify(&mut seen, &path, doc);
+    }
+    seen
+}
+
+/// Reviews RBAC rules (a Role's or a ClusterRole's) for least privilege and for what the
+/// code needs; returns every (resource, verb) granted.
+fn review_rules(rules: &[PolicyRule]) -> BTreeSet<(String, String)> {
+    let mut granted = BTreeSet::new();
+    for rule in rules {
+        let groups = rule.api_groups.clone().unwrap_or_default();
+        let resources = rule.resources.clone().unwrap_or_default();
+        for word in groups.iter().chain(&resources).chain(&rule.verbs) {
+            assert!(!word.contains('*'), "no wildcards: {rule:?}");
+        }
+        for r in &resources {
+            assert!(
+                !["pods/exec", "pods/attach", "nodes", "secrets/*"].contains(&r.as_str()),
+                "{r} is not needed"
+            );
+            for verb in &rule.verbs {
+                granted.insert((r.clone(), verb.clone()));
+            }
+        }
+        // Secrets, reviewed rule by rule: only the verbs the certificate code uses, never
+        // delete (owned Secrets are garbage-collected with their Pod or cluster), never
+        // escalate.
+        if resources.iter().any(|r| r == "secrets") {
+            assert_eq!(resources, ["secrets"], "a rule of its own: {rule:?}");
+            assert_eq!(groups, [""], "{rule:?}");
+            let verbs: BTreeSet<&str> = rule.verbs.iter().map(String::as_str).collect();
+            assert!(!verbs.contains("delete"), "{rule:?}");
+            assert!(
+                verbs.is_subset(&BTreeSet::from([
+                    "create", "get", "update", "patch", "list", "watch"
+                ])),
+                "{rule:?}"
+            );
+        }
+        // The CA's ConfigMap: created, then read and patched by name only.
+        if resources.iter().any(|r| r == "configmaps") {
+            assert_eq!(resources, ["configmaps"], "{rule:?}");
+            let named = rule.resource_names.as_deref()
+                == Some(&[etcd_coordinator::k8s::CA_CONFIGMAP.to_string()][..]);
+            assert!(
+                named || rule.verbs == ["create"],
+                "configmaps beyond create are limited to the CA's: {rule:?}"
+            );
+        }
+        if resources == ["leases"] && rule.verbs.iter().any(|v| v == "update") {
+            assert_eq!(
+                rule.resource_names.as_deref(),
+                Some(&[DEFAULT_LEASE_NAME.to_string()][..])
+            );
+        }
+    }
+    // What the code does needs these.
+    for (resource, verb) in [
+        ("etcdclusters", "watch"),
+        ("etcdclusters", "patch"),
+        ("etcdclusters/status", "patch"),
+        ("pods", "create"),
+        ("pods", "update"),
+        ("pods", "delete"),
+        ("pods", "watch"),
+        ("persistentvolumeclaims", "create"),
+        ("persistentvolumeclaims", "delete"),
+        ("services", "patch"),
+        ("services", "watch"),
+        ("poddisruptionbudgets", "patch"),
+        ("poddisruptionbudgets", "watch"),
+        ("leases", "create"),
+        ("leases", "update"),
+        ("events", "create"),
+        ("events", "patch"),
+        ("secrets", "create"),
+        ("secrets", "get"),
+        ("secrets", "patch"),
+        ("configmaps", "create"),
+        ("configmaps", "patch"),
+    ] {
+        assert!(
+            granted.contains(&(resource.to_string(), verb.to_string())),
+            "{resource} {verb}"
+        );
+    }
+    granted
+}
+
 #[test]
 fn every_manifest_parses_into_its_type() {
     let seen = read_all();
+    assert_eq!(seen.crds.len(), 1);
     assert_eq!(seen.deployments.len(), 1);
     assert_eq!(seen.roles.len(), 1);
     assert_eq!(seen.bindings.len(), 1);
@@ -212,6 +336,7 @@ fn example_clusters_pass_the_schema_and_validation() {
 #[test]
 fn rbac_is_namespaced_and_least_privilege() {
     let seen = read_all();
+    assert!(seen.cluster_roles.is_empty() && seen.cluster_bindings.is_empty());
     let role = &seen.roles[0];
     let binding = &seen.bindings[0];
     let account = &seen.accounts[0];
@@ -221,81 +346,7 @@ fn rbac_is_namespaced_and_least_privilege() {
     assert_eq!(subject.kind, "ServiceAccount");
     assert_eq!(Some(&subject.name), account.metadata.name.as_ref());
     assert_eq!(subject.namespace, account.metadata.namespace);
-    let mut granted = BTreeSet::new();
-    for rule in role.rules.iter().flatten() {
-        let groups = rule.api_groups.clone().unwrap_or_default();
-        let resources = rule.resources.clone().unwrap_or_default();
-        for word in groups.iter().chain(&resources).chain(&rule.verbs) {
-            assert!(!word.contains('*'), "no wildcards: {rule:?}");
-        }
-        for r in &resources {
-            assert!(
-                !["pods/exec", "pods/attach", "nodes", "secrets/*"].contains(&r.as_str()),
-                "{r} is not needed"
-            );
-            for verb in &rule.verbs {
-                granted.insert((r.clone(), verb.clone()));
-            }
-        }
-        // Secrets, reviewed rule by rule: only in the coordinator's namespace (a Role),
-        // only the verbs the certificate code uses, never delete (owned Secrets are
-        // garbage-collected with their Pod or cluster), never escalate.
-        if resources.iter().any(|r| r == "secrets") {
-            assert_eq!(resources, ["secrets"], "a rule of its own: {rule:?}");
-            assert_eq!(groups, [""], "{rule:?}");
-            let verbs: BTreeSet<&str> = rule.verbs.iter().map(String::as_str).collect();
-            assert_eq!(
-                verbs,
-                BTreeSet::from(["create", "get", "update", "patch", "list", "watch"]),
-                "{rule:?}"
-            );
-        }
-        // The CA's ConfigMap: created, then read and patched by name only.
-        if resources.iter().any(|r| r == "configmaps") {
-            assert_eq!(resources, ["configmaps"], "{rule:?}");
-            let named = rule.resource_names.as_deref()
-                == Some(&[etcd_coordinator::k8s::CA_CONFIGMAP.to_string()][..]);
-            assert!(
-                named || rule.verbs == ["create"],
-                "configmaps beyond create are limited to the CA's: {rule:?}"
-            );
-        }
-        if resources == ["leases"] && rule.verbs.iter().any(|v| v == "update") {
-            assert_eq!(
-                rule.resource_names.as_deref(),
-                Some(&[DEFAULT_LEASE_NAME.to_string()][..])
-            );
-        }
-    }
-    // What the code does needs these.
-    for (resource, verb) in [
-        ("etcdclusters", "watch"),
-        ("etcdclusters", "patch"),
-        ("etcdclusters/status", "patch"),
-        ("pods", "create"),
-        ("pods", "update"),
-        ("pods", "delete"),
-        ("pods", "watch"),
-        ("persistentvolumeclaims", "create"),
-        ("persistentvolumeclaims", "delete"),
-        ("services", "patch"),
-        ("services", "watch"),
-        ("poddisruptionbudgets", "patch"),
-        ("poddisruptionbudgets", "watch"),
-        ("leases", "create"),
-        ("leases", "update"),
-        ("events", "create"),
-        ("secrets", "create"),
-        ("secrets", "get"),
-        ("secrets", "patch"),
-        ("configmaps", "create"),
-        ("configmaps", "patch"),
-    ] {
-        assert!(
-            granted.contains(&(resource.to_string(), verb.to_string())),
-            "{resource} {verb}"
-        );
-    }
+    review_rules(role.rules.as_deref().unwrap_or_default());
 }
 
 #[test]
@@ -425,26 +476,136 @@ fn the_coordinator_deployment_and_service_fit_together() {
     assert_eq!(np.ports.as_ref().unwrap()[0].port, 2379);
 }
 
+/// The paths a kustomization names (resources and patch files).
+fn listed(kustomization: &Value) -> BTreeSet<String> {
+    let resources = kustomization["resources"].as_array().into_iter().flatten();
+    let patches = kustomization["patches"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|p| &p["path"]);
+    resources
+        .chain(patches)
+        .filter_map(|r| r.as_str())
+        .map(str::to_string)
+        .collect()
+}
+
+fn yaml_files(dir: &str) -> BTreeSet<String> {
+    files(dir)
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .filter(|n| n != "kustomization.yaml")
+        .collect()
+}
+
 #[test]
 fn the_kustomization_lists_every_deploy_manifest() {
     let seen = read_all();
     let k = seen.kustomization.unwrap();
-    let listed: BTreeSet<String> = k["resources"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r.as_str().unwrap().to_string())
-        .collect();
-    let present: BTreeSet<String> = files("deploy")
-        .iter()
-        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
-        .filter(|n| n != "kustomization.yaml")
-        .collect();
-    assert_eq!(listed, present);
+    assert_eq!(listed(&k), yaml_files("deploy/base"));
     assert_eq!(
         k["namespace"],
         seen.accounts[0].metadata.namespace.clone().unwrap()
     );
+    // `kubectl apply -k deploy/` is the base, nothing else.
+    let top = documents(&root().join("deploy/kustomization.yaml"));
+    assert_eq!(listed(&top[0]), BTreeSet::from(["base".to_string()]));
+    assert!(
+        yaml_files("deploy").is_empty(),
+        "deploy/ holds the base in base/"
+    );
+    let overlay = documents(&root().join("deploy/overlays/cluster-wide/kustomization.yaml"));
+    let mut expected = yaml_files("deploy/overlays/cluster-wide");
+    expected.insert("../../base".into());
+    assert_eq!(listed(&overlay[0]), expected);
+}
+
+fn json<T: Serialize>(v: &T) -> Value {
+    serde_json::to_value(v).unwrap()
+}
+
+/// `kubectl apply -k deploy/` installs exactly the base's files.
+#[test]
+fn the_default_install_is_the_base_as_written() {
+    let files = read_all();
+    let built = kustomize("deploy");
+    assert_eq!(built.crds.len(), 1);
+    assert_eq!(json(&built.roles), json(&files.roles));
+    assert_eq!(json(&built.bindings), json(&files.bindings));
+    assert_eq!(json(&built.accounts), json(&files.accounts));
+    assert_eq!(json(&built.deployments), json(&files.deployments));
+    let base_services: Vec<&Service> = files
+        .services
+        .iter()
+        .filter(|s| s.metadata.name.as_deref() == Some("etcd-coordinator"))
+        .collect();
+    assert_eq!(json(&built.services), json(&base_services));
+    assert!(built.cluster_roles.is_empty() && built.cluster_bindings.is_empty());
+}
+
+/// The cluster-wide overlay: the base with the Role and RoleBinding replaced by a
+/// ClusterRole with exactly the Role's rules (so they cannot drift) bound to the same
+/// ServiceAccount, and the coordinator run with --all-namespaces, which the binary takes.
+#[test]
+fn the_cluster_wide_overlay_is_the_base_with_a_cluster_role() {
+    let base = kustomize("deploy");
+    let wide = kustomize("deploy/overlays/cluster-wide");
+    assert!(
+        wide.roles.is_empty() && wide.bindings.is_empty(),
+        "no namespaced Role left"
+    );
+    assert_eq!(wide.cluster_roles.len(), 1);
+    assert_eq!(wide.cluster_bindings.len(), 1);
+    let role = &wide.cluster_roles[0];
+    assert_eq!(
+        role.rules, base.roles[0].rules,
+        "deploy/overlays/cluster-wide/clusterrole.yaml must have the rules of the Role in deploy/base/rbac.yaml"
+    );
+    review_rules(role.rules.as_deref().unwrap_or_default());
+    let binding = &wide.cluster_bindings[0];
+    assert_eq!(binding.role_ref.kind, "ClusterRole");
+    assert_eq!(Some(&binding.role_ref.name), role.metadata.name.as_ref());
+    let account = &wide.accounts[0];
+    let subjects = binding.subjects.as_deref().unwrap();
+    assert_eq!(subjects.len(), 1);
+    assert_eq!(subjects[0].kind, "ServiceAccount");
+    assert_eq!(Some(&subjects[0].name), account.metadata.name.as_ref());
+    assert_eq!(subjects[0].namespace, account.metadata.namespace);
+
+    // Everything else is the base's, but for the coordinator's arguments.
+    assert_eq!(json(&wide.crds), json(&base.crds));
+    assert_eq!(json(&wide.accounts), json(&base.accounts));
+    assert_eq!(json(&wide.services), json(&base.services));
+    let mut deployment = wide.deployments[0].clone();
+    let container = &mut deployment
+        .spec
+        .as_mut()
+        .unwrap()
+        .template
+        .spec
+        .as_mut()
+        .unwrap()
+        .containers[0];
+    let mut line: Vec<String> = container.command.clone().unwrap();
+    line.extend(container.args.take().unwrap_or_default());
+    assert_eq!(
+        line,
+        [
+            "/usr/local/bin/etcd-coordinator",
+            "kubernetes",
+            "--all-namespaces"
+        ]
+    );
+    assert_eq!(json(&deployment), json(&base.deployments[0]));
+    // The binary takes them (clap refuses an unknown flag before it prints help).
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_etcd-coordinator"))
+        .args(&line[1..])
+        .arg("--help")
+        .stdout(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success(), "{line:?}");
 }
 
 #[test]

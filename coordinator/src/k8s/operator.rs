@@ -293,6 +293,12 @@ pub const REPORT_CHECK: Duration = Duration::from_secs(1);
 /// (soon while the planner acts or waits, a long resync when steady).
 pub async fn run_controller(ctx: Arc<Context>, namespaces: WatchNamespaces) {
     ctx.start_term();
+    if namespaces.scopes().is_empty() {
+        // (`parse` never gives an empty list.) Returning would end the term at once, and
+        // the leader loop would start it again and again.
+        warn!("no namespace to watch: nothing is managed");
+        return std::future::pending().await;
+    }
     let mut tasks = Vec::new();
     let mut runs = Vec::new();
     for scope in namespaces.scopes() {

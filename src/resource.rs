@@ -487,7 +487,7 @@ pub struct ClusterCondition {
     pub last_transition_time: String,
 }
 
-/// The CustomResourceDefinition as YAML, as `deploy/crd.yaml` holds it.
+/// The CustomResourceDefinition as YAML, as `deploy/base/crd.yaml` holds it.
 pub fn crd_yaml() -> Result<String, serde_saphyr::ser::Error> {
     use kube::CustomResourceExt;
     let crd = EtcdCluster::crd();

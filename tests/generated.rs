@@ -1,15 +1,15 @@
 //! Generated files are checked: the committed CRD must be what the Rust types generate.
-//! Regenerate with `cargo run --bin etcd-coordinator -- crd > deploy/crd.yaml`.
+//! Regenerate with `cargo run --bin etcd-coordinator -- crd > deploy/base/crd.yaml`.
 
 #[test]
 fn committed_crd_matches_the_types() {
     let generated = etcd_operator::resource::crd_yaml().unwrap();
     let committed =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/crd.yaml"))
-            .expect("deploy/crd.yaml exists");
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/base/crd.yaml"))
+            .expect("deploy/base/crd.yaml exists");
     assert!(
         generated == committed,
-        "deploy/crd.yaml is stale: run `cargo run --bin etcd-coordinator -- crd > deploy/crd.yaml`"
+        "deploy/base/crd.yaml is stale: run `cargo run --bin etcd-coordinator -- crd > deploy/base/crd.yaml`"
     );
 }
 

@@ -5,6 +5,7 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::{Parser, Subcommand};
 use etcd_coordinator::{
+    k8s::operator::WatchNamespaces,
     local::{LocalOptions, SidecarCommand, run_local},
     plan::Policy,
     status::{Output, StatusTls, fetch_and_render},
@@ -130,9 +131,15 @@ enum Command {
     /// Run as the operator in Kubernetes: EtcdCluster objects, members as Pods.
     Kubernetes {
         /// The namespace whose clusters are managed [default: the coordinator's own].
-        #[arg(long, env = "ETCDOP_WATCH_NAMESPACE")]
+        #[arg(long, env = "ETCDOP_WATCH_NAMESPACE", conflicts_with_all = ["watch_namespaces", "all_namespaces"])]
         watch_namespace: Option<String>,
-        /// Manage clusters in every namespace (needs cluster-wide permissions).
+        /// The namespaces whose clusters are managed, comma-separated (`*` for every
+        /// namespace). Each needs the coordinator's Role and RoleBinding, or use the
+        /// ClusterRole of deploy/overlays/cluster-wide.
+        #[arg(long, env = "ETCDOP_WATCH_NAMESPACES", value_parser = WatchNamespaces::parse, conflicts_with = "all_namespaces")]
+        watch_namespaces: Option<WatchNamespaces>,
+        /// Manage clusters in every namespace (needs the ClusterRole of
+        /// deploy/overlays/cluster-wide).
         #[arg(long, env = "ETCDOP_ALL_NAMESPACES")]
         all_namespaces: bool,
         /// The coordinator's own namespace (downward API).
@@ -316,6 +323,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Kubernetes {
             watch_namespace,
+            watch_namespaces,
             all_namespaces,
             pod_namespace,
             pod_name,
@@ -333,10 +341,27 @@ async fn main() -> anyhow::Result<()> {
         } => {
             init_logs("info");
             let opts = etcd_coordinator::k8s::operator::KubernetesOptions {
-                watch_namespace: if all_namespaces {
-                    None
+                watch_namespaces: if all_namespaces {
+                    WatchNamespaces::All
+                } else if let Some(list) = watch_namespaces {
+                    list
                 } else {
-                    Some(watch_namespace.unwrap_or_else(|| pod_namespace.clone()))
+                    let one = watch_namespace.unwrap_or_else(|| pod_namespace.clone());
+                    match WatchNamespaces::parse(&one) {
+                        Ok(WatchNamespaces::Only(list)) if list.len() == 1 => {
+                            WatchNamespaces::Only(list)
+                        }
+                        Ok(_) => {
+                            eprintln!(
+                                "etcd-coordinator: --watch-namespace takes one namespace; use --watch-namespaces for a list or `*`"
+                            );
+                            std::process::exit(2);
+                        }
+                        Err(e) => {
+                            eprintln!("etcd-coordinator: --watch-namespace: {e}");
+                            std::process::exit(2);
+                        }
+                    }
                 },
                 pod_namespace,
                 pod_name,

@@ -4,7 +4,8 @@
 //! operator's validation, and the pieces agree with each other and with the code (names,
 //! ports, labels, the Lease, least-privilege RBAC). `deploy/` and every overlay under
 //! `deploy/overlays/` build with `kubectl kustomize` (or, without kubectl, by the test's own
-//! reading of kustomize's rules) into objects of known types, nothing lost.
+//! reading of kustomize's rules, where it can) into objects of known types, nothing lost; the
+//! cluster-wide overlay needs kubectl, and its ClusterRole's rules are exactly the Role's.
 
 use std::{
     collections::BTreeSet,
@@ -21,7 +22,7 @@ use k8s_openapi::{
     api::{
         apps::v1::Deployment,
         core::v1::{Service, ServiceAccount},
-        rbac::v1::{Role, RoleBinding},
+        rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding},
     },
     apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
 };
@@ -105,158 +106,83 @@ struct Seen {
     services: Vec<Service>,
     roles: Vec<Role>,
     bindings: Vec<RoleBinding>,
+    cluster_roles: Vec<ClusterRole>,
+    cluster_bindings: Vec<ClusterRoleBinding>,
+    crds: Vec<CustomResourceDefinition>,
     accounts: Vec<ServiceAccount>,
     clusters: Vec<(PathBuf, EtcdCluster)>,
     kustomization: Option<Value>,
 }
 
+fn classify(seen: &mut Seen, path: &Path, doc: Value) {
+    let kind = doc["kind"].as_str().unwrap_or_default().to_string();
+    match kind.as_str() {
+        "CustomResourceDefinition" => {
+            let crd: CustomResourceDefinition = typed(path, &doc);
+            assert_eq!(crd, EtcdCluster::crd(), "{}", path.display());
+            // `kubectl delete all --all` must never delete etcd clusters.
+            assert!(
+                !crd.spec
+                    .names
+                    .categories
+                    .iter()
+                    .flatten()
+                    .any(|c| c == "all"),
+                "EtcdCluster in the category all"
+            );
+            seen.crds.push(crd);
+        }
+        "ServiceAccount" => seen.accounts.push(typed(path, &doc)),
+        "Role" => seen.roles.push(typed(path, &doc)),
+        "RoleBinding" => seen.bindings.push(typed(path, &doc)),
+        "ClusterRole" => seen.cluster_roles.push(typed(path, &doc)),
+        "ClusterRoleBinding" => seen.cluster_bindings.push(typed(path, &doc)),
+        "Deployment" => seen.deployments.push(typed(path, &doc)),
+        "Service" => seen.services.push(typed(path, &doc)),
+        "EtcdCluster" => {
+            let errors = schema_errors(&doc);
+            assert!(errors.is_empty(), "{}: {errors:?}", path.display());
+            seen.clusters.push((path.to_path_buf(), typed(path, &doc)));
+        }
+        "Kustomization" => {
+            assert_eq!(doc["apiVersion"], "kustomize.config.k8s.io/v1beta1");
+            seen.kustomization = Some(doc);
+        }
+        other => panic!("{}: unexpected kind {other:?}", path.display()),
+    }
+}
+
+/// The base's files and the examples.
 fn read_all() -> Seen {
     let mut seen = Seen::default();
-    let mut paths = files("deploy");
+    let mut paths = files("deploy/base");
     paths.extend(files("examples"));
     assert!(paths.len() >= 8, "{paths:?}");
     for path in &paths {
         for doc in documents(path) {
-            let kind = doc["kind"].as_str().unwrap_or_default().to_string();
-            match kind.as_str() {
-                "CustomResourceDefinition" => {
-                    let crd: CustomResourceDefinition = typed(path, &doc);
-                    assert_eq!(crd, EtcdCluster::crd(), "{}", path.display());
-                    // `kubectl delete all --all` must never delete etcd clusters.
-                    assert!(
-                        !crd.spec
-                            .names
-                            .categories
-                            .iter()
-                            .flatten()
-                            .any(|c| c == "all"),
-                        "EtcdCluster in the category all"
-                    );
-                }
-                "ServiceAccount" => seen.accounts.push(typed(path, &doc)),
-                "Role" => seen.roles.push(typed(path, &doc)),
-                "RoleBinding" => seen.bindings.push(typed(path, &doc)),
-                "Deployment" => seen.deployments.push(typed(path, &doc)),
-                "Service" => seen.services.push(typed(path, &doc)),
-                "EtcdCluster" => {
-                    let errors = schema_errors(&doc);
-                    assert!(errors.is_empty(), "{}: {errors:?}", path.display());
-                    seen.clusters.push((path.clone(), typed(path, &doc)));
-                }
-                "Kustomization" => {
-                    assert_eq!(doc["apiVersion"], "kustomize.config.k8s.io/v1beta1");
-                    seen.kustomization = Some(doc);
-                }
-                other => panic!("{}: unexpected kind {other:?}", path.display()),
-            }
+            classify(&mut seen, path, doc);
         }
     }
     seen
 }
 
-#[test]
-fn every_manifest_parses_into_its_type() {
-    let seen = read_all();
-    assert_eq!(seen.deployments.len(), 1);
-    assert_eq!(seen.roles.len(), 1);
-    assert_eq!(seen.bindings.len(), 1);
-    assert_eq!(seen.accounts.len(), 1);
-    assert!(seen.kustomization.is_some());
-    assert!(seen.clusters.len() >= 3);
+/// What `kubectl kustomize` builds from `dir` (relative to the repository).
+fn kustomize(dir: &str) -> Seen {
+    let docs = build(&root().join(dir))
+        .unwrap_or_else(|| panic!("{dir} uses what only kubectl kustomize builds"));
+    let path = PathBuf::from(format!("kubectl kustomize {dir}"));
+    let mut seen = Seen::default();
+    for doc in docs {
+        classify(&mut seen, &path, doc);
+    }
+    seen
 }
 
-#[test]
-fn example_clusters_pass_the_schema_and_validation() {
-    let seen = read_all();
-    for (path, cluster) in &seen.clusters {
-        assert!(
-            validate_cluster(cluster).is_ok(),
-            "{}: {:?}",
-            path.display(),
-            validate_cluster(cluster)
-        );
-    }
-    let by_file = |name: &str| {
-        seen.clusters
-            .iter()
-            .find(|(p, _)| p.ends_with(name))
-            .map(|(_, c)| c.clone())
-            .unwrap_or_else(|| panic!("examples/{name}"))
-    };
-    let seed = by_file("example-etcd-cluster.yaml");
-    assert_eq!(seed.metadata.name.as_deref(), Some("etcd-cluster"));
-    assert_eq!((seed.spec.size, seed.spec.version.as_str()), (3, "3.6.15"));
-    let five = by_file("example-etcd-cluster-size-5.yaml");
-    assert_eq!(five.metadata.name.as_deref(), Some("etcd-cluster"));
-    assert_eq!((five.spec.size, five.spec.version.as_str()), (5, "3.6.15"));
-    // Every example finishes on a one-node cluster (kind): none needs a node per member.
-    for (path, cluster) in &seen.clusters {
-        let rule = cluster
-            .spec
-            .pod
-            .as_ref()
-            .map(|p| p.anti_affinity)
-            .unwrap_or_default();
-        assert_ne!(
-            rule,
-            etcd_operator::resource::AntiAffinity::Required,
-            "{}: Required anti-affinity leaves members Pending on one node",
-            path.display()
-        );
-    }
-    let persistent = by_file("example-etcd-cluster-persistent.yaml");
-    assert!(persistent.spec.storage.is_some());
-    assert_eq!(
-        persistent.spec.pod.as_ref().unwrap().anti_affinity,
-        etcd_operator::resource::AntiAffinity::Preferred
-    );
-    let tls = by_file("example-etcd-cluster-tls.yaml");
-    assert!(tls.spec.etcd_tls(), "the TLS example asks for TLS");
-    assert!(!seed.spec.etcd_tls());
-
-    // The schema really refuses what it should (so passing it means something).
-    let bad = |spec: Value| {
-        json!({"apiVersion": "etcd.operator.rs/v1alpha1", "kind": "EtcdCluster",
-               "metadata": {"name": "x"}, "spec": spec})
-    };
-    for spec in [
-        json!({"size": 0, "version": "3.6.15"}),
-        json!({"size": 10, "version": "3.6.15"}),
-        json!({"size": 3, "version": "banana"}),
-        json!({"size": 3}),
-        json!({"size": 3, "version": "3.6.15", "storage": {"size": "lots"}}),
-        json!({"size": 3, "version": "3.6.15", "pod": {"antiAffinity": "Sometimes"}}),
-        json!({"size": 3, "version": "3.6.15", "tls": {"enabled": "yes"}}),
-        json!({"size": 3, "version": "3.6.15", "pod": {"imagePullSecrets": [{"name": ""}]}}),
-        json!({"size": 3, "version": "3.6.15", "pod": {"imagePullSecrets": [{}]}}),
-        json!({"size": 3, "version": "3.6.15", "pod": {"imagePullSecrets": ["regcred"]}}),
-        json!({"size": 3, "version": "3.6.15", "pod": {"imagePullSecrets": [{"name": "Reg_Cred"}]}}),
-        json!({"size": 3, "version": "3.6.15", "pod": {"sidecarImage": ""}}),
-        json!({"size": 3, "version": "3.6.15", "pod": {"sidecarImage": "op :1"}}),
-    ] {
-        assert!(!schema_errors(&bad(spec.clone())).is_empty(), "{spec}");
-    }
-    // ... and takes what it should.
-    let good = json!({"size": 3, "version": "3.6.15", "pod": {
-        "imagePullSecrets": [{"name": "regcred"}, {"name": "mirror.example-cred"}],
-        "sidecarImage": "registry.example:5000/etcd-operator:v0.1.0"}});
-    assert_eq!(schema_errors(&bad(good)), Vec::<String>::new());
-}
-
-#[test]
-fn rbac_is_namespaced_and_least_privilege() {
-    let seen = read_all();
-    let role = &seen.roles[0];
-    let binding = &seen.bindings[0];
-    let account = &seen.accounts[0];
-    assert_eq!(binding.role_ref.kind, "Role");
-    assert_eq!(binding.role_ref.name, role.metadata.name.clone().unwrap());
-    let subject = &binding.subjects.as_ref().unwrap()[0];
-    assert_eq!(subject.kind, "ServiceAccount");
-    assert_eq!(Some(&subject.name), account.metadata.name.as_ref());
-    assert_eq!(subject.namespace, account.metadata.namespace);
+/// Reviews RBAC rules (a Role's or a ClusterRole's) for least privilege and for what the
+/// code needs; returns every (resource, verb) granted.
+fn review_rules(rules: &[PolicyRule]) -> BTreeSet<(String, String, String, String)> {
     let mut granted = BTreeSet::new();
-    for rule in role.rules.iter().flatten() {
+    for rule in rules {
         let groups = rule.api_groups.clone().unwrap_or_default();
         let resources = rule.resources.clone().unwrap_or_default();
         for word in groups.iter().chain(&resources).chain(&rule.verbs) {
@@ -403,6 +329,113 @@ fn rbac_is_namespaced_and_least_privilege() {
             "{resource} {verb} is granted but the code never calls it"
         );
     }
+    granted
+}
+
+#[test]
+fn every_manifest_parses_into_its_type() {
+    let seen = read_all();
+    assert_eq!(seen.crds.len(), 1);
+    assert_eq!(seen.deployments.len(), 1);
+    assert_eq!(seen.roles.len(), 1);
+    assert_eq!(seen.bindings.len(), 1);
+    assert_eq!(seen.accounts.len(), 1);
+    assert!(seen.kustomization.is_some());
+    assert!(seen.clusters.len() >= 3);
+}
+
+#[test]
+fn example_clusters_pass_the_schema_and_validation() {
+    let seen = read_all();
+    for (path, cluster) in &seen.clusters {
+        assert!(
+            validate_cluster(cluster).is_ok(),
+            "{}: {:?}",
+            path.display(),
+            validate_cluster(cluster)
+        );
+    }
+    let by_file = |name: &str| {
+        seen.clusters
+            .iter()
+            .find(|(p, _)| p.ends_with(name))
+            .map(|(_, c)| c.clone())
+            .unwrap_or_else(|| panic!("examples/{name}"))
+    };
+    let seed = by_file("example-etcd-cluster.yaml");
+    assert_eq!(seed.metadata.name.as_deref(), Some("etcd-cluster"));
+    assert_eq!((seed.spec.size, seed.spec.version.as_str()), (3, "3.6.15"));
+    let five = by_file("example-etcd-cluster-size-5.yaml");
+    assert_eq!(five.metadata.name.as_deref(), Some("etcd-cluster"));
+    assert_eq!((five.spec.size, five.spec.version.as_str()), (5, "3.6.15"));
+    // Every example finishes on a one-node cluster (kind): none needs a node per member.
+    for (path, cluster) in &seen.clusters {
+        let rule = cluster
+            .spec
+            .pod
+            .as_ref()
+            .map(|p| p.anti_affinity)
+            .unwrap_or_default();
+        assert_ne!(
+            rule,
+            etcd_operator::resource::AntiAffinity::Required,
+            "{}: Required anti-affinity leaves members Pending on one node",
+            path.display()
+        );
+    }
+    let persistent = by_file("example-etcd-cluster-persistent.yaml");
+    assert!(persistent.spec.storage.is_some());
+    assert_eq!(
+        persistent.spec.pod.as_ref().unwrap().anti_affinity,
+        etcd_operator::resource::AntiAffinity::Preferred
+    );
+    let tls = by_file("example-etcd-cluster-tls.yaml");
+    assert!(tls.spec.etcd_tls(), "the TLS example asks for TLS");
+    assert!(!seed.spec.etcd_tls());
+
+    // The schema really refuses what it should (so passing it means something).
+    let bad = |spec: Value| {
+        json!({"apiVersion": "etcd.operator.rs/v1alpha1", "kind": "EtcdCluster",
+               "metadata": {"name": "x"}, "spec": spec})
+    };
+    for spec in [
+        json!({"size": 0, "version": "3.6.15"}),
+        json!({"size": 10, "version": "3.6.15"}),
+        json!({"size": 3, "version": "banana"}),
+        json!({"size": 3}),
+        json!({"size": 3, "version": "3.6.15", "storage": {"size": "lots"}}),
+        json!({"size": 3, "version": "3.6.15", "pod": {"antiAffinity": "Sometimes"}}),
+        json!({"size": 3, "version": "3.6.15", "tls": {"enabled": "yes"}}),
+        json!({"size": 3, "version": "3.6.15", "pod": {"imagePullSecrets": [{"name": ""}]}}),
+        json!({"size": 3, "version": "3.6.15", "pod": {"imagePullSecrets": [{}]}}),
+        json!({"size": 3, "version": "3.6.15", "pod": {"imagePullSecrets": ["regcred"]}}),
+        json!({"size": 3, "version": "3.6.15", "pod": {"imagePullSecrets": [{"name": "Reg_Cred"}]}}),
+        json!({"size": 3, "version": "3.6.15", "pod": {"sidecarImage": ""}}),
+        json!({"size": 3, "version": "3.6.15", "pod": {"sidecarImage": "op :1"}}),
+    ] {
+        assert!(!schema_errors(&bad(spec.clone())).is_empty(), "{spec}");
+    }
+    // ... and takes what it should.
+    let good = json!({"size": 3, "version": "3.6.15", "pod": {
+        "imagePullSecrets": [{"name": "regcred"}, {"name": "mirror.example-cred"}],
+        "sidecarImage": "registry.example:5000/etcd-operator:v0.1.0"}});
+    assert_eq!(schema_errors(&bad(good)), Vec::<String>::new());
+}
+
+#[test]
+fn rbac_is_namespaced_and_least_privilege() {
+    let seen = read_all();
+    assert!(seen.cluster_roles.is_empty() && seen.cluster_bindings.is_empty());
+    let role = &seen.roles[0];
+    let binding = &seen.bindings[0];
+    let account = &seen.accounts[0];
+    assert_eq!(binding.role_ref.kind, "Role");
+    assert_eq!(binding.role_ref.name, role.metadata.name.clone().unwrap());
+    let subject = &binding.subjects.as_ref().unwrap()[0];
+    assert_eq!(subject.kind, "ServiceAccount");
+    assert_eq!(Some(&subject.name), account.metadata.name.as_ref());
+    assert_eq!(subject.namespace, account.metadata.namespace);
+    review_rules(role.rules.as_deref().unwrap_or_default());
 }
 
 #[test]
@@ -539,26 +572,148 @@ fn the_coordinator_deployment_and_service_fit_together() {
     assert_eq!(np.ports.as_ref().unwrap()[0].port, 2379);
 }
 
+/// The paths a kustomization names (resources and patch files).
+fn listed(kustomization: &Value) -> BTreeSet<String> {
+    let resources = kustomization["resources"].as_array().into_iter().flatten();
+    let patches = kustomization["patches"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|p| &p["path"]);
+    resources
+        .chain(patches)
+        .filter_map(|r| r.as_str())
+        .map(str::to_string)
+        .collect()
+}
+
+fn yaml_files(dir: &str) -> BTreeSet<String> {
+    files(dir)
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .filter(|n| n != "kustomization.yaml")
+        .collect()
+}
+
 #[test]
 fn the_kustomization_lists_every_deploy_manifest() {
     let seen = read_all();
     let k = seen.kustomization.unwrap();
-    let listed: BTreeSet<String> = k["resources"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r.as_str().unwrap().to_string())
-        .collect();
-    let present: BTreeSet<String> = files("deploy")
-        .iter()
-        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
-        .filter(|n| n != "kustomization.yaml")
-        .collect();
-    assert_eq!(listed, present);
+    assert_eq!(listed(&k), yaml_files("deploy/base"));
     assert_eq!(
         k["namespace"],
         seen.accounts[0].metadata.namespace.clone().unwrap()
     );
+    // `kubectl apply -k deploy/` is the base, nothing else.
+    let top = documents(&root().join("deploy/kustomization.yaml"));
+    assert_eq!(listed(&top[0]), BTreeSet::from(["base".to_string()]));
+    assert!(
+        yaml_files("deploy").is_empty(),
+        "deploy/ holds the base in base/"
+    );
+    let overlay = documents(&root().join("deploy/overlays/cluster-wide/kustomization.yaml"));
+    let mut expected = yaml_files("deploy/overlays/cluster-wide");
+    expected.insert("../../base".into());
+    assert_eq!(listed(&overlay[0]), expected);
+}
+
+fn json<T: Serialize>(v: &T) -> Value {
+    serde_json::to_value(v).unwrap()
+}
+
+/// `kubectl apply -k deploy/` installs exactly the base's files.
+#[test]
+fn the_default_install_is_the_base_as_written() {
+    let files = read_all();
+    let built = kustomize("deploy");
+    assert_eq!(built.crds.len(), 1);
+    assert_eq!(json(&built.roles), json(&files.roles));
+    assert_eq!(json(&built.bindings), json(&files.bindings));
+    assert_eq!(json(&built.accounts), json(&files.accounts));
+    assert_eq!(json(&built.deployments), json(&files.deployments));
+    let base_services: Vec<&Service> = files
+        .services
+        .iter()
+        .filter(|s| s.metadata.name.as_deref() == Some("etcd-coordinator"))
+        .collect();
+    assert_eq!(json(&built.services), json(&base_services));
+    assert!(built.cluster_roles.is_empty() && built.cluster_bindings.is_empty());
+}
+
+/// The cluster-wide overlay: the base with the Role and RoleBinding replaced by a
+/// ClusterRole with exactly the Role's rules (so they cannot drift) bound to the same
+/// ServiceAccount, and the coordinator run with --all-namespaces, which the binary takes.
+#[test]
+fn the_cluster_wide_overlay_is_the_base_with_a_cluster_role() {
+    if on_path("kubectl").is_none() && on_path("kustomize").is_none() {
+        // Its patches are built only by kustomize itself: check the files as written.
+        eprintln!("kubectl not on PATH: deploy/overlays/cluster-wide is checked as written");
+        let dir = root().join("deploy/overlays/cluster-wide");
+        let doc = &documents(&dir.join("clusterrole.yaml"))[0];
+        let role: ClusterRole = typed(&dir, doc);
+        assert_eq!(role.rules, read_all().roles[0].rules);
+        review_rules(role.rules.as_deref().unwrap_or_default());
+        let patch = std::fs::read_to_string(dir.join("all-namespaces.yaml")).unwrap();
+        assert!(patch.contains("--all-namespaces"), "{patch}");
+        return;
+    }
+    let base = kustomize("deploy");
+    let wide = kustomize("deploy/overlays/cluster-wide");
+    assert!(
+        wide.roles.is_empty() && wide.bindings.is_empty(),
+        "no namespaced Role left"
+    );
+    assert_eq!(wide.cluster_roles.len(), 1);
+    assert_eq!(wide.cluster_bindings.len(), 1);
+    let role = &wide.cluster_roles[0];
+    assert_eq!(
+        role.rules, base.roles[0].rules,
+        "deploy/overlays/cluster-wide/clusterrole.yaml must have the rules of the Role in deploy/base/rbac.yaml"
+    );
+    review_rules(role.rules.as_deref().unwrap_or_default());
+    let binding = &wide.cluster_bindings[0];
+    assert_eq!(binding.role_ref.kind, "ClusterRole");
+    assert_eq!(Some(&binding.role_ref.name), role.metadata.name.as_ref());
+    let account = &wide.accounts[0];
+    let subjects = binding.subjects.as_deref().unwrap();
+    assert_eq!(subjects.len(), 1);
+    assert_eq!(subjects[0].kind, "ServiceAccount");
+    assert_eq!(Some(&subjects[0].name), account.metadata.name.as_ref());
+    assert_eq!(subjects[0].namespace, account.metadata.namespace);
+
+    // Everything else is the base's, but for the coordinator's arguments.
+    assert_eq!(json(&wide.crds), json(&base.crds));
+    assert_eq!(json(&wide.accounts), json(&base.accounts));
+    assert_eq!(json(&wide.services), json(&base.services));
+    let mut deployment = wide.deployments[0].clone();
+    let container = &mut deployment
+        .spec
+        .as_mut()
+        .unwrap()
+        .template
+        .spec
+        .as_mut()
+        .unwrap()
+        .containers[0];
+    let mut line: Vec<String> = container.command.clone().unwrap();
+    line.extend(container.args.take().unwrap_or_default());
+    assert_eq!(
+        line,
+        [
+            "/usr/local/bin/etcd-coordinator",
+            "kubernetes",
+            "--all-namespaces"
+        ]
+    );
+    assert_eq!(json(&deployment), json(&base.deployments[0]));
+    // The binary takes them (clap refuses an unknown flag before it prints help).
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_etcd-coordinator"))
+        .args(&line[1..])
+        .arg("--help")
+        .stdout(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success(), "{line:?}");
 }
 
 #[test]
@@ -814,7 +969,7 @@ fn the_metrics_overlay_scrapes_every_members_metrics_port() {
     );
     let monitor = &monitors[0];
     // In the namespace deploy/ installs into (where the clusters and their Services are).
-    let base = &documents(&root().join("deploy/kustomization.yaml"))[0];
+    let base = &documents(&root().join("deploy/base/kustomization.yaml"))[0];
     assert_eq!(
         monitor.metadata.namespace.as_deref(),
         base["namespace"].as_str(),

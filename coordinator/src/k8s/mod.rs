@@ -2,9 +2,12 @@
 //!
 //! The same brain as local mode ([`crate::controller::ClusterController`] over the pure
 //! planner); what changes is where members live and where status goes. One reconcile of an
-//! `EtcdCluster` is a pipeline (kube-runtime calls it on every change of the object or of
-//! the Pods, Services and PodDisruptionBudgets it owns, and on a short timer because etcd's
-//! health changes without any watch event):
+//! `EtcdCluster` is a pipeline (kube-runtime calls it on every change of the object that a
+//! reconcile acts on, not its status; on every change of the Pods, Services and
+//! PodDisruptionBudgets it owns; when what the sidecars report changes in a way that
+//! matters, since etcd's health changes without any watch event ([`triggers`]); soon again
+//! while the planner acts or waits, after a growing backoff when it fails, and on a long
+//! resync when the cluster is steady):
 //!
 //! 1. dereference (no client): the raw object is parsed into an [`EtcdCluster`]; a
 //!    malformed one gets an `Invalid` status and an Event, and the watch goes on;
@@ -30,6 +33,7 @@
 pub mod addressing;
 pub mod build;
 pub mod error;
+pub mod events;
 pub mod install;
 pub mod leader;
 pub mod operator;
@@ -38,6 +42,7 @@ pub mod runtime;
 pub mod status;
 #[doc(hidden)]
 pub mod testing;
+pub mod triggers;
 
 pub use addressing::{MemberAddressing, MemberEndpoints, PodDns};
 pub use error::Error;

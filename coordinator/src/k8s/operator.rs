@@ -4,12 +4,9 @@
 //! they own. Losing the Lease stops the controller (any reconcile under way is dropped) and
 //! forgets everything learned under it: the next leader starts from the cluster's truth.
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{collections::HashMap, net::SocketAddr, sync::Arc, time::Duration};
 
-use etcd_operator::{
-    naming::{LABEL_MANAGED_BY, MANAGER},
-    resource::EtcdCluster,
-};
+use etcd_operator::naming::{LABEL_MANAGED_BY, MANAGER};
 use futures::StreamExt;
 use k8s_openapi::api::{
     core::v1::{ConfigMap, Pod, Secret, Service},
@@ -17,8 +14,8 @@ use k8s_openapi::api::{
 };
 use kube::{
     Client,
-    api::{Api, ApiResource, DynamicObject, Patch, PatchParams, PostParams},
-    runtime::{Controller, events::Reporter, watcher},
+    api::{Api, DynamicObject, Patch, PatchParams, PostParams},
+    runtime::{Controller, WatchStreamExt, events::Reporter, reflector, watcher},
 };
 use serde_json::json;
 use tokio::sync::watch;
@@ -30,6 +27,7 @@ use super::{
     build::{self, PodSettings},
     leader::{LeaderElector, LeaseSettings},
     reconcile::{Context, error_policy, reconcile},
+    triggers::{cluster_changed, report_changes},
 };
 use crate::{
     leadership::Leadership,
@@ -46,9 +44,9 @@ pub const COORDINATOR_CONTAINER: &str = "coordinator";
 /// Options of `etcd-coordinator kubernetes`.
 #[derive(Clone, Debug)]
 pub struct KubernetesOptions {
-    /// The namespace whose clusters are managed; `None` for every namespace (needs
+    /// The namespaces whose clusters are managed ([`WatchNamespaces::All`] needs
     /// cluster-wide permissions).
-    pub watch_namespace: Option<String>,
+    pub watch_namespaces: WatchNamespaces,
     /// The coordinator's own namespace (downward API).
     pub pod_namespace: String,
     /// The coordinator's own Pod name (downward API): its identity in the election.
@@ -197,35 +195,120 @@ async fn label_leader(client: &Client, opts: &KubernetesOptions, leading: bool) 
     }
 }
 
-/// Runs the controller until the stream ends (it ends only on shutdown of its inputs).
-async fn run_controller(ctx: Arc<Context>, watch_namespace: Option<String>) {
-    let client = ctx.client.clone();
-    let resource = ApiResource::erase::<EtcdCluster>(&());
-    let (clusters, pods, services, budgets) = match &watch_namespace {
-        Some(ns) => (
-            Api::<DynamicObject>::namespaced_with(client.clone(), ns, &resource),
-            Api::<Pod>::namespaced(client.clone(), ns),
-            Api::<Service>::namespaced(client.clone(), ns),
-            Api::<PodDisruptionBudget>::namespaced(client.clone(), ns),
-        ),
-        None => (
-            Api::<DynamicObject>::all_with(client.clone(), &resource),
-            Api::<Pod>::all(client.clone()),
-            Api::<Service>::all(client.clone()),
-            Api::<PodDisruptionBudget>::all(client.clone()),
-        ),
-    };
-    let owned = watcher::Config::default().labels(&format!("{LABEL_MANAGED_BY}={MANAGER}"));
-    let controller = Controller::new_with(clusters, watcher::Config::default(), resource)
-        .owns(pods, owned.clone())
-        .owns(services, owned.clone())
-        .owns(budgets, owned);
-    // A cluster deleted is gone from the watch (there is no finalizer to see it through a
-    // reconcile): what the coordinator remembers of it is dropped here.
-    let store = controller.store();
-    let pruning = {
+/// Which namespaces' clusters the coordinator manages.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WatchNamespaces {
+    /// Every namespace: one cluster-wide watch (needs the ClusterRole of
+    /// `deploy/overlays/cluster-wide`).
+    All,
+    /// These namespaces (at least one, each a valid name, none twice): one controller
+    /// each, so a Role and RoleBinding in each is enough.
+    Only(Vec<String>),
+}
+
+impl WatchNamespaces {
+    /// One namespace.
+    pub fn one(namespace: impl Into<String>) -> Self {
+        Self::Only(vec![namespace.into()])
+    }
+
+    /// `*` for every namespace, else a comma-separated list of namespaces (spaces around
+    /// names ignored). An empty entry, an invalid name or a repeated one is an error that
+    /// says which.
+    pub fn parse(list: &str) -> Result<Self, String> {
+        if list.trim() == "*" {
+            return Ok(Self::All);
+        }
+        let mut namespaces: Vec<String> = Vec::new();
+        for (i, entry) in list.split(',').enumerate() {
+            let name = entry.trim();
+            let at = i + 1;
+            if name.is_empty() {
+                return Err(format!(
+                    "watch namespaces {list:?}: entry {at} is empty (a list is name,name,...; `*` for every namespace)"
+                ));
+            }
+            if name == "*" {
+                return Err(format!(
+                    "watch namespaces {list:?}: `*` (every namespace) stands alone, not in a list"
+                ));
+            }
+            let valid = name.len() <= 63
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+                && !name.starts_with('-')
+                && !name.ends_with('-');
+            if !valid {
+                return Err(format!(
+                    "watch namespaces {list:?}: {name:?} (entry {at}) is not a namespace name (lowercase letters, digits and '-', at most 63, starting and ending with a letter or digit)"
+                ));
+            }
+            if namespaces.iter().any(|n| n == name) {
+                return Err(format!(
+                    "watch namespaces {list:?}: {name:?} is listed twice"
+                ));
+            }
+            namespaces.push(name.to_string());
+        }
+        Ok(Self::Only(namespaces))
+    }
+
+    /// The namespaces watched, one scope per controller (`None`: every namespace).
+    pub fn scopes(&self) -> Vec<Option<String>> {
+        match self {
+            Self::All => vec![None],
+            Self::Only(list) => list.iter().cloned().map(Some).collect(),
+        }
+    }
+}
+
+impl std::fmt::Display for WatchNamespaces {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::All => f.write_str("(all)"),
+            Self::Only(list) => f.write_str(&list.join(",")),
+        }
+    }
+}
+
+impl std::str::FromStr for WatchNamespaces {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::parse(s)
+    }
+}
+
+/// How often the sidecars' reports are compared with what was last acted on (in memory:
+/// no request), besides every `Registry::notify`.
+pub const REPORT_CHECK: Duration = Duration::from_secs(1);
+
+/// Runs one controller per watched namespace (one for all of them with
+/// [`WatchNamespaces::All`]) until their streams end (only on shutdown of their inputs).
+///
+/// A reconcile starts when an `EtcdCluster` changes in a way that matters (not its status:
+/// [`super::triggers::cluster_changed`]), when a Pod, Service or budget it owns changes,
+/// when what the sidecars report changes in a way that matters
+/// ([`super::triggers::report_changes`]), and when the reconcile's own requeue is due
+/// (soon while the planner acts or waits, a long resync when steady).
+pub async fn run_controller(ctx: Arc<Context>, namespaces: WatchNamespaces) {
+    ctx.start_term();
+    if namespaces.scopes().is_empty() {
+        // (`parse` never gives an empty list.) Returning would end the term at once, and
+        // the leader loop would start it again and again.
+        warn!("no namespace to watch: nothing is managed");
+        return std::future::pending().await;
+    }
+    let mut tasks = Vec::new();
+    let mut runs = Vec::new();
+    for scope in namespaces.scopes() {
+        let (store, run) = controller(Arc::clone(&ctx), scope.clone());
+        runs.push(run);
+        // A cluster deleted is gone from the watch (there is no finalizer to see it
+        // through a reconcile): what the coordinator remembers of it is dropped here.
         let ctx = Arc::clone(&ctx);
-        tokio::spawn(async move {
+        tasks.push(tokio::spawn(async move {
             if store.wait_until_ready().await.is_err() {
                 return;
             }
@@ -242,20 +325,112 @@ async fn run_controller(ctx: Arc<Context>, watch_namespace: Option<String>) {
                         )
                     })
                     .collect();
-                crate::k8s::reconcile::forget_deleted(&ctx, &present);
+                crate::k8s::reconcile::forget_deleted_in(&ctx, scope.as_deref(), &present);
             }
-        })
+        }));
+    }
+    // Event series that grew since they were last sent.
+    tasks.push(tokio::spawn({
+        let ctx = Arc::clone(&ctx);
+        async move {
+            loop {
+                tokio::time::sleep(super::events::FLUSH_EVERY).await;
+                ctx.events.flush().await;
+            }
+        }
+    }));
+    futures::future::join_all(runs).await;
+    for task in tasks {
+        task.abort();
+    }
+}
+
+/// The controller of one scope (a namespace, or every namespace) and its store.
+fn controller(
+    ctx: Arc<Context>,
+    scope: Option<String>,
+) -> (
+    kube::runtime::reflector::Store<DynamicObject>,
+    impl std::future::Future<Output = ()>,
+) {
+    let client = ctx.client.clone();
+    let resource = ctx.resource().clone();
+    let (clusters, pods, services, budgets) = match &scope {
+        Some(ns) => (
+            Api::<DynamicObject>::namespaced_with(client.clone(), ns, &resource),
+            Api::<Pod>::namespaced(client.clone(), ns),
+            Api::<Service>::namespaced(client.clone(), ns),
+            Api::<PodDisruptionBudget>::namespaced(client.clone(), ns),
+        ),
+        None => (
+            Api::<DynamicObject>::all_with(client.clone(), &resource),
+            Api::<Pod>::all(client.clone()),
+            Api::<Service>::all(client.clone()),
+            Api::<PodDisruptionBudget>::all(client.clone()),
+        ),
     };
-    controller
-        .run(reconcile, error_policy, ctx)
-        .for_each(|result| async move {
-            match result {
-                Ok((obj, _)) => debug!(cluster = %obj.name, "reconciled"),
-                Err(e) => warn!(error = %e, "controller"),
+    let writer = reflector::store::Writer::new(resource.clone());
+    let store = writer.as_reader();
+    let changes = watcher(clusters, watcher::Config::default())
+        .default_backoff()
+        .reflect(writer)
+        .filter_map(only_changes());
+    let owned = watcher::Config::default().labels(&format!("{LABEL_MANAGED_BY}={MANAGER}"));
+    let reports = report_changes(
+        ctx.registry.clone(),
+        ctx.policy,
+        scope.clone(),
+        resource.clone(),
+        REPORT_CHECK,
+    );
+    let controller = Controller::for_stream_with(changes, store.clone(), resource)
+        .owns(pods, owned.clone())
+        .owns(services, owned.clone())
+        .owns(budgets, owned)
+        .reconcile_on(reports);
+    let run = async move {
+        controller
+            .run(reconcile, error_policy, ctx)
+            .for_each(|result| async move {
+                match result {
+                    Ok((obj, _)) => debug!(cluster = %obj.name, "reconciled"),
+                    Err(e) => warn!(error = %e, "controller"),
+                }
+            })
+            .await;
+    };
+    (store, run)
+}
+
+/// The objects of the `EtcdCluster` watch that changed in a way a reconcile acts on
+/// ([`cluster_changed`]); a change of the status alone (the coordinator's own writes) is
+/// dropped.
+type WatchResult<T> = Result<T, watcher::Error>;
+
+fn only_changes() -> impl FnMut(
+    WatchResult<watcher::Event<DynamicObject>>,
+) -> std::future::Ready<Option<WatchResult<DynamicObject>>> {
+    let mut seen: HashMap<(Option<String>, String), u64> = HashMap::new();
+    move |event| {
+        use kube::ResourceExt;
+        let key = |o: &DynamicObject| (o.namespace(), o.name_any());
+        std::future::ready(match event {
+            Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) => {
+                let hash = cluster_changed(&o);
+                let changed = match hash {
+                    Some(h) => seen.insert(key(&o), h) != Some(h),
+                    None => true,
+                };
+                changed.then_some(Ok(o))
             }
+            Ok(watcher::Event::Delete(o)) => {
+                seen.remove(&key(&o));
+                None
+            }
+            Ok(watcher::Event::Init | watcher::Event::InitDone) => None,
+            Err(e) => Some(Err(e)),
         })
-        .await;
-    pruning.abort();
+    }
 }
 
 /// Runs until `shutdown` resolves.
@@ -305,7 +480,7 @@ pub async fn run_kubernetes(
         )),
         tokio::spawn(server::serve_health(health_listener, stop_rx.clone())),
     ];
-    info!(addr = %opts.grpc_addr, control_addr = %opts.control_addr, health_addr = %opts.health_addr, %operator_image, %coordinator_url, namespace = opts.watch_namespace.as_deref().unwrap_or("(all)"), "coordinator starting");
+    info!(addr = %opts.grpc_addr, control_addr = %opts.control_addr, health_addr = %opts.health_addr, %operator_image, %coordinator_url, namespaces = %opts.watch_namespaces, "coordinator starting");
 
     let runtime = Arc::new(KubeRuntime::new(
         client.clone(),
@@ -357,7 +532,7 @@ pub async fn run_kubernetes(
         runtime.forget_all();
         label_leader(&client, &opts, true).await;
         let stopped = tokio::select! {
-            _ = run_controller(Arc::clone(&ctx), opts.watch_namespace.clone()) => false,
+            _ = run_controller(Arc::clone(&ctx), opts.watch_namespaces.clone()) => false,
             _ = crate::runtime::renew_certificates_forever(Arc::clone(&runtime), registry.clone(), Duration::from_secs(30)) => false,
             _ = leadership.lost() => false,
             _ = &mut shutdown => true,
@@ -379,4 +554,44 @@ pub async fn run_kubernetes(
         let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn watch_namespaces_parse_and_refuse_bad_input_clearly() {
+        assert_eq!(WatchNamespaces::parse("*"), Ok(WatchNamespaces::All));
+        assert_eq!(
+            WatchNamespaces::parse("team-a"),
+            Ok(WatchNamespaces::one("team-a"))
+        );
+        assert_eq!(
+            WatchNamespaces::parse(" team-a , b2 "),
+            Ok(WatchNamespaces::Only(vec!["team-a".into(), "b2".into()]))
+        );
+        assert_eq!(
+            WatchNamespaces::parse("a,b").unwrap().scopes(),
+            [Some("a".to_string()), Some("b".to_string())]
+        );
+        assert_eq!(WatchNamespaces::All.scopes(), [None]);
+        for (bad, says) in [
+            ("", "entry 1 is empty"),
+            ("a,,b", "entry 2 is empty"),
+            ("a,", "entry 2 is empty"),
+            ("a,*", "stands alone"),
+            ("Team", "\"Team\" (entry 1) is not a namespace name"),
+            ("a,-b", "\"-b\" (entry 2) is not a namespace name"),
+            ("a_b", "is not a namespace name"),
+            ("a,b,a", "\"a\" is listed twice"),
+        ] {
+            let e = WatchNamespaces::parse(bad).expect_err(bad);
+            assert!(e.contains(says), "{bad:?}: {e}");
+        }
+        let long = "a".repeat(64);
+        assert!(WatchNamespaces::parse(&long).is_err());
+        assert_eq!(WatchNamespaces::parse("a,b").unwrap().to_string(), "a,b");
+        assert_eq!(WatchNamespaces::All.to_string(), "(all)");
+    }
 }

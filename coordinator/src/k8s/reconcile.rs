@@ -4,7 +4,11 @@
 //! an `EtcdCluster` reaches [`reconcile`] like any other, gets an `Invalid` status and an
 //! Event, and the watch of every other cluster goes on.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use etcd_operator::{
     ClusterKey,
@@ -17,7 +21,7 @@ use kube::{
     api::{Api, ApiResource, DynamicObject, Patch, PatchParams},
     runtime::{
         controller::Action,
-        events::{Event, EventType, Recorder, Reporter},
+        events::{EventType, Reporter},
     },
 };
 use serde::Serialize;
@@ -28,6 +32,7 @@ use super::{
     FIELD_MANAGER, FINALIZER, KubeRuntime,
     build::{self, BuildError},
     error::Error,
+    events::EventRecorder,
     status::resource_status,
 };
 use crate::{
@@ -44,20 +49,35 @@ pub struct Context {
     pub registry: Registry,
     /// Where members live.
     pub runtime: Arc<KubeRuntime>,
-    /// Publishes Events.
-    pub recorder: Recorder,
+    /// Publishes Events (one for the life of the process: repeats become series).
+    pub events: EventRecorder,
     /// Planner tunables.
     pub policy: Policy,
-    /// When to look again at a cluster that matches its spec (etcd's health changes without
-    /// any watch event).
+    /// When to look again at a cluster that matches its spec, whatever happens: a resync.
+    /// Changes that matter start a reconcile at once (the cluster, its Pods, Services and
+    /// budget, the sidecars' reports: see [`super::triggers`]).
     pub steady_requeue: Duration,
-    /// When to look again while a change is under way.
+    /// When to look again while a change is under way or awaited.
     pub busy_requeue: Duration,
+    /// When to look again after a first failed reconcile (or failed action); doubled at
+    /// each failure in a row, up to `max_failure_backoff`.
+    pub failure_backoff: Duration,
+    /// The longest wait after failures in a row.
+    pub max_failure_backoff: Duration,
     resource: ApiResource,
+    /// The status last written for each cluster, in this term.
+    written: Mutex<HashMap<ClusterKey, EtcdClusterStatus>>,
+    /// Failed reconciles in a row, for each cluster.
+    failures: Mutex<HashMap<ClusterKey, u32>>,
+}
+
+fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Context {
-    /// A context with the default timers (3 s steady, 1 s while changing).
+    /// A context with the default timers: 5 minutes when steady, 1 s while changing,
+    /// 5 s after a failure doubling up to 5 minutes.
     pub fn new(
         client: Client,
         registry: Registry,
@@ -66,15 +86,45 @@ impl Context {
         policy: Policy,
     ) -> Self {
         Self {
-            recorder: Recorder::new(client.clone(), reporter),
+            events: EventRecorder::new(client.clone(), reporter),
             client,
             registry,
             runtime,
             policy,
-            steady_requeue: Duration::from_secs(3),
+            steady_requeue: Duration::from_secs(300),
             busy_requeue: Duration::from_secs(1),
+            failure_backoff: Duration::from_secs(5),
+            max_failure_backoff: Duration::from_secs(300),
             resource: ApiResource::erase::<EtcdCluster>(&()),
+            written: Mutex::default(),
+            failures: Mutex::default(),
         }
+    }
+
+    /// The `EtcdCluster` resource, untyped.
+    pub fn resource(&self) -> &ApiResource {
+        &self.resource
+    }
+
+    /// Forgets what this term remembered of every cluster (a new term reads the truth).
+    pub fn start_term(&self) {
+        locked(&self.written).clear();
+        locked(&self.failures).clear();
+    }
+
+    fn forget(&self, key: &ClusterKey) {
+        locked(&self.written).remove(key);
+        locked(&self.failures).remove(key);
+    }
+
+    /// The wait after the failure of a reconcile of `key` (counted).
+    fn failed(&self, key: &ClusterKey) -> Duration {
+        let mut failures = locked(&self.failures);
+        let n = failures.entry(key.clone()).or_default();
+        *n = n.saturating_add(1);
+        self.failure_backoff
+            .saturating_mul(2u32.saturating_pow(n.saturating_sub(1).min(16)))
+            .min(self.max_failure_backoff)
     }
 
     /// The `EtcdCluster` API of a namespace, untyped.
@@ -83,16 +133,14 @@ impl Context {
     }
 
     async fn publish(&self, obj: &DynamicObject, type_: EventType, reason: &str, note: String) {
-        let event = Event {
-            type_,
-            reason: reason.to_string(),
-            note: Some(truncate(note, 1000)),
-            action: reason.to_string(),
-            secondary: None,
-        };
         if let Err(e) = self
-            .recorder
-            .publish(&event, &obj.object_ref(&self.resource))
+            .events
+            .publish(
+                &obj.object_ref(&self.resource),
+                type_,
+                reason,
+                truncate(note, 1000),
+            )
             .await
         {
             warn!(error = %e, reason, "could not publish an event");
@@ -150,15 +198,26 @@ pub async fn reconcile(obj: Arc<DynamicObject>, ctx: Arc<Context>) -> Result<Act
 /// Drops what the coordinator remembers of clusters that are no longer in the API (`present`
 /// is every cluster the watch holds); returns those dropped.
 pub fn forget_deleted(ctx: &Context, present: &[ClusterKey]) -> Vec<ClusterKey> {
+    forget_deleted_in(ctx, None, present)
+}
+
+/// [`forget_deleted`] for the clusters of one namespace (`None`: every namespace), whose
+/// watch holds `present`.
+pub fn forget_deleted_in(
+    ctx: &Context,
+    namespace: Option<&str>,
+    present: &[ClusterKey],
+) -> Vec<ClusterKey> {
     let gone: Vec<ClusterKey> = ctx
         .registry
         .keys()
         .into_iter()
-        .filter(|k| !present.contains(k))
+        .filter(|k| namespace.is_none_or(|ns| k.namespace == ns) && !present.contains(k))
         .collect();
     for key in &gone {
         ctx.registry.remove(key);
         ctx.runtime.forget(key);
+        ctx.forget(key);
         info!(cluster = %key, "cluster deleted; forgotten");
     }
     gone
@@ -198,10 +257,13 @@ async fn set_finalizers(
         .map_err(Error::kube(op, format!("{namespace}/{name}")))
 }
 
-/// What kube-runtime does after a failed reconcile: log it and look again soon.
-pub fn error_policy(obj: Arc<DynamicObject>, error: &Error, _ctx: Arc<Context>) -> Action {
-    warn!(cluster = %obj.name_any(), error = %error, category = error.category(), "reconcile failed");
-    Action::requeue(Duration::from_secs(5))
+/// What kube-runtime does after a failed reconcile: log it and look again after a wait
+/// that doubles with each failure in a row (see [`Context::failure_backoff`]).
+pub fn error_policy(obj: Arc<DynamicObject>, error: &Error, ctx: Arc<Context>) -> Action {
+    let key = ClusterKey::new(obj.namespace().unwrap_or_default(), obj.name_any());
+    let wait = ctx.failed(&key);
+    warn!(cluster = %key, error = %error, category = error.category(), retry_in_s = wait.as_secs(), "reconcile failed");
+    Action::requeue(wait)
 }
 
 /// Parses the raw object; the message says what is wrong with it.
@@ -248,16 +310,39 @@ async fn apply(obj: &DynamicObject, ctx: &Context) -> Result<Action, Error> {
     );
     let outcome = controller.reconcile(&cluster).await;
     let status = resource_status(&name, &outcome.status);
-    write_status(ctx, &namespace, &name, &status).await?;
+    // A status the API server already has is not written again: a write is a request, and
+    // a change that is none.
+    let unchanged = status == previous && locked(&ctx.written).get(&key) == Some(&status);
+    if !unchanged {
+        write_status(ctx, &namespace, &name, &status).await?;
+        locked(&ctx.written).insert(key.clone(), status.clone());
+    }
     publish_outcome(obj, ctx, &previous, &status, &outcome).await;
-    let busy = outcome.plan.action.changes_something()
-        || matches!(outcome.plan.action, PlanAction::Wait { .. })
-        || outcome.error.is_some();
-    Ok(Action::requeue(if busy {
-        ctx.busy_requeue
-    } else {
-        ctx.steady_requeue
-    }))
+    Ok(Action::requeue(next_look(ctx, &key, &outcome)))
+}
+
+/// When to look at a cluster again if nothing happens meanwhile: after the failure
+/// backoff when its action failed; soon while the planner acts or waits for something;
+/// else at the next scheduled backup, or the steady resync.
+fn next_look(ctx: &Context, key: &ClusterKey, outcome: &Outcome) -> Duration {
+    if outcome.error.is_some() {
+        return ctx.failed(key);
+    }
+    locked(&ctx.failures).remove(key);
+    if !outcome.plan.settled() {
+        return ctx.busy_requeue;
+    }
+    let next_backup = ctx
+        .registry
+        .with_existing(key, |entry, _| entry.backups.next_due)
+        .flatten();
+    match next_backup {
+        Some(due) => {
+            let wait = u64::try_from(due.saturating_sub(crate::registry::now_ms())).unwrap_or(0);
+            Duration::from_millis(wait).clamp(ctx.busy_requeue, ctx.steady_requeue)
+        }
+        None => ctx.steady_requeue,
+    }
 }
 
 /// Applies the Services and the PodDisruptionBudget, in this order: the peer Service
@@ -332,19 +417,38 @@ async fn refuse_malformed(
     message: String,
 ) -> Result<Action, Error> {
     warn!(cluster = %key, error = %message, "malformed EtcdCluster");
-    let status = EtcdClusterStatus {
-        phase: "Invalid".into(),
-        conditions: vec![ClusterCondition {
+    let previous: EtcdClusterStatus = obj
+        .data
+        .get("status")
+        .cloned()
+        .and_then(|s| serde_json::from_value(s).ok())
+        .unwrap_or_default();
+    // The same refusal again keeps its transition time, and writes and says nothing.
+    let mut conditions = previous.conditions.clone();
+    conditions.retain(|c| c.type_ == "SpecValid");
+    set_condition(
+        &mut conditions,
+        ClusterCondition {
             type_: "SpecValid".into(),
             status: "False".into(),
             reason: "Malformed".into(),
-            message: format!("the object is not a valid EtcdCluster: {message}"),
+            message: truncate(
+                format!("the object is not a valid EtcdCluster: {message}"),
+                1000,
+            ),
             last_transition_time: rfc3339_now(),
-        }],
+        },
+    );
+    let status = EtcdClusterStatus {
+        phase: "Invalid".into(),
+        conditions,
         observed_generation: obj.metadata.generation,
         selector: build::selector_string(&key.name),
         ..Default::default()
     };
+    if status == previous {
+        return Ok(Action::await_change());
+    }
     write_status(ctx, &key.namespace, &key.name, &status).await?;
     ctx.publish(
         obj,
@@ -468,6 +572,8 @@ async fn report_failure(obj: &DynamicObject, ctx: &Context, error: &Error) {
     }
     ctx.publish(obj, EventType::Warning, error.reason(), error.to_string())
         .await;
+    // The status written is no longer the last one computed: the next success writes it.
+    locked(&ctx.written).remove(&ClusterKey::new(namespace.clone(), name.clone()));
     if let Err(e) = write_status(ctx, &namespace, &name, &status).await {
         warn!(error = %e, "could not record the failure in the status");
     }
@@ -496,6 +602,7 @@ async fn cleanup(obj: &DynamicObject, ctx: &Context) -> Result<Action, Error> {
     // collector removes them. What is left is the coordinator's own memory of it.
     ctx.registry.remove(&key);
     ctx.runtime.forget(&key);
+    ctx.forget(&key);
     info!(cluster = %key, "cluster deleted; its objects go with it");
     ctx.publish(
         obj,

@@ -73,6 +73,8 @@ struct Tracked {
     down_since: HashMap<String, UnixMillis>,
     /// The cluster's etcd CA, once read or created.
     etcd_ca: Option<Arc<Authority>>,
+    /// When every certificate of the cluster was last checked.
+    certificates_checked: Option<tokio::time::Instant>,
 }
 
 /// The Kubernetes runtime.
@@ -699,6 +701,19 @@ impl Runtime for KubeRuntime {
     }
 
     async fn renew_certificates(&self, key: &ClusterKey) -> Result<usize, RuntimeError> {
+        // Certificates are renewed with a third of their life left: looking every tenth of
+        // it (at most hourly) is soon enough, and spares the API a Pod list and a Secret
+        // read per member every round. A member created meanwhile got its Secret then.
+        let recheck =
+            (self.control.member_validity() / 10).min(std::time::Duration::from_secs(3600));
+        if self
+            .lock()
+            .get(key)
+            .and_then(|t| t.certificates_checked)
+            .is_some_and(|at| at.elapsed() < recheck)
+        {
+            return Ok(0);
+        }
         let (cluster, pods) = self.member_pods(key).await?;
         let uid = cluster.metadata.uid.as_deref();
         let mut changed = 0;
@@ -719,6 +734,9 @@ impl Runtime for KubeRuntime {
         if tls && self.ensure_client_secret(key, &cluster).await? {
             info!(cluster = %key, "client certificate issued or renewed");
             changed += 1;
+        }
+        if let Some(t) = self.lock().get_mut(key) {
+            t.certificates_checked = Some(tokio::time::Instant::now());
         }
         Ok(changed)
     }

@@ -619,6 +619,18 @@ pub struct Plan {
     pub warnings: Vec<String>,
 }
 
+impl Plan {
+    /// True when nothing is under way and nothing is awaited: the cluster matches its spec
+    /// (or the spec is refused), so the next step can only come from a change (of the
+    /// spec, a member, a report), not from time passing. Otherwise (an action taken, a
+    /// wait for a report, a member, a grant; any phase but Running or Invalid) the
+    /// cluster is looked at again soon.
+    pub fn settled(&self) -> bool {
+        matches!(self.action, Action::Steady | Action::RefuseSpec { .. })
+            && matches!(self.phase, Phase::Running | Phase::Invalid)
+    }
+}
+
 pub use etcd_operator::quorum;
 
 /// The lowest version any runtime member runs: what etcd's cluster version follows, and

@@ -25,7 +25,8 @@ use nix::{
 use crate::{
     checker::{CheckOptions, check},
     local_cluster::{ClusterMonitor, CoordinatorOptions, LocalCoordinator, is_running},
-    traffic::{SeededRng, Traffic, TrafficConfig, final_read, hash_kv_all},
+    rng::SeededRng,
+    traffic::{Traffic, TrafficConfig, final_read, hash_kv_all},
 };
 
 /// The faults, each paired with the operation it strikes during.

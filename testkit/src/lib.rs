@@ -9,6 +9,7 @@ pub mod grant_server;
 pub mod history;
 pub mod local_cluster;
 pub mod process;
+pub mod rng;
 pub mod traffic;
 pub mod wait;
 pub mod watcher;

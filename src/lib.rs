@@ -1,8 +1,8 @@
 //! Shared crate of the etcd operator: the gRPC contract compiled from `proto/`, the
 //! `EtcdCluster` resource types, spec validation, etcd version rules, member naming,
 //! the membership-grant table, where real etcd binaries come from, and the certificates of
-//! the control path and of etcd (issuing, and reading identities back), and backups'
-//! metadata, names and retention.
+//! the control path and of etcd (issuing, and reading identities back), backups'
+//! metadata, names and retention, and the local runtime's record of its members.
 //!
 //! Everything here is pure (no network, no processes) so that the coordinator, the
 //! sidecar and the tests share one definition of each rule.
@@ -13,6 +13,7 @@ pub mod etcd_bin;
 pub mod fuzzing;
 pub mod grant;
 pub mod identity;
+pub mod local_record;
 pub mod manifest;
 pub mod naming;
 pub mod pki;

@@ -38,7 +38,6 @@ use nix::{
     sys::signal::{Signal, kill},
     unistd::Pid,
 };
-use serde::{Deserialize, Serialize};
 use tokio::{
     process::{Child, Command},
     sync::Mutex,
@@ -71,41 +70,8 @@ impl SidecarCommand {
     }
 }
 
-#[derive(Serialize, Deserialize, Clone, Debug, Default)]
-struct ClusterRecord {
-    next_ordinal: u32,
-    members: Vec<MemberRecord>,
-}
-
-#[derive(Serialize, Deserialize, Clone, Debug)]
-struct MemberRecord {
-    name: String,
-    ordinal: u32,
-    client_port: u16,
-    peer_port: u16,
-    grpc_port: u16,
-    version: String,
-    seed: bool,
-    pid: Option<u32>,
-    /// etcd serves clients and peers over TLS.
-    #[serde(default)]
-    tls: bool,
-}
-
-impl MemberRecord {
-    fn etcd_scheme(&self) -> &'static str {
-        if self.tls { "https" } else { "http" }
-    }
-    fn client_url(&self) -> String {
-        format!("{}://127.0.0.1:{}", self.etcd_scheme(), self.client_port)
-    }
-    fn peer_url(&self) -> String {
-        format!("{}://127.0.0.1:{}", self.etcd_scheme(), self.peer_port)
-    }
-    fn sidecar_url(&self) -> String {
-        format!("https://127.0.0.1:{}", self.grpc_port)
-    }
-}
+/// The record of `<state>/<cluster>/cluster.json`, shared with the test harness.
+pub use etcd_operator::local_record::{ClusterRecord, MemberRecord};
 
 #[derive(Default)]
 struct LocalCluster {

@@ -12,11 +12,14 @@ use std::{
 use etcd_client::GetOptions;
 use etcd_operator::{etcd_bin::EtcdBinaries, proto::ClusterStatus};
 use testkit::{
+    clients::{etcd_client, etcdctl, http_version},
     local_cluster::{
-        ClusterMonitor, CoordinatorOptions, LocalCoordinator, Writer, condition, describe,
-        etcd_client, etcdctl, http_version, is_running, pid_alive, verify_acked,
+        ClusterMonitor, CoordinatorOptions, LocalCoordinator, condition, describe, is_running,
+        pid_alive,
     },
-    serial_guard, wait_for,
+    serial_guard,
+    traffic::{Writer, verify_acked},
+    wait_for,
 };
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
@@ -733,7 +736,7 @@ async fn a_wiped_majority_is_forced_only_when_the_spec_says_so() {
     let log = writer.stop().await;
     let missing = ok(
         &c,
-        testkit::local_cluster::count_missing_acked(&endpoints_of(&after), &log.acked).await,
+        testkit::traffic::count_missing_acked(&endpoints_of(&after), &log.acked).await,
     );
     eprintln!(
         "forced new cluster from {survivor}: {} of {} acknowledged writes lost; {}",

@@ -24,7 +24,9 @@ use nix::{
 
 use crate::{
     checker::{CheckOptions, check},
-    local_cluster::{ClusterMonitor, CoordinatorOptions, LocalCoordinator, is_running},
+    local_cluster::{
+        ClusterMonitor, CoordinatorOptions, LocalCoordinator, is_running, member_running,
+    },
     rng::SeededRng,
     traffic::{Traffic, TrafficConfig, final_read, hash_kv_all},
 };
@@ -781,7 +783,7 @@ async fn inject(
             status.members.retain(|m| {
                 m.healthy
                     && m.phase == "Running"
-                    && c.member(&m.name).is_some_and(|r| r.is_running())
+                    && c.member(&m.name).is_some_and(|r| member_running(&r))
             });
             let victim = pick(rng, &status, Some(false))?.to_string();
             c.kill_member(&victim)?;

@@ -5,6 +5,7 @@
 
 pub mod chaos;
 pub mod checker;
+pub mod clients;
 pub mod grant_server;
 pub mod history;
 pub mod local_cluster;

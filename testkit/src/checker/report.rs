@@ -147,6 +147,23 @@ pub struct Report {
     pub search_steps: u64,
 }
 
+impl Verdict {
+    /// `pass`, `fail` or `undecided`, as reports print it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Pass => "pass",
+            Verdict::Fail => "fail",
+            Verdict::Undecided => "undecided",
+        }
+    }
+}
+
+impl fmt::Display for Verdict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 impl Report {
     /// The overall answer.
     pub fn verdict(&self) -> Verdict {

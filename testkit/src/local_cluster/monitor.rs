@@ -9,11 +9,11 @@ use std::{
 
 use anyhow::bail;
 use etcd_client::Client;
-use etcd_operator::proto::ClusterStatus;
+use etcd_operator::proto::{ClusterStatus, MemberPhase};
 use tokio::task::JoinHandle;
 use tonic::transport::Channel;
 
-use super::{LocalCoordinator, describe, fetch_status};
+use super::{LocalCoordinator, ShownPhase, describe, fetch_status, member_phase};
 use crate::{
     clients::tls_only,
     watcher::{MembershipHistory, MembershipWatcher},
@@ -29,7 +29,8 @@ pub struct MonitorLog {
     /// Most learners in one etcd member list.
     pub max_learners: usize,
     /// Most membership changes between two consecutive member lists (an add, a promote
-    /// and a remove each count one).
+    /// and a remove each count one; a replacement on the same peer URL, one grant, counts
+    /// one).
     pub max_step: usize,
     /// Every pair of consecutive member lists that differed by more than one change.
     pub step_violations: Vec<String>,
@@ -144,7 +145,13 @@ impl Drop for ClusterMonitor {
     }
 }
 
-type MemberKey = (u64, bool);
+/// One entry of etcd's member list, as consecutive lists are compared.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct MemberKey {
+    id: u64,
+    learner: bool,
+    peer_urls: Vec<String>,
+}
 
 async fn monitor_loop(
     channel: Channel,
@@ -198,11 +205,15 @@ async fn monitor_loop(
             let members: BTreeSet<MemberKey> = list
                 .members()
                 .iter()
-                .map(|m| (m.id(), m.is_learner()))
+                .map(|m| MemberKey {
+                    id: m.id(),
+                    learner: m.is_learner(),
+                    peer_urls: m.peer_urls().to_vec(),
+                })
                 .collect();
             let mut g = log.lock().unwrap_or_else(|e| e.into_inner());
             g.etcd_samples += 1;
-            let learners = members.iter().filter(|(_, l)| *l).count();
+            let learners = members.iter().filter(|m| m.learner).count();
             g.max_learners = g.max_learners.max(learners);
             if let Some(before) = &previous_list {
                 let step = changes_between(before, &members);
@@ -228,10 +239,18 @@ async fn monitor_loop(
                 .members
                 .iter()
                 .filter(|m| {
-                    m.phase != "Down"
+                    let phase = member_phase(m);
+                    phase != ShownPhase::Down
                         && (m.learner
                             || m.id.is_empty()
-                            || matches!(m.phase.as_str(), "Joining" | "Bootstrapping" | "Leaving"))
+                            || matches!(
+                                phase,
+                                ShownPhase::Reported(
+                                    MemberPhase::Joining
+                                        | MemberPhase::Bootstrapping
+                                        | MemberPhase::Leaving
+                                )
+                            ))
                 })
                 .map(|m| m.name.as_str())
                 .collect();
@@ -257,13 +276,22 @@ async fn monitor_loop(
             }
             if let Some(before) = &previous_status {
                 for m in &before.members {
-                    let leaving = status
-                        .members
-                        .iter()
-                        .find(|n| n.name == m.name)
-                        .is_none_or(|n| matches!(n.phase.as_str(), "Leaving" | "Removed"));
+                    let leaving =
+                        status
+                            .members
+                            .iter()
+                            .find(|n| n.name == m.name)
+                            .is_none_or(|n| {
+                                matches!(
+                                    member_phase(n),
+                                    ShownPhase::Reported(
+                                        MemberPhase::Leaving | MemberPhase::Removed
+                                    )
+                                )
+                            });
                     let already = g.departures.iter().any(|(name, _)| name == &m.name);
-                    if leaving && !already && m.phase != "Leaving" {
+                    let was_leaving = member_phase(m) == ShownPhase::Reported(MemberPhase::Leaving);
+                    if leaving && !already && !was_leaving {
                         g.departures.push((m.name.clone(), m.leader));
                     }
                 }
@@ -273,33 +301,84 @@ async fn monitor_loop(
     }
 }
 
-/// Members added, removed or promoted between two member lists.
+/// Members added, removed or promoted between two member lists. A member removed and one
+/// added on the same peer URL are one change: the replacement of a member that lost its
+/// data, which removes the stale entry and adds itself under one grant.
 fn changes_between(before: &BTreeSet<MemberKey>, after: &BTreeSet<MemberKey>) -> usize {
-    let ids: BTreeSet<u64> = before.iter().chain(after).map(|(id, _)| *id).collect();
-    ids.into_iter()
+    let ids: BTreeSet<u64> = before.iter().chain(after).map(|m| m.id).collect();
+    let changed = ids
+        .into_iter()
         .filter(|id| {
-            let b = before.iter().find(|(i, _)| i == id);
-            let a = after.iter().find(|(i, _)| i == id);
-            b != a
+            let b = before.iter().find(|m| m.id == *id);
+            let a = after.iter().find(|m| m.id == *id);
+            b.map(|m| m.learner) != a.map(|m| m.learner)
         })
-        .count()
+        .count();
+    let mut removed: Vec<&MemberKey> = before
+        .iter()
+        .filter(|b| !after.iter().any(|a| a.id == b.id))
+        .collect();
+    let mut replacements = 0;
+    for added in after
+        .iter()
+        .filter(|a| !before.iter().any(|b| b.id == a.id))
+    {
+        if let Some(i) = removed
+            .iter()
+            .position(|r| r.peer_urls.iter().any(|u| added.peer_urls.contains(u)))
+        {
+            removed.swap_remove(i);
+            replacements += 1;
+        }
+    }
+    changed - replacements
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn list(entries: &[(u64, bool, &str)]) -> BTreeSet<MemberKey> {
+        entries
+            .iter()
+            .map(|(id, learner, url)| MemberKey {
+                id: *id,
+                learner: *learner,
+                peer_urls: vec![format!("http://127.0.0.1:{url}")],
+            })
+            .collect()
+    }
+
     #[test]
     fn one_add_is_one_step_and_two_are_two() {
-        let a: BTreeSet<MemberKey> = [(1, false), (2, false)].into();
-        let add: BTreeSet<MemberKey> = [(1, false), (2, false), (3, true)].into();
-        let promote: BTreeSet<MemberKey> = [(1, false), (2, false), (3, false)].into();
-        let two: BTreeSet<MemberKey> = [(1, false), (2, false), (3, true), (4, true)].into();
+        let a = list(&[(1, false, "1"), (2, false, "2")]);
+        let add = list(&[(1, false, "1"), (2, false, "2"), (3, true, "3")]);
+        let promote = list(&[(1, false, "1"), (2, false, "2"), (3, false, "3")]);
+        let two = list(&[
+            (1, false, "1"),
+            (2, false, "2"),
+            (3, true, "3"),
+            (4, true, "4"),
+        ]);
         assert_eq!(changes_between(&a, &a), 0);
         assert_eq!(changes_between(&a, &add), 1);
         assert_eq!(changes_between(&add, &promote), 1);
         assert_eq!(changes_between(&a, &promote), 1);
         assert_eq!(changes_between(&a, &two), 2);
         assert_eq!(changes_between(&promote, &a), 1);
+    }
+
+    #[test]
+    fn a_replacement_on_the_same_peer_url_is_one_step_and_two_members_are_not() {
+        let before = list(&[(1, false, "1"), (2, false, "2"), (3, false, "3")]);
+        // 3 lost its data: its stale entry removed, a learner added on its URL.
+        let replaced = list(&[(1, false, "1"), (2, false, "2"), (9, true, "3")]);
+        assert_eq!(changes_between(&before, &replaced), 1);
+        // A removal and an add on another URL are two changes (two grants).
+        let other = list(&[(1, false, "1"), (2, false, "2"), (9, true, "9")]);
+        assert_eq!(changes_between(&before, &other), 2);
+        // Two members removed, one re-added on a URL of theirs: still two.
+        let two = list(&[(1, false, "1"), (9, true, "3")]);
+        assert_eq!(changes_between(&before, &two), 2);
     }
 }

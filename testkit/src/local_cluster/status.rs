@@ -1,7 +1,8 @@
 //! What the coordinator serves of a cluster, read and described for tests.
 
 use etcd_operator::proto::{
-    ClusterStatus, GetClusterRequest, coordinator_client::CoordinatorClient,
+    ClusterStatus, GetClusterRequest, MemberPhase, MemberStatus,
+    coordinator_client::CoordinatorClient,
 };
 use tonic::transport::Channel;
 
@@ -73,4 +74,58 @@ pub fn condition<'a>(
     type_: &str,
 ) -> Option<&'a etcd_operator::proto::Condition> {
     s.conditions.iter().find(|c| c.r#type == type_)
+}
+
+/// A member's phase as the status shows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ShownPhase {
+    /// The phase its sidecar reports.
+    Reported(MemberPhase),
+    /// Its process does not run (the runtime's word; no sidecar reports it).
+    Down,
+    /// A word the contract does not define.
+    Unknown,
+}
+
+/// The phase of `member` as the contract's enum: the status names a reported phase by its
+/// variant (`Running`, `HandedOff`), whose proto name is `MEMBER_PHASE_RUNNING`,
+/// `MEMBER_PHASE_HANDED_OFF`.
+pub fn member_phase(member: &MemberStatus) -> ShownPhase {
+    if member.phase == "Down" {
+        return ShownPhase::Down;
+    }
+    let mut name = String::from("MEMBER_PHASE");
+    for c in member.phase.chars() {
+        if c.is_ascii_uppercase() {
+            name.push('_');
+        }
+        name.push(c.to_ascii_uppercase());
+    }
+    MemberPhase::from_str_name(&name).map_or(ShownPhase::Unknown, ShownPhase::Reported)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_reported_phase_reads_back_as_the_enum() {
+        let shown = |phase: &str| {
+            member_phase(&MemberStatus {
+                phase: phase.into(),
+                ..Default::default()
+            })
+        };
+        for phase in (0..=8).filter_map(|i| MemberPhase::try_from(i).ok()) {
+            // The coordinator shows a reported phase by its variant name.
+            assert_eq!(shown(&format!("{phase:?}")), ShownPhase::Reported(phase));
+        }
+        assert_eq!(
+            shown("HandedOff"),
+            ShownPhase::Reported(MemberPhase::HandedOff)
+        );
+        assert_eq!(shown("Down"), ShownPhase::Down);
+        assert_eq!(shown("running"), ShownPhase::Unknown);
+        assert_eq!(shown(""), ShownPhase::Unknown);
+    }
 }

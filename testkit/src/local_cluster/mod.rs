@@ -326,18 +326,13 @@ impl LocalCoordinator {
         let Some(mut child) = self.child.take() else {
             bail!("the coordinator is not running");
         };
-        kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM)?;
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(status) = child.try_wait()? {
-                return Ok(status);
-            }
-            if Instant::now() >= deadline {
+        match crate::process::terminate(child.id(), within, || child.try_wait()).await? {
+            Some(status) => Ok(status),
+            None => {
                 let _ = child.kill();
                 let _ = child.wait();
                 bail!("the coordinator did not exit within {within:?} of SIGTERM");
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 

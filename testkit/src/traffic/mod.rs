@@ -416,7 +416,7 @@ enum Route {
     Fixed {
         endpoints: Vec<String>,
         options: ConnectOptions,
-        client: Option<Client>,
+        client: Option<Box<Client>>,
     },
     /// The live endpoints, tried in turn until one acknowledges, all within the operation
     /// timeout; every try is an operation of the history. Endpoints whose last try succeeded
@@ -460,7 +460,7 @@ impl Route {
                 let etcd = match client {
                     Some(c) => c,
                     None => match Client::connect(&*endpoints, Some(options.clone())).await {
-                        Ok(c) => client.insert(c),
+                        Ok(c) => client.insert(Box::new(c)),
                         Err(e) => {
                             let error = format!("connecting to {}: {e}", endpoints.join(","));
                             pending.failed(error.clone());

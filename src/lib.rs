@@ -2,8 +2,8 @@
 //! `EtcdCluster` resource types, spec validation, etcd version rules, member naming,
 //! the membership-grant table, where real etcd binaries come from, and the certificates of
 //! the control path and of etcd (issuing, and reading identities back), the control path's
-//! TLS (`tls`: mutual TLS between the coordinator and the sidecars), and backups' metadata,
-//! names and retention.
+//! TLS (`tls`: mutual TLS between the coordinator and the sidecars), backups' metadata,
+//! names and retention, and the local runtime's record of its members.
 //!
 //! Everything here but `tls` is pure (no network, no processes) so that the coordinator, the
 //! sidecar and the tests share one definition of each rule; `tls` is here because both
@@ -15,6 +15,7 @@ pub mod etcd_bin;
 pub mod fuzzing;
 pub mod grant;
 pub mod identity;
+pub mod local_record;
 pub mod manifest;
 pub mod naming;
 pub mod pki;

@@ -1,6 +1,6 @@
 //! The fuzz targets of `etcd_operator::fuzzing`, run for a bounded time in the suite over
-//! seeded mutations of valid inputs, plus every input that ever crashed them
-//! (`fuzz/regressions/<target>/`). Longer runs: `cargo fuzz run <target>` in `fuzz/`
+//! seeded mutations of valid inputs, after replaying the inputs checked in under
+//! `fuzz/regressions/<target>/` (edge cases, and every input that ever crashed a target). Longer runs: `cargo fuzz run <target>` in `fuzz/`
 //! (see fuzz/README.md).
 
 use std::{
@@ -74,15 +74,30 @@ fn mutate(input: &[u8], seeds: &[Vec<u8>], s: &mut Stream) -> Vec<u8> {
     out
 }
 
-fn run(name: &str, target: fn(&[u8]), seeds: Vec<Vec<u8>>, seed: u64) -> usize {
+/// Replays every input in `fuzz/regressions/<name>/` (edge cases checked in, and every input
+/// that ever crashed the target); returns how many. The folder must hold at least one.
+fn replay_regressions(name: &str, target: fn(&[u8])) -> usize {
     let regressions = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("fuzz/regressions")
         .join(name);
-    if let Ok(entries) = std::fs::read_dir(&regressions) {
-        for entry in entries.flatten() {
-            target(&std::fs::read(entry.path()).unwrap());
-        }
+    let entries = std::fs::read_dir(&regressions)
+        .unwrap_or_else(|e| panic!("{}: {e}", regressions.display()));
+    let mut replayed = 0;
+    for entry in entries {
+        let path = entry.unwrap().path();
+        target(&std::fs::read(&path).unwrap());
+        replayed += 1;
     }
+    assert!(
+        replayed > 0,
+        "no regression input in {}",
+        regressions.display()
+    );
+    replayed
+}
+
+fn run(name: &str, target: fn(&[u8]), seeds: Vec<Vec<u8>>, seed: u64) -> usize {
+    replay_regressions(name, target);
     for s in &seeds {
         target(s);
     }

@@ -20,12 +20,15 @@ use std::{
 use etcd_client::GetOptions;
 use etcd_operator::proto::ClusterStatus;
 use testkit::{
+    clients::etcd_client,
     free_port,
     local_cluster::{
-        CoordinatorOptions, LocalCoordinator, Writer, condition, describe, etcd_client,
-        fetch_status, is_running, manifest, verify_acked,
+        CoordinatorOptions, LocalCoordinator, condition, describe, fetch_status, is_running,
+        manifest,
     },
-    serial_guard, wait_for,
+    serial_guard,
+    traffic::{Writer, verify_acked},
+    wait_for,
 };
 
 const VERSION: &str = "3.6.15";

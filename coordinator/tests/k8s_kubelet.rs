@@ -46,10 +46,6 @@ use kube::{
     runtime::events::Reporter,
 };
 use kube_fake_client::ClientBuilder;
-use nix::{
-    sys::signal::{Signal, kill},
-    unistd::Pid,
-};
 use serde_json::json;
 use testkit::{free_port, serial_guard, wait_for};
 use tokio::{net::TcpListener, process::Child, sync::watch, task::JoinHandle};
@@ -382,14 +378,13 @@ impl Drop for Kubelet {
     }
 }
 
+/// Stops a container as within a grace period: SIGTERM, SIGKILL after 30 s.
 async fn terminate(child: &mut Child) {
-    if let Some(pid) = child.id() {
-        let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
-    }
-    if tokio::time::timeout(Duration::from_secs(30), child.wait())
-        .await
-        .is_err()
-    {
+    let exited = match child.id() {
+        Some(pid) => testkit::terminate(pid, Duration::from_secs(30), || child.try_wait()).await,
+        None => Ok(None),
+    };
+    if !matches!(exited, Ok(Some(_))) {
         let _ = child.kill().await;
     }
 }

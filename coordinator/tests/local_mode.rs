@@ -12,11 +12,14 @@ use std::{
 use etcd_client::GetOptions;
 use etcd_operator::{etcd_bin::EtcdBinaries, proto::ClusterStatus};
 use testkit::{
+    clients::{etcd_client, etcdctl, http_version},
     local_cluster::{
-        ClusterMonitor, CoordinatorOptions, LocalCoordinator, Writer, condition, describe,
-        etcd_client, etcdctl, http_version, is_running, pid_alive, verify_acked,
+        ClusterMonitor, CoordinatorOptions, LocalCoordinator, condition, describe, is_running,
+        pid_alive,
     },
-    serial_guard, wait_for,
+    serial_guard,
+    traffic::{Writer, verify_acked},
+    wait_for,
 };
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
@@ -279,6 +282,11 @@ async fn scales_three_to_five_to_three_one_change_at_a_time() {
         "the monitor saw no membership change: {grown:?}"
     );
 
+    // Who leads from here on (the leader when the scale down starts included).
+    let leaders_from = (
+        grown.status_leaders.len().saturating_sub(1),
+        grown.etcd_leaders.len().saturating_sub(1),
+    );
     c.set_spec(3, VERSION).unwrap();
     let three = ok(&c, c.wait_running(3, VERSION, CHANGE * 2).await);
     ok(&c, writer.wait_acked(25, Duration::from_secs(20)).await);
@@ -292,9 +300,28 @@ async fn scales_three_to_five_to_three_one_change_at_a_time() {
         assert!(!was_leader, "{name} was asked to leave while it led");
         assert!(!names(&three).contains(name), "{name} still listed");
     }
-    // The highest ordinals go first unless one leads.
-    let leader_stayed = three.members.iter().any(|m| m.leader);
-    if leader_stayed && names(&three) == (0..3).map(|i| c.member_name(i)).collect() {
+    // The highest ordinals go first, the leader last: a member that stayed above one that
+    // left must have led at some point of the scale down (as the status or etcd saw it).
+    let remaining = etcd_members(&endpoints_of(&three)).await;
+    let led: BTreeSet<String> = remaining
+        .iter()
+        .filter(|(name, id, _)| {
+            monitored.status_leaders[leaders_from.0..].contains(name)
+                || monitored.etcd_leaders[leaders_from.1..].contains(id)
+        })
+        .map(|(name, ..)| name.clone())
+        .collect();
+    let ordinal = |name: &str| etcd_operator::naming::member_ordinal(c.cluster(), name).unwrap();
+    let lowest_gone = departed.iter().map(|(n, _)| ordinal(n)).min().unwrap();
+    for name in names(&three) {
+        assert!(
+            ordinal(&name) < lowest_gone || led.contains(&name),
+            "{name} stayed above a member that left ({departed:?}) without leading; leaders {:?} {:x?}",
+            &monitored.status_leaders[leaders_from.0..],
+            &monitored.etcd_leaders[leaders_from.1..]
+        );
+    }
+    if led.iter().all(|n| ordinal(n) < 3) {
         let gone: BTreeSet<String> = departed.iter().map(|(n, _)| n.clone()).collect();
         assert_eq!(gone, [c.member_name(3), c.member_name(4)].into());
     }
@@ -411,15 +438,11 @@ async fn a_killed_member_comes_back_on_its_data() {
         log.longest_gap,
         monitored.phases
     );
+    // How long writes stalled is printed above; how fast belongs to etcd-bench.
     assert!(
         log.failures.is_empty(),
         "writes failed although a quorum was up: {:?}",
         log.failures
-    );
-    assert!(
-        log.longest_gap < Duration::from_secs(3),
-        "the cluster stalled for {:?}",
-        log.longest_gap
     );
 }
 
@@ -733,7 +756,7 @@ async fn a_wiped_majority_is_forced_only_when_the_spec_says_so() {
     let log = writer.stop().await;
     let missing = ok(
         &c,
-        testkit::local_cluster::count_missing_acked(&endpoints_of(&after), &log.acked).await,
+        testkit::traffic::count_missing_acked(&endpoints_of(&after), &log.acked).await,
     );
     eprintln!(
         "forced new cluster from {survivor}: {} of {} acknowledged writes lost; {}",

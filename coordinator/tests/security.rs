@@ -37,11 +37,11 @@ use etcd_operator::{
     },
 };
 use testkit::{
-    local_cluster::{
-        ClusterMonitor, CoordinatorOptions, LocalCoordinator, Writer, describe, etcd_client_tls,
-        etcdctl, http_version, verify_acked_tls,
-    },
-    serial_guard, wait_for,
+    clients::{etcd_client_tls, etcdctl, http_version},
+    local_cluster::{ClusterMonitor, CoordinatorOptions, LocalCoordinator, describe},
+    serial_guard,
+    traffic::{Writer, verify_acked_tls},
+    wait_for,
 };
 use tonic::{Code, transport::Channel};
 

@@ -16,16 +16,20 @@ use std::{
 };
 
 use anyhow::{Context, bail};
-use etcd_operator::proto::ClusterStatus;
+use etcd_operator::proto::{ClusterStatus, MemberPhase};
 use nix::{
     sys::signal::{Signal, kill},
     unistd::Pid,
 };
 
 use crate::{
-    checker::{CheckOptions, check},
-    local_cluster::{ClusterMonitor, CoordinatorOptions, LocalCoordinator, is_running},
-    traffic::{SeededRng, Traffic, TrafficConfig, final_read, hash_kv_all},
+    checker::{CheckOptions, Verdict, check},
+    local_cluster::{
+        ClusterMonitor, CoordinatorOptions, LocalCoordinator, ShownPhase, is_running, member_phase,
+        member_running,
+    },
+    rng::SeededRng,
+    traffic::{Traffic, TrafficConfig, final_read, hash_kv_all},
 };
 
 /// The faults, each paired with the operation it strikes during.
@@ -79,10 +83,13 @@ pub struct ScenarioResult {
     pub operations: usize,
     /// Acknowledged writes lost.
     pub lost: usize,
-    /// The checker's verdict (pass, fail, undecided).
-    pub verdict: String,
+    /// The checker's verdict; `None` when the scenario ended before the checker ran.
+    pub verdict: Option<Verdict>,
     /// Most membership changes in flight at once.
     pub max_in_flight: usize,
+    /// Consecutive member lists that differed by more than one change (each one a
+    /// violation of one change at a time).
+    pub step_violations: Vec<String>,
     /// Removals that left fewer healthy voters than quorum.
     pub quorum_broken: usize,
     /// From the fault to the cluster converged.
@@ -98,11 +105,42 @@ pub struct ScenarioResult {
 impl ScenarioResult {
     /// True when every invariant held.
     pub fn passed(&self) -> bool {
-        self.error.is_none()
-            && (self.loss_expected || (self.lost == 0 && self.verdict == "pass"))
-            && self.max_in_flight <= 1
-            && self.quorum_broken == 0
-            && self.hash_mismatches == 0
+        self.error.is_none() && self.broken_invariants().is_empty()
+    }
+
+    /// The invariants that did not hold (beside an error, which ends a scenario).
+    pub fn broken_invariants(&self) -> Vec<String> {
+        let mut broken = Vec::new();
+        if !self.loss_expected {
+            if self.lost > 0 {
+                broken.push(format!("{} acknowledged writes lost", self.lost));
+            }
+            if self.verdict != Some(Verdict::Pass) {
+                broken.push(format!(
+                    "checker verdict {}",
+                    self.verdict.map_or("none", Verdict::as_str)
+                ));
+            }
+        }
+        if self.max_in_flight > 1 {
+            broken.push(format!("{} changes in flight at once", self.max_in_flight));
+        }
+        if !self.step_violations.is_empty() {
+            broken.push(format!(
+                "member lists changed by more than one step between samples: {:?}",
+                self.step_violations
+            ));
+        }
+        if self.quorum_broken > 0 {
+            broken.push(format!("{} removals broke quorum", self.quorum_broken));
+        }
+        if self.hash_mismatches > 0 {
+            broken.push(format!(
+                "{} members' HashKV disagreed",
+                self.hash_mismatches
+            ));
+        }
+        broken
     }
 }
 
@@ -132,7 +170,7 @@ impl ChaosReport {
     pub fn violations(&self) -> usize {
         self.results
             .iter()
-            .filter(|r| !r.loss_expected && r.verdict == "fail")
+            .filter(|r| !r.loss_expected && r.verdict == Some(Verdict::Fail))
             .count()
     }
 
@@ -148,7 +186,7 @@ impl ChaosReport {
                 r.operation,
                 r.operations,
                 r.lost,
-                r.verdict,
+                r.verdict.map_or("-", Verdict::as_str),
                 r.max_in_flight,
                 r.quorum_broken,
                 r.converge.as_secs_f64(),
@@ -157,7 +195,7 @@ impl ChaosReport {
                         format!("ok (data destroyed on purpose: {} writes lost)", r.lost)
                     }
                     None if r.passed() => "ok".to_string(),
-                    None => "FAILED".to_string(),
+                    None => format!("FAILED: {}", r.broken_invariants().join("; ")),
                     Some(e) => format!("FAILED: {e}"),
                 }
             ));
@@ -485,8 +523,9 @@ async fn run_one(options: &ChaosOptions, name: &str, seed: u64) -> ScenarioResul
         operation: String::new(),
         operations: 0,
         lost: 0,
-        verdict: "-".into(),
+        verdict: None,
         max_in_flight: 0,
+        step_violations: Vec::new(),
         quorum_broken: 0,
         converge: Duration::ZERO,
         hash_mismatches: 0,
@@ -564,17 +603,18 @@ async fn scenario(
     .await?;
     result.operations = report.counts.total;
     result.lost = report.lost_writes.len();
-    result.verdict = format!("{:?}", report.verdict()).to_lowercase();
+    result.verdict = Some(report.verdict());
     let hashes = hash_kv_all(&members, None).await?;
     result.hash_mismatches = crate::checker::compare_hashes(&hashes)
         .iter()
         .map(|m| m.disagreeing.len())
         .sum();
     let log = monitor.log();
-    // In flight: learners at once, and members joining or leaving at once. (Consecutive
-    // member lists may differ by two when a replacement removes its stale entry and adds
-    // itself under one grant between two samples; that is one change, serialized.)
+    // In flight: learners at once, and members joining or leaving at once; and never two
+    // changes between consecutive member lists (a replacement that removes its stale entry
+    // and adds itself on the same peer URL under one grant counts one).
     result.max_in_flight = log.max_learners.max(log.max_in_transition);
+    result.step_violations = log.step_violations.clone();
     result.quorum_broken = quorum.broken();
     if !report.is_pass() && !result.loss_expected {
         bail!("checker: {report}");
@@ -779,8 +819,8 @@ async fn inject(
             // Only a member that is not itself leaving (still recorded, healthy, running).
             status.members.retain(|m| {
                 m.healthy
-                    && m.phase == "Running"
-                    && c.member(&m.name).is_some_and(|r| r.is_running())
+                    && member_phase(m) == ShownPhase::Reported(MemberPhase::Running)
+                    && c.member(&m.name).is_some_and(|r| member_running(&r))
             });
             let victim = pick(rng, &status, Some(false))?.to_string();
             c.kill_member(&victim)?;
@@ -851,4 +891,90 @@ async fn inject(
 /// Whether `status` is converged to `size` on `version`.
 pub fn converged(status: &ClusterStatus, size: usize, version: &str) -> bool {
     is_running(status, size, version)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn clean() -> ScenarioResult {
+        ScenarioResult {
+            fault: "kill-etcd".into(),
+            operation: "steady writes".into(),
+            operations: 500,
+            lost: 0,
+            verdict: Some(Verdict::Pass),
+            max_in_flight: 1,
+            step_violations: Vec::new(),
+            quorum_broken: 0,
+            converge: Duration::from_secs(3),
+            hash_mismatches: 0,
+            error: None,
+            loss_expected: false,
+        }
+    }
+
+    #[test]
+    fn every_broken_invariant_fails_the_scenario() {
+        assert!(clean().passed(), "{:?}", clean().broken_invariants());
+        let broken = [
+            ScenarioResult {
+                step_violations: vec!["{1, 2, 3} -> {1} (2 changes)".into()],
+                ..clean()
+            },
+            ScenarioResult {
+                verdict: Some(Verdict::Undecided),
+                ..clean()
+            },
+            ScenarioResult {
+                verdict: Some(Verdict::Fail),
+                ..clean()
+            },
+            ScenarioResult {
+                verdict: None,
+                ..clean()
+            },
+            ScenarioResult { lost: 1, ..clean() },
+            ScenarioResult {
+                max_in_flight: 2,
+                ..clean()
+            },
+            ScenarioResult {
+                quorum_broken: 1,
+                ..clean()
+            },
+            ScenarioResult {
+                hash_mismatches: 1,
+                ..clean()
+            },
+        ];
+        for r in &broken {
+            assert!(!r.passed(), "{r:?}");
+            assert_eq!(r.broken_invariants().len(), 1, "{r:?}");
+            let report = ChaosReport {
+                results: vec![r.clone()],
+            };
+            assert_eq!(report.failed(), 1);
+            assert!(report.render().contains("FAILED: "), "{}", report.render());
+        }
+        // Data destroyed on purpose: lost writes and the verdict are reported, not failed;
+        // the membership invariants still hold or fail.
+        let lossy = ScenarioResult {
+            loss_expected: true,
+            lost: 4,
+            verdict: Some(Verdict::Fail),
+            ..clean()
+        };
+        assert!(lossy.passed());
+        let lossy_steps = ScenarioResult {
+            step_violations: vec!["two at once".into()],
+            ..lossy
+        };
+        assert!(!lossy_steps.passed());
+        let report = ChaosReport {
+            results: vec![clean(), lossy_steps],
+        };
+        assert_eq!(report.violations(), 0);
+        assert_eq!(report.failed(), 1);
+    }
 }

@@ -1,17 +1,19 @@
-//! What proves the operator safe: real etcd clusters on 127.0.0.1 for tests, a stand-in
-//! coordinator for sidecar tests, process guards that clean up, and condition waits with
-//! deadlines (never sleeps as synchronisation).
+//! What proves the operator safe: real etcd clusters on 127.0.0.1 for tests (through the
+//! real coordinator: [`local_cluster`]), client traffic ([`traffic`]) and the checker of its
+//! history ([`checker`]), faults ([`chaos`]), process guards that clean up, and condition
+//! waits with deadlines (never sleeps as synchronisation).
 #![forbid(unsafe_code)]
 
 pub mod chaos;
 pub mod checker;
-pub mod grant_server;
+pub mod clients;
 pub mod history;
 pub mod local_cluster;
 pub mod process;
+pub mod rng;
 pub mod traffic;
 pub mod wait;
 pub mod watcher;
 
-pub use process::{SidecarProc, SidecarSpec, free_port, serial_guard};
+pub use process::{SidecarProc, SidecarSpec, free_port, serial_guard, terminate};
 pub use wait::wait_for;

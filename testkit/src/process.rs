@@ -9,6 +9,7 @@ use std::{
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     sync::Mutex,
+    time::Duration,
 };
 
 use nix::{
@@ -29,6 +30,27 @@ pub fn free_port() -> u16 {
         if guard.get_or_insert_with(HashSet::new).insert(port) {
             return port;
         }
+    }
+}
+
+/// SIGTERMs process `pid` (a clean stop) and polls `exited` (a child's `try_wait`) until
+/// it gives the exit status or `within` has passed: `Ok(None)` then, and the caller kills
+/// it. The one way the testkit and its tests stop a process cleanly.
+pub async fn terminate<S>(
+    pid: u32,
+    within: Duration,
+    mut exited: impl FnMut() -> std::io::Result<Option<S>>,
+) -> std::io::Result<Option<S>> {
+    kill(Pid::from_raw(pid as i32), Signal::SIGTERM).map_err(std::io::Error::from)?;
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if let Some(status) = exited()? {
+            return Ok(Some(status));
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Ok(None);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
@@ -55,6 +77,9 @@ pub fn serial_guard() -> SerialGuard {
 pub struct SidecarSpec {
     /// The `etcd-sidecar` binary.
     pub binary: PathBuf,
+    /// Arguments before `run`: none for `etcd-sidecar`, `["sidecar"]` for
+    /// `etcd-coordinator`, which embeds the same sidecar.
+    pub leading_args: Vec<String>,
     /// Cluster name.
     pub cluster: String,
     /// Member name.
@@ -88,6 +113,7 @@ impl SidecarSpec {
     ) -> Self {
         Self {
             binary: binary.to_path_buf(),
+            leading_args: Vec::new(),
             cluster: cluster.into(),
             name: name.into(),
             member_dir: base.join(name),
@@ -133,7 +159,8 @@ impl SidecarProc {
             .append(true)
             .open(spec.member_dir.with_extension("log"))?;
         let mut cmd = Command::new(&spec.binary);
-        cmd.arg("run")
+        cmd.args(&spec.leading_args)
+            .arg("run")
             .arg(format!("--cluster={}", spec.cluster))
             .arg(format!("--name={}", spec.name))
             .arg(format!("--data-dir={}", spec.member_dir.display()))
@@ -184,17 +211,15 @@ impl SidecarProc {
         }
     }
 
-    /// Sends SIGTERM and waits for a clean exit; returns whether it exited by itself.
-    pub fn terminate(&mut self) -> bool {
+    /// Sends SIGTERM and waits up to 30 s for a clean exit (then SIGKILLs it); returns
+    /// whether it exited by itself.
+    pub async fn terminate(&mut self) -> bool {
         let Some(mut c) = self.child.take() else {
             return true;
         };
-        let _ = kill(Pid::from_raw(c.id() as i32), Signal::SIGTERM);
-        for _ in 0..300 {
-            if let Ok(Some(_)) = c.try_wait() {
-                return true;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(100));
+        let exited = terminate(c.id(), Duration::from_secs(30), || c.try_wait()).await;
+        if matches!(exited, Ok(Some(_))) {
+            return true;
         }
         let _ = c.kill();
         let _ = c.wait();

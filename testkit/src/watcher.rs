@@ -8,6 +8,8 @@ use std::{
 
 use tokio::task::JoinHandle;
 
+use crate::clients::tls_only;
+
 /// What the watcher saw.
 #[derive(Clone, Debug, Default)]
 pub struct MembershipHistory {
@@ -45,11 +47,7 @@ impl MembershipWatcher {
                 for ep in endpoints() {
                     let Ok(Ok(mut c)) = tokio::time::timeout(
                         Duration::from_millis(500),
-                        etcd_client::Client::connect(
-                            [ep.as_str()],
-                            tls.as_ref()
-                                .map(|t| etcd_client::ConnectOptions::new().with_tls(t.clone())),
-                        ),
+                        etcd_client::Client::connect([ep.as_str()], tls_only(&tls)),
                     )
                     .await
                     else {

@@ -1,6 +1,8 @@
-//! Traffic against one real etcd process, recorded and checked: the whole pipeline
-//! (traffic, history, final read, HashKV, checker) passes on a healthy member, and the
-//! same pipeline rejects the history once one read in it is tampered with.
+//! Traffic against real etcd processes, recorded and checked: the whole pipeline (traffic,
+//! history, final read, HashKV, checker) passes on a healthy three-member cluster, whose
+//! members' hashes agree, and the same pipeline rejects the history once one read in it is
+//! tampered with (and the hashes once one is); a single member killed and started again
+//! under traffic stays linearizable.
 
 use std::{
     fs::File,
@@ -18,86 +20,126 @@ use testkit::{
     wait_for,
 };
 
-/// One etcd member (a single-member cluster), killed when dropped; can be killed and
-/// started again on the same data and ports.
-struct Etcd {
+/// One etcd process of a cluster started by the test.
+struct Member {
+    name: String,
     child: Option<Child>,
-    dir: PathBuf,
     client_url: String,
     peer_url: String,
 }
 
+/// A static etcd cluster of `n` members (each killed when dropped); can be killed and
+/// started again on the same data and ports.
+struct Etcd {
+    dir: PathBuf,
+    members: Vec<Member>,
+}
+
 impl Etcd {
-    fn start(dir: &Path) -> Self {
+    fn start(dir: &Path, n: usize) -> Self {
+        let members = (0..n)
+            .map(|i| Member {
+                name: format!("t{i}"),
+                child: None,
+                client_url: format!("http://127.0.0.1:{}", free_port()),
+                peer_url: format!("http://127.0.0.1:{}", free_port()),
+            })
+            .collect();
         let mut etcd = Self {
-            child: None,
             dir: dir.to_path_buf(),
-            client_url: format!("http://127.0.0.1:{}", free_port()),
-            peer_url: format!("http://127.0.0.1:{}", free_port()),
+            members,
         };
         etcd.restart();
         etcd
     }
 
-    /// Starts the process (again), appending to the same log.
+    /// Starts every member's process (again), appending to the same logs.
     fn restart(&mut self) {
         let binary = EtcdBinaries::from_env()
             .resolve(DEFAULT_VERSION)
             .expect("the bundled etcd binary");
-        let out = File::options()
-            .create(true)
-            .append(true)
-            .open(self.log())
-            .expect("open the etcd log");
-        let (client_url, peer_url) = (&self.client_url, &self.peer_url);
-        let child = Command::new(binary)
-            .arg("--name=t")
-            .arg(format!("--data-dir={}", self.dir.join("data").display()))
-            .arg(format!("--listen-client-urls={client_url}"))
-            .arg(format!("--advertise-client-urls={client_url}"))
-            .arg(format!("--listen-peer-urls={peer_url}"))
-            .arg(format!("--initial-advertise-peer-urls={peer_url}"))
-            .arg(format!("--initial-cluster=t={peer_url}"))
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().expect("clone the log handle"))
-            .stderr(out)
-            .spawn()
-            .expect("start etcd");
-        self.child = Some(child);
-    }
-
-    /// SIGKILLs the process and reaps it.
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
+        let initial_cluster = self
+            .members
+            .iter()
+            .map(|m| format!("{}={}", m.name, m.peer_url))
+            .collect::<Vec<_>>()
+            .join(",");
+        for i in 0..self.members.len() {
+            let out = File::options()
+                .create(true)
+                .append(true)
+                .open(self.log(i))
+                .expect("open the etcd log");
+            let m = &self.members[i];
+            let (client_url, peer_url) = (&m.client_url, &m.peer_url);
+            let child = Command::new(&binary)
+                .arg(format!("--name={}", m.name))
+                .arg(format!(
+                    "--data-dir={}",
+                    self.dir.join(&m.name).join("data").display()
+                ))
+                .arg(format!("--listen-client-urls={client_url}"))
+                .arg(format!("--advertise-client-urls={client_url}"))
+                .arg(format!("--listen-peer-urls={peer_url}"))
+                .arg(format!("--initial-advertise-peer-urls={peer_url}"))
+                .arg(format!("--initial-cluster={initial_cluster}"))
+                .stdin(Stdio::null())
+                .stdout(out.try_clone().expect("clone the log handle"))
+                .stderr(out)
+                .spawn()
+                .expect("start etcd");
+            self.members[i].child = Some(child);
         }
     }
 
-    fn log(&self) -> PathBuf {
-        self.dir.join("etcd.log")
-    }
-
-    /// The last lines of etcd's log, for failure messages.
-    fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(self.log()).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(30)..].join("\n")
-    }
-
-    /// Waits until the member answers a linearizable read.
-    async fn wait_ready(&self) {
-        let endpoints = vec![self.client_url.clone()];
-        let ready = wait_for("etcd to answer a read", Duration::from_secs(30), || {
-            let endpoints = endpoints.clone();
-            async move {
-                let mut client = etcd_client::Client::connect(&endpoints, None).await.ok()?;
-                client.get("ready", None).await.ok().map(|_| ())
+    /// SIGKILLs every process and reaps it.
+    fn kill(&mut self) {
+        for m in &mut self.members {
+            if let Some(mut child) = m.child.take() {
+                let _ = child.kill();
+                let _ = child.wait();
             }
-        })
-        .await;
-        if let Err(e) = ready {
-            panic!("{e}\n{}", self.log_tail());
+        }
+    }
+
+    fn client_urls(&self) -> Vec<String> {
+        self.members.iter().map(|m| m.client_url.clone()).collect()
+    }
+
+    fn log(&self, member: usize) -> PathBuf {
+        self.dir.join(format!("{}.log", self.members[member].name))
+    }
+
+    /// The last lines of every member's log, for failure messages.
+    fn log_tail(&self) -> String {
+        (0..self.members.len())
+            .map(|i| {
+                let text = std::fs::read_to_string(self.log(i)).unwrap_or_default();
+                let lines: Vec<&str> = text.lines().collect();
+                format!(
+                    "--- {} ---\n{}",
+                    self.members[i].name,
+                    lines[lines.len().saturating_sub(30)..].join("\n")
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// Waits until every member answers a linearizable read.
+    async fn wait_ready(&self) {
+        for endpoint in self.client_urls() {
+            let ready = wait_for("etcd to answer a read", Duration::from_secs(30), || {
+                let endpoints = vec![endpoint.clone()];
+                async move {
+                    let mut client = etcd_client::Client::connect(&endpoints, None).await.ok()?;
+                    client.get("ready", None).await.ok().map(|_| ())
+                }
+            })
+            .await;
+            if let Err(e) = ready {
+                panic!("{e}\n{}", self.log_tail());
+            }
         }
     }
 }
@@ -141,11 +183,11 @@ async fn traffic_against_real_etcd_is_linearizable_and_a_tampered_read_is_caught
         .prefix("etcdop-traffic-")
         .tempdir()
         .expect("temporary directory");
-    let etcd = Etcd::start(dir.path());
+    let etcd = Etcd::start(dir.path(), 3);
     etcd.wait_ready().await;
-    let endpoints = vec![etcd.client_url.clone()];
+    let endpoints = etcd.client_urls();
 
-    // Four clients: two pinned to the (only) endpoint, two using the endpoint list.
+    // Four clients: two pinned to one member each, two using the endpoint list.
     let config = TrafficConfig {
         seed: 20_240_601,
         pinned_clients: 2,
@@ -202,8 +244,22 @@ async fn traffic_against_real_etcd_is_linearizable_and_a_tampered_read_is_caught
         swaps(true) && swaps(false),
         "compare-and-swap both succeeds and fails"
     );
-    assert_eq!(hashes.len(), 1);
-    assert!(compare_hashes(&hashes).is_empty());
+    // Every member hashed the same revision, so all three are compared, and agree.
+    assert_eq!(hashes.len(), 3, "{hashes:?}");
+    let ids: std::collections::BTreeSet<u64> = hashes.iter().map(|h| h.member_id).collect();
+    assert_eq!(ids.len(), 3, "three members answered: {hashes:?}");
+    assert!(
+        hashes.iter().all(|h| (h.hash_revision, h.compact_revision)
+            == (hashes[0].hash_revision, hashes[0].compact_revision)),
+        "{hashes:?}"
+    );
+    assert!(compare_hashes(&hashes).is_empty(), "{hashes:?}");
+    // The comparison can fail: one member's store differing is reported, and only it.
+    let mut diverged = hashes.clone();
+    diverged[1].hash ^= 1;
+    let mismatches = compare_hashes(&diverged);
+    assert_eq!(mismatches.len(), 1, "{mismatches:?}");
+    assert_eq!(mismatches[0].disagreeing, vec![hashes[1].member_id]);
 
     // The pipeline can fail: one ok linearizable get now reads a value never written.
     let victim = history
@@ -240,9 +296,9 @@ async fn traffic_through_an_etcd_crash_and_restart_stays_linearizable() {
         .prefix("etcdop-traffic-crash-")
         .tempdir()
         .expect("temporary directory");
-    let mut etcd = Etcd::start(dir.path());
+    let mut etcd = Etcd::start(dir.path(), 1);
     etcd.wait_ready().await;
-    let endpoints = vec![etcd.client_url.clone()];
+    let endpoints = etcd.client_urls();
     let config = TrafficConfig {
         seed: 7,
         op_timeout: Duration::from_millis(500),

@@ -37,7 +37,6 @@ use nix::{
     sys::signal::{Signal, kill},
     unistd::Pid,
 };
-use serde::{Deserialize, Serialize};
 use tokio::{
     process::{Child, Command},
     sync::Mutex,
@@ -70,50 +69,8 @@ impl SidecarCommand {
     }
 }
 
-#[derive(Serialize, Deserialize, Clone, Debug, Default)]
-struct ClusterRecord {
-    next_ordinal: u32,
-    members: Vec<MemberRecord>,
-}
-
-impl ClusterRecord {
-    fn member_mut(&mut self, name: &str) -> Result<&mut MemberRecord, RuntimeError> {
-        self.members
-            .iter_mut()
-            .find(|m| m.name == name)
-            .ok_or_else(|| RuntimeError::NoSuchMember(name.to_string()))
-    }
-}
-
-#[derive(Serialize, Deserialize, Clone, Debug)]
-struct MemberRecord {
-    name: String,
-    ordinal: u32,
-    client_port: u16,
-    peer_port: u16,
-    grpc_port: u16,
-    version: String,
-    seed: bool,
-    pid: Option<u32>,
-    /// etcd serves clients and peers over TLS.
-    #[serde(default)]
-    tls: bool,
-}
-
-impl MemberRecord {
-    fn etcd_scheme(&self) -> &'static str {
-        if self.tls { "https" } else { "http" }
-    }
-    fn client_url(&self) -> String {
-        format!("{}://127.0.0.1:{}", self.etcd_scheme(), self.client_port)
-    }
-    fn peer_url(&self) -> String {
-        format!("{}://127.0.0.1:{}", self.etcd_scheme(), self.peer_port)
-    }
-    fn sidecar_url(&self) -> String {
-        format!("https://127.0.0.1:{}", self.grpc_port)
-    }
-}
+/// The record of `<state>/<cluster>/cluster.json`, shared with the test harness.
+pub use etcd_operator::local_record::{ClusterRecord, MemberRecord};
 
 #[derive(Default)]
 struct LocalCluster {
@@ -305,7 +262,10 @@ impl LocalRuntime {
         name: &str,
     ) -> Result<(), RuntimeError> {
         let dir = self.cluster_dir(key);
-        let member = local.record.member_mut(name)?;
+        let member = local
+            .record
+            .member_mut(name)
+            .ok_or_else(|| RuntimeError::NoSuchMember(name.to_string()))?;
         std::fs::create_dir_all(&dir).map_err(io(format!("creating {}", dir.display())))?;
         let log_path = dir.join(format!("{name}.log"));
         let log = std::fs::File::options()
@@ -695,7 +655,10 @@ impl Runtime for LocalRuntime {
         let mut clusters = self.clusters.lock().await;
         let local = self.cluster(&mut clusters, cluster).await?;
         stop_member_process(local, name).await;
-        let member = local.record.member_mut(name)?;
+        let member = local
+            .record
+            .member_mut(name)
+            .ok_or_else(|| RuntimeError::NoSuchMember(name.to_string()))?;
         member.version = version.to_string();
         self.save(cluster, &local.record)?;
         self.spawn(cluster, local, name)?;

@@ -23,7 +23,8 @@ use etcd_operator::{
 };
 use testkit::{
     free_port,
-    local_cluster::{CoordinatorOptions, LocalCoordinator, Writer, manifest, write_atomically},
+    local_cluster::{CoordinatorOptions, LocalCoordinator, manifest, write_atomically},
+    traffic::Writer,
 };
 
 #[derive(Parser)]

@@ -1,0 +1,900 @@
+//! The sidecar against the coordinator's own service: real etcd processes on 127.0.0.1,
+//! each under a sidecar the test starts (as a runtime would), registering, reporting and
+//! taking membership grants from the real `CoordinatorService` over a `Registry`, on the
+//! control port (mutual TLS, every caller checked against its certificate, no grant in the
+//! settle window after a start). Every grant the service gives and every release it accepts
+//! is recorded where the service answers, so the tests judge the real history.
+//!
+//! The test plays only the reconciler's part that the service reads from the registry:
+//! which members the runtime has, which one may bootstrap, and whether etcd's member list
+//! can be read (the cluster exists). Tests that start etcd take the machine-wide lock.
+
+use std::{
+    collections::BTreeMap,
+    os::unix::fs::PermissionsExt,
+    path::Path,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use etcd_client::{Client, GetOptions};
+use etcd_coordinator::{
+    local::pki::LocalPki,
+    registry::{Registry, now_ms},
+    security::ControlPlane,
+    service::{Access, CoordinatorService, RECOVERY_SETTLE_MS},
+};
+use etcd_operator::{
+    ClusterKey,
+    pki::{DEFAULT_CERT_VALIDITY, MemberCertSpec, member_hosts},
+    proto::{
+        Backup, ChangeKind, ClusterStatus, DeleteMemberRequest, DeleteMemberResponse,
+        GetClusterRequest, GrantRequest, GrantResponse, HealthReport, LeaveRequest,
+        ListBackupsRequest, ListBackupsResponse, ListClustersRequest, ListClustersResponse,
+        MemberPhase, RegisterRequest, RegisterResponse, ReleaseGrantRequest, ReleaseGrantResponse,
+        ReportHealthResponse, TakeBackupRequest,
+        coordinator_server::{Coordinator, CoordinatorServer},
+        sidecar_client::SidecarClient,
+    },
+};
+use etcd_sidecar::{LIVENESS_SERVICE, health::SERVICE_NAME};
+use testkit::{
+    SidecarProc, SidecarSpec, free_port, serial_guard, wait_for, watcher::MembershipWatcher,
+};
+use tokio::{sync::watch, task::JoinHandle};
+use tonic::{Request, Response, Status, Streaming};
+use tonic_health::pb::{
+    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+};
+
+const CLUSTER: &str = "life";
+const FORM_DEADLINE: Duration = Duration::from_secs(90);
+
+/// The coordinator's binary, which embeds the sidecar (`etcd-coordinator sidecar run`).
+fn sidecar_spec(cluster: &str, name: &str, base: &Path, coordinator_url: &str) -> SidecarSpec {
+    let mut spec = SidecarSpec::new(
+        Path::new(env!("CARGO_BIN_EXE_etcd-coordinator")),
+        cluster,
+        name,
+        base,
+        coordinator_url,
+    );
+    spec.leading_args = vec!["sidecar".into()];
+    spec
+}
+
+fn name(i: u32) -> String {
+    etcd_operator::naming::member_name(CLUSTER, i)
+}
+
+/// One grant event, as the service answered it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum GrantEvent {
+    /// A grant was given (recorded once the service answered).
+    Granted {
+        id: String,
+        member: String,
+        kind: ChangeKind,
+        expires_at_unix_ms: i64,
+        at: Duration,
+        at_unix_ms: i64,
+    },
+    /// A grant was given back (recorded before the service was asked, kept when it
+    /// released it): so a correct service's next grant is always recorded later.
+    Released {
+        id: String,
+        succeeded: bool,
+        member_id: u64,
+        at: Duration,
+    },
+}
+
+/// The grant events of a run, in the order they were recorded.
+#[derive(Clone)]
+struct GrantLog {
+    started: Instant,
+    events: Arc<Mutex<Vec<GrantEvent>>>,
+}
+
+impl GrantLog {
+    fn events(&self) -> Vec<GrantEvent> {
+        self.events.lock().unwrap().clone()
+    }
+
+    /// The grants given, in order: (member, kind).
+    fn granted(&self) -> Vec<(String, ChangeKind)> {
+        self.events()
+            .into_iter()
+            .filter_map(|e| match e {
+                GrantEvent::Granted { member, kind, .. } => Some((member, kind)),
+                GrantEvent::Released { .. } => None,
+            })
+            .collect()
+    }
+}
+
+/// Fails unless no two grants were ever in flight together: each grant was given after
+/// the one before it was released (or had lapsed). Returns how many grants were given.
+fn assert_one_grant_at_a_time(events: &[GrantEvent]) -> usize {
+    struct Interval<'a> {
+        id: &'a str,
+        given: Duration,
+        given_unix_ms: i64,
+        lapses_unix_ms: i64,
+        released: Option<Duration>,
+    }
+    let mut grants: Vec<Interval> = Vec::new();
+    for e in events {
+        match e {
+            GrantEvent::Granted {
+                id,
+                expires_at_unix_ms,
+                at,
+                at_unix_ms,
+                ..
+            } => grants.push(Interval {
+                id,
+                given: *at,
+                given_unix_ms: *at_unix_ms,
+                lapses_unix_ms: *expires_at_unix_ms,
+                released: None,
+            }),
+            GrantEvent::Released { id, at, .. } => {
+                let grant = grants.iter_mut().find(|g| g.id == id);
+                let grant =
+                    grant.unwrap_or_else(|| panic!("{id} released, never given: {events:?}"));
+                assert!(grant.released.is_none(), "{id} released twice: {events:?}");
+                grant.released = Some(*at);
+            }
+        }
+    }
+    grants.sort_by_key(|g| g.given);
+    for pair in grants.windows(2) {
+        let (earlier, later) = (&pair[0], &pair[1]);
+        let ended = match earlier.released {
+            Some(released) => released < later.given,
+            None => later.given_unix_ms >= earlier.lapses_unix_ms,
+        };
+        assert!(
+            ended,
+            "grant {} was given while {} was in flight: {events:?}",
+            later.id, earlier.id
+        );
+    }
+    grants.len()
+}
+
+/// The real service, with every grant and release it answers recorded.
+#[derive(Clone)]
+struct Recorded {
+    service: CoordinatorService,
+    log: GrantLog,
+}
+
+#[tonic::async_trait]
+impl Coordinator for Recorded {
+    async fn register(
+        &self,
+        request: Request<RegisterRequest>,
+    ) -> Result<Response<RegisterResponse>, Status> {
+        self.service.register(request).await
+    }
+
+    async fn report_health(
+        &self,
+        request: Request<Streaming<HealthReport>>,
+    ) -> Result<Response<ReportHealthResponse>, Status> {
+        self.service.report_health(request).await
+    }
+
+    async fn request_grant(
+        &self,
+        request: Request<GrantRequest>,
+    ) -> Result<Response<GrantResponse>, Status> {
+        let (member, kind) = (
+            request.get_ref().member_name.clone(),
+            request.get_ref().kind(),
+        );
+        let response = self.service.request_grant(request).await?;
+        let answer = response.get_ref();
+        if answer.granted {
+            let at = self.log.started.elapsed();
+            let mut events = self.log.events.lock().unwrap();
+            // Asking again while holding it answers the same grant.
+            let known = events
+                .iter()
+                .any(|e| matches!(e, GrantEvent::Granted { id, .. } if *id == answer.grant_id));
+            if !known {
+                events.push(GrantEvent::Granted {
+                    id: answer.grant_id.clone(),
+                    member,
+                    kind,
+                    expires_at_unix_ms: answer.expires_at_unix_ms,
+                    at,
+                    at_unix_ms: now_ms(),
+                });
+            }
+        }
+        Ok(response)
+    }
+
+    async fn release_grant(
+        &self,
+        request: Request<ReleaseGrantRequest>,
+    ) -> Result<Response<ReleaseGrantResponse>, Status> {
+        let asked = request.get_ref().clone();
+        let at = self.log.started.elapsed();
+        let response = self.service.release_grant(request).await?;
+        if response.get_ref().released {
+            self.log.events.lock().unwrap().push(GrantEvent::Released {
+                id: asked.grant_id,
+                succeeded: asked.succeeded,
+                member_id: asked.member_id,
+                at,
+            });
+        }
+        Ok(response)
+    }
+
+    async fn list_clusters(
+        &self,
+        request: Request<ListClustersRequest>,
+    ) -> Result<Response<ListClustersResponse>, Status> {
+        self.service.list_clusters(request).await
+    }
+
+    async fn get_cluster(
+        &self,
+        request: Request<GetClusterRequest>,
+    ) -> Result<Response<ClusterStatus>, Status> {
+        self.service.get_cluster(request).await
+    }
+
+    async fn delete_member(
+        &self,
+        request: Request<DeleteMemberRequest>,
+    ) -> Result<Response<DeleteMemberResponse>, Status> {
+        self.service.delete_member(request).await
+    }
+
+    async fn take_backup(
+        &self,
+        request: Request<TakeBackupRequest>,
+    ) -> Result<Response<Backup>, Status> {
+        self.service.take_backup(request).await
+    }
+
+    async fn list_backups(
+        &self,
+        request: Request<ListBackupsRequest>,
+    ) -> Result<Response<ListBackupsResponse>, Status> {
+        self.service.list_backups(request).await
+    }
+}
+
+/// The coordinator's service on a free port of 127.0.0.1, over a registry the test keeps as
+/// the reconciler would; stopped when dropped.
+struct ServedCoordinator {
+    /// Its URL (https: mutual TLS).
+    url: String,
+    key: ClusterKey,
+    registry: Registry,
+    control: Arc<ControlPlane>,
+    pki: LocalPki,
+    grants: GrantLog,
+    /// Client URLs of the members started, where the cluster's member list is read.
+    endpoints: Arc<Mutex<Vec<String>>>,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl ServedCoordinator {
+    /// Serves `cluster`, of which `seed` may bootstrap, with its PKI under `state`.
+    async fn start(cluster: &str, seed: &str, state: &Path) -> Self {
+        etcd_sidecar::tls::install_default_provider();
+        let (pki, ca) = LocalPki::open(state).unwrap();
+        let control = ControlPlane::new(ca, vec!["127.0.0.1".into()], DEFAULT_CERT_VALIDITY);
+        let registry = Registry::new();
+        let key = ClusterKey::local(cluster);
+        registry.with(&key, |entry, _| {
+            entry.seed = Some(seed.to_string());
+            entry.recovered = true;
+            // As a coordinator that finds members at its start: no grant before their
+            // reports are in.
+            entry.settle_until = now_ms() + RECOVERY_SETTLE_MS;
+        });
+        let grants = GrantLog {
+            started: Instant::now(),
+            events: Arc::default(),
+        };
+        let service = Recorded {
+            service: CoordinatorService::new(registry.clone(), Access::Authenticated),
+            log: grants.clone(),
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("https://{}", listener.local_addr().unwrap());
+        let (stop, mut stopped) = watch::channel(false);
+        let server = tonic::transport::Server::builder()
+            .add_service(CoordinatorServer::new(service))
+            .serve_with_incoming_shutdown(
+                control.control_server().incoming(listener),
+                async move {
+                    let _ = stopped.wait_for(|s| *s).await;
+                },
+            );
+        let endpoints: Arc<Mutex<Vec<String>>> = Arc::default();
+        let tasks = vec![
+            tokio::spawn(async move {
+                let _ = server.await;
+            }),
+            tokio::spawn(watch_cluster_exists(
+                registry.clone(),
+                key.clone(),
+                Arc::clone(&endpoints),
+            )),
+        ];
+        Self {
+            url,
+            key,
+            registry,
+            control,
+            pki,
+            grants,
+            endpoints,
+            stop,
+            tasks,
+        }
+    }
+
+    /// Makes `spec` a member of the runtime, as the runtime would before starting it:
+    /// issues its control-path certificate and lists it among the cluster's members.
+    fn admit(&self, spec: &mut SidecarSpec) {
+        let urls = [spec.client_url(), spec.peer_url(), spec.grpc_url()];
+        let urls: Vec<&str> = urls.iter().map(String::as_str).collect();
+        self.pki
+            .ensure_member(
+                self.control.ca(),
+                &MemberCertSpec {
+                    cluster: self.key.clone(),
+                    member: spec.name.clone(),
+                    hosts: member_hosts(&urls, None),
+                    etcd_tls: false,
+                    validity: DEFAULT_CERT_VALIDITY,
+                },
+            )
+            .unwrap();
+        spec.tls_dir = self.pki.member_dir(&self.key, &spec.name);
+        self.registry.with(&self.key, |entry, _| {
+            if !entry.runtime_members.contains(&spec.name) {
+                entry.runtime_members.push(spec.name.clone());
+            }
+        });
+        let mut endpoints = self.endpoints.lock().unwrap();
+        if !endpoints.contains(&spec.client_url()) {
+            endpoints.push(spec.client_url());
+        }
+    }
+
+    /// The latest report of every member.
+    fn reports(&self) -> BTreeMap<String, HealthReport> {
+        self.registry.with(&self.key, |entry, _| {
+            entry
+                .reports
+                .iter()
+                .map(|(name, r)| (name.clone(), r.report.clone()))
+                .collect()
+        })
+    }
+
+    /// The latest report of `member`.
+    fn report(&self, member: &str) -> Option<HealthReport> {
+        self.reports().remove(member)
+    }
+
+    /// The epoch of the coordinator's term, which the sidecars admit.
+    fn epoch(&self) -> u64 {
+        self.registry.leadership().current().expect("it leads")
+    }
+}
+
+impl Drop for ServedCoordinator {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+/// The reconciler's reading of etcd, which Register and the bootstrap grant depend on: the
+/// cluster exists while its member list can be read from the members started.
+async fn watch_cluster_exists(
+    registry: Registry,
+    key: ClusterKey,
+    endpoints: Arc<Mutex<Vec<String>>>,
+) {
+    loop {
+        let urls = endpoints.lock().unwrap().clone();
+        let read = async {
+            let mut c = Client::connect(&urls, None).await.ok()?;
+            c.member_list().await.ok()
+        };
+        let exists = !urls.is_empty()
+            && matches!(
+                tokio::time::timeout(Duration::from_secs(1), read).await,
+                Ok(Some(_))
+            );
+        registry.with(&key, |entry, _| entry.cluster_exists = exists);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+struct Fixture {
+    coordinator: ServedCoordinator,
+    dir: tempfile::TempDir,
+    members: BTreeMap<String, SidecarProc>,
+}
+
+impl Fixture {
+    async fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        Self {
+            coordinator: ServedCoordinator::start(CLUSTER, &name(0), &dir.path().join("state"))
+                .await,
+            dir,
+            members: BTreeMap::new(),
+        }
+    }
+
+    fn spec(&self, i: u32) -> SidecarSpec {
+        sidecar_spec(CLUSTER, &name(i), self.dir.path(), &self.coordinator.url)
+    }
+
+    fn start(&mut self, mut spec: SidecarSpec) {
+        self.coordinator.admit(&mut spec);
+        let proc = SidecarProc::start(spec).unwrap();
+        self.members.insert(proc.spec.name.clone(), proc);
+    }
+
+    fn grants(&self) -> &GrantLog {
+        &self.coordinator.grants
+    }
+
+    fn endpoints(&self) -> Vec<String> {
+        self.members.values().map(|m| m.spec.client_url()).collect()
+    }
+
+    fn logs(&self) -> String {
+        self.members
+            .values()
+            .map(|m| format!("--- {} ---\n{}", m.spec.name, m.log_tail(30)))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// Waits until etcd lists `n` voters, no learner, and every sidecar reports its member
+    /// healthy and running.
+    async fn wait_voters(&self, n: usize) -> Vec<etcd_client::Member> {
+        self.wait_voters_without(n, 0).await
+    }
+
+    /// As `wait_voters`, and member id `gone` is not in the list.
+    async fn wait_voters_without(&self, n: usize, gone: u64) -> Vec<etcd_client::Member> {
+        let endpoints = self.endpoints();
+        let names: Vec<String> = self.members.keys().cloned().collect();
+        let result = wait_for(&format!("{n} healthy voters"), FORM_DEADLINE, || {
+            let endpoints = endpoints.clone();
+            let reports = self.coordinator.reports();
+            let names = names.clone();
+            async move {
+                let mut c = Client::connect(&endpoints, None).await.ok()?;
+                let list = c.member_list().await.ok()?;
+                let members = list.members().to_vec();
+                let voters = members.iter().filter(|m| !m.is_learner()).count();
+                let all_healthy = names.iter().all(|n| {
+                    reports.get(n).is_some_and(|r| {
+                        r.healthy && !r.learner && r.phase() == MemberPhase::Running
+                    })
+                });
+                let gone_ok = members.iter().all(|m| m.id() != gone);
+                (members.len() == n && voters == n && all_healthy && gone_ok).then_some(members)
+            }
+        })
+        .await;
+        match result {
+            Ok(m) => m,
+            Err(e) => panic!("{e}\n{}", self.logs()),
+        }
+    }
+
+    async fn client(&self) -> Client {
+        Client::connect(self.endpoints(), None).await.unwrap()
+    }
+}
+
+/// Forms an `n`-member cluster, all sidecars started at once.
+async fn form(n: u32) -> (Fixture, MembershipWatcher) {
+    let mut f = Fixture::new().await;
+    for i in 0..n {
+        let spec = f.spec(i);
+        f.start(spec);
+    }
+    let endpoints = f.endpoints();
+    let watcher = MembershipWatcher::start(move || endpoints.clone());
+    f.wait_voters(n as usize).await;
+    (f, watcher)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_sidecars_form_a_cluster_one_learner_at_a_time() {
+    let _serial = serial_guard();
+    let (f, watcher) = form(3).await;
+    let history = watcher.history();
+    assert!(history.samples > 0, "the watcher read no member list");
+    assert!(
+        history.max_learners <= 1,
+        "more than one learner at once: {history:?}"
+    );
+    // The grants the service gave, one at a time on the recorded history.
+    let events = f.grants().events();
+    assert_eq!(assert_one_grant_at_a_time(&events), 3, "{events:?}");
+    let granted = f.grants().granted();
+    assert_eq!(
+        granted[0],
+        (name(0), ChangeKind::Bootstrap),
+        "the seed bootstraps first: {events:?}"
+    );
+    assert!(
+        granted[1..].iter().all(|(_, k)| *k == ChangeKind::Add),
+        "{events:?}"
+    );
+    let released_ok = events
+        .iter()
+        .filter(|e| matches!(e, GrantEvent::Released { succeeded: true, member_id, .. } if *member_id != 0))
+        .count();
+    assert_eq!(released_ok, 3, "{events:?}");
+
+    let mut c = f.client().await;
+    c.put("foo", "bar", None).await.unwrap();
+    let got = c.get("foo", None).await.unwrap();
+    assert_eq!(got.kvs()[0].value_str().unwrap(), "bar");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_etcd_restarts_on_its_data_with_the_same_member_id() {
+    let _serial = serial_guard();
+    let (f, _watcher) = form(3).await;
+    let mut c = f.client().await;
+    c.put("before-kill", "kept", None).await.unwrap();
+    let victim = name(1);
+    let report = f.coordinator.report(&victim).unwrap();
+    let (old_pid, old_id) = (report.etcd_pid, report.member_id);
+    assert!(old_pid != 0 && old_id != 0, "{report:?}");
+    let events_before = f.grants().events().len();
+
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(old_pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+
+    let report = wait_for(
+        "the killed etcd to come back healthy",
+        Duration::from_secs(60),
+        || {
+            let r = f.coordinator.report(&victim);
+            async move { r.filter(|r| r.etcd_pid != 0 && r.etcd_pid != old_pid && r.healthy) }
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", f.logs()));
+    assert_eq!(report.member_id, old_id, "the member id must not change");
+    assert!(report.etcd_restarts >= 1, "{report:?}");
+    assert_eq!(
+        f.grants().events().len(),
+        events_before,
+        "no membership change may happen"
+    );
+    let members = f.wait_voters(3).await;
+    assert!(members.iter().any(|m| m.id() == old_id));
+
+    // The value written before the kill is served by the restarted member itself.
+    let url = f.members[&victim].spec.client_url();
+    let mut own = Client::connect([url], None).await.unwrap();
+    let got = own
+        .get("before-kill", Some(GetOptions::new().with_serializable()))
+        .await
+        .unwrap();
+    assert_eq!(got.kvs()[0].value_str().unwrap(), "kept");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_data_rejoins_as_a_new_member_without_losing_quorum() {
+    let _serial = serial_guard();
+    let (mut f, watcher) = form(3).await;
+    let mut c = f.client().await;
+    c.put("before-wipe", "kept", None).await.unwrap();
+
+    // Pick a follower so that the writer below never waits on an election.
+    let victim = (0..3)
+        .map(name)
+        .find(|n| f.coordinator.report(n).is_some_and(|r| !r.leader))
+        .unwrap();
+    let old_id = f.coordinator.report(&victim).unwrap().member_id;
+    let survivors: Vec<String> = f
+        .members
+        .values()
+        .filter(|m| m.spec.name != victim)
+        .map(|m| m.spec.client_url())
+        .collect();
+
+    // A writer on the surviving members for the whole replacement.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let writer = tokio::spawn(async move {
+        let mut c = Client::connect(&survivors, None).await.unwrap();
+        let (mut ok, mut failed) = (Vec::new(), 0u32);
+        let mut i = 0u32;
+        while !*stop_rx.borrow() {
+            let key = format!("w/{i:05}");
+            match tokio::time::timeout(Duration::from_secs(3), c.put(key.clone(), "v", None)).await
+            {
+                Ok(Ok(_)) => ok.push(key),
+                _ => failed += 1,
+            }
+            i += 1;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        (ok, failed)
+    });
+
+    let mut proc = f.members.remove(&victim).unwrap();
+    proc.kill();
+    let spec = proc.spec.clone();
+    drop(proc);
+    let events_before_wipe = f.grants().events().len();
+    std::fs::remove_dir_all(&spec.member_dir).unwrap();
+    f.start(spec);
+
+    let members = f.wait_voters_without(3, old_id).await;
+    stop_tx.send(true).unwrap();
+    let (acked, failed) = writer.await.unwrap();
+    let new_id = f.coordinator.report(&victim).unwrap().member_id;
+    assert_ne!(
+        new_id, old_id,
+        "a member with no data must join under a new id"
+    );
+    assert!(
+        members.iter().all(|m| m.id() != old_id),
+        "the stale entry must be gone"
+    );
+    assert!(watcher.history().max_learners <= 1);
+    assert_eq!(
+        failed, 0,
+        "writes failed while the member was replaced: quorum was not kept"
+    );
+    assert!(!acked.is_empty());
+
+    // Earlier data, and every acknowledged write, is on the new member.
+    let url = f.members[&victim].spec.client_url();
+    let mut own = Client::connect([url], None).await.unwrap();
+    let got = own
+        .get("before-wipe", Some(GetOptions::new().with_serializable()))
+        .await
+        .unwrap();
+    assert_eq!(got.kvs()[0].value_str().unwrap(), "kept");
+    let all = own
+        .get(
+            "w/",
+            Some(GetOptions::new().with_prefix().with_serializable()),
+        )
+        .await
+        .unwrap();
+    let present: std::collections::HashSet<&str> =
+        all.kvs().iter().map(|kv| kv.key_str().unwrap()).collect();
+    for k in &acked {
+        assert!(
+            present.contains(k.as_str()),
+            "acknowledged write {k} missing on the new member"
+        );
+    }
+    // One rejoin is one membership change: exactly one grant, a replace (the stale entry
+    // is removed and the learner added under it), never a second add afterwards.
+    let events = f.grants().events();
+    let kinds: Vec<ChangeKind> = events[events_before_wipe..]
+        .iter()
+        .filter_map(|e| match e {
+            GrantEvent::Granted { member, kind, .. } if *member == victim => Some(*kind),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [ChangeKind::Replace],
+        "grants taken by the rejoining member\n{}",
+        f.members[&victim].log_tail(200)
+    );
+    assert_eq!(assert_one_grant_at_a_time(&events), 4, "{events:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_add_whose_answer_was_lost_is_not_repeated() {
+    let _serial = serial_guard();
+    let (mut f, _watcher) = form(2).await;
+    let spec = f.spec(2);
+    // The add succeeded but its caller never saw the answer: the learner is in the list.
+    // (etcd refuses a MemberAdd for a few seconds after a promotion: retry until accepted.)
+    let endpoints = f.endpoints();
+    let peer_url = spec.peer_url();
+    let pre_added_id = wait_for(
+        "etcd to accept the learner",
+        Duration::from_secs(30),
+        || {
+            let endpoints = endpoints.clone();
+            let peer_url = peer_url.clone();
+            async move {
+                let mut c = Client::connect(&endpoints, None).await.ok()?;
+                let opts = etcd_client::MemberAddOptions::new().with_is_learner();
+                let added = c.member_add([peer_url], Some(opts)).await.ok()?;
+                added.member().map(|m| m.id())
+            }
+        },
+    )
+    .await
+    .unwrap();
+    f.start(spec);
+    let members = f.wait_voters(3).await;
+    assert_eq!(members.len(), 3, "a second member was added");
+    let report = f.coordinator.report(&name(2)).unwrap();
+    assert_eq!(
+        report.member_id, pre_added_id,
+        "the pre-added learner must be the one that joins"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_leader_leaves_after_moving_leadership() {
+    let _serial = serial_guard();
+    let (f, _watcher) = form(3).await;
+    let leader = f
+        .coordinator
+        .reports()
+        .into_values()
+        .find(|r| r.leader)
+        .expect("a leader reported");
+    // Leave answers only the coordinator, over mutual TLS.
+    let key = ClusterKey::local(CLUSTER);
+    let tls = f
+        .coordinator
+        .control
+        .sidecar_client(&key, &leader.member_name);
+    let channel =
+        etcd_sidecar::tls::channel(&leader.sidecar_url, tls, Duration::from_secs(3), None).unwrap();
+    let mut sidecar = SidecarClient::new(channel);
+    let resp = sidecar
+        .leave(LeaveRequest {
+            reason: "test".into(),
+            coordinator_epoch: f.coordinator.epoch(),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", f.logs()))
+        .into_inner();
+    assert!(
+        resp.moved_leadership,
+        "the leader must move leadership before leaving"
+    );
+    assert_eq!(resp.removed_member_id, leader.member_id);
+
+    let others: Vec<String> = f
+        .members
+        .values()
+        .filter(|m| m.spec.name != leader.member_name)
+        .map(|m| m.spec.client_url())
+        .collect();
+    let mut c = Client::connect(&others, None).await.unwrap();
+    let list = c.member_list().await.unwrap();
+    assert_eq!(list.members().len(), 2);
+    assert!(list.members().iter().all(|m| m.id() != leader.member_id));
+    let status = c.status().await.unwrap();
+    assert_ne!(status.leader(), leader.member_id);
+    assert_ne!(status.leader(), 0);
+
+    let dir = &f.members[&leader.member_name].spec.member_dir;
+    assert!(
+        !dir.join("etcd").exists(),
+        "the removed member's data must be wiped"
+    );
+    assert!(dir.join("removed").exists());
+    c.put("after-leave", "ok", None).await.unwrap();
+    let removes = f
+        .grants()
+        .granted()
+        .into_iter()
+        .filter(|(_, kind)| *kind == ChangeKind::Remove)
+        .count();
+    assert_eq!(removes, 1);
+    let events = f.grants().events();
+    assert_eq!(assert_one_grant_at_a_time(&events), 4, "{events:?}");
+}
+
+async fn check(addr: &str, service: &str) -> Result<ServingStatus, String> {
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .map_err(|e| e.to_string())?
+        .connect_timeout(Duration::from_secs(1))
+        .timeout(Duration::from_secs(2))
+        .connect()
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    HealthClient::new(channel)
+        .check(HealthCheckRequest {
+            service: service.into(),
+        })
+        .await
+        .map(|r| r.into_inner().status())
+        .map_err(|s| format!("{:?}: {}", s.code(), s.message()))
+}
+
+/// The sidecar's plaintext health port as the kubelet's gRPC probes see it: the liveness
+/// service answers SERVING for as long as the sidecar process answers, whatever its member
+/// does, and the readiness service only once the member is healthy. The member's "etcd"
+/// here is a program that never answers, as a member still catching up, replaying its WAL
+/// or without a leader looks from outside: the Pod must stay unready and must not be killed.
+/// No etcd process is started, so the machine-wide lock is not needed.
+#[tokio::test]
+async fn liveness_passes_while_the_member_is_not_ready_and_fails_once_the_sidecar_is_gone() {
+    let dir = tempfile::tempdir().unwrap();
+    // An "etcd" that starts and never answers.
+    let etcd = dir.path().join("etcd");
+    std::fs::write(&etcd, "#!/bin/sh\nexec sleep 600\n").unwrap();
+    std::fs::set_permissions(&etcd, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let member = etcd_operator::naming::member_name("probes", 0);
+    let coordinator = ServedCoordinator::start("probes", &member, &dir.path().join("state")).await;
+    let mut spec = sidecar_spec("probes", &member, dir.path(), &coordinator.url);
+    let health = format!("127.0.0.1:{}", free_port());
+    spec.env = vec![
+        ("ETCDOP_HEALTH_ADDR".into(), health.clone()),
+        ("ETCDOP_ETCD_BINARY".into(), etcd.display().to_string()),
+    ];
+    coordinator.admit(&mut spec);
+    let mut sidecar = SidecarProc::start(spec).unwrap();
+
+    let first = wait_for("the health port answers", Duration::from_secs(30), || {
+        let health = health.clone();
+        async move { check(&health, LIVENESS_SERVICE).await.ok() }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", sidecar.log_tail(30)));
+    assert_eq!(first, ServingStatus::Serving);
+    // The member's "etcd" runs (bootstrapped under the coordinator's grant) and never
+    // answers.
+    wait_for(
+        "the member's etcd to start",
+        Duration::from_secs(30),
+        || {
+            let started = coordinator.report(&member).is_some_and(|r| r.etcd_pid != 0);
+            async move { started.then_some(()) }
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", sidecar.log_tail(30)));
+    // Many health rounds (every 250 ms here): the member never becomes healthy, readiness
+    // stays NOT_SERVING, liveness stays SERVING.
+    for _ in 0..12 {
+        assert_eq!(
+            check(&health, LIVENESS_SERVICE).await,
+            Ok(ServingStatus::Serving),
+            "{}",
+            sidecar.log_tail(30)
+        );
+        for readiness in [SERVICE_NAME, ""] {
+            assert_eq!(
+                check(&health, readiness).await,
+                Ok(ServingStatus::NotServing),
+                "readiness service {readiness:?}"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    // The probe is the process's own answer: with the sidecar gone it fails.
+    sidecar.kill();
+    assert!(check(&health, LIVENESS_SERVICE).await.is_err());
+}

@@ -12,6 +12,7 @@
 
 pub mod backup;
 pub mod etcd_bin;
+pub mod etcd_error;
 pub mod fuzzing;
 pub mod grant;
 pub mod identity;

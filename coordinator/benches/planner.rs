@@ -142,6 +142,7 @@ fn pass(registry: &Registry, clusters: &[Simulated], now: i64) -> usize {
                     restart_on_request: true,
                     restarts: 0,
                     failing_since: None,
+                    upgraded_at: None,
                 }
             })
             .collect::<Vec<_>>();

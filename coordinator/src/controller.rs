@@ -25,6 +25,7 @@ use thiserror::Error;
 use tracing::{info, instrument, warn};
 
 use crate::{
+    conditions::{ConditionStatus, ConditionType},
     plan::{self, Action, EtcdMember, MemberReport, Observed, Phase, Plan, Policy, RuntimeMember},
     registry::{ForcedRecovery, Registry, now_ms},
     runtime::{MemberInfo, Runtime, RuntimeError},
@@ -43,9 +44,6 @@ fn resource_keep(resource: &EtcdCluster) -> usize {
         .unwrap_or(etcd_operator::resource::DEFAULT_BACKUP_KEEP)
         .max(1) as usize
 }
-
-/// How long an upgraded member has to come back healthy at its new version.
-const UPGRADE_HEALTHY_DEADLINE: Duration = Duration::from_secs(180);
 
 /// Errors of the act step, with a stable category for logs and metrics.
 #[derive(Debug, Error)]
@@ -88,7 +86,7 @@ impl ActError {
     /// A stable word for the kind of failure.
     pub fn category(&self) -> &'static str {
         match self {
-            Self::Runtime(_) => "runtime",
+            Self::Runtime(e) => e.category(),
             Self::Etcd { .. } => "etcd",
             Self::Sidecar { .. } => "sidecar",
             Self::Grant(_) => "grant",
@@ -182,10 +180,10 @@ impl<R: Runtime> ClusterController<R> {
                 let status = ClusterStatus {
                     namespace: self.key.namespace.clone(),
                     name: self.key.name.clone(),
-                    phase: "Unknown".into(),
+                    phase: Phase::Unknown.as_str().into(),
                     conditions: vec![condition(
-                        "Available",
-                        "Unknown",
+                        ConditionType::Available,
+                        ConditionStatus::Unknown,
                         "ObserveFailed",
                         &e.to_string(),
                     )],
@@ -196,7 +194,7 @@ impl<R: Runtime> ClusterController<R> {
                 return Outcome {
                     plan: Plan {
                         action: Action::Steady,
-                        phase: Phase::Degraded,
+                        phase: Phase::Unknown,
                         warnings: vec![],
                     },
                     status,
@@ -244,14 +242,15 @@ impl<R: Runtime> ClusterController<R> {
                 Ok(()) => None,
                 Err(e) => {
                     warn!(action = plan.action.kind(), error = %e, category = e.category(), "action failed");
-                    Some(e.to_string())
+                    Some((e.category(), e.to_string()))
                 }
             }
         } else {
             None
         };
+        let (category, error) = error.unzip();
         let status = self.status(resource, &observed, &infos, &plan, error.as_deref());
-        self.record_metrics(&plan, &status, error.is_some());
+        self.record_metrics(&plan, &status, category);
         self.registry
             .with(&self.key, |entry, _| entry.status = Some(status.clone()));
         Outcome {
@@ -261,7 +260,8 @@ impl<R: Runtime> ClusterController<R> {
         }
     }
 
-    fn record_metrics(&self, plan: &Plan, status: &ClusterStatus, failed: bool) {
+    /// `failed`: the category of the act step's error, if it failed.
+    fn record_metrics(&self, plan: &Plan, status: &ClusterStatus, failed: Option<&'static str>) {
         use crate::metrics::{ActionLabels, ClusterLabels, ErrorLabels};
         let metrics = self.registry.metrics();
         let cluster = self.key.to_string();
@@ -272,12 +272,12 @@ impl<R: Runtime> ClusterController<R> {
                 action: plan.action.kind().to_string(),
             })
             .inc();
-        if failed {
+        if let Some(category) = failed {
             metrics
                 .action_errors
                 .get_or_create(&ErrorLabels {
                     cluster: cluster.clone(),
-                    category: plan.action.kind().to_string(),
+                    category: category.to_string(),
                 })
                 .inc();
         }
@@ -302,7 +302,7 @@ impl<R: Runtime> ClusterController<R> {
     ) -> Result<(Observed, Vec<MemberInfo>), RuntimeError> {
         let infos = self.runtime.members(&self.key).await?;
         let next_ordinal = self.runtime.next_ordinal(&self.key).await?;
-        let (reports, delete_requested) = self.registry.with(&self.key, |entry, _| {
+        let (reports, delete_requested, upgrades) = self.registry.with(&self.key, |entry, _| {
             entry.runtime_members = infos.iter().map(|m| m.name.clone()).collect();
             entry.seed = infos.iter().find(|m| m.seed).map(|m| m.name.clone());
             entry
@@ -311,9 +311,22 @@ impl<R: Runtime> ClusterController<R> {
             entry
                 .delete_requested
                 .retain(|name| infos.iter().any(|m| &m.name == name));
+            // An upgrade step is done once its member reports healthy on its new version.
+            let reports = &entry.reports;
+            entry.upgrades.retain(|name, at| {
+                infos.iter().any(|m| {
+                    &m.name == name
+                        && !reports.get(name).is_some_and(|r| {
+                            let mut report = MemberReport::from(&r.report);
+                            report.observed_at = r.received_at;
+                            report.healthy && plan::upgraded(&report, *at, m.version)
+                        })
+                })
+            });
             (
                 entry.reports.clone(),
                 entry.delete_requested.iter().cloned().collect(),
+                entry.upgrades.clone(),
             )
         });
         // Read the member list from members that run, voters reported healthy first.
@@ -337,40 +350,16 @@ impl<R: Runtime> ClusterController<R> {
         let settle_until = now - self.registry.age_ms(now) + crate::service::RECOVERY_SETTLE_MS;
         let grant = self.registry.with(&self.key, |entry, grants| {
             entry.cluster_exists = etcd_members.is_some();
-            if !entry.recovered {
-                // After a (re)start: a learner in etcd's list is an add in flight, whoever
-                // asked for it; hold its grant so nothing else is granted meanwhile.
-                if let Some(learner) = etcd_members
-                    .as_ref()
-                    .and_then(|list| list.iter().find(|m| m.is_learner))
-                {
-                    let holder = infos
-                        .iter()
-                        .find(|i| learner.peer_urls.contains(&i.peer_url))
-                        .map(|i| i.name.clone())
-                        .unwrap_or_else(|| learner.name.clone());
-                    info!(member = %holder, "recovered an add in flight (a learner is pending)");
-                    grants.adopt(&self.key, &holder, ChangeKind::Add, now);
-                }
-                entry.recovered = true;
-                // Members from before this coordinator's start may hold grants it did not
-                // give: wait for their reports before granting. A new cluster has none.
-                entry.settle_until = if infos.is_empty() { 0 } else { settle_until };
-            }
-            // An adopted grant ends when its learner is promoted or gone.
-            // An adopted grant ends once no learner is pending and its holder no longer
-            // reports holding a grant (or cannot report: its learner is what counted).
-            if let Some(g) = grants.in_flight(&self.key, now).cloned()
-                && g.adopted
-                && !etcd_members
-                    .as_ref()
-                    .is_some_and(|list| list.iter().any(|m| m.is_learner))
-                && entry.reports.get(&g.member).is_none_or(|r| {
-                    r.report.held_grant_id.is_empty() && r.received_at > g.issued_at
-                })
-            {
-                grants.release_by(&self.key, &g.id, &g.member);
-            }
+            crate::grants::recover(
+                entry,
+                grants,
+                &self.key,
+                etcd_members.as_deref(),
+                &infos,
+                now,
+                settle_until,
+            );
+            crate::grants::end_adopted(entry, grants, &self.key, etcd_members.as_deref(), now);
             grants.in_flight(&self.key, now).cloned()
         });
         let members = infos
@@ -391,6 +380,7 @@ impl<R: Runtime> ClusterController<R> {
                 restart_on_request: info.restart_on_request,
                 restarts: info.restarts.count,
                 failing_since: info.restarts.failing_since,
+                upgraded_at: upgrades.get(&info.name).copied(),
             })
             .collect();
         let storage = crate::backups::resolve_storage(
@@ -639,6 +629,18 @@ impl<R: Runtime> ClusterController<R> {
                 info!(member = %name, "member left; deleting it");
                 self.epoch()?;
                 self.runtime.delete_member(&self.key, name).await?;
+            }
+            Action::FinishJoin { name } => {
+                let info = find(infos, name)?;
+                let mut sidecar = self.sidecar_client(info).await?;
+                let finished = sidecar
+                    .finish_join(etcd_operator::proto::FinishJoinRequest {
+                        coordinator_epoch: self.epoch()?,
+                    })
+                    .await
+                    .map_err(refused_by(name))?
+                    .into_inner();
+                info!(member = %name, promoted = finished.promoted, "finished an interrupted join");
             }
             Action::UpgradeMember { name, to } => {
                 self.with_grant(name, ChangeKind::Upgrade, self.upgrade(infos, name, *to))
@@ -897,8 +899,9 @@ impl<R: Runtime> ClusterController<R> {
         loop {
             match client.member_remove(member_id).await {
                 Ok(_) => return Ok(()),
-                Err(etcd_client::Error::GRpcStatus(s))
-                    if s.message().contains("member not found") =>
+                Err(e)
+                    if etcd_sidecar::error::etcd_error(&e)
+                        == Some(etcd_operator::etcd_error::EtcdError::MemberNotFound) =>
                 {
                     return Ok(());
                 }
@@ -935,29 +938,16 @@ impl<R: Runtime> ClusterController<R> {
             .map_err(refused_by(name))?
             .into_inner();
         info!(member = %name, %to, moved_leadership = handoff.moved_leadership, "handed off; restarting on the new version");
+        let restarted_at = now_ms();
         self.epoch()?;
         self.runtime.restart_member(&self.key, name, to).await?;
-        let started: UnixMillis = now_ms();
-        let deadline = tokio::time::Instant::now() + UPGRADE_HEALTHY_DEADLINE;
-        loop {
-            let back = self.registry.with(&self.key, |entry, _| {
-                entry.reports.get(name).is_some_and(|r| {
-                    r.received_at >= started
-                        && r.report.healthy
-                        && r.report.etcd_version == to.to_string()
-                })
-            });
-            if back {
-                info!(member = %name, %to, "member healthy on the new version");
-                return Ok(());
-            }
-            if tokio::time::Instant::now() > deadline {
-                return Err(ActError::Timeout(format!("{name} healthy on {to}")));
-            }
-            // A term that ends meanwhile ends the wait: the next leader reads the truth.
-            self.epoch()?;
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
+        // The step is under way: the planner waits for the member to report healthy on the
+        // new version (`WaitReason::Upgrading`) before any other step, and status is
+        // written on every pass meanwhile.
+        self.registry.with(&self.key, |entry, _| {
+            entry.upgrades.insert(name.to_string(), restarted_at);
+        });
+        Ok(())
     }
 
     fn status(
@@ -973,24 +963,20 @@ impl<R: Runtime> ClusterController<R> {
             .with(&self.key, |entry, _| entry.status.clone())
             .unwrap_or_default();
         let etcd = observed.etcd_members.as_deref().unwrap_or(&[]);
+        // Health as the planner judged it: one definition for the plan and the status.
+        let health = plan::health(observed);
+        let ready = health.healthy_voters;
         let mut members = Vec::new();
-        let mut ready = 0;
         for rm in &observed.members {
             let info = infos.iter().find(|i| i.name == rm.name);
             let report = rm.report.as_ref();
             let entry = etcd.iter().find(|e| {
                 report.is_some_and(|r| r.member_id != 0 && r.member_id == e.id) || e.name == rm.name
             });
-            let fresh = report.is_some_and(|r| {
-                observed.now - r.observed_at <= observed.policy.report_stale_after_ms
-            });
-            let healthy = rm.running && fresh && report.is_some_and(|r| r.healthy);
+            let healthy = health.healthy.contains(&rm.name);
             let learner = entry
                 .map(|e| e.is_learner)
                 .unwrap_or(report.is_some_and(|r| r.learner));
-            if healthy && !learner && entry.is_some() {
-                ready += 1;
-            }
             let last_error = self.registry.with(&self.key, |e, _| {
                 e.reports
                     .get(&rm.name)
@@ -1023,7 +1009,7 @@ impl<R: Runtime> ClusterController<R> {
                 learner,
                 phase: if rm.running {
                     report
-                        .map(|r| format!("{:?}", r.phase))
+                        .map(|r| r.phase.as_str().to_string())
                         .unwrap_or_else(|| "Starting".into())
                 } else if rm.data == plan::MemberData::Intact
                     && (rm.restart_on_request || rm.restarts > 0)
@@ -1045,7 +1031,7 @@ impl<R: Runtime> ClusterController<R> {
         let spec_ok = observed.spec.is_ok()
             && !matches!(plan.action, Action::RefuseSpec { .. })
             && manifest_error.is_none();
-        let voters = etcd.iter().filter(|e| !e.is_learner).count();
+        let voters = health.voters;
         let available = voters > 0 && ready >= plan::quorum(voters);
         let spec_message = match (&observed.spec, &plan.action) {
             _ if manifest_error.is_some() => format!(
@@ -1070,8 +1056,8 @@ impl<R: Runtime> ClusterController<R> {
             matches!(plan.phase, Phase::Degraded | Phase::Failed) || ready < members.len();
         let mut conditions = vec![
             condition(
-                "Available",
-                if available { "True" } else { "False" },
+                ConditionType::Available,
+                ConditionStatus::from(available),
                 if available {
                     "QuorumHealthy"
                 } else {
@@ -1080,8 +1066,8 @@ impl<R: Runtime> ClusterController<R> {
                 &format!("{ready} of {voters} voting members healthy"),
             ),
             condition(
-                "Progressing",
-                if progressing { "True" } else { "False" },
+                ConditionType::Progressing,
+                ConditionStatus::from(progressing),
                 if progressing {
                     camel(plan.action.kind())
                 } else {
@@ -1091,8 +1077,8 @@ impl<R: Runtime> ClusterController<R> {
                 &progress_message,
             ),
             condition(
-                "Degraded",
-                if degraded { "True" } else { "False" },
+                ConditionType::Degraded,
+                ConditionStatus::from(degraded),
                 if degraded {
                     plan.phase.as_str()
                 } else {
@@ -1101,8 +1087,8 @@ impl<R: Runtime> ClusterController<R> {
                 &format!("{ready} of {} members healthy", members.len()),
             ),
             condition(
-                "SpecValid",
-                if spec_ok { "True" } else { "False" },
+                ConditionType::SpecValid,
+                ConditionStatus::from(spec_ok),
                 match (spec_ok, manifest_error.is_some()) {
                     (true, _) => "Valid",
                     (false, true) => "ManifestRefused",
@@ -1234,8 +1220,8 @@ fn backup_condition(
     if failed_last {
         let (_, message) = track.last_failure.as_ref()?;
         return Some(condition(
-            "BackupHealthy",
-            "False",
+            ConditionType::BackupHealthy,
+            ConditionStatus::False,
             "BackupFailed",
             &format!(
                 "{message} ({} failure{} in a row; retried with a backoff; the cluster is untouched)",
@@ -1246,8 +1232,8 @@ fn backup_condition(
     }
     match &track.last_verified {
         Some(b) => Some(condition(
-            "BackupHealthy",
-            "True",
+            ConditionType::BackupHealthy,
+            ConditionStatus::True,
             "BackupVerified",
             &format!(
                 "newest backup {} (revision {}, {} bytes) taken at {} and proven restorable",
@@ -1255,8 +1241,8 @@ fn backup_condition(
             ),
         )),
         None if resource.spec.backup.is_some() => Some(condition(
-            "BackupHealthy",
-            "Unknown",
+            ConditionType::BackupHealthy,
+            ConditionStatus::Unknown,
             "NoBackupYet",
             &match track.next_due {
                 Some(next) => format!("no backup yet; the first is due at {}", rfc3339_ms(next)),
@@ -1293,20 +1279,35 @@ fn restored_condition(
                 r.restored_from, r.restored_revision
             )
         };
-        return Some(condition("Restored", "True", "Restored", &message));
+        return Some(condition(
+            ConditionType::Restored,
+            ConditionStatus::True,
+            "Restored",
+            &message,
+        ));
     }
     if let Some(Err(message)) = &observed.restore {
-        return Some(condition("Restored", "False", "RestoreRefused", message));
+        return Some(condition(
+            ConditionType::Restored,
+            ConditionStatus::False,
+            "RestoreRefused",
+            message,
+        ));
     }
     if matches!(plan.action, Action::RefuseSpec { .. }) {
         return None;
     }
     let failing = reports.iter().find(|r| r.last_error.contains("restore"));
     Some(match failing {
-        Some(r) => condition("Restored", "False", "RestoreFailed", &r.last_error),
+        Some(r) => condition(
+            ConditionType::Restored,
+            ConditionStatus::False,
+            "RestoreFailed",
+            &r.last_error,
+        ),
         None => condition(
-            "Restored",
-            "Unknown",
+            ConditionType::Restored,
+            ConditionStatus::Unknown,
             "Restoring",
             "the seed restores the backup; nothing else starts until it runs",
         ),
@@ -1422,10 +1423,15 @@ fn quorum_condition(action: &Action, forced: Option<&ForcedRecovery>) -> Option<
         _ => None,
     };
     match (now_lost, forced) {
-        (Some((reason, message)), _) => Some(condition("QuorumLost", "True", reason, &message)),
+        (Some((reason, message)), _) => Some(condition(
+            ConditionType::QuorumLost,
+            ConditionStatus::True,
+            reason,
+            &message,
+        )),
         (None, Some(f)) if f.backup.is_some() => Some(condition(
-            "QuorumLost",
-            "False",
+            ConditionType::QuorumLost,
+            ConditionStatus::False,
             "RestoredFromBackup",
             &format!(
                 "quorum was lost for good (the data of {} was gone); the cluster was created again from backup {} at {}: writes after that backup are gone (the Restored condition names its revision)",
@@ -1435,8 +1441,8 @@ fn quorum_condition(action: &Action, forced: Option<&ForcedRecovery>) -> Option<
             ),
         )),
         (None, Some(f)) => Some(condition(
-            "QuorumLost",
-            "False",
+            ConditionType::QuorumLost,
+            ConditionStatus::False,
             "ForcedNewCluster",
             &format!(
                 "quorum was lost for good (the data of {} was gone); a new cluster was forced from {} at revision {} (raft index {}) at {}: writes acknowledged only by the lost members may be gone",
@@ -1451,10 +1457,15 @@ fn quorum_condition(action: &Action, forced: Option<&ForcedRecovery>) -> Option<
     }
 }
 
-fn condition(type_: &str, status: &str, reason: &str, message: &str) -> Condition {
+fn condition(
+    type_: ConditionType,
+    status: ConditionStatus,
+    reason: &str,
+    message: &str,
+) -> Condition {
     Condition {
-        r#type: type_.into(),
-        status: status.into(),
+        r#type: type_.as_str().into(),
+        status: status.as_str().into(),
         reason: reason.into(),
         message: message.into(),
         last_transition_time: String::new(),

@@ -14,7 +14,9 @@
 
 pub mod admin;
 pub mod backups;
+pub mod conditions;
 pub mod controller;
+pub mod grants;
 pub mod k8s;
 pub mod leadership;
 pub mod local;

@@ -48,6 +48,9 @@ pub struct ClusterEntry {
     pub status: Option<ClusterStatus>,
     /// The last new cluster forced after quorum was lost for good, for the status.
     pub forced_recovery: Option<ForcedRecovery>,
+    /// Members this coordinator restarted on another version for an upgrade, with when,
+    /// until they report healthy on it.
+    pub upgrades: BTreeMap<String, UnixMillis>,
     /// Members an operator asked to delete (with their data), not deleted yet.
     pub delete_requested: std::collections::BTreeSet<String>,
     /// Where backups stand.
@@ -80,6 +83,8 @@ pub struct ForcedRecovery {
 
 struct Inner {
     clusters: HashMap<ClusterKey, ClusterEntry>,
+    /// Local mode: manifest files refused that declare no known cluster, with why.
+    refused_manifests: Vec<(String, String)>,
     grants: GrantTable,
     started_at: UnixMillis,
 }
@@ -88,6 +93,7 @@ impl Inner {
     fn new(epoch: u64) -> Self {
         Self {
             clusters: HashMap::new(),
+            refused_manifests: Vec::new(),
             // Grant ids carry the term's epoch: a sidecar still holding a grant of an
             // earlier coordinator (or term) can never release one of this one's.
             grants: GrantTable::with_epoch(DEFAULT_GRANT_TTL, epoch),
@@ -212,6 +218,17 @@ impl Registry {
     /// Resolves at the next `notify`.
     pub async fn changed(&self) {
         self.changed.notified().await;
+    }
+
+    /// Local mode: the manifest files refused that declare no cluster known here (their
+    /// names cannot be read), each with why; replaces the previous list.
+    pub fn set_refused_manifests(&self, refused: Vec<(String, String)>) {
+        self.lock().refused_manifests = refused;
+    }
+
+    /// The manifest files refused that declare no known cluster, with why.
+    pub fn refused_manifests(&self) -> Vec<(String, String)> {
+        self.lock().refused_manifests.clone()
     }
 
     /// The status of every cluster that has one.

@@ -75,9 +75,70 @@ pub enum RuntimeError {
     /// The runtime cannot run this version.
     #[error("{0}")]
     VersionUnavailable(String),
+    /// The Kubernetes API refused or failed a call; its HTTP status code is kept.
+    #[error("{context}: {message}")]
+    Api {
+        /// What was being done.
+        context: String,
+        /// The API's status code (None when the call did not get an answer).
+        code: Option<u16>,
+        /// What the API (or the transport) said.
+        message: String,
+    },
+    /// Certificates could not be issued or read.
+    #[error("certificates: {0}")]
+    Certificates(String),
+    /// An object the runtime reads is not as it must be (a name, an annotation, a record).
+    #[error("{0}")]
+    Invalid(String),
     /// Anything else the runtime reports.
     #[error("{0}")]
     Other(String),
+}
+
+impl RuntimeError {
+    /// A kube error, with what was being done; the status code is kept.
+    pub fn api(context: &str, e: kube::Error) -> Self {
+        let (code, message) = match &e {
+            kube::Error::Api(status) => (Some(status.code), status.message.clone()),
+            other => (None, other.to_string()),
+        };
+        Self::Api {
+            context: context.to_string(),
+            code,
+            message,
+        }
+    }
+
+    /// A stable word for the kind of failure, for logs and metrics.
+    pub fn category(&self) -> &'static str {
+        match self {
+            Self::Io { .. } => "io",
+            Self::NoSuchMember(_) => "no_such_member",
+            Self::VersionUnavailable(_) => "version_unavailable",
+            Self::Api {
+                code: Some(409), ..
+            } => "api_conflict",
+            Self::Api {
+                code: Some(404), ..
+            } => "api_not_found",
+            Self::Api {
+                code: Some(401 | 403),
+                ..
+            } => "api_forbidden",
+            Self::Api {
+                code: Some(422), ..
+            } => "api_invalid",
+            Self::Api {
+                code: Some(500..), ..
+            } => "api_server",
+            Self::Api { code: None, .. } => "api_unreachable",
+            Self::Api { .. } => "api",
+            Self::Certificates(_) => "certificates",
+            Self::Invalid(_) => "invalid",
+            Self::Other(_) => "other",
+        }
+    }
 }
 
 /// What the coordinator needs from a place members live in.
@@ -154,7 +215,7 @@ pub trait Runtime: Send + Sync + 'static {
             self.control()
                 .etcd_client(cluster, &ca)
                 .map(Some)
-                .map_err(|e| RuntimeError::Other(format!("certificates: {e}")))
+                .map_err(|e| RuntimeError::Certificates(e.to_string()))
         }
     }
 
@@ -212,5 +273,43 @@ pub async fn renew_certificates_forever<R: Runtime>(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn api(code: u16) -> RuntimeError {
+        RuntimeError::api(
+            "creating the Pod",
+            kube::Error::Api(Box::new(kube::core::Status {
+                code,
+                message: "refused".into(),
+                ..Default::default()
+            })),
+        )
+    }
+
+    #[test]
+    fn kubernetes_status_codes_survive_into_the_category() {
+        assert_eq!(api(409).category(), "api_conflict");
+        assert_eq!(api(404).category(), "api_not_found");
+        assert_eq!(api(403).category(), "api_forbidden");
+        assert_eq!(api(422).category(), "api_invalid");
+        assert_eq!(api(503).category(), "api_server");
+        assert_eq!(api(400).category(), "api");
+        assert!(matches!(
+            api(409),
+            RuntimeError::Api {
+                code: Some(409),
+                ..
+            }
+        ));
+        assert_eq!(api(409).to_string(), "creating the Pod: refused");
+        assert_eq!(
+            RuntimeError::Certificates("bad key".into()).category(),
+            "certificates"
+        );
     }
 }

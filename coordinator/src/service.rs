@@ -11,11 +11,11 @@ use etcd_operator::{
     ClusterKey,
     grant::kind_name,
     proto::{
-        Backup, ChangeKind, ClusterStatus, DeleteMemberRequest, DeleteMemberResponse,
-        GetClusterRequest, GrantRequest, GrantResponse, HealthReport, ListBackupsRequest,
-        ListBackupsResponse, ListClustersRequest, ListClustersResponse, MemberRole,
-        RegisterRequest, RegisterResponse, ReleaseGrantRequest, ReleaseGrantResponse,
-        ReportHealthResponse, TakeBackupRequest, coordinator_server::Coordinator,
+        Backup, ClusterStatus, DeleteMemberRequest, DeleteMemberResponse, GetClusterRequest,
+        GrantRequest, GrantResponse, HealthReport, ListBackupsRequest, ListBackupsResponse,
+        ListClustersRequest, ListClustersResponse, MemberRole, RegisterRequest, RegisterResponse,
+        ReleaseGrantRequest, ReleaseGrantResponse, ReportHealthResponse, TakeBackupRequest,
+        coordinator_server::Coordinator,
     },
 };
 use tokio_stream::StreamExt;
@@ -209,25 +209,7 @@ impl Coordinator for CoordinatorService {
                         return false;
                     }
                     let now = now_ms();
-                    // A grant the sidecar holds that this coordinator did not give (it was
-                    // given before a restart) is in flight all the same: adopt it.
-                    // (A grant this coordinator gave and no longer has in flight was released
-                    // or lapsed: a report sent before the release must not revive it.)
-                    if !report.held_grant_id.is_empty()
-                        && !grants.is_own_id(&key, &report.held_grant_id)
-                    {
-                        match grants.in_flight(&key, now) {
-                            None => {
-                                let kind = report.held_grant_kind();
-                                let adopted = grants.adopt(&key, &report.member_name, kind, now);
-                                info!(cluster = %key, member = %report.member_name, held = %report.held_grant_id, grant = %adopted.id, "adopted a grant given before a restart");
-                            }
-                            Some(g) if g.member != report.member_name => {
-                                warn!(cluster = %key, member = %report.member_name, held = %report.held_grant_id, in_flight = %g.id, "a sidecar holds a grant while another is in flight");
-                            }
-                            Some(_) => {}
-                        }
-                    }
+                    crate::grants::adopt_reported(grants, &key, &report, now);
                     entry.reports.insert(
                         report.member_name.clone(),
                         ReceivedReport {
@@ -267,8 +249,6 @@ impl Coordinator for CoordinatorService {
             retry_after_ms,
             ..Default::default()
         };
-        // After a start, every live sidecar reports (and names the grant it holds) within
-        // a couple of report intervals; no grant is given before that (`settle_until`).
         let response = self
             .registry
             .with_existing(&key, |entry, grants| {
@@ -278,40 +258,27 @@ impl Coordinator for CoordinatorService {
                         request.member_name
                     )));
                 }
-                if !entry.recovered || now < entry.settle_until {
-                    return Ok(refused(
-                        "the coordinator is still reading the cluster's state".into(),
-                        500,
-                    ));
-                }
-                match kind {
-                    ChangeKind::Bootstrap
-                        if entry.seed.as_deref() != Some(request.member_name.as_str())
-                            || entry.cluster_exists =>
-                    {
-                        return Ok(refused(
-                            "only the designated seed may bootstrap, and only before the cluster exists".into(),
-                            5_000,
-                        ));
+                match crate::grants::may_request(entry, &request.member_name, kind, now) {
+                    Ok(()) => {}
+                    Err(crate::grants::NotGiven::Refused(r)) => {
+                        return Ok(refused(r.reason, r.retry_after.as_millis() as u32));
                     }
-                    ChangeKind::Upgrade | ChangeKind::ForceNewCluster => {
-                        return Err(Status::invalid_argument(format!(
-                            "{} is started by the coordinator, not requested",
-                            kind_name(kind)
-                        )));
+                    Err(crate::grants::NotGiven::NotRequestable(why)) => {
+                        return Err(Status::invalid_argument(why));
                     }
-                    _ => {}
                 }
-                Ok(match grants.request(&key, &request.member_name, kind, now) {
-                    Ok(g) => GrantResponse {
-                        granted: true,
-                        grant_id: g.id,
-                        expires_at_unix_ms: g.expires_at,
-                        coordinator_epoch: epoch,
-                        ..Default::default()
+                Ok(
+                    match grants.request(&key, &request.member_name, kind, now) {
+                        Ok(g) => GrantResponse {
+                            granted: true,
+                            grant_id: g.id,
+                            expires_at_unix_ms: g.expires_at,
+                            coordinator_epoch: epoch,
+                            ..Default::default()
+                        },
+                        Err(r) => refused(r.reason, r.retry_after.as_millis() as u32),
                     },
-                    Err(r) => refused(r.reason, r.retry_after.as_millis() as u32),
-                })
+                )
             })
             .ok_or_else(|| Status::not_found(format!("cluster {key} is not managed here")))??;
         if response.granted {
@@ -369,7 +336,16 @@ impl Coordinator for CoordinatorService {
                 s
             })
             .collect();
-        Ok(Response::new(ListClustersResponse { clusters }))
+        let refused_manifests = self
+            .registry
+            .refused_manifests()
+            .into_iter()
+            .map(|(path, error)| etcd_operator::proto::RefusedManifest { path, error })
+            .collect();
+        Ok(Response::new(ListClustersResponse {
+            clusters,
+            refused_manifests,
+        }))
     }
 
     async fn get_cluster(
@@ -587,7 +563,7 @@ const DELETE_MEMBER_DEADLINE: std::time::Duration = std::time::Duration::from_se
 #[cfg(test)]
 mod tests {
     use super::*;
-    use etcd_operator::proto::ClusterRef;
+    use etcd_operator::proto::{ChangeKind, ClusterRef};
 
     fn grant_request() -> GrantRequest {
         GrantRequest {

@@ -133,7 +133,16 @@ pub async fn fetch_and_render(
                 .into_inner();
             Ok(match output {
                 Output::Json => serde_json::to_string_pretty(&list)?,
-                Output::Table => render_table(&list.clusters),
+                Output::Table => {
+                    let mut out = render_table(&list.clusters);
+                    for refused in &list.refused_manifests {
+                        out.push_str(&format!(
+                            "\nmanifest refused, nothing in it is applied: {}: {}",
+                            refused.path, refused.error
+                        ));
+                    }
+                    out
+                }
             })
         }
     }

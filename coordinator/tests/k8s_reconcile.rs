@@ -778,9 +778,12 @@ async fn deletion_passes_through_cleanup_and_drops_the_finalizer() {
     assert!(pod_names(&client).await.is_empty());
 }
 
-/// The runtime's object changes, the way the controller's steps make them.
+/// The Kubernetes runtime's steps, called here one at a time as the controller calls them:
+/// each changes exactly the objects it names (one Pod, its ordinal recorded first). That the
+/// controller takes one step at a time is the planner's to show (its tables and the
+/// generated-situations oracle) and the kubelet-playing test's, not this test's.
 #[tokio::test]
-async fn scale_replacement_and_upgrade_change_one_pod_at_a_time() {
+async fn each_runtime_step_changes_only_its_own_pod() {
     let client = fake(vec![cluster(3, "3.6.15")], None).await;
     let key = ClusterKey::new(NS, NAME);
     let runtime = kube_runtime(&client);

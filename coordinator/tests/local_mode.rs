@@ -1181,3 +1181,70 @@ async fn a_manifest_that_does_not_parse_is_shown_as_spec_valid_false() {
         );
     }
 }
+
+/// A manifest file whose cluster names cannot be read (it never parsed) is listed on its own
+/// by ListClusters and `etcd-coordinator status`, with the file and the line; the clusters
+/// of the other files run on untouched, and the entry goes once the file is fixed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_manifest_whose_names_cannot_be_read_is_listed_on_its_own() {
+    use etcd_operator::proto::{ListClustersRequest, coordinator_client::CoordinatorClient};
+    let _serial = serial_guard();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("one.yaml");
+    std::fs::write(
+        &path,
+        testkit::local_cluster::manifest("etcd-cluster", 1, VERSION),
+    )
+    .unwrap();
+    let c = start(CoordinatorOptions::new(coordinator_bin(), &path).manifests_dir()).await;
+    let before = ok(&c, c.wait_running(1, VERSION, FORM).await);
+    let other = c.manifest_path().parent().unwrap().join("other.yaml");
+    std::fs::write(
+        &other,
+        "apiVersion: etcd.operator.rs/v1alpha1\nkind: EtcdCluster\nmetadata: [\n",
+    )
+    .unwrap();
+    let list = || async {
+        CoordinatorClient::new(c.channel())
+            .list_clusters(ListClustersRequest::default())
+            .await
+            .ok()
+            .map(|r| r.into_inner())
+    };
+    let listed = testkit::wait_for("the refused file listed on its own", CHANGE, || async {
+        list().await.filter(|l| !l.refused_manifests.is_empty())
+    })
+    .await;
+    let listed = ok(&c, listed);
+    assert_eq!(listed.refused_manifests.len(), 1, "{listed:?}");
+    let refused = &listed.refused_manifests[0];
+    assert!(refused.path.ends_with("other.yaml"), "{refused:?}");
+    assert!(refused.error.contains("line"), "{refused:?}");
+    // The cluster of the other file is as it was, its spec not refused.
+    let now = c.status().await.expect("status");
+    assert_eq!(names(&now), names(&before));
+    assert!(
+        condition(&now, "SpecValid").is_some_and(|v| v.status == "True"),
+        "{now:?}"
+    );
+    let out = std::process::Command::new(coordinator_bin())
+        .args(["status", "--grpc-addr"])
+        .arg(c.addr().to_string())
+        .output()
+        .expect("run etcd-coordinator status");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "status CLI failed: {out:?}");
+    assert!(
+        text.lines().any(|l| l.starts_with("manifest refused")
+            && l.contains("other.yaml")
+            && l.contains("line")),
+        "the status CLI names the refused file:\n{text}"
+    );
+    // Fixed (here: removed), the entry goes.
+    std::fs::remove_file(&other).unwrap();
+    let cleared = testkit::wait_for("the refusal cleared", CHANGE, || async {
+        list().await.filter(|l| l.refused_manifests.is_empty())
+    })
+    .await;
+    ok(&c, cleared);
+}

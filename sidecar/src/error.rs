@@ -52,6 +52,14 @@ impl SidecarError {
     }
 }
 
+/// The etcd error `e` is, when etcd answered one of those callers act on.
+pub fn etcd_error(e: &etcd_client::Error) -> Option<etcd_operator::etcd_error::EtcdError> {
+    match e {
+        etcd_client::Error::GRpcStatus(s) => etcd_operator::etcd_error::EtcdError::of(s.message()),
+        _ => None,
+    }
+}
+
 /// True for etcd errors worth retrying: the cluster is briefly unable, not refusing.
 pub fn is_transient(e: &etcd_client::Error) -> bool {
     use etcd_client::Error as E;
@@ -64,15 +72,8 @@ pub fn is_transient(e: &etcd_client::Error) -> bool {
                     | tonic::Code::DeadlineExceeded
                     | tonic::Code::Unknown
                     | tonic::Code::Aborted
-            ) || {
-                let m = s.message();
-                m.contains("unhealthy cluster")
-                    || m.contains("too many learner")
-                    || m.contains("leader changed")
-                    || m.contains("timed out")
-                    || m.contains("not in sync")
-                    || m.contains("no leader")
-            }
+            ) || etcd_operator::etcd_error::EtcdError::of(s.message())
+                .is_some_and(|e| e.is_transient())
         }
         _ => false,
     }

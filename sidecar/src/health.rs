@@ -9,16 +9,12 @@ use etcd_operator::proto::{Alarm, HealthReport, MemberPhase};
 use tokio::sync::watch;
 use tokio_stream::{StreamExt, wrappers::WatchStream};
 use tonic_health::server::HealthReporter;
-use tracing::{debug, warn};
+use tracing::debug;
 
 use crate::member::{Member, now_unix_ms};
 
 /// The gRPC health service name reported SERVING when the member is healthy.
 pub const SERVICE_NAME: &str = "etcdop.v1.Sidecar";
-
-/// How long the local etcd must keep reporting a learner before the sidecar treats it as a
-/// join interrupted between the add and the promotion.
-const LEARNER_SETTLE: Duration = Duration::from_secs(3);
 
 /// Observes the member forever, publishing each report on `reports`.
 pub async fn observe(
@@ -30,7 +26,6 @@ pub async fn observe(
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut client: Option<etcd_client::Client> = None;
     let mut was_healthy = None;
-    let mut learner_since: Option<tokio::time::Instant> = None;
     loop {
         ticker.tick().await;
         let report = observe_once(&member, &mut client).await;
@@ -52,27 +47,8 @@ pub async fn observe(
             }
             was_healthy = Some(report.healthy);
         }
-        // A member that came back as a learner (its sidecar died between the add and the
-        // promotion) finishes its join. Right after a join the local etcd may still report
-        // learner for a moment (it has not applied its own promotion yet): only a learner
-        // state that lasts is an interrupted join, so that one rejoin never takes a second
-        // grant.
-        let interrupted_join = report.learner && report.phase == MemberPhase::Running as i32;
-        learner_since = match (interrupted_join, learner_since) {
-            (false, _) => None,
-            (true, None) => Some(tokio::time::Instant::now()),
-            (true, since) => since,
-        };
-        if learner_since.is_some_and(|since| since.elapsed() >= LEARNER_SETTLE) {
-            learner_since = None;
-            let m = Arc::clone(&member);
-            tokio::spawn(async move {
-                if let Err(e) = m.finish_join_if_learner().await {
-                    warn!(error = %e, "could not finish the interrupted join");
-                    m.record_error(&e);
-                }
-            });
-        }
+        // A join interrupted between the add and the promotion shows in the report (a
+        // learner in phase Running): the coordinator's planner finishes it (`FinishJoin`).
         reports.send_replace(report);
     }
 }

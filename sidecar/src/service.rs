@@ -7,9 +7,9 @@
 use std::{sync::Arc, time::Duration};
 
 use etcd_operator::proto::{
-    Backup, BackupRequest, ForceNewClusterRequest, ForceNewClusterResponse, GetMemberHealthRequest,
-    HandoffRequest, HandoffResponse, HealthReport, LeaveRequest, LeaveResponse,
-    sidecar_server::Sidecar,
+    Backup, BackupRequest, FinishJoinRequest, FinishJoinResponse, ForceNewClusterRequest,
+    ForceNewClusterResponse, GetMemberHealthRequest, HandoffRequest, HandoffResponse, HealthReport,
+    LeaveRequest, LeaveResponse, sidecar_server::Sidecar,
 };
 use tokio::sync::watch;
 use tonic::{Request, Response, Status};
@@ -150,6 +150,22 @@ impl Sidecar for SidecarService {
                 })
             }
         }
+    }
+
+    async fn finish_join(
+        &self,
+        request: Request<FinishJoinRequest>,
+    ) -> Result<Response<FinishJoinResponse>, Status> {
+        self.only_the_coordinator(&request, "FinishJoin")?;
+        self.member
+            .admit_epoch(request.get_ref().coordinator_epoch, "FinishJoin")
+            .map_err(to_status)?;
+        let promoted = self
+            .member
+            .finish_join_if_learner()
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(FinishJoinResponse { promoted }))
     }
 
     async fn force_new_cluster(

@@ -425,12 +425,13 @@ async fn refuse_malformed(
         .unwrap_or_default();
     // The same refusal again keeps its transition time, and writes and says nothing.
     let mut conditions = previous.conditions.clone();
-    conditions.retain(|c| c.type_ == "SpecValid");
+    let spec_valid = crate::conditions::ConditionType::SpecValid.as_str();
+    conditions.retain(|c| c.type_ == spec_valid);
     set_condition(
         &mut conditions,
         ClusterCondition {
-            type_: "SpecValid".into(),
-            status: "False".into(),
+            type_: spec_valid.into(),
+            status: crate::conditions::ConditionStatus::False.as_str().into(),
             reason: "Malformed".into(),
             message: truncate(
                 format!("the object is not a valid EtcdCluster: {message}"),

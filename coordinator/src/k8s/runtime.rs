@@ -89,7 +89,7 @@ pub struct KubeRuntime {
 }
 
 fn other(context: &str) -> impl FnOnce(kube::Error) -> RuntimeError + '_ {
-    move |e| RuntimeError::Other(format!("{context}: {e}"))
+    move |e| RuntimeError::api(context, e)
 }
 
 fn is_status(e: &kube::Error, code: u16) -> bool {
@@ -191,7 +191,7 @@ impl KubeRuntime {
                 let cluster = self.cluster(key)?;
                 let ca =
                     Authority::generate(&format!("etcd-operator etcd CA of {key}"), now_secs())
-                        .map_err(|e| RuntimeError::Other(e.to_string()))?;
+                        .map_err(|e| RuntimeError::Certificates(e.to_string()))?;
                 let secret = build::etcd_ca_secret(&cluster, ca.cert_pem(), ca.key_pem())
                     .map_err(|e| RuntimeError::Other(e.to_string()))?;
                 match secrets.create(&PostParams::default(), &secret).await {
@@ -207,12 +207,13 @@ impl KubeRuntime {
         };
         let files = build::secret_files(&secret);
         let (Some(cert), Some(key_pem)) = (files.get("ca.crt"), files.get("ca.key")) else {
-            return Err(RuntimeError::Other(format!(
+            return Err(RuntimeError::Invalid(format!(
                 "Secret {name} lacks ca.crt or ca.key"
             )));
         };
         let ca = Arc::new(
-            Authority::from_pem(cert, key_pem).map_err(|e| RuntimeError::Other(e.to_string()))?,
+            Authority::from_pem(cert, key_pem)
+                .map_err(|e| RuntimeError::Certificates(e.to_string()))?,
         );
         if let Some(t) = self.lock().get_mut(key) {
             t.etcd_ca = Some(Arc::clone(&ca));
@@ -263,7 +264,7 @@ impl KubeRuntime {
             .unwrap_or_default();
         let (files, changed) =
             member_files(self.control.ca(), etcd.as_deref(), &spec, &old, now_secs())
-                .map_err(|e| RuntimeError::Other(format!("certificates of {name}: {e}")))?;
+                .map_err(|e| RuntimeError::Certificates(format!("{name}: {e}")))?;
         if !changed && existing.is_some() {
             return Ok(false);
         }
@@ -325,7 +326,7 @@ impl KubeRuntime {
             &old,
             now_secs(),
         )
-        .map_err(|e| RuntimeError::Other(e.to_string()))?;
+        .map_err(|e| RuntimeError::Certificates(e.to_string()))?;
         if !changed {
             return Ok(false);
         }
@@ -536,7 +537,7 @@ impl Runtime for KubeRuntime {
                 continue;
             }
             let version = object_version(pod.annotations(), pod_image(pod))
-                .ok_or_else(|| RuntimeError::Other(format!("Pod {name} has no etcd version")))?;
+                .ok_or_else(|| RuntimeError::Invalid(format!("Pod {name} has no etcd version")))?;
             let seed = annotation_true(pod.annotations(), ANNOTATION_SEED);
             let tls = annotation_true(pod.annotations(), ANNOTATION_TLS);
             let facts = PodFacts {
@@ -618,8 +619,9 @@ impl Runtime for KubeRuntime {
         seed: bool,
         etcd_tls: bool,
     ) -> Result<(), RuntimeError> {
-        let ordinal = member_ordinal(&key.name, name)
-            .ok_or_else(|| RuntimeError::Other(format!("{name} is not a member name of {key}")))?;
+        let ordinal = member_ordinal(&key.name, name).ok_or_else(|| {
+            RuntimeError::Invalid(format!("{name} is not a member name of {key}"))
+        })?;
         let cluster = self.cluster(key)?;
         let recorded = self.lock().get(key).map(|t| t.next_ordinal).unwrap_or(0);
         if recorded <= ordinal {
@@ -758,7 +760,7 @@ impl Runtime for KubeRuntime {
             Err(e) => return Err(other("reading the member's claim")(e)),
         };
         let version = object_version(claim.annotations(), None).ok_or_else(|| {
-            RuntimeError::Other(format!("the claim of {name} has no etcd version"))
+            RuntimeError::Invalid(format!("the claim of {name} has no etcd version"))
         })?;
         let seed = annotation_true(claim.annotations(), ANNOTATION_SEED);
         let tls = annotation_true(claim.annotations(), ANNOTATION_TLS);

@@ -142,6 +142,7 @@ pub async fn run_local(
         match loaded {
             Ok(list) => {
                 last_error.clear();
+                registry.set_refused_manifests(Vec::new());
                 let mut seen = Vec::new();
                 for (file, mut cluster) in list {
                     let key = ClusterKey::local(cluster.metadata.name.clone().unwrap_or_default());
@@ -198,14 +199,24 @@ pub async fn run_local(
             }
             Err(e) => {
                 let message = e.to_string();
-                // Shown where users look: SpecValid False on the clusters the file declares.
+                // Shown where users look: SpecValid False on the clusters the file declares;
+                // a file that declares none known (its names cannot be read) is listed by
+                // ListClusters and `etcd-coordinator status` on its own.
+                let mut shown = false;
                 for (key, file) in &sources {
                     if file == e.path() {
-                        registry.with_existing(key, |entry, _| {
-                            entry.manifest_error = Some(message.clone());
-                        });
+                        shown |= registry
+                            .with_existing(key, |entry, _| {
+                                entry.manifest_error = Some(message.clone());
+                            })
+                            .is_some();
                     }
                 }
+                registry.set_refused_manifests(if shown {
+                    Vec::new()
+                } else {
+                    vec![(e.path().display().to_string(), message.clone())]
+                });
                 if message != last_error {
                     error!(error = %message, "manifests refused; running clusters are left as they are");
                     if opts.progress {

@@ -109,7 +109,7 @@ pub struct LocalRuntime {
 }
 
 fn pki_error(e: LocalPkiError) -> RuntimeError {
-    RuntimeError::Other(format!("certificates: {e}"))
+    RuntimeError::Certificates(e.to_string())
 }
 
 fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> RuntimeError {
@@ -534,12 +534,14 @@ impl Runtime for LocalRuntime {
         etcd_tls: bool,
     ) -> Result<(), RuntimeError> {
         let ordinal = member_ordinal(&cluster.name, name).ok_or_else(|| {
-            RuntimeError::Other(format!("{name} is not a member name of {cluster}"))
+            RuntimeError::Invalid(format!("{name} is not a member name of {cluster}"))
         })?;
         let mut clusters = self.clusters.lock().await;
         let local = self.cluster(&mut clusters, cluster).await?;
         if local.record.members.iter().any(|m| m.name == name) {
-            return Err(RuntimeError::Other(format!("member {name} exists already")));
+            return Err(RuntimeError::Invalid(format!(
+                "member {name} exists already"
+            )));
         }
         local.record.members.push(MemberRecord {
             name: name.to_string(),

@@ -160,6 +160,10 @@ pub struct RuntimeMember {
     /// When the current run of failures began: its first exit since it last ran steadily
     /// (`None` when the runtime cannot tell; `down_since` stands in then).
     pub failing_since: Option<UnixMillis>,
+    /// When the coordinator restarted it on `version` for an upgrade, while it has not yet
+    /// reported healthy on that version since (`None` otherwise). The upgrade step is then
+    /// under way: waited for here, as a state of the plan, not inside the act.
+    pub upgraded_at: Option<UnixMillis>,
 }
 
 /// Whether a member's data survives while the member is down.
@@ -243,6 +247,20 @@ pub enum ReportedPhase {
 }
 
 impl ReportedPhase {
+    /// The word written to a member's status.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Starting => "Starting",
+            Self::Bootstrapping => "Bootstrapping",
+            Self::Joining => "Joining",
+            Self::Running => "Running",
+            Self::Leaving => "Leaving",
+            Self::Removed => "Removed",
+            Self::HandedOff => "HandedOff",
+            Self::Restarting => "Restarting",
+        }
+    }
+
     /// The member has not joined yet (so a member id it reports that etcd does not list
     /// means "about to join", not "left").
     fn is_before_join(self) -> bool {
@@ -375,6 +393,13 @@ pub enum Action {
     },
     /// Upgrade `name` to `to` through the sidecar handoff, then restart it on the same data
     /// with `to`.
+    /// A member the cluster lists as a learner although its sidecar is past its join (the
+    /// sidecar stopped between the add and the promotion): ask its sidecar to promote it,
+    /// under a grant it takes.
+    FinishJoin {
+        /// The member.
+        name: String,
+    },
     UpgradeMember {
         /// The member to upgrade.
         name: String,
@@ -401,6 +426,7 @@ impl Action {
             Self::DeleteRuntimeMember { .. } => "delete_runtime_member",
             Self::AskToLeave { .. } => "ask_to_leave",
             Self::UpgradeMember { .. } => "upgrade_member",
+            Self::FinishJoin { .. } => "finish_join",
             Self::RestartMember { .. } => "restart_member",
             Self::TakeBackup { .. } => "take_backup",
             Self::ForceNewCluster { .. } => "force_new_cluster",
@@ -438,7 +464,8 @@ impl Action {
             | Self::TakeBackup { name }
             | Self::ForceNewCluster { name, .. }
             | Self::RestoreCluster { seed: name, .. }
-            | Self::UpgradeMember { name, .. } => Some(name),
+            | Self::UpgradeMember { name, .. }
+            | Self::FinishJoin { name } => Some(name),
             Self::RefuseSpec { .. } | Self::Wait { .. } | Self::Steady => None,
         }
     }
@@ -451,6 +478,14 @@ pub enum WaitReason {
     ChangeInFlight(String),
     /// The named member is joining (a learner, or created and about to join).
     MemberJoining(String),
+    /// A member restarted on another version by an upgrade step has not reported healthy
+    /// on it yet.
+    Upgrading {
+        /// The member.
+        member: String,
+        /// The version it was restarted on.
+        to: EtcdVersion,
+    },
     /// The named voter runs but is unhealthy or its report is stale.
     Unhealthy(String),
     /// Fewer healthy voters than quorum: nothing may change.
@@ -484,6 +519,10 @@ impl fmt::Display for WaitReason {
                 write!(f, "a membership change is in flight: {change}")
             }
             Self::MemberJoining(name) => write!(f, "{name} is joining the cluster"),
+            Self::Upgrading { member, to } => write!(
+                f,
+                "{member} was restarted on {to}; no other step until it reports healthy on it"
+            ),
             Self::Unhealthy(name) => write!(
                 f,
                 "{name} is unhealthy or its health report is stale; no other change until it is healthy"
@@ -584,6 +623,10 @@ pub enum Phase {
     Failed,
     /// The spec is refused.
     Invalid,
+    /// The coordinator could not observe the cluster (the runtime did not answer): nothing
+    /// is known, nothing changes. Never planned: the controller shows it when it cannot
+    /// plan.
+    Unknown,
 }
 
 impl Phase {
@@ -598,6 +641,7 @@ impl Phase {
             Self::Degraded => "Degraded",
             Self::Failed => "Failed",
             Self::Invalid => "Invalid",
+            Self::Unknown => "Unknown",
         }
     }
 }
@@ -662,6 +706,68 @@ pub fn plan(observed: &Observed) -> Plan {
         phase,
         warnings: spec.warnings.clone(),
     }
+}
+
+/// The one definition of a healthy member, for the planner and the status alike: it runs,
+/// and its sidecar's report is fresh and healthy, and (after an upgrade step) says it runs
+/// the version the runtime now runs it with.
+pub fn is_healthy(member: &RuntimeMember, now: UnixMillis, policy: &Policy) -> bool {
+    member.running
+        && member.report.as_ref().is_some_and(|r| {
+            r.healthy
+                && is_fresh(r, now, policy)
+                && member
+                    .upgraded_at
+                    .is_none_or(|at| upgraded(r, at, member.version))
+        })
+}
+
+/// The cluster's health as the planner judges it, for the status to show.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Health {
+    /// Voting members etcd lists (0 when its list could not be read).
+    pub voters: usize,
+    /// Of them, those a healthy runtime member is (each entry counted once).
+    pub healthy_voters: usize,
+    /// The runtime members judged healthy, by name.
+    pub healthy: std::collections::BTreeSet<String>,
+}
+
+/// The health the planner's rules see in `observed` ([`is_healthy`], voters counted per
+/// etcd entry).
+pub fn health(observed: &Observed) -> Health {
+    let etcd: &[EtcdMember] = observed.etcd_members.as_deref().unwrap_or_default();
+    let healthy: std::collections::BTreeSet<String> = observed
+        .members
+        .iter()
+        .filter(|m| is_healthy(m, observed.now, &observed.policy))
+        .map(|m| m.name.clone())
+        .collect();
+    let voters = etcd.iter().filter(|e| !e.is_learner).count();
+    let healthy_voters = etcd
+        .iter()
+        .filter(|e| !e.is_learner)
+        .filter(|e| {
+            observed.members.iter().any(|m| {
+                healthy.contains(&m.name) && entry_of(m, etcd).is_some_and(|x| x.id == e.id)
+            })
+        })
+        .count();
+    Health {
+        voters,
+        healthy_voters,
+        healthy,
+    }
+}
+
+/// True when `report`, received after the member was restarted on `version` at `at`,
+/// shows it running that version: the upgrade step is done.
+pub fn upgraded(report: &MemberReport, at: UnixMillis, version: EtcdVersion) -> bool {
+    report.observed_at >= at
+        && report
+            .etcd_version
+            .parse::<EtcdVersion>()
+            .is_ok_and(|v| v == version)
 }
 
 /// The version a member runs: what etcd says when it says something usable, else what the
@@ -801,7 +907,8 @@ impl MemberView<'_> {
     /// Down or unhealthy because of an upgrade: mid-handoff, or the runtime is moving it to
     /// another version than the one it last reported running.
     fn in_upgrade(&self) -> bool {
-        self.reported_phase() == Some(ReportedPhase::HandedOff)
+        self.runtime.upgraded_at.is_some()
+            || self.reported_phase() == Some(ReportedPhase::HandedOff)
             || self
                 .runtime
                 .report
@@ -861,11 +968,7 @@ impl<'a> View<'a> {
                     runtime,
                     entry,
                     dead: is_dead(runtime, now, policy),
-                    healthy: runtime.running
-                        && runtime
-                            .report
-                            .as_ref()
-                            .is_some_and(|r| r.healthy && is_fresh(r, now, policy)),
+                    healthy: is_healthy(runtime, now, policy),
                     left: observed.etcd_members.is_some() && entry.is_none() && has_left(runtime),
                 }
             })
@@ -1471,6 +1574,23 @@ impl<'a> View<'a> {
                 .iter()
                 .find(|m| m.entry.is_none() && !m.dead && !m.left)
         })?;
+        // A learner in the cluster's list whose sidecar reports (freshly) that it is past
+        // its join: its join was interrupted between the add and the promotion. No grant
+        // is in flight (checked before), so nobody is promoting it: finish it.
+        let (now, policy) = (self.observed.now, &self.observed.policy);
+        if joiner.is_learner()
+            && joiner.runtime.running
+            && joiner.runtime.report.as_ref().is_some_and(|r| {
+                r.phase == ReportedPhase::Running && r.learner && is_fresh(r, now, policy)
+            })
+        {
+            return Some((
+                Action::FinishJoin {
+                    name: joiner.name().to_string(),
+                },
+                self.growth_phase(),
+            ));
+        }
         Some(wait(
             WaitReason::MemberJoining(joiner.name().to_string()),
             self.growth_phase(),
@@ -1481,10 +1601,16 @@ impl<'a> View<'a> {
     /// never removed for it.
     fn wait_for_unhealthy(&self) -> Option<Step> {
         let m = self.members.iter().find(|m| m.is_voter() && !m.healthy)?;
-        Some(wait(
-            WaitReason::Unhealthy(m.name().to_string()),
-            m.trouble_phase(),
-        ))
+        // Restarted on another version by an upgrade step: no other step until it reports
+        // healthy on it.
+        let reason = match m.runtime.upgraded_at {
+            Some(_) => WaitReason::Upgrading {
+                member: m.name().to_string(),
+                to: m.runtime.version,
+            },
+            None => WaitReason::Unhealthy(m.name().to_string()),
+        };
+        Some(wait(reason, m.trouble_phase()))
     }
 
     /// Rules 11 and 12. By now every voter is a healthy runtime member.

@@ -83,6 +83,7 @@ impl Situation {
             restart_on_request: false,
             restarts: 0,
             failing_since: None,
+            upgraded_at: None,
         });
         self.0.next_ordinal = self.0.next_ordinal.max(ordinal + 1);
     }
@@ -128,6 +129,16 @@ impl Situation {
     /// A member added as a learner and running.
     fn learner(mut self, ordinal: u32) -> Self {
         self.add(ordinal, Some(Self::healthy_report(ordinal, true)));
+        self.add_entry(ordinal, true, true);
+        self
+    }
+
+    /// A learner whose sidecar is past its join (stopped between the add and the
+    /// promotion, then started again on its data).
+    fn stuck_learner(mut self, ordinal: u32) -> Self {
+        let mut report = Self::healthy_report(ordinal, true);
+        report.phase = ReportedPhase::Running;
+        self.add(ordinal, Some(report));
         self.add_entry(ordinal, true, true);
         self
     }
@@ -1105,7 +1116,53 @@ fn upgrades_followers_first_and_the_leader_last() {
     handed_off.member(0).version = V36;
     let mut restarting = from_35().down(0);
     restarting.member(0).version = V36;
+    // Restarted on the new version by the upgrade step; its last report, received before
+    // the restart, still says healthy on the old one (and is fresh): it says nothing of the
+    // member as it runs now. Neither it nor the next member is upgraded until it reports
+    // healthy on the new version.
+    let upgrading = || {
+        let mut s = from_35();
+        s.member(0).version = V36;
+        s.member(0).upgraded_at = Some(NOW + 1);
+        s
+    };
+    let came_back = {
+        let mut s = upgrading();
+        s.member(0).upgraded_at = Some(NOW - 2_000);
+        s.report(0).etcd_version = "3.6.15".into();
+        s
+    };
+    let waiting_for_0 = waiting(WaitReason::Upgrading {
+        member: name(0),
+        to: V36,
+    });
     assert_cases(vec![
+        (
+            "the first follower restarted, its old report still fresh: wait, upgrade nothing",
+            upgrading(),
+            waiting_for_0.clone(),
+            Phase::Upgrading,
+        ),
+        (
+            "the first follower restarted, healthy on the new version since: the next one",
+            came_back,
+            Action::UpgradeMember {
+                name: name(2),
+                to: V36,
+            },
+            Phase::Upgrading,
+        ),
+        (
+            "the first follower restarted, unhealthy on the new version: wait for it",
+            {
+                let mut s = upgrading().unhealthy(0);
+                s.member(0).upgraded_at = Some(NOW - 2_000);
+                s.report(0).etcd_version = "3.6.15".into();
+                s
+            },
+            waiting_for_0,
+            Phase::Upgrading,
+        ),
         (
             "the first follower mid-handoff: wait",
             handed_off,
@@ -1887,4 +1944,43 @@ fn a_lost_quorum_whose_data_is_gone_is_restored_from_the_latest_backup_when_the_
         message.contains("no backup can be restored: no verified backup of demo"),
         "{message}"
     );
+}
+
+#[test]
+fn an_interrupted_join_is_finished_by_the_planner() {
+    let mut stale = Situation::healthy(3).size(4).stuck_learner(3);
+    stale.report(3).observed_at = NOW - 60_000;
+    assert_cases(vec![
+        (
+            "a learner whose sidecar is past its join: finish it",
+            Situation::healthy(3).size(4).stuck_learner(3),
+            Action::FinishJoin { name: name(3) },
+            Phase::Scaling,
+        ),
+        (
+            "a learner whose sidecar is still joining: wait",
+            Situation::healthy(3).size(4).learner(3),
+            waiting(WaitReason::MemberJoining(name(3))),
+            Phase::Scaling,
+        ),
+        (
+            "past its join, but the grant of a change is in flight: wait for it",
+            Situation::healthy(3)
+                .size(4)
+                .stuck_learner(3)
+                .grant(&name(3), ChangeKind::Add),
+            waiting(WaitReason::ChangeInFlight(format!(
+                "{} of {} (grant {CLUSTER}-7)",
+                etcd_operator::grant::kind_name(ChangeKind::Add),
+                name(3)
+            ))),
+            Phase::Scaling,
+        ),
+        (
+            "past its join by a stale report: nothing is known of it now, wait",
+            stale,
+            waiting(WaitReason::MemberJoining(name(3))),
+            Phase::Scaling,
+        ),
+    ]);
 }

@@ -5,7 +5,10 @@
 use std::time::Duration;
 
 use etcd_client::{Client, MemberAddOptions};
-use etcd_operator::proto::{ChangeKind, MemberPhase};
+use etcd_operator::{
+    etcd_error::EtcdError,
+    proto::{ChangeKind, MemberPhase},
+};
 use tokio::time::{Instant, sleep};
 use tracing::info;
 
@@ -175,18 +178,19 @@ impl Member {
     }
 
     /// A member that came back on its data as a learner (the sidecar died between the add
-    /// and the promotion) finishes its join under a grant.
-    pub async fn finish_join_if_learner(&self) -> Result<(), SidecarError> {
+    /// and the promotion) finishes its join under a grant, when the coordinator's planner
+    /// asks (`FinishJoin`). True when this call promoted it.
+    pub async fn finish_join_if_learner(&self) -> Result<bool, SidecarError> {
         let Ok(_op) = self.op.try_lock() else {
-            return Ok(());
+            return Ok(false);
         };
         let member_id = self.current().member_id;
         if member_id == 0 || self.current().phase != MemberPhase::Running {
-            return Ok(());
+            return Ok(false);
         }
         let others = self.other_endpoints(&[]);
         if others.is_empty() {
-            return Ok(());
+            return Ok(false);
         }
         // The cluster, not the local etcd (which may lag behind its own promotion), says
         // whether this member is still a learner; no grant is asked for otherwise.
@@ -200,7 +204,7 @@ impl Member {
             .iter()
             .any(|m| m.id() == member_id && m.is_learner())
         {
-            return Ok(());
+            return Ok(false);
         }
         let grant = self
             .acquire_grant(ChangeKind::Add, Some(Duration::from_secs(30)))
@@ -212,21 +216,23 @@ impl Member {
             .map(|()| member_id);
         self.release_grant(&grant, result.as_ref().copied()).await;
         self.set_phase(MemberPhase::Running);
-        result.map(|_| ())
+        result.map(|_| true)
     }
 }
 
 /// What etcd may answer a MemberAdd served by a member that has not applied the removal
 /// of this member's stale entry yet.
 fn is_stale_removal_settling(e: &etcd_client::Error) -> bool {
-    matches!(e, etcd_client::Error::GRpcStatus(s)
-        if s.message().contains("member not found") || s.message().contains("Peer URLs already exists"))
+    matches!(
+        crate::error::etcd_error(e),
+        Some(EtcdError::MemberNotFound | EtcdError::PeerUrlExists)
+    )
 }
 
 fn is_not_learner(e: &etcd_client::Error) -> bool {
-    matches!(e, etcd_client::Error::GRpcStatus(s) if s.message().contains("not a learner"))
+    crate::error::etcd_error(e) == Some(EtcdError::NotALearner)
 }
 
 fn is_not_in_sync(e: &etcd_client::Error) -> bool {
-    matches!(e, etcd_client::Error::GRpcStatus(s) if s.message().contains("in sync"))
+    crate::error::etcd_error(e).is_some_and(EtcdError::is_learner_not_ready)
 }

@@ -322,7 +322,8 @@ async fn remove_member(client: &Client, member_id: u64) -> Result<(), SidecarErr
 }
 
 fn is_member_not_found(e: &SidecarError) -> bool {
-    matches!(e, SidecarError::Etcd { source: etcd_client::Error::GRpcStatus(s), .. } if s.message().contains("member not found"))
+    matches!(e, SidecarError::Etcd { source, .. }
+        if crate::error::etcd_error(source) == Some(etcd_operator::etcd_error::EtcdError::MemberNotFound))
 }
 
 /// True when a member answers Status on one of its client URLs within 2 s.

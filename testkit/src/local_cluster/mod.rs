@@ -127,6 +127,9 @@ pub struct CoordinatorOptions {
     pub extra_args: Vec<String>,
     /// Environment of the coordinator (and so of its sidecars).
     pub env: Vec<(String, String)>,
+    /// The coordinator reads a directory of manifests (the one manifest in it) rather
+    /// than the one file, so that a test can add others.
+    pub manifests_dir: bool,
 }
 
 impl CoordinatorOptions {
@@ -140,7 +143,14 @@ impl CoordinatorOptions {
             tls: false,
             extra_args: Vec::new(),
             env: Vec::new(),
+            manifests_dir: false,
         }
+    }
+
+    /// The coordinator reads a directory holding the manifest ([`LocalCoordinator::manifest_path`]'s).
+    pub fn manifests_dir(mut self) -> Self {
+        self.manifests_dir = true;
+        self
     }
 
     /// Sets an environment variable of the coordinator and its sidecars.
@@ -205,7 +215,18 @@ impl LocalCoordinator {
         let root = dir.path().to_path_buf();
         let text = std::fs::read_to_string(&opts.manifest)
             .with_context(|| format!("reading {}", opts.manifest.display()))?;
-        let manifest_path = root.join("cluster.yaml");
+        let manifests = if opts.manifests_dir {
+            let dir = root.join("manifests");
+            std::fs::create_dir_all(&dir).context("creating the manifests directory")?;
+            dir
+        } else {
+            root.join("cluster.yaml")
+        };
+        let manifest_path = if opts.manifests_dir {
+            manifests.join("cluster.yaml")
+        } else {
+            manifests.clone()
+        };
         let clusters = etcd_operator::manifest::parse_manifests(&manifest_path, &text)?;
         let [cluster] = clusters.as_slice() else {
             bail!(
@@ -233,7 +254,7 @@ impl LocalCoordinator {
         let control_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse()?;
         let mut args = vec![
             "local".to_string(),
-            manifest_path.display().to_string(),
+            manifests.display().to_string(),
             format!("--state-dir={}", root.join("state").display()),
             format!("--grpc-addr={addr}"),
             format!("--control-addr={control_addr}"),

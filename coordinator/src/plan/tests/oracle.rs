@@ -252,6 +252,36 @@ pub(super) fn check_invariants(observed: &Observed, plan: &Plan) {
                 );
             }
         }
+        Action::FinishJoin { name: joiner } => {
+            assert!(
+                observed.grant.is_none(),
+                "promotion during a change: {}",
+                context()
+            );
+            let m = observed.members.iter().find(|m| &m.name == joiner).unwrap();
+            let entry = list
+                .iter()
+                .find(|e| runtime_of(observed, e) == Some(m))
+                .unwrap();
+            assert!(
+                entry.is_learner,
+                "finishing the join of a voter: {}",
+                context()
+            );
+            assert!(
+                m.report
+                    .as_ref()
+                    .is_some_and(|r| r.phase == ReportedPhase::Running && r.learner),
+                "finishing a join its sidecar is still making: {}",
+                context()
+            );
+            let (healthy, voters) = voter_counts(observed, None);
+            assert!(
+                healthy + 1 >= quorum(voters + 1),
+                "promotion below quorum: {}",
+                context()
+            );
+        }
         Action::AskToLeave { name: leaving } => {
             assert!(observed.grant.is_none(), "{}", context());
             let entry = list.iter().find(|e| &e.name == leaving).unwrap();
@@ -425,6 +455,9 @@ fn invariants_hold_in_every_generated_situation() {
                         s = match extra {
                             Extra::Nothing => s,
                             Extra::GrantInFlight => s.grant(&name(voters), ChangeKind::Add),
+                            // Every other one is a join interrupted between the add
+                            // and the promotion (its sidecar is past its join).
+                            Extra::Learner if combo % 2 == 1 => s.stuck_learner(voters),
                             Extra::Learner => s.learner(voters),
                             Extra::Joiner => s.joiner(voters),
                             Extra::DeadJoiner => s.joiner(voters).dead(voters),
@@ -463,6 +496,7 @@ fn invariants_hold_in_every_generated_situation() {
             "ask_to_leave",
             "create_member",
             "delete_runtime_member",
+            "finish_join",
             "force_new_cluster",
             "remove_dead_member",
             "restart_member",

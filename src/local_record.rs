@@ -39,6 +39,12 @@ pub struct MemberRecord {
     /// etcd serves clients and peers over TLS.
     #[serde(default)]
     pub tls: bool,
+    /// The address the member listens on and is reached at (127.0.0.1 when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// The network namespace the member runs in, when it has one of its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub netns: Option<String>,
 }
 
 impl ClusterRecord {
@@ -54,19 +60,39 @@ impl MemberRecord {
         if self.tls { "https" } else { "http" }
     }
 
+    /// The address the member listens on and is reached at.
+    pub fn host(&self) -> &str {
+        self.host.as_deref().unwrap_or("127.0.0.1")
+    }
+
     /// The member's etcd client URL.
     pub fn client_url(&self) -> String {
-        format!("{}://127.0.0.1:{}", self.etcd_scheme(), self.client_port)
+        format!(
+            "{}://{}:{}",
+            self.etcd_scheme(),
+            self.host(),
+            self.client_port
+        )
     }
 
     /// The member's etcd peer URL.
     pub fn peer_url(&self) -> String {
-        format!("{}://127.0.0.1:{}", self.etcd_scheme(), self.peer_port)
+        format!(
+            "{}://{}:{}",
+            self.etcd_scheme(),
+            self.host(),
+            self.peer_port
+        )
     }
 
     /// The sidecar's URL (mutual TLS).
     pub fn sidecar_url(&self) -> String {
-        format!("https://127.0.0.1:{}", self.grpc_port)
+        format!("https://{}:{}", self.host(), self.grpc_port)
+    }
+
+    /// The sidecar's gRPC listen address.
+    pub fn grpc_addr(&self) -> String {
+        format!("{}:{}", self.host(), self.grpc_port)
     }
 }
 
@@ -86,6 +112,8 @@ mod tests {
             seed: true,
             pid: Some(42),
             tls: true,
+            host: None,
+            netns: None,
         };
         let record = ClusterRecord {
             next_ordinal: 2,
@@ -104,5 +132,20 @@ mod tests {
         let read: ClusterRecord = serde_json::from_str(old).unwrap();
         assert!(!read.members[0].tls);
         assert_eq!(read.members[0].client_url(), "http://127.0.0.1:1");
+        assert!(!text.contains("host"), "{text}");
+
+        let isolated = MemberRecord {
+            host: Some("10.77.0.2".into()),
+            netns: Some("run-c-0001".into()),
+            ..member
+        };
+        let text = serde_json::to_string(&isolated).unwrap();
+        assert_eq!(
+            serde_json::from_str::<MemberRecord>(&text).unwrap(),
+            isolated
+        );
+        assert_eq!(isolated.peer_url(), "https://10.77.0.2:2380");
+        assert_eq!(isolated.sidecar_url(), "https://10.77.0.2:7401");
+        assert_eq!(isolated.grpc_addr(), "10.77.0.2:7401");
     }
 }

@@ -61,6 +61,12 @@ enum Command {
         /// Where `/healthz`, `/readyz` and `/metrics` are served ("off" for nowhere).
         #[arg(long, env = "ETCDOP_METRICS_ADDR", default_value = "127.0.0.1:7480")]
         metrics_addr: String,
+        /// Run each new member in a network namespace of its own,
+        /// `<prefix>:<bridge>:<gateway>/<length>`: the namespace `<prefix>-<member>`, joined
+        /// to `bridge` (of this process's namespace, with the address `gateway`) by a veth
+        /// pair, on an address of the bridge's subnet. Needs root and iproute2.
+        #[arg(long, env = "ETCDOP_MEMBER_NETNS")]
+        member_netns: Option<etcd_coordinator::local::MemberNetns>,
     },
     /// Print cluster status from a running coordinator.
     Status {
@@ -250,6 +256,7 @@ async fn main() -> anyhow::Result<()> {
             dead_after_secs,
             quiet,
             metrics_addr,
+            member_netns,
         } => {
             let metrics_addr = match metrics_addr.as_str() {
                 "off" | "" => None,
@@ -277,6 +284,7 @@ async fn main() -> anyhow::Result<()> {
                 interval: Duration::from_secs(1),
                 progress: !quiet,
                 metrics_addr,
+                member_netns,
             };
             if let Err(e) = run_local(opts, etcd_sidecar::shutdown_signal()).await {
                 eprintln!("etcd-coordinator: {e:#}");

@@ -34,3 +34,66 @@ async fn seeded_faults_lose_no_acknowledged_write() {
     assert_eq!(report.lost(), 0, "{text}");
     assert_eq!(report.violations(), 0, "{text}");
 }
+
+const NETWORK_RUN: &str = "network_faults_remove_no_member_and_lose_no_acknowledged_write";
+
+/// Every member in a network namespace of its own, on its own address; the faults are real
+/// packets dropped (iptables) and queued (tbf). The test runs itself again inside a hub
+/// namespace it makes, and afterwards checks that every namespace of the run is gone.
+#[test]
+fn network_faults_remove_no_member_and_lose_no_acknowledged_write() {
+    use testkit::netns::{self, Hub};
+    if Hub::current().is_some() {
+        return inside_the_hub();
+    }
+    netns::available().expect("this test needs root, iproute2 and iptables (scripts/setup.sh)");
+    let hub = Hub::create().expect("make the hub");
+    let prefix = hub.prefix().to_string();
+    let status = hub
+        .run_inside(
+            &std::env::current_exe().expect("this test's binary"),
+            &["--exact", NETWORK_RUN, "--nocapture", "--test-threads=1"],
+        )
+        .expect("run inside the hub");
+    drop(hub);
+    let left: Vec<String> = netns::namespaces()
+        .into_iter()
+        .filter(|n| n.starts_with(&prefix))
+        .collect();
+    assert!(left.is_empty(), "namespaces left behind: {left:?}");
+    assert!(status.success(), "the run inside the hub failed: {status}");
+}
+
+fn inside_the_hub() {
+    let _serial = testkit::serial_guard();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let report = runtime.block_on(run(&ChaosOptions {
+        coordinator: env!("CARGO_BIN_EXE_etcd-coordinator").into(),
+        seed: 42,
+        duration: Duration::from_secs(1),
+        // The leader cut off from its followers, a 2 | 3 split of five, a one-way loss, and
+        // the coordinator cut off from every sidecar while etcd is fine.
+        only: vec![
+            "partition-leader".into(),
+            "split-2-3".into(),
+            "one-way-loss".into(),
+            "coordinator-cut-off".into(),
+        ],
+        version: "3.6.15".into(),
+        upgrade_to: "3.7.2".into(),
+    }));
+    let text = report.render();
+    println!("{text}");
+    assert_eq!(report.results.len(), 4, "{text}");
+    for r in &report.results {
+        assert!(r.operations > 100, "too little traffic recorded:\n{text}");
+        assert_eq!(r.partition_removals, 0, "{text}");
+    }
+    assert_eq!(report.failed(), 0, "{text}");
+    assert_eq!(report.lost(), 0, "{text}");
+    assert_eq!(report.violations(), 0, "{text}");
+}

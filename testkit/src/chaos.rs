@@ -48,7 +48,28 @@ pub const SCENARIOS: &[&str] = &[
     "wipe-majority",
     "kill-sidecar-during-backup",
     "kill-etcd-during-backup",
+    "partition-leader",
+    "partition-follower",
+    "split-2-3",
+    "one-way-loss",
+    "lossy-slow-link",
+    "coordinator-cut-off",
 ];
+
+/// Scenarios that fault the network between members, in namespaces of their own
+/// ([`crate::netns`]): they run inside a hub, and no member may be removed for them.
+pub const NETWORK: &[&str] = &[
+    "partition-leader",
+    "partition-follower",
+    "split-2-3",
+    "one-way-loss",
+    "lossy-slow-link",
+    "coordinator-cut-off",
+];
+
+/// How long a network fault holds: longer than the dead-after time the scenarios run with
+/// (5 s), so that a coordinator that took a partition for a death would act on it.
+const NETWORK_HOLD: Duration = Duration::from_secs(12);
 
 /// Scenarios that lose data on purpose (a majority's data wiped, then a new cluster forced
 /// from the survivor): their lost writes and checker verdict are reported, not failed.
@@ -100,6 +121,9 @@ pub struct ScenarioResult {
     pub error: Option<String>,
     /// The fault destroys data on purpose: lost writes are counted, not failed.
     pub loss_expected: bool,
+    /// Members of the cluster before a network fault that were gone (or had a new id)
+    /// once it converged: removed for a partition alone.
+    pub partition_removals: usize,
 }
 
 impl ScenarioResult {
@@ -140,6 +164,12 @@ impl ScenarioResult {
                 self.hash_mismatches
             ));
         }
+        if self.partition_removals > 0 {
+            broken.push(format!(
+                "{} members removed for a network fault alone",
+                self.partition_removals
+            ));
+        }
         broken
     }
 }
@@ -177,11 +207,11 @@ impl ChaosReport {
     /// The table and the summary line.
     pub fn render(&self) -> String {
         let mut out = String::from(
-            "| fault | operation | ops | lost | linearizable | in flight max | quorum broken | converge | result |\n|---|---|---|---|---|---|---|---|---|\n",
+            "| fault | operation | ops | lost | linearizable | in flight max | quorum broken | removed for a partition | converge | result |\n|---|---|---|---|---|---|---|---|---|---|\n",
         );
         for r in &self.results {
             out.push_str(&format!(
-                "| {} | {} | {} | {} | {} | {} | {} | {:.1} s | {} |\n",
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {:.1} s | {} |\n",
                 r.fault,
                 r.operation,
                 r.operations,
@@ -189,6 +219,11 @@ impl ChaosReport {
                 r.verdict.map_or("-", Verdict::as_str),
                 r.max_in_flight,
                 r.quorum_broken,
+                if NETWORK.contains(&r.fault.as_str()) {
+                    r.partition_removals.to_string()
+                } else {
+                    "-".to_string()
+                },
                 r.converge.as_secs_f64(),
                 match &r.error {
                     None if r.passed() && r.loss_expected => {
@@ -531,6 +566,7 @@ async fn run_one(options: &ChaosOptions, name: &str, seed: u64) -> ScenarioResul
         hash_mismatches: 0,
         error: None,
         loss_expected: LOSSY.contains(&name),
+        partition_removals: 0,
     };
     if let Err(e) = scenario(options, name, seed, &mut result).await {
         result.error = Some(format!("{e:#}"));
@@ -555,17 +591,22 @@ async fn scenario(
 ) -> anyhow::Result<()> {
     let mut rng = SeededRng::new(seed);
     let v = options.version.clone();
-    let start_size = if name == "kill-sidecar-during-scale-down" {
+    let start_size = if ["kill-sidecar-during-scale-down", "split-2-3"].contains(&name) {
         5
     } else {
         3
     };
     let dir = tempfile::tempdir()?;
     let manifest = manifest_file(dir.path(), start_size, &v)?;
-    let mut c = LocalCoordinator::start(
-        CoordinatorOptions::new(&options.coordinator, manifest).dead_after_secs(5),
-    )
-    .await?;
+    let mut coordinator =
+        CoordinatorOptions::new(&options.coordinator, manifest).dead_after_secs(5);
+    if NETWORK.contains(&name) {
+        let hub = crate::netns::Hub::current().context(
+            "network scenarios run inside a hub of their own: etcd-chaos makes one (as root)",
+        )?;
+        coordinator = coordinator.member_netns(&hub);
+    }
+    let mut c = LocalCoordinator::start(coordinator).await?;
     let initial = c.wait_running(start_size as usize, &v, CONVERGE).await?;
     let endpoints: Vec<String> = (c.live_endpoints())();
     let monitor = ClusterMonitor::start(&c);
@@ -585,10 +626,16 @@ async fn scenario(
     let fault_at = Instant::now();
     let (operation, expect_size, expect_version) =
         inject(&mut c, name, &initial, &mut rng, options).await?;
+    // A network fault is timed from when it healed.
+    let since = if NETWORK.contains(&name) {
+        Instant::now()
+    } else {
+        fault_at
+    };
     result.operation = operation;
     c.wait_running(expect_size, &expect_version, CONVERGE)
         .await?;
-    result.converge = fault_at.elapsed();
+    result.converge = since.elapsed();
     // Some traffic after convergence.
     let cooldown = Instant::now() + Duration::from_secs(2);
     while Instant::now() < cooldown {
@@ -616,6 +663,21 @@ async fn scenario(
     result.max_in_flight = log.max_learners.max(log.max_in_transition);
     result.step_violations = log.step_violations.clone();
     result.quorum_broken = quorum.broken();
+    if NETWORK.contains(&name) {
+        // Every member from before the fault is still there under its id: none was
+        // removed (and replaced) for a partition alone.
+        let after = c.status().await.context("status after the fault")?;
+        result.partition_removals = initial
+            .members
+            .iter()
+            .filter(|m| {
+                !after
+                    .members
+                    .iter()
+                    .any(|a| a.name == m.name && a.id == m.id)
+            })
+            .count();
+    }
     if !report.is_pass() && !result.loss_expected {
         bail!("checker: {report}");
     }
@@ -884,8 +946,110 @@ async fn inject(
             }
             ("replacement".into(), 3, v)
         }
+        network if NETWORK.contains(&network) => {
+            let operation = network_fault(c, network, rng).await?;
+            (operation, initial.members.len(), v)
+        }
         other => bail!("unknown scenario {other}"),
     })
+}
+
+/// Applies network fault `name` for [`NETWORK_HOLD`], sampling the status meanwhile, then
+/// heals it; returns what it did. The faults are healed when this returns or fails.
+async fn network_fault(
+    c: &LocalCoordinator,
+    name: &str,
+    rng: &mut SeededRng,
+) -> anyhow::Result<String> {
+    let status = c.status().await.context("status")?;
+    let records = c.members();
+    let place = |member: &str| -> anyhow::Result<(String, String)> {
+        let r = records
+            .iter()
+            .find(|r| r.name == member)
+            .with_context(|| format!("{member} is not recorded"))?;
+        let ns = r
+            .netns
+            .clone()
+            .with_context(|| format!("{member} has no network namespace of its own"))?;
+        Ok((ns, r.host().to_string()))
+    };
+    let names: Vec<String> = status.members.iter().map(|m| m.name.clone()).collect();
+    let mut faults = crate::netns::Faults::new();
+    let what = match name {
+        "partition-leader" | "partition-follower" => {
+            let victim = pick(rng, &status, Some(name == "partition-leader"))?.to_string();
+            let (ns, _) = place(&victim)?;
+            for other in names.iter().filter(|n| **n != victim) {
+                faults.cut(&ns, &place(other)?.1)?;
+            }
+            format!(
+                "{} {victim} cut off from every other member",
+                if name == "partition-leader" {
+                    "leader"
+                } else {
+                    "follower"
+                }
+            )
+        }
+        "split-2-3" => {
+            let mut shuffled = names.clone();
+            for i in (1..shuffled.len()).rev() {
+                shuffled.swap(i, rng.below(i as u64 + 1) as usize);
+            }
+            let (two, three) = shuffled.split_at(2);
+            for a in two {
+                let (ns, _) = place(a)?;
+                for b in three {
+                    faults.cut(&ns, &place(b)?.1)?;
+                }
+            }
+            format!("{} split from {}", two.join(" and "), three.join(", "))
+        }
+        "one-way-loss" => {
+            let from = pick(rng, &status, None)?.to_string();
+            let to = names
+                .iter()
+                .filter(|n| **n != from)
+                .nth(rng.below(names.len() as u64 - 1) as usize)
+                .context("a second member")?
+                .clone();
+            faults.drop_outgoing(&place(&from)?.0, &place(&to)?.1)?;
+            format!("{from} to {to} dropped, {to} to {from} passes")
+        }
+        "lossy-slow-link" => {
+            let victim = pick(rng, &status, None)?.to_string();
+            let (ns, _) = place(&victim)?;
+            faults.lossy(&ns, 0.3)?;
+            faults.slow(&ns, 1024, 200)?;
+            format!("{victim}: 30% of packets lost, 1 Mbit/s queued up to 200 ms")
+        }
+        "coordinator-cut-off" => {
+            let gateway = crate::netns::GATEWAY.to_string();
+            let control = c.control_addr().port();
+            for member in &names {
+                let (ns, _) = place(member)?;
+                let grpc = records
+                    .iter()
+                    .find(|r| &r.name == member)
+                    .map_or(7401, |r| r.grpc_port);
+                faults.cut_to_port(&ns, &gateway, control)?;
+                faults.cut_port(&ns, &gateway, grpc)?;
+            }
+            "the coordinator cut off from every sidecar, etcd untouched".to_string()
+        }
+        other => bail!("{other} is not a network scenario"),
+    };
+    tokio::time::sleep(NETWORK_HOLD).await;
+    let dropped = faults.dropped()?;
+    faults.heal()?;
+    if dropped == 0 {
+        bail!("{what}: no packet was dropped, the fault did not bite");
+    }
+    Ok(format!(
+        "steady writes; {what} for {} s ({dropped} packets dropped)",
+        NETWORK_HOLD.as_secs()
+    ))
 }
 
 /// Whether `status` is converged to `size` on `version`.
@@ -911,6 +1075,7 @@ mod tests {
             hash_mismatches: 0,
             error: None,
             loss_expected: false,
+            partition_removals: 0,
         }
     }
 
@@ -947,6 +1112,11 @@ mod tests {
                 hash_mismatches: 1,
                 ..clean()
             },
+            ScenarioResult {
+                fault: "partition-leader".into(),
+                partition_removals: 1,
+                ..clean()
+            },
         ];
         for r in &broken {
             assert!(!r.passed(), "{r:?}");
@@ -976,5 +1146,30 @@ mod tests {
         };
         assert_eq!(report.violations(), 0);
         assert_eq!(report.failed(), 1);
+    }
+
+    #[test]
+    fn network_scenarios_are_listed_and_show_their_removals() {
+        for n in NETWORK {
+            assert!(SCENARIOS.contains(n), "{n}");
+        }
+        let report = ChaosReport {
+            results: vec![
+                ScenarioResult {
+                    fault: "split-2-3".into(),
+                    ..clean()
+                },
+                clean(),
+            ],
+        };
+        let text = report.render();
+        assert!(
+            text.contains("| split-2-3 | steady writes | 500 | 0 | pass | 1 | 0 | 0 |"),
+            "{text}"
+        );
+        assert!(
+            text.contains("| kill-etcd | steady writes | 500 | 0 | pass | 1 | 0 | - |"),
+            "{text}"
+        );
     }
 }

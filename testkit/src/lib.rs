@@ -9,6 +9,7 @@ pub mod checker;
 pub mod clients;
 pub mod history;
 pub mod local_cluster;
+pub mod netns;
 pub mod process;
 pub mod rng;
 pub mod traffic;

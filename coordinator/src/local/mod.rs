@@ -7,14 +7,18 @@
 //!   `<state>/<cluster>/cluster.json` (the counterpart of [`crate::k8s::runtime`]);
 //! - [`pki`]: [`LocalPki`], the certificates on disk under `<state>/pki/` (on Kubernetes,
 //!   Secrets written by [`crate::k8s::runtime`]);
+//! - [`netns`]: [`MemberNetns`], members in network namespaces of their own, on their own
+//!   addresses (`--member-netns`, as root), so that one member's links can be faulted;
 //! - [`mode`]: `etcd-coordinator local`, the wiring: manifests re-read when they change,
 //!   one controller per cluster, the gRPC ports, progress for people (the counterpart of
 //!   [`crate::k8s::operator`]).
 
 pub mod mode;
+pub mod netns;
 pub mod pki;
 pub mod runtime;
 
 pub use mode::{LocalOptions, run_local};
+pub use netns::MemberNetns;
 pub use pki::{LocalPki, LocalPkiError};
 pub use runtime::{LocalRuntime, SidecarCommand, clusters_in};

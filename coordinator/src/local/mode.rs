@@ -12,7 +12,7 @@ use etcd_operator::{
 use tokio::{sync::watch, task::JoinHandle};
 use tracing::{error, info, warn};
 
-use super::{LocalPki, LocalRuntime, SidecarCommand};
+use super::{LocalPki, LocalRuntime, MemberNetns, SidecarCommand};
 use crate::{
     controller::ClusterController,
     plan::{Phase, Policy},
@@ -48,6 +48,8 @@ pub struct LocalOptions {
     pub progress: bool,
     /// Where `/healthz`, `/readyz` and `/metrics` are served (none when not set).
     pub metrics_addr: Option<SocketAddr>,
+    /// New members run in network namespaces of their own (none: on 127.0.0.1).
+    pub member_netns: Option<MemberNetns>,
 }
 
 struct ClusterTask {
@@ -82,15 +84,18 @@ pub async fn run_local(
     } else {
         control_addr.ip().to_string()
     };
-    let runtime = Arc::new(LocalRuntime::new(
-        opts.state_dir.clone(),
-        opts.sidecar.clone(),
-        format!("https://{control_host}:{}", control_addr.port()),
-        EtcdBinaries::from_env(),
-        Arc::new(pki),
-        Arc::clone(&control),
-        opts.client_cert_validity,
-    ));
+    let runtime = Arc::new(
+        LocalRuntime::new(
+            opts.state_dir.clone(),
+            opts.sidecar.clone(),
+            format!("https://{control_host}:{}", control_addr.port()),
+            EtcdBinaries::from_env(),
+            Arc::new(pki),
+            Arc::clone(&control),
+            opts.client_cert_validity,
+        )
+        .with_member_netns(opts.member_netns.clone()),
+    );
     let (stop_tx, stop_rx) = watch::channel(false);
     let server = tokio::spawn(server::serve_status(
         listener,

@@ -43,7 +43,10 @@ use tokio::{
 };
 use tracing::{info, warn};
 
-use super::pki::{LocalPki, LocalPkiError};
+use super::{
+    netns::MemberNetns,
+    pki::{LocalPki, LocalPkiError},
+};
 use crate::{
     registry::now_ms,
     runtime::{MemberData, MemberInfo, RestartHistory, Runtime, RuntimeError},
@@ -106,6 +109,8 @@ pub struct LocalRuntime {
     pki: Arc<LocalPki>,
     control: Arc<ControlPlane>,
     client_validity: Duration,
+    /// Members in network namespaces of their own, when set.
+    netns: Option<MemberNetns>,
 }
 
 fn pki_error(e: LocalPkiError) -> RuntimeError {
@@ -167,7 +172,42 @@ impl LocalRuntime {
             pki,
             control,
             client_validity,
+            netns: None,
         }
+    }
+
+    /// Runs every new member in a network namespace of its own ([`MemberNetns`]).
+    pub fn with_member_netns(mut self, netns: Option<MemberNetns>) -> Self {
+        self.netns = netns;
+        self
+    }
+
+    /// A free address of the members' subnet: one no member of any cluster under the state
+    /// directory has.
+    fn free_host(
+        &self,
+        netns: &MemberNetns,
+        clusters: &HashMap<ClusterKey, LocalCluster>,
+    ) -> Result<String, RuntimeError> {
+        let mut used: std::collections::HashSet<String> = clusters
+            .values()
+            .flat_map(|c| c.record.members.iter().filter_map(|m| m.host.clone()))
+            .collect();
+        for key in clusters_in(&self.state_dir) {
+            if !clusters.contains_key(&key) {
+                used.extend(self.load(&key).members.into_iter().filter_map(|m| m.host));
+            }
+        }
+        (0..)
+            .map_while(|n| netns.address(n))
+            .map(|a| a.to_string())
+            .find(|a| !used.contains(a))
+            .ok_or_else(|| {
+                RuntimeError::Invalid(format!(
+                    "no address left in {}/{} for another member",
+                    netns.gateway, netns.prefix_len
+                ))
+            })
     }
 
     /// The applications' client bundle of `cluster` (`ca.crt`, `tls.crt`, `tls.key`), once
@@ -290,7 +330,24 @@ impl LocalRuntime {
                 .map_err(pki_error)?;
         }
         let tls_dir = self.pki.member_dir(key, name);
-        let mut cmd = Command::new(&self.sidecar.program);
+        let mut cmd = match (&member.netns, &self.netns, &member.host) {
+            (Some(namespace), Some(netns), Some(host)) => {
+                let address = host.parse().map_err(|_| {
+                    RuntimeError::Invalid(format!("member {name}: {host} is not an address"))
+                })?;
+                netns.create(namespace, address)?;
+                let mut cmd = Command::new("ip");
+                cmd.args(["netns", "exec", namespace])
+                    .arg(&self.sidecar.program);
+                cmd
+            }
+            (Some(namespace), _, _) => {
+                return Err(RuntimeError::Invalid(format!(
+                    "member {name} runs in network namespace {namespace}: start the coordinator with --member-netns"
+                )));
+            }
+            _ => Command::new(&self.sidecar.program),
+        };
         cmd.args(&self.sidecar.args)
             .arg(format!("--cluster={}", key.name))
             .arg(format!("--namespace={}", key.namespace))
@@ -299,7 +356,7 @@ impl LocalRuntime {
             .arg(format!("--peer-url={}", member.peer_url()))
             .arg(format!("--client-url={}", member.client_url()))
             .arg(format!("--coordinator-url={}", self.coordinator_url))
-            .arg(format!("--grpc-addr=127.0.0.1:{}", member.grpc_port))
+            .arg(format!("--grpc-addr={}", member.grpc_addr()))
             .arg(format!("--etcd-version={}", member.version))
             .arg(format!(
                 "--tls-cert={}",
@@ -543,16 +600,27 @@ impl Runtime for LocalRuntime {
                 "member {name} exists already"
             )));
         }
+        // In a namespace of its own a member has etcd's usual ports on its own address.
+        let (host, netns, client_port, peer_port, grpc_port) = match &self.netns {
+            Some(netns) => {
+                let host = self.free_host(netns, &clusters)?;
+                (Some(host), Some(netns.namespace(name)), 2379, 2380, 7401)
+            }
+            None => (None, None, free_port()?, free_port()?, free_port()?),
+        };
+        let local = self.cluster(&mut clusters, cluster).await?;
         local.record.members.push(MemberRecord {
             name: name.to_string(),
             ordinal,
-            client_port: free_port()?,
-            peer_port: free_port()?,
-            grpc_port: free_port()?,
+            client_port,
+            peer_port,
+            grpc_port,
             version: version.to_string(),
             seed,
             pid: None,
             tls: etcd_tls,
+            host,
+            netns,
         });
         local.record.next_ordinal = local.record.next_ordinal.max(ordinal + 1);
         // Recorded before the process starts: a coordinator that dies now still knows it.
@@ -568,6 +636,12 @@ impl Runtime for LocalRuntime {
         let dir = self.cluster_dir(cluster);
         let local = self.cluster(&mut clusters, cluster).await?;
         stop_member_process(local, name).await;
+        let namespace = local
+            .record
+            .members
+            .iter()
+            .find(|m| m.name == name)
+            .and_then(|m| m.netns.clone());
         local.record.members.retain(|m| m.name != name);
         local.down_since.remove(name);
         local.restarts.remove(name);
@@ -579,6 +653,11 @@ impl Runtime for LocalRuntime {
             && let Err(e) = std::fs::remove_dir_all(&member_dir)
         {
             warn!(member = %name, error = %e, "could not remove the member directory");
+        }
+        if let (Some(namespace), Some(netns)) = (namespace, &self.netns)
+            && let Err(e) = netns.remove(&namespace)
+        {
+            warn!(member = %name, error = %e, "could not remove the member's network namespace");
         }
         info!(cluster = %cluster, member = %name, "member deleted");
         Ok(())

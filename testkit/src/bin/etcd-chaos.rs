@@ -8,12 +8,19 @@
 //! `summary: scenarios N, failed F, acknowledged writes lost L, linearizability violations V`;
 //! exits non-zero when F, L or V is not zero. The same seed replays the same faults in the
 //! same order.
+//!
+//! Network scenarios (`partition-leader`, `split-2-3`, ...) put every member in a network
+//! namespace of its own: run as root, `etcd-chaos` makes a hub namespace, runs itself
+//! inside it, and removes every namespace of the run when that ends, however it ends.
 
 use std::{path::PathBuf, time::Duration};
 
 use anyhow::Context;
 use clap::Parser;
-use testkit::chaos::{ChaosOptions, SCENARIOS, run};
+use testkit::{
+    chaos::{ChaosOptions, NETWORK, SCENARIOS, run},
+    netns::{self, Hub},
+};
 
 #[derive(Parser)]
 #[command(
@@ -71,6 +78,34 @@ async fn main() -> anyhow::Result<()> {
             anyhow::bail!("unknown scenario {o:?}: see --list");
         }
     }
+    let mut only = cli.only.clone();
+    let wants_network = if only.is_empty() {
+        true
+    } else {
+        only.iter().any(|o| NETWORK.contains(&o.as_str()))
+    };
+    if wants_network && Hub::current().is_none() {
+        match netns::available() {
+            Ok(()) => {
+                // Again, inside a hub of this run's own; every namespace goes with it.
+                let hub = Hub::create()?;
+                let args: Vec<String> = std::env::args().skip(1).collect();
+                let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                let status = hub.run_inside(&std::env::current_exe()?, &args)?;
+                drop(hub);
+                std::process::exit(status.code().unwrap_or(1));
+            }
+            Err(why) if cli.only.is_empty() => {
+                eprintln!("skipping the network scenarios: {why}");
+                only = SCENARIOS
+                    .iter()
+                    .filter(|s| !NETWORK.contains(s))
+                    .map(|s| s.to_string())
+                    .collect();
+            }
+            Err(why) => anyhow::bail!("{why}"),
+        }
+    }
     let coordinator = match cli.coordinator {
         Some(p) => p,
         None => std::env::current_exe()?
@@ -89,7 +124,7 @@ async fn main() -> anyhow::Result<()> {
         coordinator,
         seed: cli.seed,
         duration: cli.duration,
-        only: cli.only,
+        only,
         version: cli.version,
         upgrade_to: cli.upgrade_to,
     })

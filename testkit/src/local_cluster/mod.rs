@@ -130,6 +130,9 @@ pub struct CoordinatorOptions {
     /// The coordinator reads a directory of manifests (the one manifest in it) rather
     /// than the one file, so that a test can add others.
     pub manifests_dir: bool,
+    /// Members in network namespaces of their own, joined to this hub's bridge; the
+    /// coordinator's control port on the bridge's address.
+    pub member_netns: Option<String>,
 }
 
 impl CoordinatorOptions {
@@ -144,7 +147,15 @@ impl CoordinatorOptions {
             extra_args: Vec::new(),
             env: Vec::new(),
             manifests_dir: false,
+            member_netns: None,
         }
+    }
+
+    /// Every member in a network namespace of its own, joined to `hub`'s bridge (the
+    /// harness must run inside `hub`: [`crate::netns::Hub::run_inside`]).
+    pub fn member_netns(mut self, hub: &crate::netns::Hub) -> Self {
+        self.member_netns = Some(hub.member_netns_flag());
+        self
     }
 
     /// The coordinator reads a directory holding the manifest ([`LocalCoordinator::manifest_path`]'s).
@@ -251,7 +262,12 @@ impl LocalCoordinator {
         }
         let cluster = name;
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse()?;
-        let control_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse()?;
+        // Members in namespaces of their own reach the coordinator on the bridge's address.
+        let control_host = match opts.member_netns {
+            Some(_) => crate::netns::GATEWAY.to_string(),
+            None => "127.0.0.1".to_string(),
+        };
+        let control_addr: SocketAddr = format!("{control_host}:{}", free_port()).parse()?;
         let mut args = vec![
             "local".to_string(),
             manifests.display().to_string(),
@@ -261,6 +277,9 @@ impl LocalCoordinator {
         ];
         if let Some(secs) = opts.dead_after_secs {
             args.push(format!("--dead-after-secs={secs}"));
+        }
+        if let Some(flag) = &opts.member_netns {
+            args.push(format!("--member-netns={flag}"));
         }
         args.extend(opts.extra_args.iter().cloned());
         let channel = Endpoint::from_shared(format!("http://{addr}"))?

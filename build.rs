@@ -23,6 +23,23 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // Serialize for `etcd-coordinator status -o json`, in the JSON names grpcurl prints.
         .type_attribute(".", "#[derive(serde::Serialize)]")
         .type_attribute(".", "#[serde(rename_all = \"camelCase\")]")
+        // Enums by their names, as grpcurl prints them ("CLUSTER_PHASE_RUNNING"), not numbers.
+        .field_attribute(
+            ".etcdop.v1.ClusterStatus.phase",
+            "#[serde(serialize_with = \"crate::proto::json::cluster_phase\")]",
+        )
+        .field_attribute(
+            ".etcdop.v1.MemberStatus.phase",
+            "#[serde(serialize_with = \"crate::proto::json::member_phase\")]",
+        )
+        .field_attribute(
+            ".etcdop.v1.Condition.type",
+            "#[serde(serialize_with = \"crate::proto::json::condition_type\")]",
+        )
+        .field_attribute(
+            ".etcdop.v1.Condition.status",
+            "#[serde(serialize_with = \"crate::proto::json::condition_status\")]",
+        )
         .file_descriptor_set_path(out_dir.join("etcdop_descriptor.bin"))
         .compile_with_config(config, &protos, &["proto"])?;
     Ok(())

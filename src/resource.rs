@@ -375,7 +375,8 @@ pub enum AntiAffinity {
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct EtcdClusterStatus {
-    /// Creating, Running, Scaling, Upgrading, Recovering, Degraded, Failed or Invalid.
+    /// Creating, Running, Scaling, Upgrading, Recovering, Degraded, Failed, Invalid, or
+    /// Unknown when the cluster could not be observed (the gRPC contract's ClusterPhase).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub phase: String,
     /// Number of members that exist (the scale subresource's status replicas).
@@ -452,7 +453,8 @@ pub struct MemberState {
     /// True when the member is a learner.
     #[serde(default)]
     pub learner: bool,
-    /// Where the member is in its lifecycle (Running, Joining, Restarting, Down, ...).
+    /// Where the member is in its lifecycle (Running, Joining, Restarting, Down, ...; the
+    /// gRPC contract's MemberPhase).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub phase: String,
     /// Restarts on its data since it last ran steadily.
@@ -471,7 +473,8 @@ fn is_zero(n: &u32) -> bool {
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ClusterCondition {
-    /// Available, Progressing, Degraded or SpecValid.
+    /// Available, Progressing, Degraded, SpecValid, QuorumLost, BackupHealthy, Restored or
+    /// ReconcileFailed (the gRPC contract's ConditionType).
     #[serde(rename = "type")]
     pub type_: String,
     /// "True", "False" or "Unknown".

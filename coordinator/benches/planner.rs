@@ -175,7 +175,7 @@ fn pass(registry: &Registry, clusters: &[Simulated], now: i64) -> usize {
         }
         let status = ClusterStatus {
             name: c.key.name.clone(),
-            phase: plan.phase.as_str().into(),
+            phase: etcd_operator::proto::ClusterPhase::from(plan.phase).into(),
             size: 3,
             ..Default::default()
         };

@@ -15,8 +15,8 @@ use etcd_operator::{
     grant::UnixMillis,
     naming::member_id_hex,
     proto::{
-        ChangeKind, ClusterStatus, Condition, ForceNewClusterRequest, HandoffRequest, LeaveRequest,
-        MemberStatus, sidecar_client::SidecarClient,
+        self, ChangeKind, ClusterStatus, Condition, ForceNewClusterRequest, HandoffRequest,
+        LeaveRequest, MemberStatus, sidecar_client::SidecarClient,
     },
     resource::EtcdCluster,
     validate::validate_cluster,
@@ -25,8 +25,11 @@ use thiserror::Error;
 use tracing::{info, instrument, warn};
 
 use crate::{
-    conditions::{ConditionStatus, ConditionType},
-    plan::{self, Action, EtcdMember, MemberReport, Observed, Phase, Plan, Policy, RuntimeMember},
+    conditions::{ConditionStatus, ConditionType, MemberShown},
+    plan::{
+        self, Action, EtcdMember, MemberReport, Observed, Phase, Plan, Policy, ReportedPhase,
+        RuntimeMember,
+    },
     registry::{ForcedRecovery, Registry, now_ms},
     runtime::{MemberInfo, Runtime, RuntimeError},
 };
@@ -180,7 +183,7 @@ impl<R: Runtime> ClusterController<R> {
                 let status = ClusterStatus {
                     namespace: self.key.namespace.clone(),
                     name: self.key.name.clone(),
-                    phase: Phase::Unknown.as_str().into(),
+                    phase: proto::ClusterPhase::from(Phase::Unknown).into(),
                     conditions: vec![condition(
                         ConditionType::Available,
                         ConditionStatus::Unknown,
@@ -1007,17 +1010,16 @@ impl<R: Runtime> ClusterController<R> {
                 healthy,
                 leader: healthy && report.is_some_and(|r| r.leader),
                 learner,
-                phase: if rm.running {
-                    report
-                        .map(|r| r.phase.as_str().to_string())
-                        .unwrap_or_else(|| "Starting".into())
+                phase: proto::MemberPhase::from(if rm.running {
+                    MemberShown::Reported(report.map_or(ReportedPhase::Starting, |r| r.phase))
                 } else if rm.data == plan::MemberData::Intact
                     && (rm.restart_on_request || rm.restarts > 0)
                 {
-                    "Restarting".into()
+                    MemberShown::Restarting
                 } else {
-                    "Down".into()
-                },
+                    MemberShown::Down
+                })
+                .into(),
                 last_error,
                 restarts: info.map_or(0, |i| i.restarts.count),
                 last_exit: info
@@ -1150,7 +1152,7 @@ impl<R: Runtime> ClusterController<R> {
             name: self.key.name.clone(),
             size: resource.spec.size.max(0) as u32,
             ready: ready as u32,
-            phase: plan.phase.as_str().to_string(),
+            phase: proto::ClusterPhase::from(plan.phase).into(),
             current_version: plan::cluster_version(observed)
                 .map(|v| v.to_string())
                 .unwrap_or_default(),
@@ -1464,8 +1466,8 @@ fn condition(
     message: &str,
 ) -> Condition {
     Condition {
-        r#type: type_.as_str().into(),
-        status: status.as_str().into(),
+        r#type: proto::ConditionType::from(type_).into(),
+        status: proto::ConditionStatus::from(status).into(),
         reason: reason.into(),
         message: message.into(),
         last_transition_time: String::new(),

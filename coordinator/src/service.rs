@@ -494,7 +494,11 @@ impl Coordinator for CoordinatorService {
                     let progress = entry
                         .status
                         .as_ref()
-                        .and_then(|s| s.conditions.iter().find(|c| c.r#type == "Progressing"))
+                        .and_then(|s| {
+                            s.conditions.iter().find(|c| {
+                                c.r#type() == etcd_operator::proto::ConditionType::Progressing
+                            })
+                        })
                         .map(|c| c.message.clone())
                         .unwrap_or_default();
                     (entry.runtime_members.contains(&name), progress)

@@ -3,6 +3,7 @@
 
 use std::fmt::Write;
 
+use crate::conditions::{member_phase_word, phase_word, status_word, type_word};
 use etcd_operator::proto::{
     ClusterStatus, GetClusterRequest, ListBackupsRequest, ListClustersRequest,
     coordinator_client::CoordinatorClient,
@@ -162,7 +163,7 @@ pub fn render_table(clusters: &[ClusterStatus]) -> String {
                 c.size.to_string(),
                 c.ready.to_string(),
                 dash(&c.current_version),
-                c.phase.clone(),
+                dash(phase_word(c.phase())),
             ]
         })
         .collect();
@@ -181,7 +182,7 @@ pub fn render_cluster(c: &ClusterStatus) -> String {
                 m.name.clone(),
                 dash(&m.id),
                 dash(&m.version),
-                dash(&m.phase),
+                dash(member_phase_word(m.phase())),
                 yes_no(m.healthy),
                 yes_no(m.leader),
                 yes_no(m.learner),
@@ -214,8 +215,8 @@ pub fn render_cluster(c: &ClusterStatus) -> String {
         .iter()
         .map(|k| {
             [
-                k.r#type.clone(),
-                k.status.clone(),
+                type_word(k.r#type()).to_string(),
+                status_word(k.status()).to_string(),
                 k.reason.clone(),
                 k.message.clone(),
             ]
@@ -287,14 +288,16 @@ fn columns<const N: usize>(header: &[&str; N], rows: &[[String; N]]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use etcd_operator::proto::{Condition, MemberStatus};
+    use etcd_operator::proto::{
+        ClusterPhase, Condition, ConditionStatus, ConditionType, MemberPhase, MemberStatus,
+    };
 
     fn cluster() -> ClusterStatus {
         ClusterStatus {
             name: "etcd-cluster".into(),
             size: 3,
             ready: 2,
-            phase: "Degraded".into(),
+            phase: ClusterPhase::Degraded.into(),
             current_version: "3.6.15".into(),
             members: vec![MemberStatus {
                 name: "etcd-cluster-0000".into(),
@@ -303,14 +306,14 @@ mod tests {
                 version: "3.6.15".into(),
                 healthy: true,
                 leader: true,
-                phase: "Running".into(),
+                phase: MemberPhase::Running.into(),
                 restarts: 2,
                 last_exit: "killed by SIGKILL".into(),
                 ..Default::default()
             }],
             conditions: vec![Condition {
-                r#type: "Available".into(),
-                status: "True".into(),
+                r#type: ConditionType::Available.into(),
+                status: ConditionStatus::True.into(),
                 reason: "QuorumHealthy".into(),
                 message: "2 of 3 voting members healthy".into(),
                 ..Default::default()
@@ -342,5 +345,9 @@ mod tests {
         let json = serde_json::to_value(cluster()).unwrap();
         assert_eq!(json["members"][0]["clientUrls"][0], "http://127.0.0.1:2379");
         assert_eq!(json["currentVersion"], "3.6.15");
+        assert_eq!(json["phase"], "CLUSTER_PHASE_DEGRADED");
+        assert_eq!(json["members"][0]["phase"], "MEMBER_PHASE_RUNNING");
+        assert_eq!(json["conditions"][0]["type"], "CONDITION_TYPE_AVAILABLE");
+        assert_eq!(json["conditions"][0]["status"], "CONDITION_STATUS_TRUE");
     }
 }

@@ -18,7 +18,7 @@ use std::{
 };
 
 use etcd_client::GetOptions;
-use etcd_operator::proto::ClusterStatus;
+use etcd_operator::proto::{ClusterStatus, ConditionStatus, ConditionType};
 use testkit::{
     clients::etcd_client,
     free_port,
@@ -86,10 +86,14 @@ async fn backup_fails(c: &LocalCoordinator) -> (ClusterStatus, String) {
     let failed = cli(c, &["backup", c.cluster()]);
     assert!(!failed.status.success(), "{}", text(&failed));
     let status = wait_cluster(c, c.cluster(), "BackupHealthy False", CHANGE, |s| {
-        condition(s, "BackupHealthy").is_some_and(|b| b.status == "False")
+        condition(s, ConditionType::BackupHealthy)
+            .is_some_and(|b| b.status() == ConditionStatus::False)
     })
     .await;
-    let reason = condition(&status, "BackupHealthy").unwrap().message.clone();
+    let reason = condition(&status, ConditionType::BackupHealthy)
+        .unwrap()
+        .message
+        .clone();
     (status, reason)
 }
 
@@ -240,7 +244,8 @@ async fn a_backup_under_writes_restores_into_a_new_cluster() {
         "{name} is listed as verified:\n{listing}"
     );
     let status = wait_cluster(&c, c.cluster(), "BackupHealthy", CHANGE, |s| {
-        condition(s, "BackupHealthy").is_some_and(|b| b.status == "True")
+        condition(s, ConditionType::BackupHealthy)
+            .is_some_and(|b| b.status() == ConditionStatus::True)
     })
     .await;
     assert_eq!(status.backup.as_ref().unwrap().last_verified, name);
@@ -275,8 +280,8 @@ async fn a_backup_under_writes_restores_into_a_new_cluster() {
         |s| is_running(s, 3, VERSION),
     )
     .await;
-    let said = condition(&up, "Restored").expect("a Restored condition");
-    assert_eq!(said.status, "True", "{}", describe(&up));
+    let said = condition(&up, ConditionType::Restored).expect("a Restored condition");
+    assert_eq!(said.status(), ConditionStatus::True, "{}", describe(&up));
     assert!(said.message.contains(&name), "{}", said.message);
     check_restored(&c, &up, &acked_before, revision).await;
     // The first cluster is untouched, its late writes still there.
@@ -388,7 +393,8 @@ async fn backups_to_s3_keep_the_newest_and_survive_the_storage_going_away() {
     moto.create_bucket(bucket);
     let next = backup_now(&c);
     wait_cluster(&c, c.cluster(), "BackupHealthy True again", CHANGE, |s| {
-        condition(s, "BackupHealthy").is_some_and(|b| b.status == "True")
+        condition(s, ConditionType::BackupHealthy)
+            .is_some_and(|b| b.status() == ConditionStatus::True)
             && s.backup.as_ref().is_some_and(|b| b.last_verified == next)
     })
     .await;
@@ -438,18 +444,23 @@ async fn a_wiped_majority_comes_back_from_the_latest_verified_backup() {
         |s| is_running(s, 3, VERSION) && s.members.iter().all(|m| !old.contains(&m.name)),
     )
     .await;
-    let restored = condition(&up, "Restored").expect("a Restored condition");
-    assert_eq!(restored.status, "True", "{}", describe(&up));
+    let restored = condition(&up, ConditionType::Restored).expect("a Restored condition");
+    assert_eq!(
+        restored.status(),
+        ConditionStatus::True,
+        "{}",
+        describe(&up)
+    );
     assert!(restored.message.contains(&name), "{}", restored.message);
     assert!(
         restored.message.contains("at revision"),
         "{}",
         restored.message
     );
-    let quorum = condition(&up, "QuorumLost").expect("the QuorumLost condition stays");
+    let quorum = condition(&up, ConditionType::QuorumLost).expect("the QuorumLost condition stays");
     assert_eq!(
-        (quorum.status.as_str(), quorum.reason.as_str()),
-        ("False", "RestoredFromBackup"),
+        (quorum.status(), quorum.reason.as_str()),
+        (ConditionStatus::False, "RestoredFromBackup"),
         "{}",
         quorum.message
     );

@@ -21,15 +21,13 @@ use etcd_coordinator::{
         Context, KubeRuntime, MemberAddressing, MemberEndpoints,
         build::PodSettings,
         operator::{WatchNamespaces, run_controller},
+        testing,
     },
-    plan::Policy,
     registry::{ReceivedReport, Registry, now_ms},
-    security::{ControlPlane, now_secs},
 };
 use etcd_operator::{
     ClusterKey,
     etcd_bin::EtcdBinaries,
-    pki::Authority,
     proto::{ClusterRef, HealthReport, MemberPhase},
     resource::{EtcdCluster, EtcdClusterSpec},
     version::DEFAULT_VERSION,
@@ -70,15 +68,6 @@ fn settings() -> PodSettings {
     }
 }
 
-fn control() -> Arc<ControlPlane> {
-    let ca = Authority::generate("test control CA", now_secs()).unwrap();
-    ControlPlane::new(
-        ca,
-        vec!["127.0.0.1".into()],
-        etcd_operator::pki::DEFAULT_CERT_VALIDITY,
-    )
-}
-
 async fn fake(
     objects: Vec<EtcdCluster>,
     funcs: Option<kube_fake_client::interceptor::Funcs>,
@@ -100,20 +89,12 @@ fn context(client: &Client, addressing: Arc<dyn MemberAddressing>) -> Arc<Contex
 }
 
 fn bare_context(client: &Client, addressing: Arc<dyn MemberAddressing>) -> Context {
+    let control = testing::control_plane(etcd_operator::pki::DEFAULT_CERT_VALIDITY);
     let runtime = Arc::new(
-        KubeRuntime::new(client.clone(), settings(), addressing, control())
+        KubeRuntime::new(client.clone(), settings(), addressing, control)
             .without_cluster_endpoints(),
     );
-    Context::new(
-        client.clone(),
-        Registry::new(),
-        runtime,
-        Reporter {
-            controller: "etcd-operator".into(),
-            instance: Some("test".into()),
-        },
-        Policy::default(),
-    )
+    Context::for_tests_with(client.clone(), runtime, Registry::new(), "test")
 }
 
 /// One bare etcd member, named as the seed of its cluster.

@@ -28,7 +28,6 @@ use etcd_coordinator::{
         MemberAddressing, MemberEndpoints, SIDECAR_BINARY, build::PodSettings, reconcile,
     },
     leadership::Leadership,
-    plan::Policy,
     registry::Registry,
     security::{ControlPlane, now_secs},
     server,
@@ -43,7 +42,6 @@ use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::{
     Client, ResourceExt,
     api::{Api, DeleteParams, ListParams, Patch, PatchParams},
-    runtime::events::Reporter,
 };
 use kube_fake_client::ClientBuilder;
 use serde_json::json;
@@ -515,15 +513,11 @@ impl Harness {
                 )
                 .without_cluster_endpoints(),
             );
-            let ctx = Arc::new(Context::new(
+            let ctx = Arc::new(Context::for_tests_with(
                 client.clone(),
-                registry.clone(),
                 Arc::clone(&runtime),
-                Reporter {
-                    controller: "etcd-operator".into(),
-                    instance: Some(format!("test-{i}")),
-                },
-                Policy::default(),
+                registry.clone(),
+                &format!("test-{i}"),
             ));
             // kube-runtime's controller needs watches, which the in-memory API server
             // lacks: this loop stands in for it, reconciling on the same short timer, only

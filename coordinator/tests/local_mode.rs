@@ -10,7 +10,10 @@ use std::{
 };
 
 use etcd_client::GetOptions;
-use etcd_operator::{etcd_bin::EtcdBinaries, proto::ClusterStatus};
+use etcd_operator::{
+    etcd_bin::EtcdBinaries,
+    proto::{ClusterPhase, ClusterStatus, ConditionStatus, ConditionType},
+};
 use testkit::{
     clients::{etcd_client, etcdctl, http_version},
     local_cluster::{
@@ -142,8 +145,8 @@ async fn example_becomes_three_healthy_members_that_etcdctl_uses() {
     let expected_names: BTreeSet<String> = (0..3).map(|i| c.member_name(i)).collect();
     assert_eq!(names(&status), expected_names, "{}", describe(&status));
     assert_eq!(
-        condition(&status, "Available").map(|c| c.status.as_str()),
-        Some("True"),
+        condition(&status, ConditionType::Available).map(|c| c.status()),
+        Some(ConditionStatus::True),
         "{}",
         describe(&status)
     );
@@ -695,14 +698,19 @@ async fn a_wiped_majority_is_forced_only_when_the_spec_says_so() {
             "the QuorumLost condition, with the survivor's raft index",
             CHANGE,
             |s| {
-                condition(s, "QuorumLost").is_some_and(|q| {
-                    q.status == "True" && q.reason == "DataLost" && q.message.contains("raft index")
+                condition(s, ConditionType::QuorumLost).is_some_and(|q| {
+                    q.status() == ConditionStatus::True
+                        && q.reason == "DataLost"
+                        && q.message.contains("raft index")
                 })
             },
         )
         .await,
     );
-    let lost = condition(&stuck, "QuorumLost").unwrap().message.clone();
+    let lost = condition(&stuck, ConditionType::QuorumLost)
+        .unwrap()
+        .message
+        .clone();
     for part in [
         wiped.join(", ").as_str(),
         survivor.as_str(),
@@ -711,7 +719,7 @@ async fn a_wiped_majority_is_forced_only_when_the_spec_says_so() {
     ] {
         assert!(lost.contains(part), "{part:?} in {lost}");
     }
-    assert_eq!(stuck.phase, "Failed");
+    assert_eq!(stuck.phase(), ClusterPhase::Failed);
     // Nothing is touched under Manual.
     ok(
         &c,
@@ -740,8 +748,8 @@ async fn a_wiped_majority_is_forced_only_when_the_spec_says_so() {
         })
         .await,
     );
-    let recovered = condition(&after, "QuorumLost").expect("the condition stays");
-    assert_eq!(recovered.status, "False");
+    let recovered = condition(&after, ConditionType::QuorumLost).expect("the condition stays");
+    assert_eq!(recovered.status(), ConditionStatus::False);
     assert_eq!(recovered.reason, "ForcedNewCluster");
     assert!(
         recovered
@@ -789,7 +797,7 @@ async fn upgrades_from_3_5_to_3_6_under_writes() {
     ok(
         &c,
         c.wait_until("the upgrade to start", Duration::from_secs(30), |s| {
-            s.phase == "Upgrading" || s.members.iter().any(|m| m.version == VERSION)
+            s.phase() == ClusterPhase::Upgrading || s.members.iter().any(|m| m.version == VERSION)
         })
         .await,
     );
@@ -847,7 +855,7 @@ async fn upgrades_from_3_5_to_3_6_under_writes() {
         monitored.status_leaders
     );
     assert!(
-        monitored.phases.iter().any(|p| p == "Upgrading"),
+        monitored.phases.contains(&ClusterPhase::Upgrading),
         "{:?}",
         monitored.phases
     );
@@ -864,10 +872,11 @@ async fn expect_refused(c: &LocalCoordinator, problem: &str, generation: i64) ->
             &format!("phase Invalid, SpecValid=False naming {problem:?}"),
             Duration::from_secs(30),
             |s| {
-                s.phase == "Invalid"
+                s.phase() == ClusterPhase::Invalid
                     && s.observed_generation == generation
-                    && condition(s, "SpecValid")
-                        .is_some_and(|k| k.status == "False" && k.message.contains(problem))
+                    && condition(s, ConditionType::SpecValid).is_some_and(|k| {
+                        k.status() == ConditionStatus::False && k.message.contains(problem)
+                    })
             },
         )
         .await,
@@ -1004,7 +1013,8 @@ async fn invalid_specs_leave_the_running_cluster_untouched() {
         c.wait_until("a valid spec to converge", FORM, |s| {
             is_running(s, 3, VERSION)
                 && s.observed_generation == generation + 1
-                && condition(s, "SpecValid").is_some_and(|k| k.status == "True")
+                && condition(s, ConditionType::SpecValid)
+                    .is_some_and(|k| k.status() == ConditionStatus::True)
         })
         .await,
     );
@@ -1156,12 +1166,13 @@ async fn a_manifest_that_does_not_parse_is_shown_as_spec_valid_false() {
         let refused = ok(
             &c,
             c.wait_until("SpecValid False for the refused manifest", CHANGE, |s| {
-                condition(s, "SpecValid")
-                    .is_some_and(|v| v.status == "False" && v.reason == "ManifestRefused")
+                condition(s, ConditionType::SpecValid).is_some_and(|v| {
+                    v.status() == ConditionStatus::False && v.reason == "ManifestRefused"
+                })
             })
             .await,
         );
-        let valid = condition(&refused, "SpecValid").unwrap();
+        let valid = condition(&refused, ConditionType::SpecValid).unwrap();
         for part in says.iter().chain(&["cluster.yaml"]) {
             assert!(
                 valid.message.contains(part),
@@ -1174,7 +1185,8 @@ async fn a_manifest_that_does_not_parse_is_shown_as_spec_valid_false() {
         ok(
             &c,
             c.wait_until("SpecValid True again", CHANGE, |s| {
-                condition(s, "SpecValid").is_some_and(|v| v.status == "True")
+                condition(s, ConditionType::SpecValid)
+                    .is_some_and(|v| v.status() == ConditionStatus::True)
                     && is_running(s, 1, VERSION)
             })
             .await,
@@ -1224,7 +1236,8 @@ async fn a_manifest_whose_names_cannot_be_read_is_listed_on_its_own() {
     let now = c.status().await.expect("status");
     assert_eq!(names(&now), names(&before));
     assert!(
-        condition(&now, "SpecValid").is_some_and(|v| v.status == "True"),
+        condition(&now, ConditionType::SpecValid)
+            .is_some_and(|v| v.status() == ConditionStatus::True),
         "{now:?}"
     );
     let out = std::process::Command::new(coordinator_bin())

@@ -16,7 +16,7 @@ use std::{
 };
 
 use anyhow::{Context, bail};
-use etcd_operator::proto::{ClusterStatus, MemberPhase};
+use etcd_operator::proto::{ClusterStatus, ConditionStatus, ConditionType, MemberPhase};
 use nix::{
     sys::signal::{Signal, kill},
     unistd::Pid,
@@ -25,7 +25,7 @@ use nix::{
 use crate::{
     checker::{CheckOptions, Verdict, check},
     local_cluster::{
-        ClusterMonitor, CoordinatorOptions, LocalCoordinator, ShownPhase, is_running, member_phase,
+        ClusterMonitor, CoordinatorOptions, LocalCoordinator, is_running, member_phase,
         member_running,
     },
     rng::SeededRng,
@@ -770,7 +770,9 @@ async fn inject(
             c.restart().await?;
             c.wait_until("QuorumLost: data lost", CONVERGE, |s| {
                 s.conditions.iter().any(|k| {
-                    k.r#type == "QuorumLost" && k.status == "True" && k.reason == "DataLost"
+                    k.r#type() == ConditionType::QuorumLost
+                        && k.status() == ConditionStatus::True
+                        && k.reason == "DataLost"
                 })
             })
             .await?;
@@ -881,7 +883,7 @@ async fn inject(
             // Only a member that is not itself leaving (still recorded, healthy, running).
             status.members.retain(|m| {
                 m.healthy
-                    && member_phase(m) == ShownPhase::Reported(MemberPhase::Running)
+                    && member_phase(m) == MemberPhase::Running
                     && c.member(&m.name).is_some_and(|r| member_running(&r))
             });
             let victim = pick(rng, &status, Some(false))?.to_string();

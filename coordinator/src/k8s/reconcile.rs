@@ -36,6 +36,7 @@ use super::{
     status::resource_status,
 };
 use crate::{
+    conditions::{ConditionStatus, ConditionType},
     controller::{ClusterController, Outcome, camel, rfc3339_now},
     plan::{Action as PlanAction, Policy},
     registry::Registry,
@@ -425,13 +426,13 @@ async fn refuse_malformed(
         .unwrap_or_default();
     // The same refusal again keeps its transition time, and writes and says nothing.
     let mut conditions = previous.conditions.clone();
-    let spec_valid = crate::conditions::ConditionType::SpecValid.as_str();
+    let spec_valid = ConditionType::SpecValid.as_str();
     conditions.retain(|c| c.type_ == spec_valid);
     set_condition(
         &mut conditions,
         ClusterCondition {
             type_: spec_valid.into(),
-            status: crate::conditions::ConditionStatus::False.as_str().into(),
+            status: ConditionStatus::False.as_str().into(),
             reason: "Malformed".into(),
             message: truncate(
                 format!("the object is not a valid EtcdCluster: {message}"),
@@ -441,7 +442,7 @@ async fn refuse_malformed(
         },
     );
     let status = EtcdClusterStatus {
-        phase: "Invalid".into(),
+        phase: crate::plan::Phase::Invalid.as_str().into(),
         conditions,
         observed_generation: obj.metadata.generation,
         selector: build::selector_string(&key.name),
@@ -518,7 +519,10 @@ async fn publish_outcome(
     let lost = |s: &EtcdClusterStatus| {
         s.conditions
             .iter()
-            .find(|c| c.type_ == "QuorumLost" && c.status == "True")
+            .find(|c| {
+                c.type_ == ConditionType::QuorumLost.as_str()
+                    && c.status == ConditionStatus::True.as_str()
+            })
             .map(|c| (c.reason.clone(), c.message.clone()))
     };
     if let Some((reason, message)) = lost(status)
@@ -560,8 +564,8 @@ async fn report_failure(obj: &DynamicObject, ctx: &Context, error: &Error) {
         .and_then(|s| serde_json::from_value(s).ok())
         .unwrap_or_default();
     let condition = ClusterCondition {
-        type_: "ReconcileFailed".into(),
-        status: "True".into(),
+        type_: ConditionType::ReconcileFailed.as_str().into(),
+        status: ConditionStatus::True.as_str().into(),
         reason: error.reason().into(),
         message: truncate(error.to_string(), 1000),
         last_transition_time: rfc3339_now(),

@@ -8,6 +8,7 @@ use etcd_operator::{
 use k8s_openapi::api::core::v1::Pod;
 
 use super::{ETCD_CONTAINER, build::selector_string};
+use crate::conditions::{member_phase_word, phase_word, status_word, type_word};
 
 /// The status subresource of cluster `name` from the controller's `ClusterStatus`.
 ///
@@ -15,7 +16,7 @@ use super::{ETCD_CONTAINER, build::selector_string};
 /// as a Deployment counts its Pods); `readyMembers` the healthy voters.
 pub fn resource_status(name: &str, status: &ClusterStatus) -> EtcdClusterStatus {
     EtcdClusterStatus {
-        phase: status.phase.clone(),
+        phase: phase_word(status.phase()).into(),
         size: status.members.len() as i32,
         ready_members: status.ready as i32,
         members: status
@@ -28,7 +29,7 @@ pub fn resource_status(name: &str, status: &ClusterStatus) -> EtcdClusterStatus 
                 healthy: m.healthy,
                 leader: m.leader,
                 learner: m.learner,
-                phase: m.phase.clone(),
+                phase: member_phase_word(m.phase()).into(),
                 restarts: m.restarts,
                 last_exit: m.last_exit.clone(),
             })
@@ -39,8 +40,8 @@ pub fn resource_status(name: &str, status: &ClusterStatus) -> EtcdClusterStatus 
             .conditions
             .iter()
             .map(|c| ClusterCondition {
-                type_: c.r#type.clone(),
-                status: c.status.clone(),
+                type_: type_word(c.r#type()).into(),
+                status: status_word(c.status()).into(),
                 reason: c.reason.clone(),
                 message: c.message.clone(),
                 last_transition_time: c.last_transition_time.clone(),
@@ -145,7 +146,9 @@ pub fn pod_liveness(pod: &Pod) -> PodLiveness {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use etcd_operator::proto::{Condition, MemberStatus};
+    use etcd_operator::proto::{
+        ClusterPhase, Condition, ConditionStatus, ConditionType, MemberPhase, MemberStatus,
+    };
     use k8s_openapi::api::core::v1::{
         ContainerState, ContainerStateRunning, ContainerStateTerminated, ContainerStateWaiting,
         ContainerStatus, PodStatus,
@@ -227,13 +230,13 @@ mod tests {
             name: "etcd-cluster".into(),
             size: 3,
             ready: 2,
-            phase: "Scaling".into(),
+            phase: ClusterPhase::Scaling.into(),
             current_version: "3.6.15".into(),
             target_version: "3.6.15".into(),
             observed_generation: 4,
             conditions: vec![Condition {
-                r#type: "Available".into(),
-                status: "True".into(),
+                r#type: ConditionType::Available.into(),
+                status: ConditionStatus::True.into(),
                 reason: "QuorumHealthy".into(),
                 message: "2 of 2 voting members healthy".into(),
                 last_transition_time: "2025-01-01T00:00:00Z".into(),
@@ -245,11 +248,13 @@ mod tests {
                     version: "3.6.15".into(),
                     healthy: true,
                     leader: true,
+                    phase: MemberPhase::Running.into(),
                     ..Default::default()
                 },
                 MemberStatus {
                     name: "etcd-cluster-0001".into(),
                     learner: true,
+                    phase: MemberPhase::Down.into(),
                     ..Default::default()
                 },
             ],
@@ -272,11 +277,14 @@ mod tests {
                 healthy: true,
                 leader: true,
                 learner: false,
+                phase: "Running".into(),
                 ..Default::default()
             }
         );
         assert!(s.members[1].learner && !s.members[1].healthy);
+        assert_eq!(s.members[1].phase, "Down");
         assert_eq!(s.conditions[0].type_, "Available");
+        assert_eq!(s.conditions[0].status, "True");
         assert_eq!(s.conditions[0].reason, "QuorumHealthy");
         assert_eq!(s.conditions[0].last_transition_time, "2025-01-01T00:00:00Z");
     }

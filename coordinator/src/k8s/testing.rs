@@ -35,15 +35,32 @@ impl Context {
     /// its own (this coordinator leads), the default [`Policy`], and Events reported by
     /// `etcd-operator`, instance `test`.
     pub fn for_tests(client: Client, runtime: Arc<KubeRuntime>) -> Arc<Self> {
-        Arc::new(Self::new(
+        Arc::new(Self::for_tests_with(
             client,
+            runtime,
             Registry::new(),
+            "test",
+        ))
+    }
+
+    /// For tests: as [`Context::for_tests`], with `registry` (one of several coordinators',
+    /// say, that does not lead yet) and Events reported by instance `instance`, not yet
+    /// shared, so that a test can shorten its requeue and backoff times first.
+    pub fn for_tests_with(
+        client: Client,
+        runtime: Arc<KubeRuntime>,
+        registry: Registry,
+        instance: &str,
+    ) -> Self {
+        Self::new(
+            client,
+            registry,
             runtime,
             Reporter {
                 controller: "etcd-operator".into(),
-                instance: Some("test".into()),
+                instance: Some(instance.into()),
             },
             Policy::default(),
-        ))
+        )
     }
 }

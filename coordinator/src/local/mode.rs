@@ -279,7 +279,7 @@ async fn cluster_loop(
             let s = &outcome.status;
             let mut line = format!(
                 "{key}: {} {}/{} ready, version {}",
-                s.phase,
+                outcome.plan.phase,
                 s.ready,
                 s.size,
                 if s.current_version.is_empty() {

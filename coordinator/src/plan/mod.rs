@@ -280,6 +280,8 @@ impl From<proto::MemberPhase> for ReportedPhase {
             proto::MemberPhase::Removed => Self::Removed,
             proto::MemberPhase::HandedOff => Self::HandedOff,
             proto::MemberPhase::Restarting => Self::Restarting,
+            // Only the coordinator shows it; a sidecar that sent it said nothing usable.
+            proto::MemberPhase::Down => Self::Starting,
         }
     }
 }

@@ -48,15 +48,22 @@ impl Member {
     /// leader (an established connection stays with the Pod it was opened to).
     pub fn coordinator_failed(&self, status: &tonic::Status) {
         use tonic::Code;
-        if !matches!(
+        if matches!(
             status.code(),
             Code::PermissionDenied | Code::NotFound | Code::Unavailable
         ) {
-            return;
+            debug!(code = ?status.code(), "the coordinator's answer asks for another connection");
+            self.reconnect_coordinator();
         }
+    }
+
+    /// Replaces the connection to the coordinator with a new one, which the coordinator's
+    /// Service routes to the leader: after an answer from a coordinator that does not lead
+    /// ([`Member::coordinator_failed`]) or from an older coordinator term.
+    pub fn reconnect_coordinator(&self) {
         match coordinator_channel(&self.cfg.coordinator_url, &self.coordinator_tls) {
             Ok(channel) => {
-                debug!(code = ?status.code(), "connecting to the coordinator again");
+                debug!("connecting to the coordinator again");
                 *self.coordinator.lock().unwrap_or_else(|e| e.into_inner()) =
                     CoordinatorClient::new(channel);
             }
@@ -136,7 +143,7 @@ impl Member {
                         self.admit_epoch(resp.coordinator_epoch, "a registration answer")
                     {
                         warn!(error = %e, "registration answer ignored");
-                        self.coordinator_failed(&tonic::Status::unavailable(""));
+                        self.reconnect_coordinator();
                     } else {
                         match resp.role() {
                             MemberRole::Seed => {
@@ -182,7 +189,7 @@ impl Member {
                         // A deposed coordinator's late answer: not acted on, and asked
                         // again of the leader over a new connection.
                         warn!(grant = %resp.grant_id, error = %e, "grant not used");
-                        self.coordinator_failed(&tonic::Status::unavailable(""));
+                        self.reconnect_coordinator();
                         Duration::from_secs(1)
                     } else if resp.granted {
                         info!(grant = %resp.grant_id, kind = ?kind, "membership grant received");

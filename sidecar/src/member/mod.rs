@@ -78,7 +78,7 @@ pub struct Member {
     /// The etcd child.
     pub supervisor: Supervisor,
     /// The client of the coordinator, replaced by a fresh connection when the one it has
-    /// reaches a coordinator that does not lead ([`Member::coordinator_failed`]).
+    /// reaches a coordinator that does not lead ([`Member::reconnect_coordinator`]).
     coordinator: std::sync::Mutex<CoordinatorClient<Channel>>,
     coordinator_tls: Arc<ClientTls>,
     /// The newest coordinator term seen; calls and grants of older terms are refused.

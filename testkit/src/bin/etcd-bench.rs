@@ -641,7 +641,11 @@ async fn memory(coordinator: &Path, n: usize) -> anyhow::Result<(u64, u64, u64)>
                 && let Ok(list) = client.list_clusters(ListClustersRequest::default()).await
             {
                 let list = list.into_inner().clusters;
-                if list.len() == n && list.iter().all(|c| c.phase == "Running" && c.ready == 1) {
+                if list.len() == n
+                    && list.iter().all(|c| {
+                        c.phase() == etcd_operator::proto::ClusterPhase::Running && c.ready == 1
+                    })
+                {
                     break;
                 }
             }

@@ -9,11 +9,11 @@ use std::{
 
 use anyhow::bail;
 use etcd_client::Client;
-use etcd_operator::proto::{ClusterStatus, MemberPhase};
+use etcd_operator::proto::{ClusterPhase, ClusterStatus, MemberPhase};
 use tokio::task::JoinHandle;
 use tonic::transport::Channel;
 
-use super::{LocalCoordinator, ShownPhase, describe, fetch_status, member_phase};
+use super::{LocalCoordinator, describe, fetch_status, member_phase};
 use crate::{
     clients::tls_only,
     watcher::{MembershipHistory, MembershipWatcher},
@@ -52,7 +52,7 @@ pub struct MonitorLog {
     /// Members that left the status, each with whether it led when last seen running.
     pub departures: Vec<(String, bool)>,
     /// The phases the status showed, consecutive repeats dropped.
-    pub phases: Vec<String>,
+    pub phases: Vec<ClusterPhase>,
 }
 
 impl MonitorLog {
@@ -240,16 +240,14 @@ async fn monitor_loop(
                 .iter()
                 .filter(|m| {
                     let phase = member_phase(m);
-                    phase != ShownPhase::Down
+                    phase != MemberPhase::Down
                         && (m.learner
                             || m.id.is_empty()
                             || matches!(
                                 phase,
-                                ShownPhase::Reported(
-                                    MemberPhase::Joining
-                                        | MemberPhase::Bootstrapping
-                                        | MemberPhase::Leaving
-                                )
+                                MemberPhase::Joining
+                                    | MemberPhase::Bootstrapping
+                                    | MemberPhase::Leaving
                             ))
                 })
                 .map(|m| m.name.as_str())
@@ -271,8 +269,8 @@ async fn monitor_loop(
             {
                 g.changes_in_flight.push(status.change_in_flight.clone());
             }
-            if g.phases.last() != Some(&status.phase) {
-                g.phases.push(status.phase.clone());
+            if g.phases.last() != Some(&status.phase()) {
+                g.phases.push(status.phase());
             }
             if let Some(before) = &previous_status {
                 for m in &before.members {
@@ -284,13 +282,11 @@ async fn monitor_loop(
                             .is_none_or(|n| {
                                 matches!(
                                     member_phase(n),
-                                    ShownPhase::Reported(
-                                        MemberPhase::Leaving | MemberPhase::Removed
-                                    )
+                                    MemberPhase::Leaving | MemberPhase::Removed
                                 )
                             });
                     let already = g.departures.iter().any(|(name, _)| name == &m.name);
-                    let was_leaving = member_phase(m) == ShownPhase::Reported(MemberPhase::Leaving);
+                    let was_leaving = member_phase(m) == MemberPhase::Leaving;
                     if leaving && !already && !was_leaving {
                         g.departures.push((m.name.clone(), m.leader));
                     }

@@ -1,8 +1,8 @@
 //! What the coordinator serves of a cluster, read and described for tests.
 
 use etcd_operator::proto::{
-    ClusterStatus, GetClusterRequest, MemberPhase, MemberStatus,
-    coordinator_client::CoordinatorClient,
+    ClusterPhase, ClusterStatus, Condition, ConditionStatus, ConditionType, GetClusterRequest,
+    MemberPhase, MemberStatus, coordinator_client::CoordinatorClient,
 };
 use tonic::transport::Channel;
 
@@ -24,7 +24,7 @@ pub async fn fetch_status(channel: Channel, cluster: &str) -> Option<ClusterStat
 /// True when the status shows phase Running, `size` healthy voters at `version`, no
 /// learner and no change in flight.
 pub fn is_running(s: &ClusterStatus, size: usize, version: &str) -> bool {
-    s.phase == "Running"
+    s.phase() == ClusterPhase::Running
         && s.ready as usize == size
         && s.members.len() == size
         && s.change_in_flight.is_empty()
@@ -43,7 +43,7 @@ pub fn describe(s: &ClusterStatus) -> String {
                 "{}[{} {} {}{}{}{}]",
                 m.name,
                 if m.id.is_empty() { "-" } else { &m.id },
-                m.phase,
+                m.phase().as_str_name(),
                 m.version,
                 if m.healthy { " healthy" } else { "" },
                 if m.leader { " leader" } else { "" },
@@ -54,11 +54,19 @@ pub fn describe(s: &ClusterStatus) -> String {
     let conditions: Vec<String> = s
         .conditions
         .iter()
-        .map(|c| format!("{}={} ({}: {})", c.r#type, c.status, c.reason, c.message))
+        .map(|c| {
+            format!(
+                "{}={} ({}: {})",
+                c.r#type().as_str_name(),
+                c.status().as_str_name(),
+                c.reason,
+                c.message
+            )
+        })
         .collect();
     format!(
         "phase {} ready {}/{} version {:?} in-flight {:?} members [{}] conditions [{}]",
-        s.phase,
+        s.phase().as_str_name(),
         s.ready,
         s.size,
         s.current_version,
@@ -69,39 +77,19 @@ pub fn describe(s: &ClusterStatus) -> String {
 }
 
 /// The condition of `type_` in a status.
-pub fn condition<'a>(
-    s: &'a ClusterStatus,
-    type_: &str,
-) -> Option<&'a etcd_operator::proto::Condition> {
-    s.conditions.iter().find(|c| c.r#type == type_)
+pub fn condition(s: &ClusterStatus, type_: ConditionType) -> Option<&Condition> {
+    s.conditions.iter().find(|c| c.r#type() == type_)
 }
 
-/// A member's phase as the status shows it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ShownPhase {
-    /// The phase its sidecar reports.
-    Reported(MemberPhase),
-    /// Its process does not run (the runtime's word; no sidecar reports it).
-    Down,
-    /// A word the contract does not define.
-    Unknown,
+/// True when `s` carries the condition `type_` with `status`.
+pub fn condition_is(s: &ClusterStatus, type_: ConditionType, status: ConditionStatus) -> bool {
+    condition(s, type_).is_some_and(|c| c.status() == status)
 }
 
-/// The phase of `member` as the contract's enum: the status names a reported phase by its
-/// variant (`Running`, `HandedOff`), whose proto name is `MEMBER_PHASE_RUNNING`,
-/// `MEMBER_PHASE_HANDED_OFF`.
-pub fn member_phase(member: &MemberStatus) -> ShownPhase {
-    if member.phase == "Down" {
-        return ShownPhase::Down;
-    }
-    let mut name = String::from("MEMBER_PHASE");
-    for c in member.phase.chars() {
-        if c.is_ascii_uppercase() {
-            name.push('_');
-        }
-        name.push(c.to_ascii_uppercase());
-    }
-    MemberPhase::from_str_name(&name).map_or(ShownPhase::Unknown, ShownPhase::Reported)
+/// The phase of `member` as the status shows it (`Down` when its process does not run,
+/// `Unspecified` for a value the contract does not define).
+pub fn member_phase(member: &MemberStatus) -> MemberPhase {
+    member.phase()
 }
 
 #[cfg(test)]
@@ -109,23 +97,34 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_reported_phase_reads_back_as_the_enum() {
-        let shown = |phase: &str| {
+    fn an_undefined_phase_reads_as_unspecified() {
+        let shown = |phase: i32| {
             member_phase(&MemberStatus {
-                phase: phase.into(),
+                phase,
                 ..Default::default()
             })
         };
-        for phase in (0..=8).filter_map(|i| MemberPhase::try_from(i).ok()) {
-            // The coordinator shows a reported phase by its variant name.
-            assert_eq!(shown(&format!("{phase:?}")), ShownPhase::Reported(phase));
-        }
-        assert_eq!(
-            shown("HandedOff"),
-            ShownPhase::Reported(MemberPhase::HandedOff)
-        );
-        assert_eq!(shown("Down"), ShownPhase::Down);
-        assert_eq!(shown("running"), ShownPhase::Unknown);
-        assert_eq!(shown(""), ShownPhase::Unknown);
+        assert_eq!(shown(MemberPhase::HandedOff as i32), MemberPhase::HandedOff);
+        assert_eq!(shown(MemberPhase::Down as i32), MemberPhase::Down);
+        assert_eq!(shown(99), MemberPhase::Unspecified);
+        let status = ClusterStatus {
+            conditions: vec![Condition {
+                r#type: ConditionType::SpecValid as i32,
+                status: ConditionStatus::False as i32,
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        assert!(condition_is(
+            &status,
+            ConditionType::SpecValid,
+            ConditionStatus::False
+        ));
+        assert!(!condition_is(
+            &status,
+            ConditionType::SpecValid,
+            ConditionStatus::True
+        ));
+        assert!(condition(&status, ConditionType::Available).is_none());
     }
 }

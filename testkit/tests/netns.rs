@@ -104,13 +104,22 @@ fn every_namespace_rule_and_qdisc_goes_even_when_the_run_panics() {
         .args(["--exact", INNER, "--nocapture", "--test-threads=1"])
         .env(netns::HUB_ENV, hub.prefix())
         .env("NETNS_TEST_MARKER", marker.path())
-        .status()
+        .output()
         .unwrap();
-    assert!(!status.success(), "the inner run was to panic");
+    // Its panics are the point; shown only when it did not end as it should.
+    let inner = format!(
+        "{}{}",
+        String::from_utf8_lossy(&status.stdout),
+        String::from_utf8_lossy(&status.stderr)
+    );
+    assert!(
+        !status.status.success(),
+        "the inner run was to panic:\n{inner}"
+    );
     assert_eq!(
         std::fs::read_to_string(marker.path()).unwrap(),
         "healed",
-        "the inner run did not get to heal its faults"
+        "the inner run did not get to heal its faults:\n{inner}"
     );
     // Left behind by the panic: the members' namespaces, for the hub to remove.
     let mut left = hub.namespaces();

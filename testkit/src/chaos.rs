@@ -54,6 +54,8 @@ pub const SCENARIOS: &[&str] = &[
     "one-way-loss",
     "lossy-slow-link",
     "coordinator-cut-off",
+    "partition-during-scale-up",
+    "partition-during-upgrade",
 ];
 
 /// Scenarios that fault the network between members, in namespaces of their own
@@ -65,6 +67,8 @@ pub const NETWORK: &[&str] = &[
     "one-way-loss",
     "lossy-slow-link",
     "coordinator-cut-off",
+    "partition-during-scale-up",
+    "partition-during-upgrade",
 ];
 
 /// How long a network fault holds: longer than the dead-after time the scenarios run with
@@ -949,8 +953,20 @@ async fn inject(
             ("replacement".into(), 3, v)
         }
         network if NETWORK.contains(&network) => {
-            let operation = network_fault(c, network, rng).await?;
-            (operation, initial.members.len(), v)
+            let (during, size, version) = match network {
+                "partition-during-scale-up" => {
+                    c.set_spec(5, &v)?;
+                    ("scale up 3 to 5".to_string(), 5, v)
+                }
+                "partition-during-upgrade" => {
+                    let to = options.upgrade_to.clone();
+                    c.set_spec(3, &to)?;
+                    (format!("rolling upgrade {v} to {to}"), 3, to)
+                }
+                _ => ("steady writes".to_string(), initial.members.len(), v),
+            };
+            let fault = network_fault(c, network, rng).await?;
+            (format!("{during}; {fault}"), size, version)
         }
         other => bail!("unknown scenario {other}"),
     })
@@ -979,7 +995,10 @@ async fn network_fault(
     let names: Vec<String> = status.members.iter().map(|m| m.name.clone()).collect();
     let mut faults = crate::netns::Faults::new();
     let what = match name {
-        "partition-leader" | "partition-follower" => {
+        "partition-leader"
+        | "partition-follower"
+        | "partition-during-scale-up"
+        | "partition-during-upgrade" => {
             let victim = pick(rng, &status, Some(name == "partition-leader"))?.to_string();
             let (ns, _) = place(&victim)?;
             for other in names.iter().filter(|n| **n != victim) {
@@ -1049,7 +1068,7 @@ async fn network_fault(
         bail!("{what}: no packet was dropped, the fault did not bite");
     }
     Ok(format!(
-        "steady writes; {what} for {} s ({dropped} packets dropped)",
+        "{what} for {} s ({dropped} packets dropped)",
         NETWORK_HOLD.as_secs()
     ))
 }

@@ -32,8 +32,8 @@ use crate::{
     traffic::{Traffic, TrafficConfig, final_read, hash_kv_all},
 };
 
-/// The faults, each paired with the operation it strikes during.
-pub const SCENARIOS: &[&str] = &[
+/// The process and disk faults, each paired with the operation it strikes during.
+pub const PROCESS: &[&str] = &[
     "kill-etcd",
     "kill-sidecar",
     "pause-leader-etcd",
@@ -48,14 +48,6 @@ pub const SCENARIOS: &[&str] = &[
     "wipe-majority",
     "kill-sidecar-during-backup",
     "kill-etcd-during-backup",
-    "partition-leader",
-    "partition-follower",
-    "split-2-3",
-    "one-way-loss",
-    "lossy-slow-link",
-    "coordinator-cut-off",
-    "partition-during-scale-up",
-    "partition-during-upgrade",
 ];
 
 /// Scenarios that fault the network between members, in namespaces of their own
@@ -70,6 +62,11 @@ pub const NETWORK: &[&str] = &[
     "partition-during-scale-up",
     "partition-during-upgrade",
 ];
+
+/// Every scenario: [`PROCESS`], then [`NETWORK`].
+pub fn scenarios() -> impl Iterator<Item = &'static str> {
+    PROCESS.iter().chain(NETWORK).copied()
+}
 
 /// How long a network fault holds: longer than the dead-after time the scenarios run with
 /// (5 s), so that a coordinator that took a partition for a death would act on it.
@@ -253,9 +250,7 @@ impl ChaosReport {
 /// Runs scenarios until `duration` has passed.
 pub async fn run(options: &ChaosOptions) -> ChaosReport {
     let mut rng = SeededRng::new(options.seed);
-    let mut pool: Vec<&str> = SCENARIOS
-        .iter()
-        .copied()
+    let mut pool: Vec<&str> = scenarios()
         .filter(|s| options.only.is_empty() || options.only.iter().any(|o| o == s))
         .collect();
     // A seeded shuffle: the same seed runs the same scenarios in the same order.
@@ -1172,7 +1167,8 @@ mod tests {
     #[test]
     fn network_scenarios_are_listed_and_show_their_removals() {
         for n in NETWORK {
-            assert!(SCENARIOS.contains(n), "{n}");
+            assert!(scenarios().any(|s| s == *n), "{n}");
+            assert!(!PROCESS.contains(n), "{n}");
         }
         let report = ChaosReport {
             results: vec![

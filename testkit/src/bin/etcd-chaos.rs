@@ -18,7 +18,7 @@ use std::{path::PathBuf, time::Duration};
 use anyhow::Context;
 use clap::Parser;
 use testkit::{
-    chaos::{ChaosOptions, NETWORK, SCENARIOS, run},
+    chaos::{ChaosOptions, NETWORK, PROCESS, run, scenarios},
     netns::{self, Hub},
 };
 
@@ -68,13 +68,13 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     if cli.list {
-        for s in SCENARIOS {
+        for s in scenarios() {
             println!("{s}");
         }
         return Ok(());
     }
     for o in &cli.only {
-        if !SCENARIOS.contains(&o.as_str()) {
+        if !scenarios().any(|s| s == o) {
             anyhow::bail!("unknown scenario {o:?}: see --list");
         }
     }
@@ -97,11 +97,7 @@ async fn main() -> anyhow::Result<()> {
             }
             Err(why) if cli.only.is_empty() => {
                 eprintln!("skipping the network scenarios: {why}");
-                only = SCENARIOS
-                    .iter()
-                    .filter(|s| !NETWORK.contains(s))
-                    .map(|s| s.to_string())
-                    .collect();
+                only = PROCESS.iter().map(|s| s.to_string()).collect();
             }
             Err(why) => anyhow::bail!("{why}"),
         }

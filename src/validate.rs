@@ -94,7 +94,9 @@ pub enum SpecError {
     )]
     BadFragmentation(i32),
     /// `spec.maintenance.autoCompaction.mode` is neither `periodic` nor `revision`.
-    #[error("spec.maintenance.autoCompaction.mode {0:?} is not a mode: use \"periodic\" or \"revision\"")]
+    #[error(
+        "spec.maintenance.autoCompaction.mode {0:?} is not a mode: use \"periodic\" or \"revision\""
+    )]
     BadCompactionMode(String),
     /// `spec.maintenance.autoCompaction.retention` does not fit its mode.
     #[error(

@@ -20,6 +20,8 @@ pub enum ConditionType {
     BackupHealthy,
     /// The cluster was created from a backup.
     Restored,
+    /// etcd raised an alarm (NOSPACE, CORRUPT) on a member.
+    Alarm,
 }
 
 impl ConditionType {
@@ -33,6 +35,7 @@ impl ConditionType {
             Self::QuorumLost => "QuorumLost",
             Self::BackupHealthy => "BackupHealthy",
             Self::Restored => "Restored",
+            Self::Alarm => "Alarm",
         }
     }
 }

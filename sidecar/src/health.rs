@@ -147,7 +147,11 @@ async fn observe_once(member: &Member, client: &mut Option<etcd_client::Client>)
     {
         Ok(Ok(resp)) => {
             // etcd lists every member's alarms: this member reports its own.
-            for a in resp.alarms().iter().filter(|a| a.member_id() == report.member_id) {
+            for a in resp
+                .alarms()
+                .iter()
+                .filter(|a| a.member_id() == report.member_id)
+            {
                 let alarm = match a.alarm() {
                     AlarmType::Nospace => Alarm::Nospace,
                     AlarmType::Corrupt => Alarm::Corrupt,

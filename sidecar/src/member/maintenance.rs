@@ -72,7 +72,10 @@ impl Member {
                 {
                     Ok(_) => info!(revision = to, "compacted"),
                     // Compacted there (or past it) already: the step is done.
-                    Err(e) if e.to_string().contains("required revision has been compacted") => {
+                    Err(e)
+                        if e.to_string()
+                            .contains("required revision has been compacted") =>
+                    {
                         info!(revision = to, "already compacted")
                     }
                     Err(e) => return Err(SidecarError::etcd("compact")(e)),

@@ -118,6 +118,21 @@ pub struct MaintenanceSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0))]
     pub quota_backend_bytes: Option<i64>,
+    /// What to do when etcd raises NOSPACE: `Recover` (default) compacts to the current
+    /// revision, defragments one member at a time (followers first, the leader last) and
+    /// disarms the alarm; `Manual` shows the alarm with what to do and changes nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub no_space: Option<NoSpacePolicy>,
+}
+
+/// What the operator does about a NOSPACE alarm.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum NoSpacePolicy {
+    /// Compact, defragment one member at a time, disarm.
+    #[default]
+    Recover,
+    /// Show the alarm and what to do by hand; change nothing.
+    Manual,
 }
 
 /// Scheduled defragmentation.

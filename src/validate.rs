@@ -229,7 +229,9 @@ pub fn validate_spec(spec: &EtcdClusterSpec) -> Result<ValidSpec, SpecErrors> {
             allow_downgrade: spec.allow_downgrade,
             quorum_loss: spec.quorum_loss(),
             maintenance: Maintenance {
-                recover_nospace: spec.maintenance.is_some(),
+                recover_nospace: spec.maintenance.as_ref().is_some_and(|m| {
+                    m.no_space.unwrap_or_default() == crate::resource::NoSpacePolicy::Recover
+                }),
                 defrag_percent: spec
                     .maintenance
                     .as_ref()
@@ -483,6 +485,7 @@ mod tests {
                 retention: "1h30m".into(),
             }),
             quota_backend_bytes: Some(16 << 20),
+            no_space: None,
         });
         let valid = validate_spec(&good).unwrap();
         assert_eq!(
@@ -496,6 +499,10 @@ mod tests {
             validate_spec(&spec(3, "3.6.15")).unwrap().maintenance,
             Maintenance::default()
         );
+        let mut manual = good.clone();
+        manual.maintenance.as_mut().unwrap().no_space =
+            Some(crate::resource::NoSpacePolicy::Manual);
+        assert!(!validate_spec(&manual).unwrap().maintenance.recover_nospace);
         let mut bad = good.clone();
         let m = bad.maintenance.as_mut().unwrap();
         m.defragment.as_mut().unwrap().schedule = "every night".into();
@@ -547,6 +554,7 @@ mod tests {
                 retention: "1000".into(),
             }),
             quota_backend_bytes: Some(16 << 20),
+            no_space: None,
         };
         assert_eq!(
             m.etcd_flags(),

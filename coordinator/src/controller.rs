@@ -1366,9 +1366,10 @@ fn alarm_condition(
         ));
     }
     if !nospace.is_empty() {
-        let message = if resource.spec.maintenance.is_some() {
+        let recovers = observed_spec_recovers(resource);
+        let message = if recovers {
             format!(
-                "etcd raised NOSPACE on {}: the cluster refuses writes. No member is replaced for it. spec.maintenance is set: the operator compacts to the current revision, defragments one member at a time (followers first, the leader last) and disarms the alarm",
+                "etcd raised NOSPACE on {}: the cluster refuses writes. No member is replaced for it. spec.maintenance lets the operator recover: it compacts to the current revision, defragments one member at a time (followers first, the leader last) and disarms the alarm",
                 nospace.join(", ")
             )
         } else {
@@ -1394,6 +1395,11 @@ fn alarm_condition(
             "etcd has no alarm raised: the cluster takes writes",
         )
     })
+}
+
+/// Whether the spec lets the operator recover from NOSPACE.
+fn observed_spec_recovers(resource: &EtcdCluster) -> bool {
+    validate_cluster(resource).is_ok_and(|s| s.maintenance.recover_nospace)
 }
 
 /// `BackupHealthy`: whether the newest backup is proven restorable; absent while the spec

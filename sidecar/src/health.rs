@@ -138,7 +138,14 @@ async fn observe_once(member: &Member, client: &mut Option<etcd_client::Client>)
     report.db_size_in_use = status.raft_used_db_size();
     report.db_size_quota = status.db_size_quota();
     report.etcd_version = status.version().to_string();
-    let mut errors: Vec<String> = status.errors().to_vec();
+    // etcd lists its raised alarms among the status errors ("memberID:... alarm:NOSPACE"):
+    // they are read from the alarm list below, and are not ill health.
+    let mut errors: Vec<String> = status
+        .errors()
+        .iter()
+        .filter(|e| !e.contains("alarm:"))
+        .cloned()
+        .collect();
     match tokio::time::timeout(
         Duration::from_secs(2),
         c.alarm(AlarmAction::Get, AlarmType::None, None::<AlarmOptions>),

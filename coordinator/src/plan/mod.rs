@@ -701,7 +701,7 @@ impl fmt::Display for WaitReason {
                 members,
             } => write!(
                 f,
-                "etcd raised NOSPACE on {}: the cluster refuses writes. No member is replaced for it and nothing is changed on its own. To free space by hand: compact to the current revision (etcdctl compact REV), defragment each member, followers first (etcdctl defrag --endpoints=URL), then etcdctl alarm disarm; or set spec.maintenance to let the operator do it (and raise spec.maintenance.quotaBackendBytes if the data itself is too large)",
+                "etcd raised NOSPACE on {}: the cluster refuses writes. No member is replaced for it and nothing is changed on its own. To free space by hand: compact to the current revision (etcdctl compact REV), defragment each member, followers first (etcdctl defrag --endpoints=URL), then etcdctl alarm disarm; or let the operator do it (spec.maintenance set, without noSpace: Manual) (and raise spec.maintenance.quotaBackendBytes if the data itself is too large)",
                 members.join(", ")
             ),
             Self::Alarmed {

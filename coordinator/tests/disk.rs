@@ -87,12 +87,14 @@ async fn a_full_backend_is_shown_then_freed_and_no_member_is_replaced() {
     let mut client = ok(&c, etcd_client(&endpoints(&before)).await);
     let mut acked: BTreeMap<String, String> = BTreeMap::new();
     let mut refused = None;
+    let mut writes = 0;
     for i in 0..2_000 {
         let (key, round) = (i % KEYS, i / KEYS);
         let k = format!("disk/{key:02}");
         let v = value(key, round);
         match client.put(k.clone(), v.clone(), None).await {
             Ok(_) => {
+                writes += 1;
                 acked.insert(k, v);
             }
             Err(e) => {
@@ -169,7 +171,7 @@ async fn a_full_backend_is_shown_then_freed_and_no_member_is_replaced() {
         }
     }
     eprintln!(
-        "NOSPACE: {} writes acknowledged before it; writes accepted again {:.1}s after recovery was allowed ({:.1}s after the first refusal)",
+        "NOSPACE: {writes} writes of {VALUE_BYTES} bytes to {} keys acknowledged before it; writes accepted again {:.1}s after recovery was allowed ({:.1}s after the first refusal)",
         acked.len(),
         recover_from.elapsed().as_secs_f64(),
         full_at.elapsed().as_secs_f64()

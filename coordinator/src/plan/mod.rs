@@ -35,8 +35,9 @@
 //! 10. Wait while a member joins (a learner, or a runtime member etcd does not list yet).
 //! 11. Wait while a voter is unhealthy or its report is stale. An alarm (NOSPACE, CORRUPT)
 //!     does not make a member unhealthy and never makes it dead: it is never replaced for it.
-//! 11b. Alarms: CORRUPT waits for people. NOSPACE without `spec.maintenance` waits, saying
-//!     what to do by hand; with it, space is freed: [`Action::Compact`] to the current
+//!     Then alarms: CORRUPT waits for people. NOSPACE waits, saying what to do by hand,
+//!     unless `spec.maintenance` is set (and its `noSpace` is not `Manual`); then space is
+//!     freed: [`Action::Compact`] to the current
 //!     revision, then [`Action::Defragment`] one member at a time (followers first, the
 //!     leader last, each reporting healthy again before the next), then
 //!     [`Action::DisarmAlarms`].

@@ -212,6 +212,7 @@ pub fn kind_name(kind: ChangeKind) -> &'static str {
         ChangeKind::Replace => "replace",
         ChangeKind::Upgrade => "upgrade",
         ChangeKind::ForceNewCluster => "force-new-cluster",
+        ChangeKind::Defragment => "defragment",
     }
 }
 

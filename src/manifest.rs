@@ -123,12 +123,22 @@ fn check_known_fields(doc: &serde_json::Value) -> Result<(), String> {
         "recovery",
         "backup",
         "restore",
+        "maintenance",
     ];
     const NESTED: &[(&str, &[&str])] = &[
         ("tls", &["enabled"]),
         ("recovery", &["quorumLoss"]),
         ("backup", &["schedule", "keep", "storage"]),
         ("restore", &["backup", "cluster", "storage", "bumpRevision"]),
+        (
+            "maintenance",
+            &[
+                "defragment",
+                "autoCompaction",
+                "quotaBackendBytes",
+                "noSpace",
+            ],
+        ),
     ];
     let Some(spec) = doc.get("spec").and_then(|s| s.as_object()) else {
         return Ok(());

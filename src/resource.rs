@@ -93,6 +93,94 @@ pub struct EtcdClusterSpec {
     /// cluster is never overwritten).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restore: Option<RestoreSpec>,
+    /// Day-2 disk maintenance: etcd's backend quota and automatic compaction (etcd flags,
+    /// applied to members started after a change), scheduled defragmentation, and, when it
+    /// is set at all, recovery from a NOSPACE alarm by the operator (compact, defragment
+    /// one member at a time, disarm). Without it a NOSPACE alarm is shown with what to do
+    /// by hand and nothing is changed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub maintenance: Option<MaintenanceSpec>,
+}
+
+/// Disk maintenance of the members' backends.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MaintenanceSpec {
+    /// Defragment members on a schedule, one at a time, followers first, the leader last.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub defragment: Option<DefragmentSpec>,
+    /// etcd's automatic compaction of old revisions (`--auto-compaction-mode`,
+    /// `--auto-compaction-retention`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auto_compaction: Option<AutoCompactionSpec>,
+    /// etcd's backend quota in bytes (`--quota-backend-bytes`; etcd's default is 2 GiB). A
+    /// member whose backend reaches it raises NOSPACE and the cluster refuses writes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub quota_backend_bytes: Option<i64>,
+    /// What to do when etcd raises NOSPACE: `Recover` (default) compacts to the current
+    /// revision, defragments one member at a time (followers first, the leader last) and
+    /// disarms the alarm; `Manual` shows the alarm with what to do and changes nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub no_space: Option<NoSpacePolicy>,
+}
+
+/// What the operator does about a NOSPACE alarm.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum NoSpacePolicy {
+    /// Compact, defragment one member at a time, disarm.
+    #[default]
+    Recover,
+    /// Show the alarm and what to do by hand; change nothing.
+    Manual,
+}
+
+/// Scheduled defragmentation.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DefragmentSpec {
+    /// A cron schedule in UTC, five fields (`0 3 * * *`: every day at 03:00). At each
+    /// scheduled time, for an hour, every member whose fragmentation is at least
+    /// `fragmentationPercent` is defragmented.
+    #[schemars(length(min = 1, max = 100))]
+    pub schedule: String,
+    /// The share of a member's backend that is free pages (`dbSize - dbSizeInUse` over
+    /// `dbSize`) from which it is defragmented, 1 to 100 (default 50).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 100))]
+    pub fragmentation_percent: Option<i32>,
+}
+
+/// The fragmentation a scheduled defragmentation starts from when the spec does not say.
+pub const DEFAULT_FRAGMENTATION_PERCENT: i32 = 50;
+
+/// etcd's automatic compaction.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AutoCompactionSpec {
+    /// `periodic` (keep `retention` of history, a duration such as `1h` or `30m`) or
+    /// `revision` (keep the last `retention` revisions, a number).
+    #[schemars(length(min = 1, max = 16))]
+    pub mode: String,
+    /// How much history to keep: a duration for `periodic` (`1h`, `30m`, `90s`), a number
+    /// of revisions for `revision`.
+    #[schemars(length(min = 1, max = 32))]
+    pub retention: String,
+}
+
+impl MaintenanceSpec {
+    /// The etcd flags it asks for, in a fixed order.
+    pub fn etcd_flags(&self) -> Vec<String> {
+        let mut flags = Vec::new();
+        if let Some(quota) = self.quota_backend_bytes {
+            flags.push(format!("--quota-backend-bytes={quota}"));
+        }
+        if let Some(auto) = &self.auto_compaction {
+            flags.push(format!("--auto-compaction-mode={}", auto.mode));
+            flags.push(format!("--auto-compaction-retention={}", auto.retention));
+        }
+        flags
+    }
 }
 
 /// When backups are taken and how many are kept.
@@ -463,6 +551,19 @@ pub struct MemberState {
     /// How its process or Pod last ended.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub last_exit: String,
+    /// Alarms etcd raised on this member (`NOSPACE`, `CORRUPT`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub alarms: Vec<String>,
+    /// The member's backend size, bytes.
+    #[serde(default, skip_serializing_if = "is_zero_i64")]
+    pub db_size: i64,
+    /// Of it, bytes in use.
+    #[serde(default, skip_serializing_if = "is_zero_i64")]
+    pub db_size_in_use: i64,
+}
+
+fn is_zero_i64(n: &i64) -> bool {
+    *n == 0
 }
 
 fn is_zero(n: &u32) -> bool {

@@ -78,6 +78,43 @@ pub enum SpecError {
         "spec.pod.sidecarImage {0:?} is not an image reference: use REGISTRY/REPOSITORY:TAG (or @sha256:DIGEST) of a copy of the operator image, without a scheme or spaces"
     )]
     BadSidecarImage(String),
+    /// `spec.maintenance.defragment.schedule` is not a cron schedule.
+    #[error(
+        "spec.maintenance.defragment.schedule {schedule:?} is not a cron schedule ({reason}): use five fields in UTC, for example \"0 3 * * *\""
+    )]
+    BadDefragSchedule {
+        /// The schedule given.
+        schedule: String,
+        /// What the parser said.
+        reason: String,
+    },
+    /// `spec.maintenance.defragment.fragmentationPercent` outside 1..=100.
+    #[error(
+        "spec.maintenance.defragment.fragmentationPercent is {0}: use a share of the backend from 1 to 100"
+    )]
+    BadFragmentation(i32),
+    /// `spec.maintenance.autoCompaction.mode` is neither `periodic` nor `revision`.
+    #[error(
+        "spec.maintenance.autoCompaction.mode {0:?} is not a mode: use \"periodic\" or \"revision\""
+    )]
+    BadCompactionMode(String),
+    /// `spec.maintenance.autoCompaction.retention` does not fit its mode.
+    #[error(
+        "spec.maintenance.autoCompaction.retention {retention:?} does not fit mode {mode}: {expected}"
+    )]
+    BadRetention {
+        /// The retention given.
+        retention: String,
+        /// The mode.
+        mode: String,
+        /// What the mode takes.
+        expected: &'static str,
+    },
+    /// `spec.maintenance.quotaBackendBytes` is negative.
+    #[error(
+        "spec.maintenance.quotaBackendBytes is {0}: it must be 0 (etcd's default, 2 GiB) or more bytes"
+    )]
+    NegativeQuota(i64),
     /// The object has no name.
     #[error("metadata.name is missing")]
     MissingName,
@@ -99,8 +136,21 @@ pub struct ValidSpec {
     pub allow_downgrade: bool,
     /// What may be done when quorum is lost for good.
     pub quorum_loss: crate::resource::QuorumLossPolicy,
+    /// What disk maintenance the operator may do on its own.
+    pub maintenance: Maintenance,
     /// Things that are allowed but worth saying (an even size).
     pub warnings: Vec<String>,
+}
+
+/// The disk maintenance a valid spec allows the operator.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Maintenance {
+    /// `spec.maintenance` is set: a NOSPACE alarm is recovered from by the operator
+    /// (compact, defragment one member at a time, disarm).
+    pub recover_nospace: bool,
+    /// With a defragmentation schedule: the fragmentation (percent of the backend that is
+    /// free pages) from which a member is defragmented when the schedule comes.
+    pub defrag_percent: Option<u32>,
 }
 
 /// Every problem of a refused spec.
@@ -169,12 +219,29 @@ pub fn validate_spec(spec: &EtcdClusterSpec) -> Result<ValidSpec, SpecErrors> {
     if let Some(pod) = &spec.pod {
         check_pod(pod, &mut errors);
     }
+    if let Some(maintenance) = &spec.maintenance {
+        check_maintenance(maintenance, &mut errors);
+    }
     match version {
         Some(version) if errors.is_empty() => Ok(ValidSpec {
             size: spec.size as u32,
             version,
             allow_downgrade: spec.allow_downgrade,
             quorum_loss: spec.quorum_loss(),
+            maintenance: Maintenance {
+                recover_nospace: spec.maintenance.as_ref().is_some_and(|m| {
+                    m.no_space.unwrap_or_default() == crate::resource::NoSpacePolicy::Recover
+                }),
+                defrag_percent: spec
+                    .maintenance
+                    .as_ref()
+                    .and_then(|m| m.defragment.as_ref())
+                    .map(|d| {
+                        d.fragmentation_percent
+                            .unwrap_or(crate::resource::DEFAULT_FRAGMENTATION_PERCENT)
+                            as u32
+                    }),
+            },
             warnings,
         }),
         _ => Err(SpecErrors(errors)),
@@ -207,6 +274,77 @@ fn check_backup(backup: &crate::resource::BackupSpec, errors: &mut Vec<SpecError
     if let Some(storage) = &backup.storage {
         check_storage("spec.backup.storage", storage, errors);
     }
+}
+
+fn check_maintenance(m: &crate::resource::MaintenanceSpec, errors: &mut Vec<SpecError>) {
+    if let Some(defrag) = &m.defragment {
+        if let Err(reason) = parse_schedule(&defrag.schedule) {
+            errors.push(SpecError::BadDefragSchedule {
+                schedule: defrag.schedule.clone(),
+                reason,
+            });
+        }
+        if let Some(percent) = defrag.fragmentation_percent
+            && !(1..=100).contains(&percent)
+        {
+            errors.push(SpecError::BadFragmentation(percent));
+        }
+    }
+    if let Some(auto) = &m.auto_compaction {
+        match auto.mode.as_str() {
+            "periodic" => {
+                if !is_retention_duration(&auto.retention) {
+                    errors.push(SpecError::BadRetention {
+                        retention: auto.retention.clone(),
+                        mode: auto.mode.clone(),
+                        expected: "a duration such as \"1h\", \"30m\" or \"1h30m\" (a bare number is hours)",
+                    });
+                }
+            }
+            "revision" => {
+                if auto.retention.parse::<u64>().is_err() {
+                    errors.push(SpecError::BadRetention {
+                        retention: auto.retention.clone(),
+                        mode: auto.mode.clone(),
+                        expected: "a number of revisions to keep, such as \"10000\"",
+                    });
+                }
+            }
+            other => errors.push(SpecError::BadCompactionMode(other.to_string())),
+        }
+    }
+    if let Some(quota) = m.quota_backend_bytes
+        && quota < 0
+    {
+        errors.push(SpecError::NegativeQuota(quota));
+    }
+}
+
+/// A retention etcd's periodic compaction takes: a bare number of hours, or a Go duration
+/// of whole units (`1h`, `30m`, `1h30m`, `90s`, `500ms`).
+fn is_retention_duration(text: &str) -> bool {
+    if text.parse::<u64>().is_ok() {
+        return true;
+    }
+    let mut rest = text;
+    if rest.is_empty() {
+        return false;
+    }
+    while !rest.is_empty() {
+        let digits = rest.chars().take_while(|c| c.is_ascii_digit()).count();
+        if digits == 0 {
+            return false;
+        }
+        rest = &rest[digits..];
+        let unit = ["ms", "h", "m", "s"]
+            .into_iter()
+            .find(|u| rest.starts_with(u));
+        match unit {
+            Some(u) => rest = &rest[u.len()..],
+            None => return false,
+        }
+    }
+    true
 }
 
 fn check_storage(
@@ -331,6 +469,102 @@ mod tests {
             allow_downgrade: false,
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn maintenance_is_checked_field_by_field() {
+        use crate::resource::{AutoCompactionSpec, DefragmentSpec, MaintenanceSpec};
+        let mut good = spec(3, "3.6.15");
+        good.maintenance = Some(MaintenanceSpec {
+            defragment: Some(DefragmentSpec {
+                schedule: "0 3 * * *".into(),
+                fragmentation_percent: Some(40),
+            }),
+            auto_compaction: Some(AutoCompactionSpec {
+                mode: "periodic".into(),
+                retention: "1h30m".into(),
+            }),
+            quota_backend_bytes: Some(16 << 20),
+            no_space: None,
+        });
+        let valid = validate_spec(&good).unwrap();
+        assert_eq!(
+            valid.maintenance,
+            Maintenance {
+                recover_nospace: true,
+                defrag_percent: Some(40)
+            }
+        );
+        assert_eq!(
+            validate_spec(&spec(3, "3.6.15")).unwrap().maintenance,
+            Maintenance::default()
+        );
+        let mut manual = good.clone();
+        manual.maintenance.as_mut().unwrap().no_space =
+            Some(crate::resource::NoSpacePolicy::Manual);
+        assert!(!validate_spec(&manual).unwrap().maintenance.recover_nospace);
+        let mut bad = good.clone();
+        let m = bad.maintenance.as_mut().unwrap();
+        m.defragment.as_mut().unwrap().schedule = "every night".into();
+        m.defragment.as_mut().unwrap().fragmentation_percent = Some(0);
+        m.auto_compaction.as_mut().unwrap().mode = "hourly".into();
+        m.quota_backend_bytes = Some(-1);
+        let errors = validate_spec(&bad).unwrap_err();
+        let text = errors.to_string();
+        assert_eq!(errors.0.len(), 4, "{text}");
+        for want in [
+            "spec.maintenance.defragment.schedule \"every night\" is not a cron schedule",
+            "fragmentationPercent is 0",
+            "mode \"hourly\" is not a mode: use \"periodic\" or \"revision\"",
+            "quotaBackendBytes is -1",
+        ] {
+            assert!(text.contains(want), "{want}: {text}");
+        }
+        for (mode, retention, ok) in [
+            ("periodic", "1h", true),
+            ("periodic", "30m", true),
+            ("periodic", "5", true),
+            ("periodic", "1x", false),
+            ("periodic", "h", false),
+            ("periodic", "", false),
+            ("revision", "1000", true),
+            ("revision", "1h", false),
+            ("revision", "-3", false),
+        ] {
+            let mut s = good.clone();
+            s.maintenance.as_mut().unwrap().auto_compaction = Some(AutoCompactionSpec {
+                mode: mode.into(),
+                retention: retention.into(),
+            });
+            let got = validate_spec(&s);
+            assert_eq!(got.is_ok(), ok, "{mode} {retention:?}: {got:?}");
+            if let Err(e) = got {
+                assert!(e.to_string().contains("does not fit mode"), "{e}");
+            }
+        }
+    }
+
+    #[test]
+    fn maintenance_becomes_etcd_flags() {
+        use crate::resource::{AutoCompactionSpec, MaintenanceSpec};
+        let m = MaintenanceSpec {
+            defragment: None,
+            auto_compaction: Some(AutoCompactionSpec {
+                mode: "revision".into(),
+                retention: "1000".into(),
+            }),
+            quota_backend_bytes: Some(16 << 20),
+            no_space: None,
+        };
+        assert_eq!(
+            m.etcd_flags(),
+            [
+                "--quota-backend-bytes=16777216",
+                "--auto-compaction-mode=revision",
+                "--auto-compaction-retention=1000"
+            ]
+        );
+        assert!(MaintenanceSpec::default().etcd_flags().is_empty());
     }
 
     #[test]

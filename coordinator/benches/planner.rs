@@ -143,6 +143,7 @@ fn pass(registry: &Registry, clusters: &[Simulated], now: i64) -> usize {
                     restarts: 0,
                     failing_since: None,
                     upgraded_at: None,
+                    defragmented_at: None,
                 }
             })
             .collect::<Vec<_>>();
@@ -166,6 +167,7 @@ fn pass(registry: &Registry, clusters: &[Simulated], now: i64) -> usize {
             backup_due: false,
             restore: None,
             recovery_backup: None,
+            maintenance: Default::default(),
             now,
             policy: Policy::default(),
         };

@@ -28,6 +28,8 @@ pub enum ConditionType {
     Restored,
     /// Kubernetes only: the last reconcile failed on a call to the API server.
     ReconcileFailed,
+    /// etcd raised an alarm (NOSPACE, CORRUPT) on a member.
+    Alarm,
 }
 
 impl ConditionType {
@@ -42,6 +44,7 @@ impl ConditionType {
             Self::BackupHealthy => "BackupHealthy",
             Self::Restored => "Restored",
             Self::ReconcileFailed => "ReconcileFailed",
+            Self::Alarm => "Alarm",
         }
     }
 }
@@ -57,6 +60,7 @@ impl From<ConditionType> for proto::ConditionType {
             ConditionType::BackupHealthy => Self::BackupHealthy,
             ConditionType::Restored => Self::Restored,
             ConditionType::ReconcileFailed => Self::ReconcileFailed,
+            ConditionType::Alarm => Self::Alarm,
         }
     }
 }
@@ -76,6 +80,7 @@ impl TryFrom<proto::ConditionType> for ConditionType {
             proto::ConditionType::BackupHealthy => Self::BackupHealthy,
             proto::ConditionType::Restored => Self::Restored,
             proto::ConditionType::ReconcileFailed => Self::ReconcileFailed,
+            proto::ConditionType::Alarm => Self::Alarm,
         })
     }
 }

@@ -16,7 +16,7 @@ use etcd_operator::{
     naming::member_id_hex,
     proto::{
         self, ChangeKind, ClusterStatus, Condition, ForceNewClusterRequest, HandoffRequest,
-        LeaveRequest, MemberStatus, sidecar_client::SidecarClient,
+        LeaveRequest, MaintenanceOp, MemberStatus, sidecar_client::SidecarClient,
     },
     resource::EtcdCluster,
     validate::validate_cluster,
@@ -33,6 +33,32 @@ use crate::{
     registry::{ForcedRecovery, Registry, now_ms},
     runtime::{MemberInfo, Runtime, RuntimeError},
 };
+
+/// How long one maintenance step (a defragmentation rewrites a whole backend) may take.
+const MAINTENANCE_DEADLINE: Duration = Duration::from_secs(600);
+
+/// How long a scheduled defragmentation round stays open after its scheduled time.
+const DEFRAG_ROUND_MS: i64 = 3_600_000;
+
+/// The scheduled defragmentation round under way at `now`: the latest scheduled time, if
+/// it came after the coordinator started and less than an hour ago.
+pub fn defrag_round(
+    spec: &etcd_operator::resource::EtcdClusterSpec,
+    started: UnixMillis,
+    now: UnixMillis,
+) -> Option<UnixMillis> {
+    let schedule = &spec.maintenance.as_ref()?.defragment.as_ref()?.schedule;
+    let cron = etcd_operator::validate::parse_schedule(schedule).ok()?;
+    let at = jiff::Timestamp::from_millisecond(now)
+        .ok()?
+        .to_zoned(jiff::tz::TimeZone::UTC);
+    let last = cron
+        .find_previous_occurrence(&at, true)
+        .ok()?
+        .timestamp()
+        .as_millisecond();
+    (last >= started && now - last < DEFRAG_ROUND_MS).then_some(last)
+}
 
 /// How long one backup (stream, store, fetch back, restore into scratch) may take.
 const BACKUP_DEADLINE: Duration = Duration::from_secs(1800);
@@ -284,6 +310,18 @@ impl<R: Runtime> ClusterController<R> {
                 })
                 .inc();
         }
+        for m in &status.members {
+            for alarm in [plan::MemberAlarm::NoSpace, plan::MemberAlarm::Corrupt] {
+                metrics
+                    .member_alarms
+                    .get_or_create(&crate::metrics::AlarmLabels {
+                        cluster: cluster.clone(),
+                        member: m.name.clone(),
+                        alarm: alarm.as_str().to_string(),
+                    })
+                    .set(i64::from(m.alarms.iter().any(|a| a == alarm.as_str())));
+            }
+        }
         let labels = ClusterLabels { cluster };
         metrics
             .ready_members
@@ -305,33 +343,40 @@ impl<R: Runtime> ClusterController<R> {
     ) -> Result<(Observed, Vec<MemberInfo>), RuntimeError> {
         let infos = self.runtime.members(&self.key).await?;
         let next_ordinal = self.runtime.next_ordinal(&self.key).await?;
-        let (reports, delete_requested, upgrades) = self.registry.with(&self.key, |entry, _| {
-            entry.runtime_members = infos.iter().map(|m| m.name.clone()).collect();
-            entry.seed = infos.iter().find(|m| m.seed).map(|m| m.name.clone());
-            entry
-                .reports
-                .retain(|name, _| infos.iter().any(|m| &m.name == name));
-            entry
-                .delete_requested
-                .retain(|name| infos.iter().any(|m| &m.name == name));
-            // An upgrade step is done once its member reports healthy on its new version.
-            let reports = &entry.reports;
-            entry.upgrades.retain(|name, at| {
-                infos.iter().any(|m| {
-                    &m.name == name
-                        && !reports.get(name).is_some_and(|r| {
-                            let mut report = MemberReport::from(&r.report);
-                            report.observed_at = r.received_at;
-                            report.healthy && plan::upgraded(&report, *at, m.version)
-                        })
-                })
+        self.runtime.note_spec(&self.key, &resource.spec).await;
+        let (reports, delete_requested, upgrades, maintenance) =
+            self.registry.with(&self.key, |entry, _| {
+                entry.runtime_members = infos.iter().map(|m| m.name.clone()).collect();
+                entry.seed = infos.iter().find(|m| m.seed).map(|m| m.name.clone());
+                entry
+                    .reports
+                    .retain(|name, _| infos.iter().any(|m| &m.name == name));
+                entry
+                    .delete_requested
+                    .retain(|name| infos.iter().any(|m| &m.name == name));
+                // An upgrade step is done once its member reports healthy on its new version.
+                let reports = &entry.reports;
+                entry.upgrades.retain(|name, at| {
+                    infos.iter().any(|m| {
+                        &m.name == name
+                            && !reports.get(name).is_some_and(|r| {
+                                let mut report = MemberReport::from(&r.report);
+                                report.observed_at = r.received_at;
+                                report.healthy && plan::upgraded(&report, *at, m.version)
+                            })
+                    })
+                });
+                entry
+                    .maintenance
+                    .defragmented
+                    .retain(|name, _| infos.iter().any(|m| &m.name == name));
+                (
+                    entry.reports.clone(),
+                    entry.delete_requested.iter().cloned().collect(),
+                    entry.upgrades.clone(),
+                    entry.maintenance.clone(),
+                )
             });
-            (
-                entry.reports.clone(),
-                entry.delete_requested.iter().cloned().collect(),
-                entry.upgrades.clone(),
-            )
-        });
         // Read the member list from members that run, voters reported healthy first.
         let mut endpoints: Vec<String> = infos
             .iter()
@@ -384,6 +429,7 @@ impl<R: Runtime> ClusterController<R> {
                 restarts: info.restarts.count,
                 failing_since: info.restarts.failing_since,
                 upgraded_at: upgrades.get(&info.name).copied(),
+                defragmented_at: maintenance.defragmented.get(&info.name).copied(),
             })
             .collect();
         let storage = crate::backups::resolve_storage(
@@ -430,6 +476,11 @@ impl<R: Runtime> ClusterController<R> {
             backup_due,
             restore,
             recovery_backup,
+            maintenance: plan::MaintenanceRecord {
+                compacted: maintenance.compacted,
+                disarmed_at: maintenance.disarmed_at,
+                defrag_round: defrag_round(&resource.spec, started, now),
+            },
             now,
             policy: self.policy,
         };
@@ -743,9 +794,77 @@ impl<R: Runtime> ClusterController<R> {
                 })
                 .await?;
             }
+            Action::Compact { name, revision } => {
+                let done = self
+                    .maintain(infos, name, MaintenanceOp::Compact, *revision)
+                    .await?;
+                info!(member = %name, revision = done.revision, "compacted");
+                self.registry.with(&self.key, |entry, _| {
+                    entry.maintenance.compacted = Some((done.revision.max(*revision), now_ms()));
+                });
+            }
+            Action::Defragment { name, reason } => {
+                info!(member = %name, %reason, "defragmenting");
+                let mut outcome = None;
+                let done = self
+                    .with_grant(name, ChangeKind::Defragment, async {
+                        outcome = Some(
+                            self.maintain(infos, name, MaintenanceOp::Defragment, 0)
+                                .await?,
+                        );
+                        Ok(())
+                    })
+                    .await;
+                // Recorded even when it failed: the member reports again before any other
+                // step, and a failed round is not retried in a loop.
+                self.registry.with(&self.key, |entry, _| {
+                    entry
+                        .maintenance
+                        .defragmented
+                        .insert(name.clone(), now_ms());
+                });
+                done?;
+                let done = outcome.unwrap_or_default();
+                self.registry
+                    .metrics()
+                    .defragmentations
+                    .get_or_create(&crate::metrics::ClusterLabels {
+                        cluster: self.key.to_string(),
+                    })
+                    .inc();
+                info!(member = %name, db_size = done.db_size, db_size_in_use = done.db_size_in_use, "defragmented");
+            }
+            Action::DisarmAlarms { name } => {
+                let done = self.maintain(infos, name, MaintenanceOp::Disarm, 0).await?;
+                info!(member = %name, disarmed = done.disarmed, "NOSPACE alarms disarmed");
+                self.registry.with(&self.key, |entry, _| {
+                    entry.maintenance.disarmed_at = Some(now_ms());
+                });
+            }
             Action::RefuseSpec { .. } | Action::Wait { .. } | Action::Steady => {}
         }
         Ok(())
+    }
+
+    /// One maintenance step through `name`'s sidecar.
+    async fn maintain(
+        &self,
+        infos: &[MemberInfo],
+        name: &str,
+        op: MaintenanceOp,
+        revision: i64,
+    ) -> Result<etcd_operator::proto::MaintainResponse, ActError> {
+        let info = find(infos, name)?;
+        let mut sidecar = self.sidecar_client_for(info, MAINTENANCE_DEADLINE).await?;
+        Ok(sidecar
+            .maintain(etcd_operator::proto::MaintainRequest {
+                op: op as i32,
+                revision,
+                coordinator_epoch: self.epoch()?,
+            })
+            .await
+            .map_err(refused_by(name))?
+            .into_inner())
     }
 
     /// The epoch of the term this coordinator acts under, asked again before every call
@@ -1025,6 +1144,11 @@ impl<R: Runtime> ClusterController<R> {
                 last_exit: info
                     .map(|i| i.restarts.last_exit.clone())
                     .unwrap_or_default(),
+                alarms: report
+                    .map(|r| r.alarms.iter().map(|a| a.as_str().to_string()).collect())
+                    .unwrap_or_default(),
+                db_size: report.map_or(0, |r| r.db_size),
+                db_size_in_use: report.map_or(0, |r| r.db_size_in_use),
             });
         }
         let manifest_error = self
@@ -1111,6 +1235,13 @@ impl<R: Runtime> ClusterController<R> {
             )
         });
         if let Some(c) = quorum_condition(&plan.action, forced.as_ref()) {
+            conditions.push(c);
+        }
+        let alarm_seen = previous
+            .conditions
+            .iter()
+            .any(|c| c.r#type() == proto::ConditionType::Alarm);
+        if let Some(c) = alarm_condition(resource, alarm_seen, &members) {
             conditions.push(c);
         }
         if let Some(c) = backup_condition(resource, &track) {
@@ -1206,6 +1337,71 @@ fn backup_state(track: &crate::backups::BackupTrack) -> Option<etcd_operator::pr
             .unwrap_or_default(),
         next: track.next_due.map(rfc3339_ms).unwrap_or_default(),
     })
+}
+
+/// `Alarm`: True while etcd has an alarm raised on a member, with what is done about it (or
+/// what to do by hand); False once none is raised; absent before any was seen.
+fn alarm_condition(
+    resource: &EtcdCluster,
+    seen_before: bool,
+    members: &[MemberStatus],
+) -> Option<Condition> {
+    let raised = |alarm: plan::MemberAlarm| -> Vec<String> {
+        members
+            .iter()
+            .filter(|m| m.alarms.iter().any(|a| a == alarm.as_str()))
+            .map(|m| m.name.clone())
+            .collect()
+    };
+    let corrupt = raised(plan::MemberAlarm::Corrupt);
+    let nospace = raised(plan::MemberAlarm::NoSpace);
+    if !corrupt.is_empty() {
+        let reason = plan::WaitReason::Alarmed {
+            alarm: plan::MemberAlarm::Corrupt,
+            members: corrupt,
+        };
+        return Some(condition(
+            ConditionType::Alarm,
+            ConditionStatus::True,
+            "Corrupt",
+            &reason.to_string(),
+        ));
+    }
+    if !nospace.is_empty() {
+        let recovers = observed_spec_recovers(resource);
+        let message = if recovers {
+            format!(
+                "etcd raised NOSPACE on {}: the cluster refuses writes. No member is replaced for it. spec.maintenance lets the operator recover: it compacts to the current revision, defragments one member at a time (followers first, the leader last) and disarms the alarm",
+                nospace.join(", ")
+            )
+        } else {
+            plan::WaitReason::Alarmed {
+                alarm: plan::MemberAlarm::NoSpace,
+                members: nospace,
+            }
+            .to_string()
+        };
+        return Some(condition(
+            ConditionType::Alarm,
+            ConditionStatus::True,
+            "NoSpace",
+            &message,
+        ));
+    }
+    // Shown once an alarm was seen, so that its clearing is visible too.
+    seen_before.then(|| {
+        condition(
+            ConditionType::Alarm,
+            ConditionStatus::False,
+            "Cleared",
+            "etcd has no alarm raised: the cluster takes writes",
+        )
+    })
+}
+
+/// Whether the spec lets the operator recover from NOSPACE.
+fn observed_spec_recovers(resource: &EtcdCluster) -> bool {
+    validate_cluster(resource).is_ok_and(|s| s.maintenance.recover_nospace)
 }
 
 /// `BackupHealthy`: whether the newest backup is proven restorable; absent while the spec

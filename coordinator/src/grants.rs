@@ -53,7 +53,7 @@ pub fn may_request(
                 5_000,
             ))
         }
-        ChangeKind::Upgrade | ChangeKind::ForceNewCluster => {
+        ChangeKind::Upgrade | ChangeKind::ForceNewCluster | ChangeKind::Defragment => {
             Err(NotGiven::NotRequestable(format!(
                 "{} is started by the coordinator, not requested",
                 kind_name(kind)

@@ -62,6 +62,17 @@ pub struct MemberLabels {
     pub member: String,
 }
 
+/// Labels of a member's alarm.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AlarmLabels {
+    /// The cluster.
+    pub cluster: String,
+    /// The member's name.
+    pub member: String,
+    /// `NOSPACE` or `CORRUPT`.
+    pub alarm: String,
+}
+
 /// Labels of a refused call.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RefusedLabels {
@@ -98,6 +109,10 @@ pub struct Metrics {
     pub backup_bytes: Family<ClusterLabels, Gauge>,
     /// Backups that failed.
     pub backup_failures: Family<ClusterLabels, Counter>,
+    /// 1 while etcd has the alarm raised on the member.
+    pub member_alarms: Family<AlarmLabels, Gauge>,
+    /// Members defragmented by the operator.
+    pub defragmentations: Family<ClusterLabels, Counter>,
     ready: AtomicBool,
 }
 
@@ -118,6 +133,18 @@ impl Default for Metrics {
             Family::<ClusterLabels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
         let backup_bytes = Family::<ClusterLabels, Gauge>::default();
         let backup_failures = Family::<ClusterLabels, Counter>::default();
+        let member_alarms = Family::<AlarmLabels, Gauge>::default();
+        let defragmentations = Family::<ClusterLabels, Counter>::default();
+        registry.register(
+            "member_alarms",
+            "1 while etcd has the alarm (NOSPACE, CORRUPT) raised on the member",
+            member_alarms.clone(),
+        );
+        registry.register(
+            "defragmentations",
+            "Members defragmented by the operator",
+            defragmentations.clone(),
+        );
         registry.register(
             "backup_last_success_timestamp_seconds",
             "When the newest backup proven restorable was taken",
@@ -194,6 +221,8 @@ impl Default for Metrics {
             backup_duration,
             backup_bytes,
             backup_failures,
+            member_alarms,
+            defragmentations,
             ready: AtomicBool::new(false),
         }
     }

@@ -55,12 +55,25 @@ pub struct ClusterEntry {
     pub delete_requested: std::collections::BTreeSet<String>,
     /// Where backups stand.
     pub backups: crate::backups::BackupTrack,
+    /// The disk maintenance this coordinator did.
+    pub maintenance: MaintenanceTrack,
     /// The backup the seed of a cluster created from one restores (given to it when it
     /// registers).
     pub restore: Option<etcd_operator::proto::RestoreSource>,
     /// Local mode: why the manifest file this cluster was read from is refused now (the
     /// cluster runs on as last read). Shown as `SpecValid False`.
     pub manifest_error: Option<String>,
+}
+
+/// The disk maintenance a coordinator did, for the planner (`plan::MaintenanceRecord`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MaintenanceTrack {
+    /// The last compaction: revision, and when it was done.
+    pub compacted: Option<(i64, UnixMillis)>,
+    /// When NOSPACE alarms were last disarmed.
+    pub disarmed_at: Option<UnixMillis>,
+    /// When each member was last defragmented.
+    pub defragmented: BTreeMap<String, UnixMillis>,
 }
 
 /// A new cluster forced from a survivor after quorum was lost for good.

@@ -177,6 +177,17 @@ pub trait Runtime: Send + Sync + 'static {
         etcd_tls: bool,
     ) -> impl Future<Output = Result<(), RuntimeError>> + Send;
 
+    /// The spec as last read, before each pass: a runtime that starts members without
+    /// the spec at hand (local processes) keeps what they need of it (etcd's flags from
+    /// `spec.maintenance`, applied to members started after a change).
+    fn note_spec(
+        &self,
+        _cluster: &ClusterKey,
+        _spec: &etcd_operator::resource::EtcdClusterSpec,
+    ) -> impl Future<Output = ()> + Send {
+        async {}
+    }
+
     /// Deletes member `name` and its data.
     fn delete_member(
         &self,

@@ -224,7 +224,7 @@ async fn call_coordinator(
     out
 }
 
-/// Leave, Handoff, ForceNewCluster and TakeBackup of a sidecar, as a coordinator of term
+/// Leave, Handoff, ForceNewCluster, TakeBackup and Maintain of a sidecar, as a coordinator of term
 /// `epoch` would send them.
 async fn call_sidecar(
     channel: Channel,
@@ -259,11 +259,19 @@ async fn call_sidecar(
             coordinator_epoch: epoch,
         })
         .await;
+    let maintain = client
+        .maintain(etcd_operator::proto::MaintainRequest {
+            op: etcd_operator::proto::MaintenanceOp::Defragment as i32,
+            revision: 0,
+            coordinator_epoch: epoch,
+        })
+        .await;
     vec![
         ("Leave", leave.map(|_| ())),
         ("Handoff", handoff.map(|_| ())),
         ("ForceNewCluster", force.map(|_| ())),
         ("TakeBackup", backup.map(|_| ())),
+        ("Maintain", maintain.map(|_| ())),
     ]
 }
 

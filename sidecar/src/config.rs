@@ -95,6 +95,16 @@ pub struct RunArgs {
     /// https then.
     #[arg(long, env = "ETCDOP_ETCD_TLS_DIR")]
     pub etcd_tls_dir: Option<PathBuf>,
+    /// etcd's backend quota in bytes (`--quota-backend-bytes`; etcd's default when not given).
+    #[arg(long, env = "ETCDOP_QUOTA_BACKEND_BYTES")]
+    pub quota_backend_bytes: Option<u64>,
+    /// etcd's automatic compaction mode, `periodic` or `revision` (`--auto-compaction-mode`).
+    #[arg(long, env = "ETCDOP_AUTO_COMPACTION_MODE")]
+    pub auto_compaction_mode: Option<String>,
+    /// etcd's automatic compaction retention (`--auto-compaction-retention`): a duration for
+    /// `periodic`, a number of revisions for `revision`. Required with the mode.
+    #[arg(long, env = "ETCDOP_AUTO_COMPACTION_RETENTION")]
+    pub auto_compaction_retention: Option<String>,
 }
 
 /// A refused configuration.
@@ -131,6 +141,16 @@ pub enum ConfigError {
     /// A TLS file or directory is unusable.
     #[error("{0}")]
     Tls(#[from] etcd_operator::tls::TlsError),
+    /// The automatic compaction flags do not go together.
+    #[error(
+        "--auto-compaction-mode and --auto-compaction-retention go together, the mode being periodic or revision (got {mode:?}, {retention:?})"
+    )]
+    AutoCompaction {
+        /// The mode given.
+        mode: Option<String>,
+        /// The retention given.
+        retention: Option<String>,
+    },
     /// A URL's scheme does not match the TLS settings.
     #[error("--{flag} {value:?} must be {scheme}:// {why}")]
     Scheme {
@@ -188,6 +208,10 @@ pub struct SidecarConfig {
     pub health_addr: Option<SocketAddr>,
     /// etcd's TLS files, when etcd uses TLS.
     pub etcd_tls: Option<crate::etcd_tls::EtcdTlsDir>,
+    /// etcd's backend quota, bytes (etcd's default when `None`).
+    pub quota_backend_bytes: Option<u64>,
+    /// etcd's automatic compaction: mode and retention.
+    pub auto_compaction: Option<(String, String)>,
 }
 
 impl SidecarConfig {
@@ -331,6 +355,17 @@ impl RunArgs {
         for e in &self.cluster_endpoints {
             check_scheme("cluster-endpoints", e, with_tls, why)?;
         }
+        let nonempty = |v: Option<String>| v.filter(|v| !v.is_empty());
+        let auto_compaction = match (
+            nonempty(self.auto_compaction_mode),
+            nonempty(self.auto_compaction_retention),
+        ) {
+            (None, None) => None,
+            (Some(mode), Some(retention)) if mode == "periodic" || mode == "revision" => {
+                Some((mode, retention))
+            }
+            (mode, retention) => return Err(ConfigError::AutoCompaction { mode, retention }),
+        };
         Ok(SidecarConfig {
             cluster: ClusterKey::new(self.namespace, self.cluster),
             name: self.name,
@@ -355,6 +390,8 @@ impl RunArgs {
             tls,
             health_addr: self.health_addr,
             etcd_tls,
+            quota_backend_bytes: self.quota_backend_bytes.filter(|q| *q > 0),
+            auto_compaction,
         })
     }
 }

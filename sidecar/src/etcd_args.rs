@@ -55,6 +55,14 @@ pub fn etcd_args(cfg: &SidecarConfig, bootstrap: &Bootstrap) -> Vec<String> {
             "--peer-client-cert-auth".to_string(),
         ]);
     }
+    // Disk maintenance (spec.maintenance): the backend quota and etcd's own compaction.
+    if let Some(quota) = cfg.quota_backend_bytes {
+        args.push(format!("--quota-backend-bytes={quota}"));
+    }
+    if let Some((mode, retention)) = &cfg.auto_compaction {
+        args.push(format!("--auto-compaction-mode={mode}"));
+        args.push(format!("--auto-compaction-retention={retention}"));
+    }
     let self_only = format!("{}={}", cfg.name, cfg.peer_url);
     match bootstrap {
         Bootstrap::FromData => {
@@ -109,6 +117,39 @@ mod tests {
             },
             health_addr: None,
             etcd_tls: None,
+            quota_backend_bytes: None,
+            auto_compaction: None,
+        }
+    }
+
+    #[test]
+    fn maintenance_flags_go_to_etcd_on_every_start() {
+        for bootstrap in [
+            Bootstrap::FromData,
+            Bootstrap::ForceNewCluster,
+            Bootstrap::NewCluster { token: "t".into() },
+            Bootstrap::Existing {
+                members: vec![("c-0001".into(), "http://127.0.0.1:2380".into())],
+            },
+        ] {
+            let plain = etcd_args(&cfg(), &bootstrap);
+            assert!(
+                !plain
+                    .iter()
+                    .any(|a| a.starts_with("--quota") || a.starts_with("--auto-compaction")),
+                "{plain:?}"
+            );
+            let mut c = cfg();
+            c.quota_backend_bytes = Some(16 << 20);
+            c.auto_compaction = Some(("periodic".into(), "1h".into()));
+            let args = etcd_args(&c, &bootstrap);
+            for want in [
+                "--quota-backend-bytes=16777216",
+                "--auto-compaction-mode=periodic",
+                "--auto-compaction-retention=1h",
+            ] {
+                assert!(args.contains(&want.to_string()), "{want}: {args:?}");
+            }
         }
     }
 

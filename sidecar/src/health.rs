@@ -135,8 +135,17 @@ async fn observe_once(member: &Member, client: &mut Option<etcd_client::Client>)
     report.raft_applied_index = status.raft_applied_index();
     report.raft_term = status.raft_term();
     report.db_size = status.db_size();
+    report.db_size_in_use = status.raft_used_db_size();
+    report.db_size_quota = status.db_size_quota();
     report.etcd_version = status.version().to_string();
-    let mut errors: Vec<String> = status.errors().to_vec();
+    // etcd lists its raised alarms among the status errors ("memberID:... alarm:NOSPACE"):
+    // they are read from the alarm list below, and are not ill health.
+    let mut errors: Vec<String> = status
+        .errors()
+        .iter()
+        .filter(|e| !e.contains("alarm:"))
+        .cloned()
+        .collect();
     match tokio::time::timeout(
         Duration::from_secs(2),
         c.alarm(AlarmAction::Get, AlarmType::None, None::<AlarmOptions>),
@@ -144,7 +153,12 @@ async fn observe_once(member: &Member, client: &mut Option<etcd_client::Client>)
     .await
     {
         Ok(Ok(resp)) => {
-            for a in resp.alarms() {
+            // etcd lists every member's alarms: this member reports its own.
+            for a in resp
+                .alarms()
+                .iter()
+                .filter(|a| a.member_id() == report.member_id)
+            {
                 let alarm = match a.alarm() {
                     AlarmType::Nospace => Alarm::Nospace,
                     AlarmType::Corrupt => Alarm::Corrupt,
@@ -168,7 +182,10 @@ async fn observe_once(member: &Member, client: &mut Option<etcd_client::Client>)
             .collect();
         member.learn_cluster_urls(urls);
     }
-    report.healthy = report.leader_id != 0 && errors.is_empty() && report.alarms.is_empty();
+    // An alarm does not make the member unhealthy: a member with NOSPACE answers, serves
+    // reads and is never replaced for it (the coordinator shows the alarm and, when the
+    // spec allows it, frees space).
+    report.healthy = report.leader_id != 0 && errors.is_empty();
     if !errors.is_empty() {
         report.last_error = errors.join("; ");
     }

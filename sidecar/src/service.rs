@@ -9,7 +9,8 @@ use std::{sync::Arc, time::Duration};
 use etcd_operator::proto::{
     Backup, BackupRequest, FinishJoinRequest, FinishJoinResponse, ForceNewClusterRequest,
     ForceNewClusterResponse, GetMemberHealthRequest, HandoffRequest, HandoffResponse, HealthReport,
-    LeaveRequest, LeaveResponse, sidecar_server::Sidecar,
+    LeaveRequest, LeaveResponse, MaintainRequest, MaintainResponse, MaintenanceOp,
+    sidecar_server::Sidecar,
 };
 use tokio::sync::watch;
 use tonic::{Request, Response, Status};
@@ -166,6 +167,29 @@ impl Sidecar for SidecarService {
             .await
             .map_err(to_status)?;
         Ok(Response::new(FinishJoinResponse { promoted }))
+    }
+
+    async fn maintain(
+        &self,
+        request: Request<MaintainRequest>,
+    ) -> Result<Response<MaintainResponse>, Status> {
+        self.only_the_coordinator(&request, "Maintain")?;
+        let request = request.into_inner();
+        self.member
+            .admit_epoch(request.coordinator_epoch, "Maintain")
+            .map_err(to_status)?;
+        let op = MaintenanceOp::try_from(request.op).unwrap_or(MaintenanceOp::Unspecified);
+        let outcome = self
+            .member
+            .maintain(op, request.revision)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(MaintainResponse {
+            revision: outcome.revision,
+            db_size: outcome.db_size,
+            db_size_in_use: outcome.db_size_in_use,
+            disarmed: outcome.disarmed,
+        }))
     }
 
     async fn force_new_cluster(

@@ -526,6 +526,17 @@ pub fn member_pod(input: MemberPodInput<'_>) -> Result<Pod, BuildError> {
     if let Some(url) = cluster_client_url {
         env_vars.push(env("ETCDOP_CLUSTER_ENDPOINTS", url));
     }
+    // etcd's flags from spec.maintenance, through the sidecar (members created after a
+    // change get them).
+    if let Some(m) = &cluster.spec.maintenance {
+        if let Some(quota) = m.quota_backend_bytes.filter(|q| *q > 0) {
+            env_vars.push(env("ETCDOP_QUOTA_BACKEND_BYTES", quota.to_string()));
+        }
+        if let Some(auto) = &m.auto_compaction {
+            env_vars.push(env("ETCDOP_AUTO_COMPACTION_MODE", &auto.mode));
+            env_vars.push(env("ETCDOP_AUTO_COMPACTION_RETENTION", &auto.retention));
+        }
+    }
     let port = |name: &str, port: u16| ContainerPort {
         name: Some(name.to_string()),
         container_port: i32::from(port),

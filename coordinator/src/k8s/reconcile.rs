@@ -531,6 +531,18 @@ async fn publish_outcome(
         ctx.publish(obj, EventType::Warning, "QuorumLost", message)
             .await;
     }
+    // An alarm raised (NOSPACE, CORRUPT): a Warning when it starts or changes.
+    let alarm = |s: &EtcdClusterStatus| {
+        s.conditions
+            .iter()
+            .find(|c| c.type_ == "Alarm" && c.status == "True")
+            .map(|c| (c.reason.clone(), c.message.clone()))
+    };
+    if let Some((reason, message)) = alarm(status)
+        && alarm(previous).is_none_or(|(was, _)| was != reason)
+    {
+        ctx.publish(obj, EventType::Warning, &reason, message).await;
+    }
     if previous.phase != status.phase && !status.phase.is_empty() {
         info!(from = %previous.phase, to = %status.phase, "phase changed");
         let from = if previous.phase.is_empty() {

@@ -32,6 +32,9 @@ pub fn resource_status(name: &str, status: &ClusterStatus) -> EtcdClusterStatus 
                 phase: member_phase_word(m.phase()).into(),
                 restarts: m.restarts,
                 last_exit: m.last_exit.clone(),
+                alarms: m.alarms.clone(),
+                db_size: m.db_size,
+                db_size_in_use: m.db_size_in_use,
             })
             .collect(),
         current_version: status.current_version.clone(),

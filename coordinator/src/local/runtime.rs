@@ -84,6 +84,8 @@ struct LocalCluster {
     restarts: HashMap<String, RestartHistory>,
     /// When each member's process was last started (or adopted).
     started_at: HashMap<String, UnixMillis>,
+    /// etcd's flags from `spec.maintenance` as last read, given to every sidecar started.
+    etcd_flags: Vec<String>,
 }
 
 /// How a child process ended, for people.
@@ -376,6 +378,8 @@ impl LocalRuntime {
         if member.tls {
             cmd.arg(format!("--etcd-tls-dir={}", tls_dir.display()));
         }
+        // The sidecar's flags of these names pass them on to etcd.
+        cmd.args(&local.etcd_flags);
         let child = cmd
             .spawn()
             .map_err(io(format!("starting the sidecar of {name}")))?;
@@ -629,6 +633,22 @@ impl Runtime for LocalRuntime {
         self.save(cluster, &local.record)?;
         info!(cluster = %cluster, member = %name, %version, seed, "member created");
         Ok(())
+    }
+
+    async fn note_spec(
+        &self,
+        cluster: &ClusterKey,
+        spec: &etcd_operator::resource::EtcdClusterSpec,
+    ) {
+        let flags = spec
+            .maintenance
+            .as_ref()
+            .map(|m| m.etcd_flags())
+            .unwrap_or_default();
+        let mut clusters = self.clusters.lock().await;
+        if let Ok(local) = self.cluster(&mut clusters, cluster).await {
+            local.etcd_flags = flags;
+        }
     }
 
     async fn delete_member(&self, cluster: &ClusterKey, name: &str) -> Result<(), RuntimeError> {

@@ -33,10 +33,20 @@
 //!    dead runtime member etcd does not list; wait while a listed member is down, not yet dead.
 //! 9. Delete the runtime member of a member that left etcd's member list.
 //! 10. Wait while a member joins (a learner, or a runtime member etcd does not list yet).
-//! 11. Wait while a voter is unhealthy or its report is stale.
+//! 11. Wait while a voter is unhealthy or its report is stale. An alarm (NOSPACE, CORRUPT)
+//!     does not make a member unhealthy and never makes it dead: it is never replaced for it.
+//!     Then alarms: CORRUPT waits for people. NOSPACE waits, saying what to do by hand,
+//!     unless `spec.maintenance` is set (and its `noSpace` is not `Manual`); then space is
+//!     freed: [`Action::Compact`] to the current
+//!     revision, then [`Action::Defragment`] one member at a time (followers first, the
+//!     leader last, each reporting healthy again before the next), then
+//!     [`Action::DisarmAlarms`].
 //! 12. Scale up one learner at a time; 13. scale down the highest ordinal, the leader last.
 //! 14. Upgrade one member at a time, followers first, the leader last.
-//! 15. Otherwise steady.
+//! 15. In a scheduled defragmentation round ([`MaintenanceRecord::defrag_round`]), defragment
+//!     members whose fragmentation reached the spec's threshold, one at a time, followers
+//!     first, the leader last.
+//! 16. Otherwise steady.
 //!
 //! # Definitions
 //!
@@ -106,10 +116,43 @@ pub struct Observed {
     /// With `spec.recovery.quorumLoss: Restore`, once a member's data is gone: the latest
     /// verified backup of the cluster, or why there is none to use (`None`: not looked up).
     pub recovery_backup: Option<Result<String, String>>,
+    /// Disk maintenance done and under way.
+    pub maintenance: MaintenanceRecord,
     /// Now, ms since the epoch.
     pub now: UnixMillis,
     /// Tunables.
     pub policy: Policy,
+}
+
+/// What the coordinator remembers of the disk maintenance it did, and the scheduled
+/// defragmentation round under way.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MaintenanceRecord {
+    /// The last compaction the coordinator made: the revision, and when it was done.
+    pub compacted: Option<(i64, UnixMillis)>,
+    /// When NOSPACE alarms were last disarmed.
+    pub disarmed_at: Option<UnixMillis>,
+    /// When the scheduled defragmentation round under way began (`None` outside one).
+    pub defrag_round: Option<UnixMillis>,
+}
+
+/// An alarm etcd raised on a member.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum MemberAlarm {
+    /// The backend quota is reached: the cluster refuses writes.
+    NoSpace,
+    /// Data corruption was detected.
+    Corrupt,
+}
+
+impl MemberAlarm {
+    /// The word etcd and `etcdctl alarm list` use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::NoSpace => "NOSPACE",
+            Self::Corrupt => "CORRUPT",
+        }
+    }
 }
 
 /// Tunables of the planner.
@@ -164,6 +207,8 @@ pub struct RuntimeMember {
     /// reported healthy on that version since (`None` otherwise). The upgrade step is then
     /// under way: waited for here, as a state of the plan, not inside the act.
     pub upgraded_at: Option<UnixMillis>,
+    /// When the coordinator last defragmented it (`None`: not since it started).
+    pub defragmented_at: Option<UnixMillis>,
 }
 
 /// Whether a member's data survives while the member is down.
@@ -191,7 +236,7 @@ pub fn restart_backoff_ms(restarts: u32) -> i64 {
 pub struct MemberReport {
     /// The etcd member id, 0 until joined.
     pub member_id: u64,
-    /// etcd answers, knows a leader and has no alarm.
+    /// etcd answers and knows a leader (an alarm does not make it unhealthy).
     pub healthy: bool,
     /// The member is the leader.
     pub leader: bool,
@@ -207,11 +252,40 @@ pub struct MemberReport {
     pub raft_index: u64,
     /// The revision of its key-value store (0 when unknown).
     pub revision: i64,
+    /// Alarms etcd raised on it.
+    pub alarms: Vec<MemberAlarm>,
+    /// Its backend's size, bytes (0 when unknown).
+    pub db_size: i64,
+    /// Of it, bytes in use.
+    pub db_size_in_use: i64,
+}
+
+impl MemberReport {
+    /// The share of its backend that is free pages, percent (0 when unknown).
+    pub fn fragmentation_percent(&self) -> u32 {
+        if self.db_size <= 0 || self.db_size_in_use <= 0 || self.db_size_in_use >= self.db_size {
+            return 0;
+        }
+        ((self.db_size - self.db_size_in_use) * 100 / self.db_size) as u32
+    }
 }
 
 impl From<&proto::HealthReport> for MemberReport {
     fn from(report: &proto::HealthReport) -> Self {
+        let mut alarms: Vec<MemberAlarm> = report
+            .alarms()
+            .filter_map(|a| match a {
+                proto::Alarm::Nospace => Some(MemberAlarm::NoSpace),
+                proto::Alarm::Corrupt => Some(MemberAlarm::Corrupt),
+                proto::Alarm::None => None,
+            })
+            .collect();
+        alarms.sort();
+        alarms.dedup();
         Self {
+            alarms,
+            db_size: report.db_size,
+            db_size_in_use: report.db_size_in_use,
             raft_index: report.raft_index,
             revision: report.revision,
             member_id: report.member_id,
@@ -408,6 +482,27 @@ pub enum Action {
         /// The version to restart it with.
         to: EtcdVersion,
     },
+    /// Compact the cluster's history up to `revision` through `name`'s sidecar, the first
+    /// step out of NOSPACE (cluster-wide; no member stalls).
+    Compact {
+        /// The member whose sidecar compacts.
+        name: String,
+        /// The revision to compact to: the current one.
+        revision: i64,
+    },
+    /// Defragment `name`'s backend (the member stalls while it runs), under a grant, so
+    /// that nothing else changes meanwhile.
+    Defragment {
+        /// The member.
+        name: String,
+        /// Why, for events and logs.
+        reason: String,
+    },
+    /// Disarm the cluster's NOSPACE alarms through `name`'s sidecar, once space is freed.
+    DisarmAlarms {
+        /// The member whose sidecar disarms.
+        name: String,
+    },
     /// Do nothing now, for the reason given.
     Wait {
         /// Why.
@@ -433,6 +528,9 @@ impl Action {
             Self::TakeBackup { .. } => "take_backup",
             Self::ForceNewCluster { .. } => "force_new_cluster",
             Self::RestoreCluster { .. } => "restore_cluster",
+            Self::Compact { .. } => "compact",
+            Self::Defragment { .. } => "defragment",
+            Self::DisarmAlarms { .. } => "disarm_alarms",
             Self::Wait { .. } => "wait",
             Self::Steady => "steady",
         }
@@ -451,7 +549,14 @@ impl Action {
     /// which a lost quorum forbids; a restart on the same data does not.
     pub fn changes_membership(&self) -> bool {
         self.changes_something()
-            && !matches!(self, Self::RestartMember { .. } | Self::TakeBackup { .. })
+            && !matches!(
+                self,
+                Self::RestartMember { .. }
+                    | Self::TakeBackup { .. }
+                    | Self::Compact { .. }
+                    | Self::Defragment { .. }
+                    | Self::DisarmAlarms { .. }
+            )
     }
 
     /// The member the action is about, for the `member` log field.
@@ -467,7 +572,10 @@ impl Action {
             | Self::ForceNewCluster { name, .. }
             | Self::RestoreCluster { seed: name, .. }
             | Self::UpgradeMember { name, .. }
-            | Self::FinishJoin { name } => Some(name),
+            | Self::FinishJoin { name }
+            | Self::Compact { name, .. }
+            | Self::Defragment { name, .. }
+            | Self::DisarmAlarms { name } => Some(name),
             Self::RefuseSpec { .. } | Self::Wait { .. } | Self::Steady => None,
         }
     }
@@ -510,6 +618,18 @@ pub enum WaitReason {
         /// With `Restore`: why no backup can be restored.
         no_backup: Option<String>,
     },
+    /// etcd raised an alarm the operator does not clear on its own: CORRUPT, or NOSPACE
+    /// without `spec.maintenance`.
+    Alarmed {
+        /// The alarm.
+        alarm: MemberAlarm,
+        /// The members that raised it.
+        members: Vec<String>,
+    },
+    /// A member defragmented has not reported since.
+    Defragmenting(String),
+    /// NOSPACE is still raised after compaction, defragmentation and a disarm.
+    NoSpaceAfterRecovery(Vec<String>),
     /// Anything else, said in full.
     Other(String),
 }
@@ -579,6 +699,31 @@ impl fmt::Display for WaitReason {
                     QuorumLossPolicy::Restore => Ok(()),
                 }
             }
+            Self::Alarmed {
+                alarm: MemberAlarm::NoSpace,
+                members,
+            } => write!(
+                f,
+                "etcd raised NOSPACE on {}: the cluster refuses writes. No member is replaced for it and nothing is changed on its own. To free space by hand: compact to the current revision (etcdctl compact REV), defragment each member, followers first (etcdctl defrag --endpoints=URL), then etcdctl alarm disarm; or let the operator do it (spec.maintenance set, without noSpace: Manual) (and raise spec.maintenance.quotaBackendBytes if the data itself is too large)",
+                members.join(", ")
+            ),
+            Self::Alarmed {
+                alarm: MemberAlarm::Corrupt,
+                members,
+            } => write!(
+                f,
+                "etcd raised CORRUPT on {}: its data differs from the cluster's. Nothing is changed on its own: check the members' hashes (etcdctl endpoint hashkv), replace the corrupt member by hand (etcd-coordinator delete-member), then etcdctl alarm disarm",
+                members.join(", ")
+            ),
+            Self::Defragmenting(name) => write!(
+                f,
+                "{name} was defragmented; no other step until it reports healthy again"
+            ),
+            Self::NoSpaceAfterRecovery(members) => write!(
+                f,
+                "NOSPACE is raised again on {} after compaction, defragmentation and a disarm: the data itself exceeds the quota. Delete keys, or raise spec.maintenance.quotaBackendBytes (applied as members restart)",
+                members.join(", ")
+            ),
             Self::Other(text) => f.write_str(text),
         }
     }
@@ -1086,8 +1231,11 @@ impl<'a> View<'a> {
             .or_else(|| self.delete_left())
             .or_else(|| self.wait_for_joiner())
             .or_else(|| self.wait_for_unhealthy())
+            .or_else(|| self.wait_for_defragmented())
+            .or_else(|| self.alarms())
             .or_else(|| self.scale())
             .or_else(|| self.upgrade())
+            .or_else(|| self.scheduled_defragment())
             .unwrap_or((Action::Steady, Phase::Running));
         // A backup that is due goes first (backups matter most when something is wrong),
         // with the phase the rest of the rules show.
@@ -1159,6 +1307,7 @@ impl<'a> View<'a> {
             ChangeKind::Add => self.growth_phase(),
             ChangeKind::Replace | ChangeKind::ForceNewCluster => Phase::Recovering,
             ChangeKind::Upgrade => Phase::Upgrading,
+            ChangeKind::Defragment => Phase::Running,
             ChangeKind::Remove if gone => Phase::Recovering,
             ChangeKind::Remove | ChangeKind::Unspecified => Phase::Scaling,
         }
@@ -1613,6 +1762,153 @@ impl<'a> View<'a> {
             None => WaitReason::Unhealthy(m.name().to_string()),
         };
         Some(wait(reason, m.trouble_phase()))
+    }
+
+    /// Rule 11b, first part: a member just defragmented must report healthy again (a report
+    /// made after the defragmentation) before any other step.
+    fn wait_for_defragmented(&self) -> Option<Step> {
+        let m = self.members.iter().find(|m| {
+            m.runtime.defragmented_at.is_some_and(|at| {
+                m.runtime
+                    .report
+                    .as_ref()
+                    .is_none_or(|r| r.observed_at < at || !r.healthy)
+            })
+        })?;
+        Some(wait(
+            WaitReason::Defragmenting(m.name().to_string()),
+            Phase::Running,
+        ))
+    }
+
+    /// The members whose fresh report carries `alarm`.
+    fn alarmed(&self, alarm: MemberAlarm) -> Vec<&MemberView<'a>> {
+        let (now, policy) = (self.observed.now, &self.observed.policy);
+        self.members
+            .iter()
+            .filter(|m| {
+                m.runtime.running
+                    && m.runtime
+                        .report
+                        .as_ref()
+                        .is_some_and(|r| is_fresh(r, now, policy) && r.alarms.contains(&alarm))
+            })
+            .collect()
+    }
+
+    /// Rule 11b. By now every voter is healthy (an alarm is not ill health).
+    fn alarms(&self) -> Option<Step> {
+        let names = |ms: &[&MemberView<'_>]| -> Vec<String> {
+            ms.iter().map(|m| m.name().to_string()).collect()
+        };
+        let corrupt = self.alarmed(MemberAlarm::Corrupt);
+        if !corrupt.is_empty() {
+            return Some(wait(
+                WaitReason::Alarmed {
+                    alarm: MemberAlarm::Corrupt,
+                    members: names(&corrupt),
+                },
+                Phase::Degraded,
+            ));
+        }
+        let nospace = self.alarmed(MemberAlarm::NoSpace);
+        if nospace.is_empty() {
+            return None;
+        }
+        if !self.spec.maintenance.recover_nospace {
+            return Some(wait(
+                WaitReason::Alarmed {
+                    alarm: MemberAlarm::NoSpace,
+                    members: names(&nospace),
+                },
+                Phase::Degraded,
+            ));
+        }
+        let voters: Vec<&MemberView<'a>> = self.members.iter().filter(|m| m.is_voter()).collect();
+        let revision = voters
+            .iter()
+            .filter_map(|m| m.runtime.report.as_ref().map(|r| r.revision))
+            .max()
+            .unwrap_or(0);
+        // Leader first for the cluster-wide steps: it is the one certain to be current.
+        let any = voters
+            .iter()
+            .min_by_key(|m| (!m.is_leader(), m.runtime.ordinal))
+            .map(|m| m.name().to_string())?;
+        let record = &self.observed.maintenance;
+        let compacted_at = match record.compacted {
+            Some((compacted, at)) if compacted >= revision => at,
+            _ => {
+                return Some((
+                    Action::Compact {
+                        name: any,
+                        revision,
+                    },
+                    Phase::Recovering,
+                ));
+            }
+        };
+        if let Some(m) = self
+            .next_to_defragment(|m| m.runtime.defragmented_at.is_none_or(|at| at < compacted_at))
+        {
+            return Some((
+                Action::Defragment {
+                    name: m.name().to_string(),
+                    reason: format!(
+                        "NOSPACE on {}: freeing the space compacted at revision {revision}",
+                        names(&nospace).join(", ")
+                    ),
+                },
+                Phase::Recovering,
+            ));
+        }
+        if record.disarmed_at.is_none_or(|at| at < compacted_at) {
+            return Some((Action::DisarmAlarms { name: any }, Phase::Recovering));
+        }
+        Some(wait(
+            WaitReason::NoSpaceAfterRecovery(names(&nospace)),
+            Phase::Degraded,
+        ))
+    }
+
+    /// The next member to defragment among those `pending`: voters, followers first by
+    /// ordinal, the leader last; learners are left alone.
+    fn next_to_defragment(
+        &self,
+        pending: impl Fn(&MemberView<'a>) -> bool,
+    ) -> Option<&MemberView<'a>> {
+        self.members
+            .iter()
+            .filter(|m| m.is_voter() && m.healthy && pending(m))
+            .min_by_key(|m| (m.is_leader(), m.runtime.ordinal))
+    }
+
+    /// Rule 15: a scheduled round defragments the members at or above the threshold that
+    /// were not defragmented since the round began.
+    fn scheduled_defragment(&self) -> Option<Step> {
+        let round = self.observed.maintenance.defrag_round?;
+        let threshold = self.spec.maintenance.defrag_percent?;
+        let m = self.next_to_defragment(|m| {
+            m.runtime.defragmented_at.is_none_or(|at| at < round)
+                && m.runtime
+                    .report
+                    .as_ref()
+                    .is_some_and(|r| r.fragmentation_percent() >= threshold)
+        })?;
+        let percent = m
+            .runtime
+            .report
+            .as_ref()
+            .map_or(0, MemberReport::fragmentation_percent);
+        Some((
+            Action::Defragment {
+                name: m.name().to_string(),
+                reason: format!(
+                    "scheduled: {percent}% of its backend is free pages (threshold {threshold}%)"
+                ),
+            },
+            Phase::Running,
+        ))
     }
 
     /// Rules 11 and 12. By now every voter is a healthy runtime member.

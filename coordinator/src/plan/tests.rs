@@ -8,6 +8,7 @@ use super::*;
 
 mod oracle;
 use oracle::check_invariants;
+mod disk;
 mod world;
 
 const CLUSTER: &str = "demo";
@@ -46,6 +47,7 @@ impl Situation {
                 version: V36,
                 allow_downgrade: false,
                 quorum_loss: QuorumLossPolicy::Manual,
+                maintenance: etcd_operator::validate::Maintenance::default(),
                 warnings: Vec::new(),
             }),
             members: Vec::new(),
@@ -56,6 +58,7 @@ impl Situation {
             backup_due: false,
             restore: None,
             recovery_backup: None,
+            maintenance: MaintenanceRecord::default(),
             now: NOW,
             policy: Policy::default(),
         })
@@ -84,6 +87,7 @@ impl Situation {
             restarts: 0,
             failing_since: None,
             upgraded_at: None,
+            defragmented_at: None,
         });
         self.0.next_ordinal = self.0.next_ordinal.max(ordinal + 1);
     }
@@ -116,6 +120,9 @@ impl Situation {
             observed_at: NOW - 500,
             raft_index: 100 + u64::from(ordinal),
             revision: 50,
+            alarms: Vec::new(),
+            db_size: 0,
+            db_size_in_use: 0,
         }
     }
 
@@ -157,6 +164,9 @@ impl Situation {
                 observed_at: NOW - 500,
                 raft_index: 0,
                 revision: 0,
+                alarms: Vec::new(),
+                db_size: 0,
+                db_size_in_use: 0,
             }),
         );
         self
@@ -389,6 +399,51 @@ impl Situation {
 
     fn next_ordinal(mut self, next: u32) -> Self {
         self.0.next_ordinal = next;
+        self
+    }
+
+    /// etcd raised `alarm` on the member.
+    fn alarm(mut self, ordinal: u32, alarm: MemberAlarm) -> Self {
+        self.report(ordinal).alarms.push(alarm);
+        self
+    }
+
+    /// `spec.maintenance` is set (with a defragmentation threshold when given).
+    fn maintenance(mut self, defrag_percent: Option<u32>) -> Self {
+        self.spec_mut().maintenance = etcd_operator::validate::Maintenance {
+            recover_nospace: true,
+            defrag_percent,
+        };
+        self
+    }
+
+    /// The coordinator compacted to `revision` `ago` ms before now.
+    fn compacted(mut self, revision: i64, ago: i64) -> Self {
+        self.0.maintenance.compacted = Some((revision, NOW - ago));
+        self
+    }
+
+    /// The coordinator defragmented the member `ago` ms before now.
+    fn defragmented(mut self, ordinal: u32, ago: i64) -> Self {
+        self.member(ordinal).defragmented_at = Some(NOW - ago);
+        self
+    }
+
+    fn disarmed(mut self, ago: i64) -> Self {
+        self.0.maintenance.disarmed_at = Some(NOW - ago);
+        self
+    }
+
+    /// The member's backend: `size` bytes, `in_use` of them in use.
+    fn backend(mut self, ordinal: u32, size: i64, in_use: i64) -> Self {
+        let r = self.report(ordinal);
+        r.db_size = size;
+        r.db_size_in_use = in_use;
+        self
+    }
+
+    fn defrag_round(mut self, ago: i64) -> Self {
+        self.0.maintenance.defrag_round = Some(NOW - ago);
         self
     }
 
@@ -1334,6 +1389,9 @@ fn reads_a_sidecar_health_report() {
             observed_at: 7,
             raft_index: 91,
             revision: 33,
+            alarms: Vec::new(),
+            db_size: 0,
+            db_size_in_use: 0,
         }
     );
     let unset = proto::HealthReport::default();

@@ -39,11 +39,13 @@ mod grant;
 mod handoff;
 mod join;
 mod leave;
+mod maintenance;
 mod start;
 
 pub use force_new_cluster::ForcedOutcome;
 pub use handoff::{DEFAULT_HANDOFF_RESTART_TIMEOUT, HandoffOutcome, latest_snapshot_index};
 pub use leave::LeaveOutcome;
+pub use maintenance::MaintenanceOutcome;
 
 /// How long a start waits for etcd to answer.
 const ETCD_READY_DEADLINE: Duration = Duration::from_secs(60);
@@ -100,9 +102,19 @@ pub async fn connect_etcd(
     tls: Option<&EtcdTlsDir>,
     endpoints: &[String],
 ) -> Result<Client, SidecarError> {
+    connect_etcd_with(tls, endpoints, Duration::from_secs(5)).await
+}
+
+/// [`connect_etcd`] with a request timeout of `timeout` (a defragmentation takes a while on
+/// a large backend).
+pub async fn connect_etcd_with(
+    tls: Option<&EtcdTlsDir>,
+    endpoints: &[String],
+    timeout: Duration,
+) -> Result<Client, SidecarError> {
     let mut options = ConnectOptions::new()
         .with_connect_timeout(Duration::from_secs(2))
-        .with_timeout(Duration::from_secs(5));
+        .with_timeout(timeout);
     if let Some(tls) = tls {
         let tls = tls
             .client_options()

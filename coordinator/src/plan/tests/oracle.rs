@@ -341,6 +341,29 @@ pub(super) fn check_invariants(observed: &Observed, plan: &Plan) {
                 context()
             );
         }
+        Action::Compact { name: by, .. } | Action::DisarmAlarms { name: by } => {
+            assert!(
+                observed.grant.is_none() && healthy >= quorum(voters),
+                "maintenance without quorum or with a change in flight: {}",
+                context()
+            );
+            let m = observed.members.iter().find(|m| &m.name == by).unwrap();
+            assert!(fresh_healthy(observed, m), "{}", context());
+        }
+        Action::Defragment { name: target, .. } => {
+            assert!(
+                observed.grant.is_none(),
+                "defragment with a change in flight: {}",
+                context()
+            );
+            assert!(
+                healthy == voters,
+                "defragment with an unhealthy voter: {}",
+                context()
+            );
+            let m = observed.members.iter().find(|m| &m.name == target).unwrap();
+            assert!(fresh_healthy(observed, m), "{}", context());
+        }
         Action::RefuseSpec { .. } | Action::Wait { .. } | Action::Steady => {}
     }
 }

@@ -574,8 +574,8 @@ fn is_zero(n: &u32) -> bool {
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ClusterCondition {
-    /// Available, Progressing, Degraded, SpecValid, QuorumLost, BackupHealthy, Restored or
-    /// ReconcileFailed (the gRPC contract's ConditionType).
+    /// Available, Progressing, Degraded, SpecValid, QuorumLost, BackupHealthy, Restored,
+    /// Alarm or ReconcileFailed (the gRPC contract's ConditionType).
     #[serde(rename = "type")]
     pub type_: String,
     /// "True", "False" or "Unknown".

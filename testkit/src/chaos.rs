@@ -61,6 +61,7 @@ pub const NETWORK: &[&str] = &[
     "coordinator-cut-off",
     "partition-during-scale-up",
     "partition-during-upgrade",
+    "partition-during-backup",
 ];
 
 /// Every scenario: [`PROCESS`], then [`NETWORK`].
@@ -354,6 +355,24 @@ use etcd_operator::quorum;
 /// for a backup, and kills the streaming member's sidecar (`sidecar`) or its etcd the moment
 /// its snapshot starts arriving. Returns the member and whether the call succeeded anyway.
 async fn kill_during_backup(c: &LocalCoordinator, sidecar: bool) -> anyhow::Result<(String, bool)> {
+    let (victim, call) = backup_streaming(c).await?;
+    if sidecar {
+        c.kill_member(&victim)?;
+    } else {
+        let pid = sidecar_pid(c, &victim)?;
+        signal(etcd_pid(pid)?, Signal::SIGKILL)?;
+    }
+    let (ok, _) = call.await??;
+    Ok((victim, ok))
+}
+
+/// The backup call [`backup_streaming`] started: whether it succeeded, and its output.
+type BackupCall = tokio::task::JoinHandle<anyhow::Result<(bool, String)>>;
+
+/// Fills the cluster with about 32 MiB (so that a snapshot takes a while to stream), asks
+/// for a backup, and returns once a member's snapshot starts arriving: that member, and the
+/// call.
+async fn backup_streaming(c: &LocalCoordinator) -> anyhow::Result<(String, BackupCall)> {
     let endpoints = (c.live_endpoints())();
     let value = vec![b'b'; 64 * 1024];
     let mut client = etcd_client::Client::connect(&endpoints, None).await?;
@@ -388,14 +407,7 @@ async fn kill_during_backup(c: &LocalCoordinator, sidecar: bool) -> anyhow::Resu
         },
     )
     .await?;
-    if sidecar {
-        c.kill_member(&victim)?;
-    } else {
-        let pid = sidecar_pid(c, &victim)?;
-        signal(etcd_pid(pid)?, Signal::SIGKILL)?;
-    }
-    let (ok, _) = call.await??;
-    Ok((victim, ok))
+    Ok((victim, call))
 }
 
 /// `etcd-coordinator backup` of `c`'s cluster: success, and what it printed.
@@ -958,9 +970,31 @@ async fn inject(
                     c.set_spec(3, &to)?;
                     (format!("rolling upgrade {v} to {to}"), 3, to)
                 }
+                "partition-during-backup" => {
+                    // The member streaming the snapshot is cut off from the others.
+                    let (streaming, call) = backup_streaming(c).await?;
+                    let fault = network_fault(c, network, Some(&streaming), rng).await?;
+                    let (ok, _) = call.await??;
+                    // Whatever the partition interrupted is never listed half-written, and
+                    // the next backup, asked for as the partition heals, succeeds.
+                    check_backups_whole(c).await?;
+                    let (next, out) = backup_cli(c).await?;
+                    if !next {
+                        bail!("the backup after the partition failed: {out}");
+                    }
+                    check_backups_whole(c).await?;
+                    return Ok((
+                        format!(
+                            "backup streaming from {streaming} (the call {}); {fault}",
+                            if ok { "succeeded" } else { "failed" }
+                        ),
+                        3,
+                        v,
+                    ));
+                }
                 _ => ("steady writes".to_string(), initial.members.len(), v),
             };
-            let fault = network_fault(c, network, rng).await?;
+            let fault = network_fault(c, network, None, rng).await?;
             (format!("{during}; {fault}"), size, version)
         }
         other => bail!("unknown scenario {other}"),
@@ -972,6 +1006,7 @@ async fn inject(
 async fn network_fault(
     c: &LocalCoordinator,
     name: &str,
+    victim: Option<&str>,
     rng: &mut SeededRng,
 ) -> anyhow::Result<String> {
     let status = c.status().await.context("status")?;
@@ -993,18 +1028,22 @@ async fn network_fault(
         "partition-leader"
         | "partition-follower"
         | "partition-during-scale-up"
-        | "partition-during-upgrade" => {
-            let victim = pick(rng, &status, Some(name == "partition-leader"))?.to_string();
+        | "partition-during-upgrade"
+        | "partition-during-backup" => {
+            let victim = match victim {
+                Some(v) => v.to_string(),
+                None => pick(rng, &status, Some(name == "partition-leader"))?.to_string(),
+            };
             let (ns, _) = place(&victim)?;
             for other in names.iter().filter(|n| **n != victim) {
                 faults.cut(&ns, &place(other)?.1)?;
             }
             format!(
                 "{} {victim} cut off from every other member",
-                if name == "partition-leader" {
-                    "leader"
-                } else {
-                    "follower"
+                match name {
+                    "partition-leader" => "leader",
+                    "partition-during-backup" => "member",
+                    _ => "follower",
                 }
             )
         }

@@ -251,7 +251,10 @@ impl ChaosReport {
 /// Runs scenarios until `duration` has passed.
 pub async fn run(options: &ChaosOptions) -> ChaosReport {
     let mut rng = SeededRng::new(options.seed);
+    // Network scenarios need a hub; a run outside one (not root) leaves them out unless named.
+    let in_hub = crate::netns::Hub::current().is_some();
     let mut pool: Vec<&str> = scenarios()
+        .filter(|s| in_hub || !options.only.is_empty() || !NETWORK.contains(s))
         .filter(|s| options.only.is_empty() || options.only.iter().any(|o| o == s))
         .collect();
     // A seeded shuffle: the same seed runs the same scenarios in the same order.

@@ -18,7 +18,7 @@ use std::{path::PathBuf, time::Duration};
 use anyhow::Context;
 use clap::Parser;
 use testkit::{
-    chaos::{ChaosOptions, NETWORK, PROCESS, run, scenarios},
+    chaos::{ChaosOptions, NETWORK, run, scenarios},
     netns::{self, Hub},
 };
 
@@ -78,12 +78,8 @@ async fn main() -> anyhow::Result<()> {
             anyhow::bail!("unknown scenario {o:?}: see --list");
         }
     }
-    let mut only = cli.only.clone();
-    let wants_network = if only.is_empty() {
-        true
-    } else {
-        only.iter().any(|o| NETWORK.contains(&o.as_str()))
-    };
+    let wants_network =
+        cli.only.is_empty() || cli.only.iter().any(|o| NETWORK.contains(&o.as_str()));
     if wants_network && Hub::current().is_none() {
         match netns::available() {
             Ok(()) => {
@@ -97,7 +93,6 @@ async fn main() -> anyhow::Result<()> {
             }
             Err(why) if cli.only.is_empty() => {
                 eprintln!("skipping the network scenarios: {why}");
-                only = PROCESS.iter().map(|s| s.to_string()).collect();
             }
             Err(why) => anyhow::bail!("{why}"),
         }
@@ -120,7 +115,7 @@ async fn main() -> anyhow::Result<()> {
         coordinator,
         seed: cli.seed,
         duration: cli.duration,
-        only,
+        only: cli.only,
         version: cli.version,
         upgrade_to: cli.upgrade_to,
     })

@@ -202,6 +202,18 @@ impl<R: Runtime> ClusterController<R> {
     /// One observe -> plan -> act -> status pass for `resource`.
     #[instrument(skip_all, fields(cluster = %self.key))]
     pub async fn reconcile(&self, resource: &EtcdCluster) -> Outcome {
+        let started = std::time::Instant::now();
+        let outcome = self.reconcile_once(resource).await;
+        let steady = matches!(outcome.plan.action, Action::Steady);
+        self.registry
+            .with(&self.key, |entry, _| entry.steady = steady);
+        self.registry
+            .metrics()
+            .observe_reconcile(started.elapsed().as_secs_f64());
+        outcome
+    }
+
+    async fn reconcile_once(&self, resource: &EtcdCluster) -> Outcome {
         let (observed, infos) = match self.observe(resource).await {
             Ok(o) => o,
             Err(e) => {

@@ -14,7 +14,7 @@ use std::{
 use axum::{Router, extract::State, http::StatusCode, response::IntoResponse, routing::get};
 use prometheus_client::{
     encoding::{EncodeLabelSet, text::encode},
-    metrics::{counter::Counter, family::Family, gauge::Gauge},
+    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
     registry::Registry as PromRegistry,
 };
 use tokio::net::TcpListener;
@@ -113,6 +113,8 @@ pub struct Metrics {
     pub member_alarms: Family<AlarmLabels, Gauge>,
     /// Members defragmented by the operator.
     pub defragmentations: Family<ClusterLabels, Counter>,
+    /// How long one reconcile takes (observe, plan, act, status), every cluster together.
+    pub reconcile_duration: Histogram,
     ready: AtomicBool,
 }
 
@@ -206,6 +208,12 @@ impl Default for Metrics {
             "1 while a membership change is in flight",
             change_in_flight.clone(),
         );
+        let reconcile_duration = Histogram::new(RECONCILE_BUCKETS.iter().copied());
+        registry.register(
+            "reconcile_duration_seconds",
+            "How long one reconcile takes: observe, plan, act, status",
+            reconcile_duration.clone(),
+        );
         Self {
             registry: Mutex::new(registry),
             reconciles,
@@ -223,12 +231,23 @@ impl Default for Metrics {
             backup_failures,
             member_alarms,
             defragmentations,
+            reconcile_duration,
             ready: AtomicBool::new(false),
         }
     }
 }
 
+/// The reconcile duration buckets, seconds.
+pub const RECONCILE_BUCKETS: &[f64] = &[
+    0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0,
+];
+
 impl Metrics {
+    /// Records one reconcile's duration.
+    pub fn observe_reconcile(&self, seconds: f64) {
+        self.reconcile_duration.observe(seconds);
+    }
+
     /// The metrics in Prometheus text format.
     pub fn render(&self) -> String {
         let mut out = String::new();

@@ -63,6 +63,30 @@ pub struct ClusterEntry {
     /// Local mode: why the manifest file this cluster was read from is refused now (the
     /// cluster runs on as last read). Shown as `SpecValid False`.
     pub manifest_error: Option<String>,
+    /// True when the last plan was `Steady`: a report that changes nothing a reconcile
+    /// acts on then wakes no reconciler (while the planner acts or waits, every report
+    /// does, so that its waits for a fresh report end when the report arrives).
+    pub steady: bool,
+    /// Wakes this cluster's reconciler (a stored permit: a wake while it reconciles is
+    /// not lost).
+    pub wake: Arc<Notify>,
+}
+
+/// A report without what moves on its own (raft index and term, revision, sizes, when it
+/// was observed, etcd's pid): two reports with the same steady part tell a reconcile the
+/// same.
+pub fn steady_part(report: &HealthReport) -> HealthReport {
+    HealthReport {
+        raft_index: 0,
+        raft_applied_index: 0,
+        raft_term: 0,
+        revision: 0,
+        db_size: 0,
+        db_size_in_use: 0,
+        observed_at_unix_ms: 0,
+        etcd_pid: 0,
+        ..report.clone()
+    }
 }
 
 /// The disk maintenance a coordinator did, for the planner (`plan::MaintenanceRecord`).
@@ -226,6 +250,20 @@ impl Registry {
     /// Wakes reconcilers (a report or grant changed).
     pub fn notify(&self) {
         self.changed.notify_waiters();
+    }
+
+    /// Wakes the reconciler of `key` (and whatever waits on [`Registry::changed`]).
+    pub fn notify_cluster(&self, key: &ClusterKey) {
+        if let Some(wake) = self.with_existing(key, |entry, _| Arc::clone(&entry.wake)) {
+            wake.notify_one();
+        }
+        self.changed.notify_waiters();
+    }
+
+    /// What wakes the reconciler of `key` ([`Registry::notify_cluster`]): await
+    /// `notified()` on it.
+    pub fn cluster_wake(&self, key: &ClusterKey) -> Arc<Notify> {
+        self.with(key, |entry, _| Arc::clone(&entry.wake))
     }
 
     /// Resolves at the next `notify`.

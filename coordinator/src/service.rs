@@ -25,7 +25,26 @@ use tracing::{info, warn};
 use etcd_operator::identity::PeerIdentity;
 use etcd_operator::tls;
 
-use crate::registry::{ReceivedReport, Registry, now_ms};
+use crate::registry::{ReceivedReport, Registry, now_ms, steady_part};
+
+/// Wakes the reconciler of the cluster a health stream reported for when the stream ends,
+/// however it ends.
+struct WakeOnDrop {
+    registry: Registry,
+    key: Option<ClusterKey>,
+}
+
+impl Drop for WakeOnDrop {
+    fn drop(&mut self) {
+        if let Some(key) = &self.key {
+            self.registry.notify_cluster(key);
+        }
+    }
+}
+
+/// A report arriving this long after its member's previous one wakes the reconciler even
+/// when it tells the same (the member's reports were going stale).
+const STEADY_REPORT_GAP_MS: i64 = 5_000;
 
 /// How often sidecars are asked to report, in milliseconds.
 pub const REPORT_INTERVAL_MS: u32 = 1000;
@@ -196,6 +215,12 @@ impl Coordinator for CoordinatorService {
         let caller = self.caller(&request, "ReportHealth")?;
         let mut stream = request.into_inner();
         let mut received = 0u64;
+        // A stream that breaks (the sidecar's process ended, or lost the coordinator) is
+        // news for its cluster: it is reconciled at once.
+        let mut wake_at_end = WakeOnDrop {
+            registry: self.registry.clone(),
+            key: None,
+        };
         while let Some(report) = stream.next().await {
             let report = report?;
             let key = cluster_key(report.cluster.as_ref())?;
@@ -206,10 +231,15 @@ impl Coordinator for CoordinatorService {
                 .registry
                 .with_existing(&key, |entry, grants| {
                     if !entry.runtime_members.contains(&report.member_name) {
-                        return false;
+                        return None;
                     }
                     let now = now_ms();
                     crate::grants::adopt_reported(grants, &key, &report, now);
+                    let matters = !entry.steady
+                        || entry.reports.get(&report.member_name).is_none_or(|old| {
+                            now.saturating_sub(old.received_at) > STEADY_REPORT_GAP_MS
+                                || steady_part(&old.report) != steady_part(&report)
+                        });
                     entry.reports.insert(
                         report.member_name.clone(),
                         ReceivedReport {
@@ -217,10 +247,17 @@ impl Coordinator for CoordinatorService {
                             received_at: now,
                         },
                     );
-                    true
+                    Some(matters)
                 })
-                .unwrap_or(false);
-            if !known {
+                .flatten();
+            if known == Some(true) {
+                // Reconciled at once: what it changes is acted on now, not at the next tick.
+                self.registry.notify_cluster(&key);
+            }
+            if known.is_some() && wake_at_end.key.is_none() {
+                wake_at_end.key = Some(key.clone());
+            }
+            if known.is_none() {
                 return Err(Status::permission_denied(format!(
                     "{} is not a member of cluster {key}",
                     report.member_name
@@ -311,7 +348,7 @@ impl Coordinator for CoordinatorService {
             .unwrap_or(false);
         if released {
             info!(cluster = %key, grant = %request.grant_id, succeeded = request.succeeded, "membership grant released");
-            self.registry.notify();
+            self.registry.notify_cluster(&key);
         } else {
             warn!(cluster = %key, grant = %request.grant_id, "release of a grant not in flight");
         }
@@ -406,7 +443,7 @@ impl Coordinator for CoordinatorService {
             })
             .ok_or_else(|| Status::not_found(format!("cluster {key} is not managed here")))??;
         info!(cluster = %key, "asked for a backup now");
-        self.registry.notify();
+        self.registry.notify_cluster(&key);
         let deadline = tokio::time::Instant::now() + TAKE_BACKUP_DEADLINE;
         loop {
             let done = self
@@ -483,7 +520,7 @@ impl Coordinator for CoordinatorService {
             })
             .ok_or_else(|| Status::not_found(format!("cluster {key} is not managed here")))??;
         info!(cluster = %key, member = %name, "asked to delete a member with its data");
-        self.registry.notify();
+        self.registry.notify_cluster(&key);
         // The planner deletes it at its next step, unless that would break quorum; the
         // request is withdrawn if it is still waiting at the deadline.
         let deadline = tokio::time::Instant::now() + DELETE_MEMBER_DEADLINE;

@@ -2,7 +2,10 @@
 //! reports to the coordinator (reconnecting when it is away: a coordinator that cannot be
 //! reached changes nothing about the member itself).
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use etcd_client::{AlarmAction, AlarmOptions, AlarmType};
 use etcd_operator::proto::{Alarm, HealthReport, MemberPhase};
@@ -16,40 +19,112 @@ use crate::member::{Member, now_unix_ms};
 /// The gRPC health service name reported SERVING when the member is healthy.
 pub const SERVICE_NAME: &str = "etcdop.v1.Sidecar";
 
-/// Observes the member forever, publishing each report on `reports`.
+/// How often the member is observed while it is not settled (starting, joining, a
+/// learner, unhealthy, holding a grant): a change shows in the next report at once.
+const UNSETTLED_OBSERVE: Duration = Duration::from_millis(100);
+
+/// Observes the member forever, publishing a report when something changes (etcd started
+/// or exited, became healthy, leader changed, learner caught up or promoted, the
+/// lifecycle moved) and at least every report interval.
 pub async fn observe(
     member: Arc<Member>,
     reports: watch::Sender<HealthReport>,
     grpc_health: HealthReporter,
 ) {
-    let mut ticker = tokio::time::interval(member.cfg.report_interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut lifecycle = member.state();
+    let mut process = member.supervisor.state();
     let mut client: Option<etcd_client::Client> = None;
     let mut was_healthy = None;
+    let mut last_sent: Option<(HealthReport, Instant)> = None;
+    let lifecycle_part = |s: &crate::member::MemberState| {
+        (
+            s.phase,
+            s.member_id,
+            s.held_grant.clone(),
+            s.last_error.clone(),
+        )
+    };
+    let process_part = |p: &crate::supervisor::ProcessState| (p.pid, p.restarts, p.wanted);
     loop {
-        ticker.tick().await;
+        // What the observation starts from: a change after this point wakes the next one.
+        let lifecycle_seen = lifecycle_part(&lifecycle.borrow_and_update());
+        let process_seen = process_part(&process.borrow_and_update());
         let report = observe_once(&member, &mut client).await;
         if was_healthy != Some(report.healthy) {
-            if report.healthy {
-                grpc_health
-                    .set_service_status(SERVICE_NAME, tonic_health::ServingStatus::Serving)
-                    .await;
-                grpc_health
-                    .set_service_status("", tonic_health::ServingStatus::Serving)
-                    .await;
+            let status = if report.healthy {
+                tonic_health::ServingStatus::Serving
             } else {
-                grpc_health
-                    .set_service_status(SERVICE_NAME, tonic_health::ServingStatus::NotServing)
-                    .await;
-                grpc_health
-                    .set_service_status("", tonic_health::ServingStatus::NotServing)
-                    .await;
-            }
+                tonic_health::ServingStatus::NotServing
+            };
+            grpc_health.set_service_status(SERVICE_NAME, status).await;
+            grpc_health.set_service_status("", status).await;
             was_healthy = Some(report.healthy);
         }
-        // A join interrupted between the add and the promotion shows in the report (a
-        // learner in phase Running): the coordinator's planner finishes it (`FinishJoin`).
-        reports.send_replace(report);
+        let settled = settled(&report);
+        let due = last_sent.as_ref().is_none_or(|(sent, at)| {
+            at.elapsed() >= member.cfg.report_interval || news(sent, &report)
+        });
+        if due {
+            // A join interrupted between the add and the promotion shows in the report (a
+            // learner in phase Running): the coordinator's planner finishes it
+            // (`FinishJoin`).
+            last_sent = Some((report.clone(), Instant::now()));
+            reports.send_replace(report);
+        }
+        let next = if settled {
+            member.cfg.report_interval
+        } else {
+            UNSETTLED_OBSERVE.min(member.cfg.report_interval)
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(next) => {}
+            _ = changed_from(&mut lifecycle, lifecycle_seen, lifecycle_part) => {}
+            _ = changed_from(&mut process, process_seen, process_part) => {}
+        }
+    }
+}
+
+/// A member with nothing under way: healthy voter, running, no grant held.
+fn settled(report: &HealthReport) -> bool {
+    report.healthy
+        && !report.learner
+        && report.phase == MemberPhase::Running as i32
+        && report.held_grant_id.is_empty()
+}
+
+/// True when `new` tells the coordinator something `old` did not (not counting what moves
+/// on its own: raft indexes, revision, sizes, the observation time).
+fn news(old: &HealthReport, new: &HealthReport) -> bool {
+    let steady = |r: &HealthReport| HealthReport {
+        raft_index: 0,
+        raft_applied_index: 0,
+        raft_term: 0,
+        revision: 0,
+        db_size: 0,
+        db_size_in_use: 0,
+        observed_at_unix_ms: 0,
+        ..r.clone()
+    };
+    steady(old) != steady(new)
+}
+
+/// Resolves when the part `part` picks of the watched value differs from `before` (never,
+/// once its sender is gone).
+async fn changed_from<T, K: PartialEq>(
+    rx: &mut watch::Receiver<T>,
+    before: K,
+    part: impl Fn(&T) -> K,
+) {
+    if part(&rx.borrow()) != before {
+        return;
+    }
+    loop {
+        if rx.changed().await.is_err() {
+            return std::future::pending().await;
+        }
+        if part(&rx.borrow_and_update()) != before {
+            return;
+        }
     }
 }
 

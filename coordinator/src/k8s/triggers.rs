@@ -20,7 +20,7 @@ use kube::{
 use super::ANNOTATION_BACKUP_NOW;
 use crate::{
     plan::Policy,
-    registry::{Registry, now_ms},
+    registry::{Registry, now_ms, steady_part},
 };
 
 /// The annotations a reconcile reads from the `EtcdCluster`. (The next-ordinal annotation
@@ -59,19 +59,6 @@ struct Fingerprint {
     backup_requested: Option<UnixMillis>,
     backups_finished: u64,
     delete_requested: BTreeSet<String>,
-}
-
-fn steady_part(report: &HealthReport) -> HealthReport {
-    HealthReport {
-        raft_index: 0,
-        raft_applied_index: 0,
-        raft_term: 0,
-        revision: 0,
-        db_size: 0,
-        observed_at_unix_ms: 0,
-        etcd_pid: 0,
-        ..report.clone()
-    }
 }
 
 fn fingerprint(

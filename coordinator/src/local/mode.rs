@@ -272,6 +272,7 @@ async fn cluster_loop(
     );
     let mut last_line = String::new();
     let mut announced = false;
+    let wake = registry.cluster_wake(&key);
     loop {
         let resource = spec.borrow_and_update().clone();
         let outcome = controller.reconcile(&resource).await;
@@ -329,15 +330,18 @@ async fn cluster_loop(
             }
             announced = ready;
         }
-        let wait = if outcome.plan.action.changes_something() {
-            Duration::from_millis(200)
-        } else {
-            opts.interval
+        // Event-driven: a report that matters, a grant released, an operator's request
+        // or a spec change reconciles at once; the interval is only a resync. Right after
+        // an action the next look comes soon (what it started shows in the reports).
+        let wait = match (&outcome.error, outcome.plan.action.changes_something()) {
+            (None, true) => Duration::from_millis(100),
+            (Some(_), true) => Duration::from_millis(200),
+            _ => opts.interval,
         };
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
             _ = spec.changed() => {}
-            _ = registry.changed() => {}
+            _ = wake.notified() => {}
         }
     }
 }

@@ -21,6 +21,9 @@ use crate::{
 /// How long a joiner waits for its learner to catch up and be promoted.
 const PROMOTE_DEADLINE: Duration = Duration::from_secs(90);
 
+/// How soon a refused MemberAdd or MemberPromote is asked again.
+const ADD_RETRY: Duration = Duration::from_millis(100);
+
 impl Member {
     /// Lifecycle 3: join an existing cluster as a learner, then promote.
     pub(super) async fn join(&self, endpoints: &[String]) -> Result<(), SidecarError> {
@@ -106,7 +109,6 @@ impl Member {
         removed: &[u64],
     ) -> Result<(u64, Vec<etcd_client::Member>, u64), SidecarError> {
         let deadline = Instant::now() + Duration::from_secs(120);
-        let mut backoff = Duration::from_millis(250);
         loop {
             if let Ok(list) = client.member_list().await {
                 let ours = list
@@ -154,8 +156,10 @@ impl Member {
                     "adding this member as a learner".into(),
                 ));
             }
-            sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_secs(3));
+            // etcd refuses the add until every voter has been connected for 5 s after the
+            // last change (its strict reconfiguration check): asking again often (a refusal
+            // costs one request) adds the learner as soon as etcd allows it.
+            sleep(ADD_RETRY).await;
         }
     }
 
@@ -173,7 +177,7 @@ impl Member {
                 }
                 Err(e) => return Err(SidecarError::etcd("member promote")(e)),
             }
-            sleep(Duration::from_millis(300)).await;
+            sleep(ADD_RETRY).await;
         }
     }
 

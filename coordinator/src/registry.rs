@@ -72,6 +72,27 @@ pub struct ClusterEntry {
     pub wake: Arc<Notify>,
 }
 
+/// A report arriving this long after its member's previous one wakes the reconciler even
+/// when it tells the same (the member's reports were going stale).
+pub const STEADY_REPORT_GAP_MS: i64 = 5_000;
+
+/// Whether a report just received wakes its cluster's reconciler: always while the planner
+/// acts or waits (`steady` false: its waits for a fresh report end at once); when steady,
+/// only the first report of a member, one after a gap, or one that tells something the
+/// previous one did not.
+pub fn report_matters(
+    steady: bool,
+    previous: Option<&ReceivedReport>,
+    report: &HealthReport,
+    now: UnixMillis,
+) -> bool {
+    !steady
+        || previous.is_none_or(|old| {
+            now.saturating_sub(old.received_at) > STEADY_REPORT_GAP_MS
+                || steady_part(&old.report) != steady_part(report)
+        })
+}
+
 /// A report without what moves on its own (raft index and term, revision, sizes, when it
 /// was observed, etcd's pid): two reports with the same steady part tell a reconcile the
 /// same.
@@ -292,5 +313,65 @@ impl Registry {
             .collect();
         out.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(leader_id: u64, raft_index: u64) -> HealthReport {
+        HealthReport {
+            member_name: "c-0000".into(),
+            healthy: true,
+            leader_id,
+            raft_index,
+            observed_at_unix_ms: raft_index as i64,
+            ..Default::default()
+        }
+    }
+
+    fn received(report: HealthReport, at: UnixMillis) -> ReceivedReport {
+        ReceivedReport {
+            report,
+            received_at: at,
+        }
+    }
+
+    #[test]
+    fn only_news_wakes_a_steady_cluster() {
+        let old = received(report(7, 100), 1_000);
+        // Steady: the raft index and the observation time move on their own.
+        assert!(!report_matters(true, Some(&old), &report(7, 150), 2_000));
+        // A new leader is news; so is a member's first report, and one after a gap.
+        assert!(report_matters(true, Some(&old), &report(8, 150), 2_000));
+        assert!(report_matters(true, None, &report(7, 150), 2_000));
+        assert!(report_matters(
+            true,
+            Some(&old),
+            &report(7, 150),
+            1_000 + STEADY_REPORT_GAP_MS + 1
+        ));
+        // While the planner acts or waits, every report wakes it.
+        assert!(report_matters(false, Some(&old), &report(7, 150), 2_000));
+    }
+
+    #[tokio::test]
+    async fn a_wake_while_the_reconciler_is_busy_is_not_lost() {
+        let registry = Registry::new();
+        let key = ClusterKey::local("c");
+        let wake = registry.cluster_wake(&key);
+        // Nobody waits yet (the reconciler is busy): the wake is kept for it.
+        registry.notify_cluster(&key);
+        tokio::time::timeout(std::time::Duration::from_secs(5), wake.notified())
+            .await
+            .expect("the stored wake");
+        // Another cluster's wake is not this one's.
+        registry.notify_cluster(&ClusterKey::local("other"));
+        assert!(
+            tokio::time::timeout(std::time::Duration::from_millis(50), wake.notified())
+                .await
+                .is_err()
+        );
     }
 }

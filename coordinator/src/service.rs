@@ -25,7 +25,7 @@ use tracing::{info, warn};
 use etcd_operator::identity::PeerIdentity;
 use etcd_operator::tls;
 
-use crate::registry::{ReceivedReport, Registry, now_ms, steady_part};
+use crate::registry::{ReceivedReport, Registry, now_ms, report_matters};
 
 /// Wakes the reconciler of the cluster a health stream reported for when the stream ends,
 /// however it ends.
@@ -41,10 +41,6 @@ impl Drop for WakeOnDrop {
         }
     }
 }
-
-/// A report arriving this long after its member's previous one wakes the reconciler even
-/// when it tells the same (the member's reports were going stale).
-const STEADY_REPORT_GAP_MS: i64 = 5_000;
 
 /// How often sidecars are asked to report, in milliseconds.
 pub const REPORT_INTERVAL_MS: u32 = 1000;
@@ -235,11 +231,12 @@ impl Coordinator for CoordinatorService {
                     }
                     let now = now_ms();
                     crate::grants::adopt_reported(grants, &key, &report, now);
-                    let matters = !entry.steady
-                        || entry.reports.get(&report.member_name).is_none_or(|old| {
-                            now.saturating_sub(old.received_at) > STEADY_REPORT_GAP_MS
-                                || steady_part(&old.report) != steady_part(&report)
-                        });
+                    let matters = report_matters(
+                        entry.steady,
+                        entry.reports.get(&report.member_name),
+                        &report,
+                        now,
+                    );
                     entry.reports.insert(
                         report.member_name.clone(),
                         ReceivedReport {

@@ -242,6 +242,7 @@ async fn floor_join() -> anyhow::Result<Duration> {
 /// its data dir.
 struct BareCluster {
     dir: tempfile::TempDir,
+    version: etcd_operator::EtcdVersion,
     names: Vec<String>,
     initial: String,
     urls: Vec<(String, String)>,
@@ -250,6 +251,11 @@ struct BareCluster {
 
 impl BareCluster {
     async fn start(n: usize) -> anyhow::Result<Self> {
+        Self::start_on(n, DEFAULT_VERSION).await
+    }
+
+    /// A static cluster of `n` members of etcd `version`.
+    async fn start_on(n: usize, version: etcd_operator::EtcdVersion) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
         let names: Vec<String> = (0..n).map(|i| format!("m{i}")).collect();
         let urls: Vec<(String, String)> = (0..n)
@@ -268,6 +274,7 @@ impl BareCluster {
             .join(",");
         let mut c = Self {
             dir,
+            version,
             names,
             initial,
             urls,
@@ -284,7 +291,7 @@ impl BareCluster {
     }
 
     fn spawn(&self, i: usize) -> anyhow::Result<Child> {
-        let bin = EtcdBinaries::from_env().resolve(DEFAULT_VERSION)?;
+        let bin = EtcdBinaries::from_env().resolve(self.version)?;
         let (client, peer) = &self.urls[i];
         Ok(Command::new(bin)
             .args([
@@ -324,6 +331,150 @@ impl BareCluster {
         }
         Ok(started.elapsed())
     }
+
+    /// Floor of a rolling upgrade: each member in turn (the leader last) stopped and started
+    /// on `version` on its data until every member is healthy, with one move of the
+    /// leadership before the leader's turn.
+    async fn upgrade_to(
+        &mut self,
+        version: etcd_operator::EtcdVersion,
+    ) -> anyhow::Result<Duration> {
+        let started = Instant::now();
+        let mut order: Vec<usize> = Vec::new();
+        let leader = self.leader().await?;
+        order.extend((0..self.names.len()).filter(|&i| i != leader));
+        self.version = version;
+        for &i in &order {
+            self.restart(i).await?;
+        }
+        // Hand the leadership to an upgraded member, then restart the old leader.
+        let mut c = connect(&self.urls[leader].0).await?;
+        let to = c
+            .member_list()
+            .await?
+            .members()
+            .iter()
+            .find(|m| m.name() == self.names[order[0]])
+            .map(|m| m.id())
+            .context("the upgraded member's id")?;
+        c.move_leader(to).await?;
+        self.restart(leader).await?;
+        Ok(started.elapsed())
+    }
+
+    async fn restart(&mut self, i: usize) -> anyhow::Result<()> {
+        if let Some(mut child) = self.members[i].take() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(child.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+            let _ = child.wait();
+        }
+        self.members[i] = Some(self.spawn(i)?);
+        for (client, _) in &self.urls {
+            wait_healthy(client, Duration::from_secs(60)).await?;
+        }
+        Ok(())
+    }
+
+    async fn leader(&self) -> anyhow::Result<usize> {
+        let mut c = connect(&self.urls[0].0).await?;
+        let leader = c.status().await?.leader();
+        let list = c.member_list().await?;
+        let name = list
+            .members()
+            .iter()
+            .find(|m| m.id() == leader)
+            .map(|m| m.name().to_string())
+            .context("the leader in the member list")?;
+        self.names
+            .iter()
+            .position(|n| *n == name)
+            .context("the leader's index")
+    }
+}
+
+/// Floor of creation: `n` bare etcd started together as one static cluster
+/// (`--initial-cluster` of all, `--initial-cluster-state=new`) until all are healthy.
+async fn floor_static(n: usize) -> anyhow::Result<Duration> {
+    let started = Instant::now();
+    let c = BareCluster::start(n).await?;
+    let elapsed = started.elapsed();
+    drop(c);
+    Ok(elapsed)
+}
+
+/// Floor of growth: a bare static 3-member cluster grown to 5 by learners as fast as etcd
+/// accepts them (MemberAdd retried while etcd's strict reconfiguration check refuses it,
+/// start, promote retried until in sync), per added member.
+async fn floor_grow() -> anyhow::Result<Duration> {
+    let c = BareCluster::start(3).await?;
+    let bin = EtcdBinaries::from_env().resolve(DEFAULT_VERSION)?;
+    let mut client = connect(&c.urls[0].0).await?;
+    let mut joined: Vec<BareEtcd> = Vec::new();
+    let mut initial = c.initial.clone();
+    let started = Instant::now();
+    for i in 3..5 {
+        let name = format!("m{i}");
+        let peer_url = format!("http://127.0.0.1:{}", free_port());
+        let client_url = format!("http://127.0.0.1:{}", free_port());
+        let id = loop {
+            match client
+                .member_add(
+                    [peer_url.as_str()],
+                    Some(MemberAddOptions::new().with_is_learner()),
+                )
+                .await
+            {
+                Ok(r) => break r.member().map(|m| m.id()).unwrap_or(0),
+                Err(_) if started.elapsed() < Duration::from_secs(60) => {
+                    tokio::time::sleep(Duration::from_millis(20)).await
+                }
+                Err(e) => return Err(e.into()),
+            }
+        };
+        initial = format!("{initial},{name}={peer_url}");
+        let child = Command::new(&bin)
+            .args([
+                format!("--name={name}"),
+                format!("--data-dir={}", c.dir.path().join(&name).display()),
+                format!("--listen-client-urls={client_url}"),
+                format!("--advertise-client-urls={client_url}"),
+                format!("--listen-peer-urls={peer_url}"),
+                format!("--initial-advertise-peer-urls={peer_url}"),
+                format!("--initial-cluster={initial}"),
+                "--initial-cluster-state=existing".into(),
+                "--log-level=error".into(),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?;
+        joined.push(BareEtcd {
+            child,
+            client_url: client_url.clone(),
+            peer_url,
+        });
+        loop {
+            match client.member_promote(id).await {
+                Ok(_) => break,
+                Err(_) if started.elapsed() < Duration::from_secs(90) => {
+                    tokio::time::sleep(Duration::from_millis(20)).await
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        wait_healthy(&client_url, Duration::from_secs(30)).await?;
+    }
+    let elapsed = started.elapsed();
+    drop(joined);
+    drop(c);
+    Ok(elapsed / 2)
+}
+
+/// Floor of a rolling upgrade of 3 members from `from` to `DEFAULT_VERSION`.
+async fn floor_upgrade(from: etcd_operator::EtcdVersion) -> anyhow::Result<Duration> {
+    let mut c = BareCluster::start_on(3, from).await?;
+    c.upgrade_to(DEFAULT_VERSION).await
 }
 
 impl Drop for BareCluster {
@@ -606,9 +757,105 @@ fn mib(kib: u64) -> String {
     format!("{:.1} MiB", kib as f64 / 1024.0)
 }
 
+/// The coordinator's reconcile duration histogram, as scraped from `/metrics`: the
+/// cumulative bucket counts (upper bound, count), the sum and the count.
+#[derive(Debug, Default, Clone)]
+struct Histogram {
+    buckets: Vec<(f64, u64)>,
+    sum: f64,
+    count: u64,
+}
+
+impl Histogram {
+    /// What was observed between `earlier` and this one.
+    fn since(&self, earlier: &Histogram) -> Histogram {
+        Histogram {
+            buckets: self
+                .buckets
+                .iter()
+                .map(|(le, n)| {
+                    let before = earlier
+                        .buckets
+                        .iter()
+                        .find(|(l, _)| l == le)
+                        .map_or(0, |(_, n)| *n);
+                    (*le, n.saturating_sub(before))
+                })
+                .collect(),
+            sum: self.sum - earlier.sum,
+            count: self.count.saturating_sub(earlier.count),
+        }
+    }
+
+    /// The smallest bucket bound that holds at least `q` of the observations.
+    fn quantile_bound(&self, q: f64) -> f64 {
+        let want = (self.count as f64 * q).ceil() as u64;
+        self.buckets
+            .iter()
+            .find(|(_, n)| *n >= want)
+            .map_or(f64::INFINITY, |(le, _)| *le)
+    }
+
+    fn mean(&self) -> f64 {
+        if self.count == 0 {
+            0.0
+        } else {
+            self.sum / self.count as f64
+        }
+    }
+}
+
+/// Scrapes `etcd_operator_reconcile_duration_seconds` from the coordinator's `/metrics`.
+fn reconcile_histogram(addr: &str) -> anyhow::Result<Histogram> {
+    use std::io::{Read, Write};
+    let mut conn = std::net::TcpStream::connect(addr)?;
+    conn.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(
+        conn,
+        "GET /metrics HTTP/1.0\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut body = String::new();
+    conn.read_to_string(&mut body)?;
+    let mut h = Histogram::default();
+    let name = "etcd_operator_reconcile_duration_seconds";
+    for line in body.lines() {
+        let Some((metric, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        if let Some(le) = metric
+            .strip_prefix(&format!("{name}_bucket{{le=\""))
+            .and_then(|r| r.strip_suffix("\"}"))
+        {
+            let le = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse()?
+            };
+            h.buckets.push((le, value.parse()?));
+        } else if metric == format!("{name}_sum") {
+            h.sum = value.parse()?;
+        } else if metric == format!("{name}_count") {
+            h.count = value.parse()?;
+        }
+    }
+    if h.buckets.is_empty() {
+        bail!("{name} not found at http://{addr}/metrics");
+    }
+    Ok(h)
+}
+
+/// What a fleet of one-member clusters costs.
+struct Fleet {
+    coordinator_rss: u64,
+    sidecar_rss: u64,
+    etcd_rss: u64,
+    /// The reconciles of a 10 s window of the steady fleet.
+    reconciles: Histogram,
+}
+
 /// Resident memory of the coordinator managing `n` one-member clusters, and of one sidecar
-/// and one etcd there.
-async fn memory(coordinator: &Path, n: usize) -> anyhow::Result<(u64, u64, u64)> {
+/// and one etcd there; the reconciles of its steady state.
+async fn memory(coordinator: &Path, n: usize) -> anyhow::Result<Fleet> {
     let dir = tempfile::tempdir()?;
     let manifests = dir.path().join("clusters");
     std::fs::create_dir_all(&manifests)?;
@@ -620,6 +867,7 @@ async fn memory(coordinator: &Path, n: usize) -> anyhow::Result<(u64, u64, u64)>
         )?;
     }
     let addr = format!("127.0.0.1:{}", free_port());
+    let metrics_addr = format!("127.0.0.1:{}", free_port());
     let state = dir.path().join("state");
     let mut child = Command::new(coordinator)
         .args([
@@ -627,7 +875,8 @@ async fn memory(coordinator: &Path, n: usize) -> anyhow::Result<(u64, u64, u64)>
             manifests.display().to_string(),
             format!("--state-dir={}", state.display()),
             format!("--grpc-addr={addr}"),
-            "--metrics-addr=off".into(),
+            format!("--control-addr=127.0.0.1:{}", free_port()),
+            format!("--metrics-addr={metrics_addr}"),
             "--quiet".into(),
         ])
         .stdout(Stdio::null())
@@ -654,8 +903,13 @@ async fn memory(coordinator: &Path, n: usize) -> anyhow::Result<(u64, u64, u64)>
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
-        // Let the steady state settle (reports flowing, one reconcile per second each).
+        // Let the steady state settle (reports flowing, resyncs), then measure the
+        // reconciles of a 10 s window of it.
         tokio::time::sleep(Duration::from_secs(5)).await;
+        let before = reconcile_histogram(&metrics_addr)?;
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        let after = reconcile_histogram(&metrics_addr)?;
+        let window = after.since(&before);
         let coordinator_rss = rss_kib(pid).context("coordinator RSS")?;
         let members = testkit::local_cluster::read_members(&state.join("c00").join("cluster.json"));
         let sidecar = members
@@ -665,7 +919,12 @@ async fn memory(coordinator: &Path, n: usize) -> anyhow::Result<(u64, u64, u64)>
         let sidecar_rss = rss_kib(sidecar).context("sidecar RSS")?;
         let etcd_pid = testkit::chaos::etcd_pid(sidecar)?;
         let etcd_rss = rss_kib(etcd_pid).context("etcd RSS")?;
-        Ok((coordinator_rss, sidecar_rss, etcd_rss))
+        Ok(Fleet {
+            coordinator_rss,
+            sidecar_rss,
+            etcd_rss,
+            reconciles: window,
+        })
     }
     .await;
     let _ = nix::sys::signal::kill(
@@ -721,10 +980,16 @@ async fn main() -> anyhow::Result<()> {
 
     for size in [1, 3, 5].into_iter().filter(|_| cli.wants("create")) {
         let mut v = Vec::new();
+        let mut floors = Vec::new();
         for _ in 0..runs {
+            floors.push(if size == 1 {
+                floor_start
+            } else {
+                floor_static(size as usize).await?
+            });
             v.push(create(&coordinator, size).await?);
         }
-        let floor = floor_start + floor_join * (size as u32 - 1);
+        let floor = median(floors);
         rows.push(row(
             &format!("create {size} member(s): coordinator start to Running"),
             median(v),
@@ -735,13 +1000,15 @@ async fn main() -> anyhow::Result<()> {
 
     if cli.wants("scale") {
         let mut v = Vec::new();
+        let mut floors = Vec::new();
         for _ in 0..runs {
+            floors.push(floor_grow().await?);
             v.push(scale_up(&coordinator).await?);
         }
         rows.push(row(
             "per added member (3 to 5)",
             median(v),
-            Some(floor_join),
+            Some(median(floors)),
         ));
         eprintln!("scale done");
     }
@@ -817,11 +1084,12 @@ async fn main() -> anyhow::Result<()> {
     }
 
     if !cli.skip_upgrade && cli.wants("upgrade") {
+        let floor = floor_upgrade("3.5.34".parse()?).await?;
         let (d, stall, failed, acked) = upgrade(&coordinator).await?;
         rows.push(row(
             "rolling upgrade 3.5.34 to 3.6.15, 3 members",
             d,
-            Some(floor_start * 3),
+            Some(floor),
         ));
         rows.push(row("  longest write stall during it", stall, None));
         rows.push(Row {
@@ -836,13 +1104,13 @@ async fn main() -> anyhow::Result<()> {
     let mut sidecar = 0;
     let mut etcd = 0;
     for n in cli.clusters.iter().filter(|_| cli.wants("memory")) {
-        let (value, floor) = match memory(&coordinator, *n).await {
-            Ok((c, s, e)) => {
-                sidecar = s;
-                etcd = e;
-                (mib(c), "-".to_string())
+        let (value, floor, reconciles) = match memory(&coordinator, *n).await {
+            Ok(f) => {
+                sidecar = f.sidecar_rss;
+                etcd = f.etcd_rss;
+                (mib(f.coordinator_rss), "-".to_string(), Some(f.reconciles))
             }
-            Err(e) => ("-".to_string(), format!("failed: {e}")),
+            Err(e) => ("-".to_string(), format!("failed: {e}"), None),
         };
         rows.push(Row {
             measure: format!("coordinator RSS, {n} local cluster(s) of 1 member"),
@@ -850,6 +1118,21 @@ async fn main() -> anyhow::Result<()> {
             floor,
             ratio: "-".into(),
         });
+        if let Some(h) = reconciles {
+            rows.push(Row {
+                measure: format!(
+                    "  reconcile, steady {n} cluster(s): mean / 99% under / per second"
+                ),
+                value: format!(
+                    "{:.1} ms / {} ms / {:.1}",
+                    h.mean() * 1e3,
+                    h.quantile_bound(0.99) * 1e3,
+                    h.count as f64 / 10.0
+                ),
+                floor: "-".into(),
+                ratio: "-".into(),
+            });
+        }
         eprintln!("memory {n} done");
     }
     if !cli.wants("memory") {

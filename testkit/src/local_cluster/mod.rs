@@ -548,12 +548,14 @@ impl LocalCoordinator {
         Ok(pid)
     }
 
-    /// As [`Self::kill_member`], then waits until its sidecar is gone and its etcd no
-    /// longer listens.
+    /// As [`Self::kill_member`], then waits until its sidecar and that sidecar's etcd are
+    /// gone. (The coordinator may already have started the member again: its new etcd
+    /// listens on the same address, so the address is not what is waited on.)
     pub async fn kill_member_and_wait(&self, name: &str) -> anyhow::Result<u32> {
         let record = self
             .member(name)
             .with_context(|| format!("no member {name} recorded"))?;
+        let etcd = record.pid.and_then(|pid| crate::chaos::etcd_pid(pid).ok());
         let pid = self.kill_member(name)?;
         crate::wait_for(
             &format!("{name}'s sidecar to be gone"),
@@ -561,25 +563,14 @@ impl LocalCoordinator {
             || async { (!pid_alive(pid)).then_some(()) },
         )
         .await?;
-        let addr = record
-            .client_url()
-            .trim_start_matches("http://")
-            .trim_start_matches("https://")
-            .to_string();
-        crate::wait_for(
-            &format!("{name}'s etcd to stop listening"),
-            Duration::from_secs(10),
-            || {
-                let addr = addr.clone();
-                async move {
-                    tokio::net::TcpStream::connect(addr)
-                        .await
-                        .is_err()
-                        .then_some(())
-                }
-            },
-        )
-        .await?;
+        if let Some(etcd) = etcd {
+            crate::wait_for(
+                &format!("{name}'s etcd (pid {etcd}) to end with its sidecar"),
+                Duration::from_secs(10),
+                || async move { (!pid_alive(etcd)).then_some(()) },
+            )
+            .await?;
+        }
         Ok(pid)
     }
 

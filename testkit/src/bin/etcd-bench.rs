@@ -607,8 +607,8 @@ fn mib(kib: u64) -> String {
 }
 
 /// Resident memory of the coordinator managing `n` one-member clusters, and of one sidecar
-/// and one etcd there.
-async fn memory(coordinator: &Path, n: usize) -> anyhow::Result<(u64, u64, u64)> {
+/// (the binary local mode runs, named last) and one etcd there.
+async fn memory(coordinator: &Path, n: usize) -> anyhow::Result<(u64, u64, u64, String)> {
     let dir = tempfile::tempdir()?;
     let manifests = dir.path().join("clusters");
     std::fs::create_dir_all(&manifests)?;
@@ -663,9 +663,13 @@ async fn memory(coordinator: &Path, n: usize) -> anyhow::Result<(u64, u64, u64)>
             .and_then(|m| m.pid)
             .context("a sidecar pid")?;
         let sidecar_rss = rss_kib(sidecar).context("sidecar RSS")?;
+        let sidecar_binary = std::fs::read_link(format!("/proc/{sidecar}/exe"))
+            .ok()
+            .and_then(|p| p.file_name().map(|f| f.to_string_lossy().into_owned()))
+            .context("the sidecar's binary")?;
         let etcd_pid = testkit::chaos::etcd_pid(sidecar)?;
         let etcd_rss = rss_kib(etcd_pid).context("etcd RSS")?;
-        Ok((coordinator_rss, sidecar_rss, etcd_rss))
+        Ok((coordinator_rss, sidecar_rss, etcd_rss, sidecar_binary))
     }
     .await;
     let _ = nix::sys::signal::kill(
@@ -835,11 +839,13 @@ async fn main() -> anyhow::Result<()> {
 
     let mut sidecar = 0;
     let mut etcd = 0;
+    let mut sidecar_binary = String::new();
     for n in cli.clusters.iter().filter(|_| cli.wants("memory")) {
         let (value, floor) = match memory(&coordinator, *n).await {
-            Ok((c, s, e)) => {
+            Ok((c, s, e, binary)) => {
                 sidecar = s;
                 etcd = e;
+                sidecar_binary = binary;
                 (mib(c), "-".to_string())
             }
             Err(e) => ("-".to_string(), format!("failed: {e}")),
@@ -855,9 +861,15 @@ async fn main() -> anyhow::Result<()> {
     if !cli.wants("memory") {
         return Ok(());
     }
+    // Local mode runs `etcd-sidecar` when it is built beside the coordinator, else the
+    // sidecar embedded in `etcd-coordinator`, which the value then says.
+    let embedded = match sidecar_binary.as_str() {
+        "etcd-sidecar" | "" => String::new(),
+        other => format!(" ({other} sidecar run)"),
+    };
     rows.push(Row {
         measure: "sidecar RSS (one member)".into(),
-        value: mib(sidecar),
+        value: format!("{}{embedded}", mib(sidecar)),
         floor: format!("etcd {}", mib(etcd)),
         ratio: format!("{:.2}x", sidecar as f64 / etcd.max(1) as f64),
     });

@@ -3,7 +3,8 @@
 #   /usr/local/bin/etcd-coordinator  the operator (`kubernetes`), and the member Pods' init
 #                                    container (`install-sidecar`)
 #   /usr/local/bin/etcd-sidecar      copied into every member Pod; runs etcd as its child
-#                                    inside the official (distroless) etcd image
+#                                    inside the official (distroless) etcd image (the small
+#                                    binary, without the coordinator's dependencies)
 #
 #   docker build -t etcd-operator:dev .
 #   kind load docker-image etcd-operator:dev     # on kind
@@ -20,7 +21,7 @@ WORKDIR /src
 COPY . .
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked -p etcd-coordinator -p etcd-sidecar \
+    cargo build --release --locked --bin etcd-coordinator --bin etcd-sidecar \
     && mkdir -p /out \
     && cp target/release/etcd-coordinator target/release/etcd-sidecar /out/
 

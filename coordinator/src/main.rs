@@ -49,7 +49,8 @@ enum Command {
         /// certificate is always valid for 365 days.
         #[arg(long, env = "ETCDOP_CLIENT_CERT_VALIDITY_SECS", default_value_t = etcd_operator::pki::DEFAULT_CLIENT_CERT_VALIDITY.as_secs())]
         client_cert_validity_secs: u64,
-        /// The sidecar binary (default: this binary's embedded sidecar).
+        /// The sidecar binary [default: etcd-sidecar beside this binary when it is of the same
+        /// build, else this binary's embedded sidecar].
         #[arg(long, env = "ETCDOP_SIDECAR_BINARY")]
         sidecar_binary: Option<PathBuf>,
         /// How long a member's process may stay gone before it is replaced, in seconds.
@@ -266,11 +267,14 @@ async fn main() -> anyhow::Result<()> {
             };
             init_logs(if quiet { "info" } else { "warn" });
             let sidecar = match sidecar_binary {
-                Some(program) => SidecarCommand {
-                    program,
-                    args: vec!["run".into()],
-                },
-                None => SidecarCommand::current_exe()?,
+                Some(program) => SidecarCommand::binary(program),
+                None => {
+                    let (sidecar, warning) = SidecarCommand::beside_current_exe()?;
+                    if let Some(warning) = warning {
+                        tracing::warn!("{warning}");
+                    }
+                    sidecar
+                }
             };
             let opts = LocalOptions {
                 manifests: path,

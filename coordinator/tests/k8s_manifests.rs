@@ -1134,7 +1134,12 @@ fn the_image_installs_protoc_and_ships_both_binaries_where_the_pods_expect_them(
         .iter()
         .find(|i| i.contains("cargo build"))
         .expect("cargo build");
-    assert!(cargo.contains("-p etcd-coordinator") && cargo.contains("-p etcd-sidecar"));
+    // Both binaries: the member Pods run the small `etcd-sidecar`, not the coordinator's
+    // embedded sidecar.
+    assert!(
+        cargo.contains("--bin etcd-coordinator") && cargo.contains("--bin etcd-sidecar"),
+        "{cargo}"
+    );
     // The image: the coordinator where the init container runs it, the sidecar beside it
     // (where `install-sidecar` copies it from by default).
     let copy = image

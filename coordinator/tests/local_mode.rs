@@ -151,6 +151,20 @@ async fn example_becomes_three_healthy_members_that_etcdctl_uses() {
         describe(&status)
     );
 
+    // Every member runs the small etcd-sidecar binary built beside the coordinator, not the
+    // sidecar embedded in the coordinator.
+    let sidecar = std::fs::canonicalize(env!("CARGO_BIN_EXE_etcd-sidecar")).expect("etcd-sidecar");
+    let sidecars = pids(&c);
+    assert_eq!(sidecars.len(), 3, "{sidecars:?}");
+    for (name, pid) in sidecars {
+        let exe = std::fs::read_link(format!("/proc/{pid}/exe"));
+        assert_eq!(
+            exe.ok().as_ref(),
+            Some(&sidecar),
+            "{name}'s sidecar (pid {pid})"
+        );
+    }
+
     // The endpoints reported are the members' client URLs, one per member.
     let endpoints = endpoints_of(&status);
     let recorded: BTreeSet<String> = c.members().iter().map(|m| m.client_url()).collect();

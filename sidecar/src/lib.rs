@@ -36,6 +36,16 @@ pub use member::Member;
 /// election is alive): the liveness probe's. Readiness uses [`health::SERVICE_NAME`].
 pub const LIVENESS_SERVICE: &str = "etcdop.v1.Sidecar.Liveness";
 
+/// This sidecar's version and build, which `etcd-sidecar --version` prints after its name.
+/// The build names the sources (`build.rs`): local mode runs an `etcd-sidecar` binary only
+/// when it prints the build of the sidecar the coordinator embeds.
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (build ",
+    env!("ETCD_SIDECAR_BUILD"),
+    ")"
+);
+
 /// Runs the sidecar until `shutdown` resolves, then stops etcd gracefully.
 pub async fn run(
     cfg: SidecarConfig,

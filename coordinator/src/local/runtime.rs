@@ -48,6 +48,7 @@ use super::{
     pki::{LocalPki, LocalPkiError},
 };
 use crate::{
+    k8s::install::SIDECAR_FILE,
     registry::now_ms,
     runtime::{MemberData, MemberInfo, RestartHistory, Runtime, RuntimeError},
     security::ControlPlane,
@@ -63,12 +64,53 @@ pub struct SidecarCommand {
 }
 
 impl SidecarCommand {
-    /// The coordinator's own binary, which embeds the sidecar as `sidecar run`.
-    pub fn current_exe() -> std::io::Result<Self> {
-        Ok(Self {
-            program: std::env::current_exe()?,
+    /// The `etcd-sidecar` binary `program`, which takes `run` first.
+    pub fn binary(program: PathBuf) -> Self {
+        Self {
+            program,
+            args: vec!["run".into()],
+        }
+    }
+
+    /// The coordinator's binary `coordinator`, which embeds the sidecar as `sidecar run`.
+    pub fn embedded(coordinator: PathBuf) -> Self {
+        Self {
+            program: coordinator,
             args: vec!["sidecar".into(), "run".into()],
-        })
+        }
+    }
+
+    /// The default for local mode: the `etcd-sidecar` binary beside the coordinator's own
+    /// executable, which carries none of the coordinator's dependencies and so costs a member
+    /// less memory, when it is of the same build as the sidecar the coordinator embeds
+    /// ([`etcd_sidecar::VERSION`]); else the embedded sidecar, with the reason for one
+    /// warning.
+    pub fn beside_current_exe() -> std::io::Result<(Self, Option<String>)> {
+        Ok(Self::beside(std::env::current_exe()?))
+    }
+
+    /// [`Self::beside_current_exe`] for the coordinator executable `coordinator`.
+    pub fn beside(coordinator: PathBuf) -> (Self, Option<String>) {
+        let candidate = coordinator.with_file_name(SIDECAR_FILE);
+        let expected = format!("{SIDECAR_FILE} {}", etcd_sidecar::VERSION);
+        let problem = match std::process::Command::new(&candidate)
+            .arg("--version")
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .output()
+        {
+            Ok(out) if String::from_utf8_lossy(&out.stdout).trim() == expected => {
+                return (Self::binary(candidate), None);
+            }
+            Ok(_) => "is of another build",
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => "is not there",
+            Err(_) => "does not run",
+        };
+        let warning = format!(
+            "{} {problem}: members run the sidecar embedded in the coordinator, which takes more memory; `cargo build` (or `cargo build --bin {SIDECAR_FILE}`) builds the small one, or pass --sidecar-binary",
+            candidate.display()
+        );
+        (Self::embedded(coordinator), Some(warning))
     }
 }
 
@@ -781,4 +823,49 @@ pub fn clusters_in(state_dir: &Path) -> Vec<ClusterKey> {
         .collect();
     keys.sort();
     keys
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    /// An `etcd-sidecar` beside `coordinator` that prints `version` for `--version`.
+    fn fake_sidecar(coordinator: &Path, version: &str) {
+        let path = coordinator.with_file_name(SIDECAR_FILE);
+        std::fs::write(
+            &path,
+            format!("#!/bin/sh\necho '{SIDECAR_FILE} {version}'\n"),
+        )
+        .unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+
+    #[test]
+    fn local_mode_runs_the_sidecar_binary_beside_it_only_when_of_the_same_build() {
+        let dir = tempfile::tempdir().unwrap();
+        let coordinator = dir.path().join("etcd-coordinator");
+        let embedded = |sidecar: &SidecarCommand| {
+            sidecar.program == coordinator && sidecar.args == ["sidecar", "run"]
+        };
+
+        let (sidecar, warning) = SidecarCommand::beside(coordinator.clone());
+        assert!(embedded(&sidecar), "{sidecar:?}");
+        let warning = warning.expect("a warning when there is no etcd-sidecar");
+        assert!(warning.contains("is not there"), "{warning}");
+        assert!(warning.contains("cargo build"), "{warning}");
+
+        fake_sidecar(&coordinator, "0.0.1 (build 0000000000000000)");
+        let (sidecar, warning) = SidecarCommand::beside(coordinator.clone());
+        assert!(embedded(&sidecar), "{sidecar:?}");
+        let warning = warning.expect("a warning when etcd-sidecar is of another build");
+        assert!(warning.contains("another build"), "{warning}");
+
+        fake_sidecar(&coordinator, etcd_sidecar::VERSION);
+        let (sidecar, warning) = SidecarCommand::beside(coordinator.clone());
+        assert_eq!(warning, None);
+        assert_eq!(sidecar.program, dir.path().join(SIDECAR_FILE));
+        assert_eq!(sidecar.args, ["run"]);
+    }
 }

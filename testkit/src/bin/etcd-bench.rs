@@ -849,12 +849,15 @@ struct Fleet {
     coordinator_rss: u64,
     sidecar_rss: u64,
     etcd_rss: u64,
+    /// The file name of the sidecar's binary.
+    sidecar_binary: String,
     /// The reconciles of a 10 s window of the steady fleet.
     reconciles: Histogram,
 }
 
 /// Resident memory of the coordinator managing `n` one-member clusters, and of one sidecar
-/// and one etcd there; the reconciles of its steady state.
+/// and one etcd there (the binary local mode runs, named); the reconciles of its steady
+/// state.
 async fn memory(coordinator: &Path, n: usize) -> anyhow::Result<Fleet> {
     let dir = tempfile::tempdir()?;
     let manifests = dir.path().join("clusters");
@@ -917,12 +920,17 @@ async fn memory(coordinator: &Path, n: usize) -> anyhow::Result<Fleet> {
             .and_then(|m| m.pid)
             .context("a sidecar pid")?;
         let sidecar_rss = rss_kib(sidecar).context("sidecar RSS")?;
+        let sidecar_binary = std::fs::read_link(format!("/proc/{sidecar}/exe"))
+            .ok()
+            .and_then(|p| p.file_name().map(|f| f.to_string_lossy().into_owned()))
+            .context("the sidecar's binary")?;
         let etcd_pid = testkit::chaos::etcd_pid(sidecar)?;
         let etcd_rss = rss_kib(etcd_pid).context("etcd RSS")?;
         Ok(Fleet {
             coordinator_rss,
             sidecar_rss,
             etcd_rss,
+            sidecar_binary,
             reconciles: window,
         })
     }
@@ -1103,11 +1111,13 @@ async fn main() -> anyhow::Result<()> {
 
     let mut sidecar = 0;
     let mut etcd = 0;
+    let mut sidecar_binary = String::new();
     for n in cli.clusters.iter().filter(|_| cli.wants("memory")) {
         let (value, floor, reconciles) = match memory(&coordinator, *n).await {
             Ok(f) => {
                 sidecar = f.sidecar_rss;
                 etcd = f.etcd_rss;
+                sidecar_binary = f.sidecar_binary;
                 (mib(f.coordinator_rss), "-".to_string(), Some(f.reconciles))
             }
             Err(e) => ("-".to_string(), format!("failed: {e}"), None),
@@ -1138,9 +1148,15 @@ async fn main() -> anyhow::Result<()> {
     if !cli.wants("memory") {
         return Ok(());
     }
+    // Local mode runs `etcd-sidecar` when it is built beside the coordinator, else the
+    // sidecar embedded in `etcd-coordinator`, which the value then says.
+    let embedded = match sidecar_binary.as_str() {
+        "etcd-sidecar" | "" => String::new(),
+        other => format!(" ({other} sidecar run)"),
+    };
     rows.push(Row {
         measure: "sidecar RSS (one member)".into(),
-        value: mib(sidecar),
+        value: format!("{}{embedded}", mib(sidecar)),
         floor: format!("etcd {}", mib(etcd)),
         ratio: format!("{:.2}x", sidecar as f64 / etcd.max(1) as f64),
     });

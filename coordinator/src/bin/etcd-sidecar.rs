@@ -1,4 +1,6 @@
-//! `etcd-sidecar`: runs one etcd member as its child and manages its lifecycle.
+//! `etcd-sidecar`: runs one etcd member as its child and manages its lifecycle. A thin main
+//! over the sidecar crate (`sidecar/`), without the coordinator's dependencies: the binary
+//! local mode runs for each member, and the one the image installs into member Pods.
 #![forbid(unsafe_code)]
 
 use clap::{Parser, Subcommand};
@@ -6,7 +8,10 @@ use etcd_operator::etcd_bin::EtcdBinaries;
 use etcd_sidecar::RunArgs;
 
 #[derive(Parser)]
-#[command(name = "etcd-sidecar", version, about = "The etcd member's own agent")]
+#[command(
+    name = "etcd-sidecar",
+    version = etcd_sidecar::VERSION,
+    about = "The etcd member's own agent")]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -93,22 +93,8 @@ pub fn report_matters(
         })
 }
 
-/// A report without what moves on its own (raft index and term, revision, sizes, when it
-/// was observed, etcd's pid): two reports with the same steady part tell a reconcile the
-/// same.
-pub fn steady_part(report: &HealthReport) -> HealthReport {
-    HealthReport {
-        raft_index: 0,
-        raft_applied_index: 0,
-        raft_term: 0,
-        revision: 0,
-        db_size: 0,
-        db_size_in_use: 0,
-        observed_at_unix_ms: 0,
-        etcd_pid: 0,
-        ..report.clone()
-    }
-}
+/// A report without what moves on its own (the sidecar's own measure of news).
+pub use etcd_sidecar::health::steady_part;
 
 /// The disk maintenance a coordinator did, for the planner (`plan::MaintenanceRecord`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

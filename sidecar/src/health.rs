@@ -95,7 +95,13 @@ fn settled(report: &HealthReport) -> bool {
 /// True when `new` tells the coordinator something `old` did not (not counting what moves
 /// on its own: raft indexes, revision, sizes, the observation time).
 fn news(old: &HealthReport, new: &HealthReport) -> bool {
-    let steady = |r: &HealthReport| HealthReport {
+    steady_part(old) != steady_part(new)
+}
+
+/// A report without what moves on its own (raft index and term, revision, sizes, when it
+/// was observed, etcd's pid): two reports with the same steady part tell the same.
+pub fn steady_part(report: &HealthReport) -> HealthReport {
+    HealthReport {
         raft_index: 0,
         raft_applied_index: 0,
         raft_term: 0,
@@ -103,9 +109,9 @@ fn news(old: &HealthReport, new: &HealthReport) -> bool {
         db_size: 0,
         db_size_in_use: 0,
         observed_at_unix_ms: 0,
-        ..r.clone()
-    };
-    steady(old) != steady(new)
+        etcd_pid: 0,
+        ..report.clone()
+    }
 }
 
 /// Resolves when the part `part` picks of the watched value differs from `before` (never,

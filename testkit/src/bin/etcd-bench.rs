@@ -177,6 +177,38 @@ async fn floor_start() -> anyhow::Result<Duration> {
     Ok(started.elapsed())
 }
 
+/// Adds `peer_url` as a learner, asking again every 20 ms while etcd refuses (its strict
+/// reconfiguration check), for at most `within`.
+async fn add_learner(c: &mut Client, peer_url: &str, within: Duration) -> anyhow::Result<u64> {
+    let deadline = Instant::now() + within;
+    loop {
+        match c
+            .member_add([peer_url], Some(MemberAddOptions::new().with_is_learner()))
+            .await
+        {
+            Ok(r) => return Ok(r.member().map(|m| m.id()).unwrap_or(0)),
+            Err(_) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Promotes learner `id`, asking again every 20 ms until it is in sync, for at most `within`.
+async fn promote(c: &mut Client, id: u64, within: Duration) -> anyhow::Result<()> {
+    let deadline = Instant::now() + within;
+    loop {
+        match c.member_promote(id).await {
+            Ok(_) => return Ok(()),
+            Err(_) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
 /// Floor 2: adding a member to a bare one-member etcd by hand: learner add (retried while
 /// etcd refuses), start, promote once in sync.
 async fn floor_join() -> anyhow::Result<Duration> {
@@ -187,21 +219,7 @@ async fn floor_join() -> anyhow::Result<Duration> {
     let peer_port = free_port();
     let peer_url = format!("http://127.0.0.1:{peer_port}");
     let started = Instant::now();
-    let id = loop {
-        match c
-            .member_add(
-                [peer_url.as_str()],
-                Some(MemberAddOptions::new().with_is_learner()),
-            )
-            .await
-        {
-            Ok(r) => break r.member().map(|m| m.id()).unwrap_or(0),
-            Err(_) if started.elapsed() < Duration::from_secs(30) => {
-                tokio::time::sleep(Duration::from_millis(50)).await
-            }
-            Err(e) => return Err(e.into()),
-        }
-    };
+    let id = add_learner(&mut c, &peer_url, Duration::from_secs(30)).await?;
     let bin = EtcdBinaries::from_env().resolve(DEFAULT_VERSION)?;
     let client_url = format!("http://127.0.0.1:{}", free_port());
     let mut joiner = BareEtcd {
@@ -223,15 +241,7 @@ async fn floor_join() -> anyhow::Result<Duration> {
         client_url: client_url.clone(),
         peer_url,
     };
-    loop {
-        match c.member_promote(id).await {
-            Ok(_) => break,
-            Err(_) if started.elapsed() < Duration::from_secs(60) => {
-                tokio::time::sleep(Duration::from_millis(50)).await
-            }
-            Err(e) => return Err(e.into()),
-        }
-    }
+    promote(&mut c, id, Duration::from_secs(60)).await?;
     wait_healthy(&joiner.client_url, Duration::from_secs(30)).await?;
     let elapsed = started.elapsed();
     let _ = joiner.child.kill();
@@ -418,21 +428,7 @@ async fn floor_grow() -> anyhow::Result<Duration> {
         let name = format!("m{i}");
         let peer_url = format!("http://127.0.0.1:{}", free_port());
         let client_url = format!("http://127.0.0.1:{}", free_port());
-        let id = loop {
-            match client
-                .member_add(
-                    [peer_url.as_str()],
-                    Some(MemberAddOptions::new().with_is_learner()),
-                )
-                .await
-            {
-                Ok(r) => break r.member().map(|m| m.id()).unwrap_or(0),
-                Err(_) if started.elapsed() < Duration::from_secs(60) => {
-                    tokio::time::sleep(Duration::from_millis(20)).await
-                }
-                Err(e) => return Err(e.into()),
-            }
-        };
+        let id = add_learner(&mut client, &peer_url, Duration::from_secs(60)).await?;
         initial = format!("{initial},{name}={peer_url}");
         let child = Command::new(&bin)
             .args([
@@ -454,15 +450,7 @@ async fn floor_grow() -> anyhow::Result<Duration> {
             client_url: client_url.clone(),
             peer_url,
         });
-        loop {
-            match client.member_promote(id).await {
-                Ok(_) => break,
-                Err(_) if started.elapsed() < Duration::from_secs(90) => {
-                    tokio::time::sleep(Duration::from_millis(20)).await
-                }
-                Err(e) => return Err(e.into()),
-            }
-        }
+        promote(&mut client, id, Duration::from_secs(90)).await?;
         wait_healthy(&client_url, Duration::from_secs(30)).await?;
     }
     let elapsed = started.elapsed();

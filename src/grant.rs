@@ -45,6 +45,8 @@ pub struct GrantTable {
     epoch: u64,
     next_id: u64,
     in_flight: HashMap<ClusterKey, MembershipGrant>,
+    /// Grants given (or adopted) per cluster since the table was made.
+    given: HashMap<ClusterKey, u64>,
 }
 
 /// How long a grant lasts by default: long enough for a learner to catch up on a busy
@@ -65,6 +67,7 @@ impl GrantTable {
             epoch,
             next_id: 1,
             in_flight: HashMap::new(),
+            given: HashMap::new(),
         }
     }
 
@@ -120,8 +123,16 @@ impl GrantTable {
             adopted: false,
         };
         self.next_id += 1;
+        *self.given.entry(cluster.clone()).or_default() += 1;
         self.in_flight.insert(cluster.clone(), grant.clone());
         grant
+    }
+
+    /// How many grants this table gave (or adopted) for `cluster`: each membership change
+    /// holds its own, so two changes between two looks at etcd's member list need at least
+    /// one grant given between them.
+    pub fn given(&self, cluster: &ClusterKey) -> u64 {
+        self.given.get(cluster).copied().unwrap_or(0)
     }
 
     /// Records that a grant is in flight, when the truth is recovered after a restart
@@ -193,6 +204,7 @@ impl GrantTable {
     /// Forgets a cluster (deleted).
     pub fn forget(&mut self, cluster: &ClusterKey) {
         self.in_flight.remove(cluster);
+        self.given.remove(cluster);
     }
 }
 
@@ -237,6 +249,25 @@ mod tests {
         assert!(t.release(&key(), &g.id));
         let g2 = t.request(&key(), "c-0002", ChangeKind::Add, 2).unwrap();
         assert_ne!(g.id, g2.id);
+    }
+
+    #[test]
+    fn given_counts_each_new_grant_once_per_cluster() {
+        let mut t = GrantTable::new(Duration::from_secs(10));
+        assert_eq!(t.given(&key()), 0);
+        let g = t.request(&key(), "c-0001", ChangeKind::Add, 0).unwrap();
+        // Asked again, or refused: nothing new given.
+        t.request(&key(), "c-0001", ChangeKind::Add, 1).unwrap();
+        t.request(&key(), "c-0002", ChangeKind::Add, 1).unwrap_err();
+        assert_eq!(t.given(&key()), 1);
+        t.request(&ClusterKey::local("d"), "d-0001", ChangeKind::Add, 1)
+            .unwrap();
+        assert_eq!(t.given(&key()), 1, "another cluster's grant is its own");
+        assert!(t.release(&key(), &g.id));
+        t.request(&key(), "c-0002", ChangeKind::Remove, 2).unwrap();
+        assert_eq!(t.given(&key()), 2);
+        t.forget(&key());
+        assert_eq!(t.given(&key()), 0);
     }
 
     #[test]

@@ -1306,6 +1306,8 @@ impl<R: Runtime> ClusterController<R> {
             observed_generation: resource.metadata.generation.unwrap_or(0),
             endpoints: endpoints.join(","),
             backup,
+            // Read from the grant table whenever the status is read (Registry::statuses).
+            grants_given: 0,
         }
     }
 }

@@ -294,8 +294,15 @@ impl Registry {
         let inner = self.lock();
         let mut out: Vec<ClusterStatus> = inner
             .clusters
-            .values()
-            .filter_map(|e| e.status.clone())
+            .iter()
+            .filter_map(|(key, e)| {
+                // The count is read now, not at the last reconcile: a watcher compares it
+                // with what it saw of etcd between two reads.
+                e.status.clone().map(|mut s| {
+                    s.grants_given = inner.grants.given(key);
+                    s
+                })
+            })
             .collect();
         out.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
         out
@@ -322,6 +329,26 @@ mod tests {
             report,
             received_at: at,
         }
+    }
+
+    #[test]
+    fn statuses_carry_the_grants_given_as_of_now() {
+        let registry = Registry::new();
+        let key = ClusterKey::local("c");
+        registry.with(&key, |entry, _| {
+            entry.status = Some(ClusterStatus {
+                name: "c".into(),
+                ..Default::default()
+            })
+        });
+        assert_eq!(registry.statuses()[0].grants_given, 0);
+        registry.with(&key, |_, grants| {
+            grants
+                .request(&key, "c-0001", etcd_operator::proto::ChangeKind::Add, 0)
+                .unwrap()
+        });
+        // Without another reconcile, the status read now counts the grant.
+        assert_eq!(registry.statuses()[0].grants_given, 1);
     }
 
     #[test]

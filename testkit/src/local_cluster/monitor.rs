@@ -32,8 +32,14 @@ pub struct MonitorLog {
     /// and a remove each count one; a replacement on the same peer URL, one grant, counts
     /// one).
     pub max_step: usize,
-    /// Every pair of consecutive member lists that differed by more than one change.
+    /// Every pair of consecutive member lists that differed by more than one change, when
+    /// the coordinator had not given a grant for each change after the first between them
+    /// (each change holds its own grant; changes that follow each other faster than the
+    /// lists are read are serial, changes under one grant or none are not).
     pub step_violations: Vec<String>,
+    /// Pairs of consecutive member lists more than one change apart that were explained by
+    /// that many grants.
+    pub serial_steps: usize,
     /// Most members in one status that were joining or leaving (a learner, not yet in
     /// etcd, or in phase Joining, Bootstrapping or Leaving).
     pub max_in_transition: usize,
@@ -67,7 +73,7 @@ impl MonitorLog {
     }
 }
 
-/// Samples the coordinator's status and etcd's member list and leader every 100 ms, and
+/// Samples the coordinator's status and etcd's member list and leader every 50 ms, and
 /// runs a [`MembershipWatcher`] beside them.
 pub struct ClusterMonitor {
     log: Arc<Mutex<MonitorLog>>,
@@ -164,7 +170,12 @@ async fn monitor_loop(
     let mut sticky: Option<String> = None;
     let mut previous_list: Option<BTreeSet<MemberKey>> = None;
     let mut previous_status: Option<ClusterStatus> = None;
-    let mut ticker = tokio::time::interval(Duration::from_millis(100));
+    // Grants given as of the status read before the previous member list, and the steps of
+    // more than one change that wait for the next status read to be judged.
+    let mut given_before_previous_list: Option<u64> = None;
+    let mut last_given: Option<u64> = None;
+    let mut pending: Vec<PendingStep> = Vec::new();
+    let mut ticker = tokio::time::interval(Duration::from_millis(50));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
@@ -219,11 +230,15 @@ async fn monitor_loop(
                 let step = changes_between(before, &members);
                 g.max_step = g.max_step.max(step);
                 if step > 1 {
-                    g.step_violations
-                        .push(format!("{before:x?} -> {members:x?} ({step} changes)"));
+                    pending.push(PendingStep {
+                        what: format!("{before:x?} -> {members:x?} ({step} changes)"),
+                        step,
+                        given_before: given_before_previous_list,
+                    });
                 }
             }
             previous_list = Some(members);
+            given_before_previous_list = last_given;
             let leader = status.leader();
             if leader != 0 && g.etcd_leaders.last() != Some(&leader) {
                 g.etcd_leaders.push(leader);
@@ -234,6 +249,17 @@ async fn monitor_loop(
         if let Some(status) = fetch_status(channel.clone(), &cluster).await {
             let mut g = log.lock().unwrap_or_else(|e| e.into_inner());
             g.status_samples += 1;
+            for p in pending.drain(..) {
+                if p.serial(status.grants_given) {
+                    g.serial_steps += 1;
+                } else {
+                    g.step_violations.push(format!(
+                        "{}, grants given {:?} -> {}",
+                        p.what, p.given_before, status.grants_given
+                    ));
+                }
+            }
+            last_given = Some(status.grants_given);
             g.max_status_members = g.max_status_members.max(status.members.len());
             let moving: Vec<&str> = status
                 .members
@@ -297,6 +323,26 @@ async fn monitor_loop(
     }
 }
 
+/// A step of more than one change between two member lists, judged at the next status.
+struct PendingStep {
+    what: String,
+    step: usize,
+    /// Grants given as of a status read before the first of the two lists.
+    given_before: Option<u64>,
+}
+
+impl PendingStep {
+    /// True when the coordinator gave a grant for every change after the first between a
+    /// status read before the first list and `given_after`, read after the second: the
+    /// changes came one after another. A count that went down (a new coordinator term) or
+    /// was never read explains nothing.
+    fn serial(&self, given_after: u64) -> bool {
+        self.given_before
+            .and_then(|before| given_after.checked_sub(before))
+            .is_some_and(|new| new >= (self.step - 1) as u64)
+    }
+}
+
 /// Members added, removed or promoted between two member lists. A member removed and one
 /// added on the same peer URL are one change: the replacement of a member that lost its
 /// data, which removes the stale entry and adds itself under one grant.
@@ -343,6 +389,24 @@ mod tests {
                 peer_urls: vec![format!("http://127.0.0.1:{url}")],
             })
             .collect()
+    }
+
+    #[test]
+    fn two_changes_are_serial_only_with_a_grant_given_between() {
+        let step = |step, given_before| PendingStep {
+            what: String::new(),
+            step,
+            given_before,
+        };
+        // A promotion ends one grant and the next add takes a new one.
+        assert!(step(2, Some(4)).serial(5));
+        assert!(step(3, Some(4)).serial(6));
+        // Two changes under one grant, or with no grant between them.
+        assert!(!step(2, Some(4)).serial(4));
+        assert!(!step(3, Some(4)).serial(5));
+        // A coordinator that restarted counts from 0; nothing read before: unexplained.
+        assert!(!step(2, Some(4)).serial(1));
+        assert!(!step(2, None).serial(9));
     }
 
     #[test]

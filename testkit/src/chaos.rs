@@ -306,32 +306,10 @@ impl QuorumWatch {
             loop {
                 if let Some(s) = crate::local_cluster::fetch_status(channel.clone(), &cluster).await
                 {
-                    if let Some(p) = &previous {
-                        let removed = p.members.iter().any(|m| {
-                            !m.learner
-                                && !m.id.is_empty()
-                                && !s.members.iter().any(|n| n.name == m.name)
-                        });
-                        let voters = s
-                            .members
-                            .iter()
-                            .filter(|m| !m.learner && !m.id.is_empty())
-                            .count();
-                        let healthy = s.members.iter().filter(|m| !m.learner && m.healthy).count();
-                        let healthy_before =
-                            p.members.iter().filter(|m| !m.learner && m.healthy).count();
-                        let voters_before = p
-                            .members
-                            .iter()
-                            .filter(|m| !m.learner && !m.id.is_empty())
-                            .count();
-                        if removed
-                            && voters > 0
-                            && healthy < quorum(voters)
-                            && healthy_before >= quorum(voters_before)
-                        {
-                            *b.lock().unwrap_or_else(|e| e.into_inner()) += 1;
-                        }
+                    if let Some(p) = &previous
+                        && removal_broke_quorum(p, &s)
+                    {
+                        *b.lock().unwrap_or_else(|e| e.into_inner()) += 1;
                     }
                     previous = Some(s);
                 }
@@ -344,6 +322,30 @@ impl QuorumWatch {
     fn broken(&self) -> usize {
         *self.broken.lock().unwrap_or_else(|e| e.into_inner())
     }
+}
+
+/// True when a voter of `before` is gone in `after` and the voters that remain did not have
+/// a quorum of healthy members in `before`, while `before` itself had one: the removal, not
+/// a fault, cost the quorum. Health is judged in `before`, as the planner saw it when it
+/// chose the removal: a member killed between two samples is the fault's doing.
+fn removal_broke_quorum(before: &ClusterStatus, after: &ClusterStatus) -> bool {
+    let voter = |m: &&etcd_operator::proto::MemberStatus| !m.learner && !m.id.is_empty();
+    let removed = before
+        .members
+        .iter()
+        .filter(voter)
+        .any(|m| !after.members.iter().any(|n| n.name == m.name));
+    let voters_before: Vec<_> = before.members.iter().filter(voter).collect();
+    let healthy_before = voters_before.iter().filter(|m| m.healthy).count();
+    let remaining: Vec<_> = after.members.iter().filter(voter).collect();
+    let remaining_healthy_before = remaining
+        .iter()
+        .filter(|n| voters_before.iter().any(|m| m.name == n.name && m.healthy))
+        .count();
+    removed
+        && !remaining.is_empty()
+        && healthy_before >= quorum(voters_before.len())
+        && remaining_healthy_before < quorum(remaining.len())
 }
 
 impl Drop for QuorumWatch {
@@ -1118,6 +1120,56 @@ pub fn converged(status: &ClusterStatus, size: usize, version: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A status of voters `(name, healthy)`.
+    fn voters(members: &[(&str, bool)]) -> ClusterStatus {
+        ClusterStatus {
+            members: members
+                .iter()
+                .map(|(name, healthy)| etcd_operator::proto::MemberStatus {
+                    name: name.to_string(),
+                    id: format!("id-{name}"),
+                    healthy: *healthy,
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_removal_breaks_quorum_only_by_what_it_removed() {
+        // The dead member goes; another dies between the two samples: the fault's doing.
+        let before = voters(&[("a", true), ("b", true), ("dead", false)]);
+        assert!(!removal_broke_quorum(
+            &before,
+            &voters(&[("a", true), ("b", false)])
+        ));
+        // A healthy member removed while another is down leaves one healthy of two.
+        assert!(removal_broke_quorum(
+            &before,
+            &voters(&[("b", true), ("dead", false)])
+        ));
+        // Nothing removed, or no quorum to begin with: not the removal's doing.
+        assert!(!removal_broke_quorum(&before, &before));
+        let lost = voters(&[("a", true), ("b", false), ("c", false)]);
+        assert!(!removal_broke_quorum(
+            &lost,
+            &voters(&[("a", true), ("b", false)])
+        ));
+        // Five to four with one down keeps three healthy of four.
+        let five = voters(&[
+            ("a", true),
+            ("b", true),
+            ("c", true),
+            ("d", false),
+            ("e", true),
+        ]);
+        assert!(!removal_broke_quorum(
+            &five,
+            &voters(&[("a", true), ("b", true), ("c", true), ("d", false)])
+        ));
+    }
 
     fn clean() -> ScenarioResult {
         ScenarioResult {

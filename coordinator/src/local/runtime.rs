@@ -166,8 +166,51 @@ fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> RuntimeError
     move |source| RuntimeError::Io { context, source }
 }
 
-/// A free TCP port on 127.0.0.1.
-fn free_port() -> Result<u16, RuntimeError> {
+/// The lowest port the kernel hands out for outgoing connections and for port 0
+/// (`net.ipv4.ip_local_port_range`).
+fn ephemeral_low() -> u16 {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32768)
+}
+
+/// Where member ports are looked for: below the ephemeral range. A port the kernel may
+/// hand out is taken, sooner or later, by one of the many outgoing connections of a busy
+/// machine (a coordinator of 200 clusters holds hundreds), and a member whose port is
+/// taken cannot start again until that connection ends.
+fn member_port_range(ephemeral_low: u16) -> std::ops::Range<u16> {
+    const FIRST: u16 = 20000;
+    FIRST..ephemeral_low.max(FIRST)
+}
+
+/// The first port of `range` after `start` (wrapping) that is not in `taken` and that
+/// `bindable` accepts.
+fn pick_port(
+    range: std::ops::Range<u16>,
+    start: u64,
+    taken: &std::collections::HashSet<u16>,
+    mut bindable: impl FnMut(u16) -> bool,
+) -> Option<u16> {
+    let len = range.len() as u64;
+    (0..len)
+        .map(|i| range.start + ((start + i) % len) as u16)
+        .find(|p| !taken.contains(p) && bindable(*p))
+}
+
+/// A free TCP port on 127.0.0.1 for a member: below the ephemeral range and not recorded
+/// for any other member (one that is stopped holds no socket, yet its port is its own).
+/// Falls back to one the kernel picks when that range is empty or full.
+fn free_port(taken: &std::collections::HashSet<u16>) -> Result<u16, RuntimeError> {
+    let start = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos() as u64 ^ u64::from(std::process::id()))
+        .unwrap_or(0);
+    if let Some(port) = pick_port(member_port_range(ephemeral_low()), start, taken, |p| {
+        std::net::TcpListener::bind(("127.0.0.1", p)).is_ok()
+    }) {
+        return Ok(port);
+    }
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
@@ -652,7 +695,29 @@ impl Runtime for LocalRuntime {
                 let host = self.free_host(netns, &clusters)?;
                 (Some(host), Some(netns.namespace(name)), 2379, 2380, 7401)
             }
-            None => (None, None, free_port()?, free_port()?, free_port()?),
+            None => {
+                let mut taken: std::collections::HashSet<u16> = clusters
+                    .values()
+                    .flat_map(|c| c.record.members.iter())
+                    .flat_map(|m| [m.client_port, m.peer_port, m.grpc_port])
+                    .collect();
+                for key in clusters_in(&self.state_dir) {
+                    if !clusters.contains_key(&key) {
+                        taken.extend(
+                            self.load(&key)
+                                .members
+                                .iter()
+                                .flat_map(|m| [m.client_port, m.peer_port, m.grpc_port]),
+                        );
+                    }
+                }
+                let mut ports = [0u16; 3];
+                for port in &mut ports {
+                    *port = free_port(&taken)?;
+                    taken.insert(*port);
+                }
+                (None, None, ports[0], ports[1], ports[2])
+            }
         };
         let local = self.cluster(&mut clusters, cluster).await?;
         local.record.members.push(MemberRecord {
@@ -830,6 +895,26 @@ mod tests {
     use std::os::unix::fs::PermissionsExt;
 
     use super::*;
+
+    #[test]
+    fn member_ports_stay_below_the_ephemeral_range_and_off_recorded_ones() {
+        assert_eq!(member_port_range(32768), 20000..32768);
+        // A machine whose ephemeral range starts low leaves no range: the kernel picks.
+        assert!(member_port_range(10000).is_empty());
+        let range = 20000..20005;
+        let taken: std::collections::HashSet<u16> = [20001, 20003].into();
+        // From the start, skipping what is recorded and what does not bind, wrapping.
+        assert_eq!(pick_port(range.clone(), 1, &taken, |_| true), Some(20002));
+        assert_eq!(
+            pick_port(range.clone(), 3, &taken, |p| p != 20004),
+            Some(20000)
+        );
+        assert_eq!(pick_port(range.clone(), 0, &taken, |_| false), None);
+        assert_eq!(pick_port(20000..20000, 0, &taken, |_| true), None);
+        let port = free_port(&taken).unwrap();
+        assert!(!taken.contains(&port));
+        assert!(port < ephemeral_low() || member_port_range(ephemeral_low()).is_empty());
+    }
 
     /// An `etcd-sidecar` beside `coordinator` that prints `version` for `--version`.
     fn fake_sidecar(coordinator: &Path, version: &str) {

@@ -871,26 +871,47 @@ async fn memory(coordinator: &Path, n: usize) -> anyhow::Result<Fleet> {
             "--quiet".into(),
         ])
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("coordinator.log"))?)
         .spawn()?;
     let pid = child.id();
     let result = async {
         let deadline = Instant::now() + Duration::from_secs(60 + 12 * n as u64);
+        let mut behind = String::from("no answer from the coordinator");
         loop {
             if let Ok(mut client) = CoordinatorClient::connect(format!("http://{addr}")).await
                 && let Ok(list) = client.list_clusters(ListClustersRequest::default()).await
             {
                 let list = list.into_inner().clusters;
-                if list.len() == n
-                    && list.iter().all(|c| {
-                        c.phase() == etcd_operator::proto::ClusterPhase::Running && c.ready == 1
+                let not_running: Vec<String> = list
+                    .iter()
+                    .filter(|c| {
+                        c.phase() != etcd_operator::proto::ClusterPhase::Running || c.ready != 1
                     })
-                {
+                    .map(|c| format!("{} {:?} {}/{}", c.name, c.phase(), c.ready, c.size))
+                    .collect();
+                if list.len() == n && not_running.is_empty() {
                     break;
                 }
+                behind = format!(
+                    "{} listed, not Running: {}",
+                    list.len(),
+                    not_running
+                        .iter()
+                        .take(5)
+                        .cloned()
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
             }
             if Instant::now() > deadline {
-                bail!("{n} clusters did not all become Running");
+                let log =
+                    std::fs::read_to_string(dir.path().join("coordinator.log")).unwrap_or_default();
+                let lines: Vec<&str> = log.lines().collect();
+                eprintln!(
+                    "the coordinator's last log lines:\n{}",
+                    lines[lines.len().saturating_sub(30)..].join("\n")
+                );
+                bail!("{n} clusters did not all become Running ({behind})");
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
         }

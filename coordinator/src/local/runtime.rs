@@ -269,6 +269,21 @@ impl LocalRuntime {
         self
     }
 
+    /// Every member of every cluster under the state directory: of the clusters in memory,
+    /// and of those only on disk.
+    fn recorded_members(&self, clusters: &HashMap<ClusterKey, LocalCluster>) -> Vec<MemberRecord> {
+        let mut members: Vec<MemberRecord> = clusters
+            .values()
+            .flat_map(|c| c.record.members.iter().cloned())
+            .collect();
+        for key in clusters_in(&self.state_dir) {
+            if !clusters.contains_key(&key) {
+                members.extend(self.load(&key).members);
+            }
+        }
+        members
+    }
+
     /// A free address of the members' subnet: one no member of any cluster under the state
     /// directory has.
     fn free_host(
@@ -276,15 +291,11 @@ impl LocalRuntime {
         netns: &MemberNetns,
         clusters: &HashMap<ClusterKey, LocalCluster>,
     ) -> Result<String, RuntimeError> {
-        let mut used: std::collections::HashSet<String> = clusters
-            .values()
-            .flat_map(|c| c.record.members.iter().filter_map(|m| m.host.clone()))
+        let used: std::collections::HashSet<String> = self
+            .recorded_members(clusters)
+            .into_iter()
+            .filter_map(|m| m.host)
             .collect();
-        for key in clusters_in(&self.state_dir) {
-            if !clusters.contains_key(&key) {
-                used.extend(self.load(&key).members.into_iter().filter_map(|m| m.host));
-            }
-        }
         (0..)
             .map_while(|n| netns.address(n))
             .map(|a| a.to_string())
@@ -696,21 +707,11 @@ impl Runtime for LocalRuntime {
                 (Some(host), Some(netns.namespace(name)), 2379, 2380, 7401)
             }
             None => {
-                let mut taken: std::collections::HashSet<u16> = clusters
-                    .values()
-                    .flat_map(|c| c.record.members.iter())
+                let mut taken: std::collections::HashSet<u16> = self
+                    .recorded_members(&clusters)
+                    .iter()
                     .flat_map(|m| [m.client_port, m.peer_port, m.grpc_port])
                     .collect();
-                for key in clusters_in(&self.state_dir) {
-                    if !clusters.contains_key(&key) {
-                        taken.extend(
-                            self.load(&key)
-                                .members
-                                .iter()
-                                .flat_map(|m| [m.client_port, m.peer_port, m.grpc_port]),
-                        );
-                    }
-                }
                 let mut ports = [0u16; 3];
                 for port in &mut ports {
                     *port = free_port(&taken)?;

@@ -168,6 +168,7 @@ fn pass(registry: &Registry, clusters: &[Simulated], now: i64) -> usize {
             restore: None,
             recovery_backup: None,
             maintenance: Default::default(),
+            bootstrap: None,
             now,
             policy: Policy::default(),
         };

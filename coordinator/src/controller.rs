@@ -30,7 +30,7 @@ use crate::{
         self, Action, EtcdMember, MemberReport, Observed, Phase, Plan, Policy, ReportedPhase,
         RuntimeMember,
     },
-    registry::{ForcedRecovery, Registry, now_ms},
+    registry::{ForcedRecovery, InitialBootstrap, Registry, now_ms},
     runtime::{MemberInfo, Runtime, RuntimeError},
 };
 
@@ -359,7 +359,24 @@ impl<R: Runtime> ClusterController<R> {
         let (reports, delete_requested, upgrades, maintenance) =
             self.registry.with(&self.key, |entry, _| {
                 entry.runtime_members = infos.iter().map(|m| m.name.clone()).collect();
-                entry.seed = infos.iter().find(|m| m.seed).map(|m| m.name.clone());
+                // Several members created as seeds are the initial members of a static
+                // bootstrap; one alone is the seed of a cluster grown by learners.
+                let seeds: Vec<&MemberInfo> = infos.iter().filter(|m| m.seed).collect();
+                entry.seed = match seeds.as_slice() {
+                    [one] => Some(one.name.clone()),
+                    _ => None,
+                };
+                if let Some(initial) = entry.initial.as_mut()
+                    && initial.initial_cluster.is_empty()
+                    && let Some(list) = InitialBootstrap::initial_cluster_of(&initial.names, |n| {
+                        infos
+                            .iter()
+                            .find(|i| i.name == n)
+                            .map(|i| i.peer_url.clone())
+                    })
+                {
+                    initial.initial_cluster = list;
+                }
                 entry
                     .reports
                     .retain(|name, _| infos.iter().any(|m| &m.name == name));
@@ -410,6 +427,28 @@ impl<R: Runtime> ClusterController<R> {
         let settle_until = now - self.registry.age_ms(now) + crate::service::RECOVERY_SETTLE_MS;
         let grant = self.registry.with(&self.key, |entry, grants| {
             entry.cluster_exists = etcd_members.is_some();
+            // A static bootstrap begun before this coordinator (re)started, seen on its first
+            // observation: no cluster answers and several members were created as its initial
+            // members. It goes on under a new grant, with the same initial cluster and token
+            // (both follow from the members), so members told their role before the restart
+            // and after it start the same cluster.
+            if !entry.recovered && entry.initial.is_none() && etcd_members.is_none() {
+                let names: Vec<String> = infos
+                    .iter()
+                    .filter(|m| m.seed)
+                    .map(|m| m.name.clone())
+                    .collect();
+                if names.len() > 1 {
+                    info!(members = ?names, "a static bootstrap begun before this start goes on");
+                    entry.initial = Some(self.begin_bootstrap(
+                        grants,
+                        names,
+                        infos.as_slice(),
+                        resource.metadata.uid.as_deref(),
+                        now,
+                    ));
+                }
+            }
             crate::grants::recover(
                 entry,
                 grants,
@@ -493,6 +532,12 @@ impl<R: Runtime> ClusterController<R> {
                 disarmed_at: maintenance.disarmed_at,
                 defrag_round: defrag_round(&resource.spec, started, now),
             },
+            bootstrap: self.registry.with(&self.key, |entry, _| {
+                entry.initial.as_ref().map(|i| plan::BootstrapUnderWay {
+                    names: i.names.clone(),
+                    began: i.began,
+                })
+            }),
             now,
             policy: self.policy,
         };
@@ -660,6 +705,72 @@ impl<R: Runtime> ClusterController<R> {
                 self.runtime
                     .create_member(&self.key, name, *version, seed, etcd_tls)
                     .await?;
+            }
+            Action::CreateInitial { names, version } => {
+                info!(members = ?names, "creating the initial members together (static bootstrap)");
+                self.epoch()?;
+                self.registry.with(&self.key, |entry, grants| {
+                    for name in names {
+                        if !entry.runtime_members.contains(name) {
+                            entry.runtime_members.push(name.clone());
+                        }
+                    }
+                    entry.seed = None;
+                    entry.initial = Some(self.begin_bootstrap(
+                        grants,
+                        names.clone(),
+                        infos,
+                        resource.metadata.uid.as_deref(),
+                        now_ms(),
+                    ));
+                });
+                for name in names {
+                    self.epoch()?;
+                    self.runtime
+                        .create_member(&self.key, name, *version, true, etcd_tls)
+                        .await?;
+                }
+                // Every peer URL is known now: the members that registered already are told
+                // the initial cluster the next time they ask.
+                let created = self.runtime.members(&self.key).await?;
+                self.registry.with(&self.key, |entry, _| {
+                    if let Some(initial) = entry.initial.as_mut()
+                        && let Some(list) =
+                            InitialBootstrap::initial_cluster_of(&initial.names, |n| {
+                                created
+                                    .iter()
+                                    .find(|i| i.name == n)
+                                    .map(|i| i.peer_url.clone())
+                            })
+                    {
+                        initial.initial_cluster = list;
+                    }
+                });
+            }
+            Action::EndBootstrap => {
+                let ended = self.registry.with(&self.key, |entry, grants| {
+                    let initial = entry.initial.take()?;
+                    grants.release(&self.key, &initial.grant_id);
+                    Some(initial)
+                });
+                if let Some(initial) = ended {
+                    let took = initial.began.map(|at| now_ms() - at);
+                    info!(members = ?initial.names, took_ms = ?took, "static bootstrap done");
+                }
+            }
+            Action::AbandonBootstrap { names, reason } => {
+                warn!(members = ?names, %reason, "abandoning a static bootstrap that never formed a cluster; deleting its members and their data");
+                for name in names {
+                    if infos.iter().any(|i| &i.name == name) {
+                        self.epoch()?;
+                        self.runtime.delete_member(&self.key, name).await?;
+                    }
+                }
+                self.registry.with(&self.key, |entry, grants| {
+                    if let Some(initial) = entry.initial.take() {
+                        grants.release(&self.key, &initial.grant_id);
+                    }
+                });
             }
             Action::DeleteRuntimeMember { name, reason } => {
                 info!(member = %name, %reason, "deleting runtime member");
@@ -889,6 +1000,41 @@ impl<R: Runtime> ClusterController<R> {
     }
 
     /// Runs `work` holding a grant of `kind` for `member`, taken by the coordinator itself.
+    /// The record of a static bootstrap of `names`, under a Bootstrap grant taken now (or,
+    /// when another grant is in flight, which a new cluster never has, under none), with
+    /// the token of [`bootstrap_token`].
+    fn begin_bootstrap(
+        &self,
+        grants: &mut etcd_operator::grant::GrantTable,
+        names: Vec<String>,
+        infos: &[MemberInfo],
+        uid: Option<&str>,
+        now: etcd_operator::grant::UnixMillis,
+    ) -> InitialBootstrap {
+        let holder = names.first().cloned().unwrap_or_default();
+        let grant_id = match grants.request(&self.key, &holder, ChangeKind::Bootstrap, now) {
+            Ok(grant) => grant.id,
+            Err(refusal) => {
+                warn!(reason = %refusal.reason, "static bootstrap without its grant");
+                String::new()
+            }
+        };
+        let initial_cluster = InitialBootstrap::initial_cluster_of(&names, |n| {
+            infos
+                .iter()
+                .find(|i| i.name == n)
+                .map(|i| i.peer_url.clone())
+        })
+        .unwrap_or_default();
+        InitialBootstrap {
+            token: bootstrap_token(&self.key, uid, &holder),
+            names,
+            initial_cluster,
+            grant_id,
+            began: None,
+        }
+    }
+
     async fn with_grant(
         &self,
         member: &str,
@@ -1702,6 +1848,19 @@ pub fn rfc3339_now() -> String {
         .round(jiff::Unit::Second)
         .map(|t| t.to_string())
         .unwrap_or_default()
+}
+
+/// The `--initial-cluster-token` of a static bootstrap: the cluster (and, on Kubernetes, its
+/// uid, new when a cluster of the same name is created again) and the first initial member,
+/// whose ordinal is never used twice, so every bootstrap has its own. It follows from what
+/// the runtime keeps, so a coordinator restarted in the middle of a bootstrap hands the
+/// members that start after it the token of those that started before.
+pub fn bootstrap_token(key: &ClusterKey, uid: Option<&str>, first: &str) -> String {
+    let cluster = key.to_string().replace('/', "-");
+    match uid {
+        Some(uid) if !uid.is_empty() => format!("{cluster}-{uid}-{first}"),
+        _ => format!("{cluster}-{first}"),
+    }
 }
 
 #[cfg(test)]

@@ -35,6 +35,8 @@ pub struct ClusterEntry {
     pub registrations: BTreeMap<String, RegisterRequest>,
     /// The member allowed to bootstrap, while the cluster does not exist yet.
     pub seed: Option<String>,
+    /// The initial members bootstrapping the cluster together, while they do.
+    pub initial: Option<InitialBootstrap>,
     /// Member names the runtime has, as of the last reconcile.
     pub runtime_members: Vec<String>,
     /// True once the reconciler has read the cluster's truth after a (re)start: until then
@@ -105,6 +107,43 @@ pub struct MaintenanceTrack {
     pub disarmed_at: Option<UnixMillis>,
     /// When each member was last defragmented.
     pub defragmented: BTreeMap<String, UnixMillis>,
+}
+
+/// A cluster being created with its initial members all at once (etcd's static bootstrap),
+/// under one grant the coordinator holds until the bootstrap ends or is abandoned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InitialBootstrap {
+    /// The initial members, lowest ordinal first.
+    pub names: Vec<String>,
+    /// `name=peerURL,...` of every initial member, once the runtime has them all (empty
+    /// until then: no member is given its role before every peer URL is known).
+    pub initial_cluster: String,
+    /// The `--initial-cluster-token`, new for every bootstrap.
+    pub token: String,
+    /// The grant held for the bootstrap.
+    pub grant_id: String,
+    /// When the first initial member was given its role (the abandon deadline counts from
+    /// then; `None` before).
+    pub began: Option<UnixMillis>,
+}
+
+impl InitialBootstrap {
+    /// `name=peerURL,...` for `names`, from the runtime's peer URLs; `None` while one is not
+    /// known yet.
+    pub fn initial_cluster_of(
+        names: &[String],
+        peer_url: impl Fn(&str) -> Option<String>,
+    ) -> Option<String> {
+        let pairs: Option<Vec<String>> = names
+            .iter()
+            .map(|n| {
+                peer_url(n)
+                    .filter(|u| !u.is_empty())
+                    .map(|u| format!("{n}={u}"))
+            })
+            .collect();
+        pairs.map(|p| p.join(","))
+    }
 }
 
 /// A new cluster forced from a survivor after quorum was lost for good.
@@ -312,6 +351,55 @@ impl Registry {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_initial_cluster_is_known_only_once_every_peer_url_is() {
+        let names: Vec<String> = ["c-0000", "c-0001", "c-0002"].map(String::from).to_vec();
+        let urls = |known: &'static [(&'static str, &'static str)]| {
+            move |n: &str| {
+                known
+                    .iter()
+                    .find(|(name, _)| *name == n)
+                    .map(|(_, u)| u.to_string())
+            }
+        };
+        assert_eq!(
+            InitialBootstrap::initial_cluster_of(
+                &names,
+                urls(&[
+                    ("c-0002", "http://127.0.0.1:3"),
+                    ("c-0000", "http://127.0.0.1:1"),
+                    ("c-0001", "http://127.0.0.1:2"),
+                ])
+            )
+            .as_deref(),
+            Some("c-0000=http://127.0.0.1:1,c-0001=http://127.0.0.1:2,c-0002=http://127.0.0.1:3"),
+            "every member, in the order of the names"
+        );
+        assert_eq!(
+            InitialBootstrap::initial_cluster_of(
+                &names,
+                urls(&[
+                    ("c-0000", "http://127.0.0.1:1"),
+                    ("c-0002", "http://127.0.0.1:3")
+                ])
+            ),
+            None,
+            "a member not created yet"
+        );
+        assert_eq!(
+            InitialBootstrap::initial_cluster_of(
+                &names,
+                urls(&[
+                    ("c-0000", "http://127.0.0.1:1"),
+                    ("c-0001", ""),
+                    ("c-0002", "http://127.0.0.1:3"),
+                ])
+            ),
+            None,
+            "a member whose peer URL is not known yet"
+        );
+    }
 
     fn report(leader_id: u64, raft_index: u64) -> HealthReport {
         HealthReport {

@@ -152,7 +152,7 @@ impl Coordinator for CoordinatorService {
         let key = cluster_key(request.cluster.as_ref())?;
         self.speaks_for(&caller, &key, &request.member_name, "Register")?;
         let now = now_ms();
-        let (role, urls) = self
+        let (role, urls, initial) = self
             .registry
             .with_existing(&key, |entry, _| {
                 if !entry.runtime_members.contains(&request.member_name) {
@@ -175,6 +175,23 @@ impl Coordinator for CoordinatorService {
                     })
                     .map(|r| r.report.client_url.clone())
                     .collect();
+                // An initial member of a bootstrap under way starts with the others, once
+                // every peer URL is known (until then it is told its role with no list, and
+                // asks again soon).
+                if let Some(initial) = entry
+                    .initial
+                    .as_mut()
+                    .filter(|i| i.names.contains(&request.member_name))
+                {
+                    if !initial.initial_cluster.is_empty() {
+                        initial.began.get_or_insert(now);
+                    }
+                    return Ok((
+                        MemberRole::Initial,
+                        Vec::new(),
+                        Some((initial.initial_cluster.clone(), initial.token.clone())),
+                    ));
+                }
                 let role = if !urls.is_empty() {
                     MemberRole::Join
                 } else if entry.seed.as_deref() == Some(request.member_name.as_str())
@@ -184,7 +201,7 @@ impl Coordinator for CoordinatorService {
                 } else {
                     MemberRole::Unspecified
                 };
-                Ok((role, urls))
+                Ok((role, urls, None))
             })
             .ok_or_else(|| Status::not_found(format!("cluster {key} is not managed here")))??;
         let restore = match role {
@@ -201,6 +218,8 @@ impl Coordinator for CoordinatorService {
             report_interval_ms: REPORT_INTERVAL_MS,
             restore,
             coordinator_epoch: epoch,
+            initial_cluster: initial.as_ref().map(|i| i.0.clone()).unwrap_or_default(),
+            initial_cluster_token: initial.map(|i| i.1).unwrap_or_default(),
         }))
     }
 

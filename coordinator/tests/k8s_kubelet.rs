@@ -773,7 +773,7 @@ async fn the_walkthrough_runs_on_pods() {
     let to = "3.7.2";
     let h = Harness::start(3, from).await;
 
-    // Create: three Pods, one after another, a Running cluster.
+    // Create: three Pods at once that bootstrap one cluster together, a Running cluster.
     let three = [
         "etcd-cluster-0000",
         "etcd-cluster-0001",
@@ -781,15 +781,10 @@ async fn the_walkthrough_runs_on_pods() {
     ];
     h.settled("3 members running", &three, from, FORM).await;
     let pods = h.pods().await;
-    assert_eq!(
-        pods[0].annotations()["etcd.operator.rs/seed"],
-        "true",
-        "0000 bootstrapped the cluster"
-    );
     assert!(
-        pods[1..]
-            .iter()
-            .all(|p| p.annotations()["etcd.operator.rs/seed"] == "false")
+        pods.iter()
+            .all(|p| p.annotations()["etcd.operator.rs/seed"] == "true"),
+        "every initial member bootstrapped the cluster"
     );
     let endpoints = h.endpoints().await;
     assert_eq!(etcd_member_names(&endpoints).await, three);
@@ -831,6 +826,16 @@ async fn the_walkthrough_runs_on_pods() {
         "etcd-cluster-0004",
     ];
     h.settled("5 members running", &five, from, CHANGE).await;
+    let grown = h.pods().await;
+    for pod in &grown {
+        let initial = three.contains(&pod.name_any().as_str());
+        assert_eq!(
+            pod.annotations()["etcd.operator.rs/seed"],
+            initial.to_string(),
+            "{}: only the initial members bootstrapped; later ones joined as learners",
+            pod.name_any()
+        );
+    }
     let status = h.cluster().await.status.unwrap();
     assert_eq!(status.size, 5);
     assert_eq!(status.selector, "etcd.operator.rs/cluster=etcd-cluster");

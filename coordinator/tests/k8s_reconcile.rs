@@ -166,8 +166,8 @@ fn env_map(pod: &Pod) -> BTreeMap<String, String> {
 }
 
 #[tokio::test]
-async fn create_makes_the_seed_pod_services_budget_and_status() {
-    // Records, at the moment the Pod is created, the next-ordinal annotation the cluster
+async fn create_makes_the_initial_pods_services_budget_and_status() {
+    // Records, at the moment each Pod is created, the next-ordinal annotation the cluster
     // carries: it must already be past the new member's ordinal.
     type Seen = Arc<Mutex<Vec<(String, Option<String>)>>>;
     let seen_at_create: Seen = Arc::default();
@@ -185,20 +185,36 @@ async fn create_makes_the_seed_pod_services_budget_and_status() {
     let client = fake(vec![cluster(3, "3.6.15")], Some(funcs)).await;
     let ctx = context(&client);
 
-    // One pass: Services, budget, the seed Pod, status; no finalizer (deletion never
-    // waits on the coordinator).
+    // One pass: Services, budget, the three initial Pods (they bootstrap the cluster
+    // together), status; no finalizer (deletion never waits on the coordinator).
     let generation = get_cluster(&client).await.metadata.generation;
     let action = reconcile_once(&ctx).await;
     assert_eq!(action, Action::requeue(ctx.busy_requeue));
-    assert_eq!(pod_names(&client).await, ["etcd-cluster-0000"]);
+    let initial = [
+        "etcd-cluster-0000",
+        "etcd-cluster-0001",
+        "etcd-cluster-0002",
+    ];
+    assert_eq!(pod_names(&client).await, initial);
     assert_eq!(
         *seen_at_create.lock().unwrap(),
-        [("etcd-cluster-0000".to_string(), Some("1".to_string()))]
+        [
+            ("etcd-cluster-0000".to_string(), Some("1".to_string())),
+            ("etcd-cluster-0001".to_string(), Some("2".to_string())),
+            ("etcd-cluster-0002".to_string(), Some("3".to_string())),
+        ]
     );
     let c = get_cluster(&client).await;
     assert!(c.finalizers().is_empty(), "{:?}", c.finalizers());
     let uid = c.uid().unwrap();
-    assert_eq!(c.annotations()[ANNOTATION_NEXT_ORDINAL], "1");
+    assert_eq!(c.annotations()[ANNOTATION_NEXT_ORDINAL], "3");
+    for name in &initial[1..] {
+        let pod = Api::<Pod>::namespaced(client.clone(), NS)
+            .get(name)
+            .await
+            .unwrap();
+        assert_eq!(pod.annotations()["etcd.operator.rs/seed"], "true", "{name}");
+    }
     let owner = OwnerReference {
         api_version: "etcd.operator.rs/v1alpha1".into(),
         kind: "EtcdCluster".into(),
@@ -518,7 +534,7 @@ async fn create_makes_the_seed_pod_services_budget_and_status() {
     assert_eq!(status.phase, "Creating");
     assert_eq!(
         status.size, 0,
-        "the seed is created in this pass, after observing"
+        "the initial members are created in this pass, after observing"
     );
     assert_eq!(status.ready_members, 0);
     assert_eq!(status.target_version, "3.6.15");
@@ -534,7 +550,7 @@ async fn create_makes_the_seed_pod_services_budget_and_status() {
         conditions,
         [
             ("Available", "False", "QuorumUnavailable"),
-            ("Progressing", "True", "CreateSeed"),
+            ("Progressing", "True", "CreateInitial"),
             ("Degraded", "False", "AllMembersHealthy"),
             ("SpecValid", "True", "Valid"),
         ]
@@ -549,20 +565,21 @@ async fn create_makes_the_seed_pod_services_budget_and_status() {
     assert!(
         events.contains(&(
             "Normal".into(),
-            "CreateSeed".into(),
-            "create seed etcd-cluster-0000".into()
+            "CreateInitial".into(),
+            "create initial etcd-cluster-0000, etcd-cluster-0001, etcd-cluster-0002".into()
         )),
         "{events:?}"
     );
 
-    // Third pass: the seed has not started (no kubelet here): nothing else is created, and
-    // in particular no second seed.
+    // Next pass: the members have not started (no kubelet here): nothing else is created,
+    // and in particular no second set of initial members.
     reconcile_once(&ctx).await;
-    assert_eq!(pod_names(&client).await, ["etcd-cluster-0000"]);
+    assert_eq!(pod_names(&client).await, initial);
     let status = get_cluster(&client).await.status.unwrap();
-    assert_eq!(status.size, 1);
-    assert_eq!(status.members[0].name, "etcd-cluster-0000");
-    assert!(!status.members[0].healthy);
+    assert_eq!(status.size, 3);
+    let members: Vec<&str> = status.members.iter().map(|m| m.name.as_str()).collect();
+    assert_eq!(members, initial);
+    assert!(status.members.iter().all(|m| !m.healthy));
 }
 
 #[tokio::test]
@@ -716,9 +733,16 @@ async fn an_earlier_versions_finalizer_is_removed_and_nothing_else_is_done_with_
         "ours removed, the other kept"
     );
     assert!(pod_names(&client).await.is_empty());
-    // The next pass creates the cluster.
+    // The next pass creates the cluster: its three initial members at once.
     reconcile_once(&ctx).await;
-    assert_eq!(pod_names(&client).await, ["etcd-cluster-0000"]);
+    assert_eq!(
+        pod_names(&client).await,
+        [
+            "etcd-cluster-0000",
+            "etcd-cluster-0001",
+            "etcd-cluster-0002"
+        ]
+    );
 }
 
 #[tokio::test]

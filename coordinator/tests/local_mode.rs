@@ -1154,6 +1154,77 @@ async fn coordinator_restart_in_the_middle_of_a_scale_up() {
     );
 }
 
+/// The coordinator killed while the three initial members bootstrap together: the next one
+/// finds the bootstrap from the members it recorded and lets it finish under the same
+/// initial cluster and token (members told their role before the crash and after it start
+/// one cluster), or, had it never formed, begins it again. Either way: one Running cluster
+/// of three voters, every recorded member in it, no learner, writes accepted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn coordinator_restart_in_the_middle_of_the_bootstrap() {
+    let _serial = serial_guard();
+    let mut c = start(example_options()).await;
+    let at_crash = ok(
+        &c,
+        wait_for(
+            "the three initial members recorded",
+            Duration::from_secs(60),
+            || async {
+                let recorded = c.members();
+                (recorded.len() == 3).then(|| format!("{recorded:?}"))
+            },
+        )
+        .await,
+    );
+    c.crash();
+    let status_before = c.status().await;
+    eprintln!(
+        "coordinator killed with the initial members recorded: {at_crash}; {status_before:?}"
+    );
+    let restarted = c.restart().await;
+    ok(&c, restarted);
+
+    let three = ok(&c, c.wait_running(3, VERSION, FORM * 2).await);
+    let endpoints = endpoints_of(&three);
+    let members = etcd_members(&endpoints).await;
+    assert_eq!(members.len(), 3, "{members:?}");
+    assert!(members.iter().all(|m| !m.2), "no learner: {members:?}");
+    let etcd_names: BTreeSet<String> = members.iter().map(|m| m.0.clone()).collect();
+    assert_eq!(etcd_names, names(&three), "{}", describe(&three));
+    let recorded: BTreeSet<String> = c.members().iter().map(|m| m.name.clone()).collect();
+    assert_eq!(
+        recorded, etcd_names,
+        "a recorded member outside the cluster"
+    );
+    let initial: BTreeSet<String> = (0..3).map(|i| c.member_name(i)).collect();
+    // Which way it went depends on how far the bootstrap had got (told their roles, or
+    // formed already); the outcome above may not.
+    let stderr = std::fs::read_to_string(c.stderr_path()).unwrap_or_default();
+    let taken_up = stderr.contains("a static bootstrap begun before this start goes on");
+    eprintln!(
+        "after the restart: {}, {}",
+        if etcd_names == initial {
+            "the same initial members"
+        } else {
+            "the bootstrap was begun again"
+        },
+        if taken_up {
+            "the restarted coordinator took the bootstrap up"
+        } else {
+            "the cluster had formed before the restart"
+        }
+    );
+    // One cluster: every endpoint answers from the same cluster id.
+    let mut ids = BTreeSet::new();
+    for endpoint in &endpoints {
+        let mut client = ok(&c, etcd_client(std::slice::from_ref(endpoint)).await);
+        let status = client.status().await.expect("status");
+        ids.insert(status.header().expect("header").cluster_id());
+    }
+    assert_eq!(ids.len(), 1, "one cluster, not several: {ids:x?}");
+    let put = ok(&c, etcdctl(&three.endpoints, &["put", "foo", "bar"]));
+    assert_eq!(put.trim(), "OK", "{put}");
+}
+
 /// A manifest edited into something that does not parse (malformed YAML, then an unknown
 /// field) changes nothing, and says so where users look: `SpecValid False` with the parse
 /// error on the cluster the file declares; fixed, the cluster's spec is valid again.

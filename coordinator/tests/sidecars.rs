@@ -20,7 +20,7 @@ use std::{
 use etcd_client::{Client, GetOptions};
 use etcd_coordinator::{
     local::pki::LocalPki,
-    registry::{Registry, now_ms},
+    registry::{InitialBootstrap, Registry, now_ms},
     security::ControlPlane,
     service::{Access, CoordinatorService, RECOVERY_SETTLE_MS},
 };
@@ -553,6 +553,81 @@ async fn three_sidecars_form_a_cluster_one_learner_at_a_time() {
         .filter(|e| matches!(e, GrantEvent::Released { succeeded: true, member_id, .. } if *member_id != 0))
         .count();
     assert_eq!(released_ok, 3, "{events:?}");
+
+    let mut c = f.client().await;
+    c.put("foo", "bar", None).await.unwrap();
+    let got = c.get("foo", None).await.unwrap();
+    assert_eq!(got.kvs()[0].value_str().unwrap(), "bar");
+}
+
+/// The static bootstrap: three initial members told their role by the service start one
+/// cluster together, every one of them a voter from the first member list on, under the one
+/// Bootstrap grant the coordinator holds; no sidecar asks for a grant of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_initial_members_bootstrap_together_under_the_coordinators_one_grant() {
+    let _serial = serial_guard();
+    let mut f = Fixture::new().await;
+    let mut specs: Vec<SidecarSpec> = (0..3).map(|i| f.spec(i)).collect();
+    for spec in &mut specs {
+        f.coordinator.admit(spec);
+    }
+    let names: Vec<String> = (0..3).map(name).collect();
+    let key = f.coordinator.key.clone();
+    let grant_id = f.coordinator.registry.with(&key, |entry, grants| {
+        let grant = grants
+            .request(&key, &names[0], ChangeKind::Bootstrap, now_ms())
+            .expect("the bootstrap's grant");
+        entry.seed = None;
+        entry.initial = Some(InitialBootstrap {
+            names: names.clone(),
+            initial_cluster: InitialBootstrap::initial_cluster_of(&names, |n| {
+                specs.iter().find(|s| s.name == n).map(|s| s.peer_url())
+            })
+            .expect("every peer URL"),
+            token: format!("life-{}", now_ms()),
+            grant_id: grant.id.clone(),
+            began: None,
+        });
+        grant.id
+    });
+    for spec in specs {
+        let proc = SidecarProc::start(spec).unwrap();
+        f.members.insert(proc.spec.name.clone(), proc);
+    }
+    let endpoints = f.endpoints();
+    let watcher = MembershipWatcher::start(move || endpoints.clone());
+    let members = f.wait_voters(3).await;
+
+    let history = watcher.history();
+    assert!(history.samples > 0, "the watcher read no member list");
+    assert_eq!(
+        history.max_learners, 0,
+        "an initial member is a voter from the start: {history:?}"
+    );
+    let events = f.grants().events();
+    assert!(
+        f.grants().granted().is_empty(),
+        "no sidecar asks for a grant of its own: {events:?}"
+    );
+    let (in_flight, began) = f.coordinator.registry.with(&key, |entry, grants| {
+        (
+            grants.in_flight(&key, now_ms()).map(|g| g.id.clone()),
+            entry.initial.as_ref().and_then(|i| i.began),
+        )
+    });
+    assert_eq!(
+        in_flight.as_deref(),
+        Some(grant_id.as_str()),
+        "the bootstrap held the one grant throughout"
+    );
+    assert!(began.is_some(), "the first role given starts the deadline");
+    let mut listed: Vec<&str> = members.iter().map(|m| m.name()).collect();
+    listed.sort();
+    assert_eq!(listed, names.iter().map(String::as_str).collect::<Vec<_>>());
+    let reports = f.coordinator.reports();
+    let clusters: std::collections::BTreeSet<u64> =
+        reports.values().map(|r| r.cluster_id).collect();
+    assert_eq!(clusters.len(), 1, "one cluster, not three: {reports:?}");
 
     let mut c = f.client().await;
     c.put("foo", "bar", None).await.unwrap();

@@ -15,6 +15,14 @@ pub enum Bootstrap {
         /// `--initial-cluster-token`, unique per cluster creation.
         token: String,
     },
+    /// Bootstrap a new cluster together with the other initial members (etcd's static
+    /// bootstrap): every one of them in `--initial-cluster`, one token for all.
+    Static {
+        /// `name=peerURL,...` of every initial member, this one included.
+        initial_cluster: String,
+        /// `--initial-cluster-token`, the same for every initial member.
+        token: String,
+    },
     /// Join an existing cluster whose members (name, peer URLs) are these, this member included.
     Existing {
         /// `name=peerURL` pairs of every member in etcd's member list.
@@ -77,6 +85,14 @@ pub fn etcd_args(cfg: &SidecarConfig, bootstrap: &Bootstrap) -> Vec<String> {
             args.push("--initial-cluster-state=new".to_string());
             args.push(format!("--initial-cluster-token={token}"));
         }
+        Bootstrap::Static {
+            initial_cluster,
+            token,
+        } => {
+            args.push(format!("--initial-cluster={initial_cluster}"));
+            args.push("--initial-cluster-state=new".to_string());
+            args.push(format!("--initial-cluster-token={token}"));
+        }
         Bootstrap::Existing { members } => {
             let list: Vec<String> = members.iter().map(|(n, u)| format!("{n}={u}")).collect();
             args.push(format!("--initial-cluster={}", list.join(",")));
@@ -128,6 +144,10 @@ mod tests {
             Bootstrap::FromData,
             Bootstrap::ForceNewCluster,
             Bootstrap::NewCluster { token: "t".into() },
+            Bootstrap::Static {
+                initial_cluster: "c-0001=http://127.0.0.1:2380".into(),
+                token: "t".into(),
+            },
             Bootstrap::Existing {
                 members: vec![("c-0001".into(), "http://127.0.0.1:2380".into())],
             },
@@ -212,6 +232,32 @@ mod tests {
         assert!(args.contains(&"--data-dir=/m/etcd".to_string()));
         assert!(args.contains(&"--listen-client-urls=http://0.0.0.0:2379".to_string()));
         assert!(args.contains(&"--advertise-client-urls=http://127.0.0.1:2379".to_string()));
+    }
+
+    #[test]
+    fn static_bootstrap_lists_every_initial_member_with_one_token() {
+        let initial = "c-0000=http://127.0.0.1:3380,c-0001=http://127.0.0.1:2380";
+        let args = etcd_args(
+            &cfg(),
+            &Bootstrap::Static {
+                initial_cluster: initial.into(),
+                token: "c-7".into(),
+            },
+        );
+        let initial_flags: Vec<&str> = args
+            .iter()
+            .map(String::as_str)
+            .filter(|a| a.starts_with("--initial-cluster"))
+            .collect();
+        let want = format!("--initial-cluster={initial}");
+        assert_eq!(
+            initial_flags,
+            [
+                want.as_str(),
+                "--initial-cluster-state=new",
+                "--initial-cluster-token=c-7"
+            ]
+        );
     }
 
     #[test]

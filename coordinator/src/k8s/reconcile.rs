@@ -478,14 +478,9 @@ async fn publish_outcome(
         }
         action if action.changes_something() => {
             let reason = camel(action.kind());
-            let note = match (action.member(), &outcome.error) {
-                (Some(m), None) => format!("{} {m}", action.kind().replace('_', " ")),
-                (None, None) => action.kind().replace('_', " "),
-                (m, Some(e)) => format!(
-                    "{} {} failed: {e}",
-                    action.kind().replace('_', " "),
-                    m.unwrap_or("")
-                ),
+            let note = match &outcome.error {
+                None => action.describe(),
+                Some(e) => format!("{} failed: {e}", action.describe()),
             };
             let note = match action {
                 PlanAction::ForceNewCluster { revision, lost, .. } if outcome.error.is_none() => {

@@ -297,11 +297,7 @@ async fn cluster_loop(
                 crate::plan::Action::RefuseSpec { message } => {
                     line.push_str(&format!(" (spec refused: {message})"))
                 }
-                a => line.push_str(&format!(
-                    " ({} {})",
-                    a.kind().replace('_', " "),
-                    a.member().unwrap_or("")
-                )),
+                a => line.push_str(&format!(" ({})", a.describe())),
             }
             if let Some(e) = &outcome.error {
                 line.push_str(&format!(" [error: {e}]"));

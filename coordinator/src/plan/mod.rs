@@ -13,7 +13,14 @@
 //! 1. Invalid spec: [`Action::RefuseSpec`], phase Invalid. Nothing is touched.
 //! 2. The version step from any member's running version to the spec's is refused
 //!    ([`check_version_step`]): [`Action::RefuseSpec`], phase Invalid.
-//! 3. No runtime member and no etcd cluster: [`Action::CreateSeed`].
+//! 3. No runtime member and no etcd cluster: [`Action::CreateInitial`] of every member of
+//!    the spec's size at once (etcd's static bootstrap, under one grant), or
+//!    [`Action::CreateSeed`] for one member or a cluster created from a backup (it then
+//!    grows by learners). While the initial members bootstrap (after rule 4, which starts
+//!    one that exited again): [`Action::EndBootstrap`] once all of them are healthy (past
+//!    the deadline, a quorum of them); past the deadline without quorum, or once one of
+//!    them is gone, [`Action::AbandonBootstrap`] (delete them and their data, then begin
+//!    again), but only while none was ever part of a formed cluster; else wait.
 //! 4. A member down with its data is started again on it ([`Action::RestartMember`]: same
 //!    member id, no membership change), at once after its first exit, then with a backoff
 //!    (1 s, 2 s, 4 s, ... 30 s) while it keeps exiting. Not a membership change, so neither
@@ -118,10 +125,23 @@ pub struct Observed {
     pub recovery_backup: Option<Result<String, String>>,
     /// Disk maintenance done and under way.
     pub maintenance: MaintenanceRecord,
+    /// The initial members bootstrapping the cluster together, while they do
+    /// ([`Action::CreateInitial`] began it; `None` otherwise).
+    pub bootstrap: Option<BootstrapUnderWay>,
     /// Now, ms since the epoch.
     pub now: UnixMillis,
     /// Tunables.
     pub policy: Policy,
+}
+
+/// A static bootstrap under way: the initial members started together, under the one grant
+/// the coordinator holds for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BootstrapUnderWay {
+    /// The initial members.
+    pub names: Vec<String>,
+    /// When the first of them was given its role (`None` before: nothing started yet).
+    pub began: Option<UnixMillis>,
 }
 
 /// What the coordinator remembers of the disk maintenance it did, and the scheduled
@@ -164,6 +184,9 @@ pub struct Policy {
     /// A health report older than this is stale: its member's health is unknown
     /// (default 10 000 ms).
     pub report_stale_after_ms: i64,
+    /// A static bootstrap that has not reached quorum this long after its first member
+    /// was given its role is abandoned and begun again (default 60 000 ms).
+    pub bootstrap_deadline_ms: i64,
 }
 
 impl Default for Policy {
@@ -171,6 +194,7 @@ impl Default for Policy {
         Self {
             dead_after_ms: 15_000,
             report_stale_after_ms: 10_000,
+            bootstrap_deadline_ms: 60_000,
         }
     }
 }
@@ -391,6 +415,32 @@ pub enum Action {
         /// The version to run.
         version: EtcdVersion,
     },
+    /// No cluster exists and the spec asks for more than one member: create the initial
+    /// members `names` together. They bootstrap one etcd cluster statically (every one of
+    /// them in `--initial-cluster`, one new token) under one grant the coordinator takes
+    /// for the whole bootstrap and holds until [`Action::EndBootstrap`] or
+    /// [`Action::AbandonBootstrap`].
+    CreateInitial {
+        /// The initial members (never-used ordinals, in order).
+        names: Vec<String>,
+        /// The version to run.
+        version: EtcdVersion,
+    },
+    /// Every initial member reports healthy (or, past the bootstrap deadline, a quorum of
+    /// them does): the bootstrap is over; give its grant back. A member still missing is
+    /// then handled as any other member is.
+    EndBootstrap,
+    /// The static bootstrap did not reach quorum within the deadline (or one of its
+    /// members is gone), and no initial member ever was part of a formed cluster: delete
+    /// the initial members with their data (nothing was ever acknowledged) and give the
+    /// grant back; the next step creates the cluster again, with new members and a new
+    /// token.
+    AbandonBootstrap {
+        /// The initial members to delete.
+        names: Vec<String>,
+        /// Why, for events and logs.
+        reason: String,
+    },
     /// Create member `name`; its sidecar joins as a learner under its own grant and promotes
     /// itself.
     CreateMember {
@@ -518,6 +568,9 @@ impl Action {
         match self {
             Self::RefuseSpec { .. } => "refuse_spec",
             Self::CreateSeed { .. } => "create_seed",
+            Self::CreateInitial { .. } => "create_initial",
+            Self::EndBootstrap => "end_bootstrap",
+            Self::AbandonBootstrap { .. } => "abandon_bootstrap",
             Self::CreateMember { .. } => "create_member",
             Self::RemoveDeadMember { .. } => "remove_dead_member",
             Self::DeleteRuntimeMember { .. } => "delete_runtime_member",
@@ -552,11 +605,27 @@ impl Action {
             && !matches!(
                 self,
                 Self::RestartMember { .. }
+                    | Self::EndBootstrap
                     | Self::TakeBackup { .. }
                     | Self::Compact { .. }
                     | Self::Defragment { .. }
                     | Self::DisarmAlarms { .. }
             )
+    }
+
+    /// The action in a few words, for progress lines and events: "create initial
+    /// demo-0000, demo-0001, demo-0002", "remove dead member demo-0004", "end bootstrap".
+    pub fn describe(&self) -> String {
+        let kind = self.kind().replace('_', " ");
+        match self {
+            Self::CreateInitial { names, .. } | Self::AbandonBootstrap { names, .. } => {
+                format!("{kind} {}", names.join(", "))
+            }
+            _ => match self.member() {
+                Some(member) => format!("{kind} {member}"),
+                None => kind,
+            },
+        }
     }
 
     /// The member the action is about, for the `member` log field.
@@ -576,7 +645,10 @@ impl Action {
             | Self::Compact { name, .. }
             | Self::Defragment { name, .. }
             | Self::DisarmAlarms { name } => Some(name),
-            Self::RefuseSpec { .. } | Self::Wait { .. } | Self::Steady => None,
+            Self::CreateInitial { names, .. } | Self::AbandonBootstrap { names, .. } => {
+                names.first().map(String::as_str)
+            }
+            Self::EndBootstrap | Self::RefuseSpec { .. } | Self::Wait { .. } | Self::Steady => None,
         }
     }
 }
@@ -1178,6 +1250,17 @@ impl<'a> View<'a> {
             {
                 return step;
             }
+            // Several members from nothing: together, as etcd's static bootstrap. A restore
+            // has one seed that restores, then grows by learners.
+            if self.spec.size > 1 && observed.restore.is_none() {
+                return (
+                    Action::CreateInitial {
+                        names: self.new_member_names(self.spec.size as usize),
+                        version: self.spec.version,
+                    },
+                    Phase::Creating,
+                );
+            }
             return (
                 Action::CreateSeed {
                     name: self.new_member_name(),
@@ -1186,7 +1269,20 @@ impl<'a> View<'a> {
                 Phase::Creating,
             );
         }
-        if let Some(step) = self.restart_down() {
+        // A bootstrap to abandon is not helped by starting one of its members again.
+        let bootstrap = observed.bootstrap.as_ref().map(|b| self.bootstrap_step(b));
+        if let Some(step @ (Action::AbandonBootstrap { .. }, _)) = bootstrap {
+            return step;
+        }
+        if let Some((action, phase)) = self.restart_down() {
+            let phase = if bootstrap.is_some() {
+                Phase::Creating
+            } else {
+                phase
+            };
+            return (action, phase);
+        }
+        if let Some(step) = bootstrap {
             return step;
         }
         if let Some(grant) = &observed.grant {
@@ -1257,6 +1353,113 @@ impl<'a> View<'a> {
             .filter(|m| m.is_voter() && m.healthy)
             .min_by_key(|m| (m.is_leader(), m.runtime.ordinal))
             .map(|m| m.name().to_string())
+    }
+
+    /// `n` never-used names in a row, from [`Self::new_member_name`] on.
+    fn new_member_names(&self, n: usize) -> Vec<String> {
+        let first = self.new_member_name();
+        let cluster = &self.observed.cluster.name;
+        let ordinal = member_ordinal(cluster, &first).unwrap_or(self.observed.next_ordinal);
+        (0..n as u32)
+            .map(|i| member_name(cluster, ordinal.saturating_add(i)))
+            .collect()
+    }
+
+    /// While the initial members bootstrap together: end the bootstrap once every one of
+    /// them reports healthy (past the deadline, once a quorum of them does); abandon it
+    /// past the deadline, or at once when one of them is gone from the runtime, but only
+    /// while no initial member was ever part of a formed cluster; else wait.
+    fn bootstrap_step(&self, bootstrap: &BootstrapUnderWay) -> Step {
+        let observed = self.observed;
+        let of_set: Vec<&MemberView<'_>> = self
+            .members
+            .iter()
+            .filter(|m| bootstrap.names.iter().any(|n| n == m.name()))
+            .collect();
+        let healthy = of_set
+            .iter()
+            .filter(|m| m.healthy && !m.runtime.report.as_ref().is_some_and(|r| r.learner))
+            .count();
+        let n = bootstrap.names.len();
+        let past_deadline = bootstrap.began.is_some_and(|at| {
+            observed.now.saturating_sub(at) >= observed.policy.bootstrap_deadline_ms
+        });
+        if healthy == n || (past_deadline && healthy >= quorum(n)) {
+            return (Action::EndBootstrap, Phase::Creating);
+        }
+        let missing: Vec<&str> = bootstrap
+            .names
+            .iter()
+            .filter(|n| !of_set.iter().any(|m| m.name() == n.as_str()))
+            .map(String::as_str)
+            .collect();
+        let why = if !missing.is_empty() {
+            Some(format!(
+                "initial member {} is gone before the cluster formed",
+                missing.join(", ")
+            ))
+        } else if past_deadline {
+            Some(format!(
+                "the initial members did not reach quorum within {} s ({healthy} of {n} healthy)",
+                observed.policy.bootstrap_deadline_ms / 1000
+            ))
+        } else {
+            None
+        };
+        if let Some(reason) = why {
+            match self.ever_formed(&of_set) {
+                None => {
+                    return (
+                        Action::AbandonBootstrap {
+                            names: bootstrap.names.clone(),
+                            reason,
+                        },
+                        Phase::Creating,
+                    );
+                }
+                Some(evidence) => {
+                    return wait(
+                        WaitReason::Other(format!("{reason}, but it is not abandoned: {evidence}")),
+                        Phase::Creating,
+                    );
+                }
+            }
+        }
+        let waiting: Vec<&str> = of_set
+            .iter()
+            .filter(|m| !m.healthy)
+            .map(|m| m.name())
+            .collect();
+        wait(
+            WaitReason::Other(format!(
+                "the {n} initial members are bootstrapping the cluster together ({healthy} healthy; waiting for {})",
+                waiting.join(", ")
+            )),
+            Phase::Creating,
+        )
+    }
+
+    /// Why an initial member may have been part of a formed cluster, which then may hold
+    /// acknowledged writes and is never deleted: a member reports a member id (a sidecar
+    /// learns it only once etcd serves clients, which it does only after the cluster
+    /// formed) or health, or runs with no fresh report to say otherwise.
+    fn ever_formed(&self, of_set: &[&MemberView<'_>]) -> Option<String> {
+        let (now, policy) = (self.observed.now, &self.observed.policy);
+        for m in of_set {
+            match &m.runtime.report {
+                Some(r) if r.member_id != 0 || r.healthy => {
+                    return Some(format!("{} was part of the cluster", m.name()));
+                }
+                Some(r) if m.runtime.running && !is_fresh(r, now, policy) => {
+                    return Some(format!("{}'s health report is stale", m.name()));
+                }
+                None if m.runtime.running => {
+                    return Some(format!("{} has not reported yet", m.name()));
+                }
+                _ => {}
+            }
+        }
+        None
     }
 
     /// A never-used name: the caller's counter, but never below an ordinal already visible,

@@ -59,6 +59,7 @@ impl Situation {
             restore: None,
             recovery_backup: None,
             maintenance: MaintenanceRecord::default(),
+            bootstrap: None,
             now: NOW,
             policy: Policy::default(),
         })
@@ -471,8 +472,26 @@ fn assert_cases(cases: Vec<(&str, Situation, Action, Phase)>) {
 fn creating_a_cluster_from_nothing() {
     assert_cases(vec![
         (
-            "no member, no cluster: the seed",
+            "no member, no cluster, size 3: the three initial members together",
             Situation::empty(3),
+            Action::CreateInitial {
+                names: (0..3).map(name).collect(),
+                version: V36,
+            },
+            Phase::Creating,
+        ),
+        (
+            "no member, no cluster, size 1: the seed",
+            Situation::empty(1),
+            Action::CreateSeed {
+                name: name(0),
+                version: V36,
+            },
+            Phase::Creating,
+        ),
+        (
+            "no member, no cluster, a restore asked for: the seed that restores",
+            Situation::empty(3).restore(Ok("b-1")),
             Action::CreateSeed {
                 name: name(0),
                 version: V36,
@@ -1311,11 +1330,147 @@ fn ordinals_are_never_reused() {
             Phase::Scaling,
         ),
         (
-            "a new seed after the cluster was deleted",
+            "new initial members after the cluster was deleted",
             Situation::empty(3).next_ordinal(9),
-            Action::CreateSeed {
-                name: name(9),
+            Action::CreateInitial {
+                names: (9..12).map(name).collect(),
                 version: V36,
+            },
+            Phase::Creating,
+        ),
+    ]);
+}
+
+impl Situation {
+    /// The initial members 0..n bootstrapping together since `began_ago` ms, each in
+    /// phase Bootstrapping with no member id yet (etcd serves no client before quorum).
+    fn bootstrapping(n: u32, began_ago: Option<i64>) -> Self {
+        let mut s = Self::empty(n);
+        for o in 0..n {
+            s = s.joiner(o).reported_phase(o, ReportedPhase::Bootstrapping);
+        }
+        s.0.bootstrap = Some(BootstrapUnderWay {
+            names: (0..n).map(name).collect(),
+            began: began_ago.map(|ago| NOW - ago),
+        });
+        s.grant(&name(0), ChangeKind::Bootstrap)
+    }
+
+    /// Initial member `ordinal` formed the cluster with others: etcd serves it, it knows
+    /// a leader.
+    fn formed(mut self, ordinal: u32) -> Self {
+        *self.report(ordinal) = Self::healthy_report(ordinal, false);
+        self.add_entry(ordinal, true, false);
+        self
+    }
+}
+
+#[test]
+fn initial_members_bootstrap_together_and_a_bootstrap_that_never_formed_is_begun_again() {
+    let all: Vec<String> = (0..3).map(name).collect();
+    let deadline = Policy::default().bootstrap_deadline_ms;
+    let abandon = |reason: &str| Action::AbandonBootstrap {
+        names: all.clone(),
+        reason: reason.into(),
+    };
+    assert_cases(vec![
+        (
+            "created, no member told its role yet: wait, under the bootstrap's grant",
+            Situation::bootstrapping(3, None),
+            waiting(WaitReason::Other(format!(
+                "the 3 initial members are bootstrapping the cluster together (0 healthy; waiting for {})",
+                all.join(", ")
+            ))),
+            Phase::Creating,
+        ),
+        (
+            "two of three formed a quorum, before the deadline: wait for the third",
+            Situation::bootstrapping(3, Some(1_000)).formed(0).formed(1),
+            waiting(WaitReason::Other(format!(
+                "the 3 initial members are bootstrapping the cluster together (2 healthy; waiting for {})",
+                name(2)
+            ))),
+            Phase::Creating,
+        ),
+        (
+            "every initial member healthy: the bootstrap ends (its grant is given back)",
+            Situation::bootstrapping(3, Some(1_000))
+                .formed(0)
+                .formed(1)
+                .formed(2),
+            Action::EndBootstrap,
+            Phase::Creating,
+        ),
+        (
+            "past the deadline with a quorum healthy: the bootstrap ends; the third is an ordinary member",
+            Situation::bootstrapping(3, Some(deadline))
+                .formed(0)
+                .formed(1),
+            Action::EndBootstrap,
+            Phase::Creating,
+        ),
+        (
+            "past the deadline, no member ever served: abandoned and begun again",
+            Situation::bootstrapping(3, Some(deadline)),
+            abandon("the initial members did not reach quorum within 60 s (0 of 3 healthy)"),
+            Phase::Creating,
+        ),
+        (
+            "past the deadline, one member crashed before it ever served: abandoned all the same",
+            Situation::bootstrapping(3, Some(deadline)).crashed(2),
+            abandon("the initial members did not reach quorum within 60 s (0 of 3 healthy)"),
+            Phase::Creating,
+        ),
+        (
+            "a member gone from the runtime before the cluster formed: abandoned at once",
+            {
+                let mut s = Situation::bootstrapping(3, Some(1_000));
+                s.0.members.retain(|m| m.ordinal != 1);
+                s
+            },
+            abandon(&format!(
+                "initial member {} is gone before the cluster formed",
+                name(1)
+            )),
+            Phase::Creating,
+        ),
+        (
+            "past the deadline, but one member knows its id (it served once): never abandoned",
+            {
+                let mut s = Situation::bootstrapping(3, Some(deadline));
+                s.report(1).member_id = id(1);
+                s
+            },
+            waiting(WaitReason::Other(format!(
+                "the initial members did not reach quorum within 60 s (0 of 3 healthy), but it is not abandoned: {} was part of the cluster",
+                name(1)
+            ))),
+            Phase::Creating,
+        ),
+        (
+            "past the deadline, a running member's report is stale: never abandoned on silence",
+            Situation::bootstrapping(3, Some(deadline)).stale(2),
+            waiting(WaitReason::Other(format!(
+                "the initial members did not reach quorum within 60 s (0 of 3 healthy), but it is not abandoned: {}'s health report is stale",
+                name(2)
+            ))),
+            Phase::Creating,
+        ),
+        (
+            "past the deadline, a running member never reported: never abandoned on silence",
+            Situation::bootstrapping(3, Some(deadline)).unreported(0),
+            waiting(WaitReason::Other(format!(
+                "the initial members did not reach quorum within 60 s (0 of 3 healthy), but it is not abandoned: {} has not reported yet",
+                name(0)
+            ))),
+            Phase::Creating,
+        ),
+        (
+            "a member exits during the bootstrap: started again first",
+            Situation::bootstrapping(3, Some(1_000)).crashed(1),
+            Action::RestartMember {
+                name: name(1),
+                reason: "its process is gone and its data is intact".into(),
             },
             Phase::Creating,
         ),
@@ -1969,10 +2124,10 @@ fn a_lost_quorum_whose_data_is_gone_is_restored_from_the_latest_backup_when_the_
             Phase::Failed,
         ),
         (
-            "Restore, a new cluster (no ordinal handed out yet): an ordinary seed",
+            "Restore, a new cluster (no ordinal handed out yet): an ordinary creation",
             Situation::empty(3).quorum_loss(QuorumLossPolicy::Restore),
-            Action::CreateSeed {
-                name: name(0),
+            Action::CreateInitial {
+                names: (0..3).map(name).collect(),
                 version: V36,
             },
             Phase::Creating,

@@ -19,6 +19,31 @@ use tracing::{debug, info, warn};
 use super::Member;
 use crate::error::SidecarError;
 
+/// How soon an initial member asks again for the peer URLs of the others.
+const INITIAL_PEERS_POLL: Duration = Duration::from_millis(100);
+
+/// The role the coordinator gave at registration.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) enum Role {
+    /// Bootstrap a one-member cluster (from `restore` when given).
+    Seed {
+        /// The backup to create the cluster from.
+        restore: Option<RestoreSource>,
+    },
+    /// Bootstrap a new cluster together with the other initial members.
+    Initial {
+        /// `name=peerURL,...` of every initial member.
+        initial_cluster: String,
+        /// The token every initial member uses.
+        token: String,
+    },
+    /// Join the cluster that answers on `endpoints` as a learner.
+    Join {
+        /// Client URLs of members of the cluster.
+        endpoints: Vec<String>,
+    },
+}
+
 /// A new (lazily connecting) channel to the coordinator.
 pub(super) fn coordinator_channel(
     url: &str,
@@ -130,10 +155,8 @@ impl Member {
     }
 
     /// Registers until the coordinator gives a role (and, for a joiner, endpoints; for a
-    /// seed that restores, the backup).
-    pub(super) async fn register(
-        &self,
-    ) -> Result<(MemberRole, Vec<String>, Option<RestoreSource>), SidecarError> {
+    /// seed that restores, the backup; for an initial member, the initial cluster).
+    pub(super) async fn register(&self) -> Result<Role, SidecarError> {
         let mut backoff = Duration::from_millis(200);
         loop {
             match self.coordinator().register(self.register_request()).await {
@@ -147,10 +170,29 @@ impl Member {
                     } else {
                         match resp.role() {
                             MemberRole::Seed => {
-                                return Ok((MemberRole::Seed, Vec::new(), resp.restore));
+                                return Ok(Role::Seed {
+                                    restore: resp.restore,
+                                });
                             }
                             MemberRole::Join if !resp.cluster_client_urls.is_empty() => {
-                                return Ok((MemberRole::Join, resp.cluster_client_urls, None));
+                                return Ok(Role::Join {
+                                    endpoints: resp.cluster_client_urls,
+                                });
+                            }
+                            MemberRole::Initial
+                                if !resp.initial_cluster.is_empty()
+                                    && !resp.initial_cluster_token.is_empty() =>
+                            {
+                                return Ok(Role::Initial {
+                                    initial_cluster: resp.initial_cluster,
+                                    token: resp.initial_cluster_token,
+                                });
+                            }
+                            // An initial member whose peers are still being created: their
+                            // URLs come within moments.
+                            MemberRole::Initial => {
+                                sleep(INITIAL_PEERS_POLL).await;
+                                continue;
                             }
                             _ => {}
                         }

@@ -5,11 +5,11 @@
 
 use std::{sync::Arc, time::Duration};
 
-use etcd_operator::proto::{ChangeKind, MemberPhase, MemberRole, RestoreSource};
+use etcd_operator::proto::{ChangeKind, MemberPhase, RestoreSource};
 use tokio::time::sleep;
 use tracing::{info, instrument, warn};
 
-use super::{Member, now_unix_ms};
+use super::{Member, grant::Role, now_unix_ms};
 use crate::{error::SidecarError, etcd_args::Bootstrap};
 
 impl Member {
@@ -56,10 +56,13 @@ impl Member {
             });
         }
         self.set_phase(MemberPhase::Starting);
-        let (role, endpoints, restore) = self.register().await?;
-        match role {
-            MemberRole::Seed => self.bootstrap(restore.as_ref()).await,
-            _ => self.join(&endpoints).await,
+        match self.register().await? {
+            Role::Seed { restore } => self.bootstrap(restore.as_ref()).await,
+            Role::Initial {
+                initial_cluster,
+                token,
+            } => self.bootstrap_together(initial_cluster, token).await,
+            Role::Join { endpoints } => self.join(&endpoints).await,
         }
     }
 
@@ -118,6 +121,34 @@ impl Member {
         self.release_grant(&grant, result.as_ref().copied()).await;
         let member_id = result?;
         info!(member_id = %format!("{member_id:x}"), "bootstrapped a one-member cluster");
+        self.set_phase(MemberPhase::Running);
+        Ok(())
+    }
+
+    /// Lifecycle 4, for a cluster created with several members at once: start etcd as one of
+    /// the initial members (etcd's static bootstrap). The coordinator holds the one grant of
+    /// the whole bootstrap, so this member asks for none. etcd answers Status before the
+    /// members have elected a leader; the member is Running from then on and reports
+    /// healthy once a leader is known. A start that fails is retried by `start`: on the
+    /// data it wrote when it got that far (etcd then reads its membership from it), with
+    /// the same initial cluster otherwise.
+    async fn bootstrap_together(
+        &self,
+        initial_cluster: String,
+        token: String,
+    ) -> Result<(), SidecarError> {
+        self.set_phase(MemberPhase::Bootstrapping);
+        self.dir.wipe()?;
+        let members = initial_cluster.split(',').count();
+        self.run_etcd(&Bootstrap::Static {
+            initial_cluster,
+            token,
+        })
+        .await?;
+        let (member_id, cluster_id) = self.wait_local_ready().await?;
+        self.learn_ids(member_id, cluster_id);
+        self.learn_cluster_urls(vec![self.cfg.client_url.clone()]);
+        info!(member_id = %format!("{member_id:x}"), members, "started as an initial member");
         self.set_phase(MemberPhase::Running);
         Ok(())
     }

@@ -596,7 +596,8 @@ impl LocalCoordinator {
         self.root.join("coordinator.stdout.log")
     }
 
-    fn stderr_path(&self) -> PathBuf {
+    /// Where the coordinator's stderr (its log) goes.
+    pub fn stderr_path(&self) -> PathBuf {
         self.root.join("coordinator.stderr.log")
     }
 

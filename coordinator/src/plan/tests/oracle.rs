@@ -64,7 +64,11 @@ pub(super) fn check_invariants(observed: &Observed, plan: &Plan) {
     }
     if observed.etcd_members.is_none() && !observed.members.is_empty() {
         assert!(
-            !action.changes_membership() || matches!(action, Action::RestoreCluster { .. }),
+            !action.changes_membership()
+                || matches!(
+                    action,
+                    Action::RestoreCluster { .. } | Action::AbandonBootstrap { .. }
+                ),
             "etcd unreadable: {}",
             context()
         );
@@ -210,6 +214,44 @@ pub(super) fn check_invariants(observed: &Observed, plan: &Plan) {
             );
             let ordinal = member_ordinal(CLUSTER, seed).unwrap();
             assert!(ordinal >= observed.next_ordinal, "{}", context());
+        }
+        Action::CreateInitial { names, .. } => {
+            assert!(
+                observed.members.is_empty() && observed.etcd_members.is_none(),
+                "initial members beside a cluster: {}",
+                context()
+            );
+            assert!(observed.restore.is_none(), "{}", context());
+            let spec = observed.spec.as_ref().unwrap();
+            assert_eq!(names.len(), spec.size as usize, "{}", context());
+            assert!(names.len() > 1, "{}", context());
+            for name in names {
+                let ordinal = member_ordinal(CLUSTER, name).unwrap();
+                assert!(ordinal >= observed.next_ordinal, "{}", context());
+            }
+        }
+        Action::EndBootstrap => {
+            assert!(observed.bootstrap.is_some(), "{}", context());
+        }
+        Action::AbandonBootstrap { names, .. } => {
+            let bootstrap = observed.bootstrap.as_ref().expect("a bootstrap under way");
+            assert_eq!(names, &bootstrap.names, "{}", context());
+            // Never the data of a cluster that may have formed (and acknowledged writes).
+            for m in observed.members.iter().filter(|m| names.contains(&m.name)) {
+                match &m.report {
+                    Some(r) => {
+                        assert!(r.member_id == 0 && !r.healthy, "{}", context());
+                        assert!(
+                            !m.running
+                                || observed.now - r.observed_at
+                                    <= observed.policy.report_stale_after_ms,
+                            "abandoned on a stale report: {}",
+                            context()
+                        );
+                    }
+                    None => assert!(!m.running, "abandoned unheard: {}", context()),
+                }
+            }
         }
         Action::CreateMember { name: new, .. } => {
             assert!(

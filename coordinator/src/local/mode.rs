@@ -328,9 +328,11 @@ async fn cluster_loop(
         }
         // Event-driven: a report that matters, a grant released, an operator's request
         // or a spec change reconciles at once; the interval is only a resync. Right after
-        // an action the next look comes soon (what it started shows in the reports).
+        // an action the next look comes at once (what it started shows in the reports; a
+        // step that needs no report, as a removal before the replacement's creation, is
+        // not held up).
         let wait = match (&outcome.error, outcome.plan.action.changes_something()) {
-            (None, true) => Duration::from_millis(100),
+            (None, true) => Duration::from_millis(20),
             (Some(_), true) => Duration::from_millis(200),
             _ => opts.interval,
         };

@@ -502,7 +502,7 @@ impl LocalRuntime {
         for (key, local) in clusters.iter_mut() {
             for (name, child) in local.children.iter_mut() {
                 info!(cluster = %key, member = %name, "stopping");
-                terminate(child).await;
+                terminate(child, STOP_GRACE).await;
             }
             local.children.clear();
             stop_adopted(key, local).await;
@@ -514,7 +514,7 @@ impl LocalRuntime {
         let mut clusters = self.clusters.lock().await;
         if let Some(mut local) = clusters.remove(key) {
             for child in local.children.values_mut() {
-                terminate(child).await;
+                terminate(child, STOP_GRACE).await;
             }
             local.children.clear();
             stop_adopted(key, &local).await;
@@ -533,14 +533,21 @@ impl LocalRuntime {
     }
 }
 
-async fn terminate(child: &mut Child) {
+/// How long a member stopped to keep its data may take to stop (etcd's own graceful stop
+/// takes one to two seconds).
+const STOP_GRACE: Duration = Duration::from_secs(30);
+
+/// How long a member stopped to be deleted with its data may take: long enough for a leader
+/// to hand leadership over as etcd stops, after which the rest of etcd's graceful stop
+/// (about a second, spent closing client connections) protects nothing that is kept, and
+/// only holds up the member's replacement. The sidecar is then killed, and etcd with it.
+const DELETE_GRACE: Duration = Duration::from_millis(300);
+
+async fn terminate(child: &mut Child, grace: Duration) {
     if let Some(pid) = child.id() {
         let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
     }
-    if tokio::time::timeout(Duration::from_secs(30), child.wait())
-        .await
-        .is_err()
-    {
+    if tokio::time::timeout(grace, child.wait()).await.is_err() {
         let _ = child.kill().await;
     }
 }
@@ -556,15 +563,16 @@ async fn stop_adopted(key: &ClusterKey, local: &LocalCluster) {
             && pid_is_member(pid, &m.name)
         {
             info!(cluster = %key, member = %m.name, pid, "stopping (adopted)");
-            terminate_pid(pid, &m.name).await;
+            terminate_pid(pid, &m.name, STOP_GRACE).await;
         }
     }
 }
 
-/// Stops member `name`'s sidecar: our child, or one adopted from an earlier coordinator.
-async fn stop_member_process(local: &mut LocalCluster, name: &str) {
+/// Stops member `name`'s sidecar: our child, or one adopted from an earlier coordinator,
+/// killing it after `grace`.
+async fn stop_member_process(local: &mut LocalCluster, name: &str, grace: Duration) {
     if let Some(mut child) = local.children.remove(name) {
-        terminate(&mut child).await;
+        terminate(&mut child, grace).await;
     } else if let Some(pid) = local
         .record
         .members
@@ -573,17 +581,18 @@ async fn stop_member_process(local: &mut LocalCluster, name: &str) {
         .and_then(|m| m.pid)
         && pid_is_member(pid, name)
     {
-        terminate_pid(pid, name).await;
+        terminate_pid(pid, name, grace).await;
     }
 }
 
-async fn terminate_pid(pid: u32, name: &str) {
+async fn terminate_pid(pid: u32, name: &str, grace: Duration) {
     let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
-    for _ in 0..300 {
+    let deadline = tokio::time::Instant::now() + grace;
+    while tokio::time::Instant::now() < deadline {
         if !pid_is_member(pid, name) {
             return;
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
 }
@@ -763,7 +772,7 @@ impl Runtime for LocalRuntime {
         let mut clusters = self.clusters.lock().await;
         let dir = self.cluster_dir(cluster);
         let local = self.cluster(&mut clusters, cluster).await?;
-        stop_member_process(local, name).await;
+        stop_member_process(local, name, DELETE_GRACE).await;
         let namespace = local
             .record
             .members
@@ -863,7 +872,7 @@ impl Runtime for LocalRuntime {
         self.check_version(version)?;
         let mut clusters = self.clusters.lock().await;
         let local = self.cluster(&mut clusters, cluster).await?;
-        stop_member_process(local, name).await;
+        stop_member_process(local, name, STOP_GRACE).await;
         let member = local
             .record
             .member_mut(name)

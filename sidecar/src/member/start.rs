@@ -6,7 +6,11 @@
 use std::{sync::Arc, time::Duration};
 
 use etcd_operator::proto::{ChangeKind, MemberPhase, RestoreSource};
-use tokio::time::sleep;
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpStream,
+    time::{Instant, sleep, timeout},
+};
 use tracing::{info, instrument, warn};
 
 use super::{Member, grant::Role, now_unix_ms};
@@ -140,6 +144,19 @@ impl Member {
         self.set_phase(MemberPhase::Bootstrapping);
         self.dir.wipe()?;
         let members = initial_cluster.split(',').count();
+        // etcd asks every other initial member whether it already bootstrapped, and waits a
+        // whole second on one that listens but does not serve yet (one in the middle of its
+        // own start). Started one after another in the order of their names, each finding
+        // the ones before it serving and the ones after not yet listening, none waits.
+        let deadline = Instant::now() + STAGGER_DEADLINE;
+        for (name, url) in lower_peers(&initial_cluster, &self.cfg.name) {
+            if !peer_serves_within(url, deadline).await {
+                info!(
+                    peer = name,
+                    "an initial member before this one does not serve yet; starting all the same"
+                );
+            }
+        }
         self.run_etcd(&Bootstrap::Static {
             initial_cluster,
             token,
@@ -151,5 +168,103 @@ impl Member {
         info!(member_id = %format!("{member_id:x}"), members, "started as an initial member");
         self.set_phase(MemberPhase::Running);
         Ok(())
+    }
+}
+
+/// How long an initial member waits for the ones before it to serve, at most.
+const STAGGER_DEADLINE: Duration = Duration::from_secs(3);
+
+/// The initial members named before `own` in `initial_cluster` (`name=peerURL,...`), with
+/// their peer URLs.
+fn lower_peers<'a>(initial_cluster: &'a str, own: &str) -> Vec<(&'a str, &'a str)> {
+    initial_cluster
+        .split(',')
+        .filter_map(|pair| pair.split_once('='))
+        .filter(|(name, _)| *name < own)
+        .collect()
+}
+
+/// `host:port` of a peer URL (`http://10.0.0.1:2380`, `https://m-0001.peer.ns.svc:2380/`).
+fn host_port(url: &str) -> Option<&str> {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let authority = rest.split('/').next()?;
+    authority.contains(':').then_some(authority)
+}
+
+/// True once something serves on `url` before `deadline`: a connection that is answered
+/// (or closed) after a request, whether plain HTTP or TLS, is served; one that is accepted
+/// by the kernel and left unread is a listener whose server has not started.
+async fn peer_serves_within(url: &str, deadline: Instant) -> bool {
+    let Some(addr) = host_port(url) else {
+        return false;
+    };
+    while Instant::now() < deadline {
+        let attempt = async {
+            let mut stream = TcpStream::connect(addr).await.ok()?;
+            stream
+                .write_all(b"GET /version HTTP/1.0\r\n\r\n")
+                .await
+                .ok()?;
+            let mut byte = [0u8; 1];
+            timeout(Duration::from_millis(300), stream.read(&mut byte))
+                .await
+                .ok()
+                .map(|_| ())
+        };
+        if timeout(Duration::from_millis(500), attempt)
+            .await
+            .ok()
+            .flatten()
+            .is_some()
+        {
+            return true;
+        }
+        sleep(Duration::from_millis(20)).await;
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn initial_members_wait_only_for_the_ones_named_before_them() {
+        let list =
+            "c-0000=http://127.0.0.1:1,c-0001=https://m1.peer:2380,c-0002=http://127.0.0.1:3";
+        assert_eq!(lower_peers(list, "c-0000"), []);
+        assert_eq!(
+            lower_peers(list, "c-0002"),
+            [
+                ("c-0000", "http://127.0.0.1:1"),
+                ("c-0001", "https://m1.peer:2380")
+            ]
+        );
+        assert_eq!(host_port("https://m1.peer:2380"), Some("m1.peer:2380"));
+        assert_eq!(host_port("http://127.0.0.1:3/"), Some("127.0.0.1:3"));
+        assert_eq!(host_port("http://no-port"), None);
+    }
+
+    #[tokio::test]
+    async fn a_listener_that_does_not_serve_is_told_from_one_that_does() {
+        // Accepted by the kernel, never read: a server not started yet.
+        let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", silent.local_addr().unwrap());
+        let soon = Instant::now() + Duration::from_millis(700);
+        assert!(!peer_serves_within(&url, soon).await);
+        // One that answers.
+        let serving = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", serving.local_addr().unwrap());
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = serving.accept().await {
+                let _ = s.write_all(b"HTTP/1.0 200 OK\r\n\r\n").await;
+            }
+        });
+        assert!(peer_serves_within(&url, Instant::now() + Duration::from_secs(2)).await);
+        // Nothing listening at all.
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", closed.local_addr().unwrap());
+        drop(closed);
+        assert!(!peer_serves_within(&url, Instant::now() + Duration::from_millis(200)).await);
     }
 }

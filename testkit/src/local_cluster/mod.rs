@@ -195,6 +195,9 @@ impl CoordinatorOptions {
     }
 }
 
+/// How often [`LocalCoordinator::wait_until`] reads the status.
+const STATUS_POLL: Duration = Duration::from_millis(50);
+
 /// `etcd-coordinator local` running as a child process; everything it started is killed
 /// when this guard drops.
 pub struct LocalCoordinator {
@@ -488,7 +491,8 @@ impl LocalCoordinator {
                     self.logs(30)
                 );
             }
-            tokio::time::sleep(Duration::from_millis(200)).await;
+            // Fine enough for etcd-bench to time sub-second steps by it.
+            tokio::time::sleep(STATUS_POLL).await;
         }
     }
 

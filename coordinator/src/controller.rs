@@ -368,12 +368,7 @@ impl<R: Runtime> ClusterController<R> {
                 };
                 if let Some(initial) = entry.initial.as_mut()
                     && initial.initial_cluster.is_empty()
-                    && let Some(list) = InitialBootstrap::initial_cluster_of(&initial.names, |n| {
-                        infos
-                            .iter()
-                            .find(|i| i.name == n)
-                            .map(|i| i.peer_url.clone())
-                    })
+                    && let Some(list) = initial_cluster(&initial.names, &infos)
                 {
                     initial.initial_cluster = list;
                 }
@@ -735,13 +730,7 @@ impl<R: Runtime> ClusterController<R> {
                 let created = self.runtime.members(&self.key).await?;
                 self.registry.with(&self.key, |entry, _| {
                     if let Some(initial) = entry.initial.as_mut()
-                        && let Some(list) =
-                            InitialBootstrap::initial_cluster_of(&initial.names, |n| {
-                                created
-                                    .iter()
-                                    .find(|i| i.name == n)
-                                    .map(|i| i.peer_url.clone())
-                            })
+                        && let Some(list) = initial_cluster(&initial.names, &created)
                     {
                         initial.initial_cluster = list;
                     }
@@ -1019,13 +1008,7 @@ impl<R: Runtime> ClusterController<R> {
                 String::new()
             }
         };
-        let initial_cluster = InitialBootstrap::initial_cluster_of(&names, |n| {
-            infos
-                .iter()
-                .find(|i| i.name == n)
-                .map(|i| i.peer_url.clone())
-        })
-        .unwrap_or_default();
+        let initial_cluster = initial_cluster(&names, infos).unwrap_or_default();
         InitialBootstrap {
             token: bootstrap_token(&self.key, uid, &holder),
             names,
@@ -1850,6 +1833,17 @@ pub fn rfc3339_now() -> String {
         .unwrap_or_default()
 }
 
+/// `name=peerURL,...` of the initial members `names` from the runtime's members, once it
+/// has every one of them with its peer URL.
+fn initial_cluster(names: &[String], infos: &[MemberInfo]) -> Option<String> {
+    InitialBootstrap::initial_cluster_of(names, |n| {
+        infos
+            .iter()
+            .find(|i| i.name == n)
+            .map(|i| i.peer_url.clone())
+    })
+}
+
 /// The `--initial-cluster-token` of a static bootstrap: the cluster (and, on Kubernetes, its
 /// uid, new when a cluster of the same name is created again) and the first initial member,
 /// whose ordinal is never used twice, so every bootstrap has its own. It follows from what
@@ -1902,6 +1896,34 @@ mod tests {
                 .as_deref()
                 .is_some_and(|m| m.contains("a-0000 runs with TLS")),
             "{message:?}"
+        );
+    }
+
+    #[test]
+    fn every_bootstrap_has_its_own_token_and_a_restart_finds_the_same() {
+        let k8s = ClusterKey::new("prod", "etcd");
+        let local = ClusterKey::local("etcd");
+        let token = bootstrap_token(&k8s, Some("uid-1"), "etcd-0000");
+        assert_eq!(token, "prod-etcd-uid-1-etcd-0000");
+        assert_eq!(
+            token,
+            bootstrap_token(&k8s, Some("uid-1"), "etcd-0000"),
+            "the same members, the same token (a coordinator restarted mid-bootstrap)"
+        );
+        assert_ne!(
+            token,
+            bootstrap_token(&k8s, Some("uid-1"), "etcd-0003"),
+            "a bootstrap begun again has new ordinals"
+        );
+        assert_ne!(
+            token,
+            bootstrap_token(&k8s, Some("uid-2"), "etcd-0000"),
+            "a cluster of the same name created again"
+        );
+        assert_eq!(bootstrap_token(&local, None, "etcd-0000"), "etcd-etcd-0000");
+        assert_eq!(
+            bootstrap_token(&local, Some(""), "etcd-0000"),
+            "etcd-etcd-0000"
         );
     }
 

@@ -988,7 +988,6 @@ impl<R: Runtime> ClusterController<R> {
             .ok_or(ActError::NotLeading)
     }
 
-    /// Runs `work` holding a grant of `kind` for `member`, taken by the coordinator itself.
     /// The record of a static bootstrap of `names`, under a Bootstrap grant taken now (or,
     /// when another grant is in flight, which a new cluster never has, under none), with
     /// the token of [`bootstrap_token`].
@@ -1018,6 +1017,7 @@ impl<R: Runtime> ClusterController<R> {
         }
     }
 
+    /// Runs `work` holding a grant of `kind` for `member`, taken by the coordinator itself.
     async fn with_grant(
         &self,
         member: &str,

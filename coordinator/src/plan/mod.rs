@@ -18,7 +18,8 @@
 //!    [`Action::CreateSeed`] for one member or a cluster created from a backup (it then
 //!    grows by learners). While the initial members bootstrap (after rule 4, which starts
 //!    one that exited again): [`Action::EndBootstrap`] once all of them are healthy (past
-//!    the deadline, a quorum of them); past the deadline without quorum, or once one of
+//!    the deadline or once one is gone, a quorum of them); past the deadline without
+//!    quorum, or once one of
 //!    them is gone, [`Action::AbandonBootstrap`] (delete them and their data, then begin
 //!    again), but only while none was ever part of a formed cluster; else wait.
 //! 4. A member down with its data is started again on it ([`Action::RestartMember`]: same
@@ -1366,7 +1367,8 @@ impl<'a> View<'a> {
     }
 
     /// While the initial members bootstrap together: end the bootstrap once every one of
-    /// them reports healthy (past the deadline, once a quorum of them does); abandon it
+    /// them reports healthy (past the deadline or once one is gone, as soon as a quorum of
+    /// them does); abandon it
     /// past the deadline, or at once when one of them is gone from the runtime, but only
     /// while no initial member was ever part of a formed cluster; else wait.
     fn bootstrap_step(&self, bootstrap: &BootstrapUnderWay) -> Step {
@@ -1384,18 +1386,20 @@ impl<'a> View<'a> {
         let past_deadline = bootstrap.began.is_some_and(|at| {
             observed.now.saturating_sub(at) >= observed.policy.bootstrap_deadline_ms
         });
-        if healthy == n || (past_deadline && healthy >= quorum(n)) {
-            return (Action::EndBootstrap, Phase::Creating);
-        }
         let missing: Vec<&str> = bootstrap
             .names
             .iter()
             .filter(|n| !of_set.iter().any(|m| m.name() == n.as_str()))
             .map(String::as_str)
             .collect();
+        // With a quorum healthy, a member past the deadline or gone is no reason to wait:
+        // the ordinary rules take it from here (join it, or replace it).
+        if healthy == n || ((past_deadline || !missing.is_empty()) && healthy >= quorum(n)) {
+            return (Action::EndBootstrap, Phase::Creating);
+        }
         let why = if !missing.is_empty() {
             Some(format!(
-                "initial member {} is gone before the cluster formed",
+                "initial member {} is gone before the bootstrap ended",
                 missing.join(", ")
             ))
         } else if past_deadline {

@@ -1429,9 +1429,33 @@ fn initial_members_bootstrap_together_and_a_bootstrap_that_never_formed_is_begun
                 s
             },
             abandon(&format!(
-                "initial member {} is gone before the cluster formed",
+                "initial member {} is gone before the bootstrap ended",
                 name(1)
             )),
+            Phase::Creating,
+        ),
+        (
+            "a member gone after the other two formed a quorum: the bootstrap ends; it is replaced as any member is",
+            {
+                let mut s = Situation::bootstrapping(3, Some(1_000)).formed(0).formed(1);
+                s.0.members.retain(|m| m.ordinal != 2);
+                s
+            },
+            Action::EndBootstrap,
+            Phase::Creating,
+        ),
+        (
+            "a member gone, one formed: not abandoned (it served), not ended (no quorum)",
+            {
+                let mut s = Situation::bootstrapping(3, Some(1_000)).formed(0);
+                s.0.members.retain(|m| m.ordinal != 2);
+                s
+            },
+            waiting(WaitReason::Other(format!(
+                "initial member {} is gone before the bootstrap ended, but it is not abandoned: {} was part of the cluster",
+                name(2),
+                name(0)
+            ))),
             Phase::Creating,
         ),
         (

@@ -136,13 +136,10 @@ pub async fn run(
     observer.abort();
     reporter.abort();
     member.supervisor.stop().await;
-    // With etcd stopped nothing is left to answer; a graceful shutdown would otherwise wait
-    // on the idle connections clients keep open (about a second), which the runtime waits
-    // out in turn before the member's replacement can start.
     let _ = stop_tx.send(true);
-    let _ = tokio::time::timeout(SERVER_DRAIN, server).await;
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), server).await;
     if let Some(plain) = plain {
-        let _ = tokio::time::timeout(SERVER_DRAIN, plain).await;
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), plain).await;
     }
     Ok(())
 }
@@ -167,9 +164,6 @@ pub fn reflection() -> anyhow::Result<(
         .build_v1alpha()?;
     Ok((v1, v1alpha))
 }
-
-/// How long the sidecar's servers may drain once etcd is stopped.
-const SERVER_DRAIN: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// Resolves on SIGINT or SIGTERM.
 pub async fn shutdown_signal() {

@@ -75,20 +75,22 @@ fn inside_the_hub() {
         coordinator: env!("CARGO_BIN_EXE_etcd-coordinator").into(),
         seed: 42,
         duration: Duration::from_secs(1),
-        // The leader cut off from its followers, a 2 | 3 split of five, a one-way loss, and
-        // the coordinator cut off from every sidecar while etcd is fine.
+        // The leader cut off from its followers, a 2 | 3 split of five, a one-way loss, the
+        // coordinator cut off from every sidecar while etcd is fine, and the leader cut off
+        // in a scheduled defragmentation round (which must still reach every member).
         only: vec![
             "partition-leader".into(),
             "split-2-3".into(),
             "one-way-loss".into(),
             "coordinator-cut-off".into(),
+            "partition-during-defrag".into(),
         ],
         version: "3.6.15".into(),
         upgrade_to: "3.7.2".into(),
     }));
     let text = report.render();
     println!("{text}");
-    assert_eq!(report.results.len(), 4, "{text}");
+    assert_eq!(report.results.len(), 5, "{text}");
     for r in &report.results {
         assert!(r.operations > 100, "too little traffic recorded:\n{text}");
         assert_eq!(r.partition_removals, 0, "{text}");

@@ -60,8 +60,11 @@ pub const NETWORK: &[&str] = &[
     "lossy-slow-link",
     "coordinator-cut-off",
     "partition-during-scale-up",
+    "partition-during-scale-down",
+    "partition-during-replacement",
     "partition-during-upgrade",
     "partition-during-backup",
+    "partition-during-defrag",
 ];
 
 /// Every scenario: [`PROCESS`], then [`NETWORK`].
@@ -115,7 +118,8 @@ pub struct ScenarioResult {
     pub step_violations: Vec<String>,
     /// Removals that left fewer healthy voters than quorum.
     pub quorum_broken: usize,
-    /// From the fault to the cluster converged.
+    /// From the fault (a network fault: from when it healed) to the cluster converged and
+    /// the operation done.
     pub converge: Duration,
     /// Members whose HashKV disagreed.
     pub hash_mismatches: usize,
@@ -244,6 +248,65 @@ impl ChaosReport {
             self.lost(),
             self.violations()
         ));
+        out
+    }
+}
+
+impl ChaosReport {
+    /// One row per scenario over all its runs, for a soak: runs, operations, lost writes,
+    /// runs linearizable, most changes in flight, removals for a partition (network
+    /// scenarios), converge time (median and slowest), and failed runs.
+    pub fn per_scenario(&self) -> String {
+        let mut out = String::from(
+            "| scenario | runs | ops | lost | linearizable | in flight max | removed for a partition | converge median | converge max | failed |\n|---|---|---|---|---|---|---|---|---|---|\n",
+        );
+        let mut names: Vec<&str> = Vec::new();
+        for r in &self.results {
+            if !names.contains(&r.fault.as_str()) {
+                names.push(&r.fault);
+            }
+        }
+        names.sort_by_key(|n| scenarios().position(|s| s == *n).unwrap_or(usize::MAX));
+        for name in names {
+            let runs: Vec<&ScenarioResult> =
+                self.results.iter().filter(|r| r.fault == name).collect();
+            let mut converge: Vec<Duration> = runs
+                .iter()
+                .filter(|r| r.error.is_none())
+                .map(|r| r.converge)
+                .collect();
+            converge.sort();
+            let secs = |d: Option<&Duration>| {
+                d.map_or("-".to_string(), |d| format!("{:.1} s", d.as_secs_f64()))
+            };
+            let lost: usize = runs.iter().map(|r| r.lost).sum();
+            out.push_str(&format!(
+                "| {name} | {} | {} | {} | {}/{} | {} | {} | {} | {} | {} |\n",
+                runs.len(),
+                runs.iter().map(|r| r.operations).sum::<usize>(),
+                if runs.iter().any(|r| r.loss_expected) {
+                    format!("{lost} (on purpose)")
+                } else {
+                    lost.to_string()
+                },
+                runs.iter()
+                    .filter(|r| r.verdict == Some(Verdict::Pass))
+                    .count(),
+                runs.len(),
+                runs.iter().map(|r| r.max_in_flight).max().unwrap_or(0),
+                if NETWORK.contains(&name) {
+                    runs.iter()
+                        .map(|r| r.partition_removals)
+                        .sum::<usize>()
+                        .to_string()
+                } else {
+                    "-".to_string()
+                },
+                secs(converge.get(converge.len() / 2)),
+                secs(converge.last()),
+                runs.iter().filter(|r| !r.passed()).count(),
+            ));
+        }
         out
     }
 }
@@ -568,6 +631,98 @@ fn pick<'a>(
 
 const CONVERGE: Duration = Duration::from_secs(180);
 
+/// How long a scheduled defragmentation round may take to reach a member: the schedule
+/// fires once a minute.
+const DEFRAG_WAIT: Duration = Duration::from_secs(150);
+
+/// A member picked among those not themselves leaving (still recorded, healthy, running).
+async fn staying_member(
+    c: &LocalCoordinator,
+    rng: &mut SeededRng,
+    leader: Option<bool>,
+) -> anyhow::Result<String> {
+    let mut status = c.status().await.context("status")?;
+    status.members.retain(|m| {
+        m.healthy
+            && member_phase(m) == MemberPhase::Running
+            && c.member(&m.name).is_some_and(|r| member_running(&r))
+    });
+    Ok(pick(rng, &status, leader)?.to_string())
+}
+
+/// Compacts the cluster to its current revision, as a user would before a
+/// defragmentation; returns the revision.
+async fn compact_now(c: &LocalCoordinator) -> anyhow::Result<i64> {
+    let endpoints = (c.live_endpoints())();
+    let mut client = crate::clients::etcd_client(&endpoints).await?;
+    let revision = client
+        .get("chaos-compact-probe", None)
+        .await
+        .context("reading the revision")?
+        .header()
+        .context("a response header")?
+        .revision();
+    client
+        .compact(
+            revision,
+            Some(etcd_client::CompactionOptions::new().with_physical()),
+        )
+        .await
+        .with_context(|| format!("compacting at {revision}"))?;
+    Ok(revision)
+}
+
+/// The members the coordinator logged as defragmented, in order, once there are at least
+/// `count` of them.
+async fn wait_defragmented(
+    c: &LocalCoordinator,
+    count: usize,
+    deadline: Duration,
+) -> anyhow::Result<Vec<String>> {
+    let log = c.stderr_path();
+    crate::wait::wait_for("members defragmented", deadline, || async {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let done = defragmented_in(&text);
+        (done.len() >= count).then_some(done)
+    })
+    .await
+}
+
+/// The members a coordinator log says were defragmented, each once, in order.
+fn defragmented_in(log: &str) -> Vec<String> {
+    let mut done: Vec<String> = Vec::new();
+    for line in log.lines().filter(|l| l.contains(" defragmented ")) {
+        let Some(name) = line
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("member="))
+        else {
+            continue;
+        };
+        if !done.iter().any(|d| d == name) {
+            done.push(name.to_string());
+        }
+    }
+    done
+}
+
+/// Members of `before` (the cluster as a network fault began) that are gone from `after`,
+/// or there under another id, beyond the removals that shrinking to `size` makes: the
+/// members removed for the fault alone. A member that had no id yet (a learner not yet
+/// added) is matched by name.
+fn removed_for_partition(before: &ClusterStatus, after: &ClusterStatus, size: usize) -> usize {
+    let gone = before
+        .members
+        .iter()
+        .filter(|m| {
+            !after
+                .members
+                .iter()
+                .any(|a| a.name == m.name && (m.id.is_empty() || a.id == m.id))
+        })
+        .count();
+    gone.saturating_sub(before.members.len().saturating_sub(size))
+}
+
 async fn run_one(options: &ChaosOptions, name: &str, seed: u64) -> ScenarioResult {
     let mut result = ScenarioResult {
         fault: name.to_string(),
@@ -607,7 +762,13 @@ async fn scenario(
 ) -> anyhow::Result<()> {
     let mut rng = SeededRng::new(seed);
     let v = options.version.clone();
-    let start_size = if ["kill-sidecar-during-scale-down", "split-2-3"].contains(&name) {
+    let start_size = if [
+        "kill-sidecar-during-scale-down",
+        "partition-during-scale-down",
+        "split-2-3",
+    ]
+    .contains(&name)
+    {
         5
     } else {
         3
@@ -640,13 +801,16 @@ async fn scenario(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let fault_at = Instant::now();
+    // The cluster as a network fault began (no member of it may be removed for the fault),
+    // and when the fault healed.
+    let mut faulted: Option<(ClusterStatus, Instant)> = None;
     let (operation, expect_size, expect_version) =
-        inject(&mut c, name, &initial, &mut rng, options).await?;
+        inject(&mut c, name, &initial, &mut rng, options, &mut faulted).await?;
     // A network fault is timed from when it healed.
-    let since = if NETWORK.contains(&name) {
-        Instant::now()
-    } else {
-        fault_at
+    let since = match &faulted {
+        Some((_, healed)) => *healed,
+        None if NETWORK.contains(&name) => Instant::now(),
+        None => fault_at,
     };
     result.operation = operation;
     c.wait_running(expect_size, &expect_version, CONVERGE)
@@ -680,19 +844,12 @@ async fn scenario(
     result.step_violations = log.step_violations.clone();
     result.quorum_broken = quorum.broken();
     if NETWORK.contains(&name) {
-        // Every member from before the fault is still there under its id: none was
-        // removed (and replaced) for a partition alone.
+        // Every member from before the fault is still there under its id, beyond the
+        // removals the operation itself makes (a scale-down's): none was removed (and
+        // replaced) for a partition alone.
+        let before = faulted.as_ref().map_or(&initial, |(before, _)| before);
         let after = c.status().await.context("status after the fault")?;
-        result.partition_removals = initial
-            .members
-            .iter()
-            .filter(|m| {
-                !after
-                    .members
-                    .iter()
-                    .any(|a| a.name == m.name && a.id == m.id)
-            })
-            .count();
+        result.partition_removals = removed_for_partition(before, &after, expect_size);
     }
     if !report.is_pass() && !result.loss_expected {
         bail!("checker: {report}");
@@ -708,6 +865,7 @@ async fn inject(
     initial: &ClusterStatus,
     rng: &mut SeededRng,
     options: &ChaosOptions,
+    faulted: &mut Option<(ClusterStatus, Instant)>,
 ) -> anyhow::Result<(String, usize, String)> {
     let v = options.version.clone();
     Ok(match name {
@@ -895,14 +1053,7 @@ async fn inject(
             c.set_spec(3, &v)?;
             c.wait_until("a first member gone", CONVERGE, |s| s.members.len() < 5)
                 .await?;
-            let mut status = c.status().await.context("status")?;
-            // Only a member that is not itself leaving (still recorded, healthy, running).
-            status.members.retain(|m| {
-                m.healthy
-                    && member_phase(m) == MemberPhase::Running
-                    && c.member(&m.name).is_some_and(|r| member_running(&r))
-            });
-            let victim = pick(rng, &status, Some(false))?.to_string();
+            let victim = staying_member(c, rng, Some(false)).await?;
             c.kill_member(&victim)?;
             ("scale down 5 to 3".into(), 3, v)
         }
@@ -965,10 +1116,68 @@ async fn inject(
             ("replacement".into(), 3, v)
         }
         network if NETWORK.contains(&network) => {
+            let mut victim = None;
             let (during, size, version) = match network {
                 "partition-during-scale-up" => {
                     c.set_spec(5, &v)?;
                     ("scale up 3 to 5".to_string(), 5, v)
+                }
+                "partition-during-scale-down" => {
+                    // Once the first member is gone, a member that is not itself leaving
+                    // is cut off while the second removal is decided.
+                    c.set_spec(3, &v)?;
+                    c.wait_until("a first member gone", CONVERGE, |s| s.members.len() < 5)
+                        .await?;
+                    victim = Some(staying_member(c, rng, None).await?);
+                    ("scale down 5 to 3".to_string(), 3, v)
+                }
+                "partition-during-replacement" => {
+                    // A member whose data is gone is replaced (as in
+                    // kill-etcd-during-replacement); once its replacement is created, one
+                    // member (the replacement itself, or one whose data is whole) is cut off
+                    // while the replacement joins.
+                    let gone = pick(rng, initial, Some(false))?.to_string();
+                    c.crash();
+                    c.kill_member(&gone)?;
+                    wait_gone(sidecar_pid_recorded(c, &gone)).await?;
+                    let dir = c.state_dir().join(c.cluster()).join(&gone).join("etcd");
+                    std::fs::remove_dir_all(&dir)
+                        .with_context(|| format!("removing {}", dir.display()))?;
+                    c.restart().await?;
+                    c.wait_until("the replacement created", CONVERGE, |s| {
+                        s.members.len() == 3 && s.members.iter().all(|m| m.name != gone)
+                    })
+                    .await?;
+                    let status = c.status().await.context("status")?;
+                    victim = Some(pick(rng, &status, None)?.to_string());
+                    (format!("replacement of {gone}, its data gone"), 3, v)
+                }
+                "partition-during-defrag" => {
+                    // A scheduled defragmentation round over compacted members: once the
+                    // first member is defragmented, the leader (still to go, last) is cut
+                    // off; afterwards every member must have been defragmented.
+                    let revision = compact_now(c).await?;
+                    c.write_manifest(&format!(
+                        "{}  maintenance:\n    defragment:\n      schedule: \"* * * * *\"\n      fragmentationPercent: 1\n",
+                        crate::local_cluster::manifest(c.cluster(), 3, &v)
+                    ))?;
+                    let first = wait_defragmented(c, 1, DEFRAG_WAIT).await?;
+                    let status = c.status().await.context("status")?;
+                    let fault = network_fault(c, network, None, rng, faulted).await?;
+                    let all: Vec<String> = status.members.iter().map(|m| m.name.clone()).collect();
+                    let done = wait_defragmented(c, all.len(), DEFRAG_WAIT).await?;
+                    if let Some(missing) = all.iter().find(|n| !done.contains(n)) {
+                        bail!("{missing} was never defragmented in the round: {done:?}");
+                    }
+                    return Ok((
+                        format!(
+                            "defragmentation round after compaction at {revision} ({} first); {fault}; then {}",
+                            first.join(", "),
+                            done.join(", ")
+                        ),
+                        3,
+                        v,
+                    ));
                 }
                 "partition-during-upgrade" => {
                     let to = options.upgrade_to.clone();
@@ -978,7 +1187,7 @@ async fn inject(
                 "partition-during-backup" => {
                     // The member streaming the snapshot is cut off from the others.
                     let (streaming, call) = backup_streaming(c).await?;
-                    let fault = network_fault(c, network, Some(&streaming), rng).await?;
+                    let fault = network_fault(c, network, Some(&streaming), rng, faulted).await?;
                     let (ok, _) = call.await??;
                     // Whatever the partition interrupted is never listed half-written, and
                     // the next backup, asked for as the partition heals, succeeds.
@@ -999,7 +1208,7 @@ async fn inject(
                 }
                 _ => ("steady writes".to_string(), initial.members.len(), v),
             };
-            let fault = network_fault(c, network, None, rng).await?;
+            let fault = network_fault(c, network, victim.as_deref(), rng, faulted).await?;
             (format!("{during}; {fault}"), size, version)
         }
         other => bail!("unknown scenario {other}"),
@@ -1013,8 +1222,10 @@ async fn network_fault(
     name: &str,
     victim: Option<&str>,
     rng: &mut SeededRng,
+    faulted: &mut Option<(ClusterStatus, Instant)>,
 ) -> anyhow::Result<String> {
     let status = c.status().await.context("status")?;
+    let before = status.clone();
     let records = c.members();
     let place = |member: &str| -> anyhow::Result<(String, String)> {
         let r = records
@@ -1033,11 +1244,15 @@ async fn network_fault(
         "partition-leader"
         | "partition-follower"
         | "partition-during-scale-up"
+        | "partition-during-scale-down"
+        | "partition-during-replacement"
         | "partition-during-upgrade"
-        | "partition-during-backup" => {
+        | "partition-during-backup"
+        | "partition-during-defrag" => {
+            let leader = ["partition-leader", "partition-during-defrag"].contains(&name);
             let victim = match victim {
                 Some(v) => v.to_string(),
-                None => pick(rng, &status, Some(name == "partition-leader"))?.to_string(),
+                None => pick(rng, &status, Some(leader))?.to_string(),
             };
             let (ns, _) = place(&victim)?;
             for other in names.iter().filter(|n| **n != victim) {
@@ -1046,8 +1261,8 @@ async fn network_fault(
             format!(
                 "{} {victim} cut off from every other member",
                 match name {
-                    "partition-leader" => "leader",
-                    "partition-during-backup" => "member",
+                    _ if leader => "leader",
+                    "partition-during-backup" | "partition-during-replacement" => "member",
                     _ => "follower",
                 }
             )
@@ -1103,6 +1318,7 @@ async fn network_fault(
     tokio::time::sleep(NETWORK_HOLD).await;
     let dropped = faults.dropped()?;
     faults.heal()?;
+    *faulted = Some((before, Instant::now()));
     if dropped == 0 {
         bail!("{what}: no packet was dropped, the fault did not bite");
     }
@@ -1256,6 +1472,73 @@ mod tests {
         };
         assert_eq!(report.violations(), 0);
         assert_eq!(report.failed(), 1);
+    }
+
+    #[test]
+    fn removals_for_a_partition_are_counted_beyond_what_the_operation_removes() {
+        let three = voters(&[("a", true), ("b", true), ("c", true)]);
+        assert_eq!(removed_for_partition(&three, &three, 3), 0);
+        // One gone, and one back under a new id (removed and added again).
+        let mut replaced = voters(&[("a", true), ("b", true)]);
+        replaced.members[1].id = "new".into();
+        assert_eq!(removed_for_partition(&three, &replaced, 3), 2);
+        // A scale-down from four to three removes one by itself; a second is the fault's.
+        let four = voters(&[("a", true), ("b", true), ("c", true), ("d", true)]);
+        assert_eq!(removed_for_partition(&four, &three, 3), 0);
+        assert_eq!(
+            removed_for_partition(&four, &voters(&[("a", true), ("b", true)]), 3),
+            1
+        );
+        // A replacement without an id when the fault began is matched by name.
+        let mut joining = three.clone();
+        joining.members[2].id.clear();
+        assert_eq!(removed_for_partition(&joining, &three, 3), 0);
+        assert_eq!(
+            removed_for_partition(
+                &joining,
+                &voters(&[("a", true), ("b", true), ("d", true)]),
+                3
+            ),
+            1
+        );
+    }
+
+    #[test]
+    fn defragmented_members_are_read_from_the_log() {
+        let log = "\
+2026-12-03T12:00:00Z  INFO reconcile{cluster=default/chaos}: etcd_coordinator::controller: defragmenting member=chaos-0001 reason=scheduled
+2026-12-03T12:00:00Z  INFO reconcile{cluster=default/chaos}: etcd_coordinator::controller: defragmented member=chaos-0001 db_size=20480 db_size_in_use=16384
+2026-12-03T12:00:01Z  INFO etcd_coordinator::controller: defragmented member=chaos-0000 db_size=1 db_size_in_use=1
+2026-12-03T12:00:02Z  INFO etcd_coordinator::controller: defragmented member=chaos-0001 db_size=1 db_size_in_use=1
+";
+        assert_eq!(defragmented_in(log), vec!["chaos-0001", "chaos-0000"]);
+        assert!(defragmented_in("defragmenting member=chaos-0002").is_empty());
+    }
+
+    #[test]
+    fn a_soak_has_one_row_per_scenario_over_its_runs() {
+        let slow = ScenarioResult {
+            converge: Duration::from_secs(9),
+            ..clean()
+        };
+        let partitioned = ScenarioResult {
+            fault: "partition-leader".into(),
+            operations: 100,
+            partition_removals: 1,
+            ..clean()
+        };
+        let report = ChaosReport {
+            results: vec![clean(), slow, clean(), partitioned],
+        };
+        let text = report.per_scenario();
+        assert!(
+            text.contains("| kill-etcd | 3 | 1500 | 0 | 3/3 | 1 | - | 3.0 s | 9.0 s | 0 |"),
+            "{text}"
+        );
+        assert!(
+            text.contains("| partition-leader | 1 | 100 | 0 | 1/1 | 1 | 1 | 3.0 s | 3.0 s | 1 |"),
+            "{text}"
+        );
     }
 
     #[test]

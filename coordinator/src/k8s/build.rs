@@ -1050,6 +1050,70 @@ mod tests {
     }
 
     #[test]
+    fn maintenance_reaches_the_sidecar_as_variables_it_reads() {
+        use clap::Args;
+        use etcd_operator::resource::{AutoCompactionSpec, MaintenanceSpec};
+        let env_of = |c: &EtcdCluster| -> BTreeMap<String, String> {
+            let (e, s) = (endpoints(), settings());
+            let pod = member_pod(MemberPodInput {
+                cluster: c,
+                member: "etcd-cluster-0003",
+                version: EtcdVersion::new(3, 6, 15),
+                seed: false,
+                endpoints: &e,
+                cluster_client_url: None,
+                settings: &s,
+                etcd_tls: false,
+            })
+            .unwrap();
+            pod.spec.unwrap().containers[0]
+                .env
+                .iter()
+                .flatten()
+                .map(|v| (v.name.clone(), v.value.clone().unwrap_or_default()))
+                .collect()
+        };
+        const MAINTENANCE: [&str; 3] = [
+            "ETCDOP_QUOTA_BACKEND_BYTES",
+            "ETCDOP_AUTO_COMPACTION_MODE",
+            "ETCDOP_AUTO_COMPACTION_RETENTION",
+        ];
+        let plain = env_of(&cluster(3));
+        for name in MAINTENANCE {
+            assert!(!plain.contains_key(name), "{name} without spec.maintenance");
+        }
+        let mut c = cluster(3);
+        c.spec.maintenance = Some(MaintenanceSpec {
+            quota_backend_bytes: Some(16 << 20),
+            auto_compaction: Some(AutoCompactionSpec {
+                mode: "revision".into(),
+                retention: "1000".into(),
+            }),
+            ..Default::default()
+        });
+        let env = env_of(&c);
+        assert_eq!(env["ETCDOP_QUOTA_BACKEND_BYTES"], "16777216");
+        assert_eq!(env["ETCDOP_AUTO_COMPACTION_MODE"], "revision");
+        assert_eq!(env["ETCDOP_AUTO_COMPACTION_RETENTION"], "1000");
+        // A zero quota is etcd's default: not passed.
+        c.spec.maintenance.as_mut().unwrap().quota_backend_bytes = Some(0);
+        assert!(!env_of(&c).contains_key("ETCDOP_QUOTA_BACKEND_BYTES"));
+        // Every ETCDOP_ variable the Pod sets is one the sidecar reads.
+        let sidecar = etcd_sidecar::config::RunArgs::augment_args(clap::Command::new("run"));
+        let read: Vec<String> = sidecar
+            .get_arguments()
+            .filter_map(|a| a.get_env())
+            .map(|e| e.to_string_lossy().into_owned())
+            .collect();
+        for name in env.keys().filter(|n| n.starts_with("ETCDOP_")) {
+            assert!(
+                read.contains(name),
+                "the sidecar does not read {name}: {read:?}"
+            );
+        }
+    }
+
+    #[test]
     fn probes_init_resources_and_metrics_of_a_default_pod() {
         let c = cluster(3);
         let e = endpoints();

@@ -471,25 +471,47 @@ async fn publish_outcome(
     status: &EtcdClusterStatus,
     outcome: &Outcome,
 ) {
-    match &outcome.plan.action {
+    if previous.phase != status.phase && !status.phase.is_empty() {
+        info!(from = %previous.phase, to = %status.phase, "phase changed");
+    }
+    for (type_, reason, note) in events_for(
+        previous,
+        status,
+        &outcome.plan.action,
+        outcome.error.as_deref(),
+    ) {
+        ctx.publish(obj, type_, &reason, note).await;
+    }
+}
+
+/// The Events one reconcile publishes, as (type, reason, note): the action taken (a
+/// Warning when it failed or lost data on purpose), a refused spec, quorum lost and an
+/// alarm raised (each once, when it starts or changes), and a phase change.
+fn events_for(
+    previous: &EtcdClusterStatus,
+    status: &EtcdClusterStatus,
+    action: &PlanAction,
+    error: Option<&str>,
+) -> Vec<(EventType, String, String)> {
+    let mut events = Vec::new();
+    match action {
         PlanAction::RefuseSpec { message } => {
-            ctx.publish(obj, EventType::Warning, "InvalidSpec", message.clone())
-                .await;
+            events.push((EventType::Warning, "InvalidSpec".into(), message.clone()));
         }
         action if action.changes_something() => {
             let reason = camel(action.kind());
-            let note = match &outcome.error {
+            let note = match error {
                 None => action.describe(),
                 Some(e) => format!("{} failed: {e}", action.describe()),
             };
             let note = match action {
-                PlanAction::ForceNewCluster { revision, lost, .. } if outcome.error.is_none() => {
+                PlanAction::ForceNewCluster { revision, lost, .. } if error.is_none() => {
                     format!(
                         "{note} at revision {revision}: the data of {} was gone; writes acknowledged only by those members may be lost",
                         lost.join(", ")
                     )
                 }
-                PlanAction::RestoreCluster { backup, lost, .. } if outcome.error.is_none() => {
+                PlanAction::RestoreCluster { backup, lost, .. } if error.is_none() => {
                     format!(
                         "{note} from backup {backup}: the data of {} was gone; writes after the backup are lost",
                         lost.join(", ")
@@ -497,7 +519,7 @@ async fn publish_outcome(
                 }
                 _ => note,
             };
-            let type_ = if outcome.error.is_some()
+            let type_ = if error.is_some()
                 || matches!(
                     action,
                     PlanAction::ForceNewCluster { .. } | PlanAction::RestoreCluster { .. }
@@ -506,56 +528,45 @@ async fn publish_outcome(
             } else {
                 EventType::Normal
             };
-            ctx.publish(obj, type_, &reason, note).await;
+            events.push((type_, reason, note));
         }
         _ => {}
     }
-    // Quorum lost: said once when it starts (the condition keeps saying it).
-    let lost = |s: &EtcdClusterStatus| {
+    // A True condition of `type_`, as (reason, message).
+    let raised = |s: &EtcdClusterStatus, type_: ConditionType| {
         s.conditions
             .iter()
-            .find(|c| {
-                c.type_ == ConditionType::QuorumLost.as_str()
-                    && c.status == ConditionStatus::True.as_str()
-            })
+            .find(|c| c.type_ == type_.as_str() && c.status == ConditionStatus::True.as_str())
             .map(|c| (c.reason.clone(), c.message.clone()))
     };
-    if let Some((reason, message)) = lost(status)
-        && lost(previous).is_none_or(|(was, _)| was != reason)
+    // Quorum lost: said once when it starts (the condition keeps saying it).
+    if let Some((reason, message)) = raised(status, ConditionType::QuorumLost)
+        && raised(previous, ConditionType::QuorumLost).is_none_or(|(was, _)| was != reason)
     {
-        ctx.publish(obj, EventType::Warning, "QuorumLost", message)
-            .await;
+        events.push((EventType::Warning, "QuorumLost".into(), message));
     }
     // An alarm raised (NOSPACE, CORRUPT): a Warning when it starts or changes.
-    let alarm = |s: &EtcdClusterStatus| {
-        s.conditions
-            .iter()
-            .find(|c| c.type_ == "Alarm" && c.status == "True")
-            .map(|c| (c.reason.clone(), c.message.clone()))
-    };
-    if let Some((reason, message)) = alarm(status)
-        && alarm(previous).is_none_or(|(was, _)| was != reason)
+    if let Some((reason, message)) = raised(status, ConditionType::Alarm)
+        && raised(previous, ConditionType::Alarm).is_none_or(|(was, _)| was != reason)
     {
-        ctx.publish(obj, EventType::Warning, &reason, message).await;
+        events.push((EventType::Warning, reason, message));
     }
     if previous.phase != status.phase && !status.phase.is_empty() {
-        info!(from = %previous.phase, to = %status.phase, "phase changed");
         let from = if previous.phase.is_empty() {
             "-"
         } else {
             &previous.phase
         };
-        ctx.publish(
-            obj,
+        events.push((
             EventType::Normal,
-            "PhaseChanged",
+            "PhaseChanged".into(),
             format!(
                 "{from} -> {} ({}/{} ready)",
                 status.phase, status.ready_members, status.size
             ),
-        )
-        .await;
+        ));
     }
+    events
 }
 
 /// A failed reconcile becomes an Event and a `ReconcileFailed` condition, the rest of the
@@ -648,6 +659,161 @@ mod tests {
         assert!(parse_cluster(&bad).unwrap_err().contains("invalid type"));
         assert_eq!(camel("remove_dead_member"), "RemoveDeadMember");
         assert_eq!(truncate("héllo".into(), 2), "h");
+    }
+
+    #[test]
+    fn events_say_each_action_alarm_and_quorum_loss_once() {
+        let status = |phase: &str, conditions: &[(&str, &str, &str)]| EtcdClusterStatus {
+            phase: phase.into(),
+            size: 3,
+            ready_members: 3,
+            conditions: conditions
+                .iter()
+                .map(|(type_, status, reason)| ClusterCondition {
+                    type_: type_.to_string(),
+                    status: status.to_string(),
+                    reason: reason.to_string(),
+                    message: format!("{type_} {reason}"),
+                    last_transition_time: "2026-01-01T00:00:00Z".into(),
+                })
+                .collect(),
+            ..Default::default()
+        };
+        let running = status("Running", &[]);
+        let no_space = status("Running", &[("Alarm", "True", "NoSpace")]);
+        let corrupt = status("Running", &[("Alarm", "True", "Corrupt")]);
+        let cleared = status("Running", &[("Alarm", "False", "NoAlarm")]);
+        let lost = status("Degraded", &[("QuorumLost", "True", "MembersDown")]);
+        let defrag = PlanAction::Defragment {
+            name: "a-0001".into(),
+            reason: "NOSPACE".into(),
+        };
+        let force = PlanAction::ForceNewCluster {
+            name: "a-0000".into(),
+            raft_index: 10,
+            revision: 7,
+            lost: vec!["a-0001".into(), "a-0002".into()],
+        };
+        let refuse = PlanAction::RefuseSpec {
+            message: "size must be 1 to 9".into(),
+        };
+        type Case<'a> = (
+            &'a str,
+            &'a EtcdClusterStatus,
+            &'a EtcdClusterStatus,
+            &'a PlanAction,
+            Option<&'a str>,
+            &'a [(EventType, &'a str)],
+        );
+        let cases: &[Case] = &[
+            (
+                "steady: nothing",
+                &running,
+                &running,
+                &PlanAction::Steady,
+                None,
+                &[],
+            ),
+            (
+                "an alarm raised: one Warning",
+                &running,
+                &no_space,
+                &PlanAction::Steady,
+                None,
+                &[(EventType::Warning, "NoSpace")],
+            ),
+            (
+                "the same alarm again: nothing more",
+                &no_space,
+                &no_space,
+                &PlanAction::Steady,
+                None,
+                &[],
+            ),
+            (
+                "another alarm: a Warning again",
+                &no_space,
+                &corrupt,
+                &PlanAction::Steady,
+                None,
+                &[(EventType::Warning, "Corrupt")],
+            ),
+            (
+                "an alarm cleared: nothing",
+                &no_space,
+                &cleared,
+                &PlanAction::Steady,
+                None,
+                &[],
+            ),
+            (
+                "a step taken under the alarm: Normal",
+                &no_space,
+                &no_space,
+                &defrag,
+                None,
+                &[(EventType::Normal, "Defragment")],
+            ),
+            (
+                "a step that failed: Warning",
+                &no_space,
+                &no_space,
+                &defrag,
+                Some("deadline"),
+                &[(EventType::Warning, "Defragment")],
+            ),
+            (
+                "quorum lost: once, with the phase change",
+                &running,
+                &lost,
+                &PlanAction::Steady,
+                None,
+                &[
+                    (EventType::Warning, "QuorumLost"),
+                    (EventType::Normal, "PhaseChanged"),
+                ],
+            ),
+            (
+                "quorum still lost: nothing",
+                &lost,
+                &lost,
+                &PlanAction::Steady,
+                None,
+                &[],
+            ),
+            (
+                "a forced new cluster loses data on purpose: Warning",
+                &lost,
+                &lost,
+                &force,
+                None,
+                &[(EventType::Warning, "ForceNewCluster")],
+            ),
+            (
+                "a refused spec",
+                &running,
+                &running,
+                &refuse,
+                None,
+                &[(EventType::Warning, "InvalidSpec")],
+            ),
+        ];
+        for (what, previous, now, action, error, want) in cases {
+            let got = events_for(previous, now, action, *error);
+            let kinds: Vec<(EventType, &str)> =
+                got.iter().map(|(t, r, _)| (*t, r.as_str())).collect();
+            assert_eq!(&kinds, want, "{what}: {got:?}");
+        }
+        // The notes say what happened.
+        let alarm = events_for(&running, &no_space, &PlanAction::Steady, None);
+        assert_eq!(alarm[0].2, "Alarm NoSpace");
+        let failed = events_for(&no_space, &no_space, &defrag, Some("deadline"));
+        assert!(failed[0].2.ends_with("failed: deadline"), "{failed:?}");
+        let forced = events_for(&lost, &lost, &force, None);
+        assert!(
+            forced[0].2.contains("at revision 7") && forced[0].2.contains("a-0001, a-0002"),
+            "{forced:?}"
+        );
     }
 
     #[test]

@@ -4,8 +4,9 @@
 //! cargo build --release --bins && target/release/etcd-chaos --duration 600s --seed 7
 //! ```
 //!
-//! Prints one line per scenario and ends with
-//! `summary: scenarios N, failed F, acknowledged writes lost L, linearizability violations V`;
+//! Prints one line per scenario run, the summary line
+//! `summary: scenarios N, failed F, acknowledged writes lost L, linearizability violations V`,
+//! and then one row per scenario over all its runs (the soak table in BENCHMARKS.md);
 //! exits non-zero when F, L or V is not zero. The same seed replays the same faults in the
 //! same order.
 //!
@@ -121,6 +122,8 @@ async fn main() -> anyhow::Result<()> {
     })
     .await;
     print!("{}", report.render());
+    println!();
+    print!("{}", report.per_scenario());
     if report.failed() > 0 || report.lost() > 0 || report.violations() > 0 {
         std::process::exit(1);
     }

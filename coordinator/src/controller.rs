@@ -752,7 +752,7 @@ impl<R: Runtime> ClusterController<R> {
                 for name in names {
                     if infos.iter().any(|i| &i.name == name) {
                         self.epoch()?;
-                        self.runtime.delete_member(&self.key, name).await?;
+                        self.runtime.delete_member(&self.key, name, false).await?;
                     }
                 }
                 self.registry.with(&self.key, |entry, grants| {
@@ -761,10 +761,16 @@ impl<R: Runtime> ClusterController<R> {
                     }
                 });
             }
-            Action::DeleteRuntimeMember { name, reason } => {
-                info!(member = %name, %reason, "deleting runtime member");
+            Action::DeleteRuntimeMember {
+                name,
+                reason,
+                hand_over,
+            } => {
+                info!(member = %name, %reason, hand_over, "deleting runtime member");
                 self.epoch()?;
-                self.runtime.delete_member(&self.key, name).await?;
+                self.runtime
+                    .delete_member(&self.key, name, *hand_over)
+                    .await?;
             }
             Action::RemoveDeadMember {
                 name,
@@ -776,7 +782,7 @@ impl<R: Runtime> ClusterController<R> {
                     self.remove_from_etcd(*member_id, infos).await?;
                     if infos.iter().any(|i| &i.name == name) {
                         self.epoch()?;
-                        self.runtime.delete_member(&self.key, name).await?;
+                        self.runtime.delete_member(&self.key, name, false).await?;
                     }
                     Ok(())
                 })
@@ -794,7 +800,7 @@ impl<R: Runtime> ClusterController<R> {
                     .map_err(refused_by(name))?;
                 info!(member = %name, "member left; deleting it");
                 self.epoch()?;
-                self.runtime.delete_member(&self.key, name).await?;
+                self.runtime.delete_member(&self.key, name, false).await?;
             }
             Action::FinishJoin { name } => {
                 let info = find(infos, name)?;
@@ -878,7 +884,7 @@ impl<R: Runtime> ClusterController<R> {
                 self.with_grant(seed, ChangeKind::ForceNewCluster, async {
                     for name in discard {
                         self.epoch()?;
-                        self.runtime.delete_member(&self.key, name).await?;
+                        self.runtime.delete_member(&self.key, name, false).await?;
                     }
                     self.registry.with(&self.key, |entry, _| {
                         for name in discard {

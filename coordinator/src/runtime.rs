@@ -188,11 +188,14 @@ pub trait Runtime: Send + Sync + 'static {
         async {}
     }
 
-    /// Deletes member `name` and its data.
+    /// Deletes member `name` and its data. With `hand_over` (it leads) it is stopped
+    /// gracefully, so that etcd hands leadership over first; otherwise it may be stopped at
+    /// once, as nothing it holds is kept.
     fn delete_member(
         &self,
         cluster: &ClusterKey,
         name: &str,
+        hand_over: bool,
     ) -> impl Future<Output = Result<(), RuntimeError>> + Send;
 
     /// The coordinator's side of the control path: its certificate, the CA members'

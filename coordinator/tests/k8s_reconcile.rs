@@ -870,7 +870,7 @@ async fn each_runtime_step_changes_only_its_own_pod() {
     // Replacement: someone deletes 0002's Pod (no claim: its data goes with it), so the
     // member is gone at once; the replacement gets a new ordinal.
     runtime
-        .delete_member(&key, "etcd-cluster-0002")
+        .delete_member(&key, "etcd-cluster-0002", false)
         .await
         .unwrap();
     assert_eq!(runtime.members(&key).await.unwrap().len(), 2);
@@ -918,7 +918,7 @@ async fn each_runtime_step_changes_only_its_own_pod() {
 
     // Scale down: the Pod goes.
     runtime
-        .delete_member(&key, "etcd-cluster-0003")
+        .delete_member(&key, "etcd-cluster-0003", false)
         .await
         .unwrap();
     assert_eq!(
@@ -992,7 +992,7 @@ async fn with_storage_a_member_keeps_its_claim_and_gets_its_pod_back() {
 
     // Deleting the member takes its claim too.
     runtime
-        .delete_member(&key, "etcd-cluster-0000")
+        .delete_member(&key, "etcd-cluster-0000", false)
         .await
         .unwrap();
     assert!(

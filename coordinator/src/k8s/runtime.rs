@@ -664,7 +664,13 @@ impl Runtime for KubeRuntime {
         Ok(())
     }
 
-    async fn delete_member(&self, key: &ClusterKey, name: &str) -> Result<(), RuntimeError> {
+    // A Pod always gets its termination grace period: the kubelet stops it.
+    async fn delete_member(
+        &self,
+        key: &ClusterKey,
+        name: &str,
+        _hand_over: bool,
+    ) -> Result<(), RuntimeError> {
         // The claim first: once it is deleting, a Pod that disappears is not brought back.
         match self
             .claims(key)

@@ -537,10 +537,11 @@ impl LocalRuntime {
 /// takes one to two seconds).
 const STOP_GRACE: Duration = Duration::from_secs(30);
 
-/// How long a member stopped to be deleted with its data may take: long enough for a leader
-/// to hand leadership over as etcd stops, after which the rest of etcd's graceful stop
-/// (about a second, spent closing client connections) protects nothing that is kept, and
-/// only holds up the member's replacement. The sidecar is then killed, and etcd with it.
+/// How long a leader stopped to be deleted with its data may take: long enough to hand
+/// leadership over as etcd stops, after which the rest of etcd's graceful stop (about a
+/// second, spent closing client connections) protects nothing that is kept, and only holds
+/// up the member's replacement. The sidecar is then killed, and etcd with it. Any other
+/// member deleted is killed at once.
 const DELETE_GRACE: Duration = Duration::from_millis(300);
 
 async fn terminate(child: &mut Child, grace: Duration) {
@@ -768,11 +769,21 @@ impl Runtime for LocalRuntime {
         }
     }
 
-    async fn delete_member(&self, cluster: &ClusterKey, name: &str) -> Result<(), RuntimeError> {
+    async fn delete_member(
+        &self,
+        cluster: &ClusterKey,
+        name: &str,
+        hand_over: bool,
+    ) -> Result<(), RuntimeError> {
         let mut clusters = self.clusters.lock().await;
         let dir = self.cluster_dir(cluster);
         let local = self.cluster(&mut clusters, cluster).await?;
-        stop_member_process(local, name, DELETE_GRACE).await;
+        let grace = if hand_over {
+            DELETE_GRACE
+        } else {
+            Duration::ZERO
+        };
+        stop_member_process(local, name, grace).await;
         let namespace = local
             .record
             .members

@@ -468,6 +468,10 @@ pub enum Action {
         name: String,
         /// Why, for events and logs.
         reason: String,
+        /// It leads: stopped gracefully, so that etcd hands leadership over as it stops.
+        /// Any other member (a follower, a learner, one etcd no longer lists) is stopped at
+        /// once: its data goes with it and nothing waits on it.
+        hand_over: bool,
     },
     /// Scale down: ask `name` to leave (its sidecar moves leadership if leader, removes
     /// itself, wipes).
@@ -1801,6 +1805,7 @@ impl<'a> View<'a> {
                 Action::DeleteRuntimeMember {
                     name: m.name().to_string(),
                     reason: "deleted with its data on an operator's request".to_string(),
+                    hand_over: m.entry.is_some() && m.is_leader(),
                 },
                 Phase::Recovering,
             )
@@ -1868,6 +1873,7 @@ impl<'a> View<'a> {
                         "{} and not in etcd's member list",
                         dead_reason(m.runtime, now, dead_after)
                     ),
+                    hand_over: false,
                 },
                 Phase::Recovering,
             ));
@@ -1905,6 +1911,7 @@ impl<'a> View<'a> {
                 Action::DeleteRuntimeMember {
                     name: m.name().to_string(),
                     reason: "it left the cluster (its sidecar reports it removed)".to_string(),
+                    hand_over: false,
                 },
                 Phase::Scaling,
             )
@@ -1916,6 +1923,7 @@ impl<'a> View<'a> {
                         "its member id {} is no longer in etcd's member list",
                         member_id_hex(report.member_id)
                     ),
+                    hand_over: false,
                 },
                 Phase::Recovering,
             )

@@ -693,6 +693,7 @@ fn scales_down_highest_ordinal_first_and_the_leader_last() {
             Action::DeleteRuntimeMember {
                 name: name(3),
                 reason: "it left the cluster (its sidecar reports it removed)".into(),
+                hand_over: false,
             },
             Phase::Scaling,
         ),
@@ -714,6 +715,7 @@ fn scales_down_highest_ordinal_first_and_the_leader_last() {
                     "its member id {} is no longer in etcd's member list",
                     member_id_hex(id(3))
                 ),
+                hand_over: false,
             },
             Phase::Recovering,
         ),
@@ -860,6 +862,7 @@ fn dead_members_are_replaced_only_when_quorum_allows() {
             Action::DeleteRuntimeMember {
                 name: name(3),
                 reason: "not running for 60s (dead after 15s) and not in etcd's member list".into(),
+                hand_over: false,
             },
             Phase::Recovering,
         ),
@@ -1692,6 +1695,7 @@ fn a_member_that_cannot_come_back_is_replaced() {
                     "its member id {} is no longer in etcd's member list",
                     member_id_hex(id(1))
                 ),
+                hand_over: false,
             },
             Phase::Recovering,
         ),
@@ -1702,6 +1706,7 @@ fn a_member_that_cannot_come_back_is_replaced() {
                 name: name(3),
                 reason: "its process is gone and so is its data and not in etcd's member list"
                     .into(),
+                hand_over: false,
             },
             Phase::Recovering,
         ),
@@ -1774,11 +1779,22 @@ fn a_lost_quorum_whose_data_survives_comes_back_without_a_membership_change() {
 fn a_member_deleted_on_request_goes_with_its_data_and_is_replaced() {
     assert_cases(vec![
         (
-            "deleted on request: the runtime member goes",
+            "deleted on request: the runtime member goes, a follower at once",
             Situation::healthy(3).delete_asked(1),
             Action::DeleteRuntimeMember {
                 name: name(1),
                 reason: "deleted with its data on an operator's request".into(),
+                hand_over: false,
+            },
+            Phase::Recovering,
+        ),
+        (
+            "the leader deleted on request hands leadership over as it stops",
+            Situation::healthy(3).delete_asked(0),
+            Action::DeleteRuntimeMember {
+                name: name(0),
+                reason: "deleted with its data on an operator's request".into(),
+                hand_over: true,
             },
             Phase::Recovering,
         ),

@@ -337,11 +337,17 @@ pub(super) fn check_invariants(observed: &Observed, plan: &Plan) {
             let size = observed.spec.as_ref().map_or(0, |s| s.size as usize);
             assert!(voters > size, "{}", context());
         }
-        Action::DeleteRuntimeMember { name: gone, .. }
-            if observed.delete_requested.contains(gone) =>
-        {
+        Action::DeleteRuntimeMember {
+            name: gone,
+            hand_over,
+            ..
+        } if observed.delete_requested.contains(gone) => {
             assert!(observed.grant.is_none(), "{}", context());
             let m = observed.members.iter().find(|m| &m.name == gone).unwrap();
+            // A leader stops gracefully (etcd hands leadership over); anyone else at once.
+            let leads = m.report.as_ref().is_some_and(|r| r.leader)
+                && list.iter().any(|e| runtime_of(observed, e) == Some(m));
+            assert_eq!(*hand_over, leads, "hand-over: {}", context());
             if let Some(entry) = list.iter().find(|e| runtime_of(observed, e) == Some(m))
                 && !entry.is_learner
             {
@@ -353,8 +359,13 @@ pub(super) fn check_invariants(observed: &Observed, plan: &Plan) {
                 );
             }
         }
-        Action::DeleteRuntimeMember { name: gone, .. } => {
+        Action::DeleteRuntimeMember {
+            name: gone,
+            hand_over,
+            ..
+        } => {
             assert!(observed.grant.is_none(), "{}", context());
+            assert!(!hand_over, "{}", context());
             let m = observed.members.iter().find(|m| &m.name == gone).unwrap();
             assert!(
                 !list.iter().any(|e| runtime_of(observed, e) == Some(m)),

@@ -569,7 +569,9 @@ impl Coordinator for CoordinatorService {
                     DELETE_MEMBER_DEADLINE.as_secs()
                 )));
             }
-            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            // The registry is in memory: looked at often, the answer follows the deletion
+            // closely.
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
     }
 }

@@ -49,6 +49,8 @@ pub use maintenance::MaintenanceOutcome;
 
 /// How long a start waits for etcd to answer.
 const ETCD_READY_DEADLINE: Duration = Duration::from_secs(60);
+/// How often a starting etcd is asked whether it answers.
+const LOCAL_READY_POLL: Duration = Duration::from_millis(20);
 /// How long a leadership transfer may take.
 const MOVE_LEADER_DEADLINE: Duration = Duration::from_secs(15);
 
@@ -261,7 +263,9 @@ impl Member {
                     "etcd did not answer after starting".into(),
                 ));
             }
-            sleep(Duration::from_millis(200)).await;
+            // A refused connection to the local etcd costs nothing: looked at often, the
+            // next step (a promotion, a report) follows etcd's start closely.
+            sleep(LOCAL_READY_POLL).await;
         }
     }
 

@@ -48,7 +48,11 @@ pub const PROCESS: &[&str] = &[
     "wipe-majority",
     "kill-sidecar-during-backup",
     "kill-etcd-during-backup",
+    "fill-quota",
 ];
+
+/// The backend quota of the `fill-quota` scenario, bytes.
+const FILL_QUOTA: i64 = 16 << 20;
 
 /// Scenarios that fault the network between members, in namespaces of their own
 /// ([`crate::netns`]): they run inside a hub, and no member may be removed for them.
@@ -255,7 +259,8 @@ impl ChaosReport {
 impl ChaosReport {
     /// One row per scenario over all its runs, for a soak: runs, operations, lost writes,
     /// runs linearizable, most changes in flight, removals for a partition (network
-    /// scenarios), converge time (median and slowest), and failed runs.
+    /// scenarios), converge time (median, the lower of the middle two for an even count, and
+    /// slowest) over the runs that converged, and failed runs.
     pub fn per_scenario(&self) -> String {
         let mut out = String::from(
             "| scenario | runs | ops | lost | linearizable | in flight max | removed for a partition | converge median | converge max | failed |\n|---|---|---|---|---|---|---|---|---|---|\n",
@@ -302,7 +307,7 @@ impl ChaosReport {
                 } else {
                     "-".to_string()
                 },
-                secs(converge.get(converge.len() / 2)),
+                secs(converge.get(converge.len().saturating_sub(1) / 2)),
                 secs(converge.last()),
                 runs.iter().filter(|r| !r.passed()).count(),
             ));
@@ -650,6 +655,69 @@ async fn staying_member(
     Ok(pick(rng, &status, leader)?.to_string())
 }
 
+/// Overwrites a few keys outside the traffic's with 96 KiB values until etcd refuses a write
+/// for space (NOSPACE); returns the writes acknowledged before.
+async fn fill_until_nospace(c: &LocalCoordinator) -> anyhow::Result<usize> {
+    const KEYS: usize = 8;
+    const VALUE: usize = 96 * 1024;
+    let endpoints = (c.live_endpoints())();
+    let mut client = crate::clients::etcd_client(&endpoints).await?;
+    let value = "x".repeat(VALUE);
+    let mut acknowledged = 0;
+    for i in 0..(4 * FILL_QUOTA as usize / VALUE) {
+        match client
+            .put(format!("chaos-fill/{}", i % KEYS), value.as_str(), None)
+            .await
+        {
+            Ok(_) => acknowledged += 1,
+            Err(e) if e.to_string().contains("database space exceeded") => return Ok(acknowledged),
+            // Another failure (a leader change under the load): the next write goes on.
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+    bail!("no write was refused for space after {acknowledged} writes of {VALUE} bytes")
+}
+
+/// The fragmentation from which the `partition-during-defrag` round defragments a member.
+const DEFRAG_PERCENT: i32 = 20;
+
+/// Writes about 8 MiB in large values over a few keys outside the traffic's, so that a
+/// compaction leaves most of every backend free pages: more than the traffic fills again
+/// while a defragmentation round goes through the members.
+async fn fill_and_compact(c: &LocalCoordinator) -> anyhow::Result<()> {
+    const KEYS: usize = 4;
+    const VALUE: usize = 64 * 1024;
+    let endpoints = (c.live_endpoints())();
+    let mut client = crate::clients::etcd_client(&endpoints).await?;
+    let value = "x".repeat(VALUE);
+    let mut written = 0;
+    let mut attempts = 0;
+    while written < (8 << 20) / VALUE {
+        attempts += 1;
+        if attempts > 1000 {
+            bail!("only {written} large writes were acknowledged");
+        }
+        match client
+            .put(
+                format!("chaos-defrag/{}", written % KEYS),
+                value.as_str(),
+                None,
+            )
+            .await
+        {
+            Ok(_) => written += 1,
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+    for key in 0..KEYS {
+        client
+            .delete(format!("chaos-defrag/{key}"), None)
+            .await
+            .context("deleting the large values")?;
+    }
+    Ok(())
+}
+
 /// Compacts the cluster to its current revision, as a user would before a
 /// defragmentation; returns the revision.
 async fn compact_now(c: &LocalCoordinator) -> anyhow::Result<i64> {
@@ -775,6 +843,15 @@ async fn scenario(
     };
     let dir = tempfile::tempdir()?;
     let manifest = manifest_file(dir.path(), start_size, &v)?;
+    if name == "fill-quota" {
+        crate::local_cluster::write_atomically(
+            &manifest,
+            &format!(
+                "{}  maintenance:\n    quotaBackendBytes: {FILL_QUOTA}\n",
+                crate::local_cluster::manifest("chaos", start_size, &v)
+            ),
+        )?;
+    }
     let mut coordinator =
         CoordinatorOptions::new(&options.coordinator, manifest).dead_after_secs(5);
     if NETWORK.contains(&name) {
@@ -999,6 +1076,53 @@ async fn inject(
                 v,
             )
         }
+        "fill-quota" => {
+            // Every member's backend reaches its quota while the recorded traffic runs:
+            // etcd raises NOSPACE and refuses writes. The operator shows the alarm, replaces
+            // no member for it, and (spec.maintenance set, noSpace not Manual) compacts,
+            // defragments one member at a time and disarms; writes are accepted again.
+            let ids: Vec<(String, String)> = initial
+                .members
+                .iter()
+                .map(|m| (m.name.clone(), m.id.clone()))
+                .collect();
+            let writes = fill_until_nospace(c).await?;
+            c.wait_until("the NOSPACE alarm shown", CONVERGE, |s| {
+                s.conditions.iter().any(|k| {
+                    k.r#type() == ConditionType::Alarm
+                        && k.status() == ConditionStatus::True
+                        && k.reason == "NoSpace"
+                })
+            })
+            .await?;
+            let cleared = c
+                .wait_until("the alarm cleared", CONVERGE, |s| {
+                    s.conditions.iter().any(|k| {
+                        k.r#type() == ConditionType::Alarm && k.status() == ConditionStatus::False
+                    })
+                })
+                .await?;
+            for (name, id) in &ids {
+                if !cleared
+                    .members
+                    .iter()
+                    .any(|m| &m.name == name && &m.id == id)
+                {
+                    bail!(
+                        "{name} ({id}) was replaced for a full backend: {:?}",
+                        cleared.members
+                    );
+                }
+            }
+            (
+                format!(
+                    "backend quota ({} MiB) reached after {writes} writes of 96 KiB: NOSPACE, then compacted, defragmented and disarmed",
+                    FILL_QUOTA >> 20
+                ),
+                3,
+                v,
+            )
+        }
         "pause-leader-etcd" => {
             let victim = pick(rng, initial, Some(true))?;
             let pid = etcd_pid(sidecar_pid(c, victim)?)?;
@@ -1153,12 +1277,14 @@ async fn inject(
                     (format!("replacement of {gone}, its data gone"), 3, v)
                 }
                 "partition-during-defrag" => {
-                    // A scheduled defragmentation round over compacted members: once the
-                    // first member is defragmented, the leader (still to go, last) is cut
-                    // off; afterwards every member must have been defragmented.
+                    // A scheduled defragmentation round over members whose backends are
+                    // mostly free pages (large values written, then compacted away): once
+                    // the first member is defragmented, the leader (still to go, last) is
+                    // cut off; afterwards every member must have been defragmented.
+                    fill_and_compact(c).await?;
                     let revision = compact_now(c).await?;
                     c.write_manifest(&format!(
-                        "{}  maintenance:\n    defragment:\n      schedule: \"* * * * *\"\n      fragmentationPercent: 1\n",
+                        "{}  maintenance:\n    defragment:\n      schedule: \"* * * * *\"\n      fragmentationPercent: {DEFRAG_PERCENT}\n",
                         crate::local_cluster::manifest(c.cluster(), 3, &v)
                     ))?;
                     let first = wait_defragmented(c, 1, DEFRAG_WAIT).await?;

@@ -750,6 +750,23 @@ fn rss_kib(pid: u32) -> Option<u64> {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
+/// `field` of `/proc/<pid>/smaps_rollup` (`Anonymous`, `Rss`, ...), in KiB.
+fn smaps_kib(pid: u32, field: &str) -> Option<u64> {
+    let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
+    rollup
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+/// A process's resident memory split as (anonymous: its own heap and stacks, file: pages
+/// of its binary and libraries, shared with every process that maps them).
+fn rss_split_kib(pid: u32) -> Option<(u64, u64)> {
+    let rss = smaps_kib(pid, "Rss")?;
+    let anon = smaps_kib(pid, "Anonymous")?;
+    Some((anon, rss.saturating_sub(anon)))
+}
+
 fn mib(kib: u64) -> String {
     format!("{:.1} MiB", kib as f64 / 1024.0)
 }
@@ -844,7 +861,9 @@ fn reconcile_histogram(addr: &str) -> anyhow::Result<Histogram> {
 /// What a fleet of one-member clusters costs.
 struct Fleet {
     coordinator_rss: u64,
+    coordinator_split: Option<(u64, u64)>,
     sidecar_rss: u64,
+    sidecar_split: Option<(u64, u64)>,
     etcd_rss: u64,
     /// The file name of the sidecar's binary.
     sidecar_binary: String,
@@ -932,12 +951,14 @@ async fn memory(coordinator: &Path, n: usize) -> anyhow::Result<Fleet> {
         let after = reconcile_histogram(&metrics_addr)?;
         let window = after.since(&before);
         let coordinator_rss = rss_kib(pid).context("coordinator RSS")?;
+        let coordinator_split = rss_split_kib(pid);
         let members = testkit::local_cluster::read_members(&state.join("c00").join("cluster.json"));
         let sidecar = members
             .first()
             .and_then(|m| m.pid)
             .context("a sidecar pid")?;
         let sidecar_rss = rss_kib(sidecar).context("sidecar RSS")?;
+        let sidecar_split = rss_split_kib(sidecar);
         let sidecar_binary = std::fs::read_link(format!("/proc/{sidecar}/exe"))
             .ok()
             .and_then(|p| p.file_name().map(|f| f.to_string_lossy().into_owned()))
@@ -946,7 +967,9 @@ async fn memory(coordinator: &Path, n: usize) -> anyhow::Result<Fleet> {
         let etcd_rss = rss_kib(etcd_pid).context("etcd RSS")?;
         Ok(Fleet {
             coordinator_rss,
+            coordinator_split,
             sidecar_rss,
+            sidecar_split,
             etcd_rss,
             sidecar_binary,
             reconciles: window,
@@ -1128,14 +1151,18 @@ async fn main() -> anyhow::Result<()> {
     }
 
     let mut sidecar = 0;
+    let mut sidecar_split = None;
     let mut etcd = 0;
     let mut sidecar_binary = String::new();
     for n in cli.clusters.iter().filter(|_| cli.wants("memory")) {
+        let mut split = None;
         let (value, floor, reconciles) = match memory(&coordinator, *n).await {
             Ok(f) => {
                 sidecar = f.sidecar_rss;
+                sidecar_split = f.sidecar_split;
                 etcd = f.etcd_rss;
                 sidecar_binary = f.sidecar_binary;
+                split = f.coordinator_split;
                 (mib(f.coordinator_rss), "-".to_string(), Some(f.reconciles))
             }
             Err(e) => ("-".to_string(), format!("failed: {e}"), None),
@@ -1146,6 +1173,9 @@ async fn main() -> anyhow::Result<()> {
             floor,
             ratio: "-".into(),
         });
+        if let Some(split) = split {
+            rows.push(split_row(split));
+        }
         if let Some(h) = reconciles {
             rows.push(Row {
                 measure: format!(
@@ -1178,8 +1208,22 @@ async fn main() -> anyhow::Result<()> {
         floor: format!("etcd {}", mib(etcd)),
         ratio: format!("{:.2}x", sidecar as f64 / etcd.max(1) as f64),
     });
+    if let Some(split) = sidecar_split {
+        rows.push(split_row(split));
+    }
 
     Ok(())
+}
+
+/// The row under an RSS row: how much of it is the process's own, and how much the pages
+/// of binaries it shares.
+fn split_row((anon, file): (u64, u64)) -> Row {
+    Row {
+        measure: "  of it: anonymous (its own) / file pages (binaries, shared)".into(),
+        value: format!("{} / {}", mib(anon), mib(file)),
+        floor: "-".into(),
+        ratio: "-".into(),
+    }
 }
 
 /// Prints each row as it is pushed.

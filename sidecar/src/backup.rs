@@ -150,6 +150,8 @@ impl Storage {
                 })
             }
             (true, false) => {
+                // The S3 client's TLS takes the process's crypto provider (ring).
+                etcd_operator::tls::install_default_provider();
                 let mut builder = AmazonS3Builder::from_env()
                     .with_bucket_name(&spec.s3_bucket)
                     .with_region(if spec.s3_region.is_empty() {

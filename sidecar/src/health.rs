@@ -174,6 +174,13 @@ async fn observe_once(member: &Member, client: &mut Option<etcd_client::Client>)
         ..Default::default()
     };
     if process.pid.is_none() {
+        // Between restarts: why the last run ended, etcd's own fatal line included.
+        if process.wanted
+            && report.last_error.is_empty()
+            && let Some(exit) = &process.last_exit
+        {
+            report.last_error = format!("etcd exited ({exit}); starting it again");
+        }
         *client = None;
         return report;
     }

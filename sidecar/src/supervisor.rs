@@ -1,6 +1,11 @@
 //! Supervises the etcd child process: starts it with the arguments the member lifecycle
 //! chose, restarts it with backoff when it exits on its own, and stops it gracefully
 //! (SIGTERM, then SIGKILL after a grace period) when asked.
+//!
+//! etcd's log (its stderr) passes through the sidecar to the sidecar's own stderr, line by
+//! line and unchanged; the last fatal or panic line of a run is kept, so that an etcd that
+//! exits on its own is reported with why ("failed to commit tx: write .../db: no space left
+//! on device"), not only with its exit status.
 
 use std::{
     path::PathBuf,
@@ -13,8 +18,10 @@ use nix::{
     unistd::Pid,
 };
 use tokio::{
-    process::{Child, Command},
+    io::{AsyncBufReadExt, AsyncWriteExt, BufReader},
+    process::{Child, ChildStderr, Command},
     sync::{mpsc, oneshot, watch},
+    task::JoinHandle,
     time::{Instant, sleep_until, timeout},
 };
 use tracing::{info, warn};
@@ -25,6 +32,8 @@ const RESTART_BACKOFF_MIN: Duration = Duration::from_millis(200);
 const RESTART_BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// A run this long resets the restart backoff.
 const STABLE_RUN: Duration = Duration::from_secs(30);
+/// How long an exited etcd's last log lines may take to reach the relay.
+const LOG_DRAIN: Duration = Duration::from_millis(500);
 
 /// What the supervisor's child is doing.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -98,6 +107,8 @@ async fn supervise(
 ) {
     let mut args: Option<Vec<String>> = None;
     let mut child: Option<(Child, Instant)> = None;
+    // The relay of the running etcd's log; it ends with the run's last fatal line.
+    let mut relay: Option<JoinHandle<Option<String>>> = None;
     let mut restart_at: Option<Instant> = None;
     let mut backoff = RESTART_BACKOFF_MIN;
     loop {
@@ -111,9 +122,10 @@ async fn supervise(
                     backoff = RESTART_BACKOFF_MIN;
                     let result = spawn_etcd(&binary, &new_args);
                     match result {
-                        Ok(c) => {
+                        Ok((c, log)) => {
                             let pid = c.id().unwrap_or(0);
                             child = Some((c, Instant::now()));
+                            relay = log;
                             args = Some(new_args);
                             state.send_modify(|s| { s.pid = Some(pid); s.wanted = true; });
                             let _ = done.send(Ok(pid));
@@ -144,7 +156,14 @@ async fn supervise(
             },
             status = wait_child(&mut child) => {
                 let started = child.take().map(|(_, at)| at).unwrap_or_else(Instant::now);
-                let how = describe_exit(status);
+                let fatal = match relay.take() {
+                    Some(log) => timeout(LOG_DRAIN, log).await.ok().and_then(Result::ok).flatten(),
+                    None => None,
+                };
+                let how = match fatal {
+                    Some(why) => format!("{}: {why}", describe_exit(status)),
+                    None => describe_exit(status),
+                };
                 warn!(exit = %how, "etcd exited on its own");
                 if started.elapsed() >= STABLE_RUN {
                     backoff = RESTART_BACKOFF_MIN;
@@ -157,10 +176,11 @@ async fn supervise(
                 restart_at = None;
                 if let Some(a) = &args {
                     match spawn_etcd(&binary, a) {
-                        Ok(c) => {
+                        Ok((c, log)) => {
                             let pid = c.id().unwrap_or(0);
                             info!(pid, "etcd restarted");
                             child = Some((c, Instant::now()));
+                            relay = log;
                             state.send_modify(|s| { s.pid = Some(pid); s.restarts += 1; });
                         }
                         Err(e) => {
@@ -204,16 +224,61 @@ async fn stop_child(mut child: Child) -> String {
     }
 }
 
-fn spawn_etcd(binary: &PathBuf, args: &[String]) -> std::io::Result<Child> {
+/// Starts etcd; its stderr is relayed ([`relay_log`]).
+fn spawn_etcd(
+    binary: &PathBuf,
+    args: &[String],
+) -> std::io::Result<(Child, Option<JoinHandle<Option<String>>>)> {
     let mut cmd = Command::new(binary);
     cmd.args(args)
         .stdin(Stdio::null())
+        .stderr(Stdio::piped())
         .kill_on_drop(true)
         // Its own process group: a Ctrl-C in the terminal reaches the sidecar, which
         // stops etcd in order, rather than both at once.
         .process_group(0);
     die_with_parent(&mut cmd);
-    cmd.spawn()
+    let mut child = cmd.spawn()?;
+    let log = child.stderr.take().map(|e| tokio::spawn(relay_log(e)));
+    Ok((child, log))
+}
+
+/// Copies etcd's log to the sidecar's stderr as it comes, until etcd closes it; returns
+/// the last fatal or panic line's message ([`fatal_message`]).
+async fn relay_log(from: ChildStderr) -> Option<String> {
+    let mut lines = BufReader::new(from);
+    let mut out = tokio::io::stderr();
+    let mut line = Vec::new();
+    let mut fatal = None;
+    loop {
+        line.clear();
+        match lines.read_until(b'\n', &mut line).await {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {
+                if let Some(why) = fatal_message(&String::from_utf8_lossy(&line)) {
+                    fatal = Some(why);
+                }
+                let _ = out.write_all(&line).await;
+            }
+        }
+    }
+    let _ = out.flush().await;
+    fatal
+}
+
+/// The message of one of etcd's JSON log lines at level fatal or panic: `msg`, and its
+/// `error` when it has one. None for any other line.
+pub fn fatal_message(line: &str) -> Option<String> {
+    let entry: serde_json::Value = serde_json::from_str(line.trim()).ok()?;
+    let level = entry.get("level")?.as_str()?;
+    if !["fatal", "panic", "dpanic"].contains(&level) {
+        return None;
+    }
+    let msg = entry.get("msg")?.as_str()?;
+    Some(match entry.get("error").and_then(|e| e.as_str()) {
+        Some(error) => format!("{msg}: {error}"),
+        None => msg.to_string(),
+    })
 }
 
 /// Makes the kernel kill etcd if the sidecar dies without stopping it (SIGKILL, crash), so
@@ -226,5 +291,57 @@ fn die_with_parent(cmd: &mut Command) {
         cmd.pre_exec(|| {
             nix::sys::prctl::set_pdeathsig(Some(Signal::SIGKILL)).map_err(std::io::Error::from)
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fatal_lines_give_their_message_and_error() {
+        let full = r#"{"level":"fatal","ts":"2026-12-03T13:31:31.239860Z","caller":"backend/batch_tx.go:282","msg":"failed to commit tx","error":"write /data/member/snap/db: no space left on device","stacktrace":"go.etcd.io/..."}"#;
+        assert_eq!(
+            fatal_message(full).as_deref(),
+            Some("failed to commit tx: write /data/member/snap/db: no space left on device")
+        );
+        let panic = r#"{"level":"panic","msg":"failed to open database"}"#;
+        assert_eq!(
+            fatal_message(panic).as_deref(),
+            Some("failed to open database")
+        );
+        for other in [
+            r#"{"level":"warn","msg":"simple token is not cryptographically signed"}"#,
+            r#"{"level":"error","msg":"x","error":"y"}"#,
+            "panic: failed to open database",
+            "",
+        ] {
+            assert_eq!(fatal_message(other), None, "{other}");
+        }
+    }
+
+    #[tokio::test]
+    async fn an_etcd_that_exits_on_its_own_is_reported_with_its_fatal_line() {
+        let supervisor = Supervisor::spawn(PathBuf::from("/bin/sh"));
+        let mut state = supervisor.state();
+        let script = r#"echo '{"level":"info","msg":"starting"}' >&2; echo '{"level":"fatal","msg":"failed to commit tx","error":"no space left on device"}' >&2; exit 1"#;
+        supervisor
+            .start(vec!["-c".into(), script.into()])
+            .await
+            .unwrap();
+        let exited = timeout(
+            Duration::from_secs(10),
+            state.wait_for(|s| s.last_exit.is_some()),
+        )
+        .await
+        .expect("the exit is reported")
+        .unwrap()
+        .clone();
+        assert_eq!(
+            exited.last_exit.as_deref(),
+            Some("exit status: 1: failed to commit tx: no space left on device")
+        );
+        assert!(exited.wanted, "it is restarted: {exited:?}");
+        supervisor.stop().await;
     }
 }

@@ -640,6 +640,29 @@ const CONVERGE: Duration = Duration::from_secs(180);
 /// fires once a minute.
 const DEFRAG_WAIT: Duration = Duration::from_secs(150);
 
+/// Wipes a follower's data while it is down and waits until its replacement is created;
+/// returns the wiped member. The coordinator is stopped while the data goes, so that
+/// nothing restarts the member on it first.
+async fn replace_wiped_follower(
+    c: &mut LocalCoordinator,
+    rng: &mut SeededRng,
+    initial: &ClusterStatus,
+) -> anyhow::Result<String> {
+    let victim = pick(rng, initial, Some(false))?.to_string();
+    c.crash();
+    c.kill_member(&victim)?;
+    wait_gone(sidecar_pid_recorded(c, &victim)).await?;
+    let dir = c.state_dir().join(c.cluster()).join(&victim).join("etcd");
+    std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
+    c.restart().await?;
+    let size = initial.members.len();
+    c.wait_until("the replacement created", CONVERGE, |s| {
+        s.members.len() == size && s.members.iter().all(|m| m.name != victim)
+    })
+    .await?;
+    Ok(victim)
+}
+
 /// A member picked among those not themselves leaving (still recorded, healthy, running).
 async fn staying_member(
     c: &LocalCoordinator,
@@ -1215,19 +1238,9 @@ async fn inject(
             )
         }
         "kill-etcd-during-replacement" => {
-            // A member whose data is gone is replaced; the coordinator is stopped while the
-            // data goes, so that nothing restarts the member first.
-            let victim = pick(rng, initial, Some(false))?.to_string();
-            c.crash();
-            c.kill_member(&victim)?;
-            wait_gone(sidecar_pid_recorded(c, &victim)).await?;
-            let dir = c.state_dir().join(c.cluster()).join(&victim).join("etcd");
-            std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
-            c.restart().await?;
-            c.wait_until("the replacement created", CONVERGE, |s| {
-                s.members.len() == 3 && s.members.iter().all(|m| m.name != victim)
-            })
-            .await?;
+            // A member whose data is gone is replaced; once the replacement is created,
+            // another member's etcd is killed.
+            let victim = replace_wiped_follower(c, rng, initial).await?;
             let status = c.status().await.context("status")?;
             let other = status
                 .members
@@ -1260,18 +1273,7 @@ async fn inject(
                     // kill-etcd-during-replacement); once its replacement is created, one
                     // member (the replacement itself, or one whose data is whole) is cut off
                     // while the replacement joins.
-                    let gone = pick(rng, initial, Some(false))?.to_string();
-                    c.crash();
-                    c.kill_member(&gone)?;
-                    wait_gone(sidecar_pid_recorded(c, &gone)).await?;
-                    let dir = c.state_dir().join(c.cluster()).join(&gone).join("etcd");
-                    std::fs::remove_dir_all(&dir)
-                        .with_context(|| format!("removing {}", dir.display()))?;
-                    c.restart().await?;
-                    c.wait_until("the replacement created", CONVERGE, |s| {
-                        s.members.len() == 3 && s.members.iter().all(|m| m.name != gone)
-                    })
-                    .await?;
+                    let gone = replace_wiped_follower(c, rng, initial).await?;
                     let status = c.status().await.context("status")?;
                     victim = Some(pick(rng, &status, None)?.to_string());
                     (format!("replacement of {gone}, its data gone"), 3, v)

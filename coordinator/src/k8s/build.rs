@@ -918,6 +918,22 @@ mod tests {
         }
     }
 
+    /// Member `etcd-cluster-0003` of `c` (not the seed, plaintext etcd, no client URL).
+    fn plain_pod(c: &EtcdCluster) -> Pod {
+        let (e, s) = (endpoints(), settings());
+        member_pod(MemberPodInput {
+            cluster: c,
+            member: "etcd-cluster-0003",
+            version: EtcdVersion::new(3, 6, 15),
+            seed: false,
+            endpoints: &e,
+            cluster_client_url: None,
+            settings: &s,
+            etcd_tls: false,
+        })
+        .unwrap()
+    }
+
     #[test]
     fn pod_options_reach_the_pod_and_cannot_take_the_operators_labels() {
         use etcd_operator::resource::{PodResources, PodToleration};
@@ -958,19 +974,7 @@ mod tests {
             ],
             sidecar_image: Some("mirror.example/etcd-operator:v1".into()),
         });
-        let e = endpoints();
-        let s = settings();
-        let pod = member_pod(MemberPodInput {
-            cluster: &c,
-            member: "etcd-cluster-0003",
-            version: EtcdVersion::new(3, 6, 15),
-            seed: false,
-            endpoints: &e,
-            cluster_client_url: None,
-            settings: &s,
-            etcd_tls: false,
-        })
-        .unwrap();
+        let pod = plain_pod(&c);
         let labels = pod.metadata.labels.as_ref().unwrap();
         assert_eq!(labels["team"], "storage");
         assert_eq!(labels[LABEL_CLUSTER], "etcd-cluster", "selector labels win");
@@ -1035,17 +1039,7 @@ mod tests {
         );
 
         c.spec.pod.as_mut().unwrap().anti_affinity = AntiAffinity::None;
-        let none = member_pod(MemberPodInput {
-            cluster: &c,
-            member: "etcd-cluster-0003",
-            version: EtcdVersion::new(3, 6, 15),
-            seed: false,
-            endpoints: &e,
-            cluster_client_url: None,
-            settings: &s,
-            etcd_tls: false,
-        })
-        .unwrap();
+        let none = plain_pod(&c);
         assert!(none.spec.unwrap().affinity.is_none());
     }
 
@@ -1054,18 +1048,7 @@ mod tests {
         use clap::Args;
         use etcd_operator::resource::{AutoCompactionSpec, MaintenanceSpec};
         let env_of = |c: &EtcdCluster| -> BTreeMap<String, String> {
-            let (e, s) = (endpoints(), settings());
-            let pod = member_pod(MemberPodInput {
-                cluster: c,
-                member: "etcd-cluster-0003",
-                version: EtcdVersion::new(3, 6, 15),
-                seed: false,
-                endpoints: &e,
-                cluster_client_url: None,
-                settings: &s,
-                etcd_tls: false,
-            })
-            .unwrap();
+            let pod = plain_pod(c);
             pod.spec.unwrap().containers[0]
                 .env
                 .iter()

@@ -49,7 +49,7 @@ publish = false
 $crate = "=$version"
 TOML
   cargo fetch --quiet --manifest-path "$work/Cargo.toml"
-  archive="$(ls "$cargo_home"/registry/cache/*/"$crate-$version.crate" 2>/dev/null | head -n 1)"
+  archive="$(ls "$cargo_home"/registry/cache/*/"$crate-$version.crate" 2>/dev/null | sed -n 1p)"
   if [ -z "$archive" ]; then
     echo "fetch-etcd: cargo fetched $crate $version but its .crate file is not in $cargo_home/registry/cache" >&2
     exit 1
@@ -60,5 +60,5 @@ TOML
   mv "$dest.tmp" "$dest"
   rm -rf "$work"
   trap - EXIT
-  echo "etcd $version: $dest ($("$dest" --version | head -n 1))"
+  echo "etcd $version: $dest ($("$dest" --version | sed -n 1p))"
 done

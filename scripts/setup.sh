@@ -26,7 +26,7 @@ if [ ${#debs[@]} -gt 0 ]; then
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${debs[@]}" >/dev/null
 fi
-etcdctl version | head -n 1
+etcdctl version | sed -n 1p
 protoc --version
 
 scripts/fetch-etcd.sh 3.4.45 3.5.34 3.7.2
@@ -50,7 +50,7 @@ PY
   mv "$etcdutl.tmp" "$etcdutl"
   rm -rf "$wheel_dir"
 fi
-echo "etcdutl: $etcdutl ($("$etcdutl" version | head -n 1))"
+echo "etcdutl: $etcdutl ($("$etcdutl" version | sed -n 1p))"
 
 # A real S3-compatible server for the backup tests, started by the tests on loopback.
 if ! python3 -c 'import moto.server, flask, flask_cors' >/dev/null 2>&1; then

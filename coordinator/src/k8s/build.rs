@@ -1232,21 +1232,7 @@ mod tests {
     #[test]
     fn backup_credentials_come_from_the_named_secret_only() {
         use etcd_operator::resource::{BackupSpec, BackupStorageSpec, S3StorageSpec};
-        let e = endpoints();
-        let s = settings();
-        let pod_of = |c: &EtcdCluster| {
-            member_pod(MemberPodInput {
-                cluster: c,
-                member: "etcd-cluster-0001",
-                version: EtcdVersion::new(3, 6, 15),
-                seed: false,
-                endpoints: &e,
-                cluster_client_url: None,
-                settings: &s,
-                etcd_tls: false,
-            })
-            .unwrap()
-        };
+        let pod_of = plain_pod;
         let env_of = |pod: &Pod| {
             pod.spec.as_ref().unwrap().containers[0]
                 .env

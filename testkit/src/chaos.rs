@@ -25,8 +25,8 @@ use nix::{
 use crate::{
     checker::{CheckOptions, Verdict, check},
     local_cluster::{
-        ClusterMonitor, CoordinatorOptions, LocalCoordinator, is_running, member_phase,
-        member_running,
+        ClusterMonitor, CoordinatorOptions, LocalCoordinator, condition, condition_is, is_running,
+        member_phase, member_running,
     },
     rng::SeededRng,
     traffic::{Traffic, TrafficConfig, final_read, hash_kv_all},
@@ -704,10 +704,10 @@ async fn fill_until_nospace(c: &LocalCoordinator) -> anyhow::Result<usize> {
 /// The fragmentation from which the `partition-during-defrag` round defragments a member.
 const DEFRAG_PERCENT: i32 = 20;
 
-/// Writes about 8 MiB in large values over a few keys outside the traffic's, so that a
-/// compaction leaves most of every backend free pages: more than the traffic fills again
-/// while a defragmentation round goes through the members.
-async fn fill_and_compact(c: &LocalCoordinator) -> anyhow::Result<()> {
+/// Writes about 8 MiB in large values over a few keys outside the traffic's, then deletes
+/// them, so that a compaction leaves most of every backend free pages: more than the
+/// traffic fills again while a defragmentation round goes through the members.
+async fn write_and_delete_large_values(c: &LocalCoordinator) -> anyhow::Result<()> {
     const KEYS: usize = 4;
     const VALUE: usize = 64 * 1024;
     let endpoints = (c.live_endpoints())();
@@ -1043,11 +1043,8 @@ async fn inject(
             }
             c.restart().await?;
             c.wait_until("QuorumLost: data lost", CONVERGE, |s| {
-                s.conditions.iter().any(|k| {
-                    k.r#type() == ConditionType::QuorumLost
-                        && k.status() == ConditionStatus::True
-                        && k.reason == "DataLost"
-                })
+                condition(s, ConditionType::QuorumLost)
+                    .is_some_and(|k| k.status() == ConditionStatus::True && k.reason == "DataLost")
             })
             .await?;
             let names: Vec<String> = initial.members.iter().map(|m| m.name.clone()).collect();
@@ -1111,18 +1108,13 @@ async fn inject(
                 .collect();
             let writes = fill_until_nospace(c).await?;
             c.wait_until("the NOSPACE alarm shown", CONVERGE, |s| {
-                s.conditions.iter().any(|k| {
-                    k.r#type() == ConditionType::Alarm
-                        && k.status() == ConditionStatus::True
-                        && k.reason == "NoSpace"
-                })
+                condition(s, ConditionType::Alarm)
+                    .is_some_and(|k| k.status() == ConditionStatus::True && k.reason == "NoSpace")
             })
             .await?;
             let cleared = c
                 .wait_until("the alarm cleared", CONVERGE, |s| {
-                    s.conditions.iter().any(|k| {
-                        k.r#type() == ConditionType::Alarm && k.status() == ConditionStatus::False
-                    })
+                    condition_is(s, ConditionType::Alarm, ConditionStatus::False)
                 })
                 .await?;
             for (name, id) in &ids {
@@ -1283,7 +1275,7 @@ async fn inject(
                     // mostly free pages (large values written, then compacted away): once
                     // the first member is defragmented, the leader (still to go, last) is
                     // cut off; afterwards every member must have been defragmented.
-                    fill_and_compact(c).await?;
+                    write_and_delete_large_values(c).await?;
                     let revision = compact_now(c).await?;
                     c.write_manifest(&format!(
                         "{}  maintenance:\n    defragment:\n      schedule: \"* * * * *\"\n      fragmentationPercent: {DEFRAG_PERCENT}\n",

@@ -918,8 +918,9 @@ mod tests {
         }
     }
 
-    /// Member `etcd-cluster-0003` of `c` (not the seed, plaintext etcd, no client URL).
-    fn plain_pod(c: &EtcdCluster) -> Pod {
+    /// Member `etcd-cluster-0003` of `c` (not the seed, no client URL), its etcd on TLS
+    /// when `etcd_tls`.
+    fn member_pod_of(c: &EtcdCluster, etcd_tls: bool) -> Pod {
         let (e, s) = (endpoints(), settings());
         member_pod(MemberPodInput {
             cluster: c,
@@ -929,9 +930,14 @@ mod tests {
             endpoints: &e,
             cluster_client_url: None,
             settings: &s,
-            etcd_tls: false,
+            etcd_tls,
         })
         .unwrap()
+    }
+
+    /// [`member_pod_of`], plaintext etcd.
+    fn plain_pod(c: &EtcdCluster) -> Pod {
+        member_pod_of(c, false)
     }
 
     #[test]
@@ -1099,19 +1105,7 @@ mod tests {
     #[test]
     fn probes_init_resources_and_metrics_of_a_default_pod() {
         let c = cluster(3);
-        let e = endpoints();
-        let s = settings();
-        let pod = member_pod(MemberPodInput {
-            cluster: &c,
-            member: "etcd-cluster-0003",
-            version: EtcdVersion::new(3, 6, 15),
-            seed: false,
-            endpoints: &e,
-            cluster_client_url: None,
-            settings: &s,
-            etcd_tls: true,
-        })
-        .unwrap();
+        let pod = member_pod_of(&c, true);
         let spec = pod.spec.unwrap();
         assert_eq!(spec.image_pull_secrets, None, "none unless asked for");
         let etcd = &spec.containers[0];

@@ -28,7 +28,8 @@ pub enum ConditionType {
     Restored,
     /// Kubernetes only: the last reconcile failed on a call to the API server.
     ReconcileFailed,
-    /// etcd raised an alarm (NOSPACE, CORRUPT) on a member.
+    /// etcd raised an alarm (NOSPACE, CORRUPT) on a member, or its data volume is full
+    /// (DISKFULL).
     Alarm,
 }
 

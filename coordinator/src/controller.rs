@@ -323,7 +323,7 @@ impl<R: Runtime> ClusterController<R> {
                 .inc();
         }
         for m in &status.members {
-            for alarm in [plan::MemberAlarm::NoSpace, plan::MemberAlarm::Corrupt] {
+            for alarm in plan::MemberAlarm::ALL {
                 metrics
                     .member_alarms
                     .get_or_create(&crate::metrics::AlarmLabels {
@@ -1504,6 +1504,7 @@ fn alarm_condition(
     };
     let corrupt = raised(plan::MemberAlarm::Corrupt);
     let nospace = raised(plan::MemberAlarm::NoSpace);
+    let disk_full = raised(plan::MemberAlarm::DiskFull);
     if !corrupt.is_empty() {
         let reason = plan::WaitReason::Alarmed {
             alarm: plan::MemberAlarm::Corrupt,
@@ -1513,6 +1514,18 @@ fn alarm_condition(
             ConditionType::Alarm,
             ConditionStatus::True,
             "Corrupt",
+            &reason.to_string(),
+        ));
+    }
+    if !disk_full.is_empty() {
+        let reason = plan::WaitReason::Alarmed {
+            alarm: plan::MemberAlarm::DiskFull,
+            members: disk_full,
+        };
+        return Some(condition(
+            ConditionType::Alarm,
+            ConditionStatus::True,
+            "DiskFull",
             &reason.to_string(),
         ));
     }

@@ -69,7 +69,7 @@ pub struct AlarmLabels {
     pub cluster: String,
     /// The member's name.
     pub member: String,
-    /// `NOSPACE` or `CORRUPT`.
+    /// `NOSPACE`, `CORRUPT` or `DISKFULL`.
     pub alarm: String,
 }
 
@@ -139,7 +139,7 @@ impl Default for Metrics {
         let defragmentations = Family::<ClusterLabels, Counter>::default();
         registry.register(
             "member_alarms",
-            "1 while etcd has the alarm (NOSPACE, CORRUPT) raised on the member",
+            "1 while the alarm is raised on the member: NOSPACE or CORRUPT (etcd's), DISKFULL (its data volume is full and etcd cannot run)",
             member_alarms.clone(),
         );
         registry.register(

@@ -93,13 +93,13 @@ fn settled(report: &HealthReport) -> bool {
 }
 
 /// True when `new` tells the coordinator something `old` did not (not counting what moves
-/// on its own: raft indexes, revision, sizes, the observation time).
+/// on its own: raft indexes, revision, sizes, free space, the observation time).
 fn news(old: &HealthReport, new: &HealthReport) -> bool {
     steady_part(old) != steady_part(new)
 }
 
-/// A report without what moves on its own (raft index and term, revision, sizes, when it
-/// was observed, etcd's pid): two reports with the same steady part tell the same.
+/// A report without what moves on its own (raft index and term, revision, sizes, free
+/// space, when it was observed, etcd's pid): two reports with the same steady part tell the same.
 pub fn steady_part(report: &HealthReport) -> HealthReport {
     HealthReport {
         raft_index: 0,
@@ -110,6 +110,7 @@ pub fn steady_part(report: &HealthReport) -> HealthReport {
         db_size_in_use: 0,
         observed_at_unix_ms: 0,
         etcd_pid: 0,
+        data_volume_available_bytes: 0,
         ..report.clone()
     }
 }
@@ -173,13 +174,22 @@ async fn observe_once(member: &Member, client: &mut Option<etcd_client::Client>)
         restored_bump: state.restored.as_ref().map_or(0, |r| r.bumped_by),
         ..Default::default()
     };
+    if let Some(volume) = crate::volume::Volume::of(&member.cfg.etcd_data_dir()) {
+        report.data_volume_bytes = volume.size as i64;
+        report.data_volume_available_bytes = volume.available as i64;
+    }
     if process.pid.is_none() {
         // Between restarts: why the last run ended, etcd's own fatal line included.
-        if process.wanted
-            && report.last_error.is_empty()
-            && let Some(exit) = &process.last_exit
-        {
-            report.last_error = format!("etcd exited ({exit}); starting it again");
+        if process.wanted {
+            report.etcd_failing_since_unix_ms = process.failing_since_unix_ms.unwrap_or(0);
+            if let Some(exit) = &process.last_exit {
+                if report.last_error.is_empty() {
+                    report.last_error = format!("etcd exited ({exit}); starting it again");
+                }
+                if crate::volume::is_disk_full(exit) {
+                    report.alarms.push(Alarm::DiskFull as i32);
+                }
+            }
         }
         *client = None;
         return report;

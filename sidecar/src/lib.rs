@@ -17,6 +17,7 @@ pub mod identity;
 pub mod member;
 pub mod service;
 pub mod supervisor;
+pub mod volume;
 
 /// The control path's TLS, which lives in the shared crate (the coordinator uses it too);
 /// named here as well for the tests and tools that drive a sidecar.

@@ -46,6 +46,10 @@ pub struct ProcessState {
     pub last_exit: Option<String>,
     /// True while etcd is meant to run.
     pub wanted: bool,
+    /// When etcd first exited on its own in the present run of failures, milliseconds since
+    /// the Unix epoch: kept across restarts that end again, cleared by a run of
+    /// `STABLE_RUN` or a start or stop on request.
+    pub failing_since_unix_ms: Option<i64>,
 }
 
 enum Request {
@@ -127,7 +131,11 @@ async fn supervise(
                             child = Some((c, Instant::now()));
                             relay = log;
                             args = Some(new_args);
-                            state.send_modify(|s| { s.pid = Some(pid); s.wanted = true; });
+                            state.send_modify(|s| {
+                                s.pid = Some(pid);
+                                s.wanted = true;
+                                s.failing_since_unix_ms = None;
+                            });
                             let _ = done.send(Ok(pid));
                         }
                         Err(e) => {
@@ -140,7 +148,10 @@ async fn supervise(
                 Some(Request::Stop { done }) => {
                     args = None;
                     restart_at = None;
-                    state.send_modify(|s| s.wanted = false);
+                    state.send_modify(|s| {
+                        s.wanted = false;
+                        s.failing_since_unix_ms = None;
+                    });
                     if let Some((c, _)) = child.take() {
                         let how = stop_child(c).await;
                         state.send_modify(|s| { s.pid = None; s.last_exit = Some(how); });
@@ -165,12 +176,19 @@ async fn supervise(
                     None => describe_exit(status),
                 };
                 warn!(exit = %how, "etcd exited on its own");
-                if started.elapsed() >= STABLE_RUN {
+                let stable = started.elapsed() >= STABLE_RUN;
+                if stable {
                     backoff = RESTART_BACKOFF_MIN;
                 }
                 restart_at = args.as_ref().map(|_| Instant::now() + backoff);
                 backoff = (backoff * 2).min(RESTART_BACKOFF_MAX);
-                state.send_modify(|s| { s.pid = None; s.last_exit = Some(how); });
+                state.send_modify(|s| {
+                    s.pid = None;
+                    s.last_exit = Some(how);
+                    if stable || s.failing_since_unix_ms.is_none() {
+                        s.failing_since_unix_ms = Some(unix_ms());
+                    }
+                });
             },
             _ = sleep_until(restart_at.unwrap_or_else(Instant::now)), if restart_at.is_some() => {
                 restart_at = None;
@@ -193,6 +211,12 @@ async fn supervise(
             }
         }
     }
+}
+
+fn unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 async fn wait_child(child: &mut Option<(Child, Instant)>) -> std::io::Result<ExitStatus> {
@@ -342,6 +366,24 @@ mod tests {
             Some("exit status: 1: failed to commit tx: no space left on device")
         );
         assert!(exited.wanted, "it is restarted: {exited:?}");
+        let first = exited
+            .failing_since_unix_ms
+            .expect("failing since its first exit");
+        // It is started again and exits again: still failing since the first exit.
+        let again = timeout(
+            Duration::from_secs(10),
+            state.wait_for(|s| s.restarts >= 1 && s.pid.is_none()),
+        )
+        .await
+        .expect("a second exit")
+        .unwrap()
+        .clone();
+        assert_eq!(again.failing_since_unix_ms, Some(first), "{again:?}");
         supervisor.stop().await;
+        assert_eq!(
+            supervisor.state().borrow().failing_since_unix_ms,
+            None,
+            "a stop on request ends the run of failures"
+        );
     }
 }

@@ -682,6 +682,7 @@ mod tests {
         let running = status("Running", &[]);
         let no_space = status("Running", &[("Alarm", "True", "NoSpace")]);
         let corrupt = status("Running", &[("Alarm", "True", "Corrupt")]);
+        let disk_full = status("Degraded", &[("Alarm", "True", "DiskFull")]);
         let cleared = status("Running", &[("Alarm", "False", "NoAlarm")]);
         let lost = status("Degraded", &[("QuorumLost", "True", "MembersDown")]);
         let defrag = PlanAction::Defragment {
@@ -737,6 +738,17 @@ mod tests {
                 &PlanAction::Steady,
                 None,
                 &[(EventType::Warning, "Corrupt")],
+            ),
+            (
+                "a member's data volume full: a Warning, with the phase change",
+                &running,
+                &disk_full,
+                &PlanAction::Steady,
+                None,
+                &[
+                    (EventType::Warning, "DiskFull"),
+                    (EventType::Normal, "PhaseChanged"),
+                ],
             ),
             (
                 "an alarm cleared: nothing",

@@ -164,14 +164,21 @@ pub enum MemberAlarm {
     NoSpace,
     /// Data corruption was detected.
     Corrupt,
+    /// Raised by the sidecar, not etcd: etcd exited because the filesystem of its data
+    /// directory is full, and has not run since. It clears once etcd runs again.
+    DiskFull,
 }
 
 impl MemberAlarm {
-    /// The word etcd and `etcdctl alarm list` use.
+    /// Every alarm, for what lists them (metrics).
+    pub const ALL: [Self; 3] = [Self::NoSpace, Self::Corrupt, Self::DiskFull];
+
+    /// The word etcd and `etcdctl alarm list` use (`DISKFULL` is the sidecar's own).
     pub fn as_str(self) -> &'static str {
         match self {
             Self::NoSpace => "NOSPACE",
             Self::Corrupt => "CORRUPT",
+            Self::DiskFull => "DISKFULL",
         }
     }
 }
@@ -283,6 +290,18 @@ pub struct MemberReport {
     pub db_size: i64,
     /// Of it, bytes in use.
     pub db_size_in_use: i64,
+    /// While the sidecar runs but its etcd keeps exiting: since when, and how it last ended.
+    pub etcd_down: Option<EtcdDown>,
+}
+
+/// An etcd that its sidecar means to run and that is not running: it exited on its own,
+/// and every restart since has ended again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EtcdDown {
+    /// When it first exited in this run of failures.
+    pub since: UnixMillis,
+    /// How its last run ended, etcd's fatal line included.
+    pub exit: String,
 }
 
 impl MemberReport {
@@ -302,6 +321,7 @@ impl From<&proto::HealthReport> for MemberReport {
             .filter_map(|a| match a {
                 proto::Alarm::Nospace => Some(MemberAlarm::NoSpace),
                 proto::Alarm::Corrupt => Some(MemberAlarm::Corrupt),
+                proto::Alarm::DiskFull => Some(MemberAlarm::DiskFull),
                 proto::Alarm::None => None,
             })
             .collect();
@@ -320,6 +340,10 @@ impl From<&proto::HealthReport> for MemberReport {
             etcd_version: report.etcd_version.clone(),
             phase: report.phase().into(),
             observed_at: report.observed_at_unix_ms,
+            etcd_down: (report.etcd_failing_since_unix_ms > 0).then(|| EtcdDown {
+                since: report.etcd_failing_since_unix_ms,
+                exit: report.last_error.clone(),
+            }),
         }
     }
 }
@@ -792,6 +816,14 @@ impl fmt::Display for WaitReason {
                 "etcd raised CORRUPT on {}: its data differs from the cluster's. Nothing is changed on its own: check the members' hashes (etcdctl endpoint hashkv), replace the corrupt member by hand (etcd-coordinator delete-member), then etcdctl alarm disarm",
                 members.join(", ")
             ),
+            Self::Alarmed {
+                alarm: MemberAlarm::DiskFull,
+                members,
+            } => write!(
+                f,
+                "the data volume of {} is full: its etcd exited (no space left on device) and cannot start again. It keeps its data and is not replaced for it (a replacement would use the same volume). Free space on that volume or grow it: the sidecar starts etcd again on its data by itself",
+                members.join(", ")
+            ),
             Self::Defragmenting(name) => write!(
                 f,
                 "{name} was defragmented; no other step until it reports healthy again"
@@ -1023,7 +1055,11 @@ fn is_fresh(report: &MemberReport, now: UnixMillis, policy: &Policy) -> bool {
 
 fn is_dead(member: &RuntimeMember, now: UnixMillis, policy: &Policy) -> bool {
     if member.running {
-        return false;
+        // The sidecar runs but its etcd keeps exiting on its data: dead after as long as a
+        // member whose process is down. A full disk is not death (the data is whole and a
+        // replacement would land on the same volume), and neither is a stale report.
+        return etcd_failing_for(member, now, policy)
+            .is_some_and(|failing| failing >= policy.dead_after_ms);
     }
     if member.data == MemberData::Gone {
         return true;
@@ -1032,6 +1068,17 @@ fn is_dead(member: &RuntimeMember, now: UnixMillis, policy: &Policy) -> bool {
         .failing_since
         .or(member.down_since)
         .is_some_and(|since| now.saturating_sub(since) >= policy.dead_after_ms)
+}
+
+/// How long the etcd of a running sidecar has kept exiting, by a fresh report; `None`
+/// while it runs, when the report is stale, or when it exits for a full disk.
+fn etcd_failing_for(member: &RuntimeMember, now: UnixMillis, policy: &Policy) -> Option<i64> {
+    let report = member.report.as_ref().filter(|r| is_fresh(r, now, policy))?;
+    if report.alarms.contains(&MemberAlarm::DiskFull) {
+        return None;
+    }
+    let down = report.etcd_down.as_ref()?;
+    Some(now.saturating_sub(down.since))
 }
 
 /// The etcd entry a runtime member is, if etcd lists it.
@@ -1058,6 +1105,16 @@ fn has_left(member: &RuntimeMember) -> bool {
 fn dead_reason(member: &RuntimeMember, now: UnixMillis, dead_after: i64) -> String {
     if member.data == MemberData::Gone {
         return "its process is gone and so is its data".to_string();
+    }
+    if member.running
+        && let Some(down) = member.report.as_ref().and_then(|r| r.etcd_down.as_ref())
+    {
+        return format!(
+            "its etcd keeps exiting on its data, {}s since its first exit (dead after {}s): {}",
+            seconds(now.saturating_sub(down.since)),
+            seconds(dead_after),
+            down.exit
+        );
     }
     let failing = member
         .failing_since
@@ -1969,10 +2026,19 @@ impl<'a> View<'a> {
         let m = self.members.iter().find(|m| m.is_voter() && !m.healthy)?;
         // Restarted on another version by an upgrade step: no other step until it reports
         // healthy on it.
+        let disk_full = m
+            .runtime
+            .report
+            .as_ref()
+            .is_some_and(|r| r.alarms.contains(&MemberAlarm::DiskFull));
         let reason = match m.runtime.upgraded_at {
             Some(_) => WaitReason::Upgrading {
                 member: m.name().to_string(),
                 to: m.runtime.version,
+            },
+            None if disk_full => WaitReason::Alarmed {
+                alarm: MemberAlarm::DiskFull,
+                members: vec![m.name().to_string()],
             },
             None => WaitReason::Unhealthy(m.name().to_string()),
         };

@@ -16,6 +16,8 @@ const NOW: UnixMillis = 1_000_000;
 const V34: EtcdVersion = EtcdVersion::new(3, 4, 45);
 const V35: EtcdVersion = EtcdVersion::new(3, 5, 34);
 const V36: EtcdVersion = EtcdVersion::new(3, 6, 15);
+const DISK_FULL_EXIT: &str = "etcd exited (exit status: 1: failed to commit tx: write /d/member/snap/db: no space left on device); starting it again";
+const BAD_WAL_EXIT: &str = "etcd exited (exit status: 1: failed to repair WAL: unexpected EOF); starting it again";
 
 fn name(ordinal: u32) -> String {
     member_name(CLUSTER, ordinal)
@@ -124,6 +126,7 @@ impl Situation {
             alarms: Vec::new(),
             db_size: 0,
             db_size_in_use: 0,
+            etcd_down: None,
         }
     }
 
@@ -168,6 +171,7 @@ impl Situation {
                 alarms: Vec::new(),
                 db_size: 0,
                 db_size_in_use: 0,
+                etcd_down: None,
             }),
         );
         self
@@ -404,6 +408,26 @@ impl Situation {
     }
 
     /// etcd raised `alarm` on the member.
+    /// Its sidecar runs and reports (freshly) that etcd has kept exiting for `ms`, the
+    /// last time as `exit` says.
+    fn etcd_exiting(mut self, ordinal: u32, ms: i64, exit: &str) -> Self {
+        let r = self.report(ordinal);
+        r.healthy = false;
+        r.leader = false;
+        r.phase = ReportedPhase::Restarting;
+        r.etcd_down = Some(EtcdDown {
+            since: NOW - ms,
+            exit: exit.to_string(),
+        });
+        self
+    }
+
+    /// Its etcd has kept exiting for `ms` because its data volume is full.
+    fn disk_full(self, ordinal: u32, ms: i64) -> Self {
+        self.etcd_exiting(ordinal, ms, DISK_FULL_EXIT)
+            .alarm(ordinal, MemberAlarm::DiskFull)
+    }
+
     fn alarm(mut self, ordinal: u32, alarm: MemberAlarm) -> Self {
         self.report(ordinal).alarms.push(alarm);
         self
@@ -1574,10 +1598,27 @@ fn reads_a_sidecar_health_report() {
             alarms: Vec::new(),
             db_size: 0,
             db_size_in_use: 0,
+            etcd_down: None,
         }
     );
     let unset = proto::HealthReport::default();
     assert_eq!(MemberReport::from(&unset).phase, ReportedPhase::Starting);
+    let exiting = proto::HealthReport {
+        phase: proto::MemberPhase::Restarting as i32,
+        etcd_failing_since_unix_ms: 900,
+        last_error: DISK_FULL_EXIT.into(),
+        alarms: vec![proto::Alarm::DiskFull as i32],
+        ..Default::default()
+    };
+    let read = MemberReport::from(&exiting);
+    assert_eq!(
+        read.etcd_down,
+        Some(EtcdDown {
+            since: 900,
+            exit: DISK_FULL_EXIT.into()
+        })
+    );
+    assert_eq!(read.alarms, vec![MemberAlarm::DiskFull]);
 }
 
 // ---- invariants, checked on every plan made in these tests ----

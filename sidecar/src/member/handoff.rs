@@ -11,7 +11,7 @@ use tracing::{info, instrument, warn};
 use super::{Member, member_version};
 use crate::{
     error::SidecarError,
-    etcd_args::{Bootstrap, etcd_args},
+    etcd_args::Bootstrap,
 };
 
 /// Default time to wait for the runtime's restart after a handoff.
@@ -143,7 +143,7 @@ impl Member {
             raft_index,
             "taking a snapshot that covers the WAL before the upgrade"
         );
-        let mut args = etcd_args(&self.cfg, &Bootstrap::FromData);
+        let mut args = self.etcd_args(&Bootstrap::FromData);
         args.push("--snapshot-count=1".into());
         self.supervisor.start(args).await?;
         let deadline = Instant::now() + Duration::from_secs(60);

@@ -240,8 +240,31 @@ impl Member {
         urls
     }
 
+    /// The arguments etcd starts with: [`etcd_args`], with a backend quota the data
+    /// directory's volume can hold ([`crate::volume::quota_for_volume`]), measured at each
+    /// start (a volume may have grown).
+    pub(crate) fn etcd_args(&self, bootstrap: &Bootstrap) -> Vec<String> {
+        let mut args = etcd_args(&self.cfg, bootstrap);
+        let asked = self.cfg.quota_backend_bytes;
+        let volume = crate::volume::Volume::of(&self.cfg.etcd_data_dir());
+        let fitted = crate::volume::quota_for_volume(asked, volume.map(|v| v.size));
+        if fitted != asked
+            && let Some(quota) = fitted
+        {
+            warn!(
+                volume_bytes = volume.map_or(0, |v| v.size),
+                asked = asked.unwrap_or(crate::volume::ETCD_DEFAULT_QUOTA),
+                quota,
+                "the data volume cannot hold the backend quota: etcd runs with a smaller one, so that it raises NOSPACE before the volume is full"
+            );
+            args.retain(|a| !a.starts_with("--quota-backend-bytes="));
+            args.push(format!("--quota-backend-bytes={quota}"));
+        }
+        args
+    }
+
     async fn run_etcd(&self, bootstrap: &Bootstrap) -> Result<u32, SidecarError> {
-        let args = etcd_args(&self.cfg, bootstrap);
+        let args = self.etcd_args(bootstrap);
         let pid = self.supervisor.start(args).await?;
         info!(pid, ?bootstrap, "etcd started");
         Ok(pid)

@@ -308,3 +308,97 @@ fn reports_carry_alarms_and_backend_use() {
     assert_eq!((r.db_size, r.db_size_in_use), (1000, 400));
     assert!(r.healthy);
 }
+
+#[test]
+fn a_full_data_volume_waits_and_an_etcd_that_cannot_start_on_its_data_is_replaced() {
+    let disk_full = |members: &[u32]| {
+        waiting(WaitReason::Alarmed {
+            alarm: MemberAlarm::DiskFull,
+            members: members.iter().map(|o| name(*o)).collect(),
+        })
+    };
+    let replaced = |ordinal: u32, secs: i64| Action::RemoveDeadMember {
+        name: name(ordinal),
+        member_id: id(ordinal),
+        reason: format!(
+            "its etcd keeps exiting on its data, {secs}s since its first exit (dead after 15s): {BAD_WAL_EXIT}"
+        ),
+    };
+    assert_cases(vec![
+        (
+            "etcd exits for a full volume: wait, saying so; not ill enough to touch",
+            Situation::healthy(3).disk_full(2, 2_000),
+            disk_full(&[2]),
+            Phase::Degraded,
+        ),
+        (
+            "a full volume for an hour: still not replaced (its data is whole, a replacement would use the same volume)",
+            Situation::healthy(3).disk_full(2, 3_600_000),
+            disk_full(&[2]),
+            Phase::Degraded,
+        ),
+        (
+            "the leader's volume full: the same",
+            Situation::healthy(3).disk_full(0, 3_600_000),
+            disk_full(&[0]),
+            Phase::Degraded,
+        ),
+        (
+            "etcd keeps exiting on its data, not yet for dead-after: wait",
+            Situation::healthy(3).etcd_exiting(1, 5_000, BAD_WAL_EXIT),
+            waiting(WaitReason::Unhealthy(name(1))),
+            Phase::Degraded,
+        ),
+        (
+            "etcd keeps exiting on its data past dead-after: removed, saying why",
+            Situation::healthy(3).etcd_exiting(1, 20_000, BAD_WAL_EXIT),
+            replaced(1, 20),
+            Phase::Recovering,
+        ),
+        (
+            "the space freed, then etcd fails on its data: dead-after counts from its first exit",
+            Situation::healthy(3).etcd_exiting(2, 60_000, BAD_WAL_EXIT),
+            replaced(2, 60),
+            Phase::Recovering,
+        ),
+        (
+            "the same, but its report is stale: a stale report is never death",
+            Situation::healthy(3)
+                .etcd_exiting(1, 60_000, BAD_WAL_EXIT)
+                .stale(1),
+            waiting(WaitReason::Unhealthy(name(1))),
+            Phase::Degraded,
+        ),
+        (
+            "two of three keep exiting: removing one would break quorum",
+            Situation::healthy(3)
+                .etcd_exiting(1, 60_000, BAD_WAL_EXIT)
+                .etcd_exiting(2, 60_000, BAD_WAL_EXIT),
+            waiting(WaitReason::QuorumLost {
+                healthy: 1,
+                voters: 3,
+            }),
+            Phase::Failed,
+        ),
+        (
+            "removed from etcd, its sidecar still runs: deleted with its data",
+            {
+                let mut s = Situation::healthy(3).etcd_exiting(1, 60_000, BAD_WAL_EXIT);
+                s.0.etcd_members
+                    .as_mut()
+                    .unwrap()
+                    .retain(|e| e.id != id(1));
+                s.report(1).member_id = 0;
+                s
+            },
+            Action::DeleteRuntimeMember {
+                name: name(1),
+                reason: format!(
+                    "its etcd keeps exiting on its data, 60s since its first exit (dead after 15s): {BAD_WAL_EXIT} and not in etcd's member list"
+                ),
+                hand_over: false,
+            },
+            Phase::Recovering,
+        ),
+    ]);
+}

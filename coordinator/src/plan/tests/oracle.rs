@@ -11,14 +11,25 @@ fn runtime_of<'a>(observed: &'a Observed, entry: &EtcdMember) -> Option<&'a Runt
     })
 }
 
-/// Dead by the runtime's word alone, judged without the planner's own helpers.
+/// Dead by the runtime's word alone (or, for a running sidecar, by its fresh report of an
+/// etcd that keeps exiting, not for a full disk), judged without the planner's own helpers.
 fn oracle_dead(observed: &Observed, member: &RuntimeMember) -> bool {
-    !member.running
-        && (member.data == MemberData::Gone
-            || member
-                .failing_since
-                .or(member.down_since)
-                .is_some_and(|since| since <= observed.now - observed.policy.dead_after_ms))
+    let (now, policy) = (observed.now, &observed.policy);
+    if member.running {
+        return member.report.as_ref().is_some_and(|r| {
+            r.observed_at >= now - policy.report_stale_after_ms
+                && !r.alarms.contains(&MemberAlarm::DiskFull)
+                && r
+                    .etcd_down
+                    .as_ref()
+                    .is_some_and(|d| d.since <= now - policy.dead_after_ms)
+        });
+    }
+    member.data == MemberData::Gone
+        || member
+            .failing_since
+            .or(member.down_since)
+            .is_some_and(|since| since <= now - policy.dead_after_ms)
 }
 
 /// Healthy voters, all voters, after taking away the entry `gone` (if any).
@@ -441,9 +452,13 @@ enum VoterState {
     Wiped,
     /// Running without a leader, reporting a raft index of its own.
     Leaderless,
+    /// Its sidecar runs; its etcd keeps exiting on its data, past dead-after.
+    EtcdExiting,
+    /// Its sidecar runs; its etcd exits for a full data volume, for long past dead-after.
+    DiskFull,
 }
 
-const STATES: [VoterState; 9] = [
+const STATES: [VoterState; 11] = [
     VoterState::Healthy,
     VoterState::Stale,
     VoterState::Orphan,
@@ -453,6 +468,8 @@ const STATES: [VoterState; 9] = [
     VoterState::Down,
     VoterState::Dead,
     VoterState::CrashLooping,
+    VoterState::EtcdExiting,
+    VoterState::DiskFull,
 ];
 
 /// Something else going on besides the voters' states.
@@ -474,9 +491,14 @@ fn invariants_hold_in_every_generated_situation() {
     let mut plans = 0usize;
     let mut kinds = std::collections::BTreeSet::new();
     for voters in 1..=5u32 {
-        // Five voters in every state would be 59,049 combinations: there, the last three
-        // states (a Pod kubelet restarts, down or dead; a crash loop) stay out.
-        let states_here: &[VoterState] = if voters < 5 { &STATES } else { &STATES[..6] };
+        // Five voters in every state of the first nine would be 59,049 combinations: there,
+        // the states of a Pod kubelet restarts (down or dead) and of a crash loop stay out.
+        // Four voters leave out the two states of a running sidecar whose etcd exits.
+        let states_here: &[VoterState] = match voters {
+            ..4 => &STATES,
+            4 => &STATES[..9],
+            _ => &STATES[..6],
+        };
         let n = states_here.len();
         for combo in 0..n.pow(voters) {
             let states: Vec<VoterState> = (0..voters)
@@ -521,6 +543,10 @@ fn invariants_hold_in_every_generated_situation() {
                                     s.crash_looping(ordinal, 4, 60_000, 10_000)
                                 }
                                 VoterState::Wiped => s.wiped(ordinal),
+                                VoterState::EtcdExiting => {
+                                    s.etcd_exiting(ordinal, 60_000, BAD_WAL_EXIT)
+                                }
+                                VoterState::DiskFull => s.disk_full(ordinal, 3_600_000),
                                 VoterState::Leaderless => s.leaderless(ordinal).raft(
                                     ordinal,
                                     200 + u64::from(combo as u32 % 7),

@@ -8,6 +8,17 @@
 //!    time and disarms; writes are accepted again, every acknowledged write is readable,
 //!    and the members (names, ids, ordinals) are the ones from before the alarm.
 //!
+//! A member's data directory on a small volume of its own (a tmpfs, as root):
+//!
+//! 3. The backend quota of that member fits its volume: writes fill it until etcd raises
+//!    NOSPACE while the volume still has room; the operator recovers as above.
+//! 4. Something else fills the volume: that member's etcd exits ("no space left on
+//!    device"). DISKFULL shows on it and in the `Alarm` condition; the cluster keeps
+//!    taking writes on the other two; the member is not replaced, past dead-after too.
+//!    Once the space is freed it runs again on its data, or (when etcd cannot start on
+//!    what it wrote as the disk filled: a WAL entry half written) it is replaced, having
+//!    failed for longer than dead-after. No acknowledged write is lost either way.
+//!
 //! Takes the machine-wide cluster lock.
 
 use std::{
@@ -30,6 +41,7 @@ const QUOTA: i64 = 16 << 20;
 /// Keys written over and over: their old revisions are what a compaction frees.
 const KEYS: usize = 32;
 const VALUE_BYTES: usize = 96 * 1024;
+const DEAD_AFTER_SECS: u64 = 5;
 
 fn coordinator_bin() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_etcd-coordinator"))
@@ -60,6 +72,24 @@ fn identities(s: &ClusterStatus) -> BTreeMap<String, String> {
 fn value(key: usize, round: usize) -> String {
     let head = format!("{key}:{round}:");
     format!("{head}{}", "x".repeat(VALUE_BYTES - head.len()))
+}
+
+/// Puts `key` = "accepted" until etcd takes it (after an alarm is cleared, a member's
+/// disarm may reach etcd a moment later).
+async fn put_until_accepted(c: &LocalCoordinator, client: &mut etcd_client::Client, key: &str) {
+    let deadline = Instant::now() + CHANGE;
+    loop {
+        match client.put(key, "accepted", None).await {
+            Ok(_) => return,
+            Err(_) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!(
+                "writes still refused after the alarm cleared: {e}\n{}",
+                c.logs(40)
+            ),
+        }
+    }
 }
 
 fn endpoints(s: &ClusterStatus) -> Vec<String> {
@@ -161,21 +191,7 @@ async fn a_full_backend_is_shown_then_freed_and_no_member_is_replaced() {
         })
         .await,
     );
-    let deadline = Instant::now() + CHANGE;
-    loop {
-        match client.put("disk/after", "accepted", None).await {
-            Ok(_) => break,
-            Err(e) if Instant::now() < deadline => {
-                let _ = e;
-                tokio::task::yield_now().await;
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            Err(e) => panic!(
-                "writes still refused after the alarm cleared: {e}\n{}",
-                c.logs(40)
-            ),
-        }
-    }
+    put_until_accepted(&c, &mut client, "disk/after").await;
     eprintln!(
         "NOSPACE: {writes} writes of {VALUE_BYTES} bytes to {} keys acknowledged before it; writes accepted again {:.1}s after recovery was allowed ({:.1}s after the first refusal)",
         acked.len(),
@@ -213,4 +229,373 @@ async fn a_full_backend_is_shown_then_freed_and_no_member_is_replaced() {
             .map(|m| (m.name.clone(), m.db_size, m.db_size_in_use))
             .collect::<Vec<_>>()
     );
+}
+
+/// Writes with their order: acknowledged (the last per key) and of unknown outcome.
+#[derive(Default)]
+struct Writes {
+    seq: u64,
+    acked: BTreeMap<String, (u64, String)>,
+    unknown: Vec<(u64, String, String)>,
+}
+
+impl Writes {
+    fn ack(&mut self, key: String, value: String) {
+        self.seq += 1;
+        self.acked.insert(key, (self.seq, value));
+    }
+
+    fn unknown(&mut self, key: String, value: String) {
+        self.seq += 1;
+        self.unknown.push((self.seq, key, value));
+    }
+
+    /// Every key holds its last acknowledged value, or a value of unknown outcome written
+    /// after it.
+    async fn check(&self, client: &mut etcd_client::Client) {
+        for (k, (seq, v)) in &self.acked {
+            let got = client.get(k.as_str(), None).await.expect("read");
+            let kv = got.kvs().first().unwrap_or_else(|| panic!("{k} is gone"));
+            let later = self
+                .unknown
+                .iter()
+                .any(|(s, uk, uv)| s > seq && uk == k && uv.as_bytes() == kv.value());
+            assert!(
+                kv.value() == v.as_bytes() || later,
+                "{k} lost its last acknowledged value"
+            );
+        }
+    }
+}
+
+/// A tmpfs of `size` mounted at `path` (made if missing), lazily unmounted when dropped.
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    fn mount(path: &Path, size: &str) -> Self {
+        std::fs::create_dir_all(path).unwrap();
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(path)
+            .output()
+            .expect("running mount");
+        assert!(
+            out.status.success(),
+            "mounting a tmpfs at {} (this test runs as root): {}",
+            path.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Self(path.to_path_buf())
+    }
+
+    fn available(&self) -> u64 {
+        let stat = nix::sys::statvfs::statvfs(&self.0).unwrap();
+        stat.blocks_available() as u64 * stat.fragment_size() as u64
+    }
+
+    /// Something else filling the volume: a thread appends zeros to a file of its own
+    /// whenever there is room (so space etcd frees as it exits is taken again), until the
+    /// returned filler is dropped, which removes the file.
+    fn keep_full(&self) -> Filler {
+        use std::io::Write;
+        let path = self.0.join("filler");
+        let mut f = std::fs::File::create(&path).unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (full_tx, full_rx) = std::sync::mpsc::channel();
+        let stopping = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let chunk = vec![0u8; 256 << 10];
+            let mut said = false;
+            while !stopping.load(std::sync::atomic::Ordering::Relaxed) {
+                match f.write(&chunk) {
+                    Ok(_) => {}
+                    Err(e) if e.raw_os_error() == Some(nix::libc::ENOSPC) => {
+                        if !said {
+                            let _ = full_tx.send(());
+                            said = true;
+                        }
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
+                    Err(e) => panic!("filling the volume: {e}"),
+                }
+            }
+        });
+        full_rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the volume is full");
+        Filler {
+            path,
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+/// See [`Tmpfs::keep_full`].
+struct Filler {
+    path: std::path::PathBuf,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Filler {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+const BIG_VALUE: usize = 1 << 20;
+const BIG_KEYS: usize = 8;
+
+fn big_value(key: usize, round: usize) -> String {
+    let head = format!("{key}:{round}:");
+    format!("{head}{}", "y".repeat(BIG_VALUE - head.len()))
+}
+
+fn members_named(s: &ClusterStatus, name: &str) -> usize {
+    s.members.iter().filter(|m| m.name == name).count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_data_volume_fills_and_its_member_is_not_replaced_for_it() {
+    let _serial = serial_guard();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cluster.yaml");
+    let spec = |no_space: &str| {
+        format!(
+            "{}  maintenance:\n    autoCompaction:\n      mode: revision\n      retention: \"1000000\"\n{no_space}",
+            manifest("etcd-cluster", 3, VERSION)
+        )
+    };
+    std::fs::write(&path, spec("    noSpace: Manual\n")).unwrap();
+    let c = LocalCoordinator::start(
+        CoordinatorOptions::new(coordinator_bin(), &path).dead_after_secs(DEAD_AFTER_SECS),
+    )
+    .await
+    .expect("start");
+    let first = ok(&c, c.wait_running(3, VERSION, FORM).await);
+
+    // The replacement of a follower gets the next ordinal: its data directory is put on a
+    // 640 MiB volume of its own before it exists.
+    let small = c.member_name(3);
+    let volume = Tmpfs::mount(&c.data_dir(&small), "640m");
+    let follower = first
+        .members
+        .iter()
+        .find(|m| !m.leader)
+        .map(|m| m.name.clone())
+        .unwrap();
+    let out = std::process::Command::new(coordinator_bin())
+        .arg("delete-member")
+        .arg(c.cluster())
+        .arg(&follower)
+        .arg(format!("--state-dir={}", c.state_dir().display()))
+        .arg(format!("--control-addr={}", c.control_addr()))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let before = ok(
+        &c,
+        c.wait_until(&format!("{small} in place of {follower}"), CHANGE, |s| {
+            testkit::local_cluster::is_running(s, 3, VERSION) && members_named(s, &small) == 1
+        })
+        .await,
+    );
+    let members_before = identities(&before);
+    let small_url = before
+        .members
+        .iter()
+        .find(|m| m.name == small)
+        .and_then(|m| m.client_urls.first().cloned())
+        .unwrap();
+
+    // 3. Its quota fits its volume: (640 - 384) / 2 MiB; the others keep etcd's default.
+    let mut client = ok(&c, etcd_client(&endpoints(&before)).await);
+    let mut on_small = ok(&c, etcd_client(std::slice::from_ref(&small_url)).await);
+    let quota = on_small.status().await.expect("status").db_size_quota();
+    assert_eq!(
+        quota,
+        128 << 20,
+        "the quota of the member on the small volume"
+    );
+    let mut writes = Writes::default();
+    let mut refused = None;
+    for i in 0..2_000 {
+        let (key, round) = (i % BIG_KEYS, i / BIG_KEYS);
+        let (k, v) = (format!("small/{key}"), big_value(key, round));
+        match client.put(k.clone(), v.clone(), None).await {
+            Ok(_) => {
+                writes.ack(k, v);
+            }
+            Err(e) => {
+                refused = Some((i, e.to_string()));
+                writes.unknown(k, v);
+                break;
+            }
+        }
+    }
+    let (filled_by, refused) =
+        refused.expect("etcd refuses writes once the small member's quota is reached");
+    assert!(
+        refused.contains("database space exceeded") || refused.contains("NOSPACE"),
+        "refused for space: {refused}"
+    );
+    // Far below the others' 2 GiB: the small member's quota raised it.
+    assert!(
+        filled_by < 400,
+        "{filled_by} writes of 1 MiB before NOSPACE"
+    );
+    let alarmed = ok(
+        &c,
+        c.wait_until("NOSPACE on the small member", CHANGE, |s| {
+            condition(s, ConditionType::Alarm).is_some_and(|a| a.reason == "NoSpace")
+                && s.members
+                    .iter()
+                    .any(|m| m.name == small && m.alarms.iter().any(|a| a == "NOSPACE"))
+        })
+        .await,
+    );
+    assert_eq!(identities(&alarmed), members_before, "no member replaced");
+    let left = volume.available();
+    assert!(
+        left > 64 << 20,
+        "NOSPACE came while the volume still had {} MiB free",
+        left >> 20
+    );
+    c.write_manifest(&spec(""))
+        .expect("let the operator recover");
+    ok(
+        &c,
+        c.wait_until("the alarm cleared", CHANGE, |s| {
+            condition(s, ConditionType::Alarm).is_some_and(|a| a.status() == ConditionStatus::False)
+        })
+        .await,
+    );
+    put_until_accepted(&c, &mut client, "small/after-nospace").await;
+    writes.ack("small/after-nospace".into(), "accepted".into());
+
+    // 4. Something else fills the volume: the small member's etcd exits on its next write.
+    let filler = volume.keep_full();
+    let full_at = Instant::now();
+    let mut round = 1_000;
+    let disk_full = loop {
+        let status = c.status().await;
+        if let Some(s) = status.as_ref().filter(|s| {
+            s.members
+                .iter()
+                .any(|m| m.name == small && m.alarms.iter().any(|a| a == "DISKFULL"))
+        }) {
+            break s.clone();
+        }
+        assert!(
+            full_at.elapsed() < CHANGE,
+            "no DISKFULL on {small}: {status:?}\n{}",
+            c.logs(40)
+        );
+        // Writes go on (one in flight on the member as it exits may fail: its outcome is
+        // unknown).
+        let (k, v) = (
+            format!("small/{}", round % BIG_KEYS),
+            big_value(round % BIG_KEYS, round),
+        );
+        match client.put(k.clone(), v.clone(), None).await {
+            Ok(_) => {
+                writes.ack(k, v);
+            }
+            Err(_) => writes.unknown(k, v),
+        }
+        round += 1;
+    };
+    let disk_full_after = full_at.elapsed();
+    let alarm = condition(&disk_full, ConditionType::Alarm).cloned();
+    assert!(
+        alarm
+            .as_ref()
+            .is_some_and(|a| a.status() == ConditionStatus::True
+                && a.reason == "DiskFull"
+                && a.message.contains("not replaced")
+                && a.message.contains("Free space on that volume")),
+        "{alarm:?}"
+    );
+    // Not replaced, for twice the dead-after while the volume stays full: the cluster goes
+    // on with two of three.
+    let watch_until = Instant::now() + Duration::from_secs(2 * DEAD_AFTER_SECS);
+    let mut accepted = 0;
+    while Instant::now() < watch_until {
+        if let Some(s) = c.status().await {
+            assert_eq!(
+                identities(&s),
+                members_before,
+                "a member replaced for a full volume\n{}",
+                c.logs(40)
+            );
+        }
+        let (k, v) = (
+            format!("small/{}", round % BIG_KEYS),
+            big_value(round % BIG_KEYS, round),
+        );
+        match client.put(k.clone(), v.clone(), None).await {
+            Ok(_) => {
+                accepted += 1;
+                writes.ack(k, v);
+            }
+            Err(_) => writes.unknown(k, v),
+        }
+        round += 1;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        accepted >= 10,
+        "only {accepted} writes accepted with two of three members healthy"
+    );
+
+    // Space back: the member runs again on its data, or, when etcd cannot start on what it
+    // wrote as the volume filled, is replaced after dead-after.
+    drop(filler);
+    assert!(volume.available() > 64 << 20, "the space is back");
+    let freed_at = Instant::now();
+    let after = ok(
+        &c,
+        c.wait_until("the member back, or replaced", CHANGE, |s| {
+            testkit::local_cluster::is_running(s, 3, VERSION)
+        })
+        .await,
+    );
+    let outcome = if identities(&after) == members_before {
+        "ran again on its data"
+    } else {
+        assert_eq!(members_named(&after, &small), 0, "{:?}", after.members);
+        let logs = c.logs(200);
+        assert!(
+            logs.contains("keeps exiting on its data"),
+            "replaced for something else:\n{logs}"
+        );
+        "replaced: etcd could not start on its data"
+    };
+    eprintln!(
+        "small volume: NOSPACE after {filled_by} writes of 1 MiB ({} MiB still free); DISKFULL {:.1}s after the volume filled; after the space came back the member {outcome} ({:.1}s)",
+        left >> 20,
+        disk_full_after.as_secs_f64(),
+        freed_at.elapsed().as_secs_f64()
+    );
+    drop(on_small);
+    let mut client = ok(&c, etcd_client(&endpoints(&after)).await);
+    writes.check(&mut client).await;
 }

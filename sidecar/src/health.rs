@@ -174,7 +174,8 @@ async fn observe_once(member: &Member, client: &mut Option<etcd_client::Client>)
         restored_bump: state.restored.as_ref().map_or(0, |r| r.bumped_by),
         ..Default::default()
     };
-    if let Some(volume) = crate::volume::Volume::of(&member.cfg.etcd_data_dir()) {
+    let volume = crate::volume::Volume::of(&member.cfg.etcd_data_dir());
+    if let Some(volume) = volume {
         report.data_volume_bytes = volume.size as i64;
         report.data_volume_available_bytes = volume.available as i64;
     }
@@ -186,7 +187,7 @@ async fn observe_once(member: &Member, client: &mut Option<etcd_client::Client>)
                 if report.last_error.is_empty() {
                     report.last_error = format!("etcd exited ({exit}); starting it again");
                 }
-                if crate::volume::is_disk_full(exit) {
+                if crate::volume::is_disk_full(exit, volume) {
                     report.alarms.push(Alarm::DiskFull as i32);
                 }
             }

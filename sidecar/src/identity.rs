@@ -63,9 +63,10 @@ impl MemberDir {
         std::fs::rename(tmp, self.root.join(IDENTITY_FILE))
     }
 
-    /// Removes etcd's data and the identity (the member is gone from the cluster).
+    /// Removes etcd's data and the identity (the member is gone from the cluster). etcd's
+    /// directory is emptied, not removed: it may be the mount point of a volume of its own.
     pub fn wipe(&self) -> io::Result<()> {
-        remove_if_present(&self.etcd_dir())?;
+        empty_if_present(&self.etcd_dir())?;
         remove_if_present(&self.root.join(IDENTITY_FILE))
     }
 
@@ -79,6 +80,17 @@ impl MemberDir {
     pub fn is_removed(&self) -> bool {
         self.root.join(REMOVED_MARKER).exists()
     }
+}
+
+fn empty_if_present(dir: &Path) -> io::Result<()> {
+    let entries = match std::fs::read_dir(dir) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        other => other?,
+    };
+    for entry in entries {
+        remove_if_present(&entry?.path())?;
+    }
+    Ok(())
 }
 
 fn remove_if_present(path: &Path) -> io::Result<()> {
@@ -117,6 +129,12 @@ mod tests {
         assert!(md.has_etcd_data());
         md.wipe().unwrap();
         assert!(!md.has_etcd_data());
+        // Emptied, not removed: it may be a volume's mount point.
+        assert_eq!(
+            std::fs::read_dir(md.etcd_dir()).unwrap().count(),
+            0,
+            "nothing left in etcd's directory"
+        );
         assert_eq!(md.load_identity(), None);
         assert!(!md.is_removed());
         md.mark_removed().unwrap();

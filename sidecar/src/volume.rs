@@ -58,10 +58,16 @@ pub fn quota_for_volume(requested: Option<u64>, volume_size: Option<u64>) -> Opt
     }
 }
 
-/// Whether etcd's exit (as the supervisor describes it, its fatal line included) was for
-/// want of space on its data directory's filesystem.
-pub fn is_disk_full(exit: &str) -> bool {
-    exit.contains("no space left on device")
+/// Below this much free space a volume counts as full: etcd cannot preallocate its next
+/// WAL segment.
+pub const FULL_BELOW: u64 = 64 << 20;
+
+/// Whether an etcd that exited on its own did so for want of space: its exit (as the
+/// supervisor describes it, its fatal line included) says so, or its volume is still full
+/// (an etcd started again on a full volume may fail otherwise, for example on a WAL entry
+/// it could only half write).
+pub fn is_disk_full(exit: &str, volume: Option<Volume>) -> bool {
+    exit.contains("no space left on device") || volume.is_some_and(|v| v.available < FULL_BELOW)
 }
 
 #[cfg(test)]
@@ -102,19 +108,31 @@ mod tests {
     }
 
     #[test]
-    fn a_full_disk_is_read_from_the_exit() {
-        assert!(is_disk_full(
-            "exit status: 1: failed to commit tx: write /d/member/snap/db: no space left on device"
-        ));
-        assert!(is_disk_full(
-            "exit status: 2: failed to save Raft hard state and entries: write /d/member/wal/0.wal: no space left on device"
-        ));
+    fn a_full_disk_is_read_from_the_exit_or_the_volume() {
+        let roomy = Some(Volume {
+            size: GIB,
+            available: 500 * MIB,
+        });
+        let full = Some(Volume {
+            size: GIB,
+            available: 3 * MIB,
+        });
+        for exit in [
+            "exit status: 1: failed to commit tx: write /d/member/snap/db: no space left on device",
+            "exit status: 2: failed to save Raft hard state and entries: write /d/member/wal/0.wal: no space left on device",
+        ] {
+            assert!(is_disk_full(exit, roomy), "{exit}");
+            assert!(is_disk_full(exit, None), "{exit}");
+        }
         for other in [
             "exit status: 1: failed to repair WAL: unexpected EOF",
             "signal: 9 (SIGKILL)",
             "exit status: 1",
         ] {
-            assert!(!is_disk_full(other), "{other}");
+            assert!(!is_disk_full(other, roomy), "{other}");
+            assert!(!is_disk_full(other, None), "{other}");
+            // On a volume still full, whatever etcd said.
+            assert!(is_disk_full(other, full), "{other}");
         }
     }
 

@@ -821,7 +821,7 @@ impl fmt::Display for WaitReason {
                 members,
             } => write!(
                 f,
-                "the data volume of {} is full: its etcd exited (no space left on device) and cannot start again. It keeps its data and is not replaced for it (a replacement would use the same volume). Free space on that volume or grow it: the sidecar starts etcd again on its data by itself",
+                "the data volume of {} is full: its etcd exited (no space left on device) and cannot run again until there is room. It is not replaced for it: its data is whole and comes back with the space. Free space on that volume or grow it: the sidecar starts etcd again on its data by itself (if etcd then cannot start on what it wrote as the volume filled, the member is replaced after dead-after)",
                 members.join(", ")
             ),
             Self::Defragmenting(name) => write!(
@@ -1073,7 +1073,10 @@ fn is_dead(member: &RuntimeMember, now: UnixMillis, policy: &Policy) -> bool {
 /// How long the etcd of a running sidecar has kept exiting, by a fresh report; `None`
 /// while it runs, when the report is stale, or when it exits for a full disk.
 fn etcd_failing_for(member: &RuntimeMember, now: UnixMillis, policy: &Policy) -> Option<i64> {
-    let report = member.report.as_ref().filter(|r| is_fresh(r, now, policy))?;
+    let report = member
+        .report
+        .as_ref()
+        .filter(|r| is_fresh(r, now, policy))?;
     if report.alarms.contains(&MemberAlarm::DiskFull) {
         return None;
     }

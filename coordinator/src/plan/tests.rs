@@ -17,7 +17,8 @@ const V34: EtcdVersion = EtcdVersion::new(3, 4, 45);
 const V35: EtcdVersion = EtcdVersion::new(3, 5, 34);
 const V36: EtcdVersion = EtcdVersion::new(3, 6, 15);
 const DISK_FULL_EXIT: &str = "etcd exited (exit status: 1: failed to commit tx: write /d/member/snap/db: no space left on device); starting it again";
-const BAD_WAL_EXIT: &str = "etcd exited (exit status: 1: failed to repair WAL: unexpected EOF); starting it again";
+const BAD_WAL_EXIT: &str =
+    "etcd exited (exit status: 1: failed to repair WAL: unexpected EOF); starting it again";
 
 fn name(ordinal: u32) -> String {
     member_name(CLUSTER, ordinal)

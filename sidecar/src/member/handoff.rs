@@ -9,10 +9,7 @@ use tokio::time::{Instant, sleep};
 use tracing::{info, instrument, warn};
 
 use super::{Member, member_version};
-use crate::{
-    error::SidecarError,
-    etcd_args::Bootstrap,
-};
+use crate::{error::SidecarError, etcd_args::Bootstrap};
 
 /// Default time to wait for the runtime's restart after a handoff.
 pub const DEFAULT_HANDOFF_RESTART_TIMEOUT: Duration = Duration::from_secs(300);

@@ -384,10 +384,7 @@ fn a_full_data_volume_waits_and_an_etcd_that_cannot_start_on_its_data_is_replace
             "removed from etcd, its sidecar still runs: deleted with its data",
             {
                 let mut s = Situation::healthy(3).etcd_exiting(1, 60_000, BAD_WAL_EXIT);
-                s.0.etcd_members
-                    .as_mut()
-                    .unwrap()
-                    .retain(|e| e.id != id(1));
+                s.0.etcd_members.as_mut().unwrap().retain(|e| e.id != id(1));
                 s.report(1).member_id = 0;
                 s
             },

@@ -19,8 +19,7 @@ fn oracle_dead(observed: &Observed, member: &RuntimeMember) -> bool {
         return member.report.as_ref().is_some_and(|r| {
             r.observed_at >= now - policy.report_stale_after_ms
                 && !r.alarms.contains(&MemberAlarm::DiskFull)
-                && r
-                    .etcd_down
+                && r.etcd_down
                     .as_ref()
                     .is_some_and(|d| d.since <= now - policy.dead_after_ms)
         });

@@ -32,6 +32,7 @@ use testkit::{
     clients::etcd_client,
     local_cluster::{CoordinatorOptions, LocalCoordinator, condition, manifest},
     serial_guard,
+    volume::Tmpfs,
 };
 
 const VERSION: &str = "3.6.15";
@@ -268,95 +269,6 @@ impl Writes {
     }
 }
 
-/// A tmpfs of `size` mounted at `path` (made if missing), lazily unmounted when dropped.
-struct Tmpfs(std::path::PathBuf);
-
-impl Tmpfs {
-    fn mount(path: &Path, size: &str) -> Self {
-        std::fs::create_dir_all(path).unwrap();
-        let out = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(path)
-            .output()
-            .expect("running mount");
-        assert!(
-            out.status.success(),
-            "mounting a tmpfs at {} (this test runs as root): {}",
-            path.display(),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Self(path.to_path_buf())
-    }
-
-    fn available(&self) -> u64 {
-        let stat = nix::sys::statvfs::statvfs(&self.0).unwrap();
-        stat.blocks_available() as u64 * stat.fragment_size() as u64
-    }
-
-    /// Something else filling the volume: a thread appends zeros to a file of its own
-    /// whenever there is room (so space etcd frees as it exits is taken again), until the
-    /// returned filler is dropped, which removes the file.
-    fn keep_full(&self) -> Filler {
-        use std::io::Write;
-        let path = self.0.join("filler");
-        let mut f = std::fs::File::create(&path).unwrap();
-        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let (full_tx, full_rx) = std::sync::mpsc::channel();
-        let stopping = stop.clone();
-        let thread = std::thread::spawn(move || {
-            let chunk = vec![0u8; 256 << 10];
-            let mut said = false;
-            while !stopping.load(std::sync::atomic::Ordering::Relaxed) {
-                match f.write(&chunk) {
-                    Ok(_) => {}
-                    Err(e) if e.raw_os_error() == Some(nix::libc::ENOSPC) => {
-                        if !said {
-                            let _ = full_tx.send(());
-                            said = true;
-                        }
-                        std::thread::sleep(Duration::from_millis(10));
-                    }
-                    Err(e) => panic!("filling the volume: {e}"),
-                }
-            }
-        });
-        full_rx
-            .recv_timeout(Duration::from_secs(30))
-            .expect("the volume is full");
-        Filler {
-            path,
-            stop,
-            thread: Some(thread),
-        }
-    }
-}
-
-/// See [`Tmpfs::keep_full`].
-struct Filler {
-    path: std::path::PathBuf,
-    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Drop for Filler {
-    fn drop(&mut self) {
-        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-        let _ = std::fs::remove_file(&self.path);
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount")
-            .arg("-l")
-            .arg(&self.0)
-            .status();
-    }
-}
-
 const BIG_VALUE: usize = 1 << 20;
 const BIG_KEYS: usize = 8;
 
@@ -390,27 +302,15 @@ async fn a_small_data_volume_fills_and_its_member_is_not_replaced_for_it() {
 
     // The replacement of a follower gets the next ordinal: its data directory is put on a
     // 640 MiB volume of its own before it exists.
-    let small = c.member_name(3);
-    let volume = Tmpfs::mount(&c.data_dir(&small), "640m");
+    let small = c.member_name(c.next_ordinal());
+    let volume = Tmpfs::mount(&c.data_dir(&small), "640m").expect("a volume of its own");
     let follower = first
         .members
         .iter()
         .find(|m| !m.leader)
         .map(|m| m.name.clone())
         .unwrap();
-    let out = std::process::Command::new(coordinator_bin())
-        .arg("delete-member")
-        .arg(c.cluster())
-        .arg(&follower)
-        .arg(format!("--state-dir={}", c.state_dir().display()))
-        .arg(format!("--control-addr={}", c.control_addr()))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    ok(&c, c.delete_member(&follower));
     let before = ok(
         &c,
         c.wait_until(&format!("{small} in place of {follower}"), CHANGE, |s| {
@@ -492,7 +392,7 @@ async fn a_small_data_volume_fills_and_its_member_is_not_replaced_for_it() {
     writes.ack("small/after-nospace".into(), "accepted".into());
 
     // 4. Something else fills the volume: the small member's etcd exits on its next write.
-    let filler = volume.keep_full();
+    let filler = volume.keep_full().expect("fill the volume");
     let full_at = Instant::now();
     let mut round = 1_000;
     let disk_full = loop {

@@ -540,19 +540,7 @@ async fn a_tls_cluster_creates_scales_replaces_and_upgrades() {
     );
 
     // Replace: delete a follower with its data; a new ordinal takes its place.
-    let out = std::process::Command::new(coordinator_bin())
-        .arg("delete-member")
-        .arg(c.cluster())
-        .arg(&victim)
-        .arg(format!("--state-dir={}", c.state_dir().display()))
-        .arg(format!("--control-addr={}", c.control_addr()))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    ok(&c, c.delete_member(&victim));
     let replaced = ok(
         &c,
         c.wait_until(&format!("{victim} replaced by a new member"), CHANGE, |s| {

@@ -49,6 +49,7 @@ pub const PROCESS: &[&str] = &[
     "kill-sidecar-during-backup",
     "kill-etcd-during-backup",
     "fill-quota",
+    "fill-volume",
 ];
 
 /// The backend quota of the `fill-quota` scenario, bytes.
@@ -701,6 +702,41 @@ async fn fill_until_nospace(c: &LocalCoordinator) -> anyhow::Result<usize> {
     bail!("no write was refused for space after {acknowledged} writes of {VALUE} bytes")
 }
 
+/// Overwrites a few keys outside the traffic's with 1 MiB values until the status shows
+/// DISKFULL on `member` (its volume is full and its etcd exited); returns the writes made.
+async fn fill_until_disk_full(c: &LocalCoordinator, member: &str) -> anyhow::Result<usize> {
+    const KEYS: usize = 4;
+    let endpoints = (c.live_endpoints())();
+    let mut client = crate::clients::etcd_client(&endpoints).await?;
+    let value = "v".repeat(1 << 20);
+    let deadline = Instant::now() + CONVERGE;
+    let mut i = 0;
+    loop {
+        if let Some(s) = c.status().await
+            && s.members
+                .iter()
+                .any(|m| m.name == member && m.alarms.iter().any(|a| a == "DISKFULL"))
+        {
+            if !condition(&s, ConditionType::Alarm).is_some_and(|a| a.reason == "DiskFull") {
+                bail!("DISKFULL on {member} but not in the Alarm condition");
+            }
+            return Ok(i);
+        }
+        if Instant::now() > deadline {
+            bail!("no DISKFULL on {member} after {i} writes of 1 MiB");
+        }
+        // A write in flight on the member as it exits may fail: the next one goes on.
+        if client
+            .put(format!("chaos-volume/{}", i % KEYS), value.as_str(), None)
+            .await
+            .is_err()
+        {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        i += 1;
+    }
+}
+
 /// The fragmentation from which the `partition-during-defrag` round defragments a member.
 const DEFRAG_PERCENT: i32 = 20;
 
@@ -884,6 +920,9 @@ async fn scenario(
         coordinator = coordinator.member_netns(&hub);
     }
     let mut c = LocalCoordinator::start(coordinator).await?;
+    // A member's volume of its own (`fill-volume`), unmounted after the coordinator and
+    // everything it started have stopped.
+    let mut volume: Option<crate::volume::Tmpfs> = None;
     let initial = c.wait_running(start_size as usize, &v, CONVERGE).await?;
     let endpoints: Vec<String> = (c.live_endpoints())();
     let monitor = ClusterMonitor::start(&c);
@@ -904,8 +943,16 @@ async fn scenario(
     // The cluster as a network fault began (no member of it may be removed for the fault),
     // and when the fault healed.
     let mut faulted: Option<(ClusterStatus, Instant)> = None;
-    let (operation, expect_size, expect_version) =
-        inject(&mut c, name, &initial, &mut rng, options, &mut faulted).await?;
+    let (operation, expect_size, expect_version) = inject(
+        &mut c,
+        name,
+        &initial,
+        &mut rng,
+        options,
+        &mut faulted,
+        &mut volume,
+    )
+    .await?;
     // A network fault is timed from when it healed.
     let since = match &faulted {
         Some((_, healed)) => *healed,
@@ -966,6 +1013,7 @@ async fn inject(
     rng: &mut SeededRng,
     options: &ChaosOptions,
     faulted: &mut Option<(ClusterStatus, Instant)>,
+    volume: &mut Option<crate::volume::Tmpfs>,
 ) -> anyhow::Result<(String, usize, String)> {
     let v = options.version.clone();
     Ok(match name {
@@ -1133,6 +1181,56 @@ async fn inject(
                 format!(
                     "backend quota ({} MiB) reached after {writes} writes of 96 KiB: NOSPACE, then compacted, defragmented and disarmed",
                     FILL_QUOTA >> 20
+                ),
+                3,
+                v,
+            )
+        }
+        "fill-volume" => {
+            // A follower is replaced by a member whose data directory is on a 640 MiB
+            // volume of its own; then something else fills that volume for twice the
+            // dead-after. Its etcd exits, DISKFULL shows, and it is not replaced while the
+            // volume is full; the other two take the traffic. Once space is back it runs
+            // again on its data, or is replaced if etcd cannot start on what it half wrote.
+            let small = c.member_name(c.next_ordinal());
+            let tmpfs = volume.insert(crate::volume::Tmpfs::mount(&c.data_dir(&small), "640m")?);
+            let follower = pick(rng, initial, Some(false))?.to_string();
+            c.delete_member(&follower)?;
+            let placed = c
+                .wait_until(&format!("{small} in place of {follower}"), CONVERGE, |s| {
+                    is_running(s, 3, &v) && s.members.iter().any(|m| m.name == small)
+                })
+                .await?;
+            let id = member_id(&placed, &small)?;
+            let filler = tmpfs.keep_full()?;
+            let seen = fill_until_disk_full(c, &small).await?;
+            let held_until = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < held_until {
+                if let Some(s) = c.status().await
+                    && !s.members.iter().any(|m| m.name == small && m.id == id)
+                {
+                    bail!(
+                        "{small} was replaced while its volume was full: {:?}",
+                        s.members
+                    );
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            drop(filler);
+            let back = c
+                .wait_until("the member back, or replaced", CONVERGE, |s| {
+                    is_running(s, 3, &v)
+                })
+                .await?;
+            let outcome = if back.members.iter().any(|m| m.name == small && m.id == id) {
+                "ran again on its data"
+            } else {
+                "replaced: etcd could not start on its data"
+            };
+            (
+                format!(
+                    "a member's 640 MiB volume kept full 10 s (DISKFULL after {writes} writes of 1 MiB), then freed: it {outcome}",
+                    writes = seen
                 ),
                 3,
                 v,

@@ -13,6 +13,7 @@ pub mod netns;
 pub mod process;
 pub mod rng;
 pub mod traffic;
+pub mod volume;
 pub mod wait;
 pub mod watcher;
 

@@ -521,6 +521,34 @@ impl LocalCoordinator {
         read_members(&self.cluster_json())
     }
 
+    /// The ordinal the next member created gets (ordinals are never reused).
+    pub fn next_ordinal(&self) -> u32 {
+        std::fs::read(self.cluster_json())
+            .ok()
+            .and_then(|b| serde_json::from_slice::<ClusterRecord>(&b).ok())
+            .map_or(0, |r| r.next_ordinal)
+    }
+
+    /// `etcd-coordinator delete-member`: member `name` deleted with its data, as an operator
+    /// does; returns once the coordinator has done it.
+    pub fn delete_member(&self, name: &str) -> anyhow::Result<()> {
+        let out = std::process::Command::new(&self.binary)
+            .arg("delete-member")
+            .arg(&self.cluster)
+            .arg(name)
+            .arg(format!("--state-dir={}", self.state_dir.display()))
+            .arg(format!("--control-addr={}", self.control_addr))
+            .output()
+            .context("running etcd-coordinator delete-member")?;
+        if !out.status.success() {
+            bail!(
+                "delete-member {name}: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(())
+    }
+
     /// One recorded member.
     pub fn member(&self, name: &str) -> Option<MemberRecord> {
         self.members().into_iter().find(|m| m.name == name)

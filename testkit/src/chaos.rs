@@ -717,7 +717,7 @@ async fn fill_until_disk_full(c: &LocalCoordinator, member: &str) -> anyhow::Res
                 .iter()
                 .any(|m| m.name == member && m.alarms.iter().any(|a| a == "DISKFULL"))
         {
-            if !condition(&s, ConditionType::Alarm).is_some_and(|a| a.reason == "DiskFull") {
+            if condition(&s, ConditionType::Alarm).is_none_or(|a| a.reason != "DiskFull") {
                 bail!("DISKFULL on {member} but not in the Alarm condition");
             }
             return Ok(i);

@@ -29,9 +29,8 @@ impl Tmpfs {
 
     /// Bytes still free on it.
     pub fn available(&self) -> u64 {
-        nix::sys::statvfs::statvfs(&self.0).map_or(0, |stat| {
-            stat.blocks_available() as u64 * stat.fragment_size() as u64
-        })
+        nix::sys::statvfs::statvfs(&self.0)
+            .map_or(0, |stat| stat.blocks_available() * stat.fragment_size())
     }
 
     /// Something else filling the volume: a thread appends zeros to a file of its own

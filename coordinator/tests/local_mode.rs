@@ -557,6 +557,80 @@ async fn a_member_whose_data_is_gone_is_replaced_by_a_new_ordinal() {
     );
 }
 
+/// 3b': a member whose sidecar runs but whose etcd cannot start on its data (here its
+/// client port taken by another process, so every start ends at once) is dead once it has
+/// kept exiting for the dead-after time from its first exit, not before: it is removed and
+/// replaced by a new ordinal, one change at a time, no acknowledged write lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_etcd_that_keeps_exiting_is_replaced_after_dead_after() {
+    const DEAD_AFTER: Duration = Duration::from_secs(5);
+    let _serial = serial_guard();
+    let c = start(example_options().dead_after_secs(DEAD_AFTER.as_secs())).await;
+    let before = ok(&c, c.wait_running(3, VERSION, FORM).await);
+    let monitor = ClusterMonitor::start(&c);
+    let writer = Writer::start(c.live_endpoints());
+    ok(&c, writer.wait_acked(25, Duration::from_secs(20)).await);
+
+    let victim = follower(&before);
+    let client_url = before
+        .members
+        .iter()
+        .find(|m| m.name == victim)
+        .and_then(|m| m.client_urls.first().cloned())
+        .expect("the victim's client URL");
+    let addr = client_url.trim_start_matches("http://").to_string();
+    let sidecar = c.member(&victim).and_then(|m| m.pid).expect("its sidecar");
+    let etcd = ok(&c, testkit::chaos::etcd_pid(sidecar));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(etcd as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill its etcd");
+    let killed_at = std::time::Instant::now();
+    // Take its port as soon as the killed etcd lets go of it (before the sidecar's first
+    // restart, 200 ms later).
+    let squatter = loop {
+        match std::net::TcpListener::bind(&addr) {
+            Ok(l) => break l,
+            Err(_) if killed_at.elapsed() < Duration::from_secs(5) => {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            Err(e) => panic!("{addr} never came free: {e}"),
+        }
+    };
+    let replacement = c.member_name(3);
+    let gone = ok(
+        &c,
+        c.wait_until(&format!("{victim} removed"), CHANGE, |s| {
+            !names(s).contains(&victim)
+        })
+        .await,
+    );
+    let removed_after = killed_at.elapsed();
+    assert!(
+        removed_after >= DEAD_AFTER,
+        "removed {removed_after:?} after its first exit, before the dead-after: {}",
+        describe(&gone)
+    );
+    let after = wait_replaced(&c, &victim, &replacement).await;
+    drop(squatter);
+    let logs = c.logs(400);
+    assert!(
+        logs.contains("its etcd keeps exiting on its data")
+            && logs.contains("address already in use"),
+        "removed, saying why:\n{logs}"
+    );
+    ok(&c, writer.wait_acked(25, Duration::from_secs(20)).await);
+    let log = writer.stop().await;
+    ok(&c, monitor.assert_one_change_at_a_time());
+    ok(&c, verify_acked(&endpoints_of(&after), &log.acked).await);
+    assert!(
+        log.failures.is_empty(),
+        "writes failed although a quorum was up: {:?}",
+        log.failures
+    );
+}
+
 /// 3c: the walk-through's step 5 in local mode: `etcd-coordinator delete-member` deletes
 /// `-0002` with its data and `-0003` replaces it. Asking for a member that does not exist,
 /// or from a state directory that is not the coordinator's, is refused and changes nothing.

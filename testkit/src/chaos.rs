@@ -50,6 +50,7 @@ pub const PROCESS: &[&str] = &[
     "kill-etcd-during-backup",
     "fill-quota",
     "fill-volume",
+    "fill-volume-during-upgrade",
 ];
 
 /// The backend quota of the `fill-quota` scenario, bytes.
@@ -1186,12 +1187,15 @@ async fn inject(
                 v,
             )
         }
-        "fill-volume" => {
+        "fill-volume" | "fill-volume-during-upgrade" => {
             // A follower is replaced by a member whose data directory is on a 640 MiB
             // volume of its own; then something else fills that volume for twice the
-            // dead-after. Its etcd exits, DISKFULL shows, and it is not replaced while the
-            // volume is full; the other two take the traffic. Once space is back it runs
-            // again on its data, or is replaced if etcd cannot start on what it half wrote.
+            // dead-after (in a rolling upgrade, once its first member is upgraded). Its etcd
+            // exits, DISKFULL shows, and it is not replaced while the volume is full; the
+            // other two take the traffic, and an upgrade takes no further step (one under
+            // way may finish). Once space is back the member runs again on its data, or is
+            // replaced if etcd cannot start on what it half wrote.
+            let upgrade = name == "fill-volume-during-upgrade";
             let small = c.member_name(c.next_ordinal());
             let tmpfs = volume.insert(crate::volume::Tmpfs::mount(&c.data_dir(&small), "640m")?);
             let follower = pick(rng, initial, Some(false))?.to_string();
@@ -1202,8 +1206,16 @@ async fn inject(
                 })
                 .await?;
             let id = member_id(&placed, &small)?;
+            let to = options.upgrade_to.clone();
+            let upgraded = |s: &ClusterStatus| s.members.iter().filter(|m| m.version == to).count();
+            if upgrade {
+                c.set_spec(3, &to)?;
+                c.wait_until("a first member upgraded", CONVERGE, |s| upgraded(s) >= 1)
+                    .await?;
+            }
             let filler = tmpfs.keep_full()?;
             let seen = fill_until_disk_full(c, &small).await?;
+            let upgraded_when_full = upgraded(&c.status().await.context("status")?);
             let held_until = Instant::now() + Duration::from_secs(10);
             while Instant::now() < held_until {
                 if let Some(s) = c.status().await
@@ -1216,10 +1228,17 @@ async fn inject(
                 }
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
+            let upgraded_held = upgraded(&c.status().await.context("status")?);
+            if upgraded_held > upgraded_when_full + 1 {
+                bail!(
+                    "the upgrade went on from {upgraded_when_full} to {upgraded_held} members while one was down"
+                );
+            }
             drop(filler);
+            let version = if upgrade { to.clone() } else { v.clone() };
             let back = c
                 .wait_until("the member back, or replaced", CONVERGE, |s| {
-                    is_running(s, 3, &v)
+                    is_running(s, 3, &version)
                 })
                 .await?;
             let outcome = if back.members.iter().any(|m| m.name == small && m.id == id) {
@@ -1227,13 +1246,21 @@ async fn inject(
             } else {
                 "replaced: etcd could not start on its data"
             };
+            let during = if upgrade {
+                format!(
+                    "rolling upgrade {} to {to}: after its first member, ",
+                    options.version
+                )
+            } else {
+                String::new()
+            };
             (
                 format!(
-                    "a member's 640 MiB volume kept full 10 s (DISKFULL after {writes} writes of 1 MiB), then freed: it {outcome}",
-                    writes = seen
+                    "{during}a member's 640 MiB volume kept full 10 s (DISKFULL after {seen} write{} of 1 MiB), then freed: it {outcome}",
+                    if seen == 1 { "" } else { "s" }
                 ),
                 3,
-                v,
+                version,
             )
         }
         "pause-leader-etcd" => {

@@ -1502,33 +1502,23 @@ fn alarm_condition(
             .map(|m| m.name.clone())
             .collect()
     };
-    let corrupt = raised(plan::MemberAlarm::Corrupt);
+    // Those that wait for people first, each saying what to do.
+    for (alarm, reason) in [
+        (plan::MemberAlarm::Corrupt, "Corrupt"),
+        (plan::MemberAlarm::DiskFull, "DiskFull"),
+    ] {
+        let members = raised(alarm);
+        if !members.is_empty() {
+            let wait = plan::WaitReason::Alarmed { alarm, members };
+            return Some(condition(
+                ConditionType::Alarm,
+                ConditionStatus::True,
+                reason,
+                &wait.to_string(),
+            ));
+        }
+    }
     let nospace = raised(plan::MemberAlarm::NoSpace);
-    let disk_full = raised(plan::MemberAlarm::DiskFull);
-    if !corrupt.is_empty() {
-        let reason = plan::WaitReason::Alarmed {
-            alarm: plan::MemberAlarm::Corrupt,
-            members: corrupt,
-        };
-        return Some(condition(
-            ConditionType::Alarm,
-            ConditionStatus::True,
-            "Corrupt",
-            &reason.to_string(),
-        ));
-    }
-    if !disk_full.is_empty() {
-        let reason = plan::WaitReason::Alarmed {
-            alarm: plan::MemberAlarm::DiskFull,
-            members: disk_full,
-        };
-        return Some(condition(
-            ConditionType::Alarm,
-            ConditionStatus::True,
-            "DiskFull",
-            &reason.to_string(),
-        ));
-    }
     if !nospace.is_empty() {
         let recovers = observed_spec_recovers(resource);
         let message = if recovers {

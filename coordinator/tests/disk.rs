@@ -251,6 +251,23 @@ impl Writes {
         self.unknown.push((self.seq, key, value));
     }
 
+    /// Puts the `round`th 1 MiB value over a few keys; true when acknowledged (a failed
+    /// put's outcome is unknown).
+    async fn put_big(&mut self, client: &mut etcd_client::Client, round: usize) -> bool {
+        let key = round % BIG_KEYS;
+        let (k, v) = (format!("small/{key}"), big_value(key, round));
+        match client.put(k.clone(), v.clone(), None).await {
+            Ok(_) => {
+                self.ack(k, v);
+                true
+            }
+            Err(_) => {
+                self.unknown(k, v);
+                false
+            }
+        }
+    }
+
     /// Every key holds its last acknowledged value, or a value of unknown outcome written
     /// after it.
     async fn check(&self, client: &mut etcd_client::Client) {
@@ -411,16 +428,7 @@ async fn a_small_data_volume_fills_and_its_member_is_not_replaced_for_it() {
         );
         // Writes go on (one in flight on the member as it exits may fail: its outcome is
         // unknown).
-        let (k, v) = (
-            format!("small/{}", round % BIG_KEYS),
-            big_value(round % BIG_KEYS, round),
-        );
-        match client.put(k.clone(), v.clone(), None).await {
-            Ok(_) => {
-                writes.ack(k, v);
-            }
-            Err(_) => writes.unknown(k, v),
-        }
+        writes.put_big(&mut client, round).await;
         round += 1;
     };
     let disk_full_after = full_at.elapsed();
@@ -447,16 +455,8 @@ async fn a_small_data_volume_fills_and_its_member_is_not_replaced_for_it() {
                 c.logs(40)
             );
         }
-        let (k, v) = (
-            format!("small/{}", round % BIG_KEYS),
-            big_value(round % BIG_KEYS, round),
-        );
-        match client.put(k.clone(), v.clone(), None).await {
-            Ok(_) => {
-                accepted += 1;
-                writes.ack(k, v);
-            }
-            Err(_) => writes.unknown(k, v),
+        if writes.put_big(&mut client, round).await {
+            accepted += 1;
         }
         round += 1;
         tokio::time::sleep(Duration::from_millis(200)).await;

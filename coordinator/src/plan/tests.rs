@@ -1393,6 +1393,79 @@ impl Situation {
     }
 }
 
+/// The bootstrap ended with a quorum of its members (past its deadline) while the third
+/// never started: etcd lists it, unnamed, as a voter of the static bootstrap.
+fn straggler() -> Situation {
+    let mut s = Situation::empty(3);
+    s.0.etcd_members = Some(Vec::new());
+    s = s.voter(0).voter(1).leader(0);
+    s = s.joiner(2).reported_phase(2, ReportedPhase::Bootstrapping);
+    s.add_entry(2, false, false);
+    s
+}
+
+#[test]
+fn a_straggler_after_the_bootstrap_ended_joins_or_is_replaced_when_dead() {
+    let unnamed = member_id_hex(id(2));
+    assert_cases(vec![
+        (
+            "still starting: it is joining; nothing else changes",
+            straggler(),
+            waiting(WaitReason::MemberJoining(name(2))),
+            Phase::Scaling,
+        ),
+        (
+            "its process down after it wrote its WAL, not yet dead: started again on it",
+            straggler().crashed_for(2, 2_000),
+            Action::RestartMember {
+                name: name(2),
+                reason: "its process is gone and its data is intact".into(),
+            },
+            Phase::Degraded,
+        ),
+        (
+            "its process down before it wrote anything: dead at once, its entry removed",
+            straggler().wiped(2),
+            Action::RemoveDeadMember {
+                name: unnamed.clone(),
+                member_id: id(2),
+                reason:
+                    "etcd lists it but the runtime has no such member (its pod or process is gone)"
+                        .into(),
+            },
+            Phase::Recovering,
+        ),
+        (
+            "its etcd keeps exiting past dead-after: the entry it would have been is removed first",
+            straggler().etcd_exiting(2, 60_000, BAD_WAL_EXIT),
+            Action::RemoveDeadMember {
+                name: unnamed.clone(),
+                member_id: id(2),
+                reason:
+                    "etcd lists it but the runtime has no such member (its pod or process is gone)"
+                        .into(),
+            },
+            Phase::Recovering,
+        ),
+        (
+            "then the runtime member goes, and a new ordinal takes its place",
+            {
+                let mut s = straggler().etcd_exiting(2, 60_000, BAD_WAL_EXIT);
+                s.0.etcd_members.as_mut().unwrap().retain(|e| e.id != id(2));
+                s
+            },
+            Action::DeleteRuntimeMember {
+                name: name(2),
+                reason: format!(
+                    "its etcd keeps exiting on its data, 60s since its first exit (dead after 15s): {BAD_WAL_EXIT} and not in etcd's member list"
+                ),
+                hand_over: false,
+            },
+            Phase::Recovering,
+        ),
+    ]);
+}
+
 #[test]
 fn initial_members_bootstrap_together_and_a_bootstrap_that_never_formed_is_begun_again() {
     let all: Vec<String> = (0..3).map(name).collect();

@@ -99,7 +99,8 @@ fn news(old: &HealthReport, new: &HealthReport) -> bool {
 }
 
 /// A report without what moves on its own (raft index and term, revision, sizes, free
-/// space, when it was observed, etcd's pid): two reports with the same steady part tell the same.
+/// space, when it was observed, etcd's pid): two reports with the same steady part tell the
+/// same.
 pub fn steady_part(report: &HealthReport) -> HealthReport {
     HealthReport {
         raft_index: 0,

@@ -41,8 +41,9 @@
 //!    dead runtime member etcd does not list; wait while a listed member is down, not yet dead.
 //! 9. Delete the runtime member of a member that left etcd's member list.
 //! 10. Wait while a member joins (a learner, or a runtime member etcd does not list yet).
-//! 11. Wait while a voter is unhealthy or its report is stale. An alarm (NOSPACE, CORRUPT)
-//!     does not make a member unhealthy and never makes it dead: it is never replaced for it.
+//! 11. Wait while a voter is unhealthy or its report is stale (saying so when its data volume
+//!     is full: DISKFULL). An alarm (NOSPACE, CORRUPT) does not make a member unhealthy,
+//!     and no alarm makes it dead: it is never replaced for it.
 //!     Then alarms: CORRUPT waits for people. NOSPACE waits, saying what to do by hand,
 //!     unless `spec.maintenance` is set (and its `noSpace` is not `Manual`); then space is
 //!     freed: [`Action::Compact`] to the current
@@ -65,7 +66,9 @@
 //!   runs and its report is fresh and healthy.
 //! - A runtime member is *dead* when it is not running and either its data is gone (known
 //!   gone for good: replaced at once) or it has been failing for `dead_after_ms` (down since
-//!   its first exit, restarts included). An etcd
+//!   its first exit, restarts included); or when it runs but its fresh report says its etcd
+//!   has kept exiting for `dead_after_ms` since its first exit ([`EtcdDown`]), unless for a
+//!   full data volume (DISKFULL: waited on, never death). An etcd
 //!   entry no runtime member claims is an *orphan*, dead at once (its pod or process is gone),
 //!   except an unnamed entry (added, never started) while a live member still has to join:
 //!   that member's add may have gone through before it could report its id.
@@ -1056,8 +1059,8 @@ fn is_fresh(report: &MemberReport, now: UnixMillis, policy: &Policy) -> bool {
 fn is_dead(member: &RuntimeMember, now: UnixMillis, policy: &Policy) -> bool {
     if member.running {
         // The sidecar runs but its etcd keeps exiting on its data: dead after as long as a
-        // member whose process is down. A full disk is not death (the data is whole and a
-        // replacement would land on the same volume), and neither is a stale report.
+        // member whose process is down. A full disk is not death (the data is whole and
+        // comes back with the space), and neither is a stale report.
         return etcd_failing_for(member, now, policy)
             .is_some_and(|failing| failing >= policy.dead_after_ms);
     }

@@ -10,6 +10,7 @@ use anyhow::{Context, bail};
 pub struct Tmpfs(std::path::PathBuf);
 
 impl Tmpfs {
+    /// Mounts it (as root).
     pub fn mount(path: &Path, size: &str) -> anyhow::Result<Self> {
         std::fs::create_dir_all(path).with_context(|| format!("creating {}", path.display()))?;
         let out = std::process::Command::new("mount")

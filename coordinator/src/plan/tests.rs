@@ -1406,7 +1406,13 @@ fn straggler() -> Situation {
 
 #[test]
 fn a_straggler_after_the_bootstrap_ended_joins_or_is_replaced_when_dead() {
-    let unnamed = member_id_hex(id(2));
+    // Once the straggler is dead, the unnamed entry it would have been is no one's.
+    let remove_unnamed = Action::RemoveDeadMember {
+        name: member_id_hex(id(2)),
+        member_id: id(2),
+        reason: "etcd lists it but the runtime has no such member (its pod or process is gone)"
+            .into(),
+    };
     assert_cases(vec![
         (
             "still starting: it is joining; nothing else changes",
@@ -1426,25 +1432,13 @@ fn a_straggler_after_the_bootstrap_ended_joins_or_is_replaced_when_dead() {
         (
             "its process down before it wrote anything: dead at once, its entry removed",
             straggler().wiped(2),
-            Action::RemoveDeadMember {
-                name: unnamed.clone(),
-                member_id: id(2),
-                reason:
-                    "etcd lists it but the runtime has no such member (its pod or process is gone)"
-                        .into(),
-            },
+            remove_unnamed.clone(),
             Phase::Recovering,
         ),
         (
             "its etcd keeps exiting past dead-after: the entry it would have been is removed first",
             straggler().etcd_exiting(2, 60_000, BAD_WAL_EXIT),
-            Action::RemoveDeadMember {
-                name: unnamed.clone(),
-                member_id: id(2),
-                reason:
-                    "etcd lists it but the runtime has no such member (its pod or process is gone)"
-                        .into(),
-            },
+            remove_unnamed.clone(),
             Phase::Recovering,
         ),
         (

@@ -30,7 +30,7 @@ use std::{
 use etcd_operator::proto::{ClusterStatus, ConditionStatus, ConditionType};
 use testkit::{
     clients::etcd_client,
-    local_cluster::{CoordinatorOptions, LocalCoordinator, condition, manifest},
+    local_cluster::{CoordinatorOptions, LocalCoordinator, client_url, condition, manifest},
     serial_guard,
     volume::Tmpfs,
 };
@@ -336,12 +336,7 @@ async fn a_small_data_volume_fills_and_its_member_is_not_replaced_for_it() {
         .await,
     );
     let members_before = identities(&before);
-    let small_url = before
-        .members
-        .iter()
-        .find(|m| m.name == small)
-        .and_then(|m| m.client_urls.first().cloned())
-        .unwrap();
+    let small_url = client_url(&before, &small).expect("the small member's client URL");
 
     // 3. Its quota fits its volume: (640 - 384) / 2 MiB; the others keep etcd's default.
     let mut client = ok(&c, etcd_client(&endpoints(&before)).await);

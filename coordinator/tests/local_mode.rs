@@ -572,13 +572,9 @@ async fn an_etcd_that_keeps_exiting_is_replaced_after_dead_after() {
     ok(&c, writer.wait_acked(25, Duration::from_secs(20)).await);
 
     let victim = follower(&before);
-    let client_url = before
-        .members
-        .iter()
-        .find(|m| m.name == victim)
-        .and_then(|m| m.client_urls.first().cloned())
-        .expect("the victim's client URL");
-    let addr = client_url.trim_start_matches("http://").to_string();
+    let url =
+        testkit::local_cluster::client_url(&before, &victim).expect("the victim's client URL");
+    let addr = url.trim_start_matches("http://").to_string();
     let sidecar = c.member(&victim).and_then(|m| m.pid).expect("its sidecar");
     let etcd = ok(&c, testkit::chaos::etcd_pid(sidecar));
     nix::sys::signal::kill(
@@ -593,7 +589,7 @@ async fn an_etcd_that_keeps_exiting_is_replaced_after_dead_after() {
         match std::net::TcpListener::bind(&addr) {
             Ok(l) => break l,
             Err(_) if killed_at.elapsed() < Duration::from_secs(5) => {
-                std::thread::sleep(Duration::from_millis(2));
+                tokio::time::sleep(Duration::from_millis(2)).await;
             }
             Err(e) => panic!("{addr} never came free: {e}"),
         }

@@ -42,7 +42,9 @@ use crate::{clients::tls_options, free_port};
 
 pub use etcd_operator::local_record::MemberRecord;
 pub use monitor::{ClusterMonitor, MonitorLog};
-pub use status::{condition, condition_is, describe, fetch_status, is_running, member_phase};
+pub use status::{
+    client_url, condition, condition_is, describe, fetch_status, is_running, member_phase,
+};
 
 /// How long one status call may take.
 const STATUS_TIMEOUT: Duration = Duration::from_secs(2);

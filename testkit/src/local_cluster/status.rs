@@ -86,6 +86,14 @@ pub fn condition_is(s: &ClusterStatus, type_: ConditionType, status: ConditionSt
     condition(s, type_).is_some_and(|c| c.status() == status)
 }
 
+/// The first client URL of member `name`, as the status shows it.
+pub fn client_url(s: &ClusterStatus, name: &str) -> Option<String> {
+    s.members
+        .iter()
+        .find(|m| m.name == name)
+        .and_then(|m| m.client_urls.first().cloned())
+}
+
 /// The phase of `member` as the status shows it (`Down` when its process does not run,
 /// `Unspecified` for a value the contract does not define).
 pub fn member_phase(member: &MemberStatus) -> MemberPhase {

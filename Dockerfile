@@ -9,12 +9,12 @@
 #   docker build -t etcd-operator:dev .
 #   kind load docker-image etcd-operator:dev     # on kind
 FROM rust:1-alpine AS build
-# musl-dev and gcc for the C parts (ring). protoc installed explicitly: Alpine's `protoc`
+# musl-dev, gcc and make for the C parts (ring; jemalloc, the coordinator's allocator). protoc installed explicitly: Alpine's `protoc`
 # package (Debian's protobuf-compiler), because the vendored protoc the root build script
 # falls back to is a glibc binary that cannot run here, and etcd-client's build script
 # looks for one on PATH; protobuf-dev for the well-known .proto includes. The build stops
 # here, not halfway through cargo, when protoc is missing.
-RUN apk add --no-cache musl-dev gcc protoc protobuf-dev \
+RUN apk add --no-cache musl-dev gcc make protoc protobuf-dev \
     && protoc --version
 ENV PROTOC=/usr/bin/protoc
 WORKDIR /src

@@ -3,6 +3,7 @@
 #   - etcdctl (Debian's etcd-client), for people and for the end-to-end tests;
 #   - protoc (Debian's protobuf-compiler): etcd-client's build script looks for it on PATH
 #     (the root crate's build.rs uses protoc-bin-vendored, but a dependency's does not);
+#   - make: the coordinator's allocator (jemalloc) is built from C by its build script;
 #   - iproute2 and iptables: the network-fault tests put members in network namespaces of
 #     their own, joined by veth pairs, and cut their links with iptables rules;
 #   - the official etcd binaries of the versions used for upgrade paths
@@ -20,6 +21,7 @@ command -v etcdctl >/dev/null 2>&1 || debs+=(etcd-client)
 command -v protoc >/dev/null 2>&1 || debs+=(protobuf-compiler)
 command -v ip >/dev/null 2>&1 || debs+=(iproute2)
 command -v iptables >/dev/null 2>&1 || debs+=(iptables)
+command -v make >/dev/null 2>&1 || debs+=(make)
 if [ ${#debs[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"

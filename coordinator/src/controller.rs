@@ -203,7 +203,10 @@ impl<R: Runtime> ClusterController<R> {
     #[instrument(skip_all, fields(cluster = %self.key))]
     pub async fn reconcile(&self, resource: &EtcdCluster) -> Outcome {
         let started = std::time::Instant::now();
-        let outcome = self.reconcile_once(resource).await;
+        // On the heap for the pass only: a cluster's loop holds this future while it waits
+        // for its next pass, and the pass's state machine (25 KiB) would otherwise be part
+        // of every idle loop of a fleet.
+        let outcome = Box::pin(self.reconcile_once(resource)).await;
         let steady = matches!(outcome.plan.action, Action::Steady);
         self.registry
             .with(&self.key, |entry, _| entry.steady = steady);

@@ -241,6 +241,12 @@ fn init_logs(default: &str) {
         .init();
 }
 
+/// jemalloc: it gives freed memory back to the system (glibc's malloc keeps what a burst of
+/// reconciles and connections took, 6 MiB of 28 at 200 clusters), and it is the same
+/// allocator in the static (musl) image as here.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
@@ -286,6 +292,7 @@ async fn main() -> anyhow::Result<()> {
                 sidecar,
                 policy: policy(dead_after_secs),
                 interval: Duration::from_secs(1),
+                resync: Duration::from_secs(10),
                 progress: !quiet,
                 metrics_addr,
                 member_netns,

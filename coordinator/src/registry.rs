@@ -4,7 +4,7 @@
 //! read them, plan, and write status).
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, BTreeSet, HashMap},
     sync::{Arc, Mutex, MutexGuard},
 };
 
@@ -164,6 +164,20 @@ pub struct ForcedRecovery {
     pub backup: Option<String>,
 }
 
+/// What the coordinator holds for a cluster, reduced to what a reconcile acts on or shows.
+/// A change of it is news for the cluster's reconciler; what moves on its own is left out.
+#[derive(Debug, Default, PartialEq)]
+pub struct Fingerprint {
+    /// Each member's report without what moves on its own (raft index and term,
+    /// revision, size, when it was observed, etcd's pid), and whether it is fresh.
+    reports: Vec<(String, HealthReport, bool)>,
+    registrations: BTreeSet<String>,
+    grant: Option<String>,
+    backup_requested: Option<UnixMillis>,
+    backups_finished: u64,
+    delete_requested: BTreeSet<String>,
+}
+
 struct Inner {
     clusters: HashMap<ClusterKey, ClusterEntry>,
     /// Local mode: manifest files refused that declare no known cluster, with why.
@@ -267,6 +281,31 @@ impl Registry {
             clusters, grants, ..
         } = &mut *inner;
         clusters.get_mut(key).map(|entry| f(entry, grants))
+    }
+
+    /// What a reconcile of `key` acts on or shows ([`Fingerprint`]) at `now`, a report older
+    /// than `stale_after_ms` counting as stale; None for a cluster not known.
+    pub fn fingerprint(
+        &self,
+        key: &ClusterKey,
+        now: UnixMillis,
+        stale_after_ms: i64,
+    ) -> Option<Fingerprint> {
+        self.with_existing(key, |entry, grants| Fingerprint {
+            reports: entry
+                .reports
+                .iter()
+                .map(|(name, r)| {
+                    let fresh = now.saturating_sub(r.received_at) <= stale_after_ms;
+                    (name.clone(), steady_part(&r.report), fresh)
+                })
+                .collect(),
+            registrations: entry.registrations.keys().cloned().collect(),
+            grant: grants.in_flight(key, now).map(|g| g.id.clone()),
+            backup_requested: entry.backups.requested_at,
+            backups_finished: entry.backups.finished,
+            delete_requested: entry.delete_requested.clone(),
+        })
     }
 
     /// Every known cluster.

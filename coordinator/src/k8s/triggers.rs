@@ -4,12 +4,12 @@
 //! second from every member).
 
 use std::{
-    collections::{BTreeSet, HashMap},
+    collections::HashMap,
     hash::{DefaultHasher, Hash, Hasher},
     time::Duration,
 };
 
-use etcd_operator::{ClusterKey, grant::UnixMillis, proto::HealthReport};
+use etcd_operator::ClusterKey;
 use futures::Stream;
 use kube::{
     ResourceExt,
@@ -20,7 +20,7 @@ use kube::{
 use super::ANNOTATION_BACKUP_NOW;
 use crate::{
     plan::Policy,
-    registry::{Registry, now_ms, steady_part},
+    registry::{Fingerprint, Registry, now_ms},
 };
 
 /// The annotations a reconcile reads from the `EtcdCluster`. (The next-ordinal annotation
@@ -46,42 +46,6 @@ pub fn cluster_changed(obj: &DynamicObject) -> Option<u64> {
         .hash(&mut hasher);
     obj.finalizers().hash(&mut hasher);
     Some(hasher.finish())
-}
-
-/// What the coordinator holds for a cluster, reduced to what a reconcile acts on or shows.
-#[derive(Debug, Default, PartialEq)]
-struct Fingerprint {
-    /// Each member's report without what moves on its own (raft index and term,
-    /// revision, size, when it was observed, etcd's pid), and whether it is fresh.
-    reports: Vec<(String, HealthReport, bool)>,
-    registrations: BTreeSet<String>,
-    grant: Option<String>,
-    backup_requested: Option<UnixMillis>,
-    backups_finished: u64,
-    delete_requested: BTreeSet<String>,
-}
-
-fn fingerprint(
-    registry: &Registry,
-    key: &ClusterKey,
-    now: UnixMillis,
-    policy: &Policy,
-) -> Option<Fingerprint> {
-    registry.with_existing(key, |entry, grants| Fingerprint {
-        reports: entry
-            .reports
-            .iter()
-            .map(|(name, r)| {
-                let fresh = now.saturating_sub(r.received_at) <= policy.report_stale_after_ms;
-                (name.clone(), steady_part(&r.report), fresh)
-            })
-            .collect(),
-        registrations: entry.registrations.keys().cloned().collect(),
-        grant: grants.in_flight(key, now).map(|g| g.id.clone()),
-        backup_requested: entry.backups.requested_at,
-        backups_finished: entry.backups.finished,
-        delete_requested: entry.delete_requested.clone(),
-    })
 }
 
 /// Clusters (of `namespace`, or of every namespace) whose reports, registrations, grant or
@@ -117,7 +81,9 @@ pub fn report_changes(
                         .collect();
                     seen.retain(|k, _| keys.contains(k));
                     for key in keys {
-                        let Some(print) = fingerprint(&registry, &key, now, &policy) else {
+                        let Some(print) =
+                            registry.fingerprint(&key, now, policy.report_stale_after_ms)
+                        else {
                             continue;
                         };
                         match seen.get(&key) {
@@ -144,6 +110,7 @@ pub fn report_changes(
 mod tests {
     use super::*;
     use crate::registry::ReceivedReport;
+    use etcd_operator::proto::HealthReport;
     use futures::StreamExt;
     use serde_json::json;
 

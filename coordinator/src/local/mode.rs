@@ -1,8 +1,10 @@
 //! `etcd-coordinator local`: the coordinator with the local runtime, driven by manifest
 //! files re-read when they change.
 //!
-//! Pipeline per cluster, every interval or when something changes: read manifests (no
-//! client) -> reconcile (observe, plan, act, status) -> print progress for people.
+//! Pipeline per cluster, when something changes (the spec, a report that matters, a report
+//! going stale, a grant, a request), soon while the planner acts or waits, and at a resync
+//! (10 s) when settled: read manifests (no client) -> reconcile (observe, plan, act,
+//! status) -> print progress for people.
 
 use std::{collections::BTreeMap, net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
@@ -16,7 +18,7 @@ use super::{LocalPki, LocalRuntime, MemberNetns, SidecarCommand};
 use crate::{
     controller::ClusterController,
     plan::{Phase, Policy},
-    registry::Registry,
+    registry::{Registry, now_ms},
     security::ControlPlane,
     server,
 };
@@ -42,8 +44,12 @@ pub struct LocalOptions {
     pub sidecar: SidecarCommand,
     /// Planner tunables.
     pub policy: Policy,
-    /// How often each cluster is reconciled when nothing wakes it.
+    /// How often a cluster is reconciled when nothing wakes it while the planner acts or
+    /// waits.
     pub interval: Duration,
+    /// How often a settled cluster is reconciled when nothing it acts on changes (checked
+    /// every [`REPORT_CHECK`], in memory): the resync.
+    pub resync: Duration,
     /// Print progress lines on standard output.
     pub progress: bool,
     /// Where `/healthz`, `/readyz` and `/metrics` are served (none when not set).
@@ -327,19 +333,189 @@ async fn cluster_loop(
             announced = ready;
         }
         // Event-driven: a report that matters, a grant released, an operator's request
-        // or a spec change reconciles at once; the interval is only a resync. Right after
-        // an action the next look comes at once (what it started shows in the reports; a
-        // step that needs no report, as a removal before the replacement's creation, is
-        // not held up).
-        let wait = match (&outcome.error, outcome.plan.action.changes_something()) {
-            (None, true) => Duration::from_millis(20),
-            (Some(_), true) => Duration::from_millis(200),
-            _ => opts.interval,
+        // or a spec change reconciles at once. Right after an action the next look comes
+        // at once (what it started shows in the reports; a step that needs no report, as a
+        // removal before the replacement's creation, is not held up). A settled cluster is
+        // looked at again when what it acts on changes (a report going stale included),
+        // else at the resync or its next scheduled backup.
+        let next_backup = registry
+            .with_existing(&key, |entry, _| entry.backups.next_due)
+            .flatten();
+        let look = next_look(&outcome, opts.interval, opts.resync, next_backup, now_ms());
+        drop(outcome);
+        match look {
+            NextLook::After(wait) => {
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = spec.changed() => {}
+                    _ = wake.notified() => {}
+                }
+            }
+            NextLook::WhenChanged { resync } => {
+                let stale_after = opts.policy.report_stale_after_ms;
+                let seen = registry.fingerprint(&key, now_ms(), stale_after);
+                let until = tokio::time::Instant::now() + resync;
+                loop {
+                    let left = until.saturating_duration_since(tokio::time::Instant::now());
+                    if left.is_zero() {
+                        break;
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(left.min(REPORT_CHECK)) => {}
+                        _ = spec.changed() => break,
+                        _ = wake.notified() => break,
+                    }
+                    if registry.fingerprint(&key, now_ms(), stale_after) != seen {
+                        break;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// How often a settled cluster's loop compares what it acts on with what it last saw.
+pub const REPORT_CHECK: Duration = Duration::from_secs(1);
+
+/// When a cluster's loop looks again if nothing wakes it before.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum NextLook {
+    /// A pass after this long.
+    After(Duration),
+    /// Settled: a pass once what the reconciler acts on changes, or after `resync`.
+    WhenChanged { resync: Duration },
+}
+
+/// Soon after an action (20 ms; 200 ms when it failed); after `interval` while the planner
+/// waits or a pass failed; when settled, once something changes or at the resync, or at the
+/// next scheduled backup when that comes first (`now`, `next_backup`: milliseconds).
+fn next_look(
+    outcome: &crate::controller::Outcome,
+    interval: Duration,
+    resync: Duration,
+    next_backup: Option<i64>,
+    now: i64,
+) -> NextLook {
+    match (&outcome.error, outcome.plan.action.changes_something()) {
+        (None, true) => return NextLook::After(Duration::from_millis(20)),
+        (Some(_), true) => return NextLook::After(Duration::from_millis(200)),
+        (Some(_), false) => return NextLook::After(interval),
+        (None, false) => {}
+    }
+    if !outcome.plan.settled() {
+        return NextLook::After(interval);
+    }
+    let resync = match next_backup {
+        Some(due) => {
+            let wait = Duration::from_millis(u64::try_from(due.saturating_sub(now)).unwrap_or(0));
+            wait.clamp(interval.min(resync), resync)
+        }
+        None => resync,
+    };
+    NextLook::WhenChanged { resync }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        controller::Outcome,
+        plan::{Action, Plan, WaitReason},
+    };
+
+    fn outcome(action: Action, phase: Phase, error: Option<&str>) -> Outcome {
+        Outcome {
+            plan: Plan {
+                action,
+                phase,
+                warnings: Vec::new(),
+            },
+            status: Default::default(),
+            error: error.map(String::from),
+        }
+    }
+
+    #[test]
+    fn a_settled_cluster_waits_for_a_change_and_a_busy_one_looks_again_soon() {
+        const S: Duration = Duration::from_secs(1);
+        const RESYNC: Duration = Duration::from_secs(10);
+        const NOW: i64 = 1_000_000;
+        let compact = || Action::Compact {
+            name: "m0".into(),
+            revision: 9,
         };
-        tokio::select! {
-            _ = tokio::time::sleep(wait) => {}
-            _ = spec.changed() => {}
-            _ = wake.notified() => {}
+        let waiting = || Action::Wait {
+            reason: WaitReason::MemberJoining("m2".into()),
+        };
+        let refused = || Action::RefuseSpec {
+            message: "size: must be at least 1".into(),
+        };
+        let cases: Vec<(&str, Outcome, Option<i64>, NextLook)> = vec![
+            (
+                "an action: at once",
+                outcome(compact(), Phase::Running, None),
+                None,
+                NextLook::After(Duration::from_millis(20)),
+            ),
+            (
+                "an action that failed: a little later",
+                outcome(compact(), Phase::Running, Some("unreachable")),
+                None,
+                NextLook::After(Duration::from_millis(200)),
+            ),
+            (
+                "a wait: the interval",
+                outcome(waiting(), Phase::Scaling, None),
+                None,
+                NextLook::After(S),
+            ),
+            (
+                "a pass that failed while steady: the interval",
+                outcome(Action::Steady, Phase::Running, Some("status not written")),
+                None,
+                NextLook::After(S),
+            ),
+            (
+                "steady but not Running (a phase still to settle): the interval",
+                outcome(Action::Steady, Phase::Degraded, None),
+                None,
+                NextLook::After(S),
+            ),
+            (
+                "steady and Running: on a change, else at the resync",
+                outcome(Action::Steady, Phase::Running, None),
+                None,
+                NextLook::WhenChanged { resync: RESYNC },
+            ),
+            (
+                "a refused spec: on a change too",
+                outcome(refused(), Phase::Invalid, None),
+                None,
+                NextLook::WhenChanged { resync: RESYNC },
+            ),
+            (
+                "a backup due before the resync: at its time",
+                outcome(Action::Steady, Phase::Running, None),
+                Some(NOW + 4_000),
+                NextLook::WhenChanged {
+                    resync: Duration::from_secs(4),
+                },
+            ),
+            (
+                "a backup due after the resync: the resync",
+                outcome(Action::Steady, Phase::Running, None),
+                Some(NOW + 60_000),
+                NextLook::WhenChanged { resync: RESYNC },
+            ),
+            (
+                "a backup overdue: not sooner than the interval",
+                outcome(Action::Steady, Phase::Running, None),
+                Some(NOW - 5_000),
+                NextLook::WhenChanged { resync: S },
+            ),
+        ];
+        for (name, o, next_backup, want) in cases {
+            assert_eq!(next_look(&o, S, RESYNC, next_backup, NOW), want, "{name}");
         }
     }
 }

@@ -627,6 +627,73 @@ async fn an_etcd_that_keeps_exiting_is_replaced_after_dead_after() {
     );
 }
 
+/// A replacement whose etcd never starts: its client port is taken by another process
+/// after the runtime picked it (while etcd refuses its MemberAdd, for 5 s after the removal
+/// it replaces). Its join cannot finish and gives up, letting go of its grant; once its etcd
+/// has kept exiting for the dead-after (counted across the join's attempts), it is removed
+/// and another ordinal, on other ports, takes its place. One change at a time, no
+/// acknowledged write lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replacement_whose_port_is_taken_before_it_starts_is_replaced_in_turn() {
+    const DEAD_AFTER: Duration = Duration::from_secs(5);
+    let _serial = serial_guard();
+    let c = start(example_options().dead_after_secs(DEAD_AFTER.as_secs())).await;
+    let before = ok(&c, c.wait_running(3, VERSION, FORM).await);
+    let monitor = ClusterMonitor::start(&c);
+    let writer = Writer::start(c.live_endpoints());
+    ok(&c, writer.wait_acked(25, Duration::from_secs(20)).await);
+
+    let victim = follower(&before);
+    ok(&c, c.delete_member(&victim));
+    let stuck = c.member_name(3);
+    let asked = std::time::Instant::now();
+    let port = loop {
+        if let Some(m) = c.member(&stuck) {
+            break m.client_port;
+        }
+        assert!(
+            asked.elapsed() < Duration::from_secs(5),
+            "{stuck} not created within 5 s of the deletion: {:?}",
+            c.members()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    let squatter = std::net::TcpListener::bind(("127.0.0.1", port))
+        .unwrap_or_else(|e| panic!("{stuck}'s client port {port} taken before it: {e}"));
+    let next = c.member_name(4);
+    let after = wait_replaced(&c, &stuck, &next).await;
+    let replaced_after = asked.elapsed();
+    assert!(
+        replaced_after >= DEAD_AFTER,
+        "{stuck} replaced {replaced_after:?} after its creation, before the dead-after"
+    );
+    eprintln!("{stuck} replaced by {next} {replaced_after:?} after its creation");
+    let ports = c.member(&next).map(|m| m.client_port);
+    assert_ne!(
+        ports,
+        Some(port),
+        "{next} took the port held by another process"
+    );
+    drop(squatter);
+    // Its join let go of the grant once its etcd had kept exiting, rather than holding it
+    // (and every change of the cluster) until its minute-long start deadline.
+    let logs = c.logs(600);
+    assert!(
+        logs.contains("etcd cannot start: it has kept exiting")
+            && logs.contains("address already in use"),
+        "the join gave up, saying why:\n{logs}"
+    );
+    ok(&c, writer.wait_acked(25, Duration::from_secs(20)).await);
+    let log = writer.stop().await;
+    ok(&c, monitor.assert_one_change_at_a_time());
+    ok(&c, verify_acked(&endpoints_of(&after), &log.acked).await);
+    assert!(
+        log.failures.is_empty(),
+        "writes failed although a quorum was up: {:?}",
+        log.failures
+    );
+}
+
 /// 3c: the walk-through's step 5 in local mode: `etcd-coordinator delete-member` deletes
 /// `-0002` with its data and `-0003` replaces it. Asking for a member that does not exist,
 /// or from a state directory that is not the coordinator's, is refused and changes nothing.

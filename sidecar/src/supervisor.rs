@@ -47,8 +47,9 @@ pub struct ProcessState {
     /// True while etcd is meant to run.
     pub wanted: bool,
     /// When etcd first exited on its own in the present run of failures, milliseconds since
-    /// the Unix epoch: kept across restarts that end again, cleared by a run of
-    /// `STABLE_RUN` or a start or stop on request.
+    /// the Unix epoch: kept across restarts that end again, and across a start on request
+    /// that follows them (a join tried again on the same ports fails as before); cleared by
+    /// a run of `STABLE_RUN` or a stop on request.
     pub failing_since_unix_ms: Option<i64>,
 }
 
@@ -134,7 +135,6 @@ async fn supervise(
                             state.send_modify(|s| {
                                 s.pid = Some(pid);
                                 s.wanted = true;
-                                s.failing_since_unix_ms = None;
                             });
                             let _ = done.send(Ok(pid));
                         }
@@ -379,6 +379,21 @@ mod tests {
         .unwrap()
         .clone();
         assert_eq!(again.failing_since_unix_ms, Some(first), "{again:?}");
+        // Started again on request (a join tried again) and failing as before: the run of
+        // failures goes on.
+        let pid = supervisor
+            .start(vec!["-c".into(), script.into()])
+            .await
+            .unwrap();
+        let asked = timeout(
+            Duration::from_secs(10),
+            state.wait_for(|s| s.pid != Some(pid)),
+        )
+        .await
+        .expect("the exit of the run asked for")
+        .unwrap()
+        .clone();
+        assert_eq!(asked.failing_since_unix_ms, Some(first), "{asked:?}");
         supervisor.stop().await;
         assert_eq!(
             supervisor.state().borrow().failing_since_unix_ms,

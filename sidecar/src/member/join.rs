@@ -97,7 +97,8 @@ impl Member {
         self.run_etcd(&Bootstrap::Existing { members }).await?;
         self.learn_ids(member_id, cluster_id);
         self.learn_cluster_urls(client_urls);
-        self.wait_local_ready().await?;
+        self.wait_local_ready_unless_failing(Some(super::JOIN_START_FAILING))
+            .await?;
         self.promote(client, member_id).await?;
         Ok(member_id)
     }

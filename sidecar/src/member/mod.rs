@@ -49,6 +49,11 @@ pub use maintenance::MaintenanceOutcome;
 
 /// How long a start waits for etcd to answer.
 const ETCD_READY_DEADLINE: Duration = Duration::from_secs(60);
+/// How long a joining member's etcd may keep exiting before the join gives up and lets go
+/// of its grant. A join cannot finish on an etcd that cannot start (its port taken by
+/// another process, say), and the grant it holds would keep the coordinator from replacing
+/// the member, which it does once that etcd has kept exiting for the dead-after.
+const JOIN_START_FAILING: Duration = Duration::from_secs(3);
 /// How often a starting etcd is asked whether it answers.
 const LOCAL_READY_POLL: Duration = Duration::from_millis(20);
 /// How long a leadership transfer may take.
@@ -272,6 +277,15 @@ impl Member {
 
     /// Waits until the local etcd answers Status; returns (member id, cluster id).
     async fn wait_local_ready(&self) -> Result<(u64, u64), SidecarError> {
+        self.wait_local_ready_unless_failing(None).await
+    }
+
+    /// [`Self::wait_local_ready`], giving up once etcd is down and has kept exiting for
+    /// `failing` (when given).
+    async fn wait_local_ready_unless_failing(
+        &self,
+        failing: Option<Duration>,
+    ) -> Result<(u64, u64), SidecarError> {
         let deadline = Instant::now() + ETCD_READY_DEADLINE;
         let local = [self.cfg.client_url.clone()];
         loop {
@@ -285,6 +299,19 @@ impl Member {
                 return Err(SidecarError::Timeout(
                     "etcd did not answer after starting".into(),
                 ));
+            }
+            if let Some(limit) = failing {
+                let process = self.supervisor.state().borrow().clone();
+                if let Some(since) = process.failing_since_unix_ms
+                    && process.pid.is_none()
+                    && now_unix_ms().saturating_sub(since) >= limit.as_millis() as i64
+                {
+                    return Err(SidecarError::Refused(format!(
+                        "etcd cannot start: it has kept exiting for {} ms ({})",
+                        now_unix_ms().saturating_sub(since),
+                        process.last_exit.unwrap_or_default()
+                    )));
+                }
             }
             // A refused connection to the local etcd costs nothing: looked at often, the
             // next step (a promotion, a report) follows etcd's start closely.

@@ -557,6 +557,39 @@ async fn a_member_whose_data_is_gone_is_replaced_by_a_new_ordinal() {
     );
 }
 
+/// A 3-member cluster Running (members dead after `dead_after`), watched for changes in
+/// flight, under writes of which 25 are acknowledged.
+async fn running_under_writes(
+    dead_after: Duration,
+) -> (LocalCoordinator, ClusterStatus, ClusterMonitor, Writer) {
+    let c = start(example_options().dead_after_secs(dead_after.as_secs())).await;
+    let before = ok(&c, c.wait_running(3, VERSION, FORM).await);
+    let monitor = ClusterMonitor::start(&c);
+    let writer = Writer::start(c.live_endpoints());
+    ok(&c, writer.wait_acked(25, Duration::from_secs(20)).await);
+    (c, before, monitor, writer)
+}
+
+/// After a change, writes are acknowledged again; then: one change at a time throughout,
+/// every acknowledged write read back from `after`'s members, and none failed (a quorum
+/// was up all along).
+async fn assert_safe_through(
+    c: &LocalCoordinator,
+    writer: Writer,
+    monitor: ClusterMonitor,
+    after: &ClusterStatus,
+) {
+    ok(c, writer.wait_acked(25, Duration::from_secs(20)).await);
+    let log = writer.stop().await;
+    ok(c, monitor.assert_one_change_at_a_time());
+    ok(c, verify_acked(&endpoints_of(after), &log.acked).await);
+    assert!(
+        log.failures.is_empty(),
+        "writes failed although a quorum was up: {:?}",
+        log.failures
+    );
+}
+
 /// 3b': a member whose sidecar runs but whose etcd cannot start on its data (here its
 /// client port taken by another process, so every start ends at once) is dead once it has
 /// kept exiting for the dead-after time from its first exit, not before: it is removed and
@@ -565,11 +598,7 @@ async fn a_member_whose_data_is_gone_is_replaced_by_a_new_ordinal() {
 async fn an_etcd_that_keeps_exiting_is_replaced_after_dead_after() {
     const DEAD_AFTER: Duration = Duration::from_secs(5);
     let _serial = serial_guard();
-    let c = start(example_options().dead_after_secs(DEAD_AFTER.as_secs())).await;
-    let before = ok(&c, c.wait_running(3, VERSION, FORM).await);
-    let monitor = ClusterMonitor::start(&c);
-    let writer = Writer::start(c.live_endpoints());
-    ok(&c, writer.wait_acked(25, Duration::from_secs(20)).await);
+    let (c, before, monitor, writer) = running_under_writes(DEAD_AFTER).await;
 
     let victim = follower(&before);
     let url =
@@ -616,15 +645,7 @@ async fn an_etcd_that_keeps_exiting_is_replaced_after_dead_after() {
             && logs.contains("address already in use"),
         "removed, saying why:\n{logs}"
     );
-    ok(&c, writer.wait_acked(25, Duration::from_secs(20)).await);
-    let log = writer.stop().await;
-    ok(&c, monitor.assert_one_change_at_a_time());
-    ok(&c, verify_acked(&endpoints_of(&after), &log.acked).await);
-    assert!(
-        log.failures.is_empty(),
-        "writes failed although a quorum was up: {:?}",
-        log.failures
-    );
+    assert_safe_through(&c, writer, monitor, &after).await;
 }
 
 /// A replacement whose etcd never starts: its client port is taken by another process
@@ -637,11 +658,7 @@ async fn an_etcd_that_keeps_exiting_is_replaced_after_dead_after() {
 async fn a_replacement_whose_port_is_taken_before_it_starts_is_replaced_in_turn() {
     const DEAD_AFTER: Duration = Duration::from_secs(5);
     let _serial = serial_guard();
-    let c = start(example_options().dead_after_secs(DEAD_AFTER.as_secs())).await;
-    let before = ok(&c, c.wait_running(3, VERSION, FORM).await);
-    let monitor = ClusterMonitor::start(&c);
-    let writer = Writer::start(c.live_endpoints());
-    ok(&c, writer.wait_acked(25, Duration::from_secs(20)).await);
+    let (c, before, monitor, writer) = running_under_writes(DEAD_AFTER).await;
 
     let victim = follower(&before);
     ok(&c, c.delete_member(&victim));
@@ -683,15 +700,7 @@ async fn a_replacement_whose_port_is_taken_before_it_starts_is_replaced_in_turn(
             && logs.contains("address already in use"),
         "the join gave up, saying why:\n{logs}"
     );
-    ok(&c, writer.wait_acked(25, Duration::from_secs(20)).await);
-    let log = writer.stop().await;
-    ok(&c, monitor.assert_one_change_at_a_time());
-    ok(&c, verify_acked(&endpoints_of(&after), &log.acked).await);
-    assert!(
-        log.failures.is_empty(),
-        "writes failed although a quorum was up: {:?}",
-        log.failures
-    );
+    assert_safe_through(&c, writer, monitor, &after).await;
 }
 
 /// 3c: the walk-through's step 5 in local mode: `etcd-coordinator delete-member` deletes

@@ -11,8 +11,10 @@
 #![forbid(unsafe_code)]
 
 pub mod backup;
+pub mod durable;
 pub mod etcd_bin;
 pub mod etcd_error;
+pub mod failpoints;
 pub mod fuzzing;
 pub mod grant;
 pub mod identity;

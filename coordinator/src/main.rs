@@ -251,6 +251,7 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     etcd_operator::tls::install_default_provider();
+    etcd_operator::failpoints::setup();
     match cli.command {
         Command::Local {
             path,

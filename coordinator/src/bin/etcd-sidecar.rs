@@ -33,6 +33,7 @@ async fn main() -> anyhow::Result<()> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     etcd_operator::tls::install_default_provider();
+    etcd_operator::failpoints::setup();
     let cli = Cli::parse();
     match cli.command {
         Command::Run(args) => {

@@ -49,9 +49,21 @@ pub struct GrantTable {
     given: HashMap<ClusterKey, u64>,
 }
 
-/// How long a grant lasts by default: long enough for a learner to catch up on a busy
-/// cluster, short enough that a sidecar that died holding one does not block for long.
-pub const DEFAULT_GRANT_TTL: Duration = Duration::from_secs(120);
+/// How long a grant lasts after it is given or last renewed: a lease its holder renews
+/// every [`GRANT_RENEW_EVERY`] for as long as it works on its change, however long that is
+/// (a learner catching up on a large database, a defragmentation). A holder that died, or
+/// that cannot reach the coordinator, lets it lapse within this; the holder itself stops
+/// before its next membership call once its own measure of the lease runs out, which comes
+/// before the coordinator's (it counts from when it sent the renewal).
+pub const GRANT_LEASE: Duration = Duration::from_secs(15);
+
+/// The longest a sidecar waits before it opens its stream of health reports to the
+/// coordinator again (its backoff after a broken stream doubles up to this).
+pub const REPORT_RECONNECT_MAX: Duration = Duration::from_secs(5);
+
+/// How often the holder of a grant renews it: a few renewals may fail in a row before the
+/// lease lapses.
+pub const GRANT_RENEW_EVERY: Duration = Duration::from_secs(3);
 
 impl GrantTable {
     /// A table whose grants last `ttl`.
@@ -165,17 +177,89 @@ impl GrantTable {
             .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
     }
 
-    /// Gives a grant back by id, or, for an adopted grant, by its holder's name.
+    /// Whether `member` holds the grant in flight named `grant_id`: its id (or, for an
+    /// adopted grant, whose holder knows it under another id, any id) and its member.
+    fn held_by(g: &MembershipGrant, grant_id: &str, member: &str) -> bool {
+        !member.is_empty() && g.member == member && (g.id == grant_id || g.adopted)
+    }
+
+    /// Its holder gives a grant back: only the member it was given to releases it.
     pub fn release_by(&mut self, cluster: &ClusterKey, grant_id: &str, member: &str) -> bool {
         match self.in_flight.get(cluster) {
-            Some(g)
-                if g.id == grant_id || (g.adopted && !member.is_empty() && g.member == member) =>
-            {
+            Some(g) if Self::held_by(g, grant_id, member) => {
                 self.in_flight.remove(cluster);
                 true
             }
             _ => false,
         }
+    }
+
+    /// Its holder renews a grant: it lasts another lease from `now`. Refused when it is not
+    /// the grant in flight (it lapsed, was released, or is another's).
+    pub fn renew(
+        &mut self,
+        cluster: &ClusterKey,
+        grant_id: &str,
+        member: &str,
+        now: UnixMillis,
+    ) -> Result<MembershipGrant, GrantRefusal> {
+        let ttl = self.ttl.as_millis() as i64;
+        match self.in_flight(cluster, now).cloned() {
+            Some(g) if Self::held_by(&g, grant_id, member) => {
+                let renewed = MembershipGrant {
+                    expires_at: now + ttl,
+                    ..g
+                };
+                self.in_flight.insert(cluster.clone(), renewed.clone());
+                Ok(renewed)
+            }
+            other => Err(GrantRefusal {
+                reason: match other {
+                    Some(g) => format!(
+                        "grant {grant_id} is not in flight: {} ({} of {}) is",
+                        g.id,
+                        kind_name(g.kind),
+                        g.member
+                    ),
+                    None => {
+                        format!("grant {grant_id} is not in flight (it lapsed or was released)")
+                    }
+                },
+                retry_after: Duration::from_millis(500),
+            }),
+        }
+    }
+
+    /// Puts back a grant given before this table was made (read from the durable record
+    /// after a restart), with a new lease from `now` for its holder to renew it. Replaces
+    /// nothing already in flight.
+    pub fn restore(
+        &mut self,
+        cluster: &ClusterKey,
+        grant_id: &str,
+        member: &str,
+        kind: ChangeKind,
+        issued_at: UnixMillis,
+        now: UnixMillis,
+    ) -> MembershipGrant {
+        if let Some(current) = self.in_flight(cluster, now) {
+            return current.clone();
+        }
+        let grant = MembershipGrant {
+            id: grant_id.to_string(),
+            member: member.to_string(),
+            kind,
+            issued_at,
+            expires_at: now + self.ttl.as_millis() as i64,
+            adopted: false,
+        };
+        self.in_flight.insert(cluster.clone(), grant.clone());
+        grant
+    }
+
+    /// How long a grant lasts after it is given or renewed.
+    pub fn lease(&self) -> Duration {
+        self.ttl
     }
 
     /// Gives a grant back. False when it is not the one in flight (expired or unknown).
@@ -210,8 +294,23 @@ impl GrantTable {
 
 impl Default for GrantTable {
     fn default() -> Self {
-        Self::new(DEFAULT_GRANT_TTL)
+        Self::new(GRANT_LEASE)
     }
+}
+
+/// The change kind a word of [`kind_name`] names.
+pub fn kind_from_name(name: &str) -> Option<ChangeKind> {
+    [
+        ChangeKind::Bootstrap,
+        ChangeKind::Add,
+        ChangeKind::Remove,
+        ChangeKind::Replace,
+        ChangeKind::Upgrade,
+        ChangeKind::ForceNewCluster,
+        ChangeKind::Defragment,
+    ]
+    .into_iter()
+    .find(|k| kind_name(*k) == name)
 }
 
 /// A word for people.
@@ -326,10 +425,69 @@ mod tests {
             !t.release_by(&key(), "other", "c-0005"),
             "a given grant releases by id only"
         );
-        assert!(t.release_by(&key(), &given.id, ""));
+        assert!(
+            !t.release_by(&key(), &given.id, "c-0001"),
+            "only its holder releases a grant"
+        );
+        assert!(!t.release_by(&key(), &given.id, ""));
+        assert!(t.release_by(&key(), &given.id, "c-0005"));
         assert!(
             t.request(&key(), "c-0001", ChangeKind::Unspecified, 1)
                 .is_err()
         );
+    }
+
+    #[test]
+    fn a_grant_lasts_while_its_holder_renews_it_and_not_a_moment_longer() {
+        let mut t = GrantTable::new(Duration::from_secs(10));
+        let g = t.request(&key(), "c-0001", ChangeKind::Add, 0).unwrap();
+        // Renewed by its holder, again and again, well past its first lease.
+        for now in [5_000, 14_000, 23_000, 32_000] {
+            let renewed = t.renew(&key(), &g.id, "c-0001", now).unwrap();
+            assert_eq!(renewed.expires_at, now + 10_000);
+        }
+        assert!(t.in_flight(&key(), 41_999).is_some());
+        // Nobody else renews it.
+        assert!(t.renew(&key(), &g.id, "c-0002", 40_000).is_err());
+        // Once it lapsed it cannot be renewed, and another grant may be given.
+        assert!(t.in_flight(&key(), 42_000).is_none());
+        let refused = t.renew(&key(), &g.id, "c-0001", 42_001).unwrap_err();
+        assert!(refused.reason.contains("lapsed"), "{}", refused.reason);
+        let other = t
+            .request(&key(), "c-0002", ChangeKind::Remove, 42_002)
+            .unwrap();
+        let refused = t.renew(&key(), &g.id, "c-0001", 42_003).unwrap_err();
+        assert!(refused.reason.contains(&other.id), "{}", refused.reason);
+    }
+
+    #[test]
+    fn a_grant_from_the_record_is_put_back_with_a_new_lease_and_its_old_id() {
+        let mut t = GrantTable::with_epoch(Duration::from_secs(10), 9);
+        let g = t.restore(&key(), "c-3-7", "c-0001", ChangeKind::Add, 100, 50_000);
+        assert_eq!(
+            (g.id.as_str(), g.issued_at, g.expires_at),
+            ("c-3-7", 100, 60_000)
+        );
+        assert!(!g.adopted);
+        // Its holder renews and releases it under the id it knows.
+        assert!(t.renew(&key(), "c-3-7", "c-0001", 55_000).is_ok());
+        assert!(
+            t.request(&key(), "c-0002", ChangeKind::Add, 56_000)
+                .is_err()
+        );
+        assert!(t.release_by(&key(), "c-3-7", "c-0001"));
+        // Put back over nothing: a grant in flight is kept.
+        let given = t
+            .request(&key(), "c-0002", ChangeKind::Add, 57_000)
+            .unwrap();
+        assert_eq!(
+            t.restore(&key(), "c-3-8", "c-0003", ChangeKind::Remove, 1, 57_001),
+            given
+        );
+        assert_eq!(
+            kind_from_name("force-new-cluster"),
+            Some(ChangeKind::ForceNewCluster)
+        );
+        assert_eq!(kind_from_name("nothing"), None);
     }
 }

@@ -169,6 +169,9 @@ fn pass(registry: &Registry, clusters: &[Simulated], now: i64) -> usize {
             recovery_backup: None,
             maintenance: Default::default(),
             bootstrap: None,
+            created: true,
+            abandoning: vec![],
+            kept: vec![],
             now,
             policy: Policy::default(),
         };

@@ -30,6 +30,7 @@ use crate::{
         self, Action, EtcdMember, MemberReport, Observed, Phase, Plan, Policy, ReportedPhase,
         RuntimeMember,
     },
+    record::{BootstrapRecord, Created, DecisionRecord, GrantRecord, RestoreDecision},
     registry::{ForcedRecovery, InitialBootstrap, Registry, now_ms},
     runtime::{MemberInfo, Runtime, RuntimeError},
 };
@@ -109,6 +110,9 @@ pub enum ActError {
     /// This coordinator cannot show that it still leads: it does nothing.
     #[error("this coordinator does not lead now: nothing done")]
     NotLeading,
+    /// The decision this act depends on could not be written down: it is not done.
+    #[error("{0}")]
+    Record(#[from] crate::record::RecordError),
 }
 
 impl ActError {
@@ -122,6 +126,7 @@ impl ActError {
             Self::Timeout(_) => "timeout",
             Self::Backup(_) => "backup",
             Self::NotLeading => "not_leading",
+            Self::Record(_) => "record",
         }
     }
 }
@@ -356,58 +361,72 @@ impl<R: Runtime> ClusterController<R> {
         &self,
         resource: &EtcdCluster,
     ) -> Result<(Observed, Vec<MemberInfo>), RuntimeError> {
+        // The durable record first: a cluster whose record cannot be read is not acted on.
+        let mut record = self.registry.record(&self.key).await?;
         let infos = self.runtime.members(&self.key).await?;
-        let next_ordinal = self.runtime.next_ordinal(&self.key).await?;
+        let mut next_ordinal = self.runtime.next_ordinal(&self.key).await?;
         self.runtime.note_spec(&self.key, &resource.spec).await;
-        let (reports, delete_requested, upgrades, maintenance) =
+        // Survivors of a lost cluster kept, with their data, until its restore runs: not
+        // members of the cluster being restored.
+        let kept: Vec<String> = record
+            .recovery
+            .as_ref()
+            .map(|r| r.kept.clone())
+            .unwrap_or_default();
+        let now = now_ms();
+        let spec_version = resource
+            .spec
+            .version
+            .parse()
+            .unwrap_or(etcd_operator::version::DEFAULT_VERSION);
+        let infos = observed_members(infos, &record, &self.key.name, spec_version, |name| {
             self.registry.with(&self.key, |entry, _| {
-                entry.runtime_members = infos.iter().map(|m| m.name.clone()).collect();
-                // Several members created as seeds are the initial members of a static
-                // bootstrap; one alone is the seed of a cluster grown by learners.
-                let seeds: Vec<&MemberInfo> = infos.iter().filter(|m| m.seed).collect();
-                entry.seed = match seeds.as_slice() {
-                    [one] => Some(one.name.clone()),
-                    _ => None,
-                };
-                if let Some(initial) = entry.initial.as_mut()
-                    && initial.initial_cluster.is_empty()
-                    && let Some(list) = initial_cluster(&initial.names, &infos)
-                {
-                    initial.initial_cluster = list;
-                }
-                entry
-                    .reports
-                    .retain(|name, _| infos.iter().any(|m| &m.name == name));
-                entry
-                    .delete_requested
-                    .retain(|name| infos.iter().any(|m| &m.name == name));
-                // An upgrade step is done once its member reports healthy on its new version.
-                let reports = &entry.reports;
-                entry.upgrades.retain(|name, at| {
-                    infos.iter().any(|m| {
-                        &m.name == name
-                            && !reports.get(name).is_some_and(|r| {
-                                let mut report = MemberReport::from(&r.report);
-                                report.observed_at = r.received_at;
-                                report.healthy && plan::upgraded(&report, *at, m.version)
-                            })
-                    })
-                });
-                entry
-                    .maintenance
-                    .defragmented
-                    .retain(|name, _| infos.iter().any(|m| &m.name == name));
-                (
-                    entry.reports.clone(),
-                    entry.delete_requested.iter().cloned().collect(),
-                    entry.upgrades.clone(),
-                    entry.maintenance.clone(),
-                )
-            });
+                *entry.gone_since.entry(name.to_string()).or_insert(now)
+            })
+        });
+        // Never an ordinal the record handed out, whether or not the runtime made it.
+        next_ordinal = next_ordinal.max(record.next_ordinal);
+        if let Some(highest) = record
+            .members
+            .iter()
+            .chain(kept.iter())
+            .filter_map(|n| etcd_operator::naming::member_ordinal(&self.key.name, n))
+            .max()
+        {
+            next_ordinal = next_ordinal.max(highest.saturating_add(1));
+        }
+        let (reports, delete_requested, maintenance) = self.registry.with(&self.key, |entry, _| {
+            entry.runtime_members = infos.iter().map(|m| m.name.clone()).collect();
+            entry
+                .gone_since
+                .retain(|name, _| record.members.contains(name));
+            // Several members created as seeds are the initial members of a static
+            // bootstrap; one alone is the seed of a cluster grown by learners.
+            let seeds: Vec<&MemberInfo> = infos.iter().filter(|m| m.seed).collect();
+            entry.seed = match seeds.as_slice() {
+                [one] => Some(one.name.clone()),
+                _ => None,
+            };
+            entry
+                .reports
+                .retain(|name, _| infos.iter().any(|m| &m.name == name));
+            entry
+                .delete_requested
+                .retain(|name| infos.iter().any(|m| &m.name == name));
+            entry
+                .maintenance
+                .defragmented
+                .retain(|name, _| infos.iter().any(|m| &m.name == name));
+            (
+                entry.reports.clone(),
+                entry.delete_requested.iter().cloned().collect(),
+                entry.maintenance.clone(),
+            )
+        });
         // Read the member list from members that run, voters reported healthy first.
         let mut endpoints: Vec<String> = infos
             .iter()
-            .filter(|m| m.running)
+            .filter(|m| m.running && !m.client_url.is_empty())
             .map(|m| m.client_url.clone())
             .collect();
         endpoints.sort_by_key(|url| {
@@ -421,32 +440,34 @@ impl<R: Runtime> ClusterController<R> {
         } else {
             read_member_list(tls.as_ref(), &endpoints).await
         };
-        let now = now_ms();
+        record = self
+            .backfill_record(record, &infos, &reports, etcd_members.is_some(), resource)
+            .await?;
         let settle_until = now - self.registry.age_ms(now) + crate::service::RECOVERY_SETTLE_MS;
+        let upgrades = record.upgrades.clone();
         let grant = self.registry.with(&self.key, |entry, grants| {
             entry.cluster_exists = etcd_members.is_some();
-            // A static bootstrap begun before this coordinator (re)started, seen on its first
-            // observation: no cluster answers and several members were created as its initial
-            // members. It goes on under a new grant, with the same initial cluster and token
-            // (both follow from the members), so members told their role before the restart
-            // and after it start the same cluster.
-            if !entry.recovered && entry.initial.is_none() && etcd_members.is_none() {
-                let names: Vec<String> = infos
-                    .iter()
-                    .filter(|m| m.seed)
-                    .map(|m| m.name.clone())
-                    .collect();
-                if names.len() > 1 {
-                    info!(members = ?names, "a static bootstrap begun before this start goes on");
-                    entry.initial = Some(self.begin_bootstrap(
-                        grants,
-                        names,
-                        infos.as_slice(),
-                        resource.metadata.uid.as_deref(),
-                        now,
-                    ));
-                }
-            }
+            // The static bootstrap under way, as the record has it, with the initial cluster
+            // once the runtime knows every peer URL.
+            entry.initial = record
+                .bootstrap
+                .as_ref()
+                .filter(|b| !b.abandoning)
+                .map(|b| {
+                    let known = entry.initial.as_ref().filter(|i| i.names == b.names);
+                    InitialBootstrap {
+                        names: b.names.clone(),
+                        initial_cluster: initial_cluster(&b.names, &infos).unwrap_or_default(),
+                        token: b.token.clone(),
+                        grant_id: record
+                            .grant
+                            .as_ref()
+                            .filter(|g| g.kind == "bootstrap")
+                            .map(|g| g.id.clone())
+                            .unwrap_or_default(),
+                        began: known.and_then(|i| i.began).or(b.began),
+                    }
+                });
             crate::grants::recover(
                 entry,
                 grants,
@@ -459,28 +480,39 @@ impl<R: Runtime> ClusterController<R> {
             crate::grants::end_adopted(entry, grants, &self.key, etcd_members.as_deref(), now);
             grants.in_flight(&self.key, now).cloned()
         });
-        let members = infos
+        // An upgrade step is done once its member reports healthy on its new version.
+        let done_upgrades: Vec<String> = upgrades
             .iter()
-            .map(|info| RuntimeMember {
-                name: info.name.clone(),
-                ordinal: info.ordinal,
-                running: info.running,
-                down_since: info.down_since,
-                version: info.version,
-                report: reports.get(&info.name).map(|r| {
-                    let mut report = MemberReport::from(&r.report);
-                    // Freshness is judged on the coordinator's clock.
-                    report.observed_at = r.received_at;
-                    report
-                }),
-                data: info.data,
-                restart_on_request: info.restart_on_request,
-                restarts: info.restarts.count,
-                failing_since: info.restarts.failing_since,
-                upgraded_at: upgrades.get(&info.name).copied(),
-                defragmented_at: maintenance.defragmented.get(&info.name).copied(),
+            .filter(|(name, at)| {
+                infos.iter().all(|m| &m.name != *name)
+                    || infos.iter().any(|m| {
+                        &m.name == *name
+                            && reports.get(*name).is_some_and(|r| {
+                                let mut report = MemberReport::from(&r.report);
+                                report.observed_at = r.received_at;
+                                report.healthy && plan::upgraded(&report, **at, m.version)
+                            })
+                    })
             })
+            .map(|(name, _)| name.clone())
             .collect();
+        if !done_upgrades.is_empty() {
+            record = self
+                .registry
+                .decide(&self.key, |r| {
+                    r.upgrades.retain(|name, _| !done_upgrades.contains(name));
+                    r.clone()
+                })
+                .await?;
+        }
+        let members = planner_members(
+            &infos,
+            &reports,
+            &record,
+            &maintenance.defragmented,
+            &self.policy,
+            now,
+        );
         let storage = crate::backups::resolve_storage(
             resource.spec.backup_storage(),
             self.runtime.default_backup_storage(),
@@ -493,18 +525,21 @@ impl<R: Runtime> ClusterController<R> {
             track.next_due = crate::backups::next_scheduled(&resource.spec, since);
             storage.is_ok() && crate::backups::due(track, &resource.spec, started, now)
         });
-        let restore = match &resource.spec.restore {
-            Some(restore) if infos.is_empty() && etcd_members.is_none() => {
+        // The restore a cluster is created from: decided once (in the record, before its
+        // seed is created) and never looked up again; until then found and checked here.
+        let restore = match (&record.restore, &resource.spec.restore) {
+            (Some(decided), _) if !decided.done => Some(Ok(decided.source.backup.clone())),
+            (None, Some(restore)) if record.created.is_none() && infos.is_empty() => {
                 Some(self.resolve_restore(resource, restore).await)
             }
             _ => None,
         };
         // Looked up only when it may be needed: a member's data is gone, or a cluster that
-        // had members has none left (a restore interrupted between its two steps).
+        // was created has no member left.
         let recovery_backup = if resource.spec.quorum_loss()
             == etcd_operator::resource::QuorumLossPolicy::Restore
             && (infos.iter().any(|i| i.data == plan::MemberData::Gone)
-                || (infos.is_empty() && etcd_members.is_none() && next_ordinal > 0))
+                || (infos.is_empty() && etcd_members.is_none() && record.created.is_some()))
         {
             Some(
                 self.recovery_source(resource, "latest")
@@ -536,10 +571,113 @@ impl<R: Runtime> ClusterController<R> {
                     began: i.began,
                 })
             }),
+            abandoning: record
+                .bootstrap
+                .as_ref()
+                .filter(|b| b.abandoning)
+                .map(|b| b.names.clone())
+                .unwrap_or_default(),
+            created: record.created.is_some(),
+            kept,
             now,
             policy: self.policy,
         };
         Ok((observed, infos))
+    }
+
+    /// What the record learns from the world, written before anything acts on it: that a
+    /// cluster with members was created (by a coordinator of a version that kept no record,
+    /// or before a crash that lost nothing else), the static bootstrap such a coordinator
+    /// began, etcd's cluster id, and that a restore is done.
+    async fn backfill_record(
+        &self,
+        record: DecisionRecord,
+        infos: &[MemberInfo],
+        reports: &std::collections::BTreeMap<String, crate::registry::ReceivedReport>,
+        cluster_answers: bool,
+        resource: &EtcdCluster,
+    ) -> Result<DecisionRecord, RuntimeError> {
+        let abandoning = record.bootstrap.as_ref().is_some_and(|b| b.abandoning);
+        let present: Vec<String> = infos
+            .iter()
+            .filter(|i| i.data == plan::MemberData::Intact || i.running)
+            .map(|i| i.name.clone())
+            .collect();
+        let cluster_id = reports
+            .values()
+            .filter(|r| record.members.contains(&r.report.member_name) || record.members.is_empty())
+            .map(|r| r.report.cluster_id)
+            .find(|id| *id != 0)
+            .map(member_id_hex)
+            .unwrap_or_default();
+        let restored = record.restore.as_ref().is_some_and(|r| {
+            !r.done
+                && reports
+                    .get(&r.seed)
+                    .is_some_and(|rep| rep.report.restored_from == r.source.backup)
+        });
+        // A static bootstrap begun by a coordinator that kept no record: several members
+        // created as its initial members and no cluster answering.
+        let seeds: Vec<String> = infos
+            .iter()
+            .filter(|m| m.seed)
+            .map(|m| m.name.clone())
+            .collect();
+        let adopt_bootstrap = record.created.is_none()
+            && record.bootstrap.is_none()
+            && !cluster_answers
+            && seeds.len() > 1;
+        let needs = (record.created.is_none() && !abandoning && !present.is_empty())
+            || (record.etcd_cluster_id.is_empty() && !cluster_id.is_empty())
+            || restored;
+        if !needs {
+            return Ok(record);
+        }
+        let uid = resource.metadata.uid.clone();
+        let key = self.key.clone();
+        let record = self
+            .registry
+            .decide(&self.key, |r| {
+                if r.created.is_none() && !abandoning && !present.is_empty() {
+                    info!(members = ?present, "recording that this cluster was created");
+                    r.created = Some(crate::record::Created {
+                        at: now_ms(),
+                        members: present.clone(),
+                    });
+                    for name in &present {
+                        r.add_member(&key.name, name);
+                    }
+                    if adopt_bootstrap {
+                        info!(members = ?seeds, "a static bootstrap begun before this start goes on");
+                        r.bootstrap = Some(crate::record::BootstrapRecord {
+                            names: seeds.clone(),
+                            token: bootstrap_token(&key, uid.as_deref(), &seeds[0]),
+                            began: None,
+                            abandoning: false,
+                        });
+                    }
+                }
+                if r.etcd_cluster_id.is_empty() && !cluster_id.is_empty() {
+                    r.etcd_cluster_id = cluster_id.clone();
+                }
+                if restored && let Some(restore) = r.restore.as_mut() {
+                    restore.done = true;
+                    if let Some(recovery) = r.recovery.as_mut()
+                        && recovery.backup.is_some()
+                    {
+                        recovery.done = true;
+                    }
+                }
+                r.clone()
+            })
+            .await?;
+        if adopt_bootstrap && record.grant.is_none() {
+            // The bootstrap's grant, as the coordinator that began it held one.
+            self.take_bootstrap_grant(&seeds[0])
+                .await
+                .map_err(|e| RuntimeError::Other(e.to_string()))?;
+        }
+        Ok(self.registry.record(&self.key).await?)
     }
 
     /// The backup a cluster to be created is restored from: found, checked against the
@@ -575,8 +713,9 @@ impl<R: Runtime> ClusterController<R> {
             )
             .await?;
         let name = source.backup.clone();
+        // Kept in memory until the seed is created, when it is recorded.
         self.registry
-            .with(&self.key, |entry, _| entry.restore = Some(source));
+            .with(&self.key, |entry, _| entry.pending_restore = Some(source));
         Ok(name)
     }
 
@@ -699,6 +838,37 @@ impl<R: Runtime> ClusterController<R> {
                         entry.seed = Some(name.clone());
                     }
                 });
+                // Decided before the member exists: the cluster is created (a cluster with
+                // no member left is never bootstrapped again from nothing), and a seed
+                // restores the backup found for it (a restarted coordinator hands the same
+                // backup to it, never an empty start).
+                let pending = self
+                    .registry
+                    .with(&self.key, |entry, _| entry.pending_restore.clone());
+                self.epoch()?;
+                self.registry
+                    .decide(&self.key, |r| {
+                        r.add_member(&self.key.name, name);
+                        if r.created.is_none() {
+                            r.created = Some(Created {
+                                at: now_ms(),
+                                members: vec![name.clone()],
+                            });
+                        }
+                        if seed {
+                            if let Some(restore) = r.restore.as_mut().filter(|r| !r.done) {
+                                restore.seed = name.clone();
+                            } else if let Some(source) = &pending {
+                                r.restore = Some(RestoreDecision {
+                                    source: source.into(),
+                                    seed: name.clone(),
+                                    done: false,
+                                });
+                            }
+                        }
+                    })
+                    .await?;
+                etcd_operator::failpoint!("coordinator.create-member.after-record");
                 self.epoch()?;
                 self.runtime
                     .create_member(&self.key, name, *version, seed, etcd_tls)
@@ -707,22 +877,39 @@ impl<R: Runtime> ClusterController<R> {
             Action::CreateInitial { names, version } => {
                 info!(members = ?names, "creating the initial members together (static bootstrap)");
                 self.epoch()?;
-                self.registry.with(&self.key, |entry, grants| {
+                self.registry.with(&self.key, |entry, _| {
                     for name in names {
                         if !entry.runtime_members.contains(name) {
                             entry.runtime_members.push(name.clone());
                         }
                     }
                     entry.seed = None;
-                    entry.initial = Some(self.begin_bootstrap(
-                        grants,
-                        names.clone(),
-                        infos,
-                        resource.metadata.uid.as_deref(),
-                        now_ms(),
-                    ));
                 });
-                for name in names {
+                let grant = self.take_bootstrap_grant(&names[0]).await?;
+                let token = bootstrap_token(&self.key, resource.metadata.uid.as_deref(), &names[0]);
+                self.registry
+                    .decide(&self.key, |r| {
+                        for name in names {
+                            r.add_member(&self.key.name, name);
+                        }
+                        r.created = Some(Created {
+                            at: now_ms(),
+                            members: names.clone(),
+                        });
+                        r.bootstrap = Some(BootstrapRecord {
+                            names: names.clone(),
+                            token: token.clone(),
+                            began: None,
+                            abandoning: false,
+                        });
+                        r.grant = Some(GrantRecord::of(&grant));
+                    })
+                    .await?;
+                etcd_operator::failpoint!("coordinator.create-initial.after-record");
+                for (i, name) in names.iter().enumerate() {
+                    if i == 1 {
+                        etcd_operator::failpoint!("coordinator.create-initial.between-members");
+                    }
                     self.epoch()?;
                     self.runtime
                         .create_member(&self.key, name, *version, true, etcd_tls)
@@ -745,6 +932,15 @@ impl<R: Runtime> ClusterController<R> {
                     grants.release(&self.key, &initial.grant_id);
                     Some(initial)
                 });
+                etcd_operator::failpoint!("coordinator.end-bootstrap.before-record");
+                self.registry
+                    .decide(&self.key, |r| {
+                        r.bootstrap = None;
+                        if r.grant.as_ref().is_some_and(|g| g.kind == "bootstrap") {
+                            r.grant = None;
+                        }
+                    })
+                    .await?;
                 if let Some(initial) = ended {
                     let took = initial.began.map(|at| now_ms() - at);
                     info!(members = ?initial.names, took_ms = ?took, "static bootstrap done");
@@ -752,17 +948,43 @@ impl<R: Runtime> ClusterController<R> {
             }
             Action::AbandonBootstrap { names, reason } => {
                 warn!(members = ?names, %reason, "abandoning a static bootstrap that never formed a cluster; deleting its members and their data");
+                // Decided first: a coordinator restarted in the middle deletes the rest
+                // (none of them ever served: nothing acknowledged is lost) and begins anew.
+                self.registry
+                    .decide(&self.key, |r| {
+                        let b = r.bootstrap.get_or_insert_with(|| BootstrapRecord {
+                            names: names.clone(),
+                            ..Default::default()
+                        });
+                        b.abandoning = true;
+                        r.created = None;
+                    })
+                    .await?;
+                etcd_operator::failpoint!("coordinator.abandon-bootstrap.after-record");
                 for name in names {
-                    if infos.iter().any(|i| &i.name == name) {
+                    if infos
+                        .iter()
+                        .any(|i| &i.name == name && !i.client_url.is_empty())
+                    {
                         self.epoch()?;
                         self.runtime.delete_member(&self.key, name, false).await?;
                     }
                 }
+                etcd_operator::failpoint!("coordinator.abandon-bootstrap.after-delete");
                 self.registry.with(&self.key, |entry, grants| {
                     if let Some(initial) = entry.initial.take() {
                         grants.release(&self.key, &initial.grant_id);
                     }
                 });
+                self.registry
+                    .decide(&self.key, |r| {
+                        r.bootstrap = None;
+                        r.members.retain(|m| !names.contains(m));
+                        if r.grant.as_ref().is_some_and(|g| g.kind == "bootstrap") {
+                            r.grant = None;
+                        }
+                    })
+                    .await?;
             }
             Action::DeleteRuntimeMember {
                 name,
@@ -770,10 +992,7 @@ impl<R: Runtime> ClusterController<R> {
                 hand_over,
             } => {
                 info!(member = %name, %reason, hand_over, "deleting runtime member");
-                self.epoch()?;
-                self.runtime
-                    .delete_member(&self.key, name, *hand_over)
-                    .await?;
+                self.delete_runtime_member(infos, name, *hand_over).await?;
             }
             Action::RemoveDeadMember {
                 name,
@@ -782,10 +1001,11 @@ impl<R: Runtime> ClusterController<R> {
             } => {
                 info!(member = %name, member_id = %member_id_hex(*member_id), %reason, "removing dead member");
                 self.with_grant(name, ChangeKind::Remove, async {
+                    etcd_operator::failpoint!("coordinator.remove-dead.after-grant");
                     self.remove_from_etcd(*member_id, infos).await?;
+                    etcd_operator::failpoint!("coordinator.remove-dead.after-member-remove");
                     if infos.iter().any(|i| &i.name == name) {
-                        self.epoch()?;
-                        self.runtime.delete_member(&self.key, name, false).await?;
+                        self.delete_runtime_member(infos, name, false).await?;
                     }
                     Ok(())
                 })
@@ -802,8 +1022,8 @@ impl<R: Runtime> ClusterController<R> {
                     .await
                     .map_err(refused_by(name))?;
                 info!(member = %name, "member left; deleting it");
-                self.epoch()?;
-                self.runtime.delete_member(&self.key, name, false).await?;
+                etcd_operator::failpoint!("coordinator.leave.after-sidecar-left");
+                self.delete_runtime_member(infos, name, false).await?;
             }
             Action::FinishJoin { name } => {
                 let info = find(infos, name)?;
@@ -846,6 +1066,19 @@ impl<R: Runtime> ClusterController<R> {
             } => {
                 warn!(member = %name, raft_index, revision, lost = ?lost, "quorum lost for good: forcing a new cluster from the most up-to-date survivor");
                 self.with_grant(name, ChangeKind::ForceNewCluster, async {
+                    self.registry
+                        .decide(&self.key, |r| {
+                            r.recovery = Some(ForcedRecovery {
+                                from: name.clone(),
+                                raft_index: *raft_index,
+                                revision: *revision,
+                                lost: lost.clone(),
+                                at: rfc3339_now(),
+                                ..Default::default()
+                            });
+                        })
+                        .await?;
+                    etcd_operator::failpoint!("coordinator.force-new-cluster.after-record");
                     let info = find(infos, name)?;
                     let mut sidecar = self.sidecar_client(info).await?;
                     let forced = sidecar
@@ -856,17 +1089,17 @@ impl<R: Runtime> ClusterController<R> {
                         .await
                         .map_err(refused_by(name))?
                         .into_inner();
+                    etcd_operator::failpoint!("coordinator.force-new-cluster.after-force");
                     warn!(member = %name, revision = forced.revision, "new cluster forced; growing back by learners");
-                    self.registry.with(&self.key, |entry, _| {
-                        entry.forced_recovery = Some(ForcedRecovery {
-                            from: name.clone(),
-                            revision: forced.revision,
-                            raft_index: forced.raft_index,
-                            lost: lost.clone(),
-                            at: rfc3339_now(),
-                            backup: None,
-                        });
-                    });
+                    self.registry
+                        .decide(&self.key, |r| {
+                            if let Some(recovery) = r.recovery.as_mut() {
+                                recovery.revision = forced.revision;
+                                recovery.raft_index = forced.raft_index;
+                                recovery.done = true;
+                            }
+                        })
+                        .await?;
                     Ok(())
                 })
                 .await?;
@@ -876,44 +1109,31 @@ impl<R: Runtime> ClusterController<R> {
                 seed,
                 version,
                 discard,
+                keep,
                 lost,
             } => {
-                warn!(%backup, %seed, lost = ?lost, discard = ?discard, "quorum lost for good: creating the cluster again from the latest verified backup");
-                // Looked up again: the storage must still hold the backup, checked.
-                let source = self
-                    .recovery_source(resource, backup)
-                    .await
-                    .map_err(ActError::Backup)?;
-                self.with_grant(seed, ChangeKind::ForceNewCluster, async {
-                    for name in discard {
-                        self.epoch()?;
-                        self.runtime.delete_member(&self.key, name, false).await?;
-                    }
-                    self.registry.with(&self.key, |entry, _| {
-                        for name in discard {
-                            entry.reports.remove(name);
-                            entry.registrations.remove(name);
-                        }
-                        entry.runtime_members.retain(|n| !discard.contains(n));
-                        entry.runtime_members.push(seed.clone());
-                        entry.seed = Some(seed.clone());
-                        entry.cluster_exists = false;
-                        entry.restore = Some(source.clone());
-                        entry.forced_recovery = Some(ForcedRecovery {
-                            from: seed.clone(),
-                            revision: 0,
-                            raft_index: 0,
-                            lost: lost.clone(),
-                            at: rfc3339_now(),
-                            backup: Some(backup.clone()),
-                        });
-                    });
-                    self.runtime
-                        .create_member(&self.key, seed, *version, true, etcd_tls)
-                        .await?;
-                    Ok(())
-                })
+                warn!(%backup, %seed, lost = ?lost, discard = ?discard, keep = ?keep, "quorum lost for good: creating the cluster again from the latest verified backup");
+                self.with_grant(
+                    seed,
+                    ChangeKind::ForceNewCluster,
+                    self.restore_cluster(backup, seed, *version, discard, keep, lost, resource),
+                )
                 .await?;
+            }
+            Action::DeleteKept { names } => {
+                info!(members = ?names, "the restored cluster runs: deleting the survivors of the lost one, kept until now with their data");
+                for name in names {
+                    self.epoch()?;
+                    self.runtime.delete_member(&self.key, name, false).await?;
+                    etcd_operator::failpoint!("coordinator.delete-kept.after-delete");
+                }
+                self.registry
+                    .decide(&self.key, |r| {
+                        if let Some(recovery) = r.recovery.as_mut() {
+                            recovery.kept.retain(|k| !names.contains(k));
+                        }
+                    })
+                    .await?;
             }
             Action::Compact { name, revision } => {
                 let done = self
@@ -967,6 +1187,173 @@ impl<R: Runtime> ClusterController<R> {
         Ok(())
     }
 
+    /// Deletes runtime member `name` with its data, then takes it out of the record (a
+    /// crash between the two finds it gone, and deletes nothing more).
+    async fn delete_runtime_member(
+        &self,
+        infos: &[MemberInfo],
+        name: &str,
+        hand_over: bool,
+    ) -> Result<(), ActError> {
+        // A member the runtime had no trace of (gone with its data) has nothing to delete.
+        if infos
+            .iter()
+            .any(|i| i.name == name && !i.client_url.is_empty())
+        {
+            self.epoch()?;
+            self.runtime
+                .delete_member(&self.key, name, hand_over)
+                .await?;
+        }
+        etcd_operator::failpoint!("coordinator.delete-member.after-runtime-delete");
+        self.registry
+            .decide(&self.key, |r| {
+                r.members.remove(name);
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Quorum lost for good, `spec.recovery.quorumLoss: Restore`: the backup is read whole
+    /// and checked first (nothing is deleted for a backup that is gone, damaged or out of
+    /// reach); then the decision is written (the backup, the seed, the survivors kept with
+    /// their data until the restored cluster runs); then the members whose data is gone are
+    /// deleted and the seed is created, which restores the backup.
+    #[allow(clippy::too_many_arguments)]
+    async fn restore_cluster(
+        &self,
+        backup: &str,
+        seed: &str,
+        version: EtcdVersion,
+        discard: &[String],
+        keep: &[String],
+        lost: &[String],
+        resource: &EtcdCluster,
+    ) -> Result<(), ActError> {
+        // A restore decided before (and interrupted) goes on with the backup and the seed it
+        // decided, and keeps the survivors it kept.
+        let record = self.registry.record(&self.key).await?;
+        let pending = record.restore.as_ref().filter(|r| !r.done).cloned();
+        let mut keep: Vec<String> = keep.to_vec();
+        for k in record.recovery.iter().flat_map(|r| r.kept.iter()) {
+            if !keep.contains(k) {
+                keep.push(k.clone());
+            }
+        }
+        let keep = keep.as_slice();
+        let (source, seed) = match &pending {
+            Some(p) => (
+                etcd_operator::proto::RestoreSource::from(&p.source),
+                p.seed.as_str(),
+            ),
+            None => (
+                self.recovery_source(resource, backup)
+                    .await
+                    .map_err(ActError::Backup)?,
+                seed,
+            ),
+        };
+        let backup = source.backup.as_str();
+        let storage = source.storage.clone().unwrap_or_default();
+        let store = etcd_sidecar::backup::Storage::open(&storage, &source.source_cluster)
+            .map_err(|e| ActError::Backup(e.to_string()))?;
+        store
+            .check(&source.backup, &source.sha256)
+            .await
+            .map_err(|e| {
+                ActError::Backup(format!(
+                    "backup {backup} cannot be restored, so nothing was deleted: {e}"
+                ))
+            })?;
+        etcd_operator::failpoint!("coordinator.restore.after-check");
+        self.epoch()?;
+        self.registry
+            .decide(&self.key, |r| {
+                r.restore = Some(RestoreDecision {
+                    source: (&source).into(),
+                    seed: seed.to_string(),
+                    done: false,
+                });
+                r.recovery = Some(ForcedRecovery {
+                    from: seed.to_string(),
+                    lost: lost.to_vec(),
+                    at: rfc3339_now(),
+                    backup: Some(backup.to_string()),
+                    kept: keep.to_vec(),
+                    ..Default::default()
+                });
+                r.members.retain(|m| !keep.contains(m));
+            })
+            .await?;
+        etcd_operator::failpoint!("coordinator.restore.after-record");
+        for name in discard {
+            self.epoch()?;
+            self.runtime.delete_member(&self.key, name, false).await?;
+            self.registry
+                .decide(&self.key, |r| {
+                    r.members.remove(name);
+                })
+                .await?;
+        }
+        for name in keep {
+            // Stopped, its data kept: it must not run the lost cluster beside the restored
+            // one, and it is deleted only once the restored cluster runs.
+            self.epoch()?;
+            self.runtime.stop_member(&self.key, name).await?;
+        }
+        etcd_operator::failpoint!("coordinator.restore.after-discard");
+        self.registry.with(&self.key, |entry, _| {
+            for name in discard.iter().chain(keep) {
+                entry.reports.remove(name);
+                entry.registrations.remove(name);
+            }
+            entry
+                .runtime_members
+                .retain(|n| !discard.contains(n) && !keep.contains(n));
+            entry.runtime_members.push(seed.to_string());
+            entry.seed = Some(seed.to_string());
+            entry.cluster_exists = false;
+        });
+        self.registry
+            .decide(&self.key, |r| {
+                r.add_member(&self.key.name, seed);
+            })
+            .await?;
+        let made = self
+            .runtime
+            .members(&self.key)
+            .await?
+            .iter()
+            .any(|m| m.name == seed);
+        if !made {
+            self.epoch()?;
+            self.runtime
+                .create_member(&self.key, seed, version, true, resource.spec.etcd_tls())
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Takes the grant of a static bootstrap (held by the coordinator until the bootstrap
+    /// ends or is abandoned), recorded before anything is created under it.
+    async fn take_bootstrap_grant(
+        &self,
+        holder: &str,
+    ) -> Result<etcd_operator::grant::MembershipGrant, ActError> {
+        let grant = self
+            .registry
+            .with(&self.key, |_, grants| {
+                grants.request(&self.key, holder, ChangeKind::Bootstrap, now_ms())
+            })
+            .map_err(|r| ActError::Grant(r.reason))?;
+        if let Err(e) = self.registry.record_grant(&self.key).await {
+            self.registry
+                .with(&self.key, |_, grants| grants.release(&self.key, &grant.id));
+            return Err(e.into());
+        }
+        Ok(grant)
+    }
+
     /// One maintenance step through `name`'s sidecar.
     async fn maintain(
         &self,
@@ -997,51 +1384,54 @@ impl<R: Runtime> ClusterController<R> {
             .ok_or(ActError::NotLeading)
     }
 
-    /// The record of a static bootstrap of `names`, under a Bootstrap grant taken now (or,
-    /// when another grant is in flight, which a new cluster never has, under none), with
-    /// the token of [`bootstrap_token`].
-    fn begin_bootstrap(
-        &self,
-        grants: &mut etcd_operator::grant::GrantTable,
-        names: Vec<String>,
-        infos: &[MemberInfo],
-        uid: Option<&str>,
-        now: etcd_operator::grant::UnixMillis,
-    ) -> InitialBootstrap {
-        let holder = names.first().cloned().unwrap_or_default();
-        let grant_id = match grants.request(&self.key, &holder, ChangeKind::Bootstrap, now) {
-            Ok(grant) => grant.id,
-            Err(refusal) => {
-                warn!(reason = %refusal.reason, "static bootstrap without its grant");
-                String::new()
-            }
-        };
-        let initial_cluster = initial_cluster(&names, infos).unwrap_or_default();
-        InitialBootstrap {
-            token: bootstrap_token(&self.key, uid, &holder),
-            names,
-            initial_cluster,
-            grant_id,
-            began: None,
-        }
-    }
-
-    /// Runs `work` holding a grant of `kind` for `member`, taken by the coordinator itself.
+    /// Runs `work` holding a grant of `kind` for `member`, taken by the coordinator itself:
+    /// refused while the coordinator is still reading the cluster's state after a start (the
+    /// grants sidecars hold from before it are not known yet), recorded before `work`
+    /// starts, renewed while it runs, and given back (and the record cleared) when it ends.
     async fn with_grant(
         &self,
         member: &str,
         kind: ChangeKind,
         work: impl Future<Output = Result<(), ActError>>,
     ) -> Result<(), ActError> {
+        let now = now_ms();
         let grant = self
             .registry
-            .with(&self.key, |_, grants| {
-                grants.request(&self.key, member, kind, now_ms())
+            .with(&self.key, |entry, grants| {
+                crate::grants::settled(entry, now)?;
+                grants
+                    .request(&self.key, member, kind, now)
+                    .map_err(crate::grants::NotGiven::Refused)
             })
-            .map_err(|r| ActError::Grant(r.reason))?;
-        let result = work.await;
+            .map_err(|refusal| ActError::Grant(refusal.to_string()))?;
+        if let Err(e) = self.registry.record_grant(&self.key).await {
+            self.registry
+                .with(&self.key, |_, grants| grants.release(&self.key, &grant.id));
+            return Err(e.into());
+        }
+        etcd_operator::failpoint!("coordinator.grant.after-record");
+        let mut work = std::pin::pin!(work);
+        let mut renew = tokio::time::interval(etcd_operator::grant::GRANT_RENEW_EVERY);
+        renew.tick().await;
+        let result = loop {
+            tokio::select! {
+                result = &mut work => break result,
+                _ = renew.tick() => {
+                    let renewed = self.registry.with(&self.key, |_, grants| {
+                        grants.renew(&self.key, &grant.id, member, now_ms())
+                    });
+                    if let Err(refusal) = renewed {
+                        warn!(grant = %grant.id, reason = %refusal.reason, "the coordinator's own grant could not be renewed");
+                    }
+                }
+            }
+        };
         self.registry
             .with(&self.key, |_, grants| grants.release(&self.key, &grant.id));
+        if let Err(e) = self.registry.record_grant(&self.key).await {
+            // The record still names it: a coordinator started from it lets it lapse.
+            warn!(grant = %grant.id, error = %e, "the release of a grant could not be recorded");
+        }
         result
     }
 
@@ -1132,6 +1522,7 @@ impl<R: Runtime> ClusterController<R> {
             .get_or_create(&labels)
             .set(i64::try_from(backup.size_bytes).unwrap_or(i64::MAX));
         info!(member = %name, backup = %backup.name, revision = backup.revision, bytes = backup.size_bytes, "backup taken and proven restorable");
+        etcd_operator::failpoint!("coordinator.backup.before-retention");
         // Retention, only now that a new backup is proven good.
         let retained = async {
             let store = etcd_sidecar::backup::Storage::open(&storage, &self.key.name)?;
@@ -1139,6 +1530,7 @@ impl<R: Runtime> ClusterController<R> {
             let doomed = etcd_operator::backup::to_delete(&all, keep);
             for old in &doomed {
                 store.delete(old).await?;
+                etcd_operator::failpoint!("coordinator.backup.during-retention");
             }
             Ok::<_, etcd_sidecar::backup::BackupError>(doomed)
         }
@@ -1200,24 +1592,44 @@ impl<R: Runtime> ClusterController<R> {
         let info = find(infos, name)?;
         self.runtime.check_version(to)?;
         let mut sidecar = self.sidecar_client(info).await?;
-        let handoff = sidecar
-            .handoff(HandoffRequest {
-                target_version: to.to_string(),
-                restart_timeout_ms: 0,
-                coordinator_epoch: self.epoch()?,
-            })
+        let phase = sidecar
+            .get_member_health(etcd_operator::proto::GetMemberHealthRequest {})
             .await
             .map_err(refused_by(name))?
-            .into_inner();
-        info!(member = %name, %to, moved_leadership = handoff.moved_leadership, "handed off; restarting on the new version");
+            .into_inner()
+            .phase();
+        if phase == proto::MemberPhase::HandedOff {
+            // Handed off before (a coordinator that stopped before the restart): its etcd is
+            // stopped; the step goes on from there.
+            info!(member = %name, %to, "handed off already; restarting on the new version");
+        } else {
+            let handoff = sidecar
+                .handoff(HandoffRequest {
+                    target_version: to.to_string(),
+                    restart_timeout_ms: 0,
+                    coordinator_epoch: self.epoch()?,
+                })
+                .await
+                .map_err(refused_by(name))?
+                .into_inner();
+            info!(member = %name, %to, moved_leadership = handoff.moved_leadership, "handed off; restarting on the new version");
+        }
+        etcd_operator::failpoint!("coordinator.upgrade.after-handoff");
+        // The step is under way, recorded before the restart: the planner waits for the
+        // member to report healthy on the new version (`WaitReason::Upgrading`) before any
+        // other step, and status is written on every pass meanwhile.
         let restarted_at = now_ms();
+        self.registry
+            .decide(&self.key, |r| {
+                r.upgrades.insert(name.to_string(), restarted_at);
+            })
+            .await?;
+        etcd_operator::failpoint!("coordinator.upgrade.after-record");
         self.epoch()?;
         self.runtime.restart_member(&self.key, name, to).await?;
-        // The step is under way: the planner waits for the member to report healthy on the
-        // new version (`WaitReason::Upgrading`) before any other step, and status is
-        // written on every pass meanwhile.
+        // What its sidecar said before the restart (handed off) is not news about it now.
         self.registry.with(&self.key, |entry, _| {
-            entry.upgrades.insert(name.to_string(), restarted_at);
+            entry.reports.remove(name);
         });
         Ok(())
     }
@@ -1375,7 +1787,7 @@ impl<R: Runtime> ClusterController<R> {
         ];
         let (forced, track, reports) = self.registry.with(&self.key, |entry, _| {
             (
-                entry.forced_recovery.clone(),
+                entry.record.as_ref().and_then(|r| r.recovery.clone()),
                 entry.backups.clone(),
                 entry
                     .reports
@@ -1665,6 +2077,107 @@ fn restored_condition(
             "the seed restores the backup; nothing else starts until it runs",
         ),
     })
+}
+
+/// The members as the planner sees them: what the runtime has, each with its sidecar's
+/// latest report (its freshness judged on the coordinator's clock), the upgrade step the
+/// record has under way and its last defragmentation. A member the runtime reports down
+/// whose sidecar has reported it healthy since, and freshly, runs (a Pod marked Terminating
+/// while its node is cut off from the API server serves on): the same truth a process that
+/// runs gives in local mode.
+pub fn planner_members(
+    infos: &[MemberInfo],
+    reports: &std::collections::BTreeMap<String, crate::registry::ReceivedReport>,
+    record: &DecisionRecord,
+    defragmented: &std::collections::BTreeMap<String, UnixMillis>,
+    policy: &Policy,
+    now: UnixMillis,
+) -> Vec<RuntimeMember> {
+    infos
+        .iter()
+        .map(|info| {
+            let report = reports.get(&info.name).map(|r| {
+                let mut report = MemberReport::from(&r.report);
+                report.observed_at = r.received_at;
+                report
+            });
+            let serving_since_down = report.as_ref().is_some_and(|r| {
+                r.healthy
+                    && now.saturating_sub(r.observed_at) <= policy.report_stale_after_ms
+                    && info.down_since.is_some_and(|down| r.observed_at > down)
+            });
+            RuntimeMember {
+                name: info.name.clone(),
+                ordinal: info.ordinal,
+                running: info.running || serving_since_down,
+                down_since: info.down_since.filter(|_| !serving_since_down),
+                version: info.version,
+                report,
+                data: info.data,
+                restart_on_request: info.restart_on_request,
+                restarts: info.restarts.count,
+                failing_since: info.restarts.failing_since,
+                upgraded_at: record.upgrades.get(&info.name).copied(),
+                defragmented_at: defragmented.get(&info.name).copied(),
+            }
+        })
+        .collect()
+}
+
+/// What the planner is told of a cluster's members, from what the runtime has
+/// (`infos`) and the durable record, the same way for every runtime: the survivors of a lost
+/// cluster kept aside (until its restore runs) are left out; every member the record names
+/// and the runtime has no trace of is there, gone with its data; and a member whose data is
+/// gone is never one to start again on it, whoever would start it.
+pub fn observed_members(
+    mut infos: Vec<MemberInfo>,
+    record: &DecisionRecord,
+    cluster: &str,
+    version: EtcdVersion,
+    mut gone_since: impl FnMut(&str) -> UnixMillis,
+) -> Vec<MemberInfo> {
+    let kept: Vec<&String> = record.recovery.iter().flat_map(|r| r.kept.iter()).collect();
+    infos.retain(|i| !kept.contains(&&i.name));
+    for name in &record.members {
+        if kept.contains(&name) || infos.iter().any(|i| &i.name == name) {
+            continue;
+        }
+        let Some(ordinal) = etcd_operator::naming::member_ordinal(cluster, name) else {
+            continue;
+        };
+        infos.push(gone_member(name, ordinal, gone_since(name), version));
+    }
+    for info in &mut infos {
+        if info.data == plan::MemberData::Gone {
+            info.restart_on_request = false;
+        }
+    }
+    infos.sort_by_key(|i| i.ordinal);
+    infos
+}
+
+/// A member the decision record names and the runtime has no trace of: gone, with its
+/// data (a Pod deleted with its `emptyDir`, a member directory removed by hand). Its URLs
+/// are unknown; nothing can be called on it.
+fn gone_member(name: &str, ordinal: u32, since: UnixMillis, version: EtcdVersion) -> MemberInfo {
+    MemberInfo {
+        name: name.to_string(),
+        ordinal,
+        running: false,
+        down_since: Some(since),
+        version,
+        seed: false,
+        client_url: String::new(),
+        peer_url: String::new(),
+        sidecar_url: String::new(),
+        etcd_tls: false,
+        data: plan::MemberData::Gone,
+        restart_on_request: false,
+        restarts: crate::runtime::RestartHistory {
+            last_exit: "gone: the runtime has no trace of it".into(),
+            ..Default::default()
+        },
+    }
 }
 
 /// A sidecar's refusal or failure of a call, as an act error naming the member.

@@ -24,6 +24,37 @@ pub enum NotGiven {
     NotRequestable(String),
 }
 
+impl std::fmt::Display for NotGiven {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Refused(r) => f.write_str(&r.reason),
+            Self::NotRequestable(why) => f.write_str(why),
+        }
+    }
+}
+
+fn refused(reason: &str, ms: u64) -> NotGiven {
+    NotGiven::Refused(GrantRefusal {
+        reason: reason.into(),
+        retry_after: std::time::Duration::from_millis(ms),
+    })
+}
+
+/// Whether the coordinator knows enough of the cluster to give any grant, its own
+/// included: it has read the cluster's state once since it started (and its decision
+/// record, which names the grant in flight), and every live sidecar has had time to report
+/// the grant it holds (`settle_until`, for grants given by a coordinator that kept no
+/// record).
+pub fn settled(entry: &ClusterEntry, now: UnixMillis) -> Result<(), NotGiven> {
+    if !entry.recovered || now < entry.settle_until {
+        return Err(refused(
+            "the coordinator is still reading the cluster's state",
+            500,
+        ));
+    }
+    Ok(())
+}
+
 /// Whether `member` of the cluster in `entry` may be given a grant of `kind` now (the table
 /// then decides whether another is in flight).
 pub fn may_request(
@@ -32,20 +63,7 @@ pub fn may_request(
     kind: ChangeKind,
     now: UnixMillis,
 ) -> Result<(), NotGiven> {
-    let refused = |reason: &str, ms: u64| {
-        NotGiven::Refused(GrantRefusal {
-            reason: reason.into(),
-            retry_after: std::time::Duration::from_millis(ms),
-        })
-    };
-    // After a start, every live sidecar reports (and names the grant it holds) within a
-    // couple of report intervals; no grant is given before that (`settle_until`).
-    if !entry.recovered || now < entry.settle_until {
-        return Err(refused(
-            "the coordinator is still reading the cluster's state",
-            500,
-        ));
-    }
+    settled(entry, now)?;
     match kind {
         ChangeKind::Bootstrap if entry.seed.as_deref() != Some(member) || entry.cluster_exists => {
             Err(refused(

@@ -22,6 +22,7 @@ pub mod leadership;
 pub mod local;
 pub mod metrics;
 pub mod plan;
+pub mod record;
 pub mod registry;
 pub mod runtime;
 pub mod security;

@@ -1,7 +1,10 @@
-//! What the coordinator holds in memory for every cluster: the sidecars' registrations and
-//! latest health reports, the grant table, the seed designation, and the last status.
-//! Shared by the gRPC service (which writes reports and grants) and the reconcilers (which
-//! read them, plan, and write status).
+//! What the coordinator holds for every cluster: the sidecars' registrations and latest
+//! health reports, the grant table, the seed designation, the last status, and the durable
+//! decision record ([`crate::record`]) as last read or written. Shared by the gRPC service
+//! (which writes reports and grants) and the reconcilers (which read them, plan, and write
+//! status). Everything but the record is in memory only and is rebuilt from the world after
+//! a restart; the record is read from its store once per term and written through to it
+//! ([`Registry::decide`]): memory follows the store, never leads it.
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
@@ -10,12 +13,16 @@ use std::{
 
 use etcd_operator::{
     ClusterKey,
-    grant::{DEFAULT_GRANT_TTL, GrantTable, UnixMillis},
+    grant::{GRANT_LEASE, GrantTable, UnixMillis},
     proto::{ClusterStatus, HealthReport, RegisterRequest},
 };
 use tokio::sync::Notify;
 
-use crate::{leadership::Leadership, metrics::Metrics};
+use crate::{
+    leadership::Leadership,
+    metrics::Metrics,
+    record::{DecisionRecord, MemoryRecords, RecordError, RecordStore},
+};
 
 /// A health report and when the coordinator received it.
 #[derive(Clone, Debug)]
@@ -48,20 +55,22 @@ pub struct ClusterEntry {
     pub cluster_exists: bool,
     /// The last status computed.
     pub status: Option<ClusterStatus>,
-    /// The last new cluster forced after quorum was lost for good, for the status.
-    pub forced_recovery: Option<ForcedRecovery>,
-    /// Members this coordinator restarted on another version for an upgrade, with when,
-    /// until they report healthy on it.
-    pub upgrades: BTreeMap<String, UnixMillis>,
     /// Members an operator asked to delete (with their data), not deleted yet.
     pub delete_requested: std::collections::BTreeSet<String>,
     /// Where backups stand.
     pub backups: crate::backups::BackupTrack,
     /// The disk maintenance this coordinator did.
     pub maintenance: MaintenanceTrack,
-    /// The backup the seed of a cluster created from one restores (given to it when it
-    /// registers).
-    pub restore: Option<etcd_operator::proto::RestoreSource>,
+    /// The durable decision record as last read or written (`None` until it is read in this
+    /// term): written only through [`Registry::decide`].
+    pub record: Option<DecisionRecord>,
+    /// Serializes the writes of the record (held across the store's write).
+    pub record_lock: Arc<tokio::sync::Mutex<()>>,
+    /// The backup a cluster to be created is restored from, found and checked, until its
+    /// seed is created (then it is in the record).
+    pub pending_restore: Option<etcd_operator::proto::RestoreSource>,
+    /// Since when each member the record names has had no trace in the runtime.
+    pub gone_since: BTreeMap<String, UnixMillis>,
     /// Local mode: why the manifest file this cluster was read from is refused now (the
     /// cluster runs on as last read). Shown as `SpecValid False`.
     pub manifest_error: Option<String>,
@@ -146,23 +155,9 @@ impl InitialBootstrap {
     }
 }
 
-/// A new cluster forced from a survivor after quorum was lost for good.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ForcedRecovery {
-    /// The survivor it was forced from.
-    pub from: String,
-    /// The revision the cluster resumed at.
-    pub revision: i64,
-    /// The raft index the survivor had.
-    pub raft_index: u64,
-    /// The voters whose data was gone.
-    pub lost: Vec<String>,
-    /// When, RFC 3339.
-    pub at: String,
-    /// Set when the cluster was created again from this backup instead (`from` is then
-    /// the new seed; the revision is the restored seed's to tell).
-    pub backup: Option<String>,
-}
+/// A new cluster forced from a survivor, or created again from a backup, after quorum was
+/// lost for good (kept in the durable record).
+pub use crate::record::Recovery as ForcedRecovery;
 
 /// What the coordinator holds for a cluster, reduced to what a reconcile acts on or shows.
 /// A change of it is news for the cluster's reconciler; what moves on its own is left out.
@@ -193,7 +188,7 @@ impl Inner {
             refused_manifests: Vec::new(),
             // Grant ids carry the term's epoch: a sidecar still holding a grant of an
             // earlier coordinator (or term) can never release one of this one's.
-            grants: GrantTable::with_epoch(DEFAULT_GRANT_TTL, epoch),
+            grants: GrantTable::with_epoch(GRANT_LEASE, epoch),
             started_at: now_ms(),
         }
     }
@@ -206,6 +201,7 @@ pub struct Registry {
     changed: Arc<Notify>,
     metrics: Arc<Metrics>,
     leadership: Leadership,
+    store: Arc<std::sync::RwLock<Arc<dyn RecordStore>>>,
 }
 
 impl Default for Registry {
@@ -238,7 +234,87 @@ impl Registry {
             changed: Arc::default(),
             metrics: Arc::default(),
             leadership,
+            store: Arc::new(std::sync::RwLock::new(Arc::new(MemoryRecords::default()))),
         }
+    }
+
+    /// Keeps the decision records in `store` (the runtime's: a file per cluster in local
+    /// mode, an annotation of the `EtcdCluster` on Kubernetes), for this registry and every
+    /// clone of it. Until then records are kept in memory (tests).
+    pub fn set_store(&self, store: Arc<dyn RecordStore>) {
+        *self.store.write().unwrap_or_else(|e| e.into_inner()) = store;
+    }
+
+    fn store(&self) -> Arc<dyn RecordStore> {
+        Arc::clone(&self.store.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// The cluster's decision record, read from the store the first time it is asked for in
+    /// this term (a grant it names is put back into the grant table, with a new lease for
+    /// its holder to renew), from memory after that.
+    pub async fn record(&self, key: &ClusterKey) -> Result<DecisionRecord, RecordError> {
+        if let Some(record) = self.with(key, |entry, _| entry.record.clone()) {
+            return Ok(record);
+        }
+        let lock = self.with(key, |entry, _| Arc::clone(&entry.record_lock));
+        let _held = lock.lock().await;
+        if let Some(record) = self.with(key, |entry, _| entry.record.clone()) {
+            return Ok(record);
+        }
+        let record = self.store().load(key).await?;
+        self.with(key, |entry, grants| {
+            if let Some(g) = &record.grant
+                && let Some(kind) = g.change_kind()
+            {
+                let restored = grants.restore(key, &g.id, &g.member, kind, g.issued_at, now_ms());
+                tracing::info!(cluster = %key, grant = %restored.id, member = %restored.member, kind = %g.kind, "grant in flight read back from the decision record");
+            }
+            entry.record = Some(record.clone());
+        });
+        Ok(record)
+    }
+
+    /// Changes the cluster's decision record: `change` is applied to a copy, the copy is
+    /// written to the store, and only once it is there does it replace the record in memory
+    /// (a failed write changes nothing). Refused when this coordinator does not lead now.
+    pub async fn decide<T>(
+        &self,
+        key: &ClusterKey,
+        change: impl FnOnce(&mut DecisionRecord) -> T,
+    ) -> Result<T, RecordError> {
+        self.record(key).await?;
+        let lock = self.with(key, |entry, _| Arc::clone(&entry.record_lock));
+        let _held = lock.lock().await;
+        let mut record = self
+            .with(key, |entry, _| entry.record.clone())
+            .unwrap_or_default();
+        let out = change(&mut record);
+        if self.with(key, |entry, _| entry.record.as_ref() == Some(&record)) {
+            return Ok(out);
+        }
+        if self.leadership.current().is_none() {
+            return Err(RecordError::Io {
+                location: format!("of {key}"),
+                message: "not written: this coordinator does not lead now".into(),
+            });
+        }
+        self.store().save(key, &record).await?;
+        self.with(key, |entry, _| entry.record = Some(record));
+        Ok(out)
+    }
+
+    /// Records the grant now in flight for `key` (or none) in its decision record.
+    /// The grant table is read while the record's writes are held, so that the last write
+    /// always carries the latest grant.
+    pub async fn record_grant(&self, key: &ClusterKey) -> Result<(), RecordError> {
+        self.decide(key, |record| {
+            record.grant = self.with(key, |_, grants| {
+                grants
+                    .in_flight(key, now_ms())
+                    .map(crate::record::GrantRecord::of)
+            });
+        })
+        .await
     }
 
     /// Whether, and under which term, this coordinator may act now.

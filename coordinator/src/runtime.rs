@@ -94,6 +94,9 @@ pub enum RuntimeError {
     /// Anything else the runtime reports.
     #[error("{0}")]
     Other(String),
+    /// The cluster's decision record cannot be read or written.
+    #[error("{0}")]
+    Record(#[from] crate::record::RecordError),
 }
 
 impl RuntimeError {
@@ -137,6 +140,7 @@ impl RuntimeError {
             Self::Certificates(_) => "certificates",
             Self::Invalid(_) => "invalid",
             Self::Other(_) => "other",
+            Self::Record(_) => "record",
         }
     }
 }
@@ -245,6 +249,15 @@ pub trait Runtime: Send + Sync + 'static {
     /// Starts member `name` again on its data, with the version it last ran, after its
     /// process or Pod went away ([`crate::plan::Action::RestartMember`]).
     fn start_member(
+        &self,
+        cluster: &ClusterKey,
+        name: &str,
+    ) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+
+    /// Stops member `name` and keeps its data (a survivor of a lost cluster kept until its
+    /// restore runs); the member stays the runtime's until deleted. Where stopping would
+    /// lose the data (a Pod without a claim), it is left as it is.
+    fn stop_member(
         &self,
         cluster: &ClusterKey,
         name: &str,

@@ -14,8 +14,8 @@ use etcd_operator::{
         Backup, ClusterStatus, DeleteMemberRequest, DeleteMemberResponse, GetClusterRequest,
         GrantRequest, GrantResponse, HealthReport, ListBackupsRequest, ListBackupsResponse,
         ListClustersRequest, ListClustersResponse, MemberRole, RegisterRequest, RegisterResponse,
-        ReleaseGrantRequest, ReleaseGrantResponse, ReportHealthResponse, TakeBackupRequest,
-        coordinator_server::Coordinator,
+        ReleaseGrantRequest, ReleaseGrantResponse, RenewGrantRequest, ReportHealthResponse,
+        TakeBackupRequest, coordinator_server::Coordinator,
     },
 };
 use tokio_stream::StreamExt;
@@ -46,8 +46,11 @@ impl Drop for WakeOnDrop {
 pub const REPORT_INTERVAL_MS: u32 = 1000;
 
 /// How long after its start the coordinator gives no grant: long enough for every live
-/// sidecar to report the grant it may hold from before the restart.
-pub const RECOVERY_SETTLE_MS: i64 = 3 * REPORT_INTERVAL_MS as i64;
+/// sidecar to open its report stream again (after its longest backoff) and report the grant
+/// it may hold from before the restart. (Grants given by this version are in the durable
+/// record and known at once; this covers those of a coordinator that kept none.)
+pub const RECOVERY_SETTLE_MS: i64 =
+    etcd_operator::grant::REPORT_RECONNECT_MAX.as_millis() as i64 + 2 * REPORT_INTERVAL_MS as i64;
 
 /// What a listener lets its callers do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -204,10 +207,19 @@ impl Coordinator for CoordinatorService {
                 Ok((role, urls, None))
             })
             .ok_or_else(|| Status::not_found(format!("cluster {key} is not managed here")))??;
+        // The backup a seed restores, from the durable record: decided before the seed was
+        // created, so a coordinator restarted since hands out the same one.
         let restore = match role {
             MemberRole::Seed => self
                 .registry
-                .with_existing(&key, |entry, _| entry.restore.clone())
+                .with_existing(&key, |entry, _| {
+                    entry
+                        .record
+                        .as_ref()
+                        .and_then(|r| r.restore.as_ref())
+                        .filter(|r| !r.done && r.seed == request.member_name)
+                        .map(|r| etcd_operator::proto::RestoreSource::from(&r.source))
+                })
                 .flatten(),
             _ => None,
         };
@@ -302,6 +314,10 @@ impl Coordinator for CoordinatorService {
             retry_after_ms,
             ..Default::default()
         };
+        let lease_ms = self
+            .registry
+            .with_existing(&key, |_, grants| grants.lease().as_millis() as u32)
+            .unwrap_or_default();
         let response = self
             .registry
             .with_existing(&key, |entry, grants| {
@@ -327,6 +343,7 @@ impl Coordinator for CoordinatorService {
                             grant_id: g.id,
                             expires_at_unix_ms: g.expires_at,
                             coordinator_epoch: epoch,
+                            lease_ms,
                             ..Default::default()
                         },
                         Err(r) => refused(r.reason, r.retry_after.as_millis() as u32),
@@ -335,6 +352,21 @@ impl Coordinator for CoordinatorService {
             })
             .ok_or_else(|| Status::not_found(format!("cluster {key} is not managed here")))??;
         if response.granted {
+            // Written down before it is answered: a coordinator started after this one
+            // knows the grant in flight, and its holder renews it there.
+            if let Err(e) = self.registry.record_grant(&key).await {
+                self.registry.with_existing(&key, |_, grants| {
+                    grants.release_by(&key, &response.grant_id, &request.member_name)
+                });
+                warn!(cluster = %key, error = %e, "a grant could not be recorded: not given");
+                return Ok(Response::new(GrantResponse {
+                    granted: false,
+                    reason: format!("the grant could not be recorded: {e}"),
+                    retry_after_ms: 1000,
+                    ..Default::default()
+                }));
+            }
+            etcd_operator::failpoint!("coordinator.grant.after-given");
             self.registry
                 .metrics()
                 .grants
@@ -364,6 +396,10 @@ impl Coordinator for CoordinatorService {
             .unwrap_or(false);
         if released {
             info!(cluster = %key, grant = %request.grant_id, succeeded = request.succeeded, "membership grant released");
+            if let Err(e) = self.registry.record_grant(&key).await {
+                // The record still names it: a coordinator started from it lets it lapse.
+                warn!(cluster = %key, grant = %request.grant_id, error = %e, "the release of a grant could not be recorded");
+            }
             self.registry.notify_cluster(&key);
         } else {
             warn!(cluster = %key, grant = %request.grant_id, "release of a grant not in flight");
@@ -372,6 +408,46 @@ impl Coordinator for CoordinatorService {
             warn!(cluster = %key, member = %request.member_name, error = %request.error, "membership change failed");
         }
         Ok(Response::new(ReleaseGrantResponse { released }))
+    }
+
+    async fn renew_grant(
+        &self,
+        request: Request<RenewGrantRequest>,
+    ) -> Result<Response<GrantResponse>, Status> {
+        let caller = self.caller(&request, "RenewGrant")?;
+        let epoch = self.leading("RenewGrant")?;
+        let request = request.into_inner();
+        let key = cluster_key(request.cluster.as_ref())?;
+        self.speaks_for(&caller, &key, &request.member_name, "RenewGrant")?;
+        let renewed = self
+            .registry
+            .with_existing(&key, |_, grants| {
+                let lease_ms = grants.lease().as_millis() as u32;
+                grants
+                    .renew(&key, &request.grant_id, &request.member_name, now_ms())
+                    .map(|g| (g, lease_ms))
+            })
+            .ok_or_else(|| Status::not_found(format!("cluster {key} is not managed here")))?;
+        Ok(Response::new(match renewed {
+            Ok((g, lease_ms)) => GrantResponse {
+                granted: true,
+                grant_id: g.id,
+                expires_at_unix_ms: g.expires_at,
+                coordinator_epoch: epoch,
+                lease_ms,
+                ..Default::default()
+            },
+            Err(refusal) => {
+                warn!(cluster = %key, member = %request.member_name, grant = %request.grant_id, reason = %refusal.reason, "a grant renewal refused");
+                GrantResponse {
+                    granted: false,
+                    grant_id: request.grant_id,
+                    reason: refusal.reason,
+                    coordinator_epoch: epoch,
+                    ..Default::default()
+                }
+            }
+        }))
     }
 
     async fn list_clusters(

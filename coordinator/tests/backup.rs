@@ -429,6 +429,18 @@ async fn a_wiped_majority_comes_back_from_the_latest_verified_backup() {
     let revision = backup_revision(&parsed["backups"][0]);
 
     let old: Vec<String> = before.members.iter().map(|m| m.name.clone()).collect();
+    // The backup's bytes are damaged before anything is lost: the restore must find it
+    // out before it deletes or stops anything.
+    let snapshot = c
+        .state_dir()
+        .join("backups")
+        .join(c.cluster())
+        .join(format!("{name}.db"));
+    let good = std::fs::read(&snapshot).expect("the backup's snapshot");
+    let mut damaged = good.clone();
+    let middle = damaged.len() / 2;
+    damaged[middle] ^= 0xff;
+    std::fs::write(&snapshot, &damaged).unwrap();
     c.crash();
     for victim in &old[1..] {
         ok(&c, c.kill_member_and_wait(victim).await);
@@ -436,6 +448,32 @@ async fn a_wiped_majority_comes_back_from_the_latest_verified_backup() {
     }
     let restarted = c.restart().await;
     ok(&c, restarted);
+    let refused = wait_cluster(
+        &c,
+        c.cluster(),
+        "the restore refused for a damaged backup",
+        CHANGE,
+        |s| {
+            condition(s, ConditionType::Progressing)
+                .is_some_and(|p| p.message.contains("nothing was deleted"))
+        },
+    )
+    .await;
+    let said = &condition(&refused, ConditionType::Progressing)
+        .unwrap()
+        .message;
+    assert!(said.contains("damaged"), "{said}");
+    assert!(
+        c.data_dir(&old[0]).join("member").is_dir(),
+        "the survivor's data is untouched"
+    );
+    assert!(
+        c.members().iter().all(|m| old.contains(&m.name)),
+        "no member was created for a backup that cannot be restored: {:?}",
+        c.members()
+    );
+    // The backup is whole again: restored, the survivor kept until the restored cluster runs.
+    std::fs::write(&snapshot, &good).unwrap();
     let up = wait_cluster(
         &c,
         c.cluster(),
@@ -466,6 +504,20 @@ async fn a_wiped_majority_comes_back_from_the_latest_verified_backup() {
     );
     assert!(quorum.message.contains(&name), "{}", quorum.message);
     check_restored(&c, &up, &acked_before, revision).await;
+    // Once the restored cluster runs, the survivor of the lost one goes with its data.
+    let survivor = c.data_dir(&old[0]);
+    ok(
+        &c,
+        wait_for(
+            "the survivor deleted once the restored cluster runs",
+            CHANGE,
+            || {
+                let gone = !survivor.exists() && c.member(&old[0]).is_none();
+                async move { gone.then_some(()) }
+            },
+        )
+        .await,
+    );
 }
 
 /// A tmpfs of its own for a backup storage that can fill up; unmounted on drop.
@@ -573,4 +625,107 @@ async fn a_failed_backup_deletes_nothing() {
         "retention again once a backup succeeded"
     );
     drop(c);
+}
+
+/// A sidecar wrapper that starts the members of `cluster` `delay_secs` late, as Pods being
+/// scheduled and pulling their image do; every other member starts at once.
+fn slow_start_wrapper(dir: &Path, cluster: &str, delay_secs: u32) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join("slow-sidecar");
+    std::fs::write(
+        &path,
+        format!(
+            "#!/bin/sh\ncase \" $* \" in *\" --name={cluster}-\"*) sleep {delay_secs};; esac\nexec {} \"$@\"\n",
+            env!("CARGO_BIN_EXE_etcd-sidecar")
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+/// The restore source is decided once, in the durable record, before the seed is created:
+/// a coordinator killed after creating the seed and before the seed registers (a Pod being
+/// scheduled) hands the same backup to it when it registers with the restarted coordinator,
+/// never an empty start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restore_survives_a_coordinator_crash_before_its_seed_registers() {
+    let _serial = serial_guard();
+    let restored = "etcd-restored";
+    let wrappers = tempfile::tempdir().unwrap();
+    let wrapper = slow_start_wrapper(wrappers.path(), restored, 5);
+    let mut c = LocalCoordinator::start(
+        CoordinatorOptions::new(
+            coordinator_bin(),
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/example-etcd-cluster.yaml"),
+        )
+        .arg(format!("--sidecar-binary={}", wrapper.display())),
+    )
+    .await
+    .expect("start");
+    let running = ok(&c, c.wait_running(3, VERSION, FORM).await);
+    let mut client = ok(&c, etcd_client(&endpoints(&running)).await);
+    for i in 0..100 {
+        client
+            .put(format!("k/{i:03}"), "v", None)
+            .await
+            .expect("a write before the backup");
+    }
+    let name = backup_now(&c);
+    ok(
+        &c,
+        c.write_manifest(&format!(
+            "{}---\n{}  restore:\n    backup: \"{name}\"\n    cluster: {}\n",
+            manifest(c.cluster(), 3, VERSION),
+            manifest(restored, 3, VERSION),
+            c.cluster()
+        ))
+        .map_err(anyhow::Error::from),
+    );
+    // The seed is created (recorded by the runtime) and its sidecar has not started yet.
+    let record = c.state_dir().join(restored).join("cluster.json");
+    let seed = ok(
+        &c,
+        wait_for("the restore's seed to be created", CHANGE, || {
+            let record = record.clone();
+            async move {
+                testkit::local_cluster::read_members(&record)
+                    .into_iter()
+                    .find(|m| m.seed)
+            }
+        })
+        .await,
+    );
+    c.crash();
+    let restarted = c.restart().await;
+    ok(&c, restarted);
+    let up = wait_cluster(
+        &c,
+        restored,
+        "the restored cluster running",
+        CHANGE * 2,
+        |s| is_running(s, 3, VERSION),
+    )
+    .await;
+    assert!(
+        up.members.iter().any(|m| m.name == seed.name),
+        "the seed created before the crash restored it: {}",
+        describe(&up)
+    );
+    let said = condition(&up, ConditionType::Restored).expect("a Restored condition");
+    assert_eq!(said.status(), ConditionStatus::True, "{}", describe(&up));
+    assert!(said.message.contains(&name), "{}", said.message);
+    let mut restored_client = ok(&c, etcd_client(&endpoints(&up)).await);
+    let keys = restored_client
+        .get(
+            "k/",
+            Some(GetOptions::new().with_prefix().with_count_only()),
+        )
+        .await
+        .expect("count the restored keys");
+    assert_eq!(
+        keys.count(),
+        100,
+        "every key of the backup is in the restored cluster"
+    );
 }

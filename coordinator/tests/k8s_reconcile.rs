@@ -14,7 +14,8 @@ use std::{
 
 use etcd_coordinator::{
     k8s::{
-        ANNOTATION_ETCD_VERSION, ANNOTATION_NEXT_ORDINAL, Context, FINALIZER, KubeRuntime,
+        ANNOTATION_ETCD_VERSION, ANNOTATION_NEXT_ORDINAL, ANNOTATION_RECORD, Context, FINALIZER,
+        KubeRuntime,
         build::PodSettings,
         leader::{LeaderElector, LeaseSettings},
         reconcile,
@@ -1265,4 +1266,133 @@ async fn tls_members_get_etcd_certificates_and_renewals_update_their_secret() {
         assert_ne!(renewed[cert], first[cert], "{cert} renewed");
         assert_eq!(renewed[key], first[key], "{key} kept");
     }
+}
+
+/// The durable decision record of a cluster created with `members` whose bootstrap is over.
+fn created_record(members: &[&str]) -> String {
+    json!({
+        "created": {"at": 1, "members": members},
+        "members": members,
+    })
+    .to_string()
+}
+
+fn condition_of<'a>(
+    status: &'a etcd_operator::resource::EtcdClusterStatus,
+    type_: &str,
+) -> Option<&'a etcd_operator::resource::ClusterCondition> {
+    status.conditions.iter().find(|c| c.type_ == type_)
+}
+
+/// Every member of a created cluster gone with its data (its `emptyDir` Pods deleted):
+/// under `quorumLoss: Manual` a coordinator started afresh creates nothing over it (an empty
+/// cluster would be Running with none of the data it acknowledged) and says what was lost.
+#[tokio::test]
+async fn every_member_gone_with_its_data_creates_nothing_and_says_what_was_lost() {
+    let names = [
+        "etcd-cluster-0000",
+        "etcd-cluster-0001",
+        "etcd-cluster-0002",
+    ];
+    let mut c = cluster(3, "3.6.15");
+    c.metadata.annotations = Some(BTreeMap::from([
+        (ANNOTATION_NEXT_ORDINAL.to_string(), "3".to_string()),
+        (ANNOTATION_RECORD.to_string(), created_record(&names)),
+    ]));
+    let client = fake(vec![c], None).await;
+    let ctx = context(&client);
+    reconcile_once(&ctx).await;
+    reconcile_once(&ctx).await;
+    assert!(
+        pod_names(&client).await.is_empty(),
+        "nothing is created over a cluster whose members are gone"
+    );
+    let status = get_cluster(&client).await.status.expect("a status");
+    assert_eq!(status.phase, "Failed", "{status:?}");
+    let lost = condition_of(&status, "QuorumLost").expect("a QuorumLost condition");
+    assert_eq!(
+        (lost.status.as_str(), lost.reason.as_str()),
+        ("True", "DataLost")
+    );
+    for name in names {
+        assert!(lost.message.contains(name), "{}", lost.message);
+    }
+    // The record still says the cluster was created: a later coordinator decides the same.
+    let again = context(&client);
+    reconcile_once(&again).await;
+    assert!(pod_names(&client).await.is_empty());
+}
+
+/// A backup in a local storage directory, as a sidecar would have written it: its metadata
+/// (verified) beside its snapshot.
+fn stored_backup(dir: &std::path::Path, cluster: &str, name: &str) {
+    let under = dir.join(cluster);
+    std::fs::create_dir_all(&under).unwrap();
+    std::fs::write(under.join(format!("{name}.db")), b"snapshot").unwrap();
+    let meta = etcd_operator::backup::BackupMeta {
+        name: name.into(),
+        cluster: cluster.into(),
+        etcd_cluster_id: "abc".into(),
+        member: format!("{cluster}-0000"),
+        etcd_version: "3.6.15".into(),
+        revision: 42,
+        size_bytes: 8,
+        sha256: "00".into(),
+        created_at: "2026-12-01T10:00:00Z".into(),
+        verified: true,
+        ..Default::default()
+    };
+    std::fs::write(
+        under.join(format!("{name}.json")),
+        serde_json::to_vec(&meta).unwrap(),
+    )
+    .unwrap();
+}
+
+/// The backup a cluster is created from is decided once, in the `EtcdCluster`'s record,
+/// before its seed is created: a coordinator started after the seed was created (before it
+/// registers: a Pod being scheduled) finds the same backup there for the seed, and creates
+/// no second seed.
+#[tokio::test]
+async fn the_restore_a_seed_was_created_for_survives_a_coordinator_restart() {
+    let storage = tempfile::tempdir().unwrap();
+    stored_backup(storage.path(), "source", "source-20261201T100000.000Z-r42");
+    let mut c = cluster(3, "3.6.15");
+    c.spec.restore = Some(etcd_operator::resource::RestoreSpec {
+        backup: "latest".into(),
+        cluster: Some("source".into()),
+        storage: Some(etcd_operator::resource::BackupStorageSpec {
+            local: Some(etcd_operator::resource::LocalStorageSpec {
+                path: storage.path().display().to_string(),
+            }),
+            s3: None,
+        }),
+        bump_revision: None,
+    });
+    let client = fake(vec![c], None).await;
+    let ctx = context(&client);
+    reconcile_once(&ctx).await;
+    assert_eq!(pod_names(&client).await, ["etcd-cluster-0000"]);
+    let key = ClusterKey::new(NS, NAME);
+    let decided = ctx.registry.record(&key).await.unwrap();
+    let restore = decided.restore.expect("the restore is recorded");
+    assert_eq!(restore.seed, "etcd-cluster-0000");
+    assert_eq!(restore.source.backup, "source-20261201T100000.000Z-r42");
+
+    // The backup storage goes away; the coordinator starts again (a new term).
+    drop(storage);
+    let restarted = context(&client);
+    reconcile_once(&restarted).await;
+    reconcile_once(&restarted).await;
+    let read = restarted.registry.record(&key).await.unwrap();
+    assert_eq!(
+        read.restore.as_ref().map(|r| (&r.seed, &r.source.backup)),
+        Some((&restore.seed, &restore.source.backup)),
+        "the restarted coordinator reads the same decision"
+    );
+    assert_eq!(
+        pod_names(&client).await,
+        ["etcd-cluster-0000"],
+        "no second seed"
+    );
 }

@@ -32,7 +32,7 @@ use etcd_operator::{
         GetClusterRequest, GrantRequest, GrantResponse, HealthReport, LeaveRequest,
         ListBackupsRequest, ListBackupsResponse, ListClustersRequest, ListClustersResponse,
         MemberPhase, RegisterRequest, RegisterResponse, ReleaseGrantRequest, ReleaseGrantResponse,
-        ReportHealthResponse, TakeBackupRequest,
+        RenewGrantRequest, ReportHealthResponse, TakeBackupRequest,
         coordinator_server::{Coordinator, CoordinatorServer},
         sidecar_client::SidecarClient,
     },
@@ -79,6 +79,8 @@ enum GrantEvent {
         at: Duration,
         at_unix_ms: i64,
     },
+    /// Its holder renewed a grant: it lapses later.
+    Renewed { id: String, expires_at_unix_ms: i64 },
     /// A grant was given back (recorded before the service was asked, kept when it
     /// released it): so a correct service's next grant is always recorded later.
     Released {
@@ -107,7 +109,7 @@ impl GrantLog {
             .into_iter()
             .filter_map(|e| match e {
                 GrantEvent::Granted { member, kind, .. } => Some((member, kind)),
-                GrantEvent::Released { .. } => None,
+                GrantEvent::Released { .. } | GrantEvent::Renewed { .. } => None,
             })
             .collect()
     }
@@ -139,6 +141,19 @@ fn assert_one_grant_at_a_time(events: &[GrantEvent]) -> usize {
                 lapses_unix_ms: *expires_at_unix_ms,
                 released: None,
             }),
+            GrantEvent::Renewed {
+                id,
+                expires_at_unix_ms,
+            } => {
+                let grant = grants.iter_mut().find(|g| g.id == id);
+                let grant =
+                    grant.unwrap_or_else(|| panic!("{id} renewed, never given: {events:?}"));
+                assert!(
+                    grant.released.is_none(),
+                    "{id} renewed after its release: {events:?}"
+                );
+                grant.lapses_unix_ms = grant.lapses_unix_ms.max(*expires_at_unix_ms);
+            }
             GrantEvent::Released { id, at, .. } => {
                 let grant = grants.iter_mut().find(|g| g.id == id);
                 let grant =
@@ -231,6 +246,21 @@ impl Coordinator for Recorded {
                 succeeded: asked.succeeded,
                 member_id: asked.member_id,
                 at,
+            });
+        }
+        Ok(response)
+    }
+
+    async fn renew_grant(
+        &self,
+        request: Request<RenewGrantRequest>,
+    ) -> Result<Response<GrantResponse>, Status> {
+        let response = self.service.renew_grant(request).await?;
+        let answer = response.get_ref();
+        if answer.granted {
+            self.log.events.lock().unwrap().push(GrantEvent::Renewed {
+                id: answer.grant_id.clone(),
+                expires_at_unix_ms: answer.expires_at_unix_ms,
             });
         }
         Ok(response)

@@ -320,6 +320,44 @@ impl Storage {
         Ok((size, hex(hash.finish().as_ref())))
     }
 
+    /// Reads backup `name` whole, without keeping it, and checks it against its metadata
+    /// (and against `sha256` when given): its bytes must hash to what was recorded and be
+    /// as many. Proves that the storage still holds a backup that can be restored, before
+    /// anything is done that needs it.
+    pub async fn check(&self, name: &str, sha256: &str) -> Result<BackupMeta, BackupError> {
+        let meta = self.meta(name).await?;
+        if !sha256.is_empty() && meta.sha256 != sha256 {
+            return Err(BackupError::Integrity(format!(
+                "backup {name} has SHA-256 {} where {sha256} was asked for",
+                meta.sha256
+            )));
+        }
+        let location = self.path(&snapshot_object(name));
+        let got = match self.store.get(&location).await {
+            Ok(got) => got,
+            Err(object_store::Error::NotFound { .. }) => {
+                return Err(BackupError::NotFound(snapshot_object(name)));
+            }
+            Err(e) => return Err(storage(format!("reading {location}"))(e)),
+        };
+        let mut hash = Context::new(&SHA256);
+        let mut size = 0u64;
+        let mut stream = got.into_stream();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(storage(format!("reading {location}")))?;
+            hash.update(&chunk);
+            size += chunk.len() as u64;
+        }
+        let sum = hex(hash.finish().as_ref());
+        if sum != meta.sha256 || size != meta.size_bytes {
+            return Err(BackupError::Integrity(format!(
+                "backup {name} is damaged: {size} bytes hashing to {sum}, where its metadata records {} bytes hashing to {}",
+                meta.size_bytes, meta.sha256
+            )));
+        }
+        Ok(meta)
+    }
+
     /// Deletes backup `name`: its metadata first, so that it is never listed without its
     /// snapshot.
     pub async fn delete(&self, name: &str) -> Result<(), BackupError> {

@@ -306,6 +306,6 @@ pub async fn stream_reports(member: Arc<Member>, reports: watch::Receiver<Health
             }
         }
         tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(Duration::from_secs(5));
+        backoff = (backoff * 2).min(etcd_operator::grant::REPORT_RECONNECT_MAX);
     }
 }

@@ -127,6 +127,7 @@ pub async fn run(
         health_reporter,
     ));
     let reporter = tokio::spawn(health::stream_reports(Arc::clone(&member), reports_rx));
+    let renewer = tokio::spawn(Arc::clone(&member).renew_grants());
     let starter = {
         let m = Arc::clone(&member);
         tokio::spawn(async move { m.start().await })
@@ -136,6 +137,7 @@ pub async fn run(
     starter.abort();
     observer.abort();
     reporter.abort();
+    renewer.abort();
     member.supervisor.stop().await;
     let _ = stop_tx.send(true);
     let _ = tokio::time::timeout(std::time::Duration::from_secs(5), server).await;

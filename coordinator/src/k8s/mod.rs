@@ -38,6 +38,7 @@ pub mod install;
 pub mod leader;
 pub mod operator;
 pub mod reconcile;
+pub mod records;
 pub mod runtime;
 pub mod status;
 #[doc(hidden)]
@@ -54,6 +55,8 @@ pub const FINALIZER: &str = "etcd.operator.rs/cleanup";
 /// Annotation on the `EtcdCluster`: the next member ordinal never used, written before the
 /// Pod of a new member is created (ordinals are never reused).
 pub const ANNOTATION_NEXT_ORDINAL: &str = "etcd.operator.rs/next-ordinal";
+/// The `EtcdCluster`'s durable decision record ([`crate::record`]), JSON.
+pub const ANNOTATION_RECORD: &str = "etcd.operator.rs/decisions";
 /// On an `EtcdCluster`: set (to any new value, e.g. the time) to take a backup now:
 /// `kubectl annotate etcdcluster NAME etcd.operator.rs/backup-now="$(date +%s)" --overwrite`.
 pub const ANNOTATION_BACKUP_NOW: &str = "etcd.operator.rs/backup-now";

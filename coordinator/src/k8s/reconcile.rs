@@ -86,6 +86,8 @@ impl Context {
         reporter: Reporter,
         policy: Policy,
     ) -> Self {
+        // The clusters' decision records are kept on the EtcdCluster objects.
+        registry.set_store(Arc::new(super::records::KubeRecords::new(client.clone())));
         Self {
             events: EventRecorder::new(client.clone(), reporter),
             client,

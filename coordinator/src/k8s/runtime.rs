@@ -775,6 +775,26 @@ impl Runtime for KubeRuntime {
         self.create_pod(key, &cluster, &pod).await
     }
 
+    async fn stop_member(&self, key: &ClusterKey, name: &str) -> Result<(), RuntimeError> {
+        // With a claim, the Pod goes and the claim keeps the data; without one, deleting
+        // the Pod would take the data with it: the Pod is left as it is.
+        let cluster = self.cluster(key)?;
+        if cluster.spec.storage.is_none() {
+            return Ok(());
+        }
+        match self
+            .pods(key)
+            .delete(name, &DeleteParams::background())
+            .await
+        {
+            Ok(_) => {}
+            Err(e) if is_status(&e, 404) => {}
+            Err(e) => return Err(other("deleting the Pod")(e)),
+        }
+        info!(cluster = %key, member = %name, "member Pod deleted; its claim keeps the data");
+        Ok(())
+    }
+
     async fn restart_member(
         &self,
         key: &ClusterKey,

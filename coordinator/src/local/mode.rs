@@ -72,6 +72,8 @@ pub async fn run_local(
     // Validate the manifests before anything starts: a typo must not start a cluster.
     let initial = read_manifests_by_file(&opts.manifests)?;
     let registry = Registry::new();
+    // The clusters' decision records are kept in the state directory.
+    registry.set_store(Arc::new(crate::record::LocalRecords::new(&opts.state_dir)));
     // The control path's CA is made on first start and kept under <state>/pki/.
     let (pki, ca) = LocalPki::open(&opts.state_dir)?;
     let listener = tokio::net::TcpListener::bind(opts.grpc_addr).await?;

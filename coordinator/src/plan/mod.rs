@@ -132,6 +132,16 @@ pub struct Observed {
     /// The initial members bootstrapping the cluster together, while they do
     /// ([`Action::CreateInitial`] began it; `None` otherwise).
     pub bootstrap: Option<BootstrapUnderWay>,
+    /// The durable record says the cluster was created (its first members were decided):
+    /// with no member left it is a cluster whose members are gone, never one to bootstrap
+    /// from nothing.
+    pub created: bool,
+    /// The initial members of a static bootstrap being abandoned (the decision is in the
+    /// durable record): deleted before anything else happens.
+    pub abandoning: Vec<String>,
+    /// Survivors of a lost cluster kept with their data until its restore runs (not in
+    /// `members`): deleted once the restored cluster runs.
+    pub kept: Vec<String>,
     /// Now, ms since the epoch.
     pub now: UnixMillis,
     /// Tunables.
@@ -528,9 +538,11 @@ pub enum Action {
         /// The voters whose data is gone.
         lost: Vec<String>,
     },
-    /// Quorum is lost for good and the spec says `Restore`: delete every member (`discard`)
-    /// and create the cluster again from `backup` with the seed `seed`; it then grows back
-    /// by learners. Writes after the backup are gone.
+    /// Quorum is lost for good and the spec says `Restore`: once the backup is read and
+    /// checked, delete the members whose data is gone (`discard`), stop the survivors
+    /// (`keep`, deleted with their data only once the restored cluster runs), and create the
+    /// cluster again from `backup` with the seed `seed`; it then grows back by learners.
+    /// Writes after the backup are gone.
     RestoreCluster {
         /// The backup restored (the latest verified one).
         backup: String,
@@ -538,10 +550,19 @@ pub enum Action {
         seed: String,
         /// Its version.
         version: EtcdVersion,
-        /// Every runtime member, deleted first.
+        /// The runtime members whose data is gone, deleted first.
         discard: Vec<String>,
+        /// The runtime members whose data survives: stopped, kept until the restored
+        /// cluster runs.
+        keep: Vec<String>,
         /// The voters whose data is gone.
         lost: Vec<String>,
+    },
+    /// The cluster restored after a lost quorum runs: delete the survivors of the lost one,
+    /// kept with their data until now.
+    DeleteKept {
+        /// The survivors.
+        names: Vec<String>,
     },
     /// Ask `name`'s sidecar for a backup (a healthy follower when there is one, sparing the
     /// leader). Not a membership change; one per cluster at a time.
@@ -613,6 +634,7 @@ impl Action {
             Self::TakeBackup { .. } => "take_backup",
             Self::ForceNewCluster { .. } => "force_new_cluster",
             Self::RestoreCluster { .. } => "restore_cluster",
+            Self::DeleteKept { .. } => "delete_kept",
             Self::Compact { .. } => "compact",
             Self::Defragment { .. } => "defragment",
             Self::DisarmAlarms { .. } => "disarm_alarms",
@@ -638,6 +660,7 @@ impl Action {
                 self,
                 Self::RestartMember { .. }
                     | Self::EndBootstrap
+                    | Self::DeleteKept { .. }
                     | Self::TakeBackup { .. }
                     | Self::Compact { .. }
                     | Self::Defragment { .. }
@@ -650,7 +673,9 @@ impl Action {
     pub fn describe(&self) -> String {
         let kind = self.kind().replace('_', " ");
         match self {
-            Self::CreateInitial { names, .. } | Self::AbandonBootstrap { names, .. } => {
+            Self::CreateInitial { names, .. }
+            | Self::AbandonBootstrap { names, .. }
+            | Self::DeleteKept { names } => {
                 format!("{kind} {}", names.join(", "))
             }
             _ => match self.member() {
@@ -677,9 +702,9 @@ impl Action {
             | Self::Compact { name, .. }
             | Self::Defragment { name, .. }
             | Self::DisarmAlarms { name } => Some(name),
-            Self::CreateInitial { names, .. } | Self::AbandonBootstrap { names, .. } => {
-                names.first().map(String::as_str)
-            }
+            Self::CreateInitial { names, .. }
+            | Self::AbandonBootstrap { names, .. }
+            | Self::DeleteKept { names } => names.first().map(String::as_str),
             Self::EndBootstrap | Self::RefuseSpec { .. } | Self::Wait { .. } | Self::Steady => None,
         }
     }
@@ -768,13 +793,19 @@ impl fmt::Display for WaitReason {
                 policy,
                 no_backup,
             } => {
-                write!(
-                    f,
-                    "quorum lost for good: the data of {} is gone ({} of {} voting members); ",
-                    lost.join(", "),
-                    lost.len(),
-                    lost.len() + survivors.len()
-                )?;
+                if lost.is_empty() {
+                    f.write_str(
+                        "quorum lost for good: every member of the cluster is gone with its data; ",
+                    )?;
+                } else {
+                    write!(
+                        f,
+                        "quorum lost for good: the data of {} is gone ({} of {} voting members); ",
+                        lost.join(", "),
+                        lost.len(),
+                        lost.len() + survivors.len()
+                    )?;
+                }
                 if *policy == QuorumLossPolicy::Restore {
                     return match no_backup {
                         Some(why) => write!(
@@ -1057,6 +1088,17 @@ fn is_fresh(report: &MemberReport, now: UnixMillis, policy: &Policy) -> bool {
 }
 
 fn is_dead(member: &RuntimeMember, now: UnixMillis, policy: &Policy) -> bool {
+    // A sidecar that reports its member healthy, freshly and since the runtime last saw it
+    // go down, speaks for a member that serves: whatever the runtime says of its Pod (a
+    // node cut off from the API server has its Pods marked Terminating while they run on),
+    // it is not dead.
+    if member.report.as_ref().is_some_and(|r| {
+        r.healthy
+            && is_fresh(r, now, policy)
+            && member.down_since.is_none_or(|down| r.observed_at > down)
+    }) {
+        return false;
+    }
     if member.running {
         // The sidecar runs but its etcd keeps exiting on its data: dead after as long as a
         // member whose process is down. A full disk is not death (the data is whole and
@@ -1300,6 +1342,16 @@ impl<'a> View<'a> {
 
     fn decide(&self) -> Step {
         let observed = self.observed;
+        // An abandon decided before a restart is carried through before anything else.
+        if !observed.abandoning.is_empty() {
+            return (
+                Action::AbandonBootstrap {
+                    names: observed.abandoning.clone(),
+                    reason: "the abandon decided earlier is carried through".to_string(),
+                },
+                Phase::Creating,
+            );
+        }
         if observed.members.is_empty() && observed.etcd_members.is_none() {
             if let Some(Err(message)) = &observed.restore {
                 return (
@@ -1309,14 +1361,24 @@ impl<'a> View<'a> {
                     Phase::Invalid,
                 );
             }
-            // A cluster that had members (ordinals were handed out) and has none left, under
-            // `Restore`: never an empty seed; it comes back from its latest verified backup
-            // (a restore interrupted between deleting the members and creating the seed).
-            if observed.next_ordinal > 0
-                && observed.restore.is_none()
-                && let Some(step) = self.restore_from_backup(Vec::new(), Vec::new())
-            {
-                return step;
+            // A cluster that was created and has no member left: never an empty bootstrap
+            // (whatever it acknowledged would be gone without a word). A restore decided
+            // and not done goes on with a new seed; under `Restore` it comes back from its
+            // latest verified backup; otherwise nothing is created over it.
+            if observed.created && observed.restore.is_none() {
+                return self
+                    .restore_from_backup(Vec::new(), Vec::new())
+                    .unwrap_or_else(|| {
+                        wait(
+                            WaitReason::QuorumLostForGood {
+                                lost: Vec::new(),
+                                survivors: Vec::new(),
+                                policy: self.spec.quorum_loss,
+                                no_backup: None,
+                            },
+                            Phase::Failed,
+                        )
+                    });
             }
             // Several members from nothing: together, as etcd's static bootstrap. A restore
             // has one seed that restores, then grows by learners.
@@ -1394,12 +1456,14 @@ impl<'a> View<'a> {
             .or_else(|| self.handle_dead())
             .or_else(|| self.delete_left())
             .or_else(|| self.wait_for_joiner())
+            .or_else(|| self.resume_handoff())
             .or_else(|| self.wait_for_unhealthy())
             .or_else(|| self.wait_for_defragmented())
             .or_else(|| self.alarms())
             .or_else(|| self.scale())
             .or_else(|| self.upgrade())
             .or_else(|| self.scheduled_defragment())
+            .or_else(|| self.delete_kept())
             .unwrap_or((Action::Steady, Phase::Running));
         // A backup that is due goes first (backups matter most when something is wrong),
         // with the phase the rest of the rules show.
@@ -1744,6 +1808,19 @@ impl<'a> View<'a> {
         }
     }
 
+    /// Once the restored cluster runs (nothing else to do), the survivors of the lost one,
+    /// kept with their data until now, are deleted.
+    fn delete_kept(&self) -> Option<Step> {
+        (!self.observed.kept.is_empty()).then(|| {
+            (
+                Action::DeleteKept {
+                    names: self.observed.kept.clone(),
+                },
+                Phase::Recovering,
+            )
+        })
+    }
+
     /// With `spec.recovery.quorumLoss: Restore`, the way back once quorum is lost for good:
     /// the cluster created again from the latest verified backup, or a wait saying why not.
     fn restore_from_backup(&self, lost: Vec<String>, survivors: Vec<Survivor>) -> Option<Step> {
@@ -1751,21 +1828,25 @@ impl<'a> View<'a> {
             return None;
         }
         Some(match &self.observed.recovery_backup {
-            Some(Ok(backup)) => (
-                Action::RestoreCluster {
-                    backup: backup.clone(),
-                    seed: self.new_member_name(),
-                    version: self.spec.version,
-                    discard: self
-                        .observed
-                        .members
-                        .iter()
-                        .map(|m| m.name.clone())
-                        .collect(),
-                    lost,
-                },
-                Phase::Recovering,
-            ),
+            Some(Ok(backup)) => {
+                let (keep, discard): (Vec<&RuntimeMember>, Vec<&RuntimeMember>) = self
+                    .observed
+                    .members
+                    .iter()
+                    .partition(|m| m.data == MemberData::Intact);
+                let names = |ms: Vec<&RuntimeMember>| ms.iter().map(|m| m.name.clone()).collect();
+                (
+                    Action::RestoreCluster {
+                        backup: backup.clone(),
+                        seed: self.new_member_name(),
+                        version: self.spec.version,
+                        discard: names(discard),
+                        keep: names(keep),
+                        lost,
+                    },
+                    Phase::Recovering,
+                )
+            }
             other => wait(
                 WaitReason::QuorumLostForGood {
                     lost,
@@ -1801,6 +1882,23 @@ impl<'a> View<'a> {
                 if let Some(step) = self.restore_from_backup(lost, Vec::new()) {
                     return step;
                 }
+            }
+            // Every member's data gone: quorum cannot come back; nothing is created over
+            // the cluster (unless the spec says how to recover, above).
+            if self
+                .members
+                .iter()
+                .all(|m| m.runtime.data == MemberData::Gone)
+            {
+                return wait(
+                    WaitReason::QuorumLostForGood {
+                        lost: self.members.iter().map(|m| m.name().to_string()).collect(),
+                        survivors: Vec::new(),
+                        policy: self.spec.quorum_loss,
+                        no_backup: None,
+                    },
+                    Phase::Failed,
+                );
             }
             if self.members.iter().any(|m| m.dead) {
                 return wait(
@@ -1998,11 +2096,24 @@ impl<'a> View<'a> {
     /// counts, even while its pod is still starting: it has never been a member, so it is
     /// joining, not down.
     fn wait_for_joiner(&self) -> Option<Step> {
-        let joiner = self.members.iter().find(|m| m.is_learner()).or_else(|| {
-            self.members
-                .iter()
-                .find(|m| m.entry.is_none() && !m.dead && !m.left)
-        })?;
+        let joiner = self
+            .members
+            .iter()
+            .find(|m| m.is_learner())
+            .or_else(|| {
+                self.members
+                    .iter()
+                    .find(|m| m.entry.is_none() && !m.dead && !m.left)
+            })
+            .or_else(|| {
+                // A voter whose sidecar still says it joins: promoted, its grant given back,
+                // its own end of the join not seen yet. The next change waits for it.
+                self.members.iter().find(|m| {
+                    m.is_voter()
+                        && m.runtime.running
+                        && m.reported_phase() == Some(ReportedPhase::Joining)
+                })
+            })?;
         // A learner in the cluster's list whose sidecar reports (freshly) that it is past
         // its join: its join was interrupted between the add and the promotion. No grant
         // is in flight (checked before), so nobody is promoting it: finish it.
@@ -2023,6 +2134,30 @@ impl<'a> View<'a> {
         Some(wait(
             WaitReason::MemberJoining(joiner.name().to_string()),
             self.growth_phase(),
+        ))
+    }
+
+    /// A member whose sidecar says it handed off (its etcd stopped for an upgrade) after
+    /// the last restart of its upgrade step, if any: the coordinator that asked stopped
+    /// before restarting it. It is restarted on the spec's version now, its handoff not
+    /// asked again. Not a membership change, and the member is down already: no quorum is
+    /// at stake.
+    fn resume_handoff(&self) -> Option<Step> {
+        let (now, policy) = (self.observed.now, &self.observed.policy);
+        let m = self.members.iter().find(|m| {
+            m.runtime.running
+                && m.runtime.report.as_ref().is_some_and(|r| {
+                    r.phase == ReportedPhase::HandedOff
+                        && is_fresh(r, now, policy)
+                        && m.runtime.upgraded_at.is_none_or(|at| r.observed_at > at)
+                })
+        })?;
+        Some((
+            Action::UpgradeMember {
+                name: m.name().to_string(),
+                to: self.spec.version,
+            },
+            Phase::Upgrading,
         ))
     }
 

@@ -63,9 +63,18 @@ impl Situation {
             recovery_backup: None,
             maintenance: MaintenanceRecord::default(),
             bootstrap: None,
+            created: false,
+            abandoning: Vec::new(),
+            kept: Vec::new(),
             now: NOW,
             policy: Policy::default(),
         })
+    }
+
+    /// The durable record says the cluster was created.
+    fn created(mut self) -> Self {
+        self.0.created = true;
+        self
     }
 
     /// `n` healthy voters with ordinals `0..n`, member 0 leading, spec size `n`.
@@ -580,6 +589,16 @@ fn creating_a_cluster_from_nothing() {
 fn one_member_joins_at_a_time() {
     assert_cases(vec![
         (
+            "promoted, its grant given back, its sidecar not yet past its join: the next waits",
+            {
+                let mut s = Situation::healthy(4).size(5);
+                s.report(3).phase = ReportedPhase::Joining;
+                s
+            },
+            waiting(WaitReason::MemberJoining(name(3))),
+            Phase::Scaling,
+        ),
+        (
             "a learner in etcd",
             Situation::healthy(1).size(3).learner(1),
             waiting(WaitReason::MemberJoining(name(1))),
@@ -982,6 +1001,53 @@ fn a_stale_report_is_never_death() {
 }
 
 #[test]
+fn a_member_whose_sidecar_reports_it_healthy_since_it_went_down_is_never_dead() {
+    // A Pod marked Terminating while its node is cut off from the API server counts as
+    // down; its etcd serves on, and its sidecar still reports it healthy.
+    let reporting = |s: Situation, ordinal: u32, ago: i64| {
+        let mut s = s;
+        let r = s.report(ordinal);
+        r.healthy = true;
+        r.observed_at = NOW - ago;
+        s
+    };
+    assert_cases(vec![
+        (
+            "down past dead-after, its sidecar reporting it healthy a moment ago: not removed",
+            reporting(Situation::healthy(3).dead(2), 2, 500),
+            waiting(WaitReason::MemberDown(name(2))),
+            Phase::Degraded,
+        ),
+        (
+            "its data reported gone, its sidecar reporting it healthy since: not removed",
+            reporting(Situation::healthy(3).wiped(2).down_for(2, 60_000), 2, 500),
+            waiting(WaitReason::MemberDown(name(2))),
+            Phase::Degraded,
+        ),
+        (
+            "down past dead-after, its last report older than its going down: removed",
+            Situation::healthy(3).dead(2),
+            Action::RemoveDeadMember {
+                name: name(2),
+                member_id: 4098,
+                reason: "not running for 60s (dead after 15s)".into(),
+            },
+            Phase::Recovering,
+        ),
+        (
+            "down past dead-after, reported healthy since, but the report went stale: removed",
+            reporting(Situation::healthy(3).dead(2), 2, 30_000),
+            Action::RemoveDeadMember {
+                name: name(2),
+                member_id: 4098,
+                reason: "not running for 60s (dead after 15s)".into(),
+            },
+            Phase::Recovering,
+        ),
+    ]);
+}
+
+#[test]
 fn with_quorum_lost_nothing_changes() {
     assert_cases(vec![
         (
@@ -1266,9 +1332,26 @@ fn upgrades_followers_first_and_the_leader_last() {
             Phase::Upgrading,
         ),
         (
-            "the first follower mid-handoff: wait",
-            handed_off,
-            waiting(WaitReason::Unhealthy(name(0))),
+            "the first follower handed off, not restarted (its coordinator stopped between the two): restarted now",
+            handed_off.clone(),
+            Action::UpgradeMember {
+                name: name(0),
+                to: V36,
+            },
+            Phase::Upgrading,
+        ),
+        (
+            "the first follower handed off and restarted since (its old report still fresh): wait",
+            {
+                let mut s = handed_off;
+                s.member(0).upgraded_at = Some(NOW - 500);
+                s.report(0).observed_at = NOW - 1_000;
+                s
+            },
+            waiting(WaitReason::Upgrading {
+                member: name(0),
+                to: V36,
+            }),
             Phase::Upgrading,
         ),
         (
@@ -2162,18 +2245,19 @@ fn a_lost_quorum_whose_data_is_gone_is_restored_from_the_latest_backup_when_the_
         .leaderless(0)
         .raft(0, 900, 400)
         .quorum_loss(QuorumLossPolicy::Restore);
-    let restore = |lost: Vec<String>, seed: u32| Action::RestoreCluster {
+    let restore = |lost: Vec<String>, keep: Vec<String>, seed: u32| Action::RestoreCluster {
         backup: backup.into(),
         seed: name(seed),
         version: V36,
-        discard: (0..3).map(name).collect(),
+        discard: lost.clone(),
+        keep,
         lost,
     };
     assert_cases(vec![
         (
-            "Restore with a verified backup: every member goes, a new seed restores it",
+            "Restore with a verified backup: the wiped go, the survivor is kept with its data, a new seed restores it",
             two_wiped.clone().recovery_backup(Ok(backup)),
-            restore(vec![name(1), name(2)], 3),
+            restore(vec![name(1), name(2)], vec![name(0)], 3),
             Phase::Recovering,
         ),
         (
@@ -2240,13 +2324,14 @@ fn a_lost_quorum_whose_data_is_gone_is_restored_from_the_latest_backup_when_the_
                 .etcd_unreadable()
                 .quorum_loss(QuorumLossPolicy::Restore)
                 .recovery_backup(Ok(backup)),
-            restore(vec![name(0), name(1), name(2)], 3),
+            restore(vec![name(0), name(1), name(2)], Vec::new(), 3),
             Phase::Recovering,
         ),
         (
             "Restore, a restore interrupted after every member was deleted: restored, never an empty seed",
             Situation::empty(3)
                 .next_ordinal(3)
+                .created()
                 .quorum_loss(QuorumLossPolicy::Restore)
                 .recovery_backup(Ok(backup)),
             Action::RestoreCluster {
@@ -2254,6 +2339,7 @@ fn a_lost_quorum_whose_data_is_gone_is_restored_from_the_latest_backup_when_the_
                 seed: name(3),
                 version: V36,
                 discard: Vec::new(),
+                keep: Vec::new(),
                 lost: Vec::new(),
             },
             Phase::Recovering,
@@ -2262,6 +2348,7 @@ fn a_lost_quorum_whose_data_is_gone_is_restored_from_the_latest_backup_when_the_
             "Restore, interrupted, and no backup to be found: wait, never an empty seed",
             Situation::empty(3)
                 .next_ordinal(3)
+                .created()
                 .quorum_loss(QuorumLossPolicy::Restore)
                 .recovery_backup(Err("storage unreachable")),
             waiting(WaitReason::QuorumLostForGood {
@@ -2282,17 +2369,56 @@ fn a_lost_quorum_whose_data_is_gone_is_restored_from_the_latest_backup_when_the_
             Phase::Creating,
         ),
         (
-            "Manual, every member wiped: nothing touched",
+            "Manual, every member wiped: nothing touched, what was lost named",
             Situation::healthy(3)
                 .wiped(0)
                 .wiped(1)
                 .wiped(2)
                 .etcd_unreadable(),
-            waiting(WaitReason::QuorumLost {
-                healthy: 0,
-                voters: 3,
+            waiting(WaitReason::QuorumLostForGood {
+                lost: (0..3).map(name).collect(),
+                survivors: Vec::new(),
+                policy: QuorumLossPolicy::Manual,
+                no_backup: None,
             }),
             Phase::Failed,
+        ),
+        (
+            "Manual, a created cluster with no member left (every one gone with its data): nothing created over it",
+            Situation::empty(3).next_ordinal(3).created(),
+            waiting(WaitReason::QuorumLostForGood {
+                lost: Vec::new(),
+                survivors: Vec::new(),
+                policy: QuorumLossPolicy::Manual,
+                no_backup: None,
+            }),
+            Phase::Failed,
+        ),
+        (
+            "ForceNewCluster, every member gone: nothing to force from, nothing created",
+            Situation::empty(1)
+                .next_ordinal(1)
+                .created()
+                .quorum_loss(QuorumLossPolicy::ForceNewCluster),
+            waiting(WaitReason::QuorumLostForGood {
+                lost: Vec::new(),
+                survivors: Vec::new(),
+                policy: QuorumLossPolicy::ForceNewCluster,
+                no_backup: None,
+            }),
+            Phase::Failed,
+        ),
+        (
+            "A restore decided and not done whose seed is gone: a new seed restores the same backup",
+            Situation::empty(3)
+                .next_ordinal(4)
+                .created()
+                .restore(Ok(backup)),
+            Action::CreateSeed {
+                name: name(4),
+                version: V36,
+            },
+            Phase::Creating,
         ),
     ]);
     let message = WaitReason::QuorumLostForGood {

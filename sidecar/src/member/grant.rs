@@ -22,6 +22,32 @@ use crate::error::SidecarError;
 /// How soon an initial member asks again for the peer URLs of the others.
 const INITIAL_PEERS_POLL: Duration = Duration::from_millis(100);
 
+/// The lease of the grant this member holds, as the member measures it: from when it sent
+/// the request that the coordinator answered, so that it runs out before the coordinator's
+/// (which counts from when it received it), with a tenth of the lease to spare.
+#[derive(Debug, Clone)]
+pub(super) struct GrantLease {
+    /// The grant's id.
+    pub id: String,
+    /// Until when this member may act under it.
+    pub valid_until: Instant,
+    /// When the request that last renewed it was sent.
+    pub renewed_at: Instant,
+    /// Why the coordinator refused a renewal, if it did: the grant is gone.
+    pub lost: Option<String>,
+}
+
+/// How long a grant lasts after a request the coordinator answered at `lease_ms`, as this
+/// member counts it.
+fn lease_span(lease_ms: u32) -> Duration {
+    let lease = if lease_ms == 0 {
+        etcd_operator::grant::GRANT_LEASE
+    } else {
+        Duration::from_millis(u64::from(lease_ms))
+    };
+    lease.mul_f64(0.9)
+}
+
 /// The role the coordinator gave at registration.
 #[derive(Debug, Clone, PartialEq)]
 pub(super) enum Role {
@@ -216,6 +242,7 @@ impl Member {
     ) -> Result<GrantResponse, SidecarError> {
         let deadline = wait.map(|w| Instant::now() + w);
         loop {
+            let sent_at = Instant::now();
             let request = GrantRequest {
                 cluster: Some((&self.cfg.cluster).into()),
                 member_name: self.cfg.name.clone(),
@@ -234,7 +261,13 @@ impl Member {
                         self.reconnect_coordinator();
                         Duration::from_secs(1)
                     } else if resp.granted {
-                        info!(grant = %resp.grant_id, kind = ?kind, "membership grant received");
+                        info!(grant = %resp.grant_id, kind = ?kind, lease_ms = resp.lease_ms, "membership grant received");
+                        *self.lease.lock().unwrap_or_else(|e| e.into_inner()) = Some(GrantLease {
+                            id: resp.grant_id.clone(),
+                            valid_until: sent_at + lease_span(resp.lease_ms),
+                            renewed_at: sent_at,
+                            lost: None,
+                        });
                         self.state
                             .send_modify(|s| s.held_grant = Some((resp.grant_id.clone(), kind)));
                         return Ok(resp);
@@ -257,11 +290,105 @@ impl Member {
         }
     }
 
+    /// Refuses to go on with a membership change when the grant it is made under is no
+    /// longer this member's: its lease ran out (renewals did not reach the coordinator) or
+    /// the coordinator refused a renewal. Called before every membership call.
+    pub(super) fn grant_in_force(&self) -> Result<(), SidecarError> {
+        let lease = self.lease.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        match lease {
+            None => Err(SidecarError::Refused(
+                "no membership grant is held: the change is not made".into(),
+            )),
+            Some(GrantLease {
+                id,
+                lost: Some(why),
+                ..
+            }) => Err(SidecarError::Refused(format!(
+                "grant {id} is no longer held ({why}): the change is not made"
+            ))),
+            Some(lease) if Instant::now() >= lease.valid_until => {
+                Err(SidecarError::Refused(format!(
+                    "grant {} lapsed: it could not be renewed in time, so the change is not made",
+                    lease.id
+                )))
+            }
+            Some(_) => Ok(()),
+        }
+    }
+
+    /// Renews the grant this member holds every [`GRANT_RENEW_EVERY`] for as long as it
+    /// holds it: the coordinator gives no other grant meanwhile, however long the change
+    /// takes (a learner catching up on a large database). Runs for the life of the sidecar.
+    ///
+    /// [`GRANT_RENEW_EVERY`]: etcd_operator::grant::GRANT_RENEW_EVERY
+    pub async fn renew_grants(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(Duration::from_millis(250));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let due = self
+                .lease
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone()
+                .filter(|l| {
+                    l.lost.is_none()
+                        && l.renewed_at.elapsed() >= etcd_operator::grant::GRANT_RENEW_EVERY
+                });
+            let Some(lease) = due else {
+                continue;
+            };
+            let sent_at = Instant::now();
+            let request = etcd_operator::proto::RenewGrantRequest {
+                cluster: Some((&self.cfg.cluster).into()),
+                grant_id: lease.id.clone(),
+                member_name: self.cfg.name.clone(),
+            };
+            let answer = tokio::time::timeout(
+                Duration::from_secs(2),
+                self.coordinator().renew_grant(request),
+            )
+            .await;
+            let mut held = self.lease.lock().unwrap_or_else(|e| e.into_inner());
+            let Some(current) = held.as_mut().filter(|l| l.id == lease.id) else {
+                continue;
+            };
+            match answer {
+                Ok(Ok(resp)) => {
+                    let resp = resp.into_inner();
+                    if self
+                        .admit_epoch(resp.coordinator_epoch, "a grant renewal")
+                        .is_err()
+                    {
+                        continue;
+                    }
+                    if resp.granted {
+                        current.valid_until = sent_at + lease_span(resp.lease_ms);
+                        current.renewed_at = sent_at;
+                    } else {
+                        warn!(grant = %lease.id, reason = %resp.reason, "the coordinator refused to renew the grant: the change it allows stops");
+                        current.lost = Some(resp.reason);
+                    }
+                }
+                Ok(Err(status)) => {
+                    debug!(grant = %lease.id, error = %status.message(), "grant renewal failed");
+                    self.coordinator_failed(&status);
+                    current.renewed_at = sent_at;
+                }
+                Err(_) => {
+                    debug!(grant = %lease.id, "grant renewal not answered in time");
+                    current.renewed_at = sent_at;
+                }
+            }
+        }
+    }
+
     pub(super) async fn release_grant(
         &self,
         grant: &GrantResponse,
         outcome: Result<u64, &SidecarError>,
     ) {
+        *self.lease.lock().unwrap_or_else(|e| e.into_inner()) = None;
         self.state.send_modify(|s| s.held_grant = None);
         let request = ReleaseGrantRequest {
             cluster: Some((&self.cfg.cluster).into()),

@@ -69,6 +69,7 @@ impl Member {
         for m in list.members() {
             if self.is_stale_entry(m) {
                 info!(stale_id = %format!("{:x}", m.id()), "removing this member's stale entry");
+                self.grant_in_force()?;
                 remove_member(client, m.id()).await?;
                 removed.push(m.id());
             }
@@ -129,6 +130,7 @@ impl Member {
                     let cluster_id = list.header().map(|h| h.cluster_id()).unwrap_or(0);
                     return Ok((m.id(), list.members().to_vec(), cluster_id));
                 } else {
+                    self.grant_in_force()?;
                     match client
                         .member_add(
                             [self.cfg.peer_url.as_str()],
@@ -172,6 +174,7 @@ impl Member {
     async fn promote(&self, client: &mut Client, member_id: u64) -> Result<(), SidecarError> {
         let deadline = Instant::now() + PROMOTE_DEADLINE;
         loop {
+            self.grant_in_force()?;
             match client.member_promote(member_id).await {
                 Ok(_) => return Ok(()),
                 Err(e) if is_not_learner(&e) => return Ok(()),

@@ -99,6 +99,7 @@ impl Member {
             .flat_map(|m| m.client_urls().iter().cloned())
             .collect();
         let others = self.etcd(&other_urls).await?;
+        self.grant_in_force()?;
         remove_member(&others, member_id).await?;
         info!(member_id = %format!("{member_id:x}"), "removed from the cluster; stopping etcd and wiping data");
         self.supervisor.stop().await;

@@ -97,6 +97,8 @@ pub struct Member {
     op: Mutex<()>,
     /// One backup at a time.
     backup: Mutex<()>,
+    /// The lease of the grant held, renewed while it is held ([`Member::renew_grants`]).
+    lease: std::sync::Mutex<Option<grant::GrantLease>>,
 }
 
 /// Milliseconds since the Unix epoch.
@@ -162,6 +164,7 @@ impl Member {
             state,
             op: Mutex::new(()),
             backup: Mutex::new(()),
+            lease: std::sync::Mutex::new(None),
         }))
     }
 

@@ -15,6 +15,16 @@ fn runtime_of<'a>(observed: &'a Observed, entry: &EtcdMember) -> Option<&'a Runt
 /// etcd that keeps exiting, not for a full disk), judged without the planner's own helpers.
 fn oracle_dead(observed: &Observed, member: &RuntimeMember) -> bool {
     let (now, policy) = (observed.now, &observed.policy);
+    // A sidecar that reported the member healthy since the runtime saw it go down, and not
+    // long ago, speaks for a member that serves.
+    let healthy_since_down = member.report.as_ref().is_some_and(|r| {
+        r.healthy
+            && r.observed_at >= now - policy.report_stale_after_ms
+            && member.down_since.is_none_or(|down| r.observed_at > down)
+    });
+    if healthy_since_down {
+        return false;
+    }
     if member.running {
         return member.report.as_ref().is_some_and(|r| {
             r.observed_at >= now - policy.report_stale_after_ms
@@ -168,6 +178,7 @@ pub(super) fn check_invariants(observed: &Observed, plan: &Plan) {
             backup,
             seed,
             discard,
+            keep,
             ..
         } => {
             let spec = observed.spec.as_ref().unwrap();
@@ -196,15 +207,27 @@ pub(super) fn check_invariants(observed: &Observed, plan: &Plan) {
                 .count();
             assert!(keepers < quorum(voters), "{}", context());
             let mut all: Vec<&String> = observed.members.iter().map(|m| &m.name).collect();
-            let mut discarded: Vec<&String> = discard.iter().collect();
+            let mut accounted: Vec<&String> = discard.iter().chain(keep).collect();
             all.sort();
-            discarded.sort();
+            accounted.sort();
             assert_eq!(
                 all,
-                discarded,
-                "a member kept beside the restored cluster: {}",
+                accounted,
+                "a member left running beside the restored cluster: {}",
                 context()
             );
+            // Data that survives is kept (until the restored cluster runs), never deleted
+            // for the restore.
+            for m in &observed.members {
+                assert_eq!(
+                    keep.contains(&m.name),
+                    m.data == MemberData::Intact,
+                    "{} {:?}: {}",
+                    m.name,
+                    m.data,
+                    context()
+                );
+            }
             let ordinal = member_ordinal(CLUSTER, seed).unwrap();
             assert!(
                 ordinal >= observed.next_ordinal
@@ -222,6 +245,13 @@ pub(super) fn check_invariants(observed: &Observed, plan: &Plan) {
                 "seed beside a cluster: {}",
                 context()
             );
+            // A cluster the record says was created gets a seed only to go on with the
+            // restore it decided: never a second, empty one.
+            assert!(
+                !observed.created || matches!(observed.restore, Some(Ok(_))),
+                "a new seed for a cluster that was created: {}",
+                context()
+            );
             let ordinal = member_ordinal(CLUSTER, seed).unwrap();
             assert!(ordinal >= observed.next_ordinal, "{}", context());
         }
@@ -232,6 +262,11 @@ pub(super) fn check_invariants(observed: &Observed, plan: &Plan) {
                 context()
             );
             assert!(observed.restore.is_none(), "{}", context());
+            assert!(
+                !observed.created,
+                "an empty bootstrap of a cluster that had members: {}",
+                context()
+            );
             let spec = observed.spec.as_ref().unwrap();
             assert_eq!(names.len(), spec.size as usize, "{}", context());
             assert!(names.len() > 1, "{}", context());
@@ -242,6 +277,9 @@ pub(super) fn check_invariants(observed: &Observed, plan: &Plan) {
         }
         Action::EndBootstrap => {
             assert!(observed.bootstrap.is_some(), "{}", context());
+        }
+        Action::AbandonBootstrap { names, .. } if !observed.abandoning.is_empty() => {
+            assert_eq!(names, &observed.abandoning, "{}", context());
         }
         Action::AbandonBootstrap { names, .. } => {
             let bootstrap = observed.bootstrap.as_ref().expect("a bootstrap under way");
@@ -392,6 +430,19 @@ pub(super) fn check_invariants(observed: &Observed, plan: &Plan) {
                 context()
             );
         }
+        Action::UpgradeMember { name: upgraded, .. }
+            if observed.members.iter().any(|m| {
+                &m.name == upgraded
+                    && m.report.as_ref().is_some_and(|r| {
+                        r.phase == ReportedPhase::HandedOff
+                            && r.observed_at >= observed.now - observed.policy.report_stale_after_ms
+                    })
+            }) =>
+        {
+            // A member handed off already (its etcd stopped): restarting it on the new
+            // version stops nothing more.
+            assert!(observed.grant.is_none(), "{}", context());
+        }
         Action::UpgradeMember { .. } => {
             assert!(
                 healthy == voters,
@@ -426,6 +477,14 @@ pub(super) fn check_invariants(observed: &Observed, plan: &Plan) {
             );
             let m = observed.members.iter().find(|m| &m.name == target).unwrap();
             assert!(fresh_healthy(observed, m), "{}", context());
+        }
+        Action::DeleteKept { names } => {
+            assert_eq!(names, &observed.kept, "{}", context());
+            assert!(
+                observed.grant.is_none() && healthy >= quorum(voters) && voters > 0,
+                "survivors deleted before the restored cluster runs: {}",
+                context()
+            );
         }
         Action::RefuseSpec { .. } | Action::Wait { .. } | Action::Steady => {}
     }
@@ -529,7 +588,8 @@ fn invariants_hold_in_every_generated_situation() {
                         let mut s = Situation::healthy(voters)
                             .size(size)
                             .leader(leader)
-                            .quorum_loss(quorum_loss);
+                            .quorum_loss(quorum_loss)
+                            .created();
                         for (ordinal, state) in (0..voters).zip(&states) {
                             s = match state {
                                 VoterState::Healthy => s,
@@ -608,4 +668,82 @@ fn invariants_hold_in_every_generated_situation() {
             "wait",
         ]
     );
+}
+
+/// What a coordinator started afresh finds of a cluster after a crash at any step: the
+/// durable record (created or not, a restore decided and not done, survivors kept, an
+/// abandon decided) and whatever members are left. However the two combine, its plan never
+/// contradicts what was decided before: no second seed, no empty bootstrap of a cluster
+/// that had members, no restore without the backup it found, no survivor deleted before
+/// the restored cluster runs.
+#[test]
+fn a_pass_from_the_durable_record_alone_never_contradicts_an_earlier_decision() {
+    let backup = "demo-20261201T100000Z-r70";
+    let mut plans = 0usize;
+    let mut kinds = std::collections::BTreeSet::new();
+    for size in [1u32, 3, 5] {
+        for policy in [
+            QuorumLossPolicy::Manual,
+            QuorumLossPolicy::ForceNewCluster,
+            QuorumLossPolicy::Restore,
+        ] {
+            // What is left of the members: none; every one gone with its data; one seed
+            // gone; the first members running healthy; a survivor down with its data.
+            for left in 0..5u32 {
+                for created in [false, true] {
+                    for restore in [None, Some(Ok(backup)), Some(Err("no such backup"))] {
+                        for recovery in [None, Some(Ok(backup)), Some(Err("storage down"))] {
+                            for kept in [false, true] {
+                                let mut s =
+                                    Situation::empty(size).next_ordinal(7).quorum_loss(policy);
+                                if created {
+                                    s = s.created();
+                                }
+                                s = match left {
+                                    0 => s,
+                                    1 => {
+                                        s.0.etcd_members = None;
+                                        (0..size)
+                                            .fold(s, |s, o| s.voter(o).wiped(o))
+                                            .etcd_unreadable()
+                                    }
+                                    2 => s.voter(7).wiped(7).etcd_unreadable(),
+                                    3 => Situation::healthy(size).quorum_loss(policy),
+                                    _ => Situation::healthy(size).quorum_loss(policy).crashed(0),
+                                };
+                                if created {
+                                    s = s.created();
+                                }
+                                if let Some(found) = restore {
+                                    s = s.restore(found);
+                                }
+                                if let Some(found) = recovery
+                                    && policy == QuorumLossPolicy::Restore
+                                {
+                                    s = s.recovery_backup(found);
+                                }
+                                if kept {
+                                    s.0.kept = vec![name(20)];
+                                }
+                                let plan = s.plan();
+                                plans += 1;
+                                kinds.insert(plan.action.kind());
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    assert!(plans > 1_000, "{plans}");
+    for kind in [
+        "create_seed",
+        "create_initial",
+        "restore_cluster",
+        "delete_kept",
+        "wait",
+        "refuse_spec",
+    ] {
+        assert!(kinds.contains(kind), "{kind} never planned: {kinds:?}");
+    }
 }

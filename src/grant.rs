@@ -262,6 +262,11 @@ impl GrantTable {
         self.ttl
     }
 
+    /// Grants given or renewed from now on last `lease`.
+    pub fn set_lease(&mut self, lease: Duration) {
+        self.ttl = lease;
+    }
+
     /// Gives a grant back. False when it is not the one in flight (expired or unknown).
     pub fn release(&mut self, cluster: &ClusterKey, grant_id: &str) -> bool {
         match self.in_flight.get(cluster) {

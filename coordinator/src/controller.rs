@@ -505,14 +505,7 @@ impl<R: Runtime> ClusterController<R> {
                 })
                 .await?;
         }
-        let members = planner_members(
-            &infos,
-            &reports,
-            &record,
-            &maintenance.defragmented,
-            &self.policy,
-            now,
-        );
+        let members = planner_members(&infos, &reports, &record, &maintenance.defragmented);
         let storage = crate::backups::resolve_storage(
             resource.spec.backup_storage(),
             self.runtime.default_backup_storage(),
@@ -2081,17 +2074,12 @@ fn restored_condition(
 
 /// The members as the planner sees them: what the runtime has, each with its sidecar's
 /// latest report (its freshness judged on the coordinator's clock), the upgrade step the
-/// record has under way and its last defragmentation. A member the runtime reports down
-/// whose sidecar has reported it healthy since, and freshly, runs (a Pod marked Terminating
-/// while its node is cut off from the API server serves on): the same truth a process that
-/// runs gives in local mode.
+/// record has under way and its last defragmentation.
 pub fn planner_members(
     infos: &[MemberInfo],
     reports: &std::collections::BTreeMap<String, crate::registry::ReceivedReport>,
     record: &DecisionRecord,
     defragmented: &std::collections::BTreeMap<String, UnixMillis>,
-    policy: &Policy,
-    now: UnixMillis,
 ) -> Vec<RuntimeMember> {
     infos
         .iter()
@@ -2101,16 +2089,11 @@ pub fn planner_members(
                 report.observed_at = r.received_at;
                 report
             });
-            let serving_since_down = report.as_ref().is_some_and(|r| {
-                r.healthy
-                    && now.saturating_sub(r.observed_at) <= policy.report_stale_after_ms
-                    && info.down_since.is_some_and(|down| r.observed_at > down)
-            });
             RuntimeMember {
                 name: info.name.clone(),
                 ordinal: info.ordinal,
-                running: info.running || serving_since_down,
-                down_since: info.down_since.filter(|_| !serving_since_down),
+                running: info.running,
+                down_since: info.down_since,
                 version: info.version,
                 report,
                 data: info.data,

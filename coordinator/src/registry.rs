@@ -238,6 +238,12 @@ impl Registry {
         }
     }
 
+    /// Grants given or renewed from now on last `lease` (the default is
+    /// [`etcd_operator::grant::GRANT_LEASE`]).
+    pub fn set_grant_lease(&self, lease: std::time::Duration) {
+        self.lock().grants.set_lease(lease);
+    }
+
     /// Keeps the decision records in `store` (the runtime's: a file per cluster in local
     /// mode, an annotation of the `EtcdCluster` on Kubernetes), for this registry and every
     /// clone of it. Until then records are kept in memory (tests).

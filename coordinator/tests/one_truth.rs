@@ -5,7 +5,10 @@
 //! stateful in-memory API server) are put in that situation, each is observed the way the
 //! controller observes it ([`observed_members`], [`planner_members`]), and the planner must
 //! receive the same members: the same names, running or not, down or not, data intact or
-//! gone, started again by the planner or not.
+//! gone, started again by the planner or not. A node cut off from the API server has no
+//! local counterpart a runtime can see (a process either runs or not): there the Pod is
+//! reported down while its sidecar reports it healthy, and what must be the same is the
+//! planner's verdict: not dead, nothing done to it.
 //!
 //! No etcd runs here: a local member is a process that carries the member's name on its
 //! command line (what the local runtime looks for), a Pod runs when its status says so.
@@ -20,7 +23,7 @@ use etcd_coordinator::{
     controller::{observed_members, planner_members},
     k8s::{KubeRuntime, build::PodSettings},
     local::{LocalPki, LocalRuntime, SidecarCommand},
-    plan::{MemberData, Policy, RuntimeMember},
+    plan::{self, Action, EtcdMember, MemberData, Observed, Policy, RuntimeMember},
     record::DecisionRecord,
     registry::ReceivedReport,
     runtime::{MemberInfo, Runtime},
@@ -31,6 +34,7 @@ use etcd_operator::{
     etcd_bin::EtcdBinaries,
     proto::{HealthReport, MemberPhase},
     resource::{EtcdCluster, EtcdClusterSpec, StorageSpec},
+    validate::validate_cluster,
 };
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
@@ -116,25 +120,57 @@ fn reports(fates: &[Fate], now: i64) -> BTreeMap<String, ReceivedReport> {
         .collect()
 }
 
-/// What the planner receives from `infos`, with the record naming every member.
-fn planner_view(infos: Vec<MemberInfo>, fates: &[Fate], now: i64) -> Vec<Seen> {
+/// What the planner receives from `infos`, with the record naming every member, and what
+/// it decides from it (every member a voter of the cluster etcd lists).
+fn planner_view(infos: Vec<MemberInfo>, fates: &[Fate], now: i64) -> (Vec<Seen>, Action) {
     let record = DecisionRecord {
         members: (0..fates.len() as u32).map(name).collect::<BTreeSet<_>>(),
         ..Default::default()
     };
     let infos = observed_members(infos, &record, CLUSTER, VERSION, |_| now - 1);
-    seen(&planner_members(
-        &infos,
-        &reports(fates, now),
-        &record,
-        &BTreeMap::new(),
-        &Policy::default(),
+    let members = planner_members(&infos, &reports(fates, now), &record, &BTreeMap::new());
+    let cluster = EtcdCluster::new(
+        CLUSTER,
+        EtcdClusterSpec {
+            size: fates.len() as i32,
+            version: VERSION.to_string(),
+            ..Default::default()
+        },
+    );
+    let observed = Observed {
+        cluster: ClusterKey::local(CLUSTER),
+        spec: validate_cluster(&cluster),
+        etcd_members: Some(
+            (0..fates.len() as u64)
+                .map(|i| EtcdMember {
+                    id: 100 + i,
+                    name: name(i as u32),
+                    peer_urls: vec![],
+                    client_urls: vec![],
+                    is_learner: false,
+                })
+                .collect(),
+        ),
+        members: members.clone(),
+        grant: None,
+        next_ordinal: fates.len() as u32,
+        delete_requested: vec![],
+        backup_due: false,
+        restore: None,
+        recovery_backup: None,
+        maintenance: Default::default(),
+        bootstrap: None,
+        created: true,
+        abandoning: vec![],
+        kept: vec![],
         now,
-    ))
+        policy: Policy::default(),
+    };
+    (seen(&members), plan::plan(&observed).action)
 }
 
 /// Local mode: members are processes that carry their name on their command line.
-async fn local_view(fates: &[Fate]) -> Vec<Seen> {
+async fn local_view(fates: &[Fate]) -> (Vec<Seen>, Action) {
     let state = tempfile::tempdir().unwrap();
     let (pki, ca) = LocalPki::open(state.path()).unwrap();
     let control = ControlPlane::new(ca, vec!["127.0.0.1".into()], Duration::from_secs(3600));
@@ -220,7 +256,7 @@ fn settings() -> PodSettings {
 
 /// Kubernetes: members are Pods (with claims when their data is to outlive them), their
 /// status written as the kubelet writes it.
-async fn kubernetes_view(fates: &[Fate]) -> Vec<Seen> {
+async fn kubernetes_view(fates: &[Fate]) -> (Vec<Seen>, Action) {
     let with_claims = !fates.contains(&Fate::GoneWithoutData);
     let mut cluster = EtcdCluster::new(
         CLUSTER,
@@ -369,11 +405,30 @@ async fn both_runtimes_tell_the_planner_the_same_truth() {
         ),
     ];
     for (situation, fates) in rows {
-        let local = local_view(fates).await;
-        let kubernetes = kubernetes_view(fates).await;
+        let (local, local_plan) = local_view(fates).await;
+        let (kubernetes, kubernetes_plan) = kubernetes_view(fates).await;
+        if fates.contains(&CutOff) {
+            // Cut off: nothing is done to the member its sidecar says serves.
+            for plan in [&local_plan, &kubernetes_plan] {
+                assert!(
+                    !matches!(
+                        plan,
+                        Action::RemoveDeadMember { .. }
+                            | Action::DeleteRuntimeMember { .. }
+                            | Action::RestartMember { .. }
+                    ),
+                    "{situation}: {plan:?}"
+                );
+            }
+            continue;
+        }
         assert_eq!(
             local, kubernetes,
             "{situation}: the planner is told different things"
+        );
+        assert_eq!(
+            local_plan, kubernetes_plan,
+            "{situation}: the planner decides differently"
         );
         // And what it is told is the physical truth.
         for (seen, fate) in local.iter().zip(fates.iter()) {

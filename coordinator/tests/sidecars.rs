@@ -476,6 +476,13 @@ impl Fixture {
         }
     }
 
+    /// A fixture whose grants last `lease` unless renewed.
+    async fn with_grant_lease(lease: Duration) -> Self {
+        let f = Self::new().await;
+        f.coordinator.registry.set_grant_lease(lease);
+        f
+    }
+
     fn spec(&self, i: u32) -> SidecarSpec {
         sidecar_spec(CLUSTER, &name(i), self.dir.path(), &self.coordinator.url)
     }
@@ -588,6 +595,43 @@ async fn three_sidecars_form_a_cluster_one_learner_at_a_time() {
     c.put("foo", "bar", None).await.unwrap();
     let got = c.get("foo", None).await.unwrap();
     assert_eq!(got.kvs()[0].value_str().unwrap(), "bar");
+}
+
+/// A grant lasts as long as its holder works under it, renewed, not a fixed time: with
+/// grants of a 400 ms lease, joins that take longer each keep theirs until they give it
+/// back, and no grant is given while another's holder still works (none lapses).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_join_longer_than_its_lease_keeps_its_grant_by_renewing_it() {
+    let _serial = serial_guard();
+    let mut f = Fixture::with_grant_lease(Duration::from_millis(400)).await;
+    for i in 0..3 {
+        let spec = f.spec(i);
+        f.start(spec);
+    }
+    f.wait_voters(3).await;
+    let events = f.grants().events();
+    assert_eq!(assert_one_grant_at_a_time(&events), 3, "{events:?}");
+    let renewed = events
+        .iter()
+        .filter(|e| matches!(e, GrantEvent::Renewed { .. }))
+        .count();
+    assert!(renewed > 0, "no grant was renewed: {events:?}");
+    // Each grant was given back by its holder before the next was given: none lapsed
+    // under a holder still at work.
+    let mut given: Vec<(String, Duration)> = Vec::new();
+    for e in &events {
+        if let GrantEvent::Granted { id, at, .. } = e {
+            for (earlier, _) in &given {
+                assert!(
+                    events.iter().any(|r| matches!(r,
+                        GrantEvent::Released { id: released, at: when, .. }
+                            if released == earlier && when < at)),
+                    "{id} given before {earlier} was given back: {events:?}"
+                );
+            }
+            given.push((id.clone(), *at));
+        }
+    }
 }
 
 /// The static bootstrap: three initial members told their role by the service start one

@@ -33,19 +33,32 @@ pub(super) struct GrantLease {
     pub valid_until: Instant,
     /// When the request that last renewed it was sent.
     pub renewed_at: Instant,
+    /// How often it is renewed: a fifth of its lease, so that a few renewals may fail in a
+    /// row before it lapses.
+    pub renew_every: Duration,
     /// Why the coordinator refused a renewal, if it did: the grant is gone.
     pub lost: Option<String>,
+}
+
+/// The lease the coordinator answered (`lease_ms`; the default from a coordinator that
+/// does not say).
+fn lease_of(lease_ms: u32) -> Duration {
+    if lease_ms == 0 {
+        etcd_operator::grant::GRANT_LEASE
+    } else {
+        Duration::from_millis(u64::from(lease_ms))
+    }
 }
 
 /// How long a grant lasts after a request the coordinator answered at `lease_ms`, as this
 /// member counts it.
 fn lease_span(lease_ms: u32) -> Duration {
-    let lease = if lease_ms == 0 {
-        etcd_operator::grant::GRANT_LEASE
-    } else {
-        Duration::from_millis(u64::from(lease_ms))
-    };
-    lease.mul_f64(0.9)
+    lease_of(lease_ms).mul_f64(0.9)
+}
+
+/// How often a grant of lease `lease_ms` is renewed.
+fn renew_every(lease_ms: u32) -> Duration {
+    (lease_of(lease_ms) / 5).min(etcd_operator::grant::GRANT_RENEW_EVERY)
 }
 
 /// The role the coordinator gave at registration.
@@ -266,6 +279,7 @@ impl Member {
                             id: resp.grant_id.clone(),
                             valid_until: sent_at + lease_span(resp.lease_ms),
                             renewed_at: sent_at,
+                            renew_every: renew_every(resp.lease_ms),
                             lost: None,
                         });
                         self.state
@@ -322,7 +336,7 @@ impl Member {
     ///
     /// [`GRANT_RENEW_EVERY`]: etcd_operator::grant::GRANT_RENEW_EVERY
     pub async fn renew_grants(self: Arc<Self>) {
-        let mut tick = tokio::time::interval(Duration::from_millis(250));
+        let mut tick = tokio::time::interval(Duration::from_millis(50));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
@@ -331,10 +345,7 @@ impl Member {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .clone()
-                .filter(|l| {
-                    l.lost.is_none()
-                        && l.renewed_at.elapsed() >= etcd_operator::grant::GRANT_RENEW_EVERY
-                });
+                .filter(|l| l.lost.is_none() && l.renewed_at.elapsed() >= l.renew_every);
             let Some(lease) = due else {
                 continue;
             };
@@ -365,6 +376,7 @@ impl Member {
                     if resp.granted {
                         current.valid_until = sent_at + lease_span(resp.lease_ms);
                         current.renewed_at = sent_at;
+                        current.renew_every = renew_every(resp.lease_ms);
                     } else {
                         warn!(grant = %lease.id, reason = %resp.reason, "the coordinator refused to renew the grant: the change it allows stops");
                         current.lost = Some(resp.reason);

@@ -354,6 +354,21 @@ impl LocalCoordinator {
         Ok(())
     }
 
+    /// Starts the coordinator again when its process has ended (it crashed, at a failpoint
+    /// say); true when it did.
+    pub async fn restart_if_exited(&mut self) -> anyhow::Result<bool> {
+        let ended = match self.child.as_mut() {
+            Some(child) => child.try_wait()?.is_some(),
+            None => true,
+        };
+        if !ended {
+            return Ok(false);
+        }
+        self.child = None;
+        self.restart().await?;
+        Ok(true)
+    }
+
     /// SIGKILLs the coordinator alone (a crash); its sidecars keep running.
     pub fn crash(&mut self) {
         if let Some(mut child) = self.child.take() {

@@ -1,0 +1,582 @@
+//! The crash suite: every named failpoint of the act paths (`etcd_operator::failpoint!`), in
+//! the coordinator and in the sidecar, is armed, and one life of a cluster is lived through
+//! them: create, scale up and down, replace a dead member, upgrade, back up, force a new
+//! cluster and restore one after a lost quorum. Each failpoint kills its process (SIGKILL)
+//! the first time it is reached; the coordinator is started again at once (as a Deployment
+//! restarts its Pod), a sidecar by the coordinator (as the kubelet restarts a container).
+//! Every operation must still finish, and the invariants hold throughout:
+//!
+//! - no acknowledged write is lost (a writer runs through every operation but the two that
+//!   may lose writes by design, a forced new cluster and a restore, which start from a
+//!   settled cluster and must keep every write acknowledged before them);
+//! - at most one learner at a time (the membership watcher reads etcd throughout);
+//! - no member name (ordinal) is ever used twice;
+//! - `--force-new-cluster` is on the command line of exactly one etcd process;
+//! - and every failpoint was reached: one that no operation reaches fails the suite, as
+//!   does one in the code with no case here (the listing test).
+//!
+//! Runs under the machine-wide cluster lock.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use etcd_operator::proto::ClusterStatus;
+use testkit::{
+    local_cluster::{
+        CoordinatorOptions, LocalCoordinator, describe, fetch_status, is_running, manifest,
+        read_members,
+    },
+    serial_guard,
+    traffic::{Writer, verify_acked},
+    watcher::MembershipWatcher,
+};
+
+// Test builds carry the failpoints (the coordinator's dev-dependencies turn them on).
+const _: () = assert!(etcd_operator::failpoints::ENABLED);
+
+/// What reaches a failpoint.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Op {
+    Create,
+    ScaleUp,
+    ScaleDown,
+    Replace,
+    Upgrade,
+    Backup,
+    ForceNewCluster,
+    Restore,
+}
+
+/// Every failpoint, with the operation that reaches it (it may be reached earlier, by an
+/// operation that goes through the same step) and what must hold after a crash there.
+const FAILPOINTS: &[(&str, Op, &str)] = &[
+    (
+        "coordinator.create-initial.after-record",
+        Op::Create,
+        "the bootstrap is recorded, no member made: the next coordinator abandons it (none served) and begins anew with new ordinals",
+    ),
+    (
+        "coordinator.abandon-bootstrap.after-record",
+        Op::Create,
+        "the abandon is recorded: the next coordinator carries it through",
+    ),
+    (
+        "coordinator.abandon-bootstrap.after-delete",
+        Op::Create,
+        "the members are deleted, the record still names them: cleared, then a new bootstrap",
+    ),
+    (
+        "coordinator.create-initial.between-members",
+        Op::Create,
+        "one initial member made of three: it cannot have served alone; abandoned, begun anew",
+    ),
+    (
+        "coordinator.end-bootstrap.before-record",
+        Op::Create,
+        "the bootstrap's grant released in memory only: the next coordinator ends it again",
+    ),
+    (
+        "coordinator.create-member.after-record",
+        Op::ScaleUp,
+        "a member decided and never made: gone, taken out of the record, its ordinal never used again",
+    ),
+    (
+        "coordinator.grant.after-given",
+        Op::ScaleUp,
+        "a grant recorded and never answered: the sidecar asks again and gets the same one",
+    ),
+    (
+        "coordinator.leave.after-sidecar-left",
+        Op::ScaleDown,
+        "the member left etcd and wiped itself: its runtime member is deleted by the next coordinator",
+    ),
+    (
+        "coordinator.delete-member.after-runtime-delete",
+        Op::ScaleDown,
+        "the member deleted, the record still names it: gone, taken out of the record",
+    ),
+    (
+        "coordinator.grant.after-record",
+        Op::Replace,
+        "the coordinator's own grant recorded, its work not begun: it lapses, the work is planned again",
+    ),
+    (
+        "coordinator.remove-dead.after-grant",
+        Op::Replace,
+        "the removal of a dead member not made: planned again once its grant lapses",
+    ),
+    (
+        "coordinator.remove-dead.after-member-remove",
+        Op::Replace,
+        "the dead member removed from etcd, its runtime member left: deleted as a member that left",
+    ),
+    (
+        "coordinator.upgrade.after-handoff",
+        Op::Upgrade,
+        "the member handed off (etcd stopped), not restarted: the next coordinator restarts it on the new version",
+    ),
+    (
+        "coordinator.upgrade.after-record",
+        Op::Upgrade,
+        "the upgrade step recorded, the member not restarted: restarted on the new version",
+    ),
+    (
+        "coordinator.backup.before-retention",
+        Op::Backup,
+        "a backup stored and proven, old ones not deleted yet: the next backup's retention deletes them",
+    ),
+    (
+        "coordinator.backup.during-retention",
+        Op::Backup,
+        "retention stopped after one deletion: the rest goes at the next backup, never the newest verified",
+    ),
+    (
+        "coordinator.force-new-cluster.after-record",
+        Op::ForceNewCluster,
+        "the forced recovery recorded, not done: forced by the next coordinator, once",
+    ),
+    (
+        "coordinator.force-new-cluster.after-force",
+        Op::ForceNewCluster,
+        "forced, the record not yet saying so: the cluster grows back; never forced a second time",
+    ),
+    (
+        "coordinator.restore.after-check",
+        Op::Restore,
+        "the backup checked, nothing decided: the restore is planned again",
+    ),
+    (
+        "coordinator.restore.after-record",
+        Op::Restore,
+        "the restore decided (backup, seed, survivors kept), nothing deleted: carried through with the same backup and seed",
+    ),
+    (
+        "coordinator.restore.after-discard",
+        Op::Restore,
+        "the lost members deleted, the survivor stopped, no seed yet: the seed is created and restores the decided backup",
+    ),
+    (
+        "coordinator.delete-kept.after-delete",
+        Op::Restore,
+        "the survivor kept until the restore ran is deleted, the record still names it: deleted again (nothing left), then forgotten",
+    ),
+];
+
+/// Every `failpoint!("...")` name in the sources of the workspace.
+fn failpoints_in_code() -> BTreeSet<String> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut found = BTreeSet::new();
+    let mut dirs: Vec<PathBuf> = ["coordinator/src", "sidecar/src", "src"]
+        .iter()
+        .map(|d| root.join(d))
+        .collect();
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                let text = std::fs::read_to_string(&path).unwrap();
+                let mut rest = text.as_str();
+                while let Some(at) = rest.find("failpoint!(\"") {
+                    rest = &rest[at + "failpoint!(\"".len()..];
+                    let end = rest.find('"').unwrap();
+                    found.insert(rest[..end].to_string());
+                }
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn every_failpoint_in_the_code_has_a_case_and_every_case_a_failpoint() {
+    let in_code = failpoints_in_code();
+    let cased: BTreeSet<String> = FAILPOINTS.iter().map(|(n, ..)| n.to_string()).collect();
+    assert_eq!(cased.len(), FAILPOINTS.len(), "a failpoint is listed twice");
+    let without_case: Vec<&String> = in_code.difference(&cased).collect();
+    let without_code: Vec<&String> = cased.difference(&in_code).collect();
+    assert!(
+        without_case.is_empty() && without_code.is_empty(),
+        "failpoints in the code with no case here: {without_case:?}; cases whose failpoint is not in the code: {without_code:?}"
+    );
+    assert!(in_code.len() >= 20, "{in_code:?}");
+}
+
+const CLUSTER: &str = "etcd-cluster";
+const FROM: &str = "3.6.15";
+const TO: &str = "3.7.2";
+const WITHIN: Duration = Duration::from_secs(240);
+
+/// The cluster under test, and what watches it.
+struct Life {
+    c: LocalCoordinator,
+    markers: tempfile::TempDir,
+    names: Arc<Mutex<NameLog>>,
+    force_pids: Arc<Mutex<BTreeSet<u32>>>,
+    restarts: usize,
+}
+
+/// Every member name the runtime ever recorded, and those it dropped: a name dropped and
+/// seen again is an ordinal used twice.
+#[derive(Default)]
+struct NameLog {
+    present: BTreeSet<String>,
+    dropped: BTreeSet<String>,
+    reused: BTreeSet<String>,
+}
+
+fn spec(size: i32, version: &str, extra: &str) -> String {
+    format!(
+        "{}  backup:\n    keep: 1\n{extra}",
+        manifest(CLUSTER, size, version)
+    )
+}
+
+impl Life {
+    fn fired(&self) -> BTreeSet<String> {
+        FAILPOINTS
+            .iter()
+            .filter(|(name, ..)| etcd_operator::failpoints::fired(self.markers.path(), name))
+            .map(|(name, ..)| name.to_string())
+            .collect()
+    }
+
+    /// Waits until the cluster's status satisfies `done`, starting the coordinator again
+    /// whenever it has died.
+    async fn converge(
+        &mut self,
+        what: &str,
+        done: impl Fn(&ClusterStatus) -> bool,
+    ) -> ClusterStatus {
+        let deadline = tokio::time::Instant::now() + WITHIN;
+        let mut last = None;
+        loop {
+            match self.c.restart_if_exited().await {
+                Ok(true) => self.restarts += 1,
+                Ok(false) => {}
+                Err(e) => panic!("starting the coordinator again: {e:#}"),
+            }
+            if let Some(s) = fetch_status(self.c.channel(), CLUSTER).await {
+                if done(&s) {
+                    return s;
+                }
+                last = Some(describe(&s));
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{what}: not within {WITHIN:?} (failpoints fired: {:?})\nlast: {}\n{}",
+                self.fired(),
+                last.unwrap_or_default(),
+                self.c.logs(60)
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    fn set_spec(&self, text: &str) {
+        self.c.write_manifest(text).expect("write the manifest");
+    }
+
+    /// `etcd-coordinator <args>` against the coordinator's state directory.
+    fn cli(&self, args: &[&str]) -> std::process::Output {
+        std::process::Command::new(env!("CARGO_BIN_EXE_etcd-coordinator"))
+            .args(args)
+            .arg(format!("--state-dir={}", self.c.state_dir().display()))
+            .arg(format!("--control-addr={}", self.c.control_addr()))
+            .output()
+            .expect("run etcd-coordinator")
+    }
+
+    /// Kills every member but the first and wipes their data (a majority lost for good).
+    async fn lose_a_majority(&self, running: &ClusterStatus) {
+        for m in &running.members[1..] {
+            self.c.kill_member_and_wait(&m.name).await.expect("kill");
+            std::fs::remove_dir_all(self.c.data_dir(&m.name)).expect("wipe");
+        }
+    }
+
+    /// Waits until every member holds the same data (after the writer stopped).
+    async fn settled(&self, running: &ClusterStatus) {
+        let endpoints: Vec<String> = running
+            .members
+            .iter()
+            .flat_map(|m| m.client_urls.clone())
+            .collect();
+        testkit::wait_for("every member to hold the same data", WITHIN, || {
+            let endpoints = endpoints.clone();
+            async move {
+                let hashes = testkit::traffic::hash_kv_all(&endpoints, None).await.ok()?;
+                (hashes.len() == endpoints.len()
+                    && testkit::checker::compare_hashes(&hashes).is_empty())
+                .then_some(())
+            }
+        })
+        .await
+        .expect("settled");
+    }
+}
+
+fn running(size: usize, version: &'static str) -> impl Fn(&ClusterStatus) -> bool {
+    move |s| is_running(s, size, version)
+}
+
+/// Samples the command lines of this state directory's etcd processes: every pid that ran
+/// with `--force-new-cluster`.
+fn watch_forced(state: PathBuf, seen: Arc<Mutex<BTreeSet<u32>>>) {
+    std::thread::spawn(move || {
+        let state = state.display().to_string();
+        loop {
+            if let Ok(entries) = std::fs::read_dir("/proc") {
+                for e in entries.flatten() {
+                    let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+                        continue;
+                    };
+                    let Ok(cmdline) = std::fs::read(e.path().join("cmdline")) else {
+                        continue;
+                    };
+                    let args: Vec<String> = cmdline
+                        .split(|b| *b == 0)
+                        .map(|a| String::from_utf8_lossy(a).into_owned())
+                        .collect();
+                    if args.iter().any(|a| a == "--force-new-cluster")
+                        && args.iter().any(|a| a.contains(&state))
+                    {
+                        seen.lock().unwrap().insert(pid);
+                    }
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    });
+}
+
+/// Follows the member names the runtime records.
+fn watch_names(cluster_json: PathBuf, log: Arc<Mutex<NameLog>>) {
+    std::thread::spawn(move || {
+        loop {
+            let now: BTreeSet<String> = read_members(&cluster_json)
+                .into_iter()
+                .map(|m| m.name)
+                .collect();
+            {
+                let mut log = log.lock().unwrap();
+                let gone: Vec<String> = log.present.difference(&now).cloned().collect();
+                let back: Vec<String> = now.intersection(&log.dropped).cloned().collect();
+                log.reused.extend(back);
+                log.dropped.extend(gone);
+                log.present = now;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_at_any_failpoint_loses_nothing_and_the_cluster_carries_on() {
+    let _serial = serial_guard();
+    let markers = tempfile::tempdir().unwrap();
+    let armed: Vec<String> = FAILPOINTS
+        .iter()
+        .map(|(name, ..)| format!("{name}=return"))
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cluster.yaml");
+    std::fs::write(&path, spec(3, FROM, "")).unwrap();
+    let c = LocalCoordinator::start(
+        CoordinatorOptions::new(env!("CARGO_BIN_EXE_etcd-coordinator"), &path)
+            .dead_after_secs(4)
+            .env("FAILPOINTS", &armed.join(";"))
+            .env(
+                etcd_operator::failpoints::MARKER_DIR_ENV,
+                &markers.path().display().to_string(),
+            ),
+    )
+    .await
+    .expect("start");
+    let names = Arc::new(Mutex::new(NameLog::default()));
+    watch_names(c.cluster_json(), Arc::clone(&names));
+    let force_pids = Arc::new(Mutex::new(BTreeSet::new()));
+    watch_forced(c.state_dir().to_path_buf(), Arc::clone(&force_pids));
+    let mut life = Life {
+        c,
+        markers,
+        names,
+        force_pids,
+        restarts: 0,
+    };
+    let watcher = MembershipWatcher::start(life.c.live_endpoints());
+    let mut reached: BTreeMap<Op, Vec<String>> = BTreeMap::new();
+    let mut check = |life: &Life, op: Op| {
+        let fired = life.fired();
+        let missing: Vec<&str> = FAILPOINTS
+            .iter()
+            .filter(|(name, at, _)| *at <= op && !fired.contains(*name))
+            .map(|(name, ..)| *name)
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "after {op:?}, failpoints never reached: {missing:?}\n{}",
+            life.c.logs(40)
+        );
+        let newly: Vec<String> = fired
+            .iter()
+            .filter(|n| !reached.values().flatten().any(|r| r == *n))
+            .cloned()
+            .collect();
+        reached.insert(op, newly);
+    };
+
+    // Create, through every crash of a bootstrap.
+    life.converge("the cluster created", running(3, FROM)).await;
+    check(&life, Op::Create);
+    let writer = Writer::start(life.c.live_endpoints());
+    writer
+        .wait_acked(20, Duration::from_secs(30))
+        .await
+        .expect("writes acknowledged");
+
+    // Scale up and down until every crash of both was reached.
+    for round in 0..4 {
+        life.set_spec(&spec(4, FROM, ""));
+        life.converge("scaled to 4", running(4, FROM)).await;
+        life.set_spec(&spec(3, FROM, ""));
+        life.converge("scaled back to 3", running(3, FROM)).await;
+        let fired = life.fired();
+        let left = FAILPOINTS
+            .iter()
+            .filter(|(n, op, _)| *op <= Op::ScaleDown && !fired.contains(*n))
+            .count();
+        if left == 0 || round == 3 {
+            break;
+        }
+    }
+    check(&life, Op::ScaleUp);
+    check(&life, Op::ScaleDown);
+
+    // A member dies with its data: removed under the coordinator's own grant, replaced.
+    for _ in 0..3 {
+        let now = life.converge("running", running(3, FROM)).await;
+        let victim = now
+            .members
+            .iter()
+            .find(|m| !m.leader)
+            .expect("a follower")
+            .name
+            .clone();
+        life.c.kill_member_and_wait(&victim).await.expect("kill");
+        std::fs::remove_dir_all(life.c.data_dir(&victim)).expect("wipe");
+        life.converge("the dead member replaced", |s| {
+            is_running(s, 3, FROM) && s.members.iter().all(|m| m.name != victim)
+        })
+        .await;
+        if FAILPOINTS
+            .iter()
+            .filter(|(_, op, _)| *op == Op::Replace)
+            .all(|(n, ..)| life.fired().contains(*n))
+        {
+            break;
+        }
+    }
+    check(&life, Op::Replace);
+
+    // Upgrade, follower by follower, the leader last.
+    life.set_spec(&spec(3, TO, ""));
+    life.converge("upgraded", running(3, TO)).await;
+    check(&life, Op::Upgrade);
+
+    // Backups, with a retention of one.
+    for _ in 0..3 {
+        let out = life.cli(&["backup", CLUSTER]);
+        if !out.status.success() {
+            // The coordinator died under the request: it is started again and asked again.
+            life.converge("running", running(3, TO)).await;
+        }
+    }
+    check(&life, Op::Backup);
+
+    // Every write acknowledged so far is there.
+    let acked = writer.stop().await.acked;
+    let now = life.converge("running", running(3, TO)).await;
+    let endpoints: Vec<String> = now.endpoints.split(',').map(str::to_string).collect();
+    verify_acked(&endpoints, &acked)
+        .await
+        .expect("no acknowledged write lost");
+
+    // A majority lost for good: forced from the survivor.
+    life.settled(&now).await;
+    life.set_spec(&spec(
+        3,
+        TO,
+        "  recovery:\n    quorumLoss: ForceNewCluster\n",
+    ));
+    life.lose_a_majority(&now).await;
+    let forced = life
+        .converge("grown back after a forced new cluster", running(3, TO))
+        .await;
+    check(&life, Op::ForceNewCluster);
+    let endpoints: Vec<String> = forced.endpoints.split(',').map(str::to_string).collect();
+    verify_acked(&endpoints, &acked)
+        .await
+        .expect("the survivor held every acknowledged write");
+    let pids = life.force_pids.lock().unwrap().clone();
+    assert_eq!(
+        pids.len(),
+        1,
+        "--force-new-cluster applies to exactly one start: {pids:?}"
+    );
+
+    // A majority lost for good again: restored from the latest backup.
+    life.settled(&forced).await;
+    let out = life.cli(&["backup", CLUSTER]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    life.set_spec(&spec(3, TO, "  recovery:\n    quorumLoss: Restore\n"));
+    life.lose_a_majority(&forced).await;
+    let restored = life
+        .converge("restored from the backup", |s| {
+            is_running(s, 3, TO)
+                && s.members
+                    .iter()
+                    .all(|m| !forced.members.iter().any(|f| f.name == m.name))
+        })
+        .await;
+    let endpoints: Vec<String> = restored.endpoints.split(',').map(str::to_string).collect();
+    verify_acked(&endpoints, &acked)
+        .await
+        .expect("the restored cluster holds every write acknowledged before the backup");
+    // The survivor kept until the restore ran is deleted afterwards.
+    let survivor = life.c.data_dir(&forced.members[0].name);
+    life.converge("the survivor of the lost cluster deleted", move |_| {
+        !survivor.exists()
+    })
+    .await;
+    check(&life, Op::Restore);
+
+    let history = watcher.history();
+    assert!(
+        history.max_learners <= 1,
+        "more than one learner at once: {history:?}"
+    );
+    let names = life.names.lock().unwrap();
+    assert!(
+        names.reused.is_empty(),
+        "member names used twice: {:?}",
+        names.reused
+    );
+    assert!(life.restarts > 0, "the coordinator never crashed");
+    let all: Vec<&str> = FAILPOINTS.iter().map(|(n, ..)| *n).collect();
+    assert_eq!(life.fired().len(), all.len(), "{reached:?}");
+    eprintln!(
+        "{} failpoints reached, the coordinator started {} times; by operation: {reached:?}",
+        all.len(),
+        life.restarts + 1
+    );
+}

@@ -1802,3 +1802,90 @@ async fn a_cluster_whose_file_breaks_runs_on_as_last_read_across_a_restart() {
         .await,
     );
 }
+
+/// The live sidecar processes of member `name` (their arguments name it and its directory).
+fn sidecars_of(c: &LocalCoordinator, name: &str) -> Vec<u32> {
+    let want_name = format!("--name={name}");
+    let want_dir = format!(
+        "--data-dir={}",
+        c.state_dir().join(c.cluster()).join(name).display()
+    );
+    let mut pids: Vec<u32> = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|cmdline| {
+                let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+                args.contains(&want_name.as_bytes()) && args.contains(&want_dir.as_bytes())
+            }) && pid_alive(*pid)
+        })
+        .collect();
+    pids.sort();
+    pids
+}
+
+/// The coordinator killed (failpoint `coordinator.local.start-after-spawn`) after it started
+/// a member's sidecar again and before it recorded the new pid: the next coordinator finds
+/// that sidecar by its arguments and adopts it, and never starts a second one on the same
+/// data and ports. The member keeps its etcd member id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sidecar_started_just_before_a_crash_is_adopted_not_doubled() {
+    const FAILPOINT: &str = "coordinator.local.start-after-spawn";
+    let _serial = serial_guard();
+    let dir = tempfile::tempdir().unwrap();
+    let markers = dir.path().join("failpoints");
+    let opts = CoordinatorOptions::new(
+        coordinator_bin(),
+        one_member_manifest(dir.path(), "etcd-cluster"),
+    )
+    .env("FAILPOINTS", &format!("{FAILPOINT}=return"))
+    .env(
+        etcd_operator::failpoints::MARKER_DIR_ENV,
+        markers.to_str().unwrap(),
+    );
+    let mut c = start(opts).await;
+    let before = ok(&c, c.wait_running(1, VERSION, FORM).await);
+    let name = c.member_name(0);
+    ok(&c, c.kill_member_and_wait(&name).await);
+    ok(
+        &c,
+        wait_for(&format!("the failpoint {FAILPOINT}"), CHANGE, || async {
+            etcd_operator::failpoints::fired(&markers, FAILPOINT).then_some(())
+        })
+        .await,
+    );
+    c.crash();
+    let started = sidecars_of(&c, &name);
+    assert_eq!(started.len(), 1, "the sidecar started before the crash");
+    assert_ne!(
+        c.member(&name).unwrap().pid,
+        Some(started[0]),
+        "not recorded"
+    );
+    let restarted = c.restart().await;
+    ok(&c, restarted);
+
+    let after = ok(&c, c.wait_running(1, VERSION, CHANGE).await);
+    assert_eq!(after.members[0].id, before.members[0].id, "the same member");
+    let recorded = ok(
+        &c,
+        wait_for("the adopted sidecar's pid recorded", CHANGE, || async {
+            (c.member(&name)?.pid == Some(started[0])).then_some(())
+        })
+        .await,
+    );
+    let _: () = recorded;
+    // Over a few passes: the one sidecar, no second one started beside it.
+    let one = hold_for(
+        "one sidecar of the member",
+        Duration::from_secs(5),
+        || async {
+            match sidecars_of(&c, &name).as_slice() {
+                [pid] if *pid == started[0] => Ok(()),
+                other => Err(format!("sidecars {other:?}, adopted {}", started[0])),
+            }
+        },
+    )
+    .await;
+    ok(&c, one);
+}

@@ -1867,14 +1867,11 @@ async fn a_sidecar_started_just_before_a_crash_is_adopted_not_doubled() {
 
     let after = ok(&c, c.wait_running(1, VERSION, CHANGE).await);
     assert_eq!(after.members[0].id, before.members[0].id, "the same member");
-    let recorded = ok(
-        &c,
-        wait_for("the adopted sidecar's pid recorded", CHANGE, || async {
-            (c.member(&name)?.pid == Some(started[0])).then_some(())
-        })
-        .await,
-    );
-    let _: () = recorded;
+    let recorded = wait_for("the adopted sidecar's pid recorded", CHANGE, || async {
+        (c.member(&name)?.pid == Some(started[0])).then_some(())
+    })
+    .await;
+    ok(&c, recorded);
     // Over a few passes: the one sidecar, no second one started beside it.
     let one = hold_for(
         "one sidecar of the member",

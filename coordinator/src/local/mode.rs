@@ -290,12 +290,15 @@ pub async fn run_local(
                     .cloned()
                     .collect();
                 for key in gone {
-                    match remove_last_spec(&opts.state_dir, &key) {
-                        Ok(()) => {
-                            last.remove(&key);
-                        }
-                        Err(e) => {
-                            error!(cluster = %key, error = %e, "cannot forget the last spec of a cluster no longer declared");
+                    // Only a spec recorded (under a valid name) is removed.
+                    if last.contains_key(&key) {
+                        match remove_last_spec(&opts.state_dir, &key) {
+                            Ok(()) => {
+                                last.remove(&key);
+                            }
+                            Err(e) => {
+                                error!(cluster = %key, error = %e, "cannot forget the last spec of a cluster no longer declared");
+                            }
                         }
                     }
                     if let Some(t) = tasks.remove(&key) {

@@ -3,8 +3,11 @@
 //!
 //! Layout: `<state>/<cluster>/cluster.json` records every member (ordinal, ports, version,
 //! pid) and the next ordinal; `<state>/<cluster>/<member>/` is the member directory and
-//! `<state>/<cluster>/<member>.log` the sidecar's output. The record is written before a
-//! process starts, so a coordinator that dies at any moment finds every member it made.
+//! `<state>/<cluster>/<member>.log` the sidecar's output. The record is written whole and
+//! durably before a process starts, so a coordinator that dies at any moment finds every
+//! member it made; a record that cannot be read stops its cluster (every call about it
+//! fails, saying which file and why) until it reads again, and is never taken for an empty
+//! one.
 //!
 //! A member whose process exits is not restarted here on its own: the runtime reports it
 //! down, whether its data survives (a usable etcd data directory under its member

@@ -2,8 +2,18 @@
 //! the coordinator's local runtime writes it (before a process starts, so a coordinator that
 //! dies at any moment finds every member it made) and reads it back after a restart; the
 //! test harness reads the same file to find the members' ports and processes.
+//!
+//! The record is the only memory of which ordinals were used: it is written whole and
+//! durably ([`write_record`]), and a record that cannot be read is an error
+//! ([`read_record`]), never an empty cluster (whose ordinals would start again at 0 over
+//! the data of the members that exist).
+
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::durable::{read_if_present, write_atomic};
 
 /// The name of the record in a cluster's directory of the state directory.
 pub const CLUSTER_RECORD_FILE: &str = "cluster.json";
@@ -45,6 +55,51 @@ pub struct MemberRecord {
     /// The network namespace the member runs in, when it has one of its own.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub netns: Option<String>,
+}
+
+/// Why a cluster's record cannot be used.
+#[derive(Debug, Error)]
+pub enum RecordError {
+    /// The file is there but cannot be read.
+    #[error("{path} cannot be read: {source}")]
+    Unreadable {
+        /// The record.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file does not hold a record (truncated, overwritten, of another format).
+    #[error("{path} is not a cluster record: {message}")]
+    Unparsable {
+        /// The record.
+        path: PathBuf,
+        /// The parser's message.
+        message: String,
+    },
+}
+
+/// The record at `path`: `None` only when there is no file.
+pub fn read_record(path: &Path) -> Result<Option<ClusterRecord>, RecordError> {
+    let bytes = read_if_present(path).map_err(|source| RecordError::Unreadable {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    bytes
+        .map(|b| {
+            serde_json::from_slice(&b).map_err(|e| RecordError::Unparsable {
+                path: path.to_path_buf(),
+                message: e.to_string(),
+            })
+        })
+        .transpose()
+}
+
+/// Writes `record` to `path` whole and durably (a crash leaves the old record or the new
+/// one, never a part).
+pub fn write_record(path: &Path, record: &ClusterRecord) -> std::io::Result<()> {
+    let bytes = serde_json::to_vec_pretty(record).map_err(std::io::Error::other)?;
+    write_atomic(path, &bytes)
 }
 
 impl ClusterRecord {
@@ -99,6 +154,33 @@ impl MemberRecord {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_record_that_cannot_be_read_is_an_error_and_only_an_absent_one_is_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(CLUSTER_RECORD_FILE);
+        assert!(read_record(&path).unwrap().is_none());
+        let record = ClusterRecord {
+            next_ordinal: 3,
+            members: Vec::new(),
+        };
+        write_record(&path, &record).unwrap();
+        assert_eq!(read_record(&path).unwrap(), Some(record));
+        for (bytes, says) in [
+            (&b""[..], "EOF"),
+            (&b"{\"next_ordinal\": 3, \"memb"[..], "EOF"),
+            (&b"[]"[..], "expected struct"),
+        ] {
+            std::fs::write(&path, bytes).unwrap();
+            let e = read_record(&path).unwrap_err().to_string();
+            assert!(e.contains("cluster.json is not a cluster record"), "{e}");
+            assert!(e.contains(says), "{says:?} in {e}");
+        }
+        std::fs::remove_file(&path).unwrap();
+        std::fs::create_dir(&path).unwrap();
+        let e = read_record(&path).unwrap_err().to_string();
+        assert!(e.contains("cluster.json cannot be read"), "{e}");
+    }
 
     #[test]
     fn a_record_round_trips_and_an_old_one_without_tls_reads() {

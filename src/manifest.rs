@@ -163,7 +163,7 @@ fn check_known_fields(doc: &serde_json::Value) -> Result<(), String> {
 }
 
 /// Reads the manifests in a file, or in every `.yaml`, `.yml` and `.json` file of a
-/// directory (in name order).
+/// directory (in name order); the first file refused is the error.
 pub fn read_manifests(path: &Path) -> Result<Vec<EtcdCluster>, ManifestError> {
     Ok(read_manifests_by_file(path)?
         .into_iter()
@@ -173,11 +173,32 @@ pub fn read_manifests(path: &Path) -> Result<Vec<EtcdCluster>, ManifestError> {
 
 /// As [`read_manifests`], each cluster with the file it was read from.
 pub fn read_manifests_by_file(path: &Path) -> Result<Vec<(PathBuf, EtcdCluster)>, ManifestError> {
+    let set = read_manifest_set(path)?;
+    match set.refused.into_iter().next() {
+        Some(e) => Err(e),
+        None => Ok(set.clusters),
+    }
+}
+
+/// Every manifest file read, each on its own: the clusters of the files that parse, and the
+/// files refused (one file that does not parse never keeps the others from being read).
+#[derive(Debug, Default)]
+pub struct ManifestSet {
+    /// The clusters of the files that parse, with their file, in file order.
+    pub clusters: Vec<(PathBuf, EtcdCluster)>,
+    /// The files that do not (unreadable, too large, malformed, not an `EtcdCluster`).
+    pub refused: Vec<ManifestError>,
+}
+
+/// Reads a manifest file, or every `.yaml`, `.yml` and `.json` file of a directory (in
+/// name order), each on its own. The error is only for `path` itself: a file that is not
+/// there, or a directory that cannot be listed.
+pub fn read_manifest_set(path: &Path) -> Result<ManifestSet, ManifestError> {
     let io = |source| ManifestError::Io {
         path: path.to_path_buf(),
         source,
     };
-    let files: Vec<PathBuf> = if path.is_dir() {
+    let files: Vec<PathBuf> = if std::fs::metadata(path).map_err(io)?.is_dir() {
         let mut files: Vec<PathBuf> = std::fs::read_dir(path)
             .map_err(io)?
             .filter_map(|e| e.ok().map(|e| e.path()))
@@ -192,24 +213,33 @@ pub fn read_manifests_by_file(path: &Path) -> Result<Vec<(PathBuf, EtcdCluster)>
     } else {
         vec![path.to_path_buf()]
     };
-    let mut clusters = Vec::new();
+    let mut set = ManifestSet::default();
     for file in files {
-        let io = |source| ManifestError::Io {
-            path: file.clone(),
-            source,
-        };
-        let size = std::fs::metadata(&file).map_err(io)?.len();
-        if size > MAX_MANIFEST_BYTES {
-            return Err(ManifestError::TooLarge { path: file, size });
+        match read_file(&file) {
+            Ok(clusters) => set
+                .clusters
+                .extend(clusters.into_iter().map(|c| (file.clone(), c))),
+            Err(e) => set.refused.push(e),
         }
-        let text = std::fs::read_to_string(&file).map_err(io)?;
-        clusters.extend(
-            parse_manifests(&file, &text)?
-                .into_iter()
-                .map(|c| (file.clone(), c)),
-        );
     }
-    Ok(clusters)
+    Ok(set)
+}
+
+/// The clusters of one manifest file.
+fn read_file(file: &Path) -> Result<Vec<EtcdCluster>, ManifestError> {
+    let io = |source| ManifestError::Io {
+        path: file.to_path_buf(),
+        source,
+    };
+    let size = std::fs::metadata(file).map_err(io)?.len();
+    if size > MAX_MANIFEST_BYTES {
+        return Err(ManifestError::TooLarge {
+            path: file.to_path_buf(),
+            size,
+        });
+    }
+    let text = std::fs::read_to_string(file).map_err(io)?;
+    parse_manifests(file, &text)
 }
 
 #[cfg(test)]
@@ -280,6 +310,83 @@ mod tests {
             assert!(err.contains(want), "{text:?}: {err}");
             assert!(err.starts_with("x.yaml"), "{err}");
         }
+    }
+
+    #[test]
+    fn each_file_is_read_on_its_own_and_only_the_path_itself_fails_the_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = |name: &str, size: &str| {
+            format!(
+                "apiVersion: etcd.operator.rs/v1alpha1\nkind: EtcdCluster\nmetadata: {{name: {name}}}\nspec: {{size: {size}, version: 3.6.15}}\n"
+            )
+        };
+        let files = [
+            ("a.yaml", good("a", "1")),
+            ("b.yaml", good("b", "3").replace("version", "verison")),
+            ("c.yml", "kind: EtcdCluster\n  size: [3\n".to_string()),
+            ("d.json", "{\"kind\": ".to_string()),
+            ("e.yaml", good("e", "2147483648")),
+            ("f.yaml", good("f", "3")),
+            ("notes.txt", "not a manifest".to_string()),
+        ];
+        for (name, text) in &files {
+            std::fs::write(dir.path().join(name), text).unwrap();
+        }
+        std::fs::write(
+            dir.path().join("g.yaml"),
+            "#".repeat(MAX_MANIFEST_BYTES as usize + 1),
+        )
+        .unwrap();
+        let set = read_manifest_set(dir.path()).unwrap();
+        let names: Vec<(String, String)> = set
+            .clusters
+            .iter()
+            .map(|(file, c)| {
+                (
+                    file.file_name().unwrap().to_string_lossy().into_owned(),
+                    c.metadata.name.clone().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            names,
+            [
+                ("a.yaml".to_string(), "a".to_string()),
+                ("f.yaml".to_string(), "f".to_string())
+            ]
+        );
+        let refused: Vec<(String, String)> = set
+            .refused
+            .iter()
+            .map(|e| {
+                (
+                    e.path().file_name().unwrap().to_string_lossy().into_owned(),
+                    e.to_string(),
+                )
+            })
+            .collect();
+        let want = [
+            ("b.yaml", "unknown field spec.verison"),
+            ("c.yml", "malformed YAML"),
+            ("d.json", "malformed YAML"),
+            ("e.yaml", "document 1 is not a valid EtcdCluster"),
+            ("g.yaml", "bytes is more than"),
+        ];
+        assert_eq!(refused.len(), want.len(), "{refused:?}");
+        for ((file, message), (want_file, says)) in refused.iter().zip(want) {
+            assert_eq!(file, want_file);
+            assert!(message.contains(says), "{says:?} in {message}");
+        }
+        // The strict reading stops at the first refused file.
+        let e = read_manifests_by_file(dir.path()).unwrap_err();
+        assert!(e.path().ends_with("b.yaml"), "{e}");
+        // One file: refused on its own, not an error of the read.
+        let one = read_manifest_set(&dir.path().join("b.yaml")).unwrap();
+        assert!(one.clusters.is_empty());
+        assert_eq!(one.refused.len(), 1);
+        // A path that is not there is the read's error.
+        assert!(read_manifest_set(&dir.path().join("none")).is_err());
+        assert!(read_manifest_set(&dir.path().join("none.yaml")).is_err());
     }
 
     #[test]

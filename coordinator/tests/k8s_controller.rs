@@ -656,3 +656,43 @@ async fn a_repeated_event_is_one_series() {
     );
     assert_eq!(count(&api.requests(), Recorded::is_event_patch), 2);
 }
+
+/// Every task a term starts ends with the term. The controller runs under a term; its loop
+/// that forgets deleted clusters is seen at work (a cluster the API does not hold is
+/// forgotten); the term ends (its future is dropped, as `run_kubernetes` drops it when the
+/// Lease is lost); a cluster learned after that is never forgotten by a loop of the old
+/// term, whose view of the API stopped at its end.
+#[tokio::test(start_paused = true)]
+async fn no_loop_of_an_ended_term_forgets_a_cluster_learned_after_it() {
+    let api = WatchingApi::new(fake(vec![], None).await);
+    let ctx = context(&api.client(), Arc::new(Fixed(HashMap::new())));
+    let term = tokio::spawn(run_controller(Arc::clone(&ctx), WatchNamespaces::one(NS)));
+    let deleted = ClusterKey::new(NS, "deleted-before");
+    ctx.registry.with(&deleted, |_, _| ());
+    wait_for(
+        "the term's loop to forget a cluster the API does not hold",
+        Duration::from_secs(120),
+        || {
+            let gone = !ctx.registry.keys().contains(&deleted);
+            async move { gone.then_some(()) }
+        },
+    )
+    .await
+    .expect("the forgetting loop runs while the term lasts");
+    term.abort();
+    let ended = term.await.expect_err("the term was ended");
+    assert!(ended.is_cancelled(), "{ended}");
+
+    let later = ClusterKey::new(NS, "created-later");
+    ctx.registry.with(&later, |_, _| ());
+    // An observation window of three rounds of the old loop (30 s each, on the paused
+    // clock): the cluster must be there at every sample.
+    let end = tokio::time::Instant::now() + Duration::from_secs(95);
+    while tokio::time::Instant::now() < end {
+        assert!(
+            ctx.registry.keys().contains(&later),
+            "a loop of the ended term forgot {later}"
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}

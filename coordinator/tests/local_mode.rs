@@ -1492,3 +1492,397 @@ async fn a_manifest_whose_names_cannot_be_read_is_listed_on_its_own() {
     .await;
     ok(&c, cleared);
 }
+
+/// A one-member cluster's manifest in a file of its own, for [`CoordinatorOptions::new`].
+fn one_member_manifest(dir: &Path, name: &str) -> PathBuf {
+    let path = dir.join(format!("{name}.yaml"));
+    std::fs::write(&path, testkit::local_cluster::manifest(name, 1, VERSION)).unwrap();
+    path
+}
+
+/// Waits until cluster `name` (any cluster of the coordinator) satisfies `ready`.
+async fn wait_cluster(
+    c: &LocalCoordinator,
+    name: &str,
+    what: &str,
+    within: Duration,
+    ready: impl Fn(&ClusterStatus) -> bool,
+) -> ClusterStatus {
+    let waited = wait_for(&format!("{name}: {what}"), within, || async {
+        testkit::local_cluster::fetch_status(c.channel(), name)
+            .await
+            .filter(|s| ready(s))
+    })
+    .await;
+    match waited {
+        Ok(s) => s,
+        Err(e) => {
+            let last = testkit::local_cluster::fetch_status(c.channel(), name).await;
+            panic!(
+                "{e}\nlast status: {}\n{}",
+                last.as_ref().map(describe).unwrap_or_default(),
+                c.logs(30)
+            )
+        }
+    }
+}
+
+/// The manifest files the coordinator lists as refused on their own, with why.
+async fn refused_manifests(c: &LocalCoordinator) -> Option<Vec<(String, String)>> {
+    use etcd_operator::proto::{ListClustersRequest, coordinator_client::CoordinatorClient};
+    let list = CoordinatorClient::new(c.channel())
+        .list_clusters(ListClustersRequest::default())
+        .await
+        .ok()?
+        .into_inner();
+    Some(
+        list.refused_manifests
+            .into_iter()
+            .map(|r| (r.path, r.error))
+            .collect(),
+    )
+}
+
+/// The member directories under `<state>/<cluster>/`.
+fn member_dirs(c: &LocalCoordinator, cluster: &str) -> BTreeSet<String> {
+    std::fs::read_dir(c.state_dir().join(cluster))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().is_dir())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(&format!("{cluster}-")))
+        .collect()
+}
+
+/// A cluster's `cluster.json` truncated while its members run, then the coordinator
+/// restarted: the record is an error that stops that cluster alone (its status names the
+/// file and why); no ordinal is used again, no member is created, started, stopped or
+/// wiped; the other cluster of the state directory runs on; the file restored, the cluster
+/// is back with the same member, adopted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_cluster_record_stops_only_its_cluster_until_restored() {
+    let _serial = serial_guard();
+    let dir = tempfile::tempdir().unwrap();
+    let opts = CoordinatorOptions::new(
+        coordinator_bin(),
+        one_member_manifest(dir.path(), "etcd-cluster"),
+    )
+    .extra_manifest(
+        "other.yaml",
+        &testkit::local_cluster::manifest("other", 1, VERSION),
+    );
+    let mut c = start(opts).await;
+    ok(&c, c.wait_running(1, VERSION, FORM).await);
+    wait_cluster(&c, "other", "Running", FORM, |s| is_running(s, 1, VERSION)).await;
+    let record = std::fs::read(c.cluster_json()).unwrap();
+    let pids_before = pids(&c);
+    let dirs_before = member_dirs(&c, "etcd-cluster");
+    let other_json = c.state_dir().join("other").join("cluster.json");
+    let other_before = testkit::local_cluster::read_members(&other_json);
+    assert_eq!(pids_before.len(), 1, "{pids_before:?}");
+
+    c.crash();
+    std::fs::write(c.cluster_json(), b"").unwrap();
+    let restarted = c.restart().await;
+    ok(&c, restarted);
+
+    let refused = wait_cluster(
+        &c,
+        "etcd-cluster",
+        "the unreadable record shown",
+        CHANGE,
+        |s| {
+            condition(s, ConditionType::Available).is_some_and(|a| {
+                a.reason == "ObserveFailed"
+                    && a.message.contains("cluster.json is not a cluster record")
+            })
+        },
+    )
+    .await;
+    eprintln!("shown: {}", describe(&refused));
+    wait_cluster(&c, "other", "Running after the restart", CHANGE, |s| {
+        is_running(s, 1, VERSION)
+    })
+    .await;
+    assert_eq!(
+        testkit::local_cluster::read_members(&other_json),
+        other_before,
+        "the other cluster's members were adopted as they were"
+    );
+    // Passes go on every second meanwhile: none of them touches the cluster.
+    let untouched = hold_for("etcd-cluster untouched", Duration::from_secs(5), || async {
+        let now = std::fs::read(c.cluster_json()).map_err(|e| e.to_string())?;
+        if !now.is_empty() {
+            return Err(format!(
+                "the record was written: {}",
+                String::from_utf8_lossy(&now)
+            ));
+        }
+        let dirs = member_dirs(&c, "etcd-cluster");
+        if dirs != dirs_before {
+            return Err(format!("member directories {dirs:?}, were {dirs_before:?}"));
+        }
+        for (name, pid) in &pids_before {
+            if !pid_alive(*pid) {
+                return Err(format!("{name}'s sidecar (pid {pid}) was stopped"));
+            }
+        }
+        Ok(())
+    })
+    .await;
+    ok(&c, untouched);
+
+    testkit::local_cluster::write_atomically(
+        &c.cluster_json(),
+        std::str::from_utf8(&record).unwrap(),
+    )
+    .unwrap();
+    let back = ok(&c, c.wait_running(1, VERSION, CHANGE).await);
+    assert_eq!(
+        pids(&c),
+        pids_before,
+        "the member was adopted, not started again"
+    );
+    assert_eq!(
+        back.members
+            .iter()
+            .map(|m| m.name.clone())
+            .collect::<Vec<_>>(),
+        ["etcd-cluster-0000"]
+    );
+    assert_eq!(c.next_ordinal(), 1, "no ordinal used again");
+}
+
+/// A directory holding a file with a typo (`verison:`) beside a good one, at start: the
+/// good cluster is created and runs, the bad file is refused on its own and listed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_file_at_start_is_refused_on_its_own() {
+    let _serial = serial_guard();
+    let dir = tempfile::tempdir().unwrap();
+    let typo = testkit::local_cluster::manifest("typo", 1, VERSION).replace("version", "verison");
+    let opts = CoordinatorOptions::new(
+        coordinator_bin(),
+        one_member_manifest(dir.path(), "etcd-cluster"),
+    )
+    .extra_manifest("typo.yaml", &typo);
+    let c = start(opts).await;
+    ok(&c, c.wait_running(1, VERSION, FORM).await);
+    let refused = ok(
+        &c,
+        wait_for("the bad file listed", CHANGE, || async {
+            refused_manifests(&c).await.filter(|r| !r.is_empty())
+        })
+        .await,
+    );
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert!(refused[0].0.ends_with("typo.yaml"), "{refused:?}");
+    assert!(
+        refused[0].1.contains("unknown field spec.verison"),
+        "{refused:?}"
+    );
+    assert!(
+        testkit::local_cluster::fetch_status(c.channel(), "typo")
+            .await
+            .is_none(),
+        "nothing of the bad file is applied"
+    );
+}
+
+/// While a file that does not parse lies beside them, every other file is applied as if it
+/// were alone: a cluster added is created, and another cluster's own file scaled from one
+/// member to three is applied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_file_beside_holds_back_no_other_change() {
+    let _serial = serial_guard();
+    let dir = tempfile::tempdir().unwrap();
+    let c = start(
+        CoordinatorOptions::new(
+            coordinator_bin(),
+            one_member_manifest(dir.path(), "etcd-cluster"),
+        )
+        .manifests_dir(),
+    )
+    .await;
+    ok(&c, c.wait_running(1, VERSION, FORM).await);
+    let manifests = c.manifest_path().parent().unwrap().to_path_buf();
+    std::fs::write(
+        manifests.join("typo.yaml"),
+        testkit::local_cluster::manifest("typo", 1, VERSION).replace("version", "verison"),
+    )
+    .unwrap();
+    ok(
+        &c,
+        wait_for("the bad file listed", CHANGE, || async {
+            refused_manifests(&c).await.filter(|r| !r.is_empty())
+        })
+        .await,
+    );
+    testkit::local_cluster::write_atomically(
+        &manifests.join("third.yaml"),
+        &testkit::local_cluster::manifest("third", 1, VERSION),
+    )
+    .unwrap();
+    c.set_spec(3, VERSION).unwrap();
+    wait_cluster(&c, "third", "created beside the bad file", FORM, |s| {
+        is_running(s, 1, VERSION)
+    })
+    .await;
+    let three = ok(&c, c.wait_running(3, VERSION, CHANGE * 2).await);
+    assert!(
+        condition(&three, ConditionType::SpecValid)
+            .is_some_and(|v| v.status() == ConditionStatus::True),
+        "{}",
+        describe(&three)
+    );
+    let refused = refused_manifests(&c).await.unwrap_or_default();
+    assert!(
+        refused.len() == 1 && refused[0].0.ends_with("typo.yaml"),
+        "{refused:?}"
+    );
+}
+
+/// A running cluster whose file stops parsing, then the coordinator stopped and started
+/// again: the cluster runs on as last read (from the spec recorded in its state directory),
+/// its member back on its data with the same etcd member id, nothing created, and its status
+/// says the file is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_whose_file_breaks_runs_on_as_last_read_across_a_restart() {
+    let _serial = serial_guard();
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = start(CoordinatorOptions::new(
+        coordinator_bin(),
+        one_member_manifest(dir.path(), "etcd-cluster"),
+    ))
+    .await;
+    let before = ok(&c, c.wait_running(1, VERSION, FORM).await);
+    let good = testkit::local_cluster::manifest("etcd-cluster", 1, VERSION);
+    c.write_manifest(&good.replace("version", "verison"))
+        .unwrap();
+    let refused_spec = |s: &ClusterStatus| {
+        condition(s, ConditionType::SpecValid).is_some_and(|v| {
+            v.reason == "ManifestRefused"
+                && v.message.contains("unknown field spec.verison")
+                && v.message.contains("runs on as last read")
+        })
+    };
+    ok(
+        &c,
+        c.wait_until("the file refused", CHANGE, refused_spec).await,
+    );
+    let pids_before = pids(&c);
+    let exit = c.terminate(Duration::from_secs(90)).await;
+    assert!(ok(&c, exit).success(), "a clean stop");
+    let restarted = c.restart().await;
+    ok(&c, restarted);
+
+    let after = ok(
+        &c,
+        c.wait_until("Running as last read after the restart", FORM, |s| {
+            is_running(s, 1, VERSION) && refused_spec(s)
+        })
+        .await,
+    );
+    let ids = |s: &ClusterStatus| -> Vec<(String, String)> {
+        s.members
+            .iter()
+            .map(|m| (m.name.clone(), m.id.clone()))
+            .collect()
+    };
+    assert_eq!(ids(&after), ids(&before), "the same member, on its data");
+    assert_ne!(pids(&c), pids_before, "started again after the clean stop");
+    assert_eq!(c.next_ordinal(), 1, "nothing created");
+    // Fixed, the file is read again.
+    c.write_manifest(&good).unwrap();
+    ok(
+        &c,
+        c.wait_until("SpecValid True again", CHANGE, |s| {
+            condition(s, ConditionType::SpecValid)
+                .is_some_and(|v| v.status() == ConditionStatus::True)
+        })
+        .await,
+    );
+}
+
+/// The live sidecar processes of member `name` (their arguments name it and its directory).
+fn sidecars_of(c: &LocalCoordinator, name: &str) -> Vec<u32> {
+    let want_name = format!("--name={name}");
+    let want_dir = format!(
+        "--data-dir={}",
+        c.state_dir().join(c.cluster()).join(name).display()
+    );
+    let mut pids: Vec<u32> = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|cmdline| {
+                let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+                args.contains(&want_name.as_bytes()) && args.contains(&want_dir.as_bytes())
+            }) && pid_alive(*pid)
+        })
+        .collect();
+    pids.sort();
+    pids
+}
+
+/// The coordinator killed (failpoint `coordinator.local.start-after-spawn`) after it started
+/// a member's sidecar again and before it recorded the new pid: the next coordinator finds
+/// that sidecar by its arguments and adopts it, and never starts a second one on the same
+/// data and ports. The member keeps its etcd member id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sidecar_started_just_before_a_crash_is_adopted_not_doubled() {
+    const FAILPOINT: &str = "coordinator.local.start-after-spawn";
+    let _serial = serial_guard();
+    let dir = tempfile::tempdir().unwrap();
+    let markers = dir.path().join("failpoints");
+    let opts = CoordinatorOptions::new(
+        coordinator_bin(),
+        one_member_manifest(dir.path(), "etcd-cluster"),
+    )
+    .env("FAILPOINTS", &format!("{FAILPOINT}=return"))
+    .env(
+        etcd_operator::failpoints::MARKER_DIR_ENV,
+        markers.to_str().unwrap(),
+    );
+    let mut c = start(opts).await;
+    let before = ok(&c, c.wait_running(1, VERSION, FORM).await);
+    let name = c.member_name(0);
+    ok(&c, c.kill_member_and_wait(&name).await);
+    ok(
+        &c,
+        wait_for(&format!("the failpoint {FAILPOINT}"), CHANGE, || async {
+            etcd_operator::failpoints::fired(&markers, FAILPOINT).then_some(())
+        })
+        .await,
+    );
+    c.crash();
+    let started = sidecars_of(&c, &name);
+    assert_eq!(started.len(), 1, "the sidecar started before the crash");
+    assert_ne!(
+        c.member(&name).unwrap().pid,
+        Some(started[0]),
+        "not recorded"
+    );
+    let restarted = c.restart().await;
+    ok(&c, restarted);
+
+    let after = ok(&c, c.wait_running(1, VERSION, CHANGE).await);
+    assert_eq!(after.members[0].id, before.members[0].id, "the same member");
+    let recorded = wait_for("the adopted sidecar's pid recorded", CHANGE, || async {
+        (c.member(&name)?.pid == Some(started[0])).then_some(())
+    })
+    .await;
+    ok(&c, recorded);
+    // Over a few passes: the one sidecar, no second one started beside it.
+    let one = hold_for(
+        "one sidecar of the member",
+        Duration::from_secs(5),
+        || async {
+            match sidecars_of(&c, &name).as_slice() {
+                [pid] if *pid == started[0] => Ok(()),
+                other => Err(format!("sidecars {other:?}, adopted {}", started[0])),
+            }
+        },
+    )
+    .await;
+    ok(&c, one);
+}

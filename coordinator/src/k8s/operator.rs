@@ -292,6 +292,11 @@ pub const REPORT_CHECK: Duration = Duration::from_secs(1);
 /// when what the sidecars report changes in a way that matters
 /// ([`super::triggers::report_changes`]), and when the reconcile's own requeue is due
 /// (soon while the planner acts or waits, a long resync when steady).
+///
+/// Every task it starts (the per-scope loops that forget deleted clusters, the Event
+/// flusher) is held in a [`JoinSet`](tokio::task::JoinSet) owned by this future: when the
+/// term ends (the future returns, or is dropped at a lost lease or a shutdown) they are
+/// aborted with it, and none of them acts on a later term with what it read in this one.
 pub async fn run_controller(ctx: Arc<Context>, namespaces: WatchNamespaces) {
     ctx.start_term();
     if namespaces.scopes().is_empty() {
@@ -300,16 +305,18 @@ pub async fn run_controller(ctx: Arc<Context>, namespaces: WatchNamespaces) {
         warn!("no namespace to watch: nothing is managed");
         return std::future::pending().await;
     }
-    let mut tasks = Vec::new();
+    let mut tasks = tokio::task::JoinSet::new();
     let mut runs = Vec::new();
     for scope in namespaces.scopes() {
-        let (store, run) = controller(Arc::clone(&ctx), scope.clone());
+        let (store, mut listed, run) = controller(Arc::clone(&ctx), scope.clone());
         runs.push(run);
         // A cluster deleted is gone from the watch (there is no finalizer to see it
         // through a reconcile): what the coordinator remembers of it is dropped here.
         let ctx = Arc::clone(&ctx);
-        tasks.push(tokio::spawn(async move {
-            if store.wait_until_ready().await.is_err() {
+        tasks.spawn(async move {
+            // Not `Store::wait_until_ready`: the controller waits on it too, and it wakes
+            // only one of its waiters.
+            if listed.wait_for(|listed| *listed).await.is_err() {
                 return;
             }
             loop {
@@ -327,10 +334,10 @@ pub async fn run_controller(ctx: Arc<Context>, namespaces: WatchNamespaces) {
                     .collect();
                 crate::k8s::reconcile::forget_deleted_in(&ctx, scope.as_deref(), &present);
             }
-        }));
+        });
     }
     // Event series that grew since they were last sent.
-    tasks.push(tokio::spawn({
+    tasks.spawn({
         let ctx = Arc::clone(&ctx);
         async move {
             loop {
@@ -338,19 +345,19 @@ pub async fn run_controller(ctx: Arc<Context>, namespaces: WatchNamespaces) {
                 ctx.events.flush().await;
             }
         }
-    }));
+    });
     futures::future::join_all(runs).await;
-    for task in tasks {
-        task.abort();
-    }
+    tasks.abort_all();
 }
 
-/// The controller of one scope (a namespace, or every namespace) and its store.
+/// The controller of one scope (a namespace, or every namespace), its store, and whether
+/// the store holds a whole list (true from the first list's end on).
 fn controller(
     ctx: Arc<Context>,
     scope: Option<String>,
 ) -> (
     kube::runtime::reflector::Store<DynamicObject>,
+    watch::Receiver<bool>,
     impl std::future::Future<Output = ()>,
 ) {
     let client = ctx.client.clone();
@@ -371,9 +378,15 @@ fn controller(
     };
     let writer = reflector::store::Writer::new(resource.clone());
     let store = writer.as_reader();
+    let (listed_tx, listed) = watch::channel(false);
     let changes = watcher(clusters, watcher::Config::default())
         .default_backoff()
         .reflect(writer)
+        .inspect(move |event| {
+            if matches!(event, Ok(watcher::Event::InitDone)) {
+                listed_tx.send_replace(true);
+            }
+        })
         .filter_map(only_changes());
     let owned = watcher::Config::default().labels(&format!("{LABEL_MANAGED_BY}={MANAGER}"));
     let reports = report_changes(
@@ -399,7 +412,7 @@ fn controller(
             })
             .await;
     };
-    (store, run)
+    (store, listed, run)
 }
 
 /// The objects of the `EtcdCluster` watch that changed in a way a reconcile acts on

@@ -9,10 +9,13 @@
 //!   Secrets written by [`crate::k8s::runtime`]);
 //! - [`netns`]: [`MemberNetns`], members in network namespaces of their own, on their own
 //!   addresses (`--member-netns`, as root), so that one member's links can be faulted;
+//! - [`manifests`]: which spec each cluster runs on, each manifest file read on its own,
+//!   the last valid spec of each cluster kept in `<state>/<cluster>/spec.json`;
 //! - [`mode`]: `etcd-coordinator local`, the wiring: manifests re-read when they change,
 //!   one controller per cluster, the gRPC ports, progress for people (the counterpart of
 //!   [`crate::k8s::operator`]).
 
+pub mod manifests;
 pub mod mode;
 pub mod netns;
 pub mod pki;

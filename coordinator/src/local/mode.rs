@@ -1,20 +1,37 @@
 //! `etcd-coordinator local`: the coordinator with the local runtime, driven by manifest
 //! files re-read when they change.
 //!
-//! Pipeline per cluster, when something changes (the spec, a report that matters, a report
-//! going stale, a grant, a request), soon while the planner acts or waits, and at a resync
-//! (10 s) when settled: read manifests (no client) -> reconcile (observe, plan, act,
-//! status) -> print progress for people.
+//! Every second: read the manifests, each file on its own, and choose the spec each
+//! cluster runs on (no client, [`super::manifests`]); record each new valid spec in the
+//! state directory, then hand it to the cluster's loop. Pipeline per cluster, when something
+//! changes (the spec, a report that matters, a report going stale, a grant, a request), soon
+//! while the planner acts or waits, and at a resync (10 s) when settled: reconcile (observe,
+//! plan, act, status) -> print progress for people.
+//!
+//! One coordinator holds a state directory at a time (`<state>/coordinator.lock`): the
+//! records in it assume one writer.
 
-use std::{collections::BTreeMap, net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    io::Write,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Duration,
+};
 
 use etcd_operator::{
-    ClusterKey, etcd_bin::EtcdBinaries, manifest::read_manifests_by_file, resource::EtcdCluster,
+    ClusterKey, etcd_bin::EtcdBinaries, manifest::read_manifest_set, resource::EtcdCluster,
 };
 use tokio::{sync::watch, task::JoinHandle};
 use tracing::{error, info, warn};
 
-use super::{LocalPki, LocalRuntime, MemberNetns, SidecarCommand};
+use super::{
+    LocalPki, LocalRuntime, MemberNetns, SidecarCommand,
+    manifests::{
+        Declared, LastSpec, choose, load_last_specs, remove_last_spec, to_record, write_last_spec,
+    },
+};
 use crate::{
     controller::ClusterController,
     plan::{Phase, Policy},
@@ -63,14 +80,65 @@ struct ClusterTask {
     task: JoinHandle<()>,
 }
 
+/// The name of the lock file in the state directory.
+pub const LOCK_FILE: &str = "coordinator.lock";
+
+/// The state directory held by this coordinator (an exclusive lock on
+/// `<state>/coordinator.lock`, released when the process ends, however it ends): the
+/// records in it assume one writer.
+pub struct StateDirLock {
+    _file: std::fs::File,
+}
+
+impl StateDirLock {
+    /// Takes the lock, or says which coordinator holds it.
+    pub fn acquire(state_dir: &Path) -> anyhow::Result<Self> {
+        let path = state_dir.join(LOCK_FILE);
+        let mut file = std::fs::File::options()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let holder = std::fs::read_to_string(&path).unwrap_or_default();
+                anyhow::bail!(
+                    "the state directory {} is in use by another coordinator ({}): one coordinator per state directory",
+                    state_dir.display(),
+                    holder.trim()
+                );
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                anyhow::bail!("locking {}: {e}", path.display())
+            }
+        }
+        file.set_len(0)?;
+        write!(file, "pid {}", std::process::id())?;
+        Ok(Self { _file: file })
+    }
+}
+
 /// Runs until `shutdown` resolves; then stops every member cleanly.
 pub async fn run_local(
     opts: LocalOptions,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     std::fs::create_dir_all(&opts.state_dir)?;
-    // Validate the manifests before anything starts: a typo must not start a cluster.
-    let initial = read_manifests_by_file(&opts.manifests)?;
+    let _lock = StateDirLock::acquire(&opts.state_dir)?;
+    // The same path whatever spelling it was given, so that the files recorded with each
+    // cluster's last spec are found again after a restart.
+    let manifests = std::fs::canonicalize(&opts.manifests)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", opts.manifests.display()))?;
+    // Only a path that cannot be read stops the start; a file that does not parse is
+    // refused on its own, and the clusters it declared run on as last read.
+    let initial = read_manifest_set(&manifests)?;
+    let (mut last, unreadable) = load_last_specs(&opts.state_dir);
+    for e in unreadable {
+        error!(error = %e, "the last spec recorded of a cluster cannot be read: the cluster runs only once its manifest parses");
+    }
     let registry = Registry::new();
     // The clusters' decision records are kept in the state directory.
     registry.set_store(Arc::new(crate::record::LocalRecords::new(&opts.state_dir)));
@@ -141,26 +209,47 @@ pub async fn run_local(
 
     let mut tasks: BTreeMap<ClusterKey, ClusterTask> = BTreeMap::new();
     let mut generations: BTreeMap<ClusterKey, (EtcdCluster, i64)> = BTreeMap::new();
-    let mut last_error = String::new();
-    // The file each cluster was last read from, to show a refusal on its clusters.
-    let mut sources: BTreeMap<ClusterKey, std::path::PathBuf> = BTreeMap::new();
+    // The refusals last logged, to log each once.
+    let mut logged: BTreeSet<String> = BTreeSet::new();
     let mut ticker = tokio::time::interval(Duration::from_secs(1));
     let mut shutdown = std::pin::pin!(shutdown);
     let mut pending = Some(initial);
     loop {
-        let loaded = match pending.take() {
-            Some(list) => Ok(list),
-            None => read_manifests_by_file(&opts.manifests),
+        let read = match pending.take() {
+            Some(set) => Ok(set),
+            None => read_manifest_set(&manifests),
         };
-        match loaded {
-            Ok(list) => {
-                last_error.clear();
-                registry.set_refused_manifests(Vec::new());
-                let mut seen = Vec::new();
-                for (file, mut cluster) in list {
-                    let key = ClusterKey::local(cluster.metadata.name.clone().unwrap_or_default());
-                    sources.insert(key.clone(), file);
-                    registry.with(&key, |entry, _| entry.manifest_error = None);
+        let mut refusals: Vec<String> = Vec::new();
+        match read {
+            Ok(set) => {
+                let mut declared = choose(&set, &last);
+                // Recorded before it is applied: a restart with the file refused runs on
+                // this spec, never an older one.
+                for (key, spec) in to_record(&declared, &last) {
+                    match write_last_spec(&opts.state_dir, &key, &spec) {
+                        Ok(()) => {
+                            last.insert(key, spec);
+                        }
+                        Err(e) => {
+                            let current = tasks.get(&key).map(|t| t.spec.borrow().clone());
+                            not_recorded(&mut declared, &last, current, &key, &spec, &e)
+                        }
+                    }
+                }
+                let mut listed = Vec::new();
+                for (file, message) in &declared.unattributed {
+                    listed.push((file.display().to_string(), message.clone()));
+                    refusals.push(format!("{message} (nothing in it is applied)"));
+                }
+                registry.set_refused_manifests(listed);
+                let declared_keys: BTreeSet<ClusterKey> =
+                    declared.clusters.keys().cloned().collect();
+                for (key, chosen) in declared.clusters {
+                    if let Some(why) = &chosen.refused {
+                        refusals.push(format!("{why} ({key} runs on as last read)"));
+                    }
+                    registry.with(&key, |entry, _| entry.manifest_error = chosen.refused);
+                    let mut cluster = chosen.cluster;
                     // Local mode has no API server: the generation counts spec changes.
                     let generation = match generations.get(&key) {
                         Some((old, g)) if old.spec == cluster.spec => *g,
@@ -169,7 +258,6 @@ pub async fn run_local(
                     };
                     generations.insert(key.clone(), (cluster.clone(), generation));
                     cluster.metadata.generation = Some(generation);
-                    seen.push(key.clone());
                     match tasks.get(&key) {
                         Some(t) => {
                             t.spec.send_if_modified(|old| {
@@ -194,51 +282,53 @@ pub async fn run_local(
                         }
                     }
                 }
-                let gone: Vec<ClusterKey> = tasks
+                // No longer declared (its file removed, or parsing without it): its last
+                // spec is forgotten first, so that no restart runs it again, then its
+                // members are stopped, their data kept.
+                let gone: BTreeSet<ClusterKey> = tasks
                     .keys()
-                    .filter(|k| !seen.contains(k))
+                    .chain(last.keys())
+                    .filter(|k| !declared_keys.contains(*k))
                     .cloned()
                     .collect();
                 for key in gone {
-                    warn!(cluster = %key, "no longer declared: stopping its members (data kept)");
-                    if let Some(t) = tasks.remove(&key) {
-                        t.task.abort();
+                    // Only a spec recorded (under a valid name) is removed.
+                    if last.contains_key(&key) {
+                        match remove_last_spec(&opts.state_dir, &key) {
+                            Ok(()) => {
+                                last.remove(&key);
+                            }
+                            Err(e) => {
+                                error!(cluster = %key, error = %e, "cannot forget the last spec of a cluster no longer declared");
+                            }
+                        }
                     }
-                    runtime.stop_cluster(&key).await;
-                    registry.remove(&key);
+                    if let Some(t) = tasks.remove(&key) {
+                        etcd_operator::failpoint!("coordinator.local.undeclared-after-spec-remove");
+                        warn!(cluster = %key, "no longer declared: stopping its members (data kept)");
+                        t.task.abort();
+                        runtime.stop_cluster(&key).await;
+                        registry.remove(&key);
+                    }
                     generations.remove(&key);
-                    sources.remove(&key);
                 }
             }
             Err(e) => {
+                // The path itself cannot be read: nothing changes.
                 let message = e.to_string();
-                // Shown where users look: SpecValid False on the clusters the file declares;
-                // a file that declares none known (its names cannot be read) is listed by
-                // ListClusters and `etcd-coordinator status` on its own.
-                let mut shown = false;
-                for (key, file) in &sources {
-                    if file == e.path() {
-                        shown |= registry
-                            .with_existing(key, |entry, _| {
-                                entry.manifest_error = Some(message.clone());
-                            })
-                            .is_some();
-                    }
-                }
-                registry.set_refused_manifests(if shown {
-                    Vec::new()
-                } else {
-                    vec![(e.path().display().to_string(), message.clone())]
-                });
-                if message != last_error {
-                    error!(error = %message, "manifests refused; running clusters are left as they are");
-                    if opts.progress {
-                        println!("error: {message} (nothing changed)");
-                    }
-                    last_error = message;
-                }
+                registry
+                    .set_refused_manifests(vec![(e.path().display().to_string(), message.clone())]);
+                refusals.push(format!("{message} (nothing changed)"));
             }
         }
+        let now: BTreeSet<String> = refusals.into_iter().collect();
+        for message in now.difference(&logged) {
+            error!(error = %message, "manifest refused; every other file is applied");
+            if opts.progress {
+                println!("error: {message}");
+            }
+        }
+        logged = now;
         tokio::select! {
             _ = ticker.tick() => {}
             _ = &mut shutdown => break,
@@ -376,6 +466,41 @@ async fn cluster_loop(
     }
 }
 
+/// A new spec of `key` that could not be recorded is not applied (a restart with its file
+/// refused would run an older one): the cluster runs on the spec recorded before (or, with
+/// none recorded, the one it runs on now, `current`), or, new, is not created; the refusal
+/// says why.
+fn not_recorded(
+    declared: &mut Declared,
+    last: &BTreeMap<ClusterKey, LastSpec>,
+    current: Option<EtcdCluster>,
+    key: &ClusterKey,
+    spec: &LastSpec,
+    error: &std::io::Error,
+) {
+    let why = format!(
+        "{}: the spec of {key} read from it cannot be recorded in the state directory ({error}); it is applied once it is",
+        spec.file.display()
+    );
+    error!(cluster = %key, error = %error, "cannot record the spec read");
+    let previous = last
+        .get(key)
+        .map(|recorded| recorded.cluster.clone())
+        .or(current);
+    match previous {
+        Some(previous) => {
+            if let Some(chosen) = declared.clusters.get_mut(key) {
+                chosen.cluster = previous;
+                chosen.refused = Some(why);
+            }
+        }
+        None => {
+            declared.clusters.remove(key);
+            declared.unattributed.push((spec.file.clone(), why));
+        }
+    }
+}
+
 /// How often a settled cluster's loop compares what it acts on with what it last saw.
 pub const REPORT_CHECK: Duration = Duration::from_secs(1);
 
@@ -435,6 +560,41 @@ mod tests {
             status: Default::default(),
             error: error.map(String::from),
         }
+    }
+
+    #[tokio::test]
+    async fn a_state_directory_is_held_by_one_coordinator_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let held = StateDirLock::acquire(dir.path()).unwrap();
+        let e = StateDirLock::acquire(dir.path()).err().unwrap().to_string();
+        assert!(e.contains("in use by another coordinator"), "{e}");
+        assert!(e.contains(&format!("pid {}", std::process::id())), "{e}");
+        // A second coordinator on the same directory stops before it starts anything.
+        let manifest = dir.path().join("c.yaml");
+        std::fs::write(&manifest, "").unwrap();
+        let opts = LocalOptions {
+            manifests: manifest,
+            state_dir: dir.path().to_path_buf(),
+            grpc_addr: "127.0.0.1:0".parse().unwrap(),
+            control_addr: "127.0.0.1:0".parse().unwrap(),
+            cert_validity: Duration::from_secs(3600),
+            client_cert_validity: Duration::from_secs(3600),
+            sidecar: SidecarCommand::binary("/nonexistent".into()),
+            policy: Policy::default(),
+            interval: Duration::from_secs(1),
+            resync: Duration::from_secs(10),
+            progress: false,
+            metrics_addr: None,
+            member_netns: None,
+        };
+        let e = run_local(opts, std::future::pending()).await.unwrap_err();
+        assert!(
+            e.to_string().contains("in use by another coordinator"),
+            "{e}"
+        );
+        assert!(!dir.path().join("pki").exists(), "nothing was started");
+        drop(held);
+        drop(StateDirLock::acquire(dir.path()).unwrap());
     }
 
     #[test]

@@ -3,8 +3,11 @@
 //!
 //! Layout: `<state>/<cluster>/cluster.json` records every member (ordinal, ports, version,
 //! pid) and the next ordinal; `<state>/<cluster>/<member>/` is the member directory and
-//! `<state>/<cluster>/<member>.log` the sidecar's output. The record is written before a
-//! process starts, so a coordinator that dies at any moment finds every member it made.
+//! `<state>/<cluster>/<member>.log` the sidecar's output. The record is written whole and
+//! durably before a process starts, so a coordinator that dies at any moment finds every
+//! member it made; a record that cannot be read stops its cluster (every call about it
+//! fails, saying which file and why) until it reads again, and is never taken for an empty
+//! one.
 //!
 //! A member whose process exits is not restarted here on its own: the runtime reports it
 //! down, whether its data survives (a usable etcd data directory under its member
@@ -114,6 +117,7 @@ impl SidecarCommand {
     }
 }
 
+use etcd_operator::local_record::{CLUSTER_RECORD_FILE, read_record, write_record};
 /// The record of `<state>/<cluster>/cluster.json`, shared with the test harness.
 pub use etcd_operator::local_record::{ClusterRecord, MemberRecord};
 
@@ -278,7 +282,14 @@ impl LocalRuntime {
             .collect();
         for key in clusters_in(&self.state_dir) {
             if !clusters.contains_key(&key) {
-                members.extend(self.load(&key).members);
+                match self.load(&key) {
+                    Ok(record) => members.extend(record.members),
+                    // Its members' ports and addresses are unknown: a running member's
+                    // cannot be taken (they do not bind), a stopped one's may.
+                    Err(e) => {
+                        warn!(cluster = %key, error = %e, "ports and addresses of this cluster's members are unknown")
+                    }
+                }
             }
         }
         members
@@ -337,24 +348,44 @@ impl LocalRuntime {
         }
     }
 
-    fn save(&self, cluster: &ClusterKey, record: &ClusterRecord) -> Result<(), RuntimeError> {
-        let dir = self.cluster_dir(cluster);
-        std::fs::create_dir_all(&dir).map_err(io(format!("creating {}", dir.display())))?;
-        let tmp = dir.join("cluster.json.tmp");
-        let bytes = serde_json::to_vec_pretty(record)
-            .map_err(|e| RuntimeError::Other(format!("encoding the cluster record: {e}")))?;
-        std::fs::write(&tmp, bytes).map_err(io(format!("writing {}", tmp.display())))?;
-        std::fs::rename(&tmp, dir.join("cluster.json")).map_err(io(format!(
-            "writing {}",
-            dir.join("cluster.json").display()
-        )))
+    fn record_path(&self, cluster: &ClusterKey) -> PathBuf {
+        self.cluster_dir(cluster).join(CLUSTER_RECORD_FILE)
     }
 
-    fn load(&self, cluster: &ClusterKey) -> ClusterRecord {
-        std::fs::read(self.cluster_dir(cluster).join("cluster.json"))
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .unwrap_or_default()
+    /// Writes the cluster's record whole and durably (file and directory flushed around the
+    /// rename): the ordinals it holds are never used again, whatever happens next.
+    fn save(&self, cluster: &ClusterKey, record: &ClusterRecord) -> Result<(), RuntimeError> {
+        let path = self.record_path(cluster);
+        write_record(&path, record).map_err(io(format!("writing {}", path.display())))
+    }
+
+    /// The cluster's record; a new, empty one when the cluster has none. A record that
+    /// cannot be read is an error, never an empty record (whose ordinals would start again
+    /// at 0 over the members' data), and so is a missing record beside member directories.
+    fn load(&self, cluster: &ClusterKey) -> Result<ClusterRecord, RuntimeError> {
+        let path = self.record_path(cluster);
+        let refused = |why: String| {
+            RuntimeError::Invalid(format!(
+                "{why}: nothing is created, started or deleted for {cluster} until it reads again (restore it; its members run on as they are)"
+            ))
+        };
+        match read_record(&path) {
+            Ok(Some(record)) => Ok(record),
+            Ok(None) => {
+                let members = member_dirs(&self.cluster_dir(cluster), &cluster.name);
+                if members.is_empty() {
+                    Ok(ClusterRecord::default())
+                } else {
+                    let names: Vec<&str> = members.iter().map(|(n, _)| n.as_str()).collect();
+                    Err(refused(format!(
+                        "{} is missing, yet the directories of members {} are there",
+                        path.display(),
+                        names.join(", ")
+                    )))
+                }
+            }
+            Err(e) => Err(refused(e.to_string())),
+        }
     }
 
     /// Loads (once) the cluster's record, adopting running sidecars. Members stopped
@@ -366,14 +397,26 @@ impl LocalRuntime {
         key: &ClusterKey,
     ) -> Result<&'a mut LocalCluster, RuntimeError> {
         if !clusters.contains_key(key) {
+            // Not kept when it fails: every pass reads the record again until it reads.
             let mut local = LocalCluster {
-                record: self.load(key),
+                record: self.load(key)?,
                 ..Default::default()
             };
             let now = now_ms();
-            for m in &local.record.members {
+            let mut adopted_unrecorded = false;
+            let mut unrecorded: Option<HashMap<String, u32>> = None;
+            for m in &mut local.record.members {
                 if m.pid.is_some_and(|pid| pid_is_member(pid, &m.name)) {
                     info!(cluster = %key, member = %m.name, "adopting the running sidecar");
+                    local.started_at.insert(m.name.clone(), now);
+                } else if let Some(&pid) = unrecorded
+                    .get_or_insert_with(|| member_processes(&self.cluster_dir(key)))
+                    .get(&m.name)
+                {
+                    // Started by a coordinator that died before it recorded the pid.
+                    info!(cluster = %key, member = %m.name, pid, "adopting the running sidecar whose pid was not recorded");
+                    m.pid = Some(pid);
+                    adopted_unrecorded = true;
                     local.started_at.insert(m.name.clone(), now);
                 } else {
                     info!(cluster = %key, member = %m.name, "found stopped");
@@ -386,11 +429,50 @@ impl LocalRuntime {
                     );
                 }
             }
+            if adopted_unrecorded {
+                self.save(key, &local.record)?;
+            }
+            self.finish_deletions(key, &local.record);
             clusters.insert(key.clone(), local);
         }
         clusters
             .get_mut(key)
             .ok_or_else(|| RuntimeError::Other("cluster vanished".into()))
+    }
+
+    /// Completes the deletions a previous coordinator recorded and did not finish (it died
+    /// after the record said the member was gone and before its directory was removed):
+    /// only directories of this cluster's members whose ordinal the record has used and no
+    /// longer lists.
+    fn finish_deletions(&self, key: &ClusterKey, record: &ClusterRecord) {
+        let left: Vec<String> = member_dirs(&self.cluster_dir(key), &key.name)
+            .into_iter()
+            .filter(|(name, ordinal)| {
+                *ordinal < record.next_ordinal && !record.members.iter().any(|m| &m.name == name)
+            })
+            .map(|(name, _)| name)
+            .collect();
+        if left.is_empty() {
+            return;
+        }
+        let running = member_processes(&self.cluster_dir(key));
+        for name in left {
+            let dir = self.cluster_dir(key).join(&name);
+            if running.contains_key(&name) {
+                warn!(cluster = %key, member = %name, "a deleted member's sidecar still runs: its directory is kept");
+                continue;
+            }
+            info!(cluster = %key, member = %name, "completing the member's deletion: removing its directory");
+            self.pki.remove_member(key, &name);
+            if let Err(e) = std::fs::remove_dir_all(&dir) {
+                warn!(member = %name, error = %e, "could not remove the member directory");
+            }
+            if let Some(netns) = &self.netns
+                && let Err(e) = netns.remove(&netns.namespace(&name))
+            {
+                warn!(member = %name, error = %e, "could not remove the member's network namespace");
+            }
+        }
     }
 
     fn spawn(
@@ -770,9 +852,14 @@ impl Runtime for LocalRuntime {
             netns,
         });
         local.record.next_ordinal = local.record.next_ordinal.max(ordinal + 1);
-        // Recorded before the process starts: a coordinator that dies now still knows it.
+        // Recorded before the process starts: a coordinator that dies now still knows it,
+        // and never gives its ordinal to another member.
+        etcd_operator::failpoint!("coordinator.local.before-record-save");
         self.save(cluster, &local.record)?;
+        etcd_operator::failpoint!("coordinator.local.after-record-save");
         self.spawn(cluster, local, name)?;
+        // A coordinator that dies now finds the process by its arguments and adopts it.
+        etcd_operator::failpoint!("coordinator.local.create-after-spawn");
         self.save(cluster, &local.record)?;
         info!(cluster = %cluster, member = %name, %version, seed, "member created");
         Ok(())
@@ -809,6 +896,9 @@ impl Runtime for LocalRuntime {
             Duration::ZERO
         };
         stop_member_process(local, name, grace).await;
+        // Still recorded, stopped with its data: the next coordinator sees it down and the
+        // planner decides again.
+        etcd_operator::failpoint!("coordinator.local.delete-after-stop");
         let namespace = local
             .record
             .members
@@ -820,6 +910,9 @@ impl Runtime for LocalRuntime {
         local.restarts.remove(name);
         local.started_at.remove(name);
         self.save(cluster, &local.record)?;
+        // Gone from the record: the next coordinator removes what is left of it
+        // (`finish_deletions`).
+        etcd_operator::failpoint!("coordinator.local.delete-after-record-save");
         self.pki.remove_member(cluster, name);
         let member_dir = dir.join(name);
         if member_dir.exists()
@@ -850,7 +943,7 @@ impl Runtime for LocalRuntime {
     async fn renew_certificates(&self, cluster: &ClusterKey) -> Result<usize, RuntimeError> {
         // From the record on disk, not under the runtime's lock: a renewal never waits for a
         // member being stopped.
-        let record = self.load(cluster);
+        let record = self.load(cluster)?;
         let mut changed = 0;
         for member in &record.members {
             if self
@@ -891,7 +984,22 @@ impl Runtime for LocalRuntime {
             return Ok(());
         }
         local.children.remove(name);
+        // A sidecar started by a coordinator that died before it recorded the pid runs on:
+        // adopted, never a second one on the same data and ports.
+        if let Some(&pid) = member_processes(&self.cluster_dir(cluster)).get(name) {
+            let member = local
+                .record
+                .member_mut(name)
+                .ok_or_else(|| RuntimeError::NoSuchMember(name.to_string()))?;
+            member.pid = Some(pid);
+            self.save(cluster, &local.record)?;
+            local.down_since.remove(name);
+            local.started_at.insert(name.to_string(), now_ms());
+            info!(cluster = %cluster, member = %name, pid, "adopted its running sidecar, whose pid was not recorded");
+            return Ok(());
+        }
         self.spawn(cluster, local, name)?;
+        etcd_operator::failpoint!("coordinator.local.start-after-spawn");
         self.save(cluster, &local.record)?;
         let history = local.restarts.entry(name.to_string()).or_default();
         history.count = history.count.saturating_add(1);
@@ -917,17 +1025,73 @@ impl Runtime for LocalRuntime {
         let mut clusters = self.clusters.lock().await;
         let local = self.cluster(&mut clusters, cluster).await?;
         stop_member_process(local, name, STOP_GRACE).await;
+        // Stopped on its data, the old version recorded: the next coordinator starts it
+        // again as it was.
+        etcd_operator::failpoint!("coordinator.local.restart-after-stop");
         let member = local
             .record
             .member_mut(name)
             .ok_or_else(|| RuntimeError::NoSuchMember(name.to_string()))?;
         member.version = version.to_string();
         self.save(cluster, &local.record)?;
+        etcd_operator::failpoint!("coordinator.local.restart-after-record-save");
         self.spawn(cluster, local, name)?;
+        etcd_operator::failpoint!("coordinator.local.restart-after-spawn");
         self.save(cluster, &local.record)?;
         info!(cluster = %cluster, member = %name, %version, "member restarted on a new version");
         Ok(())
     }
+}
+
+/// The directories under `cluster_dir` named as members of cluster `cluster`, with their
+/// ordinals.
+fn member_dirs(cluster_dir: &Path, cluster: &str) -> Vec<(String, u32)> {
+    let Ok(entries) = std::fs::read_dir(cluster_dir) else {
+        return Vec::new();
+    };
+    let mut dirs: Vec<(String, u32)> = entries
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .filter_map(|e| {
+            let name = e.file_name().to_str()?.to_string();
+            let ordinal = member_ordinal(cluster, &name)?;
+            Some((name, ordinal))
+        })
+        .collect();
+    dirs.sort();
+    dirs
+}
+
+/// The live sidecars of members whose directories are under `cluster_dir`, by member name,
+/// whatever their pid (their arguments name the member and its directory): found so that a
+/// sidecar started by a coordinator that died before it recorded the pid is adopted, never
+/// doubled by a second one on the same data and ports.
+fn member_processes(cluster_dir: &Path) -> HashMap<String, u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return HashMap::new();
+    };
+    let mut found = HashMap::new();
+    for pid in entries
+        .filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+    {
+        let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+            continue;
+        };
+        let arg = |flag: &str| {
+            cmdline
+                .split(|b| *b == 0)
+                .find_map(|a| a.strip_prefix(flag.as_bytes()))
+                .and_then(|v| std::str::from_utf8(v).ok())
+        };
+        let (Some(name), Some(data_dir)) = (arg("--name="), arg("--data-dir=")) else {
+            continue;
+        };
+        if Path::new(data_dir) == cluster_dir.join(name) && pid_is_member(pid, name) {
+            found.insert(name.to_string(), pid);
+        }
+    }
+    found
 }
 
 /// The clusters that have state under `state_dir` (local mode, no namespace).
@@ -937,7 +1101,7 @@ pub fn clusters_in(state_dir: &Path) -> Vec<ClusterKey> {
     };
     let mut keys: Vec<ClusterKey> = entries
         .filter_map(|e| e.ok())
-        .filter(|e| e.path().join("cluster.json").is_file())
+        .filter(|e| e.path().join(CLUSTER_RECORD_FILE).is_file())
         .filter_map(|e| e.file_name().to_str().map(ClusterKey::local))
         .collect();
     keys.sort();
@@ -968,6 +1132,176 @@ mod tests {
         let port = free_port(&taken).unwrap();
         assert!(!taken.contains(&port));
         assert!(port < ephemeral_low() || member_port_range(ephemeral_low()).is_empty());
+    }
+
+    fn runtime(state_dir: &Path) -> LocalRuntime {
+        let (pki, ca) = LocalPki::open(state_dir).unwrap();
+        let control = ControlPlane::new(ca, vec!["127.0.0.1".into()], Duration::from_secs(3600));
+        LocalRuntime::new(
+            state_dir,
+            SidecarCommand::binary("/nonexistent/etcd-sidecar".into()),
+            "https://127.0.0.1:9",
+            EtcdBinaries::from_env(),
+            Arc::new(pki),
+            control,
+            Duration::from_secs(3600),
+        )
+    }
+
+    fn member(name: &str, ordinal: u32) -> MemberRecord {
+        MemberRecord {
+            name: name.into(),
+            ordinal,
+            client_port: 1,
+            peer_port: 2,
+            grpc_port: 3,
+            version: etcd_operator::version::DEFAULT_VERSION.to_string(),
+            seed: ordinal == 0,
+            pid: None,
+            tls: false,
+            host: None,
+            netns: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_record_that_cannot_be_read_stops_its_cluster_until_it_reads_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = runtime(dir.path());
+        // No record and no member: a new cluster.
+        let new = ClusterKey::local("n");
+        assert!(rt.members(&new).await.unwrap().is_empty());
+        assert_eq!(rt.next_ordinal(&new).await.unwrap(), 0);
+
+        let key = ClusterKey::local("t");
+        let path = dir.path().join("t").join(CLUSTER_RECORD_FILE);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, b"").unwrap();
+        let e = rt.members(&key).await.unwrap_err().to_string();
+        assert!(e.contains("t/cluster.json is not a cluster record"), "{e}");
+        assert!(e.contains("nothing is created, started or deleted"), "{e}");
+        assert!(rt.next_ordinal(&key).await.is_err());
+        assert!(rt.start_member(&key, "t-0000").await.is_err());
+        assert!(rt.renew_certificates(&key).await.is_err());
+        let created = rt
+            .create_member(
+                &key,
+                "t-0000",
+                etcd_operator::version::DEFAULT_VERSION,
+                true,
+                false,
+            )
+            .await;
+        assert!(created.is_err());
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            b"",
+            "the record was not written"
+        );
+        // Read again at every pass: once restored, the cluster is back.
+        write_record(
+            &path,
+            &ClusterRecord {
+                next_ordinal: 2,
+                members: vec![member("t-0001", 1)],
+            },
+        )
+        .unwrap();
+        assert_eq!(rt.next_ordinal(&key).await.unwrap(), 2);
+        assert_eq!(rt.members(&key).await.unwrap()[0].name, "t-0001");
+
+        // No record beside member directories: not a new cluster either.
+        let lost = ClusterKey::local("m");
+        std::fs::create_dir_all(dir.path().join("m").join("m-0003")).unwrap();
+        let e = rt.members(&lost).await.unwrap_err().to_string();
+        assert!(e.contains("m/cluster.json is missing"), "{e}");
+        assert!(e.contains("members m-0003"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_deletion_recorded_and_not_finished_is_finished_at_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = runtime(dir.path());
+        let key = ClusterKey::local("c");
+        let cluster_dir = dir.path().join("c");
+        for d in ["c-0000", "c-0002", "c-0005", "notes"] {
+            std::fs::create_dir_all(cluster_dir.join(d)).unwrap();
+        }
+        write_record(
+            &cluster_dir.join(CLUSTER_RECORD_FILE),
+            &ClusterRecord {
+                next_ordinal: 3,
+                members: vec![member("c-0002", 2)],
+            },
+        )
+        .unwrap();
+        rt.members(&key).await.unwrap();
+        // c-0000: used and no longer recorded, removed; c-0002 recorded; c-0005 not an
+        // ordinal the record used; notes not a member.
+        let left: Vec<String> = member_dirs(&cluster_dir, "c")
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
+        assert_eq!(left, ["c-0002", "c-0005"]);
+        assert!(cluster_dir.join("notes").is_dir());
+    }
+
+    #[tokio::test]
+    async fn a_sidecar_whose_pid_was_not_recorded_is_adopted_not_doubled() {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = runtime(dir.path());
+        let key = ClusterKey::local("c");
+        let cluster_dir = dir.path().join("c");
+        // A stand-in for a sidecar started by a coordinator that died before it recorded
+        // the pid: a process whose arguments name the member and its directory.
+        let mut stand_in = std::process::Command::new("sh")
+            .args(["-c", "sleep 60; :", "sh", "--name=c-0000"])
+            .arg(format!(
+                "--data-dir={}",
+                cluster_dir.join("c-0000").display()
+            ))
+            .spawn()
+            .unwrap();
+        let mut elsewhere = std::process::Command::new("sh")
+            .args([
+                "-c",
+                "sleep 60; :",
+                "sh",
+                "--name=c-0001",
+                "--data-dir=/elsewhere/c-0001",
+            ])
+            .spawn()
+            .unwrap();
+        // (`spawn` returns once the program is executed: its arguments are there.)
+        let found = member_processes(&cluster_dir);
+        assert_eq!(found.get("c-0000"), Some(&stand_in.id()), "{found:?}");
+        assert!(!found.contains_key("c-0001"), "{found:?}");
+        write_record(
+            &cluster_dir.join(CLUSTER_RECORD_FILE),
+            &ClusterRecord {
+                next_ordinal: 2,
+                members: vec![member("c-0000", 0), member("c-0001", 1)],
+            },
+        )
+        .unwrap();
+        let members = rt.members(&key).await.unwrap();
+        let running: Vec<(&str, bool)> = members
+            .iter()
+            .map(|m| (m.name.as_str(), m.running))
+            .collect();
+        assert_eq!(running, [("c-0000", true), ("c-0001", false)]);
+        let record = read_record(&cluster_dir.join(CLUSTER_RECORD_FILE))
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            record.members[0].pid,
+            Some(stand_in.id()),
+            "recorded once found"
+        );
+        let _ = stand_in.kill();
+        let _ = stand_in.wait();
+        let _ = elsewhere.kill();
+        let _ = elsewhere.wait();
     }
 
     /// An `etcd-sidecar` beside `coordinator` that prints `version` for `--version`.

@@ -132,6 +132,8 @@ pub struct CoordinatorOptions {
     /// The coordinator reads a directory of manifests (the one manifest in it) rather
     /// than the one file, so that a test can add others.
     pub manifests_dir: bool,
+    /// More files of the manifests directory (name, text), there from the first start.
+    pub extra_manifests: Vec<(String, String)>,
     /// Members in network namespaces of their own, joined to this hub's bridge; the
     /// coordinator's control port on the bridge's address.
     pub member_netns: Option<String>,
@@ -149,6 +151,7 @@ impl CoordinatorOptions {
             extra_args: Vec::new(),
             env: Vec::new(),
             manifests_dir: false,
+            extra_manifests: Vec::new(),
             member_netns: None,
         }
     }
@@ -163,6 +166,15 @@ impl CoordinatorOptions {
     /// The coordinator reads a directory holding the manifest ([`LocalCoordinator::manifest_path`]'s).
     pub fn manifests_dir(mut self) -> Self {
         self.manifests_dir = true;
+        self
+    }
+
+    /// A directory of manifests ([`Self::manifests_dir`]) that also holds the file `name`
+    /// with `text` (valid or not) from the first start.
+    pub fn extra_manifest(mut self, name: &str, text: &str) -> Self {
+        self.manifests_dir = true;
+        self.extra_manifests
+            .push((name.to_string(), text.to_string()));
         self
     }
 
@@ -264,6 +276,9 @@ impl LocalCoordinator {
             )?
         } else {
             write_atomically(&manifest_path, &text)?
+        }
+        for (file, text) in &opts.extra_manifests {
+            write_atomically(&manifests.join(file), text)?;
         }
         let cluster = name;
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse()?;

@@ -71,7 +71,9 @@ pub async fn run_local(
     std::fs::create_dir_all(&opts.state_dir)?;
     // Validate the manifests before anything starts: a typo must not start a cluster.
     let initial = read_manifests_by_file(&opts.manifests)?;
-    let registry = Registry::new();
+    // Each start's term is newer than every earlier one's: counted in the state directory.
+    let epoch = crate::epoch::next_local_epoch(&opts.state_dir)?;
+    let registry = Registry::always(epoch);
     // The control path's CA is made on first start and kept under <state>/pki/.
     let (pki, ca) = LocalPki::open(&opts.state_dir)?;
     let listener = tokio::net::TcpListener::bind(opts.grpc_addr).await?;

@@ -486,13 +486,15 @@ impl LocalRuntime {
         Ok(())
     }
 
-    /// Whether member `name` has a usable etcd data directory (and has not left).
+    /// Whether member `name` has a usable etcd data directory (and has not left). Gone only
+    /// when that is known: a directory that cannot be read is not said to be gone (a member
+    /// whose data is gone is replaced at once, its directory deleted).
     fn data_of(&self, key: &ClusterKey, name: &str) -> MemberData {
         let dir = etcd_sidecar::identity::MemberDir::new(self.cluster_dir(key).join(name));
-        if dir.has_etcd_data() && !dir.is_removed() {
-            MemberData::Intact
-        } else {
+        if matches!(dir.has_etcd_data(), Ok(false)) || matches!(dir.is_removed(), Ok(true)) {
             MemberData::Gone
+        } else {
+            MemberData::Intact
         }
     }
 

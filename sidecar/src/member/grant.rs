@@ -98,23 +98,34 @@ impl Member {
 
     /// The newest coordinator term this member has seen.
     pub fn newest_epoch(&self) -> u64 {
-        self.epoch.load(std::sync::atomic::Ordering::SeqCst)
+        *self.epoch.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Admits a call or grant of the coordinator term `epoch`: refused when a newer term
-    /// has been seen (a deposed coordinator's late call), else remembered as the newest.
+    /// has been seen (a deposed coordinator's late call), else remembered as the newest:
+    /// written to the member directory before the call is acted on, so that a restarted
+    /// sidecar refuses the older terms too. A term that cannot be recorded is refused.
     pub fn admit_epoch(&self, epoch: u64, what: &str) -> Result<(), SidecarError> {
-        let newest = self
-            .epoch
-            .fetch_max(epoch, std::sync::atomic::Ordering::SeqCst);
-        if epoch < newest {
+        let mut newest = self.epoch.lock().unwrap_or_else(|e| e.into_inner());
+        if epoch < *newest {
             warn!(
                 epoch,
-                newest, what, "refused: from an older coordinator term"
+                newest = *newest,
+                what,
+                "refused: from an older coordinator term"
             );
             return Err(SidecarError::Refused(format!(
-                "{what} comes from coordinator term {epoch}, older than term {newest} already seen: a coordinator that no longer leads is not obeyed"
+                "{what} comes from coordinator term {epoch}, older than term {} already seen: a coordinator that no longer leads is not obeyed",
+                *newest
             )));
+        }
+        if epoch > *newest {
+            self.dir.save_epoch(epoch).map_err(|e| {
+                warn!(epoch, error = %e, "cannot record the coordinator term; refused");
+                SidecarError::Io(e)
+            })?;
+            info!(epoch, previous = *newest, "a newer coordinator term");
+            *newest = epoch;
         }
         Ok(())
     }
@@ -148,7 +159,8 @@ impl Member {
             peer_url: self.cfg.peer_url.clone(),
             client_url: self.cfg.client_url.clone(),
             sidecar_url: self.cfg.grpc_url.clone(),
-            has_data: self.dir.has_etcd_data(),
+            // Unreadable data is not said to be absent.
+            has_data: self.dir.has_etcd_data().unwrap_or(true),
             member_id: s.member_id,
             etcd_version: self.cfg.etcd_version.to_string(),
         }

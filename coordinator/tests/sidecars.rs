@@ -1223,10 +1223,11 @@ async fn a_member_answered_by_another_cluster_keeps_its_data() {
     let mut c = f.client().await;
     c.put("mine", "kept", None).await.unwrap();
     drop(c);
-    let (me, other) = (name(1), name(0));
+    let (me, other) = (name(0), name(1));
     let report = f.coordinator.report(&me).unwrap();
     let member_dir = f.members[&me].spec.member_dir.clone();
-    // The member's identity names its cluster once etcd has written its data.
+    // The member's identity names its cluster once etcd has written its data (the seed's is
+    // saved as soon as it bootstrapped).
     wait_for(
         "the identity saved with the cluster id",
         Duration::from_secs(30),
@@ -1274,9 +1275,9 @@ async fn a_member_answered_by_another_cluster_keeps_its_data() {
     )
     .await
     .unwrap_or_else(|e| panic!("{e}\n{}", f.logs()));
-    let saved: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(member_dir.join("member.json")).unwrap())
-            .unwrap();
+    let saved = std::fs::read_to_string(member_dir.join("member.json"))
+        .unwrap_or_else(|e| panic!("the member's identity is gone (wiped?): {e}\n{}", f.logs()));
+    let saved: serde_json::Value = serde_json::from_str(&saved).unwrap();
     assert_eq!(
         saved["member_id"], report.member_id,
         "the member's identity is kept"

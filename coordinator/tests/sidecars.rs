@@ -1443,3 +1443,90 @@ async fn a_handoff_cut_short_never_strands_its_member() {
     .unwrap_or_else(|e| panic!("{e}\n{}", f.logs()));
     f.wait_voters(3).await;
 }
+
+/// A leave cut short between the member's removal from etcd and the wipe of its data (the
+/// sidecar killed there: failpoint `sidecar.leave.after-member-remove`) is finished when the
+/// sidecar starts again on its directory: the member's own cluster lacks it, so it wipes
+/// its data, marks itself removed and stays idle; it never rejoins the cluster it left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leave_cut_short_after_the_removal_is_finished_not_rejoined() {
+    if !etcd_operator::failpoints::ENABLED {
+        panic!("this test needs a build with failpoints (test builds have them)");
+    }
+    let _serial = serial_guard();
+    let mut f = Fixture::new().await;
+    let fired = f.dir.path().join("failpoints");
+    std::fs::create_dir_all(&fired).unwrap();
+    for i in 0..3 {
+        let mut spec = f.spec(i);
+        if i == 2 {
+            spec.env = vec![
+                (
+                    "FAILPOINTS".into(),
+                    "sidecar.leave.after-member-remove=return".into(),
+                ),
+                (
+                    etcd_operator::failpoints::MARKER_DIR_ENV.into(),
+                    fired.display().to_string(),
+                ),
+            ];
+        }
+        f.start(spec);
+    }
+    f.wait_voters(3).await;
+    let leaver = name(2);
+    let left_id = f.coordinator.report(&leaver).unwrap().member_id;
+    let epoch = f.coordinator.epoch();
+    let answer = sidecar_of(&f, &leaver)
+        .leave(LeaveRequest {
+            reason: "test".into(),
+            coordinator_epoch: epoch,
+        })
+        .await;
+    assert!(answer.is_err(), "the sidecar died in the leave: {answer:?}");
+    assert!(
+        etcd_operator::failpoints::fired(&fired, "sidecar.leave.after-member-remove"),
+        "{}",
+        f.logs()
+    );
+    let grants_before = f.grants().granted().len();
+    // Started again on the same directory (the failpoint does not fire twice).
+    let spec = f.members.remove(&leaver).unwrap().spec.clone();
+    f.start(spec);
+    let report = wait_for(
+        "the member to finish its leave",
+        Duration::from_secs(60),
+        || {
+            let r = f.coordinator.report(&leaver);
+            async move { r.filter(|r| r.phase() == MemberPhase::Removed) }
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", f.logs()));
+    assert_eq!(report.etcd_pid, 0, "{report:?}");
+    let dir = f.members[&leaver].spec.member_dir.clone();
+    assert!(dir.join("removed").exists());
+    assert!(!dir.join("leaving").exists());
+    assert!(
+        std::fs::read_dir(dir.join("etcd")).map_or(true, |mut e| e.next().is_none()),
+        "the data of the member that left is wiped"
+    );
+    let mut c = Client::connect(&[f.members[&name(0)].spec.client_url()], None)
+        .await
+        .unwrap();
+    let members: Vec<u64> = c
+        .member_list()
+        .await
+        .unwrap()
+        .members()
+        .iter()
+        .map(|m| m.id())
+        .collect();
+    assert_eq!(members.len(), 2, "{members:x?}");
+    assert!(!members.contains(&left_id));
+    let after: Vec<_> = f.grants().granted()[grants_before..].to_vec();
+    assert!(
+        after.is_empty(),
+        "the member asked for grants again: {after:?}"
+    );
+}

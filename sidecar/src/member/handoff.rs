@@ -82,8 +82,9 @@ impl Member {
             .filter(|m| m.id() != member_id && !m.is_learner())
             .collect();
         // Defence in depth beside the planner: while this member is down, the voters that
-        // stay up must answer and be a quorum of all of them (a one-member cluster is
-        // simply down for the restart).
+        // stay up must answer and be a quorum of all of them. A cluster of one or two voters
+        // cannot keep quorum through any restart of one: there every other voter must
+        // answer, so that quorum comes back with this member.
         let mut up_to_date = Vec::new();
         let mut answering = 0;
         for m in &other_voters {
@@ -96,7 +97,8 @@ impl Member {
             }
         }
         let voters = other_voters.len() + usize::from(!learner);
-        if !learner && voters > 1 && answering < etcd_operator::quorum(voters) {
+        let needed = etcd_operator::quorum(voters).min(other_voters.len());
+        if !learner && answering < needed {
             return Err(SidecarError::Refused(format!(
                 "only {answering} of the {} other voters answer: stopping this member would lose quorum",
                 other_voters.len()

@@ -48,30 +48,31 @@ impl Member {
         // An unreadable data directory stops the start here (retried, and reported as the
         // member's last error): taken for "no data" it would be wiped or bootstrapped over.
         let has_data = self.dir.has_etcd_data()?;
+        // Proof either way only: see `membership`.
+        let membership = if has_data {
+            self.membership().await?
+        } else {
+            Membership::Unknown
+        };
         if self.dir.is_leaving()? {
-            // A leave cut short. Its wipe comes only after its removal: without data, the
-            // member was removed.
-            let membership = if has_data {
-                self.membership().await?
-            } else {
-                Membership::Removed { cluster_id: 0 }
-            };
-            match membership {
-                Membership::Removed { .. } => {
+            // A leave cut short. Its wipe comes only after the member's removal: without
+            // data, or on proof, the member was removed and the leave is finished.
+            match (has_data, membership) {
+                (false, _) | (true, Membership::Removed { .. }) => {
                     info!("a leave was cut short after this member's removal; finishing it");
                     self.finish_leaving()?;
                     self.set_phase(MemberPhase::Removed);
                     return Ok(());
                 }
-                Membership::Member => {
+                (true, Membership::Member) => {
                     info!("a leave was cut short before this member's removal; it stays a member");
                     self.dir.clear_leaving()?;
                 }
-                Membership::Unknown => {}
+                (true, Membership::Unknown) => {}
             }
         }
         if has_data {
-            match self.membership().await? {
+            match membership {
                 Membership::Removed { cluster_id } => {
                     info!(cluster_id = %format!("{cluster_id:x}"), "this member was removed from its cluster while away (its cluster's own member list lacks it); wiping its data to rejoin");
                     etcd_operator::failpoint!("sidecar.start.before-wipe");
@@ -213,8 +214,7 @@ pub(super) enum Membership {
     Member,
     /// Proven removed: its own cluster (this id) answered a member list without it.
     Removed {
-        /// The cluster that answered, the member's own (0 when the proof is a leave that
-        /// got as far as its wipe).
+        /// The cluster that answered, the member's own.
         cluster_id: u64,
     },
     /// Not known: no proof either way.

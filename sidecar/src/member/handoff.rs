@@ -96,9 +96,7 @@ impl Member {
                 up_to_date.push((version == target.to_string(), m.id()));
             }
         }
-        let voters = other_voters.len() + usize::from(!learner);
-        let needed = etcd_operator::quorum(voters).min(other_voters.len());
-        if !learner && answering < needed {
+        if !keeps_quorum_while_down(learner, other_voters.len(), answering) {
             return Err(SidecarError::Refused(format!(
                 "only {answering} of the {} other voters answer: stopping this member would lose quorum",
                 other_voters.len()
@@ -153,6 +151,15 @@ impl Member {
             raft_index,
         })
     }
+}
+
+/// Whether a member (`learner` or a voter beside `other_voters`, of which `answering`
+/// answer) may stop for a handoff: a learner always; a voter when the voters that stay up
+/// are a quorum of all of them, or, in a cluster of one or two voters (which no restart of
+/// one keeps at quorum), when every other voter answers.
+fn keeps_quorum_while_down(learner: bool, other_voters: usize, answering: usize) -> bool {
+    let voters = other_voters + 1;
+    learner || answering >= etcd_operator::quorum(voters).min(other_voters)
 }
 
 /// etcd 3.6 refuses to start on 3.5 data whose WAL holds v2 entries after the last snapshot
@@ -212,6 +219,26 @@ impl Member {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_voter_stops_only_while_the_voters_that_stay_up_keep_quorum() {
+        for (learner, others, answering, may, why) in [
+            (false, 0, 0, true, "the only voter: down for its restart"),
+            (false, 1, 1, true, "two voters, the other answers"),
+            (false, 1, 0, false, "two voters, the other does not answer"),
+            (false, 2, 2, true, "three voters, both others answer"),
+            (false, 2, 1, false, "three voters, one other down"),
+            (false, 4, 3, true, "five voters, three others answer"),
+            (false, 4, 2, false, "five voters, two others down"),
+            (true, 2, 0, true, "a learner counts toward no quorum"),
+        ] {
+            assert_eq!(
+                keeps_quorum_while_down(learner, others, answering),
+                may,
+                "{why}"
+            );
+        }
+    }
 
     #[test]
     fn only_35_to_36_and_later_needs_the_snapshot() {

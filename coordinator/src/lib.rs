@@ -16,6 +16,7 @@ pub mod admin;
 pub mod backups;
 pub mod conditions;
 pub mod controller;
+pub mod epoch;
 pub mod grants;
 pub mod k8s;
 pub mod leadership;

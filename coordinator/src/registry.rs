@@ -210,19 +210,22 @@ impl Default for Registry {
     }
 }
 
-/// The epoch of a coordinator that holds its term for as long as it runs (local mode):
-/// its start time in microseconds, so that a restarted coordinator's term is newer.
-pub fn start_epoch() -> u64 {
-    (now_ms().max(0) as u64) * 1000
-}
+/// The epoch of a registry made without one (tests and tools). A coordinator's term takes
+/// its epoch from a counter that only grows (`crate::epoch`), never from a clock.
+pub const DEFAULT_EPOCH: u64 = 1;
 
 /// Milliseconds since the Unix epoch.
 pub use etcd_operator::now_ms;
 
 impl Registry {
-    /// An empty registry of a coordinator whose term never ends (local mode).
+    /// An empty registry of a coordinator whose term never ends, of [`DEFAULT_EPOCH`].
     pub fn new() -> Self {
-        let epoch = start_epoch();
+        Self::always(DEFAULT_EPOCH)
+    }
+
+    /// An empty registry of a coordinator whose term, of `epoch`, never ends (local mode,
+    /// and Kubernetes without an election).
+    pub fn always(epoch: u64) -> Self {
         Self::with_leadership(Leadership::always(epoch), epoch)
     }
 

@@ -278,3 +278,123 @@ async fn a_stopped_leader_releases_and_the_other_takes_over_at_once() {
         b_first - stopped_at
     );
 }
+
+/// Epochs are counters, never clocks: the Lease counts terms (an annotation raised in the
+/// write that takes it), and every term records its epoch on the clusters it acts on. A
+/// Lease deleted (by hand, or with its namespace's clean-up) gives the next term a higher
+/// epoch than any before, not a restart of the count; here the earlier terms were taken on
+/// a node whose clock ran a day ahead (the Lease an earlier build left, whose epoch was its
+/// acquire time), so a count from this node's clock would go back.
+#[tokio::test]
+async fn a_deleted_lease_gives_a_higher_epoch_not_a_lower_one() {
+    use etcd_coordinator::k8s::epoch::{ANNOTATION_EPOCH, Recorded, record_on_cluster};
+    use etcd_operator::resource::{EtcdCluster, EtcdClusterSpec};
+    use k8s_openapi::{
+        api::coordination::v1::{Lease, LeaseSpec},
+        apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta},
+        jiff::{Timestamp, ToSpan},
+    };
+    use kube::api::{Api, ApiResource, DeleteParams, DynamicObject};
+
+    let day_ahead = Timestamp::now()
+        .checked_add(24.hours())
+        .expect("a day from now");
+    let left_by_an_earlier_build = Lease {
+        metadata: ObjectMeta {
+            name: Some(LEASE.into()),
+            namespace: Some(NS.into()),
+            ..Default::default()
+        },
+        spec: Some(LeaseSpec {
+            // Released: the next replica takes it at once.
+            holder_identity: None,
+            lease_duration_seconds: Some(15),
+            acquire_time: Some(MicroTime(day_ahead)),
+            lease_transitions: Some(3),
+            ..Default::default()
+        }),
+    };
+    let mut cluster = EtcdCluster::new(
+        "c",
+        EtcdClusterSpec {
+            size: 3,
+            version: etcd_operator::version::DEFAULT_VERSION.to_string(),
+            ..Default::default()
+        },
+    );
+    cluster.metadata.namespace = Some(NS.into());
+    let client = kube_fake_client::ClientBuilder::new()
+        .with_resource::<EtcdCluster>()
+        .with_object(cluster)
+        .with_object(left_by_an_earlier_build)
+        .build()
+        .await
+        .expect("fake client");
+    let elector = |identity: &str| {
+        LeaderElector::new(client.clone(), settings(identity))
+            .with_cluster_epochs(client.clone(), vec![Some(NS.to_string())])
+    };
+    let clusters: Api<DynamicObject> =
+        Api::namespaced_with(client.clone(), NS, &ApiResource::erase::<EtcdCluster>(&()));
+    let leases: Api<Lease> = Api::namespaced(client.clone(), NS);
+
+    // A takes the Lease: its term counts on from the earlier build's epoch.
+    let a = elector("coordinator-a");
+    let first = a
+        .round(None, &mut None)
+        .await
+        .expect("a round")
+        .expect("A takes the released Lease");
+    let earlier = day_ahead.as_microsecond() as u64;
+    assert_eq!(first, earlier + 1, "A's term counts on from the Lease's");
+    let lease = leases.get(LEASE).await.unwrap();
+    assert_eq!(
+        lease.metadata.annotations.unwrap().get(ANNOTATION_EPOCH),
+        Some(&first.to_string()),
+        "the counter is written in the update that takes the Lease"
+    );
+    // A acts on the cluster: its epoch is recorded there first.
+    let c = clusters.get("c").await.unwrap();
+    assert_eq!(
+        record_on_cluster(&client, &c, first).await.unwrap(),
+        Recorded::Done
+    );
+
+    // The Lease is deleted; B takes a new one.
+    leases
+        .delete(LEASE, &DeleteParams::default())
+        .await
+        .unwrap();
+    let b = elector("coordinator-b");
+    let second = b
+        .round(None, &mut None)
+        .await
+        .expect("a round")
+        .expect("B creates the Lease");
+    assert!(
+        second > first,
+        "B's term {second} must be newer than A's {first}, which the sidecars have seen"
+    );
+    // A, deposed, never writes its older epoch over B's on the cluster.
+    let c = clusters.get("c").await.unwrap();
+    assert_eq!(
+        record_on_cluster(&client, &c, second).await.unwrap(),
+        Recorded::Done
+    );
+    let c = clusters.get("c").await.unwrap();
+    assert_eq!(
+        record_on_cluster(&client, &c, first).await.unwrap(),
+        Recorded::Newer(second)
+    );
+    // And B's next term on its own Lease counts one more, again from the counter.
+    b.round(None, &mut None).await.expect("a round");
+    let lease = leases.get(LEASE).await.unwrap();
+    let counter: u64 = lease.metadata.annotations.unwrap()[ANNOTATION_EPOCH]
+        .parse()
+        .unwrap();
+    assert_eq!(
+        counter,
+        second + 1,
+        "a term that ended is followed by a newer one"
+    );
+}

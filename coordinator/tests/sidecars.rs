@@ -29,10 +29,10 @@ use etcd_operator::{
     pki::{DEFAULT_CERT_VALIDITY, MemberCertSpec, member_hosts},
     proto::{
         Backup, ChangeKind, ClusterStatus, DeleteMemberRequest, DeleteMemberResponse,
-        GetClusterRequest, GrantRequest, GrantResponse, HealthReport, LeaveRequest,
-        ListBackupsRequest, ListBackupsResponse, ListClustersRequest, ListClustersResponse,
-        MemberPhase, RegisterRequest, RegisterResponse, ReleaseGrantRequest, ReleaseGrantResponse,
-        RenewGrantRequest, ReportHealthResponse, TakeBackupRequest,
+        ForceNewClusterRequest, GetClusterRequest, GrantRequest, GrantResponse, HandoffRequest,
+        HealthReport, LeaveRequest, ListBackupsRequest, ListBackupsResponse, ListClustersRequest,
+        ListClustersResponse, MemberPhase, RegisterRequest, RegisterResponse, ReleaseGrantRequest,
+        ReleaseGrantResponse, RenewGrantRequest, ReportHealthResponse, TakeBackupRequest,
         coordinator_server::{Coordinator, CoordinatorServer},
         sidecar_client::SidecarClient,
     },
@@ -42,7 +42,7 @@ use testkit::{
     SidecarProc, SidecarSpec, free_port, serial_guard, wait_for, watcher::MembershipWatcher,
 };
 use tokio::{sync::watch, task::JoinHandle};
-use tonic::{Request, Response, Status, Streaming};
+use tonic::{Request, Response, Status, Streaming, transport::Channel};
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
@@ -1047,4 +1047,560 @@ async fn liveness_passes_while_the_member_is_not_ready_and_fails_once_the_sideca
     // The probe is the process's own answer: with the sidecar gone it fails.
     sidecar.kill();
     assert!(check(&health, LIVENESS_SERVICE).await.is_err());
+}
+
+/// A client of `member`'s sidecar, as the coordinator calls it (mutual TLS, the
+/// coordinator's identity).
+fn sidecar_of(f: &Fixture, member: &str) -> SidecarClient<Channel> {
+    let key = ClusterKey::local(CLUSTER);
+    let tls = f.coordinator.control.sidecar_client(&key, member);
+    let url = f.members[member].spec.grpc_url();
+    SidecarClient::new(etcd_sidecar::tls::channel(&url, tls, Duration::from_secs(3), None).unwrap())
+}
+
+/// etcd's command line, as the kernel has it.
+fn cmdline(pid: u32) -> Option<String> {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .ok()
+        .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
+}
+
+fn signal(pid: u32, signal: nix::sys::signal::Signal) {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), signal).unwrap();
+}
+
+/// Reads `url`'s Status and member list: (member id, leader, raft index, member ids).
+async fn local_view(url: &str) -> Option<(u64, u64, u64, Vec<u64>)> {
+    let attempt = async {
+        let mut c = Client::connect([url], None).await.ok()?;
+        let status = c.status().await.ok()?;
+        let list = c.member_list().await.ok()?;
+        Some((
+            status.header()?.member_id(),
+            status.leader(),
+            status.raft_index(),
+            list.members().iter().map(|m| m.id()).collect(),
+        ))
+    };
+    tokio::time::timeout(Duration::from_secs(3), attempt)
+        .await
+        .ok()
+        .flatten()
+}
+
+/// `--force-new-cluster` applies to exactly one start of etcd. The call that forces is cut
+/// short (the coordinator's timeout, a leadership change) while etcd runs with the flag;
+/// the force goes on to its end all the same, and when etcd dies afterwards (an OOM kill,
+/// a crash) and is started again, it runs without the flag: the member added after the
+/// force stays in the cluster.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_force_cut_short_never_applies_to_a_later_start_of_etcd() {
+    let _serial = serial_guard();
+    let (mut f, _watcher) = form(3).await;
+    let mut c = f.client().await;
+    c.put("before-the-force", "kept", None).await.unwrap();
+    drop(c);
+    let survivor = name(0);
+    // Quorum lost for good: the two others are gone, their etcd with them.
+    for gone in [name(1), name(2)] {
+        f.members.remove(&gone).unwrap().kill();
+    }
+    let url = f.members[&survivor].spec.client_url();
+    let sidecar_pid = f.members[&survivor].pid().unwrap();
+    // Without quorum, etcd answers Status once it stops waiting for its cluster.
+    let (member_id, raft_index) = wait_for(
+        "the survivor's etcd to answer without a leader",
+        Duration::from_secs(60),
+        || {
+            let url = url.clone();
+            async move {
+                let (id, leader, index, _) = local_view(&url).await?;
+                (leader == 0).then_some((id, index))
+            }
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", f.logs()));
+
+    let mut sidecar = sidecar_of(&f, &survivor);
+    let epoch = f.coordinator.epoch();
+    let call = tokio::spawn(async move {
+        sidecar
+            .force_new_cluster(ForceNewClusterRequest {
+                min_raft_index: raft_index,
+                coordinator_epoch: epoch,
+            })
+            .await
+    });
+    // The forced etcd, found as soon as it runs (it lives at least until it leads itself).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let forced = loop {
+        if let Ok(pid) = testkit::chaos::etcd_pid(sidecar_pid)
+            && cmdline(pid).is_some_and(|c| c.contains("--force-new-cluster"))
+        {
+            break pid;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for etcd to run with --force-new-cluster\n{}",
+            f.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    // Held before it can lead itself, the call is cut short; then etcd goes on.
+    signal(forced, nix::sys::signal::Signal::SIGSTOP);
+    call.abort();
+    let _ = call.await;
+    signal(forced, nix::sys::signal::Signal::SIGCONT);
+
+    let alone = |url: String| async move {
+        let (id, leader, _, members) = local_view(&url).await?;
+        (leader == member_id && members == [id]).then_some(())
+    };
+    wait_for(
+        "the survivor to lead a cluster of itself",
+        Duration::from_secs(60),
+        || alone(url.clone()),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", f.logs()));
+    // The cluster grows back: a learner added after the force.
+    let learner_peer = format!("http://127.0.0.1:{}", free_port());
+    let learner = wait_for(
+        "a learner added after the force",
+        Duration::from_secs(30),
+        || {
+            let (url, peer) = (url.clone(), learner_peer.clone());
+            async move {
+                let mut c = Client::connect([url], None).await.ok()?;
+                let opts = etcd_client::MemberAddOptions::new().with_is_learner();
+                c.member_add([peer], Some(opts))
+                    .await
+                    .ok()?
+                    .member()
+                    .map(|m| m.id())
+            }
+        },
+    )
+    .await
+    .unwrap();
+
+    // etcd dies on its own; it is started again, and every start from now on runs without
+    // the flag and keeps the learner.
+    for round in 0..2 {
+        let before = testkit::chaos::etcd_pid(sidecar_pid).unwrap();
+        signal(before, nix::sys::signal::Signal::SIGKILL);
+        let (after, line) = wait_for(
+            "etcd started again after it died",
+            Duration::from_secs(60),
+            || async move {
+                let pid = testkit::chaos::etcd_pid(sidecar_pid).ok()?;
+                let line = cmdline(pid)?;
+                (pid != before && line.contains("--data-dir")).then_some((pid, line))
+            },
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", f.logs()));
+        assert!(
+            !line.contains("--force-new-cluster"),
+            "round {round}: etcd {after} started again with the flag: {line}"
+        );
+        let members = wait_for(
+            "the survivor to lead again",
+            Duration::from_secs(60),
+            || {
+                let url = url.clone();
+                async move {
+                    let (_, leader, _, members) = local_view(&url).await?;
+                    (leader == member_id).then_some(members)
+                }
+            },
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", f.logs()));
+        assert!(
+            members.contains(&learner),
+            "round {round}: the learner added after the force was dropped: {members:x?}"
+        );
+    }
+    let mut own = Client::connect([url.clone()], None).await.unwrap();
+    let got = own
+        .get(
+            "before-the-force",
+            Some(GetOptions::new().with_serializable()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(got.kvs()[0].value_str().unwrap(), "kept");
+    // The force is recorded beside the member's data, at the raft index it began from.
+    let record = std::fs::read_to_string(
+        f.members[&survivor]
+            .spec
+            .member_dir
+            .join("force-new-cluster.json"),
+    )
+    .expect("the record of the force");
+    assert!(
+        record.contains(&format!("\"raft_index\": {raft_index}")),
+        "{record}"
+    );
+}
+
+/// A plain etcd of a cluster of its own, on the ports given (a stranger taking a port
+/// that a member knows); killed when dropped.
+struct Stranger {
+    child: std::process::Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Stranger {
+    fn start(client_url: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let binary = etcd_operator::etcd_bin::EtcdBinaries::from_env()
+            .resolve(etcd_operator::version::DEFAULT_VERSION)
+            .unwrap();
+        let peer = format!("http://127.0.0.1:{}", free_port());
+        let child = std::process::Command::new(binary)
+            .args([
+                "--name=stranger".to_string(),
+                format!("--data-dir={}", dir.path().join("etcd").display()),
+                format!("--listen-client-urls={client_url}"),
+                format!("--advertise-client-urls={client_url}"),
+                format!("--listen-peer-urls={peer}"),
+                format!("--initial-advertise-peer-urls={peer}"),
+                format!("--initial-cluster=stranger={peer}"),
+                "--log-level=error".into(),
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        Self { child, _dir: dir }
+    }
+}
+
+impl Drop for Stranger {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A member wipes its data only on proof that its own cluster removed it. Here its whole
+/// cluster is down and another cluster serves on a client URL the member knows as its
+/// cluster's (local ports are reused): that cluster's member list lacks the member, but it
+/// is not the member's cluster (another cluster id), so the member starts on its data.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_answered_by_another_cluster_keeps_its_data() {
+    let _serial = serial_guard();
+    let (mut f, _watcher) = form(2).await;
+    let mut c = f.client().await;
+    c.put("mine", "kept", None).await.unwrap();
+    drop(c);
+    let (me, other) = (name(0), name(1));
+    let report = f.coordinator.report(&me).unwrap();
+    let member_dir = f.members[&me].spec.member_dir.clone();
+    // The member's identity names its cluster once etcd has written its data (the seed's is
+    // saved as soon as it bootstrapped).
+    wait_for(
+        "the identity saved with the cluster id",
+        Duration::from_secs(30),
+        || {
+            let text = std::fs::read_to_string(member_dir.join("member.json")).unwrap_or_default();
+            let cluster_id = report.cluster_id;
+            async move {
+                let saved: serde_json::Value = serde_json::from_str(&text).ok()?;
+                (saved["cluster_id"] == cluster_id && cluster_id != 0).then_some(())
+            }
+        },
+    )
+    .await
+    .unwrap();
+    // Both members go down (a host restart); another cluster takes the other's client port.
+    let mine = f.members.remove(&me).unwrap();
+    let spec = mine.spec.clone();
+    drop(mine);
+    let other_url = f.members[&other].spec.client_url();
+    drop(f.members.remove(&other));
+    let _stranger = Stranger::start(&other_url);
+    let stranger_id = wait_for("the stranger to serve", Duration::from_secs(30), || {
+        let url = other_url.clone();
+        async move {
+            let (id, leader, _, _) = local_view(&url).await?;
+            (leader == id).then_some(id)
+        }
+    })
+    .await
+    .unwrap();
+    // The member comes back: asked for its cluster's members, only the stranger answers.
+    let old_pid = report.etcd_pid;
+    f.start(spec);
+    wait_for(
+        "the member's etcd to run again",
+        Duration::from_secs(60),
+        || {
+            let r = f.coordinator.report(&me);
+            async move {
+                r.filter(|r| {
+                    r.etcd_pid != 0 && r.etcd_pid != old_pid && r.phase() == MemberPhase::Running
+                })
+            }
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", f.logs()));
+    let saved = std::fs::read_to_string(member_dir.join("member.json"))
+        .unwrap_or_else(|e| panic!("the member's identity is gone (wiped?): {e}\n{}", f.logs()));
+    let saved: serde_json::Value = serde_json::from_str(&saved).unwrap();
+    assert_eq!(
+        saved["member_id"], report.member_id,
+        "the member's identity is kept"
+    );
+    assert!(
+        std::fs::read_dir(member_dir.join("etcd/member/wal"))
+            .is_ok_and(|mut entries| entries.next().is_some()),
+        "the member's data was wiped\n{}",
+        f.logs()
+    );
+    let log = f.members[&me].log_tail(400);
+    assert!(log.contains("restarting etcd on existing data"), "{log}");
+    // Nothing was done to the stranger either.
+    let (_, _, _, members) = local_view(&other_url).await.unwrap();
+    assert_eq!(members, [stranger_id]);
+}
+
+/// An I/O error reading the data directory stops the start (retried, and reported as the
+/// member's last error); it is never taken for "no data", which would bootstrap over it
+/// (this member is the designated seed: its start would wipe the directory).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_wal_directory_is_an_error_not_a_wipe() {
+    // No etcd is started unless the start goes wrong; the lock is taken all the same.
+    let _serial = serial_guard();
+    let mut f = Fixture::new().await;
+    let spec = f.spec(0);
+    let etcd_dir = spec.member_dir.join("etcd").join("member");
+    std::fs::create_dir_all(etcd_dir.join("snap")).unwrap();
+    std::fs::write(etcd_dir.join("snap").join("db"), b"the member's data").unwrap();
+    // A file where the wal directory should be: it cannot be listed, whoever reads it (a
+    // directory without permissions would not stop root).
+    std::fs::write(etcd_dir.join("wal"), b"not a directory").unwrap();
+    f.start(spec);
+    let member = name(0);
+    let report = wait_for(
+        "the start to stop on the unreadable wal, saying so",
+        Duration::from_secs(30),
+        || {
+            let r = f.coordinator.report(&member);
+            async move { r.filter(|r| r.last_error.contains("wal")) }
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", f.logs()));
+    assert_eq!(report.etcd_pid, 0, "etcd was started: {report:?}");
+    assert_eq!(
+        std::fs::read(etcd_dir.join("snap").join("db")).unwrap(),
+        b"the member's data"
+    );
+    assert!(etcd_dir.join("wal").is_file());
+    assert!(
+        f.grants().granted().is_empty(),
+        "no grant was asked for: {:?}",
+        f.grants().events()
+    );
+}
+
+/// A handoff whose call is cut short while etcd stops: the member says HandedOff as soon as
+/// etcd is down (never Running with etcd stopped), and with no restart from the runtime it
+/// starts etcd again on its own version once the restart timeout passes. Before that, a
+/// handoff that would leave the voters still up below quorum is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handoff_cut_short_never_strands_its_member() {
+    let _serial = serial_guard();
+    let mut f = Fixture::new().await;
+    // Member 2's etcd stops on request only when the test says: its SIGTERM is held (and
+    // marked) by a wrapper until the release file exists.
+    let dir = f.dir.path().to_path_buf();
+    let (stopping, release) = (dir.join("stopping"), dir.join("release"));
+    let real = etcd_operator::etcd_bin::EtcdBinaries::from_env()
+        .resolve(etcd_operator::version::DEFAULT_VERSION)
+        .unwrap();
+    let wrapper = dir.join("held-etcd");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\n\
+             setpriv --pdeathsig KILL '{}' \"$@\" &\n\
+             child=$!\n\
+             trap 'touch \"{}\"; while [ ! -e \"{}\" ]; do sleep 0.05; done; kill -TERM $child; wait $child; exit 0' TERM\n\
+             wait $child\n",
+            real.display(),
+            stopping.display(),
+            release.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    for i in 0..3 {
+        let mut spec = f.spec(i);
+        if i == 2 {
+            spec.env = vec![("ETCDOP_ETCD_BINARY".into(), wrapper.display().to_string())];
+        }
+        f.start(spec);
+    }
+    f.wait_voters(3).await;
+    let victim = name(2);
+    let version = etcd_operator::version::DEFAULT_VERSION.to_string();
+    let request = |epoch| HandoffRequest {
+        target_version: version.clone(),
+        restart_timeout_ms: 3_000,
+        coordinator_epoch: epoch,
+    };
+    let epoch = f.coordinator.epoch();
+
+    // One other voter down: stopping this one would leave 1 of 3. Refused, etcd untouched.
+    let down = f.members.remove(&name(0)).unwrap();
+    let down_spec = down.spec.clone();
+    drop(down);
+    let refused = sidecar_of(&f, &victim)
+        .handoff(request(epoch))
+        .await
+        .expect_err("a handoff that would lose quorum");
+    assert_eq!(
+        refused.code(),
+        tonic::Code::FailedPrecondition,
+        "{refused:?}"
+    );
+    assert!(
+        refused.message().contains("quorum"),
+        "{}",
+        refused.message()
+    );
+    assert!(!stopping.exists(), "etcd was asked to stop");
+    f.start(down_spec);
+    f.wait_voters(3).await;
+
+    // The call is cut short while etcd stops.
+    let mut sidecar = sidecar_of(&f, &victim);
+    let asked = request(epoch);
+    let call = tokio::spawn(async move { sidecar.handoff(asked).await });
+    wait_for("the handoff to stop etcd", Duration::from_secs(60), || {
+        let at = stopping.clone();
+        async move { at.exists().then_some(()) }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", f.logs()));
+    call.abort();
+    let _ = call.await;
+    std::fs::write(&release, b"").unwrap();
+    wait_for(
+        "the member to say it is handed off, with etcd down",
+        Duration::from_secs(30),
+        || {
+            let r = f.coordinator.report(&victim);
+            async move { r.filter(|r| r.phase() == MemberPhase::HandedOff && r.etcd_pid == 0) }
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", f.logs()));
+    // No runtime restarts it here: past the restart timeout it comes back on its version.
+    wait_for(
+        "the member's etcd back after the restart timeout",
+        Duration::from_secs(60),
+        || {
+            let r = f.coordinator.report(&victim);
+            async move {
+                r.filter(|r| r.phase() == MemberPhase::Running && r.healthy && r.etcd_pid != 0)
+            }
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", f.logs()));
+    f.wait_voters(3).await;
+}
+
+/// A leave cut short between the member's removal from etcd and the wipe of its data (the
+/// sidecar killed there: failpoint `sidecar.leave.after-member-remove`) is finished when the
+/// sidecar starts again on its directory: the member's own cluster lacks it, so it wipes
+/// its data, marks itself removed and stays idle; it never rejoins the cluster it left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leave_cut_short_after_the_removal_is_finished_not_rejoined() {
+    if !etcd_operator::failpoints::ENABLED {
+        panic!("this test needs a build with failpoints (test builds have them)");
+    }
+    let _serial = serial_guard();
+    let mut f = Fixture::new().await;
+    let fired = f.dir.path().join("failpoints");
+    std::fs::create_dir_all(&fired).unwrap();
+    for i in 0..3 {
+        let mut spec = f.spec(i);
+        if i == 2 {
+            spec.env = vec![
+                (
+                    "FAILPOINTS".into(),
+                    "sidecar.leave.after-member-remove=return".into(),
+                ),
+                (
+                    etcd_operator::failpoints::MARKER_DIR_ENV.into(),
+                    fired.display().to_string(),
+                ),
+            ];
+        }
+        f.start(spec);
+    }
+    f.wait_voters(3).await;
+    let leaver = name(2);
+    let left_id = f.coordinator.report(&leaver).unwrap().member_id;
+    let epoch = f.coordinator.epoch();
+    let answer = sidecar_of(&f, &leaver)
+        .leave(LeaveRequest {
+            reason: "test".into(),
+            coordinator_epoch: epoch,
+        })
+        .await;
+    assert!(answer.is_err(), "the sidecar died in the leave: {answer:?}");
+    assert!(
+        etcd_operator::failpoints::fired(&fired, "sidecar.leave.after-member-remove"),
+        "{}",
+        f.logs()
+    );
+    let grants_before = f.grants().granted().len();
+    // Started again on the same directory (the failpoint does not fire twice).
+    let spec = f.members.remove(&leaver).unwrap().spec.clone();
+    f.start(spec);
+    let report = wait_for(
+        "the member to finish its leave",
+        Duration::from_secs(60),
+        || {
+            let r = f.coordinator.report(&leaver);
+            async move { r.filter(|r| r.phase() == MemberPhase::Removed) }
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", f.logs()));
+    assert_eq!(report.etcd_pid, 0, "{report:?}");
+    let dir = f.members[&leaver].spec.member_dir.clone();
+    assert!(dir.join("removed").exists());
+    assert!(!dir.join("leaving").exists());
+    assert!(
+        std::fs::read_dir(dir.join("etcd")).map_or(true, |mut e| e.next().is_none()),
+        "the data of the member that left is wiped"
+    );
+    let mut c = Client::connect(&[f.members[&name(0)].spec.client_url()], None)
+        .await
+        .unwrap();
+    let members: Vec<u64> = c
+        .member_list()
+        .await
+        .unwrap()
+        .members()
+        .iter()
+        .map(|m| m.id())
+        .collect();
+    assert_eq!(members.len(), 2, "{members:x?}");
+    assert!(!members.contains(&left_id));
+    let after: Vec<_> = f.grants().granted()[grants_before..].to_vec();
+    assert!(
+        after.is_empty(),
+        "the member asked for grants again: {after:?}"
+    );
 }

@@ -515,6 +515,8 @@ pub async fn take(
     let now = now_ms / 1000;
     let name = backup_name(&cluster.name, now_ms, read.revision);
     storage.put_file(&snapshot_object(&name), &file).await?;
+    // A crash here leaves a snapshot object without metadata: never listed, never used.
+    etcd_operator::failpoint!("sidecar.backup.after-upload");
     let mut meta = BackupMeta {
         name: name.clone(),
         namespace: cluster.namespace.clone(),
@@ -536,6 +538,8 @@ pub async fn take(
         verify_error: String::new(),
     };
     storage.put_meta(&meta).await?;
+    // A crash here leaves a backup listed as not verified, which a restore never picks.
+    etcd_operator::failpoint!("sidecar.backup.after-metadata");
     info!(backup = %name, revision = meta.revision, size, "backup stored; proving it restorable");
     match verify(storage, etcdutl, &meta, scratch).await {
         Ok(()) => {
@@ -710,6 +714,8 @@ pub async fn restore(
         .map_err(io(format!("creating {}", scratch.display())))?;
     let file = scratch.join("restore.db");
     fetch_checked(storage, &meta, &file).await?;
+    // Nothing is in the data directory yet: a start again registers and restores anew.
+    etcd_operator::failpoint!("sidecar.restore.after-fetch");
     let bump = if bump > 0 {
         if etcdutl.can_bump_revision().await {
             Some(bump)
@@ -726,6 +732,8 @@ pub async fn restore(
     etcdutl
         .restore(&file, data_dir, name, peer_url, &token, bump)
         .await?;
+    // The data directory holds the restored member: a start again runs etcd on it.
+    etcd_operator::failpoint!("sidecar.restore.after-etcdutl-restore");
     let _ = tokio::fs::remove_dir_all(scratch).await;
     info!(backup = %wanted, revision = meta.revision, bumped_by = bump.unwrap_or(0), "restored");
     Ok(Restored {

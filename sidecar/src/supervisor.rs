@@ -2,6 +2,10 @@
 //! chose, restarts it with backoff when it exits on its own, and stops it gracefully
 //! (SIGTERM, then SIGKILL after a grace period) when asked.
 //!
+//! A start may carry arguments for that one run only ([`Supervisor::start_once`]): a
+//! restart after an exit uses the arguments given for restarts, so a flag such as
+//! `--force-new-cluster` can never apply to a second run, whatever happens to the caller.
+//!
 //! etcd's log (its stderr) passes through the sidecar to the sidecar's own stderr, line by
 //! line and unchanged; the last fatal or panic line of a run is kept, so that an etcd that
 //! exits on its own is reported with why ("failed to commit tx: write .../db: no space left
@@ -56,6 +60,7 @@ pub struct ProcessState {
 enum Request {
     Start {
         args: Vec<String>,
+        restart_args: Vec<String>,
         done: oneshot::Sender<std::io::Result<u32>>,
     },
     Stop {
@@ -80,11 +85,26 @@ impl Supervisor {
         Self { requests, state }
     }
 
-    /// Starts etcd with `args` (stopping a running one first). Returns its pid.
+    /// Starts etcd with `args` (stopping a running one first), and with them again after
+    /// each exit. Returns its pid.
     pub async fn start(&self, args: Vec<String>) -> std::io::Result<u32> {
+        self.start_once(args.clone(), args).await
+    }
+
+    /// Starts etcd with `once` for this run only (stopping a running one first); a restart
+    /// after it exits uses `restart_args`. Returns its pid.
+    pub async fn start_once(
+        &self,
+        once: Vec<String>,
+        restart_args: Vec<String>,
+    ) -> std::io::Result<u32> {
         let (done, rx) = oneshot::channel();
         self.requests
-            .send(Request::Start { args, done })
+            .send(Request::Start {
+                args: once,
+                restart_args,
+                done,
+            })
             .await
             .map_err(|_| std::io::Error::other("supervisor stopped"))?;
         rx.await
@@ -119,7 +139,7 @@ async fn supervise(
     loop {
         tokio::select! {
             request = requests.recv() => match request {
-                Some(Request::Start { args: new_args, done }) => {
+                Some(Request::Start { args: new_args, restart_args, done }) => {
                     if let Some((c, _)) = child.take() {
                         stop_child(c).await;
                     }
@@ -131,7 +151,9 @@ async fn supervise(
                             let pid = c.id().unwrap_or(0);
                             child = Some((c, Instant::now()));
                             relay = log;
-                            args = Some(new_args);
+                            // What a restart runs: never the arguments of this run
+                            // only.
+                            args = Some(restart_args);
                             state.send_modify(|s| {
                                 s.pid = Some(pid);
                                 s.wanted = true;
@@ -400,5 +422,33 @@ mod tests {
             None,
             "a stop on request ends the run of failures"
         );
+    }
+
+    #[tokio::test]
+    async fn arguments_for_one_start_never_apply_to_a_restart() {
+        let supervisor = Supervisor::spawn(PathBuf::from("/bin/sh"));
+        let mut state = supervisor.state();
+        // The run of the one-shot arguments exits at once; the restart runs the others.
+        let once = vec!["-c".into(), "exit 3".into(), "once-only".into()];
+        let normal = vec![
+            "-c".into(),
+            "while :; do sleep 1; done".into(),
+            "normal".into(),
+        ];
+        let first = supervisor.start_once(once, normal).await.unwrap();
+        let restarted = timeout(
+            Duration::from_secs(10),
+            state.wait_for(|s| s.restarts >= 1 && s.pid.is_some_and(|p| p != first)),
+        )
+        .await
+        .expect("a restart after the exit")
+        .unwrap()
+        .pid
+        .unwrap();
+        let cmdline = std::fs::read(format!("/proc/{restarted}/cmdline")).unwrap();
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        assert!(cmdline.contains("normal"), "{cmdline}");
+        assert!(!cmdline.contains("once-only"), "{cmdline}");
+        supervisor.stop().await;
     }
 }

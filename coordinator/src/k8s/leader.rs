@@ -15,9 +15,11 @@
 //!   successful round, checked on every use ([`Leadership::current`]) rather than after an
 //!   error: a holder whose renewals hang stops acting `lease_duration - renew_deadline`
 //!   before any follower may take over;
-//! - each term has an epoch, larger than every earlier holder's (the Lease's
-//!   `acquireTime`, in microseconds, made larger than the previous one), carried by every
-//!   grant and sidecar call; sidecars refuse calls of older terms.
+//! - each term has an epoch, larger than every earlier holder's, carried by every grant
+//!   and sidecar call; sidecars refuse calls of older terms. The epoch is a counter, never
+//!   a clock: the Lease's (annotation [`ANNOTATION_EPOCH`], written in the same update that
+//!   takes the Lease), raised above every epoch the `EtcdCluster`s record (`k8s/epoch.rs`),
+//!   so a deleted Lease does not restart the count.
 
 use std::time::Duration;
 
@@ -30,9 +32,11 @@ use kube::{
     Client,
     api::{Api, PostParams},
 };
+use std::collections::BTreeMap;
 use tokio::{sync::watch, time::Instant};
 use tracing::{info, warn};
 
+pub use super::epoch::ANNOTATION_EPOCH;
 use crate::leadership::Leadership;
 
 /// The Lease's name unless told otherwise (the Role in `deploy/` names it).
@@ -111,19 +115,32 @@ impl Record {
     }
 }
 
-/// The epoch of the term a Lease records (its acquire time in microseconds), 0 if none.
-pub fn epoch_of(spec: &LeaseSpec) -> u64 {
-    spec.acquire_time
+/// The epoch of the term a Lease records: its counter ([`ANNOTATION_EPOCH`]); for a Lease
+/// written before the counter, the acquire time in microseconds that served as the epoch
+/// then (so the count goes on above it); 0 if none.
+pub fn epoch_of(lease: &Lease) -> u64 {
+    if let Some(epoch) = lease
+        .metadata
+        .annotations
         .as_ref()
+        .and_then(super::epoch::recorded)
+    {
+        return epoch;
+    }
+    lease
+        .spec
+        .as_ref()
+        .and_then(|spec| spec.acquire_time.as_ref())
         .map(|t| t.0.as_microsecond().max(0) as u64)
         .unwrap_or(0)
 }
 
-/// Decides one round from the Lease as read (`None` when it does not exist yet), the epoch
-/// of the term this replica holds now (if any), and when this replica first saw the
-/// Lease's current record (its own clock).
+/// Decides one round from the Lease as read (`None` when it does not exist yet) and the
+/// epoch it records, the epoch of the term this replica holds now (if any), and when this
+/// replica first saw the Lease's current record (its own clock).
 pub fn decide(
     spec: Option<&LeaseSpec>,
+    recorded_epoch: u64,
     identity: &str,
     held: Option<u64>,
     unchanged_since: Instant,
@@ -134,7 +151,7 @@ pub fn decide(
     };
     let holder = spec.holder_identity.as_deref().unwrap_or("");
     if holder == identity {
-        return if held == Some(epoch_of(spec)) {
+        return if held == Some(recorded_epoch) {
             Decision::Renew
         } else {
             // This replica's Lease from a term that ended: a new term, with a new epoch.
@@ -154,9 +171,10 @@ pub fn decide(
     }
 }
 
-/// The epoch of a new term: the time now, and always larger than the previous term's.
-pub fn next_epoch(previous: u64, now: Timestamp) -> u64 {
-    (now.as_microsecond().max(0) as u64).max(previous + 1)
+/// The epoch of a new term: one more than the Lease's counter and than every epoch the
+/// clusters record. No clock plays a part.
+pub fn next_epoch(lease_counter: u64, clusters_highest: u64) -> u64 {
+    lease_counter.max(clusters_highest).saturating_add(1)
 }
 
 /// Runs rounds of the election.
@@ -164,6 +182,8 @@ pub fn next_epoch(previous: u64, now: Timestamp) -> u64 {
 pub struct LeaderElector {
     api: Api<Lease>,
     settings: LeaseSettings,
+    /// Where the `EtcdCluster`s whose recorded epochs a new term must exceed are listed.
+    clusters: Option<(Client, Vec<Option<String>>)>,
 }
 
 impl LeaderElector {
@@ -172,6 +192,22 @@ impl LeaderElector {
         Self {
             api: Api::namespaced(client, &settings.namespace),
             settings,
+            clusters: None,
+        }
+    }
+
+    /// A new term's epoch also exceeds every epoch recorded on the `EtcdCluster`s of
+    /// `scopes` (a namespace each, `None` for all): a term is not taken while they cannot
+    /// be listed.
+    pub fn with_cluster_epochs(mut self, client: Client, scopes: Vec<Option<String>>) -> Self {
+        self.clusters = Some((client, scopes));
+        self
+    }
+
+    async fn clusters_highest_epoch(&self) -> Result<u64, kube::Error> {
+        match &self.clusters {
+            Some((client, scopes)) => super::epoch::highest_on_clusters(client, scopes).await,
+            None => Ok(0),
         }
     }
 
@@ -197,23 +233,35 @@ impl LeaderElector {
                 now
             }
         };
-        let decision = decide(spec, &self.settings.identity, held, unchanged_since, now);
+        let recorded_epoch = current.as_ref().map_or(0, epoch_of);
+        let decision = decide(
+            spec,
+            recorded_epoch,
+            &self.settings.identity,
+            held,
+            unchanged_since,
+            now,
+        );
         let seconds = self.settings.lease_duration.as_secs().clamp(1, 3600) as i32;
         let wall = Timestamp::now();
         let result = match (decision, current) {
             (Decision::Follow { .. }, _) => return Ok(None),
             (Decision::Acquire, None) => {
-                let epoch = next_epoch(0, wall);
+                let epoch = next_epoch(0, self.clusters_highest_epoch().await?);
                 let lease = Lease {
                     metadata: ObjectMeta {
                         name: Some(self.settings.name.clone()),
                         namespace: Some(self.settings.namespace.clone()),
+                        annotations: Some(BTreeMap::from([(
+                            ANNOTATION_EPOCH.to_string(),
+                            epoch.to_string(),
+                        )])),
                         ..Default::default()
                     },
                     spec: Some(LeaseSpec {
                         holder_identity: Some(self.settings.identity.clone()),
                         lease_duration_seconds: Some(seconds),
-                        acquire_time: Some(MicroTime(micros(epoch))),
+                        acquire_time: Some(MicroTime(wall)),
                         renew_time: Some(MicroTime(wall)),
                         lease_transitions: Some(0),
                         ..Default::default()
@@ -225,12 +273,20 @@ impl LeaderElector {
                     .map(|_| epoch)
             }
             (decision, Some(mut lease)) => {
-                let spec = lease.spec.get_or_insert_with(LeaseSpec::default);
-                let mut epoch = epoch_of(spec);
+                let mut epoch = recorded_epoch;
                 if decision == Decision::Acquire {
-                    epoch = next_epoch(epoch, wall);
+                    epoch = next_epoch(epoch, self.clusters_highest_epoch().await?);
+                    // The counter goes up in the same write that takes the Lease.
+                    lease
+                        .metadata
+                        .annotations
+                        .get_or_insert_with(BTreeMap::new)
+                        .insert(ANNOTATION_EPOCH.to_string(), epoch.to_string());
+                }
+                let spec = lease.spec.get_or_insert_with(LeaseSpec::default);
+                if decision == Decision::Acquire {
                     spec.holder_identity = Some(self.settings.identity.clone());
-                    spec.acquire_time = Some(MicroTime(micros(epoch)));
+                    spec.acquire_time = Some(MicroTime(wall));
                     spec.lease_transitions = Some(spec.lease_transitions.unwrap_or(0) + 1);
                 }
                 spec.lease_duration_seconds = Some(seconds);
@@ -342,13 +398,13 @@ impl LeaderElector {
     }
 }
 
-fn micros(epoch: u64) -> Timestamp {
-    Timestamp::from_microsecond(epoch.min(i64::MAX as u64) as i64).unwrap_or(Timestamp::MAX)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn micros(epoch: u64) -> Timestamp {
+        Timestamp::from_microsecond(epoch.min(i64::MAX as u64) as i64).unwrap_or(Timestamp::MAX)
+    }
 
     fn spec(holder: &str, acquired: u64) -> LeaseSpec {
         LeaseSpec {
@@ -364,54 +420,66 @@ mod tests {
     async fn the_lease_goes_to_one_holder_until_it_has_not_changed_for_its_duration() {
         let seen = Instant::now();
         let after = |secs| seen + Duration::from_secs(secs);
-        assert_eq!(decide(None, "a", None, seen, seen), Decision::Acquire);
+        assert_eq!(decide(None, 0, "a", None, seen, seen), Decision::Acquire);
         // Held by this replica under the term it holds: renew; its own Lease from a term
         // that ended: a new term.
         assert_eq!(
-            decide(Some(&spec("a", 5)), "a", Some(5), seen, after(60)),
+            decide(Some(&spec("a", 5)), 5, "a", Some(5), seen, after(60)),
             Decision::Renew
         );
         assert_eq!(
-            decide(Some(&spec("a", 5)), "a", None, seen, after(1)),
+            decide(Some(&spec("a", 5)), 5, "a", None, seen, after(1)),
             Decision::Acquire
         );
         assert_eq!(
-            decide(Some(&spec("a", 5)), "a", Some(4), seen, after(1)),
+            decide(Some(&spec("a", 5)), 5, "a", Some(4), seen, after(1)),
             Decision::Acquire
         );
         // Held by another: followed until unchanged for the Lease's duration, as seen on
         // this replica's clock; the renewTime written by the holder's clock plays no part.
         for secs in [0, 3, 14] {
             assert_eq!(
-                decide(Some(&spec("b", 5)), "a", None, seen, after(secs)),
+                decide(Some(&spec("b", 5)), 5, "a", None, seen, after(secs)),
                 Decision::Follow { holder: "b".into() }
             );
         }
         assert_eq!(
-            decide(Some(&spec("b", 5)), "a", None, seen, after(15)),
+            decide(Some(&spec("b", 5)), 5, "a", None, seen, after(15)),
             Decision::Acquire
         );
         let mut far_future = spec("b", 5);
         far_future.renew_time = Some(MicroTime(Timestamp::MAX));
         assert_eq!(
-            decide(Some(&far_future), "a", None, seen, after(16)),
+            decide(Some(&far_future), 5, "a", None, seen, after(16)),
             Decision::Acquire,
             "a holder's clock ahead does not keep the Lease"
         );
         assert_eq!(
-            decide(Some(&spec("", 5)), "a", None, seen, seen),
+            decide(Some(&spec("", 5)), 5, "a", None, seen, seen),
             Decision::Acquire
         );
     }
 
     #[test]
-    fn epochs_only_grow() {
-        let now = Timestamp::from_second(1_000_000).unwrap();
-        let at_now = now.as_microsecond() as u64;
-        assert_eq!(next_epoch(0, now), at_now);
-        // A previous holder whose clock ran ahead: still larger.
-        assert_eq!(next_epoch(at_now + 500, now), at_now + 501);
-        assert_eq!(epoch_of(&spec("a", 42)), 42);
-        assert_eq!(epoch_of(&LeaseSpec::default()), 0);
+    fn epochs_count_on_from_the_lease_and_the_clusters_never_from_a_clock() {
+        assert_eq!(next_epoch(0, 0), 1);
+        assert_eq!(next_epoch(7, 3), 8);
+        // A Lease deleted (its counter gone): the clusters' record carries the count on.
+        assert_eq!(next_epoch(0, 41), 42);
+        let lease = |annotation: Option<&str>, acquired: u64| Lease {
+            metadata: ObjectMeta {
+                annotations: annotation
+                    .map(|a| BTreeMap::from([(ANNOTATION_EPOCH.to_string(), a.to_string())])),
+                ..Default::default()
+            },
+            spec: Some(spec("a", acquired)),
+        };
+        assert_eq!(epoch_of(&lease(Some("42"), 1_700_000_000_000_000)), 42);
+        // A Lease of an earlier build, whose epoch was its acquire time: counted on from it.
+        assert_eq!(
+            epoch_of(&lease(None, 1_700_000_000_000_000)),
+            1_700_000_000_000_000
+        );
+        assert_eq!(epoch_of(&Lease::default()), 0);
     }
 }

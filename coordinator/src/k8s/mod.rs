@@ -32,6 +32,7 @@
 
 pub mod addressing;
 pub mod build;
+pub mod epoch;
 pub mod error;
 pub mod events;
 pub mod install;

@@ -463,10 +463,15 @@ pub async fn run_kubernetes(
         .unwrap_or_else(|| default_coordinator_url(&opts.pod_namespace));
     // With an election nothing acts before a term begins; without one (a single replica),
     // this coordinator's term lasts as long as it runs.
+    // Epochs only grow: with an election the Lease counts them (above what the clusters
+    // record); without one, this start's term is one above every epoch the clusters record.
     let registry = if opts.lease_name.is_some() {
-        Registry::with_leadership(Leadership::none(), crate::registry::start_epoch())
+        Registry::with_leadership(Leadership::none(), 0)
     } else {
-        Registry::new()
+        let scopes = opts.watch_namespaces.scopes();
+        let epoch = super::epoch::highest_on_clusters(&client, &scopes).await? + 1;
+        super::epoch::record_on_all(&client, &scopes, epoch).await?;
+        Registry::always(epoch)
     };
     let ca = load_control_ca(&client, &opts.pod_namespace).await?;
     let control = ControlPlane::new(
@@ -527,7 +532,8 @@ pub async fn run_kubernetes(
         let elector = LeaderElector::new(
             client.clone(),
             LeaseSettings::new(lease.clone(), opts.pod_namespace.clone(), identity),
-        );
+        )
+        .with_cluster_epochs(client.clone(), opts.watch_namespaces.scopes());
         tokio::spawn(elector.run(registry.leadership().clone(), stop_rx.clone()))
     });
     label_leader(&client, &opts, false).await;

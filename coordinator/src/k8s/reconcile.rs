@@ -281,6 +281,17 @@ async fn apply(obj: &DynamicObject, ctx: &Context) -> Result<Action, Error> {
         .namespace()
         .ok_or(Error::MissingMetadata("metadata.namespace"))?;
     let key = ClusterKey::new(namespace.clone(), name.clone());
+    // The term's epoch is written on the cluster before the term acts on it: a later term
+    // counts on from it even if the Lease is gone (`k8s/epoch.rs`).
+    if let Some(epoch) = ctx.registry.leadership().current() {
+        let recorded = super::epoch::record_on_cluster(&ctx.client, obj, epoch)
+            .await
+            .map_err(Error::kube("record the coordinator epoch", key.to_string()))?;
+        if let super::epoch::Recorded::Newer(newer) = recorded {
+            warn!(cluster = %key, epoch, newer, "a newer coordinator term acts on this cluster; not acting");
+            return Ok(Action::await_change());
+        }
+    }
     let cluster = match parse_cluster(obj) {
         Ok(c) => c,
         Err(message) => return refuse_malformed(obj, ctx, &key, message).await,

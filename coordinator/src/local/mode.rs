@@ -139,7 +139,9 @@ pub async fn run_local(
     for e in unreadable {
         error!(error = %e, "the last spec recorded of a cluster cannot be read: the cluster runs only once its manifest parses");
     }
-    let registry = Registry::new();
+    // Each start's term is newer than every earlier one's: counted in the state directory.
+    let epoch = crate::epoch::next_local_epoch(&opts.state_dir)?;
+    let registry = Registry::always(epoch);
     // The clusters' decision records are kept in the state directory.
     registry.set_store(Arc::new(crate::record::LocalRecords::new(&opts.state_dir)));
     // The control path's CA is made on first start and kept under <state>/pki/.

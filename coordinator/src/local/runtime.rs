@@ -568,38 +568,15 @@ impl LocalRuntime {
         Ok(())
     }
 
-    /// Whether member `name` keeps its etcd data: gone only on proof (its directory is not
-    /// there, etcd's log directory is absent or empty, or the member left); a directory
-    /// that cannot be read is not proof, and counts as kept, as a Pod's claim does.
+    /// Whether member `name` has a usable etcd data directory (and has not left). Gone only
+    /// when that is known: a directory that cannot be read is not said to be gone (a member
+    /// whose data is gone is replaced at once, its directory deleted).
     fn data_of(&self, key: &ClusterKey, name: &str) -> MemberData {
-        let root = self.cluster_dir(key).join(name);
-        let dir = etcd_sidecar::identity::MemberDir::new(&root);
-        if dir.is_removed() {
-            return MemberData::Gone;
-        }
-        let wal = dir.etcd_dir().join("member").join("wal");
-        match std::fs::read_dir(&wal).map(|mut entries| entries.next().is_some()) {
-            Ok(true) => MemberData::Intact,
-            Ok(false) => MemberData::Gone,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                // Absent: proof only if every directory above it is readable.
-                let readable =
-                    [dir.etcd_dir(), root.clone()]
-                        .iter()
-                        .all(|d| match std::fs::metadata(d) {
-                            Ok(m) => m.is_dir(),
-                            Err(e) => e.kind() == std::io::ErrorKind::NotFound,
-                        });
-                if readable {
-                    MemberData::Gone
-                } else {
-                    MemberData::Intact
-                }
-            }
-            Err(e) => {
-                warn!(cluster = %key, member = %name, error = %e, path = %wal.display(), "the member's data cannot be read; it is not taken for gone");
-                MemberData::Intact
-            }
+        let dir = etcd_sidecar::identity::MemberDir::new(self.cluster_dir(key).join(name));
+        if matches!(dir.has_etcd_data(), Ok(false)) || matches!(dir.is_removed(), Ok(true)) {
+            MemberData::Gone
+        } else {
+            MemberData::Intact
         }
     }
 

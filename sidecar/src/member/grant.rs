@@ -137,23 +137,34 @@ impl Member {
 
     /// The newest coordinator term this member has seen.
     pub fn newest_epoch(&self) -> u64 {
-        self.epoch.load(std::sync::atomic::Ordering::SeqCst)
+        *self.epoch.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Admits a call or grant of the coordinator term `epoch`: refused when a newer term
-    /// has been seen (a deposed coordinator's late call), else remembered as the newest.
+    /// has been seen (a deposed coordinator's late call), else remembered as the newest:
+    /// written to the member directory before the call is acted on, so that a restarted
+    /// sidecar refuses the older terms too. A term that cannot be recorded is refused.
     pub fn admit_epoch(&self, epoch: u64, what: &str) -> Result<(), SidecarError> {
-        let newest = self
-            .epoch
-            .fetch_max(epoch, std::sync::atomic::Ordering::SeqCst);
-        if epoch < newest {
+        let mut newest = self.epoch.lock().unwrap_or_else(|e| e.into_inner());
+        if epoch < *newest {
             warn!(
                 epoch,
-                newest, what, "refused: from an older coordinator term"
+                newest = *newest,
+                what,
+                "refused: from an older coordinator term"
             );
             return Err(SidecarError::Refused(format!(
-                "{what} comes from coordinator term {epoch}, older than term {newest} already seen: a coordinator that no longer leads is not obeyed"
+                "{what} comes from coordinator term {epoch}, older than term {} already seen: a coordinator that no longer leads is not obeyed",
+                *newest
             )));
+        }
+        if epoch > *newest {
+            self.dir.save_epoch(epoch).map_err(|e| {
+                warn!(epoch, error = %e, "cannot record the coordinator term; refused");
+                SidecarError::Io(e)
+            })?;
+            info!(epoch, previous = *newest, "a newer coordinator term");
+            *newest = epoch;
         }
         Ok(())
     }
@@ -187,7 +198,8 @@ impl Member {
             peer_url: self.cfg.peer_url.clone(),
             client_url: self.cfg.client_url.clone(),
             sidecar_url: self.cfg.grpc_url.clone(),
-            has_data: self.dir.has_etcd_data(),
+            // Unreadable data is not said to be absent.
+            has_data: self.dir.has_etcd_data().unwrap_or(true),
             member_id: s.member_id,
             etcd_version: self.cfg.etcd_version.to_string(),
         }
@@ -421,5 +433,76 @@ impl Member {
             }
         }
         warn!(grant = %grant.grant_id, "grant not released; it lapses on its own");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::{Path, PathBuf};
+
+    use super::*;
+    use crate::config::SidecarConfig;
+
+    fn cfg(member_dir: &Path) -> SidecarConfig {
+        SidecarConfig {
+            cluster: etcd_operator::ClusterKey::local("c"),
+            name: "c-0001".into(),
+            member_dir: member_dir.to_path_buf(),
+            peer_url: "http://127.0.0.1:2380".into(),
+            client_url: "http://127.0.0.1:2379".into(),
+            listen_peer_url: "http://127.0.0.1:2380".into(),
+            listen_client_url: "http://127.0.0.1:2379".into(),
+            listen_metrics_url: None,
+            coordinator_url: "https://127.0.0.1:7400".into(),
+            grpc_addr: "127.0.0.1:7401".parse().unwrap(),
+            grpc_url: "https://127.0.0.1:7401".into(),
+            etcd_version: etcd_operator::version::DEFAULT_VERSION,
+            etcd_binary: PathBuf::from("/bin/false"),
+            etcdutl: None,
+            cluster_endpoints: vec![],
+            report_interval: Duration::from_secs(1),
+            etcd_log_level: "warn".into(),
+            tls: etcd_operator::tls::TlsFiles {
+                cert: "/t/tls.crt".into(),
+                key: "/t/tls.key".into(),
+                ca: "/t/ca.crt".into(),
+            },
+            health_addr: None,
+            etcd_tls: None,
+            quota_backend_bytes: None,
+            auto_compaction: None,
+        }
+    }
+
+    /// A sidecar restarted on its member directory still refuses the terms older than the
+    /// newest it obeyed before: a deposed coordinator's late Leave, Handoff or
+    /// ForceNewCluster is not obeyed because the sidecar happened to restart in between.
+    #[tokio::test]
+    async fn a_restarted_sidecar_refuses_the_terms_older_than_the_newest_it_obeyed() {
+        etcd_operator::tls::install_default_provider();
+        let dir = tempfile::tempdir().unwrap();
+        let member = Member::new(cfg(dir.path())).unwrap();
+        member.admit_epoch(5, "a registration answer").unwrap();
+        member.admit_epoch(1_000, "Handoff").unwrap();
+        assert!(member.admit_epoch(999, "Leave").is_err());
+        drop(member);
+
+        let again = Member::new(cfg(dir.path())).unwrap();
+        assert_eq!(again.newest_epoch(), 1_000);
+        let refused = again
+            .admit_epoch(999, "Leave")
+            .expect_err("a term older than one obeyed before the restart");
+        assert!(
+            refused.to_string().contains("older than term 1000"),
+            "{refused}"
+        );
+        again.admit_epoch(1_000, "Leave").unwrap();
+        again.admit_epoch(1_001, "Leave").unwrap();
+        drop(again);
+        assert_eq!(Member::new(cfg(dir.path())).unwrap().newest_epoch(), 1_001);
+
+        // A record that cannot be read stops the sidecar rather than forgetting the term.
+        std::fs::write(dir.path().join("coordinator-epoch"), b"garbage").unwrap();
+        assert!(Member::new(cfg(dir.path())).is_err());
     }
 }

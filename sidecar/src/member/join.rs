@@ -46,6 +46,9 @@ impl Member {
         let grant = self.acquire_grant(kind, None).await?;
         self.set_phase(MemberPhase::Joining);
         let result = self.join_under_grant(&mut client).await;
+        if result.is_ok() {
+            etcd_operator::failpoint!("sidecar.join.after-promote");
+        }
         self.release_grant(&grant, result.as_ref().copied()).await;
         let member_id = result?;
         info!(member_id = %format!("{member_id:x}"), "joined and promoted");
@@ -77,6 +80,7 @@ impl Member {
         // The list that comes with the add (or the one that showed the add done) holds this
         // member: a list read afterwards from another member may predate the add.
         let (member_id, list, cluster_id) = self.add_learner_once(client, &removed).await?;
+        etcd_operator::failpoint!("sidecar.join.after-member-add");
         let mut members = Vec::new();
         for m in &list {
             let peer = m.peer_urls().first().cloned().unwrap_or_default();
@@ -94,12 +98,15 @@ impl Member {
             .flat_map(|m| m.client_urls().iter().cloned())
             .chain(std::iter::once(self.cfg.client_url.clone()))
             .collect();
-        self.dir.wipe()?;
+        self.wipe_member_dir()?;
         self.run_etcd(&Bootstrap::Existing { members }).await?;
         self.learn_ids(member_id, cluster_id);
         self.learn_cluster_urls(client_urls);
         self.wait_local_ready_unless_failing(Some(super::JOIN_START_FAILING))
             .await?;
+        // etcd has written its data by now: the identity is saved with it.
+        self.learn_ids(member_id, cluster_id);
+        etcd_operator::failpoint!("sidecar.join.after-learner-started");
         self.promote(client, member_id).await?;
         Ok(member_id)
     }

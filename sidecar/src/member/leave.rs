@@ -1,6 +1,10 @@
 //! Lifecycle 5: leave the cluster for good under a Remove grant: refused when the voters
 //! that stay could not keep quorum; leadership moves away first; then the member is
 //! removed, etcd stops and the data is wiped.
+//!
+//! The member directory is marked leaving before the removal and removed after the wipe:
+//! a sidecar started again in between finishes the leave (`start.rs`) once its cluster's
+//! own member list proves the removal, and never rejoins.
 
 use std::time::Duration;
 
@@ -93,6 +97,7 @@ impl Member {
             self.move_leadership(&mut local, member_id, target.id())
                 .await?;
             moved_leadership = true;
+            etcd_operator::failpoint!("sidecar.leave.after-leadership-moved");
         }
         let other_urls: Vec<String> = healthy_others
             .iter()
@@ -100,14 +105,25 @@ impl Member {
             .collect();
         let others = self.etcd(&other_urls).await?;
         self.grant_in_force()?;
+        self.dir.mark_leaving()?;
         remove_member(&others, member_id).await?;
+        etcd_operator::failpoint!("sidecar.leave.after-member-remove");
         info!(member_id = %format!("{member_id:x}"), "removed from the cluster; stopping etcd and wiping data");
         self.supervisor.stop().await;
-        self.dir.wipe()?;
-        self.dir.mark_removed()?;
+        self.finish_leaving()?;
         Ok(LeaveOutcome {
             removed_member_id: member_id,
             moved_leadership,
         })
+    }
+
+    /// The end of a leave whose removal went through: wipe, then mark the member removed
+    /// (a restarted sidecar stays idle), then forget the leave.
+    pub(super) fn finish_leaving(&self) -> Result<(), SidecarError> {
+        self.wipe_member_dir()?;
+        etcd_operator::failpoint!("sidecar.leave.after-wipe");
+        self.dir.mark_removed()?;
+        self.dir.clear_leaving()?;
+        Ok(())
     }
 }

@@ -90,9 +90,13 @@ pub struct Member {
     /// reaches a coordinator that does not lead ([`Member::reconnect_coordinator`]).
     coordinator: std::sync::Mutex<CoordinatorClient<Channel>>,
     coordinator_tls: Arc<ClientTls>,
-    /// The newest coordinator term seen; calls and grants of older terms are refused.
-    epoch: std::sync::atomic::AtomicU64,
+    /// The newest coordinator term seen, as recorded in the member directory (read at
+    /// start, written before a call of a newer term is acted on); calls and grants of older
+    /// terms are refused. The lock also orders the writes.
+    epoch: std::sync::Mutex<u64>,
     state: watch::Sender<MemberState>,
+    /// The identity as last saved in the member directory.
+    saved_identity: std::sync::Mutex<Option<Identity>>,
     /// One lifecycle operation at a time (start, leave, handoff, promote).
     op: Mutex<()>,
     /// One backup at a time.
@@ -143,8 +147,13 @@ impl Member {
         let tls = ClientTls::new(Arc::new(cfg.tls.clone()), PeerIdentity::Coordinator);
         let channel = coordinator_channel(&cfg.coordinator_url, &tls)?;
         let dir = MemberDir::new(cfg.member_dir.clone());
+        // Without the newest term it obeyed, a restarted sidecar would obey a deposed
+        // coordinator: a record that cannot be read stops the sidecar here.
+        let epoch = dir.load_epoch()?;
         let supervisor = Supervisor::spawn(cfg.etcd_binary.clone());
-        let identity = dir.load_identity().unwrap_or_default();
+        // An identity that cannot be read is reported by the start, which stops on it.
+        let saved_identity = dir.load_identity().ok().flatten();
+        let identity = saved_identity.clone().unwrap_or_default();
         let (state, _) = watch::channel(MemberState {
             phase: MemberPhase::Starting,
             member_id: identity.member_id,
@@ -160,8 +169,9 @@ impl Member {
             supervisor,
             coordinator: std::sync::Mutex::new(CoordinatorClient::new(channel)),
             coordinator_tls: tls,
-            epoch: std::sync::atomic::AtomicU64::new(0),
+            epoch: std::sync::Mutex::new(epoch),
             state,
+            saved_identity: std::sync::Mutex::new(saved_identity),
             op: Mutex::new(()),
             backup: Mutex::new(()),
             lease: std::sync::Mutex::new(None),
@@ -194,17 +204,20 @@ impl Member {
 
     /// Records what the health loop learned about the member (id, cluster id).
     pub fn learn_ids(&self, member_id: u64, cluster_id: u64) {
+        if member_id == 0 {
+            return;
+        }
         let changed = {
             let s = self.state.borrow();
             s.member_id != member_id || s.cluster_id != cluster_id
         };
-        if changed && member_id != 0 {
+        if changed {
             self.state.send_modify(|s| {
                 s.member_id = member_id;
                 s.cluster_id = cluster_id;
             });
-            self.persist_identity();
         }
+        self.persist_identity();
     }
 
     /// Records the cluster's client URLs as the health loop sees them.
@@ -216,20 +229,51 @@ impl Member {
         self.persist_identity();
     }
 
+    /// Saves the identity when it differs from the one saved last, once etcd has written
+    /// its data (an identity without data would describe nothing): its cluster id is what
+    /// a later start needs to tell its own cluster's answer from a stranger's.
     fn persist_identity(&self) {
-        if self.dir.is_removed() || !self.dir.has_etcd_data() {
+        let s = self.current();
+        if s.member_id == 0 {
             return;
         }
-        let s = self.current();
         let identity = Identity {
             name: self.cfg.name.clone(),
             member_id: s.member_id,
             cluster_id: s.cluster_id,
             cluster_client_urls: s.cluster_client_urls,
         };
-        if let Err(e) = self.dir.save_identity(&identity) {
-            warn!(error = %e, "could not save the member identity");
+        let mut saved = self
+            .saved_identity
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if saved.as_ref() == Some(&identity) {
+            return;
         }
+        let removed = self.dir.is_removed();
+        let has_data = self.dir.has_etcd_data();
+        if !matches!((&removed, &has_data), (Ok(false), Ok(true))) {
+            if let (Err(e), _) | (_, Err(e)) = (removed, has_data) {
+                warn!(error = %e, "the member directory cannot be read; the identity is not saved");
+            }
+            return;
+        }
+        match self.dir.save_identity(&identity) {
+            Ok(()) => *saved = Some(identity),
+            Err(e) => warn!(error = %e, "could not save the member identity"),
+        }
+    }
+
+    /// Wipes the member directory ([`MemberDir::wipe`]); the identity is saved again once
+    /// etcd has data anew.
+    fn wipe_member_dir(&self) -> Result<(), SidecarError> {
+        let mut saved = self
+            .saved_identity
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        *saved = None;
+        self.dir.wipe()?;
+        Ok(())
     }
 
     /// Client URLs of the cluster other than this member's, from every source known.

@@ -40,24 +40,55 @@ impl Member {
     }
 
     async fn start_once(self: &Arc<Self>) -> Result<(), SidecarError> {
-        if self.dir.is_removed() {
+        if self.dir.is_removed()? {
             info!("this member left the cluster earlier; staying idle");
             self.set_phase(MemberPhase::Removed);
             return Ok(());
         }
-        if self.dir.has_etcd_data() {
-            if self.still_a_member().await {
-                info!("restarting etcd on existing data");
-                self.run_etcd(&Bootstrap::FromData).await?;
-                self.set_phase(MemberPhase::Running);
-                return Ok(());
+        // An unreadable data directory stops the start here (retried, and reported as the
+        // member's last error): taken for "no data" it would be wiped or bootstrapped over.
+        let has_data = self.dir.has_etcd_data()?;
+        // Proof either way only: see `membership`.
+        let membership = if has_data {
+            self.membership().await?
+        } else {
+            Membership::Unknown
+        };
+        if self.dir.is_leaving()? {
+            // A leave cut short. Its wipe comes only after the member's removal: without
+            // data, or on proof, the member was removed and the leave is finished.
+            match (has_data, membership) {
+                (false, _) | (true, Membership::Removed { .. }) => {
+                    info!("a leave was cut short after this member's removal; finishing it");
+                    self.finish_leaving()?;
+                    self.set_phase(MemberPhase::Removed);
+                    return Ok(());
+                }
+                (true, Membership::Member) => {
+                    info!("a leave was cut short before this member's removal; it stays a member");
+                    self.dir.clear_leaving()?;
+                }
+                (true, Membership::Unknown) => {}
             }
-            info!("this member was removed from the cluster while away; wiping its data to rejoin");
-            self.dir.wipe()?;
-            self.state.send_modify(|s| {
-                s.member_id = 0;
-                s.cluster_id = 0;
-            });
+        }
+        if has_data {
+            match membership {
+                Membership::Removed { cluster_id } => {
+                    info!(cluster_id = %format!("{cluster_id:x}"), "this member was removed from its cluster while away (its cluster's own member list lacks it); wiping its data to rejoin");
+                    etcd_operator::failpoint!("sidecar.start.before-wipe");
+                    self.wipe_member_dir()?;
+                    self.state.send_modify(|s| {
+                        s.member_id = 0;
+                        s.cluster_id = 0;
+                    });
+                }
+                Membership::Member | Membership::Unknown => {
+                    info!("restarting etcd on existing data");
+                    self.run_etcd(&Bootstrap::FromData).await?;
+                    self.set_phase(MemberPhase::Running);
+                    return Ok(());
+                }
+            }
         }
         self.set_phase(MemberPhase::Starting);
         match self.register().await? {
@@ -70,41 +101,46 @@ impl Member {
         }
     }
 
-    /// With data on disk: is this member still in the cluster? Only a member list read from
-    /// another member that lacks our id says no; anything unknown says yes (start on the
-    /// data: a whole cluster restarting needs every member back).
-    async fn still_a_member(&self) -> bool {
-        let Some(identity) = self.dir.load_identity() else {
-            return true;
+    /// With data on disk: is this member still in its cluster? Only proof says: a member
+    /// list from an etcd of this member's own cluster (the cluster id in the answer's header
+    /// is the one this member saved) that lists this member's id, or lacks it. Anything
+    /// else (no saved identity, no one answering, an error, a timeout, or another cluster
+    /// answering on a URL this member knows, as a reused local port does) is unknown, and
+    /// the member starts on its data: a whole cluster restarting needs every member back.
+    async fn membership(&self) -> Result<Membership, SidecarError> {
+        let Some(identity) = self.dir.load_identity()? else {
+            return Ok(Membership::Unknown);
         };
-        if identity.member_id == 0 {
-            return true;
+        if identity.member_id == 0 || identity.cluster_id == 0 {
+            return Ok(Membership::Unknown);
         }
         let extra = self.try_register_endpoints().await;
         let others = self.other_endpoints(&extra);
         if others.is_empty() {
-            return true;
+            return Ok(Membership::Unknown);
         }
         let Ok(Ok(mut client)) =
             tokio::time::timeout(Duration::from_secs(3), self.etcd(&others)).await
         else {
-            return true;
+            return Ok(Membership::Unknown);
         };
-        match tokio::time::timeout(Duration::from_secs(3), client.member_list()).await {
-            Ok(Ok(list)) if !list.members().is_empty() => {
-                list.members().iter().any(|m| m.id() == identity.member_id)
-            }
-            _ => true,
-        }
+        let list = match tokio::time::timeout(Duration::from_secs(3), client.member_list()).await {
+            Ok(Ok(list)) => list,
+            _ => return Ok(Membership::Unknown),
+        };
+        Ok(judge_membership(
+            &identity,
+            list.header().map(|h| h.cluster_id()),
+            &list.members().iter().map(|m| m.id()).collect::<Vec<_>>(),
+        ))
     }
-
     /// Lifecycle 4: bootstrap a one-member cluster (lifecycle 9: from a backup when the
     /// coordinator says so; nothing starts unless the backup checks out).
     async fn bootstrap(&self, restore: Option<&RestoreSource>) -> Result<(), SidecarError> {
         let grant = self.acquire_grant(ChangeKind::Bootstrap, None).await?;
         self.set_phase(MemberPhase::Bootstrapping);
         let result = async {
-            self.dir.wipe()?;
+            self.wipe_member_dir()?;
             match restore {
                 Some(source) => {
                     let restored = self.restore(source).await?;
@@ -142,7 +178,7 @@ impl Member {
         token: String,
     ) -> Result<(), SidecarError> {
         self.set_phase(MemberPhase::Bootstrapping);
-        self.dir.wipe()?;
+        self.wipe_member_dir()?;
         let members = initial_cluster.split(',').count();
         // etcd asks every other initial member whether it already bootstrapped, and waits a
         // whole second on one that listens but does not serve yet (one in the middle of its
@@ -168,6 +204,45 @@ impl Member {
         info!(member_id = %format!("{member_id:x}"), members, "started as an initial member");
         self.set_phase(MemberPhase::Running);
         Ok(())
+    }
+}
+
+/// What a member with data on disk knows of its place in its cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Membership {
+    /// Its own cluster lists it.
+    Member,
+    /// Proven removed: its own cluster (this id) answered a member list without it.
+    Removed {
+        /// The cluster that answered, the member's own.
+        cluster_id: u64,
+    },
+    /// Not known: no proof either way.
+    Unknown,
+}
+
+/// Judges a member list read at start (`answered_by`: the cluster id in its header;
+/// `members`: the ids it lists) against the member's saved `identity`: only a non-empty
+/// list of the member's own cluster tells anything.
+pub(super) fn judge_membership(
+    identity: &crate::identity::Identity,
+    answered_by: Option<u64>,
+    members: &[u64],
+) -> Membership {
+    match answered_by {
+        Some(cluster_id)
+            if identity.member_id != 0
+                && identity.cluster_id != 0
+                && cluster_id == identity.cluster_id
+                && !members.is_empty() =>
+        {
+            if members.contains(&identity.member_id) {
+                Membership::Member
+            } else {
+                Membership::Removed { cluster_id }
+            }
+        }
+        _ => Membership::Unknown,
     }
 }
 
@@ -243,6 +318,55 @@ mod tests {
         assert_eq!(host_port("https://m1.peer:2380"), Some("m1.peer:2380"));
         assert_eq!(host_port("http://127.0.0.1:3/"), Some("127.0.0.1:3"));
         assert_eq!(host_port("http://no-port"), None);
+    }
+
+    #[test]
+    fn only_the_members_own_cluster_proves_it_removed() {
+        let me = crate::identity::Identity {
+            name: "c-0001".into(),
+            member_id: 0xa1,
+            cluster_id: 0xc1,
+            cluster_client_urls: vec![],
+        };
+        let removed = Membership::Removed { cluster_id: 0xc1 };
+        let unknown = Membership::Unknown;
+        for (answered_by, members, expected, why) in [
+            (
+                Some(0xc1),
+                vec![0xb1, 0xb2],
+                removed,
+                "its own cluster, without it",
+            ),
+            (
+                Some(0xc1),
+                vec![0xa1, 0xb2],
+                Membership::Member,
+                "its own cluster, with it",
+            ),
+            (
+                Some(0xc2),
+                vec![0xb1, 0xb2],
+                unknown,
+                "another cluster on a known URL",
+            ),
+            (None, vec![0xb1], unknown, "no header: no cluster id"),
+            (Some(0xc1), vec![], unknown, "an empty list proves nothing"),
+        ] {
+            assert_eq!(
+                judge_membership(&me, answered_by, &members),
+                expected,
+                "{why}"
+            );
+        }
+        let never_knew_its_cluster = crate::identity::Identity {
+            cluster_id: 0,
+            ..me.clone()
+        };
+        assert_eq!(
+            judge_membership(&never_knew_its_cluster, Some(0), &[0xb1]),
+            unknown,
+            "a member that never saved its cluster id is never proven removed"
+        );
     }
 
     #[tokio::test]

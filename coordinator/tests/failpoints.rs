@@ -49,6 +49,12 @@ enum Op {
     Backup,
     ForceNewCluster,
     Restore,
+    /// A cluster taken out of the manifests (its members stopped, its data kept).
+    Undeclare,
+    /// Reached in a test of its own (the file and the test named), where the one process it
+    /// kills is started again by the test: a sidecar whose start decision only a restart of
+    /// its own process (the kubelet's, on Kubernetes) reaches.
+    Elsewhere(&'static str, &'static str),
 }
 
 /// Every failpoint, with the operation that reaches it (it may be reached earlier, by an
@@ -164,6 +170,139 @@ const FAILPOINTS: &[(&str, Op, &str)] = &[
         Op::Restore,
         "the survivor kept until the restore ran is deleted, the record still names it: deleted again (nothing left), then forgotten",
     ),
+    (
+        "coordinator.local.before-record-save",
+        Op::Create,
+        "nothing recorded or started: the same member is planned again",
+    ),
+    (
+        "coordinator.local.after-record-save",
+        Op::Create,
+        "recorded, no process and no data: replaced under a new ordinal",
+    ),
+    (
+        "coordinator.local.create-after-spawn",
+        Op::Create,
+        "started, its pid not recorded: the next coordinator adopts the one sidecar, never starts a second",
+    ),
+    (
+        "coordinator.local.start-after-spawn",
+        Op::ScaleUp,
+        "started again on its data, its pid not recorded: adopted, same member id",
+    ),
+    (
+        "coordinator.local.delete-after-stop",
+        Op::ScaleDown,
+        "stopped, still recorded with its data: the planner decides again",
+    ),
+    (
+        "coordinator.local.delete-after-record-save",
+        Op::ScaleDown,
+        "no longer recorded, its directory left: removed at the next load",
+    ),
+    (
+        "coordinator.local.restart-after-stop",
+        Op::Upgrade,
+        "stopped on its data at the old version: started again as it was, the step carried on",
+    ),
+    (
+        "coordinator.local.restart-after-record-save",
+        Op::Upgrade,
+        "down on its data, the new version recorded: started on the new version",
+    ),
+    (
+        "coordinator.local.restart-after-spawn",
+        Op::Upgrade,
+        "restarted on the new version, its pid not recorded: adopted",
+    ),
+    (
+        "coordinator.local.undeclared-after-spec-remove",
+        Op::Undeclare,
+        "the last spec of a cluster taken out of the manifests removed, its members not stopped yet: a restart does not start it; its data is kept",
+    ),
+    (
+        "sidecar.join.after-member-add",
+        Op::ScaleUp,
+        "added as a learner, not started: registers again, finds its entry, never adds twice",
+    ),
+    (
+        "sidecar.join.after-learner-started",
+        Op::ScaleUp,
+        "a learner with data: starts on it; the planner's FinishJoin promotes it",
+    ),
+    (
+        "sidecar.join.after-promote",
+        Op::ScaleUp,
+        "a voter, its grant not released: starts on its data; the grant lapses",
+    ),
+    (
+        "sidecar.leave.after-leadership-moved",
+        Op::ScaleDown,
+        "still a member: starts on its data; the coordinator asks it to leave again",
+    ),
+    (
+        "sidecar.leave.after-member-remove",
+        Op::ScaleDown,
+        "removed, marked leaving: the leave is finished at the next start, never rejoined",
+    ),
+    (
+        "sidecar.leave.after-wipe",
+        Op::ScaleDown,
+        "wiped, marked leaving: marked removed and idle at the next start",
+    ),
+    (
+        "sidecar.handoff.after-leadership-moved",
+        Op::Upgrade,
+        "still running its old version on its data: the upgrade step is asked again",
+    ),
+    (
+        "sidecar.handoff.after-etcd-stopped",
+        Op::Upgrade,
+        "etcd stopped for the handoff: started on its data; the runtime restarts it on the new version",
+    ),
+    (
+        "sidecar.backup.after-upload",
+        Op::Backup,
+        "a snapshot without metadata: never listed, never restored",
+    ),
+    (
+        "sidecar.backup.after-metadata",
+        Op::Backup,
+        "listed, not yet proven restorable: never chosen as the latest",
+    ),
+    (
+        "sidecar.force-new-cluster.after-marker",
+        Op::ForceNewCluster,
+        "the force recorded in the member directory, not started: forced once when asked again",
+    ),
+    (
+        "sidecar.force-new-cluster.after-forced-start",
+        Op::ForceNewCluster,
+        "forced once: every later start without the flag",
+    ),
+    (
+        "sidecar.force-new-cluster.before-normal-restart",
+        Op::ForceNewCluster,
+        "forced, leading alone: started normally; asked again, answered from its record",
+    ),
+    (
+        "sidecar.restore.after-fetch",
+        Op::Restore,
+        "the backup fetched, nothing written to the data directory: fetched and restored again",
+    ),
+    (
+        "sidecar.restore.after-etcdutl-restore",
+        Op::Restore,
+        "restored data, no identity yet: etcd starts on it as the restored cluster",
+    ),
+    (
+        "sidecar.start.before-wipe",
+        Op::Elsewhere(
+            "sidecars.rs",
+            "a_member_removed_while_away_wipes_only_once_and_rejoins",
+        ),
+        "proof of removal read, not yet wiped: read again, wiped, rejoined under a new id",
+    ),
 ];
 
 /// Every `failpoint!("...")` name in the sources of the workspace.
@@ -205,9 +344,25 @@ fn every_failpoint_in_the_code_has_a_case_and_every_case_a_failpoint() {
         "failpoints in the code with no case here: {without_case:?}; cases whose failpoint is not in the code: {without_code:?}"
     );
     assert!(in_code.len() >= 20, "{in_code:?}");
+    // A failpoint reached in a test of its own: that test exists and arms it.
+    for (name, op, _) in FAILPOINTS {
+        if let Op::Elsewhere(file, test) = op {
+            let text = std::fs::read_to_string(
+                Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("tests")
+                    .join(file),
+            )
+            .unwrap();
+            assert!(
+                text.contains(&format!("fn {test}(")) && text.contains(name),
+                "{file} has no test {test} arming {name}"
+            );
+        }
+    }
 }
 
 const CLUSTER: &str = "etcd-cluster";
+const OTHER: &str = "etcd-other";
 const FROM: &str = "3.6.15";
 const TO: &str = "3.7.2";
 const WITHIN: Duration = Duration::from_secs(240);
@@ -241,6 +396,7 @@ impl Life {
     fn fired(&self) -> BTreeSet<String> {
         FAILPOINTS
             .iter()
+            .filter(|(_, op, _)| !matches!(op, Op::Elsewhere(..)))
             .filter(|(name, ..)| etcd_operator::failpoints::fired(self.markers.path(), name))
             .map(|(name, ..)| name.to_string())
             .collect()
@@ -253,6 +409,16 @@ impl Life {
         what: &str,
         done: impl Fn(&ClusterStatus) -> bool,
     ) -> ClusterStatus {
+        self.converge_cluster(CLUSTER, what, done).await
+    }
+
+    /// [`Self::converge`] for cluster `cluster`.
+    async fn converge_cluster(
+        &mut self,
+        cluster: &str,
+        what: &str,
+        done: impl Fn(&ClusterStatus) -> bool,
+    ) -> ClusterStatus {
         let deadline = tokio::time::Instant::now() + WITHIN;
         let mut last = None;
         loop {
@@ -261,7 +427,7 @@ impl Life {
                 Ok(false) => {}
                 Err(e) => panic!("starting the coordinator again: {e:#}"),
             }
-            if let Some(s) = fetch_status(self.c.channel(), CLUSTER).await {
+            if let Some(s) = fetch_status(self.c.channel(), cluster).await {
                 if done(&s) {
                     return s;
                 }
@@ -382,6 +548,7 @@ async fn a_crash_at_any_failpoint_loses_nothing_and_the_cluster_carries_on() {
     let markers = tempfile::tempdir().unwrap();
     let armed: Vec<String> = FAILPOINTS
         .iter()
+        .filter(|(_, op, _)| !matches!(op, Op::Elsewhere(..)))
         .map(|(name, ..)| format!("{name}=return"))
         .collect();
     let dir = tempfile::tempdir().unwrap();
@@ -560,6 +727,27 @@ async fn a_crash_at_any_failpoint_loses_nothing_and_the_cluster_carries_on() {
     .await;
     check(&life, Op::Restore);
 
+    // A second cluster declared, then taken out of the manifests: stopped, its data kept,
+    // not started again by a coordinator that restarts.
+    let base = spec(3, TO, "  recovery:\n    quorumLoss: Restore\n");
+    life.set_spec(&format!("{base}---\n{}", manifest(OTHER, 1, TO)));
+    life.converge_cluster(OTHER, "the second cluster running", running(1, TO))
+        .await;
+    life.set_spec(&base);
+    let marker = life
+        .markers
+        .path()
+        .join("coordinator.local.undeclared-after-spec-remove");
+    life.converge("the second cluster taken out", move |_| marker.exists())
+        .await;
+    life.converge("running after the second cluster went", running(3, TO))
+        .await;
+    assert!(
+        fetch_status(life.c.channel(), OTHER).await.is_none(),
+        "a cluster taken out of the manifests is not started again"
+    );
+    check(&life, Op::Undeclare);
+
     let history = watcher.history();
     assert!(
         history.max_learners <= 1,
@@ -572,7 +760,11 @@ async fn a_crash_at_any_failpoint_loses_nothing_and_the_cluster_carries_on() {
         names.reused
     );
     assert!(life.restarts > 0, "the coordinator never crashed");
-    let all: Vec<&str> = FAILPOINTS.iter().map(|(n, ..)| *n).collect();
+    let all: Vec<&str> = FAILPOINTS
+        .iter()
+        .filter(|(_, op, _)| !matches!(op, Op::Elsewhere(..)))
+        .map(|(n, ..)| *n)
+        .collect();
     assert_eq!(life.fired().len(), all.len(), "{reached:?}");
     eprintln!(
         "{} failpoints reached, the coordinator started {} times; by operation: {reached:?}",

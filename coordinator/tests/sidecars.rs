@@ -1604,3 +1604,66 @@ async fn a_leave_cut_short_after_the_removal_is_finished_not_rejoined() {
         "the member asked for grants again: {after:?}"
     );
 }
+
+/// A member removed from the cluster while its sidecar was down, started again on its
+/// data: its start reads the proof of its removal (its own cluster answers, without it),
+/// and the sidecar killed right there, before the wipe, reads it again when started once
+/// more, wipes and rejoins under a new id; nothing the cluster held is lost and one learner
+/// at a time joins.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_removed_while_away_wipes_only_once_and_rejoins() {
+    let _serial = serial_guard();
+    let (mut f, watcher) = form(3).await;
+    let fired = f.dir.path().join("failpoints");
+    std::fs::create_dir_all(&fired).unwrap();
+    let mut c = f.client().await;
+    c.put("before-removal", "kept", None).await.unwrap();
+    let victim = (0..3)
+        .map(name)
+        .find(|n| f.coordinator.report(n).is_some_and(|r| !r.leader))
+        .unwrap();
+    let old_id = f.coordinator.report(&victim).unwrap().member_id;
+    let mut proc = f.members.remove(&victim).unwrap();
+    proc.kill();
+    let mut spec = proc.spec.clone();
+    drop(proc);
+    // Removed by hand while it is away, as a person or another coordinator might.
+    let survivors: Vec<String> = f.members.values().map(|m| m.spec.client_url()).collect();
+    let mut on_survivors = Client::connect(&survivors, None).await.unwrap();
+    on_survivors.member_remove(old_id).await.unwrap();
+    spec.env = vec![
+        (
+            "FAILPOINTS".into(),
+            "sidecar.start.before-wipe=return".into(),
+        ),
+        (
+            etcd_operator::failpoints::MARKER_DIR_ENV.into(),
+            fired.display().to_string(),
+        ),
+    ];
+    f.start(spec.clone());
+    wait_for(
+        "the sidecar to die at its wipe",
+        Duration::from_secs(60),
+        || {
+            let done = etcd_operator::failpoints::fired(&fired, "sidecar.start.before-wipe");
+            async move { done.then_some(()) }
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", f.logs()));
+    assert!(
+        spec.member_dir.join("etcd").join("member").is_dir(),
+        "nothing is wiped before the crash"
+    );
+    // Started again on the same directory (the failpoint does not fire twice).
+    f.members.remove(&victim);
+    f.start(spec);
+    let members = f.wait_voters_without(3, old_id).await;
+    let new_id = f.coordinator.report(&victim).unwrap().member_id;
+    assert_ne!(new_id, old_id, "rejoined under a new id");
+    assert!(members.iter().all(|m| m.id() != old_id));
+    assert!(watcher.history().max_learners <= 1);
+    let got = c.get("before-removal", None).await.unwrap();
+    assert_eq!(got.kvs()[0].value(), b"kept");
+}

@@ -218,6 +218,10 @@ pub fn load_last_specs(state_dir: &Path) -> (BTreeMap<ClusterKey, LastSpec>, Vec
         return (specs, errors);
     };
     for entry in entries.filter_map(|e| e.ok()) {
+        // A cluster's state is a directory; the coordinator's own files sit beside them.
+        if !entry.file_type().is_ok_and(|t| t.is_dir()) {
+            continue;
+        }
         let Some(name) = entry.file_name().to_str().map(str::to_string) else {
             continue;
         };
@@ -506,6 +510,10 @@ mod tests {
         std::fs::create_dir_all(dir.path().join("b")).unwrap();
         std::fs::write(dir.path().join("b").join(LAST_SPEC_FILE), "{").unwrap();
         std::fs::create_dir_all(dir.path().join("pki")).unwrap();
+        // The coordinator's own files beside the clusters are no cluster either.
+        for file in ["epoch", "epoch.lock", "coordinator.lock"] {
+            std::fs::write(dir.path().join(file), "1").unwrap();
+        }
         let other = LastSpec {
             file: "/m/c.yaml".into(),
             cluster: cluster("c", 1),

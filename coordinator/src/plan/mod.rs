@@ -1517,10 +1517,17 @@ impl<'a> View<'a> {
         let past_deadline = bootstrap.began.is_some_and(|at| {
             observed.now.saturating_sub(at) >= observed.policy.bootstrap_deadline_ms
         });
+        // Gone: the runtime has no such member, or has one down whose data is gone (a
+        // member the durable record names and the runtime never made, or lost).
         let missing: Vec<&str> = bootstrap
             .names
             .iter()
-            .filter(|n| !of_set.iter().any(|m| m.name() == n.as_str()))
+            .filter(|n| {
+                of_set
+                    .iter()
+                    .find(|m| m.name() == n.as_str())
+                    .is_none_or(|m| !m.runtime.running && m.runtime.data == MemberData::Gone)
+            })
             .map(String::as_str)
             .collect();
         // With a quorum healthy, a member past the deadline or gone is no reason to wait:

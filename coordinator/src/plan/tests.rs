@@ -1613,6 +1613,25 @@ fn initial_members_bootstrap_together_and_a_bootstrap_that_never_formed_is_begun
             Phase::Creating,
         ),
         (
+            "members the record names and the runtime never made (a coordinator stopped between the two): abandoned at once",
+            {
+                let mut s = Situation::bootstrapping(3, None);
+                for ordinal in [1, 2] {
+                    let m = s.member(ordinal);
+                    m.running = false;
+                    m.data = MemberData::Gone;
+                    m.report = None;
+                }
+                s
+            },
+            abandon(&format!(
+                "initial member {}, {} is gone before the bootstrap ended",
+                name(1),
+                name(2)
+            )),
+            Phase::Creating,
+        ),
+        (
             "a member gone after the other two formed a quorum: the bootstrap ends; it is replaced as any member is",
             {
                 let mut s = Situation::bootstrapping(3, Some(1_000)).formed(0).formed(1);

@@ -362,7 +362,29 @@ impl<R: Runtime> ClusterController<R> {
         resource: &EtcdCluster,
     ) -> Result<(Observed, Vec<MemberInfo>), RuntimeError> {
         // The durable record first: a cluster whose record cannot be read is not acted on.
+        let uid = resource.metadata.uid.clone().unwrap_or_default();
         let mut record = self.registry.record(&self.key).await?;
+        if !record.uid.is_empty() && record.uid != uid {
+            // Held in memory for another object of the same name (deleted and created
+            // again): this one's is read afresh.
+            self.registry.forget_record(&self.key);
+            record = self.registry.record(&self.key).await?;
+        }
+        if !record.uid.is_empty() && record.uid != uid {
+            // The object carries the record of another (its annotations copied from a
+            // deleted cluster's manifest): none of it is this cluster's.
+            warn!(recorded = %record.uid, uid = %uid, "the decision record names another EtcdCluster; starting this one's afresh");
+            record = self
+                .registry
+                .decide(&self.key, |r| {
+                    *r = DecisionRecord {
+                        uid: uid.clone(),
+                        ..Default::default()
+                    };
+                    r.clone()
+                })
+                .await?;
+        }
         let infos = self.runtime.members(&self.key).await?;
         let mut next_ordinal = self.runtime.next_ordinal(&self.key).await?;
         self.runtime.note_spec(&self.key, &resource.spec).await;
@@ -633,6 +655,7 @@ impl<R: Runtime> ClusterController<R> {
             .decide(&self.key, |r| {
                 if r.created.is_none() && !abandoning && !present.is_empty() {
                     info!(members = ?present, "recording that this cluster was created");
+                    r.uid = uid.clone().unwrap_or_default();
                     r.created = Some(crate::record::Created {
                         at: now_ms(),
                         members: present.clone(),
@@ -818,6 +841,7 @@ impl<R: Runtime> ClusterController<R> {
         resource: &EtcdCluster,
     ) -> Result<(), ActError> {
         let etcd_tls = resource.spec.etcd_tls();
+        let uid = resource.metadata.uid.clone().unwrap_or_default();
         match action {
             Action::CreateSeed { name, version } | Action::CreateMember { name, version } => {
                 let seed = matches!(action, Action::CreateSeed { .. });
@@ -841,6 +865,7 @@ impl<R: Runtime> ClusterController<R> {
                 self.epoch()?;
                 self.registry
                     .decide(&self.key, |r| {
+                        r.uid = uid.clone();
                         r.add_member(&self.key.name, name);
                         if r.created.is_none() {
                             r.created = Some(Created {
@@ -882,6 +907,7 @@ impl<R: Runtime> ClusterController<R> {
                 let token = bootstrap_token(&self.key, resource.metadata.uid.as_deref(), &names[0]);
                 self.registry
                     .decide(&self.key, |r| {
+                        r.uid = uid.clone();
                         for name in names {
                             r.add_member(&self.key.name, name);
                         }

@@ -28,6 +28,10 @@ use thiserror::Error;
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct DecisionRecord {
+    /// The `EtcdCluster`'s UID (Kubernetes; empty in local mode): a record is of one object,
+    /// never of another of the same name created since.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub uid: String,
     /// Set once the cluster's first members were decided: from then on the cluster exists,
     /// whatever is left of it.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -283,6 +283,12 @@ impl Registry {
         Ok(record)
     }
 
+    /// Forgets the record held in memory for `key` (it is of another object): the next
+    /// [`Self::record`] reads it from the store again.
+    pub fn forget_record(&self, key: &ClusterKey) {
+        self.with(key, |entry, _| entry.record = None);
+    }
+
     /// Changes the cluster's decision record: `change` is applied to a copy, the copy is
     /// written to the store, and only once it is there does it replace the record in memory
     /// (a failed write changes nothing). Refused when this coordinator does not lead now.

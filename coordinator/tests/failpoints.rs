@@ -237,7 +237,10 @@ const FAILPOINTS: &[(&str, Op, &str)] = &[
     ),
     (
         "sidecar.leave.after-leadership-moved",
-        Op::ScaleDown,
+        Op::Elsewhere(
+            "sidecars.rs",
+            "a_leader_killed_after_moving_leadership_leaves_when_asked_again",
+        ),
         "still a member: starts on its data; the coordinator asks it to leave again",
     ),
     (
@@ -458,8 +461,11 @@ impl Life {
             .expect("run etcd-coordinator")
     }
 
-    /// Kills every member but the first and wipes their data (a majority lost for good).
-    async fn lose_a_majority(&self, running: &ClusterStatus) {
+    /// Kills every member but the first and wipes their data (a majority lost for good),
+    /// the coordinator stopped meanwhile (else it starts a killed member again on its data
+    /// before the data is gone).
+    async fn lose_a_majority(&mut self, running: &ClusterStatus) {
+        self.c.crash();
         for m in &running.members[1..] {
             self.c.kill_member_and_wait(&m.name).await.expect("kill");
             std::fs::remove_dir_all(self.c.data_dir(&m.name)).expect("wipe");
@@ -557,6 +563,7 @@ async fn a_crash_at_any_failpoint_loses_nothing_and_the_cluster_carries_on() {
     let c = LocalCoordinator::start(
         CoordinatorOptions::new(env!("CARGO_BIN_EXE_etcd-coordinator"), &path)
             .dead_after_secs(4)
+            .may_die_early()
             .env("FAILPOINTS", &armed.join(";"))
             .env(
                 etcd_operator::failpoints::MARKER_DIR_ENV,
@@ -635,6 +642,9 @@ async fn a_crash_at_any_failpoint_loses_nothing_and_the_cluster_carries_on() {
             .expect("a follower")
             .name
             .clone();
+        // The coordinator stopped meanwhile: else it starts the killed member again on its
+        // data before the data is gone.
+        life.c.crash();
         life.c.kill_member_and_wait(&victim).await.expect("kill");
         std::fs::remove_dir_all(life.c.data_dir(&victim)).expect("wipe");
         life.converge("the dead member replaced", |s| {

@@ -1396,3 +1396,36 @@ async fn the_restore_a_seed_was_created_for_survives_a_coordinator_restart() {
         "no second seed"
     );
 }
+
+/// An `EtcdCluster` applied from the manifest of a deleted one carries that one's record in
+/// its annotations: it names another object (its UID), so none of it holds here; the new
+/// cluster is created as any new one is.
+#[tokio::test]
+async fn a_record_copied_from_another_object_is_not_this_clusters() {
+    let names = [
+        "etcd-cluster-0000",
+        "etcd-cluster-0001",
+        "etcd-cluster-0002",
+    ];
+    let mut c = cluster(3, "3.6.15");
+    let mut copied: serde_json::Value = serde_json::from_str(&created_record(&names)).unwrap();
+    copied["uid"] = json!("uid-of-a-deleted-cluster");
+    c.metadata.annotations = Some(BTreeMap::from([(
+        ANNOTATION_RECORD.to_string(),
+        copied.to_string(),
+    )]));
+    let client = fake(vec![c], None).await;
+    let ctx = context(&client);
+    reconcile_once(&ctx).await;
+    assert_eq!(
+        pod_names(&client).await.len(),
+        3,
+        "the new cluster is created"
+    );
+    let record = ctx
+        .registry
+        .record(&ClusterKey::new(NS, NAME))
+        .await
+        .unwrap();
+    assert_eq!(record.uid, get_cluster(&client).await.metadata.uid.unwrap());
+}

@@ -1667,3 +1667,89 @@ async fn a_member_removed_while_away_wipes_only_once_and_rejoins() {
     let got = c.get("before-removal", None).await.unwrap();
     assert_eq!(got.kvs()[0].value(), b"kept");
 }
+
+/// The leader asked to leave moves leadership away and is killed right after: started again
+/// on its data it is still a member (a follower now); asked again, it leaves, and the
+/// cluster keeps every write, one change at a time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_killed_after_moving_leadership_leaves_when_asked_again() {
+    let _serial = serial_guard();
+    let mut f = Fixture::with_grant_lease(Duration::from_secs(1)).await;
+    let fired = f.dir.path().join("failpoints");
+    std::fs::create_dir_all(&fired).unwrap();
+    for i in 0..3 {
+        let mut spec = f.spec(i);
+        spec.env = vec![
+            (
+                "FAILPOINTS".into(),
+                "sidecar.leave.after-leadership-moved=return".into(),
+            ),
+            (
+                etcd_operator::failpoints::MARKER_DIR_ENV.into(),
+                fired.display().to_string(),
+            ),
+        ];
+        f.start(spec);
+    }
+    f.wait_voters(3).await;
+    let mut c = f.client().await;
+    c.put("before-leave", "kept", None).await.unwrap();
+    let leader = f
+        .coordinator
+        .reports()
+        .into_values()
+        .find(|r| r.leader)
+        .expect("a leader reported");
+    let leave = |f: &Fixture| {
+        let key = ClusterKey::local(CLUSTER);
+        let tls = f
+            .coordinator
+            .control
+            .sidecar_client(&key, &leader.member_name);
+        let channel =
+            etcd_sidecar::tls::channel(&leader.sidecar_url, tls, Duration::from_secs(3), None)
+                .unwrap();
+        let epoch = f.coordinator.epoch();
+        async move {
+            SidecarClient::new(channel)
+                .leave(LeaveRequest {
+                    reason: "test".into(),
+                    coordinator_epoch: epoch,
+                })
+                .await
+        }
+    };
+    let answer = leave(&f).await;
+    assert!(answer.is_err(), "the sidecar died in its leave: {answer:?}");
+    assert!(etcd_operator::failpoints::fired(
+        &fired,
+        "sidecar.leave.after-leadership-moved"
+    ));
+    // Started again on the same directory: still a member, on its data.
+    let spec = f.members.remove(&leader.member_name).unwrap().spec.clone();
+    f.start(spec);
+    f.wait_voters(3).await;
+    let back = wait_for(
+        "the member back on its data",
+        Duration::from_secs(60),
+        || {
+            let r = f.coordinator.report(&leader.member_name);
+            async move { r.filter(|r| r.healthy && r.member_id == leader.member_id) }
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", f.logs()));
+    assert!(!back.leader, "leadership moved away before the crash");
+    let resp = leave(&f)
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", f.logs()))
+        .into_inner();
+    assert_eq!(resp.removed_member_id, leader.member_id);
+    let list = c.member_list().await.unwrap();
+    assert_eq!(list.members().len(), 2);
+    assert!(list.members().iter().all(|m| m.id() != leader.member_id));
+    let got = c.get("before-leave", None).await.unwrap();
+    assert_eq!(got.kvs()[0].value(), b"kept");
+    let events = f.grants().events();
+    assert_one_grant_at_a_time(&events);
+}

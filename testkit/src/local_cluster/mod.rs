@@ -134,6 +134,9 @@ pub struct CoordinatorOptions {
     pub manifests_dir: bool,
     /// More files of the manifests directory (name, text), there from the first start.
     pub extra_manifests: Vec<(String, String)>,
+    /// A coordinator that ends before it answers (it crashed at a failpoint) is no failure
+    /// of a start: the test starts it again ([`LocalCoordinator::restart_if_exited`]).
+    pub may_die_early: bool,
     /// Members in network namespaces of their own, joined to this hub's bridge; the
     /// coordinator's control port on the bridge's address.
     pub member_netns: Option<String>,
@@ -153,7 +156,15 @@ impl CoordinatorOptions {
             manifests_dir: false,
             extra_manifests: Vec::new(),
             member_netns: None,
+            may_die_early: false,
         }
+    }
+
+    /// A coordinator that ends before it answers is started again by the test, not a failed
+    /// start (it is expected to crash, at failpoints).
+    pub fn may_die_early(mut self) -> Self {
+        self.may_die_early = true;
+        self
     }
 
     /// Every member in a network namespace of its own, joined to `hub`'s bridge (the
@@ -230,6 +241,7 @@ pub struct LocalCoordinator {
     groups: Vec<i32>,
     starts: u32,
     channel: Channel,
+    may_die_early: bool,
 }
 
 impl LocalCoordinator {
@@ -322,6 +334,7 @@ impl LocalCoordinator {
             groups: Vec::new(),
             starts: 0,
             channel,
+            may_die_early: opts.may_die_early,
         };
         coordinator.restart().await?;
         Ok(coordinator)
@@ -357,16 +370,31 @@ impl LocalCoordinator {
         self.groups.push(child.id() as i32);
         self.child = Some(child);
         let addr = self.addr;
-        let answered = crate::wait_for(
-            &format!("the coordinator's gRPC server on {addr}"),
-            Duration::from_secs(30),
-            || async { tokio::net::TcpStream::connect(addr).await.ok().map(|_| ()) },
-        )
-        .await;
-        if let Err(e) = answered {
-            bail!("{e}\n{}", self.logs(40));
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if tokio::net::TcpStream::connect(addr).await.is_ok() {
+                return Ok(());
+            }
+            let ended = match self.child.as_mut() {
+                Some(child) => child.try_wait()?.is_some(),
+                None => true,
+            };
+            if ended && self.may_die_early {
+                return Ok(());
+            }
+            if ended || tokio::time::Instant::now() >= deadline {
+                let why = if ended {
+                    "the coordinator ended"
+                } else {
+                    "not within 30 s"
+                };
+                bail!(
+                    "the coordinator's gRPC server on {addr} did not answer: {why}\n{}",
+                    self.logs(40)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        Ok(())
     }
 
     /// Starts the coordinator again when its process has ended (it crashed, at a failpoint

@@ -19,7 +19,7 @@ use std::{path::PathBuf, time::Duration};
 use anyhow::Context;
 use clap::Parser;
 use testkit::{
-    chaos::{ChaosOptions, NETWORK, run, scenarios},
+    chaos::{ChaosOptions, Scenario, run, scenarios},
     netns::{self, Hub},
 };
 
@@ -79,8 +79,11 @@ async fn main() -> anyhow::Result<()> {
             anyhow::bail!("unknown scenario {o:?}: see --list");
         }
     }
-    let wants_network =
-        cli.only.is_empty() || cli.only.iter().any(|o| NETWORK.contains(&o.as_str()));
+    let wants_network = cli.only.is_empty()
+        || cli
+            .only
+            .iter()
+            .any(|o| Scenario::from_name(o).is_some_and(Scenario::is_network));
     if wants_network && Hub::current().is_none() {
         match netns::available() {
             Ok(()) => {

@@ -332,3 +332,58 @@ pub async fn settle(
     }
     Ok(settled)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn member(id: u64, leader: u64) -> MemberView {
+        MemberView {
+            id,
+            name: format!("m{id}"),
+            endpoint: format!("http://127.0.0.1:{id}"),
+            learner: false,
+            status: Some(MemberStatus {
+                leader,
+                raft_term: 2,
+                raft_index: 10,
+                revision: 5,
+                version: "3.6.15".into(),
+                errors: Vec::new(),
+                learner: false,
+                members: [1, 2, 3].into(),
+            }),
+        }
+    }
+
+    fn three() -> ClusterView {
+        ClusterView {
+            members: vec![member(1, 2), member(2, 2), member(3, 2)],
+        }
+    }
+
+    #[test]
+    fn converged_only_when_every_member_agrees_and_is_well() {
+        assert_eq!(three().not_converged(3, "3.6.15"), None);
+        assert_eq!(three().leader(), Some(2));
+        assert!(three().not_converged(5, "3.6.15").is_some(), "size");
+        assert!(three().not_converged(3, "3.7.2").is_some(), "version");
+        let broken: [fn(&mut ClusterView); 5] = [
+            |v| v.members[0].status = None,
+            |v| v.members[1].learner = true,
+            |v| v.members[2].status.as_mut().unwrap().leader = 3,
+            |v| v.members[0].status.as_mut().unwrap().members = [1, 2].into(),
+            |v| {
+                v.members[1].status.as_mut().unwrap().errors = vec!["alarm:NOSPACE".into()];
+            },
+        ];
+        for (i, breaks) in broken.iter().enumerate() {
+            let mut view = three();
+            breaks(&mut view);
+            assert!(
+                view.not_converged(3, "3.6.15").is_some(),
+                "case {i}: {view:?}"
+            );
+        }
+    }
+}

@@ -6,9 +6,12 @@
 //!
 //! Prints one line per scenario run, the summary line
 //! `summary: scenarios N, failed F, acknowledged writes lost L, linearizability violations V`,
-//! and then one row per scenario over all its runs (the soak table in BENCHMARKS.md);
-//! exits non-zero when F, L or V is not zero. The same seed replays the same faults in the
-//! same order.
+//! a `checked:` line (how much the operations overlapped on a key, over the whole run and
+//! in the fault windows, and how many watch events, lease renewals and serializable reads
+//! the checker judged), and then one row per scenario over all its runs (the soak table in
+//! BENCHMARKS.md); exits non-zero when F, L or V is not zero. The same seed replays the
+//! same faults in the same order. What a run without failure covers is in
+//! `docs/testing.md`.
 //!
 //! Network scenarios (`partition-leader`, `split-2-3`, ...) put every member in a network
 //! namespace of its own: run as root, `etcd-chaos` makes a hub namespace, runs itself

@@ -717,6 +717,7 @@ async fn run_client(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::history::OpKind;
 
     #[test]
     fn a_seed_replays_each_clients_operation_mix() {
@@ -757,5 +758,51 @@ mod tests {
             "etcdserver: request timed out",
         ));
         assert!(!certainly_not_sent(&timeout));
+    }
+
+    #[test]
+    fn contention_narrows_the_keys_and_transactions_span_two() {
+        let config = TrafficConfig {
+            seed: 9,
+            ..TrafficConfig::default()
+        };
+        let shared = Shared {
+            config: Arc::new(config.clone()),
+            keys: config.key_names(),
+            recorder: Recorder::new(),
+            hot: Hot::default(),
+        };
+        let mut workload = shared.workload(3);
+        let mut txns = 0;
+        for _ in 0..2000 {
+            let (key, kind) = workload.next(3, Some(2));
+            match kind {
+                OpKind::Range { .. } => assert_eq!(key, config.key_prefix),
+                OpKind::Txn { writes } => {
+                    txns += 1;
+                    let keys: Vec<&str> = writes.iter().map(|w| w.key.as_str()).collect();
+                    assert_eq!(keys, ["t/0", "t/1"], "a transaction over both hot keys");
+                }
+                _ => assert!(key == "t/0" || key == "t/1", "{key} is not a hot key"),
+            }
+        }
+        assert!(txns > 0);
+        // Every value written is unique, across kinds.
+        let mut workload = shared.workload(4);
+        let mut values = std::collections::HashSet::new();
+        for _ in 0..2000 {
+            let (_, kind) = workload.next(4, None);
+            let written: Vec<String> = match kind {
+                OpKind::Txn { writes } => writes.into_iter().map(|w| w.new).collect(),
+                other => other
+                    .written_value()
+                    .map(str::to_string)
+                    .into_iter()
+                    .collect(),
+            };
+            for v in written {
+                assert!(values.insert(v.clone()), "{v} written twice");
+            }
+        }
     }
 }

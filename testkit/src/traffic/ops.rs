@@ -516,3 +516,40 @@ pub fn certainly_not_sent(e: &etcd_client::Error) -> bool {
         _ => false,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_retried_write_writes_values_of_its_own() {
+        let put = OpKind::Put {
+            value: "c1-7".into(),
+        };
+        assert_eq!(retried(&put, 0), put);
+        assert_eq!(
+            retried(&put, 2),
+            OpKind::Put {
+                value: "c1-7-r2".into()
+            }
+        );
+        let txn = OpKind::Txn {
+            writes: vec![TxnWrite {
+                key: "t/0".into(),
+                expected: Some("c0-1".into()),
+                new: "c1-8".into(),
+            }],
+        };
+        let OpKind::Txn { writes } = retried(&txn, 1) else {
+            panic!("a transaction stays one");
+        };
+        assert_eq!(writes[0].new, "c1-8-r1");
+        assert_eq!(
+            writes[0].expected.as_deref(),
+            Some("c0-1"),
+            "compares unchanged"
+        );
+        let get = OpKind::Get { linearizable: true };
+        assert_eq!(retried(&get, 3), get);
+    }
+}

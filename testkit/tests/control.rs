@@ -12,7 +12,10 @@ const SEEDS: [u64; 2] = [1, 2];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cluster_rolled_back_to_an_old_copy_of_its_data_is_flagged_on_every_seed() {
+    let waited = std::time::Instant::now();
     let _serial = testkit::serial_guard();
+    println!("waited {:?} for the cluster-test lock", waited.elapsed());
+    let started = std::time::Instant::now();
     for seed in SEEDS {
         let dir = tempfile::Builder::new()
             .prefix("etcdop-control-")
@@ -41,4 +44,5 @@ async fn a_cluster_rolled_back_to_an_old_copy_of_its_data_is_flagged_on_every_se
             "seed {seed}: no revision handed out twice:\n{report}"
         );
     }
+    println!("{} seeds in {:?}", SEEDS.len(), started.elapsed());
 }

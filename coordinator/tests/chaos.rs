@@ -1,5 +1,8 @@
-//! A short, seeded chaos run in the suite: faults under recorded traffic, every history
-//! checked. The full soak is `etcd-chaos --duration 10m` (README).
+//! A short, seeded chaos run in the suite: faults under recorded traffic (a client on every
+//! member, watches, leases, a contention phase over each fault), every history checked
+//! against the model of revisions, the watch and lease guarantees and etcd's own view of
+//! every member. The full soak is `etcd-chaos --duration 10m` (README); what a pass covers
+//! is in `docs/testing.md`.
 
 use std::time::Duration;
 
@@ -27,10 +30,19 @@ async fn seeded_faults_lose_no_acknowledged_write() {
     })
     .await;
     let text = report.render();
+    println!("{text}");
     assert!(!report.results.is_empty(), "{text}");
     for r in &report.results {
         assert!(r.operations > 100, "too little traffic recorded:\n{text}");
+        assert!(
+            r.evidence.watch_events > 0,
+            "no watch event checked:\n{text}"
+        );
     }
+    assert!(
+        report.evidence().lease_renewals > 0,
+        "no lease renewal checked:\n{text}"
+    );
     assert_eq!(report.failed(), 0, "{text}");
     assert_eq!(report.lost(), 0, "{text}");
     assert_eq!(report.violations(), 0, "{text}");
@@ -94,6 +106,10 @@ fn inside_the_hub() {
     assert_eq!(report.results.len(), 5, "{text}");
     for r in &report.results {
         assert!(r.operations > 100, "too little traffic recorded:\n{text}");
+        assert!(
+            r.evidence.watch_events > 0,
+            "no watch event checked:\n{text}"
+        );
         assert_eq!(r.partition_removals, 0, "{text}");
     }
     assert_eq!(report.failed(), 0, "{text}");

@@ -1,5 +1,5 @@
-//! Processes a test starts: free ports, a sidecar process guard that kills on drop, and a
-//! machine-wide lock so tests that start etcd clusters run one at a time (a 2-core machine
+//! Processes a test starts: free ports, a sidecar process guard that kills on drop, a
+//! sidecar's etcd child, and a machine-wide lock so tests that start etcd clusters run one at a time (a 2-core machine
 //! running several clusters at once starves them into election timeouts).
 
 use std::{
@@ -16,6 +16,24 @@ use nix::{
     sys::signal::{Signal, kill},
     unistd::Pid,
 };
+
+/// The etcd child of a sidecar (spawned from any of its threads, so every thread's
+/// children are read).
+pub fn etcd_pid(sidecar: u32) -> anyhow::Result<u32> {
+    let tasks = std::fs::read_dir(format!("/proc/{sidecar}/task"))
+        .map_err(|e| anyhow::anyhow!("sidecar {sidecar} is not running: {e}"))?;
+    for task in tasks.flatten() {
+        let children = std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
+        if let Some(pid) = children
+            .split_whitespace()
+            .next()
+            .and_then(|p| p.parse().ok())
+        {
+            return Ok(pid);
+        }
+    }
+    anyhow::bail!("sidecar {sidecar} has no etcd child")
+}
 
 static HANDED_OUT: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
 

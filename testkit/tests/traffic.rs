@@ -1,157 +1,23 @@
-//! Traffic against real etcd processes, recorded and checked: the whole pipeline (traffic,
-//! history, final read, HashKV, checker) passes on a healthy three-member cluster, whose
-//! members' hashes agree, and the same pipeline rejects the history once one read in it is
-//! tampered with (and the hashes once one is); a single member killed and started again
-//! under traffic stays linearizable.
+//! Traffic against real etcd processes, recorded and checked: the whole pipeline (traffic
+//! with watches and leases, history, final read, every member's own reads, HashKV,
+//! checker) passes on a healthy three-member cluster, whose members' hashes agree, and the
+//! same pipeline rejects the history once one read in it is tampered with (and the hashes
+//! once one is); a single member killed and started again under traffic stays
+//! linearizable.
 
-use std::{
-    fs::File,
-    path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
-    time::Duration,
-};
+use std::time::Duration;
 
-use etcd_operator::{etcd_bin::EtcdBinaries, version::DEFAULT_VERSION};
 use testkit::{
     checker::{CheckOptions, Report, Verdict, check, compare_hashes},
-    free_port,
+    cluster_view::{ClusterView, settle},
     history::{FinalRead, History, OpKind, OpResult, Outcome, fmt_ns},
+    static_cluster::StaticCluster,
     traffic::{Traffic, TrafficConfig, TrafficHandle, final_read, hash_kv_all},
     wait_for,
 };
 
-/// One etcd process of a cluster started by the test.
-struct Member {
-    name: String,
-    child: Option<Child>,
-    client_url: String,
-    peer_url: String,
-}
-
-/// A static etcd cluster of `n` members (each killed when dropped); can be killed and
-/// started again on the same data and ports.
-struct Etcd {
-    dir: PathBuf,
-    members: Vec<Member>,
-}
-
-impl Etcd {
-    fn start(dir: &Path, n: usize) -> Self {
-        let members = (0..n)
-            .map(|i| Member {
-                name: format!("t{i}"),
-                child: None,
-                client_url: format!("http://127.0.0.1:{}", free_port()),
-                peer_url: format!("http://127.0.0.1:{}", free_port()),
-            })
-            .collect();
-        let mut etcd = Self {
-            dir: dir.to_path_buf(),
-            members,
-        };
-        etcd.restart();
-        etcd
-    }
-
-    /// Starts every member's process (again), appending to the same logs.
-    fn restart(&mut self) {
-        let binary = EtcdBinaries::from_env()
-            .resolve(DEFAULT_VERSION)
-            .expect("the bundled etcd binary");
-        let initial_cluster = self
-            .members
-            .iter()
-            .map(|m| format!("{}={}", m.name, m.peer_url))
-            .collect::<Vec<_>>()
-            .join(",");
-        for i in 0..self.members.len() {
-            let out = File::options()
-                .create(true)
-                .append(true)
-                .open(self.log(i))
-                .expect("open the etcd log");
-            let m = &self.members[i];
-            let (client_url, peer_url) = (&m.client_url, &m.peer_url);
-            let child = Command::new(&binary)
-                .arg(format!("--name={}", m.name))
-                .arg(format!(
-                    "--data-dir={}",
-                    self.dir.join(&m.name).join("data").display()
-                ))
-                .arg(format!("--listen-client-urls={client_url}"))
-                .arg(format!("--advertise-client-urls={client_url}"))
-                .arg(format!("--listen-peer-urls={peer_url}"))
-                .arg(format!("--initial-advertise-peer-urls={peer_url}"))
-                .arg(format!("--initial-cluster={initial_cluster}"))
-                .stdin(Stdio::null())
-                .stdout(out.try_clone().expect("clone the log handle"))
-                .stderr(out)
-                .spawn()
-                .expect("start etcd");
-            self.members[i].child = Some(child);
-        }
-    }
-
-    /// SIGKILLs every process and reaps it.
-    fn kill(&mut self) {
-        for m in &mut self.members {
-            if let Some(mut child) = m.child.take() {
-                let _ = child.kill();
-                let _ = child.wait();
-            }
-        }
-    }
-
-    fn client_urls(&self) -> Vec<String> {
-        self.members.iter().map(|m| m.client_url.clone()).collect()
-    }
-
-    fn log(&self, member: usize) -> PathBuf {
-        self.dir.join(format!("{}.log", self.members[member].name))
-    }
-
-    /// The last lines of every member's log, for failure messages.
-    fn log_tail(&self) -> String {
-        (0..self.members.len())
-            .map(|i| {
-                let text = std::fs::read_to_string(self.log(i)).unwrap_or_default();
-                let lines: Vec<&str> = text.lines().collect();
-                format!(
-                    "--- {} ---\n{}",
-                    self.members[i].name,
-                    lines[lines.len().saturating_sub(30)..].join("\n")
-                )
-            })
-            .collect::<Vec<_>>()
-            .join("\n")
-    }
-
-    /// Waits until every member answers a linearizable read.
-    async fn wait_ready(&self) {
-        for endpoint in self.client_urls() {
-            let ready = wait_for("etcd to answer a read", Duration::from_secs(30), || {
-                let endpoints = vec![endpoint.clone()];
-                async move {
-                    let mut client = etcd_client::Client::connect(&endpoints, None).await.ok()?;
-                    client.get("ready", None).await.ok().map(|_| ())
-                }
-            })
-            .await;
-            if let Err(e) = ready {
-                panic!("{e}\n{}", self.log_tail());
-            }
-        }
-    }
-}
-
-impl Drop for Etcd {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
 /// Waits until the traffic has recorded `target` operations in all.
-async fn wait_recorded(traffic: &TrafficHandle, target: usize, etcd: &Etcd) {
+async fn wait_recorded(traffic: &TrafficHandle, target: usize, etcd: &StaticCluster) {
     let what = format!("{target} recorded operations");
     let reached = wait_for(&what, Duration::from_secs(60), || async {
         (traffic.recorded() >= target).then_some(())
@@ -183,15 +49,14 @@ async fn traffic_against_real_etcd_is_linearizable_and_a_tampered_read_is_caught
         .prefix("etcdop-traffic-")
         .tempdir()
         .expect("temporary directory");
-    let etcd = Etcd::start(dir.path(), 3);
-    etcd.wait_ready().await;
+    let etcd = StaticCluster::start(dir.path(), 3).expect("start etcd");
+    etcd.wait_ready().await.expect("etcd ready");
     let endpoints = etcd.client_urls();
 
-    // Four clients: two pinned to one member each, two using the endpoint list.
+    // Five clients: one pinned to each member, two trying every member in turn; two
+    // watchers, one lease client.
     let config = TrafficConfig {
         seed: 20_240_601,
-        pinned_clients: 2,
-        shared_clients: 2,
         ..TrafficConfig::default()
     };
     let traffic = Traffic::start(config.clone(), &endpoints)
@@ -207,15 +72,37 @@ async fn traffic_against_real_etcd_is_linearizable_and_a_tampered_read_is_caught
         fmt_ns(ran),
         history.operations.len()
     );
-    let final_state = final_read(&endpoints, &config.key_names(), Duration::from_secs(10))
+    let mut final_state = final_read(&endpoints, &config.key_names(), Duration::from_secs(10))
         .await
         .expect("final read");
+    let view = ClusterView::read(&endpoints).await.expect("etcd's view");
+    assert_eq!(view.not_converged(3, "3.6.15"), None, "{view:?}");
+    let settled = settle(&view, &config.key_names(), Duration::from_secs(10))
+        .await
+        .expect("every member settled");
+    final_state.members = settled.reads;
     let hashes = hash_kv_all(&endpoints, None).await.expect("HashKV");
 
     let report = assert_passes(&history, &final_state, "traffic");
     assert!(report.counts.total > 100, "{report}");
     assert!(report.violations.is_empty() && report.lost_writes.is_empty());
     assert_eq!(report.linearizable_keys.len(), config.keys);
+    // Each member was read on its own once settled; every pinned client's member answered.
+    assert_eq!(final_state.members.len(), 3);
+    let answered: std::collections::BTreeSet<u64> = history
+        .operations
+        .iter()
+        .filter_map(|op| op.member)
+        .collect();
+    assert_eq!(answered.len(), 3, "every member answered operations");
+    // The watches delivered events and the lease was renewed: both were checked.
+    assert!(report.watch.events > 100, "{report}");
+    assert!(report.leases.renewals > 0, "{report}");
+    println!(
+        "overlap on a key: {:.1}% of {} operations",
+        history.overlap().percent(),
+        history.overlap().operations
+    );
     // Every kind of operation ran and came back.
     for kind in [
         OpKind::Get { linearizable: true },
@@ -223,6 +110,10 @@ async fn traffic_against_real_etcd_is_linearizable_and_a_tampered_read_is_caught
             linearizable: false,
         },
         OpKind::Delete,
+        OpKind::Range { linearizable: true },
+        OpKind::Range {
+            linearizable: false,
+        },
     ] {
         assert!(
             history
@@ -243,6 +134,13 @@ async fn traffic_against_real_etcd_is_linearizable_and_a_tampered_read_is_caught
     assert!(
         swaps(true) && swaps(false),
         "compare-and-swap both succeeds and fails"
+    );
+    assert!(
+        history
+            .operations
+            .iter()
+            .any(|op| matches!(op.kind, OpKind::Txn { .. }) && op.is_ok()),
+        "no ok transaction over two keys"
     );
     // Every member hashed the same revision, so all three are compared, and agree.
     assert_eq!(hashes.len(), 3, "{hashes:?}");
@@ -296,8 +194,8 @@ async fn traffic_through_an_etcd_crash_and_restart_stays_linearizable() {
         .prefix("etcdop-traffic-crash-")
         .tempdir()
         .expect("temporary directory");
-    let mut etcd = Etcd::start(dir.path(), 1);
-    etcd.wait_ready().await;
+    let mut etcd = StaticCluster::start(dir.path(), 1).expect("start etcd");
+    etcd.wait_ready().await.expect("etcd ready");
     let endpoints = etcd.client_urls();
     let config = TrafficConfig {
         seed: 7,
@@ -322,8 +220,8 @@ async fn traffic_through_an_etcd_crash_and_restart_stays_linearizable() {
     )
     .await;
     failing.expect("clients notice etcd is gone");
-    etcd.restart();
-    etcd.wait_ready().await;
+    etcd.restart().expect("restart etcd");
+    etcd.wait_ready().await.expect("etcd ready again");
     let before = traffic.recorded();
     wait_recorded(&traffic, before + 500, &etcd).await;
     let history = traffic.stop().await;

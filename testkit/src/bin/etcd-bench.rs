@@ -963,7 +963,7 @@ async fn memory(coordinator: &Path, n: usize) -> anyhow::Result<Fleet> {
             .ok()
             .and_then(|p| p.file_name().map(|f| f.to_string_lossy().into_owned()))
             .context("the sidecar's binary")?;
-        let etcd_pid = testkit::chaos::etcd_pid(sidecar)?;
+        let etcd_pid = testkit::process::etcd_pid(sidecar)?;
         let etcd_rss = rss_kib(etcd_pid).context("etcd RSS")?;
         Ok(Fleet {
             coordinator_rss,

@@ -6,9 +6,12 @@
 //!
 //! Prints one line per scenario run, the summary line
 //! `summary: scenarios N, failed F, acknowledged writes lost L, linearizability violations V`,
-//! and then one row per scenario over all its runs (the soak table in BENCHMARKS.md);
-//! exits non-zero when F, L or V is not zero. The same seed replays the same faults in the
-//! same order.
+//! a `checked:` line (how much the operations overlapped on a key, over the whole run and
+//! in the fault windows, and how many watch events, lease renewals and serializable reads
+//! the checker judged), and then one row per scenario over all its runs (the soak table in
+//! BENCHMARKS.md); exits non-zero when F, L or V is not zero. The same seed replays the
+//! same faults in the same order. What a run without failure covers is in
+//! `docs/testing.md`.
 //!
 //! Network scenarios (`partition-leader`, `split-2-3`, ...) put every member in a network
 //! namespace of its own: run as root, `etcd-chaos` makes a hub namespace, runs itself
@@ -19,7 +22,7 @@ use std::{path::PathBuf, time::Duration};
 use anyhow::Context;
 use clap::Parser;
 use testkit::{
-    chaos::{ChaosOptions, NETWORK, run, scenarios},
+    chaos::{ChaosOptions, Scenario, run, scenarios},
     netns::{self, Hub},
 };
 
@@ -79,8 +82,11 @@ async fn main() -> anyhow::Result<()> {
             anyhow::bail!("unknown scenario {o:?}: see --list");
         }
     }
-    let wants_network =
-        cli.only.is_empty() || cli.only.iter().any(|o| NETWORK.contains(&o.as_str()));
+    let wants_network = cli.only.is_empty()
+        || cli
+            .only
+            .iter()
+            .any(|o| Scenario::from_name(o).is_some_and(Scenario::is_network));
     if wants_network && Hub::current().is_none() {
         match netns::available() {
             Ok(()) => {

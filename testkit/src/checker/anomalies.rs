@@ -1,14 +1,19 @@
 //! The checks beside linearizability: impossible reads, the final state against the
-//! acknowledged writes, revisions in real time, and members' hashes.
+//! acknowledged writes, and members' hashes.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
-use super::{HashMismatch, ImpossibleRead, LostWrite, MemberHash, RevisionRegression};
-use crate::history::{FinalRead, History, OpId, OpKind, OpResult, Operation, Outcome, fmt_ns};
+use super::{
+    HashMismatch, ImpossibleRead, LostWrite, MemberHash,
+    effects::{Effect, effects},
+    revisions::acknowledged_revision,
+};
+use crate::history::{FinalRead, History, OpResult, Operation, Outcome, fmt_ns};
 
-/// Reads (linearizable or serializable, and the final read) of values no write explains:
-/// never written by an ok or unknown put or compare-and-swap on that key (nor the initial
-/// value), or written only by operations called after the read returned.
+/// Reads (linearizable or serializable, ranges and transactions' reads back, the final
+/// read and the members' reads) of values no write explains: never written by an ok or
+/// unknown write on that key (nor the initial value), or written only by operations
+/// called after the read returned.
 pub fn check_reads(history: &History, final_read: Option<&FinalRead>) -> Vec<ImpossibleRead> {
     // key -> value -> earliest call of a write that may have produced it.
     let mut may_write: HashMap<(&str, &str), u64> = HashMap::new();
@@ -19,12 +24,13 @@ pub fn check_reads(history: &History, final_read: Option<&FinalRead>) -> Vec<Imp
         }
     }
     for op in &history.operations {
-        if let Some(v) = op.kind.written_value() {
+        for (key, value) in op.writes() {
+            let Some(v) = value else { continue };
             if matches!(op.outcome, Outcome::Failed { .. }) {
-                failed_write.insert((&op.key, v));
+                failed_write.insert((key, v));
                 continue;
             }
-            let call = may_write.entry((&op.key, v)).or_insert(op.call);
+            let call = may_write.entry((key, v)).or_insert(op.call);
             *call = (*call).min(op.call);
         }
     }
@@ -41,21 +47,28 @@ pub fn check_reads(history: &History, final_read: Option<&FinalRead>) -> Vec<Imp
             Some(_) => None,
         }
     };
+    let keys = history.keys();
     let mut found = Vec::new();
     for op in &history.operations {
-        if let (OpKind::Get { .. }, Outcome::Ok(OpResult::Read { value: Some(v), .. })) =
-            (&op.kind, &op.outcome)
-            && let Some(reason) = judge(&op.key, v, op.ret)
-        {
-            found.push(ImpossibleRead {
-                key: op.key.clone(),
-                op: Some(op.id),
-                value: v.clone(),
-                reason,
-            });
+        for e in effects(op, &keys) {
+            if let Effect::Read { value: Some(v), .. } = e.effect
+                && let Some(reason) = judge(e.key, v, op.ret)
+            {
+                found.push(ImpossibleRead {
+                    key: e.key.to_string(),
+                    op: Some(op.id),
+                    value: v.to_string(),
+                    reason,
+                });
+            }
         }
     }
-    for (key, fv) in final_read.iter().flat_map(|f| &f.keys) {
+    let finals = final_read.iter().flat_map(|f| {
+        f.keys
+            .iter()
+            .chain(f.members.iter().flat_map(|m| m.keys.iter()))
+    });
+    for (key, fv) in finals {
         if let Some(fv) = fv
             && let Some(reason) = judge(key, &fv.value, u64::MAX)
         {
@@ -78,41 +91,47 @@ pub fn check_final_state(
 ) -> (Vec<LostWrite>, Vec<String>) {
     let mut lost = Vec::new();
     let mut anomalies = Vec::new();
+    let keys: BTreeSet<String> = history
+        .keys()
+        .into_iter()
+        .chain(final_read.keys.keys().cloned())
+        .collect();
+    let mut by_key: BTreeMap<&str, Vec<(&Operation, Option<&str>)>> = BTreeMap::new();
+    for op in &history.operations {
+        for e in effects(op, &keys) {
+            let value = match e.effect {
+                Effect::Write { value, .. } => Some(value),
+                Effect::Delete { .. } => None,
+                _ => continue,
+            };
+            by_key.entry(e.key).or_default().push((op, value));
+        }
+    }
+    let none = Vec::new();
     for (key, final_value) in &final_read.keys {
-        let ops: Vec<&Operation> = history
-            .operations
+        let writes = by_key.get(key.as_str()).unwrap_or(&none);
+        // Acknowledged writes of a value, with their revisions.
+        let acknowledged: Vec<(&Operation, &str, i64)> = writes
             .iter()
-            .filter(|op| &op.key == key)
-            .collect();
-        let acknowledged: Vec<(&Operation, &str, i64)> = ops
-            .iter()
-            .filter(|op| op.is_acknowledged_write())
-            .filter_map(|op| {
-                let v = op.kind.written_value()?;
-                Some((*op, v, op.outcome.result()?.revision()))
-            })
+            .filter_map(|(op, value)| Some((*op, (*value)?, acknowledged_revision(op)?)))
             .collect();
         match final_value {
             Some(fv) => {
-                let producers: Vec<&Operation> = ops
+                let producers: Vec<&Operation> = writes
                     .iter()
-                    .copied()
-                    .filter(|op| {
-                        op.kind.written_value() == Some(fv.value.as_str())
-                            && !matches!(op.outcome, Outcome::Failed { .. })
-                    })
+                    .filter(|(_, value)| *value == Some(fv.value.as_str()))
+                    .map(|(op, _)| *op)
                     .collect();
                 let from_initial =
                     history.initial.get(key).and_then(|v| v.as_deref()) == Some(fv.value.as_str());
                 let explained = from_initial
-                    || producers.iter().any(|op| match op.outcome.result() {
-                        None => true,
-                        Some(r) => !op.is_acknowledged_write() || r.revision() == fv.mod_revision,
-                    });
+                    || producers
+                        .iter()
+                        .any(|op| acknowledged_revision(op).is_none_or(|r| r == fv.mod_revision));
                 if !producers.is_empty() && !explained {
                     let revisions: Vec<i64> = producers
                         .iter()
-                        .filter_map(|op| op.outcome.result().map(OpResult::revision))
+                        .filter_map(|op| acknowledged_revision(op))
                         .collect();
                     anomalies.push(format!(
                         "{key}: final value {:?} has mod revision {} but its write was acknowledged at revision {revisions:?}",
@@ -132,13 +151,21 @@ pub fn check_final_state(
                 }
             }
             None => {
-                let unknown_delete = ops.iter().any(|op| {
-                    op.kind == OpKind::Delete && matches!(op.outcome, Outcome::Unknown { .. })
+                let unknown_delete = writes.iter().any(|(op, value)| {
+                    value.is_none() && matches!(op.outcome, Outcome::Unknown { .. })
                 });
-                let last_delete = ops
+                let last_delete = writes
                     .iter()
-                    .filter(|op| op.kind == OpKind::Delete)
-                    .filter_map(|op| op.outcome.result().map(OpResult::revision))
+                    .filter(|(_, value)| value.is_none())
+                    .filter_map(|(op, _)| match &op.outcome {
+                        // A delete whose count was not recorded may be the one.
+                        Outcome::Ok(OpResult::Written { revision, deleted })
+                            if *deleted != Some(0) =>
+                        {
+                            Some(*revision)
+                        }
+                        _ => None,
+                    })
                     .max()
                     .unwrap_or(0);
                 for (op, value, revision) in &acknowledged {
@@ -156,51 +183,6 @@ pub fn check_final_state(
         }
     }
     (lost, anomalies)
-}
-
-/// Every ok operation called after another ok operation returned must see a revision at
-/// least as high. Serializable gets may serve an older revision, so they are only checked
-/// as the earlier operation. Returns every regression (each later op once, paired with the
-/// highest revision returned before its call).
-pub fn check_revisions(history: &History) -> Vec<RevisionRegression> {
-    let mut done: Vec<(u64, i64, OpId)> = Vec::new();
-    let mut called: Vec<(u64, i64, OpId)> = Vec::new();
-    for op in &history.operations {
-        let Some(result) = op.outcome.result() else {
-            continue;
-        };
-        done.push((op.ret, result.revision(), op.id));
-        if op.kind
-            != (OpKind::Get {
-                linearizable: false,
-            })
-        {
-            called.push((op.call, result.revision(), op.id));
-        }
-    }
-    done.sort_unstable();
-    called.sort_unstable();
-    let mut regressions = Vec::new();
-    let mut highest: Option<(i64, OpId)> = None;
-    let mut returned = done.iter().peekable();
-    for (call, revision, id) in called {
-        while let Some((_, rev, done_id)) = returned.next_if(|(ret, ..)| *ret < call) {
-            if highest.is_none_or(|(h, _)| *rev > h) {
-                highest = Some((*rev, *done_id));
-            }
-        }
-        if let Some((h, earlier)) = highest
-            && revision < h
-        {
-            regressions.push(RevisionRegression {
-                earlier,
-                earlier_revision: h,
-                later: id,
-                later_revision: revision,
-            });
-        }
-    }
-    regressions
 }
 
 /// Groups members' `HashKV` answers by (hash revision, compaction revision) and reports

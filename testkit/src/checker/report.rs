@@ -4,7 +4,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::history::{FinalValue, OpId, OutcomeCounts};
+use crate::history::{ClientId, KeyValue, OpId, OutcomeCounts};
 
 /// The overall answer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -74,7 +74,7 @@ pub struct LostWrite {
     /// The revision it was acknowledged with.
     pub revision: i64,
     /// What the final read found.
-    pub final_value: Option<FinalValue>,
+    pub final_value: Option<KeyValue>,
 }
 
 /// Op `later` was called after op `earlier` returned, yet saw an older revision.
@@ -88,6 +88,142 @@ pub struct RevisionRegression {
     pub later: OpId,
     /// Its (smaller) header revision.
     pub later_revision: i64,
+}
+
+/// What a revision anomaly is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RevisionAnomalyKind {
+    /// Two writes took effect at one revision (a reused revision: a rollback, a split
+    /// brain).
+    SharedRevision,
+    /// A value was seen under a mod revision other than its write's.
+    WriterMismatch,
+    /// A read's mod revision exceeds its own header revision.
+    ModAboveHeader,
+    /// A read at revision `R` missed a write of revision `R` or below (or found a key
+    /// absent that was put and never deleted).
+    StaleAtRevision,
+    /// A client got an older header revision from a member than it had got from it
+    /// before.
+    ClientRegression,
+    /// An answer that contradicts itself (a refused compare that read back the value it
+    /// compared with; a delete of one key that deleted several).
+    ContradictoryAnswer,
+    /// Settled members, at one revision, hold different keys (or not the final read's).
+    MembersDisagree,
+}
+
+impl RevisionAnomalyKind {
+    /// Its name in reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::SharedRevision => "two writes at one revision",
+            Self::WriterMismatch => "a value under another revision than its write's",
+            Self::ModAboveHeader => "a mod revision above the header's",
+            Self::StaleAtRevision => "a read missing a write of its revision",
+            Self::ClientRegression => "a client's revision going backwards on one member",
+            Self::ContradictoryAnswer => "an answer contradicting itself",
+            Self::MembersDisagree => "members disagreeing at one revision",
+        }
+    }
+}
+
+/// Something the history shows that etcd's revisions cannot explain.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RevisionAnomaly {
+    /// What kind.
+    pub kind: RevisionAnomalyKind,
+    /// The key, when one.
+    pub key: Option<String>,
+    /// The operations involved.
+    pub ops: Vec<OpId>,
+    /// A human explanation.
+    pub explanation: String,
+}
+
+/// What a watch anomaly is, after etcd's watch guarantees.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WatchAnomalyKind {
+    /// Events out of revision order, or one event twice (Ordered, Unique).
+    OutOfOrder,
+    /// One revision's events split over two responses (Atomic).
+    SplitRevision,
+    /// An event before the revision the watch asked for (Resumable).
+    BeforeStart,
+    /// A write the watch should have delivered and did not (Reliable): a gap, a
+    /// compaction not reported.
+    Missed,
+    /// An event no write explains, or whose revision is not its write's.
+    WrongEvent,
+    /// The watch never confirmed delivering everything up to the newest acknowledged
+    /// write (it went silent).
+    Stalled,
+}
+
+/// A watch session that broke one of etcd's watch guarantees.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WatchAnomaly {
+    /// Which session (index in the history's watches).
+    pub session: usize,
+    /// The watcher.
+    pub watcher: ClientId,
+    /// What kind.
+    pub kind: WatchAnomalyKind,
+    /// A human explanation.
+    pub explanation: String,
+}
+
+/// What a lease anomaly is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LeaseAnomalyKind {
+    /// The lease was gone before its TTL ran out from a keep-alive (or its grant).
+    ExpiredEarly,
+    /// A keep-alive renewed a lease already seen gone.
+    Resurrected,
+    /// The key attached to a lease was read after the lease was seen gone.
+    KeyOutlivedLease,
+}
+
+/// A lease that broke etcd's lease guarantees.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseAnomaly {
+    /// The lease.
+    pub lease: i64,
+    /// What kind.
+    pub kind: LeaseAnomalyKind,
+    /// A human explanation.
+    pub explanation: String,
+}
+
+/// What the watch checks covered.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WatchSummary {
+    /// Sessions checked.
+    pub sessions: usize,
+    /// Events checked.
+    pub events: usize,
+    /// Sessions etcd canceled for a compaction (each reported as such).
+    pub compacted: usize,
+    /// What broke a guarantee.
+    pub anomalies: Vec<WatchAnomaly>,
+}
+
+/// What the lease checks covered.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseSummary {
+    /// Leases checked.
+    pub leases: usize,
+    /// Keep-alives that renewed a lease, each a bound on when it may expire.
+    pub renewals: usize,
+    /// Reads of keys attached to leases.
+    pub key_reads: usize,
+    /// Leases seen expire (not revoked).
+    pub expired: usize,
+    /// What broke a guarantee.
+    pub anomalies: Vec<LeaseAnomaly>,
 }
 
 /// One member's `HashKV` answer.
@@ -143,6 +279,15 @@ pub struct Report {
     pub revision_regressions: Vec<RevisionRegression>,
     /// How many operations saw a revision regression.
     pub revision_regression_count: usize,
+    /// What the model of revisions cannot explain.
+    pub revision_anomalies: Vec<RevisionAnomaly>,
+    /// Reads checked at their revision only (serializable: may be stale, never
+    /// inconsistent), the members' own reads included.
+    pub serializable_reads: usize,
+    /// The watch checks.
+    pub watch: WatchSummary,
+    /// The lease checks.
+    pub leases: LeaseSummary,
     /// Search steps over all keys.
     pub search_steps: u64,
 }
@@ -172,6 +317,9 @@ impl Report {
             || !self.lost_writes.is_empty()
             || !self.final_anomalies.is_empty()
             || self.revision_regression_count > 0
+            || !self.revision_anomalies.is_empty()
+            || !self.watch.anomalies.is_empty()
+            || !self.leases.anomalies.is_empty()
         {
             Verdict::Fail
         } else if !self.undecided.is_empty() {
@@ -216,6 +364,21 @@ impl fmt::Display for Report {
             },
             self.revision_regression_count
         )?;
+        writeln!(
+            f,
+            "revision anomalies {}, serializable reads {}, watch sessions {} ({} events, {} compacted) anomalies {}, leases {} ({} renewals, {} key reads, {} expired) anomalies {}",
+            self.revision_anomalies.len(),
+            self.serializable_reads,
+            self.watch.sessions,
+            self.watch.events,
+            self.watch.compacted,
+            self.watch.anomalies.len(),
+            self.leases.leases,
+            self.leases.renewals,
+            self.leases.key_reads,
+            self.leases.expired,
+            self.leases.anomalies.len(),
+        )?;
         for v in &self.violations {
             writeln!(f, "NOT LINEARIZABLE {}: {}", v.key, v.explanation)?;
         }
@@ -251,6 +414,32 @@ impl fmt::Display for Report {
                 r.earlier, r.earlier_revision, r.later, r.later_revision
             )?;
         }
+        for a in self.revision_anomalies.iter().take(MAX_PRINTED) {
+            writeln!(f, "REVISION ({}): {}", a.kind.as_str(), a.explanation)?;
+        }
+        more(f, self.revision_anomalies.len())?;
+        for a in self.watch.anomalies.iter().take(MAX_PRINTED) {
+            writeln!(
+                f,
+                "WATCH {:?} (session {}, watcher {}): {}",
+                a.kind, a.session, a.watcher, a.explanation
+            )?;
+        }
+        more(f, self.watch.anomalies.len())?;
+        for a in self.leases.anomalies.iter().take(MAX_PRINTED) {
+            writeln!(f, "LEASE {:?} ({:x}): {}", a.kind, a.lease, a.explanation)?;
+        }
+        more(f, self.leases.anomalies.len())?;
         Ok(())
     }
+}
+
+/// How many anomalies of one kind a report prints (the lists stay whole).
+const MAX_PRINTED: usize = 20;
+
+fn more(f: &mut fmt::Formatter<'_>, total: usize) -> fmt::Result {
+    if total > MAX_PRINTED {
+        writeln!(f, "... and {} more", total - MAX_PRINTED)?;
+    }
+    Ok(())
 }

@@ -1,20 +1,31 @@
-//! The linearizability search, one key at a time.
+//! The linearizability search, one key at a time, with revisions.
 //!
 //! Wing & Gong's search with Lowe's memoization, as porcupine implements it: the call and
 //! return events of the operations with a finite return time, sorted by time, in a doubly
 //! linked list; linearizing an operation lifts its two events out of the list,
 //! backtracking unlifts them; each configuration (set of linearized operations, register
-//! value) is cached so it is explored once. The set is a 128-bit Zobrist hash (the XOR of
-//! a random word per operation) instead of a bitset, so an entry costs the same whatever
-//! the history's length; two different sets collide with probability about
+//! value, revision floor) is cached so it is explored once. The set is a 128-bit Zobrist
+//! hash (the XOR of a random word per operation) instead of a bitset, so an entry costs the
+//! same whatever the history's length; two different sets collide with probability about
 //! `entries² / 2¹²⁹`, negligible at the cap of 2·10⁷ entries.
+//!
+//! **Revisions.** Every operation whose revision is known has a position in etcd's order
+//! ([`super::effects::position`]): a write at `2r`, a read answered at header revision `r`
+//! at `2r + 1`. A linearization must visit positions in order: the *floor* is the furthest
+//! position linearized so far; a write must land strictly beyond it, a read at or beyond
+//! it. A write whose revision is unknown takes the lowest revision free above the floor
+//! (the floor moves to the next even position): no lower choice exists, and any higher one
+//! only constrains what follows. So revisions strictly increase along the linearization, a
+//! read sees exactly the writes up to its header revision, and two reads at one revision
+//! see one state. The floor is part of the configuration.
 //!
 //! An operation with an unknown outcome may take effect at any point after its call, or
 //! never: its return time is +∞ and it is optional. Without care a few hundred of them
 //! make the search exponential; these reductions keep it exact and tractable:
 //! 1. Written values are unique in generated traffic, so an unknown write whose value a
 //!    get, a successful compare-and-swap or the final read observed certainly took
-//!    effect: it becomes an ordinary operation returning when its first observer did.
+//!    effect: it becomes an ordinary operation returning when its first observer did (at
+//!    the revision a read saw it under, when one did).
 //! 2. Values nothing observes are indistinguishable to every operation: one state.
 //! 3. Unknown operations are kept out of the list, grouped in classes of interchangeable
 //!    ones (same effect: all unknown deletes, all unknown puts of never-observed values,
@@ -22,7 +33,9 @@
 //!    class is ever tried, and only when stuck at a return.
 //! 4. An unknown operation is tried only where it changes the register, and then only if
 //!    the operation after it could not have taken effect without it: otherwise the two
-//!    commute (or the next one overwrites it) and the search covers that order anyway.
+//!    commute (or the next one overwrites it) and the search covers that order anyway. (A
+//!    refused compare without a read back commutes and is always tried: after the unknown
+//!    operation it may sit at a lower floor.)
 //! 5. For the two big classes the cache stores how many were used, and a configuration
 //!    that used no fewer than an explored one with the same key is subsumed by it.
 //! 6. Once the register leaves a value only one operation writes, it never holds it
@@ -35,7 +48,7 @@
 //! configurations is reported [`Undecided`], never linearizable.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, BTreeSet, HashMap},
     hash::{BuildHasherDefault, Hasher},
     sync::{
         Mutex,
@@ -43,9 +56,12 @@ use std::{
     },
 };
 
-use super::{CheckOptions, MAX_CONFIGS_PER_KEY, MAX_LISTED, Undecided, Violation};
+use super::{
+    CheckOptions, MAX_CONFIGS_PER_KEY, MAX_LISTED, Undecided, Violation,
+    effects::{Effect, KeyEffect, by_key, position},
+};
 use crate::{
-    history::{FinalRead, FinalValue, History, OpId, OpKind, OpResult, Operation, Outcome, fmt_ns},
+    history::{FinalRead, History, KeyValue, OpId, Operation, Outcome, fmt_ns},
     rng::SeededRng,
 };
 
@@ -68,25 +84,20 @@ pub enum KeyVerdict {
     Undecided(Undecided),
 }
 
-/// Checks every key's linearizability, keys in parallel; results in key order.
-pub fn check_linearizability(
+/// Checks every key's linearizability, keys in parallel; results in key order. `applied`
+/// holds the revisions learned for writes of unknown outcome (see `revisions.rs`).
+pub(crate) fn check_linearizability(
     history: &History,
     final_read: Option<&FinalRead>,
+    applied: &HashMap<OpId, i64>,
     options: &CheckOptions,
 ) -> BTreeMap<String, KeyVerdict> {
-    let mut by_key: BTreeMap<String, Vec<&Operation>> = BTreeMap::new();
-    for key in history.keys() {
-        by_key.entry(key).or_default();
-    }
+    let mut keys: BTreeSet<String> = history.keys();
     if let Some(f) = final_read {
-        for key in f.keys.keys() {
-            by_key.entry(key.clone()).or_default();
-        }
+        keys.extend(f.keys.keys().cloned());
     }
-    for op in &history.operations {
-        by_key.entry(op.key.clone()).or_default().push(op);
-    }
-    let jobs: Vec<(String, Vec<&Operation>)> = by_key.into_iter().collect();
+    let grouped = by_key(history, &keys);
+    let jobs: Vec<(&str, &Vec<KeyEffect>)> = grouped.iter().map(|(k, e)| (*k, e)).collect();
     let next = AtomicUsize::new(0);
     let results = Mutex::new(BTreeMap::new());
     let threads = options.threads.clamp(1, jobs.len().max(1));
@@ -95,22 +106,18 @@ pub fn check_linearizability(
             s.spawn(|| {
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some((key, ops)) = jobs.get(i) else {
+                    let Some((key, effects)) = jobs.get(i) else {
                         break;
                     };
-                    let initial = history.initial.get(key).cloned().flatten();
-                    let final_value = final_read.and_then(|f| f.keys.get(key));
-                    let verdict = check_key(
-                        key,
-                        ops,
-                        initial.as_deref(),
-                        final_value.map(Option::as_ref),
-                        options.max_steps_per_key,
-                    );
+                    let initial = history.initial.get(*key).cloned().flatten();
+                    let final_value = final_read
+                        .and_then(|f| Some((f.keys.get(*key)?.as_ref(), f.revision_of(key))));
+                    let model = Model::build(effects, applied, initial.as_deref(), final_value);
+                    let verdict = check_key(key, &model, effects, options.max_steps_per_key);
                     results
                         .lock()
                         .unwrap_or_else(|e| e.into_inner())
-                        .insert(key.clone(), verdict);
+                        .insert(key.to_string(), verdict);
                 }
             });
         }
@@ -136,6 +143,8 @@ enum Step {
     Swap { expected: u32, new: u32 },
     /// Must see anything but `expected`.
     NotSwapped { expected: u32 },
+    /// Must see a value (the key present); clears it.
+    Delete,
 }
 
 impl Step {
@@ -145,7 +154,29 @@ impl Step {
             Step::Read(v) => (state == v).then_some(state),
             Step::Swap { expected, new } => (state == expected).then_some(new),
             Step::NotSwapped { expected } => (state != expected).then_some(state),
+            Step::Delete => (state != NONE).then_some(NONE),
         }
+    }
+
+    /// True when taking effect in `state` creates a revision.
+    fn writes_in(self, state: u32) -> bool {
+        match self {
+            Step::Write(NONE) => state != NONE,
+            Step::Write(_) | Step::Swap { .. } | Step::Delete => true,
+            Step::Read(_) | Step::NotSwapped { .. } => false,
+        }
+    }
+}
+
+/// Where the floor goes when an operation at `pos` (if known) takes effect over it, or
+/// `None` when it cannot: a write strictly beyond the floor, a read at or beyond it; a
+/// write of unknown revision at the next revision free.
+fn advance(floor: u64, pos: Option<u64>, writes: bool) -> Option<u64> {
+    match pos {
+        Some(p) if writes => (p > floor).then_some(p),
+        Some(p) => (p >= floor).then_some(p),
+        None if writes => Some((floor | 1) + 1),
+        None => Some(floor),
     }
 }
 
@@ -157,6 +188,8 @@ struct ModelOp {
     call: u64,
     ret: u64,
     step: Step,
+    /// Its position in the order of revisions, when known.
+    pos: Option<u64>,
     /// For an unknown-outcome operation: its class of interchangeable operations.
     optional: Option<usize>,
 }
@@ -174,20 +207,31 @@ struct Model {
 }
 
 impl Model {
+    /// The model of one key: its effects (serializable reads are left out: they are
+    /// checked at their revision), its initial value, and its final read (value, and the
+    /// header revision it was read at).
     fn build(
-        ops: &[&Operation],
+        effects: &[KeyEffect],
+        applied: &HashMap<OpId, i64>,
         initial: Option<&str>,
-        final_value: Option<Option<&FinalValue>>,
+        final_value: Option<(Option<&KeyValue>, i64)>,
     ) -> Self {
-        let final_time = ops.iter().map(|op| op.ret.max(op.call)).max().unwrap_or(0) + 1;
-        let included: Vec<&Operation> = ops
+        let final_time = effects
             .iter()
-            .copied()
-            .filter(|op| match (&op.kind, &op.outcome) {
-                (_, Outcome::Failed { .. }) => false,
-                (OpKind::Get { linearizable }, Outcome::Ok(_)) => *linearizable,
-                (OpKind::Get { .. }, _) => false,
-                _ => true,
+            .map(|e| e.op.ret.max(e.op.call))
+            .max()
+            .unwrap_or(0)
+            + 1;
+        let included: Vec<&KeyEffect> = effects
+            .iter()
+            .filter(|e| {
+                !matches!(
+                    e.effect,
+                    Effect::Read {
+                        linearizable: false,
+                        ..
+                    }
+                )
             })
             .collect();
 
@@ -195,37 +239,56 @@ impl Model {
         let mut observed: HashMap<&str, u32> = HashMap::new();
         let mut values: Vec<Option<String>> = vec![None, Some("<a value nothing observed>".into())];
         let mut first_observed_by: HashMap<&str, u64> = HashMap::new();
-        for op in &included {
-            let (seen, at): (Option<&str>, Option<u64>) = match (&op.kind, &op.outcome) {
-                (OpKind::Get { .. }, Outcome::Ok(OpResult::Read { value, .. })) => {
-                    (value.as_deref(), Some(op.ret))
-                }
-                (
-                    OpKind::CompareAndSwap { expected, .. },
-                    Outcome::Ok(OpResult::Swapped { succeeded, .. }),
-                ) => (expected.as_deref(), succeeded.then_some(op.ret)),
-                (OpKind::CompareAndSwap { expected, .. }, _) => (expected.as_deref(), None),
-                _ => (None, None),
-            };
-            if let Some(v) = seen {
-                if !observed.contains_key(v) {
-                    observed.insert(v, values.len() as u32);
-                    values.push(Some(v.to_string()));
-                }
-                if let Some(at) = at {
-                    let first = first_observed_by.entry(v).or_insert(at);
-                    *first = (*first).min(at);
-                }
-            }
-        }
-        if let Some(Some(fv)) = final_value {
-            let v = fv.value.as_str();
+        fn note<'v>(
+            v: &'v str,
+            at: Option<u64>,
+            observed: &mut HashMap<&'v str, u32>,
+            values: &mut Vec<Option<String>>,
+            first_observed_by: &mut HashMap<&'v str, u64>,
+        ) {
             if !observed.contains_key(v) {
                 observed.insert(v, values.len() as u32);
                 values.push(Some(v.to_string()));
             }
-            let first = first_observed_by.entry(v).or_insert(final_time + 1);
-            *first = (*first).min(final_time + 1);
+            if let Some(at) = at {
+                let first = first_observed_by.entry(v).or_insert(at);
+                *first = (*first).min(at);
+            }
+        }
+        for e in &included {
+            let ok = e.op.is_ok();
+            match e.effect {
+                Effect::Read { value: Some(v), .. } => note(
+                    v,
+                    Some(e.op.ret),
+                    &mut observed,
+                    &mut values,
+                    &mut first_observed_by,
+                ),
+                Effect::Write {
+                    expected: Some(Some(v)),
+                    ..
+                } => note(
+                    v,
+                    ok.then_some(e.op.ret),
+                    &mut observed,
+                    &mut values,
+                    &mut first_observed_by,
+                ),
+                Effect::NotSwapped { expected: Some(v) } => {
+                    note(v, None, &mut observed, &mut values, &mut first_observed_by)
+                }
+                _ => {}
+            }
+        }
+        if let Some((Some(kv), _)) = final_value {
+            note(
+                &kv.value,
+                Some(final_time + 1),
+                &mut observed,
+                &mut values,
+                &mut first_observed_by,
+            );
         }
         let canon = |v: Option<&str>| match v {
             None => NONE,
@@ -237,84 +300,79 @@ impl Model {
         if let Some(v) = initial {
             *writers.entry(v).or_default() += 1;
         }
-        for op in &included {
-            if let Some(v) = op.kind.written_value() {
-                *writers.entry(v).or_default() += 1;
+        for e in &included {
+            if let Effect::Write { value, .. } = e.effect {
+                *writers.entry(value).or_default() += 1;
             }
         }
         // An unknown write whose unique value was observed took effect, before its first
         // observer returned.
-        let certain_until = |op: &Operation| -> Option<u64> {
-            let v = op.kind.written_value()?;
-            if writers.get(v) != Some(&1) {
+        let certain_until = |value: &str, call: u64| -> Option<u64> {
+            if writers.get(value) != Some(&1) {
                 return None;
             }
             first_observed_by
-                .get(v)
+                .get(value)
                 .copied()
-                .filter(|at| *at >= op.call)
+                .filter(|at| *at >= call)
         };
 
         let mut model_ops = Vec::with_capacity(included.len() + 1);
-        for op in &included {
+        for e in &included {
+            let op = e.op;
             let unknown = matches!(op.outcome, Outcome::Unknown { .. });
-            let (step, ret, optional) = match (&op.kind, &op.outcome) {
-                (OpKind::Get { .. }, Outcome::Ok(OpResult::Read { value, .. })) => {
-                    (Step::Read(canon(value.as_deref())), op.ret, false)
-                }
-                (OpKind::Put { value }, _) => {
-                    let step = Step::Write(canon(Some(value)));
-                    match (unknown, certain_until(op)) {
-                        (false, _) => (step, op.ret, false),
-                        (true, Some(until)) => (step, until, false),
-                        (true, None) => (step, INFINITE, true),
-                    }
-                }
-                (OpKind::Delete, _) => {
-                    if unknown {
-                        (Step::Write(NONE), INFINITE, true)
-                    } else {
-                        (Step::Write(NONE), op.ret, false)
-                    }
-                }
-                (OpKind::CompareAndSwap { expected, new }, outcome) => {
-                    let expected = canon(expected.as_deref());
-                    let swap = Step::Swap {
-                        expected,
-                        new: canon(Some(new)),
-                    };
-                    match outcome {
-                        Outcome::Ok(OpResult::Swapped {
-                            succeeded: false, ..
-                        }) => (Step::NotSwapped { expected }, op.ret, false),
-                        Outcome::Ok(_) => (swap, op.ret, false),
-                        _ => match certain_until(op) {
-                            Some(until) => (swap, until, false),
-                            None => (swap, INFINITE, true),
-                        },
-                    }
-                }
-                // Filtered out above.
-                (OpKind::Get { .. }, _) => continue,
+            let step = match e.effect {
+                Effect::Read { value, .. } => Step::Read(canon(value)),
+                Effect::Write {
+                    value,
+                    expected: None,
+                } => Step::Write(canon(Some(value))),
+                Effect::Write {
+                    value,
+                    expected: Some(expected),
+                } => Step::Swap {
+                    expected: canon(expected),
+                    new: canon(Some(value)),
+                },
+                Effect::Delete {
+                    existed: Some(true),
+                } => Step::Delete,
+                Effect::Delete {
+                    existed: Some(false),
+                } => Step::Read(NONE),
+                Effect::Delete { existed: None } => Step::Write(NONE),
+                Effect::NotSwapped { expected } => Step::NotSwapped {
+                    expected: canon(expected),
+                },
+            };
+            let (ret, optional) = match (unknown, e.effect) {
+                (false, _) => (op.ret.max(op.call), false),
+                (true, Effect::Write { value, .. }) => match certain_until(value, op.call) {
+                    Some(until) => (until.max(op.call), false),
+                    None => (INFINITE, true),
+                },
+                (true, _) => (INFINITE, true),
             };
             model_ops.push(ModelOp {
                 source: Some(op.id),
                 call: op.call,
-                ret: if ret == INFINITE {
-                    INFINITE
-                } else {
-                    ret.max(op.call)
-                },
+                ret,
                 step,
+                pos: if optional {
+                    None
+                } else {
+                    position(op, applied.get(&op.id).copied())
+                },
                 optional: optional.then_some(0),
             });
         }
-        if let Some(fv) = final_value {
+        if let Some((kv, read_at)) = final_value {
             model_ops.push(ModelOp {
                 source: None,
                 call: final_time,
                 ret: final_time + 1,
-                step: Step::Read(canon(fv.map(|fv| fv.value.as_str()))),
+                step: Step::Read(canon(kv.map(|kv| kv.value.as_str()))),
+                pos: u64::try_from(read_at).ok().map(|r| 2 * r + 1),
                 optional: None,
             });
         }
@@ -355,7 +413,15 @@ impl Model {
     }
 }
 
-/// A hasher for cache keys that are already random (Zobrist hashes): fold and finish with
+/// A floor for explanations: the revision it stands at.
+fn floor_name(floor: u64) -> String {
+    match floor {
+        0 => "before any revision".into(),
+        f if f % 2 == 0 => format!("after the write of revision {}", f / 2),
+        f => format!("after a read at revision {}", f / 2),
+    }
+}
+
 /// a cheap mix instead of SipHash.
 #[derive(Default)]
 struct ConfigHasher(u64);
@@ -390,8 +456,8 @@ impl Hasher for ConfigHasher {
 type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<ConfigHasher>>;
 
 /// A configuration: the hash of the linearized operations (except those of the counted
-/// classes), and the register state with (after an unknown operation) the state before it
-/// in the high half.
+/// classes) mixed with the floor, and the register state with (after an unknown operation)
+/// the state before it in the high half.
 type ConfigKey = ([u64; 2], u64);
 
 /// How many operations of the two counted classes (unknown puts of never-observed
@@ -454,6 +520,7 @@ struct Event {
 struct Frame {
     linearized: Linearized,
     state: u32,
+    floor: u64,
     hash: [u64; 2],
     after_unknown: Option<u32>,
 }
@@ -490,14 +557,7 @@ enum Cursor {
 ///
 /// `initial` is the key's value before the history; `final_value` is the final read of
 /// the key (`Some(None)`: read absent), checked as one more linearizable get.
-pub fn check_key(
-    key: &str,
-    ops: &[&Operation],
-    initial: Option<&str>,
-    final_value: Option<Option<&FinalValue>>,
-    max_steps: u64,
-) -> KeyVerdict {
-    let model = Model::build(ops, initial, final_value);
+fn check_key(key: &str, model: &Model, effects: &[KeyEffect], max_steps: u64) -> KeyVerdict {
     let n = model.ops.len();
 
     // Operations with a finite return go into the event list, sorted by time; on equal
@@ -618,20 +678,29 @@ pub fn check_key(
 
     let mut cache = ConfigCache::default();
     let mut state = model.initial;
+    let mut floor = 0u64;
     let mut hash = [0u64; 2];
     let mut usage: Usage = 0;
     let mut after_unknown: Option<u32> = None;
-    let config = |hash: [u64; 2], state: u32, after_unknown: Option<u32>| -> ConfigKey {
-        let prior = after_unknown.map_or(0, |s| u64::from(s) + 1);
-        (hash, u64::from(state) | (prior << 32))
-    };
-    cache.visit(config(hash, state, after_unknown), usage);
+    // The floor is mixed into the set's hash: configurations with one set and one state
+    // but different floors differ (a lower floor allows more).
+    let config =
+        |hash: [u64; 2], state: u32, after_unknown: Option<u32>, floor: u64| -> ConfigKey {
+            let prior = after_unknown.map_or(0, |s| u64::from(s) + 1);
+            let mixed = [
+                hash[0] ^ floor.wrapping_mul(0x9e37_79b9_7f4a_7c15),
+                hash[1] ^ floor.wrapping_mul(0xc2b2_ae3d_27d4_eb4f).rotate_left(29),
+            ];
+            (mixed, u64::from(state) | (prior << 32))
+        };
+    cache.visit(config(hash, state, after_unknown, floor), usage);
     let mut stack: Vec<Frame> = Vec::new();
     let mut class_used = vec![0usize; model.classes];
     let mut steps = 0u64;
-    // The furthest return node the search got stuck at, and the register values seen there.
+    // The furthest return node the search got stuck at, and the register values (with
+    // floors) seen there.
     let mut stuck_at = 0usize;
-    let mut stuck_states: Vec<u32> = Vec::new();
+    let mut stuck_states: Vec<(u32, u64)> = Vec::new();
 
     let mut cursor = Cursor::Start;
     loop {
@@ -668,20 +737,28 @@ pub fn check_key(
                 if model.ops[op].call > events[frontier - 1].time {
                     continue;
                 }
-                // Taking effect without changing the register is the same as never.
-                let Some(new_state) = model.ops[op].step.apply(state) else {
+                // Taking effect without changing the register is the same as never (and
+                // never leaves the floor lower).
+                let step = model.ops[op].step;
+                let Some(new_state) = step.apply(state) else {
                     continue;
                 };
                 if new_state == state {
                     continue;
                 }
+                let Some(new_floor) = advance(floor, None, step.writes_in(state)) else {
+                    continue;
+                };
                 let (new_hash, new_usage) = match counted[class] {
                     Some(shift) => (hash, usage + (1 << shift)),
                     None => ([hash[0] ^ keys[op][0], hash[1] ^ keys[op][1]], usage),
                 };
                 class_used[class] += 1;
                 let new_hash = leave(new_hash, state, new_state, &class_used);
-                if cache.visit(config(new_hash, new_state, Some(state)), new_usage) {
+                if cache.visit(
+                    config(new_hash, new_state, Some(state), new_floor),
+                    new_usage,
+                ) {
                     stack.push(Frame {
                         linearized: Linearized::Unknown {
                             class,
@@ -689,11 +766,13 @@ pub fn check_key(
                             frontier,
                         },
                         state,
+                        floor,
                         hash,
                         after_unknown,
                     });
                     after_unknown = Some(state);
                     state = new_state;
+                    floor = new_floor;
                     hash = new_hash;
                     usage = new_usage;
                     cursor = Cursor::Start;
@@ -705,22 +784,30 @@ pub fn check_key(
                 cursor = Cursor::Node(next[node]);
                 let op = events[node - 1].op;
                 let step = model.ops[op].step;
-                if after_unknown.is_some_and(|prior| step.apply(prior).is_some()) {
+                if !matches!(step, Step::NotSwapped { .. })
+                    && after_unknown.is_some_and(|prior| step.apply(prior).is_some())
+                {
                     continue;
                 }
                 let Some(new_state) = step.apply(state) else {
                     continue;
                 };
+                let Some(new_floor) = advance(floor, model.ops[op].pos, step.writes_in(state))
+                else {
+                    continue;
+                };
                 let new_hash = [hash[0] ^ keys[op][0], hash[1] ^ keys[op][1]];
                 let new_hash = leave(new_hash, state, new_state, &class_used);
-                if cache.visit(config(new_hash, new_state, None), usage) {
+                if cache.visit(config(new_hash, new_state, None, new_floor), usage) {
                     stack.push(Frame {
                         linearized: Linearized::Listed { node },
                         state,
+                        floor,
                         hash,
                         after_unknown,
                     });
                     state = new_state;
+                    floor = new_floor;
                     hash = new_hash;
                     after_unknown = None;
                     // Lift the call and its return out of the list.
@@ -746,14 +833,18 @@ pub fn check_key(
                     stuck_at = stuck;
                     stuck_states.clear();
                 }
-                if stuck == stuck_at && stuck_states.len() < 8 && !stuck_states.contains(&state) {
-                    stuck_states.push(state);
+                if stuck == stuck_at
+                    && stuck_states.len() < 8
+                    && !stuck_states.contains(&(state, floor))
+                {
+                    stuck_states.push((state, floor));
                 }
                 let Some(frame) = stack.pop() else {
-                    let violation = explain(key, &model, &events, stuck_at, &stuck_states, ops);
+                    let violation = explain(key, model, &events, stuck_at, &stuck_states, effects);
                     return KeyVerdict::Violation { violation, steps };
                 };
                 state = frame.state;
+                floor = frame.floor;
                 hash = frame.hash;
                 after_unknown = frame.after_unknown;
                 cursor = match frame.linearized {
@@ -791,11 +882,11 @@ fn explain(
     model: &Model,
     events: &[Event],
     stuck_at: usize,
-    stuck_states: &[u32],
-    ops: &[&Operation],
+    stuck_states: &[(u32, u64)],
+    effects: &[KeyEffect],
 ) -> Violation {
     let blocking = &model.ops[events[stuck_at - 1].op];
-    let by_id: HashMap<OpId, &Operation> = ops.iter().map(|op| (op.id, *op)).collect();
+    let by_id: HashMap<OpId, &Operation> = effects.iter().map(|e| (e.op.id, e.op)).collect();
     let describe = |m: &ModelOp| match m.source.and_then(|id| by_id.get(&id)) {
         Some(op) => op.describe(),
         None => format!(
@@ -826,7 +917,9 @@ fn explain(
     let unobserved: Vec<String> = involved
         .iter()
         .filter_map(|m| m.source.and_then(|id| by_id.get(&id)))
-        .filter_map(|op| op.kind.written_value())
+        .flat_map(|op| op.writes())
+        .filter(|(k, _)| *k == key)
+        .filter_map(|(_, v)| v)
         .filter(|v| {
             !model
                 .values
@@ -835,20 +928,33 @@ fn explain(
         })
         .map(|v| format!("{v:?}"))
         .collect();
-    let possible_values: Vec<String> = stuck_states
+    let name = |s: u32| match s {
+        UNOBSERVED if !unobserved.is_empty() => {
+            format!("a value no read observed ({})", unobserved.join(" or "))
+        }
+        s => model.value_name(s),
+    };
+    let mut possible_values: Vec<String> = Vec::new();
+    for (s, _) in stuck_states {
+        let v = name(*s);
+        if !possible_values.contains(&v) {
+            possible_values.push(v);
+        }
+    }
+    let possible_states: Vec<String> = stuck_states
         .iter()
-        .map(|s| match *s {
-            UNOBSERVED if !unobserved.is_empty() => {
-                format!("a value no read observed ({})", unobserved.join(" or "))
-            }
-            s => model.value_name(s),
-        })
+        .map(|(s, floor)| format!("{} ({})", name(*s), floor_name(*floor)))
         .collect();
+    let position = match blocking.pos {
+        Some(p) if p % 2 == 0 => format!(" (a write at revision {})", p / 2),
+        Some(p) => format!(" (a read at revision {})", p / 2),
+        None => String::new(),
+    };
     let mut explanation = format!(
-        "no linearization of the ops up to {}: {} cannot take effect at any point within its interval; the register could only hold {} just before it returned. Involved:",
+        "no linearization of the ops up to {}: {}{position} cannot take effect at any point within its interval; the register could only hold {} just before it returned. Involved:",
         fmt_ns(blocking.ret),
         describe(blocking),
-        possible_values.join(" or "),
+        possible_states.join(" or "),
     );
     for m in &involved {
         explanation.push_str("\n    ");

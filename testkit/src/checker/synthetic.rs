@@ -1,7 +1,7 @@
 //! Generated linearizable histories, for tests and benchmarks of the checker.
 
 use crate::{
-    history::{FinalRead, FinalValue, History, OpId, OpKind, OpResult, Operation, Outcome},
+    history::{FinalRead, History, KeyValue, OpId, OpKind, OpResult, Operation, Outcome},
     rng::SeededRng,
 };
 
@@ -35,7 +35,13 @@ pub fn synthetic_history(
                 revision += 1;
                 state[k] = Some((value.clone(), revision));
             }
-            (OpKind::Put { value }, OpResult::Written { revision })
+            (
+                OpKind::Put { value },
+                OpResult::Written {
+                    revision,
+                    deleted: None,
+                },
+            )
         } else if roll < 65 {
             let result = OpResult::Read {
                 value: current.as_ref().map(|(v, _)| v.clone()),
@@ -45,11 +51,18 @@ pub fn synthetic_history(
             let linearizable = roll < 60;
             (OpKind::Get { linearizable }, result)
         } else if roll < 75 {
+            let deleted = i64::from(current.is_some());
             if applies && current.is_some() {
                 revision += 1;
                 state[k] = None;
             }
-            (OpKind::Delete, OpResult::Written { revision })
+            (
+                OpKind::Delete,
+                OpResult::Written {
+                    revision,
+                    deleted: Some(deleted),
+                },
+            )
         } else {
             let current_value = current.as_ref().map(|(v, _)| v.clone());
             let expected = if rng.chance(1, 2) {
@@ -63,9 +76,20 @@ pub fn synthetic_history(
                 revision += 1;
                 state[k] = Some((new.clone(), revision));
             }
+            // A refused swap reads the key back.
+            let current = if succeeded {
+                Default::default()
+            } else {
+                let kv = current.map(|(value, mod_revision)| KeyValue {
+                    value,
+                    mod_revision,
+                });
+                [(format!("k{k}"), kv)].into()
+            };
             let result = OpResult::Swapped {
                 succeeded,
                 revision,
+                current,
             };
             (OpKind::CompareAndSwap { expected, new }, result)
         };
@@ -84,6 +108,7 @@ pub fn synthetic_history(
             call,
             ret,
             outcome,
+            member: None,
         });
     }
     ops.sort_by_key(|op| op.call);
@@ -94,14 +119,18 @@ pub fn synthetic_history(
         .into_iter()
         .enumerate()
         .map(|(k, v)| {
-            let value = v.map(|(value, mod_revision)| FinalValue {
+            let value = v.map(|(value, mod_revision)| KeyValue {
                 value,
                 mod_revision,
             });
             (format!("k{k}"), value)
         })
         .collect();
-    let final_read = FinalRead { revision, keys };
+    let final_read = FinalRead {
+        revision,
+        keys,
+        ..FinalRead::default()
+    };
     (
         History {
             operations: ops,

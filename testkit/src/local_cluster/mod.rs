@@ -647,7 +647,9 @@ impl LocalCoordinator {
         let record = self
             .member(name)
             .with_context(|| format!("no member {name} recorded"))?;
-        let etcd = record.pid.and_then(|pid| crate::chaos::etcd_pid(pid).ok());
+        let etcd = record
+            .pid
+            .and_then(|pid| crate::process::etcd_pid(pid).ok());
         let pid = self.kill_member(name)?;
         crate::wait_for(
             &format!("{name}'s sidecar to be gone"),

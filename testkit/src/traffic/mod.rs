@@ -5,12 +5,25 @@
 //! [`final_read`] and hands all of it to [`crate::checker::check`]; [`hash_kv_all`] and
 //! [`crate::checker::compare_hashes`] then check the members agree byte for byte.
 //!
+//! What runs, each part recording into one history:
+//! - **Pinned clients**, one per member (or more: [`TrafficConfig::pinned_per_member`]),
+//!   each sending every operation to its member alone, so a fault on that member shows in
+//!   its operations. The member list is read from etcd itself every 300 ms
+//!   (`members.rs`), so a member that joins (a scale-up, a replacement) gets its own
+//!   client, and one that leaves loses it.
+//! - **Shared clients** trying the live members in turn until one answers.
+//! - The mix: puts, linearizable and serializable gets and range reads, deletes,
+//!   compare-and-swaps and transactions over two keys (`ops.rs`). Keys are few
+//!   (`<prefix><k>`) so clients collide; every written value is unique (`c<client>-<seq>`),
+//!   which lets the checker tell which write a read observed. During a contention phase
+//!   ([`TrafficHandle::contend`], run by chaos over each fault window) clients send twice
+//!   as often over the first two keys only.
+//! - **Watchers** of the key prefix, from revisions they choose (`watchers.rs`), and a
+//!   compactor that makes some of them meet a compaction.
+//! - **Lease clients** keeping leases alive with a key attached (`leases.rs`).
+//!
 //! Each client is a tokio task issuing one operation at a time (a sequential process, as
-//! the checker expects), at most one every [`TrafficConfig::op_interval`]. Some clients are
-//! pinned to one endpoint each, so a fault on that member shows in their operations; the
-//! others use every endpoint. Keys are few (`<prefix><k>`) so clients collide; every
-//! written value is unique (`c<client>-<seq>`), which lets the checker tell which write a
-//! read observed. Each client draws its operations from its own stream of the seeded
+//! the checker expects). Each draws its operations from its own stream of the seeded
 //! generator, so a failing seed replays the same operation mix (timing, and so the
 //! results, will differ).
 //!
@@ -20,30 +33,38 @@
 //! fact applied would make the checker report a violation that etcd did not commit.
 
 use std::{
-    collections::{BTreeMap, BTreeSet, HashMap},
-    sync::{Arc, Mutex},
+    collections::{BTreeMap, HashMap},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, AtomicU32, Ordering},
+    },
     time::Duration,
 };
 
-use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, GetOptions, Txn, TxnOp, TxnOpResponse,
-};
+use etcd_client::ConnectOptions;
 use thiserror::Error;
 use tokio::{sync::watch, task::JoinHandle, time::Instant};
 
+mod leases;
+mod members;
+mod ops;
+mod reads;
+mod watchers;
 mod writer;
 
+pub use members::Members;
+pub use ops::certainly_not_sent;
+pub use reads::{final_read, hash_kv_all};
 pub use writer::{
     WRITE_PREFIX, WRITE_TIMEOUT, Writer, WriterLog, count_missing_acked, verify_acked,
     verify_acked_tls,
 };
 
 use crate::{
-    checker::MemberHash,
-    clients::tls_only,
-    history::{ClientId, FinalRead, FinalValue, History, OpKind, OpResult, PendingOp, Recorder},
+    history::{ClientId, History, Recorder},
     rng::SeededRng,
 };
+use ops::{Endpoints, Route, Workload};
 
 /// How long [`Traffic::start`] waits for the cluster to answer the initial reads.
 const INITIAL_READ_WITHIN: Duration = Duration::from_secs(30);
@@ -53,6 +74,15 @@ const READ_RETRY_PAUSE: Duration = Duration::from_millis(100);
 
 /// How long one `HashKV` (or the revision lookup before it) may take.
 const HASH_KV_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How often the pinned clients are matched with the member list.
+const PIN_EVERY: Duration = Duration::from_millis(300);
+
+/// Client ids of the watchers start here (apart from the operations' clients).
+const WATCHER_IDS: ClientId = 10_000;
+
+/// Client ids of the lease clients start here.
+const LEASE_IDS: ClientId = 20_000;
 
 /// What kind of operation a client issues next.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -67,6 +97,13 @@ pub enum OpChoice {
     CompareAndSwap,
     /// A delete.
     Delete,
+    /// A quorum read of every key.
+    LinearizableRange,
+    /// A member-local read of every key.
+    SerializableRange,
+    /// A transaction over two keys: compare each with what this client last saw, put a
+    /// fresh value in each.
+    Txn,
 }
 
 /// Relative weights of the operation kinds.
@@ -82,16 +119,25 @@ pub struct OpMix {
     pub compare_and_swap: u32,
     /// Deletes.
     pub delete: u32,
+    /// Linearizable range reads.
+    pub linearizable_range: u32,
+    /// Serializable range reads.
+    pub serializable_range: u32,
+    /// Transactions over two keys.
+    pub txn: u32,
 }
 
 impl Default for OpMix {
     fn default() -> Self {
         Self {
-            put: 30,
-            linearizable_get: 35,
-            serializable_get: 10,
-            compare_and_swap: 20,
+            put: 25,
+            linearizable_get: 25,
+            serializable_get: 8,
+            compare_and_swap: 15,
             delete: 5,
+            linearizable_range: 6,
+            serializable_range: 4,
+            txn: 12,
         }
     }
 }
@@ -105,6 +151,9 @@ impl OpMix {
             (OpChoice::SerializableGet, self.serializable_get),
             (OpChoice::CompareAndSwap, self.compare_and_swap),
             (OpChoice::Delete, self.delete),
+            (OpChoice::LinearizableRange, self.linearizable_range),
+            (OpChoice::SerializableRange, self.serializable_range),
+            (OpChoice::Txn, self.txn),
         ];
         let total: u64 = weighted.iter().map(|(_, w)| u64::from(*w)).sum();
         let mut roll = rng.below(total.max(1));
@@ -143,14 +192,32 @@ impl ClientPlan {
     }
 }
 
+/// The contention phase: clients send this often over this many keys.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Contention {
+    /// Keys in play (the first ones).
+    pub keys: usize,
+    /// At most one operation per client this often.
+    pub op_interval: Duration,
+}
+
+impl Default for Contention {
+    fn default() -> Self {
+        Self {
+            keys: 2,
+            op_interval: Duration::from_millis(5),
+        }
+    }
+}
+
 /// How to run traffic.
 #[derive(Clone, Debug)]
 pub struct TrafficConfig {
     /// Seeds every client's operation mix.
     pub seed: u64,
-    /// Clients pinned to one endpoint each (round robin over the endpoints).
-    pub pinned_clients: usize,
-    /// Clients using every endpoint.
+    /// Clients pinned to each member etcd lists.
+    pub pinned_per_member: usize,
+    /// Clients trying every live member in turn.
     pub shared_clients: usize,
     /// Number of keys.
     pub keys: usize,
@@ -164,13 +231,25 @@ pub struct TrafficConfig {
     pub connect_timeout: Duration,
     /// Operation weights.
     pub mix: OpMix,
+    /// The contention phase, when [`TrafficHandle::contend`] turns it on.
+    pub contention: Contention,
+    /// Watchers of the key prefix.
+    pub watchers: usize,
+    /// Compact to the revision of the previous round this often (none: never).
+    pub compact_every: Option<Duration>,
+    /// Clients keeping leases alive.
+    pub lease_clients: usize,
+    /// The TTL the leases are granted with, seconds.
+    pub lease_ttl: i64,
+    /// The prefix of the keys attached to leases (outside the key prefix).
+    pub lease_prefix: String,
 }
 
 impl Default for TrafficConfig {
     fn default() -> Self {
         Self {
             seed: 1,
-            pinned_clients: 2,
+            pinned_per_member: 1,
             shared_clients: 2,
             keys: 8,
             key_prefix: "t/".into(),
@@ -178,6 +257,12 @@ impl Default for TrafficConfig {
             op_timeout: Duration::from_secs(2),
             connect_timeout: Duration::from_secs(1),
             mix: OpMix::default(),
+            contention: Contention::default(),
+            watchers: 2,
+            compact_every: Some(Duration::from_secs(3)),
+            lease_clients: 1,
+            lease_ttl: 5,
+            lease_prefix: "l/".into(),
         }
     }
 }
@@ -227,12 +312,59 @@ pub enum TrafficError {
     },
 }
 
+/// Whether the contention phase is on, shared by every client.
+#[derive(Clone, Default)]
+struct Hot(Arc<AtomicBool>);
+
+impl Hot {
+    fn is_on(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// What every operation client of a traffic shares.
+#[derive(Clone)]
+struct Shared {
+    config: Arc<TrafficConfig>,
+    keys: Vec<String>,
+    recorder: Recorder,
+    hot: Hot,
+}
+
+impl Shared {
+    fn workload(&self, id: ClientId) -> Workload {
+        Workload::Mixed {
+            plan: ClientPlan::new(&self.config, id),
+            keys: self.keys.clone(),
+            prefix: self.config.key_prefix.clone(),
+            last_seen: BTreeMap::new(),
+            seq: 0,
+        }
+    }
+
+    fn pace(&self) -> Pace {
+        Pace {
+            interval: self.config.op_interval,
+            timeout: self.config.op_timeout,
+            hot: Some((self.hot.clone(), self.config.contention)),
+        }
+    }
+}
+
+/// The tasks of a traffic, and the stop signals of the operations' clients (stopped
+/// first) and of the watchers (which drain after).
+struct Tasks {
+    clients: Vec<JoinHandle<()>>,
+    watchers: Vec<JoinHandle<()>>,
+}
+
 /// Starts traffic.
 pub struct Traffic;
 
 impl Traffic {
     /// Reads the keys' initial values (waiting up to 30 s for the cluster to answer), then
-    /// starts the clients. Must run inside a tokio runtime.
+    /// starts the clients, watchers and lease clients; `endpoints` are where the member
+    /// list is first read. Must run inside a tokio runtime.
     pub async fn start(
         config: TrafficConfig,
         endpoints: &[String],
@@ -244,50 +376,171 @@ impl Traffic {
         let initial = final_read(endpoints, &keys, INITIAL_READ_WITHIN).await?;
         let recorder = Recorder::new();
         recorder.set_seed(config.seed);
-        for (key, value) in initial.keys {
-            recorder.set_initial(&key, value.map(|v| v.value));
+        for (key, value) in &initial.keys {
+            recorder.set_initial(key, value.as_ref().map(|v| v.value.clone()));
         }
         let (stop, stopped) = watch::channel(false);
-        let clients = config.pinned_clients + config.shared_clients;
-        let tasks = (0..clients)
-            .map(|i| {
-                let client_endpoints = if i < config.pinned_clients {
-                    vec![endpoints[i % endpoints.len()].clone()]
-                } else {
-                    endpoints.to_vec()
-                };
-                let id = ClientId::try_from(i).unwrap_or(ClientId::MAX);
-                let workload = Workload::Mixed {
-                    plan: ClientPlan::new(&config, id),
-                    keys: keys.clone(),
-                    last_seen: BTreeMap::new(),
-                    seq: 0,
-                };
-                let route = Route::Fixed {
-                    endpoints: client_endpoints,
-                    options: config.connect_options(),
-                    client: None,
-                };
-                tokio::spawn(run_client(
-                    id,
-                    workload,
-                    route,
-                    Pace {
-                        interval: config.op_interval,
-                        timeout: config.op_timeout,
-                    },
-                    recorder.clone(),
-                    stopped.clone(),
-                    None,
-                ))
-            })
-            .collect();
+        let (stop_watchers, watchers_stopped) = watch::channel(false);
+        let members = Members::start(endpoints, stopped.clone());
+        members.wait_read(Duration::from_secs(5)).await;
+        let live: Endpoints = {
+            let members = members.clone();
+            Arc::new(move || members.endpoints())
+        };
+        let hot = Hot::default();
+        let config = Arc::new(config);
+        let shared = Shared {
+            config: Arc::clone(&config),
+            keys: keys.clone(),
+            recorder: recorder.clone(),
+            hot: hot.clone(),
+        };
+        let tasks = Arc::new(Mutex::new(Tasks {
+            clients: Vec::new(),
+            watchers: Vec::new(),
+        }));
+        let mut t = tasks.lock().unwrap_or_else(|e| e.into_inner());
+        for i in 0..config.shared_clients {
+            let id = ClientId::try_from(i).unwrap_or(ClientId::MAX);
+            let route = Route::Failover {
+                endpoints: Arc::clone(&live),
+                tls: None,
+                clients: HashMap::new(),
+                good: Default::default(),
+                sent: 0,
+            };
+            t.clients.push(tokio::spawn(run_client(
+                id,
+                shared.workload(id),
+                route,
+                shared.pace(),
+                recorder.clone(),
+                stopped.clone(),
+                None,
+            )));
+        }
+        let next_id = Arc::new(AtomicU32::new(config.shared_clients as u32));
+        t.clients.push(tokio::spawn(pin_clients(
+            shared.clone(),
+            members.clone(),
+            Arc::clone(&next_id),
+            Arc::clone(&tasks),
+            stopped.clone(),
+        )));
+        let target = watchers::DrainTarget::default();
+        for w in 0..config.watchers {
+            let spec = watchers::WatcherSpec {
+                id: WATCHER_IDS + w as ClientId,
+                prefix: config.key_prefix.clone(),
+                from: initial.revision + 1,
+                seed: config.seed,
+            };
+            t.watchers.push(tokio::spawn(watchers::run_watcher(
+                spec,
+                Arc::clone(&live),
+                recorder.clone(),
+                watchers_stopped.clone(),
+                target.clone(),
+            )));
+        }
+        if let Some(every) = config.compact_every {
+            t.clients.push(tokio::spawn(watchers::run_compactor(
+                every,
+                Arc::clone(&live),
+                stopped.clone(),
+            )));
+        }
+        for l in 0..config.lease_clients {
+            let spec = leases::LeaseSpec {
+                id: LEASE_IDS + l as ClientId,
+                ttl: config.lease_ttl,
+                prefix: config.lease_prefix.clone(),
+                seed: config.seed,
+            };
+            t.clients.push(tokio::spawn(leases::run_lease_client(
+                spec,
+                Arc::clone(&live),
+                recorder.clone(),
+                stopped.clone(),
+            )));
+        }
+        drop(t);
         Ok(TrafficHandle {
             recorder,
             stop,
+            stop_watchers,
             tasks,
             keys,
+            members,
+            hot,
+            target,
         })
+    }
+}
+
+/// Keeps one pinned client (or [`TrafficConfig::pinned_per_member`]) on every voter etcd
+/// lists: a member that joins gets its own, one that leaves the list loses it (its
+/// operation in flight finishes first). Traffic stopping stops them all.
+async fn pin_clients(
+    shared: Shared,
+    members: Members,
+    next_id: Arc<AtomicU32>,
+    tasks: Arc<Mutex<Tasks>>,
+    mut stopped: watch::Receiver<bool>,
+) {
+    let mut pinned: BTreeMap<u64, Vec<watch::Sender<bool>>> = BTreeMap::new();
+    loop {
+        let voters = members.voters();
+        pinned.retain(|id, stops| {
+            let stays = voters.contains_key(id);
+            if !stays {
+                for stop in stops.iter() {
+                    let _ = stop.send(true);
+                }
+            }
+            stays
+        });
+        for (member, url) in voters {
+            if pinned.contains_key(&member) {
+                continue;
+            }
+            let mut stops = Vec::new();
+            for _ in 0..shared.config.pinned_per_member {
+                let id = next_id.fetch_add(1, Ordering::Relaxed);
+                let (stop, own) = watch::channel(false);
+                let route = Route::Fixed {
+                    endpoints: vec![url.clone()],
+                    options: shared.config.connect_options(),
+                    client: None,
+                };
+                let task = tokio::spawn(run_client(
+                    id,
+                    shared.workload(id),
+                    route,
+                    shared.pace(),
+                    shared.recorder.clone(),
+                    own,
+                    None,
+                ));
+                tasks
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .clients
+                    .push(task);
+                stops.push(stop);
+            }
+            pinned.insert(member, stops);
+        }
+        tokio::select! {
+            _ = stopped.changed() => {}
+            _ = tokio::time::sleep(PIN_EVERY) => {}
+        }
+        if *stopped.borrow() {
+            for stop in pinned.values().flatten() {
+                let _ = stop.send(true);
+            }
+            return;
+        }
     }
 }
 
@@ -296,8 +549,12 @@ impl Traffic {
 pub struct TrafficHandle {
     recorder: Recorder,
     stop: watch::Sender<bool>,
-    tasks: Vec<JoinHandle<()>>,
+    stop_watchers: watch::Sender<bool>,
+    tasks: Arc<Mutex<Tasks>>,
     keys: Vec<String>,
+    members: Members,
+    hot: Hot,
+    target: watchers::DrainTarget,
 }
 
 impl TrafficHandle {
@@ -316,11 +573,55 @@ impl TrafficHandle {
         &self.keys
     }
 
+    /// The member list as traffic follows it.
+    pub fn members(&self) -> &Members {
+        &self.members
+    }
+
+    /// Turns the contention phase on or off: while on, clients send as often as
+    /// [`Contention::op_interval`] over the first [`Contention::keys`] keys.
+    pub fn contend(&self, on: bool) {
+        self.hot.0.store(on, Ordering::Relaxed);
+    }
+
     /// Stops every client, waits for their operations in flight to finish (each bounded by
-    /// the operation timeout), and returns the history.
-    pub async fn stop(mut self) -> History {
+    /// the operation timeout), lets every watcher confirm delivery up to the newest write
+    /// acknowledged, and returns the history.
+    pub async fn stop(self) -> History {
         let _ = self.stop.send(true);
-        for task in std::mem::take(&mut self.tasks) {
+        loop {
+            let next = self
+                .tasks
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clients
+                .pop();
+            let Some(task) = next else { break };
+            if let Err(e) = task.await
+                && e.is_panic()
+            {
+                std::panic::resume_unwind(e.into_panic());
+            }
+        }
+        let newest = self
+            .recorder
+            .history()
+            .operations
+            .iter()
+            .filter(|op| op.is_acknowledged_write())
+            .filter_map(|op| op.outcome.result().map(|r| r.revision()))
+            .max()
+            .unwrap_or(0);
+        self.target.set(newest);
+        let _ = self.stop_watchers.send(true);
+        let watchers = std::mem::take(
+            &mut self
+                .tasks
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .watchers,
+        );
+        for task in watchers {
             if let Err(e) = task.await
                 && e.is_panic()
             {
@@ -334,271 +635,37 @@ impl TrafficHandle {
 impl Drop for TrafficHandle {
     fn drop(&mut self) {
         let _ = self.stop.send(true);
+        let _ = self.stop_watchers.send(true);
     }
 }
 
-/// What one client issues: the seeded mix over the shared keys (checked by the checker), or
-/// a put of a fresh key each time (a steady application writer, [`Writer`]).
-enum Workload {
-    /// The client's seeded plan over `keys`.
-    Mixed {
-        plan: ClientPlan,
-        keys: Vec<String>,
-        /// The value this client last saw per key, for its compare-and-swaps.
-        last_seen: BTreeMap<String, Option<String>>,
-        /// Values written so far (each value is `c<client>-<seq>`).
-        seq: u64,
-    },
-    /// `<prefix><n>` = `v<n>`, n counting from 0.
-    FreshKeys { prefix: String, next: u64 },
-}
-
-impl Workload {
-    /// The next operation.
-    fn next(&mut self, id: ClientId) -> (String, OpKind) {
-        match self {
-            Workload::Mixed {
-                plan,
-                keys,
-                last_seen,
-                seq,
-            } => {
-                let (key_index, choice) = plan.next_op();
-                let key = keys[key_index % keys.len()].clone();
-                let mut fresh_value = || {
-                    *seq += 1;
-                    format!("c{id}-{seq}")
-                };
-                let kind = match choice {
-                    OpChoice::Put => OpKind::Put {
-                        value: fresh_value(),
-                    },
-                    OpChoice::LinearizableGet => OpKind::Get { linearizable: true },
-                    OpChoice::SerializableGet => OpKind::Get {
-                        linearizable: false,
-                    },
-                    OpChoice::CompareAndSwap => OpKind::CompareAndSwap {
-                        expected: last_seen.get(&key).cloned().flatten(),
-                        new: fresh_value(),
-                    },
-                    OpChoice::Delete => OpKind::Delete,
-                };
-                (key, kind)
-            }
-            Workload::FreshKeys { prefix, next } => {
-                let n = *next;
-                *next += 1;
-                (
-                    format!("{prefix}{n:08}"),
-                    OpKind::Put {
-                        value: format!("v{n}"),
-                    },
-                )
-            }
-        }
-    }
-
-    /// Notes what an answered operation revealed of `key`.
-    fn saw(&mut self, key: &str, seen: Option<String>) {
-        if let Workload::Mixed { last_seen, .. } = self {
-            last_seen.insert(key.to_string(), seen);
-        }
-    }
-}
-
-/// Endpoints asked for before every operation (members come and go).
-type Endpoints = Arc<dyn Fn() -> Vec<String> + Send + Sync>;
-
-/// Where one client's operations go.
-enum Route {
-    /// One etcd client over fixed endpoints (the client library spreads requests over
-    /// them); each operation is sent once, within the operation timeout.
-    Fixed {
-        endpoints: Vec<String>,
-        options: ConnectOptions,
-        client: Option<Box<Client>>,
-    },
-    /// The live endpoints, tried in turn until one acknowledges, all within the operation
-    /// timeout; every try is an operation of the history. Endpoints whose last try succeeded
-    /// go first; every tenth operation probes another first, so a member that joins gets
-    /// traffic too.
-    Failover {
-        endpoints: Endpoints,
-        tls: Option<etcd_client::TlsOptions>,
-        clients: HashMap<String, Client>,
-        good: BTreeSet<String>,
-        sent: usize,
-    },
-}
-
-/// How one operation of a client ended, over all its tries.
-struct Sent {
-    /// The answer, when an endpoint gave one.
-    answer: Option<Answer>,
-    /// The endpoint that answered.
-    answered_by: Option<String>,
-    /// The last error, when none answered.
-    last_error: String,
-}
-
-impl Route {
-    async fn send(
-        &mut self,
-        recorder: &Recorder,
-        id: ClientId,
-        key: &str,
-        kind: &OpKind,
-        op_timeout: Duration,
-    ) -> Sent {
-        match self {
-            Route::Fixed {
-                endpoints,
-                options,
-                client,
-            } => {
-                let pending = recorder.call(id, key, kind.clone());
-                let etcd = match client {
-                    Some(c) => c,
-                    None => match Client::connect(&*endpoints, Some(options.clone())).await {
-                        Ok(c) => client.insert(Box::new(c)),
-                        Err(e) => {
-                            let error = format!("connecting to {}: {e}", endpoints.join(","));
-                            pending.failed(error.clone());
-                            return Sent::refused(error);
-                        }
-                    },
-                };
-                let outcome = tokio::time::timeout(op_timeout, execute(etcd, key, kind)).await;
-                let sent = Sent::record(pending, outcome, op_timeout);
-                Sent {
-                    answered_by: sent.answer.as_ref().map(|_| endpoints.join(",")),
-                    ..sent
-                }
-            }
-            Route::Failover {
-                endpoints,
-                tls,
-                clients,
-                good,
-                sent,
-            } => {
-                let n = *sent;
-                *sent += 1;
-                let (mut preferred, mut others): (Vec<String>, Vec<String>) =
-                    endpoints().into_iter().partition(|e| good.contains(e));
-                rotate(&mut preferred, n);
-                rotate(&mut others, n);
-                let probe = n % 10 == 0 && !others.is_empty();
-                let order: Vec<String> = if probe {
-                    others
-                        .iter()
-                        .take(1)
-                        .chain(&preferred)
-                        .chain(others.iter().skip(1))
-                        .cloned()
-                        .collect()
-                } else {
-                    preferred.iter().chain(&others).cloned().collect()
-                };
-                let deadline = Instant::now() + op_timeout;
-                let mut last_error = String::from("no live endpoint");
-                for (i, endpoint) in order.iter().enumerate() {
-                    let now = Instant::now();
-                    if now >= deadline {
-                        break;
-                    }
-                    let left = deadline - now;
-                    // The last candidate gets whatever time is left; the others a share of it.
-                    let budget = if i + 1 == order.len() {
-                        left
-                    } else if good.contains(endpoint) {
-                        left.min(Duration::from_millis(1200))
-                    } else {
-                        left.min(Duration::from_millis(400))
-                    };
-                    let pending = recorder.call(id, key, kind.clone());
-                    let client = match clients.get(endpoint) {
-                        Some(c) => c.clone(),
-                        None => match Client::connect([endpoint.as_str()], tls_only(tls)).await {
-                            Ok(c) => {
-                                clients.insert(endpoint.clone(), c.clone());
-                                c
-                            }
-                            Err(e) => {
-                                last_error = format!("{endpoint}: {e}");
-                                pending.failed(last_error.clone());
-                                continue;
-                            }
-                        },
-                    };
-                    let mut client = client;
-                    let outcome =
-                        tokio::time::timeout(budget, execute(&mut client, key, kind)).await;
-                    let tried = Sent::record(pending, outcome, budget);
-                    if tried.answer.is_some() {
-                        good.insert(endpoint.clone());
-                        return Sent {
-                            answered_by: Some(endpoint.clone()),
-                            ..tried
-                        };
-                    }
-                    last_error = format!("{endpoint}: {}", tried.last_error);
-                    good.remove(endpoint);
-                }
-                Sent::refused(last_error)
-            }
-        }
-    }
-}
-
-impl Sent {
-    fn refused(error: String) -> Self {
-        Self {
-            answer: None,
-            answered_by: None,
-            last_error: error,
-        }
-    }
-
-    /// Records how one try ended: no answer in time or a lost connection is `Unknown`,
-    /// `Failed` only when the request certainly never reached etcd.
-    fn record(
-        pending: PendingOp,
-        outcome: Result<Result<Answer, etcd_client::Error>, tokio::time::error::Elapsed>,
-        within: Duration,
-    ) -> Self {
-        match outcome {
-            Err(_) => {
-                let error = format!("no answer within {within:?}");
-                pending.unknown(error.clone());
-                Self::refused(error)
-            }
-            Ok(Err(e)) => {
-                let error = error_chain(&e);
-                if certainly_not_sent(&e) {
-                    pending.failed(error.clone());
-                } else {
-                    pending.unknown(error.clone());
-                }
-                Self::refused(error)
-            }
-            Ok(Ok(answer)) => {
-                pending.ok(answer.result.clone());
-                Self {
-                    answer: Some(answer),
-                    answered_by: None,
-                    last_error: String::new(),
-                }
-            }
-        }
-    }
-}
-
-/// How often a client issues an operation (at most), and how long one may take.
-#[derive(Clone, Copy, Debug)]
+/// How often a client issues an operation (at most), and how long one may take; during a
+/// contention phase, as often as it says.
+#[derive(Clone)]
 struct Pace {
     interval: Duration,
     timeout: Duration,
+    hot: Option<(Hot, Contention)>,
+}
+
+impl Pace {
+    fn steady(interval: Duration, timeout: Duration) -> Self {
+        Self {
+            interval,
+            timeout,
+            hot: None,
+        }
+    }
+
+    /// The interval now, and the keys in play when contending.
+    fn now(&self) -> (Duration, Option<usize>) {
+        match &self.hot {
+            Some((hot, contention)) if hot.is_on() => {
+                (contention.op_interval, Some(contention.keys))
+            }
+            _ => (self.interval, None),
+        }
+    }
 }
 
 /// One client: a sequential process issuing its workload's operations until told to stop
@@ -614,21 +681,22 @@ async fn run_client(
 ) {
     let started = Instant::now();
     let mut last_ack = started;
-    let mut ticker = tokio::time::interval(pace.interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut next_at = Instant::now();
     loop {
         tokio::select! {
             biased;
             _ = stopped.changed() => {}
-            _ = ticker.tick() => {}
+            _ = tokio::time::sleep_until(next_at) => {}
         }
         if *stopped.borrow() {
             return;
         }
-        let (key, kind) = workload.next(id);
+        let (interval, hot_keys) = pace.now();
+        next_at = Instant::now() + interval;
+        let (key, kind) = workload.next(id, hot_keys);
         let sent = route.send(&recorder, id, &key, &kind, pace.timeout).await;
-        if let Some(seen) = sent.answer.as_ref().and_then(|a| a.seen.clone()) {
-            workload.saw(&key, seen);
+        if let Some(answer) = &sent.answer {
+            workload.saw(&answer.seen);
         }
         if let Some(log) = &log {
             let mut g = log.lock().unwrap_or_else(|e| e.into_inner());
@@ -646,261 +714,10 @@ async fn run_client(
     }
 }
 
-fn rotate(list: &mut [String], by: usize) {
-    if !list.is_empty() {
-        let by = by % list.len();
-        list.rotate_left(by);
-    }
-}
-
-/// What etcd answered, and the key's value it revealed (if any).
-struct Answer {
-    result: OpResult,
-    seen: Option<Option<String>>,
-}
-
-async fn execute(
-    client: &mut Client,
-    key: &str,
-    kind: &OpKind,
-) -> Result<Answer, etcd_client::Error> {
-    let revision = |h: Option<&etcd_client::ResponseHeader>| h.map_or(0, |h| h.revision());
-    match kind {
-        OpKind::Put { value } => {
-            let resp = client.put(key, value.as_str(), None).await?;
-            Ok(Answer {
-                result: OpResult::Written {
-                    revision: revision(resp.header()),
-                },
-                seen: Some(Some(value.clone())),
-            })
-        }
-        OpKind::Get { linearizable } => {
-            let options = (!linearizable).then(|| GetOptions::new().with_serializable());
-            let resp = client.get(key, options).await?;
-            let kv = resp.kvs().first();
-            let value = kv.map(|kv| String::from_utf8_lossy(kv.value()).into_owned());
-            Ok(Answer {
-                result: OpResult::Read {
-                    value: value.clone(),
-                    mod_revision: kv.map(|kv| kv.mod_revision()),
-                    revision: revision(resp.header()),
-                },
-                seen: linearizable.then_some(value),
-            })
-        }
-        OpKind::Delete => {
-            let resp = client.delete(key, None).await?;
-            Ok(Answer {
-                result: OpResult::Written {
-                    revision: revision(resp.header()),
-                },
-                seen: Some(None),
-            })
-        }
-        OpKind::CompareAndSwap { expected, new } => {
-            let compare = match expected {
-                Some(v) => Compare::value(key, CompareOp::Equal, v.as_str()),
-                None => Compare::version(key, CompareOp::Equal, 0),
-            };
-            let txn = Txn::new()
-                .when([compare])
-                .and_then([TxnOp::put(key, new.as_str(), None)])
-                .or_else([TxnOp::get(key, None)]);
-            let resp = client.txn(txn).await?;
-            let seen = if resp.succeeded() {
-                Some(Some(new.clone()))
-            } else {
-                resp.op_responses().into_iter().find_map(|r| match r {
-                    TxnOpResponse::Get(get) => Some(
-                        get.kvs()
-                            .first()
-                            .map(|kv| String::from_utf8_lossy(kv.value()).into_owned()),
-                    ),
-                    _ => None,
-                })
-            };
-            Ok(Answer {
-                result: OpResult::Swapped {
-                    succeeded: resp.succeeded(),
-                    revision: revision(resp.header()),
-                },
-                seen,
-            })
-        }
-    }
-}
-
-/// The error with its sources, one line.
-fn error_chain(e: &etcd_client::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        let s_text = s.to_string();
-        if !text.contains(&s_text) {
-            text.push_str(": ");
-            text.push_str(&s_text);
-        }
-        source = s.source();
-    }
-    text
-}
-
-/// True only when the request certainly never reached etcd: it was invalid before being
-/// sent, or no connection could be made. A reset or a timeout after sending is not.
-pub fn certainly_not_sent(e: &etcd_client::Error) -> bool {
-    use etcd_client::Error;
-    match e {
-        Error::InvalidArgs(_) | Error::InvalidUri(_) | Error::EndpointError(_) => true,
-        Error::GRpcStatus(_) | Error::TransportError(_) | Error::IoError(_) => {
-            let text = error_chain(e).to_ascii_lowercase();
-            text.contains("tcp connect error")
-                || text.contains("connection refused")
-                || text.contains("error trying to connect")
-        }
-        _ => false,
-    }
-}
-
-/// Linearizable reads of every key in `keys` (with their mod revisions), retrying each
-/// until it succeeds or `within` has passed. Use once traffic has stopped.
-pub async fn final_read(
-    endpoints: &[String],
-    keys: &[String],
-    within: Duration,
-) -> Result<FinalRead, TrafficError> {
-    if endpoints.is_empty() {
-        return Err(TrafficError::NoEndpoints);
-    }
-    let what = |key: &str| format!("linearizable read of {key}");
-    let deadline = Instant::now() + within;
-    let options = ConnectOptions::new()
-        .with_connect_timeout(Duration::from_secs(1))
-        .with_timeout(Duration::from_secs(5));
-    let mut client = Client::connect(endpoints, Some(options))
-        .await
-        .map_err(|source| TrafficError::Etcd {
-            what: "connecting".into(),
-            endpoints: endpoints.join(","),
-            source,
-        })?;
-    let mut read = FinalRead::default();
-    for key in keys {
-        let resp = loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let attempt = tokio::time::timeout(left, client.get(key.as_str(), None)).await;
-            match attempt {
-                Ok(Ok(resp)) => break resp,
-                Ok(Err(source)) if Instant::now() + READ_RETRY_PAUSE >= deadline => {
-                    return Err(TrafficError::Etcd {
-                        what: what(key),
-                        endpoints: endpoints.join(","),
-                        source,
-                    });
-                }
-                Err(_) => {
-                    return Err(TrafficError::Timeout {
-                        what: what(key),
-                        endpoints: endpoints.join(","),
-                        within,
-                    });
-                }
-                // Retrying a read is harmless; the cluster may still be recovering.
-                Ok(Err(_)) => tokio::time::sleep(READ_RETRY_PAUSE).await,
-            }
-        };
-        if let Some(h) = resp.header() {
-            read.revision = read.revision.max(h.revision());
-        }
-        let value = resp.kvs().first().map(|kv| FinalValue {
-            value: String::from_utf8_lossy(kv.value()).into_owned(),
-            mod_revision: kv.mod_revision(),
-        });
-        read.keys.insert(key.clone(), value);
-    }
-    Ok(read)
-}
-
-/// `HashKV` of every member, each asked on its own endpoint, all at one revision:
-/// `revision`, or (when `None`) the lowest current revision among the members, so that
-/// every member can answer it.
-pub async fn hash_kv_all(
-    member_endpoints: &[String],
-    revision: Option<i64>,
-) -> Result<Vec<MemberHash>, TrafficError> {
-    if member_endpoints.is_empty() {
-        return Err(TrafficError::NoEndpoints);
-    }
-    let mut clients = Vec::new();
-    for endpoint in member_endpoints {
-        let options = ConnectOptions::new()
-            .with_connect_timeout(Duration::from_secs(1))
-            .with_timeout(HASH_KV_TIMEOUT);
-        let client = Client::connect([endpoint.as_str()], Some(options))
-            .await
-            .map_err(|source| TrafficError::Etcd {
-                what: "connecting".into(),
-                endpoints: endpoint.clone(),
-                source,
-            })?;
-        clients.push((endpoint, client));
-    }
-    let revision = match revision {
-        Some(r) => r,
-        None => {
-            let mut lowest = i64::MAX;
-            for (endpoint, client) in &mut clients {
-                // A serializable read answers with the member's own current revision.
-                let options = Some(GetOptions::new().with_serializable());
-                let resp = timed(endpoint, "reading the current revision", async {
-                    client.get("\0", options).await
-                })
-                .await?;
-                lowest = lowest.min(resp.header().map_or(0, |h| h.revision()));
-            }
-            lowest
-        }
-    };
-    let mut hashes = Vec::new();
-    for (endpoint, client) in &mut clients {
-        let resp = timed(endpoint, &format!("HashKV at revision {revision}"), async {
-            client.hash_kv(revision).await
-        })
-        .await?;
-        hashes.push(MemberHash {
-            endpoint: endpoint.clone(),
-            member_id: resp.header().map_or(0, |h| h.member_id()),
-            hash: resp.hash(),
-            compact_revision: resp.compact_version(),
-            hash_revision: resp.hash_revision(),
-        });
-    }
-    Ok(hashes)
-}
-
-async fn timed<T>(
-    endpoint: &str,
-    what: &str,
-    request: impl Future<Output = Result<T, etcd_client::Error>>,
-) -> Result<T, TrafficError> {
-    match tokio::time::timeout(HASH_KV_TIMEOUT, request).await {
-        Ok(Ok(v)) => Ok(v),
-        Ok(Err(source)) => Err(TrafficError::Etcd {
-            what: what.into(),
-            endpoints: endpoint.into(),
-            source,
-        }),
-        Err(_) => Err(TrafficError::Timeout {
-            what: what.into(),
-            endpoints: endpoint.into(),
-            within: HASH_KV_TIMEOUT,
-        }),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::history::OpKind;
 
     #[test]
     fn a_seed_replays_each_clients_operation_mix() {
@@ -923,7 +740,7 @@ mod tests {
         assert_ne!(plan(0), other);
         // Every kind shows up with the default weights.
         let kinds: std::collections::HashSet<OpChoice> = plan(3).iter().map(|(_, c)| *c).collect();
-        assert_eq!(kinds.len(), 5);
+        assert_eq!(kinds.len(), 8);
         assert!(plan(2).iter().all(|(k, _)| *k < config.keys));
     }
 
@@ -941,5 +758,51 @@ mod tests {
             "etcdserver: request timed out",
         ));
         assert!(!certainly_not_sent(&timeout));
+    }
+
+    #[test]
+    fn contention_narrows_the_keys_and_transactions_span_two() {
+        let config = TrafficConfig {
+            seed: 9,
+            ..TrafficConfig::default()
+        };
+        let shared = Shared {
+            config: Arc::new(config.clone()),
+            keys: config.key_names(),
+            recorder: Recorder::new(),
+            hot: Hot::default(),
+        };
+        let mut workload = shared.workload(3);
+        let mut txns = 0;
+        for _ in 0..2000 {
+            let (key, kind) = workload.next(3, Some(2));
+            match kind {
+                OpKind::Range { .. } => assert_eq!(key, config.key_prefix),
+                OpKind::Txn { writes } => {
+                    txns += 1;
+                    let keys: Vec<&str> = writes.iter().map(|w| w.key.as_str()).collect();
+                    assert_eq!(keys, ["t/0", "t/1"], "a transaction over both hot keys");
+                }
+                _ => assert!(key == "t/0" || key == "t/1", "{key} is not a hot key"),
+            }
+        }
+        assert!(txns > 0);
+        // Every value written is unique, across kinds.
+        let mut workload = shared.workload(4);
+        let mut values = std::collections::HashSet::new();
+        for _ in 0..2000 {
+            let (_, kind) = workload.next(4, None);
+            let written: Vec<String> = match kind {
+                OpKind::Txn { writes } => writes.into_iter().map(|w| w.new).collect(),
+                other => other
+                    .written_value()
+                    .map(str::to_string)
+                    .into_iter()
+                    .collect(),
+            };
+            for v in written {
+                assert!(values.insert(v.clone()), "{v} written twice");
+            }
+        }
     }
 }

@@ -79,10 +79,7 @@ impl Writer {
             0,
             workload,
             route,
-            Pace {
-                interval: WRITE_INTERVAL,
-                timeout: WRITE_TIMEOUT,
-            },
+            Pace::steady(WRITE_INTERVAL, WRITE_TIMEOUT),
             recorder.clone(),
             stopped,
             Some(Arc::clone(&log)),

@@ -13,6 +13,12 @@
 //!   `succeeded: false`, an observation that the key did not hold the expected value.
 //! - `Unknown`: a timeout or a lost connection; it may have taken effect, at any time
 //!   after its call, or never.
+//!
+//! Every answer carries etcd's revisions (the header's, and each key's mod revision) and
+//! the member that gave it, which the checker's model of revisions needs. Beside the
+//! operations a history holds the watch sessions ([`WatchSession`]: every event each
+//! delivered, and how it ended) and the leases ([`Lease`]: each keep-alive and each read
+//! of the key attached), in `watch.rs` and `lease.rs`.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -26,11 +32,37 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
+mod lease;
+mod watch;
+
+pub use lease::{Interval, Lease, LeaseProbe, LeaseSeen};
+pub use watch::{WatchEnd, WatchEvent, WatchSession};
+
 /// Identifies one operation within a history.
 pub type OpId = u64;
 
 /// Identifies one client (a sequential process issuing one operation at a time).
 pub type ClientId = u32;
+
+/// One key's value as etcd returned it, with the revision of the write that produced it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyValue {
+    /// The value.
+    pub value: String,
+    /// The revision of the write that produced it.
+    pub mod_revision: i64,
+}
+
+/// One key of a multi-key transaction: compared with `expected`, set to `new`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TxnWrite {
+    /// The key.
+    pub key: String,
+    /// The value compared with (`None` compares the key's version with 0: absent).
+    pub expected: Option<String>,
+    /// The value put when every compare of the transaction holds.
+    pub new: String,
+}
 
 /// What an operation asked for.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -48,27 +80,53 @@ pub enum OpKind {
     },
     /// Delete the key.
     Delete,
-    /// A transaction: if the key holds `expected` (`None`: the key is absent) put `new`.
+    /// A transaction: if the key holds `expected` (`None`: the key is absent) put `new`;
+    /// otherwise read the key back.
     CompareAndSwap {
         /// The value compared with (`None` compares the key's version with 0).
         expected: Option<String>,
         /// The value put when the compare holds.
         new: String,
     },
+    /// Read every key under the operation's key (a prefix), all at one revision.
+    Range {
+        /// True for a quorum read, false for a serializable one.
+        linearizable: bool,
+    },
+    /// A transaction over several keys: if every key holds its `expected` value, put each
+    /// key's `new` value (all at one revision); otherwise read every key back. The
+    /// operation's `key` is the first of them.
+    Txn {
+        /// The keys compared and written.
+        writes: Vec<TxnWrite>,
+    },
 }
 
 impl OpKind {
-    /// True for operations that may change the key.
+    /// True for operations that may change a key.
     pub fn is_write(&self) -> bool {
-        !matches!(self, OpKind::Get { .. })
+        !matches!(self, OpKind::Get { .. } | OpKind::Range { .. })
     }
 
-    /// The value this operation writes, if it writes one.
+    /// True for a serializable read (a get or a range).
+    pub fn is_serializable_read(&self) -> bool {
+        matches!(
+            self,
+            OpKind::Get {
+                linearizable: false
+            } | OpKind::Range {
+                linearizable: false
+            }
+        )
+    }
+
+    /// The value this single-key operation writes, if it writes one (a transaction over
+    /// several keys writes several: [`Operation::writes`]).
     pub fn written_value(&self) -> Option<&str> {
         match self {
             OpKind::Put { value } => Some(value),
             OpKind::CompareAndSwap { new, .. } => Some(new),
-            OpKind::Get { .. } | OpKind::Delete => None,
+            OpKind::Get { .. } | OpKind::Delete | OpKind::Range { .. } | OpKind::Txn { .. } => None,
         }
     }
 }
@@ -88,15 +146,31 @@ pub enum OpResult {
     },
     /// The answer to a put or a delete.
     Written {
-        /// The response header's revision (for a put, the revision the write created).
+        /// The response header's revision (for a put, or a delete that deleted something,
+        /// the revision the write created).
         revision: i64,
+        /// For a delete: how many keys it deleted (`None`: not recorded). A delete that
+        /// deleted nothing created no revision; it saw the key absent.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        deleted: Option<i64>,
     },
-    /// The answer to a compare-and-swap.
+    /// The answer to a compare-and-swap or a transaction.
     Swapped {
-        /// Whether the compare held and the put was applied.
+        /// Whether every compare held and the puts were applied.
         succeeded: bool,
         /// The response header's revision.
         revision: i64,
+        /// When not swapped: each key as the transaction read it back (`None`: absent), at
+        /// the header's revision. Empty when not recorded.
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        current: BTreeMap<String, Option<KeyValue>>,
+    },
+    /// The answer to a range read: every key present under the prefix.
+    Ranged {
+        /// The response header's revision.
+        revision: i64,
+        /// The keys present, with their values.
+        kvs: BTreeMap<String, KeyValue>,
     },
 }
 
@@ -105,8 +179,9 @@ impl OpResult {
     pub fn revision(&self) -> i64 {
         match self {
             OpResult::Read { revision, .. }
-            | OpResult::Written { revision }
-            | OpResult::Swapped { revision, .. } => *revision,
+            | OpResult::Written { revision, .. }
+            | OpResult::Swapped { revision, .. }
+            | OpResult::Ranged { revision, .. } => *revision,
         }
     }
 }
@@ -146,7 +221,7 @@ pub struct Operation {
     pub id: OpId,
     /// The client that issued it.
     pub client: ClientId,
-    /// The etcd key.
+    /// The etcd key (for a range, the prefix; for a transaction, its first key).
     pub key: String,
     /// What was asked.
     pub kind: OpKind,
@@ -158,6 +233,9 @@ pub struct Operation {
     pub ret: u64,
     /// How it ended.
     pub outcome: Outcome,
+    /// The member that answered (its id, from the response header), when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub member: Option<u64>,
 }
 
 impl Operation {
@@ -166,15 +244,33 @@ impl Operation {
         matches!(self.outcome, Outcome::Ok(_))
     }
 
-    /// True for an acknowledged write: an ok put, an ok delete, or a compare-and-swap that
-    /// succeeded.
+    /// True for an acknowledged write: an ok put, an ok delete that deleted something (or
+    /// whose count was not recorded), or a compare-and-swap or transaction that succeeded.
     pub fn is_acknowledged_write(&self) -> bool {
         match (&self.kind, &self.outcome) {
-            (OpKind::Put { .. } | OpKind::Delete, Outcome::Ok(_)) => true,
-            (OpKind::CompareAndSwap { .. }, Outcome::Ok(OpResult::Swapped { succeeded, .. })) => {
-                *succeeded
+            (OpKind::Put { .. }, Outcome::Ok(_)) => true,
+            (OpKind::Delete, Outcome::Ok(OpResult::Written { deleted, .. })) => {
+                deleted.is_none_or(|n| n > 0)
             }
+            (
+                OpKind::CompareAndSwap { .. } | OpKind::Txn { .. },
+                Outcome::Ok(OpResult::Swapped { succeeded, .. }),
+            ) => *succeeded,
             _ => false,
+        }
+    }
+
+    /// Every key this operation may change, with the value it sets (`None`: a delete).
+    pub fn writes(&self) -> Vec<(&str, Option<&str>)> {
+        match &self.kind {
+            OpKind::Put { value } => vec![(self.key.as_str(), Some(value.as_str()))],
+            OpKind::CompareAndSwap { new, .. } => vec![(self.key.as_str(), Some(new.as_str()))],
+            OpKind::Delete => vec![(self.key.as_str(), None)],
+            OpKind::Txn { writes } => writes
+                .iter()
+                .map(|w| (w.key.as_str(), Some(w.new.as_str())))
+                .collect(),
+            OpKind::Get { .. } | OpKind::Range { .. } => Vec::new(),
         }
     }
 
@@ -190,24 +286,71 @@ impl Operation {
             OpKind::CompareAndSwap { expected, new } => {
                 format!("cas {} {expected:?}->{new:?}", self.key)
             }
+            OpKind::Range { linearizable } => format!(
+                "{}range {}*",
+                if *linearizable { "" } else { "serializable " },
+                self.key
+            ),
+            OpKind::Txn { writes } => format!(
+                "txn {}",
+                writes
+                    .iter()
+                    .map(|w| format!("{} {:?}->{:?}", w.key, w.expected, w.new))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
         };
         let outcome = match &self.outcome {
             Outcome::Ok(OpResult::Read {
-                value, revision, ..
-            }) => format!("ok {value:?} rev {revision}"),
-            Outcome::Ok(OpResult::Written { revision }) => format!("ok rev {revision}"),
+                value,
+                revision,
+                mod_revision,
+            }) => match mod_revision {
+                Some(m) => format!("ok {value:?} (mod {m}) rev {revision}"),
+                None => format!("ok {value:?} rev {revision}"),
+            },
+            Outcome::Ok(OpResult::Written {
+                revision,
+                deleted: Some(n),
+            }) => format!("ok deleted {n} rev {revision}"),
+            Outcome::Ok(OpResult::Written { revision, .. }) => format!("ok rev {revision}"),
             Outcome::Ok(OpResult::Swapped {
                 succeeded,
                 revision,
-            }) => format!(
-                "ok {} rev {revision}",
-                if *succeeded { "swapped" } else { "not swapped" }
+                current,
+            }) => {
+                let read: Vec<String> = current
+                    .iter()
+                    .map(|(k, v)| match v {
+                        Some(kv) => format!("{k}={:?} (mod {})", kv.value, kv.mod_revision),
+                        None => format!("{k} absent"),
+                    })
+                    .collect();
+                format!(
+                    "ok {}{} rev {revision}",
+                    if *succeeded { "swapped" } else { "not swapped" },
+                    if read.is_empty() {
+                        String::new()
+                    } else {
+                        format!(", read {}", read.join(", "))
+                    }
+                )
+            }
+            Outcome::Ok(OpResult::Ranged { revision, kvs }) => format!(
+                "ok {{{}}} rev {revision}",
+                kvs.iter()
+                    .map(|(k, kv)| format!("{k}={:?}@{}", kv.value, kv.mod_revision))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
             Outcome::Failed { reason } => format!("failed ({reason})"),
             Outcome::Unknown { reason } => format!("unknown ({reason})"),
         };
+        let member = self
+            .member
+            .map_or(String::new(), |m| format!(" from {m:x}"));
         format!(
-            "#{} c{} {kind} [{}..{}] -> {outcome}",
+            "#{} c{} {kind} [{}..{}] -> {outcome}{member}",
             self.id,
             self.client,
             fmt_ns(self.call),
@@ -234,6 +377,26 @@ pub struct OutcomeCounts {
     pub unknown: usize,
 }
 
+/// How much operations on one key overlap in time: the contention the checker is given.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Overlap {
+    /// Operations on keys (a multi-key operation counts once per key).
+    pub operations: usize,
+    /// Those whose interval overlaps another operation's on the same key.
+    pub overlapping: usize,
+}
+
+impl Overlap {
+    /// The share of operations overlapping another on their key, in percent.
+    pub fn percent(&self) -> f64 {
+        if self.operations == 0 {
+            0.0
+        } else {
+            100.0 * self.overlapping as f64 / self.operations as f64
+        }
+    }
+}
+
 /// A complete recorded history.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct History {
@@ -244,6 +407,12 @@ pub struct History {
     pub initial: BTreeMap<String, Option<String>>,
     /// The operations, in id (call) order.
     pub operations: Vec<Operation>,
+    /// The watches opened while recording, each session from its open to its end.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub watches: Vec<WatchSession>,
+    /// The leases granted while recording, with what was seen of each.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub leases: Vec<Lease>,
 }
 
 impl History {
@@ -263,13 +432,24 @@ impl History {
         c
     }
 
-    /// Every key an operation touched or the initial state names.
+    /// Every key an operation touched or the initial state names (a range's prefix is not
+    /// a key: the keys it covers are).
     pub fn keys(&self) -> BTreeSet<String> {
-        self.operations
-            .iter()
-            .map(|op| op.key.clone())
-            .chain(self.initial.keys().cloned())
-            .collect()
+        let mut keys: BTreeSet<String> = self.initial.keys().cloned().collect();
+        for op in &self.operations {
+            match &op.kind {
+                OpKind::Range { .. } => {
+                    if let Outcome::Ok(OpResult::Ranged { kvs, .. }) = &op.outcome {
+                        keys.extend(kvs.keys().cloned());
+                    }
+                }
+                OpKind::Txn { writes } => keys.extend(writes.iter().map(|w| w.key.clone())),
+                _ => {
+                    keys.insert(op.key.clone());
+                }
+            }
+        }
+        keys
     }
 
     /// The operation with `id`.
@@ -280,6 +460,49 @@ impl History {
     /// Mutable access to the operation with `id` (for tests that tamper with a history).
     pub fn get_mut(&mut self, id: OpId) -> Option<&mut Operation> {
         self.operations.iter_mut().find(|op| op.id == id)
+    }
+
+    /// How much operations overlap another on the same key (failed ones left out: they
+    /// never reached etcd). An operation of unknown outcome counts until its client
+    /// stopped waiting.
+    pub fn overlap(&self) -> Overlap {
+        self.overlap_within(0, u64::MAX)
+    }
+
+    /// As [`History::overlap`], over the operations called within `from..until` (ns).
+    pub fn overlap_within(&self, from: u64, until: u64) -> Overlap {
+        let mut by_key: BTreeMap<&str, Vec<(u64, u64)>> = BTreeMap::new();
+        for op in &self.operations {
+            if matches!(op.outcome, Outcome::Failed { .. }) {
+                continue;
+            }
+            let keys: Vec<&str> = match &op.kind {
+                OpKind::Txn { writes } => writes.iter().map(|w| w.key.as_str()).collect(),
+                _ => vec![op.key.as_str()],
+            };
+            for key in keys {
+                by_key.entry(key).or_default().push((op.call, op.ret));
+            }
+        }
+        let mut overlap = Overlap::default();
+        for intervals in by_key.values_mut() {
+            intervals.sort_unstable();
+            // An interval overlaps another if one called before it returns after its
+            // call, or the next one is called before it returns.
+            let mut latest_return = None::<u64>;
+            for (i, &(call, ret)) in intervals.iter().enumerate() {
+                let before = latest_return.is_some_and(|r| r >= call);
+                let after = intervals.get(i + 1).is_some_and(|&(next, _)| next <= ret);
+                if (from..until).contains(&call) {
+                    overlap.operations += 1;
+                    if before || after {
+                        overlap.overlapping += 1;
+                    }
+                }
+                latest_return = Some(latest_return.map_or(ret, |r| r.max(ret)));
+            }
+        }
+        overlap
     }
 
     /// The history as pretty JSON.
@@ -298,22 +521,41 @@ impl History {
     }
 }
 
-/// One key's value at the end, as a linearizable read returned it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FinalValue {
-    /// The value.
-    pub value: String,
-    /// The revision of the write that produced it.
-    pub mod_revision: i64,
+/// What one member holds of the traffic's keys once the cluster settled: a serializable
+/// read of each, on that member alone.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberRead {
+    /// The member's client URL.
+    pub endpoint: String,
+    /// The member's id (from its response headers).
+    pub member_id: u64,
+    /// The highest header revision of its answers.
+    pub revision: i64,
+    /// Each key as the member holds it; `None` when absent.
+    pub keys: BTreeMap<String, Option<KeyValue>>,
 }
 
-/// The state of every traffic key after traffic stopped: linearizable reads of each key.
+/// The state of every traffic key after traffic stopped: linearizable reads of each key,
+/// and (once the cluster settled) what each member holds.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FinalRead {
     /// The highest response header revision seen by the reads.
     pub revision: i64,
     /// Each key read; `None` when absent.
-    pub keys: BTreeMap<String, Option<FinalValue>>,
+    pub keys: BTreeMap<String, Option<KeyValue>>,
+    /// The header revision of each key's read (keys missing here were read at `revision`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub read_at: BTreeMap<String, i64>,
+    /// Each member's own copy of the keys, once settled (empty when not read).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub members: Vec<MemberRead>,
+}
+
+impl FinalRead {
+    /// The header revision `key` was read at.
+    pub fn revision_of(&self, key: &str) -> i64 {
+        self.read_at.get(key).copied().unwrap_or(self.revision)
+    }
 }
 
 /// Records a history from many tasks at once; cheap to clone (all clones share one
@@ -381,8 +623,19 @@ impl Recorder {
                 outcome: Outcome::Unknown {
                     reason: String::new(),
                 },
+                member: None,
             }),
         }
+    }
+
+    /// Adds a watch session that ended.
+    pub fn watch_session(&self, session: WatchSession) {
+        self.lock().watches.push(session);
+    }
+
+    /// Adds what was seen of a lease.
+    pub fn lease(&self, lease: Lease) {
+        self.lock().leases.push(lease);
     }
 
     /// Number of finished operations.
@@ -425,6 +678,14 @@ impl PendingOp {
 
     /// etcd answered with `result`.
     pub fn ok(self, result: OpResult) {
+        self.finish(Outcome::Ok(result));
+    }
+
+    /// Member `member` answered with `result`.
+    pub fn ok_from(mut self, result: OpResult, member: Option<u64>) {
+        if let Some(op) = &mut self.op {
+            op.member = member;
+        }
         self.finish(Outcome::Ok(result));
     }
 
@@ -488,7 +749,10 @@ mod tests {
                             },
                         );
                         match i % 3 {
-                            0 => op.ok(OpResult::Written { revision: i + 1 }),
+                            0 => op.ok(OpResult::Written {
+                                revision: i + 1,
+                                deleted: None,
+                            }),
                             1 => op.failed("refused"),
                             _ => drop(op),
                         }

@@ -170,6 +170,7 @@ fn pass(registry: &Registry, clusters: &[Simulated], now: i64) -> usize {
             maintenance: Default::default(),
             bootstrap: None,
             created: true,
+            ever_served: true,
             abandoning: vec![],
             kept: vec![],
             now,

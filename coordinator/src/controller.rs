@@ -30,7 +30,7 @@ use crate::{
         self, Action, EtcdMember, MemberReport, Observed, Phase, Plan, Policy, ReportedPhase,
         RuntimeMember,
     },
-    record::{BootstrapRecord, Created, DecisionRecord, GrantRecord, RestoreDecision},
+    record::{BootstrapRecord, DecisionRecord, GrantRecord, RestoreDecision},
     registry::{ForcedRecovery, InitialBootstrap, Registry, now_ms},
     runtime::{MemberInfo, Runtime, RuntimeError},
 };
@@ -164,15 +164,25 @@ async fn connect(
     Client::connect(endpoints, Some(options)).await
 }
 
-/// Reads etcd's member list from any of `endpoints`; None when no member answers.
+/// Reads etcd's member list from any of `endpoints`; None when no member answers. Once the
+/// cluster's etcd cluster id is known (`cluster_id`), only a list from that cluster counts:
+/// another etcd that answers on an address one of its members had is a stranger.
 async fn read_member_list(
     tls: Option<&etcd_client::TlsOptions>,
     endpoints: &[String],
+    cluster_id: Option<u64>,
 ) -> Option<Vec<EtcdMember>> {
     for endpoint in endpoints {
         let attempt = async {
             let mut c = connect(tls, std::slice::from_ref(endpoint)).await.ok()?;
             let list = c.member_list().await.ok()?;
+            let answered_by = list.header().map_or(0, |h| h.cluster_id());
+            if let Some(expected) = cluster_id
+                && answered_by != expected
+            {
+                warn!(endpoint = %endpoint, cluster_id = %member_id_hex(answered_by), expected = %member_id_hex(expected), "another etcd cluster answers on a member's address: its member list is not this cluster's");
+                return None;
+            }
             Some(
                 list.members()
                     .iter()
@@ -401,6 +411,36 @@ impl<R: Runtime> ClusterController<R> {
             .version
             .parse()
             .unwrap_or(etcd_operator::version::DEFAULT_VERSION);
+        // Members decided and never made (their creation failed, or a coordinator stopped
+        // before it): forgotten, their ordinals never used again.
+        let never_made: Vec<String> = record
+            .unmade
+            .iter()
+            .filter(|n| !infos.iter().any(|i| &i.name == *n))
+            .cloned()
+            .collect();
+        // And those the runtime has are made, whether or not that was written down.
+        let made: Vec<String> = record
+            .unmade
+            .iter()
+            .filter(|n| infos.iter().any(|i| &i.name == *n))
+            .cloned()
+            .collect();
+        if !never_made.is_empty() || !made.is_empty() {
+            if !never_made.is_empty() {
+                info!(members = ?never_made, "members decided and never made are forgotten");
+            }
+            record = self
+                .registry
+                .decide(&self.key, |r| {
+                    for name in &never_made {
+                        r.forget_member(name);
+                    }
+                    r.made(&made, now);
+                    r.clone()
+                })
+                .await?;
+        }
         let infos = observed_members(infos, &record, &self.key.name, spec_version, |name| {
             self.registry.with(&self.key, |entry, _| {
                 *entry.gone_since.entry(name.to_string()).or_insert(now)
@@ -460,7 +500,8 @@ impl<R: Runtime> ClusterController<R> {
         let etcd_members = if endpoints.is_empty() {
             None
         } else {
-            read_member_list(tls.as_ref(), &endpoints).await
+            let known = u64::from_str_radix(&record.etcd_cluster_id, 16).ok();
+            read_member_list(tls.as_ref(), &endpoints, known).await
         };
         record = self
             .backfill_record(record, &infos, &reports, etcd_members.is_some(), resource)
@@ -593,6 +634,7 @@ impl<R: Runtime> ClusterController<R> {
                 .map(|b| b.names.clone())
                 .unwrap_or_default(),
             created: record.created.is_some(),
+            ever_served: !record.etcd_cluster_id.is_empty(),
             kept,
             now,
             policy: self.policy,
@@ -663,6 +705,7 @@ impl<R: Runtime> ClusterController<R> {
                     for name in &present {
                         r.add_member(&key.name, name);
                     }
+                    r.made(&present, now_ms());
                     if adopt_bootstrap {
                         info!(members = ?seeds, "a static bootstrap begun before this start goes on");
                         r.bootstrap = Some(crate::record::BootstrapRecord {
@@ -867,12 +910,6 @@ impl<R: Runtime> ClusterController<R> {
                     .decide(&self.key, |r| {
                         r.uid = uid.clone();
                         r.add_member(&self.key.name, name);
-                        if r.created.is_none() {
-                            r.created = Some(Created {
-                                at: now_ms(),
-                                members: vec![name.clone()],
-                            });
-                        }
                         if seed {
                             if let Some(restore) = r.restore.as_mut().filter(|r| !r.done) {
                                 restore.seed = name.clone();
@@ -890,6 +927,9 @@ impl<R: Runtime> ClusterController<R> {
                 self.epoch()?;
                 self.runtime
                     .create_member(&self.key, name, *version, seed, etcd_tls)
+                    .await?;
+                self.registry
+                    .decide(&self.key, |r| r.made(std::slice::from_ref(name), now_ms()))
                     .await?;
             }
             Action::CreateInitial { names, version } => {
@@ -911,10 +951,6 @@ impl<R: Runtime> ClusterController<R> {
                         for name in names {
                             r.add_member(&self.key.name, name);
                         }
-                        r.created = Some(Created {
-                            at: now_ms(),
-                            members: names.clone(),
-                        });
                         r.bootstrap = Some(BootstrapRecord {
                             names: names.clone(),
                             token: token.clone(),
@@ -934,6 +970,9 @@ impl<R: Runtime> ClusterController<R> {
                         .create_member(&self.key, name, *version, true, etcd_tls)
                         .await?;
                 }
+                self.registry
+                    .decide(&self.key, |r| r.made(names, now_ms()))
+                    .await?;
                 // Every peer URL is known now: the members that registered already are told
                 // the initial cluster the next time they ask.
                 let created = self.runtime.members(&self.key).await?;
@@ -977,6 +1016,7 @@ impl<R: Runtime> ClusterController<R> {
                         });
                         b.abandoning = true;
                         r.created = None;
+                        r.etcd_cluster_id.clear();
                     })
                     .await?;
                 etcd_operator::failpoint!("coordinator.abandon-bootstrap.after-record");
@@ -998,7 +1038,9 @@ impl<R: Runtime> ClusterController<R> {
                 self.registry
                     .decide(&self.key, |r| {
                         r.bootstrap = None;
-                        r.members.retain(|m| !names.contains(m));
+                        for name in names {
+                            r.forget_member(name);
+                        }
                         if r.grant.as_ref().is_some_and(|g| g.kind == "bootstrap") {
                             r.grant = None;
                         }
@@ -1226,9 +1268,7 @@ impl<R: Runtime> ClusterController<R> {
         }
         etcd_operator::failpoint!("coordinator.delete-member.after-runtime-delete");
         self.registry
-            .decide(&self.key, |r| {
-                r.members.remove(name);
-            })
+            .decide(&self.key, |r| r.forget_member(name))
             .await?;
         Ok(())
     }
@@ -1293,6 +1333,8 @@ impl<R: Runtime> ClusterController<R> {
                     seed: seed.to_string(),
                     done: false,
                 });
+                // The restored cluster is a new etcd cluster, with an id of its own.
+                r.etcd_cluster_id.clear();
                 r.recovery = Some(ForcedRecovery {
                     from: seed.to_string(),
                     lost: lost.to_vec(),
@@ -1301,7 +1343,9 @@ impl<R: Runtime> ClusterController<R> {
                     kept: keep.to_vec(),
                     ..Default::default()
                 });
-                r.members.retain(|m| !keep.contains(m));
+                for name in keep {
+                    r.forget_member(name);
+                }
             })
             .await?;
         etcd_operator::failpoint!("coordinator.restore.after-record");
@@ -1310,7 +1354,7 @@ impl<R: Runtime> ClusterController<R> {
             self.runtime.delete_member(&self.key, name, false).await?;
             self.registry
                 .decide(&self.key, |r| {
-                    r.members.remove(name);
+                    r.forget_member(name);
                 })
                 .await?;
         }
@@ -1350,6 +1394,9 @@ impl<R: Runtime> ClusterController<R> {
                 .create_member(&self.key, seed, version, true, resource.spec.etcd_tls())
                 .await?;
         }
+        self.registry
+            .decide(&self.key, |r| r.made(&[seed.to_string()], now_ms()))
+            .await?;
         Ok(())
     }
 
@@ -1586,7 +1633,24 @@ impl<R: Runtime> ClusterController<R> {
                     if etcd_sidecar::error::etcd_error(&e)
                         == Some(etcd_operator::etcd_error::EtcdError::MemberNotFound) =>
                 {
-                    return Ok(());
+                    // Gone already (a removal whose answer was lost), if the member list of
+                    // this very cluster says so: a stranger on a member's address knows
+                    // nothing of it.
+                    let known = self.registry.with(&self.key, |entry, _| {
+                        entry
+                            .record
+                            .as_ref()
+                            .and_then(|r| u64::from_str_radix(&r.etcd_cluster_id, 16).ok())
+                    });
+                    match read_member_list(tls.as_ref(), &endpoints, known).await {
+                        Some(list) if list.iter().all(|m| m.id != member_id) => return Ok(()),
+                        _ => {
+                            return Err(ActError::Etcd {
+                                op: "member remove (not found, by a member whose cluster could not be confirmed)",
+                                source: e,
+                            });
+                        }
+                    }
                 }
                 Err(e) if tokio::time::Instant::now() < deadline => {
                     warn!(error = %e, "member remove failed; retrying");
@@ -2148,7 +2212,11 @@ pub fn observed_members(
     let kept: Vec<&String> = record.recovery.iter().flat_map(|r| r.kept.iter()).collect();
     infos.retain(|i| !kept.contains(&&i.name));
     for name in &record.members {
-        if kept.contains(&name) || infos.iter().any(|i| &i.name == name) {
+        // Decided, never made: nothing of it exists to be gone (forgotten by the caller).
+        if kept.contains(&name)
+            || record.unmade.contains(name)
+            || infos.iter().any(|i| &i.name == name)
+        {
             continue;
         }
         let Some(ordinal) = etcd_operator::naming::member_ordinal(cluster, name) else {

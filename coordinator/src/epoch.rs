@@ -35,6 +35,12 @@ pub fn next_local_epoch(state_dir: &Path) -> io::Result<u64> {
     lock.lock()?;
     let path = state_dir.join(LOCAL_EPOCH_FILE);
     let last = match read_if_present(&path)? {
+        // No counter yet in a directory that already holds clusters: they were run by an
+        // earlier build, whose epochs were the clock in microseconds, and their sidecars may
+        // remember one. The count starts above them, once.
+        None if holds_clusters(state_dir) => std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as u64),
         None => 0,
         Some(bytes) => String::from_utf8_lossy(&bytes)
             .trim()
@@ -53,9 +59,32 @@ pub fn next_local_epoch(state_dir: &Path) -> io::Result<u64> {
     Ok(next)
 }
 
+/// Whether `state_dir` holds the state of a cluster (a directory with a `cluster.json`).
+fn holds_clusters(state_dir: &Path) -> bool {
+    std::fs::read_dir(state_dir).is_ok_and(|entries| {
+        entries.filter_map(|e| e.ok()).any(|e| {
+            e.path()
+                .join(etcd_operator::local_record::CLUSTER_RECORD_FILE)
+                .is_file()
+        })
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_directory_of_an_earlier_build_counts_on_above_its_clock_epochs() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("c")).unwrap();
+        std::fs::write(dir.path().join("c").join("cluster.json"), "{}").unwrap();
+        // What a sidecar of that build may remember: the clock then, in microseconds.
+        let earlier = 1_796_000_000_000_000u64;
+        let first = next_local_epoch(dir.path()).unwrap();
+        assert!(first > earlier, "{first}");
+        assert_eq!(next_local_epoch(dir.path()).unwrap(), first + 1);
+    }
 
     #[test]
     fn each_local_start_counts_one_more_whatever_the_clock_says() {

@@ -55,6 +55,22 @@ pub fn settled(entry: &ClusterEntry, now: UnixMillis) -> Result<(), NotGiven> {
     Ok(())
 }
 
+/// Whether `member` may bootstrap a cluster of its own: only while the durable record says
+/// no member ever served (no etcd cluster id recorded), or as the seed of a restore the
+/// record decided. A failed read of the member list is no proof that the cluster is gone.
+pub fn may_seed(entry: &ClusterEntry, member: &str) -> bool {
+    match &entry.record {
+        Some(record) => {
+            record.etcd_cluster_id.is_empty()
+                || record
+                    .restore
+                    .as_ref()
+                    .is_some_and(|r| !r.done && r.seed == member)
+        }
+        None => false,
+    }
+}
+
 /// Whether `member` of the cluster in `entry` may be given a grant of `kind` now (the table
 /// then decides whether another is in flight).
 pub fn may_request(
@@ -65,7 +81,11 @@ pub fn may_request(
 ) -> Result<(), NotGiven> {
     settled(entry, now)?;
     match kind {
-        ChangeKind::Bootstrap if entry.seed.as_deref() != Some(member) || entry.cluster_exists => {
+        ChangeKind::Bootstrap
+            if entry.seed.as_deref() != Some(member)
+                || entry.cluster_exists
+                || !may_seed(entry, member) =>
+        {
             Err(refused(
                 "only the designated seed may bootstrap, and only before the cluster exists",
                 5_000,
@@ -166,8 +186,32 @@ mod tests {
         ClusterEntry {
             recovered: true,
             seed: Some("c-0000".into()),
+            record: Some(crate::record::DecisionRecord::default()),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn only_a_cluster_that_never_served_or_a_decided_restore_seeds() {
+        let mut e = entry();
+        assert!(may_seed(&e, "c-0000"));
+        // The cluster served: a failed member-list read does not make it new again.
+        e.record.as_mut().unwrap().etcd_cluster_id = "abc".into();
+        assert!(!may_seed(&e, "c-0000"));
+        assert!(matches!(
+            may_request(&e, "c-0000", ChangeKind::Bootstrap, 10),
+            Err(NotGiven::Refused(_))
+        ));
+        // Unless a restore decided this very seed.
+        e.record.as_mut().unwrap().restore = Some(crate::record::RestoreDecision {
+            seed: "c-0000".into(),
+            ..Default::default()
+        });
+        assert!(may_seed(&e, "c-0000"));
+        assert!(!may_seed(&e, "c-0001"));
+        // Before the record is read, nobody.
+        e.record = None;
+        assert!(!may_seed(&e, "c-0000"));
     }
 
     #[test]

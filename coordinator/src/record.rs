@@ -39,6 +39,11 @@ pub struct DecisionRecord {
     /// The runtime members decided and not yet deleted, by name.
     #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
     pub members: BTreeSet<String>,
+    /// Members decided and not yet known to be made: one the runtime has no trace of was
+    /// never made (its creation failed, or the coordinator stopped before it), and is
+    /// forgotten rather than taken for a member gone with its data.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub unmade: BTreeSet<String>,
     /// One past the highest ordinal ever decided: never handed out again, even for a member
     /// that was decided and never made.
     #[serde(default, skip_serializing_if = "is_zero")]
@@ -71,9 +76,30 @@ impl DecisionRecord {
     /// Records that member `name` of `cluster` is decided (before it is made).
     pub fn add_member(&mut self, cluster: &str, name: &str) {
         self.members.insert(name.to_string());
+        self.unmade.insert(name.to_string());
         if let Some(ordinal) = etcd_operator::naming::member_ordinal(cluster, name) {
             self.next_ordinal = self.next_ordinal.max(ordinal.saturating_add(1));
         }
+    }
+
+    /// Records that `names` are made (the runtime created them): from now on one the
+    /// runtime has no trace of is gone with its data; and the cluster was created.
+    pub fn made(&mut self, names: &[String], at: UnixMillis) {
+        for name in names {
+            self.unmade.remove(name);
+        }
+        if self.created.is_none() && !names.is_empty() {
+            self.created = Some(Created {
+                at,
+                members: names.to_vec(),
+            });
+        }
+    }
+
+    /// Forgets `name` (deleted, or never made).
+    pub fn forget_member(&mut self, name: &str) {
+        self.members.remove(name);
+        self.unmade.remove(name);
     }
 }
 
@@ -270,8 +296,15 @@ pub enum RecordError {
 pub trait RecordStore: Send + Sync + 'static {
     /// The record of `cluster` (an empty one when it has none yet).
     async fn load(&self, cluster: &ClusterKey) -> Result<DecisionRecord, RecordError>;
-    /// Replaces the record of `cluster`; durable when it returns.
-    async fn save(&self, cluster: &ClusterKey, record: &DecisionRecord) -> Result<(), RecordError>;
+    /// Replaces the record of `cluster`, as the coordinator term `epoch`; durable when it
+    /// returns. Refused when a newer term has written the cluster's record (where the store
+    /// can tell: on Kubernetes).
+    async fn save(
+        &self,
+        cluster: &ClusterKey,
+        record: &DecisionRecord,
+        epoch: u64,
+    ) -> Result<(), RecordError>;
 }
 
 /// Parses a record as kept (`location` names it in errors).
@@ -338,7 +371,12 @@ impl RecordStore for LocalRecords {
         }
     }
 
-    async fn save(&self, cluster: &ClusterKey, record: &DecisionRecord) -> Result<(), RecordError> {
+    async fn save(
+        &self,
+        cluster: &ClusterKey,
+        record: &DecisionRecord,
+        _epoch: u64,
+    ) -> Result<(), RecordError> {
         let path = self.path(cluster);
         let location = path.display().to_string();
         let bytes = encode(record);
@@ -376,7 +414,12 @@ impl RecordStore for MemoryRecords {
             .unwrap_or_default())
     }
 
-    async fn save(&self, cluster: &ClusterKey, record: &DecisionRecord) -> Result<(), RecordError> {
+    async fn save(
+        &self,
+        cluster: &ClusterKey,
+        record: &DecisionRecord,
+        _epoch: u64,
+    ) -> Result<(), RecordError> {
         if self.failing.load(std::sync::atomic::Ordering::SeqCst) {
             return Err(RecordError::Io {
                 location: format!("of {cluster} (in memory)"),
@@ -442,7 +485,7 @@ mod tests {
         let store = LocalRecords::new(dir.path());
         let key = ClusterKey::local("c");
         assert_eq!(store.load(&key).await.unwrap(), DecisionRecord::default());
-        store.save(&key, &sample()).await.unwrap();
+        store.save(&key, &sample(), 1).await.unwrap();
         assert_eq!(store.load(&key).await.unwrap(), sample());
         std::fs::write(store.path(&key), b"{\"created\": ").unwrap();
         let e = store.load(&key).await.unwrap_err();

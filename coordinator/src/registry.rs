@@ -297,6 +297,14 @@ impl Registry {
         key: &ClusterKey,
         change: impl FnOnce(&mut DecisionRecord) -> T,
     ) -> Result<T, RecordError> {
+        let not_leading = || RecordError::Io {
+            location: format!("of {key}"),
+            message: "not written: this coordinator does not lead now".into(),
+        };
+        // The term this decision is made under: it is written as that term, and kept in
+        // memory only if that term still holds and the entry is still the one the term
+        // read (a new term forgets every entry and reads the record again).
+        let term = self.leadership.current().ok_or_else(not_leading)?;
         self.record(key).await?;
         let lock = self.with(key, |entry, _| Arc::clone(&entry.record_lock));
         let _held = lock.lock().await;
@@ -307,14 +315,20 @@ impl Registry {
         if self.with(key, |entry, _| entry.record.as_ref() == Some(&record)) {
             return Ok(out);
         }
-        if self.leadership.current().is_none() {
-            return Err(RecordError::Io {
-                location: format!("of {key}"),
-                message: "not written: this coordinator does not lead now".into(),
-            });
+        if self.leadership.current() != Some(term) {
+            return Err(not_leading());
         }
-        self.store().save(key, &record).await?;
-        self.with(key, |entry, _| entry.record = Some(record));
+        self.store().save(key, &record, term).await?;
+        let kept = self.with(key, |entry, _| {
+            let same_entry = Arc::ptr_eq(&entry.record_lock, &lock);
+            if same_entry {
+                entry.record = Some(record);
+            }
+            same_entry
+        });
+        if !kept || self.leadership.current() != Some(term) {
+            return Err(not_leading());
+        }
         Ok(out)
     }
 

@@ -199,6 +199,7 @@ impl Coordinator for CoordinatorService {
                     MemberRole::Join
                 } else if entry.seed.as_deref() == Some(request.member_name.as_str())
                     && !entry.cluster_exists
+                    && crate::grants::may_seed(entry, &request.member_name)
                 {
                     MemberRole::Seed
                 } else {

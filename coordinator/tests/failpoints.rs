@@ -666,12 +666,20 @@ async fn a_crash_at_any_failpoint_loses_nothing_and_the_cluster_carries_on() {
     life.converge("upgraded", running(3, TO)).await;
     check(&life, Op::Upgrade);
 
-    // Backups, with a retention of one.
-    for _ in 0..3 {
+    // Backups, with a retention of one, until every crash of a backup was reached: each
+    // crash fails the backup it hits (the coordinator or the sidecar died under it).
+    for _ in 0..8 {
         let out = life.cli(&["backup", CLUSTER]);
         if !out.status.success() {
-            // The coordinator died under the request: it is started again and asked again.
             life.converge("running", running(3, TO)).await;
+        }
+        let fired = life.fired();
+        if FAILPOINTS
+            .iter()
+            .filter(|(_, op, _)| *op == Op::Backup)
+            .all(|(n, ..)| fired.contains(*n))
+        {
+            break;
         }
     }
     check(&life, Op::Backup);

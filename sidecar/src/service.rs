@@ -97,7 +97,13 @@ impl Sidecar for SidecarService {
             .admit_epoch(request.get_ref().coordinator_epoch, "Leave")
             .map_err(to_status)?;
         info!(reason = %request.get_ref().reason, "asked to leave the cluster");
-        let outcome = self.member.leave().await.map_err(to_status)?;
+        // In a task of its own: a call cancelled halfway (the coordinator stopped, lost its
+        // term) does not stop the leave between its steps, with its grant held.
+        let member = Arc::clone(&self.member);
+        let outcome = tokio::spawn(async move { member.leave().await })
+            .await
+            .map_err(|e| Status::internal(format!("the leave ended: {e}")))?
+            .map_err(to_status)?;
         Ok(Response::new(LeaveResponse {
             removed_member_id: outcome.removed_member_id,
             moved_leadership: outcome.moved_leadership,
@@ -161,10 +167,11 @@ impl Sidecar for SidecarService {
         self.member
             .admit_epoch(request.get_ref().coordinator_epoch, "FinishJoin")
             .map_err(to_status)?;
-        let promoted = self
-            .member
-            .finish_join_if_learner()
+        // In a task of its own, as a leave: a cancelled call does not stop it halfway.
+        let member = Arc::clone(&self.member);
+        let promoted = tokio::spawn(async move { member.finish_join_if_learner().await })
             .await
+            .map_err(|e| Status::internal(format!("the join ended: {e}")))?
             .map_err(to_status)?;
         Ok(Response::new(FinishJoinResponse { promoted }))
     }

@@ -64,16 +64,59 @@ impl RecordStore for KubeRecords {
         }
     }
 
-    async fn save(&self, key: &ClusterKey, record: &DecisionRecord) -> Result<(), RecordError> {
+    /// Written only if nothing changed the object since it was read, with the term's epoch
+    /// beside it ([`super::epoch::ANNOTATION_EPOCH`]): a write of an older term that lands
+    /// late finds the object changed (the newer term wrote its epoch on it before acting),
+    /// reads it again, sees the newer epoch and is refused, so it never replaces a newer
+    /// term's record.
+    async fn save(
+        &self,
+        key: &ClusterKey,
+        record: &DecisionRecord,
+        epoch: u64,
+    ) -> Result<(), RecordError> {
         let text = String::from_utf8(encode(record)).unwrap_or_default();
-        let patch = json!({"metadata": {"annotations": {ANNOTATION_RECORD: text}}});
-        self.api(key)
-            .patch(&key.name, &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-            .map(|_| ())
-            .map_err(|e| RecordError::Io {
-                location: location(key),
-                message: format!("writing it: {e}"),
-            })
+        let failed = |message: String| RecordError::Io {
+            location: location(key),
+            message,
+        };
+        for _ in 0..8 {
+            let object = self
+                .api(key)
+                .get(&key.name)
+                .await
+                .map_err(|e| failed(format!("reading the EtcdCluster: {e}")))?;
+            let recorded = object
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(super::epoch::recorded)
+                .unwrap_or(0);
+            if recorded > epoch {
+                return Err(failed(format!(
+                    "not written: coordinator term {recorded} acts on this cluster, newer than this term ({epoch})"
+                )));
+            }
+            let patch = json!({"metadata": {
+                "resourceVersion": object.metadata.resource_version,
+                "annotations": {
+                    ANNOTATION_RECORD: text,
+                    super::epoch::ANNOTATION_EPOCH: epoch.to_string(),
+                },
+            }});
+            match self
+                .api(key)
+                .patch(&key.name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+            {
+                Ok(_) => return Ok(()),
+                // Changed since it was read (a status write, a spec edit): read again.
+                Err(kube::Error::Api(s)) if s.code == 409 => continue,
+                Err(e) => return Err(failed(format!("writing it: {e}"))),
+            }
+        }
+        Err(failed(
+            "not written: the EtcdCluster kept changing under the write".into(),
+        ))
     }
 }

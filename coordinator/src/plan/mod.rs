@@ -132,6 +132,9 @@ pub struct Observed {
     /// The initial members bootstrapping the cluster together, while they do
     /// ([`Action::CreateInitial`] began it; `None` otherwise).
     pub bootstrap: Option<BootstrapUnderWay>,
+    /// The durable record holds the etcd cluster id a member reported: the cluster served
+    /// clients (and may hold acknowledged writes), whatever its members say now.
+    pub ever_served: bool,
     /// The durable record says the cluster was created (its first members were decided):
     /// with no member left it is a cluster whose members are gone, never one to bootstrap
     /// from nothing.
@@ -1587,6 +1590,9 @@ impl<'a> View<'a> {
     /// formed) or health, or runs with no fresh report to say otherwise.
     fn ever_formed(&self, of_set: &[&MemberView<'_>]) -> Option<String> {
         let (now, policy) = (self.observed.now, &self.observed.policy);
+        if self.observed.ever_served {
+            return Some("the durable record holds the cluster id a member reported".into());
+        }
         for m in of_set {
             match &m.runtime.report {
                 Some(r) if r.member_id != 0 || r.healthy => {
@@ -1742,8 +1748,28 @@ impl<'a> View<'a> {
 
     /// Rule 7, when too few voters keep their data to make a quorum again: wait, or force a
     /// new cluster from the most up-to-date survivor when the spec allows it.
+    /// A member whose sidecar reports it healthy, freshly, sees a leader: a quorum still
+    /// serves somewhere (the Pods of nodes cut off from the API server are marked for
+    /// deletion while they run on), whatever the runtime says of the members.
+    fn quorum_seen(&self) -> bool {
+        let (now, policy) = (self.observed.now, &self.observed.policy);
+        self.members.iter().any(|m| {
+            m.runtime.report.as_ref().is_some_and(|r| {
+                r.healthy
+                    && !r.learner
+                    && is_fresh(r, now, policy)
+                    && (m.runtime.running
+                        || m.runtime.down_since.is_none_or(|down| r.observed_at > down))
+            })
+        })
+    }
+
     fn quorum_lost_for_good(&self) -> Option<Step> {
         let etcd = self.observed.etcd_members.as_deref()?;
+        // Never lost for good while a member sees a leader.
+        if self.quorum_seen() {
+            return None;
+        }
         let (now, policy) = (self.observed.now, &self.observed.policy);
         let mut lost = Vec::new();
         let mut survivors: Vec<&MemberView<'a>> = Vec::new();
@@ -1751,7 +1777,7 @@ impl<'a> View<'a> {
             let keeper = self.members.iter().find(|m| {
                 m.entry.is_some_and(|x| x.id == entry.id)
                     && !m.left
-                    && (m.runtime.running || m.runtime.data == MemberData::Intact)
+                    && (m.runtime.running || m.runtime.data == MemberData::Intact || !m.dead)
             });
             match keeper {
                 Some(m) => survivors.push(m),
@@ -1831,7 +1857,7 @@ impl<'a> View<'a> {
     /// With `spec.recovery.quorumLoss: Restore`, the way back once quorum is lost for good:
     /// the cluster created again from the latest verified backup, or a wait saying why not.
     fn restore_from_backup(&self, lost: Vec<String>, survivors: Vec<Survivor>) -> Option<Step> {
-        if self.spec.quorum_loss != QuorumLossPolicy::Restore {
+        if self.spec.quorum_loss != QuorumLossPolicy::Restore || self.quorum_seen() {
             return None;
         }
         Some(match &self.observed.recovery_backup {

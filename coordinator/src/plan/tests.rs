@@ -64,6 +64,7 @@ impl Situation {
             maintenance: MaintenanceRecord::default(),
             bootstrap: None,
             created: false,
+            ever_served: false,
             abandoning: Vec::new(),
             kept: Vec::new(),
             now: NOW,
@@ -1048,6 +1049,38 @@ fn a_member_whose_sidecar_reports_it_healthy_since_it_went_down_is_never_dead() 
 }
 
 #[test]
+fn a_quorum_its_sidecars_still_see_is_never_restored_over_or_forced() {
+    // Two nodes cut off from the API server: their Pods (no claims) marked for deletion,
+    // counted down with their data going; their sidecars still report them healthy, each
+    // seeing a leader, since.
+    let cut_off = |policy: QuorumLossPolicy| {
+        let mut s = Situation::healthy(3)
+            .wiped(1)
+            .wiped(2)
+            .quorum_loss(policy)
+            .recovery_backup(Ok("demo-20261201T100000Z-r400"));
+        for o in [1, 2] {
+            s.member(o).down_since = Some(NOW - 20_000);
+            let r = s.report(o);
+            r.healthy = true;
+            r.observed_at = NOW - 500;
+        }
+        s
+    };
+    for policy in [QuorumLossPolicy::Restore, QuorumLossPolicy::ForceNewCluster] {
+        let plan = cut_off(policy).plan();
+        assert!(
+            !matches!(
+                plan.action,
+                Action::RestoreCluster { .. } | Action::ForceNewCluster { .. }
+            ),
+            "{policy:?}: {:?}",
+            plan.action
+        );
+    }
+}
+
+#[test]
 fn with_quorum_lost_nothing_changes() {
     assert_cases(vec![
         (
@@ -1610,6 +1643,23 @@ fn initial_members_bootstrap_together_and_a_bootstrap_that_never_formed_is_begun
                 "initial member {} is gone before the bootstrap ended",
                 name(1)
             )),
+            Phase::Creating,
+        ),
+        (
+            "a member gone, the others down without reports, the record holding the cluster id a member reported: never abandoned",
+            {
+                let mut s = Situation::bootstrapping(3, Some(1_000)).down(0).down(2);
+                s.0.members.retain(|m| m.ordinal != 1);
+                s.0.ever_served = true;
+                for o in [0, 2] {
+                    s.member(o).report = None;
+                }
+                s
+            },
+            waiting(WaitReason::Other(format!(
+                "initial member {} is gone before the bootstrap ended, but it is not abandoned: the durable record holds the cluster id a member reported",
+                name(1)
+            ))),
             Phase::Creating,
         ),
         (

@@ -38,6 +38,24 @@ pub(super) struct GrantLease {
     pub renew_every: Duration,
     /// Why the coordinator refused a renewal, if it did: the grant is gone.
     pub lost: Option<String>,
+    /// Alive while the work that holds the grant is: a holder that ended without giving it
+    /// back (its task cancelled, or panicked) stops renewing it, and it is given back.
+    pub holder: std::sync::Weak<()>,
+}
+
+/// A grant held, and the token of the work that holds it: dropping it (the work ended,
+/// however) ends the renewals.
+pub(super) struct HeldGrant {
+    response: GrantResponse,
+    _holder: Arc<()>,
+}
+
+impl std::ops::Deref for HeldGrant {
+    type Target = GrantResponse;
+
+    fn deref(&self) -> &GrantResponse {
+        &self.response
+    }
 }
 
 /// The lease the coordinator answered (`lease_ms`; the default from a coordinator that
@@ -264,7 +282,7 @@ impl Member {
         &self,
         kind: ChangeKind,
         wait: Option<Duration>,
-    ) -> Result<GrantResponse, SidecarError> {
+    ) -> Result<HeldGrant, SidecarError> {
         let deadline = wait.map(|w| Instant::now() + w);
         loop {
             let sent_at = Instant::now();
@@ -287,16 +305,21 @@ impl Member {
                         Duration::from_secs(1)
                     } else if resp.granted {
                         info!(grant = %resp.grant_id, kind = ?kind, lease_ms = resp.lease_ms, "membership grant received");
+                        let holder = Arc::new(());
                         *self.lease.lock().unwrap_or_else(|e| e.into_inner()) = Some(GrantLease {
                             id: resp.grant_id.clone(),
                             valid_until: sent_at + lease_span(resp.lease_ms),
                             renewed_at: sent_at,
                             renew_every: renew_every(resp.lease_ms),
                             lost: None,
+                            holder: Arc::downgrade(&holder),
                         });
                         self.state
                             .send_modify(|s| s.held_grant = Some((resp.grant_id.clone(), kind)));
-                        return Ok(resp);
+                        return Ok(HeldGrant {
+                            response: resp,
+                            _holder: holder,
+                        });
                     } else {
                         Duration::from_millis(u64::from(resp.retry_after_ms).clamp(100, 5_000))
                     }
@@ -352,6 +375,32 @@ impl Member {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
+            // A grant whose work ended without giving it back is given back now.
+            let abandoned = {
+                let mut held = self.lease.lock().unwrap_or_else(|e| e.into_inner());
+                match held.as_ref() {
+                    Some(l) if l.holder.strong_count() == 0 => held.take(),
+                    _ => None,
+                }
+            };
+            if let Some(lease) = abandoned {
+                warn!(grant = %lease.id, "the work holding the grant ended without giving it back: giving it back");
+                self.state.send_modify(|s| s.held_grant = None);
+                let request = ReleaseGrantRequest {
+                    cluster: Some((&self.cfg.cluster).into()),
+                    grant_id: lease.id.clone(),
+                    succeeded: false,
+                    member_id: 0,
+                    error: "the work holding it ended".into(),
+                    member_name: self.cfg.name.clone(),
+                };
+                let _ = tokio::time::timeout(
+                    Duration::from_secs(2),
+                    self.coordinator().release_grant(request),
+                )
+                .await;
+                continue;
+            }
             let due = self
                 .lease
                 .lock()

@@ -73,7 +73,7 @@ impl Member {
             if self.is_stale_entry(m) {
                 info!(stale_id = %format!("{:x}", m.id()), "removing this member's stale entry");
                 self.grant_in_force()?;
-                remove_member(client, m.id()).await?;
+                remove_member(self, client, m.id()).await?;
                 removed.push(m.id());
             }
         }

@@ -106,7 +106,7 @@ impl Member {
         let others = self.etcd(&other_urls).await?;
         self.grant_in_force()?;
         self.dir.mark_leaving()?;
-        remove_member(&others, member_id).await?;
+        remove_member(self, &others, member_id).await?;
         etcd_operator::failpoint!("sidecar.leave.after-member-remove");
         info!(member_id = %format!("{member_id:x}"), "removed from the cluster; stopping etcd and wiping data");
         self.supervisor.stop().await;

@@ -396,42 +396,37 @@ impl Member {
     }
 }
 
-/// Retries an etcd call while its errors are transient, for up to 30 s.
-async fn retry_transient<T, F, Fut>(op: &'static str, mut call: F) -> Result<T, SidecarError>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, etcd_client::Error>>,
-{
+/// Removes etcd's entry `member_id` through `client` (this member's own on a leave, a stale
+/// one of an earlier life on a rejoin), retrying while etcd's errors are transient. An entry
+/// already gone counts as removed: a removal whose answer was lost may have gone through.
+/// Made only under the grant `member` holds, checked before every attempt: a grant that
+/// lapsed while it retried allows no more.
+async fn remove_member(
+    member: &Member,
+    client: &Client,
+    member_id: u64,
+) -> Result<(), SidecarError> {
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut backoff = Duration::from_millis(200);
     loop {
-        match call().await {
-            Ok(v) => return Ok(v),
+        member.grant_in_force()?;
+        let mut c = client.clone();
+        match c.member_remove(member_id).await {
+            Ok(_) => return Ok(()),
             Err(e) if is_transient(&e) && Instant::now() < deadline => {
                 sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(2));
             }
-            Err(e) => return Err(SidecarError::etcd(op)(e)),
+            Err(e) => {
+                let e = SidecarError::etcd("member remove")(e);
+                return if is_member_not_found(&e) {
+                    Ok(())
+                } else {
+                    Err(e)
+                };
+            }
         }
     }
-}
-
-/// Removes etcd's entry `member_id` through `client` (this member's own on a leave, a stale
-/// one of an earlier life on a rejoin), retrying while etcd's errors are transient. An entry
-/// already gone counts as removed: a removal whose answer was lost may have gone through.
-async fn remove_member(client: &Client, member_id: u64) -> Result<(), SidecarError> {
-    retry_transient("member remove", || {
-        let mut c = client.clone();
-        async move { c.member_remove(member_id).await.map(|_| ()) }
-    })
-    .await
-    .or_else(|e| {
-        if is_member_not_found(&e) {
-            Ok(())
-        } else {
-            Err(e)
-        }
-    })
 }
 
 fn is_member_not_found(e: &SidecarError) -> bool {

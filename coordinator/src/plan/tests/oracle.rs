@@ -75,6 +75,18 @@ pub(super) fn check_invariants(observed: &Observed, plan: &Plan) {
         action,
         Action::ForceNewCluster { .. } | Action::RestoreCluster { .. }
     );
+    if recovery {
+        // Never while a member's sidecar, freshly and since it went down, sees a leader.
+        let seen = observed.members.iter().any(|m| {
+            m.report.as_ref().is_some_and(|r| {
+                r.healthy
+                    && !r.learner
+                    && r.observed_at >= observed.now - observed.policy.report_stale_after_ms
+                    && (m.running || m.down_since.is_none_or(|d| r.observed_at > d))
+            })
+        });
+        assert!(!seen, "a recovery while a quorum is seen: {}", context());
+    }
     if observed.etcd_members.is_some() && healthy < quorum(voters) {
         assert!(
             !action.changes_membership() || recovery,

@@ -166,6 +166,7 @@ fn proto_seeds() -> Vec<Vec<u8>> {
             target_version: "3.7.2".into(),
             restart_timeout_ms: 1,
             coordinator_epoch: 1,
+            grant_id: "etcd-cluster-1-1".into(),
         }
         .encode_to_vec(),
     ]

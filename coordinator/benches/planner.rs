@@ -171,6 +171,7 @@ fn pass(registry: &Registry, clusters: &[Simulated], now: i64) -> usize {
             bootstrap: None,
             created: true,
             ever_served: true,
+            pending_force: None,
             abandoning: vec![],
             kept: vec![],
             now,

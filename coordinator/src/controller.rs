@@ -634,6 +634,16 @@ impl<R: Runtime> ClusterController<R> {
                 .map(|b| b.names.clone())
                 .unwrap_or_default(),
             created: record.created.is_some(),
+            pending_force: record
+                .recovery
+                .as_ref()
+                .filter(|r| !r.done && r.backup.is_none())
+                .map(|r| plan::PendingForce {
+                    name: r.from.clone(),
+                    raft_index: r.raft_index,
+                    revision: r.revision,
+                    lost: r.lost.clone(),
+                }),
             ever_served: !record.etcd_cluster_id.is_empty(),
             kept,
             now,
@@ -667,6 +677,13 @@ impl<R: Runtime> ClusterController<R> {
             .find(|id| *id != 0)
             .map(member_id_hex)
             .unwrap_or_default();
+        let forced = record.recovery.as_ref().is_some_and(|r| {
+            !r.done
+                && r.backup.is_none()
+                && reports
+                    .get(&r.from)
+                    .is_some_and(|rep| rep.report.healthy && rep.report.leader)
+        });
         let restored = record.restore.as_ref().is_some_and(|r| {
             !r.done
                 && reports
@@ -686,7 +703,8 @@ impl<R: Runtime> ClusterController<R> {
             && seeds.len() > 1;
         let needs = (record.created.is_none() && !abandoning && !present.is_empty())
             || (record.etcd_cluster_id.is_empty() && !cluster_id.is_empty())
-            || restored;
+            || restored
+            || forced;
         if !needs {
             return Ok(record);
         }
@@ -718,6 +736,9 @@ impl<R: Runtime> ClusterController<R> {
                 }
                 if r.etcd_cluster_id.is_empty() && !cluster_id.is_empty() {
                     r.etcd_cluster_id = cluster_id.clone();
+                }
+                if forced && let Some(recovery) = r.recovery.as_mut() {
+                    recovery.done = true;
                 }
                 if restored && let Some(restore) = r.restore.as_mut() {
                     restore.done = true;
@@ -1061,7 +1082,7 @@ impl<R: Runtime> ClusterController<R> {
                 reason,
             } => {
                 info!(member = %name, member_id = %member_id_hex(*member_id), %reason, "removing dead member");
-                self.with_grant(name, ChangeKind::Remove, async {
+                self.with_grant(name, ChangeKind::Remove, |_| async {
                     etcd_operator::failpoint!("coordinator.remove-dead.after-grant");
                     self.remove_from_etcd(*member_id, infos).await?;
                     etcd_operator::failpoint!("coordinator.remove-dead.after-member-remove");
@@ -1099,8 +1120,10 @@ impl<R: Runtime> ClusterController<R> {
                 info!(member = %name, promoted = finished.promoted, "finished an interrupted join");
             }
             Action::UpgradeMember { name, to } => {
-                self.with_grant(name, ChangeKind::Upgrade, self.upgrade(infos, name, *to))
-                    .await?;
+                self.with_grant(name, ChangeKind::Upgrade, |grant| {
+                    self.upgrade(infos, name, *to, grant)
+                })
+                .await?;
             }
             Action::TakeBackup { name } => {
                 self.take_backup(infos, name, resource_keep(resource))
@@ -1126,7 +1149,7 @@ impl<R: Runtime> ClusterController<R> {
                 lost,
             } => {
                 warn!(member = %name, raft_index, revision, lost = ?lost, "quorum lost for good: forcing a new cluster from the most up-to-date survivor");
-                self.with_grant(name, ChangeKind::ForceNewCluster, async {
+                self.with_grant(name, ChangeKind::ForceNewCluster, |grant| async move {
                     self.registry
                         .decide(&self.key, |r| {
                             r.recovery = Some(ForcedRecovery {
@@ -1146,6 +1169,7 @@ impl<R: Runtime> ClusterController<R> {
                         .force_new_cluster(ForceNewClusterRequest {
                             min_raft_index: *raft_index,
                             coordinator_epoch: self.epoch()?,
+                            grant_id: grant,
                         })
                         .await
                         .map_err(refused_by(name))?
@@ -1174,11 +1198,9 @@ impl<R: Runtime> ClusterController<R> {
                 lost,
             } => {
                 warn!(%backup, %seed, lost = ?lost, discard = ?discard, keep = ?keep, "quorum lost for good: creating the cluster again from the latest verified backup");
-                self.with_grant(
-                    seed,
-                    ChangeKind::ForceNewCluster,
-                    self.restore_cluster(backup, seed, *version, discard, keep, lost, resource),
-                )
+                self.with_grant(seed, ChangeKind::ForceNewCluster, |_| {
+                    self.restore_cluster(backup, seed, *version, discard, keep, lost, resource)
+                })
                 .await?;
             }
             Action::DeleteKept { names } => {
@@ -1198,7 +1220,13 @@ impl<R: Runtime> ClusterController<R> {
             }
             Action::Compact { name, revision } => {
                 let done = self
-                    .maintain(infos, name, MaintenanceOp::Compact, *revision)
+                    .maintain(
+                        infos,
+                        name,
+                        MaintenanceOp::Compact,
+                        *revision,
+                        String::new(),
+                    )
                     .await?;
                 info!(member = %name, revision = done.revision, "compacted");
                 self.registry.with(&self.key, |entry, _| {
@@ -1209,9 +1237,9 @@ impl<R: Runtime> ClusterController<R> {
                 info!(member = %name, %reason, "defragmenting");
                 let mut outcome = None;
                 let done = self
-                    .with_grant(name, ChangeKind::Defragment, async {
+                    .with_grant(name, ChangeKind::Defragment, |grant| async {
                         outcome = Some(
-                            self.maintain(infos, name, MaintenanceOp::Defragment, 0)
+                            self.maintain(infos, name, MaintenanceOp::Defragment, 0, grant)
                                 .await?,
                         );
                         Ok(())
@@ -1237,7 +1265,9 @@ impl<R: Runtime> ClusterController<R> {
                 info!(member = %name, db_size = done.db_size, db_size_in_use = done.db_size_in_use, "defragmented");
             }
             Action::DisarmAlarms { name } => {
-                let done = self.maintain(infos, name, MaintenanceOp::Disarm, 0).await?;
+                let done = self
+                    .maintain(infos, name, MaintenanceOp::Disarm, 0, String::new())
+                    .await?;
                 info!(member = %name, disarmed = done.disarmed, "NOSPACE alarms disarmed");
                 self.registry.with(&self.key, |entry, _| {
                     entry.maintenance.disarmed_at = Some(now_ms());
@@ -1427,6 +1457,7 @@ impl<R: Runtime> ClusterController<R> {
         name: &str,
         op: MaintenanceOp,
         revision: i64,
+        grant_id: String,
     ) -> Result<etcd_operator::proto::MaintainResponse, ActError> {
         let info = find(infos, name)?;
         let mut sidecar = self.sidecar_client_for(info, MAINTENANCE_DEADLINE).await?;
@@ -1435,6 +1466,7 @@ impl<R: Runtime> ClusterController<R> {
                 op: op as i32,
                 revision,
                 coordinator_epoch: self.epoch()?,
+                grant_id,
             })
             .await
             .map_err(refused_by(name))?
@@ -1454,12 +1486,17 @@ impl<R: Runtime> ClusterController<R> {
     /// refused while the coordinator is still reading the cluster's state after a start (the
     /// grants sidecars hold from before it are not known yet), recorded before `work`
     /// starts, renewed while it runs, and given back (and the record cleared) when it ends.
-    async fn with_grant(
+    /// `work` is given the grant's id, for the sidecar it asks to work under it (which renews
+    /// it while it does, so that it outlives a coordinator that stops meanwhile).
+    async fn with_grant<F>(
         &self,
         member: &str,
         kind: ChangeKind,
-        work: impl Future<Output = Result<(), ActError>>,
-    ) -> Result<(), ActError> {
+        work: impl FnOnce(String) -> F,
+    ) -> Result<(), ActError>
+    where
+        F: Future<Output = Result<(), ActError>>,
+    {
         let now = now_ms();
         let grant = self
             .registry
@@ -1476,7 +1513,7 @@ impl<R: Runtime> ClusterController<R> {
             return Err(e.into());
         }
         etcd_operator::failpoint!("coordinator.grant.after-record");
-        let mut work = std::pin::pin!(work);
+        let mut work = std::pin::pin!(work(grant.id.clone()));
         let mut renew = tokio::time::interval(etcd_operator::grant::GRANT_RENEW_EVERY);
         renew.tick().await;
         let result = loop {
@@ -1671,6 +1708,7 @@ impl<R: Runtime> ClusterController<R> {
         infos: &[MemberInfo],
         name: &str,
         to: EtcdVersion,
+        grant_id: String,
     ) -> Result<(), ActError> {
         let info = find(infos, name)?;
         self.runtime.check_version(to)?;
@@ -1691,6 +1729,7 @@ impl<R: Runtime> ClusterController<R> {
                     target_version: to.to_string(),
                     restart_timeout_ms: 0,
                     coordinator_epoch: self.epoch()?,
+                    grant_id,
                 })
                 .await
                 .map_err(refused_by(name))?

@@ -14,9 +14,10 @@ async fn seeded_faults_lose_no_acknowledged_write() {
     let report = run(&ChaosOptions {
         coordinator: env!("CARGO_BIN_EXE_etcd-coordinator").into(),
         seed: 42,
-        // One pass over these five: a fault during an operation, a control-path cut, a
+        // One pass over these six: a fault during an operation, a control-path cut, a
         // host crash that takes quorum with it (the data survives), a sidecar killed
-        // while it streams a backup, and a member's own volume kept full (as root).
+        // while it streams a backup, a member's own volume kept full (as root), and the
+        // coordinator killed at a failpoint the seed chooses.
         duration: Duration::from_secs(1),
         only: vec![
             "kill-etcd-during-replacement".into(),
@@ -24,6 +25,7 @@ async fn seeded_faults_lose_no_acknowledged_write() {
             "kill-majority".into(),
             "kill-sidecar-during-backup".into(),
             "fill-volume".into(),
+            "crash-coordinator-at-failpoint".into(),
         ],
         version: "3.6.15".into(),
         upgrade_to: "3.7.2".into(),

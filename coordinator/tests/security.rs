@@ -242,12 +242,14 @@ async fn call_sidecar(
             target_version: NEXT_VERSION.into(),
             restart_timeout_ms: 1,
             coordinator_epoch: epoch,
+            grant_id: String::new(),
         })
         .await;
     let force = client
         .force_new_cluster(ForceNewClusterRequest {
             min_raft_index: 0,
             coordinator_epoch: epoch,
+            grant_id: String::new(),
         })
         .await;
     let backup = client
@@ -264,6 +266,7 @@ async fn call_sidecar(
             op: etcd_operator::proto::MaintenanceOp::Defragment as i32,
             revision: 0,
             coordinator_epoch: epoch,
+            grant_id: String::new(),
         })
         .await;
     vec![

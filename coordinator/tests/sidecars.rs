@@ -329,6 +329,8 @@ impl ServedCoordinator {
         registry.with(&key, |entry, _| {
             entry.seed = Some(seed.to_string());
             entry.recovered = true;
+            // A new cluster's record, as the reconciler reads it first.
+            entry.record = Some(Default::default());
             // As a coordinator that finds members at its start: no grant before their
             // reports are in.
             entry.settle_until = now_ms() + RECOVERY_SETTLE_MS;
@@ -1129,6 +1131,7 @@ async fn a_force_cut_short_never_applies_to_a_later_start_of_etcd() {
             .force_new_cluster(ForceNewClusterRequest {
                 min_raft_index: raft_index,
                 coordinator_epoch: epoch,
+                grant_id: String::new(),
             })
             .await
     });
@@ -1454,6 +1457,7 @@ async fn a_handoff_cut_short_never_strands_its_member() {
         target_version: version.clone(),
         restart_timeout_ms: 3_000,
         coordinator_epoch: epoch,
+        grant_id: String::new(),
     };
     let epoch = f.coordinator.epoch();
 

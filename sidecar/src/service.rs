@@ -125,7 +125,7 @@ impl Sidecar for SidecarService {
         };
         let outcome = self
             .member
-            .handoff(&request.target_version, timeout)
+            .handoff(&request.target_version, timeout, &request.grant_id)
             .await
             .map_err(to_status)?;
         Ok(Response::new(HandoffResponse {
@@ -188,7 +188,7 @@ impl Sidecar for SidecarService {
         let op = MaintenanceOp::try_from(request.op).unwrap_or(MaintenanceOp::Unspecified);
         let outcome = self
             .member
-            .maintain(op, request.revision)
+            .maintain(op, request.revision, &request.grant_id)
             .await
             .map_err(to_status)?;
         Ok(Response::new(MaintainResponse {
@@ -209,7 +209,10 @@ impl Sidecar for SidecarService {
             .map_err(to_status)?;
         let outcome = self
             .member
-            .force_new_cluster(request.get_ref().min_raft_index)
+            .force_new_cluster(
+                request.get_ref().min_raft_index,
+                &request.get_ref().grant_id,
+            )
             .await
             .map_err(to_status)?;
         Ok(Response::new(ForceNewClusterResponse {

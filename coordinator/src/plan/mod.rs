@@ -132,6 +132,11 @@ pub struct Observed {
     /// The initial members bootstrapping the cluster together, while they do
     /// ([`Action::CreateInitial`] began it; `None` otherwise).
     pub bootstrap: Option<BootstrapUnderWay>,
+    /// A new cluster forced from a survivor, decided (in the durable record) and not known
+    /// to be done: carried through from the same survivor, at the raft index it was chosen
+    /// at, even while etcd cannot be read (a survivor started again without quorum does not
+    /// serve).
+    pub pending_force: Option<PendingForce>,
     /// The durable record holds the etcd cluster id a member reported: the cluster served
     /// clients (and may hold acknowledged writes), whatever its members say now.
     pub ever_served: bool,
@@ -873,6 +878,19 @@ impl fmt::Display for WaitReason {
             Self::Other(text) => f.write_str(text),
         }
     }
+}
+
+/// A forced new cluster decided and not yet known to be done.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingForce {
+    /// The survivor chosen.
+    pub name: String,
+    /// Its raft index when chosen.
+    pub raft_index: u64,
+    /// Its revision when chosen.
+    pub revision: i64,
+    /// The voters whose data was gone.
+    pub lost: Vec<String>,
 }
 
 /// A voter whose data survived a lost quorum, as it last reported.
@@ -1811,6 +1829,9 @@ impl<'a> View<'a> {
         if let Some(step) = self.restore_from_backup(lost.clone(), described.clone()) {
             return Some(step);
         }
+        if let Some(step) = self.carry_on_force() {
+            return Some(step);
+        }
         let ready = quorum_loss == QuorumLossPolicy::ForceNewCluster
             && !described.is_empty()
             && described.iter().all(|s| s.raft_index.is_some());
@@ -1895,9 +1916,33 @@ impl<'a> View<'a> {
         })
     }
 
+    /// A forced new cluster decided earlier and not known to be done, its survivor running
+    /// and no member seeing a leader: carried through, from the same survivor.
+    fn carry_on_force(&self) -> Option<Step> {
+        let pending = self.observed.pending_force.as_ref()?;
+        if self.spec.quorum_loss != QuorumLossPolicy::ForceNewCluster || self.quorum_seen() {
+            return None;
+        }
+        self.members
+            .iter()
+            .find(|m| m.name() == pending.name && m.runtime.running)?;
+        Some((
+            Action::ForceNewCluster {
+                name: pending.name.clone(),
+                raft_index: pending.raft_index,
+                revision: pending.revision,
+                lost: pending.lost.clone(),
+            },
+            Phase::Recovering,
+        ))
+    }
+
     /// Rule 5: runtime members exist but no member answered etcd's member-list read.
     /// Runtime members stand in for voters, since etcd cannot say who votes.
     fn unformed(&self) -> Step {
+        if let Some(step) = self.carry_on_force() {
+            return step;
+        }
         let formed = self
             .members
             .iter()

@@ -65,6 +65,7 @@ impl Situation {
             bootstrap: None,
             created: false,
             ever_served: false,
+            pending_force: None,
             abandoning: Vec::new(),
             kept: Vec::new(),
             now: NOW,
@@ -1078,6 +1079,51 @@ fn a_quorum_its_sidecars_still_see_is_never_restored_over_or_forced() {
             plan.action
         );
     }
+}
+
+#[test]
+fn a_forced_new_cluster_decided_before_is_carried_through_from_the_same_survivor() {
+    // The survivor chosen, its etcd started again since without quorum: it serves nothing,
+    // so etcd's member list cannot be read and it reports no raft index.
+    let pending = PendingForce {
+        name: name(0),
+        raft_index: 900,
+        revision: 400,
+        lost: vec![name(1), name(2)],
+    };
+    let situation = |policy: QuorumLossPolicy| {
+        let mut s = Situation::healthy(3)
+            .wiped(1)
+            .wiped(2)
+            .unhealthy(0)
+            .etcd_unreadable()
+            .quorum_loss(policy);
+        s.report(0).raft_index = 0;
+        s.0.pending_force = Some(pending.clone());
+        s
+    };
+    assert_cases(vec![
+        (
+            "ForceNewCluster: the force decided is carried through",
+            situation(QuorumLossPolicy::ForceNewCluster),
+            Action::ForceNewCluster {
+                name: name(0),
+                raft_index: 900,
+                revision: 400,
+                lost: vec![name(1), name(2)],
+            },
+            Phase::Recovering,
+        ),
+        (
+            "the spec set back to Manual since: nothing is forced",
+            situation(QuorumLossPolicy::Manual),
+            waiting(WaitReason::QuorumLost {
+                healthy: 0,
+                voters: 3,
+            }),
+            Phase::Failed,
+        ),
+    ]);
 }
 
 #[test]

@@ -56,13 +56,17 @@ impl Member {
     pub async fn force_new_cluster(
         self: &Arc<Self>,
         min_raft_index: u64,
+        grant_id: &str,
     ) -> Result<ForcedOutcome, SidecarError> {
         let me = Arc::clone(self);
-        tokio::spawn(async move { me.force_new_cluster_to_the_end(min_raft_index).await })
-            .await
-            .map_err(|e| {
-                SidecarError::Refused(format!("the forced new cluster did not end: {e}"))
-            })?
+        let grant_id = grant_id.to_string();
+        tokio::spawn(async move {
+            // The coordinator's grant for this step lasts as long as the step does here.
+            let _held = me.hold_delegated(&grant_id);
+            me.force_new_cluster_to_the_end(min_raft_index).await
+        })
+        .await
+        .map_err(|e| SidecarError::Refused(format!("the forced new cluster did not end: {e}")))?
     }
 
     async fn force_new_cluster_to_the_end(
@@ -76,7 +80,29 @@ impl Member {
                 "this member has no data to force a new cluster from".into(),
             ));
         }
-        let view = self.local_view().await?;
+        let view = match self.local_view().await {
+            Ok(view) => view,
+            Err(e) => {
+                // etcd started again without quorum does not serve (it cannot publish
+                // itself): nothing can have been committed since this member was chosen,
+                // recorded below before its forced start. That choice is carried through;
+                // without it, nothing is forced blind.
+                let chosen = self
+                    .dir
+                    .load_forced()?
+                    .filter(|r| r.member_id == member_id && r.raft_index >= min_raft_index);
+                let Some(record) = chosen else {
+                    return Err(e);
+                };
+                warn!(error = %e, raft_index = record.raft_index, "etcd does not serve without quorum: forcing as chosen before");
+                LocalView {
+                    raft_index: record.raft_index,
+                    leader: 0,
+                    revision: record.revision,
+                    members: None,
+                }
+            }
+        };
         if let Some(record) = self.dir.load_forced()?
             && record.member_id == member_id
             && view.raft_index > record.raft_index

@@ -41,6 +41,9 @@ pub(super) struct GrantLease {
     /// Alive while the work that holds the grant is: a holder that ended without giving it
     /// back (its task cancelled, or panicked) stops renewing it, and it is given back.
     pub holder: std::sync::Weak<()>,
+    /// Taken by the coordinator for work it asked of this member: renewed while the work
+    /// runs, given back by the coordinator (never by this member).
+    pub delegated: bool,
 }
 
 /// A grant held, and the token of the work that holds it: dropping it (the work ended,
@@ -313,6 +316,7 @@ impl Member {
                             renew_every: renew_every(resp.lease_ms),
                             lost: None,
                             holder: Arc::downgrade(&holder),
+                            delegated: false,
                         });
                         self.state
                             .send_modify(|s| s.held_grant = Some((resp.grant_id.clone(), kind)));
@@ -365,6 +369,28 @@ impl Member {
         }
     }
 
+    /// Renews, while the returned token lives, the grant `grant_id` the coordinator took for
+    /// work it asked of this member (an upgrade's handoff, a forced new cluster, a
+    /// defragmentation): the grant lasts as long as the work here does, even if the
+    /// coordinator that took it stops meanwhile. None when no grant was named.
+    pub(super) fn hold_delegated(&self, grant_id: &str) -> Option<Arc<()>> {
+        if grant_id.is_empty() {
+            return None;
+        }
+        let holder = Arc::new(());
+        let now = Instant::now();
+        *self.lease.lock().unwrap_or_else(|e| e.into_inner()) = Some(GrantLease {
+            id: grant_id.to_string(),
+            valid_until: now + lease_span(0),
+            renewed_at: now,
+            renew_every: renew_every(0),
+            lost: None,
+            holder: Arc::downgrade(&holder),
+            delegated: true,
+        });
+        Some(holder)
+    }
+
     /// Renews the grant this member holds every [`GRANT_RENEW_EVERY`] for as long as it
     /// holds it: the coordinator gives no other grant meanwhile, however long the change
     /// takes (a learner catching up on a large database). Runs for the life of the sidecar.
@@ -383,6 +409,10 @@ impl Member {
                     _ => None,
                 }
             };
+            if let Some(lease) = abandoned.as_ref().filter(|l| l.delegated) {
+                debug!(grant = %lease.id, "the work the coordinator's grant was taken for ended here");
+                continue;
+            }
             if let Some(lease) = abandoned {
                 warn!(grant = %lease.id, "the work holding the grant ended without giving it back: giving it back");
                 self.state.send_modify(|s| s.held_grant = None);

@@ -41,14 +41,20 @@ impl Member {
         self: &Arc<Self>,
         target_version: &str,
         restart_timeout: Duration,
+        grant_id: &str,
     ) -> Result<HandoffOutcome, SidecarError> {
         let target: EtcdVersion = target_version
             .parse()
             .map_err(|e| SidecarError::Refused(format!("target version: {e}")))?;
         let me = Arc::clone(self);
-        tokio::spawn(async move { me.handoff_to_the_end(target, restart_timeout).await })
-            .await
-            .map_err(|e| SidecarError::Refused(format!("the handoff did not end: {e}")))?
+        let grant_id = grant_id.to_string();
+        tokio::spawn(async move {
+            // The coordinator's grant for this step lasts as long as the step does here.
+            let _held = me.hold_delegated(&grant_id);
+            me.handoff_to_the_end(target, restart_timeout).await
+        })
+        .await
+        .map_err(|e| SidecarError::Refused(format!("the handoff did not end: {e}")))?
     }
 
     async fn handoff_to_the_end(

@@ -35,9 +35,12 @@ impl Member {
         &self,
         op: MaintenanceOp,
         revision: i64,
+        grant_id: &str,
     ) -> Result<MaintenanceOutcome, SidecarError> {
         // Not while a lifecycle step (a leave, a handoff) has etcd in hand.
         let _op = self.op.lock().await;
+        // The coordinator's grant for this step (a defragmentation) lasts as long as it runs.
+        let _held = self.hold_delegated(grant_id);
         if self.supervisor.state().borrow().pid.is_none() {
             return Err(SidecarError::Refused(
                 "etcd is not running on this member".into(),

@@ -119,20 +119,30 @@ impl Member {
         if others.is_empty() {
             return Ok(Membership::Unknown);
         }
-        let Ok(Ok(mut client)) =
-            tokio::time::timeout(Duration::from_secs(3), self.etcd(&others)).await
-        else {
-            return Ok(Membership::Unknown);
-        };
-        let list = match tokio::time::timeout(Duration::from_secs(3), client.member_list()).await {
-            Ok(Ok(list)) => list,
-            _ => return Ok(Membership::Unknown),
-        };
-        Ok(judge_membership(
-            &identity,
-            list.header().map(|h| h.cluster_id()),
-            &list.members().iter().map(|m| m.id()).collect::<Vec<_>>(),
-        ))
+        // One member at a time, and only a member that has just served a linearizable read
+        // (it has applied what the leader had committed then): its member list, which etcd
+        // serves from what the member applied, is not one from before this member joined.
+        for endpoint in &others {
+            let attempt = async {
+                let mut client = self.etcd(std::slice::from_ref(endpoint)).await.ok()?;
+                client
+                    .get(
+                        "etcd-operator/membership-barrier",
+                        Some(etcd_client::GetOptions::new().with_count_only()),
+                    )
+                    .await
+                    .ok()?;
+                client.member_list().await.ok()
+            };
+            if let Ok(Some(list)) = tokio::time::timeout(Duration::from_secs(3), attempt).await {
+                return Ok(judge_membership(
+                    &identity,
+                    list.header().map(|h| h.cluster_id()),
+                    &list.members().iter().map(|m| m.id()).collect::<Vec<_>>(),
+                ));
+            }
+        }
+        Ok(Membership::Unknown)
     }
     /// Lifecycle 4: bootstrap a one-member cluster (lifecycle 9: from a backup when the
     /// coordinator says so; nothing starts unless the backup checks out).

@@ -23,6 +23,7 @@
 //! faults in the same order.
 
 mod actions;
+mod failpoint;
 mod network;
 mod quorum;
 mod report;
@@ -175,6 +176,19 @@ async fn run_scenario(
         )?;
         coordinator = coordinator.member_netns(&hub);
     }
+    // The failpoint this run arms, chosen by the seed, and where it marks that it fired.
+    let failpoint = if scenario == Scenario::CrashCoordinatorAtFailpoint {
+        let (name, operation) = failpoint::choose(seed);
+        let markers = failpoint::markers_dir(dir.path())?;
+        for (key, value) in failpoint::arming(name, &markers) {
+            coordinator = coordinator.env(&key, &value);
+        }
+        eprintln!("crash-coordinator-at-failpoint: {name}, during {operation:?}");
+        coordinator = coordinator.may_die_early();
+        Some((name.to_string(), markers))
+    } else {
+        None
+    };
     let mut c = LocalCoordinator::start(coordinator).await?;
     // A member's volume of its own (`fill-volume`), unmounted after the coordinator and
     // everything it started have stopped.
@@ -215,6 +229,7 @@ async fn run_scenario(
             options,
             faulted: &mut faulted,
             volume: &mut volume,
+            failpoint: failpoint.clone(),
         };
         scenario.inject(&mut ctx).await
     };

@@ -90,6 +90,9 @@ pub enum Scenario {
     PartitionDuringBackup,
     /// The leader cut off in a scheduled defragmentation round.
     PartitionDuringDefrag,
+    /// The coordinator killed at a failpoint the seed chooses, during the operation that
+    /// reaches it (scale, replacement, upgrade, backup, restore).
+    CrashCoordinatorAtFailpoint,
 }
 
 /// The process and disk faults.
@@ -111,6 +114,7 @@ pub const PROCESS: &[Scenario] = &[
     Scenario::FillQuota,
     Scenario::FillVolume,
     Scenario::FillVolumeDuringUpgrade,
+    Scenario::CrashCoordinatorAtFailpoint,
 ];
 
 /// The faults of the network between members, in namespaces of their own
@@ -168,6 +172,7 @@ impl Scenario {
             Self::PartitionDuringUpgrade => "partition-during-upgrade",
             Self::PartitionDuringBackup => "partition-during-backup",
             Self::PartitionDuringDefrag => "partition-during-defrag",
+            Self::CrashCoordinatorAtFailpoint => "crash-coordinator-at-failpoint",
         }
     }
 
@@ -228,6 +233,16 @@ impl Scenario {
             Self::FillVolume | Self::FillVolumeDuringUpgrade => {
                 fill_volume(x, self == Self::FillVolumeDuringUpgrade).await
             }
+            Self::CrashCoordinatorAtFailpoint => {
+                let (armed, markers) =
+                    x.failpoint.clone().context("the failpoint this run arms")?;
+                let (_, operation) = super::failpoint::CHOICES
+                    .iter()
+                    .find(|(n, _)| *n == armed)
+                    .copied()
+                    .context("a failpoint of the scenario's choices")?;
+                super::failpoint::crash_at_failpoint(x, &armed, &markers, operation).await
+            }
             network => network::inject(network, x).await,
         }
     }
@@ -246,6 +261,9 @@ pub(super) struct Ctx<'a> {
     /// A member's volume of its own (`fill-volume`), unmounted after the coordinator and
     /// everything it started have stopped.
     pub(super) volume: &'a mut Option<crate::volume::Tmpfs>,
+    /// The failpoint the coordinator was started with armed, and its markers' directory
+    /// (`crash-coordinator-at-failpoint`).
+    pub(super) failpoint: Option<(String, std::path::PathBuf)>,
 }
 
 impl Ctx<'_> {

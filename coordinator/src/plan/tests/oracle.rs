@@ -95,8 +95,13 @@ pub(super) fn check_invariants(observed: &Observed, plan: &Plan) {
         );
     }
     if observed.etcd_members.is_none() && !observed.members.is_empty() {
+        // With etcd unreadable: a restore, an abandon, or a force decided before (its
+        // survivor chosen then) only.
+        let decided_force = matches!(action, Action::ForceNewCluster { name, .. }
+            if observed.pending_force.as_ref().is_some_and(|p| &p.name == name));
         assert!(
             !action.changes_membership()
+                || decided_force
                 || matches!(
                     action,
                     Action::RestoreCluster { .. } | Action::AbandonBootstrap { .. }
@@ -135,6 +140,31 @@ pub(super) fn check_invariants(observed: &Observed, plan: &Plan) {
                 "restarted before its backoff: {}",
                 context()
             );
+        }
+        Action::ForceNewCluster {
+            name: survivor,
+            raft_index,
+            ..
+        } if observed
+            .pending_force
+            .as_ref()
+            .is_some_and(|p| &p.name == survivor && p.raft_index == *raft_index) =>
+        {
+            // A force decided earlier, carried through from the survivor chosen then.
+            let spec = observed.spec.as_ref().unwrap();
+            assert_eq!(
+                spec.quorum_loss,
+                QuorumLossPolicy::ForceNewCluster,
+                "{}",
+                context()
+            );
+            assert!(observed.grant.is_none(), "{}", context());
+            let chosen = observed
+                .members
+                .iter()
+                .find(|m| &m.name == survivor)
+                .unwrap();
+            assert!(chosen.running, "{}", context());
         }
         Action::ForceNewCluster {
             name: survivor,

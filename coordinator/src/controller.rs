@@ -531,6 +531,9 @@ impl<R: Runtime> ClusterController<R> {
                         began: known.and_then(|i| i.began).or(b.began),
                     }
                 });
+            // Grants given by a coordinator that recorded them are all in the record: no
+            // wait for the sidecars to name the ones they hold.
+            let settle_until = if record.grants_recorded { 0 } else { settle_until };
             crate::grants::recover(
                 entry,
                 grants,

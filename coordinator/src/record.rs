@@ -66,6 +66,11 @@ pub struct DecisionRecord {
     /// Upgrade steps under way: member, and when it was restarted on its new version.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub upgrades: BTreeMap<String, UnixMillis>,
+    /// Written by a coordinator that records every grant it gives (this one): the grant in
+    /// flight is the one above, and no sidecar holds another. A coordinator that finds it
+    /// need not wait for the sidecars to report the grants they hold before it gives one.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub grants_recorded: bool,
 }
 
 fn is_zero(n: &u32) -> bool {

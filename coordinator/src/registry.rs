@@ -315,6 +315,7 @@ impl Registry {
         if self.with(key, |entry, _| entry.record.as_ref() == Some(&record)) {
             return Ok(out);
         }
+        record.grants_recorded = true;
         if self.leadership.current() != Some(term) {
             return Err(not_leading());
         }

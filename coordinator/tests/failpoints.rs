@@ -692,28 +692,41 @@ async fn a_crash_at_any_failpoint_loses_nothing_and_the_cluster_carries_on() {
         .await
         .expect("no acknowledged write lost");
 
-    // A majority lost for good: forced from the survivor.
-    life.settled(&now).await;
+    // A majority lost for good: forced from the survivor, again until every crash of a
+    // forced new cluster was reached; each one forces exactly one start of etcd.
     life.set_spec(&spec(
         3,
         TO,
         "  recovery:\n    quorumLoss: ForceNewCluster\n",
     ));
-    life.lose_a_majority(&now).await;
-    let forced = life
-        .converge("grown back after a forced new cluster", running(3, TO))
-        .await;
+    let mut forced = now;
+    for _ in 0..3 {
+        life.settled(&forced).await;
+        let before = life.force_pids.lock().unwrap().len();
+        life.lose_a_majority(&forced).await;
+        forced = life
+            .converge("grown back after a forced new cluster", running(3, TO))
+            .await;
+        let endpoints: Vec<String> = forced.endpoints.split(',').map(str::to_string).collect();
+        verify_acked(&endpoints, &acked)
+            .await
+            .expect("the survivor held every acknowledged write");
+        let pids = life.force_pids.lock().unwrap().clone();
+        assert_eq!(
+            pids.len(),
+            before + 1,
+            "--force-new-cluster applies to exactly one start: {pids:?}"
+        );
+        let fired = life.fired();
+        if FAILPOINTS
+            .iter()
+            .filter(|(_, op, _)| *op == Op::ForceNewCluster)
+            .all(|(n, ..)| fired.contains(*n))
+        {
+            break;
+        }
+    }
     check(&life, Op::ForceNewCluster);
-    let endpoints: Vec<String> = forced.endpoints.split(',').map(str::to_string).collect();
-    verify_acked(&endpoints, &acked)
-        .await
-        .expect("the survivor held every acknowledged write");
-    let pids = life.force_pids.lock().unwrap().clone();
-    assert_eq!(
-        pids.len(),
-        1,
-        "--force-new-cluster applies to exactly one start: {pids:?}"
-    );
 
     // A majority lost for good again: restored from the latest backup.
     life.settled(&forced).await;

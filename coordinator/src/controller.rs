@@ -245,6 +245,7 @@ impl<R: Runtime> ClusterController<R> {
                         action: Action::Steady,
                         phase: Phase::Unknown,
                         warnings: vec![],
+                        refused: None,
                     },
                     status,
                     error: Some(e.to_string()),
@@ -254,27 +255,20 @@ impl<R: Runtime> ClusterController<R> {
         let mut plan = plan::plan(&observed);
         // TLS is chosen when the cluster is created: switching a running cluster between
         // http and https would change every member's URLs at once.
+        // (A refusal freezes changes, not healing: `plan::refuse` still restarts members
+        // down with their data.)
         if let Some(message) = tls_mismatch(resource.spec.etcd_tls(), &infos)
-            && !matches!(plan.action, Action::RefuseSpec { .. })
+            && plan.refused.is_none()
         {
-            plan = Plan {
-                action: Action::RefuseSpec { message },
-                phase: Phase::Invalid,
-                warnings: plan.warnings,
-            };
+            plan = plan::refuse(&observed, message, plan.warnings);
         }
         // The runtime must be able to run the version asked for before anything acts on it.
         if let Ok(spec) = &observed.spec
+            && plan.refused.is_none()
             && plan.action.changes_something()
             && let Err(e) = self.runtime.check_version(spec.version)
         {
-            plan = Plan {
-                action: Action::RefuseSpec {
-                    message: e.to_string(),
-                },
-                phase: Phase::Invalid,
-                warnings: plan.warnings,
-            };
+            plan = plan::refuse(&observed, e.to_string(), plan.warnings);
         }
         let error = if plan.action.changes_something() {
             info!(
@@ -1709,9 +1703,7 @@ impl<R: Runtime> ClusterController<R> {
         let manifest_error = self
             .registry
             .with(&self.key, |entry, _| entry.manifest_error.clone());
-        let spec_ok = observed.spec.is_ok()
-            && !matches!(plan.action, Action::RefuseSpec { .. })
-            && manifest_error.is_none();
+        let spec_ok = observed.spec.is_ok() && plan.refused.is_none() && manifest_error.is_none();
         let voters = health.voters;
         let available = voters > 0 && ready >= plan::quorum(voters);
         let spec_message = match (&observed.spec, &plan.action) {
@@ -1720,7 +1712,7 @@ impl<R: Runtime> ClusterController<R> {
                 manifest_error.as_deref().unwrap_or_default()
             ),
             (Err(e), _) => e.to_string(),
-            (_, Action::RefuseSpec { message }) => message.clone(),
+            _ if plan.refused.is_some() => plan.refused.clone().unwrap_or_default(),
             (Ok(spec), _) if !spec.warnings.is_empty() => spec.warnings.join("; "),
             _ => "the spec is valid".into(),
         };

@@ -1023,6 +1023,57 @@ async fn upgrades_from_3_5_to_3_6_under_writes() {
     assert!(held >= log.acked.len());
 }
 
+/// A refused spec freezes changes, never healing: while a downgrade is refused, a follower
+/// killed is started again on its data (the same member id, no membership change), then
+/// another; writes run throughout and none fails or is lost; a valid spec then converges.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_killed_while_the_spec_is_refused_comes_back_on_its_data() {
+    let _serial = serial_guard();
+    // A short dead-after: a member past it is still restarted, never replaced, while the
+    // spec is refused.
+    let (c, before, monitor, writer) = running_under_writes(Duration::from_secs(3)).await;
+    let ids = etcd_members(&endpoints_of(&before)).await;
+    c.set_spec(3, OLD_VERSION).unwrap();
+    expect_refused(&c, "downgrade", before.observed_generation + 1).await;
+
+    let mut followers: Vec<String> = before
+        .members
+        .iter()
+        .filter(|m| !m.leader)
+        .map(|m| m.name.clone())
+        .collect();
+    followers.sort();
+    for victim in &followers {
+        let pid = kill_and_wait(&c, victim).await;
+        ok(
+            &c,
+            c.wait_until(
+                &format!("{victim} back on its data while the spec is refused"),
+                CHANGE,
+                |s| {
+                    s.phase() == ClusterPhase::Invalid
+                        && s.ready == 3
+                        && s.members
+                            .iter()
+                            .any(|m| &m.name == victim && m.healthy && m.restarts >= 1)
+                },
+            )
+            .await,
+        );
+        assert_ne!(c.member(victim).and_then(|m| m.pid), Some(pid));
+        ok(&c, writer.wait_acked(10, Duration::from_secs(20)).await);
+    }
+    assert_eq!(
+        etcd_members(&endpoints_of(&before)).await,
+        ids,
+        "the same members, the same ids"
+    );
+    c.set_spec(3, VERSION).unwrap();
+    let after = ok(&c, c.wait_running(3, VERSION, CHANGE).await);
+    assert_eq!(names(&after), names(&before));
+    assert_safe_through(&c, writer, monitor, &after).await;
+}
+
 /// Waits until the status refuses the spec with a SpecValid=False condition naming
 /// `problem`, at `generation`; checks the `status` CLI shows the same.
 async fn expect_refused(c: &LocalCoordinator, problem: &str, generation: i64) -> ClusterStatus {

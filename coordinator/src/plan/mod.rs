@@ -10,9 +10,11 @@
 //!
 //! # Rules, in priority order (the first that applies decides)
 //!
-//! 1. Invalid spec: [`Action::RefuseSpec`], phase Invalid. Nothing is touched.
+//! 1. Invalid spec: [`Action::RefuseSpec`], phase Invalid. Nothing changes, but a refusal
+//!    never stops healing: a member down with its data is still started again on it after
+//!    its backoff (rule 4, dead or not: nothing replaces it meanwhile) ([`refuse`]).
 //! 2. The version step from any member's running version to the spec's is refused
-//!    ([`check_version_step`]): [`Action::RefuseSpec`], phase Invalid.
+//!    ([`check_version_step`]): as rule 1.
 //! 3. No runtime member and no etcd cluster: [`Action::CreateInitial`] of every member of
 //!    the spec's size at once (etcd's static bootstrap, under one grant), or
 //!    [`Action::CreateSeed`] for one member or a cluster created from a backup (it then
@@ -951,6 +953,9 @@ pub struct Plan {
     pub phase: Phase,
     /// Warnings to show (the even-size warning from [`ValidSpec`]).
     pub warnings: Vec<String>,
+    /// Why the spec (or the version step it asks for) is refused, while it is. The action
+    /// is then [`Action::RefuseSpec`], or a restart on data that a refusal never holds back.
+    pub refused: Option<String>,
 }
 
 impl Plan {
@@ -977,24 +982,35 @@ pub fn cluster_version(observed: &Observed) -> Option<EtcdVersion> {
 pub fn plan(observed: &Observed) -> Plan {
     let spec = match &observed.spec {
         Ok(spec) => spec,
-        Err(errors) => {
-            return Plan {
-                action: Action::RefuseSpec {
-                    message: errors.to_string(),
-                },
-                phase: Phase::Invalid,
-                warnings: Vec::new(),
-            };
-        }
+        Err(errors) => return refuse(observed, errors.to_string(), Vec::new()),
     };
-    let (action, phase) = match check_version_steps(observed, spec) {
-        Err(message) => (Action::RefuseSpec { message }, Phase::Invalid),
-        Ok(()) => View::new(observed, spec).decide(),
+    if let Err(message) = check_version_steps(observed, spec) {
+        return refuse(observed, message, spec.warnings.clone());
+    }
+    let (action, phase) = View::new(observed, spec).decide();
+    let refused = match &action {
+        Action::RefuseSpec { message } => Some(message.clone()),
+        _ => None,
     };
     Plan {
         action,
         phase,
         warnings: spec.warnings.clone(),
+        refused,
+    }
+}
+
+/// The plan while the spec is refused for `message` (by the planner's rules, or by the
+/// caller: a TLS setting that cannot change, a version the runtime cannot run). A refusal
+/// freezes changes, never healing: a member down with its data is still started again on
+/// it ([`Action::RestartMember`]); otherwise [`Action::RefuseSpec`].
+pub fn refuse(observed: &Observed, message: String, warnings: Vec<String>) -> Plan {
+    let (action, phase) = Members::new(observed).refused(message.clone());
+    Plan {
+        action,
+        phase,
+        warnings,
+        refused: Some(message),
     }
 }
 
@@ -1272,10 +1288,12 @@ struct DeadEntry<'a> {
     reason: String,
 }
 
-/// Everything the rules look at, computed once.
-struct View<'a> {
+/// What the rules look at besides the spec, computed once: the members joined with etcd's
+/// list and their reports. The rules that hold whatever the spec says (a member down with
+/// its data is started again on it) need nothing more, so they run even while the spec is
+/// refused.
+struct Members<'a> {
     observed: &'a Observed,
-    spec: &'a ValidSpec,
     /// By ordinal.
     members: Vec<MemberView<'a>>,
     /// etcd entries no runtime member is.
@@ -1284,8 +1302,32 @@ struct View<'a> {
     healthy_voters: usize,
 }
 
+/// Everything the rules look at: the members, and the spec they are held to.
+struct View<'a> {
+    cluster: Members<'a>,
+    spec: &'a ValidSpec,
+}
+
+/// The rules of a valid spec read the members as their own.
+impl<'a> std::ops::Deref for View<'a> {
+    type Target = Members<'a>;
+
+    fn deref(&self) -> &Members<'a> {
+        &self.cluster
+    }
+}
+
 impl<'a> View<'a> {
     fn new(observed: &'a Observed, spec: &'a ValidSpec) -> Self {
+        Self {
+            cluster: Members::new(observed),
+            spec,
+        }
+    }
+}
+
+impl<'a> Members<'a> {
+    fn new(observed: &'a Observed) -> Self {
         let etcd: &[EtcdMember] = observed.etcd_members.as_deref().unwrap_or_default();
         let (now, policy) = (observed.now, &observed.policy);
         let mut members: Vec<MemberView<'a>> = observed
@@ -1332,7 +1374,6 @@ impl<'a> View<'a> {
             .count();
         Self {
             observed,
-            spec,
             members,
             orphans,
             voters,
@@ -1340,6 +1381,67 @@ impl<'a> View<'a> {
         }
     }
 
+    /// Rule 4: the first member down with its data whose backoff has passed, leaving out
+    /// those `replaced` says are replaced instead.
+    fn restart_down(&self, replaced: impl Fn(&MemberView<'_>) -> bool) -> Option<Step> {
+        let now = self.observed.now;
+        let due = |m: &&MemberView<'_>| {
+            let since = m.runtime.down_since.unwrap_or(now);
+            now.saturating_sub(since) >= restart_backoff_ms(m.runtime.restarts)
+        };
+        let m = self
+            .members
+            .iter()
+            .filter(|m| m.restartable() && !replaced(m))
+            .find(due)?;
+        let reason = match m.runtime.restarts {
+            0 => "its process is gone and its data is intact".to_string(),
+            n => format!(
+                "it exited again after {n} restart{}; its data is intact",
+                if n == 1 { "" } else { "s" }
+            ),
+        };
+        let phase =
+            if self.observed.etcd_members.is_none() || self.healthy_voters < quorum(self.voters) {
+                Phase::Recovering
+            } else {
+                m.trouble_phase()
+            };
+        Some((
+            Action::RestartMember {
+                name: m.name().to_string(),
+                reason,
+            },
+            phase,
+        ))
+    }
+
+    /// While the spec is refused nothing changes but what heals: a member down with its
+    /// data is started again on it (dead or not: nothing replaces it meanwhile), and one
+    /// waiting out its backoff is looked at again soon.
+    fn refused(&self, message: String) -> Step {
+        if let Some((action, _)) = self.restart_down(|_| false) {
+            return (action, Phase::Invalid);
+        }
+        if let Some(m) = self.members.iter().find(|m| m.restartable()) {
+            return wait(WaitReason::MemberDown(m.name().to_string()), Phase::Invalid);
+        }
+        (Action::RefuseSpec { message }, Phase::Invalid)
+    }
+
+    /// Whether removing `entry` leaves at least quorum of the remaining voters healthy.
+    /// A learner does not vote, so its removal never affects quorum.
+    fn removal_keeps_quorum(&self, entry: &EtcdMember, healthy: bool) -> bool {
+        if entry.is_learner {
+            return true;
+        }
+        let voters_after = self.voters.saturating_sub(1);
+        let healthy_after = self.healthy_voters.saturating_sub(usize::from(healthy));
+        healthy_after >= quorum(voters_after)
+    }
+}
+
+impl<'a> View<'a> {
     fn decide(&self) -> Step {
         let observed = self.observed;
         // An abandon decided before a restart is carried through before anything else.
@@ -1404,7 +1506,7 @@ impl<'a> View<'a> {
         if let Some(step @ (Action::AbandonBootstrap { .. }, _)) = bootstrap {
             return step;
         }
-        if let Some((action, phase)) = self.restart_down() {
+        if let Some((action, phase)) = self.restart_down(|m| self.replaced_instead(m)) {
             let phase = if bootstrap.is_some() {
                 Phase::Creating
             } else {
@@ -1675,40 +1777,6 @@ impl<'a> View<'a> {
             return None;
         }
         unhealthy.first().copied()
-    }
-
-    /// Rule 4: the first member down with its data whose backoff has passed.
-    fn restart_down(&self) -> Option<Step> {
-        let now = self.observed.now;
-        let due = |m: &&MemberView<'_>| {
-            let since = m.runtime.down_since.unwrap_or(now);
-            now.saturating_sub(since) >= restart_backoff_ms(m.runtime.restarts)
-        };
-        let m = self
-            .members
-            .iter()
-            .filter(|m| m.restartable() && !self.replaced_instead(m))
-            .find(due)?;
-        let reason = match m.runtime.restarts {
-            0 => "its process is gone and its data is intact".to_string(),
-            n => format!(
-                "it exited again after {n} restart{}; its data is intact",
-                if n == 1 { "" } else { "s" }
-            ),
-        };
-        let phase =
-            if self.observed.etcd_members.is_none() || self.healthy_voters < quorum(self.voters) {
-                Phase::Recovering
-            } else {
-                m.trouble_phase()
-            };
-        Some((
-            Action::RestartMember {
-                name: m.name().to_string(),
-                reason,
-            },
-            phase,
-        ))
     }
 
     /// A dead member that rule 8 replaces now, so it is not restarted again.
@@ -2050,17 +2118,6 @@ impl<'a> View<'a> {
                     m.trouble_phase(),
                 )
             })
-    }
-
-    /// Whether removing `entry` leaves at least quorum of the remaining voters healthy.
-    /// A learner does not vote, so its removal never affects quorum.
-    fn removal_keeps_quorum(&self, entry: &EtcdMember, healthy: bool) -> bool {
-        if entry.is_learner {
-            return true;
-        }
-        let voters_after = self.voters.saturating_sub(1);
-        let healthy_after = self.healthy_voters.saturating_sub(usize::from(healthy));
-        healthy_after >= quorum(voters_after)
     }
 
     /// Rule 8: a member that left keeps nothing worth having (its data is wiped).

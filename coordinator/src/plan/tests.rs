@@ -1180,6 +1180,8 @@ fn a_refused_spec_touches_nothing() {
         Situation::healthy(3).orphan(1),
         Situation::healthy(3).removed(2),
         Situation::healthy(5).dead(1).dead(2).dead(3),
+        // Gone with its data: nothing replaces it while the spec is refused.
+        Situation::healthy(3).wiped(1),
     ] {
         let plan = situation.invalid().plan();
         assert_eq!(
@@ -1189,7 +1191,74 @@ fn a_refused_spec_touches_nothing() {
             }
         );
         assert_eq!(plan.phase, Phase::Invalid);
+        assert_eq!(plan.refused, Some(errors.to_string()));
     }
+}
+
+/// A refusal freezes changes, never healing: a member whose process exited (local mode),
+/// or whose Pod is gone while its claim stays (Kubernetes), is started again on its data
+/// whatever the spec says. Two such exits under a refused spec would otherwise lose quorum.
+#[test]
+fn a_refused_spec_never_stops_a_member_coming_back_on_its_data() {
+    let invalid = SpecErrors(vec![SpecError::SizeTooSmall(0)]).to_string();
+    let downgrade = check_version_step(V36, V35, false).unwrap_err().to_string();
+    let looping = "it exited again after 4 restarts; its data is intact";
+    let cases = vec![
+        (
+            "an invalid spec, a follower exited: started again at once",
+            Situation::healthy(3).crashed(1).invalid(),
+            restart(1, FIRST_EXIT),
+            &invalid,
+        ),
+        (
+            "a downgrade refused, the leader exited: the same",
+            Situation::healthy(3).crashed(0).spec_version("3.5.34"),
+            restart(0, FIRST_EXIT),
+            &downgrade,
+        ),
+        (
+            "a refused spec and two of three exited (quorum lost): each comes back",
+            Situation::healthy(3).crashed(1).crashed(2).invalid(),
+            restart(1, FIRST_EXIT),
+            &invalid,
+        ),
+        (
+            "past dead-after it is not replaced while refused: it is still restarted",
+            Situation::healthy(3)
+                .crash_looping(2, 4, 60_000, 10_000)
+                .invalid(),
+            restart(2, looping),
+            &invalid,
+        ),
+        (
+            "a one-member cluster whose member exited under a refused downgrade",
+            Situation::healthy(1).crashed(0).spec_version("3.5.34"),
+            restart(0, FIRST_EXIT),
+            &downgrade,
+        ),
+        (
+            "its backoff not passed yet: a wait, looked at again soon",
+            Situation::healthy(3)
+                .crash_looping(1, 3, 8_000, 2_000)
+                .invalid(),
+            waiting(WaitReason::MemberDown(name(1))),
+            &invalid,
+        ),
+    ];
+    for (what, situation, action, refused) in cases {
+        let plan = situation.plan();
+        assert_eq!(plan.action, action, "{what}");
+        assert_eq!(plan.phase, Phase::Invalid, "{what}");
+        assert_eq!(plan.refused.as_deref(), Some(refused.as_str()), "{what}");
+        assert!(!plan.settled(), "{what}: a member down must be looked at again");
+    }
+    // Refused by the caller (a TLS setting that cannot change, a version the runtime
+    // cannot run): the same.
+    let s = Situation::healthy(3).crashed(2);
+    let plan = refuse(&s.0, "no binary for 3.6.15".into(), Vec::new());
+    check_invariants(&s.0, &plan);
+    assert_eq!(plan.action, restart(2, FIRST_EXIT));
+    assert_eq!(plan.refused.as_deref(), Some("no binary for 3.6.15"));
 }
 
 #[test]

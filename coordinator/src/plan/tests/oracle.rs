@@ -59,13 +59,35 @@ fn voter_counts(observed: &Observed, gone: Option<u64>) -> (usize, usize) {
 pub(super) fn check_invariants(observed: &Observed, plan: &Plan) {
     let action = &plan.action;
     let context = || format!("{action:?} for {observed:#?}");
-    if observed.spec.is_err() {
+    if observed.spec.is_err() || plan.refused.is_some() {
+        // A refusal freezes changes, never healing: nothing but a restart on data (held to
+        // its own rules below), and a member down with its data whose backoff has passed is
+        // started again.
         assert!(
-            matches!(action, Action::RefuseSpec { .. }),
-            "invalid spec: {}",
+            plan.refused.is_some()
+                && matches!(
+                    action,
+                    Action::RefuseSpec { .. } | Action::RestartMember { .. } | Action::Wait { .. }
+                ),
+            "refused spec: {}",
             context()
         );
-        return;
+        let due = observed.members.iter().any(|m| {
+            !m.running
+                && m.data == MemberData::Intact
+                && m.restart_on_request
+                && observed.now - m.down_since.unwrap_or(observed.now)
+                    >= restart_backoff_ms(m.restarts)
+                && !m
+                    .report
+                    .as_ref()
+                    .is_some_and(|r| r.phase == ReportedPhase::Removed)
+        });
+        assert!(
+            !due || matches!(action, Action::RestartMember { .. }),
+            "a member down with its data is left down while the spec is refused: {}",
+            context()
+        );
     }
     let list = observed.etcd_members.as_deref().unwrap_or_default();
     let (healthy, voters) = voter_counts(observed, None);
@@ -641,6 +663,8 @@ fn invariants_hold_in_every_generated_situation() {
                         plans += 1;
                         kinds.insert(plan.action.kind());
                         if matches!(extra, Extra::Nothing) && leader == 0 {
+                            // Refused, by the spec or by the version step it asks for.
+                            s.clone().spec_version("3.4.45").plan();
                             s.invalid().plan();
                         }
                     }

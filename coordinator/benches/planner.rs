@@ -142,7 +142,8 @@ fn pass(registry: &Registry, clusters: &[Simulated], now: i64) -> usize {
                     restart_on_request: true,
                     restarts: 0,
                     failing_since: None,
-                    upgraded_at: None,
+                    upgrade: None,
+                    last_exit: String::new(),
                     defragmented_at: None,
                 }
             })
@@ -172,6 +173,7 @@ fn pass(registry: &Registry, clusters: &[Simulated], now: i64) -> usize {
             created: true,
             abandoning: vec![],
             kept: vec![],
+            upgrade_failed: None,
             now,
             policy: Policy::default(),
         };

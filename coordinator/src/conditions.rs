@@ -31,6 +31,9 @@ pub enum ConditionType {
     /// etcd raised an alarm (NOSPACE, CORRUPT) on a member, or its data volume is full
     /// (DISKFULL).
     Alarm,
+    /// An upgrade stopped: a member did not come back healthy on its new version and was
+    /// rolled back.
+    UpgradeFailed,
 }
 
 impl ConditionType {
@@ -46,6 +49,7 @@ impl ConditionType {
             Self::Restored => "Restored",
             Self::ReconcileFailed => "ReconcileFailed",
             Self::Alarm => "Alarm",
+            Self::UpgradeFailed => "UpgradeFailed",
         }
     }
 }
@@ -62,6 +66,7 @@ impl From<ConditionType> for proto::ConditionType {
             ConditionType::Restored => Self::Restored,
             ConditionType::ReconcileFailed => Self::ReconcileFailed,
             ConditionType::Alarm => Self::Alarm,
+            ConditionType::UpgradeFailed => Self::UpgradeFailed,
         }
     }
 }
@@ -82,6 +87,7 @@ impl TryFrom<proto::ConditionType> for ConditionType {
             proto::ConditionType::Restored => Self::Restored,
             proto::ConditionType::ReconcileFailed => Self::ReconcileFailed,
             proto::ConditionType::Alarm => Self::Alarm,
+            proto::ConditionType::UpgradeFailed => Self::UpgradeFailed,
         })
     }
 }

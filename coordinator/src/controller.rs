@@ -30,7 +30,10 @@ use crate::{
         self, Action, EtcdMember, MemberReport, Observed, Phase, Plan, Policy, ReportedPhase,
         RuntimeMember,
     },
-    record::{BootstrapRecord, Created, DecisionRecord, GrantRecord, RestoreDecision},
+    record::{
+        BootstrapRecord, Created, DecisionRecord, GrantRecord, RestoreDecision, UpgradeFailureRecord,
+        UpgradeStepRecord,
+    },
     registry::{ForcedRecovery, InitialBootstrap, Registry, now_ms},
     runtime::{MemberInfo, Runtime, RuntimeError},
 };
@@ -474,27 +477,43 @@ impl<R: Runtime> ClusterController<R> {
             crate::grants::end_adopted(entry, grants, &self.key, etcd_members.as_deref(), now);
             grants.in_flight(&self.key, now).cloned()
         });
-        // An upgrade step is done once its member reports healthy on its new version.
+        // An upgrade step is over once its member reports healthy after it: on the step's
+        // version (done), or on the version the runtime still runs it with (the restart
+        // never reached the runtime, or a Pod was made again from a claim not yet moved: the
+        // upgrade rule begins the step again).
         let done_upgrades: Vec<String> = upgrades
             .iter()
-            .filter(|(name, at)| {
+            .filter(|(name, step)| {
                 infos.iter().all(|m| &m.name != *name)
                     || infos.iter().any(|m| {
+                        let to = step.to.parse().unwrap_or(m.version);
                         &m.name == *name
                             && reports.get(*name).is_some_and(|r| {
                                 let mut report = MemberReport::from(&r.report);
                                 report.observed_at = r.received_at;
-                                report.healthy && plan::upgraded(&report, **at, m.version)
+                                report.healthy
+                                    && (plan::upgraded(&report, step.at, to)
+                                        || (m.version != to
+                                            && plan::upgraded(&report, step.at, m.version)))
                             })
                     })
             })
             .map(|(name, _)| name.clone())
             .collect();
-        if !done_upgrades.is_empty() {
+        // The upgrade that stopped is forgotten once the spec asks for another version.
+        let spec = validate_cluster(resource);
+        let failure_over = record.upgrade_failed.as_ref().is_some_and(|f| {
+            spec.as_ref()
+                .is_ok_and(|spec| f.to.parse::<EtcdVersion>().ok() != Some(spec.version))
+        });
+        if !done_upgrades.is_empty() || failure_over {
             record = self
                 .registry
                 .decide(&self.key, |r| {
                     r.upgrades.retain(|name, _| !done_upgrades.contains(name));
+                    if failure_over {
+                        r.upgrade_failed = None;
+                    }
                     r.clone()
                 })
                 .await?;
@@ -536,9 +555,18 @@ impl<R: Runtime> ClusterController<R> {
         } else {
             None
         };
+        let upgrade_failed = record.upgrade_failed.as_ref().and_then(|f| {
+            Some(plan::UpgradeFailure {
+                member: f.member.clone(),
+                to: f.to.parse().ok()?,
+                back_to: f.back_to.parse().ok()?,
+                error: f.error.clone(),
+            })
+        });
         let observed = Observed {
             cluster: self.key.clone(),
-            spec: validate_cluster(resource),
+            spec,
+            upgrade_failed,
             members,
             etcd_members,
             grant,
@@ -1027,6 +1055,20 @@ impl<R: Runtime> ClusterController<R> {
             Action::UpgradeMember { name, to } => {
                 self.with_grant(name, ChangeKind::Upgrade, self.upgrade(infos, name, *to))
                     .await?;
+            }
+            Action::RollBackMember {
+                name,
+                to,
+                from,
+                failure,
+            } => {
+                warn!(member = %name, %from, %to, failure = failure.as_deref().unwrap_or(""), "rolling the member back to the version it last ran, on its data");
+                self.with_grant(
+                    name,
+                    ChangeKind::Upgrade,
+                    self.roll_back(name, *to, *from, failure.as_deref()),
+                )
+                .await?;
             }
             Action::TakeBackup { name } => {
                 self.take_backup(infos, name, resource_keep(resource))
@@ -1604,17 +1646,82 @@ impl<R: Runtime> ClusterController<R> {
         etcd_operator::failpoint!("coordinator.upgrade.after-handoff");
         // The step is under way, recorded before the restart: the planner waits for the
         // member to report healthy on the new version (`WaitReason::Upgrading`) before any
-        // other step, and status is written on every pass meanwhile.
+        // other step, and status is written on every pass meanwhile; with the version it
+        // last ran healthy, which it is rolled back to if it does not come back healthy.
         let restarted_at = now_ms();
+        let reported = self.registry.with(&self.key, |entry, _| {
+            entry
+                .reports
+                .get(name)
+                .filter(|r| r.report.healthy)
+                .and_then(|r| r.report.etcd_version.parse::<EtcdVersion>().ok())
+        });
         self.registry
             .decide(&self.key, |r| {
-                r.upgrades.insert(name.to_string(), restarted_at);
+                let last_healthy = r
+                    .upgrades
+                    .get(name)
+                    .map(|step| step.last_healthy.clone())
+                    .filter(|v| !v.is_empty())
+                    .unwrap_or_else(|| reported.unwrap_or(info.version).to_string());
+                r.upgrades.insert(
+                    name.to_string(),
+                    UpgradeStepRecord {
+                        at: restarted_at,
+                        to: to.to_string(),
+                        last_healthy,
+                        rollback: false,
+                    },
+                );
             })
             .await?;
         etcd_operator::failpoint!("coordinator.upgrade.after-record");
         self.epoch()?;
         self.runtime.restart_member(&self.key, name, to).await?;
         // What its sidecar said before the restart (handed off) is not news about it now.
+        self.registry.with(&self.key, |entry, _| {
+            entry.reports.remove(name);
+        });
+        Ok(())
+    }
+
+    /// Rolls `name` back to `to`, the version it last ran healthy, on its data: the step
+    /// (and, when the upgrade failed, the failure) recorded first, then the restart. No
+    /// handoff: its etcd does not serve on `from`.
+    async fn roll_back(
+        &self,
+        name: &str,
+        to: EtcdVersion,
+        from: EtcdVersion,
+        failure: Option<&str>,
+    ) -> Result<(), ActError> {
+        self.runtime.check_version(to)?;
+        let at = now_ms();
+        self.registry
+            .decide(&self.key, |r| {
+                r.upgrades.insert(
+                    name.to_string(),
+                    UpgradeStepRecord {
+                        at,
+                        to: to.to_string(),
+                        last_healthy: to.to_string(),
+                        rollback: true,
+                    },
+                );
+                if let Some(error) = failure {
+                    r.upgrade_failed = Some(UpgradeFailureRecord {
+                        member: name.to_string(),
+                        to: from.to_string(),
+                        back_to: to.to_string(),
+                        error: error.to_string(),
+                        at,
+                    });
+                }
+            })
+            .await?;
+        etcd_operator::failpoint!("coordinator.rollback.after-record");
+        self.epoch()?;
+        self.runtime.restart_member(&self.key, name, to).await?;
         self.registry.with(&self.key, |entry, _| {
             entry.reports.remove(name);
         });
@@ -1671,10 +1778,13 @@ impl<R: Runtime> ClusterController<R> {
                 peer_urls: entry
                     .map(|e| e.peer_urls.clone())
                     .unwrap_or_else(|| info.map(|i| vec![i.peer_url.clone()]).unwrap_or_default()),
+                // What etcd says it runs, never what it was configured with: a member whose
+                // etcd is down runs no version.
                 version: report
+                    .filter(|_| rm.running)
                     .map(|r| r.etcd_version.clone())
                     .filter(|v| !v.is_empty())
-                    .unwrap_or_else(|| rm.version.to_string()),
+                    .unwrap_or_else(|| UNKNOWN_VERSION.to_string()),
                 healthy,
                 leader: healthy && report.is_some_and(|r| r.leader),
                 learner,
@@ -1791,6 +1901,14 @@ impl<R: Runtime> ClusterController<R> {
         if let Some(c) = alarm_condition(resource, alarm_seen, &members) {
             conditions.push(c);
         }
+        if let Some(failure) = &observed.upgrade_failed {
+            conditions.push(condition(
+                ConditionType::UpgradeFailed,
+                ConditionStatus::True,
+                "RolledBack",
+                &plan::WaitReason::UpgradeFailed(failure.clone()).to_string(),
+            ));
+        }
         if let Some(c) = backup_condition(resource, &track) {
             conditions.push(c);
         }
@@ -1846,6 +1964,9 @@ impl<R: Runtime> ClusterController<R> {
         }
     }
 }
+
+/// A member's version while its etcd does not say which it runs (down, or not answering).
+pub const UNKNOWN_VERSION: &str = "unknown";
 
 fn rfc3339_ms(ms: UnixMillis) -> String {
     jiff::Timestamp::from_millisecond(ms)
@@ -2092,7 +2213,13 @@ pub fn planner_members(
                 restart_on_request: info.restart_on_request,
                 restarts: info.restarts.count,
                 failing_since: info.restarts.failing_since,
-                upgraded_at: record.upgrades.get(&info.name).copied(),
+                upgrade: record.upgrades.get(&info.name).map(|step| plan::UpgradeStep {
+                    at: step.at,
+                    to: step.to.parse().unwrap_or(info.version),
+                    last_healthy: step.last_healthy.parse().ok(),
+                    rollback: step.rollback,
+                }),
+                last_exit: info.restarts.last_exit.clone(),
                 defragmented_at: defragmented.get(&info.name).copied(),
             }
         })

@@ -56,6 +56,10 @@ enum Command {
         /// How long a member's process may stay gone before it is replaced, in seconds.
         #[arg(long, default_value_t = 15)]
         dead_after_secs: u64,
+        /// How long a member restarted on a new version has to report healthy on it before
+        /// it is rolled back to the version it last ran and the upgrade stops, in seconds.
+        #[arg(long, default_value_t = 120)]
+        upgrade_deadline_secs: u64,
         /// Print only logs, no progress lines.
         #[arg(long)]
         quiet: bool,
@@ -194,6 +198,11 @@ enum Command {
         /// How long a member's Pod may stay down before it is replaced, in seconds.
         #[arg(long, env = "ETCDOP_DEAD_AFTER_SECS", default_value_t = 15)]
         dead_after_secs: u64,
+        /// How long a member restarted on a new version (a new image) has to report healthy
+        /// on it before it is rolled back to the version it last ran and the upgrade stops,
+        /// in seconds.
+        #[arg(long, env = "ETCDOP_UPGRADE_DEADLINE_SECS", default_value_t = 120)]
+        upgrade_deadline_secs: u64,
     },
     /// Copy the sidecar binary into DIR (the member Pods' init container).
     #[command(hide = true)]
@@ -217,10 +226,13 @@ enum SidecarCommandLine {
     Run(Box<etcd_sidecar::RunArgs>),
 }
 
-/// The planner's tunables from the command line (`--dead-after-secs`, on both runtimes).
-fn policy(dead_after_secs: u64) -> Policy {
+/// The planner's tunables from the command line (`--dead-after-secs`,
+/// `--upgrade-deadline-secs`, on both runtimes).
+fn policy(dead_after_secs: u64, upgrade_deadline_secs: u64) -> Policy {
+    let ms = |secs: u64| i64::try_from(secs.saturating_mul(1000)).unwrap_or(i64::MAX);
     Policy {
-        dead_after_ms: (dead_after_secs * 1000) as i64,
+        dead_after_ms: ms(dead_after_secs),
+        upgrade_deadline_ms: ms(upgrade_deadline_secs),
         ..Policy::default()
     }
 }
@@ -262,6 +274,7 @@ async fn main() -> anyhow::Result<()> {
             client_cert_validity_secs,
             sidecar_binary,
             dead_after_secs,
+            upgrade_deadline_secs,
             quiet,
             metrics_addr,
             member_netns,
@@ -291,7 +304,7 @@ async fn main() -> anyhow::Result<()> {
                 cert_validity: Duration::from_secs(cert_validity_secs.max(1)),
                 client_cert_validity: Duration::from_secs(client_cert_validity_secs.max(1)),
                 sidecar,
-                policy: policy(dead_after_secs),
+                policy: policy(dead_after_secs, upgrade_deadline_secs),
                 interval: Duration::from_secs(1),
                 resync: Duration::from_secs(10),
                 progress: !quiet,
@@ -358,6 +371,7 @@ async fn main() -> anyhow::Result<()> {
             lease_name,
             no_leader_election,
             dead_after_secs,
+            upgrade_deadline_secs,
         } => {
             init_logs("info");
             let opts = etcd_coordinator::k8s::operator::KubernetesOptions {
@@ -394,7 +408,7 @@ async fn main() -> anyhow::Result<()> {
                 operator_image,
                 image_pull_policy,
                 lease_name: (!no_leader_election).then_some(lease_name),
-                policy: policy(dead_after_secs),
+                policy: policy(dead_after_secs, upgrade_deadline_secs),
             };
             if let Err(e) = etcd_coordinator::k8s::operator::run_kubernetes(
                 opts,

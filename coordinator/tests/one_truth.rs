@@ -163,6 +163,7 @@ fn planner_view(infos: Vec<MemberInfo>, fates: &[Fate], now: i64) -> (Vec<Seen>,
         created: true,
         abandoning: vec![],
         kept: vec![],
+        upgrade_failed: None,
         now,
         policy: Policy::default(),
     };

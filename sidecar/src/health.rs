@@ -165,7 +165,9 @@ async fn observe_once(member: &Member, client: &mut Option<etcd_client::Client>)
             .as_ref()
             .map(|(_, k)| *k as i32)
             .unwrap_or(0),
-        etcd_version: member.cfg.etcd_version.to_string(),
+        // What etcd says it runs, once it answers (below): never the version it is
+        // configured with, which a member that cannot start on it never ran.
+        etcd_version: String::new(),
         restored_from: state
             .restored
             .as_ref()

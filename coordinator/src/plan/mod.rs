@@ -144,10 +144,45 @@ pub struct Observed {
     /// Survivors of a lost cluster kept with their data until its restore runs (not in
     /// `members`): deleted once the restored cluster runs.
     pub kept: Vec<String>,
+    /// The upgrade that stopped because a member did not come back healthy on its new
+    /// version (the durable record's; the caller forgets it once the spec asks for another
+    /// version).
+    pub upgrade_failed: Option<UpgradeFailure>,
     /// Now, ms since the epoch.
     pub now: UnixMillis,
     /// Tunables.
     pub policy: Policy,
+}
+
+/// An upgrade step under way, as the durable record has it: a member restarted on another
+/// version, not yet healthy on it since.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UpgradeStep {
+    /// When it was restarted on `to`.
+    pub at: UnixMillis,
+    /// The version it was restarted on.
+    pub to: EtcdVersion,
+    /// The version it last ran healthy before the step (`None` when a coordinator that did
+    /// not record it began the step): what it is rolled back to, and what counts as the
+    /// version it runs until it is healthy on `to`.
+    pub last_healthy: Option<EtcdVersion>,
+    /// The step rolls a failed upgrade back (it is never rolled back in turn).
+    pub rollback: bool,
+}
+
+/// An upgrade stopped: a member did not come back healthy on its new version within the
+/// deadline and was rolled back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpgradeFailure {
+    /// The member.
+    pub member: String,
+    /// The version it did not come back healthy on.
+    pub to: EtcdVersion,
+    /// The version it was rolled back to (new members are created on it while the spec
+    /// still asks for `to`).
+    pub back_to: EtcdVersion,
+    /// What it last said: etcd's last error, or why its Pod did not start.
+    pub error: String,
 }
 
 /// A static bootstrap under way: the initial members started together, under the one grant
@@ -210,6 +245,10 @@ pub struct Policy {
     /// A static bootstrap that has not reached quorum this long after its first member
     /// was given its role is abandoned and begun again (default 60 000 ms).
     pub bootstrap_deadline_ms: i64,
+    /// A member restarted on a new version that has not reported healthy on it this long
+    /// after is rolled back to the version it last ran (default 120 000 ms). Until then it
+    /// is never judged dead: a failed upgrade is rolled back, not replaced.
+    pub upgrade_deadline_ms: i64,
 }
 
 impl Default for Policy {
@@ -218,6 +257,7 @@ impl Default for Policy {
             dead_after_ms: 15_000,
             report_stale_after_ms: 10_000,
             bootstrap_deadline_ms: 60_000,
+            upgrade_deadline_ms: 120_000,
         }
     }
 }
@@ -250,10 +290,13 @@ pub struct RuntimeMember {
     /// When the current run of failures began: its first exit since it last ran steadily
     /// (`None` when the runtime cannot tell; `down_since` stands in then).
     pub failing_since: Option<UnixMillis>,
-    /// When the coordinator restarted it on `version` for an upgrade, while it has not yet
-    /// reported healthy on that version since (`None` otherwise). The upgrade step is then
-    /// under way: waited for here, as a state of the plan, not inside the act.
-    pub upgraded_at: Option<UnixMillis>,
+    /// The upgrade (or rollback) step under way, while it has not yet reported healthy on
+    /// the step's version since (`None` otherwise): waited for here, as a state of the plan,
+    /// not inside the act.
+    pub upgrade: Option<UpgradeStep>,
+    /// How the runtime last saw it end or fail to start ("ImagePullBackOff: ...", "exit
+    /// status 1"); empty when it cannot tell.
+    pub last_exit: String,
     /// When the coordinator last defragmented it (`None`: not since it started).
     pub defragmented_at: Option<UnixMillis>,
 }
@@ -307,6 +350,8 @@ pub struct MemberReport {
     pub db_size_in_use: i64,
     /// While the sidecar runs but its etcd keeps exiting: since when, and how it last ended.
     pub etcd_down: Option<EtcdDown>,
+    /// The last error its sidecar saw (empty when none).
+    pub last_error: String,
 }
 
 /// An etcd that its sidecar means to run and that is not running: it exited on its own,
@@ -359,6 +404,7 @@ impl From<&proto::HealthReport> for MemberReport {
                 since: report.etcd_failing_since_unix_ms,
                 exit: report.last_error.clone(),
             }),
+            last_error: report.last_error.clone(),
         }
     }
 }
@@ -587,6 +633,23 @@ pub enum Action {
         /// The version to restart it with.
         to: EtcdVersion,
     },
+    /// An upgrade step that did not come back healthy within the deadline (or that the
+    /// spec no longer asks for): restart `name` on its own data with `to`, the version it
+    /// last ran healthy. Not a membership change and no handoff: its etcd does not serve
+    /// on the new version. etcd's older minor reads the data, since a member that never
+    /// ran healthy on the newer version wrote nothing in its format (etcd moves its
+    /// storage to a new version only once the whole cluster runs it).
+    RollBackMember {
+        /// The member.
+        name: String,
+        /// The version it last ran healthy, restarted on now.
+        to: EtcdVersion,
+        /// The version it did not come back healthy on.
+        from: EtcdVersion,
+        /// Why the upgrade failed (what the member last said), recorded as the upgrade's
+        /// failure; `None` when the spec no longer asks for `from` (nothing failed).
+        failure: Option<String>,
+    },
     /// Compact the cluster's history up to `revision` through `name`'s sidecar, the first
     /// step out of NOSPACE (cluster-wide; no member stalls).
     Compact {
@@ -631,6 +694,7 @@ impl Action {
             Self::DeleteRuntimeMember { .. } => "delete_runtime_member",
             Self::AskToLeave { .. } => "ask_to_leave",
             Self::UpgradeMember { .. } => "upgrade_member",
+            Self::RollBackMember { .. } => "roll_back_member",
             Self::FinishJoin { .. } => "finish_join",
             Self::RestartMember { .. } => "restart_member",
             Self::TakeBackup { .. } => "take_backup",
@@ -661,6 +725,7 @@ impl Action {
             && !matches!(
                 self,
                 Self::RestartMember { .. }
+                    | Self::RollBackMember { .. }
                     | Self::EndBootstrap
                     | Self::DeleteKept { .. }
                     | Self::TakeBackup { .. }
@@ -700,6 +765,7 @@ impl Action {
             | Self::ForceNewCluster { name, .. }
             | Self::RestoreCluster { seed: name, .. }
             | Self::UpgradeMember { name, .. }
+            | Self::RollBackMember { name, .. }
             | Self::FinishJoin { name }
             | Self::Compact { name, .. }
             | Self::Defragment { name, .. }
@@ -727,6 +793,9 @@ pub enum WaitReason {
         /// The version it was restarted on.
         to: EtcdVersion,
     },
+    /// The upgrade to `to` stopped: `member` did not come back healthy on it and was rolled
+    /// back. No other member is upgraded while the spec asks for `to`.
+    UpgradeFailed(UpgradeFailure),
     /// The named voter runs but is unhealthy or its report is stale.
     Unhealthy(String),
     /// Fewer healthy voters than quorum: nothing may change.
@@ -775,6 +844,18 @@ impl fmt::Display for WaitReason {
             Self::Upgrading { member, to } => write!(
                 f,
                 "{member} was restarted on {to}; no other step until it reports healthy on it"
+            ),
+            Self::UpgradeFailed(failure) => write!(
+                f,
+                "the upgrade to {} stopped: {} did not come back healthy on it and was rolled back to {}, on its data ({}). No other member is upgraded. Set spec.version back to {} (accepted: the members that never ran {} count at the version they last ran), or fix the cause and set it to {} then to {} again to retry",
+                failure.to,
+                failure.member,
+                failure.back_to,
+                failure.error,
+                failure.back_to,
+                failure.to,
+                failure.back_to,
+                failure.to
             ),
             Self::Unhealthy(name) => write!(
                 f,
@@ -1023,8 +1104,8 @@ pub fn is_healthy(member: &RuntimeMember, now: UnixMillis, policy: &Policy) -> b
             r.healthy
                 && is_fresh(r, now, policy)
                 && member
-                    .upgraded_at
-                    .is_none_or(|at| upgraded(r, at, member.version))
+                    .upgrade
+                    .is_none_or(|step| upgraded(r, step.at, step.to))
         })
 }
 
@@ -1076,14 +1157,37 @@ pub fn upgraded(report: &MemberReport, at: UnixMillis, version: EtcdVersion) -> 
             .is_ok_and(|v| v == version)
 }
 
-/// The version a member runs: what etcd says when it says something usable, else what the
-/// runtime runs it with.
+/// The version a member runs, for the version rules: in the middle of an upgrade (or
+/// rollback) step, until it reports healthy on the step's version, the version it last ran
+/// healthy (a member that never ran the new version has written nothing in its format);
+/// otherwise what etcd says when it says something usable, else what the runtime runs it
+/// with.
 fn running_version(member: &RuntimeMember) -> EtcdVersion {
+    if let Some(step) = member.upgrade
+        && let Some(last) = step.last_healthy
+        && !member
+            .report
+            .as_ref()
+            .is_some_and(|r| r.healthy && upgraded(r, step.at, step.to))
+    {
+        return last;
+    }
     member
         .report
         .as_ref()
         .and_then(|r| r.etcd_version.parse().ok())
         .unwrap_or(member.version)
+}
+
+/// An upgrade (or rollback) step under way that has not reached its deadline: its member
+/// is not judged dead meanwhile (a failed upgrade is rolled back, not replaced).
+fn in_upgrade_window(member: &RuntimeMember, now: UnixMillis, policy: &Policy) -> bool {
+    member.data == MemberData::Intact
+        && member.upgrade.is_some_and(|step| {
+            now.saturating_sub(step.at) < policy.upgrade_deadline_ms
+                // A rollback not made yet: carried on, never replaced meanwhile.
+                || (step.rollback && member.version != step.to)
+        })
 }
 
 /// Checks the step from every running version, not only the lowest: in the middle of an
@@ -1104,6 +1208,9 @@ fn is_fresh(report: &MemberReport, now: UnixMillis, policy: &Policy) -> bool {
 }
 
 fn is_dead(member: &RuntimeMember, now: UnixMillis, policy: &Policy) -> bool {
+    if in_upgrade_window(member, now, policy) {
+        return false;
+    }
     // A sidecar that reports its member healthy, freshly and since the runtime last saw it
     // go down, speaks for a member that serves: whatever the runtime says of its Pod (a
     // node cut off from the API server has its Pods marked Terminating while they run on),
@@ -1163,6 +1270,18 @@ fn has_left(member: &RuntimeMember) -> bool {
     member.report.as_ref().is_some_and(|r| {
         r.phase == ReportedPhase::Removed || (r.member_id != 0 && !r.phase.is_before_join())
     })
+}
+
+/// What a member last said about why it does not serve: etcd's last error by its sidecar,
+/// else how the runtime saw it end or fail to start.
+fn last_words(member: &RuntimeMember) -> String {
+    let report = member.report.as_ref();
+    report
+        .and_then(|r| r.etcd_down.as_ref().map(|d| d.exit.clone()))
+        .or_else(|| report.map(|r| r.last_error.clone()))
+        .filter(|e| !e.is_empty())
+        .or_else(|| (!member.last_exit.is_empty()).then(|| member.last_exit.clone()))
+        .unwrap_or_else(|| "no error reported".to_string())
 }
 
 /// Why a dead member is dead, for people.
@@ -1252,7 +1371,7 @@ impl MemberView<'_> {
     /// Down or unhealthy because of an upgrade: mid-handoff, or the runtime is moving it to
     /// another version than the one it last reported running.
     fn in_upgrade(&self) -> bool {
-        self.runtime.upgraded_at.is_some()
+        self.runtime.upgrade.is_some()
             || self.reported_phase() == Some(ReportedPhase::HandedOff)
             || self
                 .runtime
@@ -1420,6 +1539,10 @@ impl<'a> Members<'a> {
     /// data is started again on it (dead or not: nothing replaces it meanwhile), and one
     /// waiting out its backoff is looked at again soon.
     fn refused(&self, message: String) -> Step {
+        let wanted = self.observed.spec.as_ref().ok().map(|spec| spec.version);
+        if let Some((action, _)) = self.roll_back(wanted, true) {
+            return (action, Phase::Invalid);
+        }
         if let Some((action, _)) = self.restart_down(|_| false) {
             return (action, Phase::Invalid);
         }
@@ -1427,6 +1550,75 @@ impl<'a> Members<'a> {
             return wait(WaitReason::MemberDown(m.name().to_string()), Phase::Invalid);
         }
         (Action::RefuseSpec { message }, Phase::Invalid)
+    }
+
+    /// Rule 4a: an upgrade (or rollback) step under way whose member is not healthy on the
+    /// step's version. Its member is restarted on the version it last ran healthy (its own
+    /// data, no handoff: its etcd does not serve) once the deadline has passed (the upgrade
+    /// failed) or when `wanted`, the spec's version, is no longer the step's (unless the
+    /// spec is `refused`: its version moves nothing). A step whose
+    /// restart never reached the runtime (the coordinator stopped between the record and
+    /// the restart) is carried on instead, while its deadline runs. No membership change,
+    /// so a lost quorum (a one-member cluster) does not hold it back; a grant in flight
+    /// does.
+    fn roll_back(&self, wanted: Option<EtcdVersion>, refused: bool) -> Option<Step> {
+        if self.observed.grant.is_some() {
+            return None;
+        }
+        let (now, policy) = (self.observed.now, &self.observed.policy);
+        self.members.iter().find_map(|m| {
+            let step = m.runtime.upgrade?;
+            if m.healthy || m.runtime.data == MemberData::Gone {
+                return None;
+            }
+            let expired = now.saturating_sub(step.at) >= policy.upgrade_deadline_ms;
+            let unwanted = wanted.is_some_and(|v| v != step.to);
+            let moved = m.runtime.version == step.to;
+            let reported_healthy = m.runtime.report.as_ref().is_some_and(|r| r.healthy);
+            // A rollback whose restart never reached the runtime is carried on however long
+            // ago it was decided (its deadline counts from the restart, recorded again).
+            if !moved && !reported_healthy && (step.rollback || (!unwanted && !expired)) {
+                // Handed off (or stopped), the restart on the new version not made.
+                let action = if step.rollback {
+                    Action::RollBackMember {
+                        name: m.name().to_string(),
+                        to: step.to,
+                        from: m.runtime.version,
+                        failure: None,
+                    }
+                } else {
+                    Action::UpgradeMember {
+                        name: m.name().to_string(),
+                        to: step.to,
+                    }
+                };
+                return Some((action, Phase::Upgrading));
+            }
+            let back_to = step.last_healthy?;
+            // A refused spec's version moves nothing: only the deadline does then.
+            if step.rollback || back_to == step.to || !(expired || (unwanted && !refused)) {
+                return None;
+            }
+            // Failed only if it was restarted on the new version and the spec still asks
+            // for it.
+            let failure = (moved && !unwanted).then(|| {
+                format!(
+                    "not healthy on {} within {} s of its restart: {}",
+                    step.to,
+                    policy.upgrade_deadline_ms / 1000,
+                    last_words(m.runtime)
+                )
+            });
+            Some((
+                Action::RollBackMember {
+                    name: m.name().to_string(),
+                    to: back_to,
+                    from: step.to,
+                    failure,
+                },
+                Phase::Upgrading,
+            ))
+        })
     }
 
     /// Whether removing `entry` leaves at least quorum of the remaining voters healthy.
@@ -1504,6 +1696,9 @@ impl<'a> View<'a> {
         // A bootstrap to abandon is not helped by starting one of its members again.
         let bootstrap = observed.bootstrap.as_ref().map(|b| self.bootstrap_step(b));
         if let Some(step @ (Action::AbandonBootstrap { .. }, _)) = bootstrap {
+            return step;
+        }
+        if let Some(step) = self.roll_back(Some(self.spec.version), false) {
             return step;
         }
         if let Some((action, phase)) = self.restart_down(|m| self.replaced_instead(m)) {
@@ -2206,7 +2401,7 @@ impl<'a> View<'a> {
                 && m.runtime.report.as_ref().is_some_and(|r| {
                     r.phase == ReportedPhase::HandedOff
                         && is_fresh(r, now, policy)
-                        && m.runtime.upgraded_at.is_none_or(|at| r.observed_at > at)
+                        && m.runtime.upgrade.is_none_or(|step| r.observed_at > step.at)
                 })
         })?;
         Some((
@@ -2229,10 +2424,10 @@ impl<'a> View<'a> {
             .report
             .as_ref()
             .is_some_and(|r| r.alarms.contains(&MemberAlarm::DiskFull));
-        let reason = match m.runtime.upgraded_at {
-            Some(_) => WaitReason::Upgrading {
+        let reason = match m.runtime.upgrade {
+            Some(step) => WaitReason::Upgrading {
                 member: m.name().to_string(),
-                to: m.runtime.version,
+                to: step.to,
             },
             None if disk_full => WaitReason::Alarmed {
                 alarm: MemberAlarm::DiskFull,
@@ -2397,7 +2592,7 @@ impl<'a> View<'a> {
             return Some((
                 Action::CreateMember {
                     name: self.new_member_name(),
-                    version: self.spec.version,
+                    version: self.member_version(),
                 },
                 self.growth_phase(),
             ));
@@ -2441,8 +2636,25 @@ impl<'a> View<'a> {
         })
     }
 
+    /// The upgrade to the spec's version that stopped, while the spec still asks for it.
+    fn failed_upgrade(&self) -> Option<&UpgradeFailure> {
+        self.observed
+            .upgrade_failed
+            .as_ref()
+            .filter(|f| f.to == self.spec.version)
+    }
+
+    /// The version a new member runs: the spec's, except while an upgrade to it stopped
+    /// (a replacement on a version that did not come back healthy would fail the same
+    /// way): then the version the failed member was rolled back to.
+    fn member_version(&self) -> EtcdVersion {
+        self.failed_upgrade()
+            .map_or(self.spec.version, |failure| failure.back_to)
+    }
+
     /// Rule 13: followers first, the leader last (its sidecar moves leadership to an
-    /// up-to-date voter during the handoff).
+    /// up-to-date voter during the handoff). Not while an upgrade to the spec's version
+    /// stopped.
     fn upgrade(&self) -> Option<Step> {
         let to = self.spec.version;
         let m = self
@@ -2450,6 +2662,12 @@ impl<'a> View<'a> {
             .iter()
             .filter(|m| m.is_voter() && running_version(m.runtime) != to)
             .min_by_key(|m| (m.is_leader(), m.runtime.ordinal))?;
+        if let Some(failure) = self.failed_upgrade() {
+            return Some(wait(
+                WaitReason::UpgradeFailed(failure.clone()),
+                Phase::Degraded,
+            ));
+        }
         // A handoff stops one voter; the others must still make a quorum. A single member
         // cannot avoid the pause, two members would stall writes, so two wait.
         let healthy_during = self.healthy_voters.saturating_sub(1);

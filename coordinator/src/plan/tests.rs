@@ -32,6 +32,16 @@ fn v(text: &str) -> EtcdVersion {
     text.parse().unwrap()
 }
 
+/// An upgrade step from 3.5.34 to 3.6.15 begun at `at`.
+fn step_to_36(at: UnixMillis) -> UpgradeStep {
+    UpgradeStep {
+        at,
+        to: V36,
+        last_healthy: Some(V35),
+        rollback: false,
+    }
+}
+
 fn waiting(reason: WaitReason) -> Action {
     Action::Wait { reason }
 }
@@ -66,6 +76,7 @@ impl Situation {
             created: false,
             abandoning: Vec::new(),
             kept: Vec::new(),
+            upgrade_failed: None,
             now: NOW,
             policy: Policy::default(),
         })
@@ -99,7 +110,8 @@ impl Situation {
             restart_on_request: false,
             restarts: 0,
             failing_since: None,
-            upgraded_at: None,
+            upgrade: None,
+            last_exit: String::new(),
             defragmented_at: None,
         });
         self.0.next_ordinal = self.0.next_ordinal.max(ordinal + 1);
@@ -137,6 +149,7 @@ impl Situation {
             db_size: 0,
             db_size_in_use: 0,
             etcd_down: None,
+            last_error: String::new(),
         }
     }
 
@@ -182,6 +195,7 @@ impl Situation {
                 db_size: 0,
                 db_size_in_use: 0,
                 etcd_down: None,
+                last_error: String::new(),
             }),
         );
         self
@@ -1360,12 +1374,12 @@ fn upgrades_followers_first_and_the_leader_last() {
     let upgrading = || {
         let mut s = from_35();
         s.member(0).version = V36;
-        s.member(0).upgraded_at = Some(NOW + 1);
+        s.member(0).upgrade = Some(step_to_36(NOW + 1));
         s
     };
     let came_back = {
         let mut s = upgrading();
-        s.member(0).upgraded_at = Some(NOW - 2_000);
+        s.member(0).upgrade = Some(step_to_36(NOW - 2_000));
         s.report(0).etcd_version = "3.6.15".into();
         s
     };
@@ -1393,7 +1407,7 @@ fn upgrades_followers_first_and_the_leader_last() {
             "the first follower restarted, unhealthy on the new version: wait for it",
             {
                 let mut s = upgrading().unhealthy(0);
-                s.member(0).upgraded_at = Some(NOW - 2_000);
+                s.member(0).upgrade = Some(step_to_36(NOW - 2_000));
                 s.report(0).etcd_version = "3.6.15".into();
                 s
             },
@@ -1413,7 +1427,7 @@ fn upgrades_followers_first_and_the_leader_last() {
             "the first follower handed off and restarted since (its old report still fresh): wait",
             {
                 let mut s = handed_off;
-                s.member(0).upgraded_at = Some(NOW - 500);
+                s.member(0).upgrade = Some(step_to_36(NOW - 500));
                 s.report(0).observed_at = NOW - 1_000;
                 s
             },
@@ -1477,6 +1491,227 @@ fn upgrades_followers_first_and_the_leader_last() {
             Phase::Upgrading,
         ),
     ]);
+}
+
+const BAD_BINARY_EXIT: &str =
+    "etcd exited (exit status: 1: cannot execute binary: exec format error); starting it again";
+
+impl Situation {
+    /// Member `ordinal` was restarted on 3.6.15 by an upgrade step `ago` ms ago (from
+    /// 3.5.34, which it ran healthy), and its etcd has kept exiting since: a binary that
+    /// cannot run on its host.
+    fn failing_upgrade(mut self, ordinal: u32, ago: i64) -> Self {
+        self = self.etcd_exiting(ordinal, ago - 1_000, BAD_BINARY_EXIT);
+        let m = self.member(ordinal);
+        m.version = V36;
+        m.upgrade = Some(step_to_36(NOW - ago));
+        self.report(ordinal).etcd_version = String::new();
+        self
+    }
+
+    /// An upgrade to 3.6.15 stopped: `ordinal` was rolled back to 3.5.34.
+    fn upgrade_failed(mut self, ordinal: u32) -> Self {
+        self.0.upgrade_failed = Some(UpgradeFailure {
+            member: name(ordinal),
+            to: V36,
+            back_to: V35,
+            error: BAD_BINARY_EXIT.into(),
+        });
+        self
+    }
+}
+
+fn roll_back(ordinal: u32, failure: Option<&str>) -> Action {
+    Action::RollBackMember {
+        name: name(ordinal),
+        to: V35,
+        from: V36,
+        failure: failure.map(String::from),
+    }
+}
+
+/// A member restarted on a new version that does not come back healthy on it within the
+/// deadline is rolled back to the version it last ran, on its own data: never judged dead
+/// and replaced meanwhile. The upgrade then stops (no other member is upgraded, new
+/// members run the version rolled back to), and a spec set back is accepted for members
+/// that never ran the new version.
+#[test]
+fn a_failed_upgrade_is_rolled_back_on_its_data_and_stops() {
+    let from_35 = || Situation::healthy(3).all_run("3.5.34").leader(1);
+    let failure = format!("not healthy on 3.6.15 within 120 s of its restart: {BAD_BINARY_EXIT}");
+    let spec_set_back = || from_35().failing_upgrade(0, 30_000).spec_version("3.5.34");
+    let image_pull = |ago: i64| {
+        let mut s = from_35().down_for(0, ago - 1_000);
+        let m = s.member(0);
+        m.version = V36;
+        m.upgrade = Some(step_to_36(NOW - ago));
+        m.last_exit = "ImagePullBackOff: Back-off pulling image \"etcd:v3.6.15\"".into();
+        s
+    };
+    let rolled_back = |ago: i64| {
+        let mut s = from_35().failing_upgrade(0, ago).upgrade_failed(0);
+        let m = s.member(0);
+        m.version = V35;
+        m.upgrade = Some(UpgradeStep {
+            at: NOW - ago,
+            to: V35,
+            last_healthy: Some(V35),
+            rollback: true,
+        });
+        s
+    };
+    assert_cases(vec![
+        (
+            "its etcd has kept exiting past dead-after, within the upgrade's deadline: waited on, not replaced",
+            from_35().failing_upgrade(0, 60_000),
+            waiting(WaitReason::Upgrading {
+                member: name(0),
+                to: V36,
+            }),
+            Phase::Upgrading,
+        ),
+        (
+            "past the deadline: rolled back to 3.5.34, saying why",
+            from_35().failing_upgrade(0, 130_000),
+            roll_back(0, Some(&failure)),
+            Phase::Upgrading,
+        ),
+        (
+            "a one-member cluster (no member answers etcd's list): rolled back all the same",
+            Situation::healthy(1)
+                .all_run("3.5.34")
+                .failing_upgrade(0, 130_000)
+                .etcd_unreadable(),
+            roll_back(0, Some(&failure)),
+            Phase::Upgrading,
+        ),
+        (
+            "the spec set back to 3.5.34 while it fails: accepted (it never ran 3.6.15), rolled back at once, no failure",
+            spec_set_back(),
+            roll_back(0, None),
+            Phase::Upgrading,
+        ),
+        (
+            "Kubernetes: its image cannot be pulled, within the deadline: waited on",
+            image_pull(60_000),
+            waiting(WaitReason::MemberDown(name(0))),
+            Phase::Upgrading,
+        ),
+        (
+            "Kubernetes: its image cannot be pulled, past the deadline: rolled back (the Pod's image and the claim with it)",
+            image_pull(130_000),
+            roll_back(
+                0,
+                Some(
+                    "not healthy on 3.6.15 within 120 s of its restart: ImagePullBackOff: Back-off pulling image \"etcd:v3.6.15\"",
+                ),
+            ),
+            Phase::Upgrading,
+        ),
+        (
+            "a rollback past its own deadline is not rolled back again: the member is dead and replaced",
+            rolled_back(130_000),
+            Action::RemoveDeadMember {
+                name: name(0),
+                member_id: id(0),
+                reason: format!(
+                    "its etcd keeps exiting on its data, 129s since its first exit (dead after 15s): {BAD_BINARY_EXIT}"
+                ),
+            },
+            Phase::Recovering,
+        ),
+        (
+            "rolled back and healthy on 3.5.34 again: the upgrade stops, no other member is upgraded",
+            from_35().upgrade_failed(0),
+            waiting(WaitReason::UpgradeFailed(UpgradeFailure {
+                member: name(0),
+                to: V36,
+                back_to: V35,
+                error: BAD_BINARY_EXIT.into(),
+            })),
+            Phase::Degraded,
+        ),
+        (
+            "the upgrade stopped: a new member runs the version rolled back to",
+            from_35().upgrade_failed(0).size(4),
+            Action::CreateMember {
+                name: name(3),
+                version: V35,
+            },
+            Phase::Scaling,
+        ),
+        (
+            "the spec set back to 3.5.34 after the rollback: steady",
+            from_35().upgrade_failed(0).spec_version("3.5.34"),
+            Action::Steady,
+            Phase::Running,
+        ),
+        (
+            "the step recorded after the handoff, the restart not made (the coordinator stopped): carried on, even without quorum",
+            {
+                let mut s = Situation::healthy(1)
+                    .all_run("3.5.34")
+                    .reported_phase(0, ReportedPhase::HandedOff)
+                    .unhealthy(0);
+                s.member(0).upgrade = Some(step_to_36(NOW - 5_000));
+                s.report(0).etcd_version = String::new();
+                s
+            },
+            Action::UpgradeMember {
+                name: name(0),
+                to: V36,
+            },
+            Phase::Upgrading,
+        ),
+        (
+            "a rollback recorded long ago, the restart not made (a grant left by a crash lapsed meanwhile): carried on, never replaced",
+            {
+                let mut s = rolled_back(130_000);
+                s.member(0).version = V36;
+                s
+            },
+            Action::RollBackMember {
+                name: name(0),
+                to: V35,
+                from: V36,
+                failure: None,
+            },
+            Phase::Upgrading,
+        ),
+        (
+            "a rollback recorded, the restart not made: carried on",
+            {
+                let mut s = rolled_back(5_000);
+                s.member(0).version = V36;
+                s
+            },
+            Action::RollBackMember {
+                name: name(0),
+                to: V35,
+                from: V36,
+                failure: None,
+            },
+            Phase::Upgrading,
+        ),
+    ]);
+    // Set back while a member that did run 3.6.15 healthy stays on it: refused (a minor
+    // downgrade of that member), as before.
+    let plan = from_35()
+        .runs(2, "3.6.15")
+        .failing_upgrade(0, 30_000)
+        .spec_version("3.5.34")
+        .plan();
+    assert_eq!(
+        plan.refused,
+        Some(check_version_step(V36, V35, false).unwrap_err().to_string())
+    );
+    // Refused, the deadline passed: rolled back still (healing, not a change).
+    let plan = from_35().failing_upgrade(0, 130_000).invalid().plan();
+    assert_eq!(plan.action, roll_back(0, Some(&failure)));
+    assert_eq!(plan.phase, Phase::Invalid);
+    // While it fails, it counts at the version it last ran.
+    let s = spec_set_back();
+    assert_eq!(cluster_version(&s.0), Some(V35));
 }
 
 #[test]
@@ -1819,6 +2054,7 @@ fn reads_a_sidecar_health_report() {
             db_size: 0,
             db_size_in_use: 0,
             etcd_down: None,
+            last_error: String::new(),
         }
     );
     let unset = proto::HealthReport::default();

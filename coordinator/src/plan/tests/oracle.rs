@@ -25,6 +25,14 @@ fn oracle_dead(observed: &Observed, member: &RuntimeMember) -> bool {
     if healthy_since_down {
         return false;
     }
+    // A failed upgrade is rolled back, never replaced, until its deadline.
+    if member.data == MemberData::Intact
+        && member.upgrade.is_some_and(|s| {
+            s.at > now - policy.upgrade_deadline_ms || (s.rollback && member.version != s.to)
+        })
+    {
+        return false;
+    }
     if member.running {
         return member.report.as_ref().is_some_and(|r| {
             r.observed_at >= now - policy.report_stale_after_ms
@@ -60,14 +68,17 @@ pub(super) fn check_invariants(observed: &Observed, plan: &Plan) {
     let action = &plan.action;
     let context = || format!("{action:?} for {observed:#?}");
     if observed.spec.is_err() || plan.refused.is_some() {
-        // A refusal freezes changes, never healing: nothing but a restart on data (held to
-        // its own rules below), and a member down with its data whose backoff has passed is
-        // started again.
+        // A refusal freezes changes, never healing: nothing but a restart on data or the
+        // rollback of a failed upgrade (held to their own rules below), and a member down
+        // with its data whose backoff has passed is started again.
         assert!(
             plan.refused.is_some()
                 && matches!(
                     action,
-                    Action::RefuseSpec { .. } | Action::RestartMember { .. } | Action::Wait { .. }
+                    Action::RefuseSpec { .. }
+                        | Action::RestartMember { .. }
+                        | Action::RollBackMember { .. }
+                        | Action::Wait { .. }
                 ),
             "refused spec: {}",
             context()
@@ -84,7 +95,10 @@ pub(super) fn check_invariants(observed: &Observed, plan: &Plan) {
                     .is_some_and(|r| r.phase == ReportedPhase::Removed)
         });
         assert!(
-            !due || matches!(action, Action::RestartMember { .. }),
+            !due || matches!(
+                action,
+                Action::RestartMember { .. } | Action::RollBackMember { .. }
+            ),
             "a member down with its data is left down while the spec is refused: {}",
             context()
         );
@@ -97,6 +111,19 @@ pub(super) fn check_invariants(observed: &Observed, plan: &Plan) {
         action,
         Action::ForceNewCluster { .. } | Action::RestoreCluster { .. }
     );
+    // An upgrade step recorded after its handoff and carried on: it starts a member that
+    // does not serve (handed off, or down) on its new version, which only brings a voter
+    // back.
+    let carried_on = match action {
+        Action::UpgradeMember { name: upgraded, to } => observed.members.iter().any(|m| {
+            &m.name == upgraded
+                && m.upgrade.is_some_and(|s| s.to == *to && !s.rollback)
+                && m.version != *to
+                && !m.report.as_ref().is_some_and(|r| r.healthy)
+        }),
+        _ => false,
+    };
+    let recovery = recovery || carried_on;
     if observed.etcd_members.is_some() && healthy < quorum(voters) {
         assert!(
             !action.changes_membership() || recovery,
@@ -465,6 +492,25 @@ pub(super) fn check_invariants(observed: &Observed, plan: &Plan) {
             // version stops nothing more.
             assert!(observed.grant.is_none(), "{}", context());
         }
+        Action::UpgradeMember {
+            name: upgraded,
+            to,
+        } if observed.members.iter().any(|m| {
+            &m.name == upgraded
+                && m.upgrade.is_some_and(|s| s.to == *to && !s.rollback)
+                && m.version != *to
+        }) =>
+        {
+            // An upgrade step recorded (after its handoff) whose restart never reached the
+            // runtime: carried on, its member not serving (handed off, or down).
+            assert!(observed.grant.is_none(), "{}", context());
+            let m = observed.members.iter().find(|m| &m.name == upgraded).unwrap();
+            assert!(
+                !m.report.as_ref().is_some_and(|r| r.healthy),
+                "an upgrade step carried on over a member that serves: {}",
+                context()
+            );
+        }
         Action::UpgradeMember { .. } => {
             assert!(
                 healthy == voters,
@@ -474,6 +520,53 @@ pub(super) fn check_invariants(observed: &Observed, plan: &Plan) {
             assert!(
                 voters == 1 || healthy > quorum(voters),
                 "upgrade below quorum: {}",
+                context()
+            );
+        }
+        Action::RollBackMember {
+            name: back,
+            to,
+            from,
+            failure,
+        } => {
+            assert!(observed.grant.is_none(), "{}", context());
+            let m = observed.members.iter().find(|m| &m.name == back).unwrap();
+            let step = m.upgrade.expect("a rollback without a step under way");
+            assert_eq!(m.data, MemberData::Intact, "{}", context());
+            assert!(
+                !fresh_healthy(observed, m) || !m.report.as_ref().is_some_and(|r| {
+                    upgraded(r, step.at, step.to)
+                }),
+                "rolled back a member healthy on its new version: {}",
+                context()
+            );
+            assert_ne!(to, from, "{}", context());
+            if step.rollback {
+                // A rollback carried on (its restart never reached the runtime).
+                assert_eq!(*to, step.to, "{}", context());
+                assert!(failure.is_none(), "{}", context());
+            } else {
+                assert_eq!(
+                    Some(*to),
+                    step.last_healthy,
+                    "rolled back to another version than it last ran: {}",
+                    context()
+                );
+                assert_eq!(*from, step.to, "{}", context());
+            }
+            let expired = observed.now - step.at >= observed.policy.upgrade_deadline_ms;
+            let wanted = observed.spec.as_ref().ok().map(|s| s.version);
+            if failure.is_some() {
+                assert!(
+                    expired && m.version == step.to && wanted.is_none_or(|v| v == step.to),
+                    "an upgrade said failed before its deadline, or one the spec gave up: {}",
+                    context()
+                );
+            }
+            let eager = wanted.is_some_and(|v| v != step.to) && plan.refused.is_none();
+            assert!(
+                expired || eager || m.version != step.to,
+                "rolled back before the deadline: {}",
                 context()
             );
         }
@@ -536,9 +629,14 @@ enum VoterState {
     EtcdExiting,
     /// Its sidecar runs; its etcd exits for a full data volume, for long past dead-after.
     DiskFull,
+    /// Restarted on a new version a minute ago, its etcd exiting since (within the
+    /// upgrade's deadline, past dead-after).
+    UpgradeFailing,
+    /// The same, past the upgrade's deadline.
+    UpgradeFailed,
 }
 
-const STATES: [VoterState; 11] = [
+const STATES: [VoterState; 13] = [
     VoterState::Healthy,
     VoterState::Stale,
     VoterState::Orphan,
@@ -550,6 +648,8 @@ const STATES: [VoterState; 11] = [
     VoterState::CrashLooping,
     VoterState::EtcdExiting,
     VoterState::DiskFull,
+    VoterState::UpgradeFailing,
+    VoterState::UpgradeFailed,
 ];
 
 /// Something else going on besides the voters' states.
@@ -628,6 +728,8 @@ fn invariants_hold_in_every_generated_situation() {
                                     s.etcd_exiting(ordinal, 60_000, BAD_WAL_EXIT)
                                 }
                                 VoterState::DiskFull => s.disk_full(ordinal, 3_600_000),
+                                VoterState::UpgradeFailing => s.failing_upgrade(ordinal, 60_000),
+                                VoterState::UpgradeFailed => s.failing_upgrade(ordinal, 130_000),
                                 VoterState::Leaderless => s.leaderless(ordinal).raft(
                                     ordinal,
                                     200 + u64::from(combo as u32 % 7),
@@ -686,6 +788,7 @@ fn invariants_hold_in_every_generated_situation() {
             "remove_dead_member",
             "restart_member",
             "restore_cluster",
+            "roll_back_member",
             "steady",
             "take_backup",
             "upgrade_member",

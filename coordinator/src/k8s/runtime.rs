@@ -59,6 +59,8 @@ struct PodFacts {
     tls: bool,
     /// The Pod is gone and its claim stays: the planner asks for the Pod again.
     claim_only: bool,
+    /// A Pod being deleted: when its grace period ends (its `deletionTimestamp`).
+    terminating_until: Option<UnixMillis>,
     restarts: RestartHistory,
 }
 
@@ -71,6 +73,8 @@ struct Tracked {
     past_seen: u32,
     /// Since when each member has been down (coordinator clock).
     down_since: HashMap<String, UnixMillis>,
+    /// Since when each member's Pod has been seen Terminating (coordinator clock).
+    terminating_since: HashMap<String, UnixMillis>,
     /// The cluster's etcd CA, once read or created.
     etcd_ca: Option<Arc<Authority>>,
     /// When every certificate of the cluster was last checked.
@@ -480,6 +484,7 @@ impl KubeRuntime {
             seed,
             tls,
             claim_only,
+            terminating_until,
             restarts,
         } = facts;
         let down_since = {
@@ -487,9 +492,25 @@ impl KubeRuntime {
             let t = tracked.entry(key.clone()).or_default();
             t.past_seen = t.past_seen.max(ordinal + 1);
             match liveness {
-                PodLiveness::Down => Some(*t.down_since.entry(name.to_string()).or_insert(now)),
+                // A Pod being deleted with its claim is draining until its grace period
+                // ends (its container stops, the Pod goes, it comes back on its claim): down
+                // from then on, never dead before. One still there after it (its node lost)
+                // is down since then, and dead once dead-after has passed.
+                PodLiveness::Down => match terminating_until {
+                    Some(until) => {
+                        let first = *t.terminating_since.entry(name.to_string()).or_insert(now);
+                        // Once the Pod is gone, the member's own downtime begins.
+                        t.down_since.remove(name);
+                        Some(first.max(until))
+                    }
+                    None => {
+                        t.terminating_since.remove(name);
+                        Some(*t.down_since.entry(name.to_string()).or_insert(now))
+                    }
+                },
                 PodLiveness::Running | PodLiveness::Starting => {
                     t.down_since.remove(name);
+                    t.terminating_since.remove(name);
                     None
                 }
             }
@@ -521,6 +542,24 @@ impl Runtime for KubeRuntime {
         let uid = cluster.metadata.uid.as_deref();
         let now = now_ms();
         let with_storage = cluster.spec.storage.is_some();
+        let claims = if with_storage {
+            let lp = ListParams::default().labels(&build::list_selector(&key.name));
+            self.claims(key)
+                .list(&lp)
+                .await
+                .map_err(other("listing member claims"))?
+                .items
+        } else {
+            Vec::new()
+        };
+        // The claims that keep a member's data: owned by this cluster, not being deleted.
+        let kept_claim = |member: &str| {
+            claims.iter().any(|c| {
+                c.name_any() == claim_name(member)
+                    && c.metadata.deletion_timestamp.is_none()
+                    && owned_by(c.metadata.owner_references.as_ref(), uid)
+            })
+        };
         let mut out = Vec::new();
         for pod in &pods.items {
             let name = pod.name_any();
@@ -532,8 +571,11 @@ impl Runtime for KubeRuntime {
             }
             let liveness = pod_liveness(pod);
             // Without a claim, a Pod being deleted takes the member's data with it: the
-            // member is gone now, and the planner replaces it at once.
-            if !with_storage && pod.metadata.deletion_timestamp.is_some() {
+            // member is gone now, and the planner replaces it at once. So is one whose
+            // claim is gone or being deleted (the member was deleted): a Pod that stays
+            // Terminating (its node lost) never holds its replacement back.
+            let terminating = pod.metadata.deletion_timestamp.as_ref();
+            if terminating.is_some() && !(with_storage && kept_claim(&name)) {
                 continue;
             }
             let version = object_version(pod.annotations(), pod_image(pod))
@@ -547,18 +589,13 @@ impl Runtime for KubeRuntime {
                 seed,
                 tls,
                 claim_only: false,
+                terminating_until: terminating.map(|t| t.0.as_millisecond()),
                 restarts: pod_restarts(pod),
             };
             out.push(self.member_info(key, &name, facts, now));
         }
         if with_storage {
-            let lp = ListParams::default().labels(&build::list_selector(&key.name));
-            let claims = self
-                .claims(key)
-                .list(&lp)
-                .await
-                .map_err(other("listing member claims"))?;
-            for claim in &claims.items {
+            for claim in &claims {
                 let Some(member) = claim.name_any().strip_suffix("-data").map(str::to_string)
                 else {
                     continue;
@@ -585,6 +622,7 @@ impl Runtime for KubeRuntime {
                     seed,
                     tls,
                     claim_only: true,
+                    terminating_until: None,
                     restarts: RestartHistory {
                         last_exit: "Pod deleted; its claim stays".into(),
                         ..Default::default()
@@ -803,6 +841,25 @@ impl Runtime for KubeRuntime {
     ) -> Result<(), RuntimeError> {
         let cluster = self.cluster(key)?;
         let image = build::etcd_image(&cluster, version);
+        // The claim first: a Pod made again from it (after a drain) runs the version the
+        // step is under way to, whatever stops between the two writes; the planner carries
+        // a step whose Pod still runs the other version on (the step is in the record).
+        if cluster.spec.storage.is_some() {
+            let patch = json!({"metadata": {"annotations": {ANNOTATION_ETCD_VERSION: version.to_string()}}});
+            match self
+                .claims(key)
+                .patch(
+                    &claim_name(name),
+                    &PatchParams::default(),
+                    &Patch::Merge(&patch),
+                )
+                .await
+            {
+                Ok(_) => {}
+                Err(e) if is_status(&e, 404) => {}
+                Err(e) => return Err(other("recording the version on the claim")(e)),
+            }
+        }
         let pods = self.pods(key);
         let mut attempt = 0;
         loop {
@@ -821,22 +878,6 @@ impl Runtime for KubeRuntime {
                     warn!(member = %name, "the Pod changed meanwhile; patching it again");
                 }
                 Err(e) => return Err(other("patching the Pod's image")(e)),
-            }
-        }
-        if cluster.spec.storage.is_some() {
-            let patch = json!({"metadata": {"annotations": {ANNOTATION_ETCD_VERSION: version.to_string()}}});
-            match self
-                .claims(key)
-                .patch(
-                    &claim_name(name),
-                    &PatchParams::default(),
-                    &Patch::Merge(&patch),
-                )
-                .await
-            {
-                Ok(_) => {}
-                Err(e) if is_status(&e, 404) => {}
-                Err(e) => return Err(other("recording the version on the claim")(e)),
             }
         }
         info!(cluster = %key, member = %name, %version, %image, "member Pod moved to the new image");

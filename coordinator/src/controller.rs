@@ -31,8 +31,8 @@ use crate::{
         RuntimeMember,
     },
     record::{
-        BootstrapRecord, Created, DecisionRecord, GrantRecord, RestoreDecision, UpgradeFailureRecord,
-        UpgradeStepRecord,
+        BootstrapRecord, Created, DecisionRecord, GrantRecord, RestoreDecision,
+        UpgradeFailureRecord, UpgradeStepRecord,
     },
     registry::{ForcedRecovery, InitialBootstrap, Registry, now_ms},
     runtime::{MemberInfo, Runtime, RuntimeError},
@@ -2213,12 +2213,15 @@ pub fn planner_members(
                 restart_on_request: info.restart_on_request,
                 restarts: info.restarts.count,
                 failing_since: info.restarts.failing_since,
-                upgrade: record.upgrades.get(&info.name).map(|step| plan::UpgradeStep {
-                    at: step.at,
-                    to: step.to.parse().unwrap_or(info.version),
-                    last_healthy: step.last_healthy.parse().ok(),
-                    rollback: step.rollback,
-                }),
+                upgrade: record
+                    .upgrades
+                    .get(&info.name)
+                    .map(|step| plan::UpgradeStep {
+                        at: step.at,
+                        to: step.to.parse().unwrap_or(info.version),
+                        last_healthy: step.last_healthy.parse().ok(),
+                        rollback: step.rollback,
+                    }),
                 last_exit: info.restarts.last_exit.clone(),
                 defragmented_at: defragmented.get(&info.name).copied(),
             }

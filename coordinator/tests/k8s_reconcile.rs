@@ -1491,7 +1491,8 @@ fn plan_at(
         record::DecisionRecord,
         registry::ReceivedReport,
     };
-    let id = |name: &str| 100 + u64::from(etcd_operator::naming::member_ordinal(NAME, name).unwrap());
+    let id =
+        |name: &str| 100 + u64::from(etcd_operator::naming::member_ordinal(NAME, name).unwrap());
     let record = DecisionRecord {
         members: infos.iter().map(|i| i.name.clone()).collect(),
         ..Default::default()
@@ -1581,8 +1582,14 @@ async fn a_pod_stuck_terminating_with_its_claim_never_blocks_its_replacement() {
         "{action:?}"
     );
     // The removal's runtime half: the claim goes, the Pod stays Terminating.
-    runtime.delete_member(&key, MEMBERS[1], false).await.unwrap();
-    assert!(pod_names(&client).await.contains(&MEMBERS[1].to_string()), "stuck");
+    runtime
+        .delete_member(&key, MEMBERS[1], false)
+        .await
+        .unwrap();
+    assert!(
+        pod_names(&client).await.contains(&MEMBERS[1].to_string()),
+        "stuck"
+    );
     let infos = runtime.members(&key).await.unwrap();
     assert_eq!(
         infos.iter().map(|i| i.name.as_str()).collect::<Vec<_>>(),
@@ -1710,7 +1717,10 @@ async fn pod_and_claim_versions_never_disagree_after_a_term_loss_between_the_wri
     let image = pods.get(MEMBERS[1]).await.unwrap().spec.unwrap().containers[0]
         .image
         .clone();
-    assert_eq!(image.as_deref(), Some("gcr.io/etcd-development/etcd:v3.7.2"));
+    assert_eq!(
+        image.as_deref(),
+        Some("gcr.io/etcd-development/etcd:v3.7.2")
+    );
     // The step carried on (as the planner does with a step whose restart did not finish).
     runtime.restart_member(&key, MEMBERS[1], v37).await.unwrap();
     assert_eq!(versions().await, ("3.7.2".into(), "3.7.2".into()));

@@ -1095,7 +1095,9 @@ fn cache_with_bad_binary(version: &str) -> tempfile::TempDir {
             std::os::unix::fs::symlink(binary, &path).unwrap();
         }
     }
-    let etcdutl = real.cache_dir().join(etcd_operator::etcd_bin::ETCDUTL_IN_CACHE);
+    let etcdutl = real
+        .cache_dir()
+        .join(etcd_operator::etcd_bin::ETCDUTL_IN_CACHE);
     if etcdutl.is_file() {
         let to = cache.path().join(etcd_operator::etcd_bin::ETCDUTL_IN_CACHE);
         std::fs::create_dir_all(to.parent().unwrap()).unwrap();
@@ -1152,7 +1154,10 @@ async fn a_failed_upgrade_is_rolled_back_and_a_spec_set_back_converges() {
             .version(OLD_VERSION)
             .dead_after_secs(3)
             .arg("--upgrade-deadline-secs=12")
-            .env(etcd_operator::etcd_bin::CACHE_DIR_ENV, &cache.path().display().to_string())
+            .env(
+                etcd_operator::etcd_bin::CACHE_DIR_ENV,
+                &cache.path().display().to_string(),
+            )
             .env("FAILPOINTS", "coordinator.rollback.after-record=return")
             .env(
                 etcd_operator::failpoints::MARKER_DIR_ENV,
@@ -1178,7 +1183,9 @@ async fn a_failed_upgrade_is_rolled_back_and_a_spec_set_back_converges() {
             if let Some(m) = s.members.iter().find(|m| m.version == "unknown") {
                 unknown_seen.get_or_insert_with(|| m.name.clone());
             }
-            is_failed_upgrade(s) && s.ready == 3 && s.members.iter().all(|m| m.version == OLD_VERSION)
+            is_failed_upgrade(s)
+                && s.ready == 3
+                && s.members.iter().all(|m| m.version == OLD_VERSION)
         },
     )
     .await;
@@ -1213,7 +1220,13 @@ async fn a_failed_upgrade_is_rolled_back_and_a_spec_set_back_converges() {
         &c,
         hold_for("the stopped upgrade", Duration::from_secs(5), || async {
             match c.status().await {
-                Some(s) if s.members.iter().all(|m| m.version == OLD_VERSION || m.version == "unknown") => Ok(()),
+                Some(s)
+                    if s.members
+                        .iter()
+                        .all(|m| m.version == OLD_VERSION || m.version == "unknown") =>
+                {
+                    Ok(())
+                }
                 Some(s) => Err(describe(&s)),
                 None => Ok(()),
             }
@@ -1233,8 +1246,7 @@ async fn a_failed_upgrade_is_rolled_back_and_a_spec_set_back_converges() {
 }
 
 fn is_failed_upgrade(s: &ClusterStatus) -> bool {
-    condition(s, ConditionType::UpgradeFailed)
-        .is_some_and(|k| k.status() == ConditionStatus::True)
+    condition(s, ConditionType::UpgradeFailed).is_some_and(|k| k.status() == ConditionStatus::True)
 }
 
 /// Waits until the status refuses the spec with a SpecValid=False condition naming

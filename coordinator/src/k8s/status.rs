@@ -129,7 +129,11 @@ pub fn image_failure(pod: &Pod) -> Option<String> {
         .flatten()
         .chain(status.container_statuses.iter().flatten())
         .filter_map(|c| c.state.as_ref()?.waiting.as_ref())
-        .find(|w| w.reason.as_deref().is_some_and(|r| IMAGE_REASONS.contains(&r)))
+        .find(|w| {
+            w.reason
+                .as_deref()
+                .is_some_and(|r| IMAGE_REASONS.contains(&r))
+        })
         .map(|w| match &w.message {
             Some(message) => format!("{}: {message}", w.reason.as_deref().unwrap_or_default()),
             None => w.reason.clone().unwrap_or_default(),

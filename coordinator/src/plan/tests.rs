@@ -1264,7 +1264,10 @@ fn a_refused_spec_never_stops_a_member_coming_back_on_its_data() {
         assert_eq!(plan.action, action, "{what}");
         assert_eq!(plan.phase, Phase::Invalid, "{what}");
         assert_eq!(plan.refused.as_deref(), Some(refused.as_str()), "{what}");
-        assert!(!plan.settled(), "{what}: a member down must be looked at again");
+        assert!(
+            !plan.settled(),
+            "{what}: a member down must be looked at again"
+        );
     }
     // Refused by the caller (a TLS setting that cannot change, a version the runtime
     // cannot run): the same.

@@ -492,19 +492,21 @@ pub(super) fn check_invariants(observed: &Observed, plan: &Plan) {
             // version stops nothing more.
             assert!(observed.grant.is_none(), "{}", context());
         }
-        Action::UpgradeMember {
-            name: upgraded,
-            to,
-        } if observed.members.iter().any(|m| {
-            &m.name == upgraded
-                && m.upgrade.is_some_and(|s| s.to == *to && !s.rollback)
-                && m.version != *to
-        }) =>
+        Action::UpgradeMember { name: upgraded, to }
+            if observed.members.iter().any(|m| {
+                &m.name == upgraded
+                    && m.upgrade.is_some_and(|s| s.to == *to && !s.rollback)
+                    && m.version != *to
+            }) =>
         {
             // An upgrade step recorded (after its handoff) whose restart never reached the
             // runtime: carried on, its member not serving (handed off, or down).
             assert!(observed.grant.is_none(), "{}", context());
-            let m = observed.members.iter().find(|m| &m.name == upgraded).unwrap();
+            let m = observed
+                .members
+                .iter()
+                .find(|m| &m.name == upgraded)
+                .unwrap();
             assert!(
                 !m.report.as_ref().is_some_and(|r| r.healthy),
                 "an upgrade step carried on over a member that serves: {}",
@@ -534,9 +536,11 @@ pub(super) fn check_invariants(observed: &Observed, plan: &Plan) {
             let step = m.upgrade.expect("a rollback without a step under way");
             assert_eq!(m.data, MemberData::Intact, "{}", context());
             assert!(
-                !fresh_healthy(observed, m) || !m.report.as_ref().is_some_and(|r| {
-                    upgraded(r, step.at, step.to)
-                }),
+                !fresh_healthy(observed, m)
+                    || !m
+                        .report
+                        .as_ref()
+                        .is_some_and(|r| { upgraded(r, step.at, step.to) }),
                 "rolled back a member healthy on its new version: {}",
                 context()
             );

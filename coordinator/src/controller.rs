@@ -26,10 +26,7 @@ use tracing::{info, instrument, warn};
 
 use crate::{
     conditions::{ConditionStatus, ConditionType, MemberShown},
-    plan::{
-        self, Action, EtcdMember, MemberReport, Observed, Phase, Plan, Policy, ReportedPhase,
-        RuntimeMember,
-    },
+    plan::{self, Action, EtcdMember, Observed, Phase, Plan, Policy, ReportedPhase, RuntimeMember},
     record::{
         BootstrapRecord, Created, DecisionRecord, GrantRecord, RestoreDecision,
         UpgradeFailureRecord, UpgradeStepRecord,
@@ -489,8 +486,7 @@ impl<R: Runtime> ClusterController<R> {
                         let to = step.to.parse().unwrap_or(m.version);
                         &m.name == *name
                             && reports.get(*name).is_some_and(|r| {
-                                let mut report = MemberReport::from(&r.report);
-                                report.observed_at = r.received_at;
+                                let report = r.planner_report(now);
                                 report.healthy
                                     && (plan::upgraded(&report, step.at, to)
                                         || (m.version != to
@@ -518,7 +514,7 @@ impl<R: Runtime> ClusterController<R> {
                 })
                 .await?;
         }
-        let members = planner_members(&infos, &reports, &record, &maintenance.defragmented);
+        let members = planner_members(&infos, &reports, &record, &maintenance.defragmented, now);
         let storage = crate::backups::resolve_storage(
             resource.spec.backup_storage(),
             self.runtime.default_backup_storage(),
@@ -2185,23 +2181,21 @@ fn restored_condition(
     })
 }
 
-/// The members as the planner sees them: what the runtime has, each with its sidecar's
-/// latest report (its freshness judged on the coordinator's clock), the upgrade step the
-/// record has under way and its last defragmentation.
+/// The members as the planner sees them at `now`: what the runtime has, each with its
+/// sidecar's latest report (every time in it on the coordinator's clock, its age measured
+/// on the monotonic clock: [`crate::registry::ReceivedReport::planner_report`]), the
+/// upgrade step the record has under way and its last defragmentation.
 pub fn planner_members(
     infos: &[MemberInfo],
     reports: &std::collections::BTreeMap<String, crate::registry::ReceivedReport>,
     record: &DecisionRecord,
     defragmented: &std::collections::BTreeMap<String, UnixMillis>,
+    now: UnixMillis,
 ) -> Vec<RuntimeMember> {
     infos
         .iter()
         .map(|info| {
-            let report = reports.get(&info.name).map(|r| {
-                let mut report = MemberReport::from(&r.report);
-                report.observed_at = r.received_at;
-                report
-            });
+            let report = reports.get(&info.name).map(|r| r.planner_report(now));
             RuntimeMember {
                 name: info.name.clone(),
                 ordinal: info.ordinal,

@@ -1510,18 +1510,12 @@ fn plan_at(
                 etcd_version: "3.6.15".into(),
                 ..Default::default()
             };
-            (
-                i.name.clone(),
-                ReceivedReport {
-                    report,
-                    received_at: now,
-                },
-            )
+            (i.name.clone(), ReceivedReport::new(report, now))
         })
         .collect();
     let v36 = EtcdVersion::new(3, 6, 15);
     let infos = observed_members(infos, &record, NAME, v36, |_| now);
-    let members = planner_members(&infos, &reports, &record, &BTreeMap::new());
+    let members = planner_members(&infos, &reports, &record, &BTreeMap::new(), now);
     let observed = Observed {
         cluster: ClusterKey::new(NS, NAME),
         spec: etcd_operator::validate::validate_cluster(&with_storage(cluster(3, "3.6.15"))),

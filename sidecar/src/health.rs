@@ -186,6 +186,9 @@ async fn observe_once(member: &Member, client: &mut Option<etcd_client::Client>)
         // Between restarts: why the last run ended, etcd's own fatal line included.
         if process.wanted {
             report.etcd_failing_since_unix_ms = process.failing_since_unix_ms.unwrap_or(0);
+            report.etcd_failing_for_ms = process
+                .failing_since
+                .map_or(0, |at| at.elapsed().as_millis().max(1) as i64);
             if let Some(exit) = &process.last_exit {
                 if report.last_error.is_empty() {
                     report.last_error = format!("etcd exited ({exit}); starting it again");

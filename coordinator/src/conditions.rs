@@ -34,6 +34,8 @@ pub enum ConditionType {
     /// An upgrade stopped: a member did not come back healthy on its new version and was
     /// rolled back.
     UpgradeFailed,
+    /// The CAs the cluster's certificates chain to are there and not about to expire.
+    CertificatesValid,
 }
 
 impl ConditionType {
@@ -50,6 +52,7 @@ impl ConditionType {
             Self::ReconcileFailed => "ReconcileFailed",
             Self::Alarm => "Alarm",
             Self::UpgradeFailed => "UpgradeFailed",
+            Self::CertificatesValid => "CertificatesValid",
         }
     }
 }
@@ -67,6 +70,7 @@ impl From<ConditionType> for proto::ConditionType {
             ConditionType::ReconcileFailed => Self::ReconcileFailed,
             ConditionType::Alarm => Self::Alarm,
             ConditionType::UpgradeFailed => Self::UpgradeFailed,
+            ConditionType::CertificatesValid => Self::CertificatesValid,
         }
     }
 }
@@ -88,6 +92,7 @@ impl TryFrom<proto::ConditionType> for ConditionType {
             proto::ConditionType::ReconcileFailed => Self::ReconcileFailed,
             proto::ConditionType::Alarm => Self::Alarm,
             proto::ConditionType::UpgradeFailed => Self::UpgradeFailed,
+            proto::ConditionType::CertificatesValid => Self::CertificatesValid,
         })
     }
 }

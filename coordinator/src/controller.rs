@@ -292,7 +292,16 @@ impl<R: Runtime> ClusterController<R> {
             None
         };
         let (category, error) = error.unzip();
-        let status = self.status(resource, &observed, &infos, &plan, error.as_deref());
+        let authorities = self.authorities(resource).await;
+        self.record_authorities(&authorities);
+        let status = self.status(
+            resource,
+            &observed,
+            &infos,
+            &plan,
+            error.as_deref(),
+            &authorities,
+        );
         self.record_metrics(&plan, &status, category);
         self.registry
             .with(&self.key, |entry, _| entry.status = Some(status.clone()));
@@ -300,6 +309,42 @@ impl<R: Runtime> ClusterController<R> {
             plan,
             status,
             error,
+        }
+    }
+
+    /// The CAs this cluster's certificates chain to: the control path's, and with TLS its
+    /// own etcd CA (or why it cannot be had: lost).
+    async fn authorities(&self, resource: &EtcdCluster) -> Authorities {
+        let etcd = if resource.spec.etcd_tls() {
+            match self.runtime.existing_etcd_ca(&self.key).await {
+                Ok(Some(ca)) => Some(Ok(ca.not_after())),
+                Ok(None) => None,
+                Err(e) => Some(Err(e.to_string())),
+            }
+        } else {
+            None
+        };
+        Authorities {
+            control: self.runtime.control().ca().not_after(),
+            etcd,
+        }
+    }
+
+    fn record_authorities(&self, authorities: &Authorities) {
+        let metrics = self.registry.metrics();
+        let labels = |ca: &str| crate::metrics::CaLabels {
+            cluster: self.key.to_string(),
+            ca: ca.to_string(),
+        };
+        metrics
+            .ca_expiry
+            .get_or_create(&labels("control"))
+            .set(authorities.control);
+        if let Some(etcd) = &authorities.etcd {
+            metrics
+                .ca_expiry
+                .get_or_create(&labels("etcd"))
+                .set(*etcd.as_ref().unwrap_or(&0));
         }
     }
 
@@ -1731,6 +1776,7 @@ impl<R: Runtime> ClusterController<R> {
         infos: &[MemberInfo],
         plan: &Plan,
         error: Option<&str>,
+        authorities: &Authorities,
     ) -> ClusterStatus {
         let previous = self
             .registry
@@ -1905,6 +1951,7 @@ impl<R: Runtime> ClusterController<R> {
                 &plan::WaitReason::UpgradeFailed(failure.clone()).to_string(),
             ));
         }
+        conditions.push(authorities.condition(crate::security::now_secs()));
         if let Some(c) = backup_condition(resource, &track) {
             conditions.push(c);
         }
@@ -1957,6 +2004,70 @@ impl<R: Runtime> ClusterController<R> {
             backup,
             // Read from the grant table whenever the status is read (Registry::statuses).
             grants_given: 0,
+        }
+    }
+}
+
+/// The certificate authorities a cluster's certificates chain to, as observed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Authorities {
+    /// When the control path's CA expires, Unix seconds.
+    pub control: i64,
+    /// With TLS: when the cluster's etcd CA expires, or why it cannot be had (it is lost:
+    /// never replaced by a new one).
+    pub etcd: Option<Result<i64, String>>,
+}
+
+/// A CA expiring within this is said to in the `CertificatesValid` condition (False).
+pub const CA_EXPIRY_WARNING_SECS: i64 = 30 * 24 * 3600;
+
+impl Authorities {
+    /// The `CertificatesValid` condition at `now` (Unix seconds): False when a CA is lost
+    /// or expires within [`CA_EXPIRY_WARNING_SECS`], saying what to do.
+    pub fn condition(&self, now: i64) -> Condition {
+        if let Some(Err(lost)) = &self.etcd {
+            return condition(
+                ConditionType::CertificatesValid,
+                ConditionStatus::False,
+                "CALost",
+                lost,
+            );
+        }
+        let at = |secs: i64| {
+            jiff::Timestamp::from_second(secs)
+                .map(|t| t.to_string())
+                .unwrap_or_default()
+        };
+        let mut cas = vec![("control", self.control)];
+        if let Some(Ok(etcd)) = &self.etcd {
+            cas.push(("etcd", *etcd));
+        }
+        let listed: Vec<String> = cas
+            .iter()
+            .map(|(name, expires)| format!("the {name} CA expires at {}", at(*expires)))
+            .collect();
+        let soonest = cas.iter().min_by_key(|(_, expires)| *expires).copied();
+        match soonest {
+            Some((name, expires)) if expires - now <= CA_EXPIRY_WARNING_SECS => condition(
+                ConditionType::CertificatesValid,
+                ConditionStatus::False,
+                "CAExpiresSoon",
+                &format!(
+                    "the {name} CA expires at {}: no certificate it issues outlives it, and a CA is not rotated in place. Before then, create a new cluster from a backup (it gets a CA of its own){}",
+                    at(expires),
+                    if name == "control" {
+                        "; the control CA is replaced by deleting it (local: <state>/pki/ca.*; Kubernetes: the Secret etcd-operator-ca) once no member uses it"
+                    } else {
+                        ""
+                    }
+                ),
+            ),
+            _ => condition(
+                ConditionType::CertificatesValid,
+                ConditionStatus::True,
+                "Valid",
+                &listed.join("; "),
+            ),
         }
     }
 }
@@ -2548,6 +2659,52 @@ mod tests {
         assert_eq!(
             bootstrap_token(&local, Some(""), "etcd-0000"),
             "etcd-etcd-0000"
+        );
+    }
+
+    #[test]
+    fn certificates_valid_says_when_a_ca_expires_soon_or_is_lost() {
+        let now = 1_800_000_000;
+        let year = 365 * 24 * 3600;
+        let shown = |a: Authorities| {
+            let c = a.condition(now);
+            (c.status(), c.reason, c.message)
+        };
+        let (status, reason, message) = shown(Authorities {
+            control: now + 9 * year,
+            etcd: Some(Ok(now + year)),
+        });
+        assert_eq!(
+            (status, reason.as_str()),
+            (ConditionStatus::True.into(), "Valid")
+        );
+        assert!(message.contains("the etcd CA expires at"), "{message}");
+        let (status, reason, message) = shown(Authorities {
+            control: now + 9 * year,
+            etcd: Some(Ok(now + 7 * 24 * 3600)),
+        });
+        assert_eq!(
+            (status, reason.as_str()),
+            (ConditionStatus::False.into(), "CAExpiresSoon")
+        );
+        assert!(message.starts_with("the etcd CA expires at"), "{message}");
+        let (_, reason, message) = shown(Authorities {
+            control: now + 24 * 3600,
+            etcd: None,
+        });
+        assert_eq!(reason, "CAExpiresSoon");
+        assert!(message.contains("control CA"), "{message}");
+        let (status, reason, message) = shown(Authorities {
+            control: now + 9 * year,
+            etcd: Some(Err("the etcd CA of c is lost".into())),
+        });
+        assert_eq!(
+            (status, reason.as_str(), message.as_str()),
+            (
+                ConditionStatus::False.into(),
+                "CALost",
+                "the etcd CA of c is lost"
+            )
         );
     }
 

@@ -554,6 +554,7 @@ async fn create_makes_the_initial_pods_services_budget_and_status() {
             ("Progressing", "True", "CreateInitial"),
             ("Degraded", "False", "AllMembersHealthy"),
             ("SpecValid", "True", "Valid"),
+            ("CertificatesValid", "True", "Valid"),
         ]
     );
     assert!(
@@ -1718,4 +1719,69 @@ async fn pod_and_claim_versions_never_disagree_after_a_term_loss_between_the_wri
     // The step carried on (as the planner does with a step whose restart did not finish).
     runtime.restart_member(&key, MEMBERS[1], v37).await.unwrap();
     assert_eq!(versions().await, ("3.7.2".into(), "3.7.2".into()));
+}
+
+/// The etcd CA's Secret deleted while members run with its certificates: a coordinator
+/// started afresh makes no new CA (the members would refuse its certificates); it says so
+/// in `CertificatesValid` (False, `CALost`, naming the Secret and what to do), and no new
+/// member or certificate is issued under another CA.
+#[tokio::test]
+async fn a_deleted_etcd_ca_secret_gives_a_condition_not_a_new_ca() {
+    let mut c = cluster(3, "3.6.15");
+    c.spec.tls = Some(etcd_operator::resource::TlsSpec { enabled: true });
+    let client = fake(vec![c], None).await;
+    let ctx = context(&client);
+    reconcile_once(&ctx).await;
+    assert_eq!(pod_names(&client).await.len(), 3);
+    let status = get_cluster(&client).await.status.unwrap();
+    let valid = condition_of(&status, "CertificatesValid").expect("the condition");
+    assert_eq!(
+        (valid.status.as_str(), valid.reason.as_str()),
+        ("True", "Valid")
+    );
+    assert!(
+        valid.message.contains("the etcd CA expires at"),
+        "{}",
+        valid.message
+    );
+
+    let secrets = Api::<Secret>::namespaced(client.clone(), NS);
+    let ca_secret = format!("{NAME}-etcd-ca");
+    secrets
+        .delete(&ca_secret, &DeleteParams::default())
+        .await
+        .unwrap();
+    // A coordinator started again: nothing of the CA in memory.
+    let restarted = context(&client);
+    reconcile_once(&restarted).await;
+    assert!(
+        secrets.get_opt(&ca_secret).await.unwrap().is_none(),
+        "no new etcd CA was made"
+    );
+    let runtime = kube_runtime(&client);
+    let key = ClusterKey::new(NS, NAME);
+    runtime.track(&key, &get_cluster(&client).await);
+    let e = runtime
+        .create_member(
+            &key,
+            "etcd-cluster-0003",
+            EtcdVersion::new(3, 6, 15),
+            false,
+            true,
+        )
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("is lost"), "{e}");
+    assert!(secrets.get_opt(&ca_secret).await.unwrap().is_none());
+    let status = get_cluster(&client).await.status.unwrap();
+    let lost = condition_of(&status, "CertificatesValid").expect("the condition");
+    assert_eq!(
+        (lost.status.as_str(), lost.reason.as_str()),
+        ("False", "CALost")
+    );
+    assert!(
+        lost.message.contains(&ca_secret) && lost.message.contains("Put the Secret"),
+        "{}",
+        lost.message
+    );
 }

@@ -188,6 +188,27 @@ impl KubeRuntime {
             Err(e) if is_status(&e, 404) => None,
             Err(e) => return Err(other("reading the etcd CA")(e)),
         };
+        // Gone while members run with certificates it issued: lost, never replaced by a new
+        // CA (whose certificates the running members would refuse).
+        if existing.is_none() {
+            let (_, pods) = self.member_pods(key).await?;
+            let uid = self.cluster(key)?.metadata.uid.clone();
+            let in_use: Vec<String> = pods
+                .items
+                .iter()
+                .filter(|p| {
+                    owned_by(p.metadata.owner_references.as_ref(), uid.as_deref())
+                        && annotation_true(p.annotations(), ANNOTATION_TLS)
+                })
+                .map(|p| p.name_any())
+                .collect();
+            if !in_use.is_empty() {
+                return Err(RuntimeError::Certificates(format!(
+                    "the etcd CA of {key} is lost (Secret {name} is gone) while {} run with certificates it issued: a new CA would make them refuse each other, so none is made. Put the Secret {name} back (from a backup of it); if it cannot be had, the members run on their certificates until they expire: create a new cluster from a backup of the data (spec.restore)",
+                    in_use.join(", ")
+                )));
+            }
+        }
         let secret = match existing {
             Some(s) => s,
             None if !create => return Ok(None),

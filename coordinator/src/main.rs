@@ -41,13 +41,14 @@ enum Command {
         #[arg(long, env = "ETCDOP_CONTROL_ADDR", default_value = "127.0.0.1:7443")]
         control_addr: SocketAddr,
         /// How long the members' and the coordinator's certificates are valid, in seconds
-        /// (renewed when a third is left) [default: 90 days].
-        #[arg(long, env = "ETCDOP_CERT_VALIDITY_SECS", default_value_t = etcd_operator::pki::DEFAULT_CERT_VALIDITY.as_secs())]
+        /// (renewed when a third is left; never past their CA's expiry) [default: 90 days;
+        /// 60 s to 10 years].
+        #[arg(long, env = "ETCDOP_CERT_VALIDITY_SECS", default_value_t = etcd_operator::pki::DEFAULT_CERT_VALIDITY.as_secs(), value_parser = validity_secs())]
         cert_validity_secs: u64,
         /// How long the applications' client certificate is valid, in seconds [default:
-        /// 365 days]. Local mode only: on Kubernetes the `<cluster>-client-tls` Secret's
-        /// certificate is always valid for 365 days.
-        #[arg(long, env = "ETCDOP_CLIENT_CERT_VALIDITY_SECS", default_value_t = etcd_operator::pki::DEFAULT_CLIENT_CERT_VALIDITY.as_secs())]
+        /// 365 days; 60 s to 10 years]. Local mode only: on Kubernetes the
+        /// `<cluster>-client-tls` Secret's certificate is always valid for 365 days.
+        #[arg(long, env = "ETCDOP_CLIENT_CERT_VALIDITY_SECS", default_value_t = etcd_operator::pki::DEFAULT_CLIENT_CERT_VALIDITY.as_secs(), value_parser = validity_secs())]
         client_cert_validity_secs: u64,
         /// The sidecar binary [default: etcd-sidecar beside this binary when it is of the same
         /// build, else this binary's embedded sidecar].
@@ -172,8 +173,8 @@ enum Command {
         #[arg(long, env = "ETCDOP_COORDINATOR_URL")]
         coordinator_url: Option<String>,
         /// How long the members' certificates are valid, in seconds (renewed when a third is
-        /// left) [default: 90 days].
-        #[arg(long, env = "ETCDOP_CERT_VALIDITY_SECS", default_value_t = etcd_operator::pki::DEFAULT_CERT_VALIDITY.as_secs())]
+        /// left; never past their CA's expiry) [default: 90 days; 60 s to 10 years].
+        #[arg(long, env = "ETCDOP_CERT_VALIDITY_SECS", default_value_t = etcd_operator::pki::DEFAULT_CERT_VALIDITY.as_secs(), value_parser = validity_secs())]
         cert_validity_secs: u64,
         /// The DNS domain of the Kubernetes cluster (the members' certificates name their
         /// fully qualified host names).
@@ -224,6 +225,12 @@ enum Command {
 enum SidecarCommandLine {
     /// Run etcd as a member of a cluster.
     Run(Box<etcd_sidecar::RunArgs>),
+}
+
+/// A certificate lifetime in seconds: at least a minute (renewed at two thirds), at most a
+/// CA's own lifetime (no leaf outlives its CA anyway).
+fn validity_secs() -> clap::builder::RangedU64ValueParser<u64> {
+    clap::value_parser!(u64).range(60..=etcd_operator::pki::CA_VALIDITY.as_secs())
 }
 
 /// The planner's tunables from the command line (`--dead-after-secs`,
@@ -516,5 +523,29 @@ async fn main() -> anyhow::Result<()> {
             };
             etcd_sidecar::run(cfg, etcd_sidecar::shutdown_signal()).await
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn certificate_lifetimes_are_bounded() {
+        let parse = |secs: &str| {
+            Cli::try_parse_from([
+                "etcd-coordinator",
+                "local",
+                "x.yaml",
+                "--cert-validity-secs",
+                secs,
+            ])
+        };
+        assert!(parse("3600").is_ok());
+        for refused in ["18446744073709551615", "315360001", "59"] {
+            let e = parse(refused).err().unwrap().to_string();
+            assert!(e.contains("cert-validity-secs"), "{refused}: {e}");
+        }
+        assert_eq!(policy(15, u64::MAX).upgrade_deadline_ms, i64::MAX);
     }
 }

@@ -53,6 +53,17 @@ pub struct RestartHistory {
     pub last_exit: String,
 }
 
+/// The ordinal after `ordinal`, which member `name` of `cluster` would leave next: an
+/// error for the last one there is (a counter edited by hand), which no member may take,
+/// since the next one could only wrap around to an ordinal used before.
+pub fn ordinal_after(ordinal: u32, name: &str, cluster: &ClusterKey) -> Result<u32, RuntimeError> {
+    ordinal.checked_add(1).ok_or_else(|| {
+        RuntimeError::Invalid(format!(
+            "{name} of {cluster} would take the last ordinal there is ({ordinal}): the next member could only reuse one, and ordinals are never reused (the next-ordinal counter was set that high by hand?)"
+        ))
+    })
+}
+
 /// How long a member must run before its restarts are forgotten (kubelet forgets after ten
 /// minutes; a member that runs this long without exiting is steady again).
 pub const STEADY_AFTER_MS: UnixMillis = 10_000;

@@ -1785,3 +1785,30 @@ async fn a_deleted_etcd_ca_secret_gives_a_condition_not_a_new_ca() {
         lost.message
     );
 }
+
+/// A next-ordinal annotation edited up to the last ordinal there is: no member takes it
+/// (the one after could only wrap around to an ordinal used before); nothing is written.
+#[tokio::test]
+async fn the_last_ordinal_there_is_is_never_taken() {
+    let mut c = cluster(1, "3.6.15");
+    c.metadata.annotations = Some(BTreeMap::from([(
+        ANNOTATION_NEXT_ORDINAL.to_string(),
+        u32::MAX.to_string(),
+    )]));
+    let client = fake(vec![c], None).await;
+    let key = ClusterKey::new(NS, NAME);
+    let runtime = kube_runtime(&client);
+    runtime.track(&key, &get_cluster(&client).await);
+    let last = etcd_operator::naming::member_name(NAME, u32::MAX);
+    let e = runtime
+        .create_member(&key, &last, EtcdVersion::new(3, 6, 15), true, false)
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("last ordinal there is"), "{e}");
+    assert!(pod_names(&client).await.is_empty());
+    assert_eq!(
+        get_cluster(&client).await.annotations()[ANNOTATION_NEXT_ORDINAL],
+        u32::MAX.to_string(),
+        "the counter never wraps"
+    );
+}

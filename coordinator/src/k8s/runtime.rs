@@ -511,7 +511,7 @@ impl KubeRuntime {
         let down_since = {
             let mut tracked = self.lock();
             let t = tracked.entry(key.clone()).or_default();
-            t.past_seen = t.past_seen.max(ordinal + 1);
+            t.past_seen = t.past_seen.max(ordinal.saturating_add(1));
             match liveness {
                 // A Pod being deleted with its claim is draining until its grace period
                 // ends (its container stops, the Pod goes, it comes back on its claim): down
@@ -681,6 +681,7 @@ impl Runtime for KubeRuntime {
         let ordinal = member_ordinal(&key.name, name).ok_or_else(|| {
             RuntimeError::Invalid(format!("{name} is not a member name of {key}"))
         })?;
+        let next = crate::runtime::ordinal_after(ordinal, name, key)?;
         let cluster = self.cluster(key)?;
         let recorded = self.lock().get(key).map(|t| t.next_ordinal).unwrap_or(0);
         if recorded <= ordinal {
@@ -691,12 +692,13 @@ impl Runtime for KubeRuntime {
                 &key.namespace,
                 &ApiResource::erase::<EtcdCluster>(&()),
             );
-            let patch = json!({"metadata": {"annotations": {ANNOTATION_NEXT_ORDINAL: (ordinal + 1).to_string()}}});
+            let patch =
+                json!({"metadata": {"annotations": {ANNOTATION_NEXT_ORDINAL: next.to_string()}}});
             api.patch(&key.name, &PatchParams::default(), &Patch::Merge(&patch))
                 .await
                 .map_err(other("recording the next ordinal"))?;
             if let Some(t) = self.lock().get_mut(key) {
-                t.next_ordinal = t.next_ordinal.max(ordinal + 1);
+                t.next_ordinal = t.next_ordinal.max(next);
             }
         }
         if let Some(storage) = &cluster.spec.storage {

@@ -787,6 +787,7 @@ impl Runtime for LocalRuntime {
         let ordinal = member_ordinal(&cluster.name, name).ok_or_else(|| {
             RuntimeError::Invalid(format!("{name} is not a member name of {cluster}"))
         })?;
+        let next = crate::runtime::ordinal_after(ordinal, name, cluster)?;
         let mut clusters = self.clusters.lock().await;
         let local = self.cluster(&mut clusters, cluster).await?;
         if local.record.members.iter().any(|m| m.name == name) {
@@ -828,7 +829,7 @@ impl Runtime for LocalRuntime {
             host,
             netns,
         });
-        local.record.next_ordinal = local.record.next_ordinal.max(ordinal + 1);
+        local.record.next_ordinal = local.record.next_ordinal.max(next);
         // Recorded before the process starts: a coordinator that dies now still knows it,
         // and never gives its ordinal to another member.
         etcd_operator::failpoint!("coordinator.local.before-record-save");

@@ -171,6 +171,7 @@ fn pass(registry: &Registry, clusters: &[Simulated], now: i64) -> usize {
             abandoning: vec![],
             kept: vec![],
             upgrade_failed: None,
+            leave_unreachable: Default::default(),
             now,
             policy: Policy::default(),
         };

@@ -434,34 +434,39 @@ impl<R: Runtime> ClusterController<R> {
         {
             next_ordinal = next_ordinal.max(highest.saturating_add(1));
         }
-        let (reports, delete_requested, maintenance) = self.registry.with(&self.key, |entry, _| {
-            entry.runtime_members = infos.iter().map(|m| m.name.clone()).collect();
-            entry
-                .gone_since
-                .retain(|name, _| record.members.contains(name));
-            // Several members created as seeds are the initial members of a static
-            // bootstrap; one alone is the seed of a cluster grown by learners.
-            let seeds: Vec<&MemberInfo> = infos.iter().filter(|m| m.seed).collect();
-            entry.seed = match seeds.as_slice() {
-                [one] => Some(one.name.clone()),
-                _ => None,
-            };
-            entry
-                .reports
-                .retain(|name, _| infos.iter().any(|m| &m.name == name));
-            entry
-                .delete_requested
-                .retain(|name| infos.iter().any(|m| &m.name == name));
-            entry
-                .maintenance
-                .defragmented
-                .retain(|name, _| infos.iter().any(|m| &m.name == name));
-            (
-                entry.reports.clone(),
-                entry.delete_requested.iter().cloned().collect(),
-                entry.maintenance.clone(),
-            )
-        });
+        let (reports, delete_requested, maintenance, leave_unreachable) =
+            self.registry.with(&self.key, |entry, _| {
+                entry.runtime_members = infos.iter().map(|m| m.name.clone()).collect();
+                entry
+                    .gone_since
+                    .retain(|name, _| record.members.contains(name));
+                // Several members created as seeds are the initial members of a static
+                // bootstrap; one alone is the seed of a cluster grown by learners.
+                let seeds: Vec<&MemberInfo> = infos.iter().filter(|m| m.seed).collect();
+                entry.seed = match seeds.as_slice() {
+                    [one] => Some(one.name.clone()),
+                    _ => None,
+                };
+                entry
+                    .reports
+                    .retain(|name, _| infos.iter().any(|m| &m.name == name));
+                entry
+                    .delete_requested
+                    .retain(|name| infos.iter().any(|m| &m.name == name));
+                entry
+                    .maintenance
+                    .defragmented
+                    .retain(|name, _| infos.iter().any(|m| &m.name == name));
+                entry
+                    .leave_unreachable
+                    .retain(|name, _| infos.iter().any(|m| &m.name == name));
+                (
+                    entry.reports.clone(),
+                    entry.delete_requested.iter().cloned().collect(),
+                    entry.maintenance.clone(),
+                    entry.leave_unreachable.clone(),
+                )
+            });
         // Read the member list from members that run, voters reported healthy first.
         let mut endpoints: Vec<String> = infos
             .iter()
@@ -608,6 +613,7 @@ impl<R: Runtime> ClusterController<R> {
             cluster: self.key.clone(),
             spec,
             upgrade_failed,
+            leave_unreachable,
             members,
             etcd_members,
             grant,
@@ -1069,7 +1075,22 @@ impl<R: Runtime> ClusterController<R> {
             }
             Action::AskToLeave { name } => {
                 let info = find(infos, name)?;
-                let mut sidecar = self.sidecar_client(info).await?;
+                // A sidecar that cannot be reached is noted (from its first failure): past
+                // dead-after the planner removes its member from etcd directly.
+                let unreachable = |e: ActError| {
+                    if matches!(&e, ActError::Sidecar { message, .. } if message.starts_with("unreachable"))
+                    {
+                        let now = now_ms();
+                        self.registry.with(&self.key, |entry, _| {
+                            entry.leave_unreachable.entry(name.clone()).or_insert(now);
+                        });
+                    }
+                    e
+                };
+                let mut sidecar = self.sidecar_client(info).await.map_err(unreachable)?;
+                self.registry.with(&self.key, |entry, _| {
+                    entry.leave_unreachable.remove(name);
+                });
                 sidecar
                     .leave(LeaveRequest {
                         reason: "scale down".into(),

@@ -130,6 +130,8 @@ pub struct ClusterEntry {
     pub pending_restore: Option<etcd_operator::proto::RestoreSource>,
     /// Since when each member the record names has had no trace in the runtime.
     pub gone_since: BTreeMap<String, UnixMillis>,
+    /// Members asked to leave whose sidecar could not be reached, since its first failure.
+    pub leave_unreachable: BTreeMap<String, UnixMillis>,
     /// Local mode: why the manifest file this cluster was read from is refused now (the
     /// cluster runs on as last read). Shown as `SpecValid False`.
     pub manifest_error: Option<String>,

@@ -123,6 +123,7 @@ fn plan_with(reports: BTreeMap<String, ReceivedReport>, now: i64) -> plan::Plan 
         abandoning: vec![],
         kept: vec![],
         upgrade_failed: None,
+        leave_unreachable: Default::default(),
         now,
         policy: Policy::default(),
     };

@@ -1545,6 +1545,7 @@ fn plan_at(
         abandoning: vec![],
         kept: vec![],
         upgrade_failed: None,
+        leave_unreachable: Default::default(),
         now,
         policy: Policy::default(),
     };

@@ -158,6 +158,7 @@ fn planner_view(infos: Vec<MemberInfo>, fates: &[Fate], now: i64) -> (Vec<Seen>,
         abandoning: vec![],
         kept: vec![],
         upgrade_failed: None,
+        leave_unreachable: Default::default(),
         now,
         policy: Policy::default(),
     };

@@ -52,7 +52,9 @@
 //!     revision, then [`Action::Defragment`] one member at a time (followers first, the
 //!     leader last, each reporting healthy again before the next), then
 //!     [`Action::DisarmAlarms`].
-//! 12. Scale up one learner at a time; 13. scale down the highest ordinal, the leader last.
+//! 12. Scale up one learner at a time; 13. scale down the highest ordinal, the leader last
+//!     (a member whose sidecar has not been reachable to leave for `dead_after_ms` is
+//!     removed from etcd directly, [`Action::RemoveDeadMember`]).
 //! 14. Upgrade one member at a time, followers first, the leader last.
 //! 15. In a scheduled defragmentation round ([`MaintenanceRecord::defrag_round`]), defragment
 //!     members whose fragmentation reached the spec's threshold, one at a time, followers
@@ -144,6 +146,9 @@ pub struct Observed {
     /// Survivors of a lost cluster kept with their data until its restore runs (not in
     /// `members`): deleted once the restored cluster runs.
     pub kept: Vec<String>,
+    /// Members asked to leave (scale-down) whose sidecar could not be reached, with when
+    /// that first failed: past `dead_after_ms` such a member is removed from etcd directly.
+    pub leave_unreachable: std::collections::BTreeMap<String, UnixMillis>,
     /// The upgrade that stopped because a member did not come back healthy on its new
     /// version (the durable record's; the caller forgets it once the spec asks for another
     /// version).
@@ -535,8 +540,10 @@ pub enum Action {
         /// The version to run.
         version: EtcdVersion,
     },
-    /// Remove a dead member from etcd's member list (the coordinator does `MemberRemove`
-    /// under a grant), then delete its runtime member if any.
+    /// Remove a member from etcd's member list directly (the coordinator does
+    /// `MemberRemove` under a grant), then delete its runtime member if any: a dead member,
+    /// or one that scale-down asked to leave and whose sidecar has not been reachable for
+    /// `dead_after_ms` (a leave that cannot be asked for is made for it).
     RemoveDeadMember {
         /// The member's name; for an entry etcd lists without a name (added, never
         /// started), its id in hex, which names no runtime member.
@@ -2614,17 +2621,34 @@ impl<'a> View<'a> {
                     Reverse(m.runtime.ordinal),
                 )
             });
+        let (now, dead_after) = (self.observed.now, self.observed.policy.dead_after_ms);
         Some(match leaving {
             Some(m)
                 if m.entry
                     .is_some_and(|e| self.removal_keeps_quorum(e, m.healthy)) =>
             {
-                (
-                    Action::AskToLeave {
-                        name: m.name().to_string(),
-                    },
-                    Phase::Scaling,
-                )
+                match (self.observed.leave_unreachable.get(m.name()), m.entry) {
+                    // Its sidecar cannot be asked: the coordinator removes it from etcd
+                    // itself, as it would a dead member (quorum checked all the same).
+                    (Some(since), Some(entry)) if now.saturating_sub(*since) >= dead_after => (
+                        Action::RemoveDeadMember {
+                            name: m.name().to_string(),
+                            member_id: entry.id,
+                            reason: format!(
+                                "scale down: its sidecar has not been reachable to leave for {}s (dead after {}s); removed from etcd directly",
+                                seconds(now.saturating_sub(*since)),
+                                seconds(dead_after)
+                            ),
+                        },
+                        Phase::Scaling,
+                    ),
+                    _ => (
+                        Action::AskToLeave {
+                            name: m.name().to_string(),
+                        },
+                        Phase::Scaling,
+                    ),
+                }
             }
             _ => wait(
                 WaitReason::Other(format!(

@@ -77,6 +77,7 @@ impl Situation {
             abandoning: Vec::new(),
             kept: Vec::new(),
             upgrade_failed: None,
+            leave_unreachable: Default::default(),
             now: NOW,
             policy: Policy::default(),
         })
@@ -1715,6 +1716,50 @@ fn a_failed_upgrade_is_rolled_back_on_its_data_and_stops() {
     // While it fails, it counts at the version it last ran.
     let s = spec_set_back();
     assert_eq!(cluster_version(&s.0), Some(V35));
+}
+
+/// Scale-down asks the member to leave; one whose sidecar cannot be reached (its reports
+/// still arrive healthy: the control path is cut one way) is asked again until it has not
+/// been reachable for dead-after, then removed from etcd directly, quorum checked as for
+/// any removal.
+#[test]
+fn a_leave_its_sidecar_cannot_be_asked_for_is_made_for_it() {
+    let shrinking = || Situation::healthy(4).size(3);
+    let unreachable = |ago: i64| {
+        let mut s = shrinking();
+        s.0.leave_unreachable.insert(name(3), NOW - ago);
+        s
+    };
+    assert_cases(vec![
+        (
+            "asked to leave",
+            shrinking(),
+            Action::AskToLeave { name: name(3) },
+            Phase::Scaling,
+        ),
+        (
+            "unreachable for 5 s: asked again",
+            unreachable(5_000),
+            Action::AskToLeave { name: name(3) },
+            Phase::Scaling,
+        ),
+        (
+            "unreachable past dead-after: removed from etcd directly",
+            unreachable(20_000),
+            Action::RemoveDeadMember {
+                name: name(3),
+                member_id: id(3),
+                reason: "scale down: its sidecar has not been reachable to leave for 20s (dead after 15s); removed from etcd directly".into(),
+            },
+            Phase::Scaling,
+        ),
+        (
+            "another voter unhealthy: no removal, whatever the leave",
+            unreachable(20_000).unhealthy(1),
+            waiting(WaitReason::Unhealthy(name(1))),
+            Phase::Degraded,
+        ),
+    ]);
 }
 
 #[test]

@@ -108,6 +108,10 @@ pub enum RuntimeError {
     /// The cluster's decision record cannot be read or written.
     #[error("{0}")]
     Record(#[from] crate::record::RecordError),
+    /// The coordinator's term ended (or had ended) before the write: not sent, or given
+    /// up at the term's deadline.
+    #[error("{0}: the coordinator's term ended, so it was not written")]
+    TermEnded(String),
 }
 
 impl RuntimeError {
@@ -152,6 +156,7 @@ impl RuntimeError {
             Self::Invalid(_) => "invalid",
             Self::Other(_) => "other",
             Self::Record(_) => "record",
+            Self::TermEnded(_) => "term_ended",
         }
     }
 }

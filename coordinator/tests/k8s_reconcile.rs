@@ -1813,3 +1813,35 @@ async fn the_last_ordinal_there_is_is_never_taken() {
         "the counter never wraps"
     );
 }
+
+/// The term ends while an action of several writes is under way (during the first of a
+/// member's creation, the ordinal annotation): none of its later writes (the claim, the
+/// Pod) is sent. Each write is checked against the term, not only the action's first.
+#[tokio::test]
+async fn no_write_of_an_action_is_sent_after_the_term_ends() {
+    use etcd_coordinator::{leadership::Leadership, runtime::RuntimeError};
+    let leadership = Leadership::none();
+    leadership.hold(7, tokio::time::Instant::now() + Duration::from_secs(3600));
+    let ends = leadership.clone();
+    let funcs = interceptor::Funcs::new().patch(move |ctx| {
+        if ctx.name == NAME {
+            ends.end();
+        }
+        Ok(None)
+    });
+    let client = fake(vec![with_storage(cluster(3, "3.6.15"))], Some(funcs)).await;
+    let key = ClusterKey::new(NS, NAME);
+    let runtime = kube_runtime(&client).bounded_by(leadership.clone());
+    runtime.track(&key, &get_cluster(&client).await);
+    let e = runtime
+        .create_member(&key, MEMBERS[0], EtcdVersion::new(3, 6, 15), true, false)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, RuntimeError::TermEnded(_)), "{e}");
+    assert!(pod_names(&client).await.is_empty(), "no Pod after the term");
+    let claims = Api::<PersistentVolumeClaim>::namespaced(client.clone(), NS)
+        .list(&ListParams::default())
+        .await
+        .unwrap();
+    assert!(claims.items.is_empty(), "no claim after the term");
+}

@@ -90,6 +90,8 @@ pub struct KubeRuntime {
     cluster_endpoints: bool,
     tracked: Mutex<HashMap<ClusterKey, Tracked>>,
     control: Arc<ControlPlane>,
+    /// The term each write is bounded by (`None`: unbounded, a runtime of tests).
+    leadership: Option<crate::leadership::Leadership>,
 }
 
 fn other(context: &str) -> impl FnOnce(kube::Error) -> RuntimeError + '_ {
@@ -161,6 +163,38 @@ impl KubeRuntime {
             cluster_endpoints: true,
             tracked: Mutex::new(HashMap::new()),
             control,
+            leadership: None,
+        }
+    }
+
+    /// Every write bounded by the terms of `leadership` ([`Self::write`]).
+    pub fn bounded_by(mut self, leadership: crate::leadership::Leadership) -> Self {
+        self.leadership = Some(leadership);
+        self
+    }
+
+    /// One API write, sent only while the term holds and given up at the term's deadline:
+    /// an action of several writes checks the term before each (not only once before the
+    /// first), and none runs on past the term (one already on the wire at the deadline is
+    /// what the Lease's margin between a term's end and a takeover is for).
+    async fn write<T>(
+        &self,
+        what: &str,
+        call: impl std::future::Future<Output = Result<T, kube::Error>>,
+    ) -> Result<Result<T, kube::Error>, RuntimeError> {
+        let Some(leadership) = &self.leadership else {
+            return Ok(call.await);
+        };
+        let ended = || RuntimeError::TermEnded(what.to_string());
+        let term = leadership
+            .term()
+            .filter(|t| t.holds_at(tokio::time::Instant::now()))
+            .ok_or_else(ended)?;
+        match term.until {
+            None => Ok(call.await),
+            Some(until) => tokio::time::timeout_at(until, call)
+                .await
+                .map_err(|_| ended()),
         }
     }
 
@@ -219,7 +253,13 @@ impl KubeRuntime {
                         .map_err(|e| RuntimeError::Certificates(e.to_string()))?;
                 let secret = build::etcd_ca_secret(&cluster, ca.cert_pem(), ca.key_pem())
                     .map_err(|e| RuntimeError::Other(e.to_string()))?;
-                match secrets.create(&PostParams::default(), &secret).await {
+                match self
+                    .write(
+                        "creating the etcd CA",
+                        secrets.create(&PostParams::default(), &secret),
+                    )
+                    .await?
+                {
                     Ok(s) => s,
                     // Another coordinator (or an earlier try) made it: use that one.
                     Err(e) if is_status(&e, 409) => secrets
@@ -298,12 +338,20 @@ impl KubeRuntime {
         match existing {
             Some(_) => {
                 let patch = json!({"data": build::secret_data(&files)});
-                secrets
-                    .patch(&secret_name, &PatchParams::default(), &Patch::Merge(&patch))
-                    .await
-                    .map_err(other("renewing the member's Secret"))?;
+                self.write(
+                    "renewing the member's Secret",
+                    secrets.patch(&secret_name, &PatchParams::default(), &Patch::Merge(&patch)),
+                )
+                .await?
+                .map_err(other("renewing the member's Secret"))?;
             }
-            None => match secrets.create(&PostParams::default(), &secret).await {
+            None => match self
+                .write(
+                    "creating the member's Secret",
+                    secrets.create(&PostParams::default(), &secret),
+                )
+                .await?
+            {
                 Ok(_) => {}
                 // The Secret of an earlier Pod of this name, not yet collected: replace it.
                 Err(e) if is_status(&e, 409) => {
@@ -313,10 +361,12 @@ impl KubeRuntime {
                         .map_err(other("reading the member's Secret"))?;
                     current.metadata.owner_references = secret.metadata.owner_references.clone();
                     current.data = secret.data.clone();
-                    secrets
-                        .replace(&secret_name, &PostParams::default(), &current)
-                        .await
-                        .map_err(other("replacing the member's Secret"))?;
+                    self.write(
+                        "replacing the member's Secret",
+                        secrets.replace(&secret_name, &PostParams::default(), &current),
+                    )
+                    .await?
+                    .map_err(other("replacing the member's Secret"))?;
                 }
                 Err(e) => return Err(other("creating the member's Secret")(e)),
             },
@@ -358,15 +408,23 @@ impl KubeRuntime {
         match existing {
             Some(_) => {
                 let patch = json!({"data": build::secret_data(&files)});
-                secrets
-                    .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
-                    .await
-                    .map_err(other("renewing the client Secret"))?;
+                self.write(
+                    "renewing the client Secret",
+                    secrets.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)),
+                )
+                .await?
+                .map_err(other("renewing the client Secret"))?;
             }
             None => {
                 let secret = build::client_secret(cluster, &files)
                     .map_err(|e| RuntimeError::Other(e.to_string()))?;
-                match secrets.create(&PostParams::default(), &secret).await {
+                match self
+                    .write(
+                        "creating the client Secret",
+                        secrets.create(&PostParams::default(), &secret),
+                    )
+                    .await?
+                {
                     Ok(_) => {}
                     Err(e) if is_status(&e, 409) => {}
                     Err(e) => return Err(other("creating the client Secret")(e)),
@@ -478,7 +536,10 @@ impl KubeRuntime {
         pod: &Pod,
     ) -> Result<(), RuntimeError> {
         let pods = self.pods(key);
-        let created = match pods.create(&PostParams::default(), pod).await {
+        let created = match self
+            .write("creating the Pod", pods.create(&PostParams::default(), pod))
+            .await?
+        {
             Ok(p) => p,
             // A create whose answer was lost, retried: the Pod is there.
             Err(e) if is_status(&e, 409) => pods
@@ -694,9 +755,12 @@ impl Runtime for KubeRuntime {
             );
             let patch =
                 json!({"metadata": {"annotations": {ANNOTATION_NEXT_ORDINAL: next.to_string()}}});
-            api.patch(&key.name, &PatchParams::default(), &Patch::Merge(&patch))
-                .await
-                .map_err(other("recording the next ordinal"))?;
+            self.write(
+                "recording the next ordinal",
+                api.patch(&key.name, &PatchParams::default(), &Patch::Merge(&patch)),
+            )
+            .await?
+            .map_err(other("recording the next ordinal"))?;
             if let Some(t) = self.lock().get_mut(key) {
                 t.next_ordinal = t.next_ordinal.max(next);
             }
@@ -704,10 +768,13 @@ impl Runtime for KubeRuntime {
         if let Some(storage) = &cluster.spec.storage {
             let claim = build::member_claim(&cluster, name, version, seed, etcd_tls, storage)
                 .map_err(|e| RuntimeError::Other(e.to_string()))?;
+            let claims = self.claims(key);
             match self
-                .claims(key)
-                .create(&PostParams::default(), &claim)
-                .await
+                .write(
+                    "creating the claim",
+                    claims.create(&PostParams::default(), &claim),
+                )
+                .await?
             {
                 Ok(_) => {}
                 Err(e) if is_status(&e, 409) => {}
@@ -733,19 +800,24 @@ impl Runtime for KubeRuntime {
         _hand_over: bool,
     ) -> Result<(), RuntimeError> {
         // The claim first: once it is deleting, a Pod that disappears is not brought back.
+        let (claims, pods) = (self.claims(key), self.pods(key));
         match self
-            .claims(key)
-            .delete(&claim_name(name), &DeleteParams::background())
-            .await
+            .write(
+                "deleting the claim",
+                claims.delete(&claim_name(name), &DeleteParams::background()),
+            )
+            .await?
         {
             Ok(_) => {}
             Err(e) if is_status(&e, 404) => {}
             Err(e) => return Err(other("deleting the claim")(e)),
         }
         match self
-            .pods(key)
-            .delete(name, &DeleteParams::background())
-            .await
+            .write(
+                "deleting the Pod",
+                pods.delete(name, &DeleteParams::background()),
+            )
+            .await?
         {
             Ok(_) => {}
             Err(e) if is_status(&e, 404) => {}
@@ -843,10 +915,13 @@ impl Runtime for KubeRuntime {
         if cluster.spec.storage.is_none() {
             return Ok(());
         }
+        let pods = self.pods(key);
         match self
-            .pods(key)
-            .delete(name, &DeleteParams::background())
-            .await
+            .write(
+                "deleting the Pod",
+                pods.delete(name, &DeleteParams::background()),
+            )
+            .await?
         {
             Ok(_) => {}
             Err(e) if is_status(&e, 404) => {}
@@ -869,14 +944,17 @@ impl Runtime for KubeRuntime {
         // a step whose Pod still runs the other version on (the step is in the record).
         if cluster.spec.storage.is_some() {
             let patch = json!({"metadata": {"annotations": {ANNOTATION_ETCD_VERSION: version.to_string()}}});
+            let claims = self.claims(key);
             match self
-                .claims(key)
-                .patch(
-                    &claim_name(name),
-                    &PatchParams::default(),
-                    &Patch::Merge(&patch),
+                .write(
+                    "recording the version on the claim",
+                    claims.patch(
+                        &claim_name(name),
+                        &PatchParams::default(),
+                        &Patch::Merge(&patch),
+                    ),
                 )
-                .await
+                .await?
             {
                 Ok(_) => {}
                 Err(e) if is_status(&e, 404) => {}
@@ -895,7 +973,13 @@ impl Runtime for KubeRuntime {
                 Err(e) => return Err(other("reading the Pod")(e)),
             };
             let upgraded = build::upgraded_pod(pod, &image, version);
-            match pods.replace(name, &PostParams::default(), &upgraded).await {
+            match self
+                .write(
+                    "patching the Pod's image",
+                    pods.replace(name, &PostParams::default(), &upgraded),
+                )
+                .await?
+            {
                 Ok(_) => break,
                 Err(e) if is_status(&e, 409) && attempt < CONFLICT_RETRIES => {
                     warn!(member = %name, "the Pod changed meanwhile; patching it again");

@@ -216,6 +216,8 @@ pub struct Authority {
     cert_pem: String,
     key_pem: String,
     issuer: Issuer<'static, KeyPair>,
+    /// The end of its own validity: no leaf it issues outlives it.
+    not_after: UnixSeconds,
 }
 
 impl std::fmt::Debug for Authority {
@@ -248,6 +250,7 @@ impl Authority {
             cert_pem: cert.pem(),
             key_pem,
             issuer: Issuer::new(params, key),
+            not_after: now + CA_VALIDITY.as_secs() as i64,
         })
     }
 
@@ -255,11 +258,18 @@ impl Authority {
     pub fn from_pem(cert_pem: &str, key_pem: &str) -> Result<Self, PkiError> {
         let key = KeyPair::from_pem(key_pem)?;
         let issuer = Issuer::from_ca_cert_pem(cert_pem, key)?;
+        let not_after = validity(cert_pem)?.not_after;
         Ok(Self {
             cert_pem: cert_pem.to_string(),
             key_pem: key_pem.to_string(),
             issuer,
+            not_after,
         })
+    }
+
+    /// When its own certificate expires, seconds since the Unix epoch.
+    pub fn not_after(&self) -> UnixSeconds {
+        self.not_after
     }
 
     /// The CA's certificate.
@@ -325,7 +335,12 @@ impl Authority {
         }
         params.use_authority_key_identifier_extension = true;
         params.not_before = unix_time(now - backdate(request.validity));
-        params.not_after = unix_time(now + request.validity.as_secs() as i64);
+        // Never past the CA's own expiry: a chain is only as valid as its issuer.
+        let asked = i64::try_from(request.validity.as_secs())
+            .ok()
+            .and_then(|secs| now.checked_add(secs))
+            .unwrap_or(i64::MAX);
+        params.not_after = unix_time(asked.min(self.not_after));
         params.serial_number = Some(random_serial());
         let cert = params.signed_by(&key, &self.issuer)?;
         Ok(IssuedCert {
@@ -657,6 +672,37 @@ mod tests {
         )
         .unwrap();
         assert_eq!(plain.len(), 3);
+    }
+
+    #[test]
+    fn no_leaf_outlives_its_ca_whatever_validity_is_asked() {
+        // A CA made almost ten years ago: one day left.
+        let day = 24 * 3600;
+        let ca = Authority::generate("etcd", NOW - CA_VALIDITY.as_secs() as i64 + day).unwrap();
+        assert_eq!(ca.not_after(), NOW + day);
+        let stored = Authority::from_pem(ca.cert_pem(), ca.key_pem()).unwrap();
+        assert_eq!(stored.not_after(), ca.not_after());
+        for asked in [DEFAULT_CERT_VALIDITY, Duration::from_secs(u64::MAX)] {
+            let (files, _) =
+                member_files(&ca, Some(&ca), &spec(true, asked), &BTreeMap::new(), NOW).unwrap();
+            let leaf = validity(&files[MemberFile::ETCD_PEER_CERT]).unwrap();
+            assert_eq!(leaf.not_after, ca.not_after(), "asked {asked:?}");
+            assert!(leaf.not_before <= NOW);
+        }
+        // A short leaf of a young CA keeps its own lifetime.
+        let young = Authority::generate("etcd", NOW).unwrap();
+        let (files, _) = member_files(
+            &young,
+            None,
+            &spec(false, Duration::from_secs(3000)),
+            &BTreeMap::new(),
+            NOW,
+        )
+        .unwrap();
+        assert_eq!(
+            validity(&files[MemberFile::CERT]).unwrap().not_after,
+            NOW + 3000
+        );
     }
 
     #[test]

@@ -9,7 +9,7 @@
 use std::time::{Duration, Instant};
 
 use etcd_coordinator::{
-    plan::{self, EtcdMember, MemberReport, Observed, Policy, RuntimeMember},
+    plan::{self, EtcdMember, Observed, Policy, RuntimeMember},
     registry::{ReceivedReport, Registry, now_ms},
 };
 use etcd_operator::{
@@ -93,8 +93,8 @@ fn fill(registry: &Registry, clusters: &[Simulated], now: i64) {
                 entry.runtime_members.push(member.clone());
                 entry.reports.insert(
                     member.clone(),
-                    ReceivedReport {
-                        report: HealthReport {
+                    ReceivedReport::received_ago(
+                        HealthReport {
                             member_name: member,
                             member_id: u64::from(ordinal) + 1,
                             healthy: true,
@@ -106,8 +106,9 @@ fn fill(registry: &Registry, clusters: &[Simulated], now: i64) {
                             observed_at_unix_ms: now,
                             ..Default::default()
                         },
-                        received_at: if stale { now - 60_000 } else { now },
-                    },
+                        now,
+                        Duration::from_millis(if stale { 60_000 } else { 0 }),
+                    ),
                 );
             }
         });
@@ -128,11 +129,7 @@ fn pass(registry: &Registry, clusters: &[Simulated], now: i64) -> usize {
             .map(|ordinal| {
                 let name = member_name(&c.key.name, ordinal);
                 RuntimeMember {
-                    report: reports.get(&name).map(|r| {
-                        let mut report = MemberReport::from(&r.report);
-                        report.observed_at = r.received_at;
-                        report
-                    }),
+                    report: reports.get(&name).map(|r| r.planner_report(now)),
                     name,
                     ordinal,
                     running: true,
@@ -142,7 +139,8 @@ fn pass(registry: &Registry, clusters: &[Simulated], now: i64) -> usize {
                     restart_on_request: true,
                     restarts: 0,
                     failing_since: None,
-                    upgraded_at: None,
+                    upgrade: None,
+                    last_exit: String::new(),
                     defragmented_at: None,
                 }
             })
@@ -174,6 +172,8 @@ fn pass(registry: &Registry, clusters: &[Simulated], now: i64) -> usize {
             pending_force: None,
             abandoning: vec![],
             kept: vec![],
+            upgrade_failed: None,
+            leave_unreachable: Default::default(),
             now,
             policy: Policy::default(),
         };

@@ -31,6 +31,11 @@ pub enum ConditionType {
     /// etcd raised an alarm (NOSPACE, CORRUPT) on a member, or its data volume is full
     /// (DISKFULL).
     Alarm,
+    /// An upgrade stopped: a member did not come back healthy on its new version and was
+    /// rolled back.
+    UpgradeFailed,
+    /// The CAs the cluster's certificates chain to are there and not about to expire.
+    CertificatesValid,
 }
 
 impl ConditionType {
@@ -46,6 +51,8 @@ impl ConditionType {
             Self::Restored => "Restored",
             Self::ReconcileFailed => "ReconcileFailed",
             Self::Alarm => "Alarm",
+            Self::UpgradeFailed => "UpgradeFailed",
+            Self::CertificatesValid => "CertificatesValid",
         }
     }
 }
@@ -62,6 +69,8 @@ impl From<ConditionType> for proto::ConditionType {
             ConditionType::Restored => Self::Restored,
             ConditionType::ReconcileFailed => Self::ReconcileFailed,
             ConditionType::Alarm => Self::Alarm,
+            ConditionType::UpgradeFailed => Self::UpgradeFailed,
+            ConditionType::CertificatesValid => Self::CertificatesValid,
         }
     }
 }
@@ -82,6 +91,8 @@ impl TryFrom<proto::ConditionType> for ConditionType {
             proto::ConditionType::Restored => Self::Restored,
             proto::ConditionType::ReconcileFailed => Self::ReconcileFailed,
             proto::ConditionType::Alarm => Self::Alarm,
+            proto::ConditionType::UpgradeFailed => Self::UpgradeFailed,
+            proto::ConditionType::CertificatesValid => Self::CertificatesValid,
         })
     }
 }

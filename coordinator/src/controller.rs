@@ -26,11 +26,11 @@ use tracing::{info, instrument, warn};
 
 use crate::{
     conditions::{ConditionStatus, ConditionType, MemberShown},
-    plan::{
-        self, Action, EtcdMember, MemberReport, Observed, Phase, Plan, Policy, ReportedPhase,
-        RuntimeMember,
+    plan::{self, Action, EtcdMember, Observed, Phase, Plan, Policy, ReportedPhase, RuntimeMember},
+    record::{
+        BootstrapRecord, DecisionRecord, GrantRecord, RestoreDecision, UpgradeFailureRecord,
+        UpgradeStepRecord,
     },
-    record::{BootstrapRecord, DecisionRecord, GrantRecord, RestoreDecision},
     registry::{ForcedRecovery, InitialBootstrap, Registry, now_ms},
     runtime::{MemberInfo, Runtime, RuntimeError},
 };
@@ -255,6 +255,7 @@ impl<R: Runtime> ClusterController<R> {
                         action: Action::Steady,
                         phase: Phase::Unknown,
                         warnings: vec![],
+                        refused: None,
                     },
                     status,
                     error: Some(e.to_string()),
@@ -264,27 +265,20 @@ impl<R: Runtime> ClusterController<R> {
         let mut plan = plan::plan(&observed);
         // TLS is chosen when the cluster is created: switching a running cluster between
         // http and https would change every member's URLs at once.
+        // (A refusal freezes changes, not healing: `plan::refuse` still restarts members
+        // down with their data.)
         if let Some(message) = tls_mismatch(resource.spec.etcd_tls(), &infos)
-            && !matches!(plan.action, Action::RefuseSpec { .. })
+            && plan.refused.is_none()
         {
-            plan = Plan {
-                action: Action::RefuseSpec { message },
-                phase: Phase::Invalid,
-                warnings: plan.warnings,
-            };
+            plan = plan::refuse(&observed, message, plan.warnings);
         }
         // The runtime must be able to run the version asked for before anything acts on it.
         if let Ok(spec) = &observed.spec
+            && plan.refused.is_none()
             && plan.action.changes_something()
             && let Err(e) = self.runtime.check_version(spec.version)
         {
-            plan = Plan {
-                action: Action::RefuseSpec {
-                    message: e.to_string(),
-                },
-                phase: Phase::Invalid,
-                warnings: plan.warnings,
-            };
+            plan = plan::refuse(&observed, e.to_string(), plan.warnings);
         }
         let error = if plan.action.changes_something() {
             info!(
@@ -308,7 +302,16 @@ impl<R: Runtime> ClusterController<R> {
             None
         };
         let (category, error) = error.unzip();
-        let status = self.status(resource, &observed, &infos, &plan, error.as_deref());
+        let authorities = self.authorities(resource).await;
+        self.record_authorities(&authorities);
+        let status = self.status(
+            resource,
+            &observed,
+            &infos,
+            &plan,
+            error.as_deref(),
+            &authorities,
+        );
         self.record_metrics(&plan, &status, category);
         self.registry
             .with(&self.key, |entry, _| entry.status = Some(status.clone()));
@@ -316,6 +319,42 @@ impl<R: Runtime> ClusterController<R> {
             plan,
             status,
             error,
+        }
+    }
+
+    /// The CAs this cluster's certificates chain to: the control path's, and with TLS its
+    /// own etcd CA (or why it cannot be had: lost).
+    async fn authorities(&self, resource: &EtcdCluster) -> Authorities {
+        let etcd = if resource.spec.etcd_tls() {
+            match self.runtime.existing_etcd_ca(&self.key).await {
+                Ok(Some(ca)) => Some(Ok(ca.not_after())),
+                Ok(None) => None,
+                Err(e) => Some(Err(e.to_string())),
+            }
+        } else {
+            None
+        };
+        Authorities {
+            control: self.runtime.control().ca().not_after(),
+            etcd,
+        }
+    }
+
+    fn record_authorities(&self, authorities: &Authorities) {
+        let metrics = self.registry.metrics();
+        let labels = |ca: &str| crate::metrics::CaLabels {
+            cluster: self.key.to_string(),
+            ca: ca.to_string(),
+        };
+        metrics
+            .ca_expiry
+            .get_or_create(&labels("control"))
+            .set(authorities.control);
+        if let Some(etcd) = &authorities.etcd {
+            metrics
+                .ca_expiry
+                .get_or_create(&labels("etcd"))
+                .set(*etcd.as_ref().unwrap_or(&0));
         }
     }
 
@@ -457,34 +496,39 @@ impl<R: Runtime> ClusterController<R> {
         {
             next_ordinal = next_ordinal.max(highest.saturating_add(1));
         }
-        let (reports, delete_requested, maintenance) = self.registry.with(&self.key, |entry, _| {
-            entry.runtime_members = infos.iter().map(|m| m.name.clone()).collect();
-            entry
-                .gone_since
-                .retain(|name, _| record.members.contains(name));
-            // Several members created as seeds are the initial members of a static
-            // bootstrap; one alone is the seed of a cluster grown by learners.
-            let seeds: Vec<&MemberInfo> = infos.iter().filter(|m| m.seed).collect();
-            entry.seed = match seeds.as_slice() {
-                [one] => Some(one.name.clone()),
-                _ => None,
-            };
-            entry
-                .reports
-                .retain(|name, _| infos.iter().any(|m| &m.name == name));
-            entry
-                .delete_requested
-                .retain(|name| infos.iter().any(|m| &m.name == name));
-            entry
-                .maintenance
-                .defragmented
-                .retain(|name, _| infos.iter().any(|m| &m.name == name));
-            (
-                entry.reports.clone(),
-                entry.delete_requested.iter().cloned().collect(),
-                entry.maintenance.clone(),
-            )
-        });
+        let (reports, delete_requested, maintenance, leave_unreachable) =
+            self.registry.with(&self.key, |entry, _| {
+                entry.runtime_members = infos.iter().map(|m| m.name.clone()).collect();
+                entry
+                    .gone_since
+                    .retain(|name, _| record.members.contains(name));
+                // Several members created as seeds are the initial members of a static
+                // bootstrap; one alone is the seed of a cluster grown by learners.
+                let seeds: Vec<&MemberInfo> = infos.iter().filter(|m| m.seed).collect();
+                entry.seed = match seeds.as_slice() {
+                    [one] => Some(one.name.clone()),
+                    _ => None,
+                };
+                entry
+                    .reports
+                    .retain(|name, _| infos.iter().any(|m| &m.name == name));
+                entry
+                    .delete_requested
+                    .retain(|name| infos.iter().any(|m| &m.name == name));
+                entry
+                    .maintenance
+                    .defragmented
+                    .retain(|name, _| infos.iter().any(|m| &m.name == name));
+                entry
+                    .leave_unreachable
+                    .retain(|name, _| infos.iter().any(|m| &m.name == name));
+                (
+                    entry.reports.clone(),
+                    entry.delete_requested.iter().cloned().collect(),
+                    entry.maintenance.clone(),
+                    entry.leave_unreachable.clone(),
+                )
+            });
         // Read the member list from members that run, voters reported healthy first.
         let mut endpoints: Vec<String> = infos
             .iter()
@@ -533,7 +577,11 @@ impl<R: Runtime> ClusterController<R> {
                 });
             // Grants given by a coordinator that recorded them are all in the record: no
             // wait for the sidecars to name the ones they hold.
-            let settle_until = if record.grants_recorded { 0 } else { settle_until };
+            let settle_until = if record.grants_recorded {
+                0
+            } else {
+                settle_until
+            };
             crate::grants::recover(
                 entry,
                 grants,
@@ -546,32 +594,47 @@ impl<R: Runtime> ClusterController<R> {
             crate::grants::end_adopted(entry, grants, &self.key, etcd_members.as_deref(), now);
             grants.in_flight(&self.key, now).cloned()
         });
-        // An upgrade step is done once its member reports healthy on its new version.
+        // An upgrade step is over once its member reports healthy after it: on the step's
+        // version (done), or on the version the runtime still runs it with (the restart
+        // never reached the runtime, or a Pod was made again from a claim not yet moved: the
+        // upgrade rule begins the step again).
         let done_upgrades: Vec<String> = upgrades
             .iter()
-            .filter(|(name, at)| {
+            .filter(|(name, step)| {
                 infos.iter().all(|m| &m.name != *name)
                     || infos.iter().any(|m| {
+                        let to = step.to.parse().unwrap_or(m.version);
                         &m.name == *name
                             && reports.get(*name).is_some_and(|r| {
-                                let mut report = MemberReport::from(&r.report);
-                                report.observed_at = r.received_at;
-                                report.healthy && plan::upgraded(&report, **at, m.version)
+                                let report = r.planner_report(now);
+                                report.healthy
+                                    && (plan::upgraded(&report, step.at, to)
+                                        || (m.version != to
+                                            && plan::upgraded(&report, step.at, m.version)))
                             })
                     })
             })
             .map(|(name, _)| name.clone())
             .collect();
-        if !done_upgrades.is_empty() {
+        // The upgrade that stopped is forgotten once the spec asks for another version.
+        let spec = validate_cluster(resource);
+        let failure_over = record.upgrade_failed.as_ref().is_some_and(|f| {
+            spec.as_ref()
+                .is_ok_and(|spec| f.to.parse::<EtcdVersion>().ok() != Some(spec.version))
+        });
+        if !done_upgrades.is_empty() || failure_over {
             record = self
                 .registry
                 .decide(&self.key, |r| {
                     r.upgrades.retain(|name, _| !done_upgrades.contains(name));
+                    if failure_over {
+                        r.upgrade_failed = None;
+                    }
                     r.clone()
                 })
                 .await?;
         }
-        let members = planner_members(&infos, &reports, &record, &maintenance.defragmented);
+        let members = planner_members(&infos, &reports, &record, &maintenance.defragmented, now);
         let storage = crate::backups::resolve_storage(
             resource.spec.backup_storage(),
             self.runtime.default_backup_storage(),
@@ -608,9 +671,19 @@ impl<R: Runtime> ClusterController<R> {
         } else {
             None
         };
+        let upgrade_failed = record.upgrade_failed.as_ref().and_then(|f| {
+            Some(plan::UpgradeFailure {
+                member: f.member.clone(),
+                to: f.to.parse().ok()?,
+                back_to: f.back_to.parse().ok()?,
+                error: f.error.clone(),
+            })
+        });
         let observed = Observed {
             cluster: self.key.clone(),
-            spec: validate_cluster(resource),
+            spec,
+            upgrade_failed,
+            leave_unreachable,
             members,
             etcd_members,
             grant,
@@ -1098,7 +1171,22 @@ impl<R: Runtime> ClusterController<R> {
             }
             Action::AskToLeave { name } => {
                 let info = find(infos, name)?;
-                let mut sidecar = self.sidecar_client(info).await?;
+                // A sidecar that cannot be reached is noted (from its first failure): past
+                // dead-after the planner removes its member from etcd directly.
+                let unreachable = |e: ActError| {
+                    if matches!(&e, ActError::Sidecar { message, .. } if message.starts_with("unreachable"))
+                    {
+                        let now = now_ms();
+                        self.registry.with(&self.key, |entry, _| {
+                            entry.leave_unreachable.entry(name.clone()).or_insert(now);
+                        });
+                    }
+                    e
+                };
+                let mut sidecar = self.sidecar_client(info).await.map_err(unreachable)?;
+                self.registry.with(&self.key, |entry, _| {
+                    entry.leave_unreachable.remove(name);
+                });
                 sidecar
                     .leave(LeaveRequest {
                         reason: "scale down".into(),
@@ -1125,6 +1213,18 @@ impl<R: Runtime> ClusterController<R> {
             Action::UpgradeMember { name, to } => {
                 self.with_grant(name, ChangeKind::Upgrade, |grant| {
                     self.upgrade(infos, name, *to, grant)
+                })
+                .await?;
+            }
+            Action::RollBackMember {
+                name,
+                to,
+                from,
+                failure,
+            } => {
+                warn!(member = %name, %from, %to, failure = failure.as_deref().unwrap_or(""), "rolling the member back to the version it last ran, on its data");
+                self.with_grant(name, ChangeKind::Upgrade, |_| {
+                    self.roll_back(name, *to, *from, failure.as_deref())
                 })
                 .await?;
             }
@@ -1742,17 +1842,82 @@ impl<R: Runtime> ClusterController<R> {
         etcd_operator::failpoint!("coordinator.upgrade.after-handoff");
         // The step is under way, recorded before the restart: the planner waits for the
         // member to report healthy on the new version (`WaitReason::Upgrading`) before any
-        // other step, and status is written on every pass meanwhile.
+        // other step, and status is written on every pass meanwhile; with the version it
+        // last ran healthy, which it is rolled back to if it does not come back healthy.
         let restarted_at = now_ms();
+        let reported = self.registry.with(&self.key, |entry, _| {
+            entry
+                .reports
+                .get(name)
+                .filter(|r| r.report.healthy)
+                .and_then(|r| r.report.etcd_version.parse::<EtcdVersion>().ok())
+        });
         self.registry
             .decide(&self.key, |r| {
-                r.upgrades.insert(name.to_string(), restarted_at);
+                let last_healthy = r
+                    .upgrades
+                    .get(name)
+                    .map(|step| step.last_healthy.clone())
+                    .filter(|v| !v.is_empty())
+                    .unwrap_or_else(|| reported.unwrap_or(info.version).to_string());
+                r.upgrades.insert(
+                    name.to_string(),
+                    UpgradeStepRecord {
+                        at: restarted_at,
+                        to: to.to_string(),
+                        last_healthy,
+                        rollback: false,
+                    },
+                );
             })
             .await?;
         etcd_operator::failpoint!("coordinator.upgrade.after-record");
         self.epoch()?;
         self.runtime.restart_member(&self.key, name, to).await?;
         // What its sidecar said before the restart (handed off) is not news about it now.
+        self.registry.with(&self.key, |entry, _| {
+            entry.reports.remove(name);
+        });
+        Ok(())
+    }
+
+    /// Rolls `name` back to `to`, the version it last ran healthy, on its data: the step
+    /// (and, when the upgrade failed, the failure) recorded first, then the restart. No
+    /// handoff: its etcd does not serve on `from`.
+    async fn roll_back(
+        &self,
+        name: &str,
+        to: EtcdVersion,
+        from: EtcdVersion,
+        failure: Option<&str>,
+    ) -> Result<(), ActError> {
+        self.runtime.check_version(to)?;
+        let at = now_ms();
+        self.registry
+            .decide(&self.key, |r| {
+                r.upgrades.insert(
+                    name.to_string(),
+                    UpgradeStepRecord {
+                        at,
+                        to: to.to_string(),
+                        last_healthy: to.to_string(),
+                        rollback: true,
+                    },
+                );
+                if let Some(error) = failure {
+                    r.upgrade_failed = Some(UpgradeFailureRecord {
+                        member: name.to_string(),
+                        to: from.to_string(),
+                        back_to: to.to_string(),
+                        error: error.to_string(),
+                        at,
+                    });
+                }
+            })
+            .await?;
+        etcd_operator::failpoint!("coordinator.rollback.after-record");
+        self.epoch()?;
+        self.runtime.restart_member(&self.key, name, to).await?;
         self.registry.with(&self.key, |entry, _| {
             entry.reports.remove(name);
         });
@@ -1766,6 +1931,7 @@ impl<R: Runtime> ClusterController<R> {
         infos: &[MemberInfo],
         plan: &Plan,
         error: Option<&str>,
+        authorities: &Authorities,
     ) -> ClusterStatus {
         let previous = self
             .registry
@@ -1809,10 +1975,13 @@ impl<R: Runtime> ClusterController<R> {
                 peer_urls: entry
                     .map(|e| e.peer_urls.clone())
                     .unwrap_or_else(|| info.map(|i| vec![i.peer_url.clone()]).unwrap_or_default()),
+                // What etcd says it runs, never what it was configured with: a member whose
+                // etcd is down runs no version.
                 version: report
+                    .filter(|_| rm.running)
                     .map(|r| r.etcd_version.clone())
                     .filter(|v| !v.is_empty())
-                    .unwrap_or_else(|| rm.version.to_string()),
+                    .unwrap_or_else(|| UNKNOWN_VERSION.to_string()),
                 healthy,
                 leader: healthy && report.is_some_and(|r| r.leader),
                 learner,
@@ -1841,9 +2010,7 @@ impl<R: Runtime> ClusterController<R> {
         let manifest_error = self
             .registry
             .with(&self.key, |entry, _| entry.manifest_error.clone());
-        let spec_ok = observed.spec.is_ok()
-            && !matches!(plan.action, Action::RefuseSpec { .. })
-            && manifest_error.is_none();
+        let spec_ok = observed.spec.is_ok() && plan.refused.is_none() && manifest_error.is_none();
         let voters = health.voters;
         let available = voters > 0 && ready >= plan::quorum(voters);
         let spec_message = match (&observed.spec, &plan.action) {
@@ -1852,7 +2019,7 @@ impl<R: Runtime> ClusterController<R> {
                 manifest_error.as_deref().unwrap_or_default()
             ),
             (Err(e), _) => e.to_string(),
-            (_, Action::RefuseSpec { message }) => message.clone(),
+            _ if plan.refused.is_some() => plan.refused.clone().unwrap_or_default(),
             (Ok(spec), _) if !spec.warnings.is_empty() => spec.warnings.join("; "),
             _ => "the spec is valid".into(),
         };
@@ -1931,6 +2098,15 @@ impl<R: Runtime> ClusterController<R> {
         if let Some(c) = alarm_condition(resource, alarm_seen, &members) {
             conditions.push(c);
         }
+        if let Some(failure) = &observed.upgrade_failed {
+            conditions.push(condition(
+                ConditionType::UpgradeFailed,
+                ConditionStatus::True,
+                "RolledBack",
+                &plan::WaitReason::UpgradeFailed(failure.clone()).to_string(),
+            ));
+        }
+        conditions.push(authorities.condition(crate::security::now_secs()));
         if let Some(c) = backup_condition(resource, &track) {
             conditions.push(c);
         }
@@ -1986,6 +2162,73 @@ impl<R: Runtime> ClusterController<R> {
         }
     }
 }
+
+/// The certificate authorities a cluster's certificates chain to, as observed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Authorities {
+    /// When the control path's CA expires, Unix seconds.
+    pub control: i64,
+    /// With TLS: when the cluster's etcd CA expires, or why it cannot be had (it is lost:
+    /// never replaced by a new one).
+    pub etcd: Option<Result<i64, String>>,
+}
+
+/// A CA expiring within this is said to in the `CertificatesValid` condition (False).
+pub const CA_EXPIRY_WARNING_SECS: i64 = 30 * 24 * 3600;
+
+impl Authorities {
+    /// The `CertificatesValid` condition at `now` (Unix seconds): False when a CA is lost
+    /// or expires within [`CA_EXPIRY_WARNING_SECS`], saying what to do.
+    pub fn condition(&self, now: i64) -> Condition {
+        if let Some(Err(lost)) = &self.etcd {
+            return condition(
+                ConditionType::CertificatesValid,
+                ConditionStatus::False,
+                "CALost",
+                lost,
+            );
+        }
+        let at = |secs: i64| {
+            jiff::Timestamp::from_second(secs)
+                .map(|t| t.to_string())
+                .unwrap_or_default()
+        };
+        let mut cas = vec![("control", self.control)];
+        if let Some(Ok(etcd)) = &self.etcd {
+            cas.push(("etcd", *etcd));
+        }
+        let listed: Vec<String> = cas
+            .iter()
+            .map(|(name, expires)| format!("the {name} CA expires at {}", at(*expires)))
+            .collect();
+        let soonest = cas.iter().min_by_key(|(_, expires)| *expires).copied();
+        match soonest {
+            Some((name, expires)) if expires - now <= CA_EXPIRY_WARNING_SECS => condition(
+                ConditionType::CertificatesValid,
+                ConditionStatus::False,
+                "CAExpiresSoon",
+                &format!(
+                    "the {name} CA expires at {}: no certificate it issues outlives it, and a CA is not rotated in place. Before then, create a new cluster from a backup (it gets a CA of its own){}",
+                    at(expires),
+                    if name == "control" {
+                        "; the control CA is replaced by deleting it (local: <state>/pki/ca.*; Kubernetes: the Secret etcd-operator-ca) once no member uses it"
+                    } else {
+                        ""
+                    }
+                ),
+            ),
+            _ => condition(
+                ConditionType::CertificatesValid,
+                ConditionStatus::True,
+                "Valid",
+                &listed.join("; "),
+            ),
+        }
+    }
+}
+
+/// A member's version while its etcd does not say which it runs (down, or not answering).
+pub const UNKNOWN_VERSION: &str = "unknown";
 
 fn rfc3339_ms(ms: UnixMillis) -> String {
     jiff::Timestamp::from_millisecond(ms)
@@ -2204,23 +2447,21 @@ fn restored_condition(
     })
 }
 
-/// The members as the planner sees them: what the runtime has, each with its sidecar's
-/// latest report (its freshness judged on the coordinator's clock), the upgrade step the
-/// record has under way and its last defragmentation.
+/// The members as the planner sees them at `now`: what the runtime has, each with its
+/// sidecar's latest report (every time in it on the coordinator's clock, its age measured
+/// on the monotonic clock: [`crate::registry::ReceivedReport::planner_report`]), the
+/// upgrade step the record has under way and its last defragmentation.
 pub fn planner_members(
     infos: &[MemberInfo],
     reports: &std::collections::BTreeMap<String, crate::registry::ReceivedReport>,
     record: &DecisionRecord,
     defragmented: &std::collections::BTreeMap<String, UnixMillis>,
+    now: UnixMillis,
 ) -> Vec<RuntimeMember> {
     infos
         .iter()
         .map(|info| {
-            let report = reports.get(&info.name).map(|r| {
-                let mut report = MemberReport::from(&r.report);
-                report.observed_at = r.received_at;
-                report
-            });
+            let report = reports.get(&info.name).map(|r| r.planner_report(now));
             RuntimeMember {
                 name: info.name.clone(),
                 ordinal: info.ordinal,
@@ -2232,7 +2473,16 @@ pub fn planner_members(
                 restart_on_request: info.restart_on_request,
                 restarts: info.restarts.count,
                 failing_since: info.restarts.failing_since,
-                upgraded_at: record.upgrades.get(&info.name).copied(),
+                upgrade: record
+                    .upgrades
+                    .get(&info.name)
+                    .map(|step| plan::UpgradeStep {
+                        at: step.at,
+                        to: step.to.parse().unwrap_or(info.version),
+                        last_healthy: step.last_healthy.parse().ok(),
+                        rollback: step.rollback,
+                    }),
+                last_exit: info.restarts.last_exit.clone(),
                 defragmented_at: defragmented.get(&info.name).copied(),
             }
         })
@@ -2568,6 +2818,52 @@ mod tests {
         assert_eq!(
             bootstrap_token(&local, Some(""), "etcd-0000"),
             "etcd-etcd-0000"
+        );
+    }
+
+    #[test]
+    fn certificates_valid_says_when_a_ca_expires_soon_or_is_lost() {
+        let now = 1_800_000_000;
+        let year = 365 * 24 * 3600;
+        let shown = |a: Authorities| {
+            let c = a.condition(now);
+            (c.status(), c.reason, c.message)
+        };
+        let (status, reason, message) = shown(Authorities {
+            control: now + 9 * year,
+            etcd: Some(Ok(now + year)),
+        });
+        assert_eq!(
+            (status, reason.as_str()),
+            (ConditionStatus::True.into(), "Valid")
+        );
+        assert!(message.contains("the etcd CA expires at"), "{message}");
+        let (status, reason, message) = shown(Authorities {
+            control: now + 9 * year,
+            etcd: Some(Ok(now + 7 * 24 * 3600)),
+        });
+        assert_eq!(
+            (status, reason.as_str()),
+            (ConditionStatus::False.into(), "CAExpiresSoon")
+        );
+        assert!(message.starts_with("the etcd CA expires at"), "{message}");
+        let (_, reason, message) = shown(Authorities {
+            control: now + 24 * 3600,
+            etcd: None,
+        });
+        assert_eq!(reason, "CAExpiresSoon");
+        assert!(message.contains("control CA"), "{message}");
+        let (status, reason, message) = shown(Authorities {
+            control: now + 9 * year,
+            etcd: Some(Err("the etcd CA of c is lost".into())),
+        });
+        assert_eq!(
+            (status, reason.as_str(), message.as_str()),
+            (
+                ConditionStatus::False.into(),
+                "CALost",
+                "the etcd CA of c is lost"
+            )
         );
     }
 

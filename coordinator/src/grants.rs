@@ -260,10 +260,7 @@ mod tests {
         let mut e = entry();
         e.reports.insert(
             "c-0001".into(),
-            crate::registry::ReceivedReport {
-                report: HealthReport::default(),
-                received_at: 20,
-            },
+            crate::registry::ReceivedReport::new(HealthReport::default(), 20),
         );
         end_adopted(&e, &mut grants, &key, Some(&[]), 21);
         assert!(grants.in_flight(&key, 21).is_none());

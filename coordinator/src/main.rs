@@ -41,13 +41,14 @@ enum Command {
         #[arg(long, env = "ETCDOP_CONTROL_ADDR", default_value = "127.0.0.1:7443")]
         control_addr: SocketAddr,
         /// How long the members' and the coordinator's certificates are valid, in seconds
-        /// (renewed when a third is left) [default: 90 days].
-        #[arg(long, env = "ETCDOP_CERT_VALIDITY_SECS", default_value_t = etcd_operator::pki::DEFAULT_CERT_VALIDITY.as_secs())]
+        /// (renewed when a third is left; never past their CA's expiry) [default: 90 days;
+        /// 60 s to 10 years].
+        #[arg(long, env = "ETCDOP_CERT_VALIDITY_SECS", default_value_t = etcd_operator::pki::DEFAULT_CERT_VALIDITY.as_secs(), value_parser = validity_secs())]
         cert_validity_secs: u64,
         /// How long the applications' client certificate is valid, in seconds [default:
-        /// 365 days]. Local mode only: on Kubernetes the `<cluster>-client-tls` Secret's
-        /// certificate is always valid for 365 days.
-        #[arg(long, env = "ETCDOP_CLIENT_CERT_VALIDITY_SECS", default_value_t = etcd_operator::pki::DEFAULT_CLIENT_CERT_VALIDITY.as_secs())]
+        /// 365 days; 60 s to 10 years]. Local mode only: on Kubernetes the
+        /// `<cluster>-client-tls` Secret's certificate is always valid for 365 days.
+        #[arg(long, env = "ETCDOP_CLIENT_CERT_VALIDITY_SECS", default_value_t = etcd_operator::pki::DEFAULT_CLIENT_CERT_VALIDITY.as_secs(), value_parser = validity_secs())]
         client_cert_validity_secs: u64,
         /// The sidecar binary [default: etcd-sidecar beside this binary when it is of the same
         /// build, else this binary's embedded sidecar].
@@ -56,6 +57,10 @@ enum Command {
         /// How long a member's process may stay gone before it is replaced, in seconds.
         #[arg(long, default_value_t = 15)]
         dead_after_secs: u64,
+        /// How long a member restarted on a new version has to report healthy on it before
+        /// it is rolled back to the version it last ran and the upgrade stops, in seconds.
+        #[arg(long, default_value_t = 120)]
+        upgrade_deadline_secs: u64,
         /// Print only logs, no progress lines.
         #[arg(long)]
         quiet: bool,
@@ -168,8 +173,8 @@ enum Command {
         #[arg(long, env = "ETCDOP_COORDINATOR_URL")]
         coordinator_url: Option<String>,
         /// How long the members' certificates are valid, in seconds (renewed when a third is
-        /// left) [default: 90 days].
-        #[arg(long, env = "ETCDOP_CERT_VALIDITY_SECS", default_value_t = etcd_operator::pki::DEFAULT_CERT_VALIDITY.as_secs())]
+        /// left; never past their CA's expiry) [default: 90 days; 60 s to 10 years].
+        #[arg(long, env = "ETCDOP_CERT_VALIDITY_SECS", default_value_t = etcd_operator::pki::DEFAULT_CERT_VALIDITY.as_secs(), value_parser = validity_secs())]
         cert_validity_secs: u64,
         /// The DNS domain of the Kubernetes cluster (the members' certificates name their
         /// fully qualified host names).
@@ -194,6 +199,11 @@ enum Command {
         /// How long a member's Pod may stay down before it is replaced, in seconds.
         #[arg(long, env = "ETCDOP_DEAD_AFTER_SECS", default_value_t = 15)]
         dead_after_secs: u64,
+        /// How long a member restarted on a new version (a new image) has to report healthy
+        /// on it before it is rolled back to the version it last ran and the upgrade stops,
+        /// in seconds.
+        #[arg(long, env = "ETCDOP_UPGRADE_DEADLINE_SECS", default_value_t = 120)]
+        upgrade_deadline_secs: u64,
     },
     /// Copy the sidecar binary into DIR (the member Pods' init container).
     #[command(hide = true)]
@@ -217,10 +227,19 @@ enum SidecarCommandLine {
     Run(Box<etcd_sidecar::RunArgs>),
 }
 
-/// The planner's tunables from the command line (`--dead-after-secs`, on both runtimes).
-fn policy(dead_after_secs: u64) -> Policy {
+/// A certificate lifetime in seconds: at least a minute (renewed at two thirds), at most a
+/// CA's own lifetime (no leaf outlives its CA anyway).
+fn validity_secs() -> clap::builder::RangedU64ValueParser<u64> {
+    clap::value_parser!(u64).range(60..=etcd_operator::pki::CA_VALIDITY.as_secs())
+}
+
+/// The planner's tunables from the command line (`--dead-after-secs`,
+/// `--upgrade-deadline-secs`, on both runtimes).
+fn policy(dead_after_secs: u64, upgrade_deadline_secs: u64) -> Policy {
+    let ms = |secs: u64| i64::try_from(secs.saturating_mul(1000)).unwrap_or(i64::MAX);
     Policy {
-        dead_after_ms: (dead_after_secs * 1000) as i64,
+        dead_after_ms: ms(dead_after_secs),
+        upgrade_deadline_ms: ms(upgrade_deadline_secs),
         ..Policy::default()
     }
 }
@@ -262,6 +281,7 @@ async fn main() -> anyhow::Result<()> {
             client_cert_validity_secs,
             sidecar_binary,
             dead_after_secs,
+            upgrade_deadline_secs,
             quiet,
             metrics_addr,
             member_netns,
@@ -291,7 +311,7 @@ async fn main() -> anyhow::Result<()> {
                 cert_validity: Duration::from_secs(cert_validity_secs.max(1)),
                 client_cert_validity: Duration::from_secs(client_cert_validity_secs.max(1)),
                 sidecar,
-                policy: policy(dead_after_secs),
+                policy: policy(dead_after_secs, upgrade_deadline_secs),
                 interval: Duration::from_secs(1),
                 resync: Duration::from_secs(10),
                 progress: !quiet,
@@ -358,6 +378,7 @@ async fn main() -> anyhow::Result<()> {
             lease_name,
             no_leader_election,
             dead_after_secs,
+            upgrade_deadline_secs,
         } => {
             init_logs("info");
             let opts = etcd_coordinator::k8s::operator::KubernetesOptions {
@@ -394,7 +415,7 @@ async fn main() -> anyhow::Result<()> {
                 operator_image,
                 image_pull_policy,
                 lease_name: (!no_leader_election).then_some(lease_name),
-                policy: policy(dead_after_secs),
+                policy: policy(dead_after_secs, upgrade_deadline_secs),
             };
             if let Err(e) = etcd_coordinator::k8s::operator::run_kubernetes(
                 opts,
@@ -502,5 +523,29 @@ async fn main() -> anyhow::Result<()> {
             };
             etcd_sidecar::run(cfg, etcd_sidecar::shutdown_signal()).await
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn certificate_lifetimes_are_bounded() {
+        let parse = |secs: &str| {
+            Cli::try_parse_from([
+                "etcd-coordinator",
+                "local",
+                "x.yaml",
+                "--cert-validity-secs",
+                secs,
+            ])
+        };
+        assert!(parse("3600").is_ok());
+        for refused in ["18446744073709551615", "315360001", "59"] {
+            let e = parse(refused).err().unwrap().to_string();
+            assert!(e.contains("cert-validity-secs"), "{refused}: {e}");
+        }
+        assert_eq!(policy(15, u64::MAX).upgrade_deadline_ms, i64::MAX);
     }
 }

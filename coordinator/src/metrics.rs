@@ -73,6 +73,15 @@ pub struct AlarmLabels {
     pub alarm: String,
 }
 
+/// Labels of a certificate authority.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CaLabels {
+    /// The cluster.
+    pub cluster: String,
+    /// `etcd` (the cluster's own) or `control` (the control path's, shared).
+    pub ca: String,
+}
+
 /// Labels of a refused call.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RefusedLabels {
@@ -113,6 +122,8 @@ pub struct Metrics {
     pub member_alarms: Family<AlarmLabels, Gauge>,
     /// Members defragmented by the operator.
     pub defragmentations: Family<ClusterLabels, Counter>,
+    /// When each CA a cluster's certificates chain to expires, Unix seconds (0: lost).
+    pub ca_expiry: Family<CaLabels, Gauge>,
     /// How long one reconcile takes (observe, plan, act, status), every cluster together.
     pub reconcile_duration: Histogram,
     ready: AtomicBool,
@@ -137,6 +148,12 @@ impl Default for Metrics {
         let backup_failures = Family::<ClusterLabels, Counter>::default();
         let member_alarms = Family::<AlarmLabels, Gauge>::default();
         let defragmentations = Family::<ClusterLabels, Counter>::default();
+        let ca_expiry = Family::<CaLabels, Gauge>::default();
+        registry.register(
+            "ca_expiry_timestamp_seconds",
+            "When the CA expires (its leaves never outlive it), by cluster and CA: etcd (the cluster's own) or control (the control path's); 0 when the CA is lost",
+            ca_expiry.clone(),
+        );
         registry.register(
             "member_alarms",
             "1 while the alarm is raised on the member: NOSPACE or CORRUPT (etcd's), DISKFULL (its data volume is full and etcd cannot run)",
@@ -231,6 +248,7 @@ impl Default for Metrics {
             backup_failures,
             member_alarms,
             defragmentations,
+            ca_expiry,
             reconcile_duration,
             ready: AtomicBool::new(false),
         }

@@ -11,7 +11,8 @@
 //! | `recovery`: a quorum lost for good and what was done (forced new cluster, restore) | before the act | the `QuorumLost` condition; the restore's survivors kept until it runs |
 //! | `grant`: the membership grant in flight | before it is answered or acted under | the grant table of the next coordinator: a holder that still works renews it |
 //! | `bootstrap`: the static bootstrap under way (its members and token) | before its members are created | the registration answer of every initial member |
-//! | `upgrades`: upgrade steps under way | before the member is restarted on its new version | the planner's wait for the member to come back healthy on it |
+//! | `upgrades`: upgrade and rollback steps under way (the version restarted on, the one last run healthy) | before the member is restarted on its new version | the planner's wait for the member to come back healthy on it, its rollback past the deadline, the version rules (a member counts at the version it last ran healthy until then) |
+//! | `upgradeFailed`: the upgrade that stopped, its member, versions and etcd's last error | before the member is rolled back | the planner (no further upgrade step, new members on the version rolled back to) and the `UpgradeFailed` condition |
 //!
 //! Kept by a [`RecordStore`]: local mode in `<state>/<cluster>/decisions.json` (written with
 //! [`etcd_operator::durable::write_atomic`]), Kubernetes in the annotation
@@ -63,14 +64,92 @@ pub struct DecisionRecord {
     /// The static bootstrap under way.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bootstrap: Option<BootstrapRecord>,
-    /// Upgrade steps under way: member, and when it was restarted on its new version.
+    /// Upgrade (and rollback) steps under way, by member.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub upgrades: BTreeMap<String, UnixMillis>,
+    pub upgrades: BTreeMap<String, UpgradeStepRecord>,
+    /// The upgrade that stopped: a member did not come back healthy on its new version and
+    /// was rolled back. Forgotten once the spec asks for another version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upgrade_failed: Option<UpgradeFailureRecord>,
     /// Written by a coordinator that records every grant it gives (this one): the grant in
     /// flight is the one above, and no sidecar holds another. A coordinator that finds it
     /// need not wait for the sidecars to report the grants they hold before it gives one.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub grants_recorded: bool,
+}
+
+/// An upgrade (or rollback) step under way: written before the member is restarted on its
+/// new version, taken out once it reports healthy on it.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", from = "StepAsKept")]
+pub struct UpgradeStepRecord {
+    /// When the member was restarted on `to` (coordinator clock).
+    pub at: UnixMillis,
+    /// The version it was restarted on (empty in a record of a coordinator that kept only
+    /// the time: the runtime's version stands in).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub to: String,
+    /// The version it last ran healthy before the step: what a failed upgrade rolls it back
+    /// to (empty when not known: it is then never rolled back).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub last_healthy: String,
+    /// The step rolls a failed upgrade back.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub rollback: bool,
+}
+
+/// A step as kept: an object, or the bare time an older coordinator wrote.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum StepAsKept {
+    At(UnixMillis),
+    Step {
+        at: UnixMillis,
+        #[serde(default)]
+        to: String,
+        #[serde(default, rename = "lastHealthy")]
+        last_healthy: String,
+        #[serde(default)]
+        rollback: bool,
+    },
+}
+
+impl From<StepAsKept> for UpgradeStepRecord {
+    fn from(kept: StepAsKept) -> Self {
+        match kept {
+            StepAsKept::At(at) => Self {
+                at,
+                ..Default::default()
+            },
+            StepAsKept::Step {
+                at,
+                to,
+                last_healthy,
+                rollback,
+            } => Self {
+                at,
+                to,
+                last_healthy,
+                rollback,
+            },
+        }
+    }
+}
+
+/// An upgrade that stopped.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct UpgradeFailureRecord {
+    /// The member that did not come back healthy.
+    pub member: String,
+    /// The version it did not come back healthy on.
+    pub to: String,
+    /// The version it was rolled back to.
+    pub back_to: String,
+    /// What it last said.
+    pub error: String,
+    /// When, coordinator clock.
+    pub at: UnixMillis,
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -482,6 +561,39 @@ mod tests {
             RestoreSourceRecord::from(&source),
             record.restore.unwrap().source
         );
+    }
+
+    #[test]
+    fn an_upgrade_step_kept_as_a_bare_time_is_read_as_a_step_of_unknown_versions() {
+        let record = parse(br#"{"upgrades":{"c-0001":1700}}"#, "x").unwrap();
+        assert_eq!(
+            record.upgrades["c-0001"],
+            UpgradeStepRecord {
+                at: 1700,
+                ..Default::default()
+            }
+        );
+        let step = UpgradeStepRecord {
+            at: 5,
+            to: "3.6.15".into(),
+            last_healthy: "3.5.34".into(),
+            rollback: true,
+        };
+        let record = DecisionRecord {
+            upgrades: [("c-0001".to_string(), step.clone())].into(),
+            upgrade_failed: Some(UpgradeFailureRecord {
+                member: "c-0001".into(),
+                to: "3.6.15".into(),
+                back_to: "3.5.34".into(),
+                error: "exit status 1".into(),
+                at: 6,
+            }),
+            ..Default::default()
+        };
+        let text = String::from_utf8(encode(&record)).unwrap();
+        assert!(text.contains(r#""lastHealthy":"3.5.34""#), "{text}");
+        assert!(text.contains(r#""backTo":"3.5.34""#), "{text}");
+        assert_eq!(parse(text.as_bytes(), "x").unwrap(), record);
     }
 
     #[tokio::test]

@@ -24,13 +24,72 @@ use crate::{
     record::{DecisionRecord, MemoryRecords, RecordError, RecordStore},
 };
 
-/// A health report and when the coordinator received it.
+/// A health report and when the coordinator received it. Its age is measured on the
+/// coordinator's monotonic clock, never by comparing wall clocks: a step of the
+/// coordinator's clock makes no old report fresh, and the sidecar's clock (whatever it
+/// says) is never compared with the coordinator's.
 #[derive(Clone, Debug)]
 pub struct ReceivedReport {
     /// The report.
     pub report: HealthReport,
-    /// When it arrived (coordinator clock).
+    /// When it arrived (coordinator wall clock: for ordering against other coordinator
+    /// times and for people, never for its age).
     pub received_at: UnixMillis,
+    /// When it arrived, on the monotonic clock.
+    received: std::time::Instant,
+}
+
+impl ReceivedReport {
+    /// `report`, received now (at `received_at` on the wall clock).
+    pub fn new(report: HealthReport, received_at: UnixMillis) -> Self {
+        Self {
+            report,
+            received_at,
+            received: std::time::Instant::now(),
+        }
+    }
+
+    /// `report`, received `age` ago (a coordinator that reads the wall clock as `now`).
+    pub fn received_ago(report: HealthReport, now: UnixMillis, age: std::time::Duration) -> Self {
+        let received = std::time::Instant::now();
+        Self {
+            report,
+            received_at: now.saturating_sub(age.as_millis() as i64),
+            received: received.checked_sub(age).unwrap_or(received),
+        }
+    }
+
+    /// How long ago it arrived, monotonic.
+    pub fn age_ms(&self) -> i64 {
+        i64::try_from(self.received.elapsed().as_millis()).unwrap_or(i64::MAX)
+    }
+
+    /// When it arrived, on the coordinator's wall clock as read now (`now`): `now` less its
+    /// monotonic age, so that a report's age against `now` is always its true age.
+    pub fn observed_at(&self, now: UnixMillis) -> UnixMillis {
+        now.saturating_sub(self.age_ms())
+    }
+
+    /// The report as the planner reads it at `now`: observed when it arrived (the
+    /// coordinator's clock), the time its etcd began failing placed on the same clock from
+    /// the duration the sidecar measured (or, from a sidecar that sends none, from the
+    /// difference of its own two timestamps): never a time of the sidecar's clock.
+    pub fn planner_report(&self, now: UnixMillis) -> crate::plan::MemberReport {
+        let mut report = crate::plan::MemberReport::from(&self.report);
+        report.observed_at = self.observed_at(now);
+        if let Some(down) = report.etcd_down.as_mut() {
+            let failing_for = if self.report.etcd_failing_for_ms > 0 {
+                self.report.etcd_failing_for_ms
+            } else {
+                self.report
+                    .observed_at_unix_ms
+                    .saturating_sub(self.report.etcd_failing_since_unix_ms)
+                    .max(0)
+            };
+            down.since = report.observed_at.saturating_sub(failing_for);
+        }
+        report
+    }
 }
 
 /// Per-cluster state.
@@ -71,6 +130,8 @@ pub struct ClusterEntry {
     pub pending_restore: Option<etcd_operator::proto::RestoreSource>,
     /// Since when each member the record names has had no trace in the runtime.
     pub gone_since: BTreeMap<String, UnixMillis>,
+    /// Members asked to leave whose sidecar could not be reached, since its first failure.
+    pub leave_unreachable: BTreeMap<String, UnixMillis>,
     /// Local mode: why the manifest file this cluster was read from is refused now (the
     /// cluster runs on as last read). Shown as `SpecValid False`.
     pub manifest_error: Option<String>,
@@ -95,12 +156,10 @@ pub fn report_matters(
     steady: bool,
     previous: Option<&ReceivedReport>,
     report: &HealthReport,
-    now: UnixMillis,
 ) -> bool {
     !steady
         || previous.is_none_or(|old| {
-            now.saturating_sub(old.received_at) > STEADY_REPORT_GAP_MS
-                || steady_part(&old.report) != steady_part(report)
+            old.age_ms() > STEADY_REPORT_GAP_MS || steady_part(&old.report) != steady_part(report)
         })
 }
 
@@ -402,7 +461,7 @@ impl Registry {
                 .reports
                 .iter()
                 .map(|(name, r)| {
-                    let fresh = now.saturating_sub(r.received_at) <= stale_after_ms;
+                    let fresh = r.age_ms() <= stale_after_ms;
                     (name.clone(), steady_part(&r.report), fresh)
                 })
                 .collect(),
@@ -558,10 +617,7 @@ mod tests {
     }
 
     fn received(report: HealthReport, at: UnixMillis) -> ReceivedReport {
-        ReceivedReport {
-            report,
-            received_at: at,
-        }
+        ReceivedReport::new(report, at)
     }
 
     #[test]
@@ -588,18 +644,15 @@ mod tests {
     fn only_news_wakes_a_steady_cluster() {
         let old = received(report(7, 100), 1_000);
         // Steady: the raft index and the observation time move on their own.
-        assert!(!report_matters(true, Some(&old), &report(7, 150), 2_000));
+        assert!(!report_matters(true, Some(&old), &report(7, 150)));
         // A new leader is news; so is a member's first report, and one after a gap.
-        assert!(report_matters(true, Some(&old), &report(8, 150), 2_000));
-        assert!(report_matters(true, None, &report(7, 150), 2_000));
-        assert!(report_matters(
-            true,
-            Some(&old),
-            &report(7, 150),
-            1_000 + STEADY_REPORT_GAP_MS + 1
-        ));
+        assert!(report_matters(true, Some(&old), &report(8, 150)));
+        assert!(report_matters(true, None, &report(7, 150)));
+        let gap = std::time::Duration::from_millis(STEADY_REPORT_GAP_MS as u64 + 1);
+        let long_ago = ReceivedReport::received_ago(report(7, 100), 1_000, gap);
+        assert!(report_matters(true, Some(&long_ago), &report(7, 150)));
         // While the planner acts or waits, every report wakes it.
-        assert!(report_matters(false, Some(&old), &report(7, 150), 2_000));
+        assert!(report_matters(false, Some(&old), &report(7, 150)));
     }
 
     #[tokio::test]

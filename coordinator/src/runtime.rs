@@ -53,6 +53,17 @@ pub struct RestartHistory {
     pub last_exit: String,
 }
 
+/// The ordinal after `ordinal`, which member `name` of `cluster` would leave next: an
+/// error for the last one there is (a counter edited by hand), which no member may take,
+/// since the next one could only wrap around to an ordinal used before.
+pub fn ordinal_after(ordinal: u32, name: &str, cluster: &ClusterKey) -> Result<u32, RuntimeError> {
+    ordinal.checked_add(1).ok_or_else(|| {
+        RuntimeError::Invalid(format!(
+            "{name} of {cluster} would take the last ordinal there is ({ordinal}): the next member could only reuse one, and ordinals are never reused (the next-ordinal counter was set that high by hand?)"
+        ))
+    })
+}
+
 /// How long a member must run before its restarts are forgotten (kubelet forgets after ten
 /// minutes; a member that runs this long without exiting is steady again).
 pub const STEADY_AFTER_MS: UnixMillis = 10_000;
@@ -97,6 +108,10 @@ pub enum RuntimeError {
     /// The cluster's decision record cannot be read or written.
     #[error("{0}")]
     Record(#[from] crate::record::RecordError),
+    /// The coordinator's term ended (or had ended) before the write: not sent, or given
+    /// up at the term's deadline.
+    #[error("{0}: the coordinator's term ended, so it was not written")]
+    TermEnded(String),
 }
 
 impl RuntimeError {
@@ -141,6 +156,7 @@ impl RuntimeError {
             Self::Invalid(_) => "invalid",
             Self::Other(_) => "other",
             Self::Record(_) => "record",
+            Self::TermEnded(_) => "term_ended",
         }
     }
 }

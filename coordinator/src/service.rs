@@ -138,9 +138,10 @@ fn cluster_key(cluster: Option<&etcd_operator::proto::ClusterRef>) -> Result<Clu
     }
 }
 
-/// True when `report` is fresh enough to count (the planner's default staleness).
-fn fresh(r: &ReceivedReport, now: i64) -> bool {
-    now - r.received_at <= crate::plan::Policy::default().report_stale_after_ms
+/// True when `report` is fresh enough to count (the planner's default staleness), by its
+/// age on the monotonic clock.
+fn fresh(r: &ReceivedReport) -> bool {
+    r.age_ms() <= crate::plan::Policy::default().report_stale_after_ms
 }
 
 #[tonic::async_trait]
@@ -171,7 +172,7 @@ impl Coordinator for CoordinatorService {
                     .reports
                     .values()
                     .filter(|r| {
-                        fresh(r, now)
+                        fresh(r)
                             && r.report.healthy
                             && !r.report.learner
                             && r.report.member_name != request.member_name
@@ -267,14 +268,10 @@ impl Coordinator for CoordinatorService {
                         entry.steady,
                         entry.reports.get(&report.member_name),
                         &report,
-                        now,
                     );
                     entry.reports.insert(
                         report.member_name.clone(),
-                        ReceivedReport {
-                            report: report.clone(),
-                            received_at: now,
-                        },
+                        ReceivedReport::new(report.clone(), now),
                     );
                     Some(matters)
                 })

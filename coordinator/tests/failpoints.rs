@@ -299,6 +299,14 @@ const FAILPOINTS: &[(&str, Op, &str)] = &[
         "restored data, no identity yet: etcd starts on it as the restored cluster",
     ),
     (
+        "coordinator.rollback.after-record",
+        Op::Elsewhere(
+            "local_mode.rs",
+            "a_failed_upgrade_is_rolled_back_and_a_spec_set_back_converges",
+        ),
+        "the rollback (and the upgrade's failure) recorded, the member still on the version that fails: the next coordinator restarts it on the version it last ran",
+    ),
+    (
         "sidecar.start.before-wipe",
         Op::Elsewhere(
             "sidecars.rs",

@@ -242,13 +242,9 @@ fn sidecars(
                     ..Default::default()
                 };
                 registry.with_existing(key, |entry, _| {
-                    entry.reports.insert(
-                        member,
-                        ReceivedReport {
-                            report,
-                            received_at: now_ms(),
-                        },
-                    );
+                    entry
+                        .reports
+                        .insert(member, ReceivedReport::new(report, now_ms()));
                 });
             }
             tokio::time::sleep(Duration::from_secs(1)).await;

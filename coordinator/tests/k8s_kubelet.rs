@@ -28,6 +28,7 @@ use etcd_coordinator::{
         MemberAddressing, MemberEndpoints, SIDECAR_BINARY, build::PodSettings, reconcile,
     },
     leadership::Leadership,
+    plan::Policy,
     registry::Registry,
     security::{ControlPlane, now_secs},
     server,
@@ -107,6 +108,9 @@ struct Kubelet {
     root: PathBuf,
     binaries: EtcdBinaries,
     running: Mutex<HashMap<String, Running>>,
+    /// etcd versions whose images cannot be pulled: a Pod on one waits in
+    /// ImagePullBackOff, its container never started.
+    unpullable: Mutex<std::collections::BTreeSet<String>>,
 }
 
 impl Kubelet {
@@ -247,6 +251,32 @@ impl Kubelet {
         }
     }
 
+    /// Whether `image` names an etcd version that cannot be pulled.
+    fn cannot_pull(&self, image: Option<&String>) -> bool {
+        image
+            .and_then(|i| i.rsplit_once(":v"))
+            .is_some_and(|(_, version)| self.unpullable.lock().unwrap().contains(version))
+    }
+
+    /// The status of a Pod whose etcd image cannot be pulled, as the kubelet writes it.
+    async fn report_pull_failure(&self, pod: &str, image: &str) {
+        let status = json!({"status": {
+            "phase": "Running",
+            "podIP": "127.0.0.1",
+            "containerStatuses": [{
+                "name": ETCD_CONTAINER, "image": image, "imageID": "", "ready": false,
+                "restartCount": 0, "state": {"waiting": {
+                    "reason": "ImagePullBackOff",
+                    "message": format!("Back-off pulling image \"{image}\"")
+                }}
+            }]
+        }});
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), NS);
+        let _ = pods
+            .patch(pod, &PatchParams::default(), &Patch::Merge(&status))
+            .await;
+    }
+
     async fn report(&self, pod: &str, image: &str, restarts: i32) {
         let status = json!({"status": {
             "phase": "Running",
@@ -268,6 +298,7 @@ impl Kubelet {
             Start(Box<Pod>, i32),
             Restart(Box<Pod>, Running),
             Stop(Running),
+            CannotPull(String, String),
         }
         let pods: Api<Pod> = Api::namespaced(self.client.clone(), NS);
         let Ok(list) = pods.list(&ListParams::default()).await else {
@@ -299,6 +330,15 @@ impl Kubelet {
             {
                 let uid = pod.uid().unwrap();
                 let image = pod.spec.as_ref().unwrap().containers[0].image.clone();
+                // An image that cannot be pulled: the container (of the image before) stops,
+                // none starts.
+                if self.cannot_pull(image.as_ref()) {
+                    if let Some(old) = running.remove(&uid) {
+                        steps.push(Step::Stop(old));
+                    }
+                    steps.push(Step::CannotPull(pod.name_any(), image.unwrap_or_default()));
+                    continue;
+                }
                 match running.get_mut(&uid) {
                     None => steps.push(Step::Start(Box::new(pod.clone()), 0)),
                     // An image change restarts the container, on the same volumes.
@@ -323,6 +363,10 @@ impl Kubelet {
             let (pod, restarts) = match step {
                 Step::Stop(mut old) => {
                     terminate(&mut old.child).await;
+                    continue;
+                }
+                Step::CannotPull(pod, image) => {
+                    self.report_pull_failure(&pod, &image).await;
                     continue;
                 }
                 Step::Restart(pod, mut old) => {
@@ -454,6 +498,15 @@ impl Harness {
 
     /// With `coordinators_n` coordinators against the same API server.
     async fn start_with(spec: EtcdClusterSpec, coordinators_n: usize) -> Self {
+        Self::start_with_policy(spec, coordinators_n, Policy::default()).await
+    }
+
+    /// As [`Self::start_with`], the planner tuned by `policy`.
+    async fn start_with_policy(
+        spec: EtcdClusterSpec,
+        coordinators_n: usize,
+        policy: Policy,
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let mut cluster = EtcdCluster::new(NAME, spec);
         cluster.metadata.namespace = Some(NS.into());
@@ -513,12 +566,14 @@ impl Harness {
                 )
                 .without_cluster_endpoints(),
             );
-            let ctx = Arc::new(Context::for_tests_with(
+            let mut ctx = Context::for_tests_with(
                 client.clone(),
                 Arc::clone(&runtime),
                 registry.clone(),
                 &format!("test-{i}"),
-            ));
+            );
+            ctx.policy = policy;
+            let ctx = Arc::new(ctx);
             // kube-runtime's controller needs watches, which the in-memory API server
             // lacks: this loop stands in for it, reconciling on the same short timer, only
             // while this coordinator leads, and starting each term from the truth, as the
@@ -560,6 +615,7 @@ impl Harness {
             root: dir.path().to_path_buf(),
             binaries: EtcdBinaries::from_env(),
             running: Mutex::new(HashMap::new()),
+            unpullable: Mutex::default(),
         });
         let k = kubelet.clone();
         tasks.push(tokio::spawn(async move {
@@ -970,6 +1026,135 @@ async fn a_pod_deleted_with_its_claim_comes_back_with_the_same_member_id() {
         etcd_member_ids(&endpoints).await,
         ids,
         "the same members under the same ids: no membership change"
+    );
+    let got = etcd(&endpoints).await.get("kept", None).await.unwrap();
+    assert_eq!(got.kvs()[0].value(), b"yes");
+}
+
+/// An upgrade to an image that cannot be pulled: the first follower's Pod is moved to it
+/// and waits in ImagePullBackOff (a failed start, its version unknown); past the upgrade's
+/// deadline it is rolled back, its Pod's image and its claim's version both back to 3.5.34,
+/// on its claim under the same member id; the upgrade stops with `UpgradeFailed` naming the
+/// member and the pull failure, and no other Pod is touched. The spec set back converges;
+/// the first write is still there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upgrade_to_an_image_that_cannot_be_pulled_is_rolled_back() {
+    let _serial = serial_guard();
+    let (old, new) = ("3.5.34", "3.6.15");
+    let h = Harness::start_with_policy(
+        EtcdClusterSpec {
+            size: 3,
+            version: old.into(),
+            storage: Some(etcd_operator::resource::StorageSpec {
+                size: "1Gi".into(),
+                storage_class_name: None,
+            }),
+            ..Default::default()
+        },
+        1,
+        Policy {
+            dead_after_ms: 5_000,
+            upgrade_deadline_ms: 20_000,
+            ..Policy::default()
+        },
+    )
+    .await;
+    let three = [
+        "etcd-cluster-0000",
+        "etcd-cluster-0001",
+        "etcd-cluster-0002",
+    ];
+    h.settled("3 members on 3.5.34", &three, old, FORM).await;
+    let endpoints = h.endpoints().await;
+    let ids = etcd_member_ids(&endpoints).await;
+    etcd(&endpoints)
+        .await
+        .put("kept", "yes", None)
+        .await
+        .unwrap();
+    let uids: Vec<Option<String>> = h.pods().await.iter().map(|p| p.uid()).collect();
+
+    h.kubelet.unpullable.lock().unwrap().insert(new.into());
+    h.patch_spec(json!({"version": new})).await;
+    let unknown: Mutex<Option<String>> = Mutex::default();
+    let (hr, seen) = (&h, &unknown);
+    let result = wait_for(
+        "the upgrade to stop with UpgradeFailed",
+        CHANGE,
+        || async move {
+            let status = hr.cluster().await.status?;
+            if let Some(m) = status.members.iter().find(|m| m.version == "unknown") {
+                seen.lock().unwrap().get_or_insert(m.name.clone());
+            }
+            let failed = status
+                .conditions
+                .iter()
+                .find(|c| c.type_ == "UpgradeFailed" && c.status == "True")?;
+            (status.ready_members == 3 && status.members.iter().all(|m| m.version == old))
+                .then(|| failed.message.clone())
+        },
+    )
+    .await;
+    let message = match result {
+        Ok(m) => m,
+        Err(e) => panic!(
+            "{e:#}
+status: {:#?}
+{}",
+            h.cluster().await.status,
+            h.kubelet.logs(25)
+        ),
+    };
+    let member = unknown
+        .into_inner()
+        .unwrap()
+        .expect("the member in ImagePullBackOff shown at version unknown");
+    assert!(
+        message.contains(&member) && message.contains("ImagePullBackOff") && message.contains(new),
+        "{message}"
+    );
+    // Rolled back on its claim: the Pod's image and the claim's version agree on 3.5.34;
+    // the same Pods, the same member ids.
+    for pod in h.pods().await {
+        assert_eq!(
+            pod.annotations()[ANNOTATION_ETCD_VERSION],
+            old,
+            "{}",
+            pod.name_any()
+        );
+        let image = pod.spec.as_ref().unwrap().containers[0]
+            .image
+            .clone()
+            .unwrap();
+        assert!(image.ends_with(&format!(":v{old}")), "{image}");
+    }
+    let claims: Api<k8s_openapi::api::core::v1::PersistentVolumeClaim> =
+        Api::namespaced(h.client.clone(), NS);
+    for claim in claims.list(&ListParams::default()).await.unwrap().items {
+        assert_eq!(
+            claim.annotations()[ANNOTATION_ETCD_VERSION],
+            old,
+            "{}",
+            claim.name_any()
+        );
+    }
+    assert_eq!(
+        h.pods().await.iter().map(|p| p.uid()).collect::<Vec<_>>(),
+        uids,
+        "no Pod was deleted or replaced"
+    );
+    assert_eq!(
+        etcd_member_ids(&endpoints).await,
+        ids,
+        "no membership change"
+    );
+
+    h.patch_spec(json!({"version": old})).await;
+    h.settled("the spec set back", &three, old, CHANGE).await;
+    let status = h.cluster().await.status.unwrap();
+    assert!(
+        !status.conditions.iter().any(|c| c.type_ == "UpgradeFailed"),
+        "{status:?}"
     );
     let got = etcd(&endpoints).await.get("kept", None).await.unwrap();
     assert_eq!(got.kvs()[0].value(), b"yes");

@@ -554,6 +554,7 @@ async fn create_makes_the_initial_pods_services_budget_and_status() {
             ("Progressing", "True", "CreateInitial"),
             ("Degraded", "False", "AllMembersHealthy"),
             ("SpecValid", "True", "Valid"),
+            ("CertificatesValid", "True", "Valid"),
         ]
     );
     assert!(
@@ -1428,4 +1429,454 @@ async fn a_record_copied_from_another_object_is_not_this_clusters() {
         .await
         .unwrap();
     assert_eq!(record.uid, get_cluster(&client).await.metadata.uid.unwrap());
+}
+
+fn with_storage(mut c: EtcdCluster) -> EtcdCluster {
+    c.spec.storage = Some(StorageSpec {
+        size: "1Gi".into(),
+        storage_class_name: None,
+    });
+    c
+}
+
+const MEMBERS: [&str; 3] = [
+    "etcd-cluster-0000",
+    "etcd-cluster-0001",
+    "etcd-cluster-0002",
+];
+
+/// Three members with claims, created by the runtime, their Pods running as the kubelet
+/// reports them.
+async fn three_with_claims(client: &Client) {
+    let key = ClusterKey::new(NS, NAME);
+    let runtime = kube_runtime(client);
+    runtime.track(&key, &get_cluster(client).await);
+    let pods = Api::<Pod>::namespaced(client.clone(), NS);
+    let running = json!({"status": {"phase": "Running", "containerStatuses": [
+        {"name": "etcd", "ready": true, "restartCount": 0, "image": "x", "imageID": "",
+         "state": {"running": {}}}]}});
+    for (i, name) in MEMBERS.into_iter().enumerate() {
+        runtime
+            .create_member(&key, name, EtcdVersion::new(3, 6, 15), i == 0, false)
+            .await
+            .unwrap();
+        pods.patch(name, &PatchParams::default(), &Patch::Merge(&running))
+            .await
+            .unwrap();
+    }
+}
+
+/// The objects of `source` on a new server where `terminating`'s Pod is being deleted, its
+/// grace period ending at `until`; while `stays` holds, deleting it does nothing (its node
+/// is lost: nobody stops its container and the Pod stays Terminating).
+async fn with_pod_terminating(
+    source: &Client,
+    terminating: &str,
+    until: Timestamp,
+    stays: Arc<std::sync::atomic::AtomicBool>,
+) -> Client {
+    let stuck = terminating.to_string();
+    let funcs = interceptor::Funcs::new().delete(move |ctx| {
+        if ctx.name == stuck && stays.load(std::sync::atomic::Ordering::SeqCst) {
+            let pod: Pod = ctx.client.get(ctx.namespace, ctx.name)?;
+            return Ok(Some(serde_json::to_value(pod).unwrap()));
+        }
+        Ok(None)
+    });
+    let mut builder = ClientBuilder::new()
+        .with_resource::<EtcdCluster>()
+        .with_status_subresource::<EtcdCluster>()
+        .with_object(get_cluster(source).await)
+        .with_interceptor_funcs(funcs);
+    for mut pod in Api::<Pod>::namespaced(source.clone(), NS)
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+    {
+        if pod.name_any() == terminating {
+            pod.metadata.finalizers = Some(vec!["example.com/node-lost".into()]);
+            pod.metadata.deletion_timestamp =
+                Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(until));
+        }
+        builder = builder.with_object(pod);
+    }
+    for claim in Api::<PersistentVolumeClaim>::namespaced(source.clone(), NS)
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+    {
+        builder = builder.with_object(claim);
+    }
+    builder.build().await.unwrap()
+}
+
+/// What the planner decides at `now` from `infos`, the record naming them, every running
+/// member reporting healthy, and etcd listing `listed` as voters.
+fn plan_at(
+    infos: Vec<etcd_coordinator::runtime::MemberInfo>,
+    listed: &[&str],
+    now: i64,
+) -> etcd_coordinator::plan::Action {
+    use etcd_coordinator::{
+        controller::{observed_members, planner_members},
+        plan::{self, EtcdMember, Observed, Policy},
+        record::DecisionRecord,
+        registry::ReceivedReport,
+    };
+    let id =
+        |name: &str| 100 + u64::from(etcd_operator::naming::member_ordinal(NAME, name).unwrap());
+    let record = DecisionRecord {
+        members: infos.iter().map(|i| i.name.clone()).collect(),
+        ..Default::default()
+    };
+    let reports = infos
+        .iter()
+        .filter(|i| i.running)
+        .map(|i| {
+            let report = etcd_operator::proto::HealthReport {
+                member_name: i.name.clone(),
+                member_id: id(&i.name),
+                healthy: true,
+                leader: i.name == MEMBERS[0],
+                phase: etcd_operator::proto::MemberPhase::Running as i32,
+                etcd_version: "3.6.15".into(),
+                ..Default::default()
+            };
+            (i.name.clone(), ReceivedReport::new(report, now))
+        })
+        .collect();
+    let v36 = EtcdVersion::new(3, 6, 15);
+    let infos = observed_members(infos, &record, NAME, v36, |_| now);
+    let members = planner_members(&infos, &reports, &record, &BTreeMap::new(), now);
+    let observed = Observed {
+        cluster: ClusterKey::new(NS, NAME),
+        spec: etcd_operator::validate::validate_cluster(&with_storage(cluster(3, "3.6.15"))),
+        members,
+        etcd_members: Some(
+            listed
+                .iter()
+                .map(|name| EtcdMember {
+                    id: id(name),
+                    name: name.to_string(),
+                    peer_urls: vec![],
+                    client_urls: vec![],
+                    is_learner: false,
+                })
+                .collect(),
+        ),
+        grant: None,
+        next_ordinal: 3,
+        delete_requested: vec![],
+        backup_due: false,
+        restore: None,
+        recovery_backup: None,
+        maintenance: Default::default(),
+        bootstrap: None,
+        created: true,
+        ever_served: true,
+        pending_force: None,
+        abandoning: vec![],
+        kept: vec![],
+        upgrade_failed: None,
+        leave_unreachable: Default::default(),
+        now,
+        policy: Policy::default(),
+    };
+    plan::plan(&observed).action
+}
+
+/// A Pod stuck Terminating with its claim (its node lost) is down, and dead once its grace
+/// period and dead-after have passed; once the member is removed and deleted (its claim
+/// deleted), the Pod that stays Terminating is no member any more: the replacement is
+/// created, not blocked behind a deletion planned again at every pass.
+#[tokio::test]
+async fn a_pod_stuck_terminating_with_its_claim_never_blocks_its_replacement() {
+    use etcd_coordinator::plan::Action as Planned;
+    let source = fake(vec![with_storage(cluster(3, "3.6.15"))], None).await;
+    three_with_claims(&source).await;
+    let stays = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let ten_minutes_ago = Timestamp::now() - SignedDuration::from_secs(600);
+    let client = with_pod_terminating(&source, MEMBERS[1], ten_minutes_ago, stays).await;
+    let key = ClusterKey::new(NS, NAME);
+    let runtime = kube_runtime(&client);
+    runtime.track(&key, &get_cluster(&client).await);
+
+    let t0 = etcd_operator::now_ms();
+    let infos = runtime.members(&key).await.unwrap();
+    let stuck = infos.iter().find(|i| i.name == MEMBERS[1]).unwrap();
+    assert!(!stuck.running && stuck.down_since.is_some() && stuck.data == MemberData::Intact);
+    let action = plan_at(infos, &MEMBERS, t0 + 16_000);
+    assert!(
+        matches!(&action, Planned::RemoveDeadMember { name, .. } if name == MEMBERS[1]),
+        "{action:?}"
+    );
+    // The removal's runtime half: the claim goes, the Pod stays Terminating.
+    runtime
+        .delete_member(&key, MEMBERS[1], false)
+        .await
+        .unwrap();
+    assert!(
+        pod_names(&client).await.contains(&MEMBERS[1].to_string()),
+        "stuck"
+    );
+    let infos = runtime.members(&key).await.unwrap();
+    assert_eq!(
+        infos.iter().map(|i| i.name.as_str()).collect::<Vec<_>>(),
+        [MEMBERS[0], MEMBERS[2]],
+        "a Pod Terminating without its claim is no member"
+    );
+    let action = plan_at(infos, &[MEMBERS[0], MEMBERS[2]], t0 + 17_000);
+    assert_eq!(
+        action,
+        Planned::CreateMember {
+            name: "etcd-cluster-0003".into(),
+            version: EtcdVersion::new(3, 6, 15),
+        }
+    );
+}
+
+/// A drain slower than dead-after: the Pod is Terminating for its whole grace period, longer
+/// than dead-after. It is down, not dead, until the grace period ends; once the Pod is gone
+/// the member comes back on its claim (same name), never removed for the drain.
+#[tokio::test]
+async fn a_drain_slower_than_dead_after_brings_the_member_back_on_its_claim() {
+    use etcd_coordinator::plan::Action as Planned;
+    let source = fake(vec![with_storage(cluster(3, "3.6.15"))], None).await;
+    three_with_claims(&source).await;
+    let stays = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let grace_ends = Timestamp::now() + SignedDuration::from_secs(60);
+    let client = with_pod_terminating(&source, MEMBERS[2], grace_ends, Arc::clone(&stays)).await;
+    let key = ClusterKey::new(NS, NAME);
+    let runtime = kube_runtime(&client);
+    runtime.track(&key, &get_cluster(&client).await);
+
+    let t0 = etcd_operator::now_ms();
+    let infos = runtime.members(&key).await.unwrap();
+    let draining = infos.iter().find(|i| i.name == MEMBERS[2]).unwrap();
+    assert!(!draining.running);
+    assert!(
+        draining.down_since >= Some(grace_ends.as_second() * 1000),
+        "not counted down before its grace period ends: {draining:?}"
+    );
+    // Past dead-after, within the grace period: waited on.
+    let action = plan_at(infos, &MEMBERS, t0 + 20_000);
+    assert!(
+        matches!(&action, Planned::Wait { .. }),
+        "a draining member is not dead: {action:?}"
+    );
+    // The Pod goes at last: the member comes back on its claim.
+    stays.store(false, std::sync::atomic::Ordering::SeqCst);
+    Api::<Pod>::namespaced(client.clone(), NS)
+        .delete(MEMBERS[2], &DeleteParams::default())
+        .await
+        .unwrap();
+    let gone_at = etcd_operator::now_ms();
+    let infos = runtime.members(&key).await.unwrap();
+    let action = plan_at(infos, &MEMBERS, gone_at + 1_000);
+    assert!(
+        matches!(&action, Planned::RestartMember { name, .. } if name == MEMBERS[2]),
+        "{action:?}"
+    );
+    runtime.start_member(&key, MEMBERS[2]).await.unwrap();
+    assert_eq!(pod_names(&client).await, MEMBERS);
+}
+
+/// A member moved to another version: the claim is written before the Pod, so whichever of
+/// the two writes a term loss cuts off, the Pod never runs a version its claim does not
+/// name, and a Pod made again from the claim (after a drain) runs the version the step
+/// moved to; the step carried on then finishes both.
+#[tokio::test]
+async fn pod_and_claim_versions_never_disagree_after_a_term_loss_between_the_writes() {
+    let fail: Arc<Mutex<Option<&'static str>>> = Arc::default();
+    let (on_replace, on_patch) = (Arc::clone(&fail), Arc::clone(&fail));
+    let funcs = interceptor::Funcs::new()
+        .replace(move |ctx| {
+            if ctx.name == MEMBERS[1] && *on_replace.lock().unwrap() == Some("pod") {
+                return Err(kube_fake_client::Error::InvalidRequest(
+                    "the term ended before the Pod was written".into(),
+                ));
+            }
+            Ok(None)
+        })
+        .patch(move |ctx| {
+            if ctx.name == format!("{}-data", MEMBERS[1])
+                && *on_patch.lock().unwrap() == Some("claim")
+            {
+                return Err(kube_fake_client::Error::InvalidRequest(
+                    "the term ended before the claim was written".into(),
+                ));
+            }
+            Ok(None)
+        });
+    let client = fake(vec![with_storage(cluster(3, "3.6.15"))], Some(funcs)).await;
+    three_with_claims(&client).await;
+    let key = ClusterKey::new(NS, NAME);
+    let runtime = kube_runtime(&client);
+    runtime.track(&key, &get_cluster(&client).await);
+    let pods = Api::<Pod>::namespaced(client.clone(), NS);
+    let claims = Api::<PersistentVolumeClaim>::namespaced(client.clone(), NS);
+    let versions = || async {
+        let pod = pods.get(MEMBERS[1]).await.unwrap();
+        let claim = claims.get(&format!("{}-data", MEMBERS[1])).await.unwrap();
+        (
+            pod.annotations()[ANNOTATION_ETCD_VERSION].clone(),
+            claim.annotations()[ANNOTATION_ETCD_VERSION].clone(),
+        )
+    };
+    let v37 = EtcdVersion::new(3, 7, 2);
+    for cut in ["claim", "pod"] {
+        *fail.lock().unwrap() = Some(cut);
+        let e = runtime.restart_member(&key, MEMBERS[1], v37).await;
+        assert!(e.is_err(), "the {cut} write fails");
+        let (pod, claim) = versions().await;
+        assert!(
+            !(pod == "3.7.2" && claim == "3.6.15"),
+            "cut at the {cut}: the Pod runs 3.7.2 while its claim names 3.6.15 (a drain would bring it back on the old version)"
+        );
+    }
+    // Cut at the Pod: the claim names 3.7.2. A drain now makes the Pod again from it, on
+    // the version the step moved to.
+    *fail.lock().unwrap() = None;
+    assert_eq!(versions().await, ("3.6.15".into(), "3.7.2".into()));
+    pods.delete(MEMBERS[1], &DeleteParams::default())
+        .await
+        .unwrap();
+    runtime.start_member(&key, MEMBERS[1]).await.unwrap();
+    assert_eq!(versions().await, ("3.7.2".into(), "3.7.2".into()));
+    let image = pods.get(MEMBERS[1]).await.unwrap().spec.unwrap().containers[0]
+        .image
+        .clone();
+    assert_eq!(
+        image.as_deref(),
+        Some("gcr.io/etcd-development/etcd:v3.7.2")
+    );
+    // The step carried on (as the planner does with a step whose restart did not finish).
+    runtime.restart_member(&key, MEMBERS[1], v37).await.unwrap();
+    assert_eq!(versions().await, ("3.7.2".into(), "3.7.2".into()));
+}
+
+/// The etcd CA's Secret deleted while members run with its certificates: a coordinator
+/// started afresh makes no new CA (the members would refuse its certificates); it says so
+/// in `CertificatesValid` (False, `CALost`, naming the Secret and what to do), and no new
+/// member or certificate is issued under another CA.
+#[tokio::test]
+async fn a_deleted_etcd_ca_secret_gives_a_condition_not_a_new_ca() {
+    let mut c = cluster(3, "3.6.15");
+    c.spec.tls = Some(etcd_operator::resource::TlsSpec { enabled: true });
+    let client = fake(vec![c], None).await;
+    let ctx = context(&client);
+    reconcile_once(&ctx).await;
+    assert_eq!(pod_names(&client).await.len(), 3);
+    let status = get_cluster(&client).await.status.unwrap();
+    let valid = condition_of(&status, "CertificatesValid").expect("the condition");
+    assert_eq!(
+        (valid.status.as_str(), valid.reason.as_str()),
+        ("True", "Valid")
+    );
+    assert!(
+        valid.message.contains("the etcd CA expires at"),
+        "{}",
+        valid.message
+    );
+
+    let secrets = Api::<Secret>::namespaced(client.clone(), NS);
+    let ca_secret = format!("{NAME}-etcd-ca");
+    secrets
+        .delete(&ca_secret, &DeleteParams::default())
+        .await
+        .unwrap();
+    // A coordinator started again: nothing of the CA in memory.
+    let restarted = context(&client);
+    reconcile_once(&restarted).await;
+    assert!(
+        secrets.get_opt(&ca_secret).await.unwrap().is_none(),
+        "no new etcd CA was made"
+    );
+    let runtime = kube_runtime(&client);
+    let key = ClusterKey::new(NS, NAME);
+    runtime.track(&key, &get_cluster(&client).await);
+    let e = runtime
+        .create_member(
+            &key,
+            "etcd-cluster-0003",
+            EtcdVersion::new(3, 6, 15),
+            false,
+            true,
+        )
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("is lost"), "{e}");
+    assert!(secrets.get_opt(&ca_secret).await.unwrap().is_none());
+    let status = get_cluster(&client).await.status.unwrap();
+    let lost = condition_of(&status, "CertificatesValid").expect("the condition");
+    assert_eq!(
+        (lost.status.as_str(), lost.reason.as_str()),
+        ("False", "CALost")
+    );
+    assert!(
+        lost.message.contains(&ca_secret) && lost.message.contains("Put the Secret"),
+        "{}",
+        lost.message
+    );
+}
+
+/// A next-ordinal annotation edited up to the last ordinal there is: no member takes it
+/// (the one after could only wrap around to an ordinal used before); nothing is written.
+#[tokio::test]
+async fn the_last_ordinal_there_is_is_never_taken() {
+    let mut c = cluster(1, "3.6.15");
+    c.metadata.annotations = Some(BTreeMap::from([(
+        ANNOTATION_NEXT_ORDINAL.to_string(),
+        u32::MAX.to_string(),
+    )]));
+    let client = fake(vec![c], None).await;
+    let key = ClusterKey::new(NS, NAME);
+    let runtime = kube_runtime(&client);
+    runtime.track(&key, &get_cluster(&client).await);
+    let last = etcd_operator::naming::member_name(NAME, u32::MAX);
+    let e = runtime
+        .create_member(&key, &last, EtcdVersion::new(3, 6, 15), true, false)
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("last ordinal there is"), "{e}");
+    assert!(pod_names(&client).await.is_empty());
+    assert_eq!(
+        get_cluster(&client).await.annotations()[ANNOTATION_NEXT_ORDINAL],
+        u32::MAX.to_string(),
+        "the counter never wraps"
+    );
+}
+
+/// The term ends while an action of several writes is under way (during the first of a
+/// member's creation, the ordinal annotation): none of its later writes (the claim, the
+/// Pod) is sent. Each write is checked against the term, not only the action's first.
+#[tokio::test]
+async fn no_write_of_an_action_is_sent_after_the_term_ends() {
+    use etcd_coordinator::{leadership::Leadership, runtime::RuntimeError};
+    let leadership = Leadership::none();
+    leadership.hold(7, tokio::time::Instant::now() + Duration::from_secs(3600));
+    let ends = leadership.clone();
+    let funcs = interceptor::Funcs::new().patch(move |ctx| {
+        if ctx.name == NAME {
+            ends.end();
+        }
+        Ok(None)
+    });
+    let client = fake(vec![with_storage(cluster(3, "3.6.15"))], Some(funcs)).await;
+    let key = ClusterKey::new(NS, NAME);
+    let runtime = kube_runtime(&client).bounded_by(leadership.clone());
+    runtime.track(&key, &get_cluster(&client).await);
+    let e = runtime
+        .create_member(&key, MEMBERS[0], EtcdVersion::new(3, 6, 15), true, false)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, RuntimeError::TermEnded(_)), "{e}");
+    assert!(pod_names(&client).await.is_empty(), "no Pod after the term");
+    let claims = Api::<PersistentVolumeClaim>::namespaced(client.clone(), NS)
+        .list(&ListParams::default())
+        .await
+        .unwrap();
+    assert!(claims.items.is_empty(), "no claim after the term");
 }

@@ -1023,6 +1023,232 @@ async fn upgrades_from_3_5_to_3_6_under_writes() {
     assert!(held >= log.acked.len());
 }
 
+/// A refused spec freezes changes, never healing: while a downgrade is refused, a follower
+/// killed is started again on its data (the same member id, no membership change), then
+/// another; writes run throughout and none fails or is lost; a valid spec then converges.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_killed_while_the_spec_is_refused_comes_back_on_its_data() {
+    let _serial = serial_guard();
+    // A short dead-after: a member past it is still restarted, never replaced, while the
+    // spec is refused.
+    let (c, before, monitor, writer) = running_under_writes(Duration::from_secs(3)).await;
+    let ids = etcd_members(&endpoints_of(&before)).await;
+    c.set_spec(3, OLD_VERSION).unwrap();
+    expect_refused(&c, "downgrade", before.observed_generation + 1).await;
+
+    let mut followers: Vec<String> = before
+        .members
+        .iter()
+        .filter(|m| !m.leader)
+        .map(|m| m.name.clone())
+        .collect();
+    followers.sort();
+    for victim in &followers {
+        let pid = kill_and_wait(&c, victim).await;
+        ok(
+            &c,
+            c.wait_until(
+                &format!("{victim} back on its data while the spec is refused"),
+                CHANGE,
+                |s| {
+                    s.phase() == ClusterPhase::Invalid
+                        && s.ready == 3
+                        && s.members
+                            .iter()
+                            .any(|m| &m.name == victim && m.healthy && m.restarts >= 1)
+                },
+            )
+            .await,
+        );
+        assert_ne!(c.member(victim).and_then(|m| m.pid), Some(pid));
+        ok(&c, writer.wait_acked(10, Duration::from_secs(20)).await);
+    }
+    assert_eq!(
+        etcd_members(&endpoints_of(&before)).await,
+        ids,
+        "the same members, the same ids"
+    );
+    c.set_spec(3, VERSION).unwrap();
+    let after = ok(&c, c.wait_running(3, VERSION, CHANGE).await);
+    assert_eq!(names(&after), names(&before));
+    assert_safe_through(&c, writer, monitor, &after).await;
+}
+
+/// An etcd cache in which `version` is a binary that cannot run on this host (a wrapper
+/// that says so in etcd's fatal log line and exits) and every other version the real one.
+fn cache_with_bad_binary(version: &str) -> tempfile::TempDir {
+    let real = EtcdBinaries::from_env();
+    let cache = tempfile::tempdir().unwrap();
+    let bins = EtcdBinaries::new(cache.path());
+    for v in [OLD_VERSION, VERSION, "3.7.2"] {
+        let path = bins.cached_path(v.parse().unwrap());
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        if v == version {
+            std::fs::write(
+                &path,
+                "#!/bin/sh\necho '{\"level\":\"fatal\",\"msg\":\"cannot execute binary\",\"error\":\"exec format error\"}' >&2\nexit 1\n",
+            )
+            .unwrap();
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        } else if let Ok(binary) = real.resolve(v.parse().unwrap()) {
+            std::os::unix::fs::symlink(binary, &path).unwrap();
+        }
+    }
+    let etcdutl = real
+        .cache_dir()
+        .join(etcd_operator::etcd_bin::ETCDUTL_IN_CACHE);
+    if etcdutl.is_file() {
+        let to = cache.path().join(etcd_operator::etcd_bin::ETCDUTL_IN_CACHE);
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::os::unix::fs::symlink(etcdutl, to).unwrap();
+    }
+    cache
+}
+
+/// Waits until the status satisfies `ready`, starting the coordinator again whenever it
+/// has died (at a failpoint); on timeout says what was awaited.
+async fn converge(
+    c: &mut LocalCoordinator,
+    what: &str,
+    within: Duration,
+    mut ready: impl FnMut(&ClusterStatus) -> bool,
+) -> ClusterStatus {
+    let deadline = tokio::time::Instant::now() + within;
+    let mut last = None;
+    loop {
+        let restarted = c.restart_if_exited().await;
+        ok(c, restarted);
+        if let Some(status) = c.status().await {
+            if ready(&status) {
+                return status;
+            }
+            last = Some(status);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            panic!(
+                "timed out after {within:?} waiting for {what}\nlast status: {}\n{}",
+                last.as_ref().map(describe).unwrap_or_else(|| "none".into()),
+                c.logs(60)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// An upgrade to a version whose etcd cannot start on this host (a bad binary): the first
+/// member restarted on it keeps failing; within the upgrade's deadline it is neither judged
+/// dead nor replaced (though past dead-after), and its status says its version is unknown;
+/// past the deadline it is rolled back to 3.5.34 on its own data (the same member id),
+/// through a coordinator crash right after the rollback is recorded; the upgrade stops with
+/// an `UpgradeFailed` condition naming the member and etcd's last error, and no other
+/// member is touched. Setting the spec back to 3.5.34 is accepted and converges. Writes run
+/// throughout: none fails or is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_upgrade_is_rolled_back_and_a_spec_set_back_converges() {
+    let _serial = serial_guard();
+    let cache = cache_with_bad_binary(VERSION);
+    let markers = tempfile::tempdir().unwrap();
+    let mut c = start(
+        example_options()
+            .version(OLD_VERSION)
+            .dead_after_secs(3)
+            .arg("--upgrade-deadline-secs=12")
+            .env(
+                etcd_operator::etcd_bin::CACHE_DIR_ENV,
+                &cache.path().display().to_string(),
+            )
+            .env("FAILPOINTS", "coordinator.rollback.after-record=return")
+            .env(
+                etcd_operator::failpoints::MARKER_DIR_ENV,
+                &markers.path().display().to_string(),
+            ),
+    )
+    .await;
+    let before = ok(&c, c.wait_running(3, OLD_VERSION, FORM).await);
+    let ids = etcd_members(&endpoints_of(&before)).await;
+    let pids_before = pids(&c);
+    let monitor = ClusterMonitor::start(&c);
+    let writer = Writer::start(c.live_endpoints());
+    ok(&c, writer.wait_acked(25, Duration::from_secs(20)).await);
+
+    let began = std::time::Instant::now();
+    c.set_spec(3, VERSION).unwrap();
+    let mut unknown_seen = None;
+    let stopped = converge(
+        &mut c,
+        "the upgrade to stop with UpgradeFailed, every member healthy on 3.5.34",
+        CHANGE * 2,
+        |s| {
+            if let Some(m) = s.members.iter().find(|m| m.version == "unknown") {
+                unknown_seen.get_or_insert_with(|| m.name.clone());
+            }
+            is_failed_upgrade(s)
+                && s.ready == 3
+                && s.members.iter().all(|m| m.version == OLD_VERSION)
+        },
+    )
+    .await;
+    eprintln!("stopped after {:?}", began.elapsed());
+    let failed = condition(&stopped, ConditionType::UpgradeFailed).unwrap();
+    let member = unknown_seen.expect("the failing member's version shown as unknown while down");
+    assert!(
+        failed.message.contains(&member)
+            && failed.message.contains("cannot execute binary")
+            && failed.message.contains(VERSION),
+        "the condition names the member, the version and etcd's last error: {failed:?}"
+    );
+    assert!(
+        etcd_operator::failpoints::fired(markers.path(), "coordinator.rollback.after-record"),
+        "the coordinator crashed once the rollback was recorded"
+    );
+    assert_eq!(
+        etcd_members(&endpoints_of(&stopped)).await,
+        ids,
+        "no member was removed or added: rolled back on its own data"
+    );
+    let untouched: Vec<&String> = pids_before.keys().filter(|n| **n != member).collect();
+    for name in untouched {
+        assert_eq!(
+            pids(&c).get(name),
+            pids_before.get(name),
+            "{name} was never touched by the stopped upgrade"
+        );
+    }
+    // Stays stopped: no other member is upgraded.
+    ok(
+        &c,
+        hold_for("the stopped upgrade", Duration::from_secs(5), || async {
+            match c.status().await {
+                Some(s)
+                    if s.members
+                        .iter()
+                        .all(|m| m.version == OLD_VERSION || m.version == "unknown") =>
+                {
+                    Ok(())
+                }
+                Some(s) => Err(describe(&s)),
+                None => Ok(()),
+            }
+        })
+        .await,
+    );
+
+    // The spec set back: accepted (the member never ran 3.6.15), the failure forgotten.
+    c.set_spec(3, OLD_VERSION).unwrap();
+    let after = converge(&mut c, "Running on 3.5.34, no UpgradeFailed", CHANGE, |s| {
+        is_running(s, 3, OLD_VERSION) && condition(s, ConditionType::UpgradeFailed).is_none()
+    })
+    .await;
+    eprintln!("set back after {:?}", began.elapsed());
+    assert_eq!(names(&after), names(&before));
+    assert_safe_through(&c, writer, monitor, &after).await;
+}
+
+fn is_failed_upgrade(s: &ClusterStatus) -> bool {
+    condition(s, ConditionType::UpgradeFailed).is_some_and(|k| k.status() == ConditionStatus::True)
+}
+
 /// Waits until the status refuses the spec with a SpecValid=False condition naming
 /// `problem`, at `generation`; checks the `status` CLI shows the same.
 async fn expect_refused(c: &LocalCoordinator, problem: &str, generation: i64) -> ClusterStatus {

@@ -109,13 +109,7 @@ fn reports(fates: &[Fate], now: i64) -> BTreeMap<String, ReceivedReport> {
                 etcd_version: VERSION.to_string(),
                 ..Default::default()
             };
-            (
-                name,
-                ReceivedReport {
-                    report,
-                    received_at: now,
-                },
-            )
+            (name, ReceivedReport::new(report, now))
         })
         .collect()
 }
@@ -128,7 +122,7 @@ fn planner_view(infos: Vec<MemberInfo>, fates: &[Fate], now: i64) -> (Vec<Seen>,
         ..Default::default()
     };
     let infos = observed_members(infos, &record, CLUSTER, VERSION, |_| now - 1);
-    let members = planner_members(&infos, &reports(fates, now), &record, &BTreeMap::new());
+    let members = planner_members(&infos, &reports(fates, now), &record, &BTreeMap::new(), now);
     let cluster = EtcdCluster::new(
         CLUSTER,
         EtcdClusterSpec {
@@ -165,6 +159,8 @@ fn planner_view(infos: Vec<MemberInfo>, fates: &[Fate], now: i64) -> (Vec<Seen>,
         pending_force: None,
         abandoning: vec![],
         kept: vec![],
+        upgrade_failed: None,
+        leave_unreachable: Default::default(),
         now,
         policy: Policy::default(),
     };

@@ -165,7 +165,9 @@ async fn observe_once(member: &Member, client: &mut Option<etcd_client::Client>)
             .as_ref()
             .map(|(_, k)| *k as i32)
             .unwrap_or(0),
-        etcd_version: member.cfg.etcd_version.to_string(),
+        // What etcd says it runs, once it answers (below): never the version it is
+        // configured with, which a member that cannot start on it never ran.
+        etcd_version: String::new(),
         restored_from: state
             .restored
             .as_ref()
@@ -184,6 +186,9 @@ async fn observe_once(member: &Member, client: &mut Option<etcd_client::Client>)
         // Between restarts: why the last run ended, etcd's own fatal line included.
         if process.wanted {
             report.etcd_failing_since_unix_ms = process.failing_since_unix_ms.unwrap_or(0);
+            report.etcd_failing_for_ms = process
+                .failing_since
+                .map_or(0, |at| at.elapsed().as_millis().max(1) as i64);
             if let Some(exit) = &process.last_exit {
                 if report.last_error.is_empty() {
                     report.last_error = format!("etcd exited ({exit}); starting it again");

@@ -55,6 +55,9 @@ pub struct ProcessState {
     /// that follows them (a join tried again on the same ports fails as before); cleared by
     /// a run of `STABLE_RUN` or a stop on request.
     pub failing_since_unix_ms: Option<i64>,
+    /// The same moment on the monotonic clock: how long it has been failing is measured
+    /// from it (the wall clock may step).
+    pub failing_since: Option<Instant>,
 }
 
 enum Request {
@@ -173,6 +176,7 @@ async fn supervise(
                     state.send_modify(|s| {
                         s.wanted = false;
                         s.failing_since_unix_ms = None;
+                        s.failing_since = None;
                     });
                     if let Some((c, _)) = child.take() {
                         let how = stop_child(c).await;
@@ -209,6 +213,7 @@ async fn supervise(
                     s.last_exit = Some(how);
                     if stable || s.failing_since_unix_ms.is_none() {
                         s.failing_since_unix_ms = Some(unix_ms());
+                        s.failing_since = Some(Instant::now());
                     }
                 });
             },

@@ -500,17 +500,21 @@ pub async fn run_kubernetes(
     ];
     info!(addr = %opts.grpc_addr, control_addr = %opts.control_addr, health_addr = %opts.health_addr, %operator_image, %coordinator_url, namespaces = %opts.watch_namespaces, "coordinator starting");
 
-    let runtime = Arc::new(KubeRuntime::new(
-        client.clone(),
-        PodSettings {
-            operator_image,
-            image_pull_policy: opts.image_pull_policy.clone(),
-            coordinator_url,
-            cluster_domain: opts.cluster_domain.clone(),
-        },
-        Arc::new(PodDns),
-        Arc::clone(&control),
-    ));
+    let runtime = Arc::new(
+        KubeRuntime::new(
+            client.clone(),
+            PodSettings {
+                operator_image,
+                image_pull_policy: opts.image_pull_policy.clone(),
+                coordinator_url,
+                cluster_domain: opts.cluster_domain.clone(),
+            },
+            Arc::new(PodDns),
+            Arc::clone(&control),
+        )
+        // Each write is sent only while this coordinator's term holds.
+        .bounded_by(registry.leadership().clone()),
+    );
     let reporter = Reporter {
         controller: "etcd-operator".into(),
         instance: (!opts.pod_name.is_empty()).then(|| opts.pod_name.clone()),

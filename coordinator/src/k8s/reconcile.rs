@@ -524,6 +524,11 @@ fn events_for(
                         lost.join(", ")
                     )
                 }
+                PlanAction::RollBackMember {
+                    failure: Some(why), ..
+                } if error.is_none() => {
+                    format!("{note}: the upgrade failed ({why})")
+                }
                 PlanAction::RestoreCluster { backup, lost, .. } if error.is_none() => {
                     format!(
                         "{note} from backup {backup}: the data of {} was gone; writes after the backup are lost",
@@ -535,7 +540,9 @@ fn events_for(
             let type_ = if error.is_some()
                 || matches!(
                     action,
-                    PlanAction::ForceNewCluster { .. } | PlanAction::RestoreCluster { .. }
+                    PlanAction::ForceNewCluster { .. }
+                        | PlanAction::RestoreCluster { .. }
+                        | PlanAction::RollBackMember { .. }
                 ) {
                 EventType::Warning
             } else {
@@ -563,6 +570,12 @@ fn events_for(
         && raised(previous, ConditionType::Alarm).is_none_or(|(was, _)| was != reason)
     {
         events.push((EventType::Warning, reason, message));
+    }
+    // An upgrade that stopped: a Warning once, when it stops.
+    if let Some((reason, message)) = raised(status, ConditionType::UpgradeFailed)
+        && raised(previous, ConditionType::UpgradeFailed).is_none()
+    {
+        events.push((EventType::Warning, format!("Upgrade{reason}"), message));
     }
     if previous.phase != status.phase && !status.phase.is_empty() {
         let from = if previous.phase.is_empty() {

@@ -59,6 +59,8 @@ struct PodFacts {
     tls: bool,
     /// The Pod is gone and its claim stays: the planner asks for the Pod again.
     claim_only: bool,
+    /// A Pod being deleted: when its grace period ends (its `deletionTimestamp`).
+    terminating_until: Option<UnixMillis>,
     restarts: RestartHistory,
 }
 
@@ -71,6 +73,8 @@ struct Tracked {
     past_seen: u32,
     /// Since when each member has been down (coordinator clock).
     down_since: HashMap<String, UnixMillis>,
+    /// Since when each member's Pod has been seen Terminating (coordinator clock).
+    terminating_since: HashMap<String, UnixMillis>,
     /// The cluster's etcd CA, once read or created.
     etcd_ca: Option<Arc<Authority>>,
     /// When every certificate of the cluster was last checked.
@@ -86,6 +90,8 @@ pub struct KubeRuntime {
     cluster_endpoints: bool,
     tracked: Mutex<HashMap<ClusterKey, Tracked>>,
     control: Arc<ControlPlane>,
+    /// The term each write is bounded by (`None`: unbounded, a runtime of tests).
+    leadership: Option<crate::leadership::Leadership>,
 }
 
 fn other(context: &str) -> impl FnOnce(kube::Error) -> RuntimeError + '_ {
@@ -157,6 +163,38 @@ impl KubeRuntime {
             cluster_endpoints: true,
             tracked: Mutex::new(HashMap::new()),
             control,
+            leadership: None,
+        }
+    }
+
+    /// Every write bounded by the terms of `leadership` ([`Self::write`]).
+    pub fn bounded_by(mut self, leadership: crate::leadership::Leadership) -> Self {
+        self.leadership = Some(leadership);
+        self
+    }
+
+    /// One API write, sent only while the term holds and given up at the term's deadline:
+    /// an action of several writes checks the term before each (not only once before the
+    /// first), and none runs on past the term (one already on the wire at the deadline is
+    /// what the Lease's margin between a term's end and a takeover is for).
+    async fn write<T>(
+        &self,
+        what: &str,
+        call: impl std::future::Future<Output = Result<T, kube::Error>>,
+    ) -> Result<Result<T, kube::Error>, RuntimeError> {
+        let Some(leadership) = &self.leadership else {
+            return Ok(call.await);
+        };
+        let ended = || RuntimeError::TermEnded(what.to_string());
+        let term = leadership
+            .term()
+            .filter(|t| t.holds_at(tokio::time::Instant::now()))
+            .ok_or_else(ended)?;
+        match term.until {
+            None => Ok(call.await),
+            Some(until) => tokio::time::timeout_at(until, call)
+                .await
+                .map_err(|_| ended()),
         }
     }
 
@@ -184,6 +222,27 @@ impl KubeRuntime {
             Err(e) if is_status(&e, 404) => None,
             Err(e) => return Err(other("reading the etcd CA")(e)),
         };
+        // Gone while members run with certificates it issued: lost, never replaced by a new
+        // CA (whose certificates the running members would refuse).
+        if existing.is_none() {
+            let (_, pods) = self.member_pods(key).await?;
+            let uid = self.cluster(key)?.metadata.uid.clone();
+            let in_use: Vec<String> = pods
+                .items
+                .iter()
+                .filter(|p| {
+                    owned_by(p.metadata.owner_references.as_ref(), uid.as_deref())
+                        && annotation_true(p.annotations(), ANNOTATION_TLS)
+                })
+                .map(|p| p.name_any())
+                .collect();
+            if !in_use.is_empty() {
+                return Err(RuntimeError::Certificates(format!(
+                    "the etcd CA of {key} is lost (Secret {name} is gone) while {} run with certificates it issued: a new CA would make them refuse each other, so none is made. Put the Secret {name} back (from a backup of it); if it cannot be had, the members run on their certificates until they expire: create a new cluster from a backup of the data (spec.restore)",
+                    in_use.join(", ")
+                )));
+            }
+        }
         let secret = match existing {
             Some(s) => s,
             None if !create => return Ok(None),
@@ -194,7 +253,13 @@ impl KubeRuntime {
                         .map_err(|e| RuntimeError::Certificates(e.to_string()))?;
                 let secret = build::etcd_ca_secret(&cluster, ca.cert_pem(), ca.key_pem())
                     .map_err(|e| RuntimeError::Other(e.to_string()))?;
-                match secrets.create(&PostParams::default(), &secret).await {
+                match self
+                    .write(
+                        "creating the etcd CA",
+                        secrets.create(&PostParams::default(), &secret),
+                    )
+                    .await?
+                {
                     Ok(s) => s,
                     // Another coordinator (or an earlier try) made it: use that one.
                     Err(e) if is_status(&e, 409) => secrets
@@ -273,12 +338,20 @@ impl KubeRuntime {
         match existing {
             Some(_) => {
                 let patch = json!({"data": build::secret_data(&files)});
-                secrets
-                    .patch(&secret_name, &PatchParams::default(), &Patch::Merge(&patch))
-                    .await
-                    .map_err(other("renewing the member's Secret"))?;
+                self.write(
+                    "renewing the member's Secret",
+                    secrets.patch(&secret_name, &PatchParams::default(), &Patch::Merge(&patch)),
+                )
+                .await?
+                .map_err(other("renewing the member's Secret"))?;
             }
-            None => match secrets.create(&PostParams::default(), &secret).await {
+            None => match self
+                .write(
+                    "creating the member's Secret",
+                    secrets.create(&PostParams::default(), &secret),
+                )
+                .await?
+            {
                 Ok(_) => {}
                 // The Secret of an earlier Pod of this name, not yet collected: replace it.
                 Err(e) if is_status(&e, 409) => {
@@ -288,10 +361,12 @@ impl KubeRuntime {
                         .map_err(other("reading the member's Secret"))?;
                     current.metadata.owner_references = secret.metadata.owner_references.clone();
                     current.data = secret.data.clone();
-                    secrets
-                        .replace(&secret_name, &PostParams::default(), &current)
-                        .await
-                        .map_err(other("replacing the member's Secret"))?;
+                    self.write(
+                        "replacing the member's Secret",
+                        secrets.replace(&secret_name, &PostParams::default(), &current),
+                    )
+                    .await?
+                    .map_err(other("replacing the member's Secret"))?;
                 }
                 Err(e) => return Err(other("creating the member's Secret")(e)),
             },
@@ -333,15 +408,23 @@ impl KubeRuntime {
         match existing {
             Some(_) => {
                 let patch = json!({"data": build::secret_data(&files)});
-                secrets
-                    .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
-                    .await
-                    .map_err(other("renewing the client Secret"))?;
+                self.write(
+                    "renewing the client Secret",
+                    secrets.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)),
+                )
+                .await?
+                .map_err(other("renewing the client Secret"))?;
             }
             None => {
                 let secret = build::client_secret(cluster, &files)
                     .map_err(|e| RuntimeError::Other(e.to_string()))?;
-                match secrets.create(&PostParams::default(), &secret).await {
+                match self
+                    .write(
+                        "creating the client Secret",
+                        secrets.create(&PostParams::default(), &secret),
+                    )
+                    .await?
+                {
                     Ok(_) => {}
                     Err(e) if is_status(&e, 409) => {}
                     Err(e) => return Err(other("creating the client Secret")(e)),
@@ -453,7 +536,10 @@ impl KubeRuntime {
         pod: &Pod,
     ) -> Result<(), RuntimeError> {
         let pods = self.pods(key);
-        let created = match pods.create(&PostParams::default(), pod).await {
+        let created = match self
+            .write("creating the Pod", pods.create(&PostParams::default(), pod))
+            .await?
+        {
             Ok(p) => p,
             // A create whose answer was lost, retried: the Pod is there.
             Err(e) if is_status(&e, 409) => pods
@@ -480,16 +566,33 @@ impl KubeRuntime {
             seed,
             tls,
             claim_only,
+            terminating_until,
             restarts,
         } = facts;
         let down_since = {
             let mut tracked = self.lock();
             let t = tracked.entry(key.clone()).or_default();
-            t.past_seen = t.past_seen.max(ordinal + 1);
+            t.past_seen = t.past_seen.max(ordinal.saturating_add(1));
             match liveness {
-                PodLiveness::Down => Some(*t.down_since.entry(name.to_string()).or_insert(now)),
+                // A Pod being deleted with its claim is draining until its grace period
+                // ends (its container stops, the Pod goes, it comes back on its claim): down
+                // from then on, never dead before. One still there after it (its node lost)
+                // is down since then, and dead once dead-after has passed.
+                PodLiveness::Down => match terminating_until {
+                    Some(until) => {
+                        let first = *t.terminating_since.entry(name.to_string()).or_insert(now);
+                        // Once the Pod is gone, the member's own downtime begins.
+                        t.down_since.remove(name);
+                        Some(first.max(until))
+                    }
+                    None => {
+                        t.terminating_since.remove(name);
+                        Some(*t.down_since.entry(name.to_string()).or_insert(now))
+                    }
+                },
                 PodLiveness::Running | PodLiveness::Starting => {
                     t.down_since.remove(name);
+                    t.terminating_since.remove(name);
                     None
                 }
             }
@@ -521,6 +624,24 @@ impl Runtime for KubeRuntime {
         let uid = cluster.metadata.uid.as_deref();
         let now = now_ms();
         let with_storage = cluster.spec.storage.is_some();
+        let claims = if with_storage {
+            let lp = ListParams::default().labels(&build::list_selector(&key.name));
+            self.claims(key)
+                .list(&lp)
+                .await
+                .map_err(other("listing member claims"))?
+                .items
+        } else {
+            Vec::new()
+        };
+        // The claims that keep a member's data: owned by this cluster, not being deleted.
+        let kept_claim = |member: &str| {
+            claims.iter().any(|c| {
+                c.name_any() == claim_name(member)
+                    && c.metadata.deletion_timestamp.is_none()
+                    && owned_by(c.metadata.owner_references.as_ref(), uid)
+            })
+        };
         let mut out = Vec::new();
         for pod in &pods.items {
             let name = pod.name_any();
@@ -532,8 +653,11 @@ impl Runtime for KubeRuntime {
             }
             let liveness = pod_liveness(pod);
             // Without a claim, a Pod being deleted takes the member's data with it: the
-            // member is gone now, and the planner replaces it at once.
-            if !with_storage && pod.metadata.deletion_timestamp.is_some() {
+            // member is gone now, and the planner replaces it at once. So is one whose
+            // claim is gone or being deleted (the member was deleted): a Pod that stays
+            // Terminating (its node lost) never holds its replacement back.
+            let terminating = pod.metadata.deletion_timestamp.as_ref();
+            if terminating.is_some() && !(with_storage && kept_claim(&name)) {
                 continue;
             }
             let version = object_version(pod.annotations(), pod_image(pod))
@@ -547,18 +671,13 @@ impl Runtime for KubeRuntime {
                 seed,
                 tls,
                 claim_only: false,
+                terminating_until: terminating.map(|t| t.0.as_millisecond()),
                 restarts: pod_restarts(pod),
             };
             out.push(self.member_info(key, &name, facts, now));
         }
         if with_storage {
-            let lp = ListParams::default().labels(&build::list_selector(&key.name));
-            let claims = self
-                .claims(key)
-                .list(&lp)
-                .await
-                .map_err(other("listing member claims"))?;
-            for claim in &claims.items {
+            for claim in &claims {
                 let Some(member) = claim.name_any().strip_suffix("-data").map(str::to_string)
                 else {
                     continue;
@@ -585,6 +704,7 @@ impl Runtime for KubeRuntime {
                     seed,
                     tls,
                     claim_only: true,
+                    terminating_until: None,
                     restarts: RestartHistory {
                         last_exit: "Pod deleted; its claim stays".into(),
                         ..Default::default()
@@ -622,6 +742,7 @@ impl Runtime for KubeRuntime {
         let ordinal = member_ordinal(&key.name, name).ok_or_else(|| {
             RuntimeError::Invalid(format!("{name} is not a member name of {key}"))
         })?;
+        let next = crate::runtime::ordinal_after(ordinal, name, key)?;
         let cluster = self.cluster(key)?;
         let recorded = self.lock().get(key).map(|t| t.next_ordinal).unwrap_or(0);
         if recorded <= ordinal {
@@ -632,21 +753,28 @@ impl Runtime for KubeRuntime {
                 &key.namespace,
                 &ApiResource::erase::<EtcdCluster>(&()),
             );
-            let patch = json!({"metadata": {"annotations": {ANNOTATION_NEXT_ORDINAL: (ordinal + 1).to_string()}}});
-            api.patch(&key.name, &PatchParams::default(), &Patch::Merge(&patch))
-                .await
-                .map_err(other("recording the next ordinal"))?;
+            let patch =
+                json!({"metadata": {"annotations": {ANNOTATION_NEXT_ORDINAL: next.to_string()}}});
+            self.write(
+                "recording the next ordinal",
+                api.patch(&key.name, &PatchParams::default(), &Patch::Merge(&patch)),
+            )
+            .await?
+            .map_err(other("recording the next ordinal"))?;
             if let Some(t) = self.lock().get_mut(key) {
-                t.next_ordinal = t.next_ordinal.max(ordinal + 1);
+                t.next_ordinal = t.next_ordinal.max(next);
             }
         }
         if let Some(storage) = &cluster.spec.storage {
             let claim = build::member_claim(&cluster, name, version, seed, etcd_tls, storage)
                 .map_err(|e| RuntimeError::Other(e.to_string()))?;
+            let claims = self.claims(key);
             match self
-                .claims(key)
-                .create(&PostParams::default(), &claim)
-                .await
+                .write(
+                    "creating the claim",
+                    claims.create(&PostParams::default(), &claim),
+                )
+                .await?
             {
                 Ok(_) => {}
                 Err(e) if is_status(&e, 409) => {}
@@ -672,19 +800,24 @@ impl Runtime for KubeRuntime {
         _hand_over: bool,
     ) -> Result<(), RuntimeError> {
         // The claim first: once it is deleting, a Pod that disappears is not brought back.
+        let (claims, pods) = (self.claims(key), self.pods(key));
         match self
-            .claims(key)
-            .delete(&claim_name(name), &DeleteParams::background())
-            .await
+            .write(
+                "deleting the claim",
+                claims.delete(&claim_name(name), &DeleteParams::background()),
+            )
+            .await?
         {
             Ok(_) => {}
             Err(e) if is_status(&e, 404) => {}
             Err(e) => return Err(other("deleting the claim")(e)),
         }
         match self
-            .pods(key)
-            .delete(name, &DeleteParams::background())
-            .await
+            .write(
+                "deleting the Pod",
+                pods.delete(name, &DeleteParams::background()),
+            )
+            .await?
         {
             Ok(_) => {}
             Err(e) if is_status(&e, 404) => {}
@@ -782,10 +915,13 @@ impl Runtime for KubeRuntime {
         if cluster.spec.storage.is_none() {
             return Ok(());
         }
+        let pods = self.pods(key);
         match self
-            .pods(key)
-            .delete(name, &DeleteParams::background())
-            .await
+            .write(
+                "deleting the Pod",
+                pods.delete(name, &DeleteParams::background()),
+            )
+            .await?
         {
             Ok(_) => {}
             Err(e) if is_status(&e, 404) => {}
@@ -803,6 +939,28 @@ impl Runtime for KubeRuntime {
     ) -> Result<(), RuntimeError> {
         let cluster = self.cluster(key)?;
         let image = build::etcd_image(&cluster, version);
+        // The claim first: a Pod made again from it (after a drain) runs the version the
+        // step is under way to, whatever stops between the two writes; the planner carries
+        // a step whose Pod still runs the other version on (the step is in the record).
+        if cluster.spec.storage.is_some() {
+            let patch = json!({"metadata": {"annotations": {ANNOTATION_ETCD_VERSION: version.to_string()}}});
+            let claims = self.claims(key);
+            match self
+                .write(
+                    "recording the version on the claim",
+                    claims.patch(
+                        &claim_name(name),
+                        &PatchParams::default(),
+                        &Patch::Merge(&patch),
+                    ),
+                )
+                .await?
+            {
+                Ok(_) => {}
+                Err(e) if is_status(&e, 404) => {}
+                Err(e) => return Err(other("recording the version on the claim")(e)),
+            }
+        }
         let pods = self.pods(key);
         let mut attempt = 0;
         loop {
@@ -815,28 +973,18 @@ impl Runtime for KubeRuntime {
                 Err(e) => return Err(other("reading the Pod")(e)),
             };
             let upgraded = build::upgraded_pod(pod, &image, version);
-            match pods.replace(name, &PostParams::default(), &upgraded).await {
+            match self
+                .write(
+                    "patching the Pod's image",
+                    pods.replace(name, &PostParams::default(), &upgraded),
+                )
+                .await?
+            {
                 Ok(_) => break,
                 Err(e) if is_status(&e, 409) && attempt < CONFLICT_RETRIES => {
                     warn!(member = %name, "the Pod changed meanwhile; patching it again");
                 }
                 Err(e) => return Err(other("patching the Pod's image")(e)),
-            }
-        }
-        if cluster.spec.storage.is_some() {
-            let patch = json!({"metadata": {"annotations": {ANNOTATION_ETCD_VERSION: version.to_string()}}});
-            match self
-                .claims(key)
-                .patch(
-                    &claim_name(name),
-                    &PatchParams::default(),
-                    &Patch::Merge(&patch),
-                )
-                .await
-            {
-                Ok(_) => {}
-                Err(e) if is_status(&e, 404) => {}
-                Err(e) => return Err(other("recording the version on the claim")(e)),
             }
         }
         info!(cluster = %key, member = %name, %version, %image, "member Pod moved to the new image");

@@ -71,11 +71,12 @@ pub fn resource_status(name: &str, status: &ClusterStatus) -> EtcdClusterStatus 
 pub enum PodLiveness {
     /// The etcd container runs.
     Running,
-    /// Not running yet, with no evidence of failure: scheduled or not, pulling the image,
-    /// initializing, restarting its container after an image change. Never judged dead.
+    /// Not running yet, with no evidence of failure: scheduled or not, pulling the image
+    /// (not failing to), initializing, restarting its container after an image change.
+    /// Never judged dead.
     Starting,
-    /// Evidence the member is down: the Pod is being deleted, has failed or finished, or its
-    /// container crashes.
+    /// Evidence the member is down: the Pod is being deleted, has failed or finished, its
+    /// container crashes, or its image cannot be pulled.
     Down,
 }
 
@@ -94,6 +95,11 @@ pub fn pod_restarts(pod: &Pod) -> crate::runtime::RestartHistory {
             None => format!("exit code {}", t.exit_code),
         })
         .unwrap_or_default();
+    // A container that cannot start for its image: said in the kubelet's words.
+    let last_exit = match image_failure(pod) {
+        Some(failure) => failure,
+        None => last_exit,
+    };
     crate::runtime::RestartHistory {
         count: etcd.map_or(0, |c| u32::try_from(c.restart_count).unwrap_or(0)),
         failing_since: None,
@@ -104,6 +110,36 @@ pub fn pod_restarts(pod: &Pod) -> crate::runtime::RestartHistory {
 /// Container waiting reasons that mean the container crashed (not that it is on its way).
 const CRASH_REASONS: &[&str] = &["CrashLoopBackOff", "RunContainerError", "Error"];
 
+/// Container waiting reasons that mean its image cannot be had: a start that failed, not
+/// one on its way (the kubelet retries, and fails again, until the image changes).
+const IMAGE_REASONS: &[&str] = &[
+    "ImagePullBackOff",
+    "ErrImagePull",
+    "InvalidImageName",
+    "ErrImageNeverPull",
+];
+
+/// Why a container of `pod` (the sidecar's installer or etcd) cannot start for its image,
+/// as "ImagePullBackOff: <the kubelet's message>"; `None` when none is waiting on its image.
+pub fn image_failure(pod: &Pod) -> Option<String> {
+    let status = pod.status.as_ref()?;
+    status
+        .init_container_statuses
+        .iter()
+        .flatten()
+        .chain(status.container_statuses.iter().flatten())
+        .filter_map(|c| c.state.as_ref()?.waiting.as_ref())
+        .find(|w| {
+            w.reason
+                .as_deref()
+                .is_some_and(|r| IMAGE_REASONS.contains(&r))
+        })
+        .map(|w| match &w.message {
+            Some(message) => format!("{}: {message}", w.reason.as_deref().unwrap_or_default()),
+            None => w.reason.clone().unwrap_or_default(),
+        })
+}
+
 /// The liveness of a member from its Pod.
 pub fn pod_liveness(pod: &Pod) -> PodLiveness {
     if pod.metadata.deletion_timestamp.is_some() {
@@ -112,6 +148,11 @@ pub fn pod_liveness(pod: &Pod) -> PodLiveness {
     let Some(status) = &pod.status else {
         return PodLiveness::Starting;
     };
+    // An image that cannot be pulled is a start that failed: the Pod never comes up on it
+    // (an upgrade to it is rolled back once its deadline passes).
+    if image_failure(pod).is_some() {
+        return PodLiveness::Down;
+    }
     match status.phase.as_deref() {
         Some("Failed" | "Succeeded") => return PodLiveness::Down,
         Some("Running") => {}
@@ -206,8 +247,17 @@ mod tests {
                 pod("Running", Some(waiting("ContainerCreating")), 0),
                 PodLiveness::Starting,
             ),
+            // An image that cannot be pulled is a failed start, whatever the phase.
             (
                 pod("Running", Some(waiting("ErrImagePull")), 2),
+                PodLiveness::Down,
+            ),
+            (
+                pod("Pending", Some(waiting("ImagePullBackOff")), 0),
+                PodLiveness::Down,
+            ),
+            (
+                pod("Pending", Some(waiting("PodInitializing")), 0),
                 PodLiveness::Starting,
             ),
             (
@@ -222,6 +272,24 @@ mod tests {
         for (i, (p, want)) in table.into_iter().enumerate() {
             assert_eq!(pod_liveness(&p), want, "case {i}");
         }
+        // The sidecar's installer cannot pull its image: the same.
+        let mut init = pod("Pending", None, 0);
+        init.status.as_mut().unwrap().init_container_statuses = Some(vec![ContainerStatus {
+            name: "install-sidecar".into(),
+            state: Some(ContainerState {
+                waiting: Some(ContainerStateWaiting {
+                    reason: Some("ImagePullBackOff".into()),
+                    message: Some("Back-off pulling image \"op:bad\"".into()),
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }]);
+        assert_eq!(pod_liveness(&init), PodLiveness::Down);
+        assert_eq!(
+            pod_restarts(&init).last_exit,
+            "ImagePullBackOff: Back-off pulling image \"op:bad\""
+        );
         let mut deleting = pod("Running", Some(running), 0);
         deleting.metadata.deletion_timestamp = Some(Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH));
         assert_eq!(pod_liveness(&deleting), PodLiveness::Down);

@@ -159,8 +159,8 @@ mod tests {
     }
 
     fn report(key: &ClusterKey, healthy: bool, index: u64) -> ReceivedReport {
-        ReceivedReport {
-            report: HealthReport {
+        ReceivedReport::new(
+            HealthReport {
                 member_name: format!("{}-0000", key.name),
                 member_id: 7,
                 healthy,
@@ -171,8 +171,8 @@ mod tests {
                 observed_at_unix_ms: now_ms(),
                 ..Default::default()
             },
-            received_at: now_ms(),
-        }
+            now_ms(),
+        )
     }
 
     type Changes = std::pin::Pin<Box<dyn Stream<Item = ObjectRef<DynamicObject>> + Send>>;

@@ -558,6 +558,7 @@ mod tests {
                 action,
                 phase,
                 warnings: Vec::new(),
+                refused: None,
             },
             status: Default::default(),
             error: error.map(String::from),

@@ -57,6 +57,21 @@ pub enum LocalPkiError {
         #[source]
         source: PkiError,
     },
+    /// A CA that issued certificates still in use is gone (or half gone): never replaced
+    /// by a new one, whose certificates the running members would refuse.
+    #[error(
+        "the {what} is lost ({missing} missing) while certificates it issued are in use: a new CA would make them refuse each other, so none is made. Put back {cert} and {key} (from a backup of the state directory); if they cannot be had, the members run on their certificates until they expire: create a new cluster from a backup of the data (spec.restore)"
+    )]
+    LostCa {
+        /// Which CA.
+        what: String,
+        /// The file(s) missing.
+        missing: String,
+        /// Its certificate file.
+        cert: String,
+        /// Its key file.
+        key: String,
+    },
 }
 
 fn io_at(path: &Path) -> impl FnOnce(io::Error) -> LocalPkiError + '_ {
@@ -169,25 +184,55 @@ const MEMBER_FILES: &[&str] = &[
 
 const CLIENT_FILES: &[&str] = &[ClientFile::CA, ClientFile::CERT, ClientFile::KEY];
 
-/// Loads the CA stored in `dir` under `cert`/`key`, or creates and stores one.
+/// Loads the CA stored in `dir` under `cert`/`key`, or creates and stores one when there
+/// is none and `in_use` (whether certificates it would have issued exist) says none was
+/// ever made. Half of one (a certificate without its key, or the other way round), or none
+/// while its certificates are in use, is a lost CA: an error, never a new CA.
 fn load_or_create_ca(
     dir: &Path,
     cert: &str,
     key: &str,
     common_name: &str,
+    in_use: bool,
 ) -> Result<Authority, LocalPkiError> {
     let (cert_path, key_path) = (dir.join(cert), dir.join(key));
     let pki = |source| LocalPkiError::Pki {
         path: cert_path.clone(),
         source,
     };
-    if let (Some(c), Some(k)) = (read_optional(&cert_path)?, read_optional(&key_path)?) {
-        return Authority::from_pem(&c, &k).map_err(pki);
+    match (read_optional(&cert_path)?, read_optional(&key_path)?) {
+        (Some(c), Some(k)) => return Authority::from_pem(&c, &k).map_err(pki),
+        (None, None) if !in_use => {}
+        (c, k) => {
+            let missing: Vec<String> = [(c.is_none(), &cert_path), (k.is_none(), &key_path)]
+                .into_iter()
+                .filter(|(gone, _)| *gone)
+                .map(|(_, p)| p.display().to_string())
+                .collect();
+            return Err(LocalPkiError::LostCa {
+                what: common_name.trim_start_matches("etcd-operator ").to_string(),
+                missing: missing.join(" and "),
+                cert: cert_path.display().to_string(),
+                key: key_path.display().to_string(),
+            });
+        }
     }
     let ca = Authority::generate(common_name, now_secs()).map_err(pki)?;
     write_private(&key_path, ca.key_pem())?;
     write_private(&cert_path, ca.cert_pem())?;
     Ok(ca)
+}
+
+/// Whether any directory below `dir` (a member's) holds a file named `file`: a
+/// certificate a CA issued, still in use.
+fn issued_below(dir: &Path, file: &str) -> bool {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return false;
+    };
+    entries.flatten().any(|e| {
+        let path = e.path();
+        path.is_dir() && (path.join(file).is_file() || issued_below(&path, file))
+    })
 }
 
 /// The certificate files of a state directory.
@@ -208,7 +253,15 @@ impl LocalPki {
             lock: Mutex::new(()),
             etcd_cas: Mutex::new(HashMap::new()),
         };
-        let ca = load_or_create_ca(&pki.pki_dir(), CA_CERT, CA_KEY, "etcd-operator control CA")?;
+        // Members were given certificates of it: a control CA gone is lost, not new.
+        let in_use = issued_below(&pki.pki_dir(), MemberFile::CERT);
+        let ca = load_or_create_ca(
+            &pki.pki_dir(),
+            CA_CERT,
+            CA_KEY,
+            "etcd-operator control CA",
+            in_use,
+        )?;
         Ok((pki, ca))
     }
 
@@ -260,8 +313,11 @@ impl LocalPki {
             return Ok(Some(Arc::clone(ca)));
         }
         let dir = self.cluster_pki_dir(cluster);
-        let exists = dir.join(ETCD_CA_CERT).is_file();
-        if !exists && !create {
+        let exists = dir.join(ETCD_CA_CERT).is_file() || dir.join(ETCD_CA_KEY).is_file();
+        // Members (or the applications' bundle) hold certificates of it.
+        let in_use = issued_below(&dir, MemberFile::ETCD_PEER_CERT)
+            || self.client_dir(cluster).join(ClientFile::CA).is_file();
+        if !exists && !create && !in_use {
             return Ok(None);
         }
         let ca = {
@@ -271,6 +327,7 @@ impl LocalPki {
                 ETCD_CA_CERT,
                 ETCD_CA_KEY,
                 &format!("etcd-operator etcd CA of {cluster}"),
+                in_use,
             )?)
         };
         self.etcd_cas
@@ -383,5 +440,64 @@ mod tests {
         pki.remove_member(&key, "c-0000");
         assert!(!pki.renew_member(&ca, &spec).unwrap(), "not brought back");
         assert!(!dir.path().join("pki/c/c-0000").exists());
+    }
+
+    /// A CA whose certificates are in use and whose files are gone (or half gone) is lost:
+    /// an error that says what to do, never a new CA written over it.
+    #[test]
+    fn a_lost_ca_is_never_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let (pki, ca) = LocalPki::open(dir.path()).unwrap();
+        let key = ClusterKey::local("c");
+        let spec = MemberCertSpec {
+            cluster: key.clone(),
+            member: "c-0000".into(),
+            hosts: vec!["127.0.0.1".into()],
+            etcd_tls: true,
+            validity: Duration::from_secs(3600),
+        };
+        pki.ensure_member(&ca, &spec).unwrap();
+        let etcd_ca_cert = dir.path().join("pki/c/etcd-ca.crt");
+        let issued = std::fs::read_to_string(&etcd_ca_cert).unwrap();
+
+        // The etcd CA's key removed; a coordinator started again (nothing in memory).
+        std::fs::remove_file(dir.path().join("pki/c/etcd-ca.key")).unwrap();
+        let (pki, ca) = LocalPki::open(dir.path()).unwrap();
+        for e in [
+            pki.etcd_ca(&key, true).unwrap_err(),
+            pki.etcd_ca(&key, false).unwrap_err(),
+            pki.ensure_member(&ca, &spec).unwrap_err(),
+        ] {
+            let text = e.to_string();
+            assert!(matches!(e, LocalPkiError::LostCa { .. }), "{text}");
+            assert!(
+                text.contains("etcd-ca.key") && text.contains("Put back"),
+                "{text}"
+            );
+        }
+        assert_eq!(std::fs::read_to_string(&etcd_ca_cert).unwrap(), issued);
+        assert!(!dir.path().join("pki/c/etcd-ca.key").exists(), "no new key");
+        // Both files gone while members hold its certificates: lost all the same.
+        std::fs::remove_file(&etcd_ca_cert).unwrap();
+        let (pki, _) = LocalPki::open(dir.path()).unwrap();
+        assert!(matches!(
+            pki.etcd_ca(&key, true),
+            Err(LocalPkiError::LostCa { .. })
+        ));
+        assert!(!etcd_ca_cert.exists());
+        // A cluster that never had one gets one.
+        assert!(
+            pki.etcd_ca(&ClusterKey::local("d"), true)
+                .unwrap()
+                .is_some()
+        );
+
+        // The control CA's key removed while members hold its certificates: no start.
+        std::fs::remove_file(dir.path().join("pki/ca.key")).unwrap();
+        let e = LocalPki::open(dir.path()).err().unwrap();
+        assert!(
+            matches!(e, LocalPkiError::LostCa { .. }) && e.to_string().contains("control CA"),
+            "{e}"
+        );
     }
 }

@@ -787,6 +787,7 @@ impl Runtime for LocalRuntime {
         let ordinal = member_ordinal(&cluster.name, name).ok_or_else(|| {
             RuntimeError::Invalid(format!("{name} is not a member name of {cluster}"))
         })?;
+        let next = crate::runtime::ordinal_after(ordinal, name, cluster)?;
         let mut clusters = self.clusters.lock().await;
         let local = self.cluster(&mut clusters, cluster).await?;
         if local.record.members.iter().any(|m| m.name == name) {
@@ -828,7 +829,7 @@ impl Runtime for LocalRuntime {
             host,
             netns,
         });
-        local.record.next_ordinal = local.record.next_ordinal.max(ordinal + 1);
+        local.record.next_ordinal = local.record.next_ordinal.max(next);
         // Recorded before the process starts: a coordinator that dies now still knows it,
         // and never gives its ordinal to another member.
         etcd_operator::failpoint!("coordinator.local.before-record-save");
@@ -1249,8 +1250,16 @@ mod tests {
             ])
             .spawn()
             .unwrap();
-        // (`spawn` returns once the program is executed: its arguments are there.)
-        let found = member_processes(&cluster_dir);
+        // Its arguments are readable once the program runs (on a loaded machine, a moment
+        // after `spawn` returns).
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let found = loop {
+            let found = member_processes(&cluster_dir);
+            if found.contains_key("c-0000") || std::time::Instant::now() > deadline {
+                break found;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
         assert_eq!(found.get("c-0000"), Some(&stand_in.id()), "{found:?}");
         assert!(!found.contains_key("c-0001"), "{found:?}");
         write_record(

@@ -10,9 +10,11 @@
 //!
 //! # Rules, in priority order (the first that applies decides)
 //!
-//! 1. Invalid spec: [`Action::RefuseSpec`], phase Invalid. Nothing is touched.
+//! 1. Invalid spec: [`Action::RefuseSpec`], phase Invalid. Nothing changes, but a refusal
+//!    never stops healing: a member down with its data is still started again on it after
+//!    its backoff (rule 4, dead or not: nothing replaces it meanwhile) ([`refuse`]).
 //! 2. The version step from any member's running version to the spec's is refused
-//!    ([`check_version_step`]): [`Action::RefuseSpec`], phase Invalid.
+//!    ([`check_version_step`]): as rule 1.
 //! 3. No runtime member and no etcd cluster: [`Action::CreateInitial`] of every member of
 //!    the spec's size at once (etcd's static bootstrap, under one grant), or
 //!    [`Action::CreateSeed`] for one member or a cluster created from a backup (it then
@@ -50,7 +52,9 @@
 //!     revision, then [`Action::Defragment`] one member at a time (followers first, the
 //!     leader last, each reporting healthy again before the next), then
 //!     [`Action::DisarmAlarms`].
-//! 12. Scale up one learner at a time; 13. scale down the highest ordinal, the leader last.
+//! 12. Scale up one learner at a time; 13. scale down the highest ordinal, the leader last
+//!     (a member whose sidecar has not been reachable to leave for `dead_after_ms` is
+//!     removed from etcd directly, [`Action::RemoveDeadMember`]).
 //! 14. Upgrade one member at a time, followers first, the leader last.
 //! 15. In a scheduled defragmentation round ([`MaintenanceRecord::defrag_round`]), defragment
 //!     members whose fragmentation reached the spec's threshold, one at a time, followers
@@ -150,10 +154,48 @@ pub struct Observed {
     /// Survivors of a lost cluster kept with their data until its restore runs (not in
     /// `members`): deleted once the restored cluster runs.
     pub kept: Vec<String>,
+    /// Members asked to leave (scale-down) whose sidecar could not be reached, with when
+    /// that first failed: past `dead_after_ms` such a member is removed from etcd directly.
+    pub leave_unreachable: std::collections::BTreeMap<String, UnixMillis>,
+    /// The upgrade that stopped because a member did not come back healthy on its new
+    /// version (the durable record's; the caller forgets it once the spec asks for another
+    /// version).
+    pub upgrade_failed: Option<UpgradeFailure>,
     /// Now, ms since the epoch.
     pub now: UnixMillis,
     /// Tunables.
     pub policy: Policy,
+}
+
+/// An upgrade step under way, as the durable record has it: a member restarted on another
+/// version, not yet healthy on it since.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UpgradeStep {
+    /// When it was restarted on `to`.
+    pub at: UnixMillis,
+    /// The version it was restarted on.
+    pub to: EtcdVersion,
+    /// The version it last ran healthy before the step (`None` when a coordinator that did
+    /// not record it began the step): what it is rolled back to, and what counts as the
+    /// version it runs until it is healthy on `to`.
+    pub last_healthy: Option<EtcdVersion>,
+    /// The step rolls a failed upgrade back (it is never rolled back in turn).
+    pub rollback: bool,
+}
+
+/// An upgrade stopped: a member did not come back healthy on its new version within the
+/// deadline and was rolled back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpgradeFailure {
+    /// The member.
+    pub member: String,
+    /// The version it did not come back healthy on.
+    pub to: EtcdVersion,
+    /// The version it was rolled back to (new members are created on it while the spec
+    /// still asks for `to`).
+    pub back_to: EtcdVersion,
+    /// What it last said: etcd's last error, or why its Pod did not start.
+    pub error: String,
 }
 
 /// A static bootstrap under way: the initial members started together, under the one grant
@@ -216,6 +258,10 @@ pub struct Policy {
     /// A static bootstrap that has not reached quorum this long after its first member
     /// was given its role is abandoned and begun again (default 60 000 ms).
     pub bootstrap_deadline_ms: i64,
+    /// A member restarted on a new version that has not reported healthy on it this long
+    /// after is rolled back to the version it last ran (default 120 000 ms). Until then it
+    /// is never judged dead: a failed upgrade is rolled back, not replaced.
+    pub upgrade_deadline_ms: i64,
 }
 
 impl Default for Policy {
@@ -224,6 +270,7 @@ impl Default for Policy {
             dead_after_ms: 15_000,
             report_stale_after_ms: 10_000,
             bootstrap_deadline_ms: 60_000,
+            upgrade_deadline_ms: 120_000,
         }
     }
 }
@@ -256,10 +303,13 @@ pub struct RuntimeMember {
     /// When the current run of failures began: its first exit since it last ran steadily
     /// (`None` when the runtime cannot tell; `down_since` stands in then).
     pub failing_since: Option<UnixMillis>,
-    /// When the coordinator restarted it on `version` for an upgrade, while it has not yet
-    /// reported healthy on that version since (`None` otherwise). The upgrade step is then
-    /// under way: waited for here, as a state of the plan, not inside the act.
-    pub upgraded_at: Option<UnixMillis>,
+    /// The upgrade (or rollback) step under way, while it has not yet reported healthy on
+    /// the step's version since (`None` otherwise): waited for here, as a state of the plan,
+    /// not inside the act.
+    pub upgrade: Option<UpgradeStep>,
+    /// How the runtime last saw it end or fail to start ("ImagePullBackOff: ...", "exit
+    /// status 1"); empty when it cannot tell.
+    pub last_exit: String,
     /// When the coordinator last defragmented it (`None`: not since it started).
     pub defragmented_at: Option<UnixMillis>,
 }
@@ -313,6 +363,8 @@ pub struct MemberReport {
     pub db_size_in_use: i64,
     /// While the sidecar runs but its etcd keeps exiting: since when, and how it last ended.
     pub etcd_down: Option<EtcdDown>,
+    /// The last error its sidecar saw (empty when none).
+    pub last_error: String,
 }
 
 /// An etcd that its sidecar means to run and that is not running: it exited on its own,
@@ -365,6 +417,7 @@ impl From<&proto::HealthReport> for MemberReport {
                 since: report.etcd_failing_since_unix_ms,
                 exit: report.last_error.clone(),
             }),
+            last_error: report.last_error.clone(),
         }
     }
 }
@@ -495,8 +548,10 @@ pub enum Action {
         /// The version to run.
         version: EtcdVersion,
     },
-    /// Remove a dead member from etcd's member list (the coordinator does `MemberRemove`
-    /// under a grant), then delete its runtime member if any.
+    /// Remove a member from etcd's member list directly (the coordinator does
+    /// `MemberRemove` under a grant), then delete its runtime member if any: a dead member,
+    /// or one that scale-down asked to leave and whose sidecar has not been reachable for
+    /// `dead_after_ms` (a leave that cannot be asked for is made for it).
     RemoveDeadMember {
         /// The member's name; for an entry etcd lists without a name (added, never
         /// started), its id in hex, which names no runtime member.
@@ -593,6 +648,23 @@ pub enum Action {
         /// The version to restart it with.
         to: EtcdVersion,
     },
+    /// An upgrade step that did not come back healthy within the deadline (or that the
+    /// spec no longer asks for): restart `name` on its own data with `to`, the version it
+    /// last ran healthy. Not a membership change and no handoff: its etcd does not serve
+    /// on the new version. etcd's older minor reads the data, since a member that never
+    /// ran healthy on the newer version wrote nothing in its format (etcd moves its
+    /// storage to a new version only once the whole cluster runs it).
+    RollBackMember {
+        /// The member.
+        name: String,
+        /// The version it last ran healthy, restarted on now.
+        to: EtcdVersion,
+        /// The version it did not come back healthy on.
+        from: EtcdVersion,
+        /// Why the upgrade failed (what the member last said), recorded as the upgrade's
+        /// failure; `None` when the spec no longer asks for `from` (nothing failed).
+        failure: Option<String>,
+    },
     /// Compact the cluster's history up to `revision` through `name`'s sidecar, the first
     /// step out of NOSPACE (cluster-wide; no member stalls).
     Compact {
@@ -637,6 +709,7 @@ impl Action {
             Self::DeleteRuntimeMember { .. } => "delete_runtime_member",
             Self::AskToLeave { .. } => "ask_to_leave",
             Self::UpgradeMember { .. } => "upgrade_member",
+            Self::RollBackMember { .. } => "roll_back_member",
             Self::FinishJoin { .. } => "finish_join",
             Self::RestartMember { .. } => "restart_member",
             Self::TakeBackup { .. } => "take_backup",
@@ -667,6 +740,7 @@ impl Action {
             && !matches!(
                 self,
                 Self::RestartMember { .. }
+                    | Self::RollBackMember { .. }
                     | Self::EndBootstrap
                     | Self::DeleteKept { .. }
                     | Self::TakeBackup { .. }
@@ -706,6 +780,7 @@ impl Action {
             | Self::ForceNewCluster { name, .. }
             | Self::RestoreCluster { seed: name, .. }
             | Self::UpgradeMember { name, .. }
+            | Self::RollBackMember { name, .. }
             | Self::FinishJoin { name }
             | Self::Compact { name, .. }
             | Self::Defragment { name, .. }
@@ -733,6 +808,9 @@ pub enum WaitReason {
         /// The version it was restarted on.
         to: EtcdVersion,
     },
+    /// The upgrade to `to` stopped: `member` did not come back healthy on it and was rolled
+    /// back. No other member is upgraded while the spec asks for `to`.
+    UpgradeFailed(UpgradeFailure),
     /// The named voter runs but is unhealthy or its report is stale.
     Unhealthy(String),
     /// Fewer healthy voters than quorum: nothing may change.
@@ -781,6 +859,18 @@ impl fmt::Display for WaitReason {
             Self::Upgrading { member, to } => write!(
                 f,
                 "{member} was restarted on {to}; no other step until it reports healthy on it"
+            ),
+            Self::UpgradeFailed(failure) => write!(
+                f,
+                "the upgrade to {} stopped: {} did not come back healthy on it and was rolled back to {}, on its data ({}). No other member is upgraded. Set spec.version back to {} (accepted: the members that never ran {} count at the version they last ran), or fix the cause and set it to {} then to {} again to retry",
+                failure.to,
+                failure.member,
+                failure.back_to,
+                failure.error,
+                failure.back_to,
+                failure.to,
+                failure.back_to,
+                failure.to
             ),
             Self::Unhealthy(name) => write!(
                 f,
@@ -972,6 +1062,9 @@ pub struct Plan {
     pub phase: Phase,
     /// Warnings to show (the even-size warning from [`ValidSpec`]).
     pub warnings: Vec<String>,
+    /// Why the spec (or the version step it asks for) is refused, while it is. The action
+    /// is then [`Action::RefuseSpec`], or a restart on data that a refusal never holds back.
+    pub refused: Option<String>,
 }
 
 impl Plan {
@@ -998,24 +1091,35 @@ pub fn cluster_version(observed: &Observed) -> Option<EtcdVersion> {
 pub fn plan(observed: &Observed) -> Plan {
     let spec = match &observed.spec {
         Ok(spec) => spec,
-        Err(errors) => {
-            return Plan {
-                action: Action::RefuseSpec {
-                    message: errors.to_string(),
-                },
-                phase: Phase::Invalid,
-                warnings: Vec::new(),
-            };
-        }
+        Err(errors) => return refuse(observed, errors.to_string(), Vec::new()),
     };
-    let (action, phase) = match check_version_steps(observed, spec) {
-        Err(message) => (Action::RefuseSpec { message }, Phase::Invalid),
-        Ok(()) => View::new(observed, spec).decide(),
+    if let Err(message) = check_version_steps(observed, spec) {
+        return refuse(observed, message, spec.warnings.clone());
+    }
+    let (action, phase) = View::new(observed, spec).decide();
+    let refused = match &action {
+        Action::RefuseSpec { message } => Some(message.clone()),
+        _ => None,
     };
     Plan {
         action,
         phase,
         warnings: spec.warnings.clone(),
+        refused,
+    }
+}
+
+/// The plan while the spec is refused for `message` (by the planner's rules, or by the
+/// caller: a TLS setting that cannot change, a version the runtime cannot run). A refusal
+/// freezes changes, never healing: a member down with its data is still started again on
+/// it ([`Action::RestartMember`]); otherwise [`Action::RefuseSpec`].
+pub fn refuse(observed: &Observed, message: String, warnings: Vec<String>) -> Plan {
+    let (action, phase) = Members::new(observed).refused(message.clone());
+    Plan {
+        action,
+        phase,
+        warnings,
+        refused: Some(message),
     }
 }
 
@@ -1028,8 +1132,8 @@ pub fn is_healthy(member: &RuntimeMember, now: UnixMillis, policy: &Policy) -> b
             r.healthy
                 && is_fresh(r, now, policy)
                 && member
-                    .upgraded_at
-                    .is_none_or(|at| upgraded(r, at, member.version))
+                    .upgrade
+                    .is_none_or(|step| upgraded(r, step.at, step.to))
         })
 }
 
@@ -1081,14 +1185,37 @@ pub fn upgraded(report: &MemberReport, at: UnixMillis, version: EtcdVersion) -> 
             .is_ok_and(|v| v == version)
 }
 
-/// The version a member runs: what etcd says when it says something usable, else what the
-/// runtime runs it with.
+/// The version a member runs, for the version rules: in the middle of an upgrade (or
+/// rollback) step, until it reports healthy on the step's version, the version it last ran
+/// healthy (a member that never ran the new version has written nothing in its format);
+/// otherwise what etcd says when it says something usable, else what the runtime runs it
+/// with.
 fn running_version(member: &RuntimeMember) -> EtcdVersion {
+    if let Some(step) = member.upgrade
+        && let Some(last) = step.last_healthy
+        && !member
+            .report
+            .as_ref()
+            .is_some_and(|r| r.healthy && upgraded(r, step.at, step.to))
+    {
+        return last;
+    }
     member
         .report
         .as_ref()
         .and_then(|r| r.etcd_version.parse().ok())
         .unwrap_or(member.version)
+}
+
+/// An upgrade (or rollback) step under way that has not reached its deadline: its member
+/// is not judged dead meanwhile (a failed upgrade is rolled back, not replaced).
+fn in_upgrade_window(member: &RuntimeMember, now: UnixMillis, policy: &Policy) -> bool {
+    member.data == MemberData::Intact
+        && member.upgrade.is_some_and(|step| {
+            now.saturating_sub(step.at) < policy.upgrade_deadline_ms
+                // A rollback not made yet: carried on, never replaced meanwhile.
+                || (step.rollback && member.version != step.to)
+        })
 }
 
 /// Checks the step from every running version, not only the lowest: in the middle of an
@@ -1109,6 +1236,9 @@ fn is_fresh(report: &MemberReport, now: UnixMillis, policy: &Policy) -> bool {
 }
 
 fn is_dead(member: &RuntimeMember, now: UnixMillis, policy: &Policy) -> bool {
+    if in_upgrade_window(member, now, policy) {
+        return false;
+    }
     // A sidecar that reports its member healthy, freshly and since the runtime last saw it
     // go down, speaks for a member that serves: whatever the runtime says of its Pod (a
     // node cut off from the API server has its Pods marked Terminating while they run on),
@@ -1168,6 +1298,18 @@ fn has_left(member: &RuntimeMember) -> bool {
     member.report.as_ref().is_some_and(|r| {
         r.phase == ReportedPhase::Removed || (r.member_id != 0 && !r.phase.is_before_join())
     })
+}
+
+/// What a member last said about why it does not serve: etcd's last error by its sidecar,
+/// else how the runtime saw it end or fail to start.
+fn last_words(member: &RuntimeMember) -> String {
+    let report = member.report.as_ref();
+    report
+        .and_then(|r| r.etcd_down.as_ref().map(|d| d.exit.clone()))
+        .or_else(|| report.map(|r| r.last_error.clone()))
+        .filter(|e| !e.is_empty())
+        .or_else(|| (!member.last_exit.is_empty()).then(|| member.last_exit.clone()))
+        .unwrap_or_else(|| "no error reported".to_string())
 }
 
 /// Why a dead member is dead, for people.
@@ -1257,7 +1399,7 @@ impl MemberView<'_> {
     /// Down or unhealthy because of an upgrade: mid-handoff, or the runtime is moving it to
     /// another version than the one it last reported running.
     fn in_upgrade(&self) -> bool {
-        self.runtime.upgraded_at.is_some()
+        self.runtime.upgrade.is_some()
             || self.reported_phase() == Some(ReportedPhase::HandedOff)
             || self
                 .runtime
@@ -1293,10 +1435,12 @@ struct DeadEntry<'a> {
     reason: String,
 }
 
-/// Everything the rules look at, computed once.
-struct View<'a> {
+/// What the rules look at besides the spec, computed once: the members joined with etcd's
+/// list and their reports. The rules that hold whatever the spec says (a member down with
+/// its data is started again on it) need nothing more, so they run even while the spec is
+/// refused.
+struct Members<'a> {
     observed: &'a Observed,
-    spec: &'a ValidSpec,
     /// By ordinal.
     members: Vec<MemberView<'a>>,
     /// etcd entries no runtime member is.
@@ -1305,8 +1449,32 @@ struct View<'a> {
     healthy_voters: usize,
 }
 
+/// Everything the rules look at: the members, and the spec they are held to.
+struct View<'a> {
+    cluster: Members<'a>,
+    spec: &'a ValidSpec,
+}
+
+/// The rules of a valid spec read the members as their own.
+impl<'a> std::ops::Deref for View<'a> {
+    type Target = Members<'a>;
+
+    fn deref(&self) -> &Members<'a> {
+        &self.cluster
+    }
+}
+
 impl<'a> View<'a> {
     fn new(observed: &'a Observed, spec: &'a ValidSpec) -> Self {
+        Self {
+            cluster: Members::new(observed),
+            spec,
+        }
+    }
+}
+
+impl<'a> Members<'a> {
+    fn new(observed: &'a Observed) -> Self {
         let etcd: &[EtcdMember] = observed.etcd_members.as_deref().unwrap_or_default();
         let (now, policy) = (observed.now, &observed.policy);
         let mut members: Vec<MemberView<'a>> = observed
@@ -1353,7 +1521,6 @@ impl<'a> View<'a> {
             .count();
         Self {
             observed,
-            spec,
             members,
             orphans,
             voters,
@@ -1361,6 +1528,140 @@ impl<'a> View<'a> {
         }
     }
 
+    /// Rule 4: the first member down with its data whose backoff has passed, leaving out
+    /// those `replaced` says are replaced instead.
+    fn restart_down(&self, replaced: impl Fn(&MemberView<'_>) -> bool) -> Option<Step> {
+        let now = self.observed.now;
+        let due = |m: &&MemberView<'_>| {
+            let since = m.runtime.down_since.unwrap_or(now);
+            now.saturating_sub(since) >= restart_backoff_ms(m.runtime.restarts)
+        };
+        let m = self
+            .members
+            .iter()
+            .filter(|m| m.restartable() && !replaced(m))
+            .find(due)?;
+        let reason = match m.runtime.restarts {
+            0 => "its process is gone and its data is intact".to_string(),
+            n => format!(
+                "it exited again after {n} restart{}; its data is intact",
+                if n == 1 { "" } else { "s" }
+            ),
+        };
+        let phase =
+            if self.observed.etcd_members.is_none() || self.healthy_voters < quorum(self.voters) {
+                Phase::Recovering
+            } else {
+                m.trouble_phase()
+            };
+        Some((
+            Action::RestartMember {
+                name: m.name().to_string(),
+                reason,
+            },
+            phase,
+        ))
+    }
+
+    /// While the spec is refused nothing changes but what heals: a member down with its
+    /// data is started again on it (dead or not: nothing replaces it meanwhile), and one
+    /// waiting out its backoff is looked at again soon.
+    fn refused(&self, message: String) -> Step {
+        let wanted = self.observed.spec.as_ref().ok().map(|spec| spec.version);
+        if let Some((action, _)) = self.roll_back(wanted, true) {
+            return (action, Phase::Invalid);
+        }
+        if let Some((action, _)) = self.restart_down(|_| false) {
+            return (action, Phase::Invalid);
+        }
+        if let Some(m) = self.members.iter().find(|m| m.restartable()) {
+            return wait(WaitReason::MemberDown(m.name().to_string()), Phase::Invalid);
+        }
+        (Action::RefuseSpec { message }, Phase::Invalid)
+    }
+
+    /// Rule 4a: an upgrade (or rollback) step under way whose member is not healthy on the
+    /// step's version. Its member is restarted on the version it last ran healthy (its own
+    /// data, no handoff: its etcd does not serve) once the deadline has passed (the upgrade
+    /// failed) or when `wanted`, the spec's version, is no longer the step's (unless the
+    /// spec is `refused`: its version moves nothing). A step whose
+    /// restart never reached the runtime (the coordinator stopped between the record and
+    /// the restart) is carried on instead, while its deadline runs. No membership change,
+    /// so a lost quorum (a one-member cluster) does not hold it back; a grant in flight
+    /// does.
+    fn roll_back(&self, wanted: Option<EtcdVersion>, refused: bool) -> Option<Step> {
+        if self.observed.grant.is_some() {
+            return None;
+        }
+        let (now, policy) = (self.observed.now, &self.observed.policy);
+        self.members.iter().find_map(|m| {
+            let step = m.runtime.upgrade?;
+            if m.healthy || m.runtime.data == MemberData::Gone {
+                return None;
+            }
+            let expired = now.saturating_sub(step.at) >= policy.upgrade_deadline_ms;
+            let unwanted = wanted.is_some_and(|v| v != step.to);
+            let moved = m.runtime.version == step.to;
+            let reported_healthy = m.runtime.report.as_ref().is_some_and(|r| r.healthy);
+            // A rollback whose restart never reached the runtime is carried on however long
+            // ago it was decided (its deadline counts from the restart, recorded again).
+            if !moved && !reported_healthy && (step.rollback || (!unwanted && !expired)) {
+                // Handed off (or stopped), the restart on the new version not made.
+                let action = if step.rollback {
+                    Action::RollBackMember {
+                        name: m.name().to_string(),
+                        to: step.to,
+                        from: m.runtime.version,
+                        failure: None,
+                    }
+                } else {
+                    Action::UpgradeMember {
+                        name: m.name().to_string(),
+                        to: step.to,
+                    }
+                };
+                return Some((action, Phase::Upgrading));
+            }
+            let back_to = step.last_healthy?;
+            // A refused spec's version moves nothing: only the deadline does then.
+            if step.rollback || back_to == step.to || !(expired || (unwanted && !refused)) {
+                return None;
+            }
+            // Failed only if it was restarted on the new version and the spec still asks
+            // for it.
+            let failure = (moved && !unwanted).then(|| {
+                format!(
+                    "not healthy on {} within {} s of its restart: {}",
+                    step.to,
+                    policy.upgrade_deadline_ms / 1000,
+                    last_words(m.runtime)
+                )
+            });
+            Some((
+                Action::RollBackMember {
+                    name: m.name().to_string(),
+                    to: back_to,
+                    from: step.to,
+                    failure,
+                },
+                Phase::Upgrading,
+            ))
+        })
+    }
+
+    /// Whether removing `entry` leaves at least quorum of the remaining voters healthy.
+    /// A learner does not vote, so its removal never affects quorum.
+    fn removal_keeps_quorum(&self, entry: &EtcdMember, healthy: bool) -> bool {
+        if entry.is_learner {
+            return true;
+        }
+        let voters_after = self.voters.saturating_sub(1);
+        let healthy_after = self.healthy_voters.saturating_sub(usize::from(healthy));
+        healthy_after >= quorum(voters_after)
+    }
+}
+
+impl<'a> View<'a> {
     fn decide(&self) -> Step {
         let observed = self.observed;
         // An abandon decided before a restart is carried through before anything else.
@@ -1425,7 +1726,10 @@ impl<'a> View<'a> {
         if let Some(step @ (Action::AbandonBootstrap { .. }, _)) = bootstrap {
             return step;
         }
-        if let Some((action, phase)) = self.restart_down() {
+        if let Some(step) = self.roll_back(Some(self.spec.version), false) {
+            return step;
+        }
+        if let Some((action, phase)) = self.restart_down(|m| self.replaced_instead(m)) {
             let phase = if bootstrap.is_some() {
                 Phase::Creating
             } else {
@@ -1706,40 +2010,6 @@ impl<'a> View<'a> {
             return None;
         }
         unhealthy.first().copied()
-    }
-
-    /// Rule 4: the first member down with its data whose backoff has passed.
-    fn restart_down(&self) -> Option<Step> {
-        let now = self.observed.now;
-        let due = |m: &&MemberView<'_>| {
-            let since = m.runtime.down_since.unwrap_or(now);
-            now.saturating_sub(since) >= restart_backoff_ms(m.runtime.restarts)
-        };
-        let m = self
-            .members
-            .iter()
-            .filter(|m| m.restartable() && !self.replaced_instead(m))
-            .find(due)?;
-        let reason = match m.runtime.restarts {
-            0 => "its process is gone and its data is intact".to_string(),
-            n => format!(
-                "it exited again after {n} restart{}; its data is intact",
-                if n == 1 { "" } else { "s" }
-            ),
-        };
-        let phase =
-            if self.observed.etcd_members.is_none() || self.healthy_voters < quorum(self.voters) {
-                Phase::Recovering
-            } else {
-                m.trouble_phase()
-            };
-        Some((
-            Action::RestartMember {
-                name: m.name().to_string(),
-                reason,
-            },
-            phase,
-        ))
     }
 
     /// A dead member that rule 8 replaces now, so it is not restarted again.
@@ -2130,17 +2400,6 @@ impl<'a> View<'a> {
             })
     }
 
-    /// Whether removing `entry` leaves at least quorum of the remaining voters healthy.
-    /// A learner does not vote, so its removal never affects quorum.
-    fn removal_keeps_quorum(&self, entry: &EtcdMember, healthy: bool) -> bool {
-        if entry.is_learner {
-            return true;
-        }
-        let voters_after = self.voters.saturating_sub(1);
-        let healthy_after = self.healthy_voters.saturating_sub(usize::from(healthy));
-        healthy_after >= quorum(voters_after)
-    }
-
     /// Rule 8: a member that left keeps nothing worth having (its data is wiped).
     fn delete_left(&self) -> Option<Step> {
         let m = self.members.iter().find(|m| m.left)?;
@@ -2227,7 +2486,7 @@ impl<'a> View<'a> {
                 && m.runtime.report.as_ref().is_some_and(|r| {
                     r.phase == ReportedPhase::HandedOff
                         && is_fresh(r, now, policy)
-                        && m.runtime.upgraded_at.is_none_or(|at| r.observed_at > at)
+                        && m.runtime.upgrade.is_none_or(|step| r.observed_at > step.at)
                 })
         })?;
         Some((
@@ -2250,10 +2509,10 @@ impl<'a> View<'a> {
             .report
             .as_ref()
             .is_some_and(|r| r.alarms.contains(&MemberAlarm::DiskFull));
-        let reason = match m.runtime.upgraded_at {
-            Some(_) => WaitReason::Upgrading {
+        let reason = match m.runtime.upgrade {
+            Some(step) => WaitReason::Upgrading {
                 member: m.name().to_string(),
-                to: m.runtime.version,
+                to: step.to,
             },
             None if disk_full => WaitReason::Alarmed {
                 alarm: MemberAlarm::DiskFull,
@@ -2418,7 +2677,7 @@ impl<'a> View<'a> {
             return Some((
                 Action::CreateMember {
                     name: self.new_member_name(),
-                    version: self.spec.version,
+                    version: self.member_version(),
                 },
                 self.growth_phase(),
             ));
@@ -2440,17 +2699,34 @@ impl<'a> View<'a> {
                     Reverse(m.runtime.ordinal),
                 )
             });
+        let (now, dead_after) = (self.observed.now, self.observed.policy.dead_after_ms);
         Some(match leaving {
             Some(m)
                 if m.entry
                     .is_some_and(|e| self.removal_keeps_quorum(e, m.healthy)) =>
             {
-                (
-                    Action::AskToLeave {
-                        name: m.name().to_string(),
-                    },
-                    Phase::Scaling,
-                )
+                match (self.observed.leave_unreachable.get(m.name()), m.entry) {
+                    // Its sidecar cannot be asked: the coordinator removes it from etcd
+                    // itself, as it would a dead member (quorum checked all the same).
+                    (Some(since), Some(entry)) if now.saturating_sub(*since) >= dead_after => (
+                        Action::RemoveDeadMember {
+                            name: m.name().to_string(),
+                            member_id: entry.id,
+                            reason: format!(
+                                "scale down: its sidecar has not been reachable to leave for {}s (dead after {}s); removed from etcd directly",
+                                seconds(now.saturating_sub(*since)),
+                                seconds(dead_after)
+                            ),
+                        },
+                        Phase::Scaling,
+                    ),
+                    _ => (
+                        Action::AskToLeave {
+                            name: m.name().to_string(),
+                        },
+                        Phase::Scaling,
+                    ),
+                }
             }
             _ => wait(
                 WaitReason::Other(format!(
@@ -2462,8 +2738,25 @@ impl<'a> View<'a> {
         })
     }
 
+    /// The upgrade to the spec's version that stopped, while the spec still asks for it.
+    fn failed_upgrade(&self) -> Option<&UpgradeFailure> {
+        self.observed
+            .upgrade_failed
+            .as_ref()
+            .filter(|f| f.to == self.spec.version)
+    }
+
+    /// The version a new member runs: the spec's, except while an upgrade to it stopped
+    /// (a replacement on a version that did not come back healthy would fail the same
+    /// way): then the version the failed member was rolled back to.
+    fn member_version(&self) -> EtcdVersion {
+        self.failed_upgrade()
+            .map_or(self.spec.version, |failure| failure.back_to)
+    }
+
     /// Rule 13: followers first, the leader last (its sidecar moves leadership to an
-    /// up-to-date voter during the handoff).
+    /// up-to-date voter during the handoff). Not while an upgrade to the spec's version
+    /// stopped.
     fn upgrade(&self) -> Option<Step> {
         let to = self.spec.version;
         let m = self
@@ -2471,6 +2764,12 @@ impl<'a> View<'a> {
             .iter()
             .filter(|m| m.is_voter() && running_version(m.runtime) != to)
             .min_by_key(|m| (m.is_leader(), m.runtime.ordinal))?;
+        if let Some(failure) = self.failed_upgrade() {
+            return Some(wait(
+                WaitReason::UpgradeFailed(failure.clone()),
+                Phase::Degraded,
+            ));
+        }
         // A handoff stops one voter; the others must still make a quorum. A single member
         // cannot avoid the pause, two members would stall writes, so two wait.
         let healthy_during = self.healthy_voters.saturating_sub(1);

@@ -32,6 +32,16 @@ fn v(text: &str) -> EtcdVersion {
     text.parse().unwrap()
 }
 
+/// An upgrade step from 3.5.34 to 3.6.15 begun at `at`.
+fn step_to_36(at: UnixMillis) -> UpgradeStep {
+    UpgradeStep {
+        at,
+        to: V36,
+        last_healthy: Some(V35),
+        rollback: false,
+    }
+}
+
 fn waiting(reason: WaitReason) -> Action {
     Action::Wait { reason }
 }
@@ -68,6 +78,8 @@ impl Situation {
             pending_force: None,
             abandoning: Vec::new(),
             kept: Vec::new(),
+            upgrade_failed: None,
+            leave_unreachable: Default::default(),
             now: NOW,
             policy: Policy::default(),
         })
@@ -101,7 +113,8 @@ impl Situation {
             restart_on_request: false,
             restarts: 0,
             failing_since: None,
-            upgraded_at: None,
+            upgrade: None,
+            last_exit: String::new(),
             defragmented_at: None,
         });
         self.0.next_ordinal = self.0.next_ordinal.max(ordinal + 1);
@@ -139,6 +152,7 @@ impl Situation {
             db_size: 0,
             db_size_in_use: 0,
             etcd_down: None,
+            last_error: String::new(),
         }
     }
 
@@ -184,6 +198,7 @@ impl Situation {
                 db_size: 0,
                 db_size_in_use: 0,
                 etcd_down: None,
+                last_error: String::new(),
             }),
         );
         self
@@ -1259,6 +1274,8 @@ fn a_refused_spec_touches_nothing() {
         Situation::healthy(3).orphan(1),
         Situation::healthy(3).removed(2),
         Situation::healthy(5).dead(1).dead(2).dead(3),
+        // Gone with its data: nothing replaces it while the spec is refused.
+        Situation::healthy(3).wiped(1),
     ] {
         let plan = situation.invalid().plan();
         assert_eq!(
@@ -1268,7 +1285,77 @@ fn a_refused_spec_touches_nothing() {
             }
         );
         assert_eq!(plan.phase, Phase::Invalid);
+        assert_eq!(plan.refused, Some(errors.to_string()));
     }
+}
+
+/// A refusal freezes changes, never healing: a member whose process exited (local mode),
+/// or whose Pod is gone while its claim stays (Kubernetes), is started again on its data
+/// whatever the spec says. Two such exits under a refused spec would otherwise lose quorum.
+#[test]
+fn a_refused_spec_never_stops_a_member_coming_back_on_its_data() {
+    let invalid = SpecErrors(vec![SpecError::SizeTooSmall(0)]).to_string();
+    let downgrade = check_version_step(V36, V35, false).unwrap_err().to_string();
+    let looping = "it exited again after 4 restarts; its data is intact";
+    let cases = vec![
+        (
+            "an invalid spec, a follower exited: started again at once",
+            Situation::healthy(3).crashed(1).invalid(),
+            restart(1, FIRST_EXIT),
+            &invalid,
+        ),
+        (
+            "a downgrade refused, the leader exited: the same",
+            Situation::healthy(3).crashed(0).spec_version("3.5.34"),
+            restart(0, FIRST_EXIT),
+            &downgrade,
+        ),
+        (
+            "a refused spec and two of three exited (quorum lost): each comes back",
+            Situation::healthy(3).crashed(1).crashed(2).invalid(),
+            restart(1, FIRST_EXIT),
+            &invalid,
+        ),
+        (
+            "past dead-after it is not replaced while refused: it is still restarted",
+            Situation::healthy(3)
+                .crash_looping(2, 4, 60_000, 10_000)
+                .invalid(),
+            restart(2, looping),
+            &invalid,
+        ),
+        (
+            "a one-member cluster whose member exited under a refused downgrade",
+            Situation::healthy(1).crashed(0).spec_version("3.5.34"),
+            restart(0, FIRST_EXIT),
+            &downgrade,
+        ),
+        (
+            "its backoff not passed yet: a wait, looked at again soon",
+            Situation::healthy(3)
+                .crash_looping(1, 3, 8_000, 2_000)
+                .invalid(),
+            waiting(WaitReason::MemberDown(name(1))),
+            &invalid,
+        ),
+    ];
+    for (what, situation, action, refused) in cases {
+        let plan = situation.plan();
+        assert_eq!(plan.action, action, "{what}");
+        assert_eq!(plan.phase, Phase::Invalid, "{what}");
+        assert_eq!(plan.refused.as_deref(), Some(refused.as_str()), "{what}");
+        assert!(
+            !plan.settled(),
+            "{what}: a member down must be looked at again"
+        );
+    }
+    // Refused by the caller (a TLS setting that cannot change, a version the runtime
+    // cannot run): the same.
+    let s = Situation::healthy(3).crashed(2);
+    let plan = refuse(&s.0, "no binary for 3.6.15".into(), Vec::new());
+    check_invariants(&s.0, &plan);
+    assert_eq!(plan.action, restart(2, FIRST_EXIT));
+    assert_eq!(plan.refused.as_deref(), Some("no binary for 3.6.15"));
 }
 
 #[test]
@@ -1370,12 +1457,12 @@ fn upgrades_followers_first_and_the_leader_last() {
     let upgrading = || {
         let mut s = from_35();
         s.member(0).version = V36;
-        s.member(0).upgraded_at = Some(NOW + 1);
+        s.member(0).upgrade = Some(step_to_36(NOW + 1));
         s
     };
     let came_back = {
         let mut s = upgrading();
-        s.member(0).upgraded_at = Some(NOW - 2_000);
+        s.member(0).upgrade = Some(step_to_36(NOW - 2_000));
         s.report(0).etcd_version = "3.6.15".into();
         s
     };
@@ -1403,7 +1490,7 @@ fn upgrades_followers_first_and_the_leader_last() {
             "the first follower restarted, unhealthy on the new version: wait for it",
             {
                 let mut s = upgrading().unhealthy(0);
-                s.member(0).upgraded_at = Some(NOW - 2_000);
+                s.member(0).upgrade = Some(step_to_36(NOW - 2_000));
                 s.report(0).etcd_version = "3.6.15".into();
                 s
             },
@@ -1423,7 +1510,7 @@ fn upgrades_followers_first_and_the_leader_last() {
             "the first follower handed off and restarted since (its old report still fresh): wait",
             {
                 let mut s = handed_off;
-                s.member(0).upgraded_at = Some(NOW - 500);
+                s.member(0).upgrade = Some(step_to_36(NOW - 500));
                 s.report(0).observed_at = NOW - 1_000;
                 s
             },
@@ -1485,6 +1572,271 @@ fn upgrades_followers_first_and_the_leader_last() {
                 to: V36,
             },
             Phase::Upgrading,
+        ),
+    ]);
+}
+
+const BAD_BINARY_EXIT: &str =
+    "etcd exited (exit status: 1: cannot execute binary: exec format error); starting it again";
+
+impl Situation {
+    /// Member `ordinal` was restarted on 3.6.15 by an upgrade step `ago` ms ago (from
+    /// 3.5.34, which it ran healthy), and its etcd has kept exiting since: a binary that
+    /// cannot run on its host.
+    fn failing_upgrade(mut self, ordinal: u32, ago: i64) -> Self {
+        self = self.etcd_exiting(ordinal, ago - 1_000, BAD_BINARY_EXIT);
+        let m = self.member(ordinal);
+        m.version = V36;
+        m.upgrade = Some(step_to_36(NOW - ago));
+        self.report(ordinal).etcd_version = String::new();
+        self
+    }
+
+    /// An upgrade to 3.6.15 stopped: `ordinal` was rolled back to 3.5.34.
+    fn upgrade_failed(mut self, ordinal: u32) -> Self {
+        self.0.upgrade_failed = Some(UpgradeFailure {
+            member: name(ordinal),
+            to: V36,
+            back_to: V35,
+            error: BAD_BINARY_EXIT.into(),
+        });
+        self
+    }
+}
+
+fn roll_back(ordinal: u32, failure: Option<&str>) -> Action {
+    Action::RollBackMember {
+        name: name(ordinal),
+        to: V35,
+        from: V36,
+        failure: failure.map(String::from),
+    }
+}
+
+/// A member restarted on a new version that does not come back healthy on it within the
+/// deadline is rolled back to the version it last ran, on its own data: never judged dead
+/// and replaced meanwhile. The upgrade then stops (no other member is upgraded, new
+/// members run the version rolled back to), and a spec set back is accepted for members
+/// that never ran the new version.
+#[test]
+fn a_failed_upgrade_is_rolled_back_on_its_data_and_stops() {
+    let from_35 = || Situation::healthy(3).all_run("3.5.34").leader(1);
+    let failure = format!("not healthy on 3.6.15 within 120 s of its restart: {BAD_BINARY_EXIT}");
+    let spec_set_back = || from_35().failing_upgrade(0, 30_000).spec_version("3.5.34");
+    let image_pull = |ago: i64| {
+        let mut s = from_35().down_for(0, ago - 1_000);
+        let m = s.member(0);
+        m.version = V36;
+        m.upgrade = Some(step_to_36(NOW - ago));
+        m.last_exit = "ImagePullBackOff: Back-off pulling image \"etcd:v3.6.15\"".into();
+        s
+    };
+    let rolled_back = |ago: i64| {
+        let mut s = from_35().failing_upgrade(0, ago).upgrade_failed(0);
+        let m = s.member(0);
+        m.version = V35;
+        m.upgrade = Some(UpgradeStep {
+            at: NOW - ago,
+            to: V35,
+            last_healthy: Some(V35),
+            rollback: true,
+        });
+        s
+    };
+    assert_cases(vec![
+        (
+            "its etcd has kept exiting past dead-after, within the upgrade's deadline: waited on, not replaced",
+            from_35().failing_upgrade(0, 60_000),
+            waiting(WaitReason::Upgrading {
+                member: name(0),
+                to: V36,
+            }),
+            Phase::Upgrading,
+        ),
+        (
+            "past the deadline: rolled back to 3.5.34, saying why",
+            from_35().failing_upgrade(0, 130_000),
+            roll_back(0, Some(&failure)),
+            Phase::Upgrading,
+        ),
+        (
+            "a one-member cluster (no member answers etcd's list): rolled back all the same",
+            Situation::healthy(1)
+                .all_run("3.5.34")
+                .failing_upgrade(0, 130_000)
+                .etcd_unreadable(),
+            roll_back(0, Some(&failure)),
+            Phase::Upgrading,
+        ),
+        (
+            "the spec set back to 3.5.34 while it fails: accepted (it never ran 3.6.15), rolled back at once, no failure",
+            spec_set_back(),
+            roll_back(0, None),
+            Phase::Upgrading,
+        ),
+        (
+            "Kubernetes: its image cannot be pulled, within the deadline: waited on",
+            image_pull(60_000),
+            waiting(WaitReason::MemberDown(name(0))),
+            Phase::Upgrading,
+        ),
+        (
+            "Kubernetes: its image cannot be pulled, past the deadline: rolled back (the Pod's image and the claim with it)",
+            image_pull(130_000),
+            roll_back(
+                0,
+                Some(
+                    "not healthy on 3.6.15 within 120 s of its restart: ImagePullBackOff: Back-off pulling image \"etcd:v3.6.15\"",
+                ),
+            ),
+            Phase::Upgrading,
+        ),
+        (
+            "a rollback past its own deadline is not rolled back again: the member is dead and replaced",
+            rolled_back(130_000),
+            Action::RemoveDeadMember {
+                name: name(0),
+                member_id: id(0),
+                reason: format!(
+                    "its etcd keeps exiting on its data, 129s since its first exit (dead after 15s): {BAD_BINARY_EXIT}"
+                ),
+            },
+            Phase::Recovering,
+        ),
+        (
+            "rolled back and healthy on 3.5.34 again: the upgrade stops, no other member is upgraded",
+            from_35().upgrade_failed(0),
+            waiting(WaitReason::UpgradeFailed(UpgradeFailure {
+                member: name(0),
+                to: V36,
+                back_to: V35,
+                error: BAD_BINARY_EXIT.into(),
+            })),
+            Phase::Degraded,
+        ),
+        (
+            "the upgrade stopped: a new member runs the version rolled back to",
+            from_35().upgrade_failed(0).size(4),
+            Action::CreateMember {
+                name: name(3),
+                version: V35,
+            },
+            Phase::Scaling,
+        ),
+        (
+            "the spec set back to 3.5.34 after the rollback: steady",
+            from_35().upgrade_failed(0).spec_version("3.5.34"),
+            Action::Steady,
+            Phase::Running,
+        ),
+        (
+            "the step recorded after the handoff, the restart not made (the coordinator stopped): carried on, even without quorum",
+            {
+                let mut s = Situation::healthy(1)
+                    .all_run("3.5.34")
+                    .reported_phase(0, ReportedPhase::HandedOff)
+                    .unhealthy(0);
+                s.member(0).upgrade = Some(step_to_36(NOW - 5_000));
+                s.report(0).etcd_version = String::new();
+                s
+            },
+            Action::UpgradeMember {
+                name: name(0),
+                to: V36,
+            },
+            Phase::Upgrading,
+        ),
+        (
+            "a rollback recorded long ago, the restart not made (a grant left by a crash lapsed meanwhile): carried on, never replaced",
+            {
+                let mut s = rolled_back(130_000);
+                s.member(0).version = V36;
+                s
+            },
+            Action::RollBackMember {
+                name: name(0),
+                to: V35,
+                from: V36,
+                failure: None,
+            },
+            Phase::Upgrading,
+        ),
+        (
+            "a rollback recorded, the restart not made: carried on",
+            {
+                let mut s = rolled_back(5_000);
+                s.member(0).version = V36;
+                s
+            },
+            Action::RollBackMember {
+                name: name(0),
+                to: V35,
+                from: V36,
+                failure: None,
+            },
+            Phase::Upgrading,
+        ),
+    ]);
+    // Set back while a member that did run 3.6.15 healthy stays on it: refused (a minor
+    // downgrade of that member), as before.
+    let plan = from_35()
+        .runs(2, "3.6.15")
+        .failing_upgrade(0, 30_000)
+        .spec_version("3.5.34")
+        .plan();
+    assert_eq!(
+        plan.refused,
+        Some(check_version_step(V36, V35, false).unwrap_err().to_string())
+    );
+    // Refused, the deadline passed: rolled back still (healing, not a change).
+    let plan = from_35().failing_upgrade(0, 130_000).invalid().plan();
+    assert_eq!(plan.action, roll_back(0, Some(&failure)));
+    assert_eq!(plan.phase, Phase::Invalid);
+    // While it fails, it counts at the version it last ran.
+    let s = spec_set_back();
+    assert_eq!(cluster_version(&s.0), Some(V35));
+}
+
+/// Scale-down asks the member to leave; one whose sidecar cannot be reached (its reports
+/// still arrive healthy: the control path is cut one way) is asked again until it has not
+/// been reachable for dead-after, then removed from etcd directly, quorum checked as for
+/// any removal.
+#[test]
+fn a_leave_its_sidecar_cannot_be_asked_for_is_made_for_it() {
+    let shrinking = || Situation::healthy(4).size(3);
+    let unreachable = |ago: i64| {
+        let mut s = shrinking();
+        s.0.leave_unreachable.insert(name(3), NOW - ago);
+        s
+    };
+    assert_cases(vec![
+        (
+            "asked to leave",
+            shrinking(),
+            Action::AskToLeave { name: name(3) },
+            Phase::Scaling,
+        ),
+        (
+            "unreachable for 5 s: asked again",
+            unreachable(5_000),
+            Action::AskToLeave { name: name(3) },
+            Phase::Scaling,
+        ),
+        (
+            "unreachable past dead-after: removed from etcd directly",
+            unreachable(20_000),
+            Action::RemoveDeadMember {
+                name: name(3),
+                member_id: id(3),
+                reason: "scale down: its sidecar has not been reachable to leave for 20s (dead after 15s); removed from etcd directly".into(),
+            },
+            Phase::Scaling,
+        ),
+        (
+            "another voter unhealthy: no removal, whatever the leave",
+            unreachable(20_000).unhealthy(1),
+            waiting(WaitReason::Unhealthy(name(1))),
+            Phase::Degraded,
         ),
     ]);
 }
@@ -1865,6 +2217,7 @@ fn reads_a_sidecar_health_report() {
             db_size: 0,
             db_size_in_use: 0,
             etcd_down: None,
+            last_error: String::new(),
         }
     );
     let unset = proto::HealthReport::default();

@@ -349,13 +349,13 @@ impl Member {
             }
             if let Some(limit) = failing {
                 let process = self.supervisor.state().borrow().clone();
-                if let Some(since) = process.failing_since_unix_ms
+                if let Some(since) = process.failing_since
                     && process.pid.is_none()
-                    && now_unix_ms().saturating_sub(since) >= limit.as_millis() as i64
+                    && since.elapsed() >= limit
                 {
                     return Err(SidecarError::Refused(format!(
                         "etcd cannot start: it has kept exiting for {} ms ({})",
-                        now_unix_ms().saturating_sub(since),
+                        since.elapsed().as_millis(),
                         process.last_exit.unwrap_or_default()
                     )));
                 }

@@ -25,6 +25,14 @@ fn oracle_dead(observed: &Observed, member: &RuntimeMember) -> bool {
     if healthy_since_down {
         return false;
     }
+    // A failed upgrade is rolled back, never replaced, until its deadline.
+    if member.data == MemberData::Intact
+        && member.upgrade.is_some_and(|s| {
+            s.at > now - policy.upgrade_deadline_ms || (s.rollback && member.version != s.to)
+        })
+    {
+        return false;
+    }
     if member.running {
         return member.report.as_ref().is_some_and(|r| {
             r.observed_at >= now - policy.report_stale_after_ms
@@ -59,13 +67,41 @@ fn voter_counts(observed: &Observed, gone: Option<u64>) -> (usize, usize) {
 pub(super) fn check_invariants(observed: &Observed, plan: &Plan) {
     let action = &plan.action;
     let context = || format!("{action:?} for {observed:#?}");
-    if observed.spec.is_err() {
+    if observed.spec.is_err() || plan.refused.is_some() {
+        // A refusal freezes changes, never healing: nothing but a restart on data or the
+        // rollback of a failed upgrade (held to their own rules below), and a member down
+        // with its data whose backoff has passed is started again.
         assert!(
-            matches!(action, Action::RefuseSpec { .. }),
-            "invalid spec: {}",
+            plan.refused.is_some()
+                && matches!(
+                    action,
+                    Action::RefuseSpec { .. }
+                        | Action::RestartMember { .. }
+                        | Action::RollBackMember { .. }
+                        | Action::Wait { .. }
+                ),
+            "refused spec: {}",
             context()
         );
-        return;
+        let due = observed.members.iter().any(|m| {
+            !m.running
+                && m.data == MemberData::Intact
+                && m.restart_on_request
+                && observed.now - m.down_since.unwrap_or(observed.now)
+                    >= restart_backoff_ms(m.restarts)
+                && !m
+                    .report
+                    .as_ref()
+                    .is_some_and(|r| r.phase == ReportedPhase::Removed)
+        });
+        assert!(
+            !due || matches!(
+                action,
+                Action::RestartMember { .. } | Action::RollBackMember { .. }
+            ),
+            "a member down with its data is left down while the spec is refused: {}",
+            context()
+        );
     }
     let list = observed.etcd_members.as_deref().unwrap_or_default();
     let (healthy, voters) = voter_counts(observed, None);
@@ -87,6 +123,19 @@ pub(super) fn check_invariants(observed: &Observed, plan: &Plan) {
         });
         assert!(!seen, "a recovery while a quorum is seen: {}", context());
     }
+    // An upgrade step recorded after its handoff and carried on: it starts a member that
+    // does not serve (handed off, or down) on its new version, which only brings a voter
+    // back.
+    let carried_on = match action {
+        Action::UpgradeMember { name: upgraded, to } => observed.members.iter().any(|m| {
+            &m.name == upgraded
+                && m.upgrade.is_some_and(|s| s.to == *to && !s.rollback)
+                && m.version != *to
+                && !m.report.as_ref().is_some_and(|r| r.healthy)
+        }),
+        _ => false,
+    };
+    let recovery = recovery || carried_on;
     if observed.etcd_members.is_some() && healthy < quorum(voters) {
         assert!(
             !action.changes_membership() || recovery,
@@ -377,8 +426,16 @@ pub(super) fn check_invariants(observed: &Observed, plan: &Plan) {
                 );
             }
             if let Some(m) = runtime_of(observed, entry) {
+                // Or a scale-down whose leave its unreachable sidecar cannot make.
+                let size = observed.spec.as_ref().map_or(0, |s| s.size as usize);
+                let leave_made_for_it = !entry.is_learner
+                    && voters > size
+                    && observed
+                        .leave_unreachable
+                        .get(&m.name)
+                        .is_some_and(|since| observed.now - since >= observed.policy.dead_after_ms);
                 assert!(
-                    oracle_dead(observed, m),
+                    oracle_dead(observed, m) || leave_made_for_it,
                     "removed a member that is not dead: {}",
                     context()
                 );
@@ -485,6 +542,27 @@ pub(super) fn check_invariants(observed: &Observed, plan: &Plan) {
             // version stops nothing more.
             assert!(observed.grant.is_none(), "{}", context());
         }
+        Action::UpgradeMember { name: upgraded, to }
+            if observed.members.iter().any(|m| {
+                &m.name == upgraded
+                    && m.upgrade.is_some_and(|s| s.to == *to && !s.rollback)
+                    && m.version != *to
+            }) =>
+        {
+            // An upgrade step recorded (after its handoff) whose restart never reached the
+            // runtime: carried on, its member not serving (handed off, or down).
+            assert!(observed.grant.is_none(), "{}", context());
+            let m = observed
+                .members
+                .iter()
+                .find(|m| &m.name == upgraded)
+                .unwrap();
+            assert!(
+                !m.report.as_ref().is_some_and(|r| r.healthy),
+                "an upgrade step carried on over a member that serves: {}",
+                context()
+            );
+        }
         Action::UpgradeMember { .. } => {
             assert!(
                 healthy == voters,
@@ -494,6 +572,55 @@ pub(super) fn check_invariants(observed: &Observed, plan: &Plan) {
             assert!(
                 voters == 1 || healthy > quorum(voters),
                 "upgrade below quorum: {}",
+                context()
+            );
+        }
+        Action::RollBackMember {
+            name: back,
+            to,
+            from,
+            failure,
+        } => {
+            assert!(observed.grant.is_none(), "{}", context());
+            let m = observed.members.iter().find(|m| &m.name == back).unwrap();
+            let step = m.upgrade.expect("a rollback without a step under way");
+            assert_eq!(m.data, MemberData::Intact, "{}", context());
+            assert!(
+                !fresh_healthy(observed, m)
+                    || !m
+                        .report
+                        .as_ref()
+                        .is_some_and(|r| { upgraded(r, step.at, step.to) }),
+                "rolled back a member healthy on its new version: {}",
+                context()
+            );
+            assert_ne!(to, from, "{}", context());
+            if step.rollback {
+                // A rollback carried on (its restart never reached the runtime).
+                assert_eq!(*to, step.to, "{}", context());
+                assert!(failure.is_none(), "{}", context());
+            } else {
+                assert_eq!(
+                    Some(*to),
+                    step.last_healthy,
+                    "rolled back to another version than it last ran: {}",
+                    context()
+                );
+                assert_eq!(*from, step.to, "{}", context());
+            }
+            let expired = observed.now - step.at >= observed.policy.upgrade_deadline_ms;
+            let wanted = observed.spec.as_ref().ok().map(|s| s.version);
+            if failure.is_some() {
+                assert!(
+                    expired && m.version == step.to && wanted.is_none_or(|v| v == step.to),
+                    "an upgrade said failed before its deadline, or one the spec gave up: {}",
+                    context()
+                );
+            }
+            let eager = wanted.is_some_and(|v| v != step.to) && plan.refused.is_none();
+            assert!(
+                expired || eager || m.version != step.to,
+                "rolled back before the deadline: {}",
                 context()
             );
         }
@@ -556,9 +683,14 @@ enum VoterState {
     EtcdExiting,
     /// Its sidecar runs; its etcd exits for a full data volume, for long past dead-after.
     DiskFull,
+    /// Restarted on a new version a minute ago, its etcd exiting since (within the
+    /// upgrade's deadline, past dead-after).
+    UpgradeFailing,
+    /// The same, past the upgrade's deadline.
+    UpgradeFailed,
 }
 
-const STATES: [VoterState; 11] = [
+const STATES: [VoterState; 13] = [
     VoterState::Healthy,
     VoterState::Stale,
     VoterState::Orphan,
@@ -570,6 +702,8 @@ const STATES: [VoterState; 11] = [
     VoterState::CrashLooping,
     VoterState::EtcdExiting,
     VoterState::DiskFull,
+    VoterState::UpgradeFailing,
+    VoterState::UpgradeFailed,
 ];
 
 /// Something else going on besides the voters' states.
@@ -584,6 +718,8 @@ enum Extra {
     UpgradeAsked,
     /// An operator asked to delete member 0.
     DeleteAsked,
+    /// The highest voter's sidecar has not been reachable to leave for a minute.
+    LeaveUnreachable,
 }
 
 #[test]
@@ -626,6 +762,7 @@ fn invariants_hold_in_every_generated_situation() {
                         Extra::LeftOnRequest,
                         Extra::UpgradeAsked,
                         Extra::DeleteAsked,
+                        Extra::LeaveUnreachable,
                     ] {
                         let mut s = Situation::healthy(voters)
                             .size(size)
@@ -648,6 +785,8 @@ fn invariants_hold_in_every_generated_situation() {
                                     s.etcd_exiting(ordinal, 60_000, BAD_WAL_EXIT)
                                 }
                                 VoterState::DiskFull => s.disk_full(ordinal, 3_600_000),
+                                VoterState::UpgradeFailing => s.failing_upgrade(ordinal, 60_000),
+                                VoterState::UpgradeFailed => s.failing_upgrade(ordinal, 130_000),
                                 VoterState::Leaderless => s.leaderless(ordinal).raft(
                                     ordinal,
                                     200 + u64::from(combo as u32 % 7),
@@ -667,6 +806,10 @@ fn invariants_hold_in_every_generated_situation() {
                             Extra::LeftOnRequest => s.voter(voters).removed(voters),
                             Extra::UpgradeAsked => s.all_run("3.5.34"),
                             Extra::DeleteAsked => s.delete_asked(0),
+                            Extra::LeaveUnreachable => {
+                                s.0.leave_unreachable.insert(name(voters - 1), NOW - 60_000);
+                                s
+                            }
                         };
                         // With the second leader, a backup is due too.
                         if leader != 0 {
@@ -683,6 +826,8 @@ fn invariants_hold_in_every_generated_situation() {
                         plans += 1;
                         kinds.insert(plan.action.kind());
                         if matches!(extra, Extra::Nothing) && leader == 0 {
+                            // Refused, by the spec or by the version step it asks for.
+                            s.clone().spec_version("3.4.45").plan();
                             s.invalid().plan();
                         }
                     }
@@ -704,6 +849,7 @@ fn invariants_hold_in_every_generated_situation() {
             "remove_dead_member",
             "restart_member",
             "restore_cluster",
+            "roll_back_member",
             "steady",
             "take_backup",
             "upgrade_member",

@@ -1324,14 +1324,17 @@ async fn every_member_gone_with_its_data_creates_nothing_and_says_what_was_lost(
 }
 
 /// A backup in a local storage directory, as a sidecar would have written it: its metadata
-/// (verified) beside its snapshot.
+/// (verified) beside its snapshot, under `<namespace>/<cluster>/`.
 fn stored_backup(dir: &std::path::Path, cluster: &str, name: &str) {
-    let under = dir.join(cluster);
+    let under = dir.join(NS).join(cluster);
     std::fs::create_dir_all(&under).unwrap();
     std::fs::write(under.join(format!("{name}.db")), b"snapshot").unwrap();
     let meta = etcd_operator::backup::BackupMeta {
         name: name.into(),
+        namespace: NS.into(),
         cluster: cluster.into(),
+        uid: format!("{cluster}-uid"),
+        requested_at_unix_ms: 1_796_119_200_000,
         etcd_cluster_id: "abc".into(),
         member: format!("{cluster}-0000"),
         etcd_version: "3.6.15".into(),
@@ -1365,9 +1368,9 @@ async fn the_restore_a_seed_was_created_for_survives_a_coordinator_restart() {
             local: Some(etcd_operator::resource::LocalStorageSpec {
                 path: storage.path().display().to_string(),
             }),
-            s3: None,
+            ..Default::default()
         }),
-        bump_revision: None,
+        ..Default::default()
     });
     let client = fake(vec![c], None).await;
     let ctx = context(&client);

@@ -434,6 +434,7 @@ async fn a_wiped_majority_comes_back_from_the_latest_verified_backup() {
     let snapshot = c
         .state_dir()
         .join("backups")
+        .join("local")
         .join(c.cluster())
         .join(format!("{name}.db"));
     let good = std::fs::read(&snapshot).expect("the backup's snapshot");
@@ -728,4 +729,234 @@ async fn a_restore_survives_a_coordinator_crash_before_its_seed_registers() {
         100,
         "every key of the backup is in the restored cluster"
     );
+}
+
+/// The backups listed for `c`'s cluster (JSON), each `(name, clusterUid, legacyLayout)`.
+fn listed(c: &LocalCoordinator) -> Vec<(String, String, bool)> {
+    let out = cli(c, &["backups", c.cluster(), "-o", "json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let parsed: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    parsed["backups"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .map(|b| {
+            (
+                b["name"].as_str().unwrap().to_string(),
+                b["clusterUid"].as_str().unwrap_or("").to_string(),
+                b["legacyLayout"].as_bool().unwrap_or(false),
+            )
+        })
+        .collect()
+}
+
+/// The names listed of identity `uid`, sorted.
+fn of(listed: &[(String, String, bool)], uid: &str) -> Vec<String> {
+    let mut names: Vec<String> = listed
+        .iter()
+        .filter(|(_, u, legacy)| u == uid && !legacy)
+        .map(|(n, _, _)| n.clone())
+        .collect();
+    names.sort();
+    names
+}
+
+/// The identity `c`'s cluster's backups are bound to, from its state directory.
+fn identity(c: &LocalCoordinator, cluster: &str) -> String {
+    std::fs::read_to_string(c.state_dir().join(cluster).join("backup-identity"))
+        .expect("the cluster's backup identity")
+        .trim()
+        .to_string()
+}
+
+/// Puts `n` keys `<prefix>/NNN` into the cluster at `endpoints`.
+async fn put_keys(c: &LocalCoordinator, endpoints: &[String], prefix: &str, n: usize) {
+    let mut client = ok(c, etcd_client(endpoints).await);
+    for i in 0..n {
+        client
+            .put(format!("{prefix}/{i:03}"), "v", None)
+            .await
+            .expect("a write");
+    }
+}
+
+/// How many keys under `prefix/` the cluster at `endpoints` holds.
+async fn count_keys(c: &LocalCoordinator, endpoints: &[String], prefix: &str) -> i64 {
+    let mut client = ok(c, etcd_client(endpoints).await);
+    client
+        .get(
+            format!("{prefix}/"),
+            Some(GetOptions::new().with_prefix().with_count_only()),
+        )
+        .await
+        .expect("a count")
+        .count()
+}
+
+/// Waits for `name` on `c` to run restored; returns its status and its Restored message.
+async fn restored_cluster(
+    c: &LocalCoordinator,
+    name: &str,
+    size: usize,
+) -> (ClusterStatus, String) {
+    let up = wait_cluster(c, name, "the restored cluster running", CHANGE * 2, |s| {
+        is_running(s, size, VERSION)
+            && condition(s, ConditionType::Restored)
+                .is_some_and(|r| r.status() == ConditionStatus::True)
+    })
+    .await;
+    let said = condition(&up, ConditionType::Restored)
+        .unwrap()
+        .message
+        .clone();
+    (up, said)
+}
+
+/// Two local coordinators (separate state directories), each with a one-member
+/// `etcd-cluster`, backing up to one shared path (`<path>/local/etcd-cluster/`): each one's
+/// retention deletes only its own backups, each one's `latest` restore brings back its own
+/// data and says whose backup it was; a snapshot left without metadata is deleted by the
+/// next backup of its own cluster only; a backup of the earlier layout (`<path>/<cluster>/`)
+/// is listed and restored by name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn same_named_clusters_sharing_a_backup_path_keep_to_their_own() {
+    let _serial = serial_guard();
+    let shared = tempfile::tempdir().unwrap();
+    let storage = format!(
+        "  backup:\n    keep: 2\n    storage:\n      local:\n        path: {}\n",
+        shared.path().display()
+    );
+    let (_dir_a, path_a) = manifest_with(1, &storage);
+    let (_dir_b, path_b) = manifest_with(1, &storage);
+    let a = LocalCoordinator::start(CoordinatorOptions::new(coordinator_bin(), &path_a))
+        .await
+        .expect("start A");
+    let b = LocalCoordinator::start(CoordinatorOptions::new(coordinator_bin(), &path_b))
+        .await
+        .expect("start B");
+    let running_a = ok(&a, a.wait_running(1, VERSION, FORM).await);
+    let running_b = ok(&b, b.wait_running(1, VERSION, FORM).await);
+    put_keys(&a, &endpoints(&running_a), "a", 10).await;
+    put_keys(&b, &endpoints(&running_b), "b", 20).await;
+
+    let b1 = backup_now(&b);
+    let b2 = backup_now(&b);
+    let (uid_a, uid_b) = (identity(&a, a.cluster()), identity(&b, b.cluster()));
+    assert_ne!(uid_a, uid_b, "two state directories, two identities");
+    // A snapshot each left without metadata (a crash between the two writes), older than
+    // anything A takes next.
+    let dir = shared.path().join("local").join(a.cluster());
+    let orphan = |uid: &str| format!("{}-20200101T000000.000Z-r1-u{uid}.db", a.cluster());
+    std::fs::write(dir.join(orphan(&uid_a)), b"half").unwrap();
+    std::fs::write(dir.join(orphan(&uid_b)), b"half").unwrap();
+    let a_names: Vec<String> = (0..3).map(|_| backup_now(&a)).collect();
+    let now = listed(&a);
+    assert_eq!(
+        of(&now, &uid_a),
+        a_names[1..].to_vec(),
+        "A keeps its 2 newest"
+    );
+    assert_eq!(
+        of(&now, &uid_b),
+        [b1.clone(), b2.clone()],
+        "A's retention touches none of B's"
+    );
+    assert!(!dir.join(orphan(&uid_a)).exists(), "A's orphan is deleted");
+    assert!(
+        dir.join(orphan(&uid_b)).exists(),
+        "B's is not A's to delete"
+    );
+    let b3 = backup_now(&b);
+    let now = listed(&b);
+    assert_eq!(of(&now, &uid_b), [b2, b3.clone()], "B keeps its 2 newest");
+    assert_eq!(
+        of(&now, &uid_a),
+        a_names[1..].to_vec(),
+        "and none of A's goes"
+    );
+
+    // A backup of the earlier layout, `<path>/<cluster>/`, as an earlier version wrote it.
+    let newest_a = &a_names[2];
+    let legacy_name = format!("{}-20250101T000000.000Z-r9", a.cluster());
+    let legacy_dir = shared.path().join(a.cluster());
+    std::fs::create_dir_all(&legacy_dir).unwrap();
+    std::fs::copy(
+        dir.join(format!("{newest_a}.db")),
+        legacy_dir.join(format!("{legacy_name}.db")),
+    )
+    .unwrap();
+    let mut meta: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join(format!("{newest_a}.json"))).unwrap())
+            .unwrap();
+    let fields = meta.as_object_mut().unwrap();
+    fields.remove("uid");
+    fields.remove("requestedAtUnixMs");
+    fields.insert("name".into(), legacy_name.clone().into());
+    fields.insert("namespace".into(), "".into());
+    std::fs::write(
+        legacy_dir.join(format!("{legacy_name}.json")),
+        serde_json::to_vec(&meta).unwrap(),
+    )
+    .unwrap();
+    assert!(
+        listed(&a)
+            .iter()
+            .any(|(n, _, legacy)| n == &legacy_name && *legacy),
+        "the earlier layout's backup is listed, marked"
+    );
+
+    // Each one's latest restore, and A's of the earlier layout's backup by name.
+    let restore = |name: &str, backup: &str| {
+        format!(
+            "{}  restore:\n    backup: \"{backup}\"\n    cluster: etcd-cluster\n    storage:\n      local:\n        path: {}\n",
+            manifest(name, 1, VERSION),
+            shared.path().display()
+        )
+    };
+    ok(
+        &a,
+        a.write_manifest(&format!(
+            "{}{storage}---\n{}---\n{}",
+            manifest(a.cluster(), 1, VERSION),
+            restore("etcd-restored", "latest"),
+            restore("etcd-legacy", &legacy_name)
+        ))
+        .map_err(anyhow::Error::from),
+    );
+    ok(
+        &b,
+        b.write_manifest(&format!(
+            "{}{storage}---\n{}",
+            manifest(b.cluster(), 1, VERSION),
+            restore("etcd-restored", "latest"),
+        ))
+        .map_err(anyhow::Error::from),
+    );
+    let (up_a, said_a) = restored_cluster(&a, "etcd-restored", 1).await;
+    assert!(
+        said_a.contains(&format!("local/etcd-cluster/{newest_a}")),
+        "{said_a}"
+    );
+    assert_eq!(count_keys(&a, &endpoints(&up_a), "a").await, 10);
+    assert_eq!(
+        count_keys(&a, &endpoints(&up_a), "b").await,
+        0,
+        "none of B's data"
+    );
+    let (up_b, said_b) = restored_cluster(&b, "etcd-restored", 1).await;
+    assert!(
+        said_b.contains(&format!("local/etcd-cluster/{b3}")),
+        "{said_b}"
+    );
+    assert_eq!(count_keys(&b, &endpoints(&up_b), "b").await, 20);
+    assert_eq!(
+        count_keys(&b, &endpoints(&up_b), "a").await,
+        0,
+        "none of A's data"
+    );
+    let (up_legacy, said_legacy) = restored_cluster(&a, "etcd-legacy", 1).await;
+    assert!(said_legacy.contains("earlier layout"), "{said_legacy}");
+    assert!(said_legacy.contains(&legacy_name), "{said_legacy}");
+    assert_eq!(count_keys(&a, &endpoints(&up_legacy), "a").await, 10);
 }

@@ -960,3 +960,189 @@ async fn same_named_clusters_sharing_a_backup_path_keep_to_their_own() {
     assert!(said_legacy.contains(&legacy_name), "{said_legacy}");
     assert_eq!(count_keys(&a, &endpoints(&up_legacy), "a").await, 10);
 }
+
+/// Azurite, Microsoft's Azure Storage emulator (blob service only), on a loopback port,
+/// killed on drop. `scripts/setup.sh` installs it into the cache.
+struct Azurite {
+    child: Child,
+    endpoint: String,
+    log: std::path::PathBuf,
+}
+
+impl Azurite {
+    async fn start(port: u16, dir: &Path) -> Self {
+        let cache = std::env::var_os("ETCD_OPERATOR_CACHE_DIR")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| {
+                std::path::PathBuf::from(std::env::var_os("HOME").expect("HOME"))
+                    .join(".cache/etcd-operator")
+            });
+        let log = dir.join(format!("azurite-{port}.log"));
+        let child = Command::new(cache.join("azurite/node_modules/.bin/azurite-blob"))
+            .args(["--blobHost", "127.0.0.1", "--blobPort", &port.to_string()])
+            .arg("--location")
+            .arg(dir)
+            .arg("--debug")
+            .arg(&log)
+            .args(["--disableTelemetry", "--skipApiVersionCheck", "--loose"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("azurite (scripts/setup.sh installs it)");
+        let addr = format!("127.0.0.1:{port}");
+        wait_for("Azurite to listen", Duration::from_secs(30), || async {
+            tokio::net::TcpStream::connect(&addr).await.ok().map(|_| ())
+        })
+        .await
+        .expect("Azurite listens");
+        Self {
+            child,
+            endpoint: format!("http://127.0.0.1:{port}"),
+            log,
+        }
+    }
+
+    /// Creates `container` with the emulator's well-known account (Shared Key), if absent.
+    fn create_container(&self, container: &str) {
+        let out = Command::new("python3")
+            .args([
+                "-c",
+                r#"
+import base64, datetime, hashlib, hmac, sys, urllib.error, urllib.request
+endpoint, container = sys.argv[1], sys.argv[2]
+account = "devstoreaccount1"
+key = base64.b64decode("Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==")
+date = datetime.datetime.now(datetime.timezone.utc).strftime("%a, %d %b %Y %H:%M:%S GMT")
+version = "2021-08-06"
+to_sign = "PUT\n" + "\n" * 11 + f"x-ms-date:{date}\nx-ms-version:{version}\n/{account}/{account}/{container}\nrestype:container"
+signature = base64.b64encode(hmac.new(key, to_sign.encode(), hashlib.sha256).digest()).decode()
+request = urllib.request.Request(f"{endpoint}/{account}/{container}?restype=container", data=b"", method="PUT")
+request.add_header("x-ms-date", date)
+request.add_header("x-ms-version", version)
+request.add_header("Authorization", f"SharedKey {account}:{signature}")
+try:
+    urllib.request.urlopen(request)
+except urllib.error.HTTPError as e:
+    if e.code != 409:
+        raise SystemExit(f"{e.code}: {e.read()}")
+"#,
+                &self.endpoint,
+                container,
+            ])
+            .output()
+            .expect("python3");
+        assert!(out.status.success(), "{}", text(&out));
+    }
+
+    /// Requests Azurite logged that upload a block of a blob.
+    fn blocks_put(&self) -> usize {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .matches("comp=block&")
+            .count()
+    }
+}
+
+impl Drop for Azurite {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Azure Blob Storage on Azurite: backups stored under `<prefix>local/etcd-cluster/`, proven
+/// restorable and pruned to `keep`; Azurite stopped in the middle of a backup fails that
+/// backup with the reason in status and leaves the cluster untouched, the next one succeeds
+/// once it is back; a new cluster restored from `latest` holds every key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backups_to_azure_on_azurite_are_pruned_survive_the_emulator_stopping_and_restore() {
+    let _serial = serial_guard();
+    let data = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let azurite = Azurite::start(port, data.path()).await;
+    let container = "etcd-backups";
+    azurite.create_container(container);
+    let storage = format!(
+        "    storage:\n      azure:\n        container: {container}\n        prefix: etcd/\n        useEmulator: true\n        endpoint: \"{}\"\n",
+        azurite.endpoint
+    );
+    let (_dir, path) = manifest_with(1, &format!("  backup:\n    keep: 2\n{storage}"));
+    let c = LocalCoordinator::start(CoordinatorOptions::new(coordinator_bin(), &path))
+        .await
+        .expect("start");
+    let before = ok(&c, c.wait_running(1, VERSION, FORM).await);
+    // About 10 MiB, so that a backup uploads more than one block.
+    let mut client = ok(&c, etcd_client(&endpoints(&before)).await);
+    for i in 0..100 {
+        client
+            .put(format!("k/{i:03}"), vec![b'x'; 100 * 1024], None)
+            .await
+            .expect("a write");
+    }
+    let names: Vec<String> = (0..3).map(|_| backup_now(&c)).collect();
+    let uid = identity(&c, c.cluster());
+    assert_eq!(of(&listed(&c), &uid), names[1..].to_vec(), "keep 2 of 3");
+
+    // Azurite stops while a backup uploads.
+    let blocks = azurite.blocks_put();
+    let mut asked = Command::new(coordinator_bin())
+        .args(["backup", c.cluster()])
+        .arg(format!("--state-dir={}", c.state_dir().display()))
+        .arg(format!("--control-addr={}", c.control_addr()))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("etcd-coordinator backup");
+    ok(
+        &c,
+        wait_for("the backup's upload to begin", CHANGE, || {
+            let begun = azurite.blocks_put() > blocks;
+            async move { begun.then_some(()) }
+        })
+        .await,
+    );
+    drop(azurite);
+    let failed = asked.wait().expect("the backup command ends");
+    assert!(!failed.success(), "the backup fails with the emulator gone");
+    let status = wait_cluster(&c, c.cluster(), "BackupHealthy False", CHANGE, |s| {
+        condition(s, ConditionType::BackupHealthy)
+            .is_some_and(|b| b.status() == ConditionStatus::False)
+    })
+    .await;
+    let reason = &condition(&status, ConditionType::BackupHealthy)
+        .unwrap()
+        .message;
+    assert!(!reason.is_empty(), "a reason is given");
+    assert!(is_running(&status, 1, VERSION), "{}", describe(&status));
+    let names_now: Vec<&str> = status.members.iter().map(|m| m.name.as_str()).collect();
+    let names_before: Vec<&str> = before.members.iter().map(|m| m.name.as_str()).collect();
+    assert_eq!(names_now, names_before, "the cluster is untouched");
+
+    // Back (its data kept): the next one succeeds, and restores.
+    let azurite = Azurite::start(port, data.path()).await;
+    azurite.create_container(container);
+    let next = backup_now(&c);
+    wait_cluster(&c, c.cluster(), "BackupHealthy True again", CHANGE, |s| {
+        condition(s, ConditionType::BackupHealthy)
+            .is_some_and(|b| b.status() == ConditionStatus::True)
+            && s.backup.as_ref().is_some_and(|b| b.last_verified == next)
+    })
+    .await;
+    ok(
+        &c,
+        c.write_manifest(&format!(
+            "{}  backup:\n    keep: 2\n{storage}---\n{}  restore:\n    backup: latest\n    cluster: etcd-cluster\n{}",
+            manifest(c.cluster(), 1, VERSION),
+            manifest("etcd-restored", 1, VERSION),
+            storage
+        ))
+        .map_err(anyhow::Error::from),
+    );
+    let (up, said) = restored_cluster(&c, "etcd-restored", 1).await;
+    assert!(
+        said.contains(&format!("local/etcd-cluster/{next}")),
+        "{said}"
+    );
+    assert_eq!(count_keys(&c, &endpoints(&up), "k").await, 100);
+    drop(azurite);
+}

@@ -471,7 +471,9 @@ mod tests {
     #[test]
     fn order_is_by_revision_within_an_etcd_cluster_then_by_the_coordinators_clock() {
         // (etcd cluster, revision, coordinator minute) -> expected position, newest first.
-        let table: &[(&str, &[(&str, i64, i64)], &[(i64, &str)])] = &[
+        /// (case, (etcd cluster, revision, coordinator minute) each, newest first).
+        type Case<'a> = (&'a str, &'a [(&'a str, i64, i64)], &'a [(i64, &'a str)]);
+        let table: &[Case] = &[
             (
                 "one etcd cluster: revisions decide, whatever the clocks say",
                 &[("e1", 10, 5), ("e1", 30, 1), ("e1", 20, 9)],
@@ -592,7 +594,15 @@ mod tests {
             or_earlier_life: true,
             ..from(Some(uid))
         };
-        let table: Vec<(&str, &[BackupMeta], &str, RestoreFrom, Result<&str, &str>)> = vec![
+        /// (case, backups, wanted, from, the name chosen or a part of the error).
+        type Case<'a> = (
+            &'a str,
+            &'a [BackupMeta],
+            &'a str,
+            RestoreFrom,
+            Result<&'a str, &'a str>,
+        );
+        let table: Vec<Case> = vec![
             (
                 "own identity",
                 &all,

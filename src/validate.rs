@@ -561,7 +561,8 @@ mod tests {
             s.restore = Some(r);
             validate_spec(&s).err().map(|e| e.to_string())
         };
-        let table: &[(&str, &dyn Fn(&mut RestoreSpec), Option<&str>)] = &[
+        type Case<'a> = (&'a str, &'a dyn Fn(&mut RestoreSpec), Option<&'a str>);
+        let table: &[Case] = &[
             ("latest of itself", &|_| {}, None),
             (
                 "another namespace's cluster",

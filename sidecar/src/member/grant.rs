@@ -67,7 +67,7 @@ pub(super) enum Role {
     /// Bootstrap a one-member cluster (from `restore` when given).
     Seed {
         /// The backup to create the cluster from.
-        restore: Option<RestoreSource>,
+        restore: Option<Box<RestoreSource>>,
     },
     /// Bootstrap a new cluster together with the other initial members.
     Initial {
@@ -222,7 +222,7 @@ impl Member {
                         match resp.role() {
                             MemberRole::Seed => {
                                 return Ok(Role::Seed {
-                                    restore: resp.restore,
+                                    restore: resp.restore.map(Box::new),
                                 });
                             }
                             MemberRole::Join if !resp.cluster_client_urls.is_empty() => {

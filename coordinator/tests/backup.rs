@@ -762,6 +762,27 @@ fn of(listed: &[(String, String, bool)], uid: &str) -> Vec<String> {
     names
 }
 
+/// Waits until the backups `c` lists of identity `uid` are `want` (a retention runs once a
+/// backup is taken, after the backup's answer); returns everything listed then.
+async fn wait_listed(
+    c: &LocalCoordinator,
+    uid: &str,
+    want: &[String],
+) -> Vec<(String, String, bool)> {
+    let mut want = want.to_vec();
+    want.sort();
+    let got = wait_for("the backups listed after retention", CHANGE, || {
+        let now = listed(c);
+        let done = of(&now, uid) == want;
+        async move { done.then_some(now) }
+    })
+    .await;
+    match got {
+        Ok(now) => now,
+        Err(e) => panic!("{e:#}: wanted {want:?}, listed {:?}", listed(c)),
+    }
+}
+
 /// The identity `c`'s cluster's backups are bound to, from its state directory.
 fn identity(c: &LocalCoordinator, cluster: &str) -> String {
     std::fs::read_to_string(c.state_dir().join(cluster).join("backup-identity"))
@@ -862,14 +883,20 @@ async fn same_named_clusters_sharing_a_backup_path_keep_to_their_own() {
         [b1.clone(), b2.clone()],
         "A's retention touches none of B's"
     );
-    assert!(!dir.join(orphan(&uid_a)).exists(), "A's orphan is deleted");
+    ok(
+        &a,
+        wait_for("A's orphan deleted after its backup", CHANGE, || {
+            let gone = !dir.join(orphan(&uid_a)).exists();
+            async move { gone.then_some(()) }
+        })
+        .await,
+    );
     assert!(
         dir.join(orphan(&uid_b)).exists(),
         "B's is not A's to delete"
     );
     let b3 = backup_now(&b);
-    let now = listed(&b);
-    assert_eq!(of(&now, &uid_b), [b2, b3.clone()], "B keeps its 2 newest");
+    let now = wait_listed(&b, &uid_b, &[b2, b3.clone()]).await;
     assert_eq!(
         of(&now, &uid_a),
         a_names[1..].to_vec(),
@@ -1014,9 +1041,10 @@ account = "devstoreaccount1"
 key = base64.b64decode("Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==")
 date = datetime.datetime.now(datetime.timezone.utc).strftime("%a, %d %b %Y %H:%M:%S GMT")
 version = "2021-08-06"
-to_sign = "PUT\n" + "\n" * 11 + f"x-ms-date:{date}\nx-ms-version:{version}\n/{account}/{account}/{container}\nrestype:container"
+to_sign = "PUT\n" + "\n" * 4 + "application/octet-stream\n" + "\n" * 6 + f"x-ms-date:{date}\nx-ms-version:{version}\n/{account}/{account}/{container}\nrestype:container"
 signature = base64.b64encode(hmac.new(key, to_sign.encode(), hashlib.sha256).digest()).decode()
 request = urllib.request.Request(f"{endpoint}/{account}/{container}?restype=container", data=b"", method="PUT")
+request.add_header("Content-Type", "application/octet-stream")
 request.add_header("x-ms-date", date)
 request.add_header("x-ms-version", version)
 request.add_header("Authorization", f"SharedKey {account}:{signature}")
@@ -1081,7 +1109,7 @@ async fn backups_to_azure_on_azurite_are_pruned_survive_the_emulator_stopping_an
     }
     let names: Vec<String> = (0..3).map(|_| backup_now(&c)).collect();
     let uid = identity(&c, c.cluster());
-    assert_eq!(of(&listed(&c), &uid), names[1..].to_vec(), "keep 2 of 3");
+    wait_listed(&c, &uid, &names[1..]).await;
 
     // Azurite stops while a backup uploads.
     let blocks = azurite.blocks_put();
@@ -1145,4 +1173,71 @@ async fn backups_to_azure_on_azurite_are_pruned_survive_the_emulator_stopping_an
     );
     assert_eq!(count_keys(&c, &endpoints(&up), "k").await, 100);
     drop(azurite);
+}
+
+/// The same with S3 on moto: two local coordinators, a one-member `etcd-cluster` each, one
+/// bucket and prefix. Each one's retention keeps its own newest and leaves the other's;
+/// each one's `latest` restore brings back its own data, and says whose backup it was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn same_named_clusters_sharing_a_bucket_keep_to_their_own() {
+    let _serial = serial_guard();
+    let moto = Moto::start(free_port()).await;
+    let bucket = "etcd-backups";
+    moto.create_bucket(bucket);
+    let storage = format!(
+        "    storage:\n      s3:\n        bucket: {bucket}\n        prefix: etcd/\n        endpoint: \"{}\"\n        region: us-east-1\n        forcePathStyle: true\n",
+        moto.endpoint
+    );
+    let backup = format!("  backup:\n    keep: 1\n{storage}");
+    let (_dir_a, path_a) = manifest_with(1, &backup);
+    let (_dir_b, path_b) = manifest_with(1, &backup);
+    let start = |path: std::path::PathBuf| {
+        LocalCoordinator::start(
+            CoordinatorOptions::new(coordinator_bin(), path)
+                .env("AWS_ACCESS_KEY_ID", "testing")
+                .env("AWS_SECRET_ACCESS_KEY", "testing"),
+        )
+    };
+    let a = start(path_a).await.expect("start A");
+    let b = start(path_b).await.expect("start B");
+    let running_a = ok(&a, a.wait_running(1, VERSION, FORM).await);
+    let running_b = ok(&b, b.wait_running(1, VERSION, FORM).await);
+    put_keys(&a, &endpoints(&running_a), "a", 10).await;
+    put_keys(&b, &endpoints(&running_b), "b", 20).await;
+    let b1 = backup_now(&b);
+    let a_names = [backup_now(&a), backup_now(&a)];
+    let (uid_a, uid_b) = (identity(&a, a.cluster()), identity(&b, b.cluster()));
+    let now = wait_listed(&a, &uid_a, &a_names[1..]).await;
+    assert_eq!(of(&now, &uid_b), [b1.clone()], "and leaves B's");
+
+    let restored = |c: &LocalCoordinator| {
+        format!(
+            "{}{backup}---\n{}  restore:\n    backup: latest\n    cluster: etcd-cluster\n{storage}",
+            manifest(c.cluster(), 1, VERSION),
+            manifest("etcd-restored", 1, VERSION),
+        )
+    };
+    ok(
+        &a,
+        a.write_manifest(&restored(&a)).map_err(anyhow::Error::from),
+    );
+    ok(
+        &b,
+        b.write_manifest(&restored(&b)).map_err(anyhow::Error::from),
+    );
+    let (up_a, said_a) = restored_cluster(&a, "etcd-restored", 1).await;
+    assert!(
+        said_a.contains(&format!("local/etcd-cluster/{}", a_names[1])),
+        "{said_a}"
+    );
+    assert_eq!(count_keys(&a, &endpoints(&up_a), "a").await, 10);
+    assert_eq!(count_keys(&a, &endpoints(&up_a), "b").await, 0);
+    let (up_b, said_b) = restored_cluster(&b, "etcd-restored", 1).await;
+    assert!(
+        said_b.contains(&format!("local/etcd-cluster/{b1}")),
+        "{said_b}"
+    );
+    assert_eq!(count_keys(&b, &endpoints(&up_b), "b").await, 20);
+    assert_eq!(count_keys(&b, &endpoints(&up_b), "a").await, 0);
+    drop(moto);
 }

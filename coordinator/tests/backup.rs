@@ -1208,7 +1208,11 @@ async fn same_named_clusters_sharing_a_bucket_keep_to_their_own() {
     let a_names = [backup_now(&a), backup_now(&a)];
     let (uid_a, uid_b) = (identity(&a, a.cluster()), identity(&b, b.cluster()));
     let now = wait_listed(&a, &uid_a, &a_names[1..]).await;
-    assert_eq!(of(&now, &uid_b), [b1.clone()], "and leaves B's");
+    assert_eq!(
+        of(&now, &uid_b),
+        std::slice::from_ref(&b1),
+        "and leaves B's"
+    );
 
     let restored = |c: &LocalCoordinator| {
         format!(

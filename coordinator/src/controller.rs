@@ -1593,7 +1593,11 @@ impl<R: Runtime> ClusterController<R> {
         };
         self.registry.with(&self.key, |entry, _| {
             let track = &mut entry.backups;
-            track.finished += 1;
+            // A success counts as finished once its retention ran too (below), so that
+            // whoever waits on it sees the storage as retention left it.
+            if outcome.is_err() {
+                track.finished += 1;
+            }
             if track.requested_at.is_some_and(|at| at <= began) {
                 track.requested_at = None;
             }
@@ -1681,6 +1685,7 @@ impl<R: Runtime> ClusterController<R> {
         };
         self.registry.with(&self.key, |entry, _| {
             entry.backups.retention_error = retention_error;
+            entry.backups.finished += 1;
         });
         Ok(())
     }

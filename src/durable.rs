@@ -43,6 +43,31 @@ pub fn read_if_present(path: &Path) -> io::Result<Option<Vec<u8>>> {
     }
 }
 
+/// The random id kept in `path`, created (128 random bits, hex) and written durably the
+/// first time; the same id ever after. A file that cannot be read, or does not hold an id,
+/// is an error: never replaced by a new id, which would make the holder a stranger to
+/// what it did before.
+pub fn read_or_create_id(path: &Path) -> io::Result<String> {
+    if let Some(bytes) = read_if_present(path)? {
+        let id = String::from_utf8_lossy(&bytes).trim().to_string();
+        if id.is_empty() || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{} does not hold an id", path.display()),
+            ));
+        }
+        return Ok(id);
+    }
+    use ring::rand::SecureRandom;
+    let mut bytes = [0u8; 16];
+    ring::rand::SystemRandom::new()
+        .fill(&mut bytes)
+        .map_err(|_| io::Error::other("no system randomness"))?;
+    let id: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    write_atomic(path, id.as_bytes())?;
+    Ok(id)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -63,6 +88,19 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names, ["record.json"]);
+    }
+
+    #[test]
+    fn an_id_is_created_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c").join("identity");
+        let id = read_or_create_id(&path).unwrap();
+        assert_eq!(id.len(), 32);
+        assert_eq!(read_or_create_id(&path).unwrap(), id);
+        let other = read_or_create_id(&dir.path().join("d").join("identity")).unwrap();
+        assert_ne!(other, id);
+        std::fs::write(&path, b"not an id").unwrap();
+        assert!(read_or_create_id(&path).is_err(), "never replaced");
     }
 
     #[test]

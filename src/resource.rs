@@ -215,6 +215,22 @@ pub struct BackupStorageSpec {
     /// An S3 or S3-compatible bucket.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub s3: Option<S3StorageSpec>,
+    /// An Azure Blob Storage container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub azure: Option<AzureStorageSpec>,
+}
+
+impl BackupStorageSpec {
+    /// The Secret holding the storage's credentials, when the spec names one.
+    pub fn credentials_secret(&self) -> Option<&str> {
+        self.s3
+            .as_ref()
+            .and_then(|s| s.credentials_secret.as_deref())
+            .or(self
+                .azure
+                .as_ref()
+                .and_then(|a| a.credentials_secret.as_deref()))
+    }
 }
 
 /// A directory for backups.
@@ -246,10 +262,44 @@ pub struct S3StorageSpec {
     /// S3-compatible services need.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub force_path_style: bool,
-    /// A Secret with `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY` (Kubernetes; its keys
-    /// are given to the member's container as environment, never logged or put in status).
-    /// In local mode the coordinator's own environment provides them.
+    /// A Secret of the cluster's namespace with `AWS_ACCESS_KEY_ID` and
+    /// `AWS_SECRET_ACCESS_KEY` (and optionally `AWS_SESSION_TOKEN`). On Kubernetes it is
+    /// required: the members read it (mounted as files, never logged or put in status) and
+    /// the coordinator reads it by name for listing, retention and restores; nothing falls
+    /// back to an environment or instance metadata. In local mode the coordinator's own
+    /// environment variables of those names provide them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub credentials_secret: Option<String>,
+}
+
+/// An Azure Blob Storage container for backups.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AzureStorageSpec {
+    /// The container.
+    #[schemars(length(min = 3, max = 63))]
+    pub container: String,
+    /// A prefix inside the container, e.g. `etcd/` (`<namespace>/<cluster>/` is appended).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub prefix: String,
+    /// The storage account (`devstoreaccount1` with `useEmulator`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[schemars(length(max = 24))]
+    pub account: String,
+    /// The Blob service endpoint (default `https://<account>.blob.core.windows.net`); with
+    /// `useEmulator`, the emulator's URL without the account (`http://127.0.0.1:10000`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// Use the Azurite emulator's well-known development account and key (local mode and
+    /// tests; needs `endpoint`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub use_emulator: bool,
+    /// A Secret of the cluster's namespace with `AZURE_STORAGE_ACCOUNT_KEY`, used as the S3
+    /// one is (required on Kubernetes unless `useEmulator`). In local mode the
+    /// coordinator's own environment variable of that name provides it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
     pub credentials_secret: Option<String>,
 }
 
@@ -260,11 +310,16 @@ pub struct RestoreSpec {
     /// `latest` (the newest verified backup) or a backup's name.
     #[schemars(length(min = 1, max = 253))]
     pub backup: String,
-    /// The cluster the backup was taken of (default: this cluster's name); its backups are
-    /// under its name in the storage.
+    /// The cluster the backup was taken of (default: this cluster's name): naming another
+    /// cluster is how its backups are restored; its backups are under
+    /// `<prefix><namespace>/<cluster>/` in the storage.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 63))]
     pub cluster: Option<String>,
+    /// The namespace of that cluster (default: this cluster's; `local` in local mode).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63))]
+    pub namespace: Option<String>,
     /// Where the backup is (default: the cluster's backup storage).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storage: Option<BackupStorageSpec>,
@@ -272,12 +327,16 @@ pub struct RestoreSpec {
     /// backwards (etcd's `--bump-revision`; default 1,000,000,000). The restored cluster is
     /// marked compacted at that revision.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 0))]
+    #[schemars(range(min = 0, max = MAX_BUMP_REVISION))]
     pub bump_revision: Option<i64>,
 }
 
 /// Revisions a restore bumps by when the spec does not say.
 pub const DEFAULT_BUMP_REVISION: i64 = 1_000_000_000;
+
+/// The largest revision bump a restore takes: a thousand times the default, far below
+/// where etcd's 64-bit revisions could run out.
+pub const MAX_BUMP_REVISION: i64 = 1_000_000_000_000;
 
 impl EtcdClusterSpec {
     /// The backup storage: the spec's, when it names one.

@@ -47,7 +47,7 @@ pub enum SpecError {
     #[error("spec.backup.keep is {0}: keep at least 1 backup")]
     KeepTooSmall(i32),
     /// A storage names no kind, or more than one.
-    #[error("{0} must name exactly one storage kind (local or s3), not {1}")]
+    #[error("{0} must name exactly one storage kind (local, s3 or azure), not {1}")]
     StorageKinds(&'static str, usize),
     /// A storage field is empty or malformed.
     #[error("{field}: {reason}")]
@@ -60,9 +60,29 @@ pub enum SpecError {
     /// `spec.restore.backup` is empty.
     #[error("spec.restore.backup is empty: name a backup, or \"latest\"")]
     RestoreNamesNothing,
+    /// `spec.restore.backup` is not a backup's name.
+    #[error(
+        "spec.restore.backup {0:?} is not a backup's name: \"latest\", or a name as listed (letters, digits, '.', '_' and '-', not beginning with '.')"
+    )]
+    BadRestoreBackup(String),
     /// `spec.restore.bumpRevision` is negative.
     #[error("spec.restore.bumpRevision is {0}: it must be 0 or more")]
     NegativeBump(i64),
+    /// `spec.restore.bumpRevision` above [`crate::resource::MAX_BUMP_REVISION`].
+    #[error(
+        "spec.restore.bumpRevision is {0}: at most {max} (the default is {default})",
+        max = crate::resource::MAX_BUMP_REVISION,
+        default = crate::resource::DEFAULT_BUMP_REVISION
+    )]
+    BumpTooLarge(i64),
+    /// `spec.restore.cluster` or `spec.restore.namespace` is not a Kubernetes name.
+    #[error("spec.restore.{field}: {reason}")]
+    BadRestoreSource {
+        /// `cluster` or `namespace`.
+        field: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
     /// An image pull Secret's name is empty or not a Secret name.
     #[error(
         "spec.pod.imagePullSecrets[{index}].name {name:?} is not a Secret name: use the name of a Secret of this namespace (lowercase letters, digits, '-' and '.', at most 253 characters)"
@@ -206,11 +226,27 @@ pub fn validate_spec(spec: &EtcdClusterSpec) -> Result<ValidSpec, SpecErrors> {
     if let Some(restore) = &spec.restore {
         if restore.backup.trim().is_empty() {
             errors.push(SpecError::RestoreNamesNothing);
+        } else if !crate::backup::is_backup_name(&restore.backup) {
+            errors.push(SpecError::BadRestoreBackup(
+                restore.backup.chars().take(80).collect(),
+            ));
         }
-        if let Some(bump) = restore.bump_revision
-            && bump < 0
-        {
-            errors.push(SpecError::NegativeBump(bump));
+        match restore.bump_revision {
+            Some(bump) if bump < 0 => errors.push(SpecError::NegativeBump(bump)),
+            Some(bump) if bump > crate::resource::MAX_BUMP_REVISION => {
+                errors.push(SpecError::BumpTooLarge(bump))
+            }
+            _ => {}
+        }
+        for (field, value) in [
+            ("cluster", &restore.cluster),
+            ("namespace", &restore.namespace),
+        ] {
+            if let Some(value) = value
+                && let Err(reason) = crate::backup::check_name(field, value)
+            {
+                errors.push(SpecError::BadRestoreSource { field, reason });
+            }
         }
         if let Some(storage) = &restore.storage {
             check_storage("spec.restore.storage", storage, &mut errors);
@@ -352,7 +388,9 @@ fn check_storage(
     storage: &crate::resource::BackupStorageSpec,
     errors: &mut Vec<SpecError>,
 ) {
-    let kinds = usize::from(storage.local.is_some()) + usize::from(storage.s3.is_some());
+    let kinds = usize::from(storage.local.is_some())
+        + usize::from(storage.s3.is_some())
+        + usize::from(storage.azure.is_some());
     if kinds != 1 {
         errors.push(SpecError::StorageKinds(field, kinds));
     }
@@ -379,6 +417,43 @@ fn check_storage(
                 reason: "must be an http:// or https:// URL",
             });
         }
+    }
+    if let Some(azure) = &storage.azure {
+        if azure.container.trim().is_empty() {
+            errors.push(SpecError::BadStorage {
+                field: "azure.container",
+                reason: "is empty",
+            });
+        }
+        if azure.account.is_empty() && !azure.use_emulator {
+            errors.push(SpecError::BadStorage {
+                field: "azure.account",
+                reason: "is empty: name the storage account",
+            });
+        }
+        match &azure.endpoint {
+            Some(endpoint)
+                if !(endpoint.starts_with("https://") || endpoint.starts_with("http://")) =>
+            {
+                errors.push(SpecError::BadStorage {
+                    field: "azure.endpoint",
+                    reason: "must be an http:// or https:// URL",
+                })
+            }
+            None if azure.use_emulator => errors.push(SpecError::BadStorage {
+                field: "azure.endpoint",
+                reason: "is required with useEmulator: the emulator's URL, without the account",
+            }),
+            _ => {}
+        }
+    }
+    if let Some(secret) = storage.credentials_secret()
+        && !is_dns_subdomain(secret)
+    {
+        errors.push(SpecError::BadStorage {
+            field: "credentialsSecret",
+            reason: "is not a Secret name (lowercase letters, digits, '-' and '.', at most 253 characters)",
+        });
     }
 }
 
@@ -468,6 +543,134 @@ mod tests {
             version: version.into(),
             allow_downgrade: false,
             ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_restore_source_is_checked_before_any_path_is_built() {
+        use crate::resource::{
+            AzureStorageSpec, BackupStorageSpec, MAX_BUMP_REVISION, RestoreSpec,
+        };
+        let with = |f: &dyn Fn(&mut RestoreSpec)| {
+            let mut s = spec(3, "3.6.15");
+            let mut r = RestoreSpec {
+                backup: "latest".into(),
+                ..Default::default()
+            };
+            f(&mut r);
+            s.restore = Some(r);
+            validate_spec(&s).err().map(|e| e.to_string())
+        };
+        type Case<'a> = (&'a str, &'a dyn Fn(&mut RestoreSpec), Option<&'a str>);
+        let table: &[Case] = &[
+            ("latest of itself", &|_| {}, None),
+            (
+                "another namespace's cluster",
+                &|r| {
+                    r.cluster = Some("etcd-a".into());
+                    r.namespace = Some("team-a".into());
+                },
+                None,
+            ),
+            (
+                "a path",
+                &|r| r.cluster = Some("../x".into()),
+                Some("spec.restore.cluster"),
+            ),
+            (
+                "dot-dot",
+                &|r| r.namespace = Some("..".into()),
+                Some("spec.restore.namespace"),
+            ),
+            (
+                "absolute",
+                &|r| r.cluster = Some("/etc".into()),
+                Some("spec.restore.cluster"),
+            ),
+            (
+                "too long",
+                &|r| r.cluster = Some("a".repeat(64)),
+                Some("spec.restore.cluster"),
+            ),
+            (
+                "a name with a slash",
+                &|r| r.backup = "a/b".into(),
+                Some("spec.restore.backup"),
+            ),
+            (
+                "a hidden name",
+                &|r| r.backup = "..".into(),
+                Some("spec.restore.backup"),
+            ),
+            (
+                "a listed name",
+                &|r| r.backup = "etcd-20251201T100000.000Z-r7-uabc".into(),
+                None,
+            ),
+            (
+                "the largest bump",
+                &|r| r.bump_revision = Some(MAX_BUMP_REVISION),
+                None,
+            ),
+            (
+                "a bump too large",
+                &|r| r.bump_revision = Some(MAX_BUMP_REVISION + 1),
+                Some("bumpRevision"),
+            ),
+            (
+                "a negative bump",
+                &|r| r.bump_revision = Some(-1),
+                Some("bumpRevision"),
+            ),
+            (
+                "azure without an account",
+                &|r| {
+                    r.storage = Some(BackupStorageSpec {
+                        azure: Some(AzureStorageSpec {
+                            container: "c".into(),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    })
+                },
+                Some("azure.account"),
+            ),
+            (
+                "the emulator needs its endpoint",
+                &|r| {
+                    r.storage = Some(BackupStorageSpec {
+                        azure: Some(AzureStorageSpec {
+                            container: "c".into(),
+                            use_emulator: true,
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    })
+                },
+                Some("azure.endpoint"),
+            ),
+            (
+                "a credentials Secret that is no name",
+                &|r| {
+                    r.storage = Some(BackupStorageSpec {
+                        azure: Some(AzureStorageSpec {
+                            container: "c".into(),
+                            account: "a".into(),
+                            credentials_secret: Some("../x".into()),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    })
+                },
+                Some("credentialsSecret"),
+            ),
+        ];
+        for (case, f, want) in table {
+            match (with(*f), want) {
+                (None, None) => {}
+                (Some(got), Some(part)) => assert!(got.contains(part), "{case}: {got}"),
+                (got, want) => panic!("{case}: {got:?}, wanted {want:?}"),
+            }
         }
     }
 

@@ -37,6 +37,8 @@ pub struct BackupTrack {
     pub next_due: Option<UnixMillis>,
     /// The last value of the backup-now annotation acted on (Kubernetes).
     pub annotation_seen: Option<String>,
+    /// Why the retention after the last successful backup failed (old backups kept).
+    pub retention_error: Option<String>,
 }
 
 impl BackupTrack {
@@ -74,21 +76,52 @@ pub fn resolve_storage(
 
 /// The wire form of a storage in the spec.
 pub fn to_proto(spec: &BackupStorageSpec) -> proto::BackupStorage {
-    match (&spec.local, &spec.s3) {
-        (Some(local), _) => proto::BackupStorage {
+    let credentials_secret = spec.credentials_secret().unwrap_or_default().to_string();
+    match (&spec.local, &spec.s3, &spec.azure) {
+        (Some(local), _, _) => proto::BackupStorage {
             local_path: local.path.clone(),
             ..Default::default()
         },
-        (None, Some(s3)) => proto::BackupStorage {
+        (None, Some(s3), _) => proto::BackupStorage {
             s3_bucket: s3.bucket.clone(),
             s3_prefix: s3.prefix.clone(),
             s3_endpoint: s3.endpoint.clone().unwrap_or_default(),
             s3_region: s3.region.clone().unwrap_or_default(),
             s3_force_path_style: s3.force_path_style,
+            credentials_secret,
             ..Default::default()
         },
-        (None, None) => proto::BackupStorage::default(),
+        (None, None, Some(azure)) => proto::BackupStorage {
+            azure_container: azure.container.clone(),
+            azure_prefix: azure.prefix.clone(),
+            azure_account: azure.account.clone(),
+            azure_endpoint: azure.endpoint.clone().unwrap_or_default(),
+            azure_use_emulator: azure.use_emulator,
+            credentials_secret,
+            ..Default::default()
+        },
+        (None, None, None) => proto::BackupStorage::default(),
     }
+}
+
+/// How long an opened storage (its credentials read) serves ListBackups before they are
+/// read again: a rotated Secret is picked up within this long.
+pub const ACCESS_REFRESH_MS: i64 = 60_000;
+
+/// A cluster's backup storage as the coordinator last opened it (with the credentials the
+/// runtime gave), for ListBackups; kept fresh by the cluster's passes.
+#[derive(Debug, Clone)]
+pub struct BackupAccess {
+    /// Whose backups.
+    pub owner: etcd_operator::backup::BackupOwner,
+    /// The storage.
+    pub storage: proto::BackupStorage,
+    /// The storage opened, or why it could not be (no credentials, say).
+    pub opened: Result<etcd_sidecar::backup::Storage, String>,
+    /// When it was opened.
+    pub opened_at: UnixMillis,
+    /// The metadata read before, so that a listing reads only what is new.
+    pub cache: etcd_sidecar::backup::MetaCache,
 }
 
 /// The wait before retrying after `failures` failures in a row.
@@ -233,6 +266,7 @@ mod tests {
                 path: "/var/backups/etcd".into(),
             }),
             s3: None,
+            azure: None,
         };
         assert_eq!(
             resolve_storage(Some(&local), Some(default))

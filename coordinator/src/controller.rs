@@ -647,11 +647,30 @@ impl<R: Runtime> ClusterController<R> {
             track.next_due = crate::backups::next_scheduled(&resource.spec, since);
             storage.is_ok() && crate::backups::due(track, &resource.spec, started, now)
         });
+        // The identity the cluster's backups are bound to, and its storage opened for
+        // ListBackups (with the credentials the runtime reads, again once a minute).
+        let identity = match self.runtime.backup_identity(&self.key, resource).await {
+            Ok(id) => Some(id),
+            Err(e) => {
+                warn!(error = %e, "the cluster's backup identity is not known");
+                None
+            }
+        };
+        self.registry
+            .with(&self.key, |entry, _| entry.identity = identity.clone());
+        if let (Ok(storage), Some(uid)) = (&storage, &identity) {
+            self.refresh_backup_access(storage, uid, now).await;
+        }
         // The restore a cluster is created from: decided once (in the record, before its
         // seed is created) and never looked up again; until then found and checked here.
         let restore = match (&record.restore, &resource.spec.restore) {
             (Some(decided), _) if !decided.done => Some(Ok(decided.source.backup.clone())),
-            (None, Some(restore)) if record.created.is_none() && infos.is_empty() => {
+            // Only a spec that validates: no name from it reaches a path before it is checked.
+            (None, Some(restore))
+                if record.created.is_none()
+                    && infos.is_empty()
+                    && validate_cluster(resource).is_ok() =>
+            {
                 Some(self.resolve_restore(resource, restore).await)
             }
             _ => None,
@@ -838,6 +857,10 @@ impl<R: Runtime> ClusterController<R> {
 
     /// The backup a cluster to be created is restored from: found, checked against the
     /// version rules, and handed to the seed when it registers; or why it cannot be.
+    /// Another cluster's backups are restored only when the spec names it
+    /// (`restore.cluster`, `restore.namespace`); `latest` takes the newest verified backup of
+    /// that cluster's identity when this coordinator knows it (it runs that cluster, or it
+    /// is this one), else of the one identity found there.
     async fn resolve_restore(
         &self,
         resource: &EtcdCluster,
@@ -851,10 +874,31 @@ impl<R: Runtime> ClusterController<R> {
             ),
         }
         .map_err(|e| format!("spec.restore: {e}"))?;
-        let source_cluster = restore
+        let namespace = match &restore.namespace {
+            Some(ns)
+                if !self.key.namespace.is_empty()
+                    || ns != etcd_operator::backup::LOCAL_NAMESPACE =>
+            {
+                ns.clone()
+            }
+            _ => self.key.namespace.clone(),
+        };
+        let cluster = restore
             .cluster
             .clone()
             .unwrap_or_else(|| self.key.name.clone());
+        let source_key = ClusterKey::new(&namespace, &cluster);
+        let from = etcd_operator::backup::RestoreFrom {
+            namespace: etcd_operator::backup::namespace_segment(&namespace).to_string(),
+            cluster,
+            uid: self
+                .registry
+                .with_existing(&source_key, |entry, _| entry.identity.clone())
+                .flatten(),
+            // A cluster created from its own name's backups: those of a life before this
+            // identity (an EtcdCluster deleted and created again).
+            or_earlier_life: source_key == self.key,
+        };
         let bump = restore
             .bump_revision
             .unwrap_or(etcd_operator::resource::DEFAULT_BUMP_REVISION);
@@ -862,21 +906,26 @@ impl<R: Runtime> ClusterController<R> {
             .backup_source(
                 resource,
                 storage,
-                source_cluster,
+                from,
                 &restore.backup,
                 bump,
                 "spec.restore",
             )
             .await?;
-        let name = source.backup.clone();
+        let name = format!(
+            "{}/{}/{}",
+            etcd_operator::backup::namespace_segment(&source.source_namespace),
+            source.source_cluster,
+            source.backup
+        );
         // Kept in memory until the seed is created, when it is recorded.
         self.registry
             .with(&self.key, |entry, _| entry.pending_restore = Some(source));
         Ok(name)
     }
 
-    /// With `spec.recovery.quorumLoss: Restore`: backup `which` of this cluster in its own
-    /// backup storage, checked against the version rules.
+    /// With `spec.recovery.quorumLoss: Restore`: backup `which` of this very cluster (its
+    /// identity) in its own backup storage, checked against the version rules.
     async fn recovery_source(
         &self,
         resource: &EtcdCluster,
@@ -888,47 +937,95 @@ impl<R: Runtime> ClusterController<R> {
             self.runtime.default_backup_storage(),
         )
         .map_err(|e| format!("{context}: {e}"))?;
+        let uid = self
+            .runtime
+            .backup_identity(&self.key, resource)
+            .await
+            .map_err(|e| format!("{context}: {e}"))?;
         let bump = resource
             .spec
             .restore
             .as_ref()
             .and_then(|r| r.bump_revision)
             .unwrap_or(etcd_operator::resource::DEFAULT_BUMP_REVISION);
-        self.backup_source(
-            resource,
-            storage,
-            self.key.name.clone(),
-            which,
-            bump,
-            context,
-        )
-        .await
+        let from = etcd_operator::backup::RestoreFrom {
+            namespace: etcd_operator::backup::namespace_segment(&self.key.namespace).to_string(),
+            cluster: self.key.name.clone(),
+            uid: Some(uid),
+            or_earlier_life: false,
+        };
+        self.backup_source(resource, storage, from, which, bump, context)
+            .await
     }
 
-    /// Backup `which` (`latest` for the newest verified one) of `source_cluster` in
+    /// `storage` opened with the credentials the runtime gives for it.
+    async fn open_storage(
+        &self,
+        storage: &etcd_operator::proto::BackupStorage,
+    ) -> Result<etcd_sidecar::backup::Storage, String> {
+        let credentials = self.runtime.storage_credentials(&self.key, storage).await?;
+        etcd_sidecar::backup::Storage::open(storage, &credentials).map_err(|e| e.to_string())
+    }
+
+    /// Keeps the cluster's storage opened for ListBackups: opened again when the storage or
+    /// the identity changed, or after [`crate::backups::ACCESS_REFRESH_MS`] (a rotated
+    /// Secret), keeping what was read of it.
+    async fn refresh_backup_access(
+        &self,
+        storage: &etcd_operator::proto::BackupStorage,
+        uid: &str,
+        now: UnixMillis,
+    ) {
+        let owner =
+            etcd_operator::backup::BackupOwner::new(&self.key.namespace, &self.key.name, uid);
+        let cache = self
+            .registry
+            .with(&self.key, |entry, _| match &entry.backup_access {
+                Some(a)
+                    if a.storage == *storage
+                        && a.owner == owner
+                        && now - a.opened_at < crate::backups::ACCESS_REFRESH_MS =>
+                {
+                    None
+                }
+                Some(a) if a.storage == *storage => Some(a.cache.clone()),
+                _ => Some(Default::default()),
+            });
+        let Some(cache) = cache else { return };
+        let opened = self.open_storage(storage).await;
+        self.registry.with(&self.key, |entry, _| {
+            entry.backup_access = Some(crate::backups::BackupAccess {
+                owner,
+                storage: storage.clone(),
+                opened,
+                opened_at: now,
+                cache,
+            });
+        });
+    }
+
+    /// Backup `which` (`latest` for the newest verified one) of the cluster `from` in
     /// `storage`, checked against the version rules; or why it cannot be restored.
     async fn backup_source(
         &self,
         resource: &EtcdCluster,
         storage: etcd_operator::proto::BackupStorage,
-        source_cluster: String,
+        from: etcd_operator::backup::RestoreFrom,
         which: &str,
         bump_revision: i64,
         context: &str,
     ) -> Result<etcd_operator::proto::RestoreSource, String> {
-        let store = etcd_sidecar::backup::Storage::open(&storage, &source_cluster)
-            .map_err(|e| format!("{context}: {e}"))?;
-        let backups = store
-            .list()
+        let store = self
+            .open_storage(&storage)
             .await
-            .map_err(|e| format!("{context}: the backups in {store:?} cannot be listed: {e}"))?;
-        let chosen = etcd_operator::backup::choose(&backups, which).ok_or_else(|| {
-            if which == "latest" {
-                format!("{context}: no verified backup of {source_cluster} in {store:?}: nothing is started")
-            } else {
-                format!("{context}: no backup {which:?} in {store:?}: nothing is started")
-            }
-        })?;
+            .map_err(|e| format!("{context}: {e}: nothing is started"))?;
+        let whose = store.describe(&from.namespace, &from.cluster);
+        let backups = store
+            .list(&from.namespace, &from.cluster, &Default::default())
+            .await
+            .map_err(|e| format!("{context}: the backups in {whose} cannot be listed: {e}"))?;
+        let chosen = etcd_operator::backup::choose(&backups, which, &from)
+            .map_err(|e| format!("{context}: {e} in {whose}: nothing is started"))?;
         let spec_version: EtcdVersion = resource
             .spec
             .version
@@ -956,7 +1053,9 @@ impl<R: Runtime> ClusterController<R> {
             backup: chosen.name.clone(),
             sha256: chosen.sha256.clone(),
             bump_revision,
-            source_cluster,
+            source_cluster: from.cluster.clone(),
+            source_namespace: from.namespace.clone(),
+            legacy_layout: chosen.legacy,
         })
     }
 
@@ -1447,10 +1546,23 @@ impl<R: Runtime> ClusterController<R> {
         };
         let backup = source.backup.as_str();
         let storage = source.storage.clone().unwrap_or_default();
-        let store = etcd_sidecar::backup::Storage::open(&storage, &source.source_cluster)
-            .map_err(|e| ActError::Backup(e.to_string()))?;
+        let store = self.open_storage(&storage).await.map_err(|e| {
+            ActError::Backup(format!(
+                "backup {backup} cannot be checked, so nothing was deleted: {e}"
+            ))
+        })?;
+        let source_namespace = if source.source_namespace.is_empty() {
+            self.key.namespace.as_str()
+        } else {
+            source.source_namespace.as_str()
+        };
         store
-            .check(&source.backup, &source.sha256)
+            .check(
+                source_namespace,
+                &source.source_cluster,
+                &source.backup,
+                &source.sha256,
+            )
             .await
             .map_err(|e| {
                 ActError::Backup(format!(
@@ -1650,10 +1762,15 @@ impl<R: Runtime> ClusterController<R> {
         keep: usize,
     ) -> Result<(), ActError> {
         let began = now_ms();
-        let storage = self
-            .registry
-            .with(&self.key, |entry, _| entry.backups.storage.clone())
-            .ok_or_else(|| ActError::Backup("no backup storage".into()))?;
+        let (storage, uid) = self.registry.with(&self.key, |entry, _| {
+            (entry.backups.storage.clone(), entry.identity.clone())
+        });
+        let storage = storage.ok_or_else(|| ActError::Backup("no backup storage".into()))?;
+        let uid = uid.ok_or_else(|| {
+            ActError::Backup(
+                "the cluster's identity is not known yet: no backup is taken that retention could not tell from another cluster's".into(),
+            )
+        })?;
         info!(member = %name, "taking a backup");
         let result = async {
             let info = find(infos, name)?;
@@ -1662,6 +1779,8 @@ impl<R: Runtime> ClusterController<R> {
                 .take_backup(etcd_operator::proto::BackupRequest {
                     storage: Some(storage.clone()),
                     coordinator_epoch: self.epoch()?,
+                    cluster_uid: uid.clone(),
+                    requested_at_unix_ms: began,
                 })
                 .await
                 .map_err(refused_by(name))?
@@ -1687,7 +1806,11 @@ impl<R: Runtime> ClusterController<R> {
         };
         self.registry.with(&self.key, |entry, _| {
             let track = &mut entry.backups;
-            track.finished += 1;
+            // A success counts as finished once its retention ran too (below), so that
+            // whoever waits on it sees the storage as retention left it.
+            if outcome.is_err() {
+                track.finished += 1;
+            }
             if track.requested_at.is_some_and(|at| at <= began) {
                 track.requested_at = None;
             }
@@ -1729,25 +1852,54 @@ impl<R: Runtime> ClusterController<R> {
             .set(i64::try_from(backup.size_bytes).unwrap_or(i64::MAX));
         info!(member = %name, backup = %backup.name, revision = backup.revision, bytes = backup.size_bytes, "backup taken and proven restorable");
         etcd_operator::failpoint!("coordinator.backup.before-retention");
-        // Retention, only now that a new backup is proven good.
+        // Retention, only now that a new backup is proven good, and only among this
+        // cluster's own backups (its identity); then the snapshots its earlier backups left
+        // without metadata, asked for before this one (one backup of a cluster at a time).
+        let owner =
+            etcd_operator::backup::BackupOwner::new(&self.key.namespace, &self.key.name, &uid);
         let retained = async {
-            let store = etcd_sidecar::backup::Storage::open(&storage, &self.key.name)?;
-            let all = store.list().await?;
-            let doomed = etcd_operator::backup::to_delete(&all, keep);
-            for old in &doomed {
-                store.delete(old).await?;
+            let store = self.open_storage(&storage).await?;
+            let all = store
+                .list(&owner.namespace, &owner.cluster, &Default::default())
+                .await
+                .map_err(|e| e.to_string())?;
+            let doomed = etcd_operator::backup::to_delete(&all, &owner, keep);
+            for old in all.iter().filter(|b| doomed.contains(&b.name)) {
+                store.delete(old).await.map_err(|e| e.to_string())?;
                 etcd_operator::failpoint!("coordinator.backup.during-retention");
             }
-            Ok::<_, etcd_sidecar::backup::BackupError>(doomed)
+            let orphans = store
+                .orphans(&owner, began)
+                .await
+                .map_err(|e| e.to_string())?;
+            for orphan in &orphans {
+                store
+                    .delete_orphan(&owner, orphan)
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+            Ok::<_, String>((doomed, orphans))
         }
         .await;
-        match retained {
-            Ok(deleted) if !deleted.is_empty() => {
-                info!(deleted = ?deleted, keep, "old backups deleted");
+        let retention_error = match retained {
+            Ok((deleted, orphans)) => {
+                if !deleted.is_empty() {
+                    info!(deleted = ?deleted, keep, "old backups deleted");
+                }
+                if !orphans.is_empty() {
+                    info!(deleted = ?orphans, "snapshots left without metadata deleted");
+                }
+                None
             }
-            Ok(_) => {}
-            Err(e) => warn!(error = %e, "retention failed; old backups are kept"),
-        }
+            Err(e) => {
+                warn!(error = %e, "retention failed; old backups are kept");
+                Some(e)
+            }
+        };
+        self.registry.with(&self.key, |entry, _| {
+            entry.backups.retention_error = retention_error;
+            entry.backups.finished += 1;
+        });
         Ok(())
     }
 
@@ -2111,7 +2263,21 @@ impl<R: Runtime> ClusterController<R> {
             conditions.push(c);
         }
         let from_backup = forced.as_ref().is_some_and(|f| f.backup.is_some());
-        if let Some(c) = restored_condition(resource, observed, plan, &reports, from_backup) {
+        let origin = self.registry.with(&self.key, |entry, _| {
+            entry
+                .record
+                .as_ref()
+                .and_then(|r| r.restore.as_ref())
+                .map(|r| restore_origin(&r.source, &self.key))
+        });
+        if let Some(c) = restored_condition(
+            resource,
+            observed,
+            plan,
+            &reports,
+            from_backup,
+            origin.as_deref(),
+        ) {
             conditions.push(c);
         }
         let backup = backup_state(&track);
@@ -2364,6 +2530,17 @@ fn backup_condition(
         ));
     }
     match &track.last_verified {
+        // Backups that are never pruned grow without bound: said, not hidden in a log.
+        Some(b) if track.retention_error.is_some() => Some(condition(
+            ConditionType::BackupHealthy,
+            ConditionStatus::False,
+            "RetentionFailed",
+            &format!(
+                "newest backup {} is proven restorable, but old backups could not be deleted: {}",
+                b.name,
+                track.retention_error.as_deref().unwrap_or_default()
+            ),
+        )),
         Some(b) => Some(condition(
             ConditionType::BackupHealthy,
             ConditionStatus::True,
@@ -2388,6 +2565,31 @@ fn backup_condition(
     }
 }
 
+/// Where a restore's data comes from: `namespace/cluster/backup` (namespace `local` in local
+/// mode), and `(earlier layout)` for a backup under `<prefix><cluster>/`.
+fn restore_origin(source: &crate::record::RestoreSourceRecord, key: &ClusterKey) -> String {
+    let namespace = if source.source_namespace.is_empty() {
+        key.namespace.as_str()
+    } else {
+        source.source_namespace.as_str()
+    };
+    let cluster = if source.source_cluster.is_empty() {
+        key.name.as_str()
+    } else {
+        source.source_cluster.as_str()
+    };
+    format!(
+        "{}{}/{cluster}/{}",
+        if source.legacy_layout {
+            "(earlier layout) "
+        } else {
+            ""
+        },
+        etcd_operator::backup::namespace_segment(namespace),
+        source.backup
+    )
+}
+
 /// `Restored`, for a cluster created from a backup: from which backup, at which revision,
 /// and whether revisions were bumped; or why it is not restored.
 fn restored_condition(
@@ -2396,20 +2598,25 @@ fn restored_condition(
     plan: &Plan,
     reports: &[etcd_operator::proto::HealthReport],
     recovered_from_backup: bool,
+    origin: Option<&str>,
 ) -> Option<Condition> {
     if resource.spec.restore.is_none() && !recovered_from_backup {
         return None;
     }
     if let Some(r) = reports.iter().find(|r| !r.restored_from.is_empty()) {
+        // Where the data came from: namespace/cluster/backup, from the decision record.
+        let from = origin
+            .filter(|o| o.ends_with(&format!("/{}", r.restored_from)))
+            .unwrap_or(&r.restored_from);
         let message = if r.restored_bump > 0 {
             format!(
-                "restored from backup {} at revision {}; revisions bumped by {} and marked compacted (watchers from before get a compaction error, never a revision going backwards)",
-                r.restored_from, r.restored_revision, r.restored_bump
+                "restored from backup {from} at revision {}; revisions bumped by {} and marked compacted (watchers from before get a compaction error, never a revision going backwards)",
+                r.restored_revision, r.restored_bump
             )
         } else {
             format!(
-                "restored from backup {} at revision {}; this etcdutl has no --bump-revision, so revisions resume at the backup's: watchers and informers must start over",
-                r.restored_from, r.restored_revision
+                "restored from backup {from} at revision {}; this etcdutl has no --bump-revision, so revisions resume at the backup's: watchers and informers must start over",
+                r.restored_revision
             )
         };
         return Some(condition(

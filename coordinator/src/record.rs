@@ -232,6 +232,24 @@ pub struct RestoreSourceRecord {
     /// S3 path-style addressing.
     #[serde(default)]
     pub s3_force_path_style: bool,
+    /// Azure container.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub azure_container: String,
+    /// Azure prefix.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub azure_prefix: String,
+    /// Azure storage account.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub azure_account: String,
+    /// Azure endpoint.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub azure_endpoint: String,
+    /// The Azure emulator's development account.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub azure_use_emulator: bool,
+    /// The Secret holding the storage's credentials (its name only).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub credentials_secret: String,
     /// The backup's name.
     pub backup: String,
     /// The SHA-256 its bytes must have.
@@ -240,6 +258,13 @@ pub struct RestoreSourceRecord {
     pub bump_revision: i64,
     /// The cluster the backup was taken of.
     pub source_cluster: String,
+    /// Its namespace (`local` in local mode; empty in records of earlier versions: the
+    /// restoring cluster's).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub source_namespace: String,
+    /// The backup is in the earlier layout.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub legacy_layout: bool,
 }
 
 impl From<&proto::RestoreSource> for RestoreSourceRecord {
@@ -252,10 +277,18 @@ impl From<&proto::RestoreSource> for RestoreSourceRecord {
             s3_endpoint: storage.s3_endpoint,
             s3_region: storage.s3_region,
             s3_force_path_style: storage.s3_force_path_style,
+            azure_container: storage.azure_container,
+            azure_prefix: storage.azure_prefix,
+            azure_account: storage.azure_account,
+            azure_endpoint: storage.azure_endpoint,
+            azure_use_emulator: storage.azure_use_emulator,
+            credentials_secret: storage.credentials_secret,
             backup: s.backup.clone(),
             sha256: s.sha256.clone(),
             bump_revision: s.bump_revision,
             source_cluster: s.source_cluster.clone(),
+            source_namespace: s.source_namespace.clone(),
+            legacy_layout: s.legacy_layout,
         }
     }
 }
@@ -270,11 +303,19 @@ impl From<&RestoreSourceRecord> for proto::RestoreSource {
                 s3_endpoint: r.s3_endpoint.clone(),
                 s3_region: r.s3_region.clone(),
                 s3_force_path_style: r.s3_force_path_style,
+                azure_container: r.azure_container.clone(),
+                azure_prefix: r.azure_prefix.clone(),
+                azure_account: r.azure_account.clone(),
+                azure_endpoint: r.azure_endpoint.clone(),
+                azure_use_emulator: r.azure_use_emulator,
+                credentials_secret: r.credentials_secret.clone(),
             }),
             backup: r.backup.clone(),
             sha256: r.sha256.clone(),
             bump_revision: r.bump_revision,
             source_cluster: r.source_cluster.clone(),
+            source_namespace: r.source_namespace.clone(),
+            legacy_layout: r.legacy_layout,
         }
     }
 }

@@ -118,6 +118,11 @@ pub struct ClusterEntry {
     pub delete_requested: std::collections::BTreeSet<String>,
     /// Where backups stand.
     pub backups: crate::backups::BackupTrack,
+    /// The cluster's identity its backups are bound to (the `EtcdCluster`'s UID, or the
+    /// local cluster's id), once a pass learned it.
+    pub identity: Option<String>,
+    /// Its backup storage, opened for ListBackups.
+    pub backup_access: Option<crate::backups::BackupAccess>,
     /// The disk maintenance this coordinator did.
     pub maintenance: MaintenanceTrack,
     /// The durable decision record as last read or written (`None` until it is read in this

@@ -185,6 +185,24 @@ pub trait Runtime: Send + Sync + 'static {
         None
     }
 
+    /// The identity `cluster`'s backups are bound to: on Kubernetes its `EtcdCluster`'s UID;
+    /// in local mode a random id kept in its state directory, created once.
+    fn backup_identity(
+        &self,
+        cluster: &ClusterKey,
+        resource: &etcd_operator::resource::EtcdCluster,
+    ) -> impl Future<Output = Result<String, RuntimeError>> + Send;
+
+    /// The credentials for the coordinator's own calls to `storage` of `cluster` (listing,
+    /// retention, finding and checking a restore's backup), or why there are none. Never
+    /// the coordinator's ambient credentials on Kubernetes: exactly the Secret the storage
+    /// names, read by name in the cluster's namespace.
+    fn storage_credentials(
+        &self,
+        cluster: &ClusterKey,
+        storage: &etcd_operator::proto::BackupStorage,
+    ) -> impl Future<Output = Result<etcd_sidecar::backup::Credentials, String>> + Send;
+
     /// Creates member `name` running `version`; `seed` marks the bootstrapping member;
     /// `etcd_tls` gives it etcd certificates and https URLs. The member's certificates are
     /// issued before it starts.

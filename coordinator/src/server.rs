@@ -1,9 +1,11 @@
 //! The coordinator's gRPC servers: `etcdop.v1.Coordinator`, `grpc.health.v1`, and server
 //! reflection (v1 and v1alpha, for grpcurl of every age), on up to three listeners:
 //!
-//! - status (`--grpc-addr`): for people. Read-only methods, health and reflection; every
-//!   method that changes something answers UNAUTHENTICATED. Plaintext on loopback in local
-//!   mode; TLS with the published CA on Kubernetes.
+//! - status (`--grpc-addr`): for people. Health and reflection; in local mode (plaintext on
+//!   loopback) also the read-only methods, every method that changes something answering
+//!   UNAUTHENTICATED. On Kubernetes (TLS with the published CA, no client certificate) every
+//!   `Coordinator` method answers UNAUTHENTICATED: the read-only ones span namespaces, so they
+//!   answer only on the control port, to a certificate of the control CA (`service.rs`).
 //! - control (`--control-addr`): for the sidecars. Mutual TLS; every method, each checked
 //!   against the caller's certificate.
 //! - health (`--health-addr`, Kubernetes): plaintext gRPC health only, for the kubelet's
@@ -43,13 +45,19 @@ async fn health() -> (
     (reporter, service)
 }
 
-/// Serves the status endpoint on `listener` (over TLS when `tls` is given) until `stop`.
+/// Serves the status endpoint on `listener` (over TLS when `tls` is given, and then with
+/// no `Coordinator` method answering: see the module doc) until `stop`.
 pub async fn serve_status(
     listener: TcpListener,
     registry: Registry,
     tls: Option<Arc<ServerTls>>,
     stop: watch::Receiver<bool>,
 ) -> Result<(), tonic::transport::Error> {
+    let access = if tls.is_some() {
+        Access::Closed
+    } else {
+        Access::ReadOnly
+    };
     let (_reporter, health) = health().await;
     let (reflection_v1, reflection_v1alpha) =
         etcd_sidecar::reflection().expect("the embedded descriptor sets are valid");
@@ -58,8 +66,7 @@ pub async fn serve_status(
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(CoordinatorServer::new(CoordinatorService::new(
-            registry,
-            Access::ReadOnly,
+            registry, access,
         )));
     match tls {
         Some(tls) => {

@@ -1,8 +1,12 @@
 //! The `etcdop.v1.Coordinator` gRPC service: sidecars register, report health and take
 //! membership grants; people read status.
 //!
-//! Who may do what: the read-only methods (ListClusters, GetCluster) answer anyone who
-//! reaches a port serving them. The methods a sidecar calls change the coordinator's view
+//! Who may do what: the read-only methods (ListClusters, GetCluster, ListBackups) answer
+//! anyone on local mode's status port (loopback, one user's machine). On Kubernetes the
+//! status port answers none of them (health and reflection only): they are answered over
+//! mutual TLS on the control port, to the operator's and the coordinator's certificates for
+//! every namespace and to a member's for its own namespace only ([`Visible`]). The methods
+//! a sidecar calls change the coordinator's view
 //! (registration, health, grants), so they answer only over mutual TLS, and only a caller
 //! whose certificate names the very member (and cluster) the request speaks for; a sidecar
 //! can never register, report or take a grant for another member.
@@ -55,10 +59,33 @@ pub const RECOVERY_SETTLE_MS: i64 =
 /// What a listener lets its callers do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Access {
-    /// The status port: read-only methods; the others answer UNAUTHENTICATED.
+    /// Local mode's status port: read-only methods to anyone; the others answer
+    /// UNAUTHENTICATED.
     ReadOnly,
+    /// Kubernetes' status port (TLS without client certificates): every method answers
+    /// UNAUTHENTICATED; health and reflection stay.
+    Closed,
     /// The control port (mutual TLS): every method, each checked against the caller.
     Authenticated,
+}
+
+/// Which clusters a reader may see.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Visible {
+    /// Every namespace.
+    All,
+    /// One namespace (empty: local mode's clusters).
+    Namespace(String),
+}
+
+impl Visible {
+    /// True when a cluster of `namespace` may be shown.
+    pub fn shows(&self, namespace: &str) -> bool {
+        match self {
+            Self::All => true,
+            Self::Namespace(ns) => ns == namespace,
+        }
+    }
 }
 
 /// The service over the shared registry.
@@ -89,11 +116,36 @@ impl CoordinatorService {
     /// The identity of the caller of a method that changes something.
     fn caller<T>(&self, request: &Request<T>, method: &str) -> Result<PeerIdentity, Status> {
         let refused = match self.access {
-            Access::ReadOnly => Status::unauthenticated(format!(
+            Access::ReadOnly | Access::Closed => Status::unauthenticated(format!(
                 "{method} is served only on the coordinator's control port (mutual TLS), to sidecars"
             )),
             Access::Authenticated => match tls::caller(request) {
                 Ok(id) => return Ok(id),
+                Err(status) => status,
+            },
+        };
+        self.refused(method, &refused);
+        Err(refused)
+    }
+
+    /// Which clusters the caller of a read-only method may see.
+    fn reader<T>(&self, request: &Request<T>, method: &str) -> Result<Visible, Status> {
+        let refused = match self.access {
+            Access::ReadOnly => return Ok(Visible::All),
+            Access::Closed => Status::unauthenticated(format!(
+                "{method} is served only on the coordinator's control port, over mutual TLS, to a certificate of the control CA (on Kubernetes, use kubectl: RBAC decides)"
+            )),
+            Access::Authenticated => match tls::caller(request) {
+                Ok(PeerIdentity::Operator | PeerIdentity::Coordinator) => return Ok(Visible::All),
+                Ok(PeerIdentity::Member { namespace, .. }) => {
+                    return Ok(Visible::Namespace(
+                        if namespace == etcd_operator::identity::LOCAL_NAMESPACE {
+                            String::new()
+                        } else {
+                            namespace
+                        },
+                    ));
+                }
                 Err(status) => status,
             },
         };
@@ -452,23 +504,27 @@ impl Coordinator for CoordinatorService {
         &self,
         request: Request<ListClustersRequest>,
     ) -> Result<Response<ListClustersResponse>, Status> {
+        let visible = self.reader(&request, "ListClusters")?;
         let namespace = request.into_inner().namespace;
         let clusters = self
             .registry
             .statuses()
             .into_iter()
+            .filter(|s| visible.shows(&s.namespace))
             .filter(|s| namespace.is_empty() || s.namespace == namespace)
             .map(|mut s| {
                 s.members.clear();
                 s
             })
             .collect();
-        let refused_manifests = self
-            .registry
-            .refused_manifests()
-            .into_iter()
-            .map(|(path, error)| etcd_operator::proto::RefusedManifest { path, error })
-            .collect();
+        let refused_manifests = if visible == Visible::All {
+            self.registry.refused_manifests()
+        } else {
+            Vec::new()
+        }
+        .into_iter()
+        .map(|(path, error)| etcd_operator::proto::RefusedManifest { path, error })
+        .collect();
         Ok(Response::new(ListClustersResponse {
             clusters,
             refused_manifests,
@@ -479,6 +535,7 @@ impl Coordinator for CoordinatorService {
         &self,
         request: Request<GetClusterRequest>,
     ) -> Result<Response<ClusterStatus>, Status> {
+        let visible = self.reader(&request, "GetCluster")?;
         let request = request.into_inner();
         if request.name.is_empty() {
             return Err(Status::invalid_argument("name is required"));
@@ -487,6 +544,7 @@ impl Coordinator for CoordinatorService {
             .registry
             .statuses()
             .into_iter()
+            .filter(|s| visible.shows(&s.namespace))
             .filter(|s| {
                 s.name == request.name
                     && (request.namespace.is_empty() || s.namespace == request.namespace)
@@ -567,23 +625,38 @@ impl Coordinator for CoordinatorService {
         &self,
         request: Request<ListBackupsRequest>,
     ) -> Result<Response<ListBackupsResponse>, Status> {
+        let visible = self.reader(&request, "ListBackups")?;
         let request = request.into_inner();
-        let key = self.find_cluster(&request.name, &request.namespace)?;
-        let storage = self
+        let key = self.find_cluster(&request.name, &request.namespace, &visible)?;
+        let access = self
             .registry
-            .with_existing(&key, |entry, _| entry.backups.storage.clone())
+            .with_existing(&key, |entry, _| {
+                entry
+                    .backup_access
+                    .clone()
+                    .filter(|a| entry.backups.storage.as_ref() == Some(&a.storage))
+            })
             .flatten()
             .ok_or_else(|| {
                 Status::failed_precondition(format!(
-                    "cluster {key} has no backup storage: set spec.backup.storage"
+                    "cluster {key} has no backup storage yet: set spec.backup.storage"
                 ))
             })?;
-        let store = etcd_sidecar::backup::Storage::open(&storage, &key.name)
-            .map_err(|e| Status::failed_precondition(e.to_string()))?;
+        let store = access
+            .opened
+            .map_err(|e| Status::failed_precondition(format!("the backups of {key}: {e}")))?;
+        let owner = &access.owner;
+        // One listing; only metadata not read before (by ETag and modification time) is
+        // downloaded.
         let backups = store
-            .list()
+            .list(&owner.namespace, &owner.cluster, &access.cache)
             .await
-            .map_err(|e| Status::unavailable(format!("listing the backups in {store:?}: {e}")))?;
+            .map_err(|e| {
+                Status::unavailable(format!(
+                    "listing the backups in {}: {e}",
+                    store.describe(&owner.namespace, &owner.cluster)
+                ))
+            })?;
         Ok(Response::new(ListBackupsResponse {
             backups: backups.iter().map(etcd_sidecar::backup::to_proto).collect(),
         }))
@@ -665,8 +738,14 @@ impl CoordinatorService {
         Err(refused)
     }
 
-    /// The cluster named `name` (in `namespace`, when given) that the registry knows.
-    fn find_cluster(&self, name: &str, namespace: &str) -> Result<ClusterKey, Status> {
+    /// The cluster named `name` (in `namespace`, when given) that the registry knows and the
+    /// caller may see.
+    fn find_cluster(
+        &self,
+        name: &str,
+        namespace: &str,
+        visible: &Visible,
+    ) -> Result<ClusterKey, Status> {
         if name.is_empty() {
             return Err(Status::invalid_argument("name is required"));
         }
@@ -674,6 +753,7 @@ impl CoordinatorService {
             .registry
             .keys()
             .into_iter()
+            .filter(|k| visible.shows(&k.namespace))
             .filter(|k| k.name == name && (namespace.is_empty() || k.namespace == namespace))
             .collect();
         match keys.as_slice() {
@@ -716,7 +796,7 @@ mod tests {
         registry.with(&ClusterKey::local("c"), |entry, _| {
             entry.runtime_members = vec!["c-0001".into()];
         });
-        for access in [Access::ReadOnly, Access::Authenticated] {
+        for access in [Access::ReadOnly, Access::Closed, Access::Authenticated] {
             let service = CoordinatorService::new(registry.clone(), access);
             // No TLS connection info at all: nobody is identified.
             let status = service
@@ -749,12 +829,34 @@ mod tests {
                 .await
                 .unwrap_err();
             assert_eq!(status.code(), tonic::Code::Unauthenticated, "{access:?}");
-            assert!(
-                service
-                    .list_clusters(Request::new(ListClustersRequest::default()))
-                    .await
-                    .is_ok()
-            );
+            // The read-only methods: to anyone on local mode's status port only; on
+            // Kubernetes' status port to nobody, on the control port to a certificate.
+            let listed = service
+                .list_clusters(Request::new(ListClustersRequest::default()))
+                .await;
+            let got = service
+                .get_cluster(Request::new(GetClusterRequest {
+                    name: "c".into(),
+                    namespace: String::new(),
+                }))
+                .await;
+            let backups = service
+                .list_backups(Request::new(ListBackupsRequest {
+                    name: "c".into(),
+                    namespace: String::new(),
+                }))
+                .await;
+            if access == Access::ReadOnly {
+                assert!(listed.is_ok());
+            } else {
+                for code in [
+                    listed.unwrap_err().code(),
+                    got.unwrap_err().code(),
+                    backups.unwrap_err().code(),
+                ] {
+                    assert_eq!(code, tonic::Code::Unauthenticated, "{access:?}");
+                }
+            }
         }
         assert!(
             registry.with(&ClusterKey::local("c"), |entry, grants| {
@@ -779,8 +881,16 @@ mod tests {
                     method: "RequestGrant".into()
                 })
                 .get(),
-            2
+            3
         );
+    }
+
+    #[test]
+    fn a_reader_sees_its_namespace_or_all() {
+        assert!(Visible::All.shows("team-a") && Visible::All.shows(""));
+        let team_a = Visible::Namespace("team-a".into());
+        assert!(team_a.shows("team-a"));
+        assert!(!team_a.shows("team-b") && !team_a.shows(""));
     }
 
     #[test]

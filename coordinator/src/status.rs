@@ -75,7 +75,7 @@ pub async fn fetch_backups(
 
 /// Backups as a table, newest first.
 pub fn render_backups(backups: &[etcd_operator::proto::Backup]) -> String {
-    let rows: Vec<[String; 6]> = backups
+    let rows: Vec<[String; 7]> = backups
         .iter()
         .map(|b| {
             [
@@ -84,6 +84,12 @@ pub fn render_backups(backups: &[etcd_operator::proto::Backup]) -> String {
                 b.revision.to_string(),
                 b.size_bytes.to_string(),
                 dash(&b.etcd_version),
+                // Whose: the identity of the cluster it was taken of, or the earlier layout.
+                if b.legacy_layout {
+                    "earlier layout".to_string()
+                } else {
+                    format!("{}/{}@{}", b.namespace, b.cluster, dash(&b.cluster_uid))
+                },
                 if b.verified {
                     "yes".to_string()
                 } else if b.verify_error.is_empty() {
@@ -95,7 +101,9 @@ pub fn render_backups(backups: &[etcd_operator::proto::Backup]) -> String {
         })
         .collect();
     columns(
-        &["NAME", "CREATED", "REVISION", "BYTES", "ETCD", "VERIFIED"],
+        &[
+            "NAME", "CREATED", "REVISION", "BYTES", "ETCD", "CLUSTER", "VERIFIED",
+        ],
         &rows,
     )
 }

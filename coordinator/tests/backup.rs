@@ -434,6 +434,7 @@ async fn a_wiped_majority_comes_back_from_the_latest_verified_backup() {
     let snapshot = c
         .state_dir()
         .join("backups")
+        .join("local")
         .join(c.cluster())
         .join(format!("{name}.db"));
     let good = std::fs::read(&snapshot).expect("the backup's snapshot");
@@ -728,4 +729,519 @@ async fn a_restore_survives_a_coordinator_crash_before_its_seed_registers() {
         100,
         "every key of the backup is in the restored cluster"
     );
+}
+
+/// The backups listed for `c`'s cluster (JSON), each `(name, clusterUid, legacyLayout)`.
+fn listed(c: &LocalCoordinator) -> Vec<(String, String, bool)> {
+    let out = cli(c, &["backups", c.cluster(), "-o", "json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let parsed: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    parsed["backups"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .map(|b| {
+            (
+                b["name"].as_str().unwrap().to_string(),
+                b["clusterUid"].as_str().unwrap_or("").to_string(),
+                b["legacyLayout"].as_bool().unwrap_or(false),
+            )
+        })
+        .collect()
+}
+
+/// The names listed of identity `uid`, sorted.
+fn of(listed: &[(String, String, bool)], uid: &str) -> Vec<String> {
+    let mut names: Vec<String> = listed
+        .iter()
+        .filter(|(_, u, legacy)| u == uid && !legacy)
+        .map(|(n, _, _)| n.clone())
+        .collect();
+    names.sort();
+    names
+}
+
+/// Waits until the backups `c` lists of identity `uid` are `want` (a retention runs once a
+/// backup is taken, after the backup's answer); returns everything listed then.
+async fn wait_listed(
+    c: &LocalCoordinator,
+    uid: &str,
+    want: &[String],
+) -> Vec<(String, String, bool)> {
+    let mut want = want.to_vec();
+    want.sort();
+    let got = wait_for("the backups listed after retention", CHANGE, || {
+        let now = listed(c);
+        let done = of(&now, uid) == want;
+        async move { done.then_some(now) }
+    })
+    .await;
+    match got {
+        Ok(now) => now,
+        Err(e) => panic!("{e:#}: wanted {want:?}, listed {:?}", listed(c)),
+    }
+}
+
+/// The identity `c`'s cluster's backups are bound to, from its state directory.
+fn identity(c: &LocalCoordinator, cluster: &str) -> String {
+    std::fs::read_to_string(c.state_dir().join(cluster).join("backup-identity"))
+        .expect("the cluster's backup identity")
+        .trim()
+        .to_string()
+}
+
+/// Puts `n` keys `<prefix>/NNN` into the cluster at `endpoints`.
+async fn put_keys(c: &LocalCoordinator, endpoints: &[String], prefix: &str, n: usize) {
+    let mut client = ok(c, etcd_client(endpoints).await);
+    for i in 0..n {
+        client
+            .put(format!("{prefix}/{i:03}"), "v", None)
+            .await
+            .expect("a write");
+    }
+}
+
+/// How many keys under `prefix/` the cluster at `endpoints` holds.
+async fn count_keys(c: &LocalCoordinator, endpoints: &[String], prefix: &str) -> i64 {
+    let mut client = ok(c, etcd_client(endpoints).await);
+    client
+        .get(
+            format!("{prefix}/"),
+            Some(GetOptions::new().with_prefix().with_count_only()),
+        )
+        .await
+        .expect("a count")
+        .count()
+}
+
+/// Waits for `name` on `c` to run restored; returns its status and its Restored message.
+async fn restored_cluster(
+    c: &LocalCoordinator,
+    name: &str,
+    size: usize,
+) -> (ClusterStatus, String) {
+    let up = wait_cluster(c, name, "the restored cluster running", CHANGE * 2, |s| {
+        is_running(s, size, VERSION)
+            && condition(s, ConditionType::Restored)
+                .is_some_and(|r| r.status() == ConditionStatus::True)
+    })
+    .await;
+    let said = condition(&up, ConditionType::Restored)
+        .unwrap()
+        .message
+        .clone();
+    (up, said)
+}
+
+/// Two local coordinators (separate state directories), each with a one-member
+/// `etcd-cluster`, backing up to one shared path (`<path>/local/etcd-cluster/`): each one's
+/// retention deletes only its own backups, each one's `latest` restore brings back its own
+/// data and says whose backup it was; a snapshot left without metadata is deleted by the
+/// next backup of its own cluster only; a backup of the earlier layout (`<path>/<cluster>/`)
+/// is listed and restored by name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn same_named_clusters_sharing_a_backup_path_keep_to_their_own() {
+    let _serial = serial_guard();
+    let shared = tempfile::tempdir().unwrap();
+    let storage = format!(
+        "  backup:\n    keep: 2\n    storage:\n      local:\n        path: {}\n",
+        shared.path().display()
+    );
+    let (_dir_a, path_a) = manifest_with(1, &storage);
+    let (_dir_b, path_b) = manifest_with(1, &storage);
+    let a = LocalCoordinator::start(CoordinatorOptions::new(coordinator_bin(), &path_a))
+        .await
+        .expect("start A");
+    let b = LocalCoordinator::start(CoordinatorOptions::new(coordinator_bin(), &path_b))
+        .await
+        .expect("start B");
+    let running_a = ok(&a, a.wait_running(1, VERSION, FORM).await);
+    let running_b = ok(&b, b.wait_running(1, VERSION, FORM).await);
+    put_keys(&a, &endpoints(&running_a), "a", 10).await;
+    put_keys(&b, &endpoints(&running_b), "b", 20).await;
+
+    let b1 = backup_now(&b);
+    let b2 = backup_now(&b);
+    let (uid_a, uid_b) = (identity(&a, a.cluster()), identity(&b, b.cluster()));
+    assert_ne!(uid_a, uid_b, "two state directories, two identities");
+    // A snapshot each left without metadata (a crash between the two writes), older than
+    // anything A takes next.
+    let dir = shared.path().join("local").join(a.cluster());
+    let orphan = |uid: &str| format!("{}-20200101T000000.000Z-r1-u{uid}.db", a.cluster());
+    std::fs::write(dir.join(orphan(&uid_a)), b"half").unwrap();
+    std::fs::write(dir.join(orphan(&uid_b)), b"half").unwrap();
+    let a_names: Vec<String> = (0..3).map(|_| backup_now(&a)).collect();
+    let now = listed(&a);
+    assert_eq!(
+        of(&now, &uid_a),
+        a_names[1..].to_vec(),
+        "A keeps its 2 newest"
+    );
+    assert_eq!(
+        of(&now, &uid_b),
+        [b1.clone(), b2.clone()],
+        "A's retention touches none of B's"
+    );
+    ok(
+        &a,
+        wait_for("A's orphan deleted after its backup", CHANGE, || {
+            let gone = !dir.join(orphan(&uid_a)).exists();
+            async move { gone.then_some(()) }
+        })
+        .await,
+    );
+    assert!(
+        dir.join(orphan(&uid_b)).exists(),
+        "B's is not A's to delete"
+    );
+    let b3 = backup_now(&b);
+    let now = wait_listed(&b, &uid_b, &[b2, b3.clone()]).await;
+    assert_eq!(
+        of(&now, &uid_a),
+        a_names[1..].to_vec(),
+        "and none of A's goes"
+    );
+
+    // A backup of the earlier layout, `<path>/<cluster>/`, as an earlier version wrote it.
+    let newest_a = &a_names[2];
+    let legacy_name = format!("{}-20250101T000000.000Z-r9", a.cluster());
+    let legacy_dir = shared.path().join(a.cluster());
+    std::fs::create_dir_all(&legacy_dir).unwrap();
+    std::fs::copy(
+        dir.join(format!("{newest_a}.db")),
+        legacy_dir.join(format!("{legacy_name}.db")),
+    )
+    .unwrap();
+    let mut meta: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join(format!("{newest_a}.json"))).unwrap())
+            .unwrap();
+    let fields = meta.as_object_mut().unwrap();
+    fields.remove("uid");
+    fields.remove("requestedAtUnixMs");
+    fields.insert("name".into(), legacy_name.clone().into());
+    fields.insert("namespace".into(), "".into());
+    std::fs::write(
+        legacy_dir.join(format!("{legacy_name}.json")),
+        serde_json::to_vec(&meta).unwrap(),
+    )
+    .unwrap();
+    assert!(
+        listed(&a)
+            .iter()
+            .any(|(n, _, legacy)| n == &legacy_name && *legacy),
+        "the earlier layout's backup is listed, marked"
+    );
+
+    // Each one's latest restore, and A's of the earlier layout's backup by name.
+    let restore = |name: &str, backup: &str| {
+        format!(
+            "{}  restore:\n    backup: \"{backup}\"\n    cluster: etcd-cluster\n    storage:\n      local:\n        path: {}\n",
+            manifest(name, 1, VERSION),
+            shared.path().display()
+        )
+    };
+    ok(
+        &a,
+        a.write_manifest(&format!(
+            "{}{storage}---\n{}---\n{}",
+            manifest(a.cluster(), 1, VERSION),
+            restore("etcd-restored", "latest"),
+            restore("etcd-legacy", &legacy_name)
+        ))
+        .map_err(anyhow::Error::from),
+    );
+    ok(
+        &b,
+        b.write_manifest(&format!(
+            "{}{storage}---\n{}",
+            manifest(b.cluster(), 1, VERSION),
+            restore("etcd-restored", "latest"),
+        ))
+        .map_err(anyhow::Error::from),
+    );
+    let (up_a, said_a) = restored_cluster(&a, "etcd-restored", 1).await;
+    assert!(
+        said_a.contains(&format!("local/etcd-cluster/{newest_a}")),
+        "{said_a}"
+    );
+    assert_eq!(count_keys(&a, &endpoints(&up_a), "a").await, 10);
+    assert_eq!(
+        count_keys(&a, &endpoints(&up_a), "b").await,
+        0,
+        "none of B's data"
+    );
+    let (up_b, said_b) = restored_cluster(&b, "etcd-restored", 1).await;
+    assert!(
+        said_b.contains(&format!("local/etcd-cluster/{b3}")),
+        "{said_b}"
+    );
+    assert_eq!(count_keys(&b, &endpoints(&up_b), "b").await, 20);
+    assert_eq!(
+        count_keys(&b, &endpoints(&up_b), "a").await,
+        0,
+        "none of A's data"
+    );
+    let (up_legacy, said_legacy) = restored_cluster(&a, "etcd-legacy", 1).await;
+    assert!(said_legacy.contains("earlier layout"), "{said_legacy}");
+    assert!(said_legacy.contains(&legacy_name), "{said_legacy}");
+    assert_eq!(count_keys(&a, &endpoints(&up_legacy), "a").await, 10);
+}
+
+/// Azurite, Microsoft's Azure Storage emulator (blob service only), on a loopback port,
+/// killed on drop. `scripts/setup.sh` installs it into the cache.
+struct Azurite {
+    child: Child,
+    endpoint: String,
+    log: std::path::PathBuf,
+}
+
+impl Azurite {
+    async fn start(port: u16, dir: &Path) -> Self {
+        let cache = std::env::var_os("ETCD_OPERATOR_CACHE_DIR")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| {
+                std::path::PathBuf::from(std::env::var_os("HOME").expect("HOME"))
+                    .join(".cache/etcd-operator")
+            });
+        let log = dir.join(format!("azurite-{port}.log"));
+        let child = Command::new(cache.join("azurite/node_modules/.bin/azurite-blob"))
+            .args(["--blobHost", "127.0.0.1", "--blobPort", &port.to_string()])
+            .arg("--location")
+            .arg(dir)
+            .arg("--debug")
+            .arg(&log)
+            .args(["--disableTelemetry", "--skipApiVersionCheck", "--loose"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("azurite (scripts/setup.sh installs it)");
+        let addr = format!("127.0.0.1:{port}");
+        wait_for("Azurite to listen", Duration::from_secs(30), || async {
+            tokio::net::TcpStream::connect(&addr).await.ok().map(|_| ())
+        })
+        .await
+        .expect("Azurite listens");
+        Self {
+            child,
+            endpoint: format!("http://127.0.0.1:{port}"),
+            log,
+        }
+    }
+
+    /// Creates `container` with the emulator's well-known account (Shared Key), if absent.
+    fn create_container(&self, container: &str) {
+        let out = Command::new("python3")
+            .args([
+                "-c",
+                r#"
+import base64, datetime, hashlib, hmac, sys, urllib.error, urllib.request
+endpoint, container = sys.argv[1], sys.argv[2]
+account = "devstoreaccount1"
+key = base64.b64decode("Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==")
+date = datetime.datetime.now(datetime.timezone.utc).strftime("%a, %d %b %Y %H:%M:%S GMT")
+version = "2021-08-06"
+to_sign = "PUT\n" + "\n" * 4 + "application/octet-stream\n" + "\n" * 6 + f"x-ms-date:{date}\nx-ms-version:{version}\n/{account}/{account}/{container}\nrestype:container"
+signature = base64.b64encode(hmac.new(key, to_sign.encode(), hashlib.sha256).digest()).decode()
+request = urllib.request.Request(f"{endpoint}/{account}/{container}?restype=container", data=b"", method="PUT")
+request.add_header("Content-Type", "application/octet-stream")
+request.add_header("x-ms-date", date)
+request.add_header("x-ms-version", version)
+request.add_header("Authorization", f"SharedKey {account}:{signature}")
+try:
+    urllib.request.urlopen(request)
+except urllib.error.HTTPError as e:
+    if e.code != 409:
+        raise SystemExit(f"{e.code}: {e.read()}")
+"#,
+                &self.endpoint,
+                container,
+            ])
+            .output()
+            .expect("python3");
+        assert!(out.status.success(), "{}", text(&out));
+    }
+
+    /// Requests Azurite logged that upload a block of a blob.
+    fn blocks_put(&self) -> usize {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .matches("comp=block&")
+            .count()
+    }
+}
+
+impl Drop for Azurite {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Azure Blob Storage on Azurite: backups stored under `<prefix>local/etcd-cluster/`, proven
+/// restorable and pruned to `keep`; Azurite stopped in the middle of a backup fails that
+/// backup with the reason in status and leaves the cluster untouched, the next one succeeds
+/// once it is back; a new cluster restored from `latest` holds every key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backups_to_azure_on_azurite_are_pruned_survive_the_emulator_stopping_and_restore() {
+    let _serial = serial_guard();
+    let data = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let azurite = Azurite::start(port, data.path()).await;
+    let container = "etcd-backups";
+    azurite.create_container(container);
+    let storage = format!(
+        "    storage:\n      azure:\n        container: {container}\n        prefix: etcd/\n        useEmulator: true\n        endpoint: \"{}\"\n",
+        azurite.endpoint
+    );
+    let (_dir, path) = manifest_with(1, &format!("  backup:\n    keep: 2\n{storage}"));
+    let c = LocalCoordinator::start(CoordinatorOptions::new(coordinator_bin(), &path))
+        .await
+        .expect("start");
+    let before = ok(&c, c.wait_running(1, VERSION, FORM).await);
+    // About 10 MiB, so that a backup uploads more than one block.
+    let mut client = ok(&c, etcd_client(&endpoints(&before)).await);
+    for i in 0..100 {
+        client
+            .put(format!("k/{i:03}"), vec![b'x'; 100 * 1024], None)
+            .await
+            .expect("a write");
+    }
+    let names: Vec<String> = (0..3).map(|_| backup_now(&c)).collect();
+    let uid = identity(&c, c.cluster());
+    wait_listed(&c, &uid, &names[1..]).await;
+
+    // Azurite stops while a backup uploads.
+    let blocks = azurite.blocks_put();
+    let mut asked = Command::new(coordinator_bin())
+        .args(["backup", c.cluster()])
+        .arg(format!("--state-dir={}", c.state_dir().display()))
+        .arg(format!("--control-addr={}", c.control_addr()))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("etcd-coordinator backup");
+    ok(
+        &c,
+        wait_for("the backup's upload to begin", CHANGE, || {
+            let begun = azurite.blocks_put() > blocks;
+            async move { begun.then_some(()) }
+        })
+        .await,
+    );
+    drop(azurite);
+    let failed = asked.wait().expect("the backup command ends");
+    assert!(!failed.success(), "the backup fails with the emulator gone");
+    let status = wait_cluster(&c, c.cluster(), "BackupHealthy False", CHANGE, |s| {
+        condition(s, ConditionType::BackupHealthy)
+            .is_some_and(|b| b.status() == ConditionStatus::False)
+    })
+    .await;
+    let reason = &condition(&status, ConditionType::BackupHealthy)
+        .unwrap()
+        .message;
+    assert!(!reason.is_empty(), "a reason is given");
+    assert!(is_running(&status, 1, VERSION), "{}", describe(&status));
+    let names_now: Vec<&str> = status.members.iter().map(|m| m.name.as_str()).collect();
+    let names_before: Vec<&str> = before.members.iter().map(|m| m.name.as_str()).collect();
+    assert_eq!(names_now, names_before, "the cluster is untouched");
+
+    // Back (its data kept): the next one succeeds, and restores.
+    let azurite = Azurite::start(port, data.path()).await;
+    azurite.create_container(container);
+    let next = backup_now(&c);
+    wait_cluster(&c, c.cluster(), "BackupHealthy True again", CHANGE, |s| {
+        condition(s, ConditionType::BackupHealthy)
+            .is_some_and(|b| b.status() == ConditionStatus::True)
+            && s.backup.as_ref().is_some_and(|b| b.last_verified == next)
+    })
+    .await;
+    ok(
+        &c,
+        c.write_manifest(&format!(
+            "{}  backup:\n    keep: 2\n{storage}---\n{}  restore:\n    backup: latest\n    cluster: etcd-cluster\n{}",
+            manifest(c.cluster(), 1, VERSION),
+            manifest("etcd-restored", 1, VERSION),
+            storage
+        ))
+        .map_err(anyhow::Error::from),
+    );
+    let (up, said) = restored_cluster(&c, "etcd-restored", 1).await;
+    assert!(
+        said.contains(&format!("local/etcd-cluster/{next}")),
+        "{said}"
+    );
+    assert_eq!(count_keys(&c, &endpoints(&up), "k").await, 100);
+    drop(azurite);
+}
+
+/// The same with S3 on moto: two local coordinators, a one-member `etcd-cluster` each, one
+/// bucket and prefix. Each one's retention keeps its own newest and leaves the other's;
+/// each one's `latest` restore brings back its own data, and says whose backup it was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn same_named_clusters_sharing_a_bucket_keep_to_their_own() {
+    let _serial = serial_guard();
+    let moto = Moto::start(free_port()).await;
+    let bucket = "etcd-backups";
+    moto.create_bucket(bucket);
+    let storage = format!(
+        "    storage:\n      s3:\n        bucket: {bucket}\n        prefix: etcd/\n        endpoint: \"{}\"\n        region: us-east-1\n        forcePathStyle: true\n",
+        moto.endpoint
+    );
+    let backup = format!("  backup:\n    keep: 1\n{storage}");
+    let (_dir_a, path_a) = manifest_with(1, &backup);
+    let (_dir_b, path_b) = manifest_with(1, &backup);
+    let start = |path: std::path::PathBuf| {
+        LocalCoordinator::start(
+            CoordinatorOptions::new(coordinator_bin(), path)
+                .env("AWS_ACCESS_KEY_ID", "testing")
+                .env("AWS_SECRET_ACCESS_KEY", "testing"),
+        )
+    };
+    let a = start(path_a).await.expect("start A");
+    let b = start(path_b).await.expect("start B");
+    let running_a = ok(&a, a.wait_running(1, VERSION, FORM).await);
+    let running_b = ok(&b, b.wait_running(1, VERSION, FORM).await);
+    put_keys(&a, &endpoints(&running_a), "a", 10).await;
+    put_keys(&b, &endpoints(&running_b), "b", 20).await;
+    let b1 = backup_now(&b);
+    let a_names = [backup_now(&a), backup_now(&a)];
+    let (uid_a, uid_b) = (identity(&a, a.cluster()), identity(&b, b.cluster()));
+    let now = wait_listed(&a, &uid_a, &a_names[1..]).await;
+    assert_eq!(
+        of(&now, &uid_b),
+        std::slice::from_ref(&b1),
+        "and leaves B's"
+    );
+
+    let restored = |c: &LocalCoordinator| {
+        format!(
+            "{}{backup}---\n{}  restore:\n    backup: latest\n    cluster: etcd-cluster\n{storage}",
+            manifest(c.cluster(), 1, VERSION),
+            manifest("etcd-restored", 1, VERSION),
+        )
+    };
+    ok(
+        &a,
+        a.write_manifest(&restored(&a)).map_err(anyhow::Error::from),
+    );
+    ok(
+        &b,
+        b.write_manifest(&restored(&b)).map_err(anyhow::Error::from),
+    );
+    let (up_a, said_a) = restored_cluster(&a, "etcd-restored", 1).await;
+    assert!(
+        said_a.contains(&format!("local/etcd-cluster/{}", a_names[1])),
+        "{said_a}"
+    );
+    assert_eq!(count_keys(&a, &endpoints(&up_a), "a").await, 10);
+    assert_eq!(count_keys(&a, &endpoints(&up_a), "b").await, 0);
+    let (up_b, said_b) = restored_cluster(&b, "etcd-restored", 1).await;
+    assert!(
+        said_b.contains(&format!("local/etcd-cluster/{b1}")),
+        "{said_b}"
+    );
+    assert_eq!(count_keys(&b, &endpoints(&up_b), "b").await, 20);
+    assert_eq!(count_keys(&b, &endpoints(&up_b), "a").await, 0);
+    drop(moto);
 }

@@ -266,7 +266,7 @@ const FAILPOINTS: &[(&str, Op, &str)] = &[
     (
         "sidecar.backup.after-upload",
         Op::Backup,
-        "a snapshot without metadata: never listed, never restored",
+        "a snapshot without metadata: never listed, never restored; deleted after the next backup of the same cluster (its identity is in its name)",
     ),
     (
         "sidecar.backup.after-metadata",

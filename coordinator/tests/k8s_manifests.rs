@@ -283,6 +283,9 @@ fn review_rules(rules: &[PolicyRule]) -> BTreeSet<(String, String, String, Strin
         ("coordination.k8s.io", "leases", "", &["create"]),
         ("coordination.k8s.io", "leases", lease, &["get", "update"]),
         ("events.k8s.io", "events", "", &["create", "patch"]),
+        // Certificates (read and written by name), and `get` of the Secret a backup
+        // storage names (`credentialsSecret`, by name in the cluster's namespace): the
+        // coordinator's only credentials for a tenant's storage. Never list or watch.
         ("", "secrets", "", &["get", "create", "update", "patch"]),
         ("", "configmaps", "", &["create"]),
         ("", "configmaps", ca, &["patch"]),

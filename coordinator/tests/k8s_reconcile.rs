@@ -1325,14 +1325,17 @@ async fn every_member_gone_with_its_data_creates_nothing_and_says_what_was_lost(
 }
 
 /// A backup in a local storage directory, as a sidecar would have written it: its metadata
-/// (verified) beside its snapshot.
+/// (verified) beside its snapshot, under `<namespace>/<cluster>/`.
 fn stored_backup(dir: &std::path::Path, cluster: &str, name: &str) {
-    let under = dir.join(cluster);
+    let under = dir.join(NS).join(cluster);
     std::fs::create_dir_all(&under).unwrap();
     std::fs::write(under.join(format!("{name}.db")), b"snapshot").unwrap();
     let meta = etcd_operator::backup::BackupMeta {
         name: name.into(),
+        namespace: NS.into(),
         cluster: cluster.into(),
+        uid: format!("{cluster}-uid"),
+        requested_at_unix_ms: 1_796_119_200_000,
         etcd_cluster_id: "abc".into(),
         member: format!("{cluster}-0000"),
         etcd_version: "3.6.15".into(),
@@ -1366,9 +1369,9 @@ async fn the_restore_a_seed_was_created_for_survives_a_coordinator_restart() {
             local: Some(etcd_operator::resource::LocalStorageSpec {
                 path: storage.path().display().to_string(),
             }),
-            s3: None,
+            ..Default::default()
         }),
-        bump_revision: None,
+        ..Default::default()
     });
     let client = fake(vec![c], None).await;
     let ctx = context(&client);
@@ -1879,4 +1882,254 @@ async fn no_write_of_an_action_is_sent_after_the_term_ends() {
         .await
         .unwrap();
     assert!(claims.items.is_empty(), "no claim after the term");
+}
+
+/// moto's S3 server on a loopback port, with one bucket; killed on drop.
+struct Moto {
+    child: std::process::Child,
+    endpoint: String,
+}
+
+impl Moto {
+    async fn start(bucket: &str) -> Self {
+        let port = testkit::free_port();
+        let child = std::process::Command::new("python3")
+            .args([
+                "-c",
+                "import sys; from moto.server import main; main(sys.argv[1:])",
+                "-H",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("moto (scripts/setup.sh installs it)");
+        let addr = format!("127.0.0.1:{port}");
+        testkit::wait_for("moto to listen", Duration::from_secs(30), || async {
+            tokio::net::TcpStream::connect(&addr).await.ok().map(|_| ())
+        })
+        .await
+        .expect("moto listens");
+        let endpoint = format!("http://127.0.0.1:{port}");
+        let out = std::process::Command::new("python3")
+            .args([
+                "-c",
+                "import sys, boto3; boto3.client('s3', endpoint_url=sys.argv[1], region_name='us-east-1', aws_access_key_id='testing', aws_secret_access_key='testing').create_bucket(Bucket=sys.argv[2])",
+                &endpoint,
+                bucket,
+            ])
+            .output()
+            .expect("python3 with boto3");
+        assert!(out.status.success(), "{out:?}");
+        Self { child, endpoint }
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Two namespaces, one bucket, a cluster of the same name in each: a cluster created from
+/// `latest` of `etcd-cluster` in `team-a` finds `team-a`'s backup (not `team-b`'s newer one
+/// of the same cluster name), with the credentials of the Secret its storage names, read by
+/// name in its own namespace; in `team-b` the same Secret name (which exists only in
+/// `team-a`) is not found, and a storage that names no Secret is refused with a condition
+/// that says so. Nothing falls back to the coordinator's environment (this process has no
+/// S3 credentials in it), and no Pod is made for a restore that cannot be resolved.
+#[tokio::test]
+async fn restores_in_two_namespaces_sharing_a_bucket_resolve_their_own_with_their_own_secret() {
+    let bucket = "shared-backups";
+    let moto = Moto::start(bucket).await;
+    let storage = etcd_operator::proto::BackupStorage {
+        s3_bucket: bucket.into(),
+        s3_prefix: "etcd/".into(),
+        s3_endpoint: moto.endpoint.clone(),
+        s3_force_path_style: true,
+        ..Default::default()
+    };
+    let keys = etcd_sidecar::backup::Credentials::from_lookup("the test", |k| match k {
+        "AWS_ACCESS_KEY_ID" | "AWS_SECRET_ACCESS_KEY" => Some("testing".into()),
+        _ => None,
+    });
+    let store = etcd_sidecar::backup::Storage::open(&storage, &keys).unwrap();
+    // One backup of each namespace's etcd-cluster, team-b's the newer.
+    let backup_of = |namespace: &str, uid: &str, minute: i64| {
+        let owner = etcd_operator::backup::BackupOwner::new(namespace, "etcd-cluster", uid);
+        let at = 1_796_119_200_000 + minute * 60_000;
+        etcd_operator::backup::BackupMeta {
+            name: etcd_operator::backup::backup_name(&owner, at, 42),
+            namespace: namespace.into(),
+            cluster: "etcd-cluster".into(),
+            uid: uid.into(),
+            etcd_cluster_id: format!("{uid}-etcd"),
+            member: "etcd-cluster-0000".into(),
+            etcd_version: "3.6.15".into(),
+            revision: 42,
+            size_bytes: 8,
+            sha256: "00".into(),
+            created_at: "2026-12-01T10:00:00Z".into(),
+            requested_at_unix_ms: at,
+            verified: true,
+            ..Default::default()
+        }
+    };
+    let team_a = backup_of("team-a", "uid-a", 1);
+    let team_b = backup_of("team-b", "uid-b", 2);
+    store.put_meta(&team_a).await.unwrap();
+    store.put_meta(&team_b).await.unwrap();
+
+    let restoring = |namespace: &str, secret: Option<&str>| {
+        let mut c = EtcdCluster::new(
+            "restored",
+            EtcdClusterSpec {
+                size: 1,
+                version: "3.6.15".into(),
+                restore: Some(etcd_operator::resource::RestoreSpec {
+                    backup: "latest".into(),
+                    cluster: Some("etcd-cluster".into()),
+                    storage: Some(etcd_operator::resource::BackupStorageSpec {
+                        s3: Some(etcd_operator::resource::S3StorageSpec {
+                            bucket: bucket.into(),
+                            prefix: "etcd/".into(),
+                            endpoint: Some(moto.endpoint.clone()),
+                            force_path_style: true,
+                            credentials_secret: secret.map(str::to_string),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+        );
+        c.metadata.namespace = Some(namespace.into());
+        c.metadata.uid = Some(format!("{namespace}-restored-uid"));
+        c
+    };
+    let client = ClientBuilder::new()
+        .with_resource::<EtcdCluster>()
+        .with_status_subresource::<EtcdCluster>()
+        .with_object(restoring("team-a", Some("s3-creds")))
+        .with_object(restoring("team-b", Some("s3-creds")))
+        .build()
+        .await
+        .expect("fake client");
+    let secret = Secret {
+        metadata: ObjectMeta {
+            name: Some("s3-creds".into()),
+            namespace: Some("team-a".into()),
+            ..Default::default()
+        },
+        data: Some(BTreeMap::from([
+            (
+                "AWS_ACCESS_KEY_ID".to_string(),
+                k8s_openapi::ByteString(b"testing".to_vec()),
+            ),
+            (
+                "AWS_SECRET_ACCESS_KEY".to_string(),
+                k8s_openapi::ByteString(b"testing".to_vec()),
+            ),
+        ])),
+        ..Default::default()
+    };
+    Api::<Secret>::namespaced(client.clone(), "team-a")
+        .create(&Default::default(), &secret)
+        .await
+        .unwrap();
+    let ctx = context(&client);
+    let pass = |namespace: &'static str| {
+        let ctx = Arc::clone(&ctx);
+        async move {
+            let obj = ctx.clusters(namespace).get("restored").await.unwrap();
+            reconcile(Arc::new(obj), Arc::clone(&ctx))
+                .await
+                .expect("reconcile succeeds");
+            Api::<EtcdCluster>::namespaced(ctx.client.clone(), namespace)
+                .get("restored")
+                .await
+                .unwrap()
+                .status
+                .unwrap_or_default()
+        }
+    };
+    let pods = |namespace: &'static str| {
+        let client = client.clone();
+        async move {
+            Api::<Pod>::namespaced(client, namespace)
+                .list(&ListParams::default())
+                .await
+                .unwrap()
+                .items
+                .len()
+        }
+    };
+
+    // team-a: its own backup, with its own Secret; decided before the seed is made.
+    let status = pass("team-a").await;
+    assert!(
+        condition_of(&status, "Restored").is_none_or(|c| c.status != "False"),
+        "{:?}",
+        status.conditions
+    );
+    let decided = ctx
+        .registry
+        .record(&ClusterKey::new("team-a", "restored"))
+        .await
+        .unwrap()
+        .restore
+        .expect("team-a's restore is decided");
+    assert_eq!(
+        decided.source.backup, team_a.name,
+        "team-a's, not team-b's newer one"
+    );
+    assert_eq!(decided.source.source_namespace, "team-a");
+    assert_eq!(decided.source.credentials_secret, "s3-creds");
+    assert_eq!(pods("team-a").await, 1, "its seed");
+
+    // team-b names a Secret that is only in team-a: not found in its own namespace.
+    let status = pass("team-b").await;
+    let refused = condition_of(&status, "Restored").expect("a Restored condition");
+    assert_eq!(
+        (refused.status.as_str(), refused.reason.as_str()),
+        ("False", "RestoreRefused")
+    );
+    assert!(
+        refused.message.contains("team-b/s3-creds") && refused.message.contains("does not exist"),
+        "{}",
+        refused.message
+    );
+    assert_eq!(pods("team-b").await, 0, "nothing is made for it");
+
+    // And a storage that names no Secret at all: refused, saying so.
+    let mut no_secret = restoring("team-b", None);
+    no_secret.metadata.name = Some("no-secret".into());
+    Api::<EtcdCluster>::namespaced(client.clone(), "team-b")
+        .create(&Default::default(), &no_secret)
+        .await
+        .unwrap();
+    let obj = ctx.clusters("team-b").get("no-secret").await.unwrap();
+    reconcile(Arc::new(obj), Arc::clone(&ctx))
+        .await
+        .expect("reconcile succeeds");
+    let status = Api::<EtcdCluster>::namespaced(client.clone(), "team-b")
+        .get("no-secret")
+        .await
+        .unwrap()
+        .status
+        .unwrap_or_default();
+    let refused = condition_of(&status, "Restored").expect("a Restored condition");
+    assert_eq!(refused.status, "False");
+    assert!(
+        refused.message.contains("names no credentialsSecret")
+            && refused.message.contains("never from its own environment"),
+        "{}",
+        refused.message
+    );
+    assert_eq!(pods("team-b").await, 0);
 }

@@ -259,6 +259,7 @@ async fn call_sidecar(
                 ..Default::default()
             }),
             coordinator_epoch: epoch,
+            ..Default::default()
         })
         .await;
     let maintain = client

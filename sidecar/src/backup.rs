@@ -12,9 +12,12 @@
 //! restore` into the member's data directory with `--bump-revision` and `--mark-compacted`
 //! where this `etcdutl` has them.
 //!
-//! Storage is `object_store`: a local directory or an S3(-compatible) bucket. S3 credentials
-//! come from this process's environment (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`), never
-//! from a request.
+//! Storage is `object_store`: a local directory, an S3(-compatible) bucket or an Azure Blob
+//! Storage container. Credentials are given to [`Storage::open`] explicitly
+//! ([`Credentials`]): a member reads them from the Secret its Pod mounts (Kubernetes) or from
+//! named variables of its environment (local mode), the coordinator from the Secret the spec
+//! names; never from a request, and no client is ever built to look for credentials of its
+//! own (`AmazonS3Builder::from_env`, instance metadata, workload identity).
 
 use std::{
     path::{Path, PathBuf},
@@ -24,13 +27,16 @@ use std::{
 };
 
 use etcd_operator::{
-    backup::{BackupMeta, backup_name, meta_object, newest_first, snapshot_object},
+    backup::{
+        BackupMeta, BackupOwner, backup_name, cluster_dir, is_backup_name, legacy_dir, meta_object,
+        namespace_segment, newest_first, snapshot_object,
+    },
     proto,
 };
 use futures::StreamExt;
 use object_store::{
     ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart, aws::AmazonS3Builder,
-    local::LocalFileSystem, path::Path as ObjectPath,
+    azure::MicrosoftAzureBuilder, local::LocalFileSystem, path::Path as ObjectPath,
 };
 use ring::digest::{Context, SHA256};
 use serde::Deserialize;
@@ -117,11 +123,162 @@ fn hex(bytes: &[u8]) -> String {
 /// Chunks of a multipart upload.
 const UPLOAD_CHUNK: usize = 8 * 1024 * 1024;
 
-/// A cluster's backups in one storage.
+/// The names of the credentials a storage reads, in a Secret (Kubernetes) or, in local mode,
+/// the process's environment.
+pub mod credential_keys {
+    /// S3 access key id.
+    pub const AWS_ACCESS_KEY_ID: &str = "AWS_ACCESS_KEY_ID";
+    /// S3 secret access key.
+    pub const AWS_SECRET_ACCESS_KEY: &str = "AWS_SECRET_ACCESS_KEY";
+    /// S3 session token (optional).
+    pub const AWS_SESSION_TOKEN: &str = "AWS_SESSION_TOKEN";
+    /// Azure storage account key.
+    pub const AZURE_STORAGE_ACCOUNT_KEY: &str = "AZURE_STORAGE_ACCOUNT_KEY";
+    /// Every key read, for the local mode's environment.
+    pub const ALL: [&str; 4] = [
+        AWS_ACCESS_KEY_ID,
+        AWS_SECRET_ACCESS_KEY,
+        AWS_SESSION_TOKEN,
+        AZURE_STORAGE_ACCOUNT_KEY,
+    ];
+}
+
+/// The Azurite emulator's well-known development account (public, the same everywhere).
+pub const EMULATOR_ACCOUNT: &str = "devstoreaccount1";
+/// The Azurite emulator's well-known development account key (public, the same everywhere).
+pub const EMULATOR_ACCOUNT_KEY: &str =
+    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
+
+/// The credentials of one storage, read from exactly one named place (a Secret, or named
+/// variables); never from a process's ambient configuration or instance metadata.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Credentials {
+    values: std::collections::BTreeMap<String, String>,
+    /// Where they were read from, for messages.
+    source: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "credentials from {} (keys: {:?})",
+            self.source,
+            self.values.keys().collect::<Vec<_>>()
+        )
+    }
+}
+
+impl Credentials {
+    /// No credentials (local storage, the emulator).
+    pub fn none() -> Self {
+        Self {
+            values: Default::default(),
+            source: "nowhere".into(),
+        }
+    }
+
+    /// The credentials `lookup` gives for the keys of [`credential_keys::ALL`], read from
+    /// `source` (named in messages).
+    pub fn from_lookup(source: &str, lookup: impl Fn(&str) -> Option<String>) -> Self {
+        Self {
+            values: credential_keys::ALL
+                .iter()
+                .filter_map(|k| {
+                    lookup(k)
+                        .filter(|v| !v.is_empty())
+                        .map(|v| (k.to_string(), v))
+                })
+                .collect(),
+            source: source.to_string(),
+        }
+    }
+
+    /// The variables of [`credential_keys::ALL`] in this process's environment (local mode:
+    /// what the coordinator was started with, and passes on to its sidecars).
+    pub fn from_environment() -> Self {
+        Self::from_lookup("the environment", |k| std::env::var(k).ok())
+    }
+
+    /// The files `<dir>/<key>` of a Secret mounted at `dir` (a member's Pod).
+    pub fn from_directory(dir: &Path) -> Self {
+        Self::from_lookup(&dir.display().to_string(), |k| {
+            std::fs::read_to_string(dir.join(k))
+                .ok()
+                .map(|v| v.trim_end_matches(['\n', '\r']).to_string())
+        })
+    }
+
+    fn get(&self, key: &str) -> Option<&str> {
+        self.values.get(key).map(String::as_str)
+    }
+
+    fn require(&self, key: &str, storage: &str) -> Result<&str, BackupError> {
+        self.get(key).ok_or_else(|| {
+            BackupError::Config(format!(
+                "no credentials for {storage}: {key} is not in {} (name a Secret holding it in the storage's credentialsSecret; nothing falls back to an environment or instance metadata)",
+                self.source
+            ))
+        })
+    }
+}
+
+/// Backup metadata read before, by object and version (ETag, modification time, size): a
+/// listing reads again only what is new or changed. Shared by clones.
+#[derive(Clone, Default)]
+pub struct MetaCache {
+    inner: Arc<std::sync::Mutex<std::collections::HashMap<String, (MetaVersion, BackupMeta)>>>,
+}
+
+type MetaVersion = (Option<String>, i64, u64);
+
+impl std::fmt::Debug for MetaCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "MetaCache({} entries)", self.len())
+    }
+}
+
+impl MetaCache {
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, (MetaVersion, BackupMeta)>>
+    {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn get(&self, location: &ObjectPath, version: &MetaVersion) -> Option<BackupMeta> {
+        self.lock()
+            .get(location.as_ref())
+            .filter(|(v, _)| v == version)
+            .map(|(_, m)| m.clone())
+    }
+
+    fn put(&self, location: &ObjectPath, version: MetaVersion, meta: &BackupMeta) {
+        self.lock()
+            .insert(location.to_string(), (version, meta.clone()));
+    }
+
+    fn retain(&self, seen: &std::collections::HashSet<String>) {
+        self.lock().retain(|location, _| seen.contains(location));
+    }
+
+    /// How many metadata objects are held.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// True when none is.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A storage of backups: a local directory, an S3(-compatible) bucket or an Azure Blob
+/// Storage container, under its prefix.
 #[derive(Clone)]
 pub struct Storage {
     store: Arc<dyn ObjectStore>,
-    prefix: ObjectPath,
+    prefix: String,
     described: String,
 }
 
@@ -131,119 +288,290 @@ impl std::fmt::Debug for Storage {
     }
 }
 
+/// Retries of storage calls: a few, within half a minute.
+fn retry() -> object_store::RetryConfig {
+    object_store::RetryConfig {
+        max_retries: 3,
+        retry_timeout: Duration::from_secs(30),
+        ..Default::default()
+    }
+}
+
 impl Storage {
-    /// The backups of `cluster` in `spec`: `<path>/<cluster>/` or `s3://<bucket>/<prefix><cluster>/`.
-    pub fn open(spec: &proto::BackupStorage, cluster: &str) -> Result<Self, BackupError> {
-        match (spec.local_path.is_empty(), spec.s3_bucket.is_empty()) {
-            (false, true) => {
-                let dir = Path::new(&spec.local_path).join(cluster);
-                std::fs::create_dir_all(&dir).map_err(io(format!(
-                    "creating the backup directory {}",
-                    dir.display()
-                )))?;
-                let store = LocalFileSystem::new_with_prefix(&dir)
-                    .map_err(storage(format!("opening {}", dir.display())))?;
-                Ok(Self {
-                    store: Arc::new(store),
-                    prefix: ObjectPath::default(),
-                    described: dir.display().to_string(),
-                })
-            }
-            (true, false) => {
-                // The S3 client's TLS takes the process's crypto provider (ring).
-                etcd_operator::tls::install_default_provider();
-                let mut builder = AmazonS3Builder::from_env()
-                    .with_bucket_name(&spec.s3_bucket)
-                    .with_region(if spec.s3_region.is_empty() {
-                        "us-east-1"
-                    } else {
-                        &spec.s3_region
-                    })
-                    .with_virtual_hosted_style_request(!spec.s3_force_path_style)
-                    .with_retry(object_store::RetryConfig {
-                        max_retries: 3,
-                        retry_timeout: Duration::from_secs(30),
-                        ..Default::default()
-                    });
-                if !spec.s3_endpoint.is_empty() {
-                    builder = builder
-                        .with_endpoint(&spec.s3_endpoint)
-                        .with_allow_http(spec.s3_endpoint.starts_with("http://"));
-                }
-                let store = builder
-                    .build()
-                    .map_err(|e| BackupError::Config(e.to_string()))?;
-                let prefix = format!("{}{cluster}", spec.s3_prefix);
-                Ok(Self {
-                    store: Arc::new(store),
-                    described: format!("s3://{}/{prefix}/", spec.s3_bucket),
-                    prefix: ObjectPath::from(prefix),
-                })
-            }
-            _ => Err(BackupError::Config(
-                "name exactly one storage: a local path or an S3 bucket".into(),
-            )),
+    /// The storage `spec` names, with `credentials` (S3 and Azure need theirs; without them
+    /// this fails: no client ever looks for credentials of its own).
+    pub fn open(
+        spec: &proto::BackupStorage,
+        credentials: &Credentials,
+    ) -> Result<Self, BackupError> {
+        let kinds = usize::from(!spec.local_path.is_empty())
+            + usize::from(!spec.s3_bucket.is_empty())
+            + usize::from(!spec.azure_container.is_empty());
+        if kinds != 1 {
+            return Err(BackupError::Config(
+                "name exactly one storage: a local path, an S3 bucket or an Azure container".into(),
+            ));
         }
-    }
-
-    fn path(&self, object: &str) -> ObjectPath {
-        if self.prefix.as_ref().is_empty() {
-            ObjectPath::from(object)
+        if !spec.local_path.is_empty() {
+            let root = Path::new(&spec.local_path);
+            if !root.is_absolute() {
+                return Err(BackupError::Config(format!(
+                    "the backup directory {} is not an absolute path",
+                    root.display()
+                )));
+            }
+            std::fs::create_dir_all(root).map_err(io(format!(
+                "creating the backup directory {}",
+                root.display()
+            )))?;
+            let store = LocalFileSystem::new_with_prefix(root)
+                .map_err(storage(format!("opening {}", root.display())))?;
+            return Ok(Self {
+                store: Arc::new(store),
+                prefix: String::new(),
+                described: format!("{}/", root.display()),
+            });
+        }
+        // The clients' TLS takes the process's crypto provider (ring).
+        etcd_operator::tls::install_default_provider();
+        if !spec.s3_bucket.is_empty() {
+            let what = format!("s3://{}/{}", spec.s3_bucket, spec.s3_prefix);
+            // `AmazonS3Builder::new`, never `from_env`: that one reads every AWS_* variable
+            // (web identity, container credentials, profiles), and a builder without keys
+            // asks the instance metadata service.
+            let mut builder = AmazonS3Builder::new()
+                .with_bucket_name(&spec.s3_bucket)
+                .with_region(if spec.s3_region.is_empty() {
+                    "us-east-1"
+                } else {
+                    &spec.s3_region
+                })
+                .with_access_key_id(credentials.require(credential_keys::AWS_ACCESS_KEY_ID, &what)?)
+                .with_secret_access_key(
+                    credentials.require(credential_keys::AWS_SECRET_ACCESS_KEY, &what)?,
+                )
+                .with_virtual_hosted_style_request(!spec.s3_force_path_style)
+                .with_retry(retry());
+            if let Some(token) = credentials.get(credential_keys::AWS_SESSION_TOKEN) {
+                builder = builder.with_token(token);
+            }
+            if !spec.s3_endpoint.is_empty() {
+                builder = builder
+                    .with_endpoint(&spec.s3_endpoint)
+                    .with_allow_http(spec.s3_endpoint.starts_with("http://"));
+            }
+            let store = builder
+                .build()
+                .map_err(|e| BackupError::Config(e.to_string()))?;
+            return Ok(Self {
+                store: Arc::new(store),
+                prefix: spec.s3_prefix.clone(),
+                described: what,
+            });
+        }
+        let account = if spec.azure_account.is_empty() && spec.azure_use_emulator {
+            EMULATOR_ACCOUNT
         } else {
-            self.prefix.clone().join(object)
+            spec.azure_account.as_str()
+        };
+        let what = format!(
+            "azure://{account}/{}/{}",
+            spec.azure_container, spec.azure_prefix
+        );
+        let key = match credentials.get(credential_keys::AZURE_STORAGE_ACCOUNT_KEY) {
+            Some(key) => key,
+            None if spec.azure_use_emulator => EMULATOR_ACCOUNT_KEY,
+            None => credentials.require(credential_keys::AZURE_STORAGE_ACCOUNT_KEY, &what)?,
+        };
+        // The emulator is addressed by path (`<endpoint>/<account>/<container>`), as a
+        // plain endpoint: object_store's emulator switch would read its URL from the
+        // environment.
+        let endpoint = match (spec.azure_endpoint.as_str(), spec.azure_use_emulator) {
+            ("", true) => {
+                return Err(BackupError::Config(
+                    "the Azure emulator needs its endpoint".into(),
+                ));
+            }
+            (endpoint, true) => format!("{}/{account}", endpoint.trim_end_matches('/')),
+            ("", false) => format!("https://{account}.blob.core.windows.net"),
+            (endpoint, false) => endpoint.to_string(),
+        };
+        let store = MicrosoftAzureBuilder::new()
+            .with_account(account)
+            .with_container_name(&spec.azure_container)
+            .with_access_key(key)
+            .with_allow_http(endpoint.starts_with("http://"))
+            .with_endpoint(endpoint)
+            .with_retry(retry())
+            .build()
+            .map_err(|e| BackupError::Config(e.to_string()))?;
+        Ok(Self {
+            store: Arc::new(store),
+            prefix: spec.azure_prefix.clone(),
+            described: what,
+        })
+    }
+
+    /// `cluster`'s directory: `<prefix><namespace>/<cluster>`, or in the earlier layout
+    /// `<prefix><cluster>`; the names are checked before any path is built.
+    fn dir(&self, namespace: &str, cluster: &str, legacy: bool) -> Result<ObjectPath, BackupError> {
+        let dir = if legacy {
+            legacy_dir(cluster)
+        } else {
+            cluster_dir(namespace, cluster)
+        }
+        .map_err(BackupError::Config)?;
+        Ok(ObjectPath::from(format!("{}{dir}", self.prefix)))
+    }
+
+    fn location(&self, meta: &BackupMeta, object: &str) -> Result<ObjectPath, BackupError> {
+        Ok(self
+            .dir(&meta.namespace, &meta.cluster, meta.legacy)?
+            .join(object))
+    }
+
+    /// Where `namespace`/`cluster`'s backups are, for messages.
+    pub fn describe(&self, namespace: &str, cluster: &str) -> String {
+        format!(
+            "{}{}/{cluster}/",
+            self.described,
+            namespace_segment(namespace)
+        )
+    }
+
+    /// The objects directly in `dir`: `(name, meta)` of each, by name.
+    async fn objects(
+        &self,
+        dir: &ObjectPath,
+    ) -> Result<Vec<object_store::ObjectMeta>, BackupError> {
+        let listed = self.store.list_with_delimiter(Some(dir)).await;
+        match listed {
+            Ok(listed) => Ok(listed.objects),
+            Err(object_store::Error::NotFound { .. }) => Ok(Vec::new()),
+            Err(e) => Err(storage(format!("listing {dir}"))(e)),
         }
     }
 
-    /// Every listed backup (those with metadata), newest first. Metadata that does not
-    /// parse is skipped with a warning.
-    pub async fn list(&self) -> Result<Vec<BackupMeta>, BackupError> {
-        let prefix = (!self.prefix.as_ref().is_empty()).then_some(&self.prefix);
-        let mut objects = self.store.list(prefix);
+    /// Every listed backup of `namespace`/`cluster` (those with metadata naming that
+    /// cluster), newest first: its own directory's, and the earlier layout's (marked
+    /// `legacy`, and only those that do not name another namespace). Metadata that does
+    /// not parse is skipped with a warning; metadata read before and unchanged (same
+    /// location, ETag and modification time) is taken from `cache`, so a listing reads
+    /// only what is new.
+    pub async fn list(
+        &self,
+        namespace: &str,
+        cluster: &str,
+        cache: &MetaCache,
+    ) -> Result<Vec<BackupMeta>, BackupError> {
         let mut metas = Vec::new();
-        while let Some(object) = objects.next().await {
-            let object = object.map_err(storage(format!("listing {self:?}")))?;
-            if object.location.extension() != Some("json") {
-                continue;
-            }
-            let bytes = self
-                .store
-                .get(&object.location)
-                .await
-                .map_err(storage(format!("reading {}", object.location)))?
-                .bytes()
-                .await
-                .map_err(storage(format!("reading {}", object.location)))?;
-            match serde_json::from_slice::<BackupMeta>(&bytes) {
-                Ok(meta) => metas.push(meta),
-                Err(e) => {
-                    warn!(object = %object.location, error = %e, "skipping unreadable backup metadata")
+        let mut seen = std::collections::HashSet::new();
+        for legacy in [false, true] {
+            let dir = self.dir(namespace, cluster, legacy)?;
+            for object in self.objects(&dir).await? {
+                if object.location.extension() != Some("json") {
+                    continue;
+                }
+                seen.insert(object.location.to_string());
+                let Some(mut meta) = self.read_meta_cached(&object, cache).await? else {
+                    continue;
+                };
+                meta.legacy = legacy;
+                let belongs = meta.cluster == cluster
+                    && if legacy {
+                        meta.namespace.is_empty()
+                            || namespace_segment(&meta.namespace) == namespace_segment(namespace)
+                    } else {
+                        namespace_segment(&meta.namespace) == namespace_segment(namespace)
+                    };
+                if belongs {
+                    metas.push(meta);
+                } else {
+                    warn!(object = %object.location, "skipping backup metadata that names another cluster");
                 }
             }
         }
+        cache.retain(&seen);
         Ok(newest_first(metas))
     }
 
-    /// The metadata of backup `name`.
-    pub async fn meta(&self, name: &str) -> Result<BackupMeta, BackupError> {
-        let location = self.path(&meta_object(name));
-        let got = match self.store.get(&location).await {
-            Ok(got) => got,
-            Err(object_store::Error::NotFound { .. }) => {
-                return Err(BackupError::NotFound(name.into()));
-            }
-            Err(e) => return Err(storage(format!("reading {location}"))(e)),
+    async fn read_meta_cached(
+        &self,
+        object: &object_store::ObjectMeta,
+        cache: &MetaCache,
+    ) -> Result<Option<BackupMeta>, BackupError> {
+        let version = (
+            object.e_tag.clone(),
+            object.last_modified.timestamp_millis(),
+            object.size,
+        );
+        if let Some(meta) = cache.get(&object.location, &version) {
+            return Ok(Some(meta));
+        }
+        let bytes = match self.store.get(&object.location).await {
+            Ok(got) => got
+                .bytes()
+                .await
+                .map_err(storage(format!("reading {}", object.location)))?,
+            // Deleted since it was listed.
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(storage(format!("reading {}", object.location))(e)),
         };
-        let bytes = got
-            .bytes()
-            .await
-            .map_err(storage(format!("reading {location}")))?;
-        serde_json::from_slice(&bytes)
-            .map_err(|e| BackupError::Integrity(format!("the metadata of {name}: {e}")))
+        match serde_json::from_slice::<BackupMeta>(&bytes) {
+            Ok(meta) => {
+                cache.put(&object.location, version, &meta);
+                Ok(Some(meta))
+            }
+            Err(e) => {
+                warn!(object = %object.location, error = %e, "skipping unreadable backup metadata");
+                Ok(None)
+            }
+        }
     }
 
-    /// Writes the metadata of `meta.name` (replacing it).
+    /// The metadata of backup `name` of `namespace`/`cluster`: in its directory, else
+    /// (`legacy` set) in the earlier layout's.
+    pub async fn meta(
+        &self,
+        namespace: &str,
+        cluster: &str,
+        name: &str,
+    ) -> Result<BackupMeta, BackupError> {
+        if !is_backup_name(name) {
+            return Err(BackupError::Config(format!(
+                "{name:?} is not a backup's name"
+            )));
+        }
+        for legacy in [false, true] {
+            let location = self
+                .dir(namespace, cluster, legacy)?
+                .join(meta_object(name));
+            let got = match self.store.get(&location).await {
+                Ok(got) => got,
+                Err(object_store::Error::NotFound { .. }) => continue,
+                Err(e) => return Err(storage(format!("reading {location}"))(e)),
+            };
+            let bytes = got
+                .bytes()
+                .await
+                .map_err(storage(format!("reading {location}")))?;
+            let mut meta: BackupMeta = serde_json::from_slice(&bytes)
+                .map_err(|e| BackupError::Integrity(format!("the metadata of {name}: {e}")))?;
+            if meta.name != name || meta.cluster != cluster {
+                return Err(BackupError::Integrity(format!(
+                    "the metadata at {location} names backup {:?} of cluster {:?}",
+                    meta.name, meta.cluster
+                )));
+            }
+            meta.legacy = legacy;
+            return Ok(meta);
+        }
+        Err(BackupError::NotFound(name.into()))
+    }
+
+    /// Writes the metadata of `meta` (replacing it).
     pub async fn put_meta(&self, meta: &BackupMeta) -> Result<(), BackupError> {
-        let location = self.path(&meta_object(&meta.name));
+        let location = self.location(meta, &meta_object(&meta.name))?;
         let bytes = serde_json::to_vec_pretty(meta)
             .map_err(|e| BackupError::Config(format!("encoding metadata: {e}")))?;
         self.store
@@ -253,9 +581,56 @@ impl Storage {
         Ok(())
     }
 
+    /// The snapshot objects of `owner`'s backups left without metadata, asked for before
+    /// `before_unix_ms` (see [`etcd_operator::backup::orphans`]).
+    pub async fn orphans(
+        &self,
+        owner: &BackupOwner,
+        before_unix_ms: i64,
+    ) -> Result<Vec<String>, BackupError> {
+        let dir = self.dir(&owner.namespace, &owner.cluster, false)?;
+        let objects = self.objects(&dir).await?;
+        let stem = |o: &object_store::ObjectMeta, ext: &str| {
+            o.location
+                .filename()
+                .and_then(|f| f.strip_suffix(ext))
+                .map(str::to_string)
+        };
+        let snapshots: Vec<String> = objects.iter().filter_map(|o| stem(o, ".db")).collect();
+        let with_meta: std::collections::BTreeSet<String> =
+            objects.iter().filter_map(|o| stem(o, ".json")).collect();
+        Ok(etcd_operator::backup::orphans(
+            &snapshots,
+            &with_meta,
+            owner,
+            before_unix_ms,
+        ))
+    }
+
+    /// Deletes the snapshot object `name` of `owner` that has no metadata (an orphan); a
+    /// metadata object that appeared meanwhile keeps it.
+    pub async fn delete_orphan(&self, owner: &BackupOwner, name: &str) -> Result<(), BackupError> {
+        let dir = self.dir(&owner.namespace, &owner.cluster, false)?;
+        match self.store.head(&dir.clone().join(meta_object(name))).await {
+            Ok(_) => return Ok(()),
+            Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => return Err(storage(format!("reading {dir}/{}", meta_object(name)))(e)),
+        }
+        let location = dir.join(snapshot_object(name));
+        match self.store.delete(&location).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(storage(format!("deleting {location}"))(e)),
+        }
+    }
+
     /// Uploads `file` as object `object` in parts; nothing is visible before it completes.
-    async fn put_file(&self, object: &str, file: &Path) -> Result<(), BackupError> {
-        let location = self.path(object);
+    async fn put_file(
+        &self,
+        meta: &BackupMeta,
+        object: &str,
+        file: &Path,
+    ) -> Result<(), BackupError> {
+        let location = self.location(meta, object)?;
         let upload = self
             .store
             .put_multipart(&location)
@@ -291,8 +666,13 @@ impl Storage {
     }
 
     /// Downloads object `object` into `file`; returns its size and SHA-256 (hex).
-    async fn get_file(&self, object: &str, file: &Path) -> Result<(u64, String), BackupError> {
-        let location = self.path(object);
+    async fn get_file(
+        &self,
+        meta: &BackupMeta,
+        object: &str,
+        file: &Path,
+    ) -> Result<(u64, String), BackupError> {
+        let location = self.location(meta, object)?;
         let got = match self.store.get(&location).await {
             Ok(got) => got,
             Err(object_store::Error::NotFound { .. }) => {
@@ -324,15 +704,21 @@ impl Storage {
     /// (and against `sha256` when given): its bytes must hash to what was recorded and be
     /// as many. Proves that the storage still holds a backup that can be restored, before
     /// anything is done that needs it.
-    pub async fn check(&self, name: &str, sha256: &str) -> Result<BackupMeta, BackupError> {
-        let meta = self.meta(name).await?;
+    pub async fn check(
+        &self,
+        namespace: &str,
+        cluster: &str,
+        name: &str,
+        sha256: &str,
+    ) -> Result<BackupMeta, BackupError> {
+        let meta = self.meta(namespace, cluster, name).await?;
         if !sha256.is_empty() && meta.sha256 != sha256 {
             return Err(BackupError::Integrity(format!(
                 "backup {name} has SHA-256 {} where {sha256} was asked for",
                 meta.sha256
             )));
         }
-        let location = self.path(&snapshot_object(name));
+        let location = self.location(&meta, &snapshot_object(name))?;
         let got = match self.store.get(&location).await {
             Ok(got) => got,
             Err(object_store::Error::NotFound { .. }) => {
@@ -358,11 +744,11 @@ impl Storage {
         Ok(meta)
     }
 
-    /// Deletes backup `name`: its metadata first, so that it is never listed without its
+    /// Deletes backup `meta`: its metadata first, so that it is never listed without its
     /// snapshot.
-    pub async fn delete(&self, name: &str) -> Result<(), BackupError> {
-        for object in [meta_object(name), snapshot_object(name)] {
-            let location = self.path(&object);
+    pub async fn delete(&self, meta: &BackupMeta) -> Result<(), BackupError> {
+        for object in [meta_object(&meta.name), snapshot_object(&meta.name)] {
+            let location = self.location(meta, &object)?;
             match self.store.delete(&location).await {
                 Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
                 Err(e) => return Err(storage(format!("deleting {location}"))(e)),
@@ -476,8 +862,11 @@ impl Etcdutl {
 
 /// What the member knows when it takes a backup.
 pub struct Source<'a> {
-    /// The cluster's namespace and name.
-    pub cluster: &'a etcd_operator::ClusterKey,
+    /// The cluster's namespace, name and identity.
+    pub owner: &'a BackupOwner,
+    /// The coordinator's clock when it asked, ms since the Unix epoch (0: not given; the
+    /// member's clock names the backup then).
+    pub requested_at_unix_ms: i64,
     /// This member's name.
     pub member: &'a str,
     /// A client of this member's etcd.
@@ -495,11 +884,17 @@ pub async fn take(
     etcdutl: &Etcdutl,
 ) -> Result<BackupMeta, BackupError> {
     let Source {
-        cluster,
+        owner,
+        requested_at_unix_ms,
         member,
         mut client,
         scratch,
     } = source;
+    if owner.uid.is_empty() {
+        return Err(BackupError::Config(
+            "the backup names no cluster identity: retention and restores could not tell it from another cluster's".into(),
+        ));
+    }
     let _ = tokio::fs::remove_dir_all(scratch).await;
     tokio::fs::create_dir_all(scratch)
         .await
@@ -513,14 +908,17 @@ pub async fn take(
     let read = etcdutl.status(&file).await?;
     let now_ms = crate::member::now_unix_ms();
     let now = now_ms / 1000;
-    let name = backup_name(&cluster.name, now_ms, read.revision);
-    storage.put_file(&snapshot_object(&name), &file).await?;
-    // A crash here leaves a snapshot object without metadata: never listed, never used.
-    etcd_operator::failpoint!("sidecar.backup.after-upload");
+    let requested_at = if requested_at_unix_ms > 0 {
+        requested_at_unix_ms
+    } else {
+        now_ms
+    };
+    let name = backup_name(owner, requested_at, read.revision);
     let mut meta = BackupMeta {
         name: name.clone(),
-        namespace: cluster.namespace.clone(),
-        cluster: cluster.name.clone(),
+        namespace: owner.namespace.clone(),
+        cluster: owner.cluster.clone(),
+        uid: owner.uid.clone(),
         etcd_cluster_id: format!(
             "{:x}",
             status.header().map(|h| h.cluster_id()).unwrap_or_default()
@@ -533,10 +931,18 @@ pub async fn take(
         size_bytes: size,
         sha256,
         created_at: rfc3339(now),
+        requested_at_unix_ms: requested_at,
         verified: false,
         verified_at: String::new(),
         verify_error: String::new(),
+        legacy: false,
     };
+    storage
+        .put_file(&meta, &snapshot_object(&name), &file)
+        .await?;
+    // A crash here leaves a snapshot object without metadata: never listed, never used,
+    // deleted after the next backup of this cluster (its name names the cluster's identity).
+    etcd_operator::failpoint!("sidecar.backup.after-upload");
     storage.put_meta(&meta).await?;
     // A crash here leaves a backup listed as not verified, which a restore never picks.
     etcd_operator::failpoint!("sidecar.backup.after-metadata");
@@ -665,7 +1071,9 @@ async fn fetch_checked(
     meta: &BackupMeta,
     file: &Path,
 ) -> Result<(), BackupError> {
-    let (size, sha256) = storage.get_file(&snapshot_object(&meta.name), file).await?;
+    let (size, sha256) = storage
+        .get_file(meta, &snapshot_object(&meta.name), file)
+        .await?;
     if sha256 != meta.sha256 || size != meta.size_bytes {
         return Err(BackupError::Integrity(format!(
             "the stored snapshot of {} has SHA-256 {sha256} ({size} bytes) where its metadata says {} ({} bytes)",
@@ -686,13 +1094,14 @@ pub struct Restored {
     pub bumped_by: i64,
 }
 
-/// The seed of a new cluster: fetches backup `wanted` (whose SHA-256 must be `sha256`)
-/// and restores it into `data_dir` as member `name` at `peer_url`. Nothing is written to
-/// `data_dir` unless the backup checks out.
+/// The seed of a new cluster: fetches backup `wanted` of `namespace`/`cluster` (whose
+/// SHA-256 must be `sha256`) and restores it into `data_dir` as member `name` at
+/// `peer_url`. Nothing is written to `data_dir` unless the backup checks out.
 #[allow(clippy::too_many_arguments)]
 pub async fn restore(
     storage: &Storage,
     etcdutl: &Etcdutl,
+    (namespace, cluster): (&str, &str),
     wanted: &str,
     sha256: &str,
     bump: i64,
@@ -701,7 +1110,7 @@ pub async fn restore(
     name: &str,
     peer_url: &str,
 ) -> Result<Restored, BackupError> {
-    let meta = storage.meta(wanted).await?;
+    let meta = storage.meta(namespace, cluster, wanted).await?;
     if !sha256.is_empty() && meta.sha256 != sha256 {
         return Err(BackupError::Integrity(format!(
             "backup {wanted} has SHA-256 {} where {sha256} was asked for",
@@ -758,5 +1167,10 @@ pub fn to_proto(meta: &BackupMeta) -> proto::Backup {
         total_keys: meta.total_keys,
         etcd_cluster_id: meta.etcd_cluster_id.clone(),
         verify_error: meta.verify_error.clone(),
+        namespace: namespace_segment(&meta.namespace).to_string(),
+        cluster: meta.cluster.clone(),
+        cluster_uid: meta.uid.clone(),
+        requested_at_unix_ms: meta.requested_at_unix_ms,
+        legacy_layout: meta.legacy,
     }
 }

@@ -65,6 +65,12 @@ pub struct RunArgs {
     /// (`scripts/setup.sh`), else one beside the etcd binary, else one on PATH].
     #[arg(long, env = "ETCDOP_ETCDUTL")]
     pub etcdutl: Option<PathBuf>,
+    /// Where the Secrets a backup storage names are mounted, one directory per Secret
+    /// (`<dir>/<secret>/<key>`; Kubernetes). Without it (local mode) a storage's
+    /// credentials are the variables of this process's environment named in the
+    /// `credentialsSecret` documentation.
+    #[arg(long, env = "ETCDOP_STORAGE_CREDENTIALS_DIR")]
+    pub storage_credentials_dir: Option<PathBuf>,
     /// Client URLs of the existing cluster, comma separated, used when the coordinator
     /// cannot say (a restart while it is away).
     #[arg(long, env = "ETCDOP_CLUSTER_ENDPOINTS", value_delimiter = ',')]
@@ -196,6 +202,8 @@ pub struct SidecarConfig {
     pub etcd_binary: PathBuf,
     /// An official `etcdutl`, when one was found.
     pub etcdutl: Option<PathBuf>,
+    /// Where the storages' Secrets are mounted (Kubernetes).
+    pub storage_credentials_dir: Option<PathBuf>,
     /// Fallback client URLs of the cluster.
     pub cluster_endpoints: Vec<String>,
     /// Health observation interval.
@@ -382,6 +390,7 @@ impl RunArgs {
                 .etcdutl
                 .filter(|p| p.is_file())
                 .or_else(|| binaries.etcdutl(&etcd_binary)),
+            storage_credentials_dir: self.storage_credentials_dir,
             etcd_version,
             etcd_binary,
             cluster_endpoints: self.cluster_endpoints,

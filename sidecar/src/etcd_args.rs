@@ -123,6 +123,7 @@ mod tests {
             etcd_version: etcd_operator::version::DEFAULT_VERSION,
             etcd_binary: PathBuf::from("/bin/etcd"),
             etcdutl: None,
+            storage_credentials_dir: None,
             cluster_endpoints: vec![],
             report_interval: Duration::from_secs(1),
             etcd_log_level: "warn".into(),

@@ -146,7 +146,11 @@ impl Sidecar for SidecarService {
         let storage = request
             .storage
             .ok_or_else(|| Status::invalid_argument("storage is required"))?;
-        match self.member.backup(&storage).await {
+        match self
+            .member
+            .backup(&storage, &request.cluster_uid, request.requested_at_unix_ms)
+            .await
+        {
             Ok(meta) => Ok(Response::new(crate::backup::to_proto(&meta))),
             Err(e) => {
                 warn!(error = %e, category = e.category(), "backup failed");

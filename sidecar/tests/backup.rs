@@ -10,8 +10,14 @@ use std::{
 };
 
 use etcd_client::{Client, GetOptions};
-use etcd_operator::{ClusterKey, backup::snapshot_object, etcd_bin::EtcdBinaries, proto};
-use etcd_sidecar::backup::{BackupError, Etcdutl, Source, Storage, restore, take, verify};
+use etcd_operator::{
+    backup::{BackupOwner, snapshot_object},
+    etcd_bin::EtcdBinaries,
+    proto,
+};
+use etcd_sidecar::backup::{
+    BackupError, Credentials, Etcdutl, MetaCache, Source, Storage, restore, take, verify,
+};
 use testkit::{free_port, serial_guard, wait_for};
 
 struct Etcd {
@@ -88,12 +94,13 @@ async fn a_backup_is_proven_restorable_and_a_corrupt_one_is_refused() {
         local_path: dir.path().join("backups").display().to_string(),
         ..Default::default()
     };
-    let storage = Storage::open(&storage_spec, "c").unwrap();
+    let storage = Storage::open(&storage_spec, &Credentials::none()).unwrap();
     let tool = etcdutl();
-    let key = ClusterKey::local("c");
+    let owner = BackupOwner::new("", "c", "0123abcd");
     let meta = take(
         Source {
-            cluster: &key,
+            owner: &owner,
+            requested_at_unix_ms: 1_764_583_200_000,
             member: "c-0000",
             client: client.clone(),
             scratch: &dir.path().join("scratch"),
@@ -107,14 +114,34 @@ async fn a_backup_is_proven_restorable_and_a_corrupt_one_is_refused() {
     assert!(meta.revision >= 201, "{meta:?}");
     assert!(meta.total_keys >= 200, "{meta:?}");
     assert_eq!(meta.sha256.len(), 64);
-    let listed = storage.list().await.unwrap();
+    assert_eq!(
+        meta.name,
+        "c-20251201T100000.000Z-r201-u0123abcd".replace("r201", &format!("r{}", meta.revision))
+    );
+    assert_eq!(
+        (meta.namespace.as_str(), meta.uid.as_str()),
+        ("local", "0123abcd")
+    );
+    let cache = MetaCache::default();
+    let listed = storage.list("", "c", &cache).await.unwrap();
     assert_eq!(listed, vec![meta.clone()], "listed once, with its metadata");
+    assert_eq!(cache.len(), 1);
+    assert_eq!(storage.list("", "c", &cache).await.unwrap(), listed);
+    // Another namespace's cluster of the same name sees none of it.
+    assert!(
+        storage
+            .list("team-b", "c", &cache)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 
     // A good backup restores into an empty data dir: every key is there.
     let restored_dir = dir.path().join("restored");
     let got = restore(
         &storage,
         &tool,
+        ("", "c"),
         &meta.name,
         &meta.sha256,
         1_000_000_000,
@@ -138,6 +165,7 @@ async fn a_backup_is_proven_restorable_and_a_corrupt_one_is_refused() {
     let object = dir
         .path()
         .join("backups")
+        .join("local")
         .join("c")
         .join(snapshot_object(&meta.name));
     let mut bytes = std::fs::read(&object).unwrap();
@@ -153,6 +181,7 @@ async fn a_backup_is_proven_restorable_and_a_corrupt_one_is_refused() {
     let refused = restore(
         &storage,
         &tool,
+        ("", "c"),
         &meta.name,
         &meta.sha256,
         0,
@@ -180,8 +209,57 @@ async fn a_backup_is_proven_restorable_and_a_corrupt_one_is_refused() {
 
     // A backup that is not there, and storage that names nothing.
     assert!(matches!(
-        storage.meta("missing").await,
+        storage.meta("", "c", "missing").await,
         Err(BackupError::NotFound(_))
     ));
-    assert!(Storage::open(&proto::BackupStorage::default(), "c").is_err());
+    assert!(Storage::open(&proto::BackupStorage::default(), &Credentials::none()).is_err());
+    // A name that is not a Kubernetes name never becomes a path.
+    for (ns, cluster) in [("", ".."), ("..", "c"), ("", "../c"), ("", "/etc")] {
+        assert!(
+            matches!(
+                storage.list(ns, cluster, &cache).await,
+                Err(BackupError::Config(_))
+            ),
+            "{ns:?}/{cluster:?}"
+        );
+    }
+}
+
+/// S3 and Azure storages are opened only with the credentials given: none given, none
+/// used (no environment, no instance metadata), and the error says what is missing.
+#[test]
+fn object_storages_need_their_credentials_given() {
+    let s3 = proto::BackupStorage {
+        s3_bucket: "b".into(),
+        s3_endpoint: "http://127.0.0.1:9".into(),
+        ..Default::default()
+    };
+    let refused = Storage::open(&s3, &Credentials::none()).unwrap_err();
+    assert!(
+        refused.to_string().contains("AWS_ACCESS_KEY_ID"),
+        "{refused}"
+    );
+    let keys = Credentials::from_lookup("a test", |k| match k {
+        "AWS_ACCESS_KEY_ID" => Some("id".into()),
+        "AWS_SECRET_ACCESS_KEY" => Some("secret".into()),
+        _ => None,
+    });
+    assert!(Storage::open(&s3, &keys).is_ok());
+    let azure = proto::BackupStorage {
+        azure_container: "c".into(),
+        azure_account: "acct".into(),
+        ..Default::default()
+    };
+    let refused = Storage::open(&azure, &Credentials::none()).unwrap_err();
+    assert!(
+        refused.to_string().contains("AZURE_STORAGE_ACCOUNT_KEY"),
+        "{refused}"
+    );
+    let emulator = proto::BackupStorage {
+        azure_container: "c".into(),
+        azure_use_emulator: true,
+        azure_endpoint: "http://127.0.0.1:9".into(),
+        ..Default::default()
+    };
+    assert!(Storage::open(&emulator, &Credentials::none()).is_ok());
 }

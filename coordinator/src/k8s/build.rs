@@ -73,6 +73,32 @@ pub const TLS_VOLUME: &str = "tls";
 /// Pod's `fsGroup`, the non-root user), nobody else.
 pub const TLS_FILE_MODE: i32 = 0o440;
 
+/// Where the etcd container finds the Secrets its backup storages name, one directory each.
+pub const STORAGE_CREDENTIALS_DIR: &str = "/var/run/etcd-operator/storage-credentials";
+
+/// The Secrets the spec's storages (backup, restore) name, each once, in that order.
+pub fn storage_credential_secrets(cluster: &EtcdCluster) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let storages = [
+        cluster.spec.backup_storage(),
+        cluster
+            .spec
+            .restore
+            .as_ref()
+            .and_then(|r| r.storage.as_ref()),
+    ];
+    for secret in storages
+        .into_iter()
+        .flatten()
+        .filter_map(|s| s.credentials_secret())
+    {
+        if !out.iter().any(|s| s == secret) {
+            out.push(secret.to_string());
+        }
+    }
+    out
+}
+
 /// An object cannot be built from this `EtcdCluster`.
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum BuildError {
@@ -564,36 +590,22 @@ pub fn member_pod(input: MemberPodInput<'_>) -> Result<Pod, BuildError> {
         read_only: read_only.then_some(true),
         ..Default::default()
     };
-    // S3 credentials of the backup (and restore) storage, from the Secret the spec names:
-    // environment of the etcd container's sidecar only, never in status or logs.
-    let secrets = [
-        cluster.spec.backup_storage(),
-        cluster
-            .spec
-            .restore
-            .as_ref()
-            .and_then(|r| r.storage.as_ref()),
-    ];
-    if let Some(secret) = secrets
-        .into_iter()
-        .flatten()
-        .find_map(|s| s.s3.as_ref()?.credentials_secret.clone())
-    {
-        for key in ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"] {
-            env_vars.push(EnvVar {
-                name: key.into(),
-                value_from: Some(EnvVarSource {
-                    secret_key_ref: Some(k8s_openapi::api::core::v1::SecretKeySelector {
-                        name: secret.clone(),
-                        key: key.into(),
-                        optional: Some(false),
-                    }),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            });
-        }
+    // The credentials of the backup (and restore) storage: each Secret the spec names,
+    // mounted read-only at `<STORAGE_CREDENTIALS_DIR>/<secret>/` for the sidecar alone (not
+    // its environment, which etcd would inherit); never in status or logs.
+    let credential_secrets = storage_credential_secrets(cluster);
+    if !credential_secrets.is_empty() {
+        env_vars.push(EnvVar {
+            name: "ETCDOP_STORAGE_CREDENTIALS_DIR".into(),
+            value: Some(STORAGE_CREDENTIALS_DIR.into()),
+            ..Default::default()
+        });
     }
+    let credential_volumes: Vec<(String, String)> = credential_secrets
+        .iter()
+        .enumerate()
+        .map(|(i, secret)| (format!("storage-credentials-{i}"), secret.clone()))
+        .collect();
     let etcd = Container {
         name: ETCD_CONTAINER.into(),
         image: Some(etcd_image(cluster, version)),
@@ -634,11 +646,18 @@ pub fn member_pod(input: MemberPodInput<'_>) -> Result<Pod, BuildError> {
         }),
         resources: resources(policy),
         security_context: Some(restricted_container_security()),
-        volume_mounts: Some(vec![
-            mount(DATA_VOLUME, DATA_DIR, false),
-            mount(SIDECAR_VOLUME, SIDECAR_DIR, true),
-            mount(TLS_VOLUME, TLS_DIR, true),
-        ]),
+        volume_mounts: Some(
+            [
+                mount(DATA_VOLUME, DATA_DIR, false),
+                mount(SIDECAR_VOLUME, SIDECAR_DIR, true),
+                mount(TLS_VOLUME, TLS_DIR, true),
+            ]
+            .into_iter()
+            .chain(credential_volumes.iter().map(|(volume, secret)| {
+                mount(volume, &format!("{STORAGE_CREDENTIALS_DIR}/{secret}"), true)
+            }))
+            .collect(),
+        ),
         ..Default::default()
     };
     let install_image = policy
@@ -687,26 +706,39 @@ pub fn member_pod(input: MemberPodInput<'_>) -> Result<Pod, BuildError> {
             security_context: Some(pod_security()),
             init_containers: Some(vec![install]),
             containers: vec![etcd],
-            volumes: Some(vec![
-                data_volume,
-                Volume {
-                    name: SIDECAR_VOLUME.into(),
-                    empty_dir: Some(EmptyDirVolumeSource::default()),
-                    ..Default::default()
-                },
-                // The member's Secret: created right after the Pod, owned by it (the kubelet
-                // waits for it), updated in place on renewal (the kubelet swaps the files
-                // atomically; the sidecar and etcd read them for every new connection).
-                Volume {
-                    name: TLS_VOLUME.into(),
+            volumes: Some(
+                [
+                    data_volume,
+                    Volume {
+                        name: SIDECAR_VOLUME.into(),
+                        empty_dir: Some(EmptyDirVolumeSource::default()),
+                        ..Default::default()
+                    },
+                    // The member's Secret: created right after the Pod, owned by it (the kubelet
+                    // waits for it), updated in place on renewal (the kubelet swaps the files
+                    // atomically; the sidecar and etcd read them for every new connection).
+                    Volume {
+                        name: TLS_VOLUME.into(),
+                        secret: Some(SecretVolumeSource {
+                            secret_name: Some(member_secret_name(member)),
+                            default_mode: Some(TLS_FILE_MODE),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    },
+                ]
+                .into_iter()
+                .chain(credential_volumes.iter().map(|(volume, secret)| Volume {
+                    name: volume.clone(),
                     secret: Some(SecretVolumeSource {
-                        secret_name: Some(member_secret_name(member)),
+                        secret_name: Some(secret.clone()),
                         default_mode: Some(TLS_FILE_MODE),
                         ..Default::default()
                     }),
                     ..Default::default()
-                },
-            ]),
+                }))
+                .collect(),
+            ),
             affinity: affinity(name, policy.map(|p| p.anti_affinity).unwrap_or_default()),
             node_selector: policy
                 .map(|p| p.node_selector.clone())
@@ -1224,45 +1256,78 @@ mod tests {
     }
 
     #[test]
-    fn backup_credentials_come_from_the_named_secret_only() {
-        use etcd_operator::resource::{BackupSpec, BackupStorageSpec, S3StorageSpec};
-        let pod_of = plain_pod;
-        let env_of = |pod: &Pod| {
-            pod.spec.as_ref().unwrap().containers[0]
-                .env
-                .clone()
-                .unwrap()
+    fn backup_credentials_come_from_the_named_secrets_only() {
+        use etcd_operator::resource::{
+            AzureStorageSpec, BackupSpec, BackupStorageSpec, RestoreSpec, S3StorageSpec,
         };
-        let plain = env_of(&pod_of(&cluster(3)));
-        assert!(!plain.iter().any(|v| v.name.starts_with("AWS_")));
+        let pod_of = plain_pod;
+        let etcd_of = |pod: &Pod| pod.spec.as_ref().unwrap().containers[0].clone();
+        let plain = etcd_of(&pod_of(&cluster(3)));
+        let env = plain.env.clone().unwrap();
+        assert!(!env.iter().any(|v| v.name.starts_with("AWS_")));
+        assert!(
+            !env.iter()
+                .any(|v| v.name == "ETCDOP_STORAGE_CREDENTIALS_DIR")
+        );
         let mut c = cluster(3);
         c.spec.backup = Some(BackupSpec {
             schedule: None,
             keep: None,
             storage: Some(BackupStorageSpec {
-                local: None,
                 s3: Some(S3StorageSpec {
                     bucket: "b".into(),
                     credentials_secret: Some("s3-creds".into()),
                     ..Default::default()
                 }),
+                ..Default::default()
             }),
         });
-        let env = env_of(&pod_of(&c));
+        c.spec.restore = Some(RestoreSpec {
+            backup: "latest".into(),
+            storage: Some(BackupStorageSpec {
+                azure: Some(AzureStorageSpec {
+                    container: "c".into(),
+                    account: "a".into(),
+                    credentials_secret: Some("azure-creds".into()),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        let pod = pod_of(&c);
+        let etcd = etcd_of(&pod);
+        let env = etcd.env.clone().unwrap();
         // Backups are proven and restored with the etcdutl of the member's own image.
         let etcdutl = env.iter().find(|v| v.name == "ETCDOP_ETCDUTL").unwrap();
         assert_eq!(etcdutl.value.as_deref(), Some("/usr/local/bin/etcdutl"));
-        for key in ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"] {
-            let var = env.iter().find(|v| v.name == key).expect(key);
-            assert!(var.value.is_none(), "never a literal value");
-            let from = var
-                .value_from
-                .as_ref()
-                .unwrap()
-                .secret_key_ref
-                .as_ref()
-                .unwrap();
-            assert_eq!((from.name.as_str(), from.key.as_str()), ("s3-creds", key));
+        // Not in the environment (etcd, the sidecar's child, would inherit it).
+        assert!(
+            !env.iter()
+                .any(|v| v.name.starts_with("AWS_") || v.name.starts_with("AZURE_"))
+        );
+        let dir = env
+            .iter()
+            .find(|v| v.name == "ETCDOP_STORAGE_CREDENTIALS_DIR")
+            .unwrap();
+        assert_eq!(dir.value.as_deref(), Some(STORAGE_CREDENTIALS_DIR));
+        let volumes = pod.spec.as_ref().unwrap().volumes.clone().unwrap();
+        let mounts = etcd.volume_mounts.unwrap();
+        for secret in ["s3-creds", "azure-creds"] {
+            let volume = volumes
+                .iter()
+                .find(|v| {
+                    v.secret
+                        .as_ref()
+                        .is_some_and(|s| s.secret_name.as_deref() == Some(secret))
+                })
+                .expect(secret);
+            let mount = mounts.iter().find(|m| m.name == volume.name).expect(secret);
+            assert_eq!(
+                mount.mount_path,
+                format!("{STORAGE_CREDENTIALS_DIR}/{secret}")
+            );
+            assert_eq!(mount.read_only, Some(true));
         }
     }
 

@@ -725,6 +725,64 @@ impl Runtime for KubeRuntime {
             .unwrap_or(0))
     }
 
+    async fn backup_identity(
+        &self,
+        key: &ClusterKey,
+        resource: &etcd_operator::resource::EtcdCluster,
+    ) -> Result<String, RuntimeError> {
+        resource
+            .metadata
+            .uid
+            .clone()
+            .filter(|uid| !uid.is_empty())
+            .ok_or_else(|| RuntimeError::Invalid(format!("the EtcdCluster {key} carries no UID")))
+    }
+
+    /// Exactly the Secret the storage names, read by name in the cluster's namespace (RBAC:
+    /// `get` on secrets); no Secret named, no credentials: the coordinator's own
+    /// environment, service account and instance metadata are never used for a tenant's
+    /// storage.
+    async fn storage_credentials(
+        &self,
+        key: &ClusterKey,
+        storage: &etcd_operator::proto::BackupStorage,
+    ) -> Result<etcd_sidecar::backup::Credentials, String> {
+        if !storage.local_path.is_empty() {
+            // A directory needs no credentials (and names no tenant's account).
+            return Ok(etcd_sidecar::backup::Credentials::none());
+        }
+        let secret = storage.credentials_secret.as_str();
+        if secret.is_empty() {
+            if storage.azure_use_emulator {
+                return Ok(etcd_sidecar::backup::Credentials::none());
+            }
+            return Err(format!(
+                "the backup storage names no credentialsSecret: on Kubernetes the coordinator reads storage credentials only from the Secret the spec names (in namespace {}), never from its own environment or instance metadata",
+                key.namespace
+            ));
+        }
+        let found = self
+            .secrets(key)
+            .get_opt(secret)
+            .await
+            .map_err(|e| format!("reading Secret {}/{secret}: {e}", key.namespace))?
+            .ok_or_else(|| {
+                format!(
+                    "the Secret {}/{secret} that the backup storage names does not exist",
+                    key.namespace
+                )
+            })?;
+        let data = found.data.unwrap_or_default();
+        Ok(etcd_sidecar::backup::Credentials::from_lookup(
+            &format!("Secret {}/{secret}", key.namespace),
+            |k| {
+                data.get(k)
+                    .and_then(|v| String::from_utf8(v.0.clone()).ok())
+                    .map(|v| v.trim_end_matches(['\n', '\r']).to_string())
+            },
+        ))
+    }
+
     fn check_version(&self, _version: EtcdVersion) -> Result<(), RuntimeError> {
         // Every supported release has an official image; a wrong repository shows as a
         // Pod that cannot pull, which the planner waits on and the Pod's events explain.

@@ -147,6 +147,9 @@ fn exit_reason(status: std::process::ExitStatus) -> String {
     }
 }
 
+/// The file in a cluster's state directory that holds the identity its backups are bound to.
+pub const BACKUP_IDENTITY_FILE: &str = "backup-identity";
+
 /// Members as local processes.
 pub struct LocalRuntime {
     state_dir: PathBuf,
@@ -767,6 +770,34 @@ impl Runtime for LocalRuntime {
             local_path: self.state_dir.join("backups").display().to_string(),
             ..Default::default()
         })
+    }
+
+    /// `<state>/<cluster>/backup-identity`, created once: two state directories whose
+    /// clusters share a name and a backup path never take each other's backups.
+    async fn backup_identity(
+        &self,
+        cluster: &ClusterKey,
+        _resource: &etcd_operator::resource::EtcdCluster,
+    ) -> Result<String, RuntimeError> {
+        let path = self.cluster_dir(cluster).join(BACKUP_IDENTITY_FILE);
+        tokio::task::spawn_blocking(move || {
+            etcd_operator::durable::read_or_create_id(&path)
+                .map_err(io(format!("reading or creating {}", path.display())))
+        })
+        .await
+        .map_err(|e| RuntimeError::Other(e.to_string()))?
+    }
+
+    /// Local mode reads the variables `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
+    /// `AWS_SESSION_TOKEN` and `AZURE_STORAGE_ACCOUNT_KEY` of the coordinator's own
+    /// environment (which its sidecars inherit), and nothing else: no profile, no instance
+    /// metadata. `credentialsSecret` names nothing here.
+    async fn storage_credentials(
+        &self,
+        _cluster: &ClusterKey,
+        _storage: &etcd_operator::proto::BackupStorage,
+    ) -> Result<etcd_sidecar::backup::Credentials, String> {
+        Ok(etcd_sidecar::backup::Credentials::from_environment())
     }
 
     fn check_version(&self, version: EtcdVersion) -> Result<(), RuntimeError> {

@@ -88,7 +88,7 @@ pub(super) enum Role {
     /// Bootstrap a one-member cluster (from `restore` when given).
     Seed {
         /// The backup to create the cluster from.
-        restore: Option<RestoreSource>,
+        restore: Option<Box<RestoreSource>>,
     },
     /// Bootstrap a new cluster together with the other initial members.
     Initial {
@@ -243,7 +243,7 @@ impl Member {
                         match resp.role() {
                             MemberRole::Seed => {
                                 return Ok(Role::Seed {
-                                    restore: resp.restore,
+                                    restore: resp.restore.map(Box::new),
                                 });
                             }
                             MemberRole::Join if !resp.cluster_client_urls.is_empty() => {
@@ -538,6 +538,7 @@ mod tests {
             etcd_version: etcd_operator::version::DEFAULT_VERSION,
             etcd_binary: PathBuf::from("/bin/false"),
             etcdutl: None,
+            storage_credentials_dir: None,
             cluster_endpoints: vec![],
             report_interval: Duration::from_secs(1),
             etcd_log_level: "warn".into(),

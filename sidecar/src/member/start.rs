@@ -92,7 +92,7 @@ impl Member {
         }
         self.set_phase(MemberPhase::Starting);
         match self.register().await? {
-            Role::Seed { restore } => self.bootstrap(restore.as_ref()).await,
+            Role::Seed { restore } => self.bootstrap(restore.as_deref()).await,
             Role::Initial {
                 initial_cluster,
                 token,

@@ -136,10 +136,14 @@ pub(super) async fn list_backups(c: &LocalCoordinator) -> anyhow::Result<Vec<ser
     Ok(parsed["backups"].as_array().cloned().unwrap_or_default())
 }
 
-/// Every listed backup is whole: its snapshot is in the (local, default) storage with the
-/// size and SHA-256 its metadata gives.
+/// Every listed backup is whole: its snapshot is in the (local, default) storage, under
+/// `local/<cluster>/`, with the size and SHA-256 its metadata gives.
 pub(super) async fn check_backups_whole(c: &LocalCoordinator) -> anyhow::Result<()> {
-    let dir = c.state_dir().join("backups").join(c.cluster());
+    let dir = c
+        .state_dir()
+        .join("backups")
+        .join("local")
+        .join(c.cluster());
     for b in list_backups(c).await? {
         let name = b["name"].as_str().context("a backup name")?;
         let path = dir.join(format!("{name}.db"));

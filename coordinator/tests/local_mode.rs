@@ -1363,8 +1363,10 @@ async fn invalid_specs_leave_the_running_cluster_untouched() {
                 let out = c.stdout();
                 let at = out.find("error: ")?;
                 let printed = &out[at..];
-                (printed.contains("malformed YAML") && printed.contains("(nothing changed)"))
-                    .then(|| printed.to_string())
+                (printed.contains("malformed YAML")
+                    && (printed.contains("runs on as last read)")
+                        || printed.contains("(nothing in it is applied)")))
+                .then(|| printed.to_string())
             },
         )
         .await,

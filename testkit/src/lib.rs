@@ -6,6 +6,8 @@
 //! (never sleeps as synchronisation).
 #![forbid(unsafe_code)]
 
+pub mod availability;
+pub mod bench;
 pub mod chaos;
 pub mod checker;
 pub mod clients;

@@ -12,7 +12,7 @@
 //! loaded machine; the durations are for `etcd-bench`, beside their floors.
 
 use std::{
-    collections::BTreeSet,
+    collections::{BTreeMap, BTreeSet},
     sync::{
         Arc, Mutex,
         atomic::{AtomicBool, Ordering},
@@ -79,6 +79,9 @@ pub struct Availability {
     pub watch_events: usize,
     /// Acknowledged writes the watcher never saw.
     pub watch_missed: usize,
+    /// The highest revision compacted from under the watcher (0: none); writes at or
+    /// below it are not counted missed.
+    pub watch_compacted: i64,
     /// Events seen again (a revision not above the last one seen).
     pub watch_repeated: usize,
     /// Times the watch was opened again after its stream broke.
@@ -178,7 +181,8 @@ impl Availability {
 
 #[derive(Default)]
 struct Shared {
-    acked: BTreeSet<(String, String)>,
+    /// Acknowledged writes, with the revision etcd gave each.
+    acked: BTreeMap<(String, String), i64>,
     writes_failed: usize,
     write_stall: Duration,
     reads_ok: usize,
@@ -193,6 +197,9 @@ struct Shared {
     events: usize,
     repeated: usize,
     resumed: usize,
+    /// The highest revision a compaction took from under the watcher: writes at or below
+    /// it could not be delivered by any etcd, and are not counted missed.
+    compacted: i64,
 }
 
 /// A client load running against a cluster; see the module doc.
@@ -240,6 +247,14 @@ where
         }
     }
     None
+}
+
+/// Acknowledged writes the watcher has not seen, beyond those compaction took from it.
+fn missed(s: &Shared) -> usize {
+    s.acked
+        .iter()
+        .filter(|(write, revision)| **revision > s.compacted && !s.seen.contains(*write))
+        .count()
 }
 
 impl LoadProbe {
@@ -344,7 +359,7 @@ impl LoadProbe {
             WATCH_CATCH_UP,
             || async {
                 let s = shared.lock().unwrap_or_else(|e| e.into_inner());
-                s.acked.is_subset(&s.seen).then_some(())
+                (missed(&s) == 0).then_some(())
             },
         )
         .await;
@@ -383,7 +398,8 @@ impl LoadProbe {
             lease_renewals: s.renewals,
             lease_expired: s.lease_expired,
             watch_events: s.events,
-            watch_missed: s.acked.difference(&s.seen).count(),
+            watch_missed: missed(&s),
+            watch_compacted: s.compacted,
             watch_repeated: s.repeated,
             watch_resumed: s.resumed,
         }
@@ -418,11 +434,11 @@ async fn write_loop(
             async move { c.put(key, value, None).await }
         })
         .await
-        .is_some();
+        .map(|r| r.header().map_or(0, |h| h.revision()));
         {
             let mut s = shared.lock().unwrap_or_else(|e| e.into_inner());
-            if acked {
-                s.acked.insert((key.clone(), value));
+            if let Some(revision) = acked {
+                s.acked.insert((key.clone(), value), revision);
                 s.write_stall = s.write_stall.max(last_ack.elapsed());
                 last_ack = Instant::now();
             } else {
@@ -553,6 +569,13 @@ async fn watch_loop(endpoints: Endpoints, shared: Arc<Mutex<Shared>>) {
             tokio::time::timeout(Duration::from_secs(3), stream.message()).await
         {
             if resp.canceled() {
+                // Compacted past where the watcher resumed: what lies below the compaction
+                // is gone from every member; resume from it.
+                if resp.compact_revision() > 0 {
+                    let mut s = shared.lock().unwrap_or_else(|e| e.into_inner());
+                    s.compacted = s.compacted.max(resp.compact_revision() - 1);
+                    s.last_revision = s.last_revision.max(resp.compact_revision() - 1);
+                }
                 break;
             }
             let mut s = shared.lock().unwrap_or_else(|e| e.into_inner());
@@ -573,5 +596,79 @@ async fn watch_loop(endpoints: Endpoints, shared: Arc<Mutex<Shared>>) {
             }
         }
         shared.lock().unwrap_or_else(|e| e.into_inner()).resumed += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chaos::Scenario;
+
+    fn clean() -> Availability {
+        Availability {
+            writes_acked: 100,
+            reads_ok: 100,
+            lease_renewals: 5,
+            watch_events: 100,
+            ..Availability::default()
+        }
+    }
+
+    #[test]
+    fn each_count_over_its_budget_breaks_it() {
+        assert!(clean().breaches(&Budget::FOLLOWER).is_empty());
+        let over = [
+            Availability {
+                lease_expired: true,
+                ..clean()
+            },
+            Availability {
+                watch_missed: 1,
+                ..clean()
+            },
+            Availability {
+                watch_repeated: 1,
+                ..clean()
+            },
+            Availability {
+                writes_failed: 1,
+                ..clean()
+            },
+            Availability {
+                leader_changes: 1,
+                ..clean()
+            },
+        ];
+        for seen in &over {
+            assert_eq!(seen.breaches(&Budget::FOLLOWER).len(), 1, "{seen:?}");
+        }
+        // One transfer is within a leader's budget, two are not; durations never count.
+        let transfer = Availability {
+            leader_changes: 1,
+            longest_write_stall: Duration::from_secs(30),
+            ..clean()
+        };
+        assert!(transfer.breaches(&Budget::LEADER).is_empty());
+        let two = Availability {
+            leader_changes: 2,
+            ..clean()
+        };
+        assert_eq!(two.breaches(&Budget::LEADER).len(), 1);
+    }
+
+    #[test]
+    fn a_fault_breaks_its_budget_by_the_lease_only_where_quorum_and_leader_stay() {
+        let expired = Availability {
+            lease_expired: true,
+            ..clean()
+        };
+        assert_eq!(Scenario::KillSidecar.budget().judge(&expired).len(), 1);
+        assert!(Scenario::KillAll.budget().judge(&expired).is_empty());
+        let missed = Availability {
+            watch_missed: 3,
+            ..clean()
+        };
+        assert_eq!(Scenario::KillAll.budget().judge(&missed).len(), 1);
+        assert!(Scenario::WipeMajority.budget().judge(&missed).is_empty());
     }
 }

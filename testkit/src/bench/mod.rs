@@ -7,6 +7,7 @@
 //! memory); [`availability`] is the client load that measures what an operation costs the
 //! clients. [`table`] prints the rows. The CLI is `testkit/src/bin/etcd-bench.rs`.
 
+pub mod availability;
 pub mod bare;
 pub mod memory;
 pub mod scenarios;

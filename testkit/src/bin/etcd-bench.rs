@@ -49,6 +49,11 @@ struct Cli {
     /// Needs about 12 times the size free on the disk, beyond 10 GB kept free.
     #[arg(long, value_parser = parse_size)]
     db_size: Option<u64>,
+    /// Print what each operation costs the clients (stalls, failed requests, leader
+    /// changes, the lease, the watcher) and whether it met its budget, instead of the
+    /// sections above. Fails when an operation broke its budget.
+    #[arg(long)]
+    availability: bool,
 }
 
 impl Cli {
@@ -75,6 +80,22 @@ async fn main() -> anyhow::Result<()> {
     }
     let runs = cli.runs.max(1);
     let _serial = testkit::serial_guard();
+    if cli.availability {
+        println!("{}", testkit::bench::availability::HEADER);
+        let rows = testkit::bench::availability::availability(&coordinator, "3.5.34", |r| {
+            println!("{}", testkit::bench::availability::format_row(r))
+        })
+        .await?;
+        let broken: Vec<&str> = rows
+            .iter()
+            .filter(|r| !r.breaches().is_empty())
+            .map(|r| r.operation)
+            .collect();
+        if !broken.is_empty() {
+            bail!("over budget: {}", broken.join(", "));
+        }
+        return Ok(());
+    }
     // Rows are printed as they are measured, so a measure that fails costs only its row.
     println!("| measure | value | floor | ratio |");
     println!("|---|---|---|---|");

@@ -53,6 +53,10 @@ struct Cli {
     /// List the scenarios and exit.
     #[arg(long)]
     list: bool,
+    /// Do not hold the availability probe through each fault (its budget is then not
+    /// judged).
+    #[arg(long)]
+    no_budget: bool,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -125,6 +129,7 @@ async fn main() -> anyhow::Result<()> {
         only: cli.only,
         version: cli.version,
         upgrade_to: cli.upgrade_to,
+        budget: !cli.no_budget,
     })
     .await;
     print!("{}", report.render());

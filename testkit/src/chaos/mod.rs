@@ -39,7 +39,7 @@ use etcd_operator::proto::ClusterStatus;
 
 pub use crate::process::etcd_pid;
 pub use report::{ChaosReport, Evidence, ScenarioResult};
-pub use scenario::{NETWORK, PROCESS, Scenario, scenarios};
+pub use scenario::{FaultBudget, NETWORK, PROCESS, Scenario, scenarios};
 
 use crate::{
     checker::{CheckOptions, check, compare_hashes},
@@ -76,6 +76,9 @@ pub struct ChaosOptions {
     pub version: String,
     /// Target of the upgrade scenario.
     pub upgrade_to: String,
+    /// Hold an availability probe ([`crate::availability::LoadProbe`]) through each fault
+    /// and fail a scenario that breaks its budget ([`Scenario::budget`]).
+    pub budget: bool,
 }
 
 /// Runs scenarios until `duration` has passed.
@@ -137,6 +140,8 @@ async fn run_one(options: &ChaosOptions, scenario: Scenario, seed: u64) -> Scena
         loss_expected: scenario.loses_data_on_purpose(),
         partition_removals: 0,
         evidence: Evidence::default(),
+        availability: None,
+        budget_breaches: Vec::new(),
     };
     if let Err(e) = run_scenario(options, scenario, seed, &mut result).await {
         result.error = Some(format!("{e:#}"));
@@ -217,6 +222,11 @@ async fn run_scenario(
         }
     };
     recorded_more(TRAFFIC_AROUND_FAULT).await?;
+    let probe = if options.budget {
+        Some(crate::availability::LoadProbe::start(std::sync::Arc::new(c.live_endpoints())).await?)
+    } else {
+        None
+    };
     let fault_at = Instant::now();
     let fault_window_from = traffic.recorder().now();
     let mut faulted: Option<(ClusterStatus, Instant)> = None;
@@ -259,6 +269,11 @@ async fn run_scenario(
         .await
         .context("etcd converged, the coordinator's status did not follow")?;
     recorded_more(TRAFFIC_AROUND_FAULT).await?;
+    if let Some(probe) = probe {
+        let seen = probe.stop().await;
+        result.budget_breaches = scenario.budget().judge(&seen);
+        result.availability = Some(seen);
+    }
     let history = traffic.stop().await;
     let members = view.endpoints();
     let mut final_state = final_read(&members, &keys, Duration::from_secs(30)).await?;

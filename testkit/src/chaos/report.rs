@@ -44,6 +44,10 @@ pub struct ScenarioResult {
     pub partition_removals: usize,
     /// What the checker was given to judge.
     pub evidence: Evidence,
+    /// What the availability probe saw through the fault (when the run judges budgets).
+    pub availability: Option<crate::availability::Availability>,
+    /// How the scenario broke its availability budget (empty when it held).
+    pub budget_breaches: Vec<String>,
 }
 
 /// What the checker was given to judge in one scenario: how much the operations contended,
@@ -126,6 +130,12 @@ impl ScenarioResult {
             broken.push(format!(
                 "{} members removed for a network fault alone",
                 self.partition_removals
+            ));
+        }
+        if !self.budget_breaches.is_empty() {
+            broken.push(format!(
+                "availability budget broken: {}",
+                self.budget_breaches.join("; ")
             ));
         }
         broken
@@ -315,6 +325,8 @@ mod tests {
             loss_expected: false,
             partition_removals: 0,
             evidence: Evidence::default(),
+            availability: None,
+            budget_breaches: Vec::new(),
         }
     }
 
@@ -354,6 +366,10 @@ mod tests {
             ScenarioResult {
                 fault: "partition-leader".into(),
                 partition_removals: 1,
+                ..clean()
+            },
+            ScenarioResult {
+                budget_breaches: vec!["the lease with a 5 s TTL expired".into()],
                 ..clean()
             },
         ];

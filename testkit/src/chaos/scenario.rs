@@ -196,6 +196,30 @@ impl Scenario {
         self == Self::WipeMajority
     }
 
+    /// What the clients may lose to it. Every fault is unplanned, so failed requests and
+    /// elections are reported, not judged; the watcher never misses nor repeats an event
+    /// (except where data is destroyed on purpose); and where a quorum keeps serving with
+    /// its leader reachable, a lease with a 5 s TTL never expires.
+    pub fn budget(self) -> FaultBudget {
+        use Scenario::*;
+        FaultBudget {
+            watch: !self.loses_data_on_purpose(),
+            lease: matches!(
+                self,
+                KillSidecar
+                    | PartitionSidecar
+                    | KillCoordinatorDuringScaleUp
+                    | KillSidecarDuringScaleDown
+                    | WipeDataWhileDown
+                    | KillEtcdDuringReplacement
+                    | KillSidecarDuringBackup
+                    | KillEtcdDuringBackup
+                    | PartitionFollower
+                    | CoordinatorCutOff
+            ),
+        }
+    }
+
     /// The members the cluster starts with.
     pub fn start_size(self) -> i32 {
         match self {
@@ -729,4 +753,39 @@ async fn fill_volume(x: &mut Ctx<'_>, upgrade: bool) -> anyhow::Result<Injected>
         3,
         version,
     ))
+}
+
+/// What a fault may not cost the clients ([`Scenario::budget`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FaultBudget {
+    /// The watcher never misses nor repeats an acknowledged write.
+    pub watch: bool,
+    /// A lease with a 5 s TTL, kept alive, never expires.
+    pub lease: bool,
+}
+
+impl FaultBudget {
+    /// How `seen` broke this budget (empty when it held).
+    pub fn judge(&self, seen: &crate::availability::Availability) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.lease && seen.lease_expired {
+            out.push(format!(
+                "the lease with a {} s TTL expired",
+                crate::availability::LEASE_TTL_SECS
+            ));
+        }
+        if self.watch && seen.watch_missed > 0 {
+            out.push(format!(
+                "the watcher missed {} acknowledged writes",
+                seen.watch_missed
+            ));
+        }
+        if self.watch && seen.watch_repeated > 0 {
+            out.push(format!(
+                "the watcher saw {} events twice",
+                seen.watch_repeated
+            ));
+        }
+        out
+    }
 }

@@ -8,7 +8,7 @@
 use std::{path::Path, sync::Arc, time::Duration};
 
 use testkit::{
-    availability::{Availability, LoadProbe},
+    availability::{Availability, LEASE_TTL_SECS, LoadProbe},
     local_cluster::{CoordinatorOptions, LocalCoordinator, is_running},
     serial_guard,
 };
@@ -113,4 +113,30 @@ async fn a_lease_holder_and_a_watcher_live_through_a_leader_replacement_and_an_u
 
     assert_budget("the leader's replacement", &replaced);
     assert_budget("the rolling upgrade", &upgraded);
+
+    // The positive control: the same probe, its lease kept alive only every 7 s (past its
+    // 5 s TTL), must see the lease expire and say so.
+    let control = ok(
+        &c,
+        LoadProbe::start_keeping_alive_every(
+            Arc::new(c.live_endpoints()),
+            Duration::from_secs(LEASE_TTL_SECS as u64 + 2),
+        )
+        .await,
+    );
+    ok(
+        &c,
+        testkit::wait_for(
+            "the control's lease to lapse (a keep-alive sent past its TTL)",
+            Duration::from_secs(30),
+            || async { control.lease_lapsed().await.then_some(()) },
+        )
+        .await,
+    );
+    let control = finish(&c, "control", control).await;
+    assert!(
+        control.lease_expired,
+        "a lease kept alive past its TTL was not reported expired: {}",
+        control.summary()
+    );
 }

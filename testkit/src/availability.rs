@@ -43,7 +43,7 @@ const EVERY: Duration = Duration::from_millis(20);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// How often the lease is kept alive (a fifth of its TTL).
-const KEEP_ALIVE_EVERY: Duration = Duration::from_secs(1);
+pub const KEEP_ALIVE_EVERY: Duration = Duration::from_secs(1);
 
 /// How long [`LoadProbe::stop`] waits for the watcher to see the last acknowledged write.
 const WATCH_CATCH_UP: Duration = Duration::from_secs(30);
@@ -260,6 +260,15 @@ fn missed(s: &Shared) -> usize {
 impl LoadProbe {
     /// Grants the lease, puts its key, opens the watch and starts every client.
     pub async fn start(endpoints: Endpoints) -> anyhow::Result<Self> {
+        Self::start_keeping_alive_every(endpoints, KEEP_ALIVE_EVERY).await
+    }
+
+    /// As [`LoadProbe::start`], the lease kept alive every `keep_alive_every` (a positive
+    /// control keeps it alive less often than its TTL, and must see it expire).
+    pub async fn start_keeping_alive_every(
+        endpoints: Endpoints,
+        keep_alive_every: Duration,
+    ) -> anyhow::Result<Self> {
         let shared = Arc::new(Mutex::new(Shared::default()));
         let stop = Arc::new(AtomicBool::new(false));
         let mut from = 0;
@@ -300,6 +309,7 @@ impl LoadProbe {
         }
         tasks.push(tokio::spawn(keep_alive_loop(
             lease,
+            keep_alive_every,
             Arc::clone(&endpoints),
             Arc::clone(&shared),
             Arc::clone(&stop),
@@ -324,6 +334,17 @@ impl LoadProbe {
             tasks,
             watcher,
         })
+    }
+
+    /// Whether etcd says the lease is gone (a positive control waits on this).
+    pub async fn lease_lapsed(&self) -> bool {
+        let lease = self.lease;
+        let mut from = 0;
+        on_any(&self.endpoints, &mut from, |mut c| async move {
+            Ok(c.lease_time_to_live(lease, None).await?.ttl())
+        })
+        .await
+        .is_some_and(|ttl| ttl <= 0)
     }
 
     /// Acknowledged writes so far.
@@ -481,6 +502,7 @@ async fn read_loop(
 
 async fn keep_alive_loop(
     lease: i64,
+    every: Duration,
     endpoints: Endpoints,
     shared: Arc<Mutex<Shared>>,
     stop: Arc<AtomicBool>,
@@ -506,7 +528,7 @@ async fn keep_alive_loop(
                 None => {}
             }
         }
-        tokio::time::sleep(KEEP_ALIVE_EVERY).await;
+        tokio::time::sleep(every).await;
     }
 }
 

@@ -36,7 +36,7 @@ use crate::{
 };
 
 /// Space every step leaves free on the disk, for whoever else uses it.
-pub const KEEP_FREE: u64 = 10 << 30;
+pub const KEEP_FREE: u64 = 10_000_000_000;
 
 /// The prefix of every key the fill writes.
 pub const FILL_PREFIX: &str = "size/";
@@ -91,6 +91,21 @@ pub fn free_bytes(path: &Path) -> anyhow::Result<u64> {
     Ok(s.blocks_available() as u64 * s.fragment_size() as u64)
 }
 
+/// Bytes of the files under `path` (their apparent size: a WAL segment counts whole).
+pub fn dir_bytes(path: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(path) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => dir_bytes(&e.path()),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        })
+        .sum()
+}
+
 /// Fails unless `needed` bytes can be written under `path` with [`KEEP_FREE`] left.
 pub fn ensure_disk(path: &Path, needed: u64, what: &str) -> anyhow::Result<()> {
     let free = free_bytes(path)?;
@@ -118,6 +133,8 @@ pub struct Filled {
     pub puts: usize,
     /// The leader's database size once full.
     pub db_bytes: u64,
+    /// One member's data directory once full (database, WAL, snapshots).
+    pub member_bytes: u64,
     /// How long the fill took.
     pub took: Duration,
 }
@@ -423,7 +440,7 @@ pub async fn at_size(
     let first = upgrade_from.unwrap_or(&v).to_string();
     let work = tempfile::Builder::new().prefix("etcdop-size-").tempdir()?;
     let dir = work.path();
-    ensure_disk(dir, target * 5, "the filled cluster and its snapshot")?;
+    ensure_disk(dir, target * 4, "the filled cluster and its snapshot")?;
     let source = dir.join("source.yaml");
     crate::local_cluster::write_atomically(&source, &manifest("sized", 3, &first))?;
     let c = LocalCoordinator::start(CoordinatorOptions::new(coordinator, &source).version(&first))
@@ -434,6 +451,13 @@ pub async fn at_size(
         filled: fill(&endpoints, target).await?,
         ..SizeFigures::default()
     };
+    f.filled.member_bytes = status
+        .members
+        .iter()
+        .map(|m| dir_bytes(&c.data_dir(&m.name)))
+        .max()
+        .unwrap_or(0);
+    let member = f.filled.member_bytes.max(target);
     let expected = fill_keys(&endpoints[0]).await?;
     if expected.len() != f.filled.keys {
         bail!(
@@ -443,19 +467,20 @@ pub async fn at_size(
         );
     }
     eprintln!(
-        "filled: {} keys ({} large, {} leased), {} puts, db {:.0} MB, in {:.0} s",
+        "filled: {} keys ({} large, {} leased), {} puts, db {:.0} MB, a member's data {:.0} MB, in {:.0} s",
         f.filled.keys,
         f.filled.large,
         f.filled.leased,
         f.filled.puts,
         f.filled.db_bytes as f64 / 1e6,
+        f.filled.member_bytes as f64 / 1e6,
         f.filled.took.as_secs_f64()
     );
 
     let snapshot = dir.join("floor.db");
     f.snapshot_save = snapshot_save(&endpoints[0], &snapshot)?;
     f.snapshot_bytes = std::fs::metadata(&snapshot)?.len();
-    ensure_disk(dir, f.snapshot_bytes * 5, "the bare floors")?;
+    ensure_disk(dir, 4 * member, "the bare floors")?;
     f.floors = size_floors(&dir.join("floors"), &snapshot, runs).await?;
     std::fs::remove_dir_all(dir.join("floors"))?;
     std::fs::remove_file(&snapshot)?;
@@ -480,32 +505,17 @@ pub async fn at_size(
     f.kill_restart = super::table::median(kills);
     eprintln!("kill -9 at size done");
 
-    ensure_disk(dir, f.snapshot_bytes * 2, "a backup")?;
+    ensure_disk(dir, 2 * f.snapshot_bytes, "a backup")?;
     let started = Instant::now();
     let backup = super::scenarios::take_backup(&c)?;
     f.backup = started.elapsed();
     eprintln!("backup at size done: {backup}");
 
-    ensure_disk(dir, f.snapshot_bytes * 2, "a replacement")?;
-    f.replace = super::scenarios::delete_follower(&c, &v).await?;
-    eprintln!("replacement at size done");
-
-    match ensure_disk(dir, f.snapshot_bytes * 3, "scaling to 5") {
-        Ok(()) => {
-            let started = Instant::now();
-            c.set_spec(5, &v)?;
-            c.wait_running(5, &v, Duration::from_secs(900)).await?;
-            f.scale_up = Some(started.elapsed() / 2);
-            let started = Instant::now();
-            c.set_spec(3, &v)?;
-            c.wait_running(3, &v, Duration::from_secs(300)).await?;
-            f.scale_down = Some(started.elapsed() / 2);
-            eprintln!("scale at size done");
-        }
-        Err(e) => f.skipped.push(format!("scale 3 to 5: {e}")),
-    }
-
-    match ensure_disk(dir, f.snapshot_bytes * 6, "a restore into 3 members") {
+    match ensure_disk(
+        dir,
+        3 * member + f.snapshot_bytes,
+        "a restore into 3 members",
+    ) {
         Ok(()) => {
             let started = Instant::now();
             c.write_manifest(&format!(
@@ -537,6 +547,25 @@ pub async fn at_size(
         }
         Err(e) => f.skipped.push(format!("restore: {e}")),
     }
+    ensure_disk(dir, member, "a replacement")?;
+    f.replace = super::scenarios::delete_follower(&c, &v).await?;
+    eprintln!("replacement at size done");
+
+    match ensure_disk(dir, 2 * member, "scaling to 5") {
+        Ok(()) => {
+            let started = Instant::now();
+            c.set_spec(5, &v)?;
+            c.wait_running(5, &v, Duration::from_secs(900)).await?;
+            f.scale_up = Some(started.elapsed() / 2);
+            let started = Instant::now();
+            c.set_spec(3, &v)?;
+            c.wait_running(3, &v, Duration::from_secs(300)).await?;
+            f.scale_down = Some(started.elapsed() / 2);
+            eprintln!("scale at size done");
+        }
+        Err(e) => f.skipped.push(format!("scale 3 to 5: {e}")),
+    }
+
     drop(c);
     Ok(f)
 }

@@ -331,12 +331,13 @@ async fn size_rows(
     rows.push(Row {
         measure: format!("database filled to {size}: keys (of them 1.4 MiB / leased), puts"),
         value: format!(
-            "{} ({} / {}), {}; {:.0} MB in {:.0} s",
+            "{} ({} / {}), {}; db {:.0} MB, a member's data {:.0} MB, in {:.0} s",
             f.filled.keys,
             f.filled.large,
             f.filled.leased,
             f.filled.puts,
             f.filled.db_bytes as f64 / 1e6,
+            f.filled.member_bytes as f64 / 1e6,
             f.filled.took.as_secs_f64()
         ),
         floor: "-".into(),

@@ -252,7 +252,7 @@ async fn put_retrying(
 
 /// Every key under [`FILL_PREFIX`] (keys only), read from one member.
 pub async fn fill_keys(endpoint: &str) -> anyhow::Result<BTreeSet<Vec<u8>>> {
-    let mut client = connect(endpoint).await?;
+    let mut client = connect_slow(endpoint).await?;
     let mut keys = BTreeSet::new();
     let mut from = FILL_PREFIX.as_bytes().to_vec();
     let end = b"size0".to_vec();
@@ -264,7 +264,7 @@ pub async fn fill_keys(endpoint: &str) -> anyhow::Result<BTreeSet<Vec<u8>>> {
                     GetOptions::new()
                         .with_range(end.clone())
                         .with_keys_only()
-                        .with_limit(10_000),
+                        .with_limit(2_000),
                 ),
             )
             .await?;
@@ -279,6 +279,20 @@ pub async fn fill_keys(endpoint: &str) -> anyhow::Result<BTreeSet<Vec<u8>>> {
             return Ok(keys);
         }
     }
+}
+
+/// A client whose requests may take as long as a loaded member right after a fill needs
+/// to range over tens of thousands of keys.
+async fn connect_slow(endpoint: &str) -> anyhow::Result<Client> {
+    Ok(Client::connect(
+        [endpoint],
+        Some(
+            etcd_client::ConnectOptions::new()
+                .with_connect_timeout(Duration::from_secs(2))
+                .with_timeout(Duration::from_secs(60)),
+        ),
+    )
+    .await?)
 }
 
 /// What the check of a restored cluster found.
@@ -301,7 +315,7 @@ pub async fn check_restored(
 ) -> anyhow::Result<RestoreCheck> {
     let mut counts = Vec::new();
     for endpoint in members {
-        let mut client = connect(endpoint).await?;
+        let mut client = connect_slow(endpoint).await?;
         let count = client
             .get(
                 FILL_PREFIX,

@@ -72,8 +72,9 @@ const INITIAL_READ_WITHIN: Duration = Duration::from_secs(30);
 /// Pause between retries of a read that failed (final and initial reads).
 const READ_RETRY_PAUSE: Duration = Duration::from_millis(100);
 
-/// How long one `HashKV` (or the revision lookup before it) may take.
-const HASH_KV_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long one `HashKV` (or the revision lookup before it) may take: a member hashes its
+/// whole backend, a minute at a few GiB on a loaded machine.
+const HASH_KV_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// How often the pinned clients are matched with the member list.
 const PIN_EVERY: Duration = Duration::from_millis(300);

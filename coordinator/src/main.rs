@@ -140,6 +140,8 @@ enum Command {
     },
     /// Print the EtcdCluster CustomResourceDefinition as YAML.
     Crd,
+    /// Print the EtcdCluster field reference as Markdown (docs/reference.md).
+    Reference,
     /// Run as the operator in Kubernetes: EtcdCluster objects, members as Pods.
     Kubernetes {
         /// The namespace whose clusters are managed [default: the coordinator's own].
@@ -508,6 +510,10 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Crd => {
             print!("{}", etcd_operator::resource::crd_yaml()?);
+            Ok(())
+        }
+        Command::Reference => {
+            print!("{}", etcd_coordinator::reference::markdown());
             Ok(())
         }
         Command::Sidecar {

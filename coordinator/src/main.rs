@@ -513,7 +513,7 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Reference => {
-            print!("{}", etcd_coordinator::reference::markdown());
+            print!("{}", etcd_coordinator::reference::markdown()?);
             Ok(())
         }
         Command::Sidecar {

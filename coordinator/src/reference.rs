@@ -11,8 +11,8 @@ use serde_json::Value;
 use etcd_operator::resource::EtcdCluster;
 
 /// The reference as Markdown.
-pub fn markdown() -> String {
-    let crd = serde_json::to_value(EtcdCluster::crd()).unwrap_or(Value::Null);
+pub fn markdown() -> Result<String, serde_json::Error> {
+    let crd = serde_json::to_value(EtcdCluster::crd())?;
     let version = &crd["spec"]["versions"][0];
     let root = &version["schema"]["openAPIV3Schema"];
     let mut out = String::new();
@@ -56,7 +56,7 @@ pub fn markdown() -> String {
             out.push_str(&section.text);
         }
     }
-    out
+    Ok(out)
 }
 
 const HEADER: &str = "# EtcdCluster reference
@@ -213,7 +213,7 @@ fn contents(sections: &[Section]) -> String {
 
 /// The anchor GitHub gives a heading: lowercase, punctuation other than `-` and `_` dropped,
 /// spaces as `-`.
-pub fn anchor(heading: &str) -> String {
+fn anchor(heading: &str) -> String {
     heading
         .trim()
         .to_lowercase()

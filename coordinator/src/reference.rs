@@ -69,7 +69,8 @@ description. Local mode reads the same documents. The operator checks more than 
 can say (a cron schedule that parses, a version it can run and reach, exactly one storage
 kind, a name that leaves room for member ordinals): a spec it refuses shows as
 `SpecValid` `False` with the field and the reason, and nothing running is touched.
-After changing the types, write it again with
+What each condition's type and reason mean, and what to do about them, is in
+[operations.md](operations.md#reading-the-state). After changing the types, write it again with
 `cargo run --bin etcd-coordinator -- reference > docs/reference.md` (a test fails until
 the committed copy matches).
 

@@ -604,6 +604,16 @@ fn ci_runs_the_readme_test_command() {
     );
 }
 
+/// A child process killed and reaped when dropped, however the test ends.
+struct Stopped(std::process::Child);
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// `etcd-coordinator status`, as the docs show it, against a local coordinator that runs
 /// no cluster (an empty manifest directory: no etcd starts).
 #[test]
@@ -619,17 +629,19 @@ fn status_runs_against_a_coordinator() {
     };
     let (grpc, control) = (free(), free());
     let bin = env!("CARGO_BIN_EXE_etcd-coordinator");
-    let mut coordinator = Command::new(bin)
-        .arg("local")
-        .arg(&manifests)
-        .arg("--state-dir")
-        .arg(dir.path().join("state"))
-        .args(["--grpc-addr", &grpc, "--control-addr", &control])
-        .args(["--metrics-addr", "off", "--quiet"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start etcd-coordinator local");
+    let _coordinator = Stopped(
+        Command::new(bin)
+            .arg("local")
+            .arg(&manifests)
+            .arg("--state-dir")
+            .arg(dir.path().join("state"))
+            .args(["--grpc-addr", &grpc, "--control-addr", &control])
+            .args(["--metrics-addr", "off", "--quiet"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start etcd-coordinator local"),
+    );
     let deadline = Instant::now() + Duration::from_secs(30);
     let status = |args: &[&str]| {
         Command::new(bin)
@@ -645,7 +657,6 @@ fn status_runs_against_a_coordinator() {
             break out;
         }
         if Instant::now() > deadline {
-            let _ = coordinator.kill();
             panic!(
                 "etcd-coordinator status never answered within 30 s: {}",
                 String::from_utf8_lossy(&out.stderr)
@@ -654,8 +665,6 @@ fn status_runs_against_a_coordinator() {
         std::thread::sleep(Duration::from_millis(200));
     };
     let json = status(&["-o", "json"]);
-    let _ = coordinator.kill();
-    let _ = coordinator.wait();
     assert!(String::from_utf8_lossy(&table.stdout).contains("NAME"));
     assert!(json.status.success());
     let parsed: Value = serde_json::from_slice(&json.stdout).expect("status -o json is JSON");

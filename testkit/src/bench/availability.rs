@@ -125,6 +125,8 @@ pub async fn availability(
     );
 
     let probe = start(&c).await?;
+    // The coordinator killed and started again; its members run on meanwhile.
+    c.crash();
     c.restart().await?;
     c.wait_running(3, &v, WITHIN).await?;
     push(

@@ -50,6 +50,11 @@ enum Command {
         /// `<cluster>-client-tls` Secret's certificate is always valid for 365 days.
         #[arg(long, env = "ETCDOP_CLIENT_CERT_VALIDITY_SECS", default_value_t = etcd_operator::pki::DEFAULT_CLIENT_CERT_VALIDITY.as_secs(), value_parser = validity_secs())]
         client_cert_validity_secs: u64,
+        /// How long a new etcd CA (of a new cluster, or made by a rotation) is valid, in
+        /// seconds; a CA with a third of it left is rotated with an overlap [default: 10
+        /// years; 60 s to 10 years].
+        #[arg(long, env = "ETCDOP_CA_VALIDITY_SECS", default_value_t = etcd_operator::pki::CA_VALIDITY.as_secs(), value_parser = validity_secs())]
+        ca_validity_secs: u64,
         /// The sidecar binary [default: etcd-sidecar beside this binary when it is of the same
         /// build, else this binary's embedded sidecar].
         #[arg(long, env = "ETCDOP_SIDECAR_BINARY")]
@@ -279,6 +284,7 @@ async fn main() -> anyhow::Result<()> {
             control_addr,
             cert_validity_secs,
             client_cert_validity_secs,
+            ca_validity_secs,
             sidecar_binary,
             dead_after_secs,
             upgrade_deadline_secs,
@@ -310,6 +316,7 @@ async fn main() -> anyhow::Result<()> {
                 control_addr,
                 cert_validity: Duration::from_secs(cert_validity_secs.max(1)),
                 client_cert_validity: Duration::from_secs(client_cert_validity_secs.max(1)),
+                ca_validity: Duration::from_secs(ca_validity_secs.max(1)),
                 sidecar,
                 policy: policy(dead_after_secs, upgrade_deadline_secs),
                 interval: Duration::from_secs(1),

@@ -197,7 +197,7 @@ pub struct BackupSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 10000))]
     pub keep: Option<i32>,
-    /// Where backups go (default: local mode's `<state>/backups/<cluster>`).
+    /// Where backups go (default: local mode's `<state>/backups/local/<cluster>/`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storage: Option<BackupStorageSpec>,
 }
@@ -249,7 +249,7 @@ pub struct S3StorageSpec {
     /// The bucket.
     #[schemars(length(min = 3, max = 63))]
     pub bucket: String,
-    /// A prefix inside the bucket, e.g. `etcd/` (the cluster's name is appended).
+    /// A prefix inside the bucket, e.g. `etcd/` (`<namespace>/<cluster>/` is appended).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub prefix: String,
     /// The endpoint URL of an S3-compatible service (default: AWS's for the region).

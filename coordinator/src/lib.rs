@@ -24,6 +24,7 @@ pub mod local;
 pub mod metrics;
 pub mod plan;
 pub mod record;
+pub mod reference;
 pub mod registry;
 pub mod runtime;
 pub mod security;

@@ -42,11 +42,11 @@ enum Command {
         control_addr: SocketAddr,
         /// How long the members' and the coordinator's certificates are valid, in seconds
         /// (renewed when a third is left; never past their CA's expiry) [default: 90 days;
-        /// 60 s to 10 years].
+        /// 20 s to 10 years].
         #[arg(long, env = "ETCDOP_CERT_VALIDITY_SECS", default_value_t = etcd_operator::pki::DEFAULT_CERT_VALIDITY.as_secs(), value_parser = validity_secs())]
         cert_validity_secs: u64,
         /// How long the applications' client certificate is valid, in seconds [default:
-        /// 365 days; 60 s to 10 years]. Local mode only: on Kubernetes the
+        /// 365 days; 20 s to 10 years]. Local mode only: on Kubernetes the
         /// `<cluster>-client-tls` Secret's certificate is always valid for 365 days.
         #[arg(long, env = "ETCDOP_CLIENT_CERT_VALIDITY_SECS", default_value_t = etcd_operator::pki::DEFAULT_CLIENT_CERT_VALIDITY.as_secs(), value_parser = validity_secs())]
         client_cert_validity_secs: u64,
@@ -145,6 +145,8 @@ enum Command {
     },
     /// Print the EtcdCluster CustomResourceDefinition as YAML.
     Crd,
+    /// Print the EtcdCluster field reference as Markdown (docs/reference.md).
+    Reference,
     /// Run as the operator in Kubernetes: EtcdCluster objects, members as Pods.
     Kubernetes {
         /// The namespace whose clusters are managed [default: the coordinator's own].
@@ -178,7 +180,7 @@ enum Command {
         #[arg(long, env = "ETCDOP_COORDINATOR_URL")]
         coordinator_url: Option<String>,
         /// How long the members' certificates are valid, in seconds (renewed when a third is
-        /// left; never past their CA's expiry) [default: 90 days; 60 s to 10 years].
+        /// left; never past their CA's expiry) [default: 90 days; 20 s to 10 years].
         #[arg(long, env = "ETCDOP_CERT_VALIDITY_SECS", default_value_t = etcd_operator::pki::DEFAULT_CERT_VALIDITY.as_secs(), value_parser = validity_secs())]
         cert_validity_secs: u64,
         /// The DNS domain of the Kubernetes cluster (the members' certificates name their
@@ -235,7 +237,7 @@ enum SidecarCommandLine {
 /// A certificate lifetime in seconds: at least a minute (renewed at two thirds), at most a
 /// CA's own lifetime (no leaf outlives its CA anyway).
 fn validity_secs() -> clap::builder::RangedU64ValueParser<u64> {
-    clap::value_parser!(u64).range(60..=etcd_operator::pki::CA_VALIDITY.as_secs())
+    clap::value_parser!(u64).range(20..=etcd_operator::pki::CA_VALIDITY.as_secs())
 }
 
 /// The planner's tunables from the command line (`--dead-after-secs`,
@@ -515,6 +517,10 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Crd => {
             print!("{}", etcd_operator::resource::crd_yaml()?);
+            Ok(())
+        }
+        Command::Reference => {
+            print!("{}", etcd_coordinator::reference::markdown()?);
             Ok(())
         }
         Command::Sidecar {

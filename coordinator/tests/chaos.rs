@@ -1,7 +1,7 @@
 //! A short, seeded chaos run in the suite: faults under recorded traffic (a client on every
 //! member, watches, leases, a contention phase over each fault), every history checked
 //! against the model of revisions, the watch and lease guarantees and etcd's own view of
-//! every member. The full soak is `etcd-chaos --duration 10m` (README); what a pass covers
+//! every member. The full soak is `etcd-chaos --duration 10m` (docs/testing.md); what a pass covers
 //! is in `docs/testing.md`.
 
 use std::time::Duration;

@@ -1462,6 +1462,7 @@ async fn a_handoff_cut_short_never_strands_its_member() {
     let epoch = f.coordinator.epoch();
 
     // One other voter down: stopping this one would leave 1 of 3. Refused, etcd untouched.
+    let old_pid = f.coordinator.report(&name(0)).map(|r| r.etcd_pid);
     let down = f.members.remove(&name(0)).unwrap();
     let down_spec = down.spec.clone();
     drop(down);
@@ -1481,6 +1482,20 @@ async fn a_handoff_cut_short_never_strands_its_member() {
     );
     assert!(!stopping.exists(), "etcd was asked to stop");
     f.start(down_spec);
+    // Its last report before it went down still says healthy: wait for one from its new etcd.
+    wait_for(
+        "the restarted member's etcd to report healthy",
+        FORM_DEADLINE,
+        || {
+            let r = f.coordinator.report(&name(0));
+            async move {
+                r.filter(|r| r.healthy && r.etcd_pid != 0 && Some(r.etcd_pid) != old_pid)
+                    .map(|_| ())
+            }
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", f.logs()));
     f.wait_voters(3).await;
 
     // The call is cut short while etcd stops.

@@ -116,6 +116,19 @@ enum Command {
         #[arg(long, env = "ETCDOP_CONTROL_ADDR", default_value = "127.0.0.1:7443")]
         control_addr: SocketAddr,
     },
+    /// Rotate the etcd CA of a local cluster now, with an overlap (members trust the old
+    /// and the new CA, every certificate moves to the new one, the old one is dropped).
+    RotateCa {
+        /// The cluster's name.
+        cluster: String,
+        /// The state directory of the running coordinator (its CA authenticates this
+        /// command) [default: ~/.local/state/etcd-operator].
+        #[arg(long, env = "ETCDOP_STATE_DIR")]
+        state_dir: Option<PathBuf>,
+        /// The coordinator's control address.
+        #[arg(long, env = "ETCDOP_CONTROL_ADDR", default_value = "127.0.0.1:7443")]
+        control_addr: SocketAddr,
+    },
     /// Take a backup of a local cluster now; prints its name once it is stored and proven
     /// restorable.
     Backup {
@@ -467,6 +480,23 @@ async fn main() -> anyhow::Result<()> {
                 }
                 Err(e) => {
                     eprintln!("etcd-coordinator delete-member: {e}");
+                    std::process::exit(1);
+                }
+            }
+        }
+        Command::RotateCa {
+            cluster,
+            state_dir,
+            control_addr,
+        } => {
+            let state_dir = state_dir.unwrap_or_else(default_state_dir);
+            match etcd_coordinator::admin::rotate_ca(&state_dir, control_addr, &cluster).await {
+                Ok(message) => {
+                    println!("{message}");
+                    Ok(())
+                }
+                Err(e) => {
+                    eprintln!("etcd-coordinator rotate-ca: {e}");
                     std::process::exit(1);
                 }
             }

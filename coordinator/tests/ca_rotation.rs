@@ -4,7 +4,9 @@
 //! restarted, since etcd reads its trusted CA files only at start), every leaf is issued
 //! again by the new CA, the old CA is dropped from every trust file (each member restarted
 //! again). The coordinator is killed at every step of the rotation (its failpoints) and
-//! carries it on. No write fails, none acknowledged is lost, no member is added or removed.
+//! carries it on. Then an operator asks for another rotation (`etcd-coordinator rotate-ca`),
+//! which runs at once. No write fails, none acknowledged is lost, no member is added or
+//! removed.
 //!
 //! Runs under the machine-wide cluster lock.
 
@@ -141,53 +143,8 @@ async fn the_etcd_ca_rotates_with_an_overlap_under_writes_through_coordinator_cr
     };
     ok(&c, writer.wait_acked(25, Duration::from_secs(20)).await);
 
-    // Until the rotation is over: the CA files name a new CA alone, no rotation under way.
-    let rotation_file = cluster_pki.join("etcd-ca-rotation.json");
-    let decisions = c.state_dir().join(c.cluster()).join("decisions.json");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(CA_VALIDITY_SECS + 120);
-    let mut rotating_seen = false;
-    let mut both_trusted_seen = false;
-    loop {
-        let restarted = c.restart_if_exited().await;
-        ok(&c, restarted);
-        let status = c.status().await;
-        if let Some(s) = &status
-            && certificates_reason(s).as_deref() == Some("CARotating")
-        {
-            rotating_seen = true;
-        }
-        let member_ca = read(
-            &cluster_pki
-                .join(&running.members[0].name)
-                .join("etcd-ca.crt"),
-        );
-        if certs(&member_ca).len() == 2 {
-            both_trusted_seen = true;
-        }
-        let ca = read(&cluster_pki.join("etcd-ca.crt"));
-        let done = !ca.is_empty()
-            && ca != old_ca
-            && !rotation_file.exists()
-            && !read(&decisions).contains("caRotation")
-            && status.as_ref().is_some_and(|s| {
-                testkit::local_cluster::is_running(s, 3, VERSION)
-                    && certificates_reason(s).as_deref() != Some("CARotating")
-            });
-        if done {
-            break;
-        }
-        if tokio::time::Instant::now() >= deadline {
-            panic!(
-                "timed out waiting for the CA rotation to end\nlast status: {}\n{}",
-                status
-                    .as_ref()
-                    .map(describe)
-                    .unwrap_or_else(|| "none".into()),
-                c.logs(80)
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let first_member = cluster_pki.join(&running.members[0].name);
+    let seen = wait_rotated(&mut c, &old_ca, &first_member).await;
     let fired: Vec<&str> = ROTATION_FAILPOINTS
         .iter()
         .copied()
@@ -195,11 +152,11 @@ async fn the_etcd_ca_rotates_with_an_overlap_under_writes_through_coordinator_cr
         .collect();
     assert!(fired.is_empty(), "failpoints never reached: {fired:?}");
     assert!(
-        rotating_seen,
+        seen.rotating,
         "the status said CARotating during the rotation"
     );
     assert!(
-        both_trusted_seen,
+        seen.both_trusted,
         "members trusted the old and the new CA together"
     );
 
@@ -250,6 +207,23 @@ async fn the_etcd_ca_rotates_with_an_overlap_under_writes_through_coordinator_cr
     );
 
     ok(&c, writer.wait_acked(25, Duration::from_secs(20)).await);
+
+    // Asked for by an operator, long before it is due: a second rotation, to a third CA.
+    let answer = ok(&c, c.rotate_ca());
+    assert!(answer.contains("asked for"), "{answer}");
+    let seen = wait_rotated(&mut c, &new_ca, &first_member).await;
+    assert!(seen.rotating && seen.both_trusted, "{seen:?}");
+    let newest = read(&cluster_pki.join("etcd-ca.crt"));
+    assert_ne!(certs(&newest), certs(&new_ca));
+    for m in c.members() {
+        assert_eq!(
+            certs(&read(&cluster_pki.join(&m.name).join("etcd-ca.crt"))),
+            certs(&newest),
+            "{} trusts the newest CA alone",
+            m.name
+        );
+    }
+    ok(&c, writer.wait_acked(25, Duration::from_secs(20)).await);
     let log = writer.stop().await;
     let endpoints = (c.live_endpoints())();
     let held = ok(
@@ -268,4 +242,63 @@ async fn the_etcd_ca_rotates_with_an_overlap_under_writes_through_coordinator_cr
         "writes failed while the CA rotated: {:?}",
         log.failures
     );
+}
+
+/// What was seen while a rotation ran.
+#[derive(Debug)]
+struct Seen {
+    /// The status said `CARotating`.
+    rotating: bool,
+    /// A member's trust file held two CAs.
+    both_trusted: bool,
+}
+
+/// Waits until the rotation away from `from_ca` is over: the cluster's CA files name another
+/// CA, no rotation is under way (neither its file nor the record's), and the cluster runs
+/// without `CARotating`. The coordinator is started again whenever it exits (a failpoint).
+async fn wait_rotated(c: &mut LocalCoordinator, from_ca: &str, member_pki: &Path) -> Seen {
+    let cluster_pki = c.pki_dir().join(c.cluster());
+    let rotation_file = cluster_pki.join("etcd-ca-rotation.json");
+    let decisions = c.state_dir().join(c.cluster()).join("decisions.json");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(CA_VALIDITY_SECS + 120);
+    let mut seen = Seen {
+        rotating: false,
+        both_trusted: false,
+    };
+    loop {
+        let restarted = c.restart_if_exited().await;
+        ok(c, restarted);
+        let status = c.status().await;
+        if let Some(s) = &status
+            && certificates_reason(s).as_deref() == Some("CARotating")
+        {
+            seen.rotating = true;
+        }
+        if certs(&read(&member_pki.join("etcd-ca.crt"))).len() == 2 {
+            seen.both_trusted = true;
+        }
+        let ca = read(&cluster_pki.join("etcd-ca.crt"));
+        let done = !ca.is_empty()
+            && ca != from_ca
+            && !rotation_file.exists()
+            && !read(&decisions).contains("caRotation")
+            && status.as_ref().is_some_and(|s| {
+                testkit::local_cluster::is_running(s, 3, VERSION)
+                    && certificates_reason(s).as_deref() != Some("CARotating")
+            });
+        if done {
+            return seen;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            panic!(
+                "timed out waiting for the CA rotation to end\nlast status: {}\n{}",
+                status
+                    .as_ref()
+                    .map(describe)
+                    .unwrap_or_else(|| "none".into()),
+                c.logs(80)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }

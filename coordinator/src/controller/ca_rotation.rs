@@ -39,6 +39,15 @@ impl<R: Runtime> ClusterController<R> {
                 due: None,
             };
         }
+        let requested = self
+            .registry
+            .with(&self.key, |entry, _| entry.ca_rotation_requested);
+        if requested {
+            return CaObservation {
+                rotation,
+                due: Some("an operator asked for it".to_string()),
+            };
+        }
         let due = match self.runtime.existing_etcd_ca(&self.key).await {
             Ok(Some(ca)) => pki::validity(ca.cert_pem())
                 .ok()
@@ -107,6 +116,9 @@ impl<R: Runtime> ClusterController<R> {
                         });
                     })
                     .await?;
+                // Asked for: begun (and recorded), so the request is done.
+                self.registry
+                    .with(&self.key, |entry, _| entry.ca_rotation_requested = false);
                 etcd_operator::failpoint!("coordinator.rotate-ca.after-begin-record");
                 self.apply_ca_phase(infos, CaPhase::Trust).await?;
             }

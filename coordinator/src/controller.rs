@@ -1554,8 +1554,15 @@ impl<R: Runtime> ClusterController<R> {
                 keep.push(k.clone());
             }
         }
+        // A seed decided before whose data is gone (it died before its restore ended) is
+        // discarded with the rest, and the restore goes on with a new seed under a name never
+        // used; one whose data survives is the seed still, never stopped as a survivor.
+        keep.retain(|k| pending.as_ref().is_none_or(|p| &p.seed != k));
         let keep = keep.as_slice();
         let (source, seed) = match &pending {
+            Some(p) if discard.contains(&p.seed) => {
+                (etcd_operator::proto::RestoreSource::from(&p.source), seed)
+            }
             Some(p) => (
                 etcd_operator::proto::RestoreSource::from(&p.source),
                 p.seed.as_str(),

@@ -22,6 +22,10 @@ use tracing::{info, instrument, warn};
 use super::{ETCD_READY_DEADLINE, Member};
 use crate::{error::SidecarError, etcd_args::Bootstrap, identity::ForcedRecord};
 
+/// How long an etcd restarted after a recorded force is given to answer before it is taken
+/// to be without quorum (a forced one-member cluster serves well within it).
+const FORCED_BEFORE_GRACE: Duration = Duration::from_secs(15);
+
 /// What a forced new cluster resumed at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ForcedOutcome {
@@ -80,7 +84,7 @@ impl Member {
                 "this member has no data to force a new cluster from".into(),
             ));
         }
-        let view = match self.local_view().await {
+        let view = match self.local_view_given_time(min_raft_index).await {
             Ok(view) => view,
             Err(e) => {
                 // etcd started again without quorum does not serve (it cannot publish
@@ -175,6 +179,29 @@ impl Member {
             revision,
             raft_index,
         })
+    }
+
+    /// [`Self::local_view`], given time to answer when a force from this member was
+    /// recorded before: etcd restarted on data a force took effect on is a one-member
+    /// cluster that serves once it has replayed its log and elected itself, which a loaded
+    /// host can take seconds to do. Forcing again because it was slow would be a second
+    /// forced start; only an etcd that still does not answer after
+    /// [`FORCED_BEFORE_GRACE`] (no quorum: it never serves) is forced as chosen before.
+    async fn local_view_given_time(&self, min_raft_index: u64) -> Result<LocalView, SidecarError> {
+        let forced_before = self.dir.load_forced()?.is_some_and(|r| {
+            r.member_id == self.current().member_id && r.raft_index >= min_raft_index
+        });
+        let deadline = Instant::now() + FORCED_BEFORE_GRACE;
+        loop {
+            match self.local_view().await {
+                Ok(view) => return Ok(view),
+                Err(e) if !forced_before || Instant::now() >= deadline => return Err(e),
+                Err(e) => {
+                    info!(error = %e, "a force was recorded before: waiting for etcd to answer before choosing");
+                    sleep(Duration::from_millis(500)).await;
+                }
+            }
+        }
     }
 
     /// The local etcd's raft index, leader, revision and member list.

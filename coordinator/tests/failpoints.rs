@@ -308,6 +308,70 @@ const FAILPOINTS: &[(&str, Op, &str)] = &[
         "the rollback (and the upgrade's failure) recorded, the member still on the version that fails: the next coordinator restarts it on the version it last ran",
     ),
     (
+        "coordinator.rotate-ca.after-begin-record",
+        Op::Elsewhere(
+            "ca_rotation.rs",
+            "the_etcd_ca_rotates_with_an_overlap_under_writes_through_coordinator_crashes",
+        ),
+        "the rotation recorded (phase Trust, every member pending), no new CA yet: the next coordinator makes it once and carries the phase on",
+    ),
+    (
+        "coordinator.rotate-ca.before-restart",
+        Op::Elsewhere(
+            "ca_rotation.rs",
+            "the_etcd_ca_rotates_with_an_overlap_under_writes_through_coordinator_crashes",
+        ),
+        "the files of the phase in place, the member not restarted: restarted by the next coordinator",
+    ),
+    (
+        "coordinator.rotate-ca.after-restart",
+        Op::Elsewhere(
+            "ca_rotation.rs",
+            "the_etcd_ca_rotates_with_an_overlap_under_writes_through_coordinator_crashes",
+        ),
+        "the member restarted, still recorded as pending: restarted once more, harmlessly, then taken out",
+    ),
+    (
+        "coordinator.rotate-ca.after-reissue-record",
+        Op::Elsewhere(
+            "ca_rotation.rs",
+            "the_etcd_ca_rotates_with_an_overlap_under_writes_through_coordinator_crashes",
+        ),
+        "phase Reissue recorded, leaves not yet issued by the new CA: issued by the next coordinator; members still trust both CAs",
+    ),
+    (
+        "coordinator.rotate-ca.after-reissue",
+        Op::Elsewhere(
+            "ca_rotation.rs",
+            "the_etcd_ca_rotates_with_an_overlap_under_writes_through_coordinator_crashes",
+        ),
+        "leaves issued by the new CA, phase still Reissue: checked again; the old CA is dropped only once every leaf is the new CA's",
+    ),
+    (
+        "coordinator.rotate-ca.after-drop-record",
+        Op::Elsewhere(
+            "ca_rotation.rs",
+            "the_etcd_ca_rotates_with_an_overlap_under_writes_through_coordinator_crashes",
+        ),
+        "phase Drop recorded, trust files still hold both CAs: written with the new CA alone, then every member restarted",
+    ),
+    (
+        "coordinator.rotate-ca.finish-after-phase",
+        Op::Elsewhere(
+            "ca_rotation.rs",
+            "the_etcd_ca_rotates_with_an_overlap_under_writes_through_coordinator_crashes",
+        ),
+        "the rotation file says Finish, the old CA's files not yet overwritten: the new CA issues meanwhile; the next coordinator finishes",
+    ),
+    (
+        "coordinator.rotate-ca.after-finish-files",
+        Op::Elsewhere(
+            "ca_rotation.rs",
+            "the_etcd_ca_rotates_with_an_overlap_under_writes_through_coordinator_crashes",
+        ),
+        "the new CA is the cluster's, the record still says Drop: the rotation is ended; no new rotation begins",
+    ),
+    (
         "sidecar.start.before-wipe",
         Op::Elsewhere(
             "sidecars.rs",

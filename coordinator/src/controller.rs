@@ -1608,6 +1608,8 @@ impl<R: Runtime> ClusterController<R> {
                     seed: seed.to_string(),
                     done: false,
                 });
+                // Its ordinal is taken with the decision: never given to another member.
+                r.add_member(&self.key.name, seed);
                 // The restored cluster is a new etcd cluster, with an id of its own.
                 r.etcd_cluster_id.clear();
                 r.recovery = Some(ForcedRecovery {

@@ -24,7 +24,7 @@ use crate::{ClusterKey, identity::PeerIdentity};
 /// Seconds since the Unix epoch.
 pub type UnixSeconds = i64;
 
-/// How long a CA is valid (it is never renewed by the operator).
+/// How long a CA is valid by default (rotated with an overlap once a third of it is left).
 pub const CA_VALIDITY: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 /// How long a member's or the coordinator's certificate is valid by default.
 pub const DEFAULT_CERT_VALIDITY: Duration = Duration::from_secs(90 * 24 * 3600);
@@ -227,8 +227,23 @@ impl std::fmt::Debug for Authority {
 }
 
 impl Authority {
-    /// A new self-signed CA named `common_name`.
+    /// A new self-signed CA named `common_name`, valid [`CA_VALIDITY`].
     pub fn generate(common_name: &str, now: UnixSeconds) -> Result<Self, PkiError> {
+        Self::generate_valid_for(common_name, now, CA_VALIDITY)
+    }
+
+    /// A new self-signed CA named `common_name`, valid `validity` from `now`.
+    pub fn generate_valid_for(
+        common_name: &str,
+        now: UnixSeconds,
+        validity: Duration,
+    ) -> Result<Self, PkiError> {
+        let not_after = i64::try_from(validity.as_secs())
+            .ok()
+            .and_then(|secs| now.checked_add(secs))
+            .unwrap_or(i64::MAX)
+            // What an X.509 time can say (the year 9999).
+            .min(253_402_300_799);
         let key = KeyPair::generate()?;
         let mut params = CertificateParams::default();
         let mut dn = DistinguishedName::new();
@@ -241,8 +256,9 @@ impl Authority {
             KeyUsagePurpose::CrlSign,
             KeyUsagePurpose::DigitalSignature,
         ];
-        params.not_before = unix_time(now - 300);
-        params.not_after = unix_time(now + CA_VALIDITY.as_secs() as i64);
+        // Backdated as a leaf is, so that a third of a short CA's life is still ahead of it.
+        params.not_before = unix_time(now - backdate(validity));
+        params.not_after = unix_time(not_after);
         params.serial_number = Some(random_serial());
         let cert = params.self_signed(&key)?;
         let key_pem = key.serialize_pem();
@@ -250,7 +266,7 @@ impl Authority {
             cert_pem: cert.pem(),
             key_pem,
             issuer: Issuer::new(params, key),
-            not_after: now + CA_VALIDITY.as_secs() as i64,
+            not_after,
         })
     }
 
@@ -403,15 +419,15 @@ struct Leaf {
 /// key kept when there is one. Returns the full new set, and whether anything changed.
 fn renew_bundle(
     leaves: Vec<Leaf>,
-    cas: &[(&'static str, &Authority)],
+    cas: &[(&'static str, &str)],
     control: &Authority,
     etcd: Option<&Authority>,
     existing: &BTreeMap<String, String>,
     now: UnixSeconds,
 ) -> Result<(BTreeMap<String, String>, bool), PkiError> {
     let mut out = BTreeMap::new();
-    for (name, ca) in cas {
-        out.insert(name.to_string(), ca.cert_pem().to_string());
+    for (name, pem) in cas {
+        out.insert(name.to_string(), pem.to_string());
     }
     for leaf in leaves {
         let authority = if leaf.etcd {
@@ -483,12 +499,17 @@ fn issued_for(cert_pem: &str, request: &LeafRequest) -> bool {
 }
 
 /// True when `cert` was issued by `authority` (a certificate of an earlier CA is replaced).
-fn issued_by(cert_pem: &str, authority: &Authority) -> bool {
-    let (Ok(der), Ok(ca_der)) = (first_der(cert_pem), first_der(authority.cert_pem())) else {
+pub fn issued_by(cert_pem: &str, authority: &Authority) -> bool {
+    first_der(cert_pem).is_ok_and(|der| der_issued_by(&der, authority))
+}
+
+/// True when the DER certificate `der` was issued by `authority`.
+pub fn der_issued_by(der: &[u8], authority: &Authority) -> bool {
+    let Ok(ca_der) = first_der(authority.cert_pem()) else {
         return false;
     };
     let (Ok((_, cert)), Ok((_, ca))) = (
-        x509_parser::certificate::X509Certificate::from_der(&der),
+        x509_parser::certificate::X509Certificate::from_der(der),
         x509_parser::certificate::X509Certificate::from_der(&ca_der),
     ) else {
         return false;
@@ -501,6 +522,34 @@ fn issued_by(cert_pem: &str, authority: &Authority) -> bool {
 pub fn member_files(
     control: &Authority,
     etcd: Option<&Authority>,
+    spec: &MemberCertSpec,
+    existing: &BTreeMap<String, String>,
+    now: UnixSeconds,
+) -> Result<(BTreeMap<String, String>, bool), PkiError> {
+    member_files_trusting(control, etcd, None, spec, existing, now)
+}
+
+/// The PEM of several CA certificates in one file: what a member trusts while its CA
+/// rotates (the old and the new one).
+pub fn trust_bundle<'a>(cas: impl IntoIterator<Item = &'a str>) -> String {
+    let mut out = String::new();
+    for pem in cas {
+        let pem = pem.trim_end();
+        if !pem.is_empty() && !out.contains(pem) {
+            out.push_str(pem);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// As [`member_files`], with `etcd_trust` (a [`trust_bundle`]) written as the etcd CA file
+/// instead of the issuing CA's certificate alone: during a CA rotation members trust the
+/// old and the new CA while their leaves come from one of them.
+pub fn member_files_trusting(
+    control: &Authority,
+    etcd: Option<&Authority>,
+    etcd_trust: Option<&str>,
     spec: &MemberCertSpec,
     existing: &BTreeMap<String, String>,
     now: UnixSeconds,
@@ -552,9 +601,9 @@ pub fn member_files(
             etcd: true,
         },
     ];
-    let mut cas = vec![(MemberFile::CA, control)];
+    let mut cas = vec![(MemberFile::CA, control.cert_pem())];
     if let Some(etcd) = etcd {
-        cas.push((MemberFile::ETCD_CA, etcd));
+        cas.push((MemberFile::ETCD_CA, etcd_trust.unwrap_or(etcd.cert_pem())));
     }
     renew_bundle(leaves, &cas, control, etcd, existing, now)
 }
@@ -563,6 +612,18 @@ pub fn member_files(
 /// where due from `existing`.
 pub fn client_files(
     etcd: &Authority,
+    cluster: &ClusterKey,
+    validity: Duration,
+    existing: &BTreeMap<String, String>,
+    now: UnixSeconds,
+) -> Result<(BTreeMap<String, String>, bool), PkiError> {
+    client_files_trusting(etcd, None, cluster, validity, existing, now)
+}
+
+/// As [`client_files`], with `trust` (a [`trust_bundle`]) as the CA file.
+pub fn client_files_trusting(
+    etcd: &Authority,
+    trust: Option<&str>,
     cluster: &ClusterKey,
     validity: Duration,
     existing: &BTreeMap<String, String>,
@@ -582,7 +643,7 @@ pub fn client_files(
     }];
     renew_bundle(
         leaves,
-        &[(ClientFile::CA, etcd)],
+        &[(ClientFile::CA, trust.unwrap_or(etcd.cert_pem()))],
         etcd,
         Some(etcd),
         existing,

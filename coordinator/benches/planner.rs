@@ -173,6 +173,7 @@ fn pass(registry: &Registry, clusters: &[Simulated], now: i64) -> usize {
             abandoning: vec![],
             kept: vec![],
             upgrade_failed: None,
+            ca: Default::default(),
             leave_unreachable: Default::default(),
             now,
             policy: Policy::default(),

@@ -109,6 +109,29 @@ pub async fn delete_member(
     Ok(response.into_inner().member_name)
 }
 
+/// Asks the coordinator at `control_addr` to rotate the etcd CA of the local cluster
+/// `cluster`; returns what it answered.
+pub async fn rotate_ca(
+    state_dir: &Path,
+    control_addr: SocketAddr,
+    cluster: &str,
+) -> Result<String, AdminError> {
+    let mut client = control_client(state_dir, control_addr).await?;
+    let response = client
+        .rotate_ca(etcd_operator::proto::RotateCaRequest {
+            cluster: Some((&ClusterKey::local(cluster)).into()),
+        })
+        .await
+        .map_err(|status| match status.code() {
+            tonic::Code::Unavailable | tonic::Code::Unknown => AdminError::Unreachable {
+                addr: control_addr,
+                message: status.message().to_string(),
+            },
+            _ => AdminError::Refused(status.message().to_string()),
+        })?;
+    Ok(response.into_inner().message)
+}
+
 /// Takes a backup of the local cluster `cluster` now, through the coordinator at
 /// `control_addr`; returns it once it is stored and proven restorable.
 pub async fn take_backup(

@@ -143,6 +143,8 @@ pub struct Outcome {
 }
 
 /// The controller of one cluster.
+mod ca_rotation;
+
 pub struct ClusterController<R: Runtime> {
     /// The cluster.
     pub key: ClusterKey,
@@ -302,7 +304,8 @@ impl<R: Runtime> ClusterController<R> {
             None
         };
         let (category, error) = error.unzip();
-        let authorities = self.authorities(resource).await;
+        let mut authorities = self.authorities(resource).await;
+        authorities.rotating = observed.ca.rotation.as_ref().map(|r| r.phase);
         self.record_authorities(&authorities);
         let status = self.status(
             resource,
@@ -337,6 +340,7 @@ impl<R: Runtime> ClusterController<R> {
         Authorities {
             control: self.runtime.control().ca().not_after(),
             etcd,
+            rotating: None,
         }
     }
 
@@ -350,6 +354,17 @@ impl<R: Runtime> ClusterController<R> {
             .ca_expiry
             .get_or_create(&labels("control"))
             .set(authorities.control);
+        metrics
+            .ca_rotation_phase
+            .get_or_create(&crate::metrics::ClusterLabels {
+                cluster: self.key.to_string(),
+            })
+            .set(match authorities.rotating {
+                None => 0,
+                Some(plan::CaPhase::Trust) => 1,
+                Some(plan::CaPhase::Reissue) => 2,
+                Some(plan::CaPhase::Drop) => 3,
+            });
         if let Some(etcd) = &authorities.etcd {
             metrics
                 .ca_expiry
@@ -698,10 +713,12 @@ impl<R: Runtime> ClusterController<R> {
                 error: f.error.clone(),
             })
         });
+        let ca = self.observe_ca(resource, &record).await;
         let observed = Observed {
             cluster: self.key.clone(),
             spec,
             upgrade_failed,
+            ca,
             leave_unreachable,
             members,
             etcd_members,
@@ -1327,6 +1344,12 @@ impl<R: Runtime> ClusterController<R> {
                 })
                 .await?;
             }
+            Action::RollingRestart { name, reason } => {
+                self.rolling_restart(infos, name, *reason).await?;
+            }
+            Action::RotateCa { step } => {
+                self.rotate_ca(infos, step).await?;
+            }
             Action::TakeBackup { name } => {
                 self.take_backup(infos, name, resource_keep(resource))
                     .await?;
@@ -1585,6 +1608,8 @@ impl<R: Runtime> ClusterController<R> {
                     seed: seed.to_string(),
                     done: false,
                 });
+                // Its ordinal is taken with the decision: never given to another member.
+                r.add_member(&self.key.name, seed);
                 // The restored cluster is a new etcd cluster, with an id of its own.
                 r.etcd_cluster_id.clear();
                 r.recovery = Some(ForcedRecovery {
@@ -2344,6 +2369,8 @@ pub struct Authorities {
     /// With TLS: when the cluster's etcd CA expires, or why it cannot be had (it is lost:
     /// never replaced by a new one).
     pub etcd: Option<Result<i64, String>>,
+    /// The phase of the etcd CA's rotation under way, if any.
+    pub rotating: Option<plan::CaPhase>,
 }
 
 /// A CA expiring within this is said to in the `CertificatesValid` condition (False).
@@ -2366,6 +2393,23 @@ impl Authorities {
                 .map(|t| t.to_string())
                 .unwrap_or_default()
         };
+        if let Some(phase) = self.rotating {
+            let step = match phase {
+                plan::CaPhase::Trust => {
+                    "members are restarted one at a time to trust the old and the new CA"
+                }
+                plan::CaPhase::Reissue => "every certificate is issued again by the new CA",
+                plan::CaPhase::Drop => {
+                    "members are restarted one at a time to trust the new CA alone (applications must use the client bundle issued by the new CA)"
+                }
+            };
+            return condition(
+                ConditionType::CertificatesValid,
+                ConditionStatus::True,
+                "CARotating",
+                &format!("the etcd CA rotates (phase {}): {step}", phase.as_str()),
+            );
+        }
         let mut cas = vec![("control", self.control)];
         if let Some(Ok(etcd)) = &self.etcd {
             cas.push(("etcd", *etcd));
@@ -2381,12 +2425,12 @@ impl Authorities {
                 ConditionStatus::False,
                 "CAExpiresSoon",
                 &format!(
-                    "the {name} CA expires at {}: no certificate it issues outlives it, and a CA is not rotated in place. Before then, create a new cluster from a backup (it gets a CA of its own){}",
+                    "the {name} CA expires at {}: no certificate it issues outlives it{}",
                     at(expires),
                     if name == "control" {
-                        "; the control CA is replaced by deleting it (local: <state>/pki/ca.*; Kubernetes: the Secret etcd-operator-ca) once no member uses it"
+                        ", and the control CA is not rotated in place. Before then, create a new cluster from a backup (it gets a CA of its own); the control CA is replaced by deleting it (local: <state>/pki/ca.*; Kubernetes: the Secret etcd-operator-ca) once no member uses it"
                     } else {
-                        ""
+                        ". It rotates on its own once a third of its life is left (local mode; on Kubernetes create a new cluster from a backup before then)"
                     }
                 ),
             ),
@@ -3046,6 +3090,7 @@ mod tests {
         let (status, reason, message) = shown(Authorities {
             control: now + 9 * year,
             etcd: Some(Ok(now + year)),
+            rotating: None,
         });
         assert_eq!(
             (status, reason.as_str()),
@@ -3055,6 +3100,7 @@ mod tests {
         let (status, reason, message) = shown(Authorities {
             control: now + 9 * year,
             etcd: Some(Ok(now + 7 * 24 * 3600)),
+            rotating: None,
         });
         assert_eq!(
             (status, reason.as_str()),
@@ -3064,12 +3110,14 @@ mod tests {
         let (_, reason, message) = shown(Authorities {
             control: now + 24 * 3600,
             etcd: None,
+            rotating: None,
         });
         assert_eq!(reason, "CAExpiresSoon");
         assert!(message.contains("control CA"), "{message}");
         let (status, reason, message) = shown(Authorities {
             control: now + 9 * year,
             etcd: Some(Err("the etcd CA of c is lost".into())),
+            rotating: Some(plan::CaPhase::Trust),
         });
         assert_eq!(
             (status, reason.as_str(), message.as_str()),
@@ -3079,6 +3127,17 @@ mod tests {
                 "the etcd CA of c is lost"
             )
         );
+        // A rotation under way says so, whatever the old CA's expiry.
+        let (status, reason, message) = shown(Authorities {
+            control: now + 9 * year,
+            etcd: Some(Ok(now + 60)),
+            rotating: Some(plan::CaPhase::Drop),
+        });
+        assert_eq!(
+            (status, reason.as_str()),
+            (ConditionStatus::True.into(), "CARotating")
+        );
+        assert!(message.contains("phase Drop"), "{message}");
     }
 
     #[test]

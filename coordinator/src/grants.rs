@@ -60,13 +60,12 @@ pub fn settled(entry: &ClusterEntry, now: UnixMillis) -> Result<(), NotGiven> {
 /// record decided. A failed read of the member list is no proof that the cluster is gone.
 pub fn may_seed(entry: &ClusterEntry, member: &str) -> bool {
     match &entry.record {
-        Some(record) => {
-            record.etcd_cluster_id.is_empty()
-                || record
-                    .restore
-                    .as_ref()
-                    .is_some_and(|r| !r.done && r.seed == member)
-        }
+        // While a restore is under way only its seed may bootstrap (the cluster id is
+        // cleared for the restored cluster, so it proves nothing then).
+        Some(record) => match record.restore.as_ref().filter(|r| !r.done) {
+            Some(restore) => restore.seed == member,
+            None => record.etcd_cluster_id.is_empty(),
+        },
         None => false,
     }
 }
@@ -209,6 +208,11 @@ mod tests {
         });
         assert!(may_seed(&e, "c-0000"));
         assert!(!may_seed(&e, "c-0001"));
+        // The restored cluster's id is cleared while the restore is under way: that does not
+        // make another member a seed (it would bootstrap an empty cluster).
+        e.record.as_mut().unwrap().etcd_cluster_id.clear();
+        assert!(may_seed(&e, "c-0000"));
+        assert!(!may_seed(&e, "c-0001"), "only the restore's own seed");
         // Before the record is read, nobody.
         e.record = None;
         assert!(!may_seed(&e, "c-0000"));

@@ -50,6 +50,11 @@ enum Command {
         /// `<cluster>-client-tls` Secret's certificate is always valid for 365 days.
         #[arg(long, env = "ETCDOP_CLIENT_CERT_VALIDITY_SECS", default_value_t = etcd_operator::pki::DEFAULT_CLIENT_CERT_VALIDITY.as_secs(), value_parser = validity_secs())]
         client_cert_validity_secs: u64,
+        /// How long a new etcd CA (of a new cluster, or made by a rotation) is valid, in
+        /// seconds; a CA with a third of it left is rotated with an overlap [default: 10
+        /// years; 60 s to 10 years].
+        #[arg(long, env = "ETCDOP_CA_VALIDITY_SECS", default_value_t = etcd_operator::pki::CA_VALIDITY.as_secs(), value_parser = validity_secs())]
+        ca_validity_secs: u64,
         /// The sidecar binary [default: etcd-sidecar beside this binary when it is of the same
         /// build, else this binary's embedded sidecar].
         #[arg(long, env = "ETCDOP_SIDECAR_BINARY")]
@@ -103,6 +108,19 @@ enum Command {
         cluster: String,
         /// The member's name, `<cluster>-<NNNN>`.
         member: String,
+        /// The state directory of the running coordinator (its CA authenticates this
+        /// command) [default: ~/.local/state/etcd-operator].
+        #[arg(long, env = "ETCDOP_STATE_DIR")]
+        state_dir: Option<PathBuf>,
+        /// The coordinator's control address.
+        #[arg(long, env = "ETCDOP_CONTROL_ADDR", default_value = "127.0.0.1:7443")]
+        control_addr: SocketAddr,
+    },
+    /// Rotate the etcd CA of a local cluster now, with an overlap (members trust the old
+    /// and the new CA, every certificate moves to the new one, the old one is dropped).
+    RotateCa {
+        /// The cluster's name.
+        cluster: String,
         /// The state directory of the running coordinator (its CA authenticates this
         /// command) [default: ~/.local/state/etcd-operator].
         #[arg(long, env = "ETCDOP_STATE_DIR")]
@@ -281,6 +299,7 @@ async fn main() -> anyhow::Result<()> {
             control_addr,
             cert_validity_secs,
             client_cert_validity_secs,
+            ca_validity_secs,
             sidecar_binary,
             dead_after_secs,
             upgrade_deadline_secs,
@@ -312,6 +331,7 @@ async fn main() -> anyhow::Result<()> {
                 control_addr,
                 cert_validity: Duration::from_secs(cert_validity_secs.max(1)),
                 client_cert_validity: Duration::from_secs(client_cert_validity_secs.max(1)),
+                ca_validity: Duration::from_secs(ca_validity_secs.max(1)),
                 sidecar,
                 policy: policy(dead_after_secs, upgrade_deadline_secs),
                 interval: Duration::from_secs(1),
@@ -460,6 +480,23 @@ async fn main() -> anyhow::Result<()> {
                 }
                 Err(e) => {
                     eprintln!("etcd-coordinator delete-member: {e}");
+                    std::process::exit(1);
+                }
+            }
+        }
+        Command::RotateCa {
+            cluster,
+            state_dir,
+            control_addr,
+        } => {
+            let state_dir = state_dir.unwrap_or_else(default_state_dir);
+            match etcd_coordinator::admin::rotate_ca(&state_dir, control_addr, &cluster).await {
+                Ok(message) => {
+                    println!("{message}");
+                    Ok(())
+                }
+                Err(e) => {
+                    eprintln!("etcd-coordinator rotate-ca: {e}");
                     std::process::exit(1);
                 }
             }

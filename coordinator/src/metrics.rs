@@ -124,6 +124,8 @@ pub struct Metrics {
     pub defragmentations: Family<ClusterLabels, Counter>,
     /// When each CA a cluster's certificates chain to expires, Unix seconds (0: lost).
     pub ca_expiry: Family<CaLabels, Gauge>,
+    /// The phase of the etcd CA's rotation under way: 0 none, 1 Trust, 2 Reissue, 3 Drop.
+    pub ca_rotation_phase: Family<ClusterLabels, Gauge>,
     /// How long one reconcile takes (observe, plan, act, status), every cluster together.
     pub reconcile_duration: Histogram,
     ready: AtomicBool,
@@ -149,6 +151,12 @@ impl Default for Metrics {
         let member_alarms = Family::<AlarmLabels, Gauge>::default();
         let defragmentations = Family::<ClusterLabels, Counter>::default();
         let ca_expiry = Family::<CaLabels, Gauge>::default();
+        let ca_rotation_phase = Family::<ClusterLabels, Gauge>::default();
+        registry.register(
+            "ca_rotation_phase",
+            "The phase of the cluster's etcd CA rotation under way: 0 none, 1 Trust (members trust the old and the new CA), 2 Reissue (leaves issued by the new CA), 3 Drop (the old CA dropped)",
+            ca_rotation_phase.clone(),
+        );
         registry.register(
             "ca_expiry_timestamp_seconds",
             "When the CA expires (its leaves never outlive it), by cluster and CA: etcd (the cluster's own) or control (the control path's); 0 when the CA is lost",
@@ -249,6 +257,7 @@ impl Default for Metrics {
             member_alarms,
             defragmentations,
             ca_expiry,
+            ca_rotation_phase,
             reconcile_duration,
             ready: AtomicBool::new(false),
         }

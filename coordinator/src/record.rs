@@ -13,6 +13,7 @@
 //! | `bootstrap`: the static bootstrap under way (its members and token) | before its members are created | the registration answer of every initial member |
 //! | `upgrades`: upgrade and rollback steps under way (the version restarted on, the one last run healthy) | before the member is restarted on its new version | the planner's wait for the member to come back healthy on it, its rollback past the deadline, the version rules (a member counts at the version it last ran healthy until then) |
 //! | `upgradeFailed`: the upgrade that stopped, its member, versions and etcd's last error | before the member is rolled back | the planner (no further upgrade step, new members on the version rolled back to) and the `UpgradeFailed` condition |
+//! | `caRotation`: the etcd CA's rotation under way, its phase and the members still to restart in it | before the CA files of the phase are written, and before each member's restart is taken out | the planner's rule 15 (the next step of the rotation) and the `CertificatesValid` condition (`CARotating`) |
 //!
 //! Kept by a [`RecordStore`]: local mode in `<state>/<cluster>/decisions.json` (written with
 //! [`etcd_operator::durable::write_atomic`]), Kubernetes in the annotation
@@ -76,6 +77,26 @@ pub struct DecisionRecord {
     /// need not wait for the sidecars to report the grants they hold before it gives one.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub grants_recorded: bool,
+    /// The etcd CA's rotation under way (the new CA itself is kept by the runtime, with
+    /// the old one: files under the state directory, or the CA Secret).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_rotation: Option<CaRotationRecord>,
+}
+
+/// A CA rotation under way.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct CaRotationRecord {
+    /// `Trust`, `Reissue` or `Drop` ([`crate::plan::CaPhase`]).
+    pub phase: String,
+    /// The members to restart in this phase (those of its start still to go).
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub pending: BTreeSet<String>,
+    /// When the rotation began (coordinator clock).
+    pub began_at: UnixMillis,
+    /// Why it began.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub reason: String,
 }
 
 /// An upgrade (or rollback) step under way: written before the member is restarted on its

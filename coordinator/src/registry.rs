@@ -116,6 +116,8 @@ pub struct ClusterEntry {
     pub status: Option<ClusterStatus>,
     /// Members an operator asked to delete (with their data), not deleted yet.
     pub delete_requested: std::collections::BTreeSet<String>,
+    /// An operator asked for a rotation of the etcd CA, not begun yet.
+    pub ca_rotation_requested: bool,
     /// Where backups stand.
     pub backups: crate::backups::BackupTrack,
     /// The cluster's identity its backups are bound to (the `EtcdCluster`'s UID, or the
@@ -235,6 +237,7 @@ pub struct Fingerprint {
     backup_requested: Option<UnixMillis>,
     backups_finished: u64,
     delete_requested: BTreeSet<String>,
+    ca_rotation_requested: bool,
 }
 
 struct Inner {
@@ -475,6 +478,7 @@ impl Registry {
             backup_requested: entry.backups.requested_at,
             backups_finished: entry.backups.finished,
             delete_requested: entry.delete_requested.clone(),
+            ca_rotation_requested: entry.ca_rotation_requested,
         })
     }
 

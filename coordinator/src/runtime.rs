@@ -264,10 +264,67 @@ pub trait Runtime: Send + Sync + 'static {
             let Some(ca) = self.existing_etcd_ca(cluster).await? else {
                 return Ok(None);
             };
-            self.control()
+            let tls = self
+                .control()
                 .etcd_client(cluster, &ca)
-                .map(Some)
-                .map_err(|e| RuntimeError::Certificates(e.to_string()))
+                .map_err(|e| RuntimeError::Certificates(e.to_string()))?;
+            // During a CA rotation the members serve leaves of either CA: both trusted.
+            Ok(Some(match self.etcd_trust(cluster).await? {
+                Some(bundle) => tls.ca_certificate(etcd_client::Certificate::from_pem(bundle)),
+                None => tls,
+            }))
+        }
+    }
+
+    /// The etcd CA certificates trusted for `cluster` besides its issuing CA, PEM: during a
+    /// rotation, the other CA of the two; `None` outside one (or without TLS).
+    fn etcd_trust(
+        &self,
+        _cluster: &ClusterKey,
+    ) -> impl Future<Output = Result<Option<String>, RuntimeError>> + Send {
+        async { Ok(None) }
+    }
+
+    /// Whether this runtime rotates etcd CAs ([`Runtime::set_etcd_ca_rotation`]): where it
+    /// does not, no rotation begins, and the `CertificatesValid` condition warns before
+    /// the CA expires.
+    fn rotates_etcd_ca(&self) -> bool {
+        false
+    }
+
+    /// Brings the storage of `cluster`'s etcd CA to `phase` of a rotation
+    /// ([`crate::plan::ca_rotation`]): on the way into Trust a new CA is made and kept
+    /// beside the old one, unless one was made before (never a third); Reissue makes the
+    /// new CA the issuer; Drop leaves it alone trusted; `None` ends the rotation (the new CA
+    /// becomes the cluster's CA, the old one is forgotten). Never moves a phase back: returns
+    /// the phase in effect. The members' files follow at the next
+    /// [`Runtime::renew_certificates`].
+    fn set_etcd_ca_rotation(
+        &self,
+        cluster: &ClusterKey,
+        _phase: Option<crate::plan::CaPhase>,
+    ) -> impl Future<Output = Result<Option<crate::plan::CaPhase>, RuntimeError>> + Send {
+        let cluster = cluster.to_string();
+        async move {
+            Err(RuntimeError::Other(format!(
+                "{cluster}: this runtime does not rotate the etcd CA"
+            )))
+        }
+    }
+
+    /// The holders of etcd leaves of `cluster` (members by name, `client` for the
+    /// applications' bundle) whose leaves are not issued by its issuing etcd CA: what a
+    /// rotation waits for before it drops the old CA. Positive proof only: a holder whose
+    /// files cannot be read is listed.
+    fn etcd_leaves_elsewhere(
+        &self,
+        cluster: &ClusterKey,
+    ) -> impl Future<Output = Result<Vec<String>, RuntimeError>> + Send {
+        let cluster = cluster.to_string();
+        async move {
+            Err(RuntimeError::Other(format!(
+                "{cluster}: this runtime does not rotate the etcd CA"
+            )))
         }
     }
 

@@ -662,6 +662,18 @@ impl Coordinator for CoordinatorService {
         }))
     }
 
+    async fn rotate_ca(
+        &self,
+        request: Request<etcd_operator::proto::RotateCaRequest>,
+    ) -> Result<Response<etcd_operator::proto::RotateCaResponse>, Status> {
+        self.only_an_operator(&request, "RotateCa")?;
+        let key = cluster_key(request.into_inner().cluster.as_ref())?;
+        let message = self.ask_for_ca_rotation(&key)?;
+        Ok(Response::new(etcd_operator::proto::RotateCaResponse {
+            message,
+        }))
+    }
+
     async fn delete_member(
         &self,
         request: Request<DeleteMemberRequest>,
@@ -726,6 +738,28 @@ impl Coordinator for CoordinatorService {
 impl CoordinatorService {
     /// Lets only an operator's command through (a certificate of the CA naming
     /// `spiffe://etcd-operator/operator`), on the control port.
+    /// Asks for a rotation of the etcd CA of a cluster: the planner begins it at its next
+    /// pass (after anything more urgent), unless one is under way.
+    pub(crate) fn ask_for_ca_rotation(&self, key: &ClusterKey) -> Result<String, Status> {
+        let message = self
+            .registry
+            .with_existing(key, |entry, _| {
+                let rotating = entry.status.as_ref().is_some_and(|s| {
+                    s.conditions.iter().any(|c| c.reason == "CARotating")
+                });
+                if rotating {
+                    "a rotation of the etcd CA is under way already".to_string()
+                } else {
+                    entry.ca_rotation_requested = true;
+                    "a rotation of the etcd CA is asked for; the status says CARotating while it runs".to_string()
+                }
+            })
+            .ok_or_else(|| Status::not_found(format!("cluster {key} is not managed here")))?;
+        info!(cluster = %key, "asked to rotate the etcd CA");
+        self.registry.notify_cluster(key);
+        Ok(message)
+    }
+
     fn only_an_operator<T>(&self, request: &Request<T>, method: &str) -> Result<(), Status> {
         let caller = self.caller(request, method)?;
         if caller == PeerIdentity::Operator {

@@ -125,6 +125,7 @@ fn plan_with(reports: BTreeMap<String, ReceivedReport>, now: i64) -> plan::Plan 
         abandoning: vec![],
         kept: vec![],
         upgrade_failed: None,
+        ca: Default::default(),
         leave_unreachable: Default::default(),
         now,
         policy: Policy::default(),

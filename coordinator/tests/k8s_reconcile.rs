@@ -1583,6 +1583,7 @@ fn plan_at(
         abandoning: vec![],
         kept: vec![],
         upgrade_failed: None,
+        ca: Default::default(),
         leave_unreachable: Default::default(),
         now,
         policy: Policy::default(),

@@ -287,6 +287,13 @@ impl Coordinator for Recorded {
         self.service.delete_member(request).await
     }
 
+    async fn rotate_ca(
+        &self,
+        request: Request<etcd_operator::proto::RotateCaRequest>,
+    ) -> Result<Response<etcd_operator::proto::RotateCaResponse>, Status> {
+        self.service.rotate_ca(request).await
+    }
+
     async fn take_backup(
         &self,
         request: Request<TakeBackupRequest>,

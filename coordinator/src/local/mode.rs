@@ -57,6 +57,8 @@ pub struct LocalOptions {
     pub cert_validity: Duration,
     /// How long the applications' client certificate is valid.
     pub client_cert_validity: Duration,
+    /// How long a new etcd CA is valid (rotated with a third of it left).
+    pub ca_validity: Duration,
     /// How sidecars are started.
     pub sidecar: SidecarCommand,
     /// Planner tunables.
@@ -146,6 +148,7 @@ pub async fn run_local(
     registry.set_store(Arc::new(crate::record::LocalRecords::new(&opts.state_dir)));
     // The control path's CA is made on first start and kept under <state>/pki/.
     let (pki, ca) = LocalPki::open(&opts.state_dir)?;
+    let pki = pki.with_ca_validity(opts.ca_validity);
     let listener = tokio::net::TcpListener::bind(opts.grpc_addr).await?;
     let addr = listener.local_addr()?;
     let control_listener = tokio::net::TcpListener::bind(opts.control_addr)
@@ -582,6 +585,7 @@ mod tests {
             control_addr: "127.0.0.1:0".parse().unwrap(),
             cert_validity: Duration::from_secs(3600),
             client_cert_validity: Duration::from_secs(3600),
+            ca_validity: etcd_operator::pki::CA_VALIDITY,
             sidecar: SidecarCommand::binary("/nonexistent".into()),
             policy: Policy::default(),
             interval: Duration::from_secs(1),

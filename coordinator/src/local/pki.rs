@@ -5,7 +5,14 @@
 //! | `<state>/pki/ca.crt`, `ca.key` | the control path's CA |
 //! | `<state>/pki/<cluster>/etcd-ca.crt`, `etcd-ca.key` | the cluster's etcd CA (with `spec.tls`) |
 //! | `<state>/pki/<cluster>/<member>/` | the member's files, named as [`MemberFile`] says |
+//! | `<state>/pki/<cluster>/etcd-ca-rotation.json` | while the etcd CA rotates: its phase and the new CA (certificate and key) |
 //! | `<state>/<cluster>/client/` | the applications' client bundle: `ca.crt`, `tls.crt`, `tls.key` |
+//!
+//! During a rotation the issuing CA is the old one in phase Trust and the new one after;
+//! the trust files (`etcd-ca.crt` of each member, `ca.crt` of the client bundle) hold both
+//! CAs in phases Trust and Reissue and the new one alone after. At the end the new CA is
+//! written over `etcd-ca.crt`/`etcd-ca.key` (the rotation file, in phase `Finish`, says
+//! which CA issues until it is removed, so a crash between the two writes changes nothing).
 //!
 //! Directories are 0700 and files 0600. Every file is replaced atomically (a temporary file,
 //! then a rename), so etcd, which reads its certificate files for every handshake, and the
@@ -24,17 +31,62 @@ use std::{
 use etcd_operator::{
     ClusterKey,
     pki::{
-        Authority, ClientFile, MemberCertSpec, MemberFile, PkiError, client_files, member_files,
+        Authority, CA_VALIDITY, ClientFile, MemberCertSpec, MemberFile, PkiError,
+        client_files_trusting, issued_by, member_files_trusting, trust_bundle,
     },
 };
+use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use crate::security::now_secs;
+use crate::{plan::CaPhase, security::now_secs};
 
 const CA_CERT: &str = "ca.crt";
 const CA_KEY: &str = "ca.key";
 const ETCD_CA_CERT: &str = "etcd-ca.crt";
 const ETCD_CA_KEY: &str = "etcd-ca.key";
+const ETCD_CA_ROTATION: &str = "etcd-ca-rotation.json";
+/// The rotation file's phase once the new CA is being written over the old one's files.
+const FINISH: &str = "Finish";
+
+/// An etcd CA rotation under way, as kept on disk: its phase and the new CA.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+struct RotationFile {
+    /// `Trust`, `Reissue`, `Drop` ([`CaPhase`]) or `Finish`.
+    phase: String,
+    /// The new CA's certificate.
+    next_cert: String,
+    /// Its key.
+    next_key: String,
+}
+
+impl RotationFile {
+    /// The phase, ordered (`Finish` after every other).
+    fn rank(&self) -> u8 {
+        match CaPhase::parse(&self.phase) {
+            Some(CaPhase::Trust) => 0,
+            Some(CaPhase::Reissue) => 1,
+            Some(CaPhase::Drop) => 2,
+            None => 3,
+        }
+    }
+
+    /// The new CA issues (every phase after Trust).
+    fn new_issues(&self) -> bool {
+        self.rank() >= 1
+    }
+
+    /// The old CA is still trusted (Trust and Reissue).
+    fn old_trusted(&self) -> bool {
+        self.rank() <= 1
+    }
+}
+
+/// The etcd CA of a cluster as it stands: the CA that issues, and what members trust.
+struct EtcdView {
+    issuer: Arc<Authority>,
+    trust: String,
+}
 
 /// A certificate file operation failed.
 #[derive(Debug, Error)]
@@ -87,6 +139,15 @@ fn private_dir(dir: &Path) -> Result<(), LocalPkiError> {
         .recursive(true)
         .mode(0o700)
         .create(dir)
+        .map_err(io_at(dir))
+}
+
+/// Writes `contents` to `path` atomically and durably (the directory flushed too), mode 0600.
+fn write_private_durable(path: &Path, contents: &str) -> Result<(), LocalPkiError> {
+    write_private(path, contents)?;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
         .map_err(io_at(dir))
 }
 
@@ -194,6 +255,7 @@ fn load_or_create_ca(
     key: &str,
     common_name: &str,
     in_use: bool,
+    validity: Duration,
 ) -> Result<Authority, LocalPkiError> {
     let (cert_path, key_path) = (dir.join(cert), dir.join(key));
     let pki = |source| LocalPkiError::Pki {
@@ -217,7 +279,7 @@ fn load_or_create_ca(
             });
         }
     }
-    let ca = Authority::generate(common_name, now_secs()).map_err(pki)?;
+    let ca = Authority::generate_valid_for(common_name, now_secs(), validity).map_err(pki)?;
     write_private(&key_path, ca.key_pem())?;
     write_private(&cert_path, ca.cert_pem())?;
     Ok(ca)
@@ -240,7 +302,12 @@ pub struct LocalPki {
     state_dir: PathBuf,
     /// One writer at a time: a member's first key must not be written twice.
     lock: Mutex<()>,
+    /// Taken before `lock`, around reading which CA issues and what is trusted and writing
+    /// files from it: a renewal never writes the files of a rotation's earlier phase.
+    phase_lock: Mutex<()>,
     etcd_cas: Mutex<HashMap<ClusterKey, Arc<Authority>>>,
+    /// How long a new etcd CA is valid.
+    ca_validity: Duration,
 }
 
 impl LocalPki {
@@ -251,7 +318,9 @@ impl LocalPki {
         let pki = Self {
             state_dir,
             lock: Mutex::new(()),
+            phase_lock: Mutex::new(()),
             etcd_cas: Mutex::new(HashMap::new()),
+            ca_validity: CA_VALIDITY,
         };
         // Members were given certificates of it: a control CA gone is lost, not new.
         let in_use = issued_below(&pki.pki_dir(), MemberFile::CERT);
@@ -261,8 +330,15 @@ impl LocalPki {
             CA_KEY,
             "etcd-operator control CA",
             in_use,
+            CA_VALIDITY,
         )?;
         Ok((pki, ca))
+    }
+
+    /// New etcd CAs (of a new cluster, or of a rotation) are valid `validity`.
+    pub fn with_ca_validity(mut self, validity: Duration) -> Self {
+        self.ca_validity = validity;
+        self
     }
 
     /// `<state>/pki`.
@@ -298,8 +374,221 @@ impl LocalPki {
         self.lock.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The cluster's etcd CA: loaded, or created when `create` (else None if there is none).
+    fn phase_lock(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.phase_lock.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The cluster's issuing etcd CA (during a rotation, the new one from phase Reissue on):
+    /// loaded, or created when `create` (else None if there is none).
     pub fn etcd_ca(
+        &self,
+        cluster: &ClusterKey,
+        create: bool,
+    ) -> Result<Option<Arc<Authority>>, LocalPkiError> {
+        Ok(self.etcd_view(cluster, create)?.map(|v| v.issuer))
+    }
+
+    /// The rotation under way, if any.
+    fn rotation(&self, cluster: &ClusterKey) -> Result<Option<RotationFile>, LocalPkiError> {
+        let path = self.cluster_pki_dir(cluster).join(ETCD_CA_ROTATION);
+        let Some(text) = read_optional(&path)? else {
+            return Ok(None);
+        };
+        serde_json::from_str(&text)
+            .map(Some)
+            .map_err(|e| LocalPkiError::Io {
+                path,
+                source: io::Error::new(io::ErrorKind::InvalidData, e),
+            })
+    }
+
+    fn next_ca(
+        &self,
+        cluster: &ClusterKey,
+        file: &RotationFile,
+    ) -> Result<Authority, LocalPkiError> {
+        Authority::from_pem(&file.next_cert, &file.next_key).map_err(|source| LocalPkiError::Pki {
+            path: self.cluster_pki_dir(cluster).join(ETCD_CA_ROTATION),
+            source,
+        })
+    }
+
+    /// The issuing CA and the trust bundle of the cluster, rotation included.
+    fn etcd_view(
+        &self,
+        cluster: &ClusterKey,
+        create: bool,
+    ) -> Result<Option<EtcdView>, LocalPkiError> {
+        let rotation = self.rotation(cluster)?;
+        if let Some(file) = rotation.as_ref().filter(|f| !f.old_trusted()) {
+            // Drop and Finish: the new CA alone (the old one's files may be being rewritten).
+            let issuer = Arc::new(self.next_ca(cluster, file)?);
+            let trust = trust_bundle([issuer.cert_pem()]);
+            return Ok(Some(EtcdView { issuer, trust }));
+        }
+        let Some(base) = self.base_etcd_ca(cluster, create || rotation.is_some())? else {
+            return Ok(None);
+        };
+        Ok(Some(match rotation {
+            None => EtcdView {
+                trust: trust_bundle([base.cert_pem()]),
+                issuer: base,
+            },
+            Some(file) => {
+                let next = Arc::new(self.next_ca(cluster, &file)?);
+                let trust = trust_bundle([base.cert_pem(), next.cert_pem()]);
+                EtcdView {
+                    issuer: if file.new_issues() { next } else { base },
+                    trust,
+                }
+            }
+        }))
+    }
+
+    /// The etcd CA certificates trusted beside the issuing one (during Trust and Reissue,
+    /// the other CA of the rotation).
+    pub fn etcd_trust_extra(&self, cluster: &ClusterKey) -> Result<Option<String>, LocalPkiError> {
+        let Some(file) = self.rotation(cluster)?.filter(RotationFile::old_trusted) else {
+            return Ok(None);
+        };
+        let Some(view) = self.etcd_view(cluster, false)? else {
+            return Ok(None);
+        };
+        Ok(Some(view.trust).filter(|_| !file.next_cert.is_empty()))
+    }
+
+    /// Brings the cluster's rotation to `phase` (see [`crate::runtime::Runtime::set_etcd_ca_rotation`]):
+    /// the new CA made once, on the way into Trust; the phase never moved back; `None`
+    /// ends it. Returns the phase in effect.
+    pub fn set_rotation(
+        &self,
+        cluster: &ClusterKey,
+        phase: Option<CaPhase>,
+    ) -> Result<Option<CaPhase>, LocalPkiError> {
+        let dir = self.cluster_pki_dir(cluster);
+        let path = dir.join(ETCD_CA_ROTATION);
+        let _phase = self.phase_lock();
+        let current = self.rotation(cluster)?;
+        let write = |file: &RotationFile| -> Result<(), LocalPkiError> {
+            let text = serde_json::to_string_pretty(file).map_err(|e| LocalPkiError::Io {
+                path: path.clone(),
+                source: io::Error::other(e),
+            })?;
+            write_private_durable(&path, &text)
+        };
+        let Some(phase) = phase else {
+            let Some(mut file) = current else {
+                return Ok(None);
+            };
+            // The new CA over the old one's files; the rotation file, in Finish, says which
+            // CA issues until it is gone.
+            let next = self.next_ca(cluster, &file)?;
+            if file.phase != FINISH {
+                file.phase = FINISH.to_string();
+                write(&file)?;
+            }
+            etcd_operator::failpoint!("coordinator.rotate-ca.finish-after-phase");
+            write_private_durable(&dir.join(ETCD_CA_KEY), next.key_pem())?;
+            write_private_durable(&dir.join(ETCD_CA_CERT), next.cert_pem())?;
+            self.etcd_cas
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(cluster.clone(), Arc::new(next));
+            std::fs::remove_file(&path).map_err(io_at(&path))?;
+            std::fs::File::open(&dir)
+                .and_then(|d| d.sync_all())
+                .map_err(io_at(&dir))?;
+            return Ok(None);
+        };
+        let mut file = match current {
+            Some(file) => file,
+            None => {
+                // The old CA must be there (never a rotation away from a lost CA).
+                if self.base_etcd_ca(cluster, false)?.is_none() {
+                    return Err(LocalPkiError::Pki {
+                        path: dir.join(ETCD_CA_CERT),
+                        source: PkiError::Parse("no etcd CA to rotate".into()),
+                    });
+                }
+                let next = Authority::generate_valid_for(
+                    &format!("etcd-operator etcd CA of {cluster}"),
+                    now_secs(),
+                    self.ca_validity,
+                )
+                .map_err(|source| LocalPkiError::Pki {
+                    path: path.clone(),
+                    source,
+                })?;
+                let file = RotationFile {
+                    phase: CaPhase::Trust.as_str().to_string(),
+                    next_cert: next.cert_pem().to_string(),
+                    next_key: next.key_pem().to_string(),
+                };
+                write(&file)?;
+                return Ok(Some(CaPhase::Trust));
+            }
+        };
+        if file.phase == FINISH {
+            // Being finished: nothing moves back.
+            return Ok(Some(CaPhase::Drop));
+        }
+        let asked = RotationFile {
+            phase: phase.as_str().to_string(),
+            ..file.clone()
+        };
+        if asked.rank() > file.rank() {
+            file = asked;
+            write(&file)?;
+        }
+        Ok(CaPhase::parse(&file.phase))
+    }
+
+    /// The holders of etcd leaves (members of `members`, and `client` for the applications'
+    /// bundle) whose leaves are not the issuing CA's.
+    pub fn leaves_elsewhere(
+        &self,
+        cluster: &ClusterKey,
+        members: &[String],
+    ) -> Result<Vec<String>, LocalPkiError> {
+        let Some(view) = self.etcd_view(cluster, false)? else {
+            return Ok(Vec::new());
+        };
+        let mut holders: Vec<(String, PathBuf, &[&str])> = members
+            .iter()
+            .map(|m| {
+                (
+                    m.clone(),
+                    self.member_dir(cluster, m),
+                    &[
+                        MemberFile::ETCD_SERVER_CERT,
+                        MemberFile::ETCD_PEER_CERT,
+                        MemberFile::ETCD_CLIENT_CERT,
+                    ][..],
+                )
+            })
+            .collect();
+        holders.push((
+            "client".into(),
+            self.client_dir(cluster),
+            &[ClientFile::CERT],
+        ));
+        let mut elsewhere = Vec::new();
+        for (holder, dir, files) in holders {
+            let present = read_files(&dir, files)?;
+            if present.is_empty() {
+                continue;
+            }
+            let mine = files.len() == present.len()
+                && present.values().all(|pem| issued_by(pem, &view.issuer));
+            if !mine {
+                elsewhere.push(holder);
+            }
+        }
+        Ok(elsewhere)
+    }
+
+    /// The cluster's etcd CA as its own files have it (the old one during a rotation).
+    fn base_etcd_ca(
         &self,
         cluster: &ClusterKey,
         create: bool,
@@ -328,6 +617,7 @@ impl LocalPki {
                 ETCD_CA_KEY,
                 &format!("etcd-operator etcd CA of {cluster}"),
                 in_use,
+                self.ca_validity,
             )?)
         };
         self.etcd_cas
@@ -352,7 +642,8 @@ impl LocalPki {
         spec: &MemberCertSpec,
         only_existing: bool,
     ) -> Result<bool, LocalPkiError> {
-        let etcd = self.etcd_ca(&spec.cluster, spec.etcd_tls && !only_existing)?;
+        let _phase = self.phase_lock();
+        let etcd = self.etcd_view(&spec.cluster, spec.etcd_tls && !only_existing)?;
         if spec.etcd_tls && etcd.is_none() {
             // The cluster's etcd CA is gone: leave the member's files as they are.
             return Ok(false);
@@ -363,7 +654,14 @@ impl LocalPki {
             return Ok(false);
         }
         rewrite_files(&dir, MEMBER_FILES, |old| {
-            member_files(control, etcd.as_deref(), spec, old, now_secs())
+            member_files_trusting(
+                control,
+                etcd.as_ref().map(|v| &*v.issuer),
+                etcd.as_ref().map(|v| v.trust.as_str()),
+                spec,
+                old,
+                now_secs(),
+            )
         })
     }
 
@@ -383,13 +681,21 @@ impl LocalPki {
         cluster: &ClusterKey,
         validity: Duration,
     ) -> Result<bool, LocalPkiError> {
-        let Some(etcd) = self.etcd_ca(cluster, false)? else {
+        let _phase = self.phase_lock();
+        let Some(etcd) = self.etcd_view(cluster, false)? else {
             return Ok(false);
         };
         let dir = self.client_dir(cluster);
         let _guard = self.lock();
         rewrite_files(&dir, CLIENT_FILES, |old| {
-            client_files(&etcd, cluster, validity, old, now_secs())
+            client_files_trusting(
+                &etcd.issuer,
+                Some(&etcd.trust),
+                cluster,
+                validity,
+                old,
+                now_secs(),
+            )
         })
     }
 
@@ -440,6 +746,131 @@ mod tests {
         pki.remove_member(&key, "c-0000");
         assert!(!pki.renew_member(&ca, &spec).unwrap(), "not brought back");
         assert!(!dir.path().join("pki/c/c-0000").exists());
+    }
+
+    /// A rotation makes one new CA and keeps it across restarts (never a third), moves only
+    /// forward, trusts both CAs until the old one is dropped, and ends with the new CA as
+    /// the cluster's.
+    #[test]
+    fn a_rotation_keeps_one_new_ca_and_only_moves_forward() {
+        use etcd_operator::pki::issued_by;
+        let dir = tempfile::tempdir().unwrap();
+        let (pki, control) = LocalPki::open(dir.path()).unwrap();
+        let key = ClusterKey::local("c");
+        let spec = MemberCertSpec {
+            cluster: key.clone(),
+            member: "c-0000".into(),
+            hosts: vec!["127.0.0.1".into()],
+            etcd_tls: true,
+            validity: Duration::from_secs(3600),
+        };
+        let member = dir.path().join("pki/c/c-0000");
+        let cas_in = |file: &str| {
+            std::fs::read_to_string(member.join(file))
+                .unwrap()
+                .matches("BEGIN CERTIFICATE")
+                .count()
+        };
+        pki.ensure_member(&control, &spec).unwrap();
+        pki.ensure_client(&key, Duration::from_secs(3600)).unwrap();
+        let old = pki.etcd_ca(&key, false).unwrap().unwrap();
+        let rotation = dir.path().join("pki/c/etcd-ca-rotation.json");
+
+        assert_eq!(
+            pki.set_rotation(&key, Some(CaPhase::Trust)).unwrap(),
+            Some(CaPhase::Trust)
+        );
+        let made = std::fs::read_to_string(&rotation).unwrap();
+        assert_eq!(
+            std::fs::metadata(&rotation).unwrap().permissions().mode() & 0o777,
+            0o600,
+            "it holds a key"
+        );
+        // Asked again, and by a coordinator started again: the same new CA.
+        assert_eq!(
+            pki.set_rotation(&key, Some(CaPhase::Trust)).unwrap(),
+            Some(CaPhase::Trust)
+        );
+        let (pki, control) = LocalPki::open(dir.path()).unwrap();
+        assert_eq!(
+            pki.set_rotation(&key, Some(CaPhase::Trust)).unwrap(),
+            Some(CaPhase::Trust)
+        );
+        assert_eq!(
+            std::fs::read_to_string(&rotation).unwrap(),
+            made,
+            "never a third CA"
+        );
+        // Trust: both trusted, the old one still issues.
+        assert!(pki.renew_member(&control, &spec).unwrap());
+        assert_eq!(cas_in(MemberFile::ETCD_CA), 2);
+        assert!(issued_by(
+            &std::fs::read_to_string(member.join(MemberFile::ETCD_PEER_CERT)).unwrap(),
+            &old
+        ));
+        assert!(
+            pki.leaves_elsewhere(&key, &["c-0000".into()])
+                .unwrap()
+                .is_empty()
+        );
+        assert!(pki.etcd_trust_extra(&key).unwrap().is_some());
+
+        // Reissue: the new CA issues; until the files follow, their holders are listed.
+        assert_eq!(
+            pki.set_rotation(&key, Some(CaPhase::Reissue)).unwrap(),
+            Some(CaPhase::Reissue)
+        );
+        let new = pki.etcd_ca(&key, false).unwrap().unwrap();
+        assert_ne!(new.cert_pem(), old.cert_pem());
+        assert_eq!(
+            pki.leaves_elsewhere(&key, &["c-0000".into()]).unwrap(),
+            ["c-0000", "client"]
+        );
+        pki.renew_member(&control, &spec).unwrap();
+        pki.ensure_client(&key, Duration::from_secs(3600)).unwrap();
+        assert!(
+            pki.leaves_elsewhere(&key, &["c-0000".into()])
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(cas_in(MemberFile::ETCD_CA), 2, "the old CA still trusted");
+        // Never back.
+        assert_eq!(
+            pki.set_rotation(&key, Some(CaPhase::Trust)).unwrap(),
+            Some(CaPhase::Reissue)
+        );
+
+        // Drop: the new CA alone.
+        assert_eq!(
+            pki.set_rotation(&key, Some(CaPhase::Drop)).unwrap(),
+            Some(CaPhase::Drop)
+        );
+        pki.renew_member(&control, &spec).unwrap();
+        pki.ensure_client(&key, Duration::from_secs(3600)).unwrap();
+        assert_eq!(cas_in(MemberFile::ETCD_CA), 1);
+        assert_eq!(
+            std::fs::read_to_string(member.join(MemberFile::ETCD_CA))
+                .unwrap()
+                .trim(),
+            new.cert_pem().trim()
+        );
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("c/client/ca.crt"))
+                .unwrap()
+                .trim(),
+            new.cert_pem().trim()
+        );
+        assert!(pki.etcd_trust_extra(&key).unwrap().is_none());
+
+        // The end: the new CA is the cluster's, also for a coordinator started again.
+        assert_eq!(pki.set_rotation(&key, None).unwrap(), None);
+        assert!(!rotation.exists());
+        assert_eq!(pki.set_rotation(&key, None).unwrap(), None, "ended once");
+        let (pki, _) = LocalPki::open(dir.path()).unwrap();
+        assert_eq!(
+            pki.etcd_ca(&key, false).unwrap().unwrap().cert_pem(),
+            new.cert_pem()
+        );
     }
 
     /// A CA whose certificates are in use and whose files are gone (or half gone) is lost:

@@ -949,6 +949,38 @@ impl Runtime for LocalRuntime {
         self.pki.etcd_ca(cluster, false).map_err(pki_error)
     }
 
+    async fn etcd_trust(&self, cluster: &ClusterKey) -> Result<Option<String>, RuntimeError> {
+        self.pki.etcd_trust_extra(cluster).map_err(pki_error)
+    }
+
+    fn rotates_etcd_ca(&self) -> bool {
+        true
+    }
+
+    async fn set_etcd_ca_rotation(
+        &self,
+        cluster: &ClusterKey,
+        phase: Option<crate::plan::CaPhase>,
+    ) -> Result<Option<crate::plan::CaPhase>, RuntimeError> {
+        self.pki.set_rotation(cluster, phase).map_err(pki_error)
+    }
+
+    async fn etcd_leaves_elsewhere(
+        &self,
+        cluster: &ClusterKey,
+    ) -> Result<Vec<String>, RuntimeError> {
+        let record = self.load(cluster)?;
+        let members: Vec<String> = record
+            .members
+            .iter()
+            .filter(|m| m.tls)
+            .map(|m| m.name.clone())
+            .collect();
+        self.pki
+            .leaves_elsewhere(cluster, &members)
+            .map_err(pki_error)
+    }
+
     async fn renew_certificates(&self, cluster: &ClusterKey) -> Result<usize, RuntimeError> {
         // From the record on disk, not under the runtime's lock: a renewal never waits for a
         // member being stopped.

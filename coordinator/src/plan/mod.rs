@@ -56,10 +56,13 @@
 //!     (a member whose sidecar has not been reachable to leave for `dead_after_ms` is
 //!     removed from etcd directly, [`Action::RemoveDeadMember`]).
 //! 14. Upgrade one member at a time, followers first, the leader last.
-//! 15. In a scheduled defragmentation round ([`MaintenanceRecord::defrag_round`]), defragment
+//! 15. A CA rotation with an overlap ([`ca_rotation`]): trust old and new
+//!     ([`Action::RollingRestart`] of every member), leaves issued again, the old CA dropped
+//!     (restart again), one step at a time ([`Action::RotateCa`]).
+//! 16. In a scheduled defragmentation round ([`MaintenanceRecord::defrag_round`]), defragment
 //!     members whose fragmentation reached the spec's threshold, one at a time, followers
 //!     first, the leader last.
-//! 16. Otherwise steady.
+//! 17. Otherwise steady.
 //!
 //! # Definitions
 //!
@@ -93,6 +96,9 @@
 //! - Failed: quorum lost, or every member down. Invalid: the spec is refused. Running: steady.
 
 use std::{cmp::Reverse, fmt};
+
+mod ca_rotation;
+pub use ca_rotation::{CaObservation, CaPhase, CaRotation, CaRotationStep, RestartReason};
 
 use etcd_operator::{
     ClusterKey, EtcdVersion,
@@ -161,6 +167,8 @@ pub struct Observed {
     /// version (the durable record's; the caller forgets it once the spec asks for another
     /// version).
     pub upgrade_failed: Option<UpgradeFailure>,
+    /// The cluster's etcd CA: its rotation under way, or one due.
+    pub ca: CaObservation,
     /// Now, ms since the epoch.
     pub now: UnixMillis,
     /// Tunables.
@@ -665,6 +673,20 @@ pub enum Action {
         /// failure; `None` when the spec no longer asks for `from` (nothing failed).
         failure: Option<String>,
     },
+    /// Restart `name` on its data with the version it runs, through the sidecar handoff (as
+    /// an upgrade step: leadership moved away first, the member waited for until it is
+    /// healthy again), so that its etcd reads what it reads only at start.
+    RollingRestart {
+        /// The member.
+        name: String,
+        /// Why.
+        reason: RestartReason,
+    },
+    /// A step of a CA rotation that restarts nothing ([`ca_rotation`]).
+    RotateCa {
+        /// The step.
+        step: CaRotationStep,
+    },
     /// Compact the cluster's history up to `revision` through `name`'s sidecar, the first
     /// step out of NOSPACE (cluster-wide; no member stalls).
     Compact {
@@ -710,6 +732,8 @@ impl Action {
             Self::AskToLeave { .. } => "ask_to_leave",
             Self::UpgradeMember { .. } => "upgrade_member",
             Self::RollBackMember { .. } => "roll_back_member",
+            Self::RollingRestart { .. } => "rolling_restart",
+            Self::RotateCa { .. } => "rotate_ca",
             Self::FinishJoin { .. } => "finish_join",
             Self::RestartMember { .. } => "restart_member",
             Self::TakeBackup { .. } => "take_backup",
@@ -747,6 +771,7 @@ impl Action {
                     | Self::Compact { .. }
                     | Self::Defragment { .. }
                     | Self::DisarmAlarms { .. }
+                    | Self::RotateCa { .. }
             )
     }
 
@@ -781,6 +806,7 @@ impl Action {
             | Self::RestoreCluster { seed: name, .. }
             | Self::UpgradeMember { name, .. }
             | Self::RollBackMember { name, .. }
+            | Self::RollingRestart { name, .. }
             | Self::FinishJoin { name }
             | Self::Compact { name, .. }
             | Self::Defragment { name, .. }
@@ -788,7 +814,11 @@ impl Action {
             Self::CreateInitial { names, .. }
             | Self::AbandonBootstrap { names, .. }
             | Self::DeleteKept { names } => names.first().map(String::as_str),
-            Self::EndBootstrap | Self::RefuseSpec { .. } | Self::Wait { .. } | Self::Steady => None,
+            Self::EndBootstrap
+            | Self::RotateCa { .. }
+            | Self::RefuseSpec { .. }
+            | Self::Wait { .. }
+            | Self::Steady => None,
         }
     }
 }
@@ -1787,6 +1817,7 @@ impl<'a> View<'a> {
             .or_else(|| self.alarms())
             .or_else(|| self.scale())
             .or_else(|| self.upgrade())
+            .or_else(|| self.rotate_ca())
             .or_else(|| self.scheduled_defragment())
             .or_else(|| self.delete_kept())
             .unwrap_or((Action::Steady, Phase::Running));

@@ -8,6 +8,7 @@ use super::*;
 
 mod oracle;
 use oracle::check_invariants;
+mod ca_rotation;
 mod disk;
 mod world;
 
@@ -79,6 +80,7 @@ impl Situation {
             abandoning: Vec::new(),
             kept: Vec::new(),
             upgrade_failed: None,
+            ca: Default::default(),
             leave_unreachable: Default::default(),
             now: NOW,
             policy: Policy::default(),

@@ -98,6 +98,15 @@ impl Member {
                 let Some(record) = chosen else {
                     return Err(e);
                 };
+                // A forced run that led itself (its revision recorded) took effect: its data
+                // is a one-member cluster, never forced again, however long etcd takes to
+                // answer; the coordinator asks again.
+                if record.revision != 0 {
+                    return Err(SidecarError::Timeout(format!(
+                        "the force recorded took effect (resumed at revision {}), and etcd does not answer yet: {e}",
+                        record.revision
+                    )));
+                }
                 warn!(error = %e, raft_index = record.raft_index, "etcd does not serve without quorum: forcing as chosen before");
                 LocalView {
                     raft_index: record.raft_index,

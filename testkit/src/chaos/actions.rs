@@ -235,6 +235,22 @@ pub(super) async fn replace_wiped_follower(
     rng: &mut SeededRng,
     initial: &ClusterStatus,
 ) -> anyhow::Result<String> {
+    let victim = wipe_follower_while_down(c, rng, initial).await?;
+    let size = initial.members.len();
+    c.wait_until("the replacement created", CONVERGE, |s| {
+        s.members.len() == size && s.members.iter().all(|m| m.name != victim)
+    })
+    .await?;
+    Ok(victim)
+}
+
+/// The coordinator stopped, a follower killed and its etcd data removed, the coordinator
+/// started again: returns the follower's name.
+pub(super) async fn wipe_follower_while_down(
+    c: &mut LocalCoordinator,
+    rng: &mut SeededRng,
+    initial: &ClusterStatus,
+) -> anyhow::Result<String> {
     let victim = pick(rng, initial, Some(false))?.to_string();
     c.crash();
     c.kill_member(&victim)?;
@@ -242,11 +258,6 @@ pub(super) async fn replace_wiped_follower(
     let dir = c.state_dir().join(c.cluster()).join(&victim).join("etcd");
     std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
     c.restart().await?;
-    let size = initial.members.len();
-    c.wait_until("the replacement created", CONVERGE, |s| {
-        s.members.len() == size && s.members.iter().all(|m| m.name != victim)
-    })
-    .await?;
     Ok(victim)
 }
 

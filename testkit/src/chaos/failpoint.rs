@@ -11,7 +11,7 @@ use etcd_operator::proto::{ConditionStatus, ConditionType};
 
 use super::{
     CONVERGE,
-    actions::{backup_cli, replace_wiped_follower},
+    actions::{backup_cli, wipe_follower_while_down},
     scenario::{Ctx, Injected},
 };
 use crate::{
@@ -117,11 +117,12 @@ pub(super) async fn crash_at_failpoint(
             "a scale to 4 and back to 3"
         }
         Operation::Replace => {
-            // Stops and starts the coordinator itself around the wipe.
+            // Stops and starts the coordinator itself around the wipe; the armed failpoint
+            // may kill the coordinator again at any time after.
             let initial = x.initial.clone();
-            replace_wiped_follower(x.c, x.rng, &initial).await?;
+            let victim = wipe_follower_while_down(x.c, x.rng, &initial).await?;
             converge(x.c, &cluster, "the wiped follower replaced", |s| {
-                is_running(s, 3, &v)
+                is_running(s, 3, &v) && s.members.iter().all(|m| m.name != victim)
             })
             .await?;
             "the replacement of a follower wiped while down"

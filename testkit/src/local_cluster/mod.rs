@@ -609,6 +609,22 @@ impl LocalCoordinator {
         Ok(())
     }
 
+    /// Asks the coordinator to rotate the cluster's etcd CA (`etcd-coordinator rotate-ca`);
+    /// returns what it answered.
+    pub fn rotate_ca(&self) -> anyhow::Result<String> {
+        let out = std::process::Command::new(&self.binary)
+            .arg("rotate-ca")
+            .arg(&self.cluster)
+            .arg(format!("--state-dir={}", self.state_dir.display()))
+            .arg(format!("--control-addr={}", self.control_addr))
+            .output()
+            .context("running etcd-coordinator rotate-ca")?;
+        if !out.status.success() {
+            bail!("rotate-ca: {}", String::from_utf8_lossy(&out.stderr).trim());
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    }
+
     /// One recorded member.
     pub fn member(&self, name: &str) -> Option<MemberRecord> {
         self.members().into_iter().find(|m| m.name == name)

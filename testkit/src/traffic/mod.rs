@@ -406,6 +406,7 @@ impl Traffic {
             let route = Route::Failover {
                 endpoints: Arc::clone(&live),
                 tls: None,
+                reload_tls: None,
                 clients: HashMap::new(),
                 good: Default::default(),
                 sent: 0,

@@ -131,6 +131,10 @@ impl Workload {
 /// Endpoints asked for before every operation (members come and go).
 pub(super) type Endpoints = Arc<dyn Fn() -> Vec<String> + Send + Sync>;
 
+/// Where a client's TLS is read from again before each new connection (certificates that
+/// rotate, a CA bundle that changes).
+pub(super) type TlsSource = Arc<dyn Fn() -> Option<etcd_client::TlsOptions> + Send + Sync>;
+
 /// Where one client's operations go.
 pub(super) enum Route {
     /// One etcd client over fixed endpoints (one, for a client pinned to a member); each
@@ -147,6 +151,9 @@ pub(super) enum Route {
     Failover {
         endpoints: Endpoints,
         tls: Option<etcd_client::TlsOptions>,
+        /// When given, `tls` is read from it again for every new connection, and a client
+        /// whose try failed is dropped (its next try connects anew with what it reads).
+        reload_tls: Option<TlsSource>,
         clients: HashMap<String, Client>,
         good: BTreeSet<String>,
         sent: usize,
@@ -200,6 +207,7 @@ impl Route {
             Route::Failover {
                 endpoints,
                 tls,
+                reload_tls,
                 clients,
                 good,
                 sent,
@@ -245,7 +253,15 @@ impl Route {
                     let pending = recorder.call(id, key, kind.clone());
                     let client = match clients.get(endpoint) {
                         Some(c) => c.clone(),
-                        None => match Client::connect([endpoint.as_str()], tls_only(tls)).await {
+                        None => match Client::connect(
+                            [endpoint.as_str()],
+                            tls_only(&match reload_tls {
+                                Some(read) => read(),
+                                None => tls.clone(),
+                            }),
+                        )
+                        .await
+                        {
                             Ok(c) => {
                                 clients.insert(endpoint.clone(), c.clone());
                                 c
@@ -270,6 +286,9 @@ impl Route {
                     }
                     last_error = format!("{endpoint}: {}", tried.last_error);
                     good.remove(endpoint);
+                    if reload_tls.is_some() {
+                        clients.remove(endpoint);
+                    }
                 }
                 Sent::refused(last_error)
             }

@@ -61,12 +61,31 @@ impl Writer {
         endpoints: impl Fn() -> Vec<String> + Send + Sync + 'static,
         tls: Option<etcd_client::TlsOptions>,
     ) -> Self {
+        Self::start_with(endpoints, tls, None)
+    }
+
+    /// As [`Writer::start_tls`], with the TLS `tls()` reads before every new connection,
+    /// and a new connection after any failed try: an application that picks up its
+    /// certificates again as they rotate (a client certificate of a new CA, a CA bundle).
+    pub fn start_tls_reloading(
+        endpoints: impl Fn() -> Vec<String> + Send + Sync + 'static,
+        tls: impl Fn() -> Option<etcd_client::TlsOptions> + Send + Sync + 'static,
+    ) -> Self {
+        Self::start_with(endpoints, None, Some(Arc::new(tls)))
+    }
+
+    fn start_with(
+        endpoints: impl Fn() -> Vec<String> + Send + Sync + 'static,
+        tls: Option<etcd_client::TlsOptions>,
+        reload_tls: Option<super::ops::TlsSource>,
+    ) -> Self {
         let log = Arc::new(Mutex::new(WriterLog::default()));
         let recorder = Recorder::new();
         let (stop, stopped) = watch::channel(false);
         let route = Route::Failover {
             endpoints: Arc::new(endpoints),
             tls,
+            reload_tls,
             clients: HashMap::new(),
             good: BTreeSet::new(),
             sent: 0,

@@ -563,6 +563,43 @@ pub(super) fn check_invariants(observed: &Observed, plan: &Plan) {
                 context()
             );
         }
+        Action::RollingRestart {
+            name: restarted, ..
+        } => {
+            assert!(observed.grant.is_none(), "{}", context());
+            assert!(
+                observed
+                    .ca
+                    .rotation
+                    .as_ref()
+                    .is_some_and(|r| r.pending.contains(restarted)),
+                "a rolling restart of a member no rotation waits on: {}",
+                context()
+            );
+            assert!(
+                healthy == voters,
+                "rolling restart with an unhealthy voter: {}",
+                context()
+            );
+            assert!(
+                voters == 1 || healthy > quorum(voters),
+                "rolling restart below quorum: {}",
+                context()
+            );
+        }
+        Action::RotateCa { step } => {
+            assert!(observed.grant.is_none(), "{}", context());
+            assert!(healthy >= quorum(voters), "{}", context());
+            let phase = observed.ca.rotation.as_ref().map(|r| r.phase);
+            let fits = match step {
+                CaRotationStep::Begin { .. } => phase.is_none() && observed.ca.due.is_some(),
+                CaRotationStep::Reissue => {
+                    matches!(phase, Some(CaPhase::Trust | CaPhase::Reissue))
+                }
+                CaRotationStep::Finish => phase == Some(CaPhase::Drop),
+            };
+            assert!(fits, "a CA step out of its phase: {}", context());
+        }
         Action::UpgradeMember { .. } => {
             assert!(
                 healthy == voters,

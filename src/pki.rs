@@ -608,6 +608,41 @@ pub fn member_files_trusting(
     renew_bundle(leaves, &cas, control, etcd, existing, now)
 }
 
+/// The etcd files of a member whose contents [`etcd_files_digest`] covers: the trusted CA
+/// file and the three leaves (keys are kept across renewals and rotations).
+pub const ETCD_DIGEST_FILES: [&str; 4] = [
+    MemberFile::ETCD_CA,
+    MemberFile::ETCD_SERVER_CERT,
+    MemberFile::ETCD_PEER_CERT,
+    MemberFile::ETCD_CLIENT_CERT,
+];
+
+/// SHA-256 (hex) of a member's etcd files as `file` reads them (by [`MemberFile`] name;
+/// `None` for one that is absent): the sidecar reports it of the files mounted in its Pod,
+/// the coordinator computes it of the member's Secret, and equal digests prove that the
+/// files etcd reads are the Secret's (the kubelet writes a Secret's update into a Pod after
+/// a delay).
+pub fn etcd_files_digest(mut file: impl FnMut(&str) -> Option<String>) -> String {
+    let mut digest = ring::digest::Context::new(&ring::digest::SHA256);
+    for name in ETCD_DIGEST_FILES {
+        digest.update(name.as_bytes());
+        match file(name) {
+            Some(text) => {
+                digest.update(b"=");
+                digest.update(text.trim_end().as_bytes());
+            }
+            None => digest.update(b"-"),
+        }
+        digest.update(b"\0");
+    }
+    digest
+        .finish()
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 /// The applications' client bundle of a cluster (see [`ClientFile`]), issued or renewed
 /// where due from `existing`.
 pub fn client_files(

@@ -167,6 +167,7 @@ fn proto_seeds() -> Vec<Vec<u8>> {
             restart_timeout_ms: 1,
             coordinator_epoch: 1,
             grant_id: "etcd-cluster-1-1".into(),
+            restart_in_place: false,
         }
         .encode_to_vec(),
     ]

@@ -1999,6 +1999,9 @@ impl<R: Runtime> ClusterController<R> {
     ) -> Result<(), ActError> {
         let info = find(infos, name)?;
         self.runtime.check_version(to)?;
+        // A restart on the version it runs where the runtime would not restart it: the
+        // sidecar starts etcd again itself once it has stopped.
+        let in_place = to == info.version && !self.runtime.restarts_on_same_version();
         let mut sidecar = self.sidecar_client(info).await?;
         let phase = sidecar
             .get_member_health(etcd_operator::proto::GetMemberHealthRequest {})
@@ -2017,6 +2020,7 @@ impl<R: Runtime> ClusterController<R> {
                     restart_timeout_ms: 0,
                     coordinator_epoch: self.epoch()?,
                     grant_id,
+                    restart_in_place: in_place,
                 })
                 .await
                 .map_err(refused_by(name))?
@@ -2056,8 +2060,10 @@ impl<R: Runtime> ClusterController<R> {
             })
             .await?;
         etcd_operator::failpoint!("coordinator.upgrade.after-record");
-        self.epoch()?;
-        self.runtime.restart_member(&self.key, name, to).await?;
+        if !in_place {
+            self.epoch()?;
+            self.runtime.restart_member(&self.key, name, to).await?;
+        }
         // What its sidecar said before the restart (handed off) is not news about it now.
         self.registry.with(&self.key, |entry, _| {
             entry.reports.remove(name);
@@ -2430,7 +2436,7 @@ impl Authorities {
                     if name == "control" {
                         ", and the control CA is not rotated in place. Before then, create a new cluster from a backup (it gets a CA of its own); the control CA is replaced by deleting it (local: <state>/pki/ca.*; Kubernetes: the Secret etcd-operator-ca) once no member uses it"
                     } else {
-                        ". It rotates on its own once a third of its life is left (local mode; on Kubernetes create a new cluster from a backup before then)"
+                        ". It rotates on its own, with an overlap, once a third of its life is left"
                     }
                 ),
             ),

@@ -328,6 +328,27 @@ pub trait Runtime: Send + Sync + 'static {
         }
     }
 
+    /// The digest ([`etcd_operator::pki::etcd_files_digest`]) of the etcd files `member`'s
+    /// runtime holds for it, where the member reads them only after a delay (a Secret the
+    /// kubelet writes into its Pod later): a restart that must read new files waits until
+    /// the sidecar reports this digest of what it has. `None` where the member reads what the
+    /// runtime wrote at once (local files): nothing to wait for.
+    fn etcd_files_digest(
+        &self,
+        _cluster: &ClusterKey,
+        _member: &str,
+    ) -> impl Future<Output = Result<Option<String>, RuntimeError>> + Send {
+        async { Ok(None) }
+    }
+
+    /// Whether [`Runtime::restart_member`] restarts a member on the version it runs
+    /// already (local mode: the process is started again); where it does not (a Pod whose
+    /// image stays is not restarted), the sidecar restarts etcd itself after its handoff
+    /// (`HandoffRequest.restart_in_place`).
+    fn restarts_on_same_version(&self) -> bool {
+        true
+    }
+
     /// Issues the certificates of every member that lacks them and renews those with less
     /// than a third of their lifetime left (the applications' client bundle too); returns
     /// how many bundles changed. Called on a timer of its own, so that a long action (an

@@ -243,6 +243,7 @@ async fn call_sidecar(
             restart_timeout_ms: 1,
             coordinator_epoch: epoch,
             grant_id: String::new(),
+            restart_in_place: false,
         })
         .await;
     let force = client

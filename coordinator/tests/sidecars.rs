@@ -1465,6 +1465,7 @@ async fn a_handoff_cut_short_never_strands_its_member() {
         restart_timeout_ms: 3_000,
         coordinator_epoch: epoch,
         grant_id: String::new(),
+        restart_in_place: false,
     };
     let epoch = f.coordinator.epoch();
 

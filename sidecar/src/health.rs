@@ -177,6 +177,12 @@ async fn observe_once(member: &Member, client: &mut Option<etcd_client::Client>)
         restored_bump: state.restored.as_ref().map_or(0, |r| r.bumped_by),
         ..Default::default()
     };
+    if let Some(tls) = &member.cfg.etcd_tls {
+        // What etcd reads at its next start, as the Pod has it now.
+        report.etcd_files_sha256 = etcd_operator::pki::etcd_files_digest(|name| {
+            std::fs::read_to_string(tls.file(name)).ok()
+        });
+    }
     let volume = crate::volume::Volume::of(&member.cfg.etcd_data_dir());
     if let Some(volume) = volume {
         report.data_volume_bytes = volume.size as i64;

@@ -125,7 +125,12 @@ impl Sidecar for SidecarService {
         };
         let outcome = self
             .member
-            .handoff(&request.target_version, timeout, &request.grant_id)
+            .handoff(
+                &request.target_version,
+                timeout,
+                request.restart_in_place,
+                &request.grant_id,
+            )
             .await
             .map_err(to_status)?;
         Ok(Response::new(HandoffResponse {

@@ -137,6 +137,9 @@ impl<R: Runtime> ClusterController<R> {
                     ))
                     .into());
                 }
+                // And in every Pod: a member restarted trusting the new CA alone refuses a
+                // peer whose Pod still presents a leaf of the old one.
+                self.files_in_place(&member_names(infos)).await?;
                 info!("every leaf is the new CA's; dropping the old CA from every trust file");
                 self.set_recorded_phase(CaPhase::Drop, member_names(infos))
                     .await?;
@@ -189,6 +192,10 @@ impl<R: Runtime> ClusterController<R> {
             RestartReason::CaDropOld => CaPhase::Drop,
         };
         self.apply_ca_phase(infos, phase).await?;
+        // etcd reads its trusted CA file when it starts: not before the file holds the
+        // phase's CAs.
+        self.files_in_place(&BTreeSet::from([name.to_string()]))
+            .await?;
         etcd_operator::failpoint!("coordinator.rotate-ca.before-restart");
         let version = find(infos, name)?.version;
         info!(member = %name, reason = reason.as_str(), "restarting the member on its data");
@@ -207,6 +214,38 @@ impl<R: Runtime> ClusterController<R> {
             })
             .await?;
         Ok(())
+    }
+}
+
+impl<R: Runtime> ClusterController<R> {
+    /// Positive proof that each of `members` has the etcd files the runtime holds for it
+    /// (its sidecar's latest report carries their digest), where the runtime writes them
+    /// with a delay ([`Runtime::etcd_files_digest`]); an error naming those that do not yet,
+    /// or do not say (the pass is tried again).
+    async fn files_in_place(&self, members: &BTreeSet<String>) -> Result<(), ActError> {
+        let mut behind = Vec::new();
+        for name in members {
+            let Some(expected) = self.runtime.etcd_files_digest(&self.key, name).await? else {
+                continue;
+            };
+            let reported = self.registry.with(&self.key, |entry, _| {
+                entry
+                    .reports
+                    .get(name)
+                    .map(|r| r.report.etcd_files_sha256.clone())
+            });
+            if reported.as_deref() != Some(expected.as_str()) {
+                behind.push(name.clone());
+            }
+        }
+        if behind.is_empty() {
+            return Ok(());
+        }
+        Err(RuntimeError::Certificates(format!(
+            "CA rotation: the certificate files in the Pods of {} are not yet those of their Secrets (the kubelet writes a Secret's update into a Pod after a delay); waiting",
+            behind.join(", ")
+        ))
+        .into())
     }
 }
 

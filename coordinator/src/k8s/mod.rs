@@ -61,6 +61,10 @@ pub const ANNOTATION_RECORD: &str = "etcd.operator.rs/decisions";
 /// On an `EtcdCluster`: set (to any new value, e.g. the time) to take a backup now:
 /// `kubectl annotate etcdcluster NAME etcd.operator.rs/backup-now="$(date +%s)" --overwrite`.
 pub const ANNOTATION_BACKUP_NOW: &str = "etcd.operator.rs/backup-now";
+/// On an `EtcdCluster`: set (to any value) to rotate its etcd CA with an overlap, as the
+/// `rotate-ca` admin call does: `kubectl annotate etcdcluster NAME etcd.operator.rs/rotate-ca=now`.
+/// The coordinator removes it once the rotation is recorded as begun, so it starts one.
+pub const ANNOTATION_ROTATE_CA: &str = "etcd.operator.rs/rotate-ca";
 /// Annotation on a member Pod (and claim): `"true"` on the member that bootstraps the cluster.
 pub const ANNOTATION_SEED: &str = "etcd.operator.rs/seed";
 /// Annotation on a member Pod (and claim): the etcd version it runs. The sidecar reads it

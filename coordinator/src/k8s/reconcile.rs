@@ -311,6 +311,12 @@ async fn apply(obj: &DynamicObject, ctx: &Context) -> Result<Action, Error> {
     if asked {
         info!(cluster = %key, "a backup was asked for by annotation");
     }
+    let rotate_asked = cluster
+        .annotations()
+        .contains_key(super::ANNOTATION_ROTATE_CA);
+    if rotate_asked {
+        ask_for_ca_rotation(obj, ctx, &key).await?;
+    }
     // An invalid spec touches nothing: the controller refuses it and only status changes.
     if validate_cluster(&cluster).is_ok() {
         apply_owned(&cluster, ctx).await?;
@@ -323,6 +329,10 @@ async fn apply(obj: &DynamicObject, ctx: &Context) -> Result<Action, Error> {
         ctx.policy,
     );
     let outcome = controller.reconcile(&cluster).await;
+    if rotate_asked {
+        // Begun in this pass: the annotation goes now, so it never starts a second one.
+        ask_for_ca_rotation(obj, ctx, &key).await?;
+    }
     let status = resource_status(&name, &outcome.status);
     // A status the API server already has is not written again: a write is a request, and
     // a change that is none.
@@ -333,6 +343,79 @@ async fn apply(obj: &DynamicObject, ctx: &Context) -> Result<Action, Error> {
     }
     publish_outcome(obj, ctx, &previous, &status, &outcome).await;
     Ok(Action::requeue(next_look(ctx, &key, &outcome)))
+}
+
+/// The `rotate-ca` annotation on `obj`: once the decision record holds a rotation (begun),
+/// the annotation is removed (with the `resourceVersion` read) and the request dropped;
+/// before, the request is set, as the `rotate-ca` admin call sets it. A rotation cannot end
+/// while the annotation stays: every pass during it removes the annotation first or fails,
+/// so a request is never left behind to start a second one.
+async fn ask_for_ca_rotation(
+    obj: &DynamicObject,
+    ctx: &Context,
+    key: &ClusterKey,
+) -> Result<(), Error> {
+    // A record that cannot be read stops the pass with its reason in the status: nothing is
+    // asked for on it.
+    let Ok(record) = ctx.registry.record(key).await else {
+        return Ok(());
+    };
+    if record.ca_rotation.is_none() {
+        let newly = ctx.registry.with(key, |entry, _| {
+            !std::mem::replace(&mut entry.ca_rotation_requested, true)
+        });
+        if newly {
+            info!(cluster = %key, "a rotation of the etcd CA was asked for by annotation");
+        }
+        return Ok(());
+    }
+    ctx.registry
+        .with(key, |entry, _| entry.ca_rotation_requested = false);
+    let patch = json!({"metadata": {
+        "resourceVersion": obj.resource_version(),
+        "annotations": {super::ANNOTATION_ROTATE_CA: null},
+    }});
+    let name = obj.name_any();
+    let removed = ctx
+        .clusters(&key.namespace)
+        .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await;
+    match removed {
+        Ok(_) => {
+            info!(cluster = %key, "the etcd CA rotation began; its annotation is removed");
+            Ok(())
+        }
+        // Changed since it was read (the record written in this pass, say): read it again.
+        Err(kube::Error::Api(s)) if s.code == 409 => {
+            let fresh = ctx
+                .clusters(&key.namespace)
+                .get(&name)
+                .await
+                .map_err(Error::kube("read the cluster", key.to_string()))?;
+            if !fresh
+                .annotations()
+                .contains_key(super::ANNOTATION_ROTATE_CA)
+            {
+                return Ok(());
+            }
+            let patch = json!({"metadata": {
+                "resourceVersion": fresh.resource_version(),
+                "annotations": {super::ANNOTATION_ROTATE_CA: null},
+            }});
+            ctx.clusters(&key.namespace)
+                .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+                .map(|_| ())
+                .map_err(Error::kube(
+                    "remove the rotate-ca annotation",
+                    key.to_string(),
+                ))
+        }
+        Err(e) => Err(Error::kube(
+            "remove the rotate-ca annotation",
+            key.to_string(),
+        )(e)),
+    }
 }
 
 /// When to look at a cluster again if nothing happens meanwhile: after the failure

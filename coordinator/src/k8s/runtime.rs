@@ -21,7 +21,10 @@ use etcd_operator::{
     ClusterKey, EtcdVersion,
     grant::UnixMillis,
     naming::member_ordinal,
-    pki::{Authority, MemberCertSpec, client_files, member_files, member_hosts},
+    pki::{
+        Authority, CA_VALIDITY, ClientFile, MemberCertSpec, MemberFile, client_files_trusting,
+        etcd_files_digest, issued_by, member_files_trusting, member_hosts, trust_bundle,
+    },
     resource::EtcdCluster,
 };
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Secret};
@@ -42,6 +45,7 @@ use super::{
     status::{PodLiveness, pod_liveness, pod_restarts},
 };
 use crate::{
+    plan::CaPhase,
     registry::now_ms,
     runtime::{MemberData, MemberInfo, RestartHistory, Runtime, RuntimeError},
     security::{ControlPlane, now_secs},
@@ -75,10 +79,106 @@ struct Tracked {
     down_since: HashMap<String, UnixMillis>,
     /// Since when each member's Pod has been seen Terminating (coordinator clock).
     terminating_since: HashMap<String, UnixMillis>,
-    /// The cluster's etcd CA, once read or created.
-    etcd_ca: Option<Arc<Authority>>,
+    /// The cluster's etcd CA as its Secret holds it, once read, created or written.
+    etcd_ca: Option<Arc<EtcdCaView>>,
     /// When every certificate of the cluster was last checked.
     certificates_checked: Option<tokio::time::Instant>,
+}
+
+/// Keys of the etcd CA Secret ([`super::etcd_ca_secret_name`]). Outside a rotation it
+/// holds the cluster's CA (`ca.crt`, `ca.key`) and what members trust (`trust.crt`, the same
+/// certificate). During one it is the durable record of the new CA: `next.crt`/`next.key`,
+/// made once and written (with the `resourceVersion` read) before any phase uses it, and
+/// `rotation`, the phase; `trust.crt` holds both CAs in Trust and Reissue and the new one
+/// alone in Drop. The issuer is `ca.*` in Trust and `next.*` after. The end is one write:
+/// the new CA becomes `ca.*` and the rotation keys go.
+mod ca_keys {
+    pub const CERT: &str = "ca.crt";
+    pub const KEY: &str = "ca.key";
+    pub const NEXT_CERT: &str = "next.crt";
+    pub const NEXT_KEY: &str = "next.key";
+    pub const ROTATION: &str = "rotation";
+    pub const TRUST: &str = "trust.crt";
+}
+
+/// A cluster's etcd CA as its Secret holds it.
+struct EtcdCaView {
+    /// The CA that issues leaves.
+    issuer: Arc<Authority>,
+    /// What members and applications trust (PEM, one or two CAs).
+    trust: String,
+    /// The rotation's phase, during one.
+    phase: Option<CaPhase>,
+}
+
+impl EtcdCaView {
+    /// The view of the Secret's `files`; an error when they are not a CA (or a rotation).
+    fn of(name: &str, files: &BTreeMap<String, String>) -> Result<Self, RuntimeError> {
+        let authority = |cert: &str, key: &str| -> Result<Arc<Authority>, RuntimeError> {
+            let (Some(cert_pem), Some(key_pem)) = (files.get(cert), files.get(key)) else {
+                return Err(RuntimeError::Invalid(format!(
+                    "Secret {name} lacks {cert} or {key}"
+                )));
+            };
+            Authority::from_pem(cert_pem, key_pem)
+                .map(Arc::new)
+                .map_err(|e| RuntimeError::Certificates(format!("Secret {name}: {e}")))
+        };
+        let base = authority(ca_keys::CERT, ca_keys::KEY)?;
+        let Some(word) = files.get(ca_keys::ROTATION) else {
+            return Ok(Self {
+                trust: trust_bundle([base.cert_pem()]),
+                issuer: base,
+                phase: None,
+            });
+        };
+        let phase = CaPhase::parse(word.trim()).ok_or_else(|| {
+            RuntimeError::Invalid(format!(
+                "Secret {name}: {} is {word:?}, not a phase of a rotation",
+                ca_keys::ROTATION
+            ))
+        })?;
+        let next = authority(ca_keys::NEXT_CERT, ca_keys::NEXT_KEY)?;
+        Ok(match phase {
+            CaPhase::Trust => Self {
+                trust: trust_bundle([base.cert_pem(), next.cert_pem()]),
+                issuer: base,
+                phase: Some(phase),
+            },
+            CaPhase::Reissue => Self {
+                trust: trust_bundle([base.cert_pem(), next.cert_pem()]),
+                issuer: next,
+                phase: Some(phase),
+            },
+            CaPhase::Drop => Self {
+                trust: trust_bundle([next.cert_pem()]),
+                issuer: next,
+                phase: Some(phase),
+            },
+        })
+    }
+
+    /// The old CA is still trusted beside the new one (Trust and Reissue).
+    fn overlaps(&self) -> bool {
+        matches!(self.phase, Some(CaPhase::Trust | CaPhase::Reissue))
+    }
+}
+
+/// `files` with `trust.crt` set as `phase` has it.
+fn with_trust(mut files: BTreeMap<String, String>) -> BTreeMap<String, String> {
+    let cas: Vec<String> = match files.get(ca_keys::ROTATION).and_then(|w| CaPhase::parse(w)) {
+        None => files.get(ca_keys::CERT).cloned().into_iter().collect(),
+        Some(CaPhase::Drop) => files.get(ca_keys::NEXT_CERT).cloned().into_iter().collect(),
+        Some(_) => [ca_keys::CERT, ca_keys::NEXT_CERT]
+            .iter()
+            .filter_map(|k| files.get(*k).cloned())
+            .collect(),
+    };
+    files.insert(
+        ca_keys::TRUST.to_string(),
+        trust_bundle(cas.iter().map(String::as_str)),
+    );
+    files
 }
 
 /// The Kubernetes runtime.
@@ -92,6 +192,8 @@ pub struct KubeRuntime {
     control: Arc<ControlPlane>,
     /// The term each write is bounded by (`None`: unbounded, a runtime of tests).
     leadership: Option<crate::leadership::Leadership>,
+    /// How long a new etcd CA (of a rotation) is valid.
+    ca_validity: std::time::Duration,
 }
 
 fn other(context: &str) -> impl FnOnce(kube::Error) -> RuntimeError + '_ {
@@ -164,7 +266,14 @@ impl KubeRuntime {
             tracked: Mutex::new(HashMap::new()),
             control,
             leadership: None,
+            ca_validity: CA_VALIDITY,
         }
+    }
+
+    /// New etcd CAs of rotations are valid `validity`.
+    pub fn with_ca_validity(mut self, validity: std::time::Duration) -> Self {
+        self.ca_validity = validity;
+        self
     }
 
     /// Every write bounded by the terms of `leadership` ([`Self::write`]).
@@ -206,14 +315,34 @@ impl KubeRuntime {
         Api::namespaced(self.client.clone(), &key.namespace)
     }
 
-    /// The cluster's etcd CA: from memory, its Secret, or (with `create`) a new one.
+    /// The cluster's issuing etcd CA: from memory, its Secret, or (with `create`) a new one.
     async fn etcd_ca(
         &self,
         key: &ClusterKey,
         create: bool,
     ) -> Result<Option<Arc<Authority>>, RuntimeError> {
-        if let Some(ca) = self.lock().get(key).and_then(|t| t.etcd_ca.clone()) {
-            return Ok(Some(ca));
+        Ok(self
+            .etcd_view(key, create)
+            .await?
+            .map(|v| Arc::clone(&v.issuer)))
+    }
+
+    /// Remembers what the etcd CA Secret of `key` holds, as read or written.
+    fn remember_view(&self, key: &ClusterKey, view: Arc<EtcdCaView>) {
+        if let Some(t) = self.lock().get_mut(key) {
+            t.etcd_ca = Some(view);
+        }
+    }
+
+    /// The cluster's etcd CA and what members trust: from memory, its Secret, or (with
+    /// `create`) a new CA.
+    async fn etcd_view(
+        &self,
+        key: &ClusterKey,
+        create: bool,
+    ) -> Result<Option<Arc<EtcdCaView>>, RuntimeError> {
+        if let Some(view) = self.lock().get(key).and_then(|t| t.etcd_ca.clone()) {
+            return Ok(Some(view));
         }
         let name = etcd_ca_secret_name(&key.name);
         let secrets = self.secrets(key);
@@ -251,8 +380,11 @@ impl KubeRuntime {
                 let ca =
                     Authority::generate(&format!("etcd-operator etcd CA of {key}"), now_secs())
                         .map_err(|e| RuntimeError::Certificates(e.to_string()))?;
-                let secret = build::etcd_ca_secret(&cluster, ca.cert_pem(), ca.key_pem())
+                let mut secret = build::etcd_ca_secret(&cluster, ca.cert_pem(), ca.key_pem())
                     .map_err(|e| RuntimeError::Other(e.to_string()))?;
+                secret.data = Some(build::secret_data(&with_trust(build::secret_files(
+                    &secret,
+                ))));
                 match self
                     .write(
                         "creating the etcd CA",
@@ -270,20 +402,96 @@ impl KubeRuntime {
                 }
             }
         };
-        let files = build::secret_files(&secret);
-        let (Some(cert), Some(key_pem)) = (files.get("ca.crt"), files.get("ca.key")) else {
-            return Err(RuntimeError::Invalid(format!(
-                "Secret {name} lacks ca.crt or ca.key"
-            )));
+        let view = Arc::new(EtcdCaView::of(&name, &build::secret_files(&secret))?);
+        self.remember_view(key, Arc::clone(&view));
+        Ok(Some(view))
+    }
+
+    /// One attempt of [`Runtime::set_etcd_ca_rotation`]: `Ok(None)` when the Secret changed
+    /// since it was read (try again from a new read).
+    async fn try_set_rotation(
+        &self,
+        key: &ClusterKey,
+        phase: Option<CaPhase>,
+    ) -> Result<Option<Option<CaPhase>>, RuntimeError> {
+        let name = etcd_ca_secret_name(&key.name);
+        let secrets = self.secrets(key);
+        // Read from the API server each time, never from memory: the Secret is the record
+        // of the new CA, and a new one is made only when it holds none.
+        let secret = match secrets.get(&name).await {
+            Ok(s) => s,
+            Err(e) if is_status(&e, 404) => {
+                return Err(RuntimeError::Certificates(format!(
+                    "the etcd CA of {key} cannot be rotated: its Secret {name} is gone"
+                )));
+            }
+            Err(e) => return Err(other("reading the etcd CA")(e)),
         };
-        let ca = Arc::new(
-            Authority::from_pem(cert, key_pem)
-                .map_err(|e| RuntimeError::Certificates(e.to_string()))?,
-        );
-        if let Some(t) = self.lock().get_mut(key) {
-            t.etcd_ca = Some(Arc::clone(&ca));
+        let mut files = build::secret_files(&secret);
+        let current = EtcdCaView::of(&name, &files)?;
+        let wanted = match (current.phase, phase) {
+            (None, None) => {
+                self.remember_view(key, Arc::new(current));
+                return Ok(Some(None));
+            }
+            // The end: the new CA becomes the cluster's, in one write.
+            (Some(_), None) => {
+                let (Some(cert), Some(key_pem)) = (
+                    files.remove(ca_keys::NEXT_CERT),
+                    files.remove(ca_keys::NEXT_KEY),
+                ) else {
+                    return Err(RuntimeError::Invalid(format!(
+                        "Secret {name} lacks the new CA"
+                    )));
+                };
+                files.remove(ca_keys::ROTATION);
+                files.insert(ca_keys::CERT.into(), cert);
+                files.insert(ca_keys::KEY.into(), key_pem);
+                None
+            }
+            // The new CA, made once: only when the Secret holds none.
+            (None, Some(_)) => {
+                let next = Authority::generate_valid_for(
+                    &format!("etcd-operator etcd CA of {key}"),
+                    now_secs(),
+                    self.ca_validity,
+                )
+                .map_err(|e| RuntimeError::Certificates(e.to_string()))?;
+                files.insert(ca_keys::NEXT_CERT.into(), next.cert_pem().to_string());
+                files.insert(ca_keys::NEXT_KEY.into(), next.key_pem().to_string());
+                files.insert(ca_keys::ROTATION.into(), CaPhase::Trust.as_str().into());
+                Some(CaPhase::Trust)
+            }
+            // Never a phase back.
+            (Some(now), Some(asked)) if asked <= now => {
+                self.remember_view(key, Arc::new(current));
+                return Ok(Some(Some(now)));
+            }
+            (Some(_), Some(asked)) => {
+                files.insert(ca_keys::ROTATION.into(), asked.as_str().into());
+                Some(asked)
+            }
+        };
+        let files = with_trust(files);
+        let view = EtcdCaView::of(&name, &files)?;
+        let mut updated = secret.clone();
+        updated.data = Some(build::secret_data(&files));
+        // With the resourceVersion read: a Secret changed meanwhile (another coordinator, an
+        // earlier try whose answer was lost) is read again, never written over.
+        match self
+            .write(
+                "writing the etcd CA rotation",
+                secrets.replace(&name, &PostParams::default(), &updated),
+            )
+            .await?
+        {
+            Ok(_) => {}
+            Err(e) if is_status(&e, 409) => return Ok(None),
+            Err(e) => return Err(other("writing the etcd CA rotation")(e)),
         }
-        Ok(Some(ca))
+        info!(cluster = %key, phase = wanted.map(CaPhase::as_str).unwrap_or("ended"), "etcd CA rotation written to its Secret");
+        self.remember_view(key, Arc::new(view));
+        Ok(Some(wanted))
     }
 
     /// Issues or renews the Secret of the member whose Pod is `pod`; returns true when it
@@ -299,7 +507,7 @@ impl KubeRuntime {
             return Ok(false);
         };
         let tls = annotation_true(pod.annotations(), ANNOTATION_TLS);
-        let etcd = self.etcd_ca(key, tls).await?;
+        let etcd = self.etcd_view(key, tls).await?;
         let endpoints = self.endpoints(key, &name, tls);
         let urls = [
             endpoints.client_url.as_str(),
@@ -327,9 +535,15 @@ impl KubeRuntime {
             .as_ref()
             .map(build::secret_files)
             .unwrap_or_default();
-        let (files, changed) =
-            member_files(self.control.ca(), etcd.as_deref(), &spec, &old, now_secs())
-                .map_err(|e| RuntimeError::Certificates(format!("{name}: {e}")))?;
+        let (files, changed) = member_files_trusting(
+            self.control.ca(),
+            etcd.as_ref().map(|v| &*v.issuer),
+            etcd.as_ref().map(|v| v.trust.as_str()),
+            &spec,
+            &old,
+            now_secs(),
+        )
+        .map_err(|e| RuntimeError::Certificates(format!("{name}: {e}")))?;
         if !changed && existing.is_some() {
             return Ok(false);
         }
@@ -380,7 +594,7 @@ impl KubeRuntime {
         key: &ClusterKey,
         cluster: &EtcdCluster,
     ) -> Result<bool, RuntimeError> {
-        let Some(etcd) = self.etcd_ca(key, true).await? else {
+        let Some(etcd) = self.etcd_view(key, true).await? else {
             return Ok(false);
         };
         let name = client_secret_name(&key.name);
@@ -394,8 +608,9 @@ impl KubeRuntime {
             .as_ref()
             .map(build::secret_files)
             .unwrap_or_default();
-        let (files, changed) = client_files(
-            &etcd,
+        let (files, changed) = client_files_trusting(
+            &etcd.issuer,
+            Some(&etcd.trust),
             key,
             etcd_operator::pki::DEFAULT_CLIENT_CERT_VALIDITY,
             &old,
@@ -897,6 +1112,124 @@ impl Runtime for KubeRuntime {
         key: &ClusterKey,
     ) -> Result<Option<Arc<Authority>>, RuntimeError> {
         self.etcd_ca(key, false).await
+    }
+
+    async fn etcd_trust(&self, key: &ClusterKey) -> Result<Option<String>, RuntimeError> {
+        Ok(self
+            .etcd_view(key, false)
+            .await?
+            .filter(|v| v.overlaps())
+            .map(|v| v.trust.clone()))
+    }
+
+    fn rotates_etcd_ca(&self) -> bool {
+        true
+    }
+
+    fn restarts_on_same_version(&self) -> bool {
+        // A Pod whose image stays is not restarted by replacing it; deleting it would take
+        // an emptyDir's data along. The sidecar restarts etcd in place instead.
+        false
+    }
+
+    async fn set_etcd_ca_rotation(
+        &self,
+        key: &ClusterKey,
+        phase: Option<CaPhase>,
+    ) -> Result<Option<CaPhase>, RuntimeError> {
+        for _ in 0..CONFLICT_RETRIES {
+            if let Some(in_effect) = self.try_set_rotation(key, phase).await? {
+                // The members' Secrets follow at the next renewal, which must not wait for
+                // its timer.
+                if let Some(t) = self.lock().get_mut(key) {
+                    t.certificates_checked = None;
+                }
+                return Ok(in_effect);
+            }
+            warn!(cluster = %key, "the etcd CA Secret changed meanwhile; reading it again");
+        }
+        Err(RuntimeError::Other(format!(
+            "{key}: the etcd CA Secret kept changing while its rotation was written"
+        )))
+    }
+
+    /// Members by the leaves their Secrets hold (a Pod being deleted included: its etcd may
+    /// still serve, and its Secret is no longer renewed); a Secret that is absent, of an
+    /// earlier Pod, or cannot be read counts as elsewhere.
+    async fn etcd_leaves_elsewhere(&self, key: &ClusterKey) -> Result<Vec<String>, RuntimeError> {
+        let Some(view) = self.etcd_view(key, false).await? else {
+            return Ok(Vec::new());
+        };
+        let (cluster, pods) = self.member_pods(key).await?;
+        let uid = cluster.metadata.uid.as_deref();
+        let secrets = self.secrets(key);
+        let mine = |files: &BTreeMap<String, String>, names: &[&str]| {
+            names.iter().all(|n| {
+                files
+                    .get(*n)
+                    .is_some_and(|pem| issued_by(pem, &view.issuer))
+            })
+        };
+        let mut elsewhere = Vec::new();
+        for pod in &pods.items {
+            let name = pod.name_any();
+            if member_ordinal(&key.name, &name).is_none()
+                || !owned_by(pod.metadata.owner_references.as_ref(), uid)
+                || !annotation_true(pod.annotations(), ANNOTATION_TLS)
+            {
+                continue;
+            }
+            let files = match secrets.get(&member_secret_name(&name)).await {
+                Ok(s) if owned_by(s.metadata.owner_references.as_ref(), pod.uid().as_deref()) => {
+                    build::secret_files(&s)
+                }
+                _ => BTreeMap::new(),
+            };
+            if !mine(
+                &files,
+                &[
+                    MemberFile::ETCD_SERVER_CERT,
+                    MemberFile::ETCD_PEER_CERT,
+                    MemberFile::ETCD_CLIENT_CERT,
+                ],
+            ) {
+                elsewhere.push(name);
+            }
+        }
+        elsewhere.sort();
+        let client = match secrets.get(&client_secret_name(&key.name)).await {
+            Ok(s) => build::secret_files(&s),
+            Err(_) => BTreeMap::new(),
+        };
+        if !mine(&client, &[ClientFile::CERT]) {
+            elsewhere.push("client".into());
+        }
+        Ok(elsewhere)
+    }
+
+    /// Of the member's Secret, while its Pod exists with etcd TLS.
+    async fn etcd_files_digest(
+        &self,
+        key: &ClusterKey,
+        member: &str,
+    ) -> Result<Option<String>, RuntimeError> {
+        let pod = match self.pods(key).get(member).await {
+            Ok(p) => p,
+            Err(e) if is_status(&e, 404) => return Ok(None),
+            Err(e) => return Err(other("reading the Pod")(e)),
+        };
+        if !annotation_true(pod.annotations(), ANNOTATION_TLS) {
+            return Ok(None);
+        }
+        let files = match self.secrets(key).get(&member_secret_name(member)).await {
+            Ok(s) if owned_by(s.metadata.owner_references.as_ref(), pod.uid().as_deref()) => {
+                build::secret_files(&s)
+            }
+            Ok(_) => BTreeMap::new(),
+            Err(e) if is_status(&e, 404) => BTreeMap::new(),
+            Err(e) => return Err(other("reading the member's Secret")(e)),
+        };
+        Ok(Some(etcd_files_digest(|name| files.get(name).cloned())))
     }
 
     async fn renew_certificates(&self, key: &ClusterKey) -> Result<usize, RuntimeError> {

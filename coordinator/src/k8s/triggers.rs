@@ -17,7 +17,7 @@ use kube::{
     runtime::reflector::ObjectRef,
 };
 
-use super::ANNOTATION_BACKUP_NOW;
+use super::{ANNOTATION_BACKUP_NOW, ANNOTATION_ROTATE_CA};
 use crate::{
     plan::Policy,
     registry::{Fingerprint, Registry, now_ms},
@@ -25,7 +25,7 @@ use crate::{
 
 /// The annotations a reconcile reads from the `EtcdCluster`. (The next-ordinal annotation
 /// is the coordinator's own record, read back only after a restart, with the whole list.)
-pub const RECONCILED_ANNOTATIONS: &[&str] = &[ANNOTATION_BACKUP_NOW];
+pub const RECONCILED_ANNOTATIONS: &[&str] = &[ANNOTATION_BACKUP_NOW, ANNOTATION_ROTATE_CA];
 
 /// The watch predicate of `EtcdCluster` objects: a hash of everything a reconcile acts on
 /// (the generation, which moves with the spec; labels; the annotations it reads; deletion

@@ -41,6 +41,7 @@ impl Member {
         self: &Arc<Self>,
         target_version: &str,
         restart_timeout: Duration,
+        restart_in_place: bool,
         grant_id: &str,
     ) -> Result<HandoffOutcome, SidecarError> {
         let target: EtcdVersion = target_version
@@ -51,7 +52,8 @@ impl Member {
         tokio::spawn(async move {
             // The coordinator's grant for this step lasts as long as the step does here.
             let _held = me.hold_delegated(&grant_id);
-            me.handoff_to_the_end(target, restart_timeout).await
+            me.handoff_to_the_end(target, restart_timeout, restart_in_place)
+                .await
         })
         .await
         .map_err(|e| SidecarError::Refused(format!("the handoff did not end: {e}")))?
@@ -61,6 +63,7 @@ impl Member {
         self: Arc<Self>,
         target: EtcdVersion,
         restart_timeout: Duration,
+        restart_in_place: bool,
     ) -> Result<HandoffOutcome, SidecarError> {
         let _op = self.op.lock().await;
         let member_id = self.current().member_id;
@@ -127,6 +130,12 @@ impl Member {
             .await
             .map(|s| s.raft_index())
             .unwrap_or(status.raft_index());
+        if restart_in_place && target != self.cfg.etcd_version {
+            return Err(SidecarError::Refused(format!(
+                "a restart in place runs the version configured ({}), not {target}",
+                self.cfg.etcd_version
+            )));
+        }
         if needs_snapshot_for(self.cfg.etcd_version, target)
             && let Err(e) = self.snapshot_before_upgrade(raft_index).await
         {
@@ -152,6 +161,14 @@ impl Member {
         });
         self.supervisor.stop().await;
         etcd_operator::failpoint!("sidecar.handoff.after-etcd-stopped");
+        if restart_in_place {
+            // No runtime restart comes (the Pod's image stays): etcd starts again on its
+            // data now, reading its trusted CA files afresh. A sidecar killed before this
+            // starts etcd on its data when its container comes back.
+            info!("restarting etcd in place on its data");
+            self.run_etcd(&Bootstrap::FromData).await?;
+            self.set_phase(MemberPhase::Running);
+        }
         Ok(HandoffOutcome {
             moved_leadership,
             raft_index,

@@ -1545,6 +1545,82 @@ async fn a_handoff_cut_short_never_strands_its_member() {
     f.wait_voters(3).await;
 }
 
+/// A restart in place (on Kubernetes, where a Pod whose image stays is not restarted by the
+/// runtime): the sidecar stops etcd after the handoff's checks and starts it again on its
+/// data itself, before it answers; same member id, a new etcd process, healthy again, no
+/// membership change. Asked for another version than the member's, it is refused with etcd
+/// untouched (a restart in place cannot change the binary).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_in_place_starts_etcd_again_on_its_data() {
+    let _serial = serial_guard();
+    let mut f = Fixture::new().await;
+    for i in 0..3 {
+        let spec = f.spec(i);
+        f.start(spec);
+    }
+    f.wait_voters(3).await;
+    let victim = name(1);
+    let granted = f.grants().granted().len();
+    let before = f.coordinator.report(&victim).expect("a report");
+    assert!(before.etcd_pid != 0 && before.member_id != 0, "{before:?}");
+    let epoch = f.coordinator.epoch();
+    let request = |version: &str| HandoffRequest {
+        target_version: version.to_string(),
+        restart_timeout_ms: 0,
+        coordinator_epoch: epoch,
+        grant_id: String::new(),
+        restart_in_place: true,
+    };
+
+    let refused = sidecar_of(&f, &victim)
+        .handoff(request("3.7.2"))
+        .await
+        .expect_err("a restart in place cannot change the version");
+    assert!(
+        refused.message().contains("in place"),
+        "{}",
+        refused.message()
+    );
+    assert_eq!(
+        f.coordinator.report(&victim).map(|r| r.etcd_pid),
+        Some(before.etcd_pid),
+        "etcd untouched"
+    );
+
+    sidecar_of(&f, &victim)
+        .handoff(request(
+            &etcd_operator::version::DEFAULT_VERSION.to_string(),
+        ))
+        .await
+        .unwrap_or_else(|e| panic!("{e:?}\n{}", f.logs()));
+    wait_for(
+        "the member's etcd restarted in place and healthy",
+        Duration::from_secs(60),
+        || {
+            let r = f.coordinator.report(&victim);
+            let old_pid = before.etcd_pid;
+            async move {
+                r.filter(|r| {
+                    r.phase() == MemberPhase::Running
+                        && r.healthy
+                        && r.etcd_pid != 0
+                        && r.etcd_pid != old_pid
+                })
+            }
+        },
+    )
+    .await
+    .map(|r| assert_eq!(r.member_id, before.member_id, "the same member"))
+    .unwrap_or_else(|e| panic!("{e}\n{}", f.logs()));
+    f.wait_voters(3).await;
+    assert_eq!(
+        f.grants().granted().len(),
+        granted,
+        "no membership change: {:?}",
+        f.grants().events()
+    );
+}
+
 /// A leave cut short between the member's removal from etcd and the wipe of its data (the
 /// sidecar killed there: failpoint `sidecar.leave.after-member-remove`) is finished when the
 /// sidecar starts again on its directory: the member's own cluster lacks it, so it wipes

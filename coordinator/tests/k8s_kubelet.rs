@@ -111,6 +111,11 @@ struct Kubelet {
     /// etcd versions whose images cannot be pulled: a Pod on one waits in
     /// ImagePullBackOff, its container never started.
     unpullable: Mutex<std::collections::BTreeSet<String>>,
+    /// How long an update of a Secret already mounted takes to reach the Pod's files (a
+    /// kubelet's sync period and cache); a Pod's first files are written at once.
+    secret_lag: Mutex<Duration>,
+    /// Updates seen and not yet written: the file, its new contents, when first seen.
+    pending_updates: Mutex<HashMap<PathBuf, (Vec<u8>, std::time::Instant)>>,
 }
 
 impl Kubelet {
@@ -132,17 +137,40 @@ impl Kubelet {
                 return false;
             };
             let dir = self.volume_dir(pod, &volume.name);
-            std::fs::create_dir_all(&dir).unwrap();
-            for (file, data) in secret.data.iter().flatten() {
-                let path = dir.join(file);
-                if std::fs::read(&path).ok().as_deref() != Some(&data.0[..]) {
-                    let tmp = dir.join(format!(".{file}.tmp"));
-                    std::fs::write(&tmp, &data.0).unwrap();
-                    std::fs::rename(&tmp, &path).unwrap();
-                }
-            }
+            self.project(&secret, &dir);
         }
         true
+    }
+
+    /// Writes the data of `secret` into `dir`: at once into an empty directory, an update
+    /// only once it has been seen for the secret lag.
+    fn project(&self, secret: &Secret, dir: &std::path::Path) {
+        let first = !dir.exists();
+        std::fs::create_dir_all(dir).unwrap();
+        let lag = *self.secret_lag.lock().unwrap();
+        let mut pending = self.pending_updates.lock().unwrap();
+        for (file, data) in secret.data.iter().flatten() {
+            let path = dir.join(file);
+            if std::fs::read(&path).ok().as_deref() == Some(&data.0[..]) {
+                pending.remove(&path);
+                continue;
+            }
+            if !first && !lag.is_zero() {
+                let seen = pending
+                    .entry(path.clone())
+                    .or_insert_with(|| (data.0.clone(), std::time::Instant::now()));
+                if seen.0 != data.0 {
+                    *seen = (data.0.clone(), std::time::Instant::now());
+                }
+                if seen.1.elapsed() < lag {
+                    continue;
+                }
+                pending.remove(&path);
+            }
+            let tmp = dir.join(format!(".{file}.tmp"));
+            std::fs::write(&tmp, &data.0).unwrap();
+            std::fs::rename(&tmp, &path).unwrap();
+        }
     }
 
     /// The host directory of a Pod's volume: per Pod for an emptyDir or a Secret, per claim
@@ -616,6 +644,8 @@ impl Harness {
             binaries: EtcdBinaries::from_env(),
             running: Mutex::new(HashMap::new()),
             unpullable: Mutex::default(),
+            secret_lag: Mutex::new(Duration::ZERO),
+            pending_updates: Mutex::default(),
         });
         let k = kubelet.clone();
         tasks.push(tokio::spawn(async move {
@@ -1330,4 +1360,240 @@ async fn after_a_leader_change_every_sidecar_reports_to_the_new_leader() {
     assert!(h.coordinators[0].registry.keys().is_empty());
     let got = etcd(&endpoints).await.get("before", None).await.unwrap();
     assert_eq!(got.kvs()[0].value(), b"the change");
+}
+
+/// The etcd CA rotates on Pods under a TLS writer, asked for by the `rotate-ca` annotation,
+/// with Secret updates reaching the Pods' files 3 s late (as a kubelet's sync): members
+/// trust both CAs (each restarted in place on its data, never before its files hold both),
+/// then every leaf moves to the new CA, then the old CA is dropped (each restarted again).
+/// No write fails, every acknowledged write is there, the members are the same etcd members,
+/// every member serves a leaf of the new CA and trusts it alone, and the annotation is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_etcd_ca_rotates_on_pods_under_writes_with_no_failed_write() {
+    use etcd_coordinator::k8s::{ANNOTATION_RECORD, ANNOTATION_ROTATE_CA};
+    use etcd_operator::pki::issued_by;
+    use testkit::traffic::{Writer, verify_acked_tls};
+
+    let _serial = serial_guard();
+    let version = "3.6.15";
+    let h = Harness::start_spec(EtcdClusterSpec {
+        size: 3,
+        version: version.into(),
+        tls: Some(etcd_operator::resource::TlsSpec { enabled: true }),
+        ..Default::default()
+    })
+    .await;
+    let three = [
+        "etcd-cluster-0000",
+        "etcd-cluster-0001",
+        "etcd-cluster-0002",
+    ];
+    h.settled("3 TLS members running", &three, version, FORM)
+        .await;
+    *h.kubelet.secret_lag.lock().unwrap() = Duration::from_secs(3);
+    let secrets: Api<Secret> = Api::namespaced(h.client.clone(), NS);
+    let files = |s: Secret| -> BTreeMap<String, String> {
+        s.data
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(k, v)| (k, String::from_utf8(v.0).unwrap()))
+            .collect()
+    };
+    let ca_secret = "etcd-cluster-etcd-ca";
+    let old_ca = files(secrets.get(ca_secret).await.unwrap())["ca.crt"].clone();
+
+    // An application reading the client Secret again as it changes.
+    let app = h._dir.path().join("app");
+    std::fs::create_dir_all(&app).unwrap();
+    let project_app = {
+        let (secrets, app) = (secrets.clone(), app.clone());
+        tokio::spawn(async move {
+            loop {
+                if let Ok(s) = secrets.get("etcd-cluster-client-tls").await {
+                    for (file, data) in s.data.unwrap_or_default() {
+                        let tmp = app.join(format!(".{file}.tmp"));
+                        std::fs::write(&tmp, &data.0).unwrap();
+                        std::fs::rename(&tmp, app.join(&file)).unwrap();
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        })
+    };
+    wait_for("the client bundle", Duration::from_secs(10), || async {
+        app.join("tls.key").exists().then_some(())
+    })
+    .await
+    .unwrap();
+    let endpoints = h.endpoints().await;
+    assert!(endpoints.iter().all(|e| e.starts_with("https://")));
+    let ids = {
+        let tls = testkit::clients::tls_options(&app).unwrap();
+        let c = etcd_client::Client::connect(
+            &endpoints,
+            Some(etcd_client::ConnectOptions::new().with_tls(tls)),
+        )
+        .await
+        .unwrap();
+        let mut c = c;
+        let mut ids: Vec<u64> = c
+            .member_list()
+            .await
+            .unwrap()
+            .members()
+            .iter()
+            .map(|m| m.id())
+            .collect();
+        ids.sort();
+        ids
+    };
+    let writer = {
+        let (endpoints, app) = (endpoints.clone(), app.clone());
+        Writer::start_tls_reloading(
+            move || endpoints.clone(),
+            move || testkit::clients::tls_options(&app).ok(),
+        )
+    };
+    writer
+        .wait_acked(25, Duration::from_secs(30))
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", h.kubelet.logs(25)));
+
+    Api::<EtcdCluster>::namespaced(h.client.clone(), NS)
+        .patch(
+            NAME,
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"metadata": {"annotations": {ANNOTATION_ROTATE_CA: "now"}}})),
+        )
+        .await
+        .unwrap();
+    use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+    let (rotating, both_trusted) = (AtomicBool::new(false), AtomicBool::new(false));
+    let over = wait_for(
+        "the etcd CA rotated: a new CA in its Secret, no rotation recorded, no CARotating",
+        Duration::from_secs(420),
+        || {
+            let h = &h;
+            let secrets = secrets.clone();
+            let (rotating, both_trusted) = (&rotating, &both_trusted);
+            let old_ca = old_ca.clone();
+            async move {
+                let cluster = h.cluster().await;
+                let reason = cluster
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.conditions.iter().find(|c| c.type_ == "CertificatesValid"))
+                    .map(|c| c.reason.clone())
+                    .unwrap_or_default();
+                if reason == "CARotating" {
+                    rotating.store(true, SeqCst);
+                }
+                let member = secrets.get("etcd-cluster-0001-tls").await.ok()?;
+                let trusted = member
+                    .data
+                    .as_ref()
+                    .and_then(|d| d.get("etcd-ca.crt"))
+                    .map(|v| {
+                        String::from_utf8_lossy(&v.0)
+                            .matches("BEGIN CERTIFICATE")
+                            .count()
+                    })
+                    .unwrap_or(0);
+                if trusted == 2 {
+                    both_trusted.store(true, SeqCst);
+                }
+                let ca = secrets.get(ca_secret).await.ok()?.data?;
+                let recorded = cluster
+                    .annotations()
+                    .get(ANNOTATION_RECORD)
+                    .is_some_and(|r| r.contains("caRotation"));
+                (rotating.load(SeqCst)
+                    && !recorded
+                    && !ca.contains_key("rotation")
+                    && String::from_utf8_lossy(&ca["ca.crt"].0) != old_ca
+                    && reason != "CARotating")
+                    .then_some(())
+            }
+        },
+    )
+    .await;
+    if let Err(e) = over {
+        panic!(
+            "{e:#}\nstatus: {:#?}\n{}",
+            h.cluster().await.status,
+            h.kubelet.logs(30)
+        );
+    }
+    assert!(
+        both_trusted.load(SeqCst),
+        "members trusted the old and the new CA together"
+    );
+    assert!(
+        !h.cluster()
+            .await
+            .annotations()
+            .contains_key(ANNOTATION_ROTATE_CA),
+        "the annotation is removed"
+    );
+    h.settled(
+        "3 members running after the rotation",
+        &three,
+        version,
+        FORM,
+    )
+    .await;
+    writer
+        .wait_acked(25, Duration::from_secs(30))
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", h.kubelet.logs(25)));
+    let log = writer.stop().await;
+    project_app.abort();
+
+    let ca = files(secrets.get(ca_secret).await.unwrap());
+    let new_ca = Authority::from_pem(&ca["ca.crt"], &ca["ca.key"]).unwrap();
+    for member in three {
+        let f = files(secrets.get(&format!("{member}-tls")).await.unwrap());
+        assert_eq!(
+            f["etcd-ca.crt"].trim(),
+            ca["ca.crt"].trim(),
+            "{member} trusts the new CA alone"
+        );
+        for leaf in ["etcd-server.crt", "etcd-peer.crt", "etcd-client.crt"] {
+            assert!(
+                issued_by(&f[leaf], &new_ca),
+                "{member}'s {leaf} is the new CA's"
+            );
+        }
+    }
+    let tls = testkit::clients::tls_options(&app).unwrap();
+    let mut c = etcd_client::Client::connect(
+        &endpoints,
+        Some(etcd_client::ConnectOptions::new().with_tls(tls.clone())),
+    )
+    .await
+    .unwrap();
+    let mut after: Vec<u64> = c
+        .member_list()
+        .await
+        .unwrap()
+        .members()
+        .iter()
+        .map(|m| m.id())
+        .collect();
+    after.sort();
+    assert_eq!(after, ids, "the same etcd members");
+    let held = verify_acked_tls(&endpoints, &log.acked, Some(&tls))
+        .await
+        .unwrap();
+    eprintln!(
+        "CA rotation on Pods: {} writes acknowledged ({held} held), {} failed, longest gap {:?}",
+        log.acked.len(),
+        log.failures.len(),
+        log.longest_gap
+    );
+    assert!(
+        log.failures.is_empty(),
+        "writes failed while the CA rotated: {:?}",
+        log.failures
+    );
 }

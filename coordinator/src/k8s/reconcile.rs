@@ -360,7 +360,9 @@ async fn ask_for_ca_rotation(
     let Ok(record) = ctx.registry.record(key).await else {
         return Ok(());
     };
-    if record.ca_rotation.is_none() {
+    // A record naming another object (its annotations copied) says nothing of this one's.
+    let own = record.uid.is_empty() || Some(record.uid.as_str()) == obj.uid().as_deref();
+    if !own || record.ca_rotation.is_none() {
         let newly = ctx.registry.with(key, |entry, _| {
             !std::mem::replace(&mut entry.ca_rotation_requested, true)
         });

@@ -702,6 +702,49 @@ mod tests {
         }
     }
 
+    /// The digest the sidecar reports of its files and the coordinator computes of the
+    /// Secret: equal for the same files (a trailing newline aside), different once any of
+    /// them differs, and an absent file is not an empty one.
+    #[test]
+    fn the_etcd_files_digest_tells_the_files_apart() {
+        let files = BTreeMap::from([
+            (MemberFile::ETCD_CA.to_string(), "ca".to_string()),
+            (
+                MemberFile::ETCD_SERVER_CERT.to_string(),
+                "server".to_string(),
+            ),
+            (MemberFile::ETCD_PEER_CERT.to_string(), "peer".to_string()),
+            (
+                MemberFile::ETCD_CLIENT_CERT.to_string(),
+                "client".to_string(),
+            ),
+            (MemberFile::ETCD_SERVER_KEY.to_string(), "key".to_string()),
+        ]);
+        let digest = |f: &BTreeMap<String, String>| etcd_files_digest(|n| f.get(n).cloned());
+        let base = digest(&files);
+        assert_eq!(base.len(), 64);
+        let mut newline = files.clone();
+        newline.insert(MemberFile::ETCD_CA.into(), "ca\n".into());
+        assert_eq!(digest(&newline), base);
+        let mut key = files.clone();
+        key.insert(MemberFile::ETCD_SERVER_KEY.into(), "another key".into());
+        assert_eq!(
+            digest(&key),
+            base,
+            "keys are kept across rotations: not covered"
+        );
+        for name in ETCD_DIGEST_FILES {
+            let mut changed = files.clone();
+            changed.insert(name.into(), "other".into());
+            assert_ne!(digest(&changed), base, "{name}");
+            let mut empty = files.clone();
+            empty.insert(name.into(), String::new());
+            let mut absent = files.clone();
+            absent.remove(name);
+            assert_ne!(digest(&empty), digest(&absent), "{name}");
+        }
+    }
+
     #[test]
     fn a_member_bundle_names_the_member_and_renews_at_two_thirds() {
         let control = Authority::generate("control", NOW).unwrap();

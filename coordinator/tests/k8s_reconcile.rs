@@ -1448,9 +1448,9 @@ const MEMBERS: [&str; 3] = [
     "etcd-cluster-0002",
 ];
 
-/// Three members with claims, created by the runtime, their Pods running as the kubelet
-/// reports them.
-async fn three_with_claims(client: &Client) {
+/// Three members created by the runtime (with claims when the spec has storage), their
+/// Pods running as the kubelet reports them.
+async fn three_running(client: &Client) {
     let key = ClusterKey::new(NS, NAME);
     let runtime = kube_runtime(client);
     runtime.track(&key, &get_cluster(client).await);
@@ -1614,7 +1614,7 @@ fn observed_at(
 async fn a_pod_stuck_terminating_with_its_claim_never_blocks_its_replacement() {
     use etcd_coordinator::plan::Action as Planned;
     let source = fake(vec![with_storage(cluster(3, "3.6.15"))], None).await;
-    three_with_claims(&source).await;
+    three_running(&source).await;
     let stays = Arc::new(std::sync::atomic::AtomicBool::new(true));
     let ten_minutes_ago = Timestamp::now() - SignedDuration::from_secs(600);
     let client = with_pod_terminating(&source, MEMBERS[1], ten_minutes_ago, stays).await;
@@ -1663,7 +1663,7 @@ async fn a_pod_stuck_terminating_with_its_claim_never_blocks_its_replacement() {
 async fn a_drain_slower_than_dead_after_brings_the_member_back_on_its_claim() {
     use etcd_coordinator::plan::Action as Planned;
     let source = fake(vec![with_storage(cluster(3, "3.6.15"))], None).await;
-    three_with_claims(&source).await;
+    three_running(&source).await;
     let stays = Arc::new(std::sync::atomic::AtomicBool::new(true));
     let grace_ends = Timestamp::now() + SignedDuration::from_secs(60);
     let client = with_pod_terminating(&source, MEMBERS[2], grace_ends, Arc::clone(&stays)).await;
@@ -1730,7 +1730,7 @@ async fn pod_and_claim_versions_never_disagree_after_a_term_loss_between_the_wri
             Ok(None)
         });
     let client = fake(vec![with_storage(cluster(3, "3.6.15"))], Some(funcs)).await;
-    three_with_claims(&client).await;
+    three_running(&client).await;
     let key = ClusterKey::new(NS, NAME);
     let runtime = kube_runtime(&client);
     runtime.track(&key, &get_cluster(&client).await);
@@ -2168,22 +2168,11 @@ async fn a_minority_left_under_restore_reads_the_backup_storage_and_restores() {
         quorum_loss: QuorumLossPolicy::Restore,
     });
     let client = fake(vec![restoring.clone()], None).await;
+    three_running(&client).await;
     let key = ClusterKey::new(NS, NAME);
     let runtime = kube_runtime(&client);
     runtime.track(&key, &get_cluster(&client).await);
     let pods = Api::<Pod>::namespaced(client.clone(), NS);
-    let running = json!({"status": {"phase": "Running", "containerStatuses": [
-        {"name": "etcd", "ready": true, "restartCount": 0, "image": "x", "imageID": "",
-         "state": {"running": {}}}]}});
-    for (i, name) in MEMBERS.into_iter().enumerate() {
-        runtime
-            .create_member(&key, name, EtcdVersion::new(3, 6, 15), i == 0, false)
-            .await
-            .unwrap();
-        pods.patch(name, &PatchParams::default(), &Patch::Merge(&running))
-            .await
-            .unwrap();
-    }
     // Two Pods deleted: their emptyDir goes with them.
     for name in &MEMBERS[1..] {
         pods.delete(name, &Default::default()).await.unwrap();

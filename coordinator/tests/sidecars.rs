@@ -1003,8 +1003,7 @@ async fn liveness_passes_while_the_member_is_not_ready_and_fails_once_the_sideca
     let dir = tempfile::tempdir().unwrap();
     // An "etcd" that starts and never answers.
     let etcd = dir.path().join("etcd");
-    std::fs::write(&etcd, "#!/bin/sh\nexec sleep 600\n").unwrap();
-    std::fs::set_permissions(&etcd, std::fs::Permissions::from_mode(0o755)).unwrap();
+    write_program(&etcd, "#!/bin/sh\nexec sleep 600\n".into());
     let member = etcd_operator::naming::member_name("probes", 0);
     let coordinator = ServedCoordinator::start("probes", &member, &dir.path().join("state")).await;
     let mut spec = sidecar_spec("probes", &member, dir.path(), &coordinator.url);
@@ -1435,7 +1434,7 @@ async fn a_handoff_cut_short_never_strands_its_member() {
         .resolve(etcd_operator::version::DEFAULT_VERSION)
         .unwrap();
     let wrapper = dir.join("held-etcd");
-    std::fs::write(
+    write_program(
         &wrapper,
         format!(
             "#!/bin/sh\n\
@@ -1447,9 +1446,7 @@ async fn a_handoff_cut_short_never_strands_its_member() {
             stopping.display(),
             release.display()
         ),
-    )
-    .unwrap();
-    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    );
     for i in 0..3 {
         let mut spec = f.spec(i);
         if i == 2 {
@@ -1560,7 +1557,7 @@ async fn a_timed_out_snapshot_step_leaves_etcd_on_its_normal_arguments() {
         .resolve(from.parse().unwrap())
         .unwrap();
     let wrapper = dir.join("snapshotless-etcd");
-    std::fs::write(
+    write_program(
         &wrapper,
         format!(
             "#!/bin/bash\n\
@@ -1571,9 +1568,7 @@ async fn a_timed_out_snapshot_step_leaves_etcd_on_its_normal_arguments() {
             starts.display(),
             real.display()
         ),
-    )
-    .unwrap();
-    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    );
     for i in 0..3 {
         let mut spec = f.spec(i);
         spec.etcd_version = Some(from.into());
@@ -1941,4 +1936,10 @@ async fn a_leader_killed_after_moving_leadership_leaves_when_asked_again() {
     assert_eq!(got.kvs()[0].value(), b"kept");
     let events = f.grants().events();
     assert_one_grant_at_a_time(&events);
+}
+
+/// Writes an executable program (a script) at `path`.
+fn write_program(path: &std::path::Path, text: String) {
+    std::fs::write(path, text).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
 }

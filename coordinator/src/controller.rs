@@ -690,13 +690,12 @@ impl<R: Runtime> ClusterController<R> {
             }
             _ => None,
         };
-        // Looked up only when it may be needed: a member's data is gone, or a cluster that
-        // was created has no member left.
-        let recovery_backup = if resource.spec.quorum_loss()
-            == etcd_operator::resource::QuorumLossPolicy::Restore
-            && (infos.iter().any(|i| i.data == plan::MemberData::Gone)
-                || (infos.is_empty() && etcd_members.is_none() && record.created.is_some()))
-        {
+        let recovery_backup = if needs_recovery_backup(
+            resource.spec.quorum_loss(),
+            &infos,
+            etcd_members.is_some(),
+            &record,
+        ) {
             Some(
                 self.recovery_source(resource, "latest")
                     .await
@@ -2751,6 +2750,21 @@ pub fn planner_members(
             }
         })
         .collect()
+}
+
+/// Whether a pass reads the backup storage for a recovery under `quorumLoss: Restore`:
+/// only when it may be needed, that is when a member's data is gone (a member the runtime
+/// has no trace of included, see [`observed_members`]) or a cluster that was created has no
+/// member left.
+pub fn needs_recovery_backup(
+    policy: etcd_operator::resource::QuorumLossPolicy,
+    infos: &[MemberInfo],
+    etcd_listed: bool,
+    record: &DecisionRecord,
+) -> bool {
+    policy == etcd_operator::resource::QuorumLossPolicy::Restore
+        && (infos.iter().any(|i| i.data == plan::MemberData::Gone)
+            || (infos.is_empty() && !etcd_listed && record.created.is_some()))
 }
 
 /// What the planner is told of a cluster's members, from what the runtime has

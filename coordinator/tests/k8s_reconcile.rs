@@ -1448,9 +1448,9 @@ const MEMBERS: [&str; 3] = [
     "etcd-cluster-0002",
 ];
 
-/// Three members with claims, created by the runtime, their Pods running as the kubelet
-/// reports them.
-async fn three_with_claims(client: &Client) {
+/// Three members created by the runtime (with claims when the spec has storage), their
+/// Pods running as the kubelet reports them.
+async fn three_running(client: &Client) {
     let key = ClusterKey::new(NS, NAME);
     let runtime = kube_runtime(client);
     runtime.track(&key, &get_cluster(client).await);
@@ -1522,9 +1522,23 @@ fn plan_at(
     listed: &[&str],
     now: i64,
 ) -> etcd_coordinator::plan::Action {
+    let observed = observed_at(infos, listed, now, with_storage(cluster(3, "3.6.15")), true);
+    etcd_coordinator::plan::plan(&observed).action
+}
+
+/// What the planner is told at `now` of `resource` from `infos`, the record naming them,
+/// every running member reporting (healthy, the first one leading, when `quorum`; else
+/// running without a leader), and etcd listing `listed` as voters.
+fn observed_at(
+    infos: Vec<etcd_coordinator::runtime::MemberInfo>,
+    listed: &[&str],
+    now: i64,
+    resource: EtcdCluster,
+    quorum: bool,
+) -> etcd_coordinator::plan::Observed {
     use etcd_coordinator::{
         controller::{observed_members, planner_members},
-        plan::{self, EtcdMember, Observed, Policy},
+        plan::{EtcdMember, Observed, Policy},
         record::DecisionRecord,
         registry::ReceivedReport,
     };
@@ -1541,10 +1555,12 @@ fn plan_at(
             let report = etcd_operator::proto::HealthReport {
                 member_name: i.name.clone(),
                 member_id: id(&i.name),
-                healthy: true,
-                leader: i.name == MEMBERS[0],
+                healthy: quorum,
+                leader: quorum && i.name == MEMBERS[0],
                 phase: etcd_operator::proto::MemberPhase::Running as i32,
                 etcd_version: "3.6.15".into(),
+                raft_index: 900,
+                revision: 400,
                 ..Default::default()
             };
             (i.name.clone(), ReceivedReport::new(report, now))
@@ -1553,9 +1569,9 @@ fn plan_at(
     let v36 = EtcdVersion::new(3, 6, 15);
     let infos = observed_members(infos, &record, NAME, v36, |_| now);
     let members = planner_members(&infos, &reports, &record, &BTreeMap::new(), now);
-    let observed = Observed {
+    Observed {
         cluster: ClusterKey::new(NS, NAME),
-        spec: etcd_operator::validate::validate_cluster(&with_storage(cluster(3, "3.6.15"))),
+        spec: etcd_operator::validate::validate_cluster(&resource),
         members,
         etcd_members: Some(
             listed
@@ -1587,8 +1603,7 @@ fn plan_at(
         leave_unreachable: Default::default(),
         now,
         policy: Policy::default(),
-    };
-    plan::plan(&observed).action
+    }
 }
 
 /// A Pod stuck Terminating with its claim (its node lost) is down, and dead once its grace
@@ -1599,7 +1614,7 @@ fn plan_at(
 async fn a_pod_stuck_terminating_with_its_claim_never_blocks_its_replacement() {
     use etcd_coordinator::plan::Action as Planned;
     let source = fake(vec![with_storage(cluster(3, "3.6.15"))], None).await;
-    three_with_claims(&source).await;
+    three_running(&source).await;
     let stays = Arc::new(std::sync::atomic::AtomicBool::new(true));
     let ten_minutes_ago = Timestamp::now() - SignedDuration::from_secs(600);
     let client = with_pod_terminating(&source, MEMBERS[1], ten_minutes_ago, stays).await;
@@ -1648,7 +1663,7 @@ async fn a_pod_stuck_terminating_with_its_claim_never_blocks_its_replacement() {
 async fn a_drain_slower_than_dead_after_brings_the_member_back_on_its_claim() {
     use etcd_coordinator::plan::Action as Planned;
     let source = fake(vec![with_storage(cluster(3, "3.6.15"))], None).await;
-    three_with_claims(&source).await;
+    three_running(&source).await;
     let stays = Arc::new(std::sync::atomic::AtomicBool::new(true));
     let grace_ends = Timestamp::now() + SignedDuration::from_secs(60);
     let client = with_pod_terminating(&source, MEMBERS[2], grace_ends, Arc::clone(&stays)).await;
@@ -1715,7 +1730,7 @@ async fn pod_and_claim_versions_never_disagree_after_a_term_loss_between_the_wri
             Ok(None)
         });
     let client = fake(vec![with_storage(cluster(3, "3.6.15"))], Some(funcs)).await;
-    three_with_claims(&client).await;
+    three_running(&client).await;
     let key = ClusterKey::new(NS, NAME);
     let runtime = kube_runtime(&client);
     runtime.track(&key, &get_cluster(&client).await);
@@ -2133,4 +2148,89 @@ async fn restores_in_two_namespaces_sharing_a_bucket_resolve_their_own_with_thei
         refused.message
     );
     assert_eq!(pods("team-b").await, 0);
+}
+
+/// Two of three `emptyDir` members gone with their Pods (their data with them), one left
+/// without a leader, under `quorumLoss: Restore`: the runtime's view and the record make
+/// the two members whose data is gone, so the pass reads the backup storage, and the planner
+/// restores from the latest verified backup, keeping the survivor's data aside. It never
+/// waits on backup storage that nothing reads.
+#[tokio::test]
+async fn a_minority_left_under_restore_reads_the_backup_storage_and_restores() {
+    use etcd_coordinator::{
+        controller::{needs_recovery_backup, observed_members},
+        plan::{Action as Planned, WaitReason},
+        record::DecisionRecord,
+    };
+    use etcd_operator::resource::{QuorumLossPolicy, RecoverySpec};
+    let mut restoring = cluster(3, "3.6.15");
+    restoring.spec.recovery = Some(RecoverySpec {
+        quorum_loss: QuorumLossPolicy::Restore,
+    });
+    let client = fake(vec![restoring.clone()], None).await;
+    three_running(&client).await;
+    let key = ClusterKey::new(NS, NAME);
+    let runtime = kube_runtime(&client);
+    runtime.track(&key, &get_cluster(&client).await);
+    let pods = Api::<Pod>::namespaced(client.clone(), NS);
+    // Two Pods deleted: their emptyDir goes with them.
+    for name in &MEMBERS[1..] {
+        pods.delete(name, &Default::default()).await.unwrap();
+    }
+    let record = DecisionRecord {
+        members: MEMBERS.iter().map(|m| m.to_string()).collect(),
+        ..Default::default()
+    };
+    let now = etcd_operator::now_ms();
+    let seen = runtime.members(&key).await.unwrap();
+    let infos = observed_members(seen, &record, NAME, EtcdVersion::new(3, 6, 15), |_| now);
+    let gone: Vec<&str> = infos
+        .iter()
+        .filter(|i| i.data == MemberData::Gone)
+        .map(|i| i.name.as_str())
+        .collect();
+    assert_eq!(gone, &MEMBERS[1..], "{infos:?}");
+    assert!(
+        needs_recovery_backup(QuorumLossPolicy::Restore, &infos, true, &record),
+        "the backup storage is read for a recovery"
+    );
+    assert!(!needs_recovery_backup(
+        QuorumLossPolicy::Manual,
+        &infos,
+        true,
+        &record
+    ));
+
+    let backup = "etcd-cluster-20261201T100000.000Z-r400";
+    let mut observed = observed_at(infos.clone(), &MEMBERS, now + 1_000, restoring, false);
+    observed.recovery_backup = Some(Ok(backup.into()));
+    let action = etcd_coordinator::plan::plan(&observed).action;
+    match &action {
+        Planned::RestoreCluster {
+            backup: from,
+            discard,
+            keep,
+            lost,
+            ..
+        } => {
+            assert_eq!(from, backup);
+            assert_eq!(discard, &MEMBERS[1..]);
+            assert_eq!(keep, &[MEMBERS[0]]);
+            assert_eq!(lost, &MEMBERS[1..]);
+        }
+        other => panic!("a restore from the latest backup, not {other:?}"),
+    }
+    // The storage not read (as before members gone with their Pods counted as gone): the
+    // planner can only wait, which is why the pass reads it.
+    observed.recovery_backup = None;
+    let waited = etcd_coordinator::plan::plan(&observed).action;
+    assert!(
+        matches!(
+            &waited,
+            Planned::Wait {
+                reason: WaitReason::QuorumLostForGood { no_backup: Some(why), .. }
+            } if why.contains("not been read")
+        ),
+        "{waited:?}"
+    );
 }

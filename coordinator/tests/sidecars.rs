@@ -1003,8 +1003,7 @@ async fn liveness_passes_while_the_member_is_not_ready_and_fails_once_the_sideca
     let dir = tempfile::tempdir().unwrap();
     // An "etcd" that starts and never answers.
     let etcd = dir.path().join("etcd");
-    std::fs::write(&etcd, "#!/bin/sh\nexec sleep 600\n").unwrap();
-    std::fs::set_permissions(&etcd, std::fs::Permissions::from_mode(0o755)).unwrap();
+    write_program(&etcd, "#!/bin/sh\nexec sleep 600\n".into());
     let member = etcd_operator::naming::member_name("probes", 0);
     let coordinator = ServedCoordinator::start("probes", &member, &dir.path().join("state")).await;
     let mut spec = sidecar_spec("probes", &member, dir.path(), &coordinator.url);
@@ -1435,7 +1434,7 @@ async fn a_handoff_cut_short_never_strands_its_member() {
         .resolve(etcd_operator::version::DEFAULT_VERSION)
         .unwrap();
     let wrapper = dir.join("held-etcd");
-    std::fs::write(
+    write_program(
         &wrapper,
         format!(
             "#!/bin/sh\n\
@@ -1447,9 +1446,7 @@ async fn a_handoff_cut_short_never_strands_its_member() {
             stopping.display(),
             release.display()
         ),
-    )
-    .unwrap();
-    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    );
     for i in 0..3 {
         let mut spec = f.spec(i);
         if i == 2 {
@@ -1619,6 +1616,155 @@ async fn a_restart_in_place_starts_etcd_again_on_its_data() {
         "no membership change: {:?}",
         f.grants().events()
     );
+}
+
+/// The snapshot that 3.5 data needs before a 3.6 start runs etcd once with
+/// `--snapshot-count=1`. When that step times out, the handoff is refused and etcd runs on
+/// with its normal arguments: no later start (a crash, an OOM kill) carries the flag. Here
+/// the member's etcd is a wrapper that logs every start's arguments and drops the flag, so
+/// the snapshot never comes and the step always times out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timed_out_snapshot_step_leaves_etcd_on_its_normal_arguments() {
+    let _serial = serial_guard();
+    let mut f = Fixture::new().await;
+    let from = "3.5.34";
+    let dir = f.dir.path().to_path_buf();
+    let starts = dir.join("starts.log");
+    let real = etcd_operator::etcd_bin::EtcdBinaries::from_env()
+        .resolve(from.parse().unwrap())
+        .unwrap();
+    let wrapper = dir.join("snapshotless-etcd");
+    write_program(
+        &wrapper,
+        format!(
+            "#!/bin/bash\n\
+             echo \"$*\" >> '{}'\n\
+             args=()\n\
+             for a in \"$@\"; do [ \"$a\" = --snapshot-count=1 ] || args+=(\"$a\"); done\n\
+             exec '{}' \"${{args[@]}}\"\n",
+            starts.display(),
+            real.display()
+        ),
+    );
+    for i in 0..3 {
+        let mut spec = f.spec(i);
+        spec.etcd_version = Some(from.into());
+        if i == 2 {
+            spec.env = vec![
+                ("ETCDOP_ETCD_BINARY".into(), wrapper.display().to_string()),
+                ("ETCDOP_UPGRADE_SNAPSHOT_DEADLINE_MS".into(), "1000".into()),
+            ];
+        }
+        f.start(spec);
+    }
+    f.wait_voters(3).await;
+    let victim = name(2);
+    let flag = "--snapshot-count=1";
+    let starts_logged = || -> Vec<String> {
+        std::fs::read_to_string(&starts)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    };
+    let flagged = |lines: &[String]| lines.iter().filter(|l| l.contains(flag)).count();
+    assert_eq!(
+        flagged(&starts_logged()),
+        0,
+        "a start with the snapshot flag before any handoff"
+    );
+    let before = f.coordinator.report(&victim).map(|r| r.etcd_pid);
+
+    let refused = sidecar_of(&f, &victim)
+        .handoff(HandoffRequest {
+            target_version: "3.6.15".into(),
+            restart_timeout_ms: 3_000,
+            coordinator_epoch: f.coordinator.epoch(),
+            grant_id: String::new(),
+            restart_in_place: false,
+        })
+        .await
+        .expect_err("a handoff whose snapshot never comes");
+    assert!(
+        refused.message().contains("snapshot"),
+        "{}",
+        refused.message()
+    );
+    // The start after the step's (its wrapper logs it a moment after the spawn).
+    let after_step = wait_for(
+        "a start of etcd after the snapshot step",
+        Duration::from_secs(10),
+        || {
+            let lines = starts_logged();
+            async move {
+                let i = lines.iter().position(|l| l.contains(flag))?;
+                lines.get(i + 1).cloned()
+            }
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}: {:?}\n{}", starts_logged(), f.logs()));
+    assert!(
+        !after_step.contains(flag),
+        "etcd started again with the snapshot flag after the step timed out: {after_step}"
+    );
+    let running = wait_for(
+        "the member's etcd running and healthy again on its data",
+        FORM_DEADLINE,
+        || {
+            let r = f.coordinator.report(&victim);
+            async move {
+                r.filter(|r| {
+                    r.phase() == MemberPhase::Running
+                        && r.healthy
+                        && r.etcd_pid != 0
+                        && Some(r.etcd_pid) != before
+                        && std::path::Path::new(&format!("/proc/{}", r.etcd_pid)).exists()
+                })
+                .map(|r| r.etcd_pid)
+            }
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", f.logs()));
+    let logged = starts_logged().len();
+
+    // A crash of that etcd: the supervisor's restart has the normal arguments too.
+    signal(running, nix::sys::signal::Signal::SIGKILL);
+    wait_for(
+        "the member's etcd back after a crash",
+        FORM_DEADLINE,
+        || {
+            let r = f.coordinator.report(&victim);
+            async move {
+                r.filter(|r| r.healthy && r.etcd_pid != 0 && r.etcd_pid != running)
+                    .map(|_| ())
+            }
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", f.logs()));
+    let lines = wait_for(
+        "the restart's start logged",
+        Duration::from_secs(10),
+        || {
+            let lines = starts_logged();
+            async move { (lines.len() > logged).then_some(lines) }
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        flagged(&lines),
+        1,
+        "a start after the step carried the snapshot flag: {lines:?}"
+    );
+    assert_eq!(
+        f.coordinator.report(&victim).map(|r| r.etcd_version),
+        Some(from.to_string()),
+        "the member still runs the version it ran"
+    );
+    f.wait_voters(3).await;
 }
 
 /// A leave cut short between the member's removal from etcd and the wipe of its data (the
@@ -1868,4 +2014,10 @@ async fn a_leader_killed_after_moving_leadership_leaves_when_asked_again() {
     assert_eq!(got.kvs()[0].value(), b"kept");
     let events = f.grants().events();
     assert_one_grant_at_a_time(&events);
+}
+
+/// Writes an executable program (a script) at `path`.
+fn write_program(path: &std::path::Path, text: String) {
+    std::fs::write(path, text).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
 }

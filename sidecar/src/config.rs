@@ -111,6 +111,16 @@ pub struct RunArgs {
     /// `periodic`, a number of revisions for `revision`. Required with the mode.
     #[arg(long, env = "ETCDOP_AUTO_COMPACTION_RETENTION")]
     pub auto_compaction_retention: Option<String>,
+    /// How long the snapshot that 3.5 data needs before an upgrade to 3.6 may take, in
+    /// milliseconds (1000 to 3600000). Past it the handoff is refused and etcd runs on
+    /// with its normal arguments.
+    #[arg(
+        long,
+        env = "ETCDOP_UPGRADE_SNAPSHOT_DEADLINE_MS",
+        default_value_t = 60_000,
+        value_parser = clap::value_parser!(u64).range(1_000..=3_600_000)
+    )]
+    pub upgrade_snapshot_deadline_ms: u64,
 }
 
 /// A refused configuration.
@@ -220,6 +230,8 @@ pub struct SidecarConfig {
     pub quota_backend_bytes: Option<u64>,
     /// etcd's automatic compaction: mode and retention.
     pub auto_compaction: Option<(String, String)>,
+    /// How long the snapshot before a 3.5 to 3.6 upgrade may take.
+    pub upgrade_snapshot_deadline: Duration,
 }
 
 impl SidecarConfig {
@@ -401,6 +413,7 @@ impl RunArgs {
             etcd_tls,
             quota_backend_bytes: self.quota_backend_bytes.filter(|q| *q > 0),
             auto_compaction,
+            upgrade_snapshot_deadline: Duration::from_millis(self.upgrade_snapshot_deadline_ms),
         })
     }
 }

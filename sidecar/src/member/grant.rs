@@ -551,6 +551,7 @@ mod tests {
             etcd_tls: None,
             quota_backend_bytes: None,
             auto_compaction: None,
+            upgrade_snapshot_deadline: Duration::from_secs(60),
         }
     }
 

@@ -21,9 +21,6 @@ use crate::{error::SidecarError, etcd_args::Bootstrap};
 /// Default time to wait for the runtime's restart after a handoff.
 pub const DEFAULT_HANDOFF_RESTART_TIMEOUT: Duration = Duration::from_secs(300);
 
-/// How long the snapshot before an upgrade may take.
-const SNAPSHOT_DEADLINE: Duration = Duration::from_secs(60);
-
 /// The outcome of a handoff.
 #[derive(Debug, Clone, Copy)]
 pub struct HandoffOutcome {
@@ -71,6 +68,12 @@ impl Member {
             return Err(SidecarError::Refused(format!(
                 "member is {:?}, not running: nothing to hand off",
                 self.current().phase
+            )));
+        }
+        if restart_in_place && target != self.cfg.etcd_version {
+            return Err(SidecarError::Refused(format!(
+                "a restart in place runs the version configured ({}), not {target}",
+                self.cfg.etcd_version
             )));
         }
         let mut local = self
@@ -130,12 +133,6 @@ impl Member {
             .await
             .map(|s| s.raft_index())
             .unwrap_or(status.raft_index());
-        if restart_in_place && target != self.cfg.etcd_version {
-            return Err(SidecarError::Refused(format!(
-                "a restart in place runs the version configured ({}), not {target}",
-                self.cfg.etcd_version
-            )));
-        }
         if needs_snapshot_for(self.cfg.etcd_version, target)
             && let Err(e) = self.snapshot_before_upgrade(raft_index).await
         {
@@ -224,7 +221,7 @@ impl Member {
         args.push("--snapshot-count=1".into());
         // For this run only: should etcd exit meanwhile, it comes back without the flag.
         self.supervisor.start_once(args, normal).await?;
-        let deadline = Instant::now() + SNAPSHOT_DEADLINE;
+        let deadline = Instant::now() + self.cfg.upgrade_snapshot_deadline;
         loop {
             if latest_snapshot_index(&snap_dir).is_some_and(|i| i >= raft_index) {
                 return Ok(());

@@ -10,7 +10,9 @@
 //! Certificates: each member Pod has a Secret `<member>-tls` (owned by the Pod) with its
 //! control-path certificate and, with `spec.tls`, etcd's; the cluster's etcd CA and the
 //! applications' client certificate are Secrets owned by the `EtcdCluster`. Renewal updates
-//! the Secrets in place ([`Runtime::renew_certificates`]).
+//! the Secrets in place ([`Runtime::renew_certificates`]). The etcd CA rotates with an
+//! overlap: its Secret keeps the new CA and the phase ([`ca_keys`]), and each renewal writes
+//! the phase's trust bundle and issuer into the members' and the client Secrets.
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -164,7 +166,7 @@ impl EtcdCaView {
     }
 }
 
-/// `files` with `trust.crt` set as `phase` has it.
+/// The CA Secret's `files` with `trust.crt` set as the phase in their `rotation` says.
 fn with_trust(mut files: BTreeMap<String, String>) -> BTreeMap<String, String> {
     let cas: Vec<String> = match files.get(ca_keys::ROTATION).and_then(|w| CaPhase::parse(w)) {
         None => files.get(ca_keys::CERT).cloned().into_iter().collect(),

@@ -11,7 +11,7 @@
 //! control-path certificate and, with `spec.tls`, etcd's; the cluster's etcd CA and the
 //! applications' client certificate are Secrets owned by the `EtcdCluster`. Renewal updates
 //! the Secrets in place ([`Runtime::renew_certificates`]). The etcd CA rotates with an
-//! overlap: its Secret keeps the new CA and the phase ([`ca_keys`]), and each renewal writes
+//! overlap: its Secret keeps the new CA and the phase (`ca_keys`), and each renewal writes
 //! the phase's trust bundle and issuer into the members' and the client Secrets.
 
 use std::{

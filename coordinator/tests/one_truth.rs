@@ -114,6 +114,18 @@ fn reports(fates: &[Fate], now: i64) -> BTreeMap<String, ReceivedReport> {
         .collect()
 }
 
+/// When the planner is asked: now, or for a node cut off from the API server, past
+/// `dead_after_ms` of its Pod being down, when that alone would make the member dead (its
+/// sidecar's reports arrive fresh all along, as they are received at that time).
+fn verdict_time(fates: &[Fate]) -> i64 {
+    let later = if fates.contains(&Fate::CutOff) {
+        Policy::default().dead_after_ms + 1_000
+    } else {
+        0
+    };
+    etcd_operator::now_ms() + 1 + later
+}
+
 /// What the planner receives from `infos`, with the record naming every member, and what
 /// it decides from it (every member a voter of the cluster etcd lists).
 fn planner_view(infos: Vec<MemberInfo>, fates: &[Fate], now: i64) -> (Vec<Seen>, Action) {
@@ -239,7 +251,7 @@ async fn local_view(fates: &[Fate]) -> (Vec<Seen>, Action) {
     )
     .await
     .unwrap();
-    let view = planner_view(infos, fates, etcd_operator::now_ms() + 1);
+    let view = planner_view(infos, fates, verdict_time(fates));
     runtime.stop_all().await;
     view
 }
@@ -370,7 +382,7 @@ async fn kubernetes_view(fates: &[Fate]) -> (Vec<Seen>, Action) {
             runtime.members(&key).await.unwrap()
         }
     };
-    planner_view(infos, fates, etcd_operator::now_ms() + 1)
+    planner_view(infos, fates, verdict_time(fates))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -56,6 +56,11 @@ pub const REPORT_INTERVAL_MS: u32 = 1000;
 pub const RECOVERY_SETTLE_MS: i64 =
     etcd_operator::grant::REPORT_RECONNECT_MAX.as_millis() as i64 + 2 * REPORT_INTERVAL_MS as i64;
 
+// The settle window outlasts the sidecars' longest report reconnect backoff, or the build
+// fails: a sidecar holding a grant from before a restart reports it before any new grant.
+const _: () =
+    assert!(RECOVERY_SETTLE_MS > etcd_operator::grant::REPORT_RECONNECT_MAX.as_millis() as i64);
+
 /// What a listener lets its callers do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Access {

@@ -16,8 +16,10 @@ use std::{
 
 use etcd_coordinator::{
     k8s::{
-        ANNOTATION_RECORD, ANNOTATION_ROTATE_CA, Context, KubeRuntime, build::PodSettings,
+        ANNOTATION_RECORD, ANNOTATION_ROTATE_CA, Context, KubeRuntime,
+        build::PodSettings,
         reconcile,
+        reconcile::{RotateCaAnnotation, ask_for_ca_rotation},
     },
     plan::CaPhase,
     runtime::Runtime,
@@ -460,7 +462,17 @@ async fn the_rotate_ca_annotation_asks_once_and_goes_once_the_rotation_began() {
         valid.message
     );
 
-    // The rotation over (its record gone): nothing asks for another.
+    // Asked again while the rotation runs, and the rotation ends in that very pass: after
+    // the pass, on the object read before it (annotated), nothing asks for another.
+    clusters
+        .patch(
+            NAME,
+            &PatchParams::default(),
+            &Patch::Merge(&annotate(json!("again"))),
+        )
+        .await
+        .unwrap();
+    let read_before_the_pass = restarted.clusters(NS).get(NAME).await.unwrap();
     record.as_object_mut().unwrap().remove("caRotation");
     clusters
         .patch(
@@ -473,6 +485,82 @@ async fn the_rotate_ca_annotation_asks_once_and_goes_once_the_rotation_began() {
         .await
         .unwrap();
     let again = context(&client);
-    reconcile_once(&again).await;
-    assert!(!requested(&again));
+    ask_for_ca_rotation(
+        &read_before_the_pass,
+        &again,
+        &key(),
+        RotateCaAnnotation::RemoveOnly,
+    )
+    .await
+    .unwrap();
+    assert!(
+        !requested(&again),
+        "a pass that ended a rotation asks for no second one"
+    );
+}
+
+/// The end of a rotation makes the new CA the cluster's and forgets the old one's key: it is
+/// refused from any phase but Drop (members still trust, and leaves still come from, the old
+/// CA), whatever a record says, and nothing is written.
+#[tokio::test]
+async fn a_rotation_ends_only_from_drop() {
+    let client = fake(None).await;
+    three_tls_members(&client).await;
+    let rt = runtime(&client).await;
+    for phase in [CaPhase::Trust, CaPhase::Reissue] {
+        rt.set_etcd_ca_rotation(&key(), Some(phase)).await.unwrap();
+        let before = files(&client, CA_SECRET).await;
+        let refused = rt
+            .set_etcd_ca_rotation(&key(), None)
+            .await
+            .expect_err("no end before Drop");
+        assert!(refused.to_string().contains("cannot end"), "{refused}");
+        assert_eq!(
+            files(&client, CA_SECRET).await,
+            before,
+            "nothing written at {phase:?}"
+        );
+    }
+    rt.set_etcd_ca_rotation(&key(), Some(CaPhase::Drop))
+        .await
+        .unwrap();
+    assert_eq!(rt.set_etcd_ca_rotation(&key(), None).await.unwrap(), None);
+}
+
+/// A CA Secret of the same name owned by another `EtcdCluster` (an earlier cluster of the
+/// same name, orphaned or awaiting garbage collection) is neither used nor rotated.
+#[tokio::test]
+async fn a_ca_secret_of_another_cluster_of_the_same_name_is_never_used_or_changed() {
+    let mut cluster = tls_cluster();
+    cluster.metadata.uid = Some("uid-now".into());
+    let client = ClientBuilder::new()
+        .with_resource::<EtcdCluster>()
+        .with_status_subresource::<EtcdCluster>()
+        .with_object(cluster)
+        .build()
+        .await
+        .expect("fake client");
+    three_tls_members(&client).await;
+    // The Secret is made another object's (as an earlier cluster's would be).
+    let owner = json!({"metadata": {"ownerReferences": [{
+        "apiVersion": "etcd.operator.rs/v1alpha1", "kind": "EtcdCluster",
+        "name": NAME, "uid": "uid-earlier", "controller": true,
+    }]}});
+    Api::<Secret>::namespaced(client.clone(), NS)
+        .patch(CA_SECRET, &PatchParams::default(), &Patch::Merge(&owner))
+        .await
+        .unwrap();
+    let before = files(&client, CA_SECRET).await;
+    let rt = runtime(&client).await;
+    let refused = rt
+        .set_etcd_ca_rotation(&key(), Some(CaPhase::Trust))
+        .await
+        .expect_err("another cluster's CA is not rotated");
+    assert!(refused.to_string().contains("not owned"), "{refused}");
+    let unused = rt
+        .existing_etcd_ca(&key())
+        .await
+        .expect_err("another cluster's CA is not used");
+    assert!(unused.to_string().contains("not owned"), "{unused}");
+    assert_eq!(files(&client, CA_SECRET).await, before, "nothing written");
 }

@@ -1561,9 +1561,10 @@ async fn a_restart_in_place_starts_etcd_again_on_its_data() {
     let before = f.coordinator.report(&victim).expect("a report");
     assert!(before.etcd_pid != 0 && before.member_id != 0, "{before:?}");
     let epoch = f.coordinator.epoch();
+    // The restart a handoff arms should the runtime's never come: 8 s for this one.
     let request = |version: &str| HandoffRequest {
         target_version: version.to_string(),
-        restart_timeout_ms: 0,
+        restart_timeout_ms: 8_000,
         coordinator_epoch: epoch,
         grant_id: String::new(),
         restart_in_place: true,
@@ -1584,6 +1585,7 @@ async fn a_restart_in_place_starts_etcd_again_on_its_data() {
         "etcd untouched"
     );
 
+    let handed_off = tokio::time::Instant::now();
     sidecar_of(&f, &victim)
         .handoff(request(
             &etcd_operator::version::DEFAULT_VERSION.to_string(),
@@ -1616,6 +1618,41 @@ async fn a_restart_in_place_starts_etcd_again_on_its_data() {
         "no membership change: {:?}",
         f.grants().events()
     );
+
+    // A handoff for a restart by the runtime follows (an upgrade right after the rotation's
+    // restarts). The restart the first handoff armed is not this one's: past its 8 s etcd
+    // stays down, waiting for the runtime.
+    sidecar_of(&f, &victim)
+        .handoff(HandoffRequest {
+            restart_timeout_ms: 120_000,
+            restart_in_place: false,
+            ..request(&etcd_operator::version::DEFAULT_VERSION.to_string())
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e:?}\n{}", f.logs()));
+    wait_for(
+        "the member to say it is handed off",
+        Duration::from_secs(10),
+        || {
+            let r = f.coordinator.report(&victim);
+            async move { r.filter(|r| r.phase() == MemberPhase::HandedOff && r.etcd_pid == 0) }
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", f.logs()));
+    let first_timer = handed_off + Duration::from_secs(11);
+    while tokio::time::Instant::now() < first_timer {
+        let r = f.coordinator.report(&victim).expect("a report");
+        assert!(
+            r.phase() == MemberPhase::HandedOff,
+            "etcd started again before the runtime's restart, by an earlier handoff's timer: {r:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The runtime's restart: the sidecar started again, etcd on its data.
+    let spec = f.members.remove(&victim).expect("the member").spec.clone();
+    f.start(spec);
+    f.wait_voters(3).await;
 }
 
 /// The snapshot that 3.5 data needs before a 3.6 start runs etcd once with

@@ -315,7 +315,7 @@ async fn apply(obj: &DynamicObject, ctx: &Context) -> Result<Action, Error> {
         .annotations()
         .contains_key(super::ANNOTATION_ROTATE_CA);
     if rotate_asked {
-        ask_for_ca_rotation(obj, ctx, &key).await?;
+        ask_for_ca_rotation(obj, ctx, &key, RotateCaAnnotation::Ask).await?;
     }
     // An invalid spec touches nothing: the controller refuses it and only status changes.
     if validate_cluster(&cluster).is_ok() {
@@ -330,8 +330,10 @@ async fn apply(obj: &DynamicObject, ctx: &Context) -> Result<Action, Error> {
     );
     let outcome = controller.reconcile(&cluster).await;
     if rotate_asked {
-        // Begun in this pass: the annotation goes now, so it never starts a second one.
-        ask_for_ca_rotation(obj, ctx, &key).await?;
+        // Begun in this pass: the annotation goes now, so it never starts a second one. Read
+        // at the start of the pass, it may be gone already, and the rotation with it (ended
+        // in this pass): nothing is asked for after a pass.
+        ask_for_ca_rotation(obj, ctx, &key, RotateCaAnnotation::RemoveOnly).await?;
     }
     let status = resource_status(&name, &outcome.status);
     // A status the API server already has is not written again: a write is a request, and
@@ -345,15 +347,29 @@ async fn apply(obj: &DynamicObject, ctx: &Context) -> Result<Action, Error> {
     Ok(Action::requeue(next_look(ctx, &key, &outcome)))
 }
 
+/// What [`ask_for_ca_rotation`] may do with the `rotate-ca` annotation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RotateCaAnnotation {
+    /// Before a pass: ask for a rotation while none is recorded, remove the annotation
+    /// once one is.
+    Ask,
+    /// After a pass, on the object read before it: only remove the annotation of a
+    /// rotation recorded (begun in the pass), never ask (the rotation may have ended in the
+    /// pass, the annotation removed before it).
+    RemoveOnly,
+}
+
 /// The `rotate-ca` annotation on `obj`: once the decision record holds a rotation (begun),
 /// the annotation is removed (with the `resourceVersion` read) and the request dropped;
-/// before, the request is set, as the `rotate-ca` admin call sets it. A rotation cannot end
-/// while the annotation stays: every pass during it removes the annotation first or fails,
-/// so a request is never left behind to start a second one.
-async fn ask_for_ca_rotation(
+/// before, the request is set (with [`RotateCaAnnotation::Ask`]), as the `rotate-ca` admin
+/// call sets it. A rotation cannot end while the annotation stays: every pass during it
+/// removes the annotation first or fails, so a request is never left behind to start a
+/// second one.
+pub async fn ask_for_ca_rotation(
     obj: &DynamicObject,
     ctx: &Context,
     key: &ClusterKey,
+    may: RotateCaAnnotation,
 ) -> Result<(), Error> {
     // A record that cannot be read stops the pass with its reason in the status: nothing is
     // asked for on it.
@@ -363,6 +379,9 @@ async fn ask_for_ca_rotation(
     // A record naming another object (its annotations copied) says nothing of this one's.
     let own = record.uid.is_empty() || Some(record.uid.as_str()) == obj.uid().as_deref();
     if !own || record.ca_rotation.is_none() {
+        if may == RotateCaAnnotation::RemoveOnly {
+            return Ok(());
+        }
         let newly = ctx.registry.with(key, |entry, _| {
             !std::mem::replace(&mut entry.ca_rotation_requested, true)
         });

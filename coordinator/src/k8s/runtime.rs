@@ -196,6 +196,9 @@ pub struct KubeRuntime {
     leadership: Option<crate::leadership::Leadership>,
     /// How long a new etcd CA (of a rotation) is valid.
     ca_validity: std::time::Duration,
+    /// Held by a phase change of an etcd CA rotation and by a renewal of the certificates
+    /// from it, so that a renewal never writes a phase's issuer or trust over the next's.
+    ca_writes: tokio::sync::Mutex<()>,
 }
 
 fn other(context: &str) -> impl FnOnce(kube::Error) -> RuntimeError + '_ {
@@ -269,6 +272,7 @@ impl KubeRuntime {
             control,
             leadership: None,
             ca_validity: CA_VALIDITY,
+            ca_writes: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -404,9 +408,25 @@ impl KubeRuntime {
                 }
             }
         };
+        self.own_ca_secret(key, &secret)?;
         let view = Arc::new(EtcdCaView::of(&name, &build::secret_files(&secret))?);
         self.remember_view(key, Arc::clone(&view));
         Ok(Some(view))
+    }
+
+    /// Positive proof that `secret` (the etcd CA Secret by name) is this cluster's: owned by
+    /// its `EtcdCluster`'s UID. One of an earlier cluster of the same name (awaiting garbage
+    /// collection, or orphaned) is neither used nor changed.
+    fn own_ca_secret(&self, key: &ClusterKey, secret: &Secret) -> Result<(), RuntimeError> {
+        let uid = self.cluster(key)?.metadata.uid.clone();
+        if owned_by(secret.metadata.owner_references.as_ref(), uid.as_deref()) {
+            return Ok(());
+        }
+        Err(RuntimeError::Certificates(format!(
+            "the Secret {} is not owned by the EtcdCluster {key} (uid {}): it is an earlier cluster's of the same name, so its CA is neither used nor changed; delete it once that cluster is gone for good",
+            secret.name_any(),
+            uid.unwrap_or_default()
+        )))
     }
 
     /// One attempt of [`Runtime::set_etcd_ca_rotation`]: `Ok(None)` when the Secret changed
@@ -429,6 +449,7 @@ impl KubeRuntime {
             }
             Err(e) => return Err(other("reading the etcd CA")(e)),
         };
+        self.own_ca_secret(key, &secret)?;
         let mut files = build::secret_files(&secret);
         let current = EtcdCaView::of(&name, &files)?;
         let wanted = match (current.phase, phase) {
@@ -436,7 +457,17 @@ impl KubeRuntime {
                 self.remember_view(key, Arc::new(current));
                 return Ok(Some(None));
             }
-            // The end: the new CA becomes the cluster's, in one write.
+            // The end, only from Drop (members trust the new CA alone, every leaf is its):
+            // the new CA becomes the cluster's, in one write. From an earlier phase the
+            // old CA is still trusted and still issues: a record that says otherwise is
+            // refused, nothing is written.
+            (Some(now), None) if now != CaPhase::Drop => {
+                return Err(RuntimeError::Invalid(format!(
+                    "Secret {name} is at phase {} of its rotation, not {}: the rotation cannot end there, the old CA is kept",
+                    now.as_str(),
+                    CaPhase::Drop.as_str()
+                )));
+            }
             (Some(_), None) => {
                 let (Some(cert), Some(key_pem)) = (
                     files.remove(ca_keys::NEXT_CERT),
@@ -1139,6 +1170,7 @@ impl Runtime for KubeRuntime {
         key: &ClusterKey,
         phase: Option<CaPhase>,
     ) -> Result<Option<CaPhase>, RuntimeError> {
+        let _phase_change = self.ca_writes.lock().await;
         for _ in 0..CONFLICT_RETRIES {
             if let Some(in_effect) = self.try_set_rotation(key, phase).await? {
                 // The members' Secrets follow at the next renewal, which must not wait for
@@ -1248,6 +1280,7 @@ impl Runtime for KubeRuntime {
         {
             return Ok(0);
         }
+        let _renewal = self.ca_writes.lock().await;
         let (cluster, pods) = self.member_pods(key).await?;
         let uid = cluster.metadata.uid.as_deref();
         let mut changed = 0;

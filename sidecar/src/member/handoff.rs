@@ -9,7 +9,10 @@
 //! before the stop. A snapshot step that fails starts etcd again with its normal
 //! arguments.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{Arc, atomic::Ordering},
+    time::Duration,
+};
 
 use etcd_operator::{EtcdVersion, proto::MemberPhase};
 use tokio::time::{Instant, sleep};
@@ -143,12 +146,17 @@ impl Member {
         info!(target = %target, raft_index, "handing off: stopping etcd for the restart on the new version");
         // HandedOff before etcd stops, and the restart on this version armed before it:
         // a member whose etcd is down for a handoff always says so, and always comes back.
+        // The restart is this handoff's: a later handoff (after this one's restart in place,
+        // or after the runtime's restart of the sidecar's etcd) disarms it.
+        let handoff = self.handoffs.fetch_add(1, Ordering::SeqCst) + 1;
         self.set_phase(MemberPhase::HandedOff);
         let me = Arc::clone(&self);
         tokio::spawn(async move {
             sleep(restart_timeout).await;
             let _op = me.op.lock().await;
-            if me.current().phase == MemberPhase::HandedOff {
+            if me.current().phase == MemberPhase::HandedOff
+                && me.handoffs.load(Ordering::SeqCst) == handoff
+            {
                 warn!("no restart came after the handoff; starting etcd again on this version");
                 match me.run_etcd(&Bootstrap::FromData).await {
                     Ok(_) => me.set_phase(MemberPhase::Running),

@@ -103,6 +103,9 @@ pub struct Member {
     backup: Mutex<()>,
     /// The lease of the grant held, renewed while it is held ([`Member::renew_grants`]).
     lease: std::sync::Mutex<Option<grant::GrantLease>>,
+    /// Counts the handoffs: the restart a handoff arms (should the runtime's never come)
+    /// belongs to that handoff alone, never to a later one.
+    handoffs: std::sync::atomic::AtomicU64,
 }
 
 /// Milliseconds since the Unix epoch.
@@ -175,6 +178,7 @@ impl Member {
             op: Mutex::new(()),
             backup: Mutex::new(()),
             lease: std::sync::Mutex::new(None),
+            handoffs: std::sync::atomic::AtomicU64::new(0),
         }))
     }
 

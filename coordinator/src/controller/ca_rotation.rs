@@ -39,6 +39,19 @@ impl<R: Runtime> ClusterController<R> {
                 due: None,
             };
         }
+        // A rotation waits on every member's files in place, which its sidecar reports:
+        // one whose sidecar predates that report would hold a rotation in its middle.
+        let silent = self.sidecars_without_files_digest().await;
+        if !silent.is_empty() {
+            warn!(
+                members = %silent.join(", "),
+                "no etcd CA rotation begins: these members' sidecars predate it (they report no digest of their certificate files); it begins once they run the current sidecar"
+            );
+            return CaObservation {
+                rotation,
+                due: None,
+            };
+        }
         let requested = self
             .registry
             .with(&self.key, |entry, _| entry.ca_rotation_requested);
@@ -222,6 +235,26 @@ impl<R: Runtime> ClusterController<R> {
     /// (its sidecar's latest report carries their digest), where the runtime writes them
     /// with a delay ([`Runtime::etcd_files_digest`]); an error naming those that do not yet,
     /// or do not say (the pass is tried again).
+    /// The members whose sidecars report no digest of their certificate files where the
+    /// runtime has one to compare it with (sidecars older than the rotation on Kubernetes).
+    async fn sidecars_without_files_digest(&self) -> Vec<String> {
+        let silent: Vec<String> = self.registry.with(&self.key, |entry, _| {
+            entry
+                .reports
+                .iter()
+                .filter(|(_, r)| r.report.etcd_files_sha256.is_empty())
+                .map(|(name, _)| name.clone())
+                .collect()
+        });
+        let mut out = Vec::new();
+        for name in silent {
+            if let Ok(Some(_)) = self.runtime.etcd_files_digest(&self.key, &name).await {
+                out.push(name);
+            }
+        }
+        out
+    }
+
     async fn files_in_place(&self, members: &BTreeSet<String>) -> Result<(), ActError> {
         let mut behind = Vec::new();
         for name in members {

@@ -321,8 +321,16 @@ async fn steady_clusters_cost_almost_no_requests() {
         ctx.registry.clone(),
         Duration::from_secs(30),
     ));
-    // What is under way when the last one turns Running finishes.
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    // What is under way when the last one turns Running finishes: the window starts once
+    // 5 s have passed with no request (within a minute; past it the window tells why).
+    let quiet_by = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let seen = count(&api.requests(), |r| !r.watch);
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        if count(&api.requests(), |r| !r.watch) == seen || tokio::time::Instant::now() > quiet_by {
+            break;
+        }
+    }
 
     let before = api.requests().len();
     tokio::time::sleep(WINDOW).await;

@@ -237,6 +237,14 @@ const FAILPOINTS: &[(&str, Op, &str)] = &[
         "a voter, its grant not released: starts on its data; the grant lapses",
     ),
     (
+        "sidecar.handoff.in-place-after-stop",
+        Op::Elsewhere(
+            "sidecars.rs",
+            "a_restart_in_place_starts_etcd_again_on_its_data",
+        ),
+        "etcd stopped for a restart in place: the sidecar started again starts it on its data, the same member",
+    ),
+    (
         "sidecar.leave.after-leadership-moved",
         Op::Elsewhere(
             "sidecars.rs",

@@ -1551,8 +1551,23 @@ async fn a_handoff_cut_short_never_strands_its_member() {
 async fn a_restart_in_place_starts_etcd_again_on_its_data() {
     let _serial = serial_guard();
     let mut f = Fixture::new().await;
+    // The member's sidecar is killed once, between the stop of etcd and its start in place.
+    let fired = f.dir.path().join("failpoints");
+    std::fs::create_dir_all(&fired).unwrap();
     for i in 0..3 {
-        let spec = f.spec(i);
+        let mut spec = f.spec(i);
+        if i == 1 {
+            spec.env = vec![
+                (
+                    "FAILPOINTS".into(),
+                    "sidecar.handoff.in-place-after-stop=return".into(),
+                ),
+                (
+                    etcd_operator::failpoints::MARKER_DIR_ENV.into(),
+                    fired.display().to_string(),
+                ),
+            ];
+        }
         f.start(spec);
     }
     f.wait_voters(3).await;
@@ -1584,6 +1599,34 @@ async fn a_restart_in_place_starts_etcd_again_on_its_data() {
         Some(before.etcd_pid),
         "etcd untouched"
     );
+
+    // Killed after the stop: started again on its directory, it starts etcd on its data.
+    let cut = sidecar_of(&f, &victim)
+        .handoff(request(
+            &etcd_operator::version::DEFAULT_VERSION.to_string(),
+        ))
+        .await;
+    assert!(cut.is_err(), "the sidecar died in the restart: {cut:?}");
+    assert!(
+        etcd_operator::failpoints::fired(&fired, "sidecar.handoff.in-place-after-stop"),
+        "{}",
+        f.logs()
+    );
+    let spec = f.members.remove(&victim).expect("the member").spec.clone();
+    f.start(spec);
+    let back = wait_for(
+        "the member's etcd started again by its sidecar",
+        Duration::from_secs(60),
+        || {
+            let r = f.coordinator.report(&victim);
+            let old_pid = before.etcd_pid;
+            async move { r.filter(|r| r.healthy && r.etcd_pid != 0 && r.etcd_pid != old_pid) }
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", f.logs()));
+    assert_eq!(back.member_id, before.member_id, "the same member");
+    f.wait_voters(3).await;
 
     let handed_off = tokio::time::Instant::now();
     sidecar_of(&f, &victim)

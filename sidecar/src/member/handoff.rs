@@ -170,6 +170,7 @@ impl Member {
             // No runtime restart comes (the Pod's image stays): etcd starts again on its
             // data now, reading its trusted CA files afresh. A sidecar killed before this
             // starts etcd on its data when its container comes back.
+            etcd_operator::failpoint!("sidecar.handoff.in-place-after-stop");
             info!("restarting etcd in place on its data");
             self.run_etcd(&Bootstrap::FromData).await?;
             self.set_phase(MemberPhase::Running);

@@ -39,6 +39,17 @@ impl<R: Runtime> ClusterController<R> {
                 due: None,
             };
         }
+        let requested = self
+            .registry
+            .with(&self.key, |entry, _| entry.ca_rotation_requested);
+        let due = if requested {
+            Some("an operator asked for it".to_string())
+        } else {
+            self.ca_expiry_due().await
+        };
+        if due.is_none() {
+            return CaObservation { rotation, due };
+        }
         // A rotation waits on every member's files in place, which its sidecar reports:
         // one whose sidecar predates that report would hold a rotation in its middle.
         let silent = self.sidecars_without_files_digest().await;
@@ -52,16 +63,13 @@ impl<R: Runtime> ClusterController<R> {
                 due: None,
             };
         }
-        let requested = self
-            .registry
-            .with(&self.key, |entry, _| entry.ca_rotation_requested);
-        if requested {
-            return CaObservation {
-                rotation,
-                due: Some("an operator asked for it".to_string()),
-            };
-        }
-        let due = match self.runtime.existing_etcd_ca(&self.key).await {
+        CaObservation { rotation, due }
+    }
+
+    /// Why the etcd CA is due for a rotation on its own: less than a third of its life left.
+    /// A CA that cannot be read is never due (nothing is replaced on a failed read).
+    async fn ca_expiry_due(&self) -> Option<String> {
+        match self.runtime.existing_etcd_ca(&self.key).await {
             Ok(Some(ca)) => pki::validity(ca.cert_pem())
                 .ok()
                 .filter(|v| v.renewal_due(crate::security::now_secs()))
@@ -74,8 +82,7 @@ impl<R: Runtime> ClusterController<R> {
                     )
                 }),
             _ => None,
-        };
-        CaObservation { rotation, due }
+        }
     }
 
     /// Brings the runtime's CA storage to `phase` and the members' files to it. A runtime
